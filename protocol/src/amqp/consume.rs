@@ -1,0 +1,116 @@
+//! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand.
+
+use super::AmqpError;
+use crate::message::{DecodeError, EnvelopeMeta, Message};
+use futures_util::StreamExt;
+use lapin::Acker;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+
+/// A consumer of one queue on its own channel.
+pub struct Consumer {
+    channel: Channel,
+    inner: lapin::Consumer,
+    queue: String,
+}
+
+/// One delivery: the decoded message (or why it could not be decoded) and its acknowledgement.
+pub struct Incoming {
+    pub message: Result<(EnvelopeMeta, Message), DecodeError>,
+    pub redelivered: bool,
+    payload: Vec<u8>,
+    queue: String,
+    acker: Acker,
+}
+
+impl Consumer {
+    pub(super) async fn start(channel: Channel, queue: &str) -> Result<Self, AmqpError> {
+        let inner = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            channel,
+            inner,
+            queue: queue.to_string(),
+        })
+    }
+
+    /// The broker queue consumed.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The next delivery; `None` when the consumer or its connection ended.
+    pub async fn next(&mut self) -> Option<Result<Incoming, AmqpError>> {
+        let delivery = match self.inner.next().await? {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(Ok(Incoming {
+            message: Message::decode(&delivery.data),
+            redelivered: delivery.redelivered,
+            payload: delivery.data,
+            queue: self.queue.clone(),
+            acker: delivery.acker,
+        }))
+    }
+
+    /// Stops deliveries; unacked ones stay with the channel until acked, requeued or closed.
+    pub async fn cancel(&self) -> Result<(), AmqpError> {
+        self.channel
+            .basic_cancel(self.inner.tag(), BasicCancelOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the channel: every unacked delivery goes back to its queue.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "consumer closed".into()).await;
+    }
+}
+
+impl Incoming {
+    /// The raw bytes as received.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The broker queue it came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Done with it.
+    pub async fn ack(&self) -> Result<(), AmqpError> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Give it back to the queue for another consumer.
+    pub async fn requeue(&self) -> Result<(), AmqpError> {
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reject without requeue: the broker moves it to the dead-letter queue.
+    pub async fn reject(&self) -> Result<(), AmqpError> {
+        self.acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The one module that speaks AMQP (lapin): connect, declare topology, publish with confirms,
+//! consume with prefetch. Everything else in drover uses these types and never imports lapin.
+
+mod consume;
+mod publish;
+
+pub use consume::{Consumer, Incoming};
+pub use publish::{Publisher, Target};
+
+use crate::ids::{AgentId, QueueName};
+use crate::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
+use lapin::options::{
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::time::Duration;
+
+/// Priority levels user queues support (`x-max-priority`); fixed because RabbitMQ refuses to
+/// redeclare a queue with other arguments.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// Header naming why a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-drover-reason";
+/// Header naming the queue a dead letter came from.
+pub const SOURCE_HEADER: &str = "x-drover-source-queue";
+
+/// An AMQP failure, with the broker's words.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("cannot connect to the broker at {url}: {error}; is RabbitMQ running and reachable?")]
+    Connect { url: String, error: String },
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("no queue accepted the message for {0:?}: nothing consumes that route yet")]
+    Unroutable(String),
+    #[error("the broker refused the message for {0:?} (negative confirm)")]
+    Nacked(String),
+}
+
+/// Depth and consumers of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// A connection to RabbitMQ within one namespace.
+pub struct Broker {
+    conn: Connection,
+    names: Names,
+    url: String,
+}
+
+impl Broker {
+    /// Connects once.
+    pub async fn connect(url: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("drover {client} ({names})").into());
+        let conn = Connection::connect(url, props)
+            .await
+            .map_err(|e| AmqpError::Connect {
+                url: redact(url),
+                error: e.to_string(),
+            })?;
+        Ok(Self {
+            conn,
+            names,
+            url: url.to_string(),
+        })
+    }
+
+    /// Connects, retrying with exponential backoff (100 ms doubling to 5 s) for up to `patience`.
+    pub async fn connect_with_retry(
+        url: &str,
+        names: Names,
+        client: &str,
+        patience: Duration,
+    ) -> Result<Self, AmqpError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match Self::connect(url, names.clone(), client).await {
+                Ok(b) => return Ok(b),
+                Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!("{e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The URL with its password hidden, for messages.
+    pub fn url(&self) -> String {
+        redact(&self.url)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+
+    async fn channel(&self) -> Result<Channel, AmqpError> {
+        Ok(self.conn.create_channel().await?)
+    }
+
+    /// Declares the namespace's shared objects: dead-letter, events, services, control exchange.
+    pub async fn declare_topology(&self) -> Result<(), AmqpError> {
+        let ch = self.channel().await?;
+        let durable = QueueDeclareOptions::durable();
+        ch.queue_declare(self.names.dead().into(), durable, FieldTable::default())
+            .await?;
+        ch.queue_declare(self.names.events().into(), durable, self.dead_letter_args())
+            .await?;
+        ch.exchange_declare(
+            self.names.control_exchange().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        self.declare_user_queue_on(&ch, &crate::names::services_queue())
+            .await?;
+        let _ = ch.close(200, "topology declared".into()).await;
+        Ok(())
+    }
+
+    /// Declares a user queue (`default`, `gpu`, ...) with its dead-letter route and priorities.
+    pub async fn declare_user_queue(&self, queue: &QueueName) -> Result<(), AmqpError> {
+        let ch = self.channel().await?;
+        self.declare_user_queue_on(&ch, queue).await?;
+        let _ = ch.close(200, "queue declared".into()).await;
+        Ok(())
+    }
+
+    async fn declare_user_queue_on(&self, ch: &Channel, queue: &QueueName) -> Result<(), AmqpError> {
+        let mut args = self.dead_letter_args();
+        args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
+        ch.queue_declare(
+            self.names.user_queue(queue).into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn dead_letter_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.names.dead().into()),
+        );
+        args
+    }
+
+    /// A publisher with confirms enabled on its own channel.
+    pub async fn publisher(&self) -> Result<Publisher, AmqpError> {
+        let ch = self.channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher::new(ch, self.names.clone()))
+    }
+
+    /// Consumes a broker queue (already declared) on its own channel with the given prefetch.
+    pub async fn consume(&self, broker_queue: &str, prefetch: u16) -> Result<Consumer, AmqpError> {
+        let ch = self.channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        Consumer::start(ch, broker_queue).await
+    }
+
+    /// An agent's own control queue (exclusive, auto-delete), bound for its id and for all agents.
+    pub async fn consume_agent_control(&self, agent: &AgentId) -> Result<Consumer, AmqpError> {
+        let ch = self.channel().await?;
+        let queue = self.names.agent_control_queue(agent);
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        for key in [agent_routing_key(agent), ALL_AGENTS_ROUTING_KEY.to_string()] {
+            ch.queue_bind(
+                queue.as_str().into(),
+                self.names.control_exchange().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        ch.basic_qos(64, BasicQosOptions::default()).await?;
+        Consumer::start(ch, &queue).await
+    }
+
+    /// Depth and consumer count of a broker queue; `None` when it does not exist.
+    pub async fn queue_stats(&self, broker_queue: &str) -> Result<Option<QueueStats>, AmqpError> {
+        // A passive declare of a missing queue closes the channel, so use a throwaway one.
+        let ch = self.channel().await?;
+        let result = ch
+            .queue_declare(
+                broker_queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match result {
+            Ok(q) => {
+                let _ = ch.close(200, "stats read".into()).await;
+                Ok(Some(QueueStats {
+                    messages: q.message_count(),
+                    consumers: q.consumer_count(),
+                }))
+            }
+            Err(e) if e.to_string().contains("NOT_FOUND") || e.to_string().contains("404") => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// Hides the password in an AMQP URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(super::redact("amqp://h:5672"), "amqp://h:5672");
+    }
+}

@@ -1,0 +1,244 @@
+//! Typed identifiers: parsed once at the edge, so the rest of the code never re-checks a bare string.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a string is not a valid identifier of some kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} {value:?}: {reason}")]
+pub struct IdError {
+    pub kind: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+fn id_error(kind: &'static str, value: &str, reason: impl Into<String>) -> IdError {
+    IdError {
+        kind,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a name made of `[A-Za-z0-9_.-]`, not `.`/`..`, 1..=max bytes: safe as a path component.
+fn check_name(kind: &'static str, value: &str, max: usize) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(id_error(kind, value, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(id_error(kind, value, format!("longer than {max} bytes")));
+    }
+    if value == "." || value == ".." {
+        return Err(id_error(kind, value, "must not be '.' or '..'"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(id_error(
+            kind,
+            value,
+            format!("contains {c:?}; use letters, digits, '_', '-' and '.' only"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                let check: fn(&str) -> Result<(), IdError> = $check;
+                check(&value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(value: &str) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A pipeline run: 32 lowercase hex digits (a UUIDv7, so ids sort by creation time).
+    RunId,
+    "run id",
+    |v| {
+        if v.len() == 32 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(())
+        } else {
+            Err(id_error("run id", v, "expected 32 lowercase hex digits"))
+        }
+    }
+);
+
+impl RunId {
+    /// A fresh, time-ordered run id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().simple().to_string())
+    }
+}
+
+string_id!(
+    /// A step's name within its pipeline; also a path component in work and data dirs.
+    StepName,
+    "step name",
+    |v| {
+        check_name("step name", v, 128)?;
+        if v.contains('.') {
+            return Err(id_error("step name", v, "must not contain '.' (it separates step and output in ${STEP.OUTPUT})"));
+        }
+        if v == "pipeline" {
+            return Err(id_error("step name", v, "'pipeline' is reserved for ${pipeline.NAME} parameters"));
+        }
+        Ok(())
+    }
+);
+
+string_id!(
+    /// A declared output (artifact) name of a step; a path component, so no separators or `..`.
+    OutputName,
+    "output name",
+    |v| check_name("output name", v, 128)
+);
+
+string_id!(
+    /// A user queue name as written by the user (`default`, `gpu`), before namespacing.
+    QueueName,
+    "queue name",
+    |v| check_name("queue name", v, 200)
+);
+
+string_id!(
+    /// An agent's identity: `<host>-<pid>-<suffix>` by default.
+    AgentId,
+    "agent id",
+    |v| check_name("agent id", v, 200)
+);
+
+string_id!(
+    /// A sha256 content digest: 64 lowercase hex digits.
+    Digest,
+    "digest",
+    |v| {
+        if v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(())
+        } else {
+            Err(id_error("digest", v, "expected 64 lowercase hex digits (sha256)"))
+        }
+    }
+);
+
+impl Digest {
+    /// The digest of a finished sha256 hasher.
+    pub fn from_sha256(hasher: sha2::Sha256) -> Self {
+        use sha2::Digest as _;
+        Self(hex::encode(hasher.finalize()))
+    }
+
+    /// The digest of a byte slice.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(bytes);
+        Self::from_sha256(hasher)
+    }
+}
+
+/// The attempt number of a step within a run, starting at 1; a retry gets the next number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct AttemptNo(pub u32);
+
+impl AttemptNo {
+    pub const FIRST: AttemptNo = AttemptNo(1);
+
+    pub fn next(self) -> AttemptNo {
+        AttemptNo(self.0 + 1)
+    }
+}
+
+impl fmt::Display for AttemptNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape_directories() {
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b", "a b", "x\\y"] {
+            assert!(OutputName::new(bad).is_err(), "{bad:?} accepted");
+            assert!(StepName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(OutputName::new("data_frame.v2").is_ok());
+        assert!(OutputName::new("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn pipeline_is_not_a_step_name() {
+        let err = StepName::new("pipeline").unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn run_ids_are_hex_and_time_ordered() {
+        let a = RunId::generate();
+        let b = RunId::generate();
+        assert!(RunId::new(a.as_str()).is_ok());
+        assert!(a <= b);
+        assert!(RunId::new("not-a-run").is_err());
+    }
+
+    #[test]
+    fn digest_of_bytes_is_sha256() {
+        assert_eq!(
+            Digest::of_bytes(b"").as_str(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! The envelope and every message drover sends, encoded as named-field msgpack.
+//!
+//! `Envelope { v, kind, id, sent_at, body }`: readers check `v` and `kind` before decoding the
+//! body, so an unknown version or kind is a clear error (and a dead letter), never a panic.
+
+use crate::ids::{AgentId, AttemptNo, Digest, OutputName, QueueName, RunId, StepName};
+use crate::spec::PipelineSpec;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The wire protocol version this build reads and writes.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The outer frame of every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<B> {
+    pub v: u16,
+    pub kind: String,
+    /// Unique per message (UUIDv4, simple form); used in logs and for deduplication.
+    pub id: String,
+    /// Milliseconds since the Unix epoch when the sender built the message.
+    pub sent_at: u64,
+    pub body: B,
+}
+
+/// Why bytes are not a message this build understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a drover envelope: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("unknown message kind {0:?}")]
+    UnknownKind(String),
+    #[error("invalid {kind} body: {error}")]
+    InvalidBody { kind: String, error: String },
+}
+
+impl DecodeError {
+    /// A short stable code, used as the dead-letter reason and metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::UnsupportedVersion(_) => "unsupported_version",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::InvalidBody { .. } => "invalid_body",
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// CLI/SDK -> controller (services queue): start a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submit {
+    pub run_id: RunId,
+    pub spec: PipelineSpec,
+    /// Parameter overrides (`--param k=v`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Who submitted (user@host), for display.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
+}
+
+/// CLI/SDK -> controller (services queue): stop a run, or one step of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abort {
+    pub run_id: RunId,
+    #[serde(default)]
+    pub step: Option<StepName>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Controller -> agents (a user queue): run one attempt of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepJob {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+    pub job: JobSpec,
+    /// Base URL of the controller's HTTP API, for artifact download/upload.
+    pub controller_url: String,
+    /// How often the controller expects a heartbeat for this attempt, in milliseconds.
+    pub lease_ms: u64,
+}
+
+/// What to run and with what, fully resolved but for `${STEP.OUTPUT}` paths (known only on the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub kind: JobKind,
+    /// Extra environment variables; values may hold `${STEP.OUTPUT}` references.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Artifacts to download into the workdir before the step starts.
+    #[serde(default)]
+    pub inputs: Vec<JobInput>,
+    /// Output name -> path relative to the workdir, uploaded after a successful exit.
+    #[serde(default)]
+    pub outputs: BTreeMap<OutputName, String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A command or a Python function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobKind {
+    /// An argv; arguments may hold `${STEP.OUTPUT}` references.
+    Command { argv: Vec<String> },
+    /// A Python function run by the agent's harness.
+    Function {
+        source: String,
+        entry: String,
+        /// JSON text per keyword argument; see [`crate::spec::FunctionSpec::kwargs`].
+        kwargs: BTreeMap<String, String>,
+        returns: Vec<OutputName>,
+        requirements: Vec<String>,
+        python: Option<String>,
+    },
+}
+
+/// One artifact a step consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInput {
+    pub step: StepName,
+    pub output: OutputName,
+    pub digest: Digest,
+    pub size: u64,
+    /// File name to give the download (the producer's file name).
+    pub file_name: String,
+}
+
+/// Agent -> controller: the agent took this attempt (published before the delivery is acked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+    pub agent: AgentId,
+}
+
+/// Identifies one attempt of one step of one run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+}
+
+/// What an agent says about itself in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub queues: Vec<QueueName>,
+    pub slots: u32,
+    pub busy: u32,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// Agent -> controller, every few seconds: renews the leases of every running attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub agent: AgentInfo,
+    pub running: Vec<AttemptRef>,
+}
+
+/// Agent -> controller: a piece of an attempt's combined stdout/stderr, raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+    /// Byte offset of `data` in the attempt's log, so duplicates and gaps are detectable.
+    pub offset: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// Non-zero exit, a missing output, or a Python exception.
+    Failed,
+    TimedOut,
+    Aborted,
+    /// The agent could not run the step (download failed, env build failed, ...).
+    Error,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub digest: Digest,
+    pub size: u64,
+    /// File name the producer wrote (the basename of its output path).
+    pub file_name: String,
+}
+
+/// Agent -> controller: an attempt ended; outputs are already uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+    pub agent: AgentId,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub outputs: BTreeMap<OutputName, ArtifactRef>,
+    /// Why it ended when that is not just the exit code.
+    #[serde(default)]
+    pub message: Option<String>,
+    pub started_at: u64,
+    pub ended_at: u64,
+}
+
+/// Controller -> one agent (control exchange): stop this attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
+    pub reason: String,
+}
+
+macro_rules! messages {
+    ($($variant:ident($body:ty) = $kind:literal,)*) => {
+        /// Every message kind, one variant per body type.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Message {
+            $($variant($body),)*
+        }
+
+        impl Message {
+            /// The `kind` string written in the envelope.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Message::$variant(_) => $kind,)*
+                }
+            }
+
+            fn encode_body(&self, meta: EnvelopeMeta) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+                match self {
+                    $(Message::$variant(body) => encode_envelope(meta, $kind, body),)*
+                }
+            }
+
+            fn decode_body(kind: &str, body: &[u8]) -> Result<Message, DecodeError> {
+                match kind {
+                    $($kind => decode_as::<$body>(kind, body).map(Message::$variant),)*
+                    other => Err(DecodeError::UnknownKind(other.to_string())),
+                }
+            }
+        }
+
+        $(impl From<$body> for Message {
+            fn from(body: $body) -> Message {
+                Message::$variant(body)
+            }
+        })*
+    };
+}
+
+messages! {
+    Submit(Submit) = "submit",
+    Abort(Abort) = "abort",
+    StepJob(StepJob) = "step_job",
+    Claimed(Claimed) = "claimed",
+    Heartbeat(Heartbeat) = "heartbeat",
+    Log(LogChunk) = "log",
+    Finished(Finished) = "finished",
+    Cancel(Cancel) = "cancel",
+}
+
+/// The envelope fields other than `kind` and `body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeMeta {
+    pub v: u16,
+    pub id: String,
+    pub sent_at: u64,
+}
+
+impl EnvelopeMeta {
+    /// A fresh id stamped now, at this build's protocol version.
+    pub fn fresh() -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            sent_at: now_ms(),
+        }
+    }
+}
+
+fn encode_envelope<B: Serialize>(
+    meta: EnvelopeMeta,
+    kind: &str,
+    body: &B,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(&Envelope {
+        v: meta.v,
+        kind: kind.to_string(),
+        id: meta.id,
+        sent_at: meta.sent_at,
+        body,
+    })
+}
+
+fn decode_as<B: DeserializeOwned>(kind: &str, body: &[u8]) -> Result<B, DecodeError> {
+    rmp_serde::from_slice(body).map_err(|e| DecodeError::InvalidBody {
+        kind: kind.to_string(),
+        error: e.to_string(),
+    })
+}
+
+impl Message {
+    /// Encodes with a fresh envelope id and timestamp.
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(EnvelopeMeta::fresh())
+    }
+
+    /// Encodes with the given envelope fields (golden files pin them).
+    pub fn encode_with(&self, meta: EnvelopeMeta) -> Vec<u8> {
+        // Every body is plain data with string keys: encoding into a Vec cannot fail.
+        self.encode_body(meta)
+            .unwrap_or_else(|e| unreachable!("encoding a drover message failed: {e}"))
+    }
+
+    /// Decodes and checks version and kind; the body is validated by its typed fields.
+    pub fn decode(bytes: &[u8]) -> Result<(EnvelopeMeta, Message), DecodeError> {
+        let raw: Envelope<rmpv::Value> =
+            rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if raw.v != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion(raw.v));
+        }
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &raw.body)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let message = Message::decode_body(&raw.kind, &body)?;
+        Ok((
+            EnvelopeMeta {
+                v: raw.v,
+                id: raw.id,
+                sent_at: raw.sent_at,
+            },
+            message,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn abort() -> Message {
+        Message::Abort(Abort {
+            run_id: RunId::generate(),
+            step: None,
+            reason: Some("user".into()),
+        })
+    }
+
+    #[test]
+    fn round_trips() {
+        let msg = abort();
+        let (meta, back) = Message::decode(&msg.encode()).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(meta.v, PROTOCOL_VERSION);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let err = Message::decode(b"\xc1garbage").unwrap_err();
+        assert_eq!(err.code(), "malformed");
+    }
+
+    #[test]
+    fn unknown_version_is_refused_before_the_body() {
+        let mut meta = EnvelopeMeta::fresh();
+        meta.v = 99;
+        let err = Message::decode(&abort().encode_with(meta)).unwrap_err();
+        assert_eq!(err, DecodeError::UnsupportedVersion(99));
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_body_are_named() {
+        let bytes = rmp_serde::to_vec_named(&Envelope {
+            v: PROTOCOL_VERSION,
+            kind: "teleport".into(),
+            id: "x".into(),
+            sent_at: 0,
+            body: 1u8,
+        })
+        .unwrap();
+        assert_eq!(
+            Message::decode(&bytes).unwrap_err(),
+            DecodeError::UnknownKind("teleport".into())
+        );
+        let bytes = rmp_serde::to_vec_named(&Envelope {
+            v: PROTOCOL_VERSION,
+            kind: "abort".into(),
+            id: "x".into(),
+            sent_at: 0,
+            body: "no",
+        })
+        .unwrap();
+        assert_eq!(Message::decode(&bytes).unwrap_err().code(), "invalid_body");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_by_older_readers() {
+        #[derive(Serialize)]
+        struct NewerAbort<'a> {
+            run_id: &'a str,
+            step: Option<&'a str>,
+            added_later: u32,
+        }
+        let run = RunId::generate();
+        let bytes = rmp_serde::to_vec_named(&Envelope {
+            v: PROTOCOL_VERSION,
+            kind: "abort".into(),
+            id: "x".into(),
+            sent_at: 0,
+            body: NewerAbort {
+                run_id: run.as_str(),
+                step: None,
+                added_later: 7,
+            },
+        })
+        .unwrap();
+        let (_, msg) = Message::decode(&bytes).unwrap();
+        assert_eq!(
+            msg,
+            Message::Abort(Abort {
+                run_id: run,
+                step: None,
+                reason: None
+            })
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! AMQP object names for one namespace: user queues keep their names in the default namespace.
+
+use crate::ids::{AgentId, IdError, QueueName};
+use std::fmt;
+
+/// The default namespace; it adds no prefix to user queues.
+pub const DEFAULT_NAMESPACE: &str = "drover";
+/// The queue the controller consumes submissions from (a user queue, as in ClearML).
+pub const SERVICES_QUEUE: &str = "services";
+
+/// Names of every queue and exchange in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    ns: String,
+}
+
+impl Names {
+    /// `ns` must be a valid queue-name component (`[A-Za-z0-9_.-]`).
+    pub fn new(ns: &str) -> Result<Self, IdError> {
+        QueueName::new(ns).map_err(|e| IdError {
+            kind: "namespace",
+            ..e
+        })?;
+        Ok(Self { ns: ns.to_string() })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    fn is_default(&self) -> bool {
+        self.ns == DEFAULT_NAMESPACE
+    }
+
+    /// The broker queue for a user queue: `default` stays `default` unless the namespace is not the default.
+    pub fn user_queue(&self, queue: &QueueName) -> String {
+        if self.is_default() {
+            queue.to_string()
+        } else {
+            format!("{}.{}", self.ns, queue)
+        }
+    }
+
+    /// The user-facing name of a broker queue, if it belongs to this namespace's user queues.
+    pub fn user_queue_of(&self, broker_queue: &str) -> Option<QueueName> {
+        let name = if self.is_default() {
+            broker_queue
+        } else {
+            broker_queue.strip_prefix(&format!("{}.", self.ns))?
+        };
+        QueueName::new(name).ok()
+    }
+
+    /// The `services` queue: submissions and aborts for the controller.
+    pub fn services(&self) -> String {
+        self.user_queue(&services_queue())
+    }
+
+    /// Agent -> controller events.
+    pub fn events(&self) -> String {
+        format!("{}.events", self.ns)
+    }
+
+    /// Controller -> agents control messages (topic exchange).
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.ns)
+    }
+
+    /// Where undecodable or invalid messages end up.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
+
+    /// An agent's own auto-delete control queue.
+    pub fn agent_control_queue(&self, agent: &AgentId) -> String {
+        format!("{}.agent.{}", self.ns, agent)
+    }
+}
+
+/// Routing key of control messages for one agent.
+pub fn agent_routing_key(agent: &AgentId) -> String {
+    format!("agent.{agent}")
+}
+
+/// Routing key of control messages for every agent.
+pub const ALL_AGENTS_ROUTING_KEY: &str = "all";
+
+/// The `services` queue name as a [`QueueName`].
+pub fn services_queue() -> QueueName {
+    QueueName::new(SERVICES_QUEUE).unwrap_or_else(|_| unreachable!("'services' is a valid queue name"))
+}
+
+impl fmt::Display for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(name: &str) -> QueueName {
+        QueueName::new(name).unwrap()
+    }
+
+    #[test]
+    fn default_namespace_keeps_user_queue_names() {
+        let names = Names::new(DEFAULT_NAMESPACE).unwrap();
+        assert_eq!(names.user_queue(&q("default")), "default");
+        assert_eq!(names.services(), "services");
+        assert_eq!(names.events(), "drover.events");
+        assert_eq!(names.dead(), "drover.dead");
+    }
+
+    #[test]
+    fn other_namespaces_prefix_everything() {
+        let names = Names::new("t1").unwrap();
+        assert_eq!(names.user_queue(&q("default")), "t1.default");
+        assert_eq!(names.services(), "t1.services");
+        assert_eq!(names.control_exchange(), "t1.control");
+        assert_eq!(names.user_queue_of("t1.gpu"), Some(q("gpu")));
+        assert_eq!(names.user_queue_of("t2.gpu"), None);
+    }
+
+    #[test]
+    fn namespace_must_be_a_name() {
+        assert!(Names::new("a/b").is_err());
+        assert!(Names::new("").is_err());
+    }
+}

@@ -1,0 +1,548 @@
+//! Submit-time validation: turns a [`PipelineSpec`] plus parameter overrides into a checked DAG,
+//! or into every problem found, each naming its culprit.
+
+use crate::ids::{IdError, OutputName, QueueName, StepName};
+use crate::message::JobKind;
+use crate::refs::{self, Reference};
+use crate::spec::{PipelineMeta, PipelineSpec, StepSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// Directory (relative to the workdir) where function steps write their pickled return values.
+pub const FUNCTION_OUTPUT_DIR: &str = "_outputs";
+
+/// Default delay before the first retry.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1_000;
+
+/// A validated pipeline; steps are in a topological order (parents first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub meta: PipelineMeta,
+    /// Every parameter's effective value (default or override).
+    pub params: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+}
+
+/// A validated step with parameters substituted; `${STEP.OUTPUT}` references remain for the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: StepName,
+    pub kind: JobKind,
+    pub queue: QueueName,
+    /// Explicit parents plus every step referenced.
+    pub parents: BTreeSet<StepName>,
+    /// Artifacts consumed: (producer step, output name).
+    pub inputs: BTreeSet<(StepName, OutputName)>,
+    /// Output name -> path relative to the workdir.
+    pub outputs: BTreeMap<OutputName, String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    pub cache: bool,
+    pub continue_on_fail: bool,
+}
+
+/// One problem with a pipeline. `code` is stable for scripts; the message is for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum SpecError {
+    #[error("the pipeline has no name: set [pipeline] name = \"...\"")]
+    EmptyPipelineName,
+    #[error("the pipeline has no steps: add at least one [[step]]")]
+    NoSteps,
+    #[error("{message}")]
+    InvalidName { message: String },
+    #[error("duplicate step name {step:?}: step names must be unique")]
+    DuplicateStep { step: String },
+    #[error("step {step:?} has neither `command` nor `function`")]
+    NoCommand { step: String },
+    #[error("step {step:?} has both `command` and `function`; keep one")]
+    CommandAndFunction { step: String },
+    #[error("step {step:?} has an empty command")]
+    EmptyCommand { step: String },
+    #[error("step {step:?}: function steps declare outputs with `returns`, not `outputs`")]
+    OutputsOnFunction { step: String },
+    #[error("step {step:?} output {output:?}: path {path:?} {reason}")]
+    BadOutputPath {
+        step: String,
+        output: String,
+        path: String,
+        reason: String,
+    },
+    #[error("step {step:?} lists unknown parent {parent:?}")]
+    UnknownParent { step: String, parent: String },
+    #[error("step {step:?} references unknown step in {reference}")]
+    UnknownStep { step: String, reference: String },
+    #[error("step {step:?} references unknown parameter in {reference}; declare it under [parameters]")]
+    UnknownParam { step: String, reference: String },
+    #[error("step {step:?} references unknown output in {reference}; that step's outputs are: {available:?}")]
+    UnknownOutput {
+        step: String,
+        reference: String,
+        available: Vec<String>,
+    },
+    #[error("step {step:?} references its own output in {reference}")]
+    SelfReference { step: String, reference: String },
+    #[error("parameter {name:?} has no default and no value: pass --param {name}=VALUE")]
+    MissingParam { name: String },
+    #[error("--param {name:?} is not a parameter of this pipeline (known: {known:?})")]
+    UnknownOverride { name: String, known: Vec<String> },
+    #[error("dependency cycle: {}", path.join(" -> "))]
+    Cycle { path: Vec<String> },
+    #[error("step {step:?}: {field} {value:?} is not a duration ({error}); write e.g. \"90s\" or \"10m\"")]
+    BadDuration {
+        step: String,
+        field: String,
+        value: String,
+        error: String,
+    },
+    #[error("step {step:?}: keyword argument {name:?} is not valid JSON ({error})")]
+    BadKwarg {
+        step: String,
+        name: String,
+        error: String,
+    },
+    #[error("step {step:?}: environment variable name {name:?} is not valid")]
+    BadEnvName { step: String, name: String },
+}
+
+impl From<IdError> for SpecError {
+    fn from(e: IdError) -> Self {
+        SpecError::InvalidName {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Every problem found in one pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid pipeline ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Validates a spec with parameter overrides.
+pub fn validate(
+    spec: &PipelineSpec,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Pipeline, SpecErrors> {
+    let mut errors = Vec::new();
+    if spec.pipeline.name.trim().is_empty() {
+        errors.push(SpecError::EmptyPipelineName);
+    }
+    if spec.steps.is_empty() {
+        errors.push(SpecError::NoSteps);
+    }
+    let params = resolve_params(spec, overrides, &mut errors);
+    let default_queue = QueueName::new(&spec.pipeline.default_queue)
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+
+    // First pass: names and declared outputs, so references can be checked in any order.
+    let mut declared: HashMap<&str, Vec<String>> = HashMap::new();
+    for step in &spec.steps {
+        if declared.insert(&step.name, output_names(step)).is_some() {
+            errors.push(SpecError::DuplicateStep {
+                step: step.name.clone(),
+            });
+        }
+    }
+
+    let mut steps = Vec::new();
+    for step in &spec.steps {
+        if let Some(s) = check_step(step, &params, &declared, default_queue.as_ref(), &mut errors) {
+            steps.push(s);
+        }
+    }
+    if errors.is_empty() {
+        match topological_order(steps) {
+            Ok(steps) => {
+                return Ok(Pipeline {
+                    meta: spec.pipeline.clone(),
+                    params,
+                    steps,
+                });
+            }
+            Err(cycle) => errors.push(cycle),
+        }
+    }
+    Err(SpecErrors(errors))
+}
+
+fn output_names(step: &StepSpec) -> Vec<String> {
+    match &step.function {
+        Some(f) => f.returns.clone(),
+        None => step.outputs.keys().cloned().collect(),
+    }
+}
+
+fn resolve_params(
+    spec: &PipelineSpec,
+    overrides: &BTreeMap<String, String>,
+    errors: &mut Vec<SpecError>,
+) -> BTreeMap<String, String> {
+    let mut params = BTreeMap::new();
+    for name in overrides.keys() {
+        if !spec.parameters.contains_key(name) {
+            errors.push(SpecError::UnknownOverride {
+                name: name.clone(),
+                known: spec.parameters.keys().cloned().collect(),
+            });
+        }
+    }
+    for (name, p) in &spec.parameters {
+        match overrides.get(name).or(p.default.as_ref()) {
+            Some(value) => {
+                params.insert(name.clone(), value.clone());
+            }
+            None => errors.push(SpecError::MissingParam { name: name.clone() }),
+        }
+    }
+    params
+}
+
+/// Collects the references of one template string, recording parents, inputs and errors.
+struct RefChecker<'a> {
+    step: &'a str,
+    params: &'a BTreeMap<String, String>,
+    declared: &'a HashMap<&'a str, Vec<String>>,
+    parents: BTreeSet<StepName>,
+    inputs: BTreeSet<(StepName, OutputName)>,
+    errors: Vec<SpecError>,
+}
+
+impl RefChecker<'_> {
+    fn check(&mut self, template: &str) {
+        for r in refs::references(template) {
+            self.check_one(&r);
+        }
+    }
+
+    fn check_one(&mut self, r: &Reference) {
+        let reference = r.to_string();
+        let step = self.step.to_string();
+        match r {
+            Reference::Param(name) => {
+                if !self.params.contains_key(name) {
+                    self.errors.push(SpecError::UnknownParam { step, reference });
+                }
+            }
+            Reference::Output { step: other, output } => {
+                if other == self.step {
+                    self.errors.push(SpecError::SelfReference { step, reference });
+                    return;
+                }
+                let Some(outputs) = self.declared.get(other.as_str()) else {
+                    self.errors.push(SpecError::UnknownStep { step, reference });
+                    return;
+                };
+                if !outputs.contains(output) {
+                    self.errors.push(SpecError::UnknownOutput {
+                        step,
+                        reference,
+                        available: outputs.clone(),
+                    });
+                    return;
+                }
+                // Names were checked when the producer was declared; skip silently if invalid.
+                if let (Ok(s), Ok(o)) = (StepName::new(other), OutputName::new(output)) {
+                    self.parents.insert(s.clone());
+                    self.inputs.insert((s, o));
+                }
+            }
+        }
+    }
+
+    /// Substitutes parameters, leaving output references for the agent.
+    fn render(&self, template: &str) -> String {
+        refs::render_partial(template, |r| match r {
+            Reference::Param(name) => self.params.get(name).cloned(),
+            Reference::Output { .. } => None,
+        })
+    }
+}
+
+fn parse_duration_ms(
+    step: &str,
+    field: &str,
+    value: Option<&String>,
+    errors: &mut Vec<SpecError>,
+) -> Option<u64> {
+    let value = value?;
+    match humantime::parse_duration(value) {
+        Ok(d) => Some(d.as_millis() as u64),
+        Err(e) => {
+            errors.push(SpecError::BadDuration {
+                step: step.to_string(),
+                field: field.to_string(),
+                value: value.clone(),
+                error: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+fn check_output_path(step: &str, output: &str, path: &str) -> Result<(), SpecError> {
+    let bad = |reason: &str| SpecError::BadOutputPath {
+        step: step.to_string(),
+        output: output.to_string(),
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    if path.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        return Err(bad("must be relative to the step's workdir"));
+    }
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad("must not contain '..'"));
+    }
+    Ok(())
+}
+
+fn check_step(
+    spec: &StepSpec,
+    params: &BTreeMap<String, String>,
+    declared: &HashMap<&str, Vec<String>>,
+    default_queue: Option<&QueueName>,
+    errors: &mut Vec<SpecError>,
+) -> Option<Step> {
+    let step_name = spec.name.as_str();
+    let name = StepName::new(step_name).map_err(|e| errors.push(e.into())).ok();
+    let queue = match &spec.queue {
+        Some(q) => QueueName::new(q).map_err(|e| errors.push(e.into())).ok(),
+        None => default_queue.cloned(),
+    };
+    let mut checker = RefChecker {
+        step: step_name,
+        params,
+        declared,
+        parents: BTreeSet::new(),
+        inputs: BTreeSet::new(),
+        errors: Vec::new(),
+    };
+    for parent in &spec.parents {
+        if !declared.contains_key(parent.as_str()) {
+            checker.errors.push(SpecError::UnknownParent {
+                step: step_name.to_string(),
+                parent: parent.clone(),
+            });
+        } else if let Ok(p) = StepName::new(parent) {
+            checker.parents.insert(p);
+        }
+    }
+
+    let mut outputs = BTreeMap::new();
+    let kind = match (&spec.command, &spec.function) {
+        (None, None) => {
+            checker.errors.push(SpecError::NoCommand {
+                step: step_name.to_string(),
+            });
+            None
+        }
+        (Some(_), Some(_)) => {
+            checker.errors.push(SpecError::CommandAndFunction {
+                step: step_name.to_string(),
+            });
+            None
+        }
+        (Some(argv), None) => {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                checker.errors.push(SpecError::EmptyCommand {
+                    step: step_name.to_string(),
+                });
+            }
+            for (out, path) in &spec.outputs {
+                match OutputName::new(out) {
+                    Ok(o) => match check_output_path(step_name, out, path) {
+                        Ok(()) => {
+                            outputs.insert(o, path.clone());
+                        }
+                        Err(e) => checker.errors.push(e),
+                    },
+                    Err(e) => checker.errors.push(e.into()),
+                }
+            }
+            argv.iter().for_each(|a| checker.check(a));
+            Some(JobKind::Command {
+                argv: argv.iter().map(|a| checker.render(a)).collect(),
+            })
+        }
+        (None, Some(f)) => {
+            if !spec.outputs.is_empty() {
+                checker.errors.push(SpecError::OutputsOnFunction {
+                    step: step_name.to_string(),
+                });
+            }
+            let mut returns = Vec::new();
+            for r in &f.returns {
+                match OutputName::new(r) {
+                    Ok(o) => {
+                        outputs.insert(o.clone(), format!("{FUNCTION_OUTPUT_DIR}/{o}.pkl"));
+                        returns.push(o);
+                    }
+                    Err(e) => checker.errors.push(e.into()),
+                }
+            }
+            let mut kwargs = BTreeMap::new();
+            for (k, json) in &f.kwargs {
+                match serde_json::from_str::<serde_json::Value>(json) {
+                    Ok(serde_json::Value::String(s)) => {
+                        checker.check(&s);
+                        let rendered = serde_json::Value::String(checker.render(&s));
+                        kwargs.insert(k.clone(), rendered.to_string());
+                    }
+                    Ok(_) => {
+                        kwargs.insert(k.clone(), json.clone());
+                    }
+                    Err(e) => checker.errors.push(SpecError::BadKwarg {
+                        step: step_name.to_string(),
+                        name: k.clone(),
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            Some(JobKind::Function {
+                source: f.source.clone(),
+                entry: f.entry.clone(),
+                kwargs,
+                returns,
+                requirements: f.requirements.clone(),
+                python: f.python.clone(),
+            })
+        }
+    };
+
+    let mut env = BTreeMap::new();
+    for (k, v) in &spec.env {
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            checker.errors.push(SpecError::BadEnvName {
+                step: step_name.to_string(),
+                name: k.clone(),
+            });
+        }
+        checker.check(v);
+        env.insert(k.clone(), checker.render(v));
+    }
+
+    let timeout_ms = parse_duration_ms(step_name, "timeout", spec.timeout.as_ref(), errors);
+    let retry_backoff_ms =
+        parse_duration_ms(step_name, "retry_backoff", spec.retry_backoff.as_ref(), errors)
+            .unwrap_or(DEFAULT_RETRY_BACKOFF_MS);
+
+    let RefChecker {
+        parents,
+        inputs,
+        errors: step_errors,
+        ..
+    } = checker;
+    let ok = step_errors.is_empty();
+    errors.extend(step_errors);
+    Some(Step {
+        name: name?,
+        kind: kind?,
+        queue: queue?,
+        parents,
+        inputs,
+        outputs,
+        env,
+        timeout_ms,
+        retries: spec.retries,
+        retry_backoff_ms,
+        cache: spec.cache,
+        continue_on_fail: spec.continue_on_fail,
+    })
+    .filter(|_| ok)
+}
+
+/// Orders steps parents-first (Kahn), or reports one cycle as a path.
+fn topological_order(steps: Vec<Step>) -> Result<Vec<Step>, SpecError> {
+    let index: HashMap<StepName, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    let mut pending: Vec<usize> = steps.iter().map(|s| s.parents.len()).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        for p in &s.parents {
+            children[index[p]].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| pending[i] == 0).collect();
+    ready.reverse();
+    let mut order = Vec::with_capacity(steps.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &c in children[i].iter().rev() {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if order.len() < steps.len() {
+        return Err(find_cycle(&steps, &index, &pending));
+    }
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// Walks parent links among the steps left over by Kahn's algorithm until one repeats.
+fn find_cycle(steps: &[Step], index: &HashMap<StepName, usize>, pending: &[usize]) -> SpecError {
+    let Some(start) = (0..steps.len()).find(|&i| pending[i] > 0) else {
+        return SpecError::Cycle { path: Vec::new() };
+    };
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut path = Vec::new();
+    let mut at = start;
+    loop {
+        if let Some(&pos) = seen.get(&at) {
+            let mut cycle: Vec<String> = path[pos..]
+                .iter()
+                .map(|&i: &usize| steps[i].name.to_string())
+                .collect();
+            cycle.reverse();
+            cycle.push(cycle[0].clone());
+            return SpecError::Cycle { path: cycle };
+        }
+        seen.insert(at, path.len());
+        path.push(at);
+        // Every leftover step has a leftover parent, so this always finds one.
+        match steps[at]
+            .parents
+            .iter()
+            .map(|p| index[p])
+            .find(|&p| pending[p] > 0)
+        {
+            Some(p) => at = p,
+            None => return SpecError::Cycle { path: Vec::new() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
