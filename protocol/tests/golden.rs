@@ -1,0 +1,215 @@
+//! Golden files pin the wire encoding: every message kind, byte for byte.
+//!
+//! `DROVER_BLESS=1 cargo test -p drover-protocol --test golden` rewrites them; a change to an
+//! existing file is a protocol change and needs a version bump.
+
+use drover_protocol::message::*;
+use drover_protocol::spec::{FunctionSpec, ParamSpec, PipelineMeta, PipelineSpec, StepSpec};
+use drover_protocol::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn run() -> RunId {
+    RunId::new("0190c8a0e7b27c3d9a4b5c6d7e8f9a0b").unwrap()
+}
+
+fn step(name: &str) -> StepName {
+    StepName::new(name).unwrap()
+}
+
+fn agent() -> AgentId {
+    AgentId::new("worker-1-1234-ab12").unwrap()
+}
+
+fn digest() -> Digest {
+    Digest::of_bytes(b"hello")
+}
+
+fn samples() -> Vec<Message> {
+    let spec = PipelineSpec {
+        pipeline: PipelineMeta {
+            name: "Pipeline demo".into(),
+            project: "examples".into(),
+            version: "1.1".into(),
+            default_queue: "default".into(),
+            description: None,
+        },
+        parameters: BTreeMap::from([(
+            "url".into(),
+            ParamSpec {
+                default: Some("/data/iris.pkl".into()),
+                description: Some("url to pickle file".into()),
+                param_type: None,
+            },
+        )]),
+        steps: vec![
+            StepSpec {
+                name: "step_one".into(),
+                function: Some(FunctionSpec {
+                    source: "def step_one(pickle_data_url):\n    return 1\n".into(),
+                    entry: "step_one".into(),
+                    kwargs: BTreeMap::from([(
+                        "pickle_data_url".into(),
+                        "\"${pipeline.url}\"".into(),
+                    )]),
+                    returns: vec!["data_frame".into()],
+                    requirements: vec!["pandas==2.3.3".into()],
+                    python: Some("3.11".into()),
+                }),
+                cache: true,
+                ..Default::default()
+            },
+            StepSpec {
+                name: "shout".into(),
+                command: Some(vec!["sh".into(), "-c".into(), "echo hi > out.txt".into()]),
+                outputs: BTreeMap::from([("loud".into(), "out.txt".into())]),
+                queue: Some("gpu".into()),
+                parents: vec!["step_one".into()],
+                env: BTreeMap::from([("K".into(), "v".into())]),
+                timeout: Some("10m".into()),
+                retries: 2,
+                ..Default::default()
+            },
+        ],
+    };
+    let output = OutputName::new("data_frame").unwrap();
+    vec![
+        Message::Submit(Submit {
+            run_id: run(),
+            spec,
+            params: BTreeMap::from([("url".into(), "/tmp/iris.pkl".into())]),
+            submitted_by: Some("ana@laptop".into()),
+        }),
+        Message::Abort(Abort {
+            run_id: run(),
+            step: Some(step("step_one")),
+            reason: Some("user request".into()),
+        }),
+        Message::StepJob(StepJob {
+            run_id: run(),
+            step: step("shout"),
+            attempt: AttemptNo(2),
+            job: JobSpec {
+                kind: JobKind::Command {
+                    argv: vec!["tr".into(), "a-z".into(), "${greet.greeting}".into()],
+                },
+                env: BTreeMap::from([("K".into(), "v".into())]),
+                inputs: vec![JobInput {
+                    step: step("greet"),
+                    output: OutputName::new("greeting").unwrap(),
+                    digest: digest(),
+                    size: 5,
+                    file_name: "greeting.txt".into(),
+                }],
+                outputs: BTreeMap::from([(OutputName::new("loud").unwrap(), "loud.txt".into())]),
+                timeout_ms: Some(600_000),
+            },
+            controller_url: "http://127.0.0.1:8470".into(),
+            lease_ms: 30_000,
+        }),
+        Message::Claimed(Claimed {
+            run_id: run(),
+            step: step("shout"),
+            attempt: AttemptNo(1),
+            agent: agent(),
+        }),
+        Message::Heartbeat(Heartbeat {
+            agent: AgentInfo {
+                id: agent(),
+                host: "worker-1".into(),
+                pid: 1234,
+                version: "0.1.0".into(),
+                queues: vec![QueueName::new("default").unwrap()],
+                slots: 4,
+                busy: 1,
+                draining: false,
+            },
+            running: vec![AttemptRef {
+                run_id: run(),
+                step: step("shout"),
+                attempt: AttemptNo(1),
+            }],
+        }),
+        Message::Log(LogChunk {
+            run_id: run(),
+            step: step("shout"),
+            attempt: AttemptNo(1),
+            offset: 42,
+            data: b"progress 50%\r\xff\n".to_vec(),
+        }),
+        Message::Finished(Finished {
+            run_id: run(),
+            step: step("step_one"),
+            attempt: AttemptNo(1),
+            agent: agent(),
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            outputs: BTreeMap::from([(
+                output,
+                ArtifactRef {
+                    digest: digest(),
+                    size: 5,
+                    file_name: "data_frame.pkl".into(),
+                },
+            )]),
+            message: None,
+            started_at: 1_732_500_000_000,
+            ended_at: 1_732_500_001_500,
+        }),
+        Message::Cancel(Cancel {
+            run_id: run(),
+            step: step("shout"),
+            attempt: AttemptNo(1),
+            reason: "run aborted".into(),
+        }),
+    ]
+}
+
+fn meta() -> EnvelopeMeta {
+    EnvelopeMeta {
+        v: PROTOCOL_VERSION,
+        id: "00000000000040008000000000000001".into(),
+        sent_at: 1_732_500_000_000,
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The message as JSON, for readers in other languages to compare against.
+fn as_json(msg: &Message) -> serde_json::Value {
+    let body = match msg {
+        Message::Submit(b) => serde_json::to_value(b),
+        Message::Abort(b) => serde_json::to_value(b),
+        Message::StepJob(b) => serde_json::to_value(b),
+        Message::Claimed(b) => serde_json::to_value(b),
+        Message::Heartbeat(b) => serde_json::to_value(b),
+        Message::Log(b) => serde_json::to_value(b),
+        Message::Finished(b) => serde_json::to_value(b),
+        Message::Cancel(b) => serde_json::to_value(b),
+    }
+    .expect("messages are JSON-representable");
+    let m = meta();
+    serde_json::json!({"v": m.v, "kind": msg.kind(), "id": m.id, "sent_at": m.sent_at, "body": body})
+}
+
+#[test]
+fn golden_files_pin_every_kind() {
+    let bless = std::env::var_os("DROVER_BLESS").is_some();
+    for msg in samples() {
+        let bytes = msg.encode_with(meta());
+        let path = golden_dir().join(format!("{}.msgpack", msg.kind()));
+        if bless {
+            std::fs::write(&path, &bytes).unwrap();
+            let json = serde_json::to_string_pretty(&as_json(&msg)).unwrap();
+            std::fs::write(path.with_extension("json"), json + "\n").unwrap();
+        }
+        let golden = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with DROVER_BLESS=1", path.display()));
+        assert_eq!(bytes, golden, "{} changed: that is a protocol change", msg.kind());
+        let (decoded_meta, decoded) = Message::decode(&golden).unwrap();
+        assert_eq!(decoded, msg);
+        assert_eq!(decoded_meta, meta());
+    }
+}
