@@ -87,7 +87,8 @@ pub const ALL_AGENTS_ROUTING_KEY: &str = "all";
 
 /// The `services` queue name as a [`QueueName`].
 pub fn services_queue() -> QueueName {
-    QueueName::new(SERVICES_QUEUE).unwrap_or_else(|_| unreachable!("'services' is a valid queue name"))
+    QueueName::new(SERVICES_QUEUE)
+        .unwrap_or_else(|_| unreachable!("'services' is a valid queue name"))
 }
 
 impl fmt::Display for Names {

@@ -114,7 +114,10 @@ pub fn render(input: &str, mut resolve: impl FnMut(&Reference) -> Option<String>
 
 /// Partial rendering: the result is still a template. Known references become their (escaped)
 /// values, unknown ones stay references for a later pass, and literal `${` stays escaped.
-pub fn render_partial(input: &str, mut resolve: impl FnMut(&Reference) -> Option<String>) -> String {
+pub fn render_partial(
+    input: &str,
+    mut resolve: impl FnMut(&Reference) -> Option<String>,
+) -> String {
     let mut out = String::with_capacity(input.len());
     for part in parse(input) {
         match part {
@@ -154,8 +157,14 @@ mod tests {
 
     #[test]
     fn shell_variables_are_text() {
-        assert_eq!(references("echo ${HOME} $x $ ${} ${a.} ${.b} ${a b.c}").count(), 0);
-        assert_eq!(render("echo ${HOME}", |_| Some("no".into())), "echo ${HOME}");
+        assert_eq!(
+            references("echo ${HOME} $x $ ${} ${a.} ${.b} ${a b.c}").count(),
+            0
+        );
+        assert_eq!(
+            render("echo ${HOME}", |_| Some("no".into())),
+            "echo ${HOME}"
+        );
     }
 
     #[test]

@@ -75,9 +75,13 @@ pub enum SpecError {
     UnknownParent { step: String, parent: String },
     #[error("step {step:?} references unknown step in {reference}")]
     UnknownStep { step: String, reference: String },
-    #[error("step {step:?} references unknown parameter in {reference}; declare it under [parameters]")]
+    #[error(
+        "step {step:?} references unknown parameter in {reference}; declare it under [parameters]"
+    )]
     UnknownParam { step: String, reference: String },
-    #[error("step {step:?} references unknown output in {reference}; that step's outputs are: {available:?}")]
+    #[error(
+        "step {step:?} references unknown output in {reference}; that step's outputs are: {available:?}"
+    )]
     UnknownOutput {
         step: String,
         reference: String,
@@ -91,7 +95,9 @@ pub enum SpecError {
     UnknownOverride { name: String, known: Vec<String> },
     #[error("dependency cycle: {}", path.join(" -> "))]
     Cycle { path: Vec<String> },
-    #[error("step {step:?}: {field} {value:?} is not a duration ({error}); write e.g. \"90s\" or \"10m\"")]
+    #[error(
+        "step {step:?}: {field} {value:?} is not a duration ({error}); write e.g. \"90s\" or \"10m\""
+    )]
     BadDuration {
         step: String,
         field: String,
@@ -123,7 +129,11 @@ pub struct SpecErrors(pub Vec<SpecError>);
 impl fmt::Display for SpecErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "invalid pipeline ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid pipeline ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -162,7 +172,13 @@ pub fn validate(
 
     let mut steps = Vec::new();
     for step in &spec.steps {
-        if let Some(s) = check_step(step, &params, &declared, default_queue.as_ref(), &mut errors) {
+        if let Some(s) = check_step(
+            step,
+            &params,
+            &declared,
+            default_queue.as_ref(),
+            &mut errors,
+        ) {
             steps.push(s);
         }
     }
@@ -236,12 +252,17 @@ impl RefChecker<'_> {
         match r {
             Reference::Param(name) => {
                 if !self.params.contains_key(name) {
-                    self.errors.push(SpecError::UnknownParam { step, reference });
+                    self.errors
+                        .push(SpecError::UnknownParam { step, reference });
                 }
             }
-            Reference::Output { step: other, output } => {
+            Reference::Output {
+                step: other,
+                output,
+            } => {
                 if other == self.step {
-                    self.errors.push(SpecError::SelfReference { step, reference });
+                    self.errors
+                        .push(SpecError::SelfReference { step, reference });
                     return;
                 }
                 let Some(outputs) = self.declared.get(other.as_str()) else {
@@ -328,7 +349,9 @@ fn check_step(
     errors: &mut Vec<SpecError>,
 ) -> Option<Step> {
     let step_name = spec.name.as_str();
-    let name = StepName::new(step_name).map_err(|e| errors.push(e.into())).ok();
+    let name = StepName::new(step_name)
+        .map_err(|e| errors.push(e.into()))
+        .ok();
     let queue = match &spec.queue {
         Some(q) => QueueName::new(q).map_err(|e| errors.push(e.into())).ok(),
         None => default_queue.cloned(),
@@ -449,9 +472,13 @@ fn check_step(
     }
 
     let timeout_ms = parse_duration_ms(step_name, "timeout", spec.timeout.as_ref(), errors);
-    let retry_backoff_ms =
-        parse_duration_ms(step_name, "retry_backoff", spec.retry_backoff.as_ref(), errors)
-            .unwrap_or(DEFAULT_RETRY_BACKOFF_MS);
+    let retry_backoff_ms = parse_duration_ms(
+        step_name,
+        "retry_backoff",
+        spec.retry_backoff.as_ref(),
+        errors,
+    )
+    .unwrap_or(DEFAULT_RETRY_BACKOFF_MS);
 
     let RefChecker {
         parents,

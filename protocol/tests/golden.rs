@@ -3,6 +3,8 @@
 //! `DROVER_BLESS=1 cargo test -p drover-protocol --test golden` rewrites them; a change to an
 //! existing file is a protocol change and needs a version bump.
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
+
 use drover_protocol::message::*;
 use drover_protocol::spec::{FunctionSpec, ParamSpec, PipelineMeta, PipelineSpec, StepSpec};
 use drover_protocol::*;
@@ -207,7 +209,12 @@ fn golden_files_pin_every_kind() {
         }
         let golden = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run with DROVER_BLESS=1", path.display()));
-        assert_eq!(bytes, golden, "{} changed: that is a protocol change", msg.kind());
+        assert_eq!(
+            bytes,
+            golden,
+            "{} changed: that is a protocol change",
+            msg.kind()
+        );
         let (decoded_meta, decoded) = Message::decode(&golden).unwrap();
         assert_eq!(decoded, msg);
         assert_eq!(decoded_meta, meta());

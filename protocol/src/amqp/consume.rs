@@ -4,12 +4,11 @@ use super::AmqpError;
 use crate::message::{DecodeError, EnvelopeMeta, Message};
 use futures_util::StreamExt;
 use lapin::Acker;
+use lapin::Channel;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::Channel;
 
 /// A consumer of one queue on its own channel.
 pub struct Consumer {

@@ -10,8 +10,8 @@ pub use publish::{Publisher, Target};
 use crate::ids::{AgentId, QueueName};
 use crate::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
 use lapin::options::{
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -142,9 +142,16 @@ impl Broker {
         Ok(())
     }
 
-    async fn declare_user_queue_on(&self, ch: &Channel, queue: &QueueName) -> Result<(), AmqpError> {
+    async fn declare_user_queue_on(
+        &self,
+        ch: &Channel,
+        queue: &QueueName,
+    ) -> Result<(), AmqpError> {
         let mut args = self.dead_letter_args();
-        args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
+        args.insert(
+            "x-max-priority".into(),
+            AMQPValue::ShortShortUInt(MAX_PRIORITY),
+        );
         ch.queue_declare(
             self.names.user_queue(queue).into(),
             QueueDeclareOptions::durable(),
@@ -156,7 +163,10 @@ impl Broker {
 
     fn dead_letter_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
         args.insert(
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(self.names.dead().into()),
@@ -233,6 +243,35 @@ impl Broker {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes a namespace's queues and control exchange (tests and tenant removal); the given
+    /// user queues are deleted too. Missing objects are fine.
+    pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
+        let mut queues = vec![
+            self.names.services(),
+            self.names.events(),
+            self.names.dead(),
+        ];
+        queues.extend(user_queues.iter().map(|q| self.names.user_queue(q)));
+        for queue in queues {
+            // Deleting a missing queue is not an error in RabbitMQ 3.x+, but a failure closes
+            // the channel, so each delete gets its own.
+            let ch = self.channel().await?;
+            let _ = ch
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = ch.close(200, "deleted".into()).await;
+        }
+        let ch = self.channel().await?;
+        let _ = ch
+            .exchange_delete(
+                self.names.control_exchange().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch.close(200, "deleted".into()).await;
+        Ok(())
     }
 
     /// Closes the connection politely.

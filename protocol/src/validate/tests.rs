@@ -94,7 +94,12 @@ parents = ["b"]
     assert_eq!(path.len(), 4);
     assert_eq!(path.first(), path.last());
     let msg = errs[0].to_string();
-    assert!(msg.contains("a -> b -> c -> a") || msg.contains("b -> c -> a -> b") || msg.contains("c -> a -> b -> c"), "{msg}");
+    assert!(
+        msg.contains("a -> b -> c -> a")
+            || msg.contains("b -> c -> a -> b")
+            || msg.contains("c -> a -> b -> c"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -111,9 +116,20 @@ outputs = { out = "o.txt" }
 "#,
     );
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert!(text.iter().any(|t| t.contains("${ghost.out}") && t.contains("unknown step")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("${pipeline.nope}")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("${b.missing}") && t.contains("[\"out\"]")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains("${ghost.out}") && t.contains("unknown step")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("${pipeline.nope}")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("${b.missing}") && t.contains("[\"out\"]")),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -136,7 +152,10 @@ name = "n"
     assert!(errs.contains(&SpecError::NoCommand { step: "n".into() }));
     assert_eq!(
         errs.iter()
-            .filter(|e| matches!(e, SpecError::BadOutputPath { .. } | SpecError::InvalidName { .. }))
+            .filter(|e| matches!(
+                e,
+                SpecError::BadOutputPath { .. } | SpecError::InvalidName { .. }
+            ))
             .count(),
         3,
         "{errs:?}"
