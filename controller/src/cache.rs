@@ -1,0 +1,94 @@
+//! The cache key of a step: sha256 over a canonical encoding of everything that decides its outputs.
+//!
+//! Two steps with the same key produce the same outputs, so a hit reuses them without running
+//! anything, across runs and pipelines. The queue, timeout and retries do not change what a step
+//! computes and are left out.
+
+use drover_protocol::message::{JobInput, JobKind};
+use drover_protocol::validate::Step;
+use drover_protocol::{Digest, OutputName};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+
+/// Bumped whenever the encoding below changes, so old entries stop matching.
+const CACHE_KEY_VERSION: u32 = 1;
+
+/// The fields hashed, in a fixed order; maps are `BTreeMap`s, so the JSON text is canonical.
+#[derive(Serialize)]
+struct KeyMaterial<'a> {
+    version: u32,
+    kind: &'a JobKind,
+    env: &'a BTreeMap<String, String>,
+    outputs: &'a BTreeMap<OutputName, String>,
+    /// `(STEP.OUTPUT, digest)` sorted by reference: which content lands at which `${...}`.
+    inputs: Vec<(String, &'a Digest)>,
+}
+
+/// The cache key of `step` given the artifacts it consumes.
+pub fn cache_key(step: &Step, inputs: &[JobInput]) -> String {
+    let mut refs: Vec<(String, &Digest)> = inputs
+        .iter()
+        .map(|i| (format!("{}.{}", i.step, i.output), &i.digest))
+        .collect();
+    refs.sort();
+    let material = KeyMaterial {
+        version: CACHE_KEY_VERSION,
+        kind: &step.kind,
+        env: &step.env,
+        outputs: &step.outputs,
+        inputs: refs,
+    };
+    // Plain data with string keys: serializing to JSON cannot fail.
+    let text = serde_json::to_vec(&material)
+        .unwrap_or_else(|e| unreachable!("cache key material is plain data: {e}"));
+    hex::encode(Sha256::digest(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_protocol::spec::PipelineSpec;
+    use drover_protocol::validate::validate;
+    use drover_protocol::{OutputName, StepName};
+
+    fn step(command: &str, env: &str) -> Step {
+        let text = format!(
+            "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = {command}\nenv = {env}\n"
+        );
+        let spec = PipelineSpec::from_toml(&text).unwrap();
+        validate(&spec, &BTreeMap::new()).unwrap().steps.remove(0)
+    }
+
+    fn input(step: &str, output: &str, content: &[u8]) -> JobInput {
+        JobInput {
+            step: StepName::new(step).unwrap(),
+            output: OutputName::new(output).unwrap(),
+            digest: Digest::of_bytes(content),
+            size: content.len() as u64,
+            file_name: "f".into(),
+        }
+    }
+
+    #[test]
+    fn key_depends_on_command_env_and_input_contents() {
+        let base = cache_key(&step("[\"true\"]", "{}"), &[]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, cache_key(&step("[\"true\"]", "{}"), &[]));
+        assert_ne!(base, cache_key(&step("[\"false\"]", "{}"), &[]));
+        assert_ne!(base, cache_key(&step("[\"true\"]", "{ K = \"v\" }"), &[]));
+        let s = step("[\"true\"]", "{}");
+        let one = cache_key(&s, &[input("x", "o", b"1")]);
+        assert_ne!(one, cache_key(&s, &[input("x", "o", b"2")]));
+    }
+
+    #[test]
+    fn input_order_does_not_matter_but_which_input_holds_what_does() {
+        let s = step("[\"true\"]", "{}");
+        let (a1, b2) = (input("a", "o", b"1"), input("b", "o", b"2"));
+        let key = cache_key(&s, &[a1.clone(), b2.clone()]);
+        assert_eq!(key, cache_key(&s, &[b2, a1]));
+        let swapped = cache_key(&s, &[input("a", "o", b"2"), input("b", "o", b"1")]);
+        assert_ne!(key, swapped);
+    }
+}

@@ -1,0 +1,589 @@
+//! Scheduler tests: whole runs driven event by event, no broker, time passed in by hand.
+
+use super::*;
+use drover_protocol::Digest;
+use drover_protocol::message::{AgentInfo, ArtifactRef, AttemptRef};
+use drover_protocol::spec::PipelineSpec;
+
+const LEASE: u64 = 3_000;
+
+fn new_state() -> State {
+    State::new(SchedulerConfig {
+        controller_url: "http://controller.test".into(),
+        lease_ms: LEASE,
+    })
+}
+
+fn agent(name: &str) -> AgentId {
+    AgentId::new(name).unwrap()
+}
+
+fn step(name: &str) -> StepName {
+    StepName::new(name).unwrap()
+}
+
+fn submit_toml(state: &mut State, steps: &str, now: u64) -> (RunId, Effects) {
+    let text = format!("[pipeline]\nname = \"p\"\nproject = \"tests\"\n{steps}");
+    let spec = PipelineSpec::from_toml(&text).unwrap();
+    let run_id = RunId::generate();
+    let fx = handle(
+        state,
+        Event::Submit(Submit {
+            run_id: run_id.clone(),
+            spec,
+            params: BTreeMap::new(),
+            submitted_by: None,
+        }),
+        now,
+    );
+    (run_id, fx)
+}
+
+fn jobs(fx: &Effects) -> Vec<StepJob> {
+    fx.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dispatch { job, .. } => Some(job.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn job_names(fx: &Effects) -> Vec<String> {
+    let mut names: Vec<String> = jobs(fx).iter().map(|j| j.step.to_string()).collect();
+    names.sort();
+    names
+}
+
+fn cancels(fx: &Effects) -> Vec<(AgentId, Cancel)> {
+    fx.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cancel { agent, cancel } => Some((agent.clone(), cancel.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn claim(state: &mut State, job: &StepJob, by: &str, now: u64) -> Effects {
+    handle(
+        state,
+        Event::Claimed(Claimed {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+            agent: agent(by),
+        }),
+        now,
+    )
+}
+
+/// A `Finished` for `job`; on success every declared output gets content naming the step.
+fn finished_msg(job: &StepJob, by: &str, outcome: Outcome, exit_code: Option<i32>) -> Finished {
+    let outputs = if outcome == Outcome::Succeeded {
+        job.job
+            .outputs
+            .iter()
+            .map(|(name, path)| {
+                (
+                    name.clone(),
+                    artifact(&format!("{}.{name}", job.step), path),
+                )
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Finished {
+        run_id: job.run_id.clone(),
+        step: job.step.clone(),
+        attempt: job.attempt,
+        agent: agent(by),
+        outcome,
+        exit_code,
+        outputs,
+        message: None,
+        started_at: 0,
+        ended_at: 0,
+    }
+}
+
+fn artifact(content: &str, file_name: &str) -> ArtifactRef {
+    ArtifactRef {
+        digest: Digest::of_bytes(content.as_bytes()),
+        size: content.len() as u64,
+        file_name: file_name.to_string(),
+    }
+}
+
+/// Claims and finishes `job` with `outcome` on agent `by`.
+fn run_job(state: &mut State, job: &StepJob, by: &str, outcome: Outcome, now: u64) -> Effects {
+    claim(state, job, by, now);
+    let exit = if outcome == Outcome::Succeeded { 0 } else { 3 };
+    handle(
+        state,
+        Event::Finished(finished_msg(job, by, outcome, Some(exit))),
+        now,
+    )
+}
+
+fn status(state: &State, run: &RunId, name: &str) -> StepStatus {
+    state.runs[run].step(&step(name)).unwrap().status
+}
+
+fn heartbeat(state: &mut State, by: &str, running: &[&StepJob], now: u64) -> Effects {
+    let info = AgentInfo {
+        id: agent(by),
+        host: "host".into(),
+        pid: 1,
+        version: "0".into(),
+        queues: vec![QueueName::new("default").unwrap()],
+        slots: 2,
+        busy: running.len() as u32,
+        draining: false,
+    };
+    let running = running
+        .iter()
+        .map(|j| AttemptRef {
+            run_id: j.run_id.clone(),
+            step: j.step.clone(),
+            attempt: j.attempt,
+        })
+        .collect();
+    handle(
+        state,
+        Event::Heartbeat(Heartbeat {
+            agent: info,
+            running,
+        }),
+        now,
+    )
+}
+
+const DIAMOND: &str = r#"
+[[step]]
+name = "a"
+command = ["sh", "-c", "echo a > a.txt"]
+outputs = { out = "a.txt" }
+[[step]]
+name = "b"
+command = ["cp", "${a.out}", "b.txt"]
+outputs = { out = "b.txt" }
+[[step]]
+name = "c"
+command = ["cp", "${a.out}", "c.txt"]
+outputs = { out = "c.txt" }
+[[step]]
+name = "d"
+command = ["sh", "-c", "cat ${b.out} ${c.out}"]
+"#;
+
+#[test]
+fn diamond_runs_in_order_and_passes_artifacts_as_inputs() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, DIAMOND, 1_000);
+    assert_eq!(job_names(&fx), ["a"]);
+    assert_eq!(status(&st, &run, "b"), StepStatus::Pending);
+    let a = &jobs(&fx)[0];
+    assert_eq!(a.attempt, AttemptNo(1));
+    assert_eq!(a.lease_ms, LEASE);
+    assert_eq!(a.controller_url, "http://controller.test");
+
+    let fx = claim(&mut st, a, "w1", 1_100);
+    assert!(fx.actions.is_empty());
+    assert_eq!(status(&st, &run, "a"), StepStatus::Running);
+    let fx = handle(
+        &mut st,
+        Event::Finished(finished_msg(a, "w1", Outcome::Succeeded, Some(0))),
+        1_200,
+    );
+    assert_eq!(job_names(&fx), ["b", "c"]);
+    let b = jobs(&fx)
+        .into_iter()
+        .find(|j| j.step.as_str() == "b")
+        .unwrap();
+    assert_eq!(b.job.inputs.len(), 1);
+    assert_eq!(b.job.inputs[0].digest, artifact("a.out", "a.txt").digest);
+    assert_eq!(b.job.inputs[0].file_name, "a.txt");
+    let c = jobs(&fx)
+        .into_iter()
+        .find(|j| j.step.as_str() == "c")
+        .unwrap();
+
+    let fx = run_job(&mut st, &b, "w1", Outcome::Succeeded, 1_300);
+    assert!(jobs(&fx).is_empty(), "d must wait for c");
+    let fx = run_job(&mut st, &c, "w2", Outcome::Succeeded, 1_400);
+    let d = jobs(&fx).pop().unwrap();
+    assert_eq!(d.step.as_str(), "d");
+    let inputs: Vec<(String, Digest)> = d
+        .job
+        .inputs
+        .iter()
+        .map(|i| (format!("{}.{}", i.step, i.output), i.digest.clone()))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            ("b.out".to_string(), artifact("b.out", "").digest),
+            ("c.out".to_string(), artifact("c.out", "").digest)
+        ]
+    );
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    let fx = run_job(&mut st, &d, "w2", Outcome::Succeeded, 1_500);
+    assert!(fx.runs.contains(&run));
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(r.ended_at, Some(1_500));
+    let attempt = r.step(&step("c")).unwrap().current().unwrap();
+    assert_eq!(attempt.agent, Some(agent("w2")));
+    assert_eq!(attempt.outcome, Some(AttemptOutcome::Succeeded));
+}
+
+const FAILING: &str = r#"
+[[step]]
+name = "a"
+command = ["true"]
+outputs = { out = "a.txt" }
+[[step]]
+name = "bad"
+command = ["cat", "${a.out}"]
+outputs = { out = "b.txt" }
+[[step]]
+name = "after_bad"
+command = ["cat", "${bad.out}"]
+[[step]]
+name = "after_after"
+command = ["true"]
+parents = ["after_bad"]
+[[step]]
+name = "good"
+command = ["cat", "${a.out}"]
+"#;
+
+#[test]
+fn failure_skips_descendants_while_the_independent_branch_finishes() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, FAILING, 0);
+    let fx2 = run_job(&mut st, &jobs(&fx)[0], "w", Outcome::Succeeded, 10);
+    assert_eq!(job_names(&fx2), ["bad", "good"]);
+    let all = jobs(&fx2);
+    let bad = all.iter().find(|j| j.step.as_str() == "bad").unwrap();
+    let good = all.iter().find(|j| j.step.as_str() == "good").unwrap();
+    claim(&mut st, good, "w2", 20);
+
+    let fx = run_job(&mut st, bad, "w", Outcome::Failed, 30);
+    assert!(jobs(&fx).is_empty());
+    assert_eq!(status(&st, &run, "bad"), StepStatus::Failed);
+    assert_eq!(status(&st, &run, "after_bad"), StepStatus::Skipped);
+    assert_eq!(status(&st, &run, "after_after"), StepStatus::Skipped);
+    assert_eq!(status(&st, &run, "good"), StepStatus::Running);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    let message = st.runs[&run].step(&step("bad")).unwrap().message.clone();
+    assert_eq!(message.as_deref(), Some("exit code 3"));
+
+    handle(
+        &mut st,
+        Event::Finished(finished_msg(good, "w2", Outcome::Succeeded, Some(0))),
+        40,
+    );
+    assert_eq!(status(&st, &run, "good"), StepStatus::Succeeded);
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(r.error.as_deref().unwrap().contains("bad"), "{:?}", r.error);
+}
+
+#[test]
+fn continue_on_fail_does_not_fail_the_run() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"flaky\"\ncommand = [\"false\"]\ncontinue_on_fail = true\n[[step]]\nname = \"child\"\ncommand = [\"true\"]\nparents = [\"flaky\"]\n[[step]]\nname = \"other\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let all = jobs(&fx);
+    run_job(&mut st, &all[0], "w", Outcome::Failed, 1);
+    assert_eq!(status(&st, &run, "child"), StepStatus::Skipped);
+    run_job(&mut st, &all[1], "w", Outcome::Succeeded, 2);
+    assert_eq!(st.runs[&run].status, RunStatus::Succeeded);
+}
+
+#[test]
+fn retries_back_off_then_fail() {
+    let mut st = new_state();
+    let steps =
+        "[[step]]\nname = \"x\"\ncommand = [\"false\"]\nretries = 2\nretry_backoff = \"1s\"\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let first = jobs(&fx).pop().unwrap();
+    run_job(&mut st, &first, "w", Outcome::Failed, 100);
+    assert_eq!(status(&st, &run, "x"), StepStatus::Pending);
+    assert!(jobs(&handle(&mut st, Event::Tick, 1_099)).is_empty());
+    let second = jobs(&handle(&mut st, Event::Tick, 1_100)).pop().unwrap();
+    assert_eq!(second.attempt, AttemptNo(2));
+
+    run_job(&mut st, &second, "w", Outcome::TimedOut, 2_000);
+    // The backoff doubles: 2 s after the second failure.
+    assert!(jobs(&handle(&mut st, Event::Tick, 3_999)).is_empty());
+    let third = jobs(&handle(&mut st, Event::Tick, 4_000)).pop().unwrap();
+    assert_eq!(third.attempt, AttemptNo(3));
+
+    let fx = run_job(&mut st, &third, "w", Outcome::Failed, 5_000);
+    assert!(jobs(&fx).is_empty());
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Failed);
+    let x = r.step(&step("x")).unwrap();
+    assert_eq!(x.status, StepStatus::Failed);
+    assert_eq!(x.attempts.len(), 3);
+    assert!(
+        x.message.as_deref().unwrap().contains("after 3 attempts"),
+        "{:?}",
+        x.message
+    );
+    assert!(jobs(&handle(&mut st, Event::Tick, 60_000)).is_empty());
+}
+
+#[test]
+fn lease_expiry_retries_and_the_lost_agent_is_fenced() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"x\"\ncommand = [\"sleep\", \"100\"]\nretries = 1\nretry_backoff = \"0s\"\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let first = jobs(&fx).pop().unwrap();
+    claim(&mut st, &first, "gone", 1_000);
+    // Heartbeats keep it alive past the first lease.
+    heartbeat(&mut st, "gone", &[&first], 3_500);
+    assert!(handle(&mut st, Event::Tick, 4_000).is_empty());
+    assert_eq!(status(&st, &run, "x"), StepStatus::Running);
+    // Then silence: the lease runs out 3 s after the last heartbeat.
+    assert!(handle(&mut st, Event::Tick, 6_499).is_empty());
+    let fx = handle(&mut st, Event::Tick, 6_500);
+    let second = jobs(&fx)
+        .pop()
+        .expect("a new attempt after the lease expired");
+    assert_eq!(second.attempt, AttemptNo(2));
+    let lost = st.runs[&run].step(&step("x")).unwrap().attempts[0].clone();
+    assert_eq!(lost.outcome, Some(AttemptOutcome::Lost));
+
+    // The old agent comes back: its heartbeat and its late Finished are fenced.
+    let fx = heartbeat(&mut st, "gone", &[&first], 7_000);
+    let c = cancels(&fx);
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].0.as_str(), c[0].1.attempt), ("gone", AttemptNo(1)));
+    let fx = handle(
+        &mut st,
+        Event::Finished(finished_msg(&first, "gone", Outcome::Succeeded, Some(0))),
+        7_100,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(status(&st, &run, "x"), StepStatus::Queued);
+
+    run_job(&mut st, &second, "w2", Outcome::Succeeded, 8_000);
+    assert_eq!(st.runs[&run].status, RunStatus::Succeeded);
+}
+
+#[test]
+fn stale_and_duplicate_events_are_fenced() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, "[[step]]\nname = \"x\"\ncommand = [\"true\"]\n", 0);
+    let job = jobs(&fx).pop().unwrap();
+    claim(&mut st, &job, "w1", 10);
+    // A duplicate delivery claimed by a second agent: that agent is told to cancel.
+    let fx = claim(&mut st, &job, "w2", 20);
+    let c = cancels(&fx);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0.as_str(), "w2");
+    assert!(c[0].1.reason.contains("w1"), "{}", c[0].1.reason);
+    // The second agent reports its cancelled copy: ignored, the step still runs on w1.
+    let fx = handle(
+        &mut st,
+        Event::Finished(finished_msg(&job, "w2", Outcome::Aborted, None)),
+        30,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(status(&st, &run, "x"), StepStatus::Running);
+    // The same claim redelivered is harmless.
+    assert!(cancels(&claim(&mut st, &job, "w1", 40)).is_empty());
+    // A finished attempt that is not current changes nothing.
+    let mut stale = finished_msg(&job, "w1", Outcome::Failed, Some(1));
+    stale.attempt = AttemptNo(7);
+    assert!(handle(&mut st, Event::Finished(stale), 50).is_empty());
+    handle(
+        &mut st,
+        Event::Finished(finished_msg(&job, "w1", Outcome::Succeeded, Some(0))),
+        60,
+    );
+    assert_eq!(st.runs[&run].status, RunStatus::Succeeded);
+    // A redelivered Finished and a redelivered Submit change nothing either.
+    let again = handle(
+        &mut st,
+        Event::Finished(finished_msg(&job, "w1", Outcome::Failed, Some(1))),
+        70,
+    );
+    assert!(again.is_empty());
+    assert_eq!(st.runs[&run].status, RunStatus::Succeeded);
+}
+
+const CACHED: &str = r#"
+[[step]]
+name = "prep"
+command = ["sh", "-c", "echo data > d.txt"]
+outputs = { d = "d.txt" }
+cache = true
+[[step]]
+name = "use"
+command = ["cat", "${prep.d}"]
+outputs = { r = "r.txt" }
+cache = true
+"#;
+
+#[test]
+fn cache_hits_dispatch_nothing_across_runs() {
+    let mut st = new_state();
+    let (first, fx) = submit_toml(&mut st, CACHED, 0);
+    let prep = jobs(&fx).pop().unwrap();
+    let fx = run_job(&mut st, &prep, "w", Outcome::Succeeded, 10);
+    assert!(
+        fx.actions
+            .iter()
+            .any(|a| matches!(a, Action::CacheInsert { .. }))
+    );
+    let usej = jobs(&fx).pop().unwrap();
+    run_job(&mut st, &usej, "w", Outcome::Succeeded, 20);
+    assert_eq!(st.runs[&first].status, RunStatus::Succeeded);
+    assert_eq!(st.cache.len(), 2);
+
+    let (second, fx) = submit_toml(&mut st, CACHED, 100);
+    assert!(fx.actions.is_empty(), "{:?}", fx.actions);
+    let r = &st.runs[&second];
+    assert_eq!(r.status, RunStatus::Succeeded);
+    for name in ["prep", "use"] {
+        let s = r.step(&step(name)).unwrap();
+        assert_eq!(s.status, StepStatus::Cached);
+        assert!(s.cache_hit);
+        assert!(s.attempts.is_empty());
+        assert_eq!(
+            s.outputs,
+            st.runs[&first].step(&step(name)).unwrap().outputs
+        );
+    }
+}
+
+#[test]
+fn a_changed_command_misses_the_cache_and_children_get_cached_inputs() {
+    let mut st = new_state();
+    let (_, fx) = submit_toml(&mut st, CACHED, 0);
+    let prep = jobs(&fx).pop().unwrap();
+    let fx = run_job(&mut st, &prep, "w", Outcome::Succeeded, 10);
+    run_job(&mut st, &jobs(&fx)[0], "w", Outcome::Succeeded, 20);
+
+    let changed = CACHED.replace("[\"cat\", \"${prep.d}\"]", "[\"wc\", \"${prep.d}\"]");
+    let (run, fx) = submit_toml(&mut st, &changed, 100);
+    assert_eq!(status(&st, &run, "prep"), StepStatus::Cached);
+    let usej = jobs(&fx).pop().expect("the changed step runs");
+    assert_eq!(usej.job.inputs[0].digest, artifact("prep.d", "").digest);
+}
+
+#[test]
+fn abort_stops_waiting_steps_and_cancels_running_ones() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"sleep\", \"9\"]\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n[[step]]\nname = \"c\"\ncommand = [\"true\"]\nparents = [\"a\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let all = jobs(&fx);
+    let (a, b) = (&all[0], &all[1]);
+    claim(&mut st, a, "w", 10);
+    let fx = handle(
+        &mut st,
+        Event::Abort(Abort {
+            run_id: run.clone(),
+            step: None,
+            reason: Some("user".into()),
+        }),
+        20,
+    );
+    let c = cancels(&fx);
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].0.as_str(), c[0].1.step.as_str()), ("w", "a"));
+    assert_eq!(status(&st, &run, "b"), StepStatus::Aborted);
+    assert_eq!(status(&st, &run, "c"), StepStatus::Aborted);
+    assert_eq!(status(&st, &run, "a"), StepStatus::Running);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    // The queued job of b is picked up later anyway: that agent is told to cancel.
+    assert_eq!(cancels(&claim(&mut st, b, "w2", 30)).len(), 1);
+    // The running step dies of the cancel (a failure while aborting is not retried).
+    handle(
+        &mut st,
+        Event::Finished(finished_msg(a, "w", Outcome::Failed, Some(143))),
+        40,
+    );
+    assert_eq!(status(&st, &run, "a"), StepStatus::Aborted);
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Aborted);
+    assert!(r.error.as_deref().unwrap().contains("user"));
+}
+
+#[test]
+fn aborted_step_whose_agent_is_gone_ends_at_lease_expiry_without_retry() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"sleep\", \"9\"]\nretries = 3\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\nparents = [\"a\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    claim(&mut st, &jobs(&fx)[0], "w", 0);
+    let abort = Abort {
+        run_id: run.clone(),
+        step: Some(step("a")),
+        reason: None,
+    };
+    assert_eq!(cancels(&handle(&mut st, Event::Abort(abort), 10)).len(), 1);
+    let fx = handle(&mut st, Event::Tick, LEASE + 1);
+    assert!(jobs(&fx).is_empty());
+    assert_eq!(status(&st, &run, "a"), StepStatus::Aborted);
+    assert_eq!(status(&st, &run, "b"), StepStatus::Skipped);
+    assert_eq!(st.runs[&run].status, RunStatus::Aborted);
+}
+
+#[test]
+fn invalid_pipeline_is_rejected_and_dispatches_nothing() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(
+        &mut st,
+        "[[step]]\nname = \"a\"\ncommand = [\"cat\", \"${ghost.out}\"]\n",
+        5,
+    );
+    assert!(fx.actions.is_empty());
+    assert!(fx.runs.contains(&run));
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    assert!(
+        r.error.as_deref().unwrap().contains("${ghost.out}"),
+        "{:?}",
+        r.error
+    );
+    assert!(r.steps.is_empty());
+    assert_eq!(r.name, "p");
+}
+
+#[test]
+fn resume_republishes_queued_jobs_and_renews_leases() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let all = jobs(&fx);
+    claim(&mut st, &all[0], "w", 10);
+    // The restarted controller sees the same records, long after the old lease ran out.
+    let mut restarted = new_state();
+    restarted.runs = st.runs.clone();
+    let fx = resume(&mut restarted, 100_000);
+    assert_eq!(jobs(&fx), vec![all[1].clone()], "the same attempt again");
+    let a = restarted.runs[&run].step(&step("a")).unwrap();
+    assert_eq!(a.lease_until, Some(100_000 + LEASE));
+    assert!(handle(&mut restarted, Event::Tick, 100_001).is_empty());
+}
+
+#[test]
+fn missing_declared_output_fails_the_attempt() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\noutputs = { o = \"o.txt\" }\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let job = jobs(&fx).pop().unwrap();
+    claim(&mut st, &job, "w", 1);
+    let mut f = finished_msg(&job, "w", Outcome::Succeeded, Some(0));
+    f.outputs.clear();
+    handle(&mut st, Event::Finished(f), 2);
+    let a = st.runs[&run].step(&step("a")).unwrap();
+    assert_eq!(a.status, StepStatus::Failed);
+    assert!(a.message.as_deref().unwrap().contains('o'));
+}
