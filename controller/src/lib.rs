@@ -1,5 +1,210 @@
 //! drover's controller: consumes submissions and agent events, schedules each run's DAG, keeps
 //! durable state in sled, stores artifacts and logs, and serves the HTTP API.
+//!
+//! [`Controller::start`] wires the pieces: the store, the HTTP listener, the broker, the task
+//! that owns the scheduler state ([`service`]) and the queue consumers.
 
+pub mod blobs;
 pub mod cache;
+pub mod config;
+mod http;
+pub mod logs;
+pub mod metrics;
 pub mod scheduler;
+mod service;
+pub mod store;
+
+pub use config::ControllerConfig;
+
+use anyhow::Context;
+use blobs::BlobStore;
+use drover_protocol::amqp::Broker;
+use logs::LogStore;
+use metrics::Metrics;
+use scheduler::{SchedulerConfig, State};
+use service::consume::{Routing, Source, consume};
+use service::{Command, Owner};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long start-up waits for the broker.
+const BROKER_PATIENCE: Duration = Duration::from_secs(30);
+/// Unacked deliveries per consumer.
+const PREFETCH: u16 = 64;
+
+/// A running controller.
+pub struct Controller {
+    url: String,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    store: Store,
+    broker: Arc<Broker>,
+}
+
+impl Controller {
+    /// Opens sled, binds HTTP, connects to the broker (retrying ~30 s), declares topology,
+    /// spawns tasks, writes `<data_dir>/controller.url`.
+    pub async fn start(
+        config: ControllerConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Controller> {
+        let store = Store::open(&config.state_dir())?;
+        let blobs = BlobStore::open(&config.blobs_dir())?;
+        let logs = LogStore::open(&config.logs_dir())
+            .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
+        let loaded = store.load()?;
+
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
+        let bound = listener.local_addr()?;
+        let url = public_url(&config, bound);
+        if !bound.ip().is_loopback() {
+            tracing::warn!(
+                "the HTTP API listens on {bound} with no authentication configured: anyone who can reach it can read artifacts and abort runs"
+            );
+        }
+
+        let broker = Broker::connect_with_retry(
+            &config.amqp_url,
+            config.names.clone(),
+            "controller",
+            BROKER_PATIENCE,
+        )
+        .await?;
+        broker.declare_topology().await?;
+        let broker = Arc::new(broker);
+        let publisher = broker.publisher().await?;
+        let services = broker.consume(&config.names.services(), PREFETCH).await?;
+        let events = broker.consume(&config.names.events(), PREFETCH).await?;
+
+        let mut state = State::new(SchedulerConfig {
+            controller_url: url.clone(),
+            lease_ms: config.lease.as_millis() as u64,
+        });
+        let unfinished = loaded
+            .runs
+            .iter()
+            .filter(|r| !r.status.is_terminal())
+            .count();
+        tracing::info!(
+            "loaded {} run(s), {unfinished} unfinished",
+            loaded.runs.len()
+        );
+        state.runs = loaded
+            .runs
+            .into_iter()
+            .map(|r| (r.run_id.clone(), r))
+            .collect();
+        state.cache = loaded.cache;
+        state.agents = loaded
+            .agents
+            .into_iter()
+            .map(|a| (a.info.id.clone(), a))
+            .collect();
+
+        let metrics = Arc::new(Metrics::default());
+        let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
+        let tracker = TaskTracker::new();
+        let owner = Owner::new(
+            state,
+            store.clone(),
+            broker.clone(),
+            publisher.clone(),
+            metrics.clone(),
+        );
+        tracker.spawn(owner.run(receiver, shutdown.clone()));
+
+        let routing = Routing {
+            commands: commands.clone(),
+            publisher,
+            logs: logs.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(consume(
+            Source::Services,
+            services,
+            routing.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(consume(Source::Events, events, routing, shutdown.clone()));
+
+        let app = Arc::new(http::AppState {
+            store: store.clone(),
+            blobs,
+            logs,
+            broker: broker.clone(),
+            names: config.names.clone(),
+            metrics,
+            commands,
+            public_url: url.clone(),
+        });
+        let server = axum::serve(listener, http::router(app))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tracker.spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("the HTTP server stopped: {e}");
+            }
+        });
+        tracker.close();
+
+        write_url_file(&config, &url)?;
+        tracing::info!(
+            "controller for namespace {} at {url} (broker {})",
+            config.names,
+            broker.url()
+        );
+        Ok(Controller {
+            url,
+            tracker,
+            shutdown,
+            store,
+            broker,
+        })
+    }
+
+    /// The public base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Returns after shutdown is cancelled and every task finished, with the state flushed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.shutdown.cancelled().await;
+        self.tracker.wait().await;
+        self.store
+            .flush()
+            .await
+            .context("flushing the state store")?;
+        self.broker.close().await;
+        Ok(())
+    }
+}
+
+fn public_url(config: &ControllerConfig, bound: SocketAddr) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    if bound.ip().is_unspecified() {
+        tracing::warn!(
+            "the HTTP API listens on every interface; links and jobs use http://127.0.0.1:{}, so agents on other machines need --public-url",
+            bound.port()
+        );
+        return format!("http://127.0.0.1:{}", bound.port());
+    }
+    format!("http://{bound}")
+}
+
+/// Writes the URL atomically, so a reader never sees half of it.
+fn write_url_file(config: &ControllerConfig, url: &str) -> anyhow::Result<()> {
+    let path = config.url_file();
+    let tmp = path.with_extension("url.tmp");
+    std::fs::write(&tmp, format!("{url}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

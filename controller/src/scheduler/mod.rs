@@ -36,7 +36,7 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Publish a job on a user queue.
-    Dispatch { queue: QueueName, job: StepJob },
+    Dispatch { queue: QueueName, job: Box<StepJob> },
     /// Tell one agent to stop an attempt.
     Cancel { agent: AgentId, cancel: Cancel },
     /// Persist a cache entry (already in `State::cache`).
@@ -603,8 +603,8 @@ fn step_job(
     attempt: AttemptNo,
     inputs: Vec<JobInput>,
     config: &SchedulerConfig,
-) -> StepJob {
-    StepJob {
+) -> Box<StepJob> {
+    Box::new(StepJob {
         run_id: run_id.clone(),
         step: spec.name.clone(),
         attempt,
@@ -617,7 +617,7 @@ fn step_job(
         },
         controller_url: config.controller_url.clone(),
         lease_ms: config.lease_ms,
-    }
+    })
 }
 
 /// Ends the run once every step is terminal. Returns whether it ended now.

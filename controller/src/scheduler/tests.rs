@@ -43,7 +43,7 @@ fn jobs(fx: &Effects) -> Vec<StepJob> {
     fx.actions
         .iter()
         .filter_map(|a| match a {
-            Action::Dispatch { job, .. } => Some(job.clone()),
+            Action::Dispatch { job, .. } => Some((**job).clone()),
             _ => None,
         })
         .collect()

@@ -1,0 +1,59 @@
+//! The controller's configuration, passed in by the caller (the CLI), and the data-dir layout.
+
+use drover_protocol::Names;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long an attempt lives without a heartbeat unless configured otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// Where the HTTP API listens unless configured otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
+
+/// Everything the controller needs to start.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub amqp_url: String,
+    pub names: Names,
+    /// Holds `state/` (sled), `blobs/`, `logs/` and `controller.url`.
+    pub data_dir: PathBuf,
+    /// Where the HTTP API listens; port 0 picks a free port.
+    pub http_addr: SocketAddr,
+    /// Base URL agents and users reach the API at; `http://<bound addr>` when unset.
+    pub public_url: Option<String>,
+    /// How long an attempt lives without a heartbeat.
+    pub lease: Duration,
+}
+
+impl ControllerConfig {
+    /// A configuration with the default HTTP address and lease.
+    pub fn new(amqp_url: impl Into<String>, names: Names, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            amqp_url: amqp_url.into(),
+            names,
+            data_dir: data_dir.into(),
+            http_addr: DEFAULT_HTTP_ADDR
+                .parse()
+                .unwrap_or_else(|_| unreachable!("the default address parses")),
+            public_url: None,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    pub(crate) fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    pub(crate) fn url_file(&self) -> PathBuf {
+        self.data_dir.join("controller.url")
+    }
+}

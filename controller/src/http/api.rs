@@ -1,0 +1,194 @@
+//! JSON endpoints: runs, abort, agents, queues, health and metrics.
+
+use super::views::{self, AgentView, RunSummary};
+use super::{ApiError, App};
+use crate::scheduler::{Event, StepStatus};
+use crate::service::Command;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use drover_protocol::message::{Abort, now_ms};
+use drover_protocol::names::services_queue;
+use drover_protocol::{QueueName, StepName};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub async fn healthz(State(app): State<App>) -> impl IntoResponse {
+    if app.broker.is_connected() {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "broker": "connected"})),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "broker": "disconnected"})),
+        )
+    }
+}
+
+pub async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let runs = app.store.runs()?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&runs),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunFilter {
+    status: Option<String>,
+    project: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RunList {
+    runs: Vec<RunSummary>,
+}
+
+pub async fn list_runs(
+    State(app): State<App>,
+    Query(filter): Query<RunFilter>,
+) -> Result<impl IntoResponse, ApiError> {
+    let runs = app
+        .store
+        .runs()?
+        .into_iter()
+        .filter(|r| {
+            filter
+                .status
+                .as_deref()
+                .is_none_or(|s| r.status.as_str() == s)
+        })
+        .filter(|r| filter.project.as_deref().is_none_or(|p| r.project == p))
+        .map(|r| {
+            let url = app.run_url(&r.run_id);
+            views::summary(&r, url)
+        })
+        .collect();
+    Ok(Json(RunList { runs }))
+}
+
+pub async fn get_run(
+    State(app): State<App>,
+    Path(run): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run = app.run(&run)?;
+    Ok(Json(views::run_view(&run, app.run_url(&run.run_id))))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AbortQuery {
+    step: Option<String>,
+    reason: Option<String>,
+}
+
+pub async fn abort_run(
+    State(app): State<App>,
+    Path(run): Path<String>,
+    Query(q): Query<AbortQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let record = app.run(&run)?;
+    let step = match q.step {
+        Some(s) => {
+            let name = StepName::new(s.as_str())
+                .ok()
+                .filter(|n| record.step(n).is_some())
+                .ok_or_else(|| ApiError::not_found(format!("run {run} has no step {s:?}")))?;
+            Some(name)
+        }
+        None => None,
+    };
+    let abort = Abort {
+        run_id: record.run_id.clone(),
+        step: step.clone(),
+        reason: Some(
+            q.reason
+                .unwrap_or_else(|| "aborted through the HTTP API".into()),
+        ),
+    };
+    app.commands
+        .send(Command::Local(Event::Abort(abort)))
+        .await
+        .map_err(|_| ApiError::unavailable("the controller is shutting down"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": record.run_id, "step": step, "status": "abort requested"})),
+    ))
+}
+
+#[derive(Serialize)]
+struct AgentList {
+    agents: Vec<AgentView>,
+}
+
+pub async fn agents(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let now = now_ms();
+    let agents = app
+        .store
+        .agents()?
+        .iter()
+        .map(|a| views::agent_view(a, now))
+        .collect();
+    Ok(Json(AgentList { agents }))
+}
+
+#[derive(Debug, Serialize)]
+struct QueueView {
+    name: String,
+    broker_queue: String,
+    /// Whether the broker has the queue at all.
+    exists: bool,
+    messages: u32,
+    consumers: u32,
+    waiting_steps: usize,
+    warning: Option<String>,
+}
+
+pub async fn queues(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let mut waiting: BTreeMap<QueueName, usize> = BTreeMap::from([(services_queue(), 0)]);
+    for run in app.store.runs()? {
+        for step in &run.steps {
+            let n = waiting.entry(step.queue.clone()).or_default();
+            if !run.status.is_terminal() && step.status == StepStatus::Queued {
+                *n += 1;
+            }
+        }
+    }
+    let mut queues = Vec::new();
+    for (queue, waiting_steps) in waiting {
+        let broker_queue = app.names.user_queue(&queue);
+        let stats = app.broker.queue_stats(&broker_queue).await.map_err(|e| {
+            ApiError::unavailable(format!(
+                "cannot read queue {broker_queue} from the broker: {e}"
+            ))
+        })?;
+        let (messages, consumers) = stats.map_or((0, 0), |s| (s.messages, s.consumers));
+        let warning = (waiting_steps > 0 && consumers == 0).then(|| {
+            format!(
+                "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `drover agent --queue {queue}`"
+            )
+        });
+        queues.push(QueueView {
+            name: queue.to_string(),
+            broker_queue,
+            exists: stats.is_some(),
+            messages,
+            consumers,
+            waiting_steps,
+            warning,
+        });
+    }
+    let dead = app
+        .broker
+        .queue_stats(&app.names.dead())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot read the dead-letter queue: {e}")))?;
+    Ok(Json(json!({
+        "queues": queues,
+        "dead_letters": dead.map_or(0, |s| s.messages),
+        "dead_lettered_by_controller": app.metrics.dead_letters(),
+    })))
+}

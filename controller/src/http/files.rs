@@ -1,0 +1,177 @@
+//! Byte endpoints: blobs (streamed in and out), artifacts by name, and step logs.
+
+use super::{ApiError, App};
+use crate::blobs::BlobError;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use drover_protocol::{AttemptNo, Digest, OutputName, StepName};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use tokio_util::io::ReaderStream;
+
+fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
+    Digest::new(digest).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// A streamed download of a stored blob, or 404.
+async fn blob_response(
+    app: &App,
+    digest: &Digest,
+    file_name: Option<&str>,
+) -> Result<Response, ApiError> {
+    let Some((file, size)) = app
+        .blobs
+        .open_blob(digest)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Err(ApiError::not_found(format!("no blob {digest}")));
+    };
+    let mut response = Body::from_stream(ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(name) = file_name {
+        let disposition = format!("attachment; filename=\"{}\"", safe_file_name(name));
+        if let Ok(value) = HeaderValue::from_str(&disposition) {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
+}
+
+/// A file name fit for a quoted header value: no quotes, backslashes, separators or controls.
+fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/') || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        "artifact".to_string()
+    } else {
+        cleaned
+    }
+}
+
+pub async fn get_blob(
+    State(app): State<App>,
+    Path(digest): Path<String>,
+) -> Result<Response, ApiError> {
+    blob_response(&app, &parse_digest(&digest)?, None).await
+}
+
+pub async fn head_blob(
+    State(app): State<App>,
+    Path(digest): Path<String>,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&digest)?;
+    match app.blobs.stat(&digest).await.map_err(ApiError::internal)? {
+        Some(info) => Ok((StatusCode::OK, [(header::CONTENT_LENGTH, info.size)]).into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+pub async fn put_blob(
+    State(app): State<App>,
+    Path(digest): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&digest)?;
+    let body = request
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| e.to_string());
+    match app.blobs.put(&digest, body).await {
+        Ok(size) => Ok((
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"digest": digest, "size": size})),
+        )
+            .into_response()),
+        Err(e @ BlobError::DigestMismatch { .. }) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ BlobError::Body(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+pub async fn get_artifact(
+    State(app): State<App>,
+    Path((run, step, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let record = app.run(&run)?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "no artifact {name:?} for step {step:?} of run {run}"
+        ))
+    };
+    let step_name = StepName::new(step.as_str()).map_err(|_| missing())?;
+    let output = OutputName::new(name.as_str()).map_err(|_| missing())?;
+    let artifact = record
+        .step(&step_name)
+        .and_then(|s| s.outputs.get(&output))
+        .ok_or_else(missing)?;
+    blob_response(&app, &artifact.digest, Some(&artifact.file_name)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    attempt: Option<u32>,
+    offset: Option<u64>,
+}
+
+pub async fn get_log(
+    State(app): State<App>,
+    Path((run, step)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let record = app.run(&run)?;
+    let missing = || ApiError::not_found(format!("run {run} has no step {step:?}"));
+    let step_name = StepName::new(step.as_str()).map_err(|_| missing())?;
+    let current = record.step(&step_name).ok_or_else(missing)?.attempt;
+    let attempt = q.attempt.map(AttemptNo).unwrap_or(current);
+    let (size, reader) = app
+        .logs
+        .open_from(&record.run_id, &step_name, attempt, q.offset.unwrap_or(0))
+        .await
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "cannot read the log of step {step} of run {run}: {e}"
+            ))
+        })?;
+    let body = match reader {
+        Some(reader) => Body::from_stream(ReaderStream::new(reader)),
+        None => Body::empty(),
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("x-drover-log-size", HeaderValue::from(size));
+    headers.insert("x-drover-log-attempt", HeaderValue::from(attempt.0));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names_cannot_break_headers() {
+        assert_eq!(super::safe_file_name("a \"b\".txt"), "a _b_.txt");
+        assert_eq!(super::safe_file_name("x\r\ny"), "x__y");
+        assert_eq!(super::safe_file_name(".."), "artifact");
+    }
+}

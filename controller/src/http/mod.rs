@@ -1,0 +1,138 @@
+//! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the run page.
+//!
+//! Handlers read durable state from the store and never change run state themselves: an abort
+//! is an event sent to the owning task.
+
+mod api;
+mod files;
+mod pages;
+mod views;
+
+use crate::blobs::BlobStore;
+use crate::logs::LogStore;
+use crate::metrics::Metrics;
+use crate::scheduler::RunRecord;
+use crate::service::Command;
+use crate::store::{Store, StoreError};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drover_protocol::amqp::Broker;
+use drover_protocol::{Names, RunId};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What every handler can reach.
+pub(crate) struct AppState {
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub logs: LogStore,
+    pub broker: Arc<Broker>,
+    pub names: Names,
+    pub metrics: Arc<Metrics>,
+    pub commands: mpsc::Sender<Command>,
+    /// Base URL for links, without a trailing slash.
+    pub public_url: String,
+}
+
+pub(crate) type App = Arc<AppState>;
+
+impl AppState {
+    pub fn run_url(&self, run: &RunId) -> String {
+        format!("{}/runs/{run}", self.public_url)
+    }
+
+    /// The run, or a 404 naming it.
+    pub fn run(&self, run: &str) -> Result<RunRecord, ApiError> {
+        let not_found = || ApiError::not_found(format!("no run {run}"));
+        let id = RunId::new(run).map_err(|_| not_found())?;
+        self.store.run(&id)?.ok_or_else(not_found)
+    }
+}
+
+/// The routes of the API.
+pub(crate) fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/runs", get(api::list_runs))
+        .route("/api/v1/runs/{run}", get(api::get_run))
+        .route("/api/v1/runs/{run}/abort", post(api::abort_run))
+        .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/artifacts/{name}",
+            get(files::get_artifact),
+        )
+        .route(
+            "/api/v1/blobs/{digest}",
+            get(files::get_blob)
+                .head(files::head_blob)
+                .put(files::put_blob),
+        )
+        .route("/api/v1/agents", get(api::agents))
+        .route("/api/v1/queues", get(api::queues))
+        .route("/runs/{run}", get(pages::run_page))
+        .fallback(|| async {
+            ApiError::not_found("no such route; see ARCHITECTURE.md \"HTTP API\"")
+        })
+        // Blob uploads are streamed to disk, so their size is not bounded by memory.
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// An error answer: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!("http: {message}");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,155 @@
+//! Step logs: raw bytes per attempt at `logs/<run>/<step>/<attempt>.log`.
+//!
+//! Chunks carry their byte offset, so a redelivered chunk is recognised and only the part past
+//! the current end of the file is appended. Bytes are never decoded: invalid UTF-8 and `\r`
+//! progress bars come back exactly as the step wrote them.
+
+use drover_protocol::message::LogChunk;
+use drover_protocol::{AttemptNo, RunId, StepName};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// The log directory.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    root: PathBuf,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Bytes written.
+    pub written: u64,
+    /// The chunk started past the end of the file: bytes before it were lost.
+    pub gap: bool,
+}
+
+impl LogStore {
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn path_of(&self, run: &RunId, step: &StepName, attempt: AttemptNo) -> PathBuf {
+        // Typed ids cannot hold separators or `..`, so these are safe path components.
+        self.root
+            .join(run.as_str())
+            .join(step.as_str())
+            .join(format!("{attempt}.log"))
+    }
+
+    /// Appends the part of `chunk` beyond the current end of its attempt's log.
+    pub async fn append(&self, chunk: &LogChunk) -> std::io::Result<Appended> {
+        let path = self.path_of(&chunk.run_id, &chunk.step, chunk.attempt);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
+        let size = file.metadata().await?.len();
+        let end = chunk.offset + chunk.data.len() as u64;
+        if end <= size {
+            return Ok(Appended {
+                written: 0,
+                gap: false,
+            });
+        }
+        let gap = chunk.offset > size;
+        let skip = size.saturating_sub(chunk.offset) as usize;
+        let new = &chunk.data[skip..];
+        file.write_all(new).await?;
+        file.flush().await?;
+        Ok(Appended {
+            written: new.len() as u64,
+            gap,
+        })
+    }
+
+    /// The log's total size and a reader of its bytes from `offset` (`None` when there are none).
+    pub async fn open_from(
+        &self,
+        run: &RunId,
+        step: &StepName,
+        attempt: AttemptNo,
+        offset: u64,
+    ) -> std::io::Result<(u64, Option<tokio::io::Take<tokio::fs::File>>)> {
+        let path = self.path_of(run, step, attempt);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
+            Err(e) => return Err(e),
+        };
+        let size = file.metadata().await?.len();
+        if offset >= size {
+            return Ok((size, None));
+        }
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        // Bytes appended after this read are left for the next one, so `size` stays true.
+        Ok((size, Some(file.take(size - offset))))
+    }
+
+    /// The log's total size and its bytes from `offset`; `(0, [])` when nothing was logged yet.
+    pub async fn read_from(
+        &self,
+        run: &RunId,
+        step: &StepName,
+        attempt: AttemptNo,
+        offset: u64,
+    ) -> std::io::Result<(u64, Vec<u8>)> {
+        let (size, reader) = self.open_from(run, step, attempt, offset).await?;
+        let mut bytes = Vec::new();
+        if let Some(mut reader) = reader {
+            reader.read_to_end(&mut bytes).await?;
+        }
+        Ok((size, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(run: &RunId, offset: u64, data: &[u8]) -> LogChunk {
+        LogChunk {
+            run_id: run.clone(),
+            step: StepName::new("s").unwrap(),
+            attempt: AttemptNo(1),
+            offset,
+            data: data.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_raw_bytes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStore::open(dir.path()).unwrap();
+        let run = RunId::generate();
+        let step = StepName::new("s").unwrap();
+        assert_eq!(
+            logs.read_from(&run, &step, AttemptNo(1), 0).await.unwrap(),
+            (0, vec![])
+        );
+        logs.append(&chunk(&run, 0, b"10%\r50%\r")).await.unwrap();
+        // A redelivered chunk, then one overlapping the end.
+        let dup = logs.append(&chunk(&run, 0, b"10%\r50%\r")).await.unwrap();
+        assert_eq!(dup.written, 0);
+        let overlap = logs
+            .append(&chunk(&run, 4, b"50%\r\xff\xfe\n"))
+            .await
+            .unwrap();
+        assert_eq!(overlap.written, 3);
+        let (size, all) = logs.read_from(&run, &step, AttemptNo(1), 0).await.unwrap();
+        assert_eq!((size, all.as_slice()), (11, &b"10%\r50%\r\xff\xfe\n"[..]));
+        let (_, tail) = logs.read_from(&run, &step, AttemptNo(1), 8).await.unwrap();
+        assert_eq!(tail, b"\xff\xfe\n");
+        let (_, none) = logs.read_from(&run, &step, AttemptNo(1), 99).await.unwrap();
+        assert!(none.is_empty());
+        let gap = logs.append(&chunk(&run, 20, b"x")).await.unwrap();
+        assert!(gap.gap);
+    }
+}

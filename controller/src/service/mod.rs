@@ -1,0 +1,281 @@
+//! The task that owns the scheduler state: applies each event, persists and flushes what
+//! changed, then publishes the actions that follow and acks the delivery that caused them.
+//! Consumers ([`consume`]) feed it; a timer ticks it.
+
+pub(crate) mod consume;
+
+use crate::metrics::Metrics;
+use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
+use crate::store::{Store, StoreError};
+use drover_protocol::amqp::{AmqpError, Broker, Incoming, Publisher, Target};
+use drover_protocol::message::{Message, now_ms};
+use drover_protocol::names::agent_routing_key;
+use drover_protocol::{Names, QueueName};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// How often leases and due retries are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// How often queues with waiting steps are checked for consumers.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often the same idle queue is warned about at most.
+const IDLE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What the owner task is asked to do.
+pub(crate) enum Command {
+    /// An event from a delivery, acked once its state change is durable.
+    Delivery {
+        event: Event,
+        incoming: Box<Incoming>,
+    },
+    /// An event from inside the controller (an abort through the HTTP API).
+    Local(Event),
+}
+
+/// The owner of the scheduler state and everything needed to carry out its actions.
+pub(crate) struct Owner {
+    pub state: State,
+    pub store: Store,
+    pub broker: Arc<Broker>,
+    pub publisher: Publisher,
+    pub metrics: Arc<Metrics>,
+    declared: HashSet<QueueName>,
+    /// Actions whose publish failed; tried again every tick while still relevant.
+    undelivered: Vec<Action>,
+    idle_warned: HashMap<QueueName, Instant>,
+}
+
+impl Owner {
+    pub fn new(
+        state: State,
+        store: Store,
+        broker: Arc<Broker>,
+        publisher: Publisher,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            state,
+            store,
+            broker,
+            publisher,
+            metrics,
+            declared: HashSet::new(),
+            undelivered: Vec::new(),
+            idle_warned: HashMap::new(),
+        }
+    }
+
+    fn names(&self) -> &Names {
+        self.broker.names()
+    }
+
+    /// Resumes unfinished runs, then serves commands and ticks until shutdown.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let fx = scheduler::resume(&mut self.state, now_ms());
+        if let Err(e) = self.apply(fx).await {
+            tracing::error!("cannot persist the resumed runs: {e}");
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut idle_check = tokio::time::interval(IDLE_CHECK);
+        idle_check.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let fx = scheduler::handle(&mut self.state, Event::Tick, now_ms());
+                    if let Err(e) = self.apply(fx).await {
+                        tracing::error!("cannot persist the state after a tick: {e}");
+                    }
+                    self.retry_undelivered().await;
+                }
+                _ = idle_check.tick() => self.warn_about_idle_queues().await,
+            }
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!("cannot flush the state store on shutdown: {e}");
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Delivery { event, incoming } => {
+                let fx = scheduler::handle(&mut self.state, event, now_ms());
+                match self.apply(fx).await {
+                    Ok(()) => {
+                        if let Err(e) = incoming.ack().await {
+                            tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot persist the state change of a message from {}: {e}; it goes back to the queue",
+                            incoming.queue()
+                        );
+                        let _ = incoming.requeue().await;
+                    }
+                }
+            }
+            Command::Local(event) => {
+                let fx = scheduler::handle(&mut self.state, event, now_ms());
+                if let Err(e) = self.apply(fx).await {
+                    tracing::error!("cannot persist a state change: {e}");
+                }
+            }
+        }
+    }
+
+    /// Persists and flushes the changed records, then publishes the actions.
+    async fn apply(&mut self, fx: Effects) -> Result<(), StoreError> {
+        if fx.is_empty() {
+            return Ok(());
+        }
+        for id in &fx.runs {
+            if let Some(run) = self.state.runs.get(id) {
+                self.store.put_run(run)?;
+            }
+        }
+        for id in &fx.agents {
+            if let Some(agent) = self.state.agents.get(id) {
+                self.store.put_agent(agent)?;
+            }
+        }
+        for action in &fx.actions {
+            if let Action::CacheInsert { key, outputs } = action {
+                self.store.put_cache(key, outputs)?;
+            }
+        }
+        self.store.flush().await?;
+        for action in fx.actions {
+            if let Err(e) = self.publish(&action).await {
+                self.publish_failed(action, e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, action: &Action) -> Result<(), AmqpError> {
+        match action {
+            Action::Dispatch { queue, job } => {
+                if !self.declared.contains(queue) {
+                    self.broker.declare_user_queue(queue).await?;
+                    self.declared.insert(queue.clone());
+                }
+                let target = Target::Queue(self.names().user_queue(queue));
+                self.publisher
+                    .publish(&target, &Message::StepJob((**job).clone()))
+                    .await
+            }
+            Action::Cancel { agent, cancel } => {
+                let target = Target::Control(agent_routing_key(agent));
+                self.publisher
+                    .publish(&target, &Message::Cancel(cancel.clone()))
+                    .await
+            }
+            Action::CacheInsert { .. } => Ok(()),
+        }
+    }
+
+    fn publish_failed(&mut self, action: Action, error: AmqpError) {
+        match &action {
+            Action::Dispatch { queue, job } => {
+                self.metrics.publish_failed("step_job");
+                tracing::error!(
+                    "cannot publish attempt {} of step {} of run {} to queue {queue}: {error}; will retry",
+                    job.attempt,
+                    job.step,
+                    job.run_id
+                );
+                self.undelivered.push(action);
+            }
+            // An agent that is gone has no control queue: nothing left to cancel.
+            Action::Cancel { agent, cancel } if matches!(error, AmqpError::Unroutable(_)) => {
+                tracing::debug!(
+                    "agent {agent} is gone; cancel of {}/{} dropped",
+                    cancel.run_id,
+                    cancel.step
+                );
+            }
+            Action::Cancel { agent, cancel } => {
+                self.metrics.publish_failed("cancel");
+                tracing::warn!(
+                    "cannot tell agent {agent} to cancel step {} of run {}: {error}; will retry",
+                    cancel.step,
+                    cancel.run_id
+                );
+                self.undelivered.push(action);
+            }
+            Action::CacheInsert { .. } => {}
+        }
+    }
+
+    /// Publishes again what failed before, if the attempt it concerns is still waiting for it.
+    async fn retry_undelivered(&mut self) {
+        if self.undelivered.is_empty() || !self.broker.is_connected() {
+            return;
+        }
+        for action in std::mem::take(&mut self.undelivered) {
+            let relevant = match &action {
+                Action::Dispatch { job, .. } => self
+                    .state
+                    .runs
+                    .get(&job.run_id)
+                    .and_then(|r| r.step(&job.step))
+                    .is_some_and(|s| s.status == StepStatus::Queued && s.attempt == job.attempt),
+                Action::Cancel { cancel, .. } => self
+                    .state
+                    .runs
+                    .get(&cancel.run_id)
+                    .and_then(|r| r.step(&cancel.step))
+                    .is_some_and(|s| s.attempt == cancel.attempt && !s.status.is_terminal()),
+                Action::CacheInsert { .. } => false,
+            };
+            if !relevant {
+                continue;
+            }
+            if let Err(e) = self.publish(&action).await {
+                tracing::debug!("publish retry failed: {e}");
+                self.undelivered.push(action);
+            }
+        }
+    }
+
+    /// Warns (at most once a minute per queue) about steps queued where no agent consumes.
+    async fn warn_about_idle_queues(&mut self) {
+        let mut waiting: BTreeMap<QueueName, usize> = BTreeMap::new();
+        for run in self.state.runs.values().filter(|r| !r.status.is_terminal()) {
+            for step in run.steps.iter().filter(|s| s.status == StepStatus::Queued) {
+                *waiting.entry(step.queue.clone()).or_default() += 1;
+            }
+        }
+        for (queue, steps) in waiting {
+            if self
+                .idle_warned
+                .get(&queue)
+                .is_some_and(|t| t.elapsed() < IDLE_WARN_EVERY)
+            {
+                continue;
+            }
+            let broker_queue = self.names().user_queue(&queue);
+            match self.broker.queue_stats(&broker_queue).await {
+                Ok(Some(stats)) if stats.consumers == 0 => {
+                    tracing::warn!(
+                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `drover agent --queue {queue}`"
+                    );
+                    self.idle_warned.insert(queue, Instant::now());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("cannot read the stats of queue {broker_queue}: {e}"),
+            }
+        }
+    }
+}

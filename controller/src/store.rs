@@ -1,0 +1,235 @@
+//! Durable state in sled: runs, the cache index and the agent registry, each record msgpack.
+//!
+//! The owning task writes every changed record and flushes before it publishes anything that
+//! follows; the HTTP layer reads from here, so it only ever shows durable state.
+
+use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
+use drover_protocol::RunId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A failure of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the state store at {path}: {error}; is another controller using this data dir?"
+    )]
+    Open { path: String, error: sled::Error },
+    #[error("state store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("cannot encode a {what} record: {error}")]
+    Encode { what: &'static str, error: String },
+    #[error("cannot decode the {what} record {key:?}: {error}")]
+    Decode {
+        what: &'static str,
+        key: String,
+        error: String,
+    },
+}
+
+/// The sled database and its trees; cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    runs: sled::Tree,
+    cache: sled::Tree,
+    agents: sled::Tree,
+}
+
+/// Everything loaded at start-up.
+pub struct Loaded {
+    pub runs: Vec<RunRecord>,
+    pub cache: BTreeMap<String, CachedOutputs>,
+    pub agents: Vec<AgentRecord>,
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode {
+        what,
+        error: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode {
+        what,
+        key: String::from_utf8_lossy(key).into_owned(),
+        error: e.to_string(),
+    })
+}
+
+fn decode_all<T: DeserializeOwned>(
+    what: &'static str,
+    tree: &sled::Tree,
+) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|item| {
+            let (k, v) = item?;
+            decode(what, &k, &v)
+        })
+        .collect()
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|error| StoreError::Open {
+                path: dir.display().to_string(),
+                error,
+            })?;
+        Ok(Self {
+            runs: db.open_tree("runs")?,
+            cache: db.open_tree("cache")?,
+            agents: db.open_tree("agents")?,
+            db,
+        })
+    }
+
+    /// Every record, for the scheduler's state at start-up.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let mut cache = BTreeMap::new();
+        for item in self.cache.iter() {
+            let (k, v) = item?;
+            cache.insert(
+                String::from_utf8_lossy(&k).into_owned(),
+                decode("cache", &k, &v)?,
+            );
+        }
+        Ok(Loaded {
+            runs: decode_all("run", &self.runs)?,
+            cache,
+            agents: decode_all("agent", &self.agents)?,
+        })
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.runs.insert(run.run_id.as_str(), encode("run", run)?)?;
+        Ok(())
+    }
+
+    pub fn put_cache(&self, key: &str, outputs: &CachedOutputs) -> Result<(), StoreError> {
+        self.cache.insert(key, encode("cache", outputs)?)?;
+        Ok(())
+    }
+
+    pub fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.agents
+            .insert(agent.info.id.as_str(), encode("agent", agent)?)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.runs
+            .get(id.as_str())?
+            .map(|v| decode("run", id.as_str().as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every run, newest first (run ids are time-ordered).
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs
+            .iter()
+            .rev()
+            .map(|item| {
+                let (k, v) = item?;
+                decode("run", &k, &v)
+            })
+            .collect()
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        decode_all("agent", &self.agents)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Event, SchedulerConfig, State, handle};
+    use drover_protocol::message::Submit;
+    use drover_protocol::spec::PipelineSpec;
+
+    #[tokio::test]
+    async fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+        });
+        let spec = PipelineSpec::from_toml(
+            "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\ncache = true\n",
+        )
+        .unwrap();
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec,
+            params: BTreeMap::new(),
+            submitted_by: Some("me@here".into()),
+        };
+        handle(&mut state, Event::Submit(submit), 42);
+        let outputs = CachedOutputs::new();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_run(&state.runs[&run_id]).unwrap();
+            store.put_cache("k1", &outputs).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.runs, vec![state.runs[&run_id].clone()]);
+        assert_eq!(loaded.cache.get("k1"), Some(&outputs));
+        assert_eq!(store.run(&run_id).unwrap().unwrap().created_at, 42);
+        assert!(store.run(&RunId::generate()).unwrap().is_none());
+    }
+
+    #[test]
+    fn runs_are_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+        });
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = RunId::generate();
+            let spec = PipelineSpec::from_toml("[pipeline]\nname = \"p\"\n").unwrap();
+            handle(
+                &mut state,
+                Event::Submit(Submit {
+                    run_id: id.clone(),
+                    spec,
+                    params: BTreeMap::new(),
+                    submitted_by: None,
+                }),
+                1,
+            );
+            store.put_run(&state.runs[&id]).unwrap();
+            ids.push(id);
+        }
+        ids.reverse();
+        let listed: Vec<RunId> = store
+            .runs()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(listed, ids);
+    }
+}

@@ -1,0 +1,422 @@
+//! The real controller on port 0 against the real broker, in a fresh namespace per test; the
+//! test itself plays the agent over the real protocol (queues, events, HTTP blob uploads).
+
+#![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
+
+use drover_controller::{Controller, ControllerConfig};
+use drover_protocol::amqp::{Broker, Consumer, Target};
+use drover_protocol::message::{
+    ArtifactRef, Claimed, Finished, LogChunk, Message, Outcome, StepJob, Submit, now_ms,
+};
+use drover_protocol::spec::PipelineSpec;
+use drover_protocol::{AgentId, Digest, Names, QueueName, RunId};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Harness {
+    names: Names,
+    dir: tempfile::TempDir,
+    controller: Option<(Controller, CancellationToken)>,
+    url: String,
+    broker: Broker,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let ns = format!("tc{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let names = Names::new(&ns).unwrap();
+        let broker =
+            Broker::connect_with_retry(AMQP_URL, names.clone(), "test", Duration::from_secs(10))
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)");
+        let mut h = Self {
+            names,
+            dir: tempfile::tempdir().unwrap(),
+            controller: None,
+            url: String::new(),
+            broker,
+            http: reqwest::Client::new(),
+        };
+        h.start_controller().await;
+        h
+    }
+
+    async fn start_controller(&mut self) {
+        let mut config = ControllerConfig::new(AMQP_URL, self.names.clone(), self.dir.path());
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.lease = Duration::from_secs(3);
+        let shutdown = CancellationToken::new();
+        let controller = Controller::start(config, shutdown.clone()).await.unwrap();
+        self.url = controller.url().to_string();
+        let written = std::fs::read_to_string(self.dir.path().join("controller.url")).unwrap();
+        assert_eq!(written.trim(), self.url);
+        self.controller = Some((controller, shutdown));
+    }
+
+    async fn stop_controller(&mut self) {
+        let (controller, shutdown) = self.controller.take().unwrap();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), controller.wait())
+            .await
+            .expect("the controller stops within 10 s")
+            .unwrap();
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn json(&self, path: &str) -> (u16, Value) {
+        let resp = self.get(path).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    async fn publish(&self, target: Target, msg: Message) {
+        let publisher = self.broker.publisher().await.unwrap();
+        publisher.publish(&target, &msg).await.unwrap();
+    }
+
+    async fn event(&self, msg: Message) {
+        self.publish(Target::Queue(self.names.events()), msg).await;
+    }
+
+    async fn put_blob(&self, content: &[u8]) -> ArtifactRef {
+        let digest = Digest::of_bytes(content);
+        let resp = self
+            .http
+            .put(format!("{}/api/v1/blobs/{digest}", self.url))
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        ArtifactRef {
+            digest,
+            size: content.len() as u64,
+            file_name: "out.txt".into(),
+        }
+    }
+
+    /// Polls `GET /api/v1/runs/{run}` until `cond` holds.
+    async fn wait_run(&self, run: &RunId, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, doc) = self.json(&format!("/api/v1/runs/{run}")).await;
+            if status == 200 && cond(&doc) {
+                return doc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {doc}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn cleanup(mut self) {
+        if self.controller.is_some() {
+            self.stop_controller().await;
+        }
+        let _ = self
+            .broker
+            .delete_namespace(&[QueueName::new("default").unwrap()])
+            .await;
+        self.broker.close().await;
+    }
+}
+
+async fn next_job(consumer: &mut Consumer) -> StepJob {
+    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+        .await
+        .expect("a job within 15 s")
+        .unwrap()
+        .unwrap();
+    incoming.ack().await.unwrap();
+    match incoming.message.unwrap().1 {
+        Message::StepJob(job) => job,
+        other => panic!("expected a step job, got {other:?}"),
+    }
+}
+
+fn finished(
+    job: &StepJob,
+    agent: &AgentId,
+    outputs: BTreeMap<drover_protocol::OutputName, ArtifactRef>,
+) -> Message {
+    Message::Finished(Finished {
+        run_id: job.run_id.clone(),
+        step: job.step.clone(),
+        attempt: job.attempt,
+        agent: agent.clone(),
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        outputs,
+        message: None,
+        started_at: now_ms(),
+        ended_at: now_ms(),
+    })
+}
+
+#[tokio::test]
+async fn http_answers_health_404s_and_blobs() {
+    let h = Harness::start().await;
+    let (status, doc) = h.json("/healthz").await;
+    assert_eq!(
+        (status, &doc),
+        (
+            200,
+            &serde_json::json!({"status": "ok", "broker": "connected"})
+        )
+    );
+
+    let missing = RunId::generate();
+    for path in [
+        format!("/api/v1/runs/{missing}"),
+        "/api/v1/runs/not-a-run".to_string(),
+        format!("/api/v1/runs/{missing}/steps/a/log"),
+        format!("/api/v1/runs/{missing}/steps/a/artifacts/x"),
+        format!("/api/v1/blobs/{}", Digest::of_bytes(b"never stored")),
+        "/api/v1/nothing-here".to_string(),
+    ] {
+        let (status, doc) = h.json(&path).await;
+        assert_eq!(status, 404, "{path}: {doc}");
+        assert!(doc["error"].is_string(), "{path}: {doc}");
+    }
+    assert_eq!(
+        h.get(&format!("/runs/{missing}")).await.status().as_u16(),
+        404
+    );
+    assert_eq!(h.get("/api/v1/blobs/xyz").await.status().as_u16(), 400);
+
+    // A blob larger than any single buffer, uploaded in pieces and read back whole.
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of_bytes(&content);
+    let blob_url = format!("{}/api/v1/blobs/{digest}", h.url);
+    let head = h.http.head(&blob_url).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 404);
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        content.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
+    let put = h.http.put(&blob_url).body(body).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    let head = h.http.head(&blob_url).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        content.len().to_string().as_str()
+    );
+    let got = h.http.get(&blob_url).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), content.as_slice());
+
+    // Content that does not hash to the name in the URL is refused, naming both digests.
+    let wrong = Digest::of_bytes(b"promised");
+    let resp = h
+        .http
+        .put(format!("{}/api/v1/blobs/{wrong}", h.url))
+        .body("delivered")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let doc: Value = resp.json().await.unwrap();
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains(wrong.as_str()), "{error}");
+    assert!(
+        error.contains(Digest::of_bytes(b"delivered").as_str()),
+        "{error}"
+    );
+    let head = h
+        .http
+        .head(format!("{}/api/v1/blobs/{wrong}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 404);
+
+    let metrics = h.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("drover_runs{status=\"running\"} 0"),
+        "{metrics}"
+    );
+    h.cleanup().await;
+}
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "two <steps>"
+project = "tests"
+[parameters]
+who = { default = "world" }
+[[step]]
+name = "make"
+command = ["sh", "-c", "echo ${pipeline.who} > out.txt"]
+outputs = { out = "out.txt" }
+[[step]]
+name = "use"
+command = ["cat", "${make.out}"]
+"#;
+
+#[tokio::test]
+async fn a_run_flows_through_the_broker_and_survives_a_restart() {
+    let mut h = Harness::start().await;
+    let default = QueueName::new("default").unwrap();
+    h.broker.declare_user_queue(&default).await.unwrap();
+    let mut jobs = h
+        .broker
+        .consume(&h.names.user_queue(&default), 10)
+        .await
+        .unwrap();
+    let agent = AgentId::new("test-agent").unwrap();
+
+    let run_id = RunId::generate();
+    let submit = Submit {
+        run_id: run_id.clone(),
+        spec: PipelineSpec::from_toml(PIPELINE).unwrap(),
+        params: BTreeMap::from([("who".to_string(), "<drover>".to_string())]),
+        submitted_by: Some("test".into()),
+    };
+    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
+        .await;
+
+    let make = next_job(&mut jobs).await;
+    assert_eq!(make.step.as_str(), "make");
+    assert_eq!(make.controller_url, h.url);
+    h.event(Message::Claimed(Claimed {
+        run_id: run_id.clone(),
+        step: make.step.clone(),
+        attempt: make.attempt,
+        agent: agent.clone(),
+    }))
+    .await;
+    for (offset, data) in [
+        (0, &b"hello \xff"[..]),
+        (0, &b"hello \xff"[..]),
+        (7, &b"\rdone\n"[..]),
+    ] {
+        h.event(Message::Log(LogChunk {
+            run_id: run_id.clone(),
+            step: make.step.clone(),
+            attempt: make.attempt,
+            offset,
+            data: data.to_vec(),
+        }))
+        .await;
+    }
+    let artifact = h.put_blob(b"<drover>\n").await;
+    let out = drover_protocol::OutputName::new("out").unwrap();
+    h.event(finished(
+        &make,
+        &agent,
+        BTreeMap::from([(out, artifact.clone())]),
+    ))
+    .await;
+
+    let usejob = next_job(&mut jobs).await;
+    assert_eq!(usejob.step.as_str(), "use");
+    assert_eq!(usejob.job.inputs[0].digest, artifact.digest);
+    h.event(finished(&usejob, &agent, BTreeMap::new())).await;
+
+    let run = h
+        .wait_run(&run_id, "the run to succeed", |d| {
+            d["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(run["params"]["who"], "<drover>");
+    assert_eq!(run["steps"][0]["name"], "make");
+    assert_eq!(run["steps"][0]["attempts"][0]["agent"], "test-agent");
+    assert_eq!(
+        run["steps"][0]["outputs"]["out"]["digest"],
+        artifact.digest.as_str()
+    );
+    assert_eq!(run["steps"][1]["inputs"][0], "make.out");
+    assert_eq!(run["url"], format!("{}/runs/{run_id}", h.url));
+
+    let log = h
+        .get(&format!("/api/v1/runs/{run_id}/steps/make/log"))
+        .await;
+    assert_eq!(log.headers()["x-drover-log-size"], "13");
+    assert_eq!(log.bytes().await.unwrap().as_ref(), b"hello \xff\rdone\n");
+    let tail = h
+        .get(&format!("/api/v1/runs/{run_id}/steps/make/log?offset=7"))
+        .await;
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), b"\rdone\n");
+    let art = h
+        .get(&format!("/api/v1/runs/{run_id}/steps/make/artifacts/out"))
+        .await;
+    assert_eq!(art.status().as_u16(), 200);
+    assert!(
+        art.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("out.txt")
+    );
+    assert_eq!(art.bytes().await.unwrap().as_ref(), b"<drover>\n");
+    let page = h
+        .get(&format!("/runs/{run_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("two &lt;steps&gt;"), "{page}");
+    assert!(page.contains("&lt;drover&gt;"), "{page}");
+    assert!(!page.contains("<drover>"), "unescaped parameter: {page}");
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "a finished run does not refresh"
+    );
+
+    // Garbage on the events queue is dead-lettered and counted; the controller keeps going.
+    let publisher = h.broker.publisher().await.unwrap();
+    publisher
+        .publish_raw(&Target::Queue(h.names.events()), b"\xc1 not msgpack")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, queues) = h.json("/api/v1/queues").await;
+        if queues["dead_letters"] == 1 {
+            assert!(
+                queues["queues"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|q| q["name"] == "default"),
+                "{queues}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {queues}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = h.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("drover_dead_letters_total{reason=\"malformed\"} 1"),
+        "{metrics}"
+    );
+
+    // A restarted controller on the same data dir still serves the finished run.
+    h.stop_controller().await;
+    h.start_controller().await;
+    let (status, runs) = h.json("/api/v1/runs").await;
+    assert_eq!(status, 200);
+    assert_eq!(runs["runs"][0]["run_id"], run_id.as_str(), "{runs}");
+    assert_eq!(runs["runs"][0]["status"], "succeeded", "{runs}");
+    assert_eq!(runs["runs"][0]["steps"]["succeeded"], 2, "{runs}");
+    let art = h
+        .get(&format!("/api/v1/runs/{run_id}/steps/make/artifacts/out"))
+        .await;
+    assert_eq!(art.bytes().await.unwrap().as_ref(), b"<drover>\n");
+    jobs.close().await;
+    h.cleanup().await;
+}
