@@ -1,0 +1,245 @@
+//! How a run moves forward: readiness, cache hits, dispatch, failed attempts and retries,
+//! and the run's end. Called by the event handlers in the parent module.
+
+use super::{
+    Action, AttemptOutcome, AttemptRecord, Ctx, RunRecord, RunStatus, SchedulerConfig, StepRecord,
+    StepStatus,
+};
+use crate::cache::cache_key;
+use drover_protocol::message::{JobInput, JobSpec, StepJob};
+use drover_protocol::validate::Step;
+use drover_protocol::{AgentId, AttemptNo, RunId};
+use std::time::Duration;
+
+/// The lease ran out: the agent is presumed gone. An abort in flight ends as aborted, not retried.
+pub(super) fn lose_attempt(step: &mut StepRecord, spec: &Step, lease_ms: u64, now: u64) {
+    let agent = step
+        .agent
+        .as_ref()
+        .map(AgentId::to_string)
+        .unwrap_or_default();
+    let why = format!(
+        "agent {agent} sent no heartbeat for attempt {} within the lease ({}); presumed gone",
+        step.attempt,
+        humantime::format_duration(Duration::from_millis(lease_ms))
+    );
+    step.lease_until = None;
+    if let Some(a) = step.current_mut() {
+        a.ended_at = Some(now);
+        a.outcome = Some(AttemptOutcome::Lost);
+        a.message = Some(why.clone());
+    }
+    if step.abort_requested {
+        end_step(step, StepStatus::Aborted, Some(why), now);
+    } else {
+        fail_attempt(step, spec, why, now);
+    }
+}
+
+/// Counts a failed attempt: a retry after the backoff while retries remain, else the step fails.
+pub(super) fn fail_attempt(step: &mut StepRecord, spec: &Step, why: String, now: u64) {
+    if step.abort_requested {
+        end_step(step, StepStatus::Aborted, Some(why), now);
+        return;
+    }
+    step.failures += 1;
+    if step.failures <= spec.retries {
+        let factor = 1u64 << (step.failures - 1).min(20);
+        let delay = spec.retry_backoff_ms.saturating_mul(factor);
+        step.status = StepStatus::Pending;
+        step.retry_at = Some(now.saturating_add(delay));
+        step.agent = None;
+        step.message = Some(format!(
+            "attempt {} {why}; retry {} of {} in {}",
+            step.attempt,
+            step.failures,
+            spec.retries,
+            humantime::format_duration(Duration::from_millis(delay))
+        ));
+    } else {
+        let why = if step.failures > 1 {
+            format!("{why} (after {} attempts)", step.failures)
+        } else {
+            why
+        };
+        end_step(step, StepStatus::Failed, Some(why), now);
+    }
+}
+
+pub(super) fn end_step(
+    step: &mut StepRecord,
+    status: StepStatus,
+    message: Option<String>,
+    now: u64,
+) {
+    step.status = status;
+    step.message = message;
+    step.lease_until = None;
+    step.retry_at = None;
+    step.ended_at = Some(now);
+}
+
+/// Moves every pending step whose parents are all done to cached or queued, skips those
+/// under a failed parent, and ends the run when every step is terminal. Returns whether
+/// anything changed.
+pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
+    let RunRecord {
+        run_id,
+        pipeline,
+        steps,
+        ..
+    } = run;
+    let Some(pipeline) = pipeline.as_ref() else {
+        return false;
+    };
+    let mut changed = false;
+    // Parents come first, so one pass settles chains of cache hits and skips.
+    for (i, spec) in pipeline.steps.iter().enumerate() {
+        if steps[i].status != StepStatus::Pending || steps[i].retry_at.is_some() {
+            continue;
+        }
+        let parents: Vec<&StepRecord> = steps
+            .iter()
+            .filter(|s| spec.parents.contains(&s.name))
+            .collect();
+        if let Some(p) = parents
+            .iter()
+            .find(|p| p.status.is_terminal() && !p.status.is_done())
+        {
+            let why = format!("parent {} {}", p.name, p.status.as_str());
+            end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
+            changed = true;
+        } else if parents.iter().all(|p| p.status.is_done()) {
+            make_ready(run_id, spec, steps, i, ctx);
+            changed = true;
+        }
+    }
+    finish_if_done(run, ctx.now) || changed
+}
+
+/// A step whose parents are done: a cache hit ends it at once, otherwise its next attempt is queued.
+pub(super) fn make_ready(
+    run_id: &RunId,
+    spec: &Step,
+    steps: &mut [StepRecord],
+    i: usize,
+    ctx: &mut Ctx,
+) {
+    let inputs = match job_inputs(spec, steps) {
+        Ok(inputs) => inputs,
+        Err(why) => {
+            end_step(&mut steps[i], StepStatus::Failed, Some(why), ctx.now);
+            return;
+        }
+    };
+    let step = &mut steps[i];
+    if spec.cache {
+        let key = cache_key(spec, &inputs);
+        let hit = ctx
+            .cache
+            .get(&key)
+            .filter(|outputs| spec.outputs.keys().all(|o| outputs.contains_key(o)));
+        if let Some(outputs) = hit {
+            step.outputs = outputs.clone();
+            step.cache_hit = true;
+            step.started_at = Some(ctx.now);
+            step.cache_key = Some(key);
+            end_step(step, StepStatus::Cached, None, ctx.now);
+            return;
+        }
+        step.cache_key = Some(key);
+    }
+    step.attempt = step.attempt.next();
+    step.status = StepStatus::Queued;
+    step.agent = None;
+    step.lease_until = None;
+    step.attempts.push(AttemptRecord {
+        attempt: step.attempt,
+        agent: None,
+        queued_at: ctx.now,
+        started_at: None,
+        ended_at: None,
+        exit_code: None,
+        outcome: None,
+        message: None,
+    });
+    let job = step_job(run_id, spec, step.attempt, inputs, ctx.config);
+    ctx.fx.actions.push(Action::Dispatch {
+        queue: spec.queue.clone(),
+        job,
+    });
+}
+
+/// The artifacts a step consumes, from its parents' recorded outputs.
+pub(super) fn job_inputs(spec: &Step, steps: &[StepRecord]) -> Result<Vec<JobInput>, String> {
+    spec.inputs
+        .iter()
+        .map(|(producer, output)| {
+            let artifact = steps
+                .iter()
+                .find(|s| &s.name == producer)
+                .and_then(|s| s.outputs.get(output))
+                .ok_or_else(|| format!("input ${{{producer}.{output}}} has no stored artifact"))?;
+            Ok(JobInput {
+                step: producer.clone(),
+                output: output.clone(),
+                digest: artifact.digest.clone(),
+                size: artifact.size,
+                file_name: artifact.file_name.clone(),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn step_job(
+    run_id: &RunId,
+    spec: &Step,
+    attempt: AttemptNo,
+    inputs: Vec<JobInput>,
+    config: &SchedulerConfig,
+) -> Box<StepJob> {
+    Box::new(StepJob {
+        run_id: run_id.clone(),
+        step: spec.name.clone(),
+        attempt,
+        job: JobSpec {
+            kind: spec.kind.clone(),
+            env: spec.env.clone(),
+            inputs,
+            outputs: spec.outputs.clone(),
+            timeout_ms: spec.timeout_ms,
+        },
+        controller_url: config.controller_url.clone(),
+        lease_ms: config.lease_ms,
+    })
+}
+
+/// Ends the run once every step is terminal. Returns whether it ended now.
+pub(super) fn finish_if_done(run: &mut RunRecord, now: u64) -> bool {
+    if run.status.is_terminal() || !run.steps.iter().all(|s| s.status.is_terminal()) {
+        return false;
+    }
+    let Some(pipeline) = run.pipeline.as_ref() else {
+        return false;
+    };
+    let failed: Vec<&str> = run
+        .steps
+        .iter()
+        .zip(&pipeline.steps)
+        .filter(|(s, spec)| s.status == StepStatus::Failed && !spec.continue_on_fail)
+        .map(|(s, _)| s.name.as_str())
+        .collect();
+    let any_aborted = run.steps.iter().any(|s| s.status == StepStatus::Aborted);
+    run.status = if run.abort_requested {
+        RunStatus::Aborted
+    } else if !failed.is_empty() {
+        run.error = Some(format!("failed step(s): {}", failed.join(", ")));
+        RunStatus::Failed
+    } else if any_aborted {
+        RunStatus::Aborted
+    } else {
+        RunStatus::Succeeded
+    };
+    run.ended_at = Some(now);
+    true
+}

@@ -1,0 +1,277 @@
+//! Runs moving forward: ordering, artifacts, failures, retries, the cache, rejection.
+
+use super::*;
+
+const DIAMOND: &str = r#"
+[[step]]
+name = "a"
+command = ["sh", "-c", "echo a > a.txt"]
+outputs = { out = "a.txt" }
+[[step]]
+name = "b"
+command = ["cp", "${a.out}", "b.txt"]
+outputs = { out = "b.txt" }
+[[step]]
+name = "c"
+command = ["cp", "${a.out}", "c.txt"]
+outputs = { out = "c.txt" }
+[[step]]
+name = "d"
+command = ["sh", "-c", "cat ${b.out} ${c.out}"]
+"#;
+
+#[test]
+fn diamond_runs_in_order_and_passes_artifacts_as_inputs() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, DIAMOND, 1_000);
+    assert_eq!(job_names(&fx), ["a"]);
+    assert_eq!(status(&st, &run, "b"), StepStatus::Pending);
+    let a = &jobs(&fx)[0];
+    assert_eq!(a.attempt, AttemptNo(1));
+    assert_eq!(a.lease_ms, LEASE);
+    assert_eq!(a.controller_url, "http://controller.test");
+
+    let fx = claim(&mut st, a, "w1", 1_100);
+    assert!(fx.actions.is_empty());
+    assert_eq!(status(&st, &run, "a"), StepStatus::Running);
+    let fx = handle(
+        &mut st,
+        Event::Finished(finished_msg(a, "w1", Outcome::Succeeded, Some(0))),
+        1_200,
+    );
+    assert_eq!(job_names(&fx), ["b", "c"]);
+    let b = jobs(&fx)
+        .into_iter()
+        .find(|j| j.step.as_str() == "b")
+        .unwrap();
+    assert_eq!(b.job.inputs.len(), 1);
+    assert_eq!(b.job.inputs[0].digest, artifact("a.out", "a.txt").digest);
+    assert_eq!(b.job.inputs[0].file_name, "a.txt");
+    let c = jobs(&fx)
+        .into_iter()
+        .find(|j| j.step.as_str() == "c")
+        .unwrap();
+
+    let fx = run_job(&mut st, &b, "w1", Outcome::Succeeded, 1_300);
+    assert!(jobs(&fx).is_empty(), "d must wait for c");
+    let fx = run_job(&mut st, &c, "w2", Outcome::Succeeded, 1_400);
+    let d = jobs(&fx).pop().unwrap();
+    assert_eq!(d.step.as_str(), "d");
+    let inputs: Vec<(String, Digest)> = d
+        .job
+        .inputs
+        .iter()
+        .map(|i| (format!("{}.{}", i.step, i.output), i.digest.clone()))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            ("b.out".to_string(), artifact("b.out", "").digest),
+            ("c.out".to_string(), artifact("c.out", "").digest)
+        ]
+    );
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    let fx = run_job(&mut st, &d, "w2", Outcome::Succeeded, 1_500);
+    assert!(fx.runs.contains(&run));
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(r.ended_at, Some(1_500));
+    let attempt = r.step(&step("c")).unwrap().current().unwrap();
+    assert_eq!(attempt.agent, Some(agent("w2")));
+    assert_eq!(attempt.outcome, Some(AttemptOutcome::Succeeded));
+}
+
+const FAILING: &str = r#"
+[[step]]
+name = "a"
+command = ["true"]
+outputs = { out = "a.txt" }
+[[step]]
+name = "bad"
+command = ["cat", "${a.out}"]
+outputs = { out = "b.txt" }
+[[step]]
+name = "after_bad"
+command = ["cat", "${bad.out}"]
+[[step]]
+name = "after_after"
+command = ["true"]
+parents = ["after_bad"]
+[[step]]
+name = "good"
+command = ["cat", "${a.out}"]
+"#;
+
+#[test]
+fn failure_skips_descendants_while_the_independent_branch_finishes() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, FAILING, 0);
+    let fx2 = run_job(&mut st, &jobs(&fx)[0], "w", Outcome::Succeeded, 10);
+    assert_eq!(job_names(&fx2), ["bad", "good"]);
+    let all = jobs(&fx2);
+    let bad = all.iter().find(|j| j.step.as_str() == "bad").unwrap();
+    let good = all.iter().find(|j| j.step.as_str() == "good").unwrap();
+    claim(&mut st, good, "w2", 20);
+
+    let fx = run_job(&mut st, bad, "w", Outcome::Failed, 30);
+    assert!(jobs(&fx).is_empty());
+    assert_eq!(status(&st, &run, "bad"), StepStatus::Failed);
+    assert_eq!(status(&st, &run, "after_bad"), StepStatus::Skipped);
+    assert_eq!(status(&st, &run, "after_after"), StepStatus::Skipped);
+    assert_eq!(status(&st, &run, "good"), StepStatus::Running);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    let message = st.runs[&run].step(&step("bad")).unwrap().message.clone();
+    assert_eq!(message.as_deref(), Some("exit code 3"));
+
+    handle(
+        &mut st,
+        Event::Finished(finished_msg(good, "w2", Outcome::Succeeded, Some(0))),
+        40,
+    );
+    assert_eq!(status(&st, &run, "good"), StepStatus::Succeeded);
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(r.error.as_deref().unwrap().contains("bad"), "{:?}", r.error);
+}
+
+#[test]
+fn continue_on_fail_does_not_fail_the_run() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"flaky\"\ncommand = [\"false\"]\ncontinue_on_fail = true\n[[step]]\nname = \"child\"\ncommand = [\"true\"]\nparents = [\"flaky\"]\n[[step]]\nname = \"other\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let all = jobs(&fx);
+    run_job(&mut st, &all[0], "w", Outcome::Failed, 1);
+    assert_eq!(status(&st, &run, "child"), StepStatus::Skipped);
+    run_job(&mut st, &all[1], "w", Outcome::Succeeded, 2);
+    assert_eq!(st.runs[&run].status, RunStatus::Succeeded);
+}
+
+#[test]
+fn retries_back_off_then_fail() {
+    let mut st = new_state();
+    let steps =
+        "[[step]]\nname = \"x\"\ncommand = [\"false\"]\nretries = 2\nretry_backoff = \"1s\"\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let first = jobs(&fx).pop().unwrap();
+    run_job(&mut st, &first, "w", Outcome::Failed, 100);
+    assert_eq!(status(&st, &run, "x"), StepStatus::Pending);
+    assert!(jobs(&handle(&mut st, Event::Tick, 1_099)).is_empty());
+    let second = jobs(&handle(&mut st, Event::Tick, 1_100)).pop().unwrap();
+    assert_eq!(second.attempt, AttemptNo(2));
+
+    run_job(&mut st, &second, "w", Outcome::TimedOut, 2_000);
+    // The backoff doubles: 2 s after the second failure.
+    assert!(jobs(&handle(&mut st, Event::Tick, 3_999)).is_empty());
+    let third = jobs(&handle(&mut st, Event::Tick, 4_000)).pop().unwrap();
+    assert_eq!(third.attempt, AttemptNo(3));
+
+    let fx = run_job(&mut st, &third, "w", Outcome::Failed, 5_000);
+    assert!(jobs(&fx).is_empty());
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Failed);
+    let x = r.step(&step("x")).unwrap();
+    assert_eq!(x.status, StepStatus::Failed);
+    assert_eq!(x.attempts.len(), 3);
+    assert!(
+        x.message.as_deref().unwrap().contains("after 3 attempts"),
+        "{:?}",
+        x.message
+    );
+    assert!(jobs(&handle(&mut st, Event::Tick, 60_000)).is_empty());
+}
+
+const CACHED: &str = r#"
+[[step]]
+name = "prep"
+command = ["sh", "-c", "echo data > d.txt"]
+outputs = { d = "d.txt" }
+cache = true
+[[step]]
+name = "use"
+command = ["cat", "${prep.d}"]
+outputs = { r = "r.txt" }
+cache = true
+"#;
+
+#[test]
+fn cache_hits_dispatch_nothing_across_runs() {
+    let mut st = new_state();
+    let (first, fx) = submit_toml(&mut st, CACHED, 0);
+    let prep = jobs(&fx).pop().unwrap();
+    let fx = run_job(&mut st, &prep, "w", Outcome::Succeeded, 10);
+    assert!(
+        fx.actions
+            .iter()
+            .any(|a| matches!(a, Action::CacheInsert { .. }))
+    );
+    let usej = jobs(&fx).pop().unwrap();
+    run_job(&mut st, &usej, "w", Outcome::Succeeded, 20);
+    assert_eq!(st.runs[&first].status, RunStatus::Succeeded);
+    assert_eq!(st.cache.len(), 2);
+
+    let (second, fx) = submit_toml(&mut st, CACHED, 100);
+    assert!(fx.actions.is_empty(), "{:?}", fx.actions);
+    let r = &st.runs[&second];
+    assert_eq!(r.status, RunStatus::Succeeded);
+    for name in ["prep", "use"] {
+        let s = r.step(&step(name)).unwrap();
+        assert_eq!(s.status, StepStatus::Cached);
+        assert!(s.cache_hit);
+        assert!(s.attempts.is_empty());
+        assert_eq!(
+            s.outputs,
+            st.runs[&first].step(&step(name)).unwrap().outputs
+        );
+    }
+}
+
+#[test]
+fn a_changed_command_misses_the_cache_and_children_get_cached_inputs() {
+    let mut st = new_state();
+    let (_, fx) = submit_toml(&mut st, CACHED, 0);
+    let prep = jobs(&fx).pop().unwrap();
+    let fx = run_job(&mut st, &prep, "w", Outcome::Succeeded, 10);
+    run_job(&mut st, &jobs(&fx)[0], "w", Outcome::Succeeded, 20);
+
+    let changed = CACHED.replace("[\"cat\", \"${prep.d}\"]", "[\"wc\", \"${prep.d}\"]");
+    let (run, fx) = submit_toml(&mut st, &changed, 100);
+    assert_eq!(status(&st, &run, "prep"), StepStatus::Cached);
+    let usej = jobs(&fx).pop().expect("the changed step runs");
+    assert_eq!(usej.job.inputs[0].digest, artifact("prep.d", "").digest);
+}
+
+#[test]
+fn invalid_pipeline_is_rejected_and_dispatches_nothing() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(
+        &mut st,
+        "[[step]]\nname = \"a\"\ncommand = [\"cat\", \"${ghost.out}\"]\n",
+        5,
+    );
+    assert!(fx.actions.is_empty());
+    assert!(fx.runs.contains(&run));
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    assert!(
+        r.error.as_deref().unwrap().contains("${ghost.out}"),
+        "{:?}",
+        r.error
+    );
+    assert!(r.steps.is_empty());
+    assert_eq!(r.name, "p");
+}
+
+#[test]
+fn missing_declared_output_fails_the_attempt() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\noutputs = { o = \"o.txt\" }\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    let job = jobs(&fx).pop().unwrap();
+    claim(&mut st, &job, "w", 1);
+    let mut f = finished_msg(&job, "w", Outcome::Succeeded, Some(0));
+    f.outputs.clear();
+    handle(&mut st, Event::Finished(f), 2);
+    let a = st.runs[&run].step(&step("a")).unwrap();
+    assert_eq!(a.status, StepStatus::Failed);
+    assert!(a.message.as_deref().unwrap().contains('o'));
+}
