@@ -420,3 +420,120 @@ async fn a_run_flows_through_the_broker_and_survives_a_restart() {
     jobs.close().await;
     h.cleanup().await;
 }
+
+async fn next_cancel(consumer: &mut Consumer) -> drover_protocol::message::Cancel {
+    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+        .await
+        .expect("a cancel within 15 s")
+        .unwrap()
+        .unwrap();
+    incoming.ack().await.unwrap();
+    match incoming.message.unwrap().1 {
+        Message::Cancel(cancel) => cancel,
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+}
+
+const TWO_INDEPENDENT: &str = r#"
+[pipeline]
+name = "pair"
+[[step]]
+name = "x"
+command = ["sleep", "60"]
+[[step]]
+name = "y"
+command = ["true"]
+"#;
+
+#[tokio::test]
+async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reaches_agents() {
+    let mut h = Harness::start().await;
+    let default = QueueName::new("default").unwrap();
+    h.broker.declare_user_queue(&default).await.unwrap();
+    let mut jobs = h
+        .broker
+        .consume(&h.names.user_queue(&default), 10)
+        .await
+        .unwrap();
+    let (a, b) = (
+        AgentId::new("agent-a").unwrap(),
+        AgentId::new("agent-b").unwrap(),
+    );
+    let mut control_a = h.broker.consume_agent_control(&a).await.unwrap();
+    let mut control_b = h.broker.consume_agent_control(&b).await.unwrap();
+
+    let run_id = RunId::generate();
+    let submit = Submit {
+        run_id: run_id.clone(),
+        spec: PipelineSpec::from_toml(TWO_INDEPENDENT).unwrap(),
+        params: BTreeMap::new(),
+        submitted_by: None,
+    };
+    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
+        .await;
+    let mut first = vec![next_job(&mut jobs).await, next_job(&mut jobs).await];
+    first.sort_by(|l, r| l.step.cmp(&r.step));
+    let (x, y) = (first[0].clone(), first[1].clone());
+    assert_eq!((x.step.as_str(), y.step.as_str()), ("x", "y"));
+
+    // Agent a claims x; a duplicate delivery claimed by agent b is cancelled.
+    for agent in [&a, &b] {
+        h.event(Message::Claimed(Claimed {
+            run_id: run_id.clone(),
+            step: x.step.clone(),
+            attempt: x.attempt,
+            agent: agent.clone(),
+        }))
+        .await;
+    }
+    let cancel = next_cancel(&mut control_b).await;
+    assert_eq!((cancel.step.as_str(), cancel.attempt), ("x", x.attempt));
+    h.wait_run(&run_id, "x to run on agent a", |d| {
+        d["steps"][0]["status"] == "running" && d["steps"][0]["attempts"][0]["agent"] == "agent-a"
+    })
+    .await;
+
+    // A restarted controller publishes the still-queued y again, as the same attempt.
+    h.stop_controller().await;
+    h.start_controller().await;
+    let again = next_job(&mut jobs).await;
+    assert_eq!((again.step.as_str(), again.attempt), ("y", y.attempt));
+    assert_eq!(again.controller_url, h.url);
+
+    // Aborting through the API: y (queued) ends at once, agent a is told to stop x.
+    let resp = h
+        .http
+        .post(format!("{}/api/v1/runs/{run_id}/abort", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let cancel = next_cancel(&mut control_a).await;
+    assert_eq!(
+        (cancel.run_id.as_str(), cancel.step.as_str()),
+        (run_id.as_str(), "x")
+    );
+    h.wait_run(&run_id, "y to be aborted", |d| {
+        d["steps"][1]["status"] == "aborted"
+    })
+    .await;
+    let mut done = match finished(&x, &a, BTreeMap::new()) {
+        Message::Finished(f) => f,
+        _ => unreachable!(),
+    };
+    done.outcome = Outcome::Aborted;
+    done.exit_code = None;
+    h.event(Message::Finished(done)).await;
+    let run = h
+        .wait_run(&run_id, "the run to be aborted", |d| {
+            d["status"] == "aborted"
+        })
+        .await;
+    assert_eq!(run["steps"][0]["status"], "aborted", "{run}");
+    assert!(run["error"].as_str().unwrap().contains("aborted"), "{run}");
+
+    jobs.close().await;
+    control_a.close().await;
+    control_b.close().await;
+    h.cleanup().await;
+}

@@ -2,10 +2,9 @@
 //! outputs and the tail of their logs. Plain HTML, every value escaped; it refreshes itself
 //! while the run is going.
 
-use super::{ApiError, App};
+use super::App;
 use crate::scheduler::{RunRecord, StepRecord};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use std::fmt::Write as _;
 
@@ -49,21 +48,12 @@ pub async fn run_page(State(app): State<App>, Path(run): Path<String>) -> Respon
         Ok(record) => Html(render(&app, &record).await).into_response(),
         Err(e) => {
             let body = format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover</title></head><body><h1>no run {}</h1></body></html>",
-                esc(&run)
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover</title></head><body><h1>{}</h1></body></html>",
+                esc(&e.message)
             );
-            let status = if e_is_not_found(&e) {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            (status, Html(body)).into_response()
+            (e.status, Html(body)).into_response()
         }
     }
-}
-
-fn e_is_not_found(e: &ApiError) -> bool {
-    e.status == StatusCode::NOT_FOUND
 }
 
 async fn render(app: &App, run: &RunRecord) -> String {
