@@ -471,7 +471,7 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     };
     h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
         .await;
-    let mut first = vec![next_job(&mut jobs).await, next_job(&mut jobs).await];
+    let mut first = [next_job(&mut jobs).await, next_job(&mut jobs).await];
     first.sort_by(|l, r| l.step.cmp(&r.step));
     let (x, y) = (first[0].clone(), first[1].clone());
     assert_eq!((x.step.as_str(), y.step.as_str()), ("x", "y"));
