@@ -123,6 +123,7 @@ impl Controller {
             commands: commands.clone(),
             publisher,
             logs: logs.clone(),
+            store: store.clone(),
             metrics: metrics.clone(),
         };
         tracker.spawn(consume(

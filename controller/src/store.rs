@@ -140,6 +140,11 @@ impl Store {
             .transpose()
     }
 
+    /// Whether a run is known, without decoding it.
+    pub fn has_run(&self, id: &RunId) -> Result<bool, StoreError> {
+        Ok(self.runs.contains_key(id.as_str())?)
+    }
+
     /// Every run, newest first (run ids are time-ordered).
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.runs

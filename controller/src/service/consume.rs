@@ -5,8 +5,9 @@ use super::Command;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::scheduler::Event;
+use crate::store::Store;
 use drover_protocol::amqp::{Consumer, Incoming, Publisher};
-use drover_protocol::message::Message;
+use drover_protocol::message::{LogChunk, Message};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ pub(crate) struct Routing {
     pub commands: mpsc::Sender<Command>,
     pub publisher: Publisher,
     pub logs: LogStore,
+    pub store: Store,
     pub metrics: Arc<Metrics>,
 }
 
@@ -79,22 +81,7 @@ impl Routing {
             (Source::Events, Message::Finished(f)) => Event::Finished(f),
             (Source::Events, Message::Log(chunk)) => {
                 self.metrics.handled(kind);
-                match self.logs.append(&chunk).await {
-                    Ok(appended) if appended.gap => tracing::warn!(
-                        "log of attempt {} of step {} of run {} has a gap before offset {}; some output was lost",
-                        chunk.attempt,
-                        chunk.step,
-                        chunk.run_id,
-                        chunk.offset
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(
-                        "cannot append to the log of attempt {} of step {} of run {}: {e}",
-                        chunk.attempt,
-                        chunk.step,
-                        chunk.run_id
-                    ),
-                }
+                self.append_log(&chunk).await;
                 if let Err(e) = incoming.ack().await {
                     tracing::warn!("cannot ack a log chunk: {e}");
                 }
@@ -117,6 +104,29 @@ impl Routing {
         {
             // The owner task is gone (shutting down): the unacked delivery returns to its queue.
             tracing::debug!("the owner task has stopped; a {kind} message stays queued");
+        }
+    }
+
+    /// Appends a chunk to its attempt's log; chunks of runs this controller never saw are dropped.
+    async fn append_log(&self, chunk: &LogChunk) {
+        match self.store.has_run(&chunk.run_id) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("dropping a log chunk of unknown run {}", chunk.run_id);
+                return;
+            }
+            Err(e) => tracing::warn!("cannot look up run {}: {e}", chunk.run_id),
+        }
+        let (run, step, attempt) = (&chunk.run_id, &chunk.step, chunk.attempt);
+        match self.logs.append(chunk).await {
+            Ok(appended) if appended.gap => tracing::warn!(
+                "log of attempt {attempt} of step {step} of run {run} has a gap before offset {}; some output was lost",
+                chunk.offset
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                "cannot append to the log of attempt {attempt} of step {step} of run {run}: {e}"
+            ),
         }
     }
 
