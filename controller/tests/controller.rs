@@ -127,10 +127,8 @@ impl Harness {
         if self.controller.is_some() {
             self.stop_controller().await;
         }
-        let _ = self
-            .broker
-            .delete_namespace(&[QueueName::new("default").unwrap()])
-            .await;
+        let queues = ["default", "nobody"].map(|q| QueueName::new(q).unwrap());
+        let _ = self.broker.delete_namespace(&queues).await;
         self.broker.close().await;
     }
 }
@@ -535,5 +533,115 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     jobs.close().await;
     control_a.close().await;
     control_b.close().await;
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
+    let h = Harness::start().await;
+    let spec = "[pipeline]\nname = \"lonely\"\n[[step]]\nname = \"waits\"\nqueue = \"nobody\"\ncommand = [\"true\"]\n";
+    let run_id = RunId::generate();
+    let submit = Submit {
+        run_id: run_id.clone(),
+        spec: PipelineSpec::from_toml(spec).unwrap(),
+        params: BTreeMap::new(),
+        submitted_by: None,
+    };
+    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
+        .await;
+    h.wait_run(&run_id, "the step to be queued", |d| {
+        d["steps"][0]["status"] == "queued"
+    })
+    .await;
+    let page = h
+        .get(&format!("/runs/{run_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("http-equiv=\"refresh\""),
+        "a running run refreshes: {page}"
+    );
+
+    // The state is durable before the job is published, so the broker may count it a moment later.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (doc, queue) = loop {
+        let (_, doc) = h.json("/api/v1/queues").await;
+        let queue = doc["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "nobody")
+            .cloned()
+            .unwrap();
+        if queue["messages"] == 1 {
+            break (doc, queue);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached the queue: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        queue["broker_queue"],
+        h.names
+            .user_queue(&QueueName::new("nobody").unwrap())
+            .as_str()
+    );
+    assert_eq!(
+        (
+            queue["waiting_steps"].as_u64(),
+            queue["consumers"].as_u64(),
+            queue["messages"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1)),
+        "{doc}"
+    );
+    assert!(
+        queue["warning"].as_str().unwrap().contains("nobody"),
+        "{doc}"
+    );
+    assert!(
+        doc["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "services" && q["warning"].is_null()),
+        "{doc}"
+    );
+
+    let heartbeat = drover_protocol::message::Heartbeat {
+        agent: drover_protocol::message::AgentInfo {
+            id: AgentId::new("beating").unwrap(),
+            host: "somewhere".into(),
+            pid: 7,
+            version: "0.1.0".into(),
+            queues: vec![QueueName::new("gpu").unwrap()],
+            slots: 4,
+            busy: 0,
+            draining: false,
+        },
+        running: vec![],
+    };
+    h.event(Message::Heartbeat(heartbeat)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let agent = loop {
+        let (_, doc) = h.json("/api/v1/agents").await;
+        if let Some(a) = doc["agents"].as_array().unwrap().first() {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "no agent listed: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (agent["id"].as_str(), agent["slots"].as_u64()),
+        (Some("beating"), Some(4)),
+        "{agent}"
+    );
+    assert_eq!(agent["alive"], true, "{agent}");
+    assert_eq!(agent["queues"][0], "gpu", "{agent}");
+    assert!(agent["last_seen"].as_u64().unwrap() > 0);
     h.cleanup().await;
 }
