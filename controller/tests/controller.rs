@@ -107,6 +107,46 @@ impl Harness {
         }
     }
 
+    /// Publishes a `Submit` of `toml` to the services queue and returns its run id.
+    async fn submit(&self, toml: &str, params: &[(&str, &str)]) -> RunId {
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec: PipelineSpec::from_toml(toml).unwrap(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            submitted_by: Some("test".into()),
+        };
+        self.publish(
+            Target::Queue(self.names.services()),
+            Message::Submit(submit),
+        )
+        .await;
+        run_id
+    }
+
+    /// Declares and consumes the `default` user queue, as an agent serving it would.
+    async fn consume_default(&self) -> Consumer {
+        let default = QueueName::new("default").unwrap();
+        self.broker.declare_user_queue(&default).await.unwrap();
+        self.broker
+            .consume(&self.names.user_queue(&default), 10)
+            .await
+            .unwrap()
+    }
+
+    async fn claim(&self, job: &StepJob, agent: &AgentId) {
+        self.event(Message::Claimed(Claimed {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+            agent: agent.clone(),
+        }))
+        .await;
+    }
+
     /// Polls `GET /api/v1/runs/{run}` until `cond` holds.
     async fn wait_run(&self, run: &RunId, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -268,35 +308,15 @@ command = ["cat", "${make.out}"]
 #[tokio::test]
 async fn a_run_flows_through_the_broker_and_survives_a_restart() {
     let mut h = Harness::start().await;
-    let default = QueueName::new("default").unwrap();
-    h.broker.declare_user_queue(&default).await.unwrap();
-    let mut jobs = h
-        .broker
-        .consume(&h.names.user_queue(&default), 10)
-        .await
-        .unwrap();
+    let mut jobs = h.consume_default().await;
     let agent = AgentId::new("test-agent").unwrap();
 
-    let run_id = RunId::generate();
-    let submit = Submit {
-        run_id: run_id.clone(),
-        spec: PipelineSpec::from_toml(PIPELINE).unwrap(),
-        params: BTreeMap::from([("who".to_string(), "<drover>".to_string())]),
-        submitted_by: Some("test".into()),
-    };
-    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
-        .await;
+    let run_id = h.submit(PIPELINE, &[("who", "<drover>")]).await;
 
     let make = next_job(&mut jobs).await;
     assert_eq!(make.step.as_str(), "make");
     assert_eq!(make.controller_url, h.url);
-    h.event(Message::Claimed(Claimed {
-        run_id: run_id.clone(),
-        step: make.step.clone(),
-        attempt: make.attempt,
-        agent: agent.clone(),
-    }))
-    .await;
+    h.claim(&make, &agent).await;
     for (offset, data) in [
         (0, &b"hello \xff"[..]),
         (0, &b"hello \xff"[..]),
@@ -446,13 +466,7 @@ command = ["true"]
 #[tokio::test]
 async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reaches_agents() {
     let mut h = Harness::start().await;
-    let default = QueueName::new("default").unwrap();
-    h.broker.declare_user_queue(&default).await.unwrap();
-    let mut jobs = h
-        .broker
-        .consume(&h.names.user_queue(&default), 10)
-        .await
-        .unwrap();
+    let mut jobs = h.consume_default().await;
     let (a, b) = (
         AgentId::new("agent-a").unwrap(),
         AgentId::new("agent-b").unwrap(),
@@ -460,15 +474,7 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     let mut control_a = h.broker.consume_agent_control(&a).await.unwrap();
     let mut control_b = h.broker.consume_agent_control(&b).await.unwrap();
 
-    let run_id = RunId::generate();
-    let submit = Submit {
-        run_id: run_id.clone(),
-        spec: PipelineSpec::from_toml(TWO_INDEPENDENT).unwrap(),
-        params: BTreeMap::new(),
-        submitted_by: None,
-    };
-    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
-        .await;
+    let run_id = h.submit(TWO_INDEPENDENT, &[]).await;
     let mut first = [next_job(&mut jobs).await, next_job(&mut jobs).await];
     first.sort_by(|l, r| l.step.cmp(&r.step));
     let (x, y) = (first[0].clone(), first[1].clone());
@@ -476,13 +482,7 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
 
     // Agent a claims x; a duplicate delivery claimed by agent b is cancelled.
     for agent in [&a, &b] {
-        h.event(Message::Claimed(Claimed {
-            run_id: run_id.clone(),
-            step: x.step.clone(),
-            attempt: x.attempt,
-            agent: agent.clone(),
-        }))
-        .await;
+        h.claim(&x, agent).await;
     }
     let cancel = next_cancel(&mut control_b).await;
     assert_eq!((cancel.step.as_str(), cancel.attempt), ("x", x.attempt));
@@ -540,15 +540,7 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
 async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
     let h = Harness::start().await;
     let spec = "[pipeline]\nname = \"lonely\"\n[[step]]\nname = \"waits\"\nqueue = \"nobody\"\ncommand = [\"true\"]\n";
-    let run_id = RunId::generate();
-    let submit = Submit {
-        run_id: run_id.clone(),
-        spec: PipelineSpec::from_toml(spec).unwrap(),
-        params: BTreeMap::new(),
-        submitted_by: None,
-    };
-    h.publish(Target::Queue(h.names.services()), Message::Submit(submit))
-        .await;
+    let run_id = h.submit(spec, &[]).await;
     h.wait_run(&run_id, "the step to be queued", |d| {
         d["steps"][0]["status"] == "queued"
     })
