@@ -1,1 +1,145 @@
-//! drover agent.
+//! drover's agent daemon: pulls step jobs from its queues, runs each in an isolated workdir,
+//! streams its logs, uploads its outputs and reports back on the events queue.
+//!
+//! [`Agent::start`] connects and spawns the tasks: [`serve`] (queue consumption within the slot
+//! limit), [`heartbeat`] and [`control`] (cancellation); each job runs in [`job`].
+
+mod artifacts;
+mod config;
+mod control;
+mod heartbeat;
+mod job;
+mod logstream;
+mod process;
+pub mod pyenv;
+mod serve;
+mod workdir;
+
+pub use config::AgentConfig;
+
+use anyhow::Context;
+use drover_protocol::AgentId;
+use drover_protocol::amqp::{Broker, Publisher};
+use drover_protocol::message::AttemptRef;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long start-up waits for the broker.
+const BROKER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What every task of one agent shares.
+pub(crate) struct Shared {
+    pub config: AgentConfig,
+    pub id: AgentId,
+    pub host: String,
+    pub broker: Broker,
+    pub publisher: Publisher,
+    pub http: reqwest::Client,
+    /// Attempts this agent holds (claimed, not yet reported), with their cancel switches.
+    pub running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn running_attempts(&self) -> Vec<AttemptRef> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<AttemptRef> = running.keys().cloned().collect();
+        list.sort();
+        list
+    }
+
+    pub fn cancel(&self, attempt: &AttemptRef) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match running.get(attempt) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+}
+
+impl Agent {
+    /// Connects (retrying ~30 s), declares its queues and control queue, starts consuming.
+    pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<Agent> {
+        config.check()?;
+        let host = config::hostname();
+        let id = match &config.id {
+            Some(id) => id.clone(),
+            None => config::default_id(&host)?,
+        };
+        let broker = Broker::connect_with_retry(
+            &config.amqp_url,
+            config.names.clone(),
+            &format!("agent {id}"),
+            BROKER_PATIENCE,
+        )
+        .await?;
+        broker.declare_topology().await?;
+        for q in &config.queues {
+            broker
+                .declare_user_queue(q)
+                .await
+                .with_context(|| format!("cannot declare queue {q}"))?;
+        }
+        let publisher = broker.publisher().await?;
+        let control = broker.consume_agent_control(&id).await?;
+        std::fs::create_dir_all(&config.work_dir)
+            .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let shared = Arc::new(Shared {
+            config,
+            id,
+            host,
+            broker,
+            publisher,
+            http,
+            running: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        });
+        let tracker = TaskTracker::new();
+        let jobs = TaskTracker::new();
+        let stopped = CancellationToken::new();
+        tracker.spawn(serve::serve(
+            shared.clone(),
+            jobs,
+            shutdown.clone(),
+            stopped.clone(),
+        ));
+        tracker.spawn(heartbeat::beat(shared.clone(), stopped.clone()));
+        tracker.spawn(control::listen(shared.clone(), control, stopped));
+        tracker.close();
+        tracing::info!(
+            "agent {} serving {:?} with {} slot(s)",
+            shared.id,
+            shared.config.queues,
+            shared.config.concurrency
+        );
+        Ok(Agent { shared, tracker })
+    }
+
+    pub fn id(&self) -> &AgentId {
+        &self.shared.id
+    }
+
+    /// Returns once shutdown was requested and running jobs are finished (drain) or killed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.tracker.wait().await;
+        self.shared.broker.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The agent's configuration, passed in by the caller.
+
+use crate::pyenv::PyEnvConfig;
+use drover_protocol::{AgentId, Names, QueueName};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything an agent needs to know; see the CLI's `drover agent --help`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub amqp_url: String,
+    pub names: Names,
+    /// Queues to serve, in order of preference; at least one.
+    pub queues: Vec<QueueName>,
+    /// Steps run at once; at least 1.
+    pub concurrency: u32,
+    /// Parent of per-job workdirs.
+    pub work_dir: PathBuf,
+    pub keep_workdirs: bool,
+    /// Overrides the controller URL jobs carry.
+    pub controller_url: Option<String>,
+    pub heartbeat: Duration,
+    /// SIGTERM -> SIGKILL grace when a step is stopped.
+    pub kill_grace: Duration,
+    /// How long a draining agent waits for running steps before it kills them.
+    pub drain_timeout: Duration,
+    pub python: PyEnvConfig,
+    /// Default: `<hostname>-<pid>-<4 random hex>`.
+    pub id: Option<AgentId>,
+}
+
+impl AgentConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.queues.is_empty(),
+            "an agent needs at least one --queue"
+        );
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            self.concurrency <= u32::from(u16::MAX),
+            "--concurrency {} is too large",
+            self.concurrency
+        );
+        Ok(())
+    }
+}
+
+/// This machine's host name, or `localhost`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `<host>-<pid>-<4 hex>`, with characters an id cannot hold replaced by `-`.
+pub fn default_id(host: &str) -> anyhow::Result<AgentId> {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    Ok(AgentId::new(format!(
+        "{host}-{}-{suffix}",
+        std::process::id()
+    ))?)
+}

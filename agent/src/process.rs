@@ -1,0 +1,225 @@
+//! Runs one step's process in its own process group, with a timeout and cancellation, and
+//! kills the whole group when it ends so no child outlives its step.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    /// The complete environment: nothing else is inherited.
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub timeout: Option<Duration>,
+    /// SIGTERM, then SIGKILL after this long.
+    pub kill_grace: Duration,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    /// Killed by a signal it did not get from us.
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs the process; stdout and stderr go, as raw bytes in arrival order, to `output`.
+pub async fn run(
+    spec: &ProcessSpec,
+    output: UnboundedSender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> std::io::Result<Ended> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty command",
+        ));
+    };
+    // One pipe for both streams keeps their interleaving exactly as the process wrote it.
+    let (reader, writer) = std::io::pipe()?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .kill_on_drop(true);
+    let spawned = command.spawn();
+    // The parent's copies of the write end must close, or the reader never sees EOF.
+    drop(command);
+    let mut child = spawned
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let reader = tokio::task::spawn_blocking(move || forward(reader, output));
+
+    let timeout = async {
+        match spec.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Ended::Exited(code),
+                (None, Some(sig)) => Ended::Signaled(sig),
+                (None, None) => Ended::Exited(-1),
+            }
+        }
+        _ = timeout => {
+            terminate(&mut child, pgid, spec.kill_grace).await;
+            Ended::TimedOut
+        }
+        _ = cancel.cancelled() => {
+            terminate(&mut child, pgid, spec.kill_grace).await;
+            Ended::Cancelled
+        }
+    };
+    // Children left behind (`cmd &`) would keep the pipes open and outlive the step.
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    // A process that left the group (setsid) could hold the pipe open forever; don't wait on it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    Ok(ended)
+}
+
+/// SIGTERM to the group, SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
+    let Some(pgid) = pgid else { return };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread).
+fn forward(mut reader: std::io::PipeReader, output: UnboundedSender<Vec<u8>>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if output.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn spec(script: &str) -> ProcessSpec {
+        ProcessSpec {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::from([("PATH".into(), std::env::var("PATH").unwrap_or_default())]),
+            cwd: std::env::temp_dir(),
+            timeout: None,
+            kill_grace: Duration::from_millis(500),
+        }
+    }
+
+    async fn collect(spec: &ProcessSpec, cancel: CancellationToken) -> (Ended, Vec<u8>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ended = run(spec, tx, cancel).await.unwrap();
+        let mut out = Vec::new();
+        let all = async {
+            while let Some(chunk) = rx.recv().await {
+                out.extend(chunk);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("the output pipe stayed open: a process of the step survived");
+        (ended, out)
+    }
+
+    fn alive(marker: &str) -> bool {
+        std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn raw_output_and_exit_code() {
+        let (ended, out) = collect(
+            &spec("printf 'a\\rb\\377\\n'; exit 3"),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(ended, Ended::Exited(3));
+        assert_eq!(out, b"a\rb\xff\n");
+    }
+
+    #[tokio::test]
+    async fn only_declared_environment_is_visible() {
+        let mut s = spec("echo \"[$HOME][$PATH]\"");
+        s.env.insert("X".into(), "1".into());
+        let (_, out) = collect(&s, CancellationToken::new()).await;
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("[]["), "{text}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let marker = format!("sleep 100{}", std::process::id());
+        let mut s = spec(&format!("{marker} & {marker}"));
+        s.timeout = Some(Duration::from_millis(300));
+        let (ended, _) = collect(&s, CancellationToken::new()).await;
+        assert_eq!(ended, Ended::TimedOut);
+        assert!(!alive(&marker), "a child of the step survived");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_background_children_too() {
+        let marker = format!("sleep 200{}", std::process::id());
+        let s = spec(&format!("{marker} & {marker} & wait"));
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c2.cancel();
+        });
+        let (ended, _) = collect(&s, cancel).await;
+        assert_eq!(ended, Ended::Cancelled);
+        assert!(!alive(&marker), "a child of the step survived");
+    }
+
+    #[tokio::test]
+    async fn leftover_children_are_killed_when_the_main_process_exits() {
+        let marker = format!("sleep 300{}", std::process::id());
+        let (ended, _) = collect(
+            &spec(&format!("{marker} & echo started")),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(ended, Ended::Exited(0));
+        assert!(!alive(&marker), "a background child outlived its step");
+    }
+}
