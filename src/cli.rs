@@ -1,0 +1,207 @@
+//! Command-line flags: the names here are a contract that tests and docs use.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover",
+    version,
+    about = "Run pipelines on a fleet of agents through RabbitMQ"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// RabbitMQ URL.
+    #[arg(long = "amqp", env = "DROVER_AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true, hide_env_values = true)]
+    pub amqp_url: String,
+    /// Base URL of the controller's HTTP API.
+    #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true)]
+    pub url: String,
+    /// Namespace: isolates queues of tests or tenants sharing one broker.
+    #[arg(long, env = "DROVER_NAMESPACE", default_value = drover_protocol::names::DEFAULT_NAMESPACE, global = true)]
+    pub namespace: String,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Controller plus agents in one process: the one-machine setup.
+    Up(UpArgs),
+    /// The controller service.
+    Controller(ControllerArgs),
+    /// An agent daemon serving one or more queues.
+    Agent(AgentArgs),
+    /// Validate and submit a pipeline file.
+    Run(RunArgs),
+    /// Stop a run (or one step of it).
+    Abort(AbortArgs),
+    /// Wait for a run (`latest` for the newest) to end, showing progress; exit 0 only if it succeeded.
+    Wait(StatusArgs),
+    /// List runs.
+    Runs(ListArgs),
+    /// Show a run and its steps.
+    Status(StatusArgs),
+    /// Print a step's log (raw bytes).
+    Logs(LogsArgs),
+    /// Artifacts of runs.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
+    /// List agents seen by the controller.
+    Agents(ListArgs),
+    /// Show queues: waiting messages, consumers, dead letters.
+    Queues(ListArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Where runs, artifacts and logs are kept.
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "drover-data")]
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, env = "DROVER_HTTP", default_value = DEFAULT_HTTP_ADDR)]
+    pub http: SocketAddr,
+    /// URL agents and users reach the HTTP API at (default: http://<http address>).
+    #[arg(long, env = "DROVER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long a running step may go without a heartbeat before it is retried elsewhere.
+    #[arg(long, env = "DROVER_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentOptions {
+    /// Queues to serve, in order of preference.
+    #[arg(long = "queue", short = 'q', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Steps run at once per agent.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: u32,
+    /// Keep each step's workdir after it ends (for debugging).
+    #[arg(long)]
+    pub keep_workdirs: bool,
+    /// How Python function steps get their interpreter.
+    #[arg(long, value_enum, env = "DROVER_PYTHON_ENV", default_value = "venv")]
+    pub python_env: PythonEnv,
+    /// Interpreter that Python environments are built from.
+    #[arg(long, env = "DROVER_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// How long a draining agent waits for running steps before killing them.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PythonEnv {
+    /// One cached virtualenv per requirements set.
+    Venv,
+    /// The agent's own interpreter.
+    System,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub options: AgentOptions,
+    /// Parent directory of per-step workdirs.
+    #[arg(long, env = "DROVER_WORK_DIR", default_value = "drover-work")]
+    pub work_dir: PathBuf,
+    /// Agent id (default: <host>-<pid>-<random>).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub agent: AgentOptions,
+    /// Number of in-process agents.
+    #[arg(long, default_value_t = 1)]
+    pub agents: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The pipeline file (TOML).
+    pub file: PathBuf,
+    /// Override a parameter: --param name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_key_value)]
+    pub params: Vec<(String, String)>,
+    /// The queue the controller listens on.
+    #[arg(long, default_value = drover_protocol::names::SERVICES_QUEUE)]
+    pub queue: String,
+    /// Wait for the run to end, showing progress; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AbortArgs {
+    pub run: String,
+    /// Abort only this step.
+    pub step: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    pub run: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    pub run: String,
+    pub step: String,
+    /// Keep printing as the step writes, until it ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Which attempt (default: the latest).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArtifactsCommand {
+    /// Download an artifact.
+    Get {
+        run: String,
+        step: String,
+        name: String,
+        /// Output file (`-` for stdout; default: the artifact's file name).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,33 @@
+//! One module per group of commands; `dispatch` routes the parsed command line.
+
+mod inspect;
+mod run;
+mod serve;
+
+use crate::cli::{Cli, Command, Global};
+use anyhow::{Context, Result};
+use drover_protocol::Names;
+use std::process::ExitCode;
+
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Up(args) => serve::up(&g, args).await,
+        Command::Controller(args) => serve::controller(&g, args).await,
+        Command::Agent(args) => serve::agent(&g, args).await,
+        Command::Run(args) => run::run(&g, args).await,
+        Command::Abort(args) => run::abort(&g, args).await,
+        Command::Wait(args) => run::wait(&g, args).await,
+        Command::Runs(args) => inspect::runs(&g, args).await,
+        Command::Status(args) => inspect::status(&g, args).await,
+        Command::Logs(args) => inspect::logs(&g, args).await,
+        Command::Artifacts { command } => inspect::artifacts(&g, command).await,
+        Command::Agents(args) => inspect::agents(&g, args).await,
+        Command::Queues(args) => inspect::queues(&g, args).await,
+    }
+}
+
+/// The namespace's AMQP names, or a clear error.
+fn names(g: &Global) -> Result<Names> {
+    Names::new(&g.namespace).with_context(|| format!("bad --namespace {:?}", g.namespace))
+}

@@ -1,0 +1,219 @@
+//! `drover run` (validate, submit, optionally wait) and `drover abort`.
+
+use super::names;
+use crate::cli::{AbortArgs, Global, RunArgs, StatusArgs};
+use crate::client::{Client, RunView};
+use anyhow::{Context, Result};
+use drover_protocol::amqp::{Broker, Target};
+use drover_protocol::message::{Abort, Message, Submit};
+use drover_protocol::spec::PipelineSpec;
+use drover_protocol::validate::validate;
+use drover_protocol::{QueueName, RunId, StepName};
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Exit code for a pipeline rejected before submission.
+const EXIT_INVALID: u8 = 2;
+
+pub async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let spec = match PipelineSpec::from_toml(&text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!(
+                "error: {} is not a valid pipeline file:\n{e}",
+                args.file.display()
+            );
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
+    if let Err(errors) = validate(&spec, &params) {
+        eprintln!("error: {}: {errors}", args.file.display());
+        eprintln!("nothing was submitted");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let run_id = RunId::generate();
+    let queue = QueueName::new(args.queue.as_str()).context("bad --queue")?;
+    let submit = Submit {
+        run_id: run_id.clone(),
+        spec,
+        params,
+        submitted_by: submitter(),
+    };
+    publish_to_services(g, &queue, Message::Submit(submit)).await?;
+    let client = Client::new(&g.url);
+    let url = client.run_page(run_id.as_str());
+    if !args.json {
+        println!("submitted run {run_id}");
+        println!("{url}");
+    }
+    if !args.wait {
+        if args.json {
+            let out = serde_json::json!({"run_id": run_id, "url": url, "status": "submitted", "steps": {}});
+            println!("{out}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    finish(&client, run_id.as_str(), &url, args.json).await
+}
+
+/// Waits for the run, prints the outcome, and turns it into the exit code.
+async fn finish(client: &Client, run_id: &str, url: &str, json: bool) -> Result<ExitCode> {
+    let view = wait_for(client, run_id, !json).await?;
+    if json {
+        let steps: BTreeMap<&str, &str> = view
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.status.as_str()))
+            .collect();
+        let out = serde_json::json!({"run_id": run_id, "url": url, "status": view.status, "error": view.error, "steps": steps});
+        println!("{out}");
+    } else {
+        report_end(client, &view).await;
+    }
+    Ok(if view.status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn submitter() -> Option<String> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into());
+    Some(format!("{user}@{host}"))
+}
+
+async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Result<()> {
+    let names = names(g)?;
+    let broker =
+        Broker::connect_with_retry(&g.amqp_url, names.clone(), "cli", Duration::from_secs(5))
+            .await?;
+    broker.declare_topology().await?;
+    broker.declare_user_queue(queue).await?;
+    let publisher = broker.publisher().await?;
+    publisher
+        .publish(&Target::Queue(names.user_queue(queue)), &msg)
+        .await
+        .context("submitting to the services queue")?;
+    broker.close().await;
+    Ok(())
+}
+
+/// Polls the run until it ends, printing each step's status changes when `progress` is set.
+async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView> {
+    let start = Instant::now();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut warned = false;
+    loop {
+        match client.run(run).await? {
+            Some(view) => {
+                if progress {
+                    for s in &view.steps {
+                        if seen.get(&s.name) != Some(&s.status) {
+                            let extra = if s.cache_hit { " (cache hit)" } else { "" };
+                            eprintln!(
+                                "[{:>6.1}s] {:<24} {}{extra}",
+                                start.elapsed().as_secs_f64(),
+                                s.name,
+                                s.status
+                            );
+                            seen.insert(s.name.clone(), s.status.clone());
+                        }
+                    }
+                }
+                if view.is_terminal() {
+                    return Ok(view);
+                }
+            }
+            None if !warned && start.elapsed() > Duration::from_secs(10) => {
+                eprintln!(
+                    "warning: the controller at {} has not picked up run {run} after 10s; is a controller running in this namespace?",
+                    client.base()
+                );
+                warned = true;
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints the outcome; for a failed run, names the failed steps and the tail of their logs.
+async fn report_end(client: &Client, view: &RunView) {
+    println!("run {} {}", view.run_id, view.status);
+    if let Some(err) = &view.error {
+        println!("{err}");
+    }
+    for s in view.steps.iter().filter(|s| s.status == "failed") {
+        let why = match (&s.message, s.exit_code) {
+            (Some(m), _) => m.clone(),
+            (None, Some(code)) => format!("exit code {code}"),
+            (None, None) => "no exit code".to_string(),
+        };
+        println!("step {} failed: {why}", s.name);
+        if let Ok(Some((bytes, _))) = client.log(&view.run_id, &s.name, None, 0).await {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            println!("--- last {} line(s) of {}'s log ---", tail.len(), s.name);
+            for line in tail {
+                println!("{line}");
+            }
+            println!("---");
+        }
+    }
+    let skipped: Vec<&str> = view
+        .steps
+        .iter()
+        .filter(|s| s.status == "skipped")
+        .map(|s| s.name.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        println!("skipped: {}", skipped.join(", "));
+    }
+}
+
+pub async fn wait(g: &Global, args: StatusArgs) -> Result<ExitCode> {
+    let client = Client::new(&g.url);
+    let run_id = if args.run == "latest" {
+        let doc = client
+            .get_json::<serde_json::Value>("/api/v1/runs")
+            .await?
+            .unwrap_or_default();
+        doc["runs"][0]["run_id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| format!("no runs at {}", client.base()))?
+    } else {
+        RunId::new(args.run.as_str())?.to_string()
+    };
+    let url = client.run_page(&run_id);
+    if !args.json {
+        println!("{url}");
+    }
+    finish(&client, &run_id, &url, args.json).await
+}
+
+pub async fn abort(g: &Global, args: AbortArgs) -> Result<ExitCode> {
+    let run_id = RunId::new(args.run.as_str())?;
+    let step = args.step.as_deref().map(StepName::new).transpose()?;
+    let queue = QueueName::new(drover_protocol::names::SERVICES_QUEUE)?;
+    let msg = Message::Abort(Abort {
+        run_id: run_id.clone(),
+        step: step.clone(),
+        reason: Some("aborted from the command line".into()),
+    });
+    publish_to_services(g, &queue, msg).await?;
+    match step {
+        Some(s) => println!("abort of step {s} of run {run_id} requested"),
+        None => println!("abort of run {run_id} requested"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

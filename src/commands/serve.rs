@@ -1,0 +1,145 @@
+//! Long-running services: `drover up`, `drover controller`, `drover agent`.
+
+use super::names;
+use crate::cli::{AgentArgs, AgentOptions, ControllerArgs, Global, PythonEnv, UpArgs};
+use crate::signals::on_signals;
+use anyhow::{Context, Result};
+use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
+use drover_agent::{Agent, AgentConfig};
+use drover_controller::{Controller, ControllerConfig};
+use drover_protocol::{AgentId, QueueName};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConfig> {
+    Ok(ControllerConfig {
+        amqp_url: g.amqp_url.clone(),
+        names: names(g)?,
+        data_dir: args.data_dir.clone(),
+        http_addr: args.http,
+        public_url: args.public_url.clone(),
+        lease: args.lease,
+    })
+}
+
+fn agent_config(
+    g: &Global,
+    options: &AgentOptions,
+    work_dir: PathBuf,
+    env_root: PathBuf,
+    id: Option<AgentId>,
+    controller_url: Option<String>,
+) -> Result<AgentConfig> {
+    let queues = options
+        .queues
+        .iter()
+        .map(|q| QueueName::new(q.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("bad --queue")?;
+    anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
+    Ok(AgentConfig {
+        amqp_url: g.amqp_url.clone(),
+        names: names(g)?,
+        queues,
+        concurrency: options.concurrency,
+        work_dir,
+        keep_workdirs: options.keep_workdirs,
+        controller_url,
+        heartbeat: Duration::from_secs(2),
+        kill_grace: Duration::from_secs(5),
+        drain_timeout: options.drain_timeout,
+        python: PyEnvConfig {
+            mode: match options.python_env {
+                PythonEnv::Venv => PythonEnvMode::Venv,
+                PythonEnv::System => PythonEnvMode::System,
+            },
+            env_root,
+            base_python: options.python.clone(),
+        },
+        id,
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    path.canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// Controller plus N agents in one process.
+pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    on_signals(shutdown.clone());
+    let data_dir = absolute(&args.controller.data_dir)?;
+    let mut cconf = controller_config(g, &args.controller)?;
+    cconf.data_dir = data_dir.clone();
+    let controller = Controller::start(cconf, shutdown.clone()).await?;
+    let url = controller.url().to_string();
+    let mut agents = Vec::new();
+    for i in 0..args.agents.max(1) {
+        let conf = agent_config(
+            g,
+            &args.agent,
+            data_dir.join("work").join(format!("agent-{i}")),
+            data_dir.join("pyenv"),
+            None,
+            Some(url.clone()),
+        )?;
+        agents.push(Agent::start(conf, shutdown.clone()).await?);
+    }
+    eprintln!(
+        "drover up: controller at {url} (namespace {}), {} agent(s) serving {:?}; Ctrl-C to stop",
+        g.namespace,
+        agents.len(),
+        args.agent.queues
+    );
+    for agent in agents {
+        agent.wait().await?;
+    }
+    controller.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    on_signals(shutdown.clone());
+    let mut conf = controller_config(g, &args)?;
+    conf.data_dir = absolute(&args.data_dir)?;
+    let controller = Controller::start(conf, shutdown).await?;
+    eprintln!("drover controller: listening at {}", controller.url());
+    controller.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    on_signals(shutdown.clone());
+    let work_dir = absolute(&args.work_dir)?;
+    let id = args
+        .id
+        .as_deref()
+        .map(AgentId::new)
+        .transpose()
+        .context("bad --id")?;
+    let url_given = std::env::var_os("DROVER_URL").is_some()
+        || std::env::args().any(|a| a == "--url" || a.starts_with("--url="));
+    let conf = agent_config(
+        g,
+        &args.options,
+        work_dir.join("jobs"),
+        work_dir.join("pyenv"),
+        id,
+        url_given.then(|| g.url.clone()),
+    )?;
+    let agent = Agent::start(conf, shutdown).await?;
+    eprintln!(
+        "drover agent {}: serving {:?} with {} slot(s)",
+        agent.id(),
+        args.options.queues,
+        args.options.concurrency
+    );
+    agent.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}

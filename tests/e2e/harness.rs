@@ -1,0 +1,270 @@
+//! Starts `drover` processes in a fresh namespace and data dir, and runs CLI commands against them.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn drover_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_drover")
+}
+
+/// Polls `cond` until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A namespace, a temp dir and the drover processes started in it; killed on drop.
+pub struct Cluster {
+    pub ns: String,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    /// User queues to delete with the namespace when the test ends.
+    pub queues: Vec<String>,
+    children: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    /// A fresh namespace and directory, nothing started yet.
+    pub fn new() -> Self {
+        let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self {
+            ns,
+            dir: tempfile::tempdir().expect("temp dir"),
+            url: String::new(),
+            queues: vec!["default".to_string()],
+            children: Vec::new(),
+        }
+    }
+
+    /// `drover up` with `agents` in-process agents serving `queues`, Python steps on the
+    /// agent's own interpreter.
+    pub fn up(agents: u32, queues: &[&str]) -> Self {
+        Self::up_with(agents, queues, &[])
+    }
+
+    /// `drover up` with extra flags.
+    pub fn up_with(agents: u32, queues: &[&str], extra: &[&str]) -> Self {
+        let mut c = Self::new();
+        let mut args = vec!["up".to_string(), "--agents".into(), agents.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        for q in queues {
+            args.push("--queue".into());
+            args.push(q.to_string());
+            c.queues.push(q.to_string());
+        }
+        c.start_controller_with(&args);
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts a controller-bearing command (`up` or `controller`) and waits for its URL.
+    pub fn start_controller_with(&mut self, args: &[String]) {
+        let data = self.data_dir();
+        let url_file = data.join("controller.url");
+        let _ = std::fs::remove_file(&url_file);
+        let mut full: Vec<String> = args.to_vec();
+        full.extend([
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--lease".into(),
+            "3s".into(),
+        ]);
+        if args[0] == "up" && !args.iter().any(|a| a == "--python-env") {
+            full.extend(["--python-env".into(), "system".into()]);
+        }
+        self.spawn(&args[0], &full);
+        self.url = wait_until("the controller's URL", Duration::from_secs(30), || {
+            let url = std::fs::read_to_string(&url_file).ok()?;
+            let url = url.trim().to_string();
+            (!url.is_empty()).then_some(url)
+        });
+    }
+
+    /// A separate `drover agent` process serving `queues`.
+    pub fn start_agent(&mut self, id: &str, queues: &[&str]) {
+        let mut args = vec![
+            "agent".to_string(),
+            "--id".into(),
+            id.into(),
+            "--work-dir".into(),
+            self.dir.path().join(id).display().to_string(),
+            "--python-env".into(),
+            "system".into(),
+        ];
+        for q in queues {
+            args.push("--queue".into());
+            args.push(q.to_string());
+            self.queues.push(q.to_string());
+        }
+        self.spawn(id, &args);
+    }
+
+    fn spawn(&mut self, label: &str, args: &[String]) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("{label}.log"))).expect("log file");
+        let child = self
+            .command()
+            .args(args)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn drover");
+        self.children.push((label.to_string(), child));
+    }
+
+    /// The output a started process wrote so far (for assertion messages).
+    pub fn process_log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL to a started process and waits for it.
+    pub fn kill(&mut self, label: &str) {
+        if let Some(pos) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(pos);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A `drover` command with this cluster's namespace and URL.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(drover_bin());
+        cmd.env("DROVER_NAMESPACE", &self.ns)
+            .env("DROVER_AMQP_URL", AMQP_URL)
+            .env_remove("DROVER_DATA_DIR")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        if !self.url.is_empty() {
+            cmd.env("DROVER_URL", &self.url);
+        }
+        cmd
+    }
+
+    /// A Python command (`python3` on PATH) with this cluster's settings and the SDK importable.
+    pub fn python(&self, args: &[&str]) -> Output {
+        let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/python");
+        let mut cmd = Command::new("python3");
+        cmd.args(args)
+            .env("DROVER_NAMESPACE", &self.ns)
+            .env("DROVER_AMQP_URL", AMQP_URL)
+            .env("DROVER_URL", &self.url)
+            .env("PYTHONPATH", sdk)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd.output().expect("run python3")
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn drover(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run drover")
+    }
+
+    /// Runs a CLI command that must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.drover(args);
+        assert!(
+            out.status.success(),
+            "drover {args:?} failed:\n{}",
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("drover {args:?}: not JSON ({e}):\n{}", text(&out)))
+    }
+
+    /// Writes a pipeline file into the cluster's dir.
+    pub fn pipeline(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml).expect("write pipeline");
+        path
+    }
+
+    /// `drover run FILE --wait --json` and its parsed result.
+    pub fn run_wait(&self, file: &Path, extra: &[&str]) -> (Output, Value) {
+        let mut args = vec![
+            "run",
+            file.to_str().expect("utf-8 path"),
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.drover(&args);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, json)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.delete_namespace();
+    }
+}
+
+impl Cluster {
+    /// Removes the test's queues from the shared broker.
+    fn delete_namespace(&self) {
+        let Ok(names) = drover_protocol::Names::new(&self.ns) else {
+            return;
+        };
+        let queues: Vec<drover_protocol::QueueName> = self
+            .queues
+            .iter()
+            .filter_map(|q| drover_protocol::QueueName::new(q.as_str()).ok())
+            .collect();
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok(broker) =
+                drover_protocol::amqp::Broker::connect(AMQP_URL, names, "test cleanup").await
+            {
+                let _ = broker.delete_namespace(&queues).await;
+                broker.close().await;
+            }
+        });
+    }
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `drover` binary against the real RabbitMQ, one namespace per test.
+
+#![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
+
+mod harness;
+
+mod dead_letters;
+mod invalid;
+mod pipelines;
+mod restart;
