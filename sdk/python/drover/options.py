@@ -1,0 +1,105 @@
+"""ClearML arguments that drover does not act on: refused when they matter, warned when harmless."""
+import warnings
+
+# Arguments whose effect drover cannot provide; giving them would change what runs.
+UNSUPPORTED = {
+    "repo": "steps ship their function's source; drover does not check out repositories",
+    "repo_branch": "steps ship their function's source; drover does not check out repositories",
+    "repo_commit": "steps ship their function's source; drover does not check out repositories",
+    "working_dir": "each step runs in a fresh work directory on the agent",
+    "docker": "steps run in per-requirements virtualenvs on the agents, not in containers",
+    "docker_args": "steps run in per-requirements virtualenvs on the agents, not in containers",
+    "docker_bash_setup_script": "steps run in per-requirements virtualenvs, not in containers",
+    "pre_execute_callback": "the controller is a service and cannot call back into this script",
+    "post_execute_callback": "the controller is a service and cannot call back into this script",
+    "status_change_callback": "the controller is a service and cannot call back into this script",
+    "step_task_created_callback": "the controller is a service and cannot call back into this script",
+    "step_task_completed_callback": "the controller is a service and cannot call back into this script",
+    "draft": "every step of a submitted pipeline is executed",
+    "artifact_serialization_function": "return values always travel as pickle files",
+    "artifact_deserialization_function": "return values always travel as pickle files",
+    "abort_on_failure": (
+        "a failing step skips only the steps that depend on it; independent branches finish"
+    ),
+}
+
+# Arguments about ClearML's bookkeeping; drover runs the same pipeline without them.
+IGNORED = {
+    "add_pipeline_tags": "drover has no tags",
+    "tags": "drover has no tags",
+    "target_project": "steps are shown within their run, not in projects",
+    "project_name": "steps are shown within their run, not in projects",
+    "task_name": "a step is shown by its step name",
+    "task_type": "drover has no task types",
+    "auto_version_bump": "the version is sent as given",
+    "always_create_from_code": "steps are always created from the function's code",
+    "output_uri": "artifacts are stored by the controller",
+    "auto_connect_frameworks": "drover does not log framework outputs",
+    "auto_connect_arg_parser": "drover does not connect argument parsers",
+    "monitor_metrics": "drover does not collect metrics; return values are the artifacts",
+    "monitor_artifacts": "drover stores return values only",
+    "monitor_models": "drover stores return values only",
+    "stage": "drover does not group steps into stages",
+    "packages": (
+        "the controller runs no Python; give packages= to add_function_step for a step's needs"
+    ),
+}
+
+
+def refuse(where, given):
+    """Raises NotImplementedError for the first unsupported argument in `given` that is set.
+
+    `given` maps argument name -> (value, default); a value equal to its default is fine.
+    """
+    for arg, (value, default) in given.items():
+        if value != default and arg in UNSUPPORTED:
+            raise NotImplementedError(f"{where}: {arg}= is not supported by drover: {UNSUPPORTED[arg]}")
+
+
+def warn_ignored(where, given, stacklevel=3):
+    """Warns once per harmless argument in `given` set to something other than its default."""
+    for arg, (value, default) in given.items():
+        if value != default and arg in IGNORED:
+            warnings.warn(f"{where}: {arg}={value!r} has no effect: {IGNORED[arg]}", stacklevel=stacklevel)
+
+
+CONTINUE_BEHAVIOUR = {
+    # key -> the value drover implements when it is not the step's continue_on_fail
+    "continue_on_abort": False,
+    "skip_children_on_fail": True,
+    "skip_children_on_abort": True,
+}
+
+
+def continue_on_fail_from(step, continue_on_fail, continue_behaviour):
+    """The step's continue_on_fail after ClearML's `continue_behaviour` dict, refusing what
+    drover does not do (children of a failed or aborted step are always skipped)."""
+    if continue_behaviour is None:
+        return bool(continue_on_fail)
+    if not isinstance(continue_behaviour, dict):
+        raise ValueError(f"step {step!r}: continue_behaviour must be a dict, not {continue_behaviour!r}")
+    for key, value in continue_behaviour.items():
+        if key == "continue_on_fail":
+            continue_on_fail = bool(value)
+        elif key in CONTINUE_BEHAVIOUR:
+            if bool(value) != CONTINUE_BEHAVIOUR[key]:
+                raise NotImplementedError(
+                    f"step {step!r}: continue_behaviour {key}={value!r} is not supported by drover "
+                    "(the steps depending on a failed or aborted step are always skipped)"
+                )
+        else:
+            raise ValueError(f"step {step!r}: unknown continue_behaviour key {key!r}")
+    return bool(continue_on_fail)
+
+
+def retries_from(where, retry_on_failure, default=0):
+    """A retry count from ClearML's `retry_on_failure` (an int; callbacks are not supported)."""
+    if retry_on_failure is None:
+        return default
+    if callable(retry_on_failure):
+        raise NotImplementedError(
+            f"{where}: retry_on_failure as a callback is not supported by drover; give a number of retries"
+        )
+    if isinstance(retry_on_failure, bool) or not isinstance(retry_on_failure, int) or retry_on_failure < 0:
+        raise ValueError(f"{where}: retry_on_failure must be a number of retries >= 0, not {retry_on_failure!r}")
+    return retry_on_failure

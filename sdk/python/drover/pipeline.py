@@ -1,0 +1,275 @@
+"""PipelineController: ClearML's pipeline-from-functions API, submitting to a drover controller."""
+import re
+import time
+
+from . import api, messages, names, options, requirements, settings, spec
+from .local import LocalRun
+
+
+class PipelineController:
+    """A pipeline of Python function steps, built in this script and run by drover.
+
+    Keyword names and defaults follow ClearML's PipelineController. Arguments drover cannot
+    honour raise NotImplementedError when set; bookkeeping-only ones are accepted with a warning.
+    Step code never sees this script's module-level imports: each step must import what it
+    uses inside its function (`skip_global_imports` is therefore always in effect).
+    """
+
+    def __init__(self, name, project, version, add_pipeline_tags=False, target_project=None,
+                 auto_version_bump=None, abort_on_failure=False, add_run_number=True,
+                 retry_on_failure=None, docker=None, docker_args=None,
+                 docker_bash_setup_script=None, packages=None, repo=None, repo_branch=None,
+                 repo_commit=None, always_create_from_code=True,
+                 artifact_serialization_function=None, artifact_deserialization_function=None,
+                 output_uri=None, skip_global_imports=False, working_dir=None,
+                 enable_local_imports=True):
+        given = {
+            "abort_on_failure": (abort_on_failure, False), "docker": (docker, None),
+            "docker_args": (docker_args, None), "docker_bash_setup_script": (docker_bash_setup_script, None),
+            "repo": (repo, None), "repo_branch": (repo_branch, None), "repo_commit": (repo_commit, None),
+            "artifact_serialization_function": (artifact_serialization_function, None),
+            "artifact_deserialization_function": (artifact_deserialization_function, None),
+            "working_dir": (working_dir, None), "add_pipeline_tags": (add_pipeline_tags, False),
+            "target_project": (target_project, None), "auto_version_bump": (bool(auto_version_bump), False),
+            "always_create_from_code": (always_create_from_code, True), "output_uri": (output_uri, None),
+            "packages": (packages, None),
+        }
+        options.refuse("PipelineController", given)
+        if not name or not str(name).strip():
+            raise ValueError("PipelineController needs a non-empty name")
+        self._default_retries = options.retries_from("PipelineController", retry_on_failure)
+        options.warn_ignored("PipelineController", given)
+        self._name, self._project, self._version = str(name), str(project or ""), str(version or "")
+        self._default_queue = "default"
+        self._params = {}
+        self._steps = []
+        self._run_id = None
+        self._view = None
+        self._local = None
+
+    # -- building -----------------------------------------------------------------------------
+
+    def add_parameter(self, name, default=None, description=None, param_type=None):
+        """Declares `${pipeline.<name>}`; values travel as strings (`str(default)`)."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"invalid parameter name {name!r}: use letters, digits, '_', '-' and '.'")
+        self._params[name] = spec.param_spec(default, description, param_type)
+
+    def set_default_execution_queue(self, default_execution_queue):
+        """The queue of every step that does not name its own `execution_queue`."""
+        names.check_queue_name(default_execution_queue)
+        self._default_queue = default_execution_queue
+
+    def add_step(self, *args, **kwargs):
+        """Steps from existing ClearML tasks do not exist in drover."""
+        raise NotImplementedError("add_step (steps from existing tasks) is not supported by drover; use add_function_step")
+
+    def add_function_step(self, name, function, function_kwargs=None, function_return=None,
+                          project_name=None, task_name=None, task_type=None,
+                          auto_connect_frameworks=None, auto_connect_arg_parser=None,
+                          packages=None, repo=None, repo_branch=None, repo_commit=None,
+                          helper_functions=None, docker=None, docker_args=None,
+                          docker_bash_setup_script=None, parents=None, execution_queue=None,
+                          monitor_metrics=None, monitor_artifacts=None, monitor_models=None,
+                          time_limit=None, continue_on_fail=False, pre_execute_callback=None,
+                          post_execute_callback=None, cache_executed_step=False,
+                          retry_on_failure=None, status_change_callback=None, tags=None,
+                          output_uri=None, draft=False, working_dir=None,
+                          continue_behaviour=None, stage=None):
+        """Adds a step that calls `function(**function_kwargs)` on an agent.
+
+        A kwarg that is exactly `'${step.output}'` receives that output's value, other
+        `${step.output}` text becomes the output file's local path, and `${pipeline.param}` is
+        substituted; referencing a step makes it a parent. Each name in `function_return` stores
+        one return value (several names unpack a tuple).
+
+        Requirements are the function's (and helpers') third-party imports, pinned to the
+        versions installed here, or `packages=`. A step that consumes another step's output also
+        gets that step's requirements, because loading the value needs the producer's libraries
+        (a step receiving a pandas DataFrame needs pandas even if it never imports it).
+        """
+        where = f"add_function_step({name!r})"
+        given = {
+            "repo": (repo, None), "repo_branch": (repo_branch, None), "repo_commit": (repo_commit, None),
+            "docker": (docker, None), "docker_args": (docker_args, None),
+            "docker_bash_setup_script": (docker_bash_setup_script, None),
+            "pre_execute_callback": (pre_execute_callback, None),
+            "post_execute_callback": (post_execute_callback, None),
+            "status_change_callback": (status_change_callback, None), "draft": (draft, False),
+            "working_dir": (working_dir, None), "project_name": (project_name, None),
+            "task_name": (task_name, None), "task_type": (task_type, None),
+            "auto_connect_frameworks": (auto_connect_frameworks, None),
+            "auto_connect_arg_parser": (auto_connect_arg_parser, None),
+            "monitor_metrics": (monitor_metrics, None), "monitor_artifacts": (monitor_artifacts, None),
+            "monitor_models": (monitor_models, None), "tags": (tags, None),
+            "output_uri": (output_uri, None), "stage": (stage, None),
+        }
+        options.refuse(where, given)
+        names.check_step_name(name)
+        if any(s.name == name for s in self._steps):
+            raise ValueError(f"step {name!r} is added twice; step names must be unique")
+        returns = spec.check_returns(name, function_return)
+        kwargs = dict(function_kwargs or {})
+        if execution_queue is not None:
+            names.check_queue_name(execution_queue)
+        explicit = self._check_parents(name, parents)
+        source = spec.function_source(function, helper_functions, name)
+        spec.check_signature(name, function, kwargs)
+        spec.check_references(name, kwargs, self._step)
+        spec.warn_if_not_self_contained(function, helper_functions, name)
+        step = spec.Step(
+            name=name, function=function, source=source, entry=function.__name__,
+            kwargs=spec.encode_kwargs(name, kwargs), values=kwargs, returns=returns,
+            requirements=[], queue=execution_queue, parents=explicit,
+            cache=bool(cache_executed_step),
+            continue_on_fail=options.continue_on_fail_from(name, continue_on_fail, continue_behaviour),
+            retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
+            timeout=spec.timeout_text(name, time_limit),
+        )
+        step.requirements = self._requirements(step, packages)
+        options.warn_ignored(where, given)
+        self._steps.append(step)
+        return True
+
+    def _step(self, name):
+        return next((s for s in self._steps if s.name == name), None)
+
+    def _check_parents(self, step, parents):
+        parents = [parents] if isinstance(parents, str) else list(parents or [])
+        for p in parents:
+            if p == step:
+                raise ValueError(f"step {step!r} cannot be its own parent")
+            if self._step(p) is None:
+                raise ValueError(f"step {step!r} names parent {p!r}, which is not a step (add it first)")
+        return parents
+
+    def _requirements(self, step, packages):
+        own = (requirements.from_argument(packages, step.name) if packages is not None
+               else requirements.detect(step.source, step.name))
+        inherited = [r for p in step.referenced_steps() for r in self._step(p).requirements]
+        return requirements.merge(own, inherited, step.name)
+
+    # -- the spec and the messages ------------------------------------------------------------
+
+    def _spec(self):
+        """The PipelineSpec dict, after the checks that need the whole pipeline."""
+        spec.check_complete(self._name, self._params, self._steps)
+        return spec.pipeline_spec(self._name, self._project, self._version,
+                                  self._default_queue, self._params, self._steps)
+
+    def _submit_message(self, run_id=None):
+        """The Submit envelope `start()` publishes, as a dict (nothing is sent)."""
+        return messages.submit(run_id or names.new_run_id(), self._spec())
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self, queue="services", wait=False, step_task_created_callback=None,
+              step_task_completed_callback=None):
+        """Submits the pipeline to the controller through the `services` queue; returns True.
+
+        With `wait=True` it then follows the run to its end (see `wait`).
+        """
+        options.refuse("start", {
+            "step_task_created_callback": (step_task_created_callback, None),
+            "step_task_completed_callback": (step_task_completed_callback, None),
+        })
+        if queue != settings.SERVICES_QUEUE:
+            raise NotImplementedError(
+                f"start(queue={queue!r}): the drover controller takes pipelines from 'services' only"
+            )
+        if self._run_id is not None:
+            raise RuntimeError(f"pipeline {self._name!r} was already started as run {self._run_id}")
+        from .submit import publish
+
+        message = self._submit_message()
+        publish(message)
+        self._run_id = message["body"]["run_id"]
+        url = api.run_page(settings.controller_url(), self._run_id)
+        print(f"drover: pipeline '{self._name}' submitted as run {self._run_id}: {url}", flush=True)
+        if wait:
+            self.wait()
+        return True
+
+    def start_locally(self, run_pipeline_steps_locally=False):
+        """Runs the pipeline from this process.
+
+        With `run_pipeline_steps_locally=True` every step runs here, in order, with no broker
+        or controller: values pass between steps through pickle files as they would between
+        agents, and a raising step stops the run (its traceback is printed). With False the
+        pipeline is submitted and followed to its end, since drover's controller logic runs
+        as a service and the steps run on agents: the same as `start(wait=True)`.
+        """
+        if not run_pipeline_steps_locally:
+            return self.start(wait=True)
+        params = {k: p["default"] for k, p in self._params.items()}
+        self._spec()  # the same checks as a submission
+        self._local = LocalRun(self._steps, params, report=lambda line: print(line, flush=True))
+        ok = self._local.run()
+        print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
+        return True
+
+    def wait(self, timeout=None):
+        """Follows the run until it ends, printing each step's status changes; returns the
+        seconds waited. Raises RuntimeError naming the failed steps when it did not succeed,
+        TimeoutError after `timeout` seconds."""
+        if self._local is not None:
+            return 0.0
+        if self._run_id is None:
+            raise RuntimeError("wait(): the pipeline was not started; call start() first")
+        start = time.monotonic()
+        self._view = api.wait_for_run(settings.controller_url(), self._run_id, timeout=timeout,
+                                      report=lambda line: print(line, flush=True),
+                                      ns=settings.namespace())
+        print(f"drover: run {self._run_id} {self._view['status']}", flush=True)
+        if self._view["status"] != "succeeded":
+            raise RuntimeError(api.failure_message(self._view))
+        return time.monotonic() - start
+
+    def is_successful(self):
+        """Whether the run (local or submitted) ended successfully; False while it runs."""
+        if self._local is not None:
+            return bool(self._local.ok)
+        if self._run_id is None:
+            return False
+        if self._view is None or self._view.get("status") not in api.TERMINAL_RUN_STATUSES:
+            try:
+                self._view = api.get_run(settings.controller_url(), self._run_id)
+            except api.RunNotFound:
+                return False
+        return self._view.get("status") == "succeeded"
+
+    def stop(self, timeout=None, mark_failed=False, mark_aborted=False):
+        """Aborts the submitted run (running steps are cancelled); with `timeout`, waits up to
+        that many seconds for it to end. The run ends `aborted`; `mark_failed` is refused."""
+        if mark_failed:
+            raise NotImplementedError("stop(mark_failed=True): an aborted drover run ends 'aborted'")
+        if self._run_id is None:
+            return
+        from .submit import publish
+
+        publish(messages.abort(self._run_id, f"stopped from the Python SDK by {messages.submitted_by()}"))
+        if timeout:
+            try:
+                self._view = api.wait_for_run(settings.controller_url(), self._run_id,
+                                              timeout=timeout, report=lambda line: None)
+            except TimeoutError:
+                pass
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    @property
+    def id(self):
+        """The run id once started (None before)."""
+        return self._run_id
+
+    def get_parameters(self):
+        """Parameter name -> current value (a string, or None without a default)."""
+        return {k: p["default"] for k, p in self._params.items()}
+
+    def get_pipeline_dag(self):
+        """Step name -> its parents (explicit and from references), queue and return names."""
+        return {
+            s.name: {"parents": s.all_parents(), "queue": s.queue or self._default_queue,
+                     "returns": list(s.returns)}
+            for s in self._steps
+        }

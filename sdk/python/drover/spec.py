@@ -1,0 +1,245 @@
+"""Function steps and the pipeline spec dict, with exactly the field names the controller decodes."""
+import builtins
+import dataclasses
+import dis
+import inspect
+import json
+import math
+import sys
+import textwrap
+import warnings
+
+from . import names, refs
+
+
+@dataclasses.dataclass
+class Step:
+    """One function step as added to a PipelineController."""
+
+    name: str
+    function: object
+    source: str
+    entry: str
+    kwargs: dict  # name -> JSON text
+    values: dict  # name -> the Python value given (used by local runs)
+    returns: list
+    requirements: list
+    queue: object = None
+    parents: list = dataclasses.field(default_factory=list)
+    cache: bool = False
+    continue_on_fail: bool = False
+    retries: int = 0
+    timeout: object = None
+    python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    def referenced_steps(self):
+        """Steps whose outputs this step's kwargs reference, in order of first use."""
+        seen = []
+        for value in self.values.values():
+            if isinstance(value, str):
+                for head, _ in refs.references(value):
+                    if head != "pipeline" and head not in seen:
+                        seen.append(head)
+        return seen
+
+    def all_parents(self):
+        """Explicit parents plus the steps referenced in kwargs, as the controller derives them."""
+        return sorted(set(self.parents) | set(self.referenced_steps()))
+
+    def to_spec(self):
+        """The `[[step]]` entry: every StepSpec field, command-only ones at their defaults."""
+        return {
+            "name": self.name,
+            "command": None,
+            "function": {
+                "source": self.source,
+                "entry": self.entry,
+                "kwargs": dict(sorted(self.kwargs.items())),
+                "returns": list(self.returns),
+                "requirements": list(self.requirements),
+                "python": self.python,
+            },
+            "outputs": {},
+            "queue": self.queue,
+            "parents": list(self.parents),
+            "env": {},
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "retry_backoff": None,
+            "cache": self.cache,
+            "continue_on_fail": self.continue_on_fail,
+        }
+
+
+def function_source(function, helpers, step):
+    """The dedented source of the step function followed by its helper functions'.
+
+    The source is all an agent gets, so the function must be a plain `def` whose source
+    Python can find (not a lambda, builtin or one typed into a bare interactive prompt).
+    """
+    parts = []
+    for fn in [function, *(helpers or [])]:
+        if not inspect.isfunction(fn):
+            raise ValueError(f"step {step!r}: {fn!r} is not a Python function defined with def")
+        if fn.__name__ == "<lambda>":
+            raise ValueError(f"step {step!r}: lambdas cannot be steps or helpers; use def")
+        try:
+            text = inspect.getsource(fn)
+        except (OSError, TypeError) as e:
+            raise ValueError(f"step {step!r}: cannot read the source of {fn.__name__}(): {e}") from e
+        parts.append(textwrap.dedent(text).rstrip() + "\n")
+    return "\n\n".join(parts)
+
+
+def _global_names(code):
+    """Names a code object (and the functions nested in it) loads as globals."""
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _global_names(const)
+    return names
+
+
+def warn_if_not_self_contained(function, helpers, step):
+    """Warns about what the step uses but will not have on the agent: module-level imports,
+    functions and classes of the submitting script, and variables of an enclosing function."""
+    shipped = {fn.__name__ for fn in [function, *(helpers or [])]}
+    missing = []
+    for fn in [function, *(helpers or [])]:
+        for name in sorted(_global_names(fn.__code__)):
+            if name in shipped or hasattr(builtins, name) or name not in fn.__globals__:
+                continue
+            value = fn.__globals__[name]
+            if inspect.ismodule(value) or inspect.isfunction(value) or inspect.isclass(value):
+                missing.append(name)
+        if fn.__code__.co_freevars:
+            missing.extend(fn.__code__.co_freevars)
+    if missing:
+        names = ", ".join(sorted(set(missing)))
+        warnings.warn(
+            f"step {step!r} uses {names} from outside its function: the step runs from its "
+            "source alone, so import inside the function or pass helper_functions=",
+            stacklevel=3,
+        )
+
+
+def encode_kwargs(step, kwargs):
+    """Each kwarg as JSON text (`'${pipeline.url}'` -> `'"${pipeline.url}"'`)."""
+    encoded = {}
+    for name, value in (kwargs or {}).items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"step {step!r}: kwarg name {name!r} is not a Python identifier")
+        try:
+            encoded[name] = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"step {step!r}: kwarg {name!r} = {value!r} cannot be sent as JSON ({e}); "
+                "pass JSON values (str, int, float, bool, None, lists, dicts) or return the "
+                "object from another step and reference it with '${step.name}'"
+            ) from e
+        if not isinstance(value, str) and "${" in encoded[name]:
+            warnings.warn(
+                f"step {step!r}: kwarg {name!r} holds '${{' inside a {type(value).__name__}; "
+                "references are resolved only in string kwargs",
+                stacklevel=3,
+            )
+    return encoded
+
+
+def check_signature(step, function, kwargs):
+    """Raises ValueError when the kwargs do not fit the function, before anything runs."""
+    try:
+        inspect.signature(function).bind(**(kwargs or {}))
+    except TypeError as e:
+        raise ValueError(f"step {step!r}: function_kwargs do not fit {function.__name__}(): {e}") from e
+
+
+def timeout_text(step, time_limit):
+    """`time_limit` seconds as a duration the controller parses (`90s`, `1500ms`)."""
+    if time_limit is None:
+        return None
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
+        raise ValueError(f"step {step!r}: time_limit must be seconds (a number), not {time_limit!r}")
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise ValueError(f"step {step!r}: time_limit must be positive seconds, not {time_limit!r}")
+    if float(time_limit).is_integer():
+        return f"{int(time_limit)}s"
+    return f"{max(1, round(time_limit * 1000))}ms"
+
+
+def param_spec(default, description, param_type):
+    """A `[parameters]` entry: values travel as strings; None means no default."""
+    if isinstance(param_type, type):
+        param_type = param_type.__name__
+    return {
+        "default": None if default is None else str(default),
+        "description": None if description is None else str(description),
+        "type": None if param_type is None else str(param_type),
+    }
+
+
+def pipeline_spec(name, project, version, default_queue, params, steps):
+    """The whole PipelineSpec dict: `pipeline`, `parameters` and `step` (the list key)."""
+    return {
+        "pipeline": {
+            "name": name,
+            "project": project,
+            "version": version,
+            "default_queue": default_queue,
+            "description": None,
+        },
+        "parameters": {k: dict(v) for k, v in sorted(params.items())},
+        "step": [s.to_spec() for s in steps],
+    }
+
+
+def check_returns(step, function_return):
+    """The return names as a list; each must be a valid output name, none repeated."""
+    if function_return is None:
+        return []
+    returns = [function_return] if isinstance(function_return, str) else list(function_return)
+    for r in returns:
+        names.check_output_name(step, r)
+    if len(set(returns)) != len(returns):
+        raise ValueError(f"step {step!r}: function_return {returns} repeats a name")
+    return returns
+
+
+def check_references(step, kwargs, find_step):
+    """Every `${step.output}` in a string kwarg must name an earlier step (`find_step(name)`
+    returns it, or None) and one of its return names."""
+    for kwarg, value in kwargs.items():
+        if not isinstance(value, str):
+            continue
+        for head, tail in refs.references(value):
+            if head == "pipeline":
+                continue
+            where = f"step {step!r}: kwarg {kwarg!r} references ${{{head}.{tail}}}"
+            if head == step:
+                raise ValueError(f"{where}: a step cannot use its own output")
+            producer = find_step(head)
+            if producer is None:
+                raise ValueError(f"{where}, but there is no step {head!r} (add it first)")
+            if tail not in producer.returns:
+                raise ValueError(f"{where}, but step {head!r} returns {producer.returns}")
+
+
+def check_complete(pipeline, params, steps):
+    """The checks that need the whole pipeline: some steps, every parameter with a default
+    (nothing can override it at submit time), every `${pipeline.x}` declared."""
+    if not steps:
+        raise ValueError(f"pipeline {pipeline!r} has no steps; add some with add_function_step")
+    for name, p in params.items():
+        if p["default"] is None:
+            raise ValueError(f"parameter {name!r} has no default; give add_parameter a default")
+    for step in steps:
+        for value in step.values.values():
+            for head, tail in refs.references(value) if isinstance(value, str) else []:
+                if head == "pipeline" and tail not in params:
+                    raise ValueError(
+                        f"step {step.name!r} references ${{pipeline.{tail}}}, but the pipeline has "
+                        f"no parameter {tail!r} (known: {sorted(params)})"
+                    )

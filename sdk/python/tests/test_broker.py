@@ -1,0 +1,57 @@
+"""Submitting through the real RabbitMQ on 127.0.0.1:5672, in a namespace of the test's own."""
+import msgpack
+import pika
+import pytest
+
+import seed_pipeline
+from conftest import AMQP_URL
+from drover import submit
+
+
+def take_one(queue):
+    """The one message waiting on `queue`, decoded, with its properties."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        method, properties, body = connection.channel().basic_get(queue, auto_ack=True)
+        assert method is not None, f"nothing on {queue}"
+        return properties, msgpack.unpackb(body, raw=False)
+    finally:
+        connection.close()
+
+
+def test_start_publishes_the_submit_to_the_services_queue(namespace, capsys, monkeypatch):
+    monkeypatch.setenv("DROVER_URL", "http://127.0.0.1:1/")
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    expected = pipe._submit_message()
+    assert pipe.start() is True
+    properties, message = take_one(f"{namespace}.services")
+    assert properties.delivery_mode == 2 and properties.content_type == "application/msgpack"
+    assert message["kind"] == "submit" and message["body"]["run_id"] == pipe.id
+    assert message["body"]["spec"] == expected["body"]["spec"]
+    assert capsys.readouterr().out == (
+        f"drover: pipeline 'Pipeline demo' submitted as run {pipe.id}: http://127.0.0.1:1/runs/{pipe.id}\n"
+    )
+    with pytest.raises(RuntimeError, match="already started"):
+        pipe.start()
+
+
+def test_stop_publishes_an_abort(namespace):
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    pipe.start()
+    take_one(f"{namespace}.services")
+    pipe.stop()
+    _, message = take_one(f"{namespace}.services")
+    assert message["kind"] == "abort"
+    assert message["body"]["run_id"] == pipe.id and message["body"]["step"] is None
+    assert "stopped" in message["body"]["reason"]
+
+
+def test_an_unreachable_broker_says_how_to_fix_it(monkeypatch):
+    monkeypatch.setenv("DROVER_AMQP_URL", "amqp://guest:secret@127.0.0.1:1/%2f")
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    with pytest.raises(submit.PublishError) as e:
+        pipe.start()
+    text = str(e.value)
+    assert "RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/%2f" in text
+    assert "drover up" in text and "secret" not in text
+    assert pipe.id is None

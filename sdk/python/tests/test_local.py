@@ -1,0 +1,123 @@
+"""start_locally(run_pipeline_steps_locally=True): the whole pipeline in this process."""
+import pytest
+
+from drover import PipelineController
+
+
+def source(n):
+    return list(range(n))
+
+
+def total(xs):
+    return sum(xs)
+
+
+def biggest(xs):
+    result = max(xs)
+    xs.append(100)  # each consumer gets its own copy: `total` must not see this
+    return result
+
+
+def combine(t, m, label):
+    return {"total": t, "max": m, "label": label}
+
+
+def read_path(path):
+    import pickle
+
+    with open(path.split("=", 1)[1], "rb") as f:
+        return pickle.load(f)
+
+
+def split(n):
+    return n, n * 10
+
+
+def explode(x):
+    raise ValueError(f"bad input {x}")
+
+
+def never_called(v):
+    raise AssertionError("a step after a failure ran")
+
+
+def diamond():
+    pipe = PipelineController(name="diamond", project="t", version="1")
+    pipe.add_parameter(name="label", default="run-1")
+    pipe.add_function_step(name="source", function=source, function_kwargs=dict(n=5), function_return=["xs"])
+    pipe.add_function_step(name="biggest", function=biggest, function_kwargs=dict(xs="${source.xs}"),
+                           function_return=["m"])
+    pipe.add_function_step(name="total", function=total, function_kwargs=dict(xs="${source.xs}"),
+                           function_return=["t"])
+    pipe.add_function_step(name="combine", function=combine, function_return=["result"],
+                           function_kwargs=dict(t="${total.t}", m="${biggest.m}", label="${pipeline.label}!"))
+    pipe.add_function_step(name="path", function=read_path, function_return=["copy"],
+                           function_kwargs=dict(path="file=${combine.result}"))
+    return pipe
+
+
+def test_a_diamond_runs_in_order_and_passes_values(capsys):
+    pipe = diamond()
+    assert pipe.start_locally(run_pipeline_steps_locally=True) is True
+    assert pipe.is_successful()
+    values = pipe._local.values
+    assert values["combine"]["result"] == {"total": 10, "max": 4, "label": "run-1!"}
+    assert values["path"]["copy"] == values["combine"]["result"]
+    assert values["source"]["xs"] == [0, 1, 2, 3, 4]
+    out = capsys.readouterr().out
+    assert "  combine: succeeded" in out and "succeeded locally" in out
+
+
+def test_several_returns_unpack_the_tuple():
+    pipe = PipelineController(name="two", project="t", version="1")
+    pipe.add_function_step(name="split", function=split, function_kwargs=dict(n=3),
+                           function_return=["small", "big"])
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe.is_successful()
+    assert pipe._local.values["split"] == {"small": 3, "big": 30}
+
+
+def test_a_return_count_mismatch_fails_the_step(capsys):
+    pipe = PipelineController(name="two", project="t", version="1")
+    pipe.add_function_step(name="split", function=split, function_kwargs=dict(n=3),
+                           function_return=["a", "b", "c"])
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert not pipe.is_successful()
+    assert "returned 2 values" in capsys.readouterr().err
+
+
+def test_an_exception_stops_the_run_with_its_traceback(capsys):
+    pipe = PipelineController(name="boom", project="t", version="1")
+    pipe.add_function_step(name="explode", function=explode, function_kwargs=dict(x=7),
+                           function_return=["never"])
+    pipe.add_function_step(name="after", function=never_called, function_kwargs=dict(v="${explode.never}"))
+    pipe.add_function_step(name="independent", function=source, function_kwargs=dict(n=1))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert not pipe.is_successful()
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err and "ValueError: bad input 7" in captured.err
+    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "skipped"}
+
+
+def test_continue_on_fail_skips_only_the_dependents(capsys):
+    pipe = PipelineController(name="boom", project="t", version="1")
+    pipe.add_function_step(name="explode", function=explode, function_kwargs=dict(x=1),
+                           function_return=["never"], continue_on_fail=True, retry_on_failure=1)
+    pipe.add_function_step(name="after", function=never_called, function_kwargs=dict(v="${explode.never}"))
+    pipe.add_function_step(name="independent", function=source, function_kwargs=dict(n=1))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe.is_successful()
+    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "succeeded"}
+    assert capsys.readouterr().err.count("ValueError: bad input 1") == 2  # one retry
+
+
+def test_a_step_that_is_not_self_contained_fails_locally_too():
+    pipe = PipelineController(name="p", project="t", version="1")
+    with pytest.warns(UserWarning, match="pytest"):
+        pipe.add_function_step(name="uses_pytest", function=uses_module_global)
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert not pipe.is_successful()
+
+
+def uses_module_global():
+    return pytest.__name__
