@@ -1,0 +1,48 @@
+//! Bundles the Python SDK (`sdk/python/drover/*.py`) and the step harness into the agent binary.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let sdk = manifest.join("../sdk/python/drover");
+    let harness = manifest.join("harness/drover_harness.py");
+    println!("cargo:rerun-if-changed={}", sdk.display());
+    println!("cargo:rerun-if-changed={}", harness.display());
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&sdk)
+        .unwrap_or_else(|e| panic!("cannot read the Python SDK at {}: {e}", sdk.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "py"))
+        .collect();
+    files.sort();
+
+    let mut code =
+        String::from("/// `(path inside the bundle, contents)` of every bundled file.\n");
+    code.push_str("pub const FILES: &[(&str, &str)] = &[\n");
+    for file in &files {
+        entry(&mut code, &format!("drover/{}", file_name(file)), file);
+    }
+    entry(&mut code, "drover_harness.py", &harness);
+    code.push_str("];\n");
+
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
+    std::fs::write(out.join("bundle.rs"), code).expect("cannot write bundle.rs");
+}
+
+fn entry(code: &mut String, name: &str, path: &Path) {
+    let path = path
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let _ = writeln!(
+        code,
+        "    ({name:?}, include_str!({:?})),",
+        path.display().to_string()
+    );
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

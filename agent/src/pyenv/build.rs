@@ -1,0 +1,288 @@
+//! Builds one virtualenv per requirements key, once, safely under concurrent jobs and crashes.
+//!
+//! An environment lives in `<envs>/<key>`, where the key hashes the interpreter and the sorted
+//! requirements. Builders take an exclusive lock on `<envs>/<key>.lock`, build in a temporary
+//! directory and rename it into place when complete, so a half-built environment is never used
+//! and a crashed build leaves only a temporary directory that the next builder removes. Steps run
+//! the environment's `bin/python` by path, which works from the renamed directory.
+
+use super::interpreter::Interpreter;
+use super::{LogSender, PyEnvError, note};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+
+/// Written last into a finished environment.
+const READY: &str = ".drover-ready";
+
+/// The environment's key: interpreter and requirements, order-insensitive.
+pub fn key(base: &Interpreter, requirements: &[String]) -> String {
+    let mut reqs: Vec<&str> = requirements.iter().map(|r| r.trim()).collect();
+    reqs.sort_unstable();
+    reqs.dedup();
+    let mut hash = Sha256::new();
+    hash.update(b"drover-env-v1\n");
+    hash.update(base.executable.as_os_str().as_encoded_bytes());
+    hash.update(format!("\n{}\n", base.version));
+    for r in reqs {
+        hash.update(r.as_bytes());
+        hash.update(b"\n");
+    }
+    hex::encode(hash.finalize())[..16].to_string()
+}
+
+/// The interpreter of the environment for `requirements`, built first if needed.
+pub async fn venv(
+    envs: &Path,
+    base: &Interpreter,
+    requirements: &[String],
+    log: Option<&LogSender>,
+) -> Result<PathBuf, PyEnvError> {
+    let key = key(base, requirements);
+    let dir = envs.join(&key);
+    let python = dir.join("bin").join("python");
+    if dir.join(READY).is_file() {
+        note(log, &format!("python env {key} reused"));
+        return Ok(python);
+    }
+    let io = |what: &str, e: std::io::Error| PyEnvError(format!("{what}: {e}"));
+    std::fs::create_dir_all(envs)
+        .map_err(|e| io(&format!("cannot create {}", envs.display()), e))?;
+    let lock_path = envs.join(format!("{key}.lock"));
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| PyEnvError(format!("lock task failed: {e}")))?
+    .map_err(|e| io("cannot lock the environment", e))?;
+
+    if dir.join(READY).is_file() {
+        note(
+            log,
+            &format!("python env {key} reused (built by another job)"),
+        );
+        return Ok(python);
+    }
+    remove_leftovers(envs, &key, &dir);
+    let started = Instant::now();
+    note(
+        log,
+        &format!(
+            "building python env {key} (Python {}): {}",
+            base.version,
+            if requirements.is_empty() {
+                "no requirements".to_string()
+            } else {
+                requirements.join(" ")
+            }
+        ),
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{key}-"))
+        .tempdir_in(envs)
+        .map_err(|e| io("cannot create a temporary directory", e))?;
+    install(tmp.path(), base, requirements, log).await?;
+    std::fs::write(tmp.path().join(READY), requirements.join("\n"))
+        .map_err(|e| io("cannot mark the environment ready", e))?;
+    let built = tmp.keep();
+    std::fs::rename(&built, &dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&built);
+        io("cannot move the environment into place", e)
+    })?;
+    drop(lock);
+    note(
+        log,
+        &format!(
+            "python env {key} ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(python)
+}
+
+/// Removes what crashed builders of `key` left behind; only called with the key's lock held.
+fn remove_leftovers(envs: &Path, key: &str, dir: &Path) {
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let prefix = format!(".tmp-{key}-");
+    if let Ok(entries) = std::fs::read_dir(envs) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Creates the environment in `dir` and installs the requirements: uv when on `PATH`, else
+/// `python -m venv` and pip.
+async fn install(
+    dir: &Path,
+    base: &Interpreter,
+    requirements: &[String],
+    log: Option<&LogSender>,
+) -> Result<(), PyEnvError> {
+    let exe = base.executable.display().to_string();
+    let target = dir.display().to_string();
+    let python = dir.join("bin").join("python").display().to_string();
+    let mut steps: Vec<Vec<String>> = Vec::new();
+    if let Some(uv) = on_path("uv") {
+        let uv = uv.display().to_string();
+        steps.push(vec![
+            uv.clone(),
+            "venv".into(),
+            "--quiet".into(),
+            "--python".into(),
+            exe,
+            target,
+        ]);
+        if !requirements.is_empty() {
+            let mut cmd = vec![
+                uv,
+                "pip".into(),
+                "install".into(),
+                "--python".into(),
+                python,
+            ];
+            cmd.extend(requirements.iter().cloned());
+            steps.push(cmd);
+        }
+    } else {
+        let mut cmd = vec![exe, "-m".into(), "venv".into()];
+        if requirements.is_empty() {
+            cmd.push("--without-pip".into());
+        }
+        cmd.push(target);
+        steps.push(cmd);
+        if !requirements.is_empty() {
+            let mut cmd = vec![python, "-m".into(), "pip".into(), "install".into()];
+            cmd.push("--disable-pip-version-check".into());
+            cmd.extend(requirements.iter().cloned());
+            steps.push(cmd);
+        }
+    }
+    for argv in steps {
+        run(&argv, log).await?;
+    }
+    Ok(())
+}
+
+/// Runs one build command, forwarding its output to the step's log.
+async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError> {
+    note(log, &format!("$ {}", argv.join(" ")));
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| PyEnvError(format!("cannot run {}: {e}", argv[0])))?;
+    let out = forward(child.stdout.take(), log.cloned());
+    let err = forward(child.stderr.take(), log.cloned());
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| PyEnvError(format!("{}: {e}", argv[0])))?;
+    let (_, tail) = tokio::join!(out, err);
+    if status.success() {
+        return Ok(());
+    }
+    Err(PyEnvError(format!(
+        "`{}` failed ({status}): {}",
+        argv.join(" "),
+        String::from_utf8_lossy(&tail).trim()
+    )))
+}
+
+/// Copies a pipe into the log; returns the last 2 KiB for error messages.
+async fn forward<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    log: Option<LogSender>,
+) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let Some(mut pipe) = pipe else { return tail };
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if let Some(log) = &log {
+            let _ = log.send(buf[..n].to_vec());
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2048 {
+            tail.drain(..tail.len() - 2048);
+        }
+    }
+    tail
+}
+
+/// The first executable called `name` on `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interp() -> Interpreter {
+        Interpreter {
+            executable: "/usr/bin/python3".into(),
+            version: "3.11".into(),
+        }
+    }
+
+    #[test]
+    fn key_ignores_order_and_duplicates() {
+        let a = key(&interp(), &["b==1".into(), "a==2".into()]);
+        let b = key(&interp(), &["a==2".into(), "b==1".into(), "a==2".into()]);
+        assert_eq!(a, b);
+        assert_ne!(a, key(&interp(), &["a==2".into()]));
+    }
+
+    #[tokio::test]
+    async fn builds_once_and_reuses_under_concurrent_jobs() {
+        let root = tempfile::tempdir().unwrap();
+        let base = super::super::interpreter::find("python3", None)
+            .await
+            .unwrap();
+        let envs = root.path().join("envs");
+        // A crashed builder's leftovers are cleaned up.
+        let k = key(&base, &[]);
+        std::fs::create_dir_all(envs.join(format!(".tmp-{k}-crashed"))).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (a, b) = tokio::join!(
+            venv(&envs, &base, &[], Some(&tx)),
+            venv(&envs, &base, &[], Some(&tx))
+        );
+        assert_eq!(a.unwrap(), b.unwrap());
+        drop(tx);
+        let mut log = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            log.extend(chunk);
+        }
+        let log = String::from_utf8_lossy(&log);
+        assert_eq!(log.matches("building python env").count(), 1, "{log}");
+        assert!(log.contains("reused"), "{log}");
+        assert!(!envs.join(format!(".tmp-{k}-crashed")).exists());
+        let out = std::process::Command::new(envs.join(&k).join("bin/python"))
+            .args(["-c", "import sys; print(sys.prefix != sys.base_prefix)"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
+    }
+}
