@@ -5,6 +5,8 @@
 mod harness;
 
 mod dead_letters;
+mod functions;
 mod invalid;
 mod pipelines;
 mod restart;
+mod seed;
