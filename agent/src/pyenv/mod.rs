@@ -85,13 +85,9 @@ pub async fn prepare(
             base.executable
         }
         PythonEnvMode::Venv => {
-            build::venv(
-                &config.env_root.join("envs"),
-                &base,
-                requirements,
-                log.as_ref(),
-            )
-            .await?
+            let envs = config.env_root.join("envs");
+            let installer = build::Installer::detect();
+            build::venv(&envs, &base, requirements, &installer, log.as_ref()).await?
         }
     };
     Ok(PreparedPython {
