@@ -1,6 +1,6 @@
 //! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand.
 
-use super::AmqpError;
+use super::{AmqpError, REASON_HEADER};
 use crate::message::{DecodeError, EnvelopeMeta, Message};
 use futures_util::StreamExt;
 use lapin::Acker;
@@ -8,7 +8,7 @@ use lapin::Channel;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 
 /// A consumer of one queue on its own channel.
 pub struct Consumer {
@@ -21,6 +21,8 @@ pub struct Consumer {
 pub struct Incoming {
     pub message: Result<(EnvelopeMeta, Message), DecodeError>,
     pub redelivered: bool,
+    /// The `x-drover-reason` header, set on dead letters.
+    reason: Option<String>,
     payload: Vec<u8>,
     queue: String,
     acker: Acker,
@@ -54,9 +56,19 @@ impl Consumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
+        let reason = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(REASON_HEADER))
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                _ => None,
+            });
         Some(Ok(Incoming {
             message: Message::decode(&delivery.data),
             redelivered: delivery.redelivered,
+            reason,
             payload: delivery.data,
             queue: self.queue.clone(),
             acker: delivery.acker,
@@ -86,6 +98,11 @@ impl Incoming {
     /// The broker queue it came from.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// Why it was dead-lettered, when it was.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
     }
 
     /// Done with it.

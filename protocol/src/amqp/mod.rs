@@ -2,19 +2,23 @@
 //! consume with prefetch. Everything else in drover uses these types and never imports lapin.
 
 mod consume;
+mod link;
 mod publish;
+mod topology;
 
 pub use consume::{Consumer, Incoming};
 pub use publish::{Publisher, Target};
 
 use crate::ids::{AgentId, QueueName};
 use crate::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
+use lapin::Channel;
 use lapin::options::{
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::FieldTable;
+use link::Link;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Priority levels user queues support (`x-max-priority`); fixed because RabbitMQ refuses to
@@ -37,6 +41,8 @@ pub enum AmqpError {
     Unroutable(String),
     #[error("the broker refused the message for {0:?} (negative confirm)")]
     Nacked(String),
+    #[error("the broker connection was closed by this process")]
+    Closed,
 }
 
 /// Depth and consumers of one queue.
@@ -46,28 +52,19 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
-/// A connection to RabbitMQ within one namespace.
+/// A connection to RabbitMQ within one namespace; cheap to clone. When the connection is lost,
+/// the next use opens a new one and declares again what was declared, so consumers and
+/// publishers only need to retry.
+#[derive(Clone)]
 pub struct Broker {
-    conn: Connection,
-    names: Names,
-    url: String,
+    link: Arc<Link>,
 }
 
 impl Broker {
     /// Connects once.
     pub async fn connect(url: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("drover {client} ({names})").into());
-        let conn = Connection::connect(url, props)
-            .await
-            .map_err(|e| AmqpError::Connect {
-                url: redact(url),
-                error: e.to_string(),
-            })?;
         Ok(Self {
-            conn,
-            names,
-            url: url.to_string(),
+            link: Arc::new(Link::open(url, names, client).await?),
         })
     }
 
@@ -94,91 +91,57 @@ impl Broker {
     }
 
     pub fn names(&self) -> &Names {
-        &self.names
+        self.link.names()
     }
 
     /// The URL with its password hidden, for messages.
     pub fn url(&self) -> String {
-        redact(&self.url)
+        redact(self.link.url())
     }
 
     pub fn is_connected(&self) -> bool {
-        self.conn.status().connected()
+        self.link.is_connected()
+    }
+
+    /// How many times the connection was replaced after it was lost.
+    pub fn reconnects(&self) -> u64 {
+        self.link.reconnects()
     }
 
     async fn channel(&self) -> Result<Channel, AmqpError> {
-        Ok(self.conn.create_channel().await?)
+        Ok(self.link.connection().await?.create_channel().await?)
     }
 
     /// Declares the namespace's shared objects: dead-letter, events, services, control exchange.
     pub async fn declare_topology(&self) -> Result<(), AmqpError> {
         let ch = self.channel().await?;
-        let durable = QueueDeclareOptions::durable();
-        ch.queue_declare(self.names.dead().into(), durable, FieldTable::default())
-            .await?;
-        ch.queue_declare(self.names.events().into(), durable, self.dead_letter_args())
-            .await?;
-        ch.exchange_declare(
-            self.names.control_exchange().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-        self.declare_user_queue_on(&ch, &crate::names::services_queue())
-            .await?;
+        topology::declare_shared(&ch, self.names()).await?;
         let _ = ch.close(200, "topology declared".into()).await;
+        self.link.remember_topology();
         Ok(())
     }
 
     /// Declares a user queue (`default`, `gpu`, ...) with its dead-letter route and priorities.
     pub async fn declare_user_queue(&self, queue: &QueueName) -> Result<(), AmqpError> {
         let ch = self.channel().await?;
-        self.declare_user_queue_on(&ch, queue).await?;
+        topology::declare_user_queue(&ch, self.names(), queue).await?;
         let _ = ch.close(200, "queue declared".into()).await;
+        self.link.remember_user_queue(queue);
         Ok(())
-    }
-
-    async fn declare_user_queue_on(
-        &self,
-        ch: &Channel,
-        queue: &QueueName,
-    ) -> Result<(), AmqpError> {
-        let mut args = self.dead_letter_args();
-        args.insert(
-            "x-max-priority".into(),
-            AMQPValue::ShortShortUInt(MAX_PRIORITY),
-        );
-        ch.queue_declare(
-            self.names.user_queue(queue).into(),
-            QueueDeclareOptions::durable(),
-            args,
-        )
-        .await?;
-        Ok(())
-    }
-
-    fn dead_letter_args(&self) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.names.dead().into()),
-        );
-        args
     }
 
     /// A publisher with confirms enabled on its own channel.
     pub async fn publisher(&self) -> Result<Publisher, AmqpError> {
+        let publisher = Publisher::new(self.clone());
+        publisher.open().await?;
+        Ok(publisher)
+    }
+
+    /// A fresh channel in confirm mode (the publisher's).
+    async fn confirm_channel(&self) -> Result<Channel, AmqpError> {
         let ch = self.channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher::new(ch, self.names.clone()))
+        Ok(ch)
     }
 
     /// Consumes a broker queue (already declared) on its own channel with the given prefetch.
@@ -191,7 +154,7 @@ impl Broker {
     /// An agent's own control queue (exclusive, auto-delete), bound for its id and for all agents.
     pub async fn consume_agent_control(&self, agent: &AgentId) -> Result<Consumer, AmqpError> {
         let ch = self.channel().await?;
-        let queue = self.names.agent_control_queue(agent);
+        let queue = self.names().agent_control_queue(agent);
         ch.queue_declare(
             queue.as_str().into(),
             QueueDeclareOptions {
@@ -205,7 +168,7 @@ impl Broker {
         for key in [agent_routing_key(agent), ALL_AGENTS_ROUTING_KEY.to_string()] {
             ch.queue_bind(
                 queue.as_str().into(),
-                self.names.control_exchange().into(),
+                self.names().control_exchange().into(),
                 key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
@@ -249,11 +212,11 @@ impl Broker {
     /// user queues are deleted too. Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
-            self.names.services(),
-            self.names.events(),
-            self.names.dead(),
+            self.names().services(),
+            self.names().events(),
+            self.names().dead(),
         ];
-        queues.extend(user_queues.iter().map(|q| self.names.user_queue(q)));
+        queues.extend(user_queues.iter().map(|q| self.names().user_queue(q)));
         for queue in queues {
             // Deleting a missing queue is not an error in RabbitMQ 3.x+, but a failure closes
             // the channel, so each delete gets its own.
@@ -266,7 +229,7 @@ impl Broker {
         let ch = self.channel().await?;
         let _ = ch
             .exchange_delete(
-                self.names.control_exchange().into(),
+                self.names().control_exchange().into(),
                 ExchangeDeleteOptions::default(),
             )
             .await;
@@ -274,9 +237,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely; it is not reopened afterwards.
     pub async fn close(&self) {
-        let _ = self.conn.close(200, "bye".into()).await;
+        self.link.close().await;
     }
 }
 

@@ -1,11 +1,17 @@
-//! Publishing with publisher confirms and `mandatory`: an unroutable message is an error.
+//! Publishing with publisher confirms and `mandatory`: an unroutable message is an error, and a
+//! publish whose confirm is lost with the connection is sent again on a new one.
 
-use super::{AmqpError, REASON_HEADER, SOURCE_HEADER};
+use super::{AmqpError, Broker, REASON_HEADER, SOURCE_HEADER};
 use crate::message::Message;
-use crate::names::Names;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a publish keeps trying while the broker is unreachable before it reports an error.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +22,31 @@ pub enum Target {
     Control(String),
 }
 
-/// Publishes on one confirm-mode channel; cheap to clone and safe to share between tasks.
+/// Publishes on one confirm-mode channel, replaced when it breaks; cheap to clone and safe to
+/// share between tasks. Delivery is at least once: a message whose confirm was lost is sent again.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
-    names: Names,
+    broker: Broker,
+    channel: Arc<tokio::sync::Mutex<Option<Channel>>>,
 }
 
 impl Publisher {
-    pub(super) fn new(channel: Channel, names: Names) -> Self {
-        Self { channel, names }
+    pub(super) fn new(broker: Broker) -> Self {
+        Self {
+            broker,
+            channel: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// The open channel, or a new one (reconnecting to the broker if needed).
+    pub(super) async fn open(&self) -> Result<Channel, AmqpError> {
+        let mut slot = self.channel.lock().await;
+        if let Some(ch) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let ch = self.broker.confirm_channel().await?;
+        *slot = Some(ch.clone());
+        Ok(ch)
     }
 
     /// Publishes a message persistently and waits until the broker has confirmed it.
@@ -64,10 +85,17 @@ impl Publisher {
             SOURCE_HEADER.into(),
             AMQPValue::LongString(source_queue.into()),
         );
-        self.publish_bytes(&Target::Queue(self.names.dead()), payload, headers, 0)
-            .await
+        self.publish_bytes(
+            &Target::Queue(self.broker.names().dead()),
+            payload,
+            headers,
+            0,
+        )
+        .await
     }
 
+    /// Publishes, retrying on a new channel (and connection) for up to [`PUBLISH_PATIENCE`]
+    /// when the broker is unreachable; an unroutable or refused message is not retried.
     async fn publish_bytes(
         &self,
         target: &Target,
@@ -75,17 +103,45 @@ impl Publisher {
         headers: FieldTable,
         priority: u8,
     ) -> Result<(), AmqpError> {
+        let deadline = Instant::now() + PUBLISH_PATIENCE;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = match self.open().await {
+                Ok(ch) => {
+                    self.publish_on(&ch, target, payload, headers.clone(), priority)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if retryable(&e) && Instant::now() + delay < deadline => {
+                    tracing::warn!("publish failed: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        target: &Target,
+        payload: &[u8],
+        headers: FieldTable,
+        priority: u8,
+    ) -> Result<(), AmqpError> {
         let (exchange, routing_key) = match target {
             Target::Queue(q) => (String::new(), q.clone()),
-            Target::Control(key) => (self.names.control_exchange(), key.clone()),
+            Target::Control(key) => (self.broker.names().control_exchange(), key.clone()),
         };
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/msgpack".into())
             .with_priority(priority)
             .with_headers(headers);
-        let confirm = self
-            .channel
+        let confirm = channel
             .basic_publish(
                 exchange.into(),
                 routing_key.as_str().into(),
@@ -103,5 +159,16 @@ impl Publisher {
             Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(routing_key)),
             Confirmation::Nack(_) => Err(AmqpError::Nacked(routing_key)),
         }
+    }
+}
+
+/// Whether a failure may pass with a new channel or connection: the broker was unreachable or
+/// the connection or channel broke; not when the broker refused the publish itself (a soft
+/// error such as a missing exchange).
+fn retryable(e: &AmqpError) -> bool {
+    match e {
+        AmqpError::Connect { .. } => true,
+        AmqpError::Broker(e) => !e.is_amqp_soft_error(),
+        _ => false,
     }
 }
