@@ -79,8 +79,6 @@ impl Controller {
         broker.declare_topology().await?;
         let broker = Arc::new(broker);
         let publisher = broker.publisher().await?;
-        let services = broker.consume(&config.names.services(), PREFETCH).await?;
-        let events = broker.consume(&config.names.events(), PREFETCH).await?;
 
         let mut state = State::new(SchedulerConfig {
             controller_url: url.clone(),
@@ -126,13 +124,19 @@ impl Controller {
             store: store.clone(),
             metrics: metrics.clone(),
         };
-        tracker.spawn(consume(
-            Source::Services,
-            services,
-            routing.clone(),
-            shutdown.clone(),
-        ));
-        tracker.spawn(consume(Source::Events, events, routing, shutdown.clone()));
+        for (source, queue) in [
+            (Source::Services, config.names.services()),
+            (Source::Events, config.names.events()),
+        ] {
+            tracker.spawn(consume(
+                source,
+                (*broker).clone(),
+                queue,
+                PREFETCH,
+                routing.clone(),
+                shutdown.clone(),
+            ));
+        }
 
         let app = Arc::new(http::AppState {
             store: store.clone(),

@@ -156,6 +156,19 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
     ctx.fx
 }
 
+/// Extends every running attempt's lease to a full lease from `now`: after the controller could
+/// not hear heartbeats (broker connection lost), silence says nothing about the agents.
+pub fn renew_leases(state: &mut State, now: u64) {
+    let until = now + state.config.lease_ms;
+    for run in state.runs.values_mut().filter(|r| !r.status.is_terminal()) {
+        for step in run.steps.iter_mut() {
+            if step.status == StepStatus::Running {
+                step.lease_until = Some(step.lease_until.map_or(until, |u| u.max(until)));
+            }
+        }
+    }
+}
+
 fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, ctx: &mut Ctx) {
     if runs.contains_key(&s.run_id) {
         return; // a redelivered submission

@@ -6,9 +6,12 @@ use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::scheduler::Event;
 use crate::store::Store;
-use drover_protocol::amqp::{Consumer, Incoming, Publisher};
-use drover_protocol::message::{LogChunk, Message};
+use drover_protocol::RunId;
+use drover_protocol::amqp::{Broker, Incoming, Publisher, Target};
+use drover_protocol::message::{Cancel, Claimed, LogChunk, Message};
+use drover_protocol::names::agent_routing_key;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,36 +34,57 @@ pub(crate) struct Routing {
     pub metrics: Arc<Metrics>,
 }
 
-/// Consumes until shutdown or until the broker connection ends.
+/// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
+/// again (the broker reconnects on demand) with a backoff of 100 ms doubling to 2 s.
 pub(crate) async fn consume(
     source: Source,
-    mut consumer: Consumer,
+    broker: Broker,
+    queue: String,
+    prefetch: u16,
     routing: Routing,
     shutdown: CancellationToken,
 ) {
-    let queue = consumer.queue().to_string();
+    let mut delay = Duration::from_millis(100);
     loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = consumer.next() => next,
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = broker.consume(&queue, prefetch) => c,
         };
-        match next {
-            Some(Ok(incoming)) => routing.route(source, incoming).await,
-            Some(Err(e)) => {
-                tracing::error!(
-                    "consuming {queue} failed: {e}; the controller no longer receives from it, restart it once the broker is reachable"
-                );
-                break;
+        let mut consumer = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot consume {queue}: {e}; retrying in {delay:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
             }
-            None => {
-                tracing::error!(
-                    "the broker connection closed: the controller no longer receives from {queue}; restart it once the broker is reachable"
-                );
-                break;
+        };
+        delay = Duration::from_millis(100);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    consumer.close().await;
+                    return;
+                }
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(incoming)) => routing.route(source, incoming).await,
+                Some(Err(e)) => {
+                    tracing::warn!("consuming {queue} failed: {e}; consuming it again");
+                    break;
+                }
+                None => {
+                    tracing::warn!("the broker connection closed; consuming {queue} again");
+                    break;
+                }
             }
         }
+        consumer.close().await;
     }
-    consumer.close().await;
 }
 
 impl Routing {
@@ -92,6 +116,14 @@ impl Routing {
                 return self.dead_letter(incoming, "wrong_queue", &why).await;
             }
         };
+        if let Some(run_id) = unknown_run_of(&event, &self.store) {
+            if let Event::Claimed(c) = &event {
+                self.cancel_unknown(c).await;
+            }
+            let why =
+                format!("a {kind} message for run {run_id}, which this controller does not know");
+            return self.dead_letter(incoming, "unknown_run", &why).await;
+        }
         self.metrics.handled(kind);
         if self
             .commands
@@ -104,6 +136,24 @@ impl Routing {
         {
             // The owner task is gone (shutting down): the unacked delivery returns to its queue.
             tracing::debug!("the owner task has stopped; a {kind} message stays queued");
+        }
+    }
+
+    /// Tells the agent that claimed a job of an unknown run to stop it.
+    async fn cancel_unknown(&self, c: &Claimed) {
+        let cancel = Message::Cancel(Cancel {
+            run_id: c.run_id.clone(),
+            step: c.step.clone(),
+            attempt: c.attempt,
+            reason: "this controller does not know the run".to_string(),
+        });
+        let target = Target::Control(agent_routing_key(&c.agent));
+        if let Err(e) = self.publisher.publish(&target, &cancel).await {
+            tracing::warn!(
+                "cannot tell agent {} to stop a job of unknown run {}: {e}",
+                c.agent,
+                c.run_id
+            );
         }
     }
 
@@ -151,6 +201,24 @@ impl Routing {
         };
         if let Err(e) = settled {
             tracing::warn!("cannot settle a dead letter from {queue}: {e}");
+        }
+    }
+}
+
+/// The run a claim or result refers to, when the store has never heard of it (a job left in a
+/// queue by another controller, or forged): such events are dead-lettered, not applied.
+fn unknown_run_of(event: &Event, store: &Store) -> Option<RunId> {
+    let run_id = match event {
+        Event::Claimed(c) => &c.run_id,
+        Event::Finished(f) => &f.run_id,
+        _ => return None,
+    };
+    match store.has_run(run_id) {
+        Ok(false) => Some(run_id.clone()),
+        Ok(true) => None,
+        Err(e) => {
+            tracing::warn!("cannot look up run {run_id}: {e}");
+            None
         }
     }
 }

@@ -83,6 +83,7 @@ impl Owner {
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut idle_check = tokio::time::interval(IDLE_CHECK);
         idle_check.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut broker_lost = false;
         loop {
             tokio::select! {
                 biased;
@@ -92,6 +93,15 @@ impl Owner {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    // Without the broker no heartbeat can arrive: leases must not run out.
+                    if !self.broker.is_connected() {
+                        broker_lost = true;
+                        continue;
+                    }
+                    if std::mem::take(&mut broker_lost) {
+                        tracing::info!("broker connection back: renewing the leases of running steps");
+                        scheduler::renew_leases(&mut self.state, now_ms());
+                    }
                     let fx = scheduler::handle(&mut self.state, Event::Tick, now_ms());
                     if let Err(e) = self.apply(fx).await {
                         tracing::error!("cannot persist the state after a tick: {e}");

@@ -155,3 +155,18 @@ fn resume_republishes_queued_jobs_and_renews_leases() {
     assert_eq!(a.lease_until, Some(100_000 + LEASE));
     assert!(handle(&mut restarted, Event::Tick, 100_001).is_empty());
 }
+
+#[test]
+fn renewed_leases_survive_a_silence_the_controller_caused() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"sleep\", \"100\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    claim(&mut st, &jobs(&fx)[0], "w", 10);
+    // The broker was away for a minute: no heartbeat could arrive.
+    renew_leases(&mut st, 60_000);
+    assert!(handle(&mut st, Event::Tick, 60_000 + LEASE - 1).is_empty());
+    assert_eq!(status(&st, &run, "a"), StepStatus::Running);
+    // Silence after the renewal still loses the attempt.
+    handle(&mut st, Event::Tick, 60_000 + LEASE);
+    assert_eq!(status(&st, &run, "a"), StepStatus::Failed);
+}
