@@ -6,6 +6,7 @@ use drover_protocol::message::{ArtifactRef, JobInput};
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An artifact transfer failed.
@@ -28,6 +29,41 @@ pub enum TransferError {
     },
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
+}
+
+impl TransferError {
+    /// Worth another try: the controller was unreachable or failed on its side (restarting).
+    fn is_transient(&self) -> bool {
+        match self {
+            TransferError::Http { .. } => true,
+            TransferError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// How long a transfer keeps trying while the controller is unreachable, e.g. restarting.
+pub const TRANSFER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a transfer again after transient failures, backing off from 200 ms to 5 s, for up to
+/// [`TRANSFER_PATIENCE`].
+pub async fn retrying<T, F, Fut>(what: &str, mut transfer: F) -> Result<T, TransferError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransferError>>,
+{
+    let deadline = tokio::time::Instant::now() + TRANSFER_PATIENCE;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match transfer().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!("{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn http_error(url: &str, e: reqwest::Error) -> TransferError {

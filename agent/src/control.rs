@@ -4,26 +4,57 @@ use crate::Shared;
 use drover_protocol::amqp::Consumer;
 use drover_protocol::message::{AttemptRef, Message};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub async fn listen(shared: Arc<Shared>, mut consumer: Consumer, stopped: CancellationToken) {
+/// Listens on the agent's control queue until `stopped`. The queue is exclusive to this
+/// connection, so after a broker connection loss it is declared and bound again.
+pub async fn listen(shared: Arc<Shared>, first: Consumer, stopped: CancellationToken) {
+    let mut consumer = Some(first);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut current = match consumer.take() {
+            Some(c) => c,
+            None => match shared.broker.consume_agent_control(&shared.id).await {
+                Ok(c) => {
+                    tracing::info!("control queue open again");
+                    delay = Duration::from_millis(100);
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!("cannot open the control queue: {e}; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopped.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        if serve(&shared, &mut current, &stopped).await {
+            current.close().await;
+            return;
+        }
+        tracing::warn!("the control queue closed (broker connection lost?); opening it again");
+        current.close().await;
+    }
+}
+
+/// Handles control messages until `stopped` (true) or the consumer ends (false).
+async fn serve(shared: &Shared, consumer: &mut Consumer, stopped: &CancellationToken) -> bool {
     loop {
         let incoming = tokio::select! {
             next = consumer.next() => next,
-            _ = stopped.cancelled() => break,
-        };
-        let Some(incoming) = incoming else {
-            tracing::error!(
-                "the control queue closed: this agent can no longer be told to cancel steps"
-            );
-            break;
+            _ = stopped.cancelled() => return true,
         };
         let incoming = match incoming {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("control queue: {e}");
-                break;
+            Some(Ok(i)) => i,
+            Some(Err(e)) => {
+                tracing::warn!("control queue: {e}");
+                return false;
             }
+            None => return false,
         };
         match &incoming.message {
             Ok((_, Message::Cancel(cancel))) => {
@@ -49,5 +80,4 @@ pub async fn listen(shared: Arc<Shared>, mut consumer: Consumer, stopped: Cancel
         }
         let _ = incoming.ack().await;
     }
-    consumer.close().await;
 }

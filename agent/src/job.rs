@@ -123,7 +123,9 @@ async fn execute(
             .join(input.step.as_str())
             .join(input.output.as_str())
             .join(safe_file_name(&input.file_name));
-        if let Err(e) = artifacts::download(&shared.http, &base, input, &dest).await {
+        let what = format!("downloading {}.{}", input.step, input.output);
+        let download = || artifacts::download(&shared.http, &base, input, &dest);
+        if let Err(e) = artifacts::retrying(&what, download).await {
             return Report::error(format!(
                 "cannot download input {}.{}: {e}",
                 input.step, input.output
@@ -238,7 +240,8 @@ async fn execute(
                 };
             }
         };
-        match artifacts::upload(&shared.http, &base, &path).await {
+        let what = format!("uploading output '{name}'");
+        match artifacts::retrying(&what, || artifacts::upload(&shared.http, &base, &path)).await {
             Ok(r) => {
                 outputs.insert(name.clone(), r);
             }

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// Attempts this agent holds (claimed, not yet reported), with their cancel switches.
     pub running: Mutex<HashMap<AttemptRef, CancellationToken>>,
     pub draining: AtomicBool,
+    /// Cancelled to abort running steps at once instead of draining them.
+    pub abort: CancellationToken,
 }
 
 impl Shared {
@@ -72,7 +74,18 @@ pub struct Agent {
 
 impl Agent {
     /// Connects (retrying ~30 s), declares its queues and control queue, starts consuming.
+    /// After `shutdown` it drains: running steps finish within the drain timeout.
     pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<Agent> {
+        Self::start_with_abort(config, shutdown, CancellationToken::new()).await
+    }
+
+    /// Like [`Agent::start`]; cancelling `abort` after `shutdown` kills the running steps (their
+    /// whole process groups) instead of waiting for them.
+    pub async fn start_with_abort(
+        config: AgentConfig,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+    ) -> anyhow::Result<Agent> {
         config.check()?;
         let host = config::hostname();
         let id = match &config.id {
@@ -110,6 +123,7 @@ impl Agent {
             http,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            abort,
         });
         let tracker = TaskTracker::new();
         let jobs = TaskTracker::new();

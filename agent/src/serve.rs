@@ -121,16 +121,12 @@ async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
     let job = match &incoming.message {
         Ok((_, Message::StepJob(job))) => job.clone(),
         Ok((_, other)) => {
-            dead_letter(
-                shared,
-                incoming,
-                &format!("unexpected_kind: {} on a job queue", other.kind()),
-            )
-            .await;
+            let why = format!("a {} message does not belong on a job queue", other.kind());
+            dead_letter(shared, incoming, "wrong_queue", &why).await;
             return None;
         }
         Err(e) => {
-            dead_letter(shared, incoming, &format!("{}: {e}", e.code())).await;
+            dead_letter(shared, incoming, e.code(), &e.to_string()).await;
             return None;
         }
     };
@@ -190,11 +186,9 @@ async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
     Some(job)
 }
 
-async fn dead_letter(shared: &Shared, incoming: &Incoming, reason: &str) {
-    tracing::warn!(
-        "dead-lettering a message from {}: {reason}",
-        incoming.queue()
-    );
+/// Moves a delivery to the dead-letter queue with `reason` (a short code) in its header.
+async fn dead_letter(shared: &Shared, incoming: &Incoming, reason: &str, why: &str) {
+    tracing::warn!("dead-lettering a message from {}: {why}", incoming.queue());
     match shared
         .publisher
         .dead_letter(incoming.payload(), incoming.queue(), reason)
@@ -235,7 +229,7 @@ fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, permit: OwnedSe
     });
 }
 
-/// Lets running jobs finish within the drain timeout, then aborts the rest.
+/// Lets running jobs finish within the drain timeout (or until `abort`), then aborts the rest.
 async fn drain(shared: &Shared, jobs: TaskTracker) {
     shared.draining.store(true, Ordering::Relaxed);
     heartbeat::send(shared).await;
@@ -247,14 +241,14 @@ async fn drain(shared: &Shared, jobs: TaskTracker) {
             shared.config.drain_timeout
         );
     }
-    if tokio::time::timeout(shared.config.drain_timeout, jobs.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout: aborting the steps still running");
-        for attempt in shared.running_attempts() {
-            shared.cancel(&attempt);
-        }
-        jobs.wait().await;
+    let why = tokio::select! {
+        _ = jobs.wait() => return,
+        _ = tokio::time::sleep(shared.config.drain_timeout) => "drain timeout",
+        _ = shared.abort.cancelled() => "asked to abort",
+    };
+    tracing::warn!("{why}: aborting the steps still running");
+    for attempt in shared.running_attempts() {
+        shared.cancel(&attempt);
     }
+    jobs.wait().await;
 }

@@ -71,7 +71,8 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// Controller plus N agents in one process.
 pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    on_signals(shutdown.clone());
+    let abort = CancellationToken::new();
+    on_signals(shutdown.clone(), abort.clone());
     let data_dir = absolute(&args.controller.data_dir)?;
     let mut cconf = controller_config(g, &args.controller)?;
     cconf.data_dir = data_dir.clone();
@@ -87,7 +88,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             None,
             Some(url.clone()),
         )?;
-        agents.push(Agent::start(conf, shutdown.clone()).await?);
+        agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
     eprintln!(
         "drover up: controller at {url} (namespace {}), {} agent(s) serving {:?}; Ctrl-C to stop",
@@ -104,7 +105,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
 
 pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    on_signals(shutdown.clone());
+    on_signals(shutdown.clone(), CancellationToken::new());
     let mut conf = controller_config(g, &args)?;
     conf.data_dir = absolute(&args.data_dir)?;
     let controller = Controller::start(conf, shutdown).await?;
@@ -115,7 +116,8 @@ pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {
 
 pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    on_signals(shutdown.clone());
+    let abort = CancellationToken::new();
+    on_signals(shutdown.clone(), abort.clone());
     let work_dir = absolute(&args.work_dir)?;
     let id = args
         .id
@@ -133,7 +135,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         id,
         url_given.then(|| g.url.clone()),
     )?;
-    let agent = Agent::start(conf, shutdown).await?;
+    let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(
         "drover agent {}: serving {:?} with {} slot(s)",
         agent.id(),

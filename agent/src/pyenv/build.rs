@@ -163,13 +163,14 @@ async fn install(
             target,
         ]);
         if !requirements.is_empty() {
+            // Bytecode is compiled once here, not by the first step importing each module.
             let mut cmd = vec![
                 uv,
                 "pip".into(),
                 "install".into(),
-                "--python".into(),
-                python,
+                "--compile-bytecode".into(),
             ];
+            cmd.extend(["--python".into(), python]);
             cmd.extend(requirements.iter().cloned());
             steps.push(cmd);
         }
