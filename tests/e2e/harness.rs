@@ -33,6 +33,10 @@ pub struct Cluster {
     pub url: String,
     /// User queues to delete with the namespace when the test ends.
     pub queues: Vec<String>,
+    /// The broker every process of this cluster uses.
+    pub amqp: String,
+    /// Where controllers listen (`127.0.0.1:0` unless a test needs a stable address).
+    pub http: String,
     children: Vec<(String, Child)>,
 }
 
@@ -45,8 +49,17 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             url: String::new(),
             queues: vec!["default".to_string()],
+            amqp: AMQP_URL.to_string(),
+            http: "127.0.0.1:0".to_string(),
             children: Vec::new(),
         }
+    }
+
+    /// Controllers of this cluster keep one address across restarts, as in production.
+    pub fn with_fixed_http(mut self) -> Self {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        self.http = probe.local_addr().expect("bound").to_string();
+        self
     }
 
     /// `drover up` with `agents` in-process agents serving `queues`, Python steps on the
@@ -58,15 +71,20 @@ impl Cluster {
     /// `drover up` with extra flags.
     pub fn up_with(agents: u32, queues: &[&str], extra: &[&str]) -> Self {
         let mut c = Self::new();
+        c.start_up(agents, queues, extra);
+        c
+    }
+
+    /// Starts `drover up` in this cluster.
+    pub fn start_up(&mut self, agents: u32, queues: &[&str], extra: &[&str]) {
         let mut args = vec!["up".to_string(), "--agents".into(), agents.to_string()];
         args.extend(extra.iter().map(|a| a.to_string()));
         for q in queues {
             args.push("--queue".into());
             args.push(q.to_string());
-            c.queues.push(q.to_string());
+            self.queues.push(q.to_string());
         }
-        c.start_controller_with(&args);
-        c
+        self.start_controller_with(&args);
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -83,7 +101,7 @@ impl Cluster {
             "--data-dir".into(),
             data.display().to_string(),
             "--http".into(),
-            "127.0.0.1:0".into(),
+            self.http.clone(),
             "--lease".into(),
             "3s".into(),
         ]);
@@ -100,6 +118,11 @@ impl Cluster {
 
     /// A separate `drover agent` process serving `queues`.
     pub fn start_agent(&mut self, id: &str, queues: &[&str]) {
+        self.start_agent_with(id, queues, &[]);
+    }
+
+    /// A separate `drover agent` process with extra flags.
+    pub fn start_agent_with(&mut self, id: &str, queues: &[&str], extra: &[&str]) {
         let mut args = vec![
             "agent".to_string(),
             "--id".into(),
@@ -114,6 +137,7 @@ impl Cluster {
             args.push(q.to_string());
             self.queues.push(q.to_string());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         self.spawn(id, &args);
     }
 
@@ -135,6 +159,65 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("{label}.log"))).unwrap_or_default()
     }
 
+    /// The pid of a started process.
+    pub fn pid(&self, label: &str) -> i32 {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no process {label}"));
+        child.id() as i32
+    }
+
+    /// Sends a signal to a started process.
+    pub fn signal(&self, label: &str, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid(label));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
+    /// Waits for a started process to exit and returns its status.
+    pub fn wait_exit(&mut self, label: &str, timeout: Duration) -> std::process::ExitStatus {
+        let pos = self
+            .children
+            .iter()
+            .position(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no process {label}"));
+        let status = wait_until(&format!("{label} to exit"), timeout, || {
+            self.children[pos].1.try_wait().expect("try_wait")
+        });
+        self.children.remove(pos);
+        status
+    }
+
+    /// A step of a run's status document.
+    pub fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+        run["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .unwrap_or_else(|| panic!("no step {name} in {run}"))
+    }
+
+    /// Submits a pipeline without waiting; returns the run id.
+    pub fn submit(&self, file: &Path) -> String {
+        let run = self.json(&["run", file.to_str().expect("utf-8 path"), "--json"]);
+        run["run_id"].as_str().expect("run_id").to_string()
+    }
+
+    /// Polls a run's status until `cond` holds.
+    pub fn wait_for(
+        &self,
+        run: &str,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, timeout, || {
+            let out = self.drover(&["status", run, "--json"]);
+            let doc: Value = serde_json::from_slice(&out.stdout).ok()?;
+            cond(&doc).then_some(doc)
+        })
+    }
+
     /// Sends SIGKILL to a started process and waits for it.
     pub fn kill(&mut self, label: &str) {
         if let Some(pos) = self.children.iter().position(|(l, _)| l == label) {
@@ -148,7 +231,7 @@ impl Cluster {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(drover_bin());
         cmd.env("DROVER_NAMESPACE", &self.ns)
-            .env("DROVER_AMQP_URL", AMQP_URL)
+            .env("DROVER_AMQP_URL", &self.amqp)
             .env_remove("DROVER_DATA_DIR")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
@@ -164,7 +247,7 @@ impl Cluster {
         let mut cmd = Command::new("python3");
         cmd.args(args)
             .env("DROVER_NAMESPACE", &self.ns)
-            .env("DROVER_AMQP_URL", AMQP_URL)
+            .env("DROVER_AMQP_URL", &self.amqp)
             .env("DROVER_URL", &self.url)
             .env("PYTHONPATH", sdk)
             .current_dir(self.dir.path())
@@ -250,7 +333,7 @@ impl Cluster {
         };
         rt.block_on(async {
             if let Ok(broker) =
-                drover_protocol::amqp::Broker::connect(AMQP_URL, names, "test cleanup").await
+                drover_protocol::amqp::Broker::connect(&self.amqp, names, "test cleanup").await
             {
                 let _ = broker.delete_namespace(&queues).await;
                 broker.close().await;

@@ -5,6 +5,7 @@
 mod harness;
 
 mod dead_letters;
+mod faults;
 mod functions;
 mod invalid;
 mod pipelines;

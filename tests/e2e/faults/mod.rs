@@ -1,0 +1,66 @@
+//! Fault injection: killed agents and controllers, a restarted broker, aborts, drains, timeouts,
+//! poison messages and invalid pipelines, against real processes and a real broker.
+
+mod abort;
+mod agent_kill;
+mod broker_restart;
+mod controller_kill;
+mod drain;
+mod invalid_many;
+mod poison;
+mod rabbit;
+mod timeout;
+
+use crate::harness::Cluster;
+use serde_json::Value;
+
+/// Whether a status document shows a finished run.
+pub fn ended(doc: &Value) -> bool {
+    matches!(
+        doc["status"].as_str(),
+        Some("succeeded" | "failed" | "aborted" | "rejected")
+    )
+}
+
+/// The status of one step in a status document.
+pub fn step_status<'a>(doc: &'a Value, step: &str) -> &'a str {
+    Cluster::step(doc, step)["status"].as_str().unwrap_or("")
+}
+
+/// `(agent, outcome)` of every attempt of a step.
+pub fn attempts(doc: &Value, step: &str) -> Vec<(String, String)> {
+    Cluster::step(doc, step)["attempts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    (
+                        a["agent"].as_str().unwrap_or("").to_string(),
+                        a["outcome"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A chain of `n` command steps `s1 -> s2 -> ...`, each sleeping `secs` and passing a file on.
+pub fn chain(n: usize, secs: f64) -> String {
+    let mut toml = "[pipeline]\nname = \"chain\"\n".to_string();
+    for i in 1..=n {
+        let input = if i == 1 {
+            "echo start".to_string()
+        } else {
+            format!("cat ${{s{}.out}}", i - 1)
+        };
+        toml.push_str(&format!(
+            "[[step]]\nname = \"s{i}\"\ncommand = [\"sh\", \"-c\", \"sleep {secs}; ({input}; echo s{i}) > out.txt\"]\noutputs = {{ out = \"out.txt\" }}\n"
+        ));
+    }
+    toml
+}
+
+/// Milliseconds since the epoch, as the controller stamps attempts.
+pub fn now_ms() -> u64 {
+    drover_protocol::message::now_ms()
+}

@@ -1,0 +1,123 @@
+//! A private RabbitMQ node for tests that stop and start the broker without disturbing the
+//! shared one on 5672 (other tests run against it in parallel).
+
+use crate::harness::wait_until;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct PrivateBroker {
+    pub node: String,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").port()
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+impl PrivateBroker {
+    /// Starts a node on a free loopback port with its own data, logs and no plugins.
+    pub fn start() -> Self {
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let dir = std::env::temp_dir().join(format!("drover-rabbit-{tag}"));
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("broker dirs");
+        }
+        let port = free_port();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+        )
+        .expect("rabbitmq.conf");
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("enabled_plugins");
+        // Debian's wrapper runs the server as the rabbitmq user when started by root.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status();
+        let broker = Self {
+            node: format!("drover{tag}@localhost"),
+            port,
+            dir,
+        };
+        let status = broker
+            .command("rabbitmq-server")
+            .arg("-detached")
+            .status()
+            .expect("run rabbitmq-server");
+        assert!(status.success(), "rabbitmq-server -detached: {status}");
+        broker.wait_listening();
+        broker
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let d = &self.dir;
+        cmd.env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
+            .current_dir(d);
+        cmd
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn wait_listening(&self) {
+        wait_until(
+            "the private broker to listen",
+            Duration::from_secs(90),
+            || listening(self.port).then_some(()),
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Stops the RabbitMQ application: every connection is closed, the node keeps its data.
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+        wait_until(
+            "the private broker to stop listening",
+            Duration::from_secs(30),
+            || (!listening(self.port)).then_some(()),
+        );
+    }
+
+    pub fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        self.wait_listening();
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
