@@ -150,6 +150,7 @@ impl Controller {
             commands,
             public_url: url.clone(),
             auth: config.token.as_deref().map(http::auth::Auth::new),
+            shutdown: shutdown.clone(),
         });
         let server = axum::serve(listener, http::router(app))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

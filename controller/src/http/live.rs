@@ -62,6 +62,7 @@ pub async fn all_runs(State(app): State<App>) -> impl axum::response::IntoRespon
         loop {
             let data = tokio::select! {
                 _ = tx.closed() => return,
+                _ = app.shutdown.cancelled() => return,
                 received = changes.recv() => match received {
                     Ok(run) => json!({"run_id": run}),
                     Err(_) => json!({"run_id": null}),
@@ -106,6 +107,7 @@ pub async fn run(
             }
             tokio::select! {
                 _ = tx.closed() => return,
+                _ = app.shutdown.cancelled() => return,
                 received = changes.recv() => if !concerns(received, |r| r == &id) { continue },
                 _ = tokio::time::sleep(SAFETY_NET) => {}
             }
@@ -223,6 +225,7 @@ impl LogFollower {
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
+                    _ = self.app.shutdown.cancelled() => return,
                     received = appends.recv() => {
                         if concerns(received, |a: &LogAppended| (&a.run_id, &a.step, a.attempt) == key) {
                             break;

@@ -42,6 +42,8 @@ pub(crate) struct AppState {
     pub public_url: String,
     /// The token every route but `/healthz` requires, when one is configured.
     pub auth: Option<auth::Auth>,
+    /// Ends the event streams, which would otherwise hold graceful shutdown open forever.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) type App = Arc<AppState>;
