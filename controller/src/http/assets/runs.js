@@ -33,7 +33,7 @@
   function renderProjects() {
     const current = projectSelect.value || query.get('project') || '';
     projectSelect.replaceChildren(el('option', {value: ''}, 'any project'),
-      [...projects].sort().map((p) => el('option', {value: p, selected: p === current}, p)));
+      ...[...projects].sort().map((p) => el('option', {value: p, selected: p === current}, p)));
   }
 
   function render() {
