@@ -33,6 +33,8 @@ pub struct Cluster {
     pub url: String,
     /// User queues to delete with the namespace when the test ends.
     pub queues: Vec<String>,
+    /// Extra environment for every process started (e.g. `DROVER_TOKEN`).
+    pub env: Vec<(String, String)>,
     children: Vec<(String, Child)>,
 }
 
@@ -45,6 +47,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             url: String::new(),
             queues: vec!["default".to_string()],
+            env: Vec::new(),
             children: Vec::new(),
         }
     }
@@ -155,6 +158,7 @@ impl Cluster {
         if !self.url.is_empty() {
             cmd.env("DROVER_URL", &self.url);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -167,6 +171,7 @@ impl Cluster {
             .env("DROVER_AMQP_URL", AMQP_URL)
             .env("DROVER_URL", &self.url)
             .env("PYTHONPATH", sdk)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         cmd.output().expect("run python3")

@@ -4,9 +4,11 @@
 
 mod harness;
 
+mod browser;
 mod dead_letters;
 mod functions;
 mod invalid;
+mod live;
 mod pipelines;
 mod restart;
 mod seed;
