@@ -200,7 +200,8 @@ fn percent_decode(text: &str) -> String {
 fn login_page(why: &str, path: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover: token required</title>\
-<link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body class=\"login\"><main>\
+<style>body{{font-family:system-ui,sans-serif;max-width:30em;margin:5em auto;color:#1f2933}}\
+input,button{{font:inherit;padding:4px 8px}}</style></head><body><main>\
 <h1>drover</h1><p>{}. Enter the controller's token (its <code>--token</code> / <code>DROVER_TOKEN</code>); \
 it is kept in a cookie for this browser.</p>\
 <form method=\"get\" action=\"{}\"><input type=\"password\" name=\"token\" autofocus \

@@ -46,7 +46,7 @@ fn concerns<T: Clone>(
     match received {
         Ok(item) => wanted(&item),
         Err(broadcast::error::RecvError::Lagged(_)) => true,
-        // The store lives as long as the server; treat its end like the safety net.
+        // Cannot happen: every stream task holds `App`, which holds a sender.
         Err(broadcast::error::RecvError::Closed) => true,
     }
 }
