@@ -41,7 +41,7 @@ fi
 echo
 drover runs
 echo
-echo "open $DROVER_URL/runs/<run id> for a run's page; 'drover status <run id>' for its steps."
+echo "open $DROVER_URL/ for the web UI (runs, their DAGs, consoles and code); 'drover status <run id>' for a run's steps."
 if [ -f "$data/up.pid" ]; then
   echo "drover up keeps running in the background: stop it with  kill $(cat "$data/up.pid")"
 fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check and test: format, lints, Rust unit + end-to-end tests, Python SDK tests.
+# Runs every check and test: format, lints, Rust unit + end-to-end tests (one in headless
+# Chromium), Python SDK tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-rabbitmq.sh
+scripts/ensure-chromium.sh
 scripts/python-env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 

@@ -29,6 +29,9 @@ pub struct Global {
     /// Base URL of the controller's HTTP API.
     #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true)]
     pub url: String,
+    /// Token for the controller's HTTP API: the controller requires it, agents and the CLI send it.
+    #[arg(long, env = "DROVER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Namespace: isolates queues of tests or tenants sharing one broker.
     #[arg(long, env = "DROVER_NAMESPACE", default_value = drover_protocol::names::DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
@@ -82,6 +85,10 @@ pub struct ControllerArgs {
     /// How long a running step may go without a heartbeat before it is retried elsewhere.
     #[arg(long, env = "DROVER_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: std::time::Duration,
+    /// Serve the HTTP API on a non-loopback address without --token (anyone reaching it can
+    /// read artifacts and abort runs).
+    #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,5 +1,6 @@
 //! HTTP client for the controller's JSON API (`/api/v1`).
 
+use crate::cli::Global;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -59,14 +60,6 @@ impl RunView {
     }
 }
 
-/// Step statuses after which nothing more happens.
-pub fn step_is_terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "succeeded" | "failed" | "cached" | "skipped" | "aborted"
-    )
-}
-
 /// Talks to one controller.
 pub struct Client {
     base: String,
@@ -74,11 +67,23 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+    /// A client for `--url`, sending `--token` (if any) with every request.
+    pub fn new(g: &Global) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &g.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token cannot be sent in an HTTP header")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            base: g.url.trim_end_matches('/').to_string(),
+            http,
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -91,8 +96,17 @@ impl Client {
     }
 
     async fn send(&self, path: &str) -> Result<reqwest::Response> {
+        self.send_with(path, None).await
+    }
+
+    /// GET with an optional `Last-Event-ID` (to resume an event stream).
+    async fn send_with(&self, path: &str, last_event: Option<&str>) -> Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
-        self.http.get(&url).send().await.with_context(|| {
+        let mut request = self.http.get(&url);
+        if let Some(id) = last_event {
+            request = request.header("last-event-id", id);
+        }
+        request.send().await.with_context(|| {
             format!(
                 "cannot reach the controller at {}: is it running? (set --url or DROVER_URL)",
                 self.base
@@ -143,6 +157,19 @@ impl Client {
         let bytes = resp.bytes().await?.to_vec();
         let size = size.unwrap_or(offset + bytes.len() as u64);
         Ok(Some((bytes, size)))
+    }
+
+    /// An event stream (`text/event-stream`), resumed after `last_event`; `None` on 404.
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event: Option<&str>,
+    ) -> Result<Option<reqwest::Response>> {
+        let resp = self.send_with(path, last_event).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(check(resp, path).await?))
     }
 
     /// A streaming download; `None` on 404.

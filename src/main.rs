@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod output;
 mod signals;
+mod sse;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub python: PyEnvConfig,
     /// Default: `<hostname>-<pid>-<4 random hex>`.
     pub id: Option<AgentId>,
+    /// Bearer token for the controller's HTTP API (artifact transfers), when it requires one.
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
@@ -43,6 +45,22 @@ impl AgentConfig {
         );
         Ok(())
     }
+}
+
+/// An HTTP client for the controller that sends the token, if any, with every request.
+pub fn http_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("the token cannot be sent in an HTTP header"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))
 }
 
 /// This machine's host name, or `localhost`.

@@ -110,10 +110,7 @@ impl Agent {
         let control = broker.consume_agent_control(&id).await?;
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let http = config::http_client(config.token.as_deref())?;
         let shared = Arc::new(Shared {
             config,
             id,

@@ -24,6 +24,10 @@ pub struct ControllerConfig {
     pub public_url: Option<String>,
     /// How long an attempt lives without a heartbeat.
     pub lease: Duration,
+    /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
+    pub token: Option<String>,
+    /// Allows listening on a non-loopback address without a token.
+    pub allow_unauthenticated: bool,
 }
 
 impl ControllerConfig {
@@ -38,6 +42,8 @@ impl ControllerConfig {
                 .unwrap_or_else(|_| unreachable!("the default address parses")),
             public_url: None,
             lease: DEFAULT_LEASE,
+            token: None,
+            allow_unauthenticated: false,
         }
     }
 

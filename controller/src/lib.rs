@@ -58,14 +58,20 @@ impl Controller {
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load()?;
 
+        http::auth::check_exposure(
+            config.http_addr.ip(),
+            config.token.as_deref(),
+            config.allow_unauthenticated,
+        )
+        .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
         let bound = listener.local_addr()?;
         let url = public_url(&config, bound);
-        if !bound.ip().is_loopback() {
+        if config.token.is_none() {
             tracing::warn!(
-                "the HTTP API listens on {bound} with no authentication configured: anyone who can reach it can read artifacts and abort runs"
+                "the HTTP API on {bound} is unauthenticated: anyone who can reach it can read artifacts and abort runs; set --token (DROVER_TOKEN) to require one"
             );
         }
 
@@ -147,6 +153,8 @@ impl Controller {
             metrics,
             commands,
             public_url: url.clone(),
+            auth: config.token.as_deref().map(http::auth::Auth::new),
+            shutdown: shutdown.clone(),
         });
         let server = axum::serve(listener, http::router(app))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -8,11 +8,22 @@ use drover_protocol::message::LogChunk;
 use drover_protocol::{AttemptNo, RunId, StepName};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::broadcast;
 
 /// The log directory.
 #[derive(Debug, Clone)]
 pub struct LogStore {
     root: PathBuf,
+    /// Every append that wrote bytes, for live followers; nobody listening is fine.
+    appends: broadcast::Sender<LogAppended>,
+}
+
+/// Bytes were added to an attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppended {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub attempt: AttemptNo,
 }
 
 /// What an append did.
@@ -29,6 +40,7 @@ impl LogStore {
         std::fs::create_dir_all(root)?;
         Ok(Self {
             root: root.to_path_buf(),
+            appends: broadcast::channel(1024).0,
         })
     }
 
@@ -64,10 +76,20 @@ impl LogStore {
         let new = &chunk.data[skip..];
         file.write_all(new).await?;
         file.flush().await?;
+        let _ = self.appends.send(LogAppended {
+            run_id: chunk.run_id.clone(),
+            step: chunk.step.clone(),
+            attempt: chunk.attempt,
+        });
         Ok(Appended {
             written: new.len() as u64,
             gap,
         })
+    }
+
+    /// Tells of every append from now on (a lagging receiver should re-read its log).
+    pub fn watch(&self) -> broadcast::Receiver<LogAppended> {
+        self.appends.subscribe()
     }
 
     /// The log's total size and a reader of its bytes from `offset` (`None` when there are none).

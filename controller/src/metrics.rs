@@ -4,6 +4,7 @@ use crate::scheduler::{RunRecord, RunStatus, StepStatus};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Process-lifetime counters, shared by the consumers and the HTTP layer.
 #[derive(Debug, Default)]
@@ -11,6 +12,7 @@ pub struct Metrics {
     handled: Mutex<BTreeMap<String, u64>>,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     publish_failures: Mutex<BTreeMap<String, u64>>,
+    amqp_reconnects: AtomicU64,
 }
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, label: &str) {
@@ -37,6 +39,11 @@ impl Metrics {
     /// Publishing a message of `kind` failed.
     pub fn publish_failed(&self, kind: &str) {
         bump(&self.publish_failures, kind);
+    }
+
+    /// How many times the controller's broker connection was replaced after a loss, so far.
+    pub fn set_amqp_reconnects(&self, total: u64) {
+        self.amqp_reconnects.store(total, Ordering::Relaxed);
     }
 
     pub fn dead_letters(&self) -> BTreeMap<String, u64> {
@@ -99,11 +106,19 @@ impl Metrics {
             "kind",
             failed.iter().map(|(k, v)| (k.as_str(), *v)),
         );
+        let _ = writeln!(
+            out,
+            "# HELP drover_amqp_reconnects_total Times the controller reconnected to the broker.\n\
+             # TYPE drover_amqp_reconnects_total counter\n\
+             drover_amqp_reconnects_total {}",
+            self.amqp_reconnects.load(Ordering::Relaxed)
+        );
         out
     }
 }
 
-fn family<'a>(
+/// One labelled family in the Prometheus text format.
+pub(crate) fn family<'a>(
     out: &mut String,
     name: &str,
     kind: &str,
@@ -143,5 +158,9 @@ mod tests {
         );
         assert!(text.contains("drover_runs{status=\"running\"} 0"), "{text}");
         assert!(text.contains("# TYPE drover_steps gauge"), "{text}");
+        assert!(
+            text.contains("\ndrover_amqp_reconnects_total 0\n"),
+            "{text}"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub struct Store {
     runs: sled::Tree,
     cache: sled::Tree,
     agents: sled::Tree,
+    /// The id of every run written, for live views; nobody listening is fine.
+    run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
 
 /// Everything loaded at start-up.
@@ -91,6 +93,7 @@ impl Store {
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             db,
+            run_changes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -113,7 +116,13 @@ impl Store {
 
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.runs.insert(run.run_id.as_str(), encode("run", run)?)?;
+        let _ = self.run_changes.send(run.run_id.clone());
         Ok(())
+    }
+
+    /// Tells of every run written from now on (a lagging receiver should re-read everything).
+    pub fn watch_runs(&self) -> tokio::sync::broadcast::Receiver<RunId> {
+        self.run_changes.subscribe()
     }
 
     pub fn put_cache(&self, key: &str, outputs: &CachedOutputs) -> Result<(), StoreError> {

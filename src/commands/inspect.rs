@@ -1,9 +1,11 @@
 //! Read-only commands: runs, status, logs, artifacts, agents, queues.
 
 use crate::cli::{ArtifactsCommand, Global, ListArgs, LogsArgs, StatusArgs};
-use crate::client::{Client, step_is_terminal};
+use crate::client::Client;
 use crate::output::{ago, duration_ms, table};
+use crate::sse::EventReader;
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::io::Write;
@@ -34,7 +36,7 @@ async fn get_doc(client: &Client, path: &str) -> Result<Value> {
 }
 
 pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let doc = get_doc(&client, "/api/v1/runs").await?;
     if args.json {
         println!("{doc}");
@@ -67,7 +69,7 @@ pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
 }
 
 pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let Some(doc) = client
         .get_json::<Value>(&format!("/api/v1/runs/{}", args.run))
         .await?
@@ -122,50 +124,95 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
 }
 
 pub async fn logs(g: &Global, args: LogsArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
-    let mut offset = 0u64;
+    let client = Client::new(g)?;
+    if args.follow {
+        return follow_log(&client, &args).await;
+    }
+    let Some((bytes, _size)) = client.log(&args.run, &args.step, args.attempt, 0).await? else {
+        bail!(
+            "no step {} in run {} at {}",
+            args.step,
+            args.run,
+            client.base()
+        );
+    };
     let mut stdout = std::io::stdout();
+    stdout.write_all(&bytes)?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many times in a row a dropped log stream is reopened.
+const FOLLOW_RETRIES: u32 = 30;
+
+/// Prints the log's bytes as the controller's event stream delivers them, until the step ends;
+/// resumes where it was (`Last-Event-ID`) when the connection drops.
+async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
+    let mut path = format!("/api/v1/runs/{}/steps/{}/log/stream", args.run, args.step);
+    if let Some(a) = args.attempt {
+        path.push_str(&format!("?attempt={a}"));
+    }
+    let mut stdout = std::io::stdout();
+    let mut last_id: Option<String> = None;
+    let mut failures = 0;
     loop {
-        let Some((bytes, _size)) = client
-            .log(&args.run, &args.step, args.attempt, offset)
-            .await?
-        else {
-            bail!(
+        let opened = client.events(&path, last_id.as_deref()).await;
+        let response = match opened {
+            Ok(Some(r)) => r,
+            Ok(None) => bail!(
                 "no step {} in run {} at {}",
                 args.step,
                 args.run,
                 client.base()
-            );
-        };
-        if !bytes.is_empty() {
-            stdout.write_all(&bytes)?;
-            stdout.flush()?;
-            offset += bytes.len() as u64;
-            continue;
-        }
-        if !args.follow || step_done(&client, &args.run, &args.step).await? {
-            // One last read: the step may have written its tail just before ending.
-            if let Some((tail, _)) = client
-                .log(&args.run, &args.step, args.attempt, offset)
-                .await?
-            {
-                stdout.write_all(&tail)?;
+            ),
+            Err(e) if failures < FOLLOW_RETRIES && last_id.is_some() => {
+                failures += 1;
+                tracing::debug!("log stream: {e:#}; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
-            return Ok(ExitCode::SUCCESS);
+            Err(e) => return Err(e),
+        };
+        let mut events = EventReader::new(response);
+        loop {
+            let event = match events.next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("log stream: {e:#}");
+                    break;
+                }
+            };
+            failures = 0;
+            match event.name.as_str() {
+                "log" => {
+                    let chunk: Value = serde_json::from_str(&event.data)
+                        .with_context(|| format!("bad log event {:?}", event.data))?;
+                    let data = chunk["data"].as_str().unwrap_or_default();
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .context("bad base64 in a log event")?;
+                    stdout.write_all(&bytes)?;
+                    stdout.flush()?;
+                    last_id = event.id.or(last_id);
+                }
+                "attempt" => {
+                    let chunk: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                    if chunk["previous"].as_u64().unwrap_or(0) > 0 {
+                        eprintln!("drover: attempt {} started", chunk["attempt"]);
+                    }
+                }
+                "end" => return Ok(ExitCode::SUCCESS),
+                "error" => bail!("the controller cannot stream this log: {}", event.data),
+                _ => {}
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        failures += 1;
+        if failures > FOLLOW_RETRIES {
+            bail!("the log stream kept dropping; the step may still be running");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn step_done(client: &Client, run: &str, step: &str) -> Result<bool> {
-    let Some(view) = client.run(run).await? else {
-        return Ok(true);
-    };
-    Ok(view
-        .steps
-        .iter()
-        .find(|s| s.name == step)
-        .is_none_or(|s| step_is_terminal(&s.status)))
 }
 
 pub async fn artifacts(g: &Global, command: ArtifactsCommand) -> Result<ExitCode> {
@@ -175,7 +222,7 @@ pub async fn artifacts(g: &Global, command: ArtifactsCommand) -> Result<ExitCode
         name,
         output,
     } = command;
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let path = format!("/api/v1/runs/{run}/steps/{step}/artifacts/{name}");
     let Some(resp) = client.download(&path).await? else {
         bail!("no artifact {name:?} for step {step:?} of run {run} (see `drover status {run}`)");
@@ -216,7 +263,7 @@ fn file_name_of(resp: &reqwest::Response) -> Option<String> {
 }
 
 pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let doc = get_doc(&client, "/api/v1/agents").await?;
     if args.json {
         println!("{doc}");
@@ -254,7 +301,7 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
 }
 
 pub async fn queues(g: &Global, args: ListArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let doc = get_doc(&client, "/api/v1/queues").await?;
     if args.json {
         println!("{doc}");

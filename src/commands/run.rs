@@ -44,7 +44,7 @@ pub async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         submitted_by: submitter(),
     };
     publish_to_services(g, &queue, Message::Submit(submit)).await?;
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let url = client.run_page(run_id.as_str());
     if !args.json {
         println!("submitted run {run_id}");
@@ -181,7 +181,7 @@ async fn report_end(client: &Client, view: &RunView) {
 }
 
 pub async fn wait(g: &Global, args: StatusArgs) -> Result<ExitCode> {
-    let client = Client::new(&g.url);
+    let client = Client::new(g)?;
     let run_id = if args.run == "latest" {
         let doc = client
             .get_json::<serde_json::Value>("/api/v1/runs")

@@ -21,6 +21,8 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         http_addr: args.http,
         public_url: args.public_url.clone(),
         lease: args.lease,
+        token: g.token.clone(),
+        allow_unauthenticated: args.allow_unauthenticated,
     })
 }
 
@@ -59,7 +61,17 @@ fn agent_config(
             base_python: options.python.clone(),
         },
         id,
+        token: g.token.clone(),
     })
+}
+
+/// Where to point a browser; the token itself is not printed.
+fn web_ui_hint(url: &str, token: bool) -> String {
+    if token {
+        format!("web UI: {url}/?token=<your token> (once per browser; a cookie remembers it)")
+    } else {
+        format!("web UI: {url}/")
+    }
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -96,6 +108,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
         agents.len(),
         args.agent.queues
     );
+    eprintln!("{}", web_ui_hint(&url, g.token.is_some()));
     for agent in agents {
         agent.wait().await?;
     }
@@ -110,6 +123,7 @@ pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {
     conf.data_dir = absolute(&args.data_dir)?;
     let controller = Controller::start(conf, shutdown).await?;
     eprintln!("drover controller: listening at {}", controller.url());
+    eprintln!("{}", web_ui_hint(controller.url(), g.token.is_some()));
     controller.wait().await?;
     Ok(ExitCode::SUCCESS)
 }

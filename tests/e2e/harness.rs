@@ -37,6 +37,8 @@ pub struct Cluster {
     pub amqp: String,
     /// Where controllers listen (`127.0.0.1:0` unless a test needs a stable address).
     pub http: String,
+    /// Extra environment for every process started (e.g. `DROVER_TOKEN`).
+    pub env: Vec<(String, String)>,
     children: Vec<(String, Child)>,
 }
 
@@ -51,6 +53,7 @@ impl Cluster {
             queues: vec!["default".to_string()],
             amqp: AMQP_URL.to_string(),
             http: "127.0.0.1:0".to_string(),
+            env: Vec::new(),
             children: Vec::new(),
         }
     }
@@ -218,6 +221,25 @@ impl Cluster {
         })
     }
 
+    /// GETs a path of the controller's HTTP API as text (with the cluster's token, if any).
+    pub fn http_get(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.url);
+        let token = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DROVER_TOKEN")
+            .map(|(_, v)| v.clone());
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let mut req = reqwest::Client::new().get(&url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.expect("GET");
+            resp.text().await.expect("body")
+        })
+    }
+
     /// Sends SIGKILL to a started process and waits for it.
     pub fn kill(&mut self, label: &str) {
         if let Some(pos) = self.children.iter().position(|(l, _)| l == label) {
@@ -238,6 +260,7 @@ impl Cluster {
         if !self.url.is_empty() {
             cmd.env("DROVER_URL", &self.url);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -250,6 +273,7 @@ impl Cluster {
             .env("DROVER_AMQP_URL", &self.amqp)
             .env("DROVER_URL", &self.url)
             .env("PYTHONPATH", sdk)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         cmd.output().expect("run python3")

@@ -4,10 +4,12 @@
 
 mod harness;
 
+mod browser;
 mod dead_letters;
 mod faults;
 mod functions;
 mod invalid;
+mod live;
 mod pipelines;
 mod restart;
 mod seed;

@@ -31,10 +31,19 @@ pub async fn healthz(State(app): State<App>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
     let runs = app.store.runs()?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&runs),
-    ))
+    let agents = app.store.agents()?;
+    // A broker that cannot answer leaves the gauge out rather than failing the scrape.
+    let dead = match app.broker.queue_stats(&app.names.dead()).await {
+        Ok(stats) => Some(stats.map_or(0, |s| s.messages)),
+        Err(e) => {
+            tracing::debug!("metrics: cannot read the dead-letter queue: {e}");
+            None
+        }
+    };
+    app.metrics.set_amqp_reconnects(app.broker.reconnects());
+    let mut text = app.metrics.render(&runs);
+    text.push_str(&super::scrape::render(&runs, &agents, dead, now_ms()));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +86,30 @@ pub async fn get_run(
 ) -> Result<impl IntoResponse, ApiError> {
     let run = app.run(&run)?;
     Ok(Json(views::run_view(&run, app.run_url(&run.run_id))))
+}
+
+pub async fn get_step(
+    State(app): State<App>,
+    Path((run, step)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let record = app.run(&run)?;
+    views::run_view(&record, app.run_url(&record.run_id))
+        .steps
+        .into_iter()
+        .find(|s| s.name == step)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("run {run} has no step {step:?}")))
+}
+
+/// The controller's own account of the run, as plain text.
+pub async fn console(
+    State(app): State<App>,
+    Path(run): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let record = app.run(&run)?;
+    let mut text = super::console::lines(&record).join("\n");
+    text.push('\n');
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,11 +159,15 @@ struct AgentList {
 
 pub async fn agents(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
     let now = now_ms();
+    let mut running = views::running_by_agent(&app.store.runs()?);
     let agents = app
         .store
         .agents()?
         .iter()
-        .map(|a| views::agent_view(a, now))
+        .map(|a| {
+            let steps = running.remove(a.info.id.as_str()).unwrap_or_default();
+            views::agent_view(a, now, steps)
+        })
         .collect();
     Ok(Json(AgentList { agents }))
 }

@@ -1,11 +1,16 @@
-//! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the run page.
+//! The HTTP API (`/api/v1`), its event streams, `/healthz`, `/metrics` and the web UI.
 //!
 //! Handlers read durable state from the store and never change run state themselves: an abort
-//! is an event sent to the owning task.
+//! is an event sent to the owning task. With a token configured, [`auth`] guards every route
+//! but `/healthz`.
 
 mod api;
+pub(crate) mod auth;
+mod console;
 mod files;
+mod live;
 mod pages;
+mod scrape;
 mod views;
 
 use crate::blobs::BlobStore;
@@ -35,6 +40,10 @@ pub(crate) struct AppState {
     pub commands: mpsc::Sender<Command>,
     /// Base URL for links, without a trailing slash.
     pub public_url: String,
+    /// The token every route but `/healthz` requires, when one is configured.
+    pub auth: Option<auth::Auth>,
+    /// Ends the event streams, which would otherwise hold graceful shutdown open forever.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -52,15 +61,20 @@ impl AppState {
     }
 }
 
-/// The routes of the API.
+/// The routes of the API and the UI.
 pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route("/api/v1/events", get(live::all_runs))
         .route("/api/v1/runs", get(api::list_runs))
         .route("/api/v1/runs/{run}", get(api::get_run))
+        .route("/api/v1/runs/{run}/stream", get(live::run))
+        .route("/api/v1/runs/{run}/console", get(api::console))
         .route("/api/v1/runs/{run}/abort", post(api::abort_run))
+        .route("/api/v1/runs/{run}/steps/{step}", get(api::get_step))
         .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
+        .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(
             "/api/v1/runs/{run}/steps/{step}/artifacts/{name}",
             get(files::get_artifact),
@@ -73,10 +87,18 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/queues", get(api::queues))
+        .route("/", get(pages::runs_page))
         .route("/runs/{run}", get(pages::run_page))
+        .route("/agents", get(pages::agents_page))
+        .route("/queues", get(pages::queues_page))
+        .route("/assets/{name}", get(pages::asset))
         .fallback(|| async {
             ApiError::not_found("no such route; see ARCHITECTURE.md \"HTTP API\"")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ))
         // Blob uploads are streamed to disk, so their size is not bounded by memory.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())

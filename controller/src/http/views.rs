@@ -70,6 +70,9 @@ pub struct StepView {
     pub kind: &'static str,
     pub command: Option<Vec<String>>,
     pub function: Option<FunctionView>,
+    /// Environment variables the step sets.
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
     pub retries: u32,
     pub retry_at: Option<u64>,
     pub started_at: Option<u64>,
@@ -83,6 +86,8 @@ pub struct StepView {
 pub struct FunctionView {
     pub entry: String,
     pub source: String,
+    /// Keyword arguments as JSON text; `"${STEP.OUTPUT}"` values are artifacts (see `inputs`).
+    pub kwargs: BTreeMap<String, String>,
     pub requirements: Vec<String>,
     pub python: Option<String>,
 }
@@ -140,6 +145,7 @@ fn step_view(step: &StepRecord, spec: &Step) -> StepView {
         JobKind::Function {
             source,
             entry,
+            kwargs,
             requirements,
             python,
             ..
@@ -149,6 +155,7 @@ fn step_view(step: &StepRecord, spec: &Step) -> StepView {
             Some(FunctionView {
                 entry: entry.clone(),
                 source: source.clone(),
+                kwargs: kwargs.clone(),
                 requirements: requirements.clone(),
                 python: python.clone(),
             }),
@@ -183,6 +190,8 @@ fn step_view(step: &StepRecord, spec: &Step) -> StepView {
         kind,
         command,
         function,
+        env: spec.env.clone(),
+        timeout_ms: spec.timeout_ms,
         retries: spec.retries,
         retry_at: step.retry_at.filter(|_| step.status == StepStatus::Pending),
         started_at: step.started_at,
@@ -205,9 +214,41 @@ pub struct AgentView {
     pub draining: bool,
     pub last_seen: u64,
     pub alive: bool,
+    /// Steps the controller believes this agent is running.
+    pub current_steps: Vec<AgentStep>,
 }
 
-pub fn agent_view(agent: &AgentRecord, now: u64) -> AgentView {
+/// A step an agent is running.
+#[derive(Debug, Serialize)]
+pub struct AgentStep {
+    pub run_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub started_at: Option<u64>,
+}
+
+/// The running steps of every run, by agent id.
+pub fn running_by_agent(runs: &[RunRecord]) -> BTreeMap<String, Vec<AgentStep>> {
+    let mut by_agent: BTreeMap<String, Vec<AgentStep>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| !r.status.is_terminal()) {
+        for step in run.steps.iter().filter(|s| s.status == StepStatus::Running) {
+            if let Some(agent) = &step.agent {
+                by_agent
+                    .entry(agent.to_string())
+                    .or_default()
+                    .push(AgentStep {
+                        run_id: run.run_id.to_string(),
+                        step: step.name.to_string(),
+                        attempt: step.attempt.0,
+                        started_at: step.current().and_then(|a| a.started_at),
+                    });
+            }
+        }
+    }
+    by_agent
+}
+
+pub fn agent_view(agent: &AgentRecord, now: u64, current_steps: Vec<AgentStep>) -> AgentView {
     let info = &agent.info;
     AgentView {
         id: info.id.to_string(),
@@ -220,5 +261,6 @@ pub fn agent_view(agent: &AgentRecord, now: u64) -> AgentView {
         draining: info.draining,
         last_seen: agent.last_seen,
         alive: now.saturating_sub(agent.last_seen) < AGENT_ALIVE_MS,
+        current_steps,
     }
 }

@@ -4,6 +4,8 @@ import time
 import urllib.error
 import urllib.request
 
+from . import settings
+
 TERMINAL_RUN_STATUSES = ("succeeded", "failed", "aborted", "rejected")
 
 
@@ -19,7 +21,10 @@ def run_page(base_url, run_id):
 def get_run(base_url, run_id, timeout=10.0):
     """The RunView of `run_id`; raises RunNotFound on 404 and OSError when unreachable."""
     url = f"{base_url}/api/v1/runs/{run_id}"
-    request = urllib.request.Request(url, headers={"accept": "application/json"})
+    headers = {"accept": "application/json"}
+    if settings.token():
+        headers["authorization"] = f"Bearer {settings.token()}"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.load(response)

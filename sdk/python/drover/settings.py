@@ -1,4 +1,4 @@
-"""Where drover lives: broker URL, namespace and controller URL from DROVER_* variables, and queue names."""
+"""Where drover lives: broker URL, namespace, controller URL and token from DROVER_* variables, and queue names."""
 import os
 import re
 import urllib.parse
@@ -25,6 +25,23 @@ def namespace():
 def controller_url():
     """The controller's HTTP base URL (`DROVER_URL`), without a trailing slash."""
     return (os.environ.get("DROVER_URL") or DEFAULT_URL).rstrip("/")
+
+
+def token():
+    """The controller's API token (`DROVER_TOKEN`), or None when it needs none."""
+    return os.environ.get("DROVER_TOKEN") or None
+
+
+def auth_headers(url):
+    """`Authorization` for a request to `url` when it goes to the controller and a token is set;
+    the token is never sent to any other host."""
+    secret = token()
+    if not secret:
+        return {}
+    target, controller = urllib.parse.urlsplit(url), urllib.parse.urlsplit(controller_url())
+    if (target.scheme, target.netloc) != (controller.scheme, controller.netloc):
+        return {}
+    return {"authorization": f"Bearer {secret}"}
 
 
 def services_queue(ns):

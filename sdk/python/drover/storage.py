@@ -10,6 +10,8 @@ import tempfile
 import urllib.parse
 import urllib.request
 
+from . import settings
+
 
 def cache_root():
     """Where downloads are kept: `DROVER_CACHE_DIR`, else `~/.cache/drover/storage`."""
@@ -34,7 +36,8 @@ def _download(url, target):
     os.makedirs(directory, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=directory, prefix=".partial-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        request = urllib.request.Request(url, headers=settings.auth_headers(url))
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             shutil.copyfileobj(response, out, 1 << 20)
         os.replace(partial, target)
     except BaseException:

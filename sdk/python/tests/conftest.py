@@ -36,6 +36,7 @@ def namespace(monkeypatch):
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         self.server.requests.append(self.path)
+        self.server.authorizations.append(self.headers.get("authorization"))
         status, body, headers = self.server.answer(self.path)
         self.send_response(status)
         for k, v in headers.items():
@@ -54,6 +55,7 @@ def http_server():
     (server, base_url)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.requests = []
+    server.authorizations = []
 
     def default(path):
         return 404, b"not found", {}

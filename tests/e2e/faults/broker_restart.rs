@@ -36,6 +36,13 @@ fn a_pipeline_survives_a_broker_restart() {
     }
     let log = c.process_log("up");
     assert!(log.contains("reconnected to the broker"), "{log}");
+    let metrics = c.http_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("drover_amqp_reconnects_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     eprintln!(
         "recovery (broker stop_app 3s, start_app): run finished {:.2}s after the broker was back (s3 alone takes 1.5s)",
         recovered.as_secs_f64()

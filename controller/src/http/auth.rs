@@ -1,0 +1,267 @@
+//! Bearer-token authentication: with a token configured, every route but `/healthz` needs it.
+//!
+//! Programs send `Authorization: Bearer <token>`. A browser opens any page once with
+//! `?token=<token>` (or types it into the login form a 401 page shows): the answer sets an
+//! HttpOnly, SameSite=Strict cookie derived from the token and redirects to the same URL without
+//! it, so the token leaves the address bar and later fetches and event streams carry the cookie.
+
+use super::App;
+use super::pages::esc;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use sha2::{Digest as _, Sha256};
+use std::net::IpAddr;
+
+/// The configured token and the cookie that stands for it.
+#[derive(Clone)]
+pub(crate) struct Auth {
+    token: String,
+    /// `drover_<8 hex>`: distinct per token, so controllers on one host (cookies ignore ports)
+    /// do not overwrite each other's cookie.
+    cookie_name: String,
+    /// A hash of the token, so the cookie does not hold the token itself.
+    cookie_value: String,
+}
+
+impl Auth {
+    pub fn new(token: &str) -> Self {
+        let hex = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
+        let name_hash = hex(token.as_bytes());
+        Self {
+            token: token.to_string(),
+            cookie_name: format!("drover_{}", &name_hash[..8]),
+            cookie_value: hex(format!("drover-ui:{token}").as_bytes()),
+        }
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| same(t.trim(), &self.token));
+        bearer
+            || headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .any(|(k, v)| k == self.cookie_name && same(v, &self.cookie_value))
+    }
+
+    fn set_cookie(&self) -> String {
+        format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict",
+            self.cookie_name, self.cookie_value
+        )
+    }
+}
+
+/// Compares without stopping at the first difference, so timing reveals nothing but the length.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Characters a token may hold: it travels in a header and a query string.
+pub fn check_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("the token is empty; unset DROVER_TOKEN or give --token a value".into());
+    }
+    if let Some(c) = token
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, ';' | ',' | '"' | '\\' | '&' | '#'))
+    {
+        return Err(format!(
+            "the token holds {c:?}; use letters, digits and punctuation other than ; , \" \\ & #"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses to serve an open API where others can reach it, and says what it is doing.
+pub fn check_exposure(
+    ip: IpAddr,
+    token: Option<&str>,
+    allow_unauthenticated: bool,
+) -> Result<(), String> {
+    match token {
+        Some(token) => check_token(token).map_err(|e| format!("bad --token: {e}")),
+        None if ip.is_loopback() => Ok(()),
+        None if allow_unauthenticated => Ok(()),
+        None => Err(format!(
+            "refusing to serve the HTTP API on {ip} without a token: anyone who can reach it could read artifacts and abort runs; set --token (DROVER_TOKEN) or pass --allow-unauthenticated"
+        )),
+    }
+}
+
+/// The middleware.
+pub(crate) async fn require_token(
+    State(app): State<App>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &app.auth else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if path == "/healthz" || auth.accepts(request.headers()) {
+        return next.run(request).await;
+    }
+    let query = request.uri().query().unwrap_or("");
+    let (given, rest) = split_token(query);
+    let api = path.starts_with("/api/") || path == "/metrics";
+    if given.as_deref().is_some_and(|t| same(t, &auth.token)) {
+        if api || request.method() != Method::GET {
+            return next.run(request).await;
+        }
+        // A page opened with the token: remember it in a cookie and drop it from the URL.
+        let location = if rest.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{rest}")
+        };
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        let headers = response.headers_mut();
+        if let (Ok(loc), Ok(cookie)) = (
+            HeaderValue::from_str(&location),
+            HeaderValue::from_str(&auth.set_cookie()),
+        ) {
+            headers.insert(header::LOCATION, loc);
+            headers.insert(header::SET_COOKIE, cookie);
+        }
+        return response;
+    }
+    let why = if given.is_some() {
+        "wrong token"
+    } else {
+        "this controller requires a token"
+    };
+    if api || request.method() != Method::GET {
+        let body = axum::Json(serde_json::json!({
+            "error": format!("{why}: send `Authorization: Bearer <token>` (the CLI and agents read --token / DROVER_TOKEN)")
+        }));
+        let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"drover\""),
+        );
+        return response;
+    }
+    (StatusCode::UNAUTHORIZED, Html(login_page(why, path))).into_response()
+}
+
+/// The `token` parameter (percent-decoded) and the rest of the query string as it was.
+fn split_token(query: &str) -> (Option<String>, String) {
+    let mut token = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("token=") {
+            Some(value) => token = Some(percent_decode(value)),
+            None => rest.push(pair),
+        }
+    }
+    (token, rest.join("&"))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b as u8);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn login_page(why: &str, path: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover: token required</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:30em;margin:5em auto;color:#1f2933}}\
+input,button{{font:inherit;padding:4px 8px}}</style></head><body><main>\
+<h1>drover</h1><p>{}. Enter the controller's token (its <code>--token</code> / <code>DROVER_TOKEN</code>); \
+it is kept in a cookie for this browser.</p>\
+<form method=\"get\" action=\"{}\"><input type=\"password\" name=\"token\" autofocus \
+placeholder=\"token\"> <button type=\"submit\">Open</button></form></main></body></html>",
+        esc(why),
+        esc(path)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_header_cookie_or_query() {
+        let auth = Auth::new("s3cret");
+        let mut headers = HeaderMap::new();
+        assert!(!auth.accepts(&headers));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(auth.accepts(&headers));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
+        assert!(!auth.accepts(&headers));
+        let cookie = auth.set_cookie();
+        let pair = cookie.split(';').next().unwrap();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {pair}")).unwrap(),
+        );
+        assert!(auth.accepts(&headers));
+        assert!(
+            !pair.contains("s3cret"),
+            "the cookie does not hold the token"
+        );
+        assert_eq!(
+            split_token("a=1&token=s%33cret&b=2"),
+            (Some("s3cret".into()), "a=1&b=2".into())
+        );
+        assert_eq!(split_token(""), (None, String::new()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn open_apis_stay_on_loopback_unless_allowed() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(check_exposure(lo, None, false).is_ok());
+        assert!(
+            check_exposure(any, None, false)
+                .unwrap_err()
+                .contains("--token")
+        );
+        assert!(check_exposure(any, None, true).is_ok());
+        assert!(check_exposure(any, Some("t0ken"), false).is_ok());
+        assert!(check_exposure(lo, Some("has space"), false).is_err());
+        assert!(check_token("").is_err());
+    }
+}

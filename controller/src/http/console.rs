@@ -1,0 +1,185 @@
+//! The controller's console for one run: what it did with the run, one line per event, in time
+//! order. Rebuilt from the run's durable record (submission, every attempt's dispatch, claim and
+//! end, cache hits, skips, the run's end), so it survives restarts and costs nothing to keep.
+
+use crate::scheduler::{AttemptRecord, RunRecord, StepRecord, StepStatus};
+use std::fmt::Write as _;
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// The lines, oldest first, each starting with its RFC 3339 time.
+pub fn lines(run: &RunRecord) -> Vec<String> {
+    let mut events: Vec<(u64, usize, String)> = Vec::new();
+    let mut push = |at: u64, text: String| {
+        let order = events.len();
+        events.push((at, order, text));
+    };
+    let mut submitted = format!("received run {} of pipeline {:?}", run.run_id, run.name);
+    if let Some(by) = &run.submitted_by {
+        let _ = write!(submitted, " from {by}");
+    }
+    if !run.params.is_empty() {
+        let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(submitted, " with {}", params.join(" "));
+    }
+    push(run.created_at, submitted);
+    if run.pipeline.is_none() {
+        let error = run.error.as_deref().unwrap_or("invalid pipeline");
+        push(run.created_at, format!("rejected: {error}"));
+    } else if let Some(started) = run.started_at {
+        push(
+            started,
+            format!("validated: {} step(s), starting", run.steps.len()),
+        );
+    }
+    for step in &run.steps {
+        step_lines(step, &mut push);
+    }
+    if let Some(ended) = run.ended_at {
+        let mut end = format!("run {}", run.status.as_str());
+        if let (Some(start), true) = (run.started_at, run.pipeline.is_some()) {
+            let _ = write!(
+                end,
+                " after {:.1}s",
+                ended.saturating_sub(start) as f64 / 1000.0
+            );
+        }
+        if let Some(error) = &run.error {
+            let _ = write!(end, ": {error}");
+        }
+        push(ended, end);
+    }
+    events.sort_by_key(|(at, order, _)| (*at, *order));
+    events
+        .into_iter()
+        .map(|(at, _, text)| format!("{} {text}", time(at)))
+        .collect()
+}
+
+fn step_lines(step: &StepRecord, push: &mut impl FnMut(u64, String)) {
+    let name = &step.name;
+    for attempt in &step.attempts {
+        attempt_lines(name.as_str(), step, attempt, push);
+    }
+    let at = step.ended_at.or(step.started_at).unwrap_or_default();
+    match step.status {
+        StepStatus::Cached => {
+            let key = step.cache_key.as_deref().unwrap_or("-");
+            push(
+                at,
+                format!("step {name}: cache hit (key {key}), outputs reused, no job dispatched"),
+            );
+        }
+        StepStatus::Skipped => {
+            let why = step
+                .message
+                .as_deref()
+                .unwrap_or("a parent did not succeed");
+            push(at, format!("step {name}: skipped: {why}"));
+        }
+        StepStatus::Aborted if step.attempts.is_empty() => {
+            push(at, format!("step {name}: aborted before it was dispatched"));
+        }
+        _ => {}
+    }
+    if let (Some(retry_at), StepStatus::Pending) = (step.retry_at, step.status) {
+        push(
+            retry_at,
+            format!("step {name}: next attempt due (retry backoff)"),
+        );
+    }
+}
+
+fn attempt_lines(
+    name: &str,
+    step: &StepRecord,
+    a: &AttemptRecord,
+    push: &mut impl FnMut(u64, String),
+) {
+    let n = a.attempt;
+    let mut queued = format!("step {name}: attempt {n} published on queue {}", step.queue);
+    if let (Some(key), 1) = (&step.cache_key, n.0) {
+        let _ = write!(queued, " (cache key {key}, no hit)");
+    }
+    push(a.queued_at, queued);
+    if let Some(started) = a.started_at {
+        let agent = a.agent.as_ref().map_or("-".to_string(), |a| a.to_string());
+        push(
+            started,
+            format!("step {name}: attempt {n} claimed by agent {agent}"),
+        );
+    }
+    if let Some(ended) = a.ended_at {
+        let outcome = a.outcome.map_or("ended".to_string(), |o| {
+            serde_json::to_value(o)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_else(|| format!("{o:?}"))
+        });
+        let mut end = format!("step {name}: attempt {n} {outcome}");
+        if let Some(code) = a.exit_code {
+            let _ = write!(end, " (exit code {code})");
+        }
+        if let Some(started) = a.started_at {
+            let _ = write!(
+                end,
+                " after {:.1}s",
+                ended.saturating_sub(started) as f64 / 1000.0
+            );
+        }
+        if let Some(message) = &a.message {
+            let _ = write!(end, ": {message}");
+        }
+        push(ended, end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Event, SchedulerConfig, State, handle};
+    use drover_protocol::RunId;
+    use drover_protocol::message::Submit;
+    use drover_protocol::spec::PipelineSpec;
+
+    #[test]
+    fn a_submitted_run_tells_its_story_in_time_order() {
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+        });
+        let spec = PipelineSpec::from_toml(
+            "[pipeline]\nname = \"p\"\n[parameters]\nwho = { default = \"me\" }\n\
+             [[step]]\nname = \"a\"\ncommand = [\"true\"]\n",
+        )
+        .unwrap();
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec,
+            params: Default::default(),
+            submitted_by: Some("me@host".into()),
+        };
+        handle(&mut state, Event::Submit(submit), 1_000);
+        let lines = lines(&state.runs[&run_id]);
+        assert!(
+            lines[0].ends_with(&format!(
+                "received run {run_id} of pipeline \"p\" from me@host with who=me"
+            )),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].starts_with("1970-01-01T00:00:01.000Z"),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("step a: attempt 1 published on queue default")),
+            "{lines:?}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Every HTTP route of a token-protected controller against the real broker: 401 without the
+//! token, 404 for what does not exist, the event streams (run changes, the run view, a step's
+//! log) and the UI pages and assets.
+
+#![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
+
+mod auth;
+mod flow;
+mod server;

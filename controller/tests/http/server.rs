@@ -1,0 +1,220 @@
+//! A token-protected controller on port 0 in a fresh namespace, an HTTP client for it, and a
+//! reader of its server-sent events; the test itself plays the agent over the broker.
+
+use drover_controller::{Controller, ControllerConfig};
+use drover_protocol::amqp::{Broker, Consumer, Target};
+use drover_protocol::message::{AgentInfo, Message, StepJob, Submit};
+use drover_protocol::spec::PipelineSpec;
+use drover_protocol::{AgentId, Names, QueueName, RunId};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const TOKEN: &str = "t0ken-for-tests";
+pub const PIPELINE: &str = r#"
+[pipeline]
+name = "api"
+project = "http-tests"
+[parameters]
+who = { default = "world" }
+[[step]]
+name = "make"
+command = ["sh", "-c", "echo ${pipeline.who} > out.txt"]
+outputs = { out = "out.txt" }
+cache = true
+[[step]]
+name = "use"
+command = ["cat", "${make.out}"]
+"#;
+
+pub struct Server {
+    pub names: Names,
+    pub url: String,
+    pub broker: Broker,
+    pub http: reqwest::Client,
+    controller: Controller,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        let ns = format!("th{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let names = Names::new(&ns).unwrap();
+        let broker =
+            Broker::connect_with_retry(AMQP_URL, names.clone(), "test", Duration::from_secs(10))
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)");
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ControllerConfig::new(AMQP_URL, names.clone(), dir.path());
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.token = Some(TOKEN.into());
+        let shutdown = CancellationToken::new();
+        let controller = Controller::start(config, shutdown.clone()).await.unwrap();
+        Self {
+            names,
+            url: controller.url().to_string(),
+            broker,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            controller,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> (u16, Value) {
+        let resp = self.get(path).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn event(&self, msg: Message) {
+        let publisher = self.broker.publisher().await.unwrap();
+        publisher
+            .publish(&Target::Queue(self.names.events()), &msg)
+            .await
+            .unwrap();
+    }
+
+    pub async fn submit(&self) -> RunId {
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec: PipelineSpec::from_toml(PIPELINE).unwrap(),
+            params: BTreeMap::new(),
+            submitted_by: Some("http test".into()),
+        };
+        let publisher = self.broker.publisher().await.unwrap();
+        publisher
+            .publish(
+                &Target::Queue(self.names.services()),
+                &Message::Submit(submit),
+            )
+            .await
+            .unwrap();
+        run_id
+    }
+
+    pub async fn jobs(&self) -> Consumer {
+        let default = QueueName::new("default").unwrap();
+        self.broker.declare_user_queue(&default).await.unwrap();
+        self.broker
+            .consume(&self.names.user_queue(&default), 10)
+            .await
+            .unwrap()
+    }
+
+    /// An open event stream.
+    pub async fn stream(&self, path: &str) -> Events {
+        let resp = self.get(path).await;
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/event-stream",
+            "{path}"
+        );
+        Events {
+            body: resp.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.controller.wait())
+            .await
+            .expect("the controller stops within 10 s")
+            .unwrap();
+        let default = QueueName::new("default").unwrap();
+        let _ = self.broker.delete_namespace(&[default]).await;
+        self.broker.close().await;
+    }
+}
+
+/// Server-sent events as `(name, data)`, read from a streaming response.
+pub struct Events {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Events {
+    /// The next named event (keep-alive comments skipped), within 15 s.
+    pub async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let field = |name: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(str::to_string)
+                    };
+                    if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                        return (event, serde_json::from_str(&data).unwrap());
+                    }
+                    continue;
+                }
+                let chunk = self.body.next().await.expect("the stream ended").unwrap();
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("an event within 15 s")
+    }
+
+    /// Skips events until one named `name` satisfies `cond`.
+    pub async fn until(&mut self, name: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (event, data) = self.next().await;
+            if event == name && cond(&data) {
+                return data;
+            }
+        }
+    }
+}
+
+pub async fn next_job(consumer: &mut Consumer) -> StepJob {
+    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+        .await
+        .expect("a job within 15 s")
+        .unwrap()
+        .unwrap();
+    incoming.ack().await.unwrap();
+    match incoming.message.unwrap().1 {
+        Message::StepJob(job) => job,
+        other => panic!("expected a step job, got {other:?}"),
+    }
+}
+
+pub fn agent_info(busy: u32) -> AgentInfo {
+    AgentInfo {
+        id: AgentId::new("http-agent").unwrap(),
+        host: "here".into(),
+        pid: 1,
+        version: "0.1.0".into(),
+        queues: vec![QueueName::new("default").unwrap()],
+        slots: 2,
+        busy,
+        draining: false,
+    }
+}
