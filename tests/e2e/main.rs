@@ -8,6 +8,7 @@ mod browser;
 mod dead_letters;
 mod faults;
 mod functions;
+mod hosts;
 mod invalid;
 mod live;
 mod pipelines;
