@@ -93,12 +93,27 @@ pub struct ControllerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentOptions {
-    /// Queues to serve, in order of preference.
-    #[arg(long = "queue", short = 'q', default_value = "default")]
+    /// Queues to serve, in order of preference; `NAME:N` runs at most N steps from that queue
+    /// at once (`--queue gpu:1 --queue default`).
+    #[arg(
+        long = "queue",
+        short = 'q',
+        env = "DROVER_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Steps run at once per agent.
     #[arg(long, default_value_t = 2)]
     pub concurrency: u32,
+    /// Take jobs from the queues in turn instead of always from the first queue with work
+    /// (ClearML's --order-fairness).
+    #[arg(long, env = "DROVER_ORDER_FAIRNESS")]
+    pub order_fairness: bool,
+    /// Services mode: run every job as it arrives, with no slot limit (long-lived steps such as
+    /// servers or pipeline drivers); per-queue limits (`NAME:N`) still hold.
+    #[arg(long, env = "DROVER_SERVICES_MODE")]
+    pub services_mode: bool,
     /// Keep each step's workdir after it ends (for debugging).
     #[arg(long)]
     pub keep_workdirs: bool,

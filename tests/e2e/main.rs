@@ -11,5 +11,6 @@ mod functions;
 mod invalid;
 mod live;
 mod pipelines;
+mod queues;
 mod restart;
 mod seed;
