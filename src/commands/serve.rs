@@ -165,15 +165,13 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         .map(AgentId::new)
         .transpose()
         .context("bad --id")?;
-    let url_given = std::env::var_os("DROVER_URL").is_some()
-        || std::env::args().any(|a| a == "--url" || a.starts_with("--url="));
     let conf = agent_config(
         g,
         &args.options,
         work_dir.join("jobs"),
         work_dir.join("pyenv"),
         id,
-        url_given.then(|| g.url.clone()),
+        g.url_given.then(|| g.url.clone()),
     )?;
     let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(

@@ -5,6 +5,7 @@
 mod harness;
 
 mod browser;
+mod config;
 mod dead_letters;
 mod faults;
 mod functions;
