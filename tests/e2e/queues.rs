@@ -229,6 +229,21 @@ fn services_mode_runs_every_job_at_once_whatever_the_concurrency() {
         "{}",
         crate::harness::text(&table)
     );
+    // What KEDA scales on: running steps count, though they have left the broker's queue.
+    let queues = c.json(&["queues", "--json"]);
+    let default = queues["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "default"))
+        .unwrap_or_else(|| panic!("{queues}"));
+    assert_eq!(
+        (
+            &default["messages"],
+            &default["running_steps"],
+            &default["active_steps"]
+        ),
+        (&0.into(), &3.into(), &3.into()),
+        "{queues}"
+    );
     std::fs::write(&stop, b"").unwrap();
     succeeded(&c, &run);
 }
