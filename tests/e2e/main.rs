@@ -15,3 +15,4 @@ mod pipelines;
 mod queues;
 mod restart;
 mod seed;
+mod tls;
