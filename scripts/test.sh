@@ -16,4 +16,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
-.venv/bin/python -m pytest -q sdk/python/tests agent/harness
+.venv/bin/python -m pytest -q sdk/python/tests agent/harness deploy/tests
