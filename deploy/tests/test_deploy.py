@@ -155,16 +155,22 @@ def test_agents_get_longer_to_stop_than_their_drain():
             assert grace > int(drain.group(1)) * 60, deployment["metadata"]["name"]
 
 
+def tool(name):
+    """A command installed beside this Python (scripts/python-env.sh), else on PATH."""
+    exe = pathlib.Path(sys.executable).parent / name
+    found = str(exe) if exe.exists() else shutil.which(name)
+    assert found, f"{name} is missing: run scripts/python-env.sh"
+    return found
+
+
 def check_jsonschema():
-    exe = pathlib.Path(sys.executable).parent / "check-jsonschema"
-    return str(exe) if exe.exists() else shutil.which("check-jsonschema")
+    return tool("check-jsonschema")
 
 
 def test_compose_file_matches_the_compose_specification(tmp_path):
-    tool = check_jsonschema()
-    assert tool, "check-jsonschema is missing: run scripts/python-env.sh"
+    validator = check_jsonschema()
     compose = DEPLOY / "compose.yaml"
-    ok = subprocess.run([tool, "--builtin-schema", "vendor.compose-spec", str(compose)],
+    ok = subprocess.run([validator, "--builtin-schema", "vendor.compose-spec", str(compose)],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     doc = yaml.safe_load(compose.read_text())
@@ -175,7 +181,7 @@ def test_compose_file_matches_the_compose_specification(tmp_path):
     broken["services"]["agent"]["stop_grace_perod"] = "1m"
     bad = tmp_path / "compose.yaml"
     bad.write_text(yaml.safe_dump(broken))
-    failed = subprocess.run([tool, "--builtin-schema", "vendor.compose-spec", str(bad)],
+    failed = subprocess.run([validator, "--builtin-schema", "vendor.compose-spec", str(bad)],
                             capture_output=True, text=True)
     assert failed.returncode != 0 and "stop_grace_perod" in failed.stdout
 
@@ -196,7 +202,7 @@ def test_dockerfile_is_multi_stage_with_a_small_non_root_runtime():
     runtime = steps[[i for i, (op, _) in enumerate(steps) if op == "FROM"][1]:]
     copied = [rest for op, rest in runtime if op == "COPY"]
     assert copied == ["--from=build /out/drover /usr/local/bin/drover"], copied
-    assert any(op == "USER" and rest != "root" for op, rest in runtime)
+    assert any(op == "USER" and rest.split(":")[0] not in ("root", "0") for op, rest in runtime)
     assert any(op == "RUN" and "python3" in rest for op, rest in runtime)
     entry = json.loads([rest for op, rest in runtime if op == "ENTRYPOINT"][0])
     assert entry[-1] == "/usr/local/bin/drover"
@@ -222,3 +228,31 @@ def test_systemd_units_run_drover_with_a_drain_window():
     for unit in (agent, controller):
         assert unit["Install"]["WantedBy"] == "multi-user.target"
         assert "/etc/drover/drover.toml" in unit["Service"]["Environment"]
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile(tmp_path):
+    hadolint = tool("hadolint")
+    lint = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # It does lint: a root user and an unpinned pip install are reported.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:bookworm-slim\nUSER root\nRUN pip install uv\n")
+    lint = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True)
+    assert lint.returncode != 0 and "DL3002" in lint.stdout and "DL3013" in lint.stdout, lint.stdout
+
+
+def test_systemd_accepts_the_units(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    for unit in (DEPLOY / "systemd").glob("*.service"):
+        # verify wants the binary to exist; everything else is checked as written.
+        name = unit.name.replace("@.", "@default.")
+        (tmp_path / name).write_text(unit.read_text().replace("/usr/local/bin/drover", "/bin/true"))
+        out = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True)
+        assert out.returncode == 0 and not out.stderr.strip(), f"{unit.name}: {out.stderr}"
+    # A misspelt directive is reported.
+    typo = tmp_path / "typo.service"
+    typo.write_text("[Service]\nExecStart=/bin/true\nRestartSecs=2\n")
+    out = subprocess.run([analyze, "verify", str(typo)], capture_output=True, text=True)
+    assert "RestartSecs" in out.stderr, out.stderr
