@@ -85,7 +85,8 @@ impl Cluster {
         for q in queues {
             args.push("--queue".into());
             args.push(q.to_string());
-            self.queues.push(q.split(':').next().unwrap_or(q).to_string());
+            self.queues
+                .push(q.split(':').next().unwrap_or(q).to_string());
         }
         self.start_controller_with(&args);
     }

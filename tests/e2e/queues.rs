@@ -247,3 +247,35 @@ fn services_mode_runs_every_job_at_once_whatever_the_concurrency() {
     std::fs::write(&stop, b"").unwrap();
     succeeded(&c, &run);
 }
+
+#[test]
+fn python_steps_take_their_priority_from_the_sdk() {
+    let (mut c, log) = controller_only();
+    let code = format!(
+        r#"
+from drover import PipelineController
+
+def mark(name, log):
+    with open(log, "a") as f:
+        f.write(name + "\n")
+
+pipe = PipelineController(name="prio", project="e2e", version="1")
+pipe.set_default_execution_queue("default")
+for name, priority in [("p0", None), ("p9", 9), ("p5", 5)]:
+    pipe.add_function_step(name=name, function=mark, priority=priority,
+                           function_kwargs=dict(name=name, log={log:?}))
+pipe.start()
+"#,
+        log = log.display().to_string()
+    );
+    // A file, not -c: the SDK ships each function's source, which it reads from the file.
+    let script = c.dir.path().join("prio.py");
+    std::fs::write(&script, code).unwrap();
+    let out = c.python(&[script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out));
+    wait_for_depth(&c, "default", 3);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    let out = c.drover(&["wait", "latest"]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out));
+    assert_eq!(lines(&log), ["p9", "p5", "p0"]);
+}
