@@ -95,6 +95,7 @@ def test_every_agent_deployment_scales_to_zero_on_its_first_queue():
         assert len(api) == 1, name
         assert f'name=="{queue}"' in api[0]["metadata"]["valueLocation"]
         assert api[0]["metadata"]["valueLocation"].endswith(".active_steps")
+        assert api[0]["metadata"]["url"].endswith(f"/api/v1/queues?queue={queue}")
         for trigger in spec["triggers"]:
             assert trigger["authenticationRef"]["name"] in auths
 

@@ -244,6 +244,14 @@ fn services_mode_runs_every_job_at_once_whatever_the_concurrency() {
         (&0.into(), &3.into(), &3.into()),
         "{queues}"
     );
+    // A queue no step used yet is listed when asked for, with zeros (KEDA's query for a
+    // Deployment at zero must find a number).
+    let unused: Value = serde_json::from_str(&c.http_get("/api/v1/queues?queue=unused")).unwrap();
+    let entry = unused["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "unused"))
+        .unwrap_or_else(|| panic!("{unused}"));
+    assert_eq!(entry["active_steps"], 0, "{unused}");
     std::fs::write(&stop, b"").unwrap();
     succeeded(&c, &run);
 }

@@ -190,10 +190,25 @@ struct QueueView {
     warning: Option<String>,
 }
 
-pub async fn queues(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+#[derive(Debug, Deserialize)]
+pub struct QueuesQuery {
+    /// A queue to list even when no step has used it yet, so an autoscaler's query for it
+    /// always finds a number (0) rather than nothing.
+    queue: Option<String>,
+}
+
+pub async fn queues(
+    State(app): State<App>,
+    Query(q): Query<QueuesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     // queue -> (waiting, running)
     let mut steps: BTreeMap<QueueName, (usize, usize)> =
         BTreeMap::from([(services_queue(), (0, 0))]);
+    if let Some(name) = q.queue {
+        let queue = QueueName::new(name.as_str())
+            .map_err(|e| ApiError::bad_request(format!("bad ?queue={name:?}: {e}")))?;
+        steps.insert(queue, (0, 0));
+    }
     for run in app.store.runs()? {
         for step in &run.steps {
             let n = steps.entry(step.queue.clone()).or_default();
