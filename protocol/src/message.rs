@@ -176,6 +176,12 @@ pub struct AgentInfo {
     pub busy: u32,
     #[serde(default)]
     pub draining: bool,
+    /// CPUs the agent's machine has (0 when unknown).
+    #[serde(default)]
+    pub cpus: u32,
+    /// Memory of the agent's machine in MiB (0 when unknown).
+    #[serde(default)]
+    pub memory_mib: u64,
 }
 
 /// Agent -> controller, every few seconds: renews the leases of every running attempt.

@@ -126,6 +126,8 @@ fn samples() -> Vec<Message> {
                 slots: 4,
                 busy: 1,
                 draining: false,
+                cpus: 2,
+                memory_mib: 4096,
             },
             running: vec![AttemptRef {
                 run_id: run(),

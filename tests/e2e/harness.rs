@@ -148,11 +148,15 @@ impl Cluster {
     }
 
     fn spawn(&mut self, label: &str, args: &[String]) {
+        let mut cmd = self.command();
+        cmd.args(args);
+        self.spawn_command(label, cmd);
+    }
+
+    fn spawn_command(&mut self, label: &str, mut cmd: Command) {
         let log =
             std::fs::File::create(self.dir.path().join(format!("{label}.log"))).expect("log file");
-        let child = self
-            .command()
-            .args(args)
+        let child = cmd
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
@@ -254,7 +258,34 @@ impl Cluster {
 
     /// A `drover` command with this cluster's namespace and URL.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(drover_bin());
+        self.command_of(Command::new(drover_bin()))
+    }
+
+    /// `drover agent` in a test host's network namespace, reaching the broker and the
+    /// controller through `gateway` (where the test network forwards their ports).
+    pub fn start_agent_in(&mut self, netns: &str, gateway: &str, id: &str, extra: &[&str]) {
+        let via = |url: &str| url.replacen("127.0.0.1", gateway, 1);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, drover_bin()]);
+        let mut cmd = self.command_of(cmd);
+        cmd.env("DROVER_AMQP_URL", via(&self.amqp))
+            .env("DROVER_URL", via(&self.url))
+            .args([
+                "agent",
+                "--id",
+                id,
+                "--queue",
+                "default",
+                "--python-env",
+                "system",
+            ])
+            .arg("--work-dir")
+            .arg(self.dir.path().join(id))
+            .args(extra);
+        self.spawn_command(id, cmd);
+    }
+
+    fn command_of(&self, mut cmd: Command) -> Command {
         cmd.env("DROVER_NAMESPACE", &self.ns)
             .env("DROVER_AMQP_URL", &self.amqp)
             .env_remove("DROVER_DATA_DIR")

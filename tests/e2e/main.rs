@@ -9,6 +9,7 @@ mod config;
 mod dead_letters;
 mod faults;
 mod functions;
+mod hosts;
 mod invalid;
 mod live;
 mod pipelines;

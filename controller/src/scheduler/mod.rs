@@ -55,6 +55,13 @@ impl Effects {
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.agents.is_empty() && self.actions.is_empty()
     }
+
+    /// Adds the effects of a later event: records changed by either, actions in order.
+    pub fn merge(&mut self, later: Effects) {
+        self.runs.extend(later.runs);
+        self.agents.extend(later.agents);
+        self.actions.extend(later.actions);
+    }
 }
 
 /// What every handler needs besides the run it works on.
