@@ -19,4 +19,4 @@ else
   cargo test --workspace --no-fail-fast -- --skip hosts::
   cargo test --test e2e --no-fail-fast -- --test-threads 1 hosts::
 fi
-.venv/bin/python -m pytest -q sdk/python/tests agent/harness
+.venv/bin/python -m pytest -q sdk/python/tests agent/harness deploy/tests

@@ -14,7 +14,11 @@ fn info(shared: &Shared, busy: u32) -> AgentInfo {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         queues: shared.config.queues.clone(),
-        slots: shared.config.concurrency,
+        slots: if shared.config.services_mode {
+            0
+        } else {
+            shared.config.concurrency
+        },
         busy,
         draining: shared.draining.load(Ordering::Relaxed),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),

@@ -287,7 +287,11 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
                 str_field(a, "id"),
                 str_field(a, "host"),
                 queues.join(","),
-                format!("{}/{}", str_field(a, "busy"), str_field(a, "slots")),
+                match a.get("slots").and_then(Value::as_u64) {
+                    // 0 slots: services mode, no limit.
+                    Some(0) => format!("{}/unlimited", str_field(a, "busy")),
+                    _ => format!("{}/{}", str_field(a, "busy"), str_field(a, "slots")),
+                },
                 resources(a),
                 state.to_string(),
                 ago(a.get("last_seen").and_then(Value::as_u64)),

@@ -5,6 +5,7 @@
 mod harness;
 
 mod browser;
+mod config;
 mod dead_letters;
 mod faults;
 mod functions;
@@ -12,5 +13,7 @@ mod hosts;
 mod invalid;
 mod live;
 mod pipelines;
+mod queues;
 mod restart;
 mod seed;
+mod tls;
