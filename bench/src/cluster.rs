@@ -207,6 +207,17 @@ impl Cluster {
         Ok(Some(resp.json().await?))
     }
 
+    /// `GET /api/v1/runs`: every run's summary, newest first.
+    pub async fn runs(&self) -> Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/runs", self.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(resp.json().await?)
+    }
+
     /// Whether the controller serves the run yet (the body is not read).
     pub async fn run_exists(&self, run: &str) -> Result<bool> {
         let resp = self
