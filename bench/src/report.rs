@@ -106,6 +106,8 @@ pub struct Machine {
     pub python: String,
     pub drover_commit: String,
     pub build_profile: String,
+    /// `/proc/loadavg` when the report is written: other work on the machine skews the figures.
+    pub load_average: String,
 }
 
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
@@ -150,6 +152,9 @@ impl Machine {
             drover_commit: command_line("git", &["rev-parse", "--short", "HEAD"])
                 .unwrap_or_else(unknown),
             build_profile: build_profile.to_string(),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|_| unknown()),
         }
     }
 }
@@ -170,7 +175,7 @@ impl Report {
         let mut out = format!(
             "# drover benchmarks ({} mode)\n\n\
              {} cores ({}), {} GiB RAM, Linux {}, {}, RabbitMQ {}, {}, drover {} ({} build); \
-             started {}, took {:.0} s.\n\n",
+             started {}, took {:.0} s; load average at the end {} (1/5/15 min).\n\n",
             self.mode,
             m.cores,
             m.cpu,
@@ -182,7 +187,8 @@ impl Report {
             m.drover_commit,
             m.build_profile,
             self.started_at,
-            self.duration_s
+            self.duration_s,
+            m.load_average
         );
         out.push_str(
             "| # | figure | n | min | median | max | limit (same run) | ratio | goal | met |\n",

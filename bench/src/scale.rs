@@ -300,7 +300,7 @@ pub async fn run(
         );
         if !p.finished {
             note.push_str(&format!(
-                " (stopped at the {budget:?} budget; later steps cost more)"
+                " (stopped at the {budget:?} budget: these are the first steps, while nearly every step is still pending)"
             ));
         }
         match base_per_step {
