@@ -8,7 +8,8 @@ use super::{
 use crate::cache::cache_key;
 use drover_protocol::message::{JobInput, JobSpec, StepJob};
 use drover_protocol::validate::Step;
-use drover_protocol::{AgentId, AttemptNo, RunId};
+use drover_protocol::{AgentId, AttemptNo, RunId, StepName};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The lease ran out: the agent is presumed gone. An abort in flight ends as aborted, not retried.
@@ -93,23 +94,33 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
         return false;
     };
     let mut changed = false;
+    // Step index by name, built only when a waiting step has parents to look up.
+    let mut index: Option<HashMap<&StepName, usize>> = None;
     // Parents come first, so one pass settles chains of cache hits and skips.
     for (i, spec) in pipeline.steps.iter().enumerate() {
         if steps[i].status != StepStatus::Pending || steps[i].retry_at.is_some() {
             continue;
         }
-        let parents: Vec<&StepRecord> = steps
-            .iter()
-            .filter(|s| spec.parents.contains(&s.name))
-            .collect();
-        if let Some(p) = parents
-            .iter()
+        let index = index.get_or_insert_with(|| {
+            pipeline
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(j, s)| (&s.name, j))
+                .collect()
+        });
+        let parents = || {
+            spec.parents
+                .iter()
+                .filter_map(|p| index.get(p).map(|&j| &steps[j]))
+        };
+        let blocked = parents()
             .find(|p| p.status.is_terminal() && !p.status.is_done())
-        {
-            let why = format!("parent {} {}", p.name, p.status.as_str());
+            .map(|p| format!("parent {} {}", p.name, p.status.as_str()));
+        if let Some(why) = blocked {
             end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
             changed = true;
-        } else if parents.iter().all(|p| p.status.is_done()) {
+        } else if parents().all(|p| p.status.is_done()) {
             make_ready(run_id, spec, steps, i, ctx);
             changed = true;
         }

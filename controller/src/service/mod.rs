@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+/// Most publishes awaiting their confirms at once.
+const PUBLISH_WINDOW: usize = 512;
 /// Most events applied before their changes are persisted together.
 const MAX_BATCH: usize = 256;
 /// How often leases and due retries are checked.
@@ -179,35 +181,46 @@ impl Owner {
             }
         }
         self.store.flush().await?;
-        for action in fx.actions {
-            if let Err(e) = self.publish(&action).await {
-                self.publish_failed(action, e);
+        self.publish_all(fx.actions).await;
+        Ok(())
+    }
+
+    /// Declares the queues the actions need, then publishes them all at once so their confirms
+    /// overlap (a 10,000-job fan-out waits for one round of confirms, not 10,000 in a row).
+    async fn publish_all(&mut self, actions: Vec<Action>) {
+        let mut ready = Vec::with_capacity(actions.len());
+        for action in actions {
+            match self.declare_for(&action).await {
+                Ok(()) => ready.push(action),
+                Err(e) => self.publish_failed(action, e),
             }
+        }
+        for chunk in ready.chunks(PUBLISH_WINDOW) {
+            let sends = chunk
+                .iter()
+                .map(|a| send(&self.publisher, self.broker.names(), a));
+            let results = futures_util::future::join_all(sends).await;
+            for (action, result) in chunk.iter().zip(results) {
+                if let Err(e) = result {
+                    self.publish_failed(action.clone(), e);
+                }
+            }
+        }
+    }
+
+    async fn declare_for(&mut self, action: &Action) -> Result<(), AmqpError> {
+        if let Action::Dispatch { queue, .. } = action
+            && !self.declared.contains(queue)
+        {
+            self.broker.declare_user_queue(queue).await?;
+            self.declared.insert(queue.clone());
         }
         Ok(())
     }
 
     async fn publish(&mut self, action: &Action) -> Result<(), AmqpError> {
-        match action {
-            Action::Dispatch { queue, job } => {
-                if !self.declared.contains(queue) {
-                    self.broker.declare_user_queue(queue).await?;
-                    self.declared.insert(queue.clone());
-                }
-                let target = Target::Queue(self.names().user_queue(queue));
-                let priority = job.job.priority;
-                self.publisher
-                    .publish_with_priority(&target, &Message::StepJob((**job).clone()), priority)
-                    .await
-            }
-            Action::Cancel { agent, cancel } => {
-                let target = Target::Control(agent_routing_key(agent));
-                self.publisher
-                    .publish(&target, &Message::Cancel(cancel.clone()))
-                    .await
-            }
-            Action::CacheInsert { .. } => Ok(()),
-        }
+        self.declare_for(action).await?;
+        send(&self.publisher, self.broker.names(), action).await
     }
 
     fn publish_failed(&mut self, action: Action, error: AmqpError) {
@@ -302,5 +315,25 @@ impl Owner {
                 Err(e) => tracing::debug!("cannot read the stats of queue {broker_queue}: {e}"),
             }
         }
+    }
+}
+
+/// Publishes one action's message.
+async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(), AmqpError> {
+    match action {
+        Action::Dispatch { queue, job } => {
+            let target = Target::Queue(names.user_queue(queue));
+            let msg = Message::StepJob((**job).clone());
+            publisher
+                .publish_with_priority(&target, &msg, job.job.priority)
+                .await
+        }
+        Action::Cancel { agent, cancel } => {
+            let target = Target::Control(agent_routing_key(agent));
+            publisher
+                .publish(&target, &Message::Cancel(cancel.clone()))
+                .await
+        }
+        Action::CacheInsert { .. } => Ok(()),
     }
 }
