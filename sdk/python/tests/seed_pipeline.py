@@ -1,42 +1,18 @@
-"""The seed pipeline (ClearML's pipeline-from-functions example, described in the seed notes) as a
-module the tests can build without submitting."""
+"""The seed pipeline (examples/pipeline_from_functions.py) as a module the tests can build without
+submitting: the same step functions, imported from the example."""
+import importlib.util
+import os
+
 from drover import PipelineController
 
-
-def step_one(pickle_data_url):
-    import pickle
-    import sklearn  # noqa: F401  (the pickled data set is a scikit-learn Bunch)
-    import pandas as pd
-    from drover import StorageManager
-
-    pickle_data_url = pickle_data_url or "https://example.invalid/iris_dataset.pkl"
-    local_iris_pkl = StorageManager.get_local_copy(remote_url=pickle_data_url)
-    with open(local_iris_pkl, "rb") as f:
-        iris = pickle.load(f)
-    data_frame = pd.DataFrame(iris["data"], columns=iris["feature_names"])
-    data_frame.columns += ["target"]
-    data_frame["target"] = iris["target"]
-    return data_frame
-
-
-def step_two(data_frame, test_size=0.2, random_state=42):
-    from sklearn.model_selection import train_test_split
-
-    y = data_frame["target"]
-    X = data_frame[(c for c in data_frame.columns if c != "target")]
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_size, random_state=random_state
-    )
-    return X_train, X_test, y_train, y_test
-
-
-def step_three(data):
-    from sklearn.linear_model import LogisticRegression
-
-    X_train, X_test, y_train, y_test = data
-    model = LogisticRegression(solver="liblinear", multi_class="auto")
-    model.fit(X_train, y_train)
-    return model
+_EXAMPLE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "examples",
+    "pipeline_from_functions.py",
+)
+_spec = importlib.util.spec_from_file_location("pipeline_from_functions", _EXAMPLE)
+_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_example)
+step_one, step_two, step_three = _example.step_one, _example.step_two, _example.step_three
 
 
 def build(url):
