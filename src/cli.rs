@@ -89,6 +89,13 @@ pub struct ControllerArgs {
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+    /// Where artifacts live: `local` (<data-dir>/blobs, moved through the HTTP API) or
+    /// `s3://bucket[/prefix]` (agents move them straight to the bucket; credentials from AWS_*).
+    #[arg(long, env = "DROVER_ARTIFACT_STORE", default_value = "local")]
+    pub artifact_store: drover_storage::StoreLocation,
+    /// The S3 API endpoint of an S3-compatible server (MinIO, Ceph, ...); default: AWS.
+    #[arg(long, env = "DROVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

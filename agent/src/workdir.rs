@@ -78,6 +78,7 @@ mod tests {
             },
             controller_url: String::new(),
             lease_ms: 1000,
+            artifact_store: None,
         }
     }
 

@@ -184,6 +184,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\ncache = true\n",
@@ -219,6 +220,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let mut ids = Vec::new();
         for _ in 0..3 {

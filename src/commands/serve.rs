@@ -8,12 +8,21 @@ use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
 use drover_agent::{Agent, AgentConfig};
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{AgentId, QueueName};
+use drover_storage::StoreLocation;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConfig> {
+    let artifact_store = match &args.artifact_store {
+        StoreLocation::Local => StoreLocation::Local,
+        StoreLocation::S3(s3) => StoreLocation::S3(
+            s3.clone()
+                .with_endpoint(args.s3_endpoint.clone())?
+                .with_region(aws_region()),
+        ),
+    };
     Ok(ControllerConfig {
         amqp_url: g.amqp_url.clone(),
         names: names(g)?,
@@ -23,7 +32,16 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         lease: args.lease,
         token: g.token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
+        artifact_store,
+        s3_settings: Vec::new(),
     })
+}
+
+/// The region the controller's environment names, passed on to agents with the bucket.
+fn aws_region() -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
 }
 
 fn agent_config(
