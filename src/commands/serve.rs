@@ -1,7 +1,9 @@
 //! Long-running services: `drover up`, `drover controller`, `drover agent`.
 
 use super::names;
-use crate::cli::{AgentArgs, AgentOptions, ControllerArgs, Global, PythonEnv, UpArgs};
+use crate::cli::{
+    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, UpArgs,
+};
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
 use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
@@ -51,6 +53,7 @@ fn agent_config(
     env_root: PathBuf,
     id: Option<AgentId>,
     controller_url: Option<String>,
+    s3_endpoint: Option<String>,
 ) -> Result<AgentConfig> {
     let queues = options
         .queues
@@ -80,6 +83,11 @@ fn agent_config(
         },
         id,
         token: g.token.clone(),
+        artifact_transfer: match options.artifact_transfer {
+            ArtifactTransfer::Direct => drover_agent::ArtifactTransfer::Direct,
+            ArtifactTransfer::Controller => drover_agent::ArtifactTransfer::Controller,
+        },
+        s3_endpoint,
     })
 }
 
@@ -117,6 +125,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             data_dir.join("pyenv"),
             None,
             Some(url.clone()),
+            None,
         )?;
         agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
@@ -166,6 +175,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         work_dir.join("pyenv"),
         id,
         url_given.then(|| g.url.clone()),
+        args.s3_endpoint.clone(),
     )?;
     let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(
