@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod artifacts;
 mod browser;
 mod dead_letters;
 mod faults;
