@@ -35,9 +35,16 @@ pub struct Global {
     /// Namespace: isolates queues of tests or tenants sharing one broker.
     #[arg(long, env = "DROVER_NAMESPACE", default_value = drover_protocol::names::DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
-    /// More log output (-v, -vv).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    /// Configuration file (default: ./drover.toml when it exists); flags and environment
+    /// variables override it. See `drover config show`.
+    #[arg(long, env = "DROVER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// More log output (-v, -vv; DROVER_VERBOSE=2); `DROVER_LOG` takes a full filter instead.
+    #[arg(short, long, action = clap::ArgAction::Count, env = "DROVER_VERBOSE", global = true)]
     pub verbose: u8,
+    /// Whether `--url` was given (flag, environment or file) rather than defaulted.
+    #[arg(skip)]
+    pub url_given: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +76,18 @@ pub enum Command {
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
     Queues(ListArgs),
+    /// The effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Every setting of the controller, agent and `up`, its value and where it came from
+    /// (flag, environment, file, default); secrets masked.
+    Show(ListArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,14 +119,29 @@ pub struct ControllerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentOptions {
-    /// Queues to serve, in order of preference.
-    #[arg(long = "queue", short = 'q', default_value = "default")]
+    /// Queues to serve, in order of preference; `NAME:N` runs at most N steps from that queue
+    /// at once (`--queue gpu:1 --queue default`).
+    #[arg(
+        long = "queue",
+        short = 'q',
+        env = "DROVER_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Steps run at once per agent.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "DROVER_CONCURRENCY", default_value_t = 2)]
     pub concurrency: u32,
+    /// Take jobs from the queues in turn instead of always from the first queue with work
+    /// (ClearML's --order-fairness).
+    #[arg(long, env = "DROVER_ORDER_FAIRNESS")]
+    pub order_fairness: bool,
+    /// Services mode: run every job as it arrives, with no slot limit (long-lived steps such as
+    /// servers or pipeline drivers); per-queue limits (`NAME:N`) still hold.
+    #[arg(long, env = "DROVER_SERVICES_MODE")]
+    pub services_mode: bool,
     /// Keep each step's workdir after it ends (for debugging).
-    #[arg(long)]
+    #[arg(long, env = "DROVER_KEEP_WORKDIRS")]
     pub keep_workdirs: bool,
     /// How Python function steps get their interpreter.
     #[arg(long, value_enum, env = "DROVER_PYTHON_ENV", default_value = "venv")]
@@ -116,7 +150,7 @@ pub struct AgentOptions {
     #[arg(long, env = "DROVER_PYTHON", default_value = "python3")]
     pub python: String,
     /// How long a draining agent waits for running steps before killing them.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
     /// How artifacts travel when the controller keeps them in a bucket.
     #[arg(
@@ -152,7 +186,7 @@ pub struct AgentArgs {
     #[arg(long, env = "DROVER_WORK_DIR", default_value = "drover-work")]
     pub work_dir: PathBuf,
     /// Agent id (default: <host>-<pid>-<random>).
-    #[arg(long)]
+    #[arg(long, env = "DROVER_AGENT_ID")]
     pub id: Option<String>,
     /// The S3 endpoint as this host reaches it (default: the one the controller names in jobs).
     #[arg(long, env = "DROVER_S3_ENDPOINT")]
@@ -166,7 +200,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub agent: AgentOptions,
     /// Number of in-process agents.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "DROVER_AGENTS", default_value_t = 1)]
     pub agents: u32,
 }
 

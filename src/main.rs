@@ -3,16 +3,23 @@
 mod cli;
 mod client;
 mod commands;
+mod config;
 mod output;
 mod signals;
 mod sse;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    init_tracing(cli.global.verbose);
+    let loaded = match config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(config::LoadError::Clap(e)) => e.exit(),
+        Err(config::LoadError::File(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(loaded.cli.global.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -20,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    match runtime.block_on(commands::dispatch(loaded)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -2,6 +2,7 @@
 
 use crate::pyenv::PyEnvConfig;
 use drover_protocol::{AgentId, Names, QueueName};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +13,15 @@ pub struct AgentConfig {
     pub names: Names,
     /// Queues to serve, in order of preference; at least one.
     pub queues: Vec<QueueName>,
-    /// Steps run at once; at least 1.
+    /// At most this many steps from a queue at once (`--queue gpu:1`); unlisted queues share
+    /// the agent's slots without a limit of their own.
+    pub queue_limits: BTreeMap<QueueName, u32>,
+    /// Which queue a free slot takes its next job from.
+    pub order: QueueOrder,
+    /// Steps run at once; at least 1. Ignored in services mode.
     pub concurrency: u32,
+    /// Services mode: run every job as it comes, with no slot limit (long-lived steps).
+    pub services_mode: bool,
     /// Parent of per-job workdirs.
     pub work_dir: PathBuf,
     pub keep_workdirs: bool,
@@ -46,12 +54,43 @@ pub enum ArtifactTransfer {
     Controller,
 }
 
+/// How an agent picks among its queues when several have jobs waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// The first queue (in the order given) with a job waiting wins.
+    #[default]
+    Priority,
+    /// The queues take turns: after a job from one queue, the next ones are preferred
+    /// (ClearML's `--order-fairness`).
+    RoundRobin,
+}
+
 impl AgentConfig {
+    /// The queue's own limit, if it has one.
+    pub fn queue_limit(&self, queue: &QueueName) -> Option<u32> {
+        self.queue_limits.get(queue).copied()
+    }
+
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             !self.queues.is_empty(),
             "an agent needs at least one --queue"
         );
+        for (queue, limit) in &self.queue_limits {
+            anyhow::ensure!(
+                self.queues.contains(queue),
+                "queue limit for {queue}, which this agent does not serve"
+            );
+            anyhow::ensure!(
+                *limit >= 1 && *limit <= u32::from(u16::MAX),
+                "the limit of queue {queue} must be between 1 and {}, not {limit}",
+                u16::MAX
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for queue in &self.queues {
+            anyhow::ensure!(seen.insert(queue), "queue {queue} is listed twice");
+        }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(
             self.concurrency <= u32::from(u16::MAX),

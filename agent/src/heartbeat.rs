@@ -14,10 +14,28 @@ fn info(shared: &Shared, busy: u32) -> AgentInfo {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         queues: shared.config.queues.clone(),
-        slots: shared.config.concurrency,
+        slots: if shared.config.services_mode {
+            0
+        } else {
+            shared.config.concurrency
+        },
         busy,
         draining: shared.draining.load(Ordering::Relaxed),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
+        memory_mib: memory_mib(),
     }
+}
+
+/// `MemTotal` from /proc/meminfo, in MiB; 0 when it cannot be read.
+fn memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024)
+        })
+        .unwrap_or(0)
 }
 
 /// Publishes one heartbeat now.

@@ -5,6 +5,7 @@
 //! limit), [`heartbeat`] and [`control`] (cancellation); each job runs in [`job`].
 
 mod artifacts;
+mod claim;
 mod config;
 mod control;
 mod heartbeat;
@@ -13,9 +14,10 @@ mod logstream;
 mod process;
 pub mod pyenv;
 mod serve;
+mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
 
 use anyhow::Context;
 use drover_protocol::AgentId;
@@ -143,10 +145,10 @@ impl Agent {
         tracker.spawn(control::listen(shared.clone(), control, stopped));
         tracker.close();
         tracing::info!(
-            "agent {} serving {:?} with {} slot(s)",
+            "agent {} serving {:?} with {}",
             shared.id,
             shared.config.queues,
-            shared.config.concurrency
+            slots::describe(&shared.config)
         );
         Ok(Agent { shared, tracker })
     }

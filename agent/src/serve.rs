@@ -1,16 +1,40 @@
-//! Queue consumption within the slot limit: claim a job (publish `Claimed`, then ack), run it,
+//! Queue consumption within the slot limits: claim a job (publish `Claimed`, then ack), run it,
 //! and never hold more jobs than free slots so idle agents elsewhere can take the rest.
+//!
+//! A queue's consumer is open only while both the agent and that queue have a free slot;
+//! closing it hands back what the broker sent ahead. Among queues with a job ready, the first
+//! in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
+//! ([`QueueOrder::RoundRobin`]).
 
+use crate::claim::claim;
+use crate::config::QueueOrder;
+use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, heartbeat, job};
-use drover_protocol::amqp::{Consumer, Incoming, Target};
-use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
+use drover_protocol::amqp::{Consumer, Incoming};
+use drover_protocol::message::{AttemptRef, StepJob};
 use futures_util::future::select_all;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// One consumer per queue of the agent, in its order; `None` while closed.
+struct Consumers {
+    open: Vec<Option<Consumer>>,
+    /// The queue preferred next under round-robin order.
+    next_turn: usize,
+}
+
+/// What waiting for a job gave.
+enum Next {
+    Job(Box<Incoming>, usize),
+    /// A consumer ended (broker connection lost?).
+    Lost,
+    /// A slot was freed: another queue may be allowed now.
+    Freed,
+    Shutdown,
+}
 
 /// Serves the queues until `shutdown`, then drains and cancels `stopped`.
 pub async fn serve(
@@ -19,54 +43,62 @@ pub async fn serve(
     shutdown: CancellationToken,
     stopped: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.config.concurrency as usize));
-    let mut consumers: Vec<Consumer> = Vec::new();
+    let slots = Slots::new(&shared.config);
+    let mut consumers = Consumers {
+        open: shared.config.queues.iter().map(|_| None).collect(),
+        next_turn: 0,
+    };
     let mut backoff = Duration::from_millis(200);
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
-        };
-        if consumers.is_empty() {
-            match open(&shared).await {
-                Ok(c) => consumers = c,
-                Err(e) => {
-                    tracing::error!("cannot consume the job queues: {e}; retrying in {backoff:?}");
-                    drop(permit);
-                    if pause(&shutdown, &mut backoff).await {
-                        break;
-                    }
-                    continue;
-                }
-            }
+    'serve: loop {
+        // Full: give back what the broker sent ahead so other agents can run it.
+        if slots.agent_full() {
+            consumers.close_all().await;
         }
-        let next = tokio::select! {
-            next = next_delivery(&mut consumers) => next,
+        let agent_slot = tokio::select! {
+            p = slots.agent_slot() => match p { Some(p) => p, None => break },
             _ = shutdown.cancelled() => break,
         };
-        match next {
-            Some(incoming) => {
-                backoff = Duration::from_millis(200);
-                if let Some(job) = claim(&shared, &incoming).await {
-                    start(&shared, &jobs, job, permit);
-                }
-            }
-            None => {
-                tracing::error!("a job queue consumer ended (broker connection lost?); reopening");
-                close(&mut consumers).await;
-                drop(permit);
+        loop {
+            if let Err(e) = consumers.sync(&shared, &slots).await {
+                tracing::error!("cannot consume the job queues: {e}; retrying in {backoff:?}");
+                consumers.close_all().await;
                 if pause(&shutdown, &mut backoff).await {
-                    break;
+                    break 'serve;
                 }
                 continue;
             }
-        }
-        // Full: give back what the broker sent ahead so other agents can run it.
-        if slots.available_permits() == 0 {
-            close(&mut consumers).await;
+            match consumers
+                .next(&shared.config.order, &slots, &shutdown)
+                .await
+            {
+                Next::Job(incoming, i) => {
+                    backoff = Duration::from_millis(200);
+                    let Some(guard) = slots.take(i, agent_slot) else {
+                        // Cannot happen: a full queue's consumer is closed. Hand it back.
+                        let _ = incoming.requeue().await;
+                        break;
+                    };
+                    if let Some(job) = claim(&shared, &incoming).await {
+                        consumers.took_from(i);
+                        start(&shared, &jobs, job, guard);
+                    }
+                    break;
+                }
+                Next::Freed => continue,
+                Next::Lost => {
+                    tracing::error!(
+                        "a job queue consumer ended (broker connection lost?); reopening"
+                    );
+                    consumers.close_all().await;
+                    if pause(&shutdown, &mut backoff).await {
+                        break 'serve;
+                    }
+                }
+                Next::Shutdown => break 'serve,
+            }
         }
     }
-    close(&mut consumers).await;
+    consumers.close_all().await;
     drain(&shared, jobs).await;
     stopped.cancel();
 }
@@ -81,130 +113,100 @@ async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     }
 }
 
-async fn open(shared: &Shared) -> Result<Vec<Consumer>, drover_protocol::amqp::AmqpError> {
-    let prefetch = u16::try_from(shared.config.concurrency).unwrap_or(u16::MAX);
-    let mut consumers = Vec::new();
-    for q in &shared.config.queues {
-        consumers.push(
-            shared
-                .broker
-                .consume(&shared.config.names.user_queue(q), prefetch)
-                .await?,
-        );
+impl Consumers {
+    /// Queue indexes from the most to the least preferred.
+    fn preference(&self, order: &QueueOrder) -> Vec<usize> {
+        let n = self.open.len();
+        match order {
+            QueueOrder::Priority => (0..n).collect(),
+            QueueOrder::RoundRobin => (0..n).map(|k| (self.next_turn + k) % n).collect(),
+        }
     }
-    Ok(consumers)
-}
 
-/// Closing a consumer's channel returns its unacked deliveries to the queue.
-async fn close(consumers: &mut Vec<Consumer>) {
-    for c in consumers.drain(..) {
-        c.close().await;
+    fn took_from(&mut self, i: usize) {
+        self.next_turn = (i + 1) % self.open.len();
     }
-}
 
-/// The next delivery from any queue; earlier queues win when several are ready.
-async fn next_delivery(consumers: &mut [Consumer]) -> Option<Incoming> {
-    let futures = consumers.iter_mut().map(|c| Box::pin(c.next()));
-    let (next, _, _) = select_all(futures).await;
-    match next {
-        Some(Ok(incoming)) => Some(incoming),
-        Some(Err(e)) => {
-            tracing::error!("job queue: {e}");
-            None
+    /// Closes the consumers of full queues and opens those of the others, most preferred
+    /// first, so a preferred queue's jobs arrive before the others' do.
+    async fn sync(
+        &mut self,
+        shared: &Shared,
+        slots: &Slots,
+    ) -> Result<(), drover_protocol::amqp::AmqpError> {
+        for i in self.preference(&shared.config.order) {
+            let free = slots.queue_free(i);
+            match (&self.open[i], free) {
+                (Some(_), false) => {
+                    if let Some(c) = self.open[i].take() {
+                        c.close().await;
+                    }
+                }
+                (None, true) => {
+                    let queue = shared.config.names.user_queue(&shared.config.queues[i]);
+                    self.open[i] = Some(shared.broker.consume(&queue, slots.prefetch(i)).await?);
+                }
+                _ => {}
+            }
         }
-        None => None,
+        Ok(())
     }
-}
 
-/// Dead-letters what is not a job; claims a job: registers it, publishes `Claimed`, acks.
-async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
-    let job = match &incoming.message {
-        Ok((_, Message::StepJob(job))) => job.clone(),
-        Ok((_, other)) => {
-            let why = format!("a {} message does not belong on a job queue", other.kind());
-            dead_letter(shared, incoming, "wrong_queue", &why).await;
-            return None;
+    /// Closing a consumer's channel returns its unacked deliveries to the queue.
+    async fn close_all(&mut self) {
+        for c in self.open.iter_mut().filter_map(Option::take) {
+            c.close().await;
         }
-        Err(e) => {
-            dead_letter(shared, incoming, e.code(), &e.to_string()).await;
-            return None;
-        }
-    };
-    let attempt = AttemptRef {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-    };
-    let duplicate = {
-        let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(&attempt) {
-            true
-        } else {
-            running.insert(attempt.clone(), CancellationToken::new());
-            false
-        }
-    };
-    if duplicate {
-        tracing::info!(
-            "{}/{} attempt {} is already running here; dropping the duplicate",
-            job.run_id,
-            job.step,
-            job.attempt
-        );
-        let _ = incoming.ack().await;
-        return None;
     }
-    let claimed = Message::Claimed(Claimed {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-        agent: shared.id.clone(),
-    });
-    let target = Target::Queue(shared.config.names.events());
-    if let Err(e) = shared.publisher.publish(&target, &claimed).await {
-        tracing::warn!(
-            "cannot claim {}/{}: {e}; handing it back",
-            job.run_id,
-            job.step
-        );
-        shared
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&attempt);
-        let _ = incoming.requeue().await;
-        return None;
-    }
-    if let Err(e) = incoming.ack().await {
-        // The job may be delivered again; the controller fences the duplicate claim.
-        tracing::warn!(
-            "cannot ack the claimed job {}/{}: {e}",
-            job.run_id,
-            job.step
-        );
-    }
-    Some(job)
-}
 
-/// Moves a delivery to the dead-letter queue with `reason` (a short code) in its header.
-async fn dead_letter(shared: &Shared, incoming: &Incoming, reason: &str, why: &str) {
-    tracing::warn!("dead-lettering a message from {}: {why}", incoming.queue());
-    match shared
-        .publisher
-        .dead_letter(incoming.payload(), incoming.queue(), reason)
-        .await
-    {
-        Ok(()) => {
-            let _ = incoming.ack().await;
+    /// The next delivery from the open consumers; among those ready, the most preferred wins.
+    async fn next(
+        &mut self,
+        order: &QueueOrder,
+        slots: &Slots,
+        shutdown: &CancellationToken,
+    ) -> Next {
+        let preference = self.preference(order);
+        let mut by_preference: Vec<(usize, &mut Consumer)> = Vec::new();
+        let mut open: Vec<(usize, &mut Consumer)> = self
+            .open
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_mut().map(|c| (i, c)))
+            .collect();
+        for i in preference {
+            if let Some(pos) = open.iter().position(|(j, _)| *j == i) {
+                by_preference.push(open.swap_remove(pos));
+            }
         }
-        Err(e) => {
-            tracing::warn!("cannot publish the dead letter ({e}); rejecting it instead");
-            let _ = incoming.reject().await;
+        if by_preference.is_empty() {
+            return tokio::select! {
+                _ = slots.freed() => Next::Freed,
+                _ = shutdown.cancelled() => Next::Shutdown,
+            };
+        }
+        let (queues, futures): (Vec<usize>, Vec<_>) = by_preference
+            .into_iter()
+            .map(|(i, c)| (i, Box::pin(c.next())))
+            .unzip();
+        // select_all polls in vector order, so the most preferred ready queue wins.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Next::Shutdown,
+            (next, pos, _) = select_all(futures) => match next {
+                Some(Ok(incoming)) => Next::Job(Box::new(incoming), queues[pos]),
+                Some(Err(e)) => {
+                    tracing::error!("job queue: {e}");
+                    Next::Lost
+                }
+                None => Next::Lost,
+            },
+            _ = slots.freed() => Next::Freed,
         }
     }
 }
 
-fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, permit: OwnedSemaphorePermit) {
+fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, slots: SlotGuard) {
     let attempt = AttemptRef {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -225,7 +227,7 @@ fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, permit: OwnedSe
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&attempt);
-        drop(permit);
+        drop(slots);
     });
 }
 

@@ -76,6 +76,7 @@ pub(crate) mod tests {
                 inputs: vec![],
                 outputs: Default::default(),
                 timeout_ms: None,
+                priority: 0,
             },
             controller_url: String::new(),
             lease_ms: 1000,

@@ -613,6 +613,8 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
             slots: 4,
             busy: 0,
             draining: false,
+            cpus: 2,
+            memory_mib: 4096,
         },
         running: vec![],
     };

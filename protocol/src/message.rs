@@ -126,6 +126,13 @@ pub struct JobSpec {
     pub outputs: BTreeMap<OutputName, String>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The step's priority (0..=9); the controller publishes the job with it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// A command or a Python function.
@@ -182,10 +189,17 @@ pub struct AgentInfo {
     pub pid: u32,
     pub version: String,
     pub queues: Vec<QueueName>,
+    /// Steps it runs at once; 0 for an agent in services mode, which has no limit.
     pub slots: u32,
     pub busy: u32,
     #[serde(default)]
     pub draining: bool,
+    /// CPUs the agent's machine has (0 when unknown).
+    #[serde(default)]
+    pub cpus: u32,
+    /// Memory of the agent's machine in MiB (0 when unknown).
+    #[serde(default)]
+    pub memory_mib: u64,
 }
 
 /// Agent -> controller, every few seconds: renews the leases of every running attempt.

@@ -78,6 +78,9 @@ pub struct StepSpec {
     pub cache: bool,
     #[serde(default)]
     pub continue_on_fail: bool,
+    /// 0 (default) to 9: among the jobs waiting on a queue, higher priorities are taken first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 /// A Python function step, shipped as source.

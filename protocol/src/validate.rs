@@ -42,7 +42,13 @@ pub struct Step {
     pub retry_backoff_ms: u64,
     pub cache: bool,
     pub continue_on_fail: bool,
+    /// 0..=[`MAX_PRIORITY`]; the job is published with it.
+    #[serde(default)]
+    pub priority: u8,
 }
+
+/// The highest step priority; user queues are declared with it as `x-max-priority`.
+pub const MAX_PRIORITY: u8 = 9;
 
 /// One problem with a pipeline. `code` is stable for scripts; the message is for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -112,6 +118,10 @@ pub enum SpecError {
     },
     #[error("step {step:?}: environment variable name {name:?} is not valid")]
     BadEnvName { step: String, name: String },
+    #[error(
+        "step {step:?}: priority {priority} is out of range; use 0 (lowest) to {max} (highest)"
+    )]
+    BadPriority { step: String, priority: u8, max: u8 },
 }
 
 impl From<IdError> for SpecError {
@@ -480,6 +490,15 @@ fn check_step(
     )
     .unwrap_or(DEFAULT_RETRY_BACKOFF_MS);
 
+    let priority = spec.priority.unwrap_or(0);
+    if priority > MAX_PRIORITY {
+        errors.push(SpecError::BadPriority {
+            step: step_name.to_string(),
+            priority,
+            max: MAX_PRIORITY,
+        });
+    }
+
     let RefChecker {
         parents,
         inputs,
@@ -501,8 +520,9 @@ fn check_step(
         retry_backoff_ms,
         cache: spec.cache,
         continue_on_fail: spec.continue_on_fail,
+        priority,
     })
-    .filter(|_| ok)
+    .filter(|_| ok && priority <= MAX_PRIORITY)
 }
 
 /// Orders steps parents-first (Kahn), or reports one cycle as a path.

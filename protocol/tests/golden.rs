@@ -105,6 +105,7 @@ fn samples() -> Vec<Message> {
                 }],
                 outputs: BTreeMap::from([(OutputName::new("loud").unwrap(), "loud.txt".into())]),
                 timeout_ms: Some(600_000),
+                priority: 0,
             },
             controller_url: "http://127.0.0.1:8470".into(),
             lease_ms: 30_000,
@@ -130,6 +131,8 @@ fn samples() -> Vec<Message> {
                 slots: 4,
                 busy: 1,
                 draining: false,
+                cpus: 2,
+                memory_mib: 4096,
             },
             running: vec![AttemptRef {
                 run_id: run(),

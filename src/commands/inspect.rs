@@ -287,17 +287,40 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
                 str_field(a, "id"),
                 str_field(a, "host"),
                 queues.join(","),
-                format!("{}/{}", str_field(a, "busy"), str_field(a, "slots")),
+                match a.get("slots").and_then(Value::as_u64) {
+                    // 0 slots: services mode, no limit.
+                    Some(0) => format!("{}/unlimited", str_field(a, "busy")),
+                    _ => format!("{}/{}", str_field(a, "busy"), str_field(a, "slots")),
+                },
+                resources(a),
                 state.to_string(),
                 ago(a.get("last_seen").and_then(Value::as_u64)),
             ]
         })
         .collect();
     table(
-        &["AGENT", "HOST", "QUEUES", "BUSY", "STATE", "LAST SEEN"],
+        &[
+            "AGENT",
+            "HOST",
+            "QUEUES",
+            "BUSY",
+            "MACHINE",
+            "STATE",
+            "LAST SEEN",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `4 cpu, 15.6 GiB` from an agent's reported machine size.
+fn resources(agent: &Value) -> String {
+    let cpus = agent.get("cpus").and_then(Value::as_u64).unwrap_or(0);
+    let mib = agent.get("memory_mib").and_then(Value::as_u64).unwrap_or(0);
+    if cpus == 0 && mib == 0 {
+        return "-".to_string();
+    }
+    format!("{cpus} cpu, {:.1} GiB", mib as f64 / 1024.0)
 }
 
 pub async fn queues(g: &Global, args: ListArgs) -> Result<ExitCode> {

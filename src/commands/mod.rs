@@ -4,12 +4,14 @@ mod inspect;
 mod run;
 mod serve;
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{Command, ConfigCommand, Global};
+use crate::config::Loaded;
 use anyhow::{Context, Result};
 use drover_protocol::Names;
 use std::process::ExitCode;
 
-pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
+    let Loaded { cli, file } = loaded;
     let g = cli.global;
     match cli.command {
         Command::Up(args) => serve::up(&g, args).await,
@@ -24,6 +26,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Artifacts { command } => inspect::artifacts(&g, command).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
+        Command::Config {
+            command: ConfigCommand::Show(args),
+        } => crate::config::show(file.as_ref(), args.json),
     }
 }
 

@@ -7,10 +7,11 @@ use crate::cli::{
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
 use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
-use drover_agent::{Agent, AgentConfig};
+use drover_agent::{Agent, AgentConfig, QueueOrder};
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{AgentId, QueueName};
 use drover_storage::StoreLocation;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,18 +56,28 @@ fn agent_config(
     controller_url: Option<String>,
     s3_endpoint: Option<String>,
 ) -> Result<AgentConfig> {
-    let queues = options
-        .queues
-        .iter()
-        .map(|q| QueueName::new(q.as_str()))
-        .collect::<Result<Vec<_>, _>>()
-        .context("bad --queue")?;
+    let mut queues = Vec::new();
+    let mut queue_limits = BTreeMap::new();
+    for text in &options.queues {
+        let (queue, limit) = parse_queue(text)?;
+        if let Some(n) = limit {
+            queue_limits.insert(queue.clone(), n);
+        }
+        queues.push(queue);
+    }
     anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
     Ok(AgentConfig {
         amqp_url: g.amqp_url.clone(),
         names: names(g)?,
         queues,
+        queue_limits,
+        order: if options.order_fairness {
+            QueueOrder::RoundRobin
+        } else {
+            QueueOrder::Priority
+        },
         concurrency: options.concurrency,
+        services_mode: options.services_mode,
         work_dir,
         keep_workdirs: options.keep_workdirs,
         controller_url,
@@ -89,6 +100,21 @@ fn agent_config(
         },
         s3_endpoint,
     })
+}
+
+/// `NAME` or `NAME:LIMIT` (at most LIMIT steps from that queue at once on this agent).
+fn parse_queue(text: &str) -> Result<(QueueName, Option<u32>)> {
+    let (name, limit) = match text.rsplit_once(':') {
+        Some((name, n)) => {
+            let n: u32 = n.parse().ok().filter(|n| *n >= 1).with_context(|| {
+                format!("bad --queue {text:?}: the limit after ':' must be a whole number >= 1")
+            })?;
+            (name, Some(n))
+        }
+        None => (text, None),
+    };
+    let queue = QueueName::new(name).with_context(|| format!("bad --queue {text:?}"))?;
+    Ok((queue, limit))
 }
 
 /// Where to point a browser; the token itself is not printed.
@@ -166,24 +192,41 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         .map(AgentId::new)
         .transpose()
         .context("bad --id")?;
-    let url_given = std::env::var_os("DROVER_URL").is_some()
-        || std::env::args().any(|a| a == "--url" || a.starts_with("--url="));
     let conf = agent_config(
         g,
         &args.options,
         work_dir.join("jobs"),
         work_dir.join("pyenv"),
         id,
-        url_given.then(|| g.url.clone()),
+        g.url_given.then(|| g.url.clone()),
         args.s3_endpoint.clone(),
     )?;
     let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(
-        "drover agent {}: serving {:?} with {} slot(s)",
+        "drover agent {}: serving {:?} with {}",
         agent.id(),
         args.options.queues,
-        args.options.concurrency
+        if args.options.services_mode {
+            "no slot limit (services mode)".to_string()
+        } else {
+            format!("{} slot(s)", args.options.concurrency)
+        }
     );
     agent.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_queue;
+
+    #[test]
+    fn queues_take_an_optional_limit() {
+        let (q, n) = parse_queue("gpu:1").unwrap();
+        assert_eq!((q.as_str(), n), ("gpu", Some(1)));
+        assert_eq!(parse_queue("default").unwrap().1, None);
+        for bad in ["gpu:0", "gpu:x", "gpu:", ":2", "a/b:1"] {
+            assert!(parse_queue(bad).is_err(), "{bad}");
+        }
+    }
 }

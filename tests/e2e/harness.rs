@@ -156,7 +156,8 @@ impl Cluster {
         for q in queues {
             args.push("--queue".into());
             args.push(q.to_string());
-            self.queues.push(q.to_string());
+            self.queues
+                .push(q.split(':').next().unwrap_or(q).to_string());
         }
         self.start_controller_with(&args);
     }
@@ -209,7 +210,9 @@ impl Cluster {
         for q in queues {
             args.push("--queue".into());
             args.push(q.to_string());
-            self.queues.push(q.to_string());
+            // `gpu:1` serves queue `gpu` (at most one step at once).
+            let name = q.split(':').next().unwrap_or(q);
+            self.queues.push(name.to_string());
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         self.spawn(id, &args);

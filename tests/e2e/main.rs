@@ -6,6 +6,7 @@ mod harness;
 
 mod artifacts;
 mod browser;
+mod config;
 mod dead_letters;
 mod faults;
 mod functions;
@@ -13,5 +14,7 @@ mod hosts;
 mod invalid;
 mod live;
 mod pipelines;
+mod queues;
 mod restart;
 mod seed;
+mod tls;

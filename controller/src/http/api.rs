@@ -181,21 +181,47 @@ struct QueueView {
     messages: u32,
     consumers: u32,
     waiting_steps: usize,
+    /// Steps of this queue an agent is running (agents ack a job when they claim it, so
+    /// these are not in `messages`).
+    running_steps: usize,
+    /// Waiting plus running: the slots this queue needs now, for autoscalers
+    /// (deploy/k8s/keda.yaml).
+    active_steps: usize,
     warning: Option<String>,
 }
 
-pub async fn queues(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
-    let mut waiting: BTreeMap<QueueName, usize> = BTreeMap::from([(services_queue(), 0)]);
+#[derive(Debug, Deserialize)]
+pub struct QueuesQuery {
+    /// A queue to list even when no step has used it yet, so an autoscaler's query for it
+    /// always finds a number (0) rather than nothing.
+    queue: Option<String>,
+}
+
+pub async fn queues(
+    State(app): State<App>,
+    Query(q): Query<QueuesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    // queue -> (waiting, running)
+    let mut steps: BTreeMap<QueueName, (usize, usize)> =
+        BTreeMap::from([(services_queue(), (0, 0))]);
+    if let Some(name) = q.queue {
+        let queue = QueueName::new(name.as_str())
+            .map_err(|e| ApiError::bad_request(format!("bad ?queue={name:?}: {e}")))?;
+        steps.insert(queue, (0, 0));
+    }
     for run in app.store.runs()? {
         for step in &run.steps {
-            let n = waiting.entry(step.queue.clone()).or_default();
+            let n = steps.entry(step.queue.clone()).or_default();
             if !run.status.is_terminal() && step.status == StepStatus::Queued {
-                *n += 1;
+                n.0 += 1;
+            }
+            if !run.status.is_terminal() && step.status == StepStatus::Running {
+                n.1 += 1;
             }
         }
     }
     let mut queues = Vec::new();
-    for (queue, waiting_steps) in waiting {
+    for (queue, (waiting_steps, running_steps)) in steps {
         let broker_queue = app.names.user_queue(&queue);
         let stats = app.broker.queue_stats(&broker_queue).await.map_err(|e| {
             ApiError::unavailable(format!(
@@ -215,6 +241,8 @@ pub async fn queues(State(app): State<App>) -> Result<impl IntoResponse, ApiErro
             messages,
             consumers,
             waiting_steps,
+            running_steps,
+            active_steps: waiting_steps + running_steps,
             warning,
         });
     }

@@ -172,6 +172,8 @@ mod tests {
                 slots: 2,
                 busy,
                 draining: false,
+                cpus: 2,
+                memory_mib: 4096,
             },
             last_seen,
         };

@@ -212,6 +212,8 @@ pub struct AgentView {
     pub slots: u32,
     pub busy: u32,
     pub draining: bool,
+    pub cpus: u32,
+    pub memory_mib: u64,
     pub last_seen: u64,
     pub alive: bool,
     /// Steps the controller believes this agent is running.
@@ -259,6 +261,8 @@ pub fn agent_view(agent: &AgentRecord, now: u64, current_steps: Vec<AgentStep>) 
         slots: info.slots,
         busy: info.busy,
         draining: info.draining,
+        cpus: info.cpus,
+        memory_mib: info.memory_mib,
         last_seen: agent.last_seen,
         alive: now.saturating_sub(agent.last_seen) < AGENT_ALIVE_MS,
         current_steps,

@@ -208,6 +208,7 @@ pub(super) fn step_job(
             inputs,
             outputs: spec.outputs.clone(),
             timeout_ms: spec.timeout_ms,
+            priority: spec.priority,
         },
         controller_url: config.controller_url.clone(),
         lease_ms: config.lease_ms,

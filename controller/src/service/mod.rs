@@ -195,8 +195,9 @@ impl Owner {
                     self.declared.insert(queue.clone());
                 }
                 let target = Target::Queue(self.names().user_queue(queue));
+                let priority = job.job.priority;
                 self.publisher
-                    .publish(&target, &Message::StepJob((**job).clone()))
+                    .publish_with_priority(&target, &Message::StepJob((**job).clone()), priority)
                     .await
             }
             Action::Cancel { agent, cancel } => {

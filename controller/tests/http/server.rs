@@ -216,5 +216,7 @@ pub fn agent_info(busy: u32) -> AgentInfo {
         slots: 2,
         busy,
         draining: false,
+        cpus: 2,
+        memory_mib: 4096,
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// Priority levels user queues support (`x-max-priority`); fixed because RabbitMQ refuses to
 /// redeclare a queue with other arguments.
-pub const MAX_PRIORITY: u8 = 9;
+pub const MAX_PRIORITY: u8 = crate::validate::MAX_PRIORITY;
 
 /// Header naming why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-drover-reason";

@@ -216,3 +216,27 @@ fn function_steps_declare_outputs_by_return_name() {
     };
     assert_eq!(kwargs["url"], "\"world\"");
 }
+
+#[test]
+fn priority_is_kept_and_bounded() {
+    let p = validate(
+        &spec("[[step]]\nname = \"a\"\ncommand = [\"true\"]\npriority = 7\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n"),
+        &with_needed(),
+    )
+    .unwrap();
+    assert_eq!((p.steps[0].priority, p.steps[1].priority), (7, 0));
+    let errs = errors("[[step]]\nname = \"a\"\ncommand = [\"true\"]\npriority = 10\n");
+    assert_eq!(
+        errs,
+        [SpecError::BadPriority {
+            step: "a".into(),
+            priority: 10,
+            max: MAX_PRIORITY
+        }]
+    );
+    assert!(
+        errs[0].to_string().contains("0 (lowest) to 9"),
+        "{}",
+        errs[0]
+    );
+}

@@ -75,7 +75,7 @@ class PipelineController:
                           post_execute_callback=None, cache_executed_step=False,
                           retry_on_failure=None, status_change_callback=None, tags=None,
                           output_uri=None, draft=False, working_dir=None,
-                          continue_behaviour=None, stage=None):
+                          continue_behaviour=None, stage=None, priority=None):
         """Adds a step that calls `function(**function_kwargs)` on an agent.
 
         A kwarg that is exactly `'${step.output}'` receives that output's value, other
@@ -87,6 +87,9 @@ class PipelineController:
         versions installed here, or `packages=`. A step that consumes another step's output also
         gets that step's requirements, because loading the value needs the producer's libraries
         (a step receiving a pandas DataFrame needs pandas even if it never imports it).
+
+        `priority` (drover's own, 0 to 9, default 0): among steps waiting on a queue, higher
+        priorities are taken first.
         """
         where = f"add_function_step({name!r})"
         given = {
@@ -125,6 +128,7 @@ class PipelineController:
             continue_on_fail=options.continue_on_fail_from(name, continue_on_fail, continue_behaviour),
             retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
             timeout=spec.timeout_text(name, time_limit),
+            priority=spec.check_priority(name, priority),
         )
         step.requirements = self._requirements(step, packages)
         options.warn_ignored(where, given)

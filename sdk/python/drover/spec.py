@@ -30,6 +30,7 @@ class Step:
     continue_on_fail: bool = False
     retries: int = 0
     timeout: object = None
+    priority: object = None  # 0..9, or None for the default (0)
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
 
     def referenced_steps(self):
@@ -68,7 +69,18 @@ class Step:
             "retry_backoff": None,
             "cache": self.cache,
             "continue_on_fail": self.continue_on_fail,
+            # Sent only when set, so a controller that predates priorities still accepts it.
+            **({"priority": self.priority} if self.priority is not None else {}),
         }
+
+
+def check_priority(step, priority):
+    """0 (lowest, the default) to 9 (highest): among waiting steps, higher ones run first."""
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ValueError(f"step {step!r}: priority must be a whole number from 0 to 9, not {priority!r}")
+    return priority
 
 
 def function_source(function, helpers, step):

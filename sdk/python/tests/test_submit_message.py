@@ -144,3 +144,17 @@ def test_step_options_map_to_spec_fields():
     assert (b["retries"], b["timeout"], b["queue"], b["parents"]) == (3, "90s", "gpu", ["a"])
     assert b["continue_on_fail"] is True
     assert (c["timeout"], c["continue_on_fail"]) == ("1500ms", True)
+
+
+def test_priority_is_sent_only_when_given_and_checked():
+    def f():
+        return 1
+
+    pipe = PipelineController(name="p", project="x", version="1")
+    pipe.add_function_step(name="a", function=f)
+    pipe.add_function_step(name="b", function=f, priority=7)
+    a, b = pipe._submit_message()["body"]["spec"]["step"]
+    assert "priority" not in a and b["priority"] == 7
+    for i, bad in enumerate((10, -1, 2.5, True, "9")):
+        with pytest.raises(ValueError, match="priority must be a whole number from 0 to 9"):
+            pipe.add_function_step(name=f"bad{i}", function=f, priority=bad)

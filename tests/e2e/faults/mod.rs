@@ -7,6 +7,7 @@ mod broker_restart;
 mod controller_kill;
 mod drain;
 mod invalid_many;
+mod long_step;
 mod poison;
 mod rabbit;
 mod timeout;

@@ -24,6 +24,12 @@ fn listening(port: u16) -> bool {
 impl PrivateBroker {
     /// Starts a node on a free loopback port with its own data, logs and no plugins.
     pub fn start() -> Self {
+        Self::start_with("", None)
+    }
+
+    /// [`PrivateBroker::start`] with extra `rabbitmq.conf` lines and an optional
+    /// `advanced.config` (Erlang terms).
+    pub fn start_with(conf: &str, advanced: Option<&str>) -> Self {
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let dir = std::env::temp_dir().join(format!("drover-rabbit-{tag}"));
         for sub in ["mnesia", "log"] {
@@ -32,9 +38,12 @@ impl PrivateBroker {
         let port = free_port();
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n{conf}"),
         )
         .expect("rabbitmq.conf");
+        if let Some(advanced) = advanced {
+            std::fs::write(dir.join("advanced.config"), advanced).expect("advanced.config");
+        }
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("enabled_plugins");
         // Debian's wrapper runs the server as the rabbitmq user when started by root.
         let _ = Command::new("chown")
@@ -68,6 +77,7 @@ impl PrivateBroker {
             .env("RABBITMQ_LOG_BASE", d.join("log"))
             .env("RABBITMQ_PID_FILE", d.join("pid"))
             .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
             .current_dir(d);
         cmd
     }

@@ -84,7 +84,8 @@ fn a_fan_out_spreads_over_six_agents_on_three_hosts() {
     let work = "awk 'BEGIN { for (i = 0; i < 200000; i++) s += i; print s }' > out.txt";
     let file = c.pipeline("fan.toml", &fan_out(1000, work));
 
-    start_agent(&mut c, &net, 0, "h0-a0", &[]);
+    let one_slot = ["--concurrency", "1"];
+    start_agent(&mut c, &net, 0, "h0-a0", &one_slot);
     let (doc, one) = run_to_end(&c, &file, Duration::from_secs(300));
     assert_eq!(
         doc["status"],
@@ -101,8 +102,27 @@ fn a_fan_out_spreads_over_six_agents_on_three_hosts() {
         (2, "h2-a0"),
         (2, "h2-a1"),
     ] {
-        start_agent(&mut c, &net, host, id, &[]);
+        start_agent(&mut c, &net, host, id, &one_slot);
     }
+    // Every agent identifies itself: host, queues, slots and machine size.
+    let agents = crate::harness::wait_until("six agents listed", Duration::from_secs(20), || {
+        let doc = c.json(&["agents", "--json"]);
+        let list = doc["agents"].as_array()?.clone();
+        (list.iter().filter(|a| a["alive"] == true).count() == 6).then_some(list)
+    });
+    for a in &agents {
+        assert_eq!(a["queues"], serde_json::json!(["default"]), "{a}");
+        assert!(
+            a["slots"].as_u64() == Some(1) && a["cpus"].as_u64() > Some(0),
+            "{a}"
+        );
+        assert!(
+            a["memory_mib"].as_u64() > Some(0) && a["host"].as_str().is_some(),
+            "{a}"
+        );
+    }
+    let table = c.drover(&["agents"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("h2-a1"));
     let file = c.pipeline("fan2.toml", &fan_out(1000, &format!("{work}; echo again")));
     let (doc, six) = run_to_end(&c, &file, Duration::from_secs(300));
     assert_eq!(

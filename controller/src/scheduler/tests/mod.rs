@@ -157,6 +157,8 @@ pub(super) fn heartbeat(state: &mut State, by: &str, running: &[&StepJob], now: 
         slots: 2,
         busy: running.len() as u32,
         draining: false,
+        cpus: 2,
+        memory_mib: 4096,
     };
     let running = running
         .iter()

@@ -1,10 +1,14 @@
-//! Durable state in sled: runs, the cache index and the agent registry, each record msgpack.
+//! Durable state in sled: runs ([`runs`]), the cache index and the agent registry, each record
+//! msgpack.
 //!
 //! The owning task writes every changed record and flushes before it publishes anything that
 //! follows; the HTTP layer reads from here, so it only ever shows durable state.
 
+mod runs;
+
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
 use drover_protocol::RunId;
+use runs::RunTrees;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -33,7 +37,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    runs: sled::Tree,
+    runs: std::sync::Arc<RunTrees>,
     cache: sled::Tree,
     agents: sled::Tree,
     /// The id of every run written, for live views; nobody listening is fine.
@@ -89,7 +93,7 @@ impl Store {
                 error,
             })?;
         Ok(Self {
-            runs: db.open_tree("runs")?,
+            runs: std::sync::Arc::new(RunTrees::open(&db)?),
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             db,
@@ -108,14 +112,18 @@ impl Store {
             );
         }
         Ok(Loaded {
-            runs: decode_all("run", &self.runs)?,
+            runs: {
+                let mut all = self.runs.all_newest_first()?;
+                all.reverse();
+                all
+            },
             cache,
             agents: decode_all("agent", &self.agents)?,
         })
     }
 
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.runs.insert(run.run_id.as_str(), encode("run", run)?)?;
+        self.runs.put(run)?;
         let _ = self.run_changes.send(run.run_id.clone());
         Ok(())
     }
@@ -143,27 +151,17 @@ impl Store {
     }
 
     pub fn run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-        self.runs
-            .get(id.as_str())?
-            .map(|v| decode("run", id.as_str().as_bytes(), &v))
-            .transpose()
+        self.runs.get(id)
     }
 
     /// Whether a run is known, without decoding it.
     pub fn has_run(&self, id: &RunId) -> Result<bool, StoreError> {
-        Ok(self.runs.contains_key(id.as_str())?)
+        Ok(self.runs.headers.contains_key(id.as_str())?)
     }
 
     /// Every run, newest first (run ids are time-ordered).
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        self.runs
-            .iter()
-            .rev()
-            .map(|item| {
-                let (k, v) = item?;
-                decode("run", &k, &v)
-            })
-            .collect()
+        self.runs.all_newest_first()
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {

@@ -1,0 +1,208 @@
+//! Slot accounting: the agent's own limit (none in services mode) and each queue's limit, and
+//! a wake-up for the serve loop whenever a running job gives its slots back.
+
+use crate::config::AgentConfig;
+use std::sync::Arc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Prefetch of a queue consumer in services mode: jobs are claimed (and acked) at once, so
+/// this bounds only the deliveries waiting to be claimed, not how many steps run.
+const SERVICES_PREFETCH: u16 = 1;
+
+/// The agent's slots and its queues' limits, in the order of `config.queues`.
+pub(crate) struct Slots {
+    /// `None` in services mode: no limit.
+    agent: Option<Arc<Semaphore>>,
+    queues: Vec<Option<Arc<Semaphore>>>,
+    /// Prefetch per queue consumer.
+    prefetch: Vec<u16>,
+    freed: Arc<Notify>,
+}
+
+/// The slots one job holds; dropping it gives them back and wakes the serve loop.
+pub(crate) struct SlotGuard {
+    agent: Option<OwnedSemaphorePermit>,
+    queue: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        // Release before notifying, so the woken loop sees the free slot.
+        self.agent.take();
+        self.queue.take();
+        self.freed.notify_one();
+    }
+}
+
+impl Slots {
+    pub fn new(config: &AgentConfig) -> Self {
+        let agent =
+            (!config.services_mode).then(|| Arc::new(Semaphore::new(config.concurrency as usize)));
+        let queues = config
+            .queues
+            .iter()
+            .map(|q| {
+                config
+                    .queue_limit(q)
+                    .map(|n| Arc::new(Semaphore::new(n as usize)))
+            })
+            .collect();
+        let prefetch = config
+            .queues
+            .iter()
+            .map(|q| {
+                let own = config.queue_limit(q).unwrap_or(u32::MAX);
+                let agent = if config.services_mode {
+                    u32::from(SERVICES_PREFETCH)
+                } else {
+                    config.concurrency
+                };
+                u16::try_from(own.min(agent)).unwrap_or(u16::MAX).max(1)
+            })
+            .collect();
+        Self {
+            agent,
+            queues,
+            prefetch,
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Waits for a free agent slot (at once in services mode); `None` if the semaphore closed.
+    pub async fn agent_slot(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.agent {
+            Some(s) => s.clone().acquire_owned().await.ok().map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// Whether every agent slot is taken.
+    pub fn agent_full(&self) -> bool {
+        self.agent
+            .as_ref()
+            .is_some_and(|s| s.available_permits() == 0)
+    }
+
+    /// Whether queue `i` may start another job.
+    pub fn queue_free(&self, i: usize) -> bool {
+        self.queues[i]
+            .as_ref()
+            .is_none_or(|s| s.available_permits() > 0)
+    }
+
+    pub fn prefetch(&self, i: usize) -> u16 {
+        self.prefetch[i]
+    }
+
+    /// Takes queue `i`'s slot for a job that holds `agent`; `None` when the queue is full.
+    pub fn take(&self, i: usize, agent: Option<OwnedSemaphorePermit>) -> Option<SlotGuard> {
+        let queue = match &self.queues[i] {
+            Some(s) => Some(s.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some(SlotGuard {
+            agent,
+            queue,
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Resolves after a job gave its slots back (at once if one did since the last call).
+    pub async fn freed(&self) {
+        self.freed.notified().await;
+    }
+}
+
+/// "4 slot(s)", "no slot limit (services mode)", plus the queues' own limits.
+pub(crate) fn describe(config: &AgentConfig) -> String {
+    let mut text = if config.services_mode {
+        "no slot limit (services mode)".to_string()
+    } else {
+        format!("{} slot(s)", config.concurrency)
+    };
+    for (q, n) in &config.queue_limits {
+        text.push_str(&format!(", at most {n} from {q}"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueOrder;
+    use crate::pyenv::{PyEnvConfig, PythonEnvMode};
+    use drover_protocol::{Names, QueueName};
+    use std::time::Duration;
+
+    fn config(concurrency: u32, services: bool, limits: &[(&str, u32)]) -> AgentConfig {
+        AgentConfig {
+            amqp_url: String::new(),
+            names: Names::new("drover").unwrap(),
+            queues: vec![
+                QueueName::new("gpu").unwrap(),
+                QueueName::new("cpu").unwrap(),
+            ],
+            queue_limits: limits
+                .iter()
+                .map(|(q, n)| (QueueName::new(*q).unwrap(), *n))
+                .collect(),
+            order: QueueOrder::Priority,
+            concurrency,
+            services_mode: services,
+            work_dir: "w".into(),
+            keep_workdirs: false,
+            controller_url: None,
+            heartbeat: Duration::from_secs(1),
+            kill_grace: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            python: PyEnvConfig {
+                mode: PythonEnvMode::System,
+                env_root: "e".into(),
+                base_python: "python3".into(),
+            },
+            id: None,
+            token: None,
+            artifact_transfer: Default::default(),
+            s3_endpoint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_limit_holds_below_the_agent_limit() {
+        let slots = Slots::new(&config(4, false, &[("gpu", 1)]));
+        assert_eq!((slots.prefetch(0), slots.prefetch(1)), (1, 4));
+        let first = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        assert!(!slots.queue_free(0) && slots.queue_free(1) && !slots.agent_full());
+        assert!(slots.take(0, None).is_none());
+        drop(first);
+        slots.freed().await; // the drop left a wake-up behind
+        assert!(slots.queue_free(0));
+    }
+
+    #[tokio::test]
+    async fn the_agent_limit_covers_every_queue() {
+        let slots = Slots::new(&config(2, false, &[]));
+        let a = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        let b = slots.take(1, slots.agent_slot().await.unwrap()).unwrap();
+        assert!(slots.agent_full());
+        drop((a, b));
+        assert!(!slots.agent_full());
+    }
+
+    #[tokio::test]
+    async fn services_mode_has_no_agent_limit() {
+        let slots = Slots::new(&config(1, true, &[("cpu", 3)]));
+        let held: Vec<SlotGuard> = (0..50)
+            .map(|_| slots.take(0, None).unwrap())
+            .collect::<Vec<_>>();
+        assert!(!slots.agent_full() && held.len() == 50);
+        assert_eq!(slots.prefetch(0), SERVICES_PREFETCH);
+        let cpu: Vec<SlotGuard> = (0..3).map(|_| slots.take(1, None).unwrap()).collect();
+        assert!(slots.take(1, None).is_none() && cpu.len() == 3);
+        assert_eq!(
+            describe(&config(1, true, &[("cpu", 3)])),
+            "no slot limit (services mode), at most 3 from cpu"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! How a run is laid out in sled: a small header, the validated pipeline (written once) and one
+//! record per step, so an event that changes one step writes that step, not the whole run.
+
+use super::{StoreError, decode, encode};
+use crate::scheduler::{RunRecord, RunStatus, StepRecord};
+use drover_protocol::RunId;
+use drover_protocol::validate::Pipeline;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// A run without its pipeline and steps.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    run_id: RunId,
+    name: String,
+    project: String,
+    version: String,
+    params: BTreeMap<String, String>,
+    submitted_by: Option<String>,
+    status: RunStatus,
+    error: Option<String>,
+    abort_requested: bool,
+    created_at: u64,
+    started_at: Option<u64>,
+    ended_at: Option<u64>,
+    has_pipeline: bool,
+    steps: u32,
+}
+
+impl Header {
+    fn of(run: &RunRecord) -> Self {
+        Self {
+            run_id: run.run_id.clone(),
+            name: run.name.clone(),
+            project: run.project.clone(),
+            version: run.version.clone(),
+            params: run.params.clone(),
+            submitted_by: run.submitted_by.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            abort_requested: run.abort_requested,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            has_pipeline: run.pipeline.is_some(),
+            steps: run.steps.len() as u32,
+        }
+    }
+
+    fn into_record(self, pipeline: Option<Pipeline>, steps: Vec<StepRecord>) -> RunRecord {
+        RunRecord {
+            run_id: self.run_id,
+            name: self.name,
+            project: self.project,
+            version: self.version,
+            pipeline,
+            params: self.params,
+            submitted_by: self.submitted_by,
+            status: self.status,
+            error: self.error,
+            abort_requested: self.abort_requested,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            steps,
+        }
+    }
+}
+
+/// Key of step `index` of a run: the run id, then the index big-endian, so a prefix scan
+/// returns a run's steps in order.
+fn step_key(run: &RunId, index: usize) -> Vec<u8> {
+    let mut key = run.as_str().as_bytes().to_vec();
+    key.push(b'/');
+    key.extend_from_slice(&(index as u32).to_be_bytes());
+    key
+}
+
+fn step_prefix(run: &RunId) -> Vec<u8> {
+    let mut key = run.as_str().as_bytes().to_vec();
+    key.push(b'/');
+    key
+}
+
+/// The trees of runs, and what was last written for each unfinished run.
+pub(super) struct RunTrees {
+    pub headers: sled::Tree,
+    pipelines: sled::Tree,
+    steps: sled::Tree,
+    /// Steps as last written, per unfinished run; finished runs are forgotten.
+    written: Mutex<HashMap<RunId, Vec<StepRecord>>>,
+}
+
+impl RunTrees {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            headers: db.open_tree("run_headers")?,
+            pipelines: db.open_tree("run_pipelines")?,
+            steps: db.open_tree("run_steps")?,
+            written: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Writes the header, the pipeline the first time, and the steps that changed.
+    pub fn put(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let id = &run.run_id;
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let before = written.remove(id);
+        if let (None, Some(p)) = (&before, &run.pipeline) {
+            self.pipelines.insert(id.as_str(), encode("pipeline", p)?)?;
+        }
+        for (i, step) in run.steps.iter().enumerate() {
+            if before.as_ref().and_then(|b| b.get(i)) != Some(step) {
+                self.steps.insert(step_key(id, i), encode("step", step)?)?;
+            }
+        }
+        self.headers
+            .insert(id.as_str(), encode("run", &Header::of(run))?)?;
+        if !run.status.is_terminal() {
+            written.insert(id.clone(), run.steps.clone());
+        }
+        Ok(())
+    }
+
+    fn assemble(&self, key: &[u8], header: &[u8]) -> Result<RunRecord, StoreError> {
+        let header: Header = decode("run", key, header)?;
+        let id = header.run_id.clone();
+        let pipeline = match header.has_pipeline {
+            true => self
+                .pipelines
+                .get(id.as_str())?
+                .map(|v| decode("pipeline", key, &v))
+                .transpose()?,
+            false => None,
+        };
+        let mut steps = Vec::with_capacity(header.steps as usize);
+        for item in self.steps.scan_prefix(step_prefix(&id)) {
+            let (k, v) = item?;
+            steps.push(decode("step", &k, &v)?);
+        }
+        steps.truncate(header.steps as usize);
+        Ok(header.into_record(pipeline, steps))
+    }
+
+    pub fn get(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        let key = id.as_str().as_bytes();
+        self.headers
+            .get(key)?
+            .map(|h| self.assemble(key, &h))
+            .transpose()
+    }
+
+    /// Every run, newest first (run ids are time-ordered).
+    pub fn all_newest_first(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.headers
+            .iter()
+            .rev()
+            .map(|item| {
+                let (k, v) = item?;
+                self.assemble(&k, &v)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scheduler::{Event, SchedulerConfig, State, StepStatus, handle};
+    use crate::store::Store;
+    use drover_protocol::RunId;
+    use drover_protocol::message::Submit;
+    use drover_protocol::spec::PipelineSpec;
+
+    fn snapshot(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store
+            .runs
+            .steps
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_changed_step_is_written_alone_and_runs_reassemble_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+            artifact_store: None,
+        });
+        let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
+        for i in 0..50 {
+            toml.push_str(&format!(
+                "[[step]]\nname = \"s{i}\"\ncommand = [\"true\"]\n"
+            ));
+        }
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec: PipelineSpec::from_toml(&toml).unwrap(),
+            params: Default::default(),
+            submitted_by: None,
+        };
+        handle(&mut state, Event::Submit(submit), 1);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let run = state.runs.get_mut(&run_id).unwrap();
+            store.put_run(run).unwrap();
+            let before = snapshot(&store);
+            run.steps[7].status = StepStatus::Running;
+            store.put_run(run).unwrap();
+            let after = snapshot(&store);
+            let changed: Vec<usize> = (0..before.len())
+                .filter(|&i| before[i] != after[i])
+                .collect();
+            assert_eq!(changed, vec![7], "only the changed step is rewritten");
+            assert_eq!(after[7].0, super::step_key(&run_id, 7));
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let expected = &state.runs[&run_id];
+        let got = store.run(&run_id).unwrap();
+        assert!(
+            got.as_ref() == Some(expected),
+            "reassembled after reopening"
+        );
+        let loaded = store.load().unwrap().runs;
+        assert!(loaded == vec![expected.clone()], "loaded after reopening");
+    }
+}

@@ -1,0 +1,200 @@
+//! Settings from flags, environment variables, a `drover.toml` file and defaults, in that order
+//! of precedence, and where each effective value came from (`drover config show`).
+//!
+//! clap handles flags, environment and defaults; the file sits between environment and
+//! defaults: a setting the file holds, and that neither a flag nor the environment gives, is
+//! added to the command line before a second parse, so its value goes through the same parser.
+
+mod file;
+mod sections;
+mod show;
+
+pub use file::ConfigFile;
+pub use show::show;
+
+use crate::cli::Cli;
+use anyhow::{Result, bail};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
+use file::Chosen;
+use sections::Section;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The parsed command line with the file applied, and the file (for `config show`).
+pub struct Loaded {
+    pub cli: Cli,
+    pub file: Option<ConfigFile>,
+}
+
+/// A problem loading the configuration: clap's (help and version included) or the file's.
+pub enum LoadError {
+    Clap(clap::Error),
+    File(anyhow::Error),
+}
+
+/// Parses `args` (the program name first) and applies the configuration file.
+pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
+    let command = Cli::command();
+    let first = command
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(LoadError::Clap)?;
+    let leaf = leaf(&first);
+    let named = leaf.get_one::<PathBuf>("config").map(|p| {
+        let chosen = match leaf.value_source("config") {
+            Some(ValueSource::EnvVariable) => Chosen::Env,
+            _ => Chosen::Flag,
+        };
+        (p.clone(), chosen)
+    });
+    let file = file::locate(named).map_err(LoadError::File)?;
+    let mut args = args;
+    if let Some(file) = &file {
+        let sub = first.subcommand_name().and_then(Section::for_command);
+        args.extend(file_args(file, leaf, sub).map_err(LoadError::File)?);
+    }
+    let matches = command
+        .try_get_matches_from(&args)
+        .map_err(|e| match &file {
+            // The command line alone parsed: the file's values are at fault.
+            Some(f) => LoadError::File(in_file(f, &e)),
+            None => LoadError::Clap(e),
+        })?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(LoadError::Clap)?;
+    cli.global.url_given = !matches!(
+        leaf.value_source("url"),
+        None | Some(ValueSource::DefaultValue)
+    ) || file
+        .as_ref()
+        .is_some_and(|f| f.get(Section::Global, "url").is_some());
+    Ok(Loaded { cli, file })
+}
+
+/// A clap error caused by a value from the file, said so.
+fn in_file(file: &ConfigFile, e: &clap::Error) -> anyhow::Error {
+    let message = e.kind().as_str().map(str::to_string).unwrap_or_default();
+    let detail = e.to_string();
+    let first_line = detail.lines().next().unwrap_or(&message);
+    anyhow::anyhow!(
+        "{}: {}",
+        file.path.display(),
+        first_line.trim_start_matches("error: ")
+    )
+}
+
+/// Checks that the file's settings for `section`'s command parse, as that command would.
+pub(crate) fn check_section(file: &ConfigFile, section: Section) -> Result<()> {
+    let base = ["drover", section.name()].map(OsString::from).to_vec();
+    let first = Cli::command()
+        .try_get_matches_from(&base)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+    let mut args = base;
+    args.extend(file_args(file, leaf(&first), Some(section))?);
+    Cli::command()
+        .try_get_matches_from(&args)
+        .map(|_| ())
+        .map_err(|e| in_file(file, &e))
+}
+
+/// The innermost subcommand's matches (global arguments propagate down to it).
+pub(crate) fn leaf(matches: &ArgMatches) -> &ArgMatches {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m
+}
+
+/// Whether a flag or an environment variable gave the argument: then the file does not count.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// The command-line arguments standing for the file's settings that apply to this command.
+fn file_args(file: &ConfigFile, leaf: &ArgMatches, sub: Option<Section>) -> Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    let mut wanted: Vec<(Section, clap::Arg)> = sections::args(Section::Global)
+        .into_iter()
+        .map(|a| (Section::Global, a))
+        .collect();
+    if let Some(sub) = sub {
+        let command = Cli::command();
+        let sub_cmd = command
+            .find_subcommand(sub.name())
+            .unwrap_or_else(|| unreachable!("{} is a subcommand", sub.name()));
+        for arg in sub_cmd.get_arguments() {
+            if let Some(section) = sections::section_of(sub, arg.get_id().as_str()) {
+                wanted.push((section, arg.clone()));
+            }
+        }
+    }
+    for (section, arg) in wanted {
+        let Some(long) = arg.get_long() else { continue };
+        let Some(value) = file.get(section, long) else {
+            continue;
+        };
+        if given(leaf, arg.get_id().as_str()) {
+            continue;
+        }
+        out.extend(as_args(&file.path, section, &arg, value)?);
+    }
+    Ok(out)
+}
+
+/// `--name=value` arguments for one setting, checking its TOML type against the flag's kind.
+fn as_args(
+    path: &std::path::Path,
+    section: Section,
+    arg: &clap::Arg,
+    value: &toml::Value,
+) -> Result<Vec<OsString>> {
+    let long = arg.get_long().unwrap_or_default();
+    let flag = format!("--{long}");
+    let place = match section {
+        Section::Global => format!("`{long}`"),
+        s => format!("`{long}` in [{}]", s.name()),
+    };
+    let scalar = |v: &toml::Value| -> Result<String> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            other => bail!(
+                "{}: {place} must be a string or a whole number, not {}",
+                path.display(),
+                other.type_str()
+            ),
+        }
+    };
+    Ok(match (arg.get_action(), value) {
+        (ArgAction::SetTrue, toml::Value::Boolean(b)) => {
+            if *b {
+                vec![flag.into()]
+            } else {
+                vec![]
+            }
+        }
+        (ArgAction::SetTrue, other) => bail!(
+            "{}: {place} must be true or false, not {}",
+            path.display(),
+            other.type_str()
+        ),
+        (ArgAction::Count, toml::Value::Integer(n)) if (0..=8).contains(n) => {
+            (0..*n).map(|_| OsString::from(&flag)).collect()
+        }
+        (ArgAction::Count, _) => {
+            bail!(
+                "{}: {place} must be a whole number from 0 to 8",
+                path.display()
+            )
+        }
+        (ArgAction::Append, toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| scalar(v).map(|s| OsString::from(format!("{flag}={s}"))))
+            .collect::<Result<_>>()?,
+        (_, v) => vec![OsString::from(format!("{flag}={}", scalar(v)?))],
+    })
+}

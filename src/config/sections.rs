@@ -1,0 +1,140 @@
+//! Which settings exist and where they live: global flags at the top of the file,
+//! `drover controller`'s in `[controller]`, `drover agent`'s in `[agent]`, `drover up`'s own in
+//! `[up]` (`up` also reads `[controller]` and `[agent]`). A setting's key is its long flag name.
+
+use crate::cli::{AgentArgs, ControllerArgs, Global, UpArgs};
+use clap::{Arg, Args, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    Global,
+    Controller,
+    Agent,
+    Up,
+}
+
+impl Section {
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Global => "global",
+            Section::Controller => "controller",
+            Section::Agent => "agent",
+            Section::Up => "up",
+        }
+    }
+
+    /// The subcommand whose settings this section holds.
+    pub fn for_command(name: &str) -> Option<Section> {
+        match name {
+            "controller" => Some(Section::Controller),
+            "agent" => Some(Section::Agent),
+            "up" => Some(Section::Up),
+            _ => None,
+        }
+    }
+}
+
+/// The settings of one section, as clap arguments (help and `--config` left out).
+pub fn args(section: Section) -> Vec<Arg> {
+    let cmd = match section {
+        Section::Global => Global::augment_args(Command::new("x")),
+        Section::Controller => ControllerArgs::augment_args(Command::new("x")),
+        Section::Agent => AgentArgs::augment_args(Command::new("x")),
+        Section::Up => Command::new("x").arg(up_only()),
+    };
+    cmd.get_arguments()
+        .filter(|a| a.get_long().is_some() && a.get_id() != "config")
+        .cloned()
+        .collect()
+}
+
+/// `--agents`, the one flag of `drover up` that is neither a controller nor an agent flag.
+fn up_only() -> Arg {
+    let cmd = UpArgs::augment_args(Command::new("x"));
+    cmd.get_arguments()
+        .find(|a| a.get_id() == "agents")
+        .cloned()
+        .unwrap_or_else(|| unreachable!("UpArgs has --agents"))
+}
+
+/// The keys a section of the file accepts.
+pub fn known_keys(section: Section) -> Vec<String> {
+    args(section)
+        .iter()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect()
+}
+
+/// Where a non-global argument of `command` is read from in the file.
+pub fn section_of(command: Section, id: &str) -> Option<Section> {
+    let has = |s: Section| args(s).iter().any(|a| a.get_id() == id);
+    match command {
+        Section::Up => [Section::Controller, Section::Agent, Section::Up]
+            .into_iter()
+            .find(|s| has(*s)),
+        s if has(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The sections `drover config show` reports, with the command whose view each takes.
+pub const SHOWN: [Section; 4] = [
+    Section::Global,
+    Section::Controller,
+    Section::Agent,
+    Section::Up,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag of the services and every global flag has a variable and a file key, so a
+    /// flag added later without `env = ...` fails here.
+    #[test]
+    fn every_service_flag_has_an_environment_variable_and_a_file_key() {
+        let cli = Cli::command();
+        let mut checked = 0;
+        for name in ["controller", "agent", "up"] {
+            let command = Section::for_command(name).unwrap();
+            let sub = cli.find_subcommand(name).unwrap();
+            for arg in sub.get_arguments().filter(|a| a.get_long().is_some()) {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_env().is_some(), "--{} of {name} has no env", id);
+                let section = if arg.is_global_set() {
+                    Some(Section::Global)
+                } else {
+                    section_of(command, id)
+                };
+                let section = section.unwrap_or_else(|| panic!("--{id} of {name}: no section"));
+                let long = arg.get_long().unwrap_or_default().to_string();
+                assert!(
+                    id == "config" || known_keys(section).contains(&long),
+                    "--{long} of {name} is not a key of [{}]",
+                    section.name()
+                );
+                checked += 1;
+            }
+        }
+        for arg in cli.get_arguments().filter(|a| a.get_long().is_some()) {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "global --{id} has no env");
+            let long = arg.get_long().unwrap_or_default().to_string();
+            assert!(
+                id == "config" || known_keys(Section::Global).contains(&long),
+                "--{long}"
+            );
+            checked += 1;
+        }
+        // 7 controller + 12 agent + 17 up flags, 6 global ones.
+        assert_eq!(checked, 42);
+    }
+}

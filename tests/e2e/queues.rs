@@ -1,0 +1,289 @@
+//! Queues and agents: step priority, per-queue limits on an agent, the order in which an agent
+//! serves its queues (first with work, or in turn), and services mode.
+//!
+//! Steps append their name (and times) to one file in the test's directory, so the file holds
+//! the order the agent ran them in.
+
+use crate::harness::{Cluster, wait_until};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A step that appends `name` to `log` after an optional pause.
+fn step(name: &str, queue: &str, log: &Path, extra: &str) -> String {
+    format!(
+        "[[step]]\nname = \"{name}\"\nqueue = \"{queue}\"\ncommand = [\"sh\", \"-c\", \"echo {name} >> {}\"]\n{extra}\n",
+        log.display()
+    )
+}
+
+/// A step that logs `start NAME <ns>`, sleeps, then logs `end NAME <ns>`.
+fn timed_step(name: &str, queue: &str, log: &Path, seconds: &str) -> String {
+    format!(
+        "[[step]]\nname = \"{name}\"\nqueue = \"{queue}\"\ncommand = [\"sh\", \"-c\", \"echo start {name} $(date +%s%N) >> {log}; sleep {seconds}; echo end {name} $(date +%s%N) >> {log}\"]\n",
+        log = log.display()
+    )
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `queue` holds `n` ready jobs (published, no agent yet).
+fn wait_for_depth(c: &Cluster, queue: &str, n: u64) {
+    wait_until(
+        &format!("{n} jobs on {queue}"),
+        Duration::from_secs(20),
+        || {
+            let doc = c.json(&["queues", "--json"]);
+            let q = doc["queues"]
+                .as_array()?
+                .iter()
+                .find(|q| q["name"] == queue)?;
+            (q["messages"].as_u64() == Some(n)).then_some(())
+        },
+    );
+}
+
+fn controller_only() -> (Cluster, PathBuf) {
+    let mut c = Cluster::new();
+    c.start_controller_with(&["controller".to_string()]);
+    let log = c.dir.path().join("order.log");
+    (c, log)
+}
+
+fn succeeded(c: &Cluster, run: &str) -> Value {
+    let doc = c.wait_for(run, "the run to end", Duration::from_secs(60), |d| {
+        d["status"] != "running"
+    });
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    doc
+}
+
+#[test]
+fn higher_priority_steps_run_first() {
+    let (mut c, log) = controller_only();
+    let mut toml = "[pipeline]\nname = \"prio\"\n".to_string();
+    for (name, priority) in [
+        ("p0a", 0),
+        ("p9a", 9),
+        ("p5a", 5),
+        ("p0b", 0),
+        ("p9b", 9),
+        ("p5b", 5),
+    ] {
+        toml += &step(name, "default", &log, &format!("priority = {priority}"));
+    }
+    let run = c.submit(&c.pipeline("prio.toml", &toml));
+    wait_for_depth(&c, "default", 6);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    succeeded(&c, &run);
+    // Same priority: first published, first run.
+    assert_eq!(lines(&log), ["p9a", "p9b", "p5a", "p5b", "p0a", "p0b"]);
+}
+
+#[test]
+fn a_priority_out_of_range_is_rejected_at_submit() {
+    let c = Cluster::new();
+    let file = c.pipeline(
+        "bad.toml",
+        "[pipeline]\nname = \"bad\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\npriority = 12\n",
+    );
+    let out = c.drover(&["run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("priority 12 is out of range"), "{stderr}");
+}
+
+/// `(name, start, end)` of every step in a timed log.
+fn intervals(log: &Path) -> Vec<(String, u128, u128)> {
+    let mut starts = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for line in lines(log) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [what, name, at] = parts[..] else {
+            panic!("bad line {line:?}")
+        };
+        let at: u128 = at.parse().unwrap();
+        match what {
+            "start" => {
+                starts.insert(name.to_string(), at);
+            }
+            _ => out.push((name.to_string(), starts[name], at)),
+        }
+    }
+    out.sort_by_key(|(_, start, _)| *start);
+    out
+}
+
+fn overlap(a: &(String, u128, u128), b: &(String, u128, u128)) -> bool {
+    a.1 < b.2 && b.1 < a.2
+}
+
+#[test]
+fn a_queue_limit_caps_that_queue_while_other_queues_use_the_free_slots() {
+    let (mut c, log) = controller_only();
+    c.start_agent_with("a1", &["gpu:1", "cpu"], &["--concurrency", "4"]);
+    let mut toml = "[pipeline]\nname = \"limits\"\n".to_string();
+    for i in 1..=3 {
+        toml += &timed_step(&format!("gpu{i}"), "gpu", &log, "0.6");
+        toml += &timed_step(&format!("cpu{i}"), "cpu", &log, "0.6");
+    }
+    let run = c.submit(&c.pipeline("limits.toml", &toml));
+    succeeded(&c, &run);
+    let all = intervals(&log);
+    assert_eq!(all.len(), 6, "{all:?}");
+    let (gpu, cpu): (Vec<_>, Vec<_>) = all.iter().partition(|(n, _, _)| n.starts_with("gpu"));
+    for (i, a) in gpu.iter().enumerate() {
+        for b in &gpu[i + 1..] {
+            assert!(!overlap(a, b), "gpu steps ran together: {a:?} {b:?}");
+        }
+    }
+    // The limit is the queue's, not the agent's: cpu steps ran beside a gpu step.
+    assert!(
+        cpu.iter().any(|c| gpu.iter().any(|g| overlap(c, g))),
+        "{all:?}"
+    );
+    let agents = c.json(&["agents", "--json"]);
+    assert_eq!(agents["agents"][0]["slots"], 4, "{agents}");
+}
+
+/// Publishes three steps on each of `first` and `second` (interleaved), then starts one agent
+/// with one slot serving `first`, then `second`, and returns the order they ran in.
+fn run_two_queues(extra: &[&str]) -> Vec<String> {
+    let (mut c, log) = controller_only();
+    let mut toml = "[pipeline]\nname = \"order\"\n".to_string();
+    for i in 1..=3 {
+        toml += &step(&format!("s{i}"), "second", &log, "");
+        toml += &step(&format!("f{i}"), "first", &log, "");
+    }
+    let run = c.submit(&c.pipeline("order.toml", &toml));
+    c.queues.extend(["first".to_string(), "second".to_string()]);
+    wait_for_depth(&c, "first", 3);
+    wait_for_depth(&c, "second", 3);
+    let mut args = vec!["--concurrency", "1"];
+    args.extend_from_slice(extra);
+    c.start_agent_with("a1", &["first", "second"], &args);
+    succeeded(&c, &run);
+    lines(&log)
+}
+
+#[test]
+fn an_agent_takes_work_from_its_first_queue_with_work() {
+    assert_eq!(run_two_queues(&[]), ["f1", "f2", "f3", "s1", "s2", "s3"]);
+}
+
+#[test]
+fn with_order_fairness_the_queues_take_turns() {
+    assert_eq!(
+        run_two_queues(&["--order-fairness"]),
+        ["f1", "s1", "f2", "s2", "f3", "s3"]
+    );
+}
+
+#[test]
+fn services_mode_runs_every_job_at_once_whatever_the_concurrency() {
+    let (mut c, log) = controller_only();
+    c.start_agent_with(
+        "svc",
+        &["default"],
+        &["--services-mode", "--concurrency", "1"],
+    );
+    let stop = c.dir.path().join("stop");
+    let mut toml = "[pipeline]\nname = \"services\"\n".to_string();
+    for i in 1..=3 {
+        toml += &format!(
+            "[[step]]\nname = \"svc{i}\"\ncommand = [\"sh\", \"-c\", \"echo svc{i} >> {log}; while [ ! -f {stop} ]; do sleep 0.1; done\"]\n",
+            log = log.display(),
+            stop = stop.display()
+        );
+    }
+    let run = c.submit(&c.pipeline("services.toml", &toml));
+    c.wait_for(
+        &run,
+        "all three long-lived steps to run",
+        Duration::from_secs(30),
+        |d| {
+            ["svc1", "svc2", "svc3"]
+                .iter()
+                .all(|s| Cluster::step(d, s)["status"] == "running")
+        },
+    );
+    wait_until("all three to have started", Duration::from_secs(10), || {
+        (lines(&log).len() == 3).then_some(())
+    });
+    // Heartbeats (every 2 s) carry the counts: 0 slots (no limit), 3 busy.
+    wait_until("a heartbeat with 3 busy", Duration::from_secs(10), || {
+        let agents = c.json(&["agents", "--json"]);
+        let agent = &agents["agents"][0];
+        let counts = (agent["slots"].as_u64(), agent["busy"].as_u64());
+        (counts == (Some(0), Some(3))).then_some(())
+    });
+    let table = c.drover(&["agents"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("3/unlimited"),
+        "{}",
+        crate::harness::text(&table)
+    );
+    // What KEDA scales on: running steps count, though they have left the broker's queue.
+    let queues = c.json(&["queues", "--json"]);
+    let default = queues["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "default"))
+        .unwrap_or_else(|| panic!("{queues}"));
+    assert_eq!(
+        (
+            &default["messages"],
+            &default["running_steps"],
+            &default["active_steps"]
+        ),
+        (&0.into(), &3.into(), &3.into()),
+        "{queues}"
+    );
+    // A queue no step used yet is listed when asked for, with zeros (KEDA's query for a
+    // Deployment at zero must find a number).
+    let unused: Value = serde_json::from_str(&c.http_get("/api/v1/queues?queue=unused")).unwrap();
+    let entry = unused["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "unused"))
+        .unwrap_or_else(|| panic!("{unused}"));
+    assert_eq!(entry["active_steps"], 0, "{unused}");
+    std::fs::write(&stop, b"").unwrap();
+    succeeded(&c, &run);
+}
+
+#[test]
+fn python_steps_take_their_priority_from_the_sdk() {
+    let (mut c, log) = controller_only();
+    let code = format!(
+        r#"
+from drover import PipelineController
+
+def mark(name, log):
+    with open(log, "a") as f:
+        f.write(name + "\n")
+
+pipe = PipelineController(name="prio", project="e2e", version="1")
+pipe.set_default_execution_queue("default")
+for name, priority in [("p0", None), ("p9", 9), ("p5", 5)]:
+    pipe.add_function_step(name=name, function=mark, priority=priority,
+                           function_kwargs=dict(name=name, log={log:?}))
+pipe.start()
+"#,
+        log = log.display().to_string()
+    );
+    // A file, not -c: the SDK ships each function's source, which it reads from the file.
+    let script = c.dir.path().join("prio.py");
+    std::fs::write(&script, code).unwrap();
+    let out = c.python(&[script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out));
+    wait_for_depth(&c, "default", 3);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    let out = c.drover(&["wait", "latest"]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out));
+    assert_eq!(lines(&log), ["p9", "p5", "p0"]);
+}
