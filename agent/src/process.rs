@@ -5,7 +5,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
@@ -48,7 +49,7 @@ pub async fn run(
     };
     // One pipe for both streams keeps their interleaving exactly as the process wrote it.
     let (reader, writer) = std::io::pipe()?;
-    let mut command = Command::new(program);
+    let mut command = Command::new(resolve_program(program, &spec.env, &spec.cwd));
     command
         .args(args)
         .env_clear()
@@ -99,6 +100,33 @@ pub async fn run(
     // A process that left the group (setsid) could hold the pipe open forever; don't wait on it.
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     Ok(ended)
+}
+
+/// The program to execute: as given when it names a path, else the first executable file of
+/// that name on the step's own `PATH` (as `execvp` would find it).
+///
+/// A bare name with `PATH` set in a cleared environment makes std fork instead of using
+/// posix_spawn (it cannot let the parent's `PATH` do the lookup), and fork copies the page
+/// tables of the whole agent process for every step: under `drover up` that includes the
+/// controller's memory, which made a 10,000-step fan-out spend half its CPU in the kernel's
+/// `copy_page_range`. An absolute path lets std use posix_spawn (a vfork-like clone).
+fn resolve_program(program: &str, env: &BTreeMap<String, String>, cwd: &Path) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let Some(path) = env.get("PATH") else {
+        return PathBuf::from(program);
+    };
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            cwd.join(dir).join(program)
+        })
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
 }
 
 /// SIGTERM to the group, SIGKILL after the grace period.
@@ -164,6 +192,43 @@ mod tests {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+
+    #[test]
+    fn programs_are_found_on_the_steps_own_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::write(bin.join("data"), "not executable").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = BTreeMap::from([(
+            "PATH".to_string(),
+            format!("/nonexistent:{}", bin.display()),
+        )]);
+        let cwd = dir.path();
+        assert_eq!(resolve_program("tool", &env, cwd), tool);
+        // Not executable, unknown, or already a path: left for exec to judge.
+        assert_eq!(resolve_program("data", &env, cwd), PathBuf::from("data"));
+        assert_eq!(resolve_program("nope", &env, cwd), PathBuf::from("nope"));
+        assert_eq!(resolve_program("./x", &env, cwd), PathBuf::from("./x"));
+        assert_eq!(
+            resolve_program("tool", &BTreeMap::new(), cwd),
+            PathBuf::from("tool")
+        );
+        // An empty PATH entry means the working directory, as for execvp.
+        let env = BTreeMap::from([("PATH".to_string(), ":/nonexistent".to_string())]);
+        assert_eq!(
+            resolve_program("bin/tool", &env, cwd),
+            PathBuf::from("bin/tool")
+        );
+        std::fs::copy(&tool, cwd.join("here")).unwrap();
+        std::fs::set_permissions(cwd.join("here"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            resolve_program("here", &env, cwd),
+            cwd.join(".").join("here")
+        );
     }
 
     #[tokio::test]

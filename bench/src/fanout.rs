@@ -1,0 +1,128 @@
+//! Benchmark 3, fan-out: one run of many independent `true` steps, each in its own process and
+//! workdir.
+//!
+//! A run that ends within the measuring window counts all its steps over the run's time
+//! (controller timestamps, first dispatch to last end). A run too big for that (10,000 steps
+//! take many minutes) is measured over a window instead: ended steps counted through
+//! `GET /api/v1/runs` after a warm-up and again `window` later. The controller's cost per event
+//! grows with the run's size, not with its progress, so the window's rate stands for the run's.
+
+use crate::cluster::{Cluster, Env};
+use anyhow::{Context, Result, bail};
+use std::time::{Duration, Instant};
+
+/// Time after the submission before the window opens.
+const WARMUP: Duration = Duration::from_secs(5);
+
+fn fanout_toml(steps: usize) -> String {
+    let mut out = format!("[pipeline]\nname = \"fanout-{steps}\"\nproject = \"bench\"\n");
+    for i in 0..steps {
+        out.push_str(&format!(
+            "\n[[step]]\nname = \"f{i}\"\ncommand = [\"true\"]\n"
+        ));
+    }
+    out
+}
+
+/// How one run was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measured {
+    /// The whole run: steps over its time.
+    WholeRun,
+    /// Steps ended within a window of the run.
+    Window { ended: u64, secs: f64 },
+}
+
+/// The shape of one fan-out measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutPlan {
+    pub reps: usize,
+    pub steps: usize,
+    pub agents: u32,
+    pub concurrency: u32,
+    pub window: Duration,
+}
+
+/// Steps per second for each of `reps` runs, and how each was measured.
+/// A fresh cluster for every repetition: a run cut off at the window leaves jobs behind.
+pub async fn run(env: &Env, plan: FanoutPlan) -> Result<Vec<(f64, Measured)>> {
+    let mut rates = Vec::new();
+    for _ in 0..plan.reps {
+        let mut c = Cluster::new(env)?;
+        let result = one(&mut c, plan).await;
+        c.shutdown().await;
+        rates.push(result?);
+    }
+    Ok(rates)
+}
+
+/// Ended steps of a run from `GET /api/v1/runs`, and whether the run ended.
+async fn progress(c: &Cluster, run: &str) -> Result<(u64, bool)> {
+    let list = c.runs().await?;
+    let summary = list["runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["run_id"] == run))
+        .with_context(|| format!("run {run} is not listed"))?;
+    let counts = summary["steps"].as_object().context("no step counts")?;
+    let ended = counts
+        .iter()
+        .filter(|(status, _)| !matches!(status.as_str(), "pending" | "queued" | "running"))
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum();
+    Ok((ended, summary["status"] != "running"))
+}
+
+async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
+    let (agents, concurrency) = (plan.agents.to_string(), plan.concurrency.to_string());
+    c.start_controller(
+        "up",
+        &[
+            "up",
+            "--agents",
+            &agents,
+            "--concurrency",
+            &concurrency,
+            "--python-env",
+            "system",
+        ],
+    )
+    .await?;
+    let path = c.path().join("fanout.toml");
+    std::fs::write(&path, fanout_toml(plan.steps))?;
+    let warm = c.submit_toml("warm.toml", &fanout_toml(8))?;
+    c.wait(&warm, Duration::from_millis(100), Duration::from_secs(60))
+        .await?;
+    let run = c.submit(&path)?;
+    let submitted = Instant::now();
+    tokio::time::sleep(WARMUP).await;
+    let (first, ended) = progress(c, &run).await?;
+    let opened = Instant::now();
+    if !ended {
+        let left = plan.window.saturating_sub(opened.elapsed());
+        let deadline = opened + left;
+        let mut last = (first, false);
+        while Instant::now() < deadline && !last.1 {
+            tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
+            last = progress(c, &run).await?;
+        }
+        if !last.1 {
+            let secs = opened.elapsed().as_secs_f64();
+            let ended = last.0 - first;
+            if ended == 0 {
+                bail!("no step of run {run} ended within {secs:.0} s");
+            }
+            return Ok((ended as f64 / secs, Measured::Window { ended, secs }));
+        }
+    }
+    let timeout = Duration::from_secs(120 + plan.steps as u64);
+    let view = c
+        .wait(
+            &run,
+            Duration::from_secs(1),
+            timeout.saturating_sub(submitted.elapsed()),
+        )
+        .await?;
+    let ms = view["ended_at"].as_f64().context("no ended_at")?
+        - view["started_at"].as_f64().context("no started_at")?;
+    Ok((plan.steps as f64 / (ms / 1000.0), Measured::WholeRun))
+}

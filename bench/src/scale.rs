@@ -1,0 +1,344 @@
+//! Benchmark 7, scale: generated layered DAGs, submitted through the real CLI and controller
+//! (submit + validate) and pushed through the pure scheduler in a child process with a time
+//! budget (how scheduling time grows with the number of steps).
+
+use crate::cluster::{Cluster, Env};
+use crate::report::Row;
+use anyhow::{Context, Result, bail};
+use drover_controller::scheduler::{
+    Action, Event, RunRecord, RunStatus, SchedulerConfig, State, handle,
+};
+use drover_controller::store::Store;
+use drover_protocol::message::{Claimed, Finished, Outcome, StepJob, Submit};
+use drover_protocol::spec::PipelineSpec;
+use drover_protocol::{AgentId, RunId};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Steps per layer of the generated DAG.
+const WIDTH: usize = 100;
+
+/// A layered DAG of `n` `true` steps: every step after the first layer has two parents in the
+/// layer before it.
+pub fn dag_toml(n: usize, queue: &str) -> String {
+    let mut out = format!(
+        "[pipeline]\nname = \"scale-{n}\"\nproject = \"bench\"\ndefault_queue = \"{queue}\"\n"
+    );
+    for i in 0..n {
+        out.push_str(&format!(
+            "\n[[step]]\nname = \"s{i}\"\ncommand = [\"true\"]\n"
+        ));
+        if i >= WIDTH {
+            let layer_start = (i / WIDTH - 1) * WIDTH;
+            let j = i % WIDTH;
+            out.push_str(&format!(
+                "parents = [\"s{}\", \"s{}\"]\n",
+                layer_start + j,
+                layer_start + (j + 1) % WIDTH
+            ));
+        }
+    }
+    out
+}
+
+/// The child process: feeds a whole run through the scheduler, printing JSON progress lines.
+pub fn worker(n: usize) -> Result<()> {
+    let text = dag_toml(n, "default");
+    let stdout = std::io::stdout();
+    let emit = |v: Value| -> Result<()> {
+        let mut lock = stdout.lock();
+        writeln!(lock, "{v}")?;
+        lock.flush()?;
+        Ok(())
+    };
+    let mut state = State::new(SchedulerConfig {
+        controller_url: "http://127.0.0.1:1".into(),
+        lease_ms: 30_000,
+        artifact_store: None,
+    });
+    let run_id = RunId::generate();
+    let agent = AgentId::new("bench")?;
+    let spec = PipelineSpec::from_toml(&text)?;
+    let start = Instant::now();
+    let mut now = 1_000u64;
+    let fx = handle(
+        &mut state,
+        Event::Submit(Submit {
+            run_id: run_id.clone(),
+            spec,
+            params: BTreeMap::new(),
+            submitted_by: None,
+        }),
+        now,
+    );
+    emit(json!({"submit_ms": start.elapsed().as_secs_f64() * 1000.0}))?;
+    // Measuring the store's cost is not scheduling: its time is left out of the figures.
+    let measuring = Instant::now();
+    if let Some(run) = state.runs.get(&run_id) {
+        let (persist_ms, bytes) = persist_cost(run)?;
+        emit(json!({"persist_ms": persist_ms, "record_bytes": bytes}))?;
+    }
+    let left_out = measuring.elapsed();
+    let elapsed_ms = || (start.elapsed() - left_out).as_secs_f64() * 1000.0;
+    let mut queue: VecDeque<StepJob> = jobs(fx.actions);
+    let mut done = 0usize;
+    let mut last_report = Instant::now();
+    while let Some(job) = queue.pop_front() {
+        now += 1;
+        let claimed = Claimed {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+            agent: agent.clone(),
+        };
+        handle(&mut state, Event::Claimed(claimed), now);
+        let finished = Finished {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+            agent: agent.clone(),
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            outputs: BTreeMap::new(),
+            message: None,
+            started_at: now,
+            ended_at: now,
+        };
+        let fx = handle(&mut state, Event::Finished(finished), now);
+        queue.extend(jobs(fx.actions));
+        done += 1;
+        if last_report.elapsed() > Duration::from_millis(500) {
+            emit(json!({"done": done, "elapsed_ms": elapsed_ms()}))?;
+            last_report = Instant::now();
+        }
+    }
+    let status = state.runs.get(&run_id).map(|r| r.status);
+    if status != Some(RunStatus::Succeeded) || done != n {
+        bail!("the run ended {status:?} after {done} of {n} steps");
+    }
+    emit(json!({"done": done, "total_ms": elapsed_ms()}))
+}
+
+/// What the controller pays per event of this run: it writes the whole run record to sled and
+/// flushes (`Store::put_run` + `flush`, as the owner task does). Median of 5, in ms, and the
+/// record's encoded size.
+fn persist_cost(run: &RunRecord) -> Result<(f64, usize)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        store.put_run(run)?;
+        rt.block_on(store.flush())?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((
+        crate::stats::median(&times),
+        rmp_serde::to_vec_named(run)?.len(),
+    ))
+}
+
+fn jobs(actions: Vec<Action>) -> VecDeque<StepJob> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dispatch { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the child got through before it finished or ran out of time.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    submit_ms: Option<f64>,
+    persist_ms: Option<f64>,
+    record_bytes: Option<f64>,
+    done: usize,
+    elapsed_ms: f64,
+    finished: bool,
+}
+
+/// Runs the worker for `n` steps, killing it after `budget`.
+fn schedule(n: usize, budget: Duration) -> Result<Progress> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["scale-worker", "--steps", &n.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut p = Progress {
+        submit_ms: None,
+        persist_ms: None,
+        record_bytes: None,
+        done: 0,
+        elapsed_ms: 0.0,
+        finished: false,
+    };
+    while let Some(left) = budget.checked_sub(started.elapsed()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&line)?;
+        if let Some(ms) = v["submit_ms"].as_f64() {
+            p.submit_ms = Some(ms);
+        }
+        if let Some(ms) = v["persist_ms"].as_f64() {
+            p.persist_ms = Some(ms);
+            p.record_bytes = v["record_bytes"].as_f64();
+        }
+        if let Some(done) = v["done"].as_u64() {
+            p.done = done as usize;
+        }
+        if let Some(ms) = v["elapsed_ms"].as_f64() {
+            p.elapsed_ms = ms;
+        }
+        if let Some(ms) = v["total_ms"].as_f64() {
+            p.elapsed_ms = ms;
+            p.finished = true;
+            break;
+        }
+    }
+    if !p.finished {
+        p.elapsed_ms = p.elapsed_ms.max(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(p)
+}
+
+/// Submit + validate through the CLI and the controller; then the scheduler at each size.
+pub async fn run(
+    env: &Env,
+    reps: usize,
+    submit_steps: usize,
+    sizes: &[usize],
+    budget: Duration,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut c = Cluster::new(env)?;
+    c.uses_queue("scale");
+    let submitted = submit_and_validate(&mut c, reps, submit_steps).await;
+    c.shutdown().await;
+    let submit_ms = submitted?;
+    let ok = crate::stats::median(&submit_ms) < 1000.0;
+    rows.push(
+        Row::new(
+            "7 scale",
+            &format!("submit + validate {}-step DAG", submit_steps),
+            "ms",
+            submit_ms,
+        )
+        .goal("< 1 s", ok)
+        .note("from `drover run FILE --json` (parse, validate, publish) until the controller serves the run over HTTP (validated, first layer dispatched, flushed); polled every 5 ms"),
+    );
+
+    let mut base_per_step: Option<f64> = None;
+    for &n in sizes {
+        eprintln!("bench: scale: scheduling a {n}-step DAG (budget {budget:?})");
+        let p = schedule(n, budget)?;
+        let accept = p.submit_ms.map_or(f64::NAN, |ms| ms);
+        rows.push(
+            Row::new(
+                "7 scale",
+                &format!("scheduler: accept {n}-step submit"),
+                "ms",
+                vec![accept],
+            )
+            .note(if p.submit_ms.is_some() {
+                "pure scheduler in-process: validate + first advance".to_string()
+            } else {
+                format!("did not return within the {budget:?} budget")
+            }),
+        );
+        rows.push(
+            Row::new(
+                "7 scale",
+                &format!("controller: persist the {n}-step run record (per event)"),
+                "ms",
+                vec![p.persist_ms.unwrap_or(f64::NAN)],
+            )
+            .note(match p.record_bytes {
+                Some(b) => format!(
+                    "Store::put_run + flush of the freshly submitted run ({:.1} MB msgpack); the owner task does this for every Claimed and Finished of the run",
+                    b / 1e6
+                ),
+                None => "not reached within the budget".to_string(),
+            }),
+        );
+        let per_step_us = if p.done > 0 {
+            p.elapsed_ms * 1000.0 / p.done as f64
+        } else {
+            f64::NAN
+        };
+        let mut row = Row::new(
+            "7 scale",
+            &format!("scheduler: whole {n}-step run, per step"),
+            "µs",
+            vec![per_step_us],
+        );
+        let mut note = format!(
+            "Claimed + Finished per step through the pure scheduler; {} of {n} steps in {:.1} s",
+            p.done,
+            p.elapsed_ms / 1000.0
+        );
+        if !p.finished {
+            note.push_str(&format!(
+                " (stopped at the {budget:?} budget: these are the first steps, while nearly every step is still pending)"
+            ));
+        }
+        match base_per_step {
+            None => {
+                base_per_step = Some(per_step_us);
+                row = row.goal("linear (reference size)", p.finished);
+            }
+            Some(base) => {
+                let linear = p.finished && per_step_us <= 2.0 * base;
+                row = row
+                    .limit(&format!("per step at {}", sizes[0]), base, "µs")
+                    .goal("linear: ≤ 2× per step at the smallest size", linear);
+            }
+        }
+        rows.push(row.note(note));
+    }
+    Ok(rows)
+}
+
+async fn submit_and_validate(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<f64>> {
+    c.start_controller("controller", &["controller"]).await?;
+    let path = c.path().join("scale.toml");
+    std::fs::write(&path, dag_toml(steps, "scale"))?;
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let run = c.submit(&path)?;
+        loop {
+            if c.run_exists(&run).await? {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("run {run} was not visible within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(samples)
+}

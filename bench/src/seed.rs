@@ -1,0 +1,148 @@
+//! Benchmark 4, the seed pipeline (`examples/pipeline_from_functions.py`) on `drover up` with a
+//! warm virtualenv, against its three functions run as three plain `python` processes in the
+//! same run, and the all-cached re-run. The Python side is `bench/seed.py`.
+//!
+//! The floor runs on the very virtualenv drover built for the steps, with bytecode caching on as
+//! in a step: the developer's `.venv` may differ (this machine sets `PYTHONDONTWRITEBYTECODE`,
+//! which made the same three processes take twice as long there).
+
+use crate::cluster::{Cluster, Env};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Wall times in ms.
+#[derive(Debug, Clone, Default)]
+pub struct SeedSamples {
+    pub drover_ms: Vec<f64>,
+    pub floor_ms: Vec<f64>,
+    pub cached_ms: Vec<f64>,
+}
+
+fn script(c: &Cluster, env: &Env, args: &[&str]) -> Result<Value> {
+    let script = env.repo.join("bench/seed.py");
+    let out = std::process::Command::new(&env.python)
+        .arg(&script)
+        .args(args)
+        .env("DROVER_NAMESPACE", &c.ns)
+        .env("DROVER_AMQP_URL", &env.amqp_url)
+        .env("DROVER_URL", &c.url)
+        .current_dir(c.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", env.python))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{} {args:?} failed ({}):\n{stdout}\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("bench/seed.py printed {last:?}"))
+}
+
+fn drover_run(c: &Cluster, env: &Env, cached: bool) -> Result<f64> {
+    let v = script(
+        c,
+        env,
+        &["drover", "--cache", if cached { "1" } else { "0" }],
+    )?;
+    if v["status"] != "succeeded" {
+        bail!("the seed run did not succeed: {v}");
+    }
+    let want = if cached { "cached" } else { "succeeded" };
+    let steps = v["steps"].as_object().context("no steps")?;
+    if steps.len() != 3 || steps.values().any(|s| s != want) {
+        bail!("expected every step {want}: {v}");
+    }
+    v["wall_ms"].as_f64().context("no wall_ms")
+}
+
+/// The step environment drover built (its python) and the bundled SDK, so the floor runs the
+/// functions on the same interpreter, packages and bytecode caches as the steps.
+fn step_env(c: &Cluster) -> Result<(PathBuf, PathBuf)> {
+    let pyenv = c.path().join("up/pyenv");
+    let first_dir = |dir: PathBuf| -> Result<PathBuf> {
+        std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.is_dir()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .with_context(|| format!("nothing built under {}", dir.display()))
+    };
+    let python = first_dir(pyenv.join("envs"))?.join("bin/python");
+    Ok((python, first_dir(pyenv.join("bundle"))?))
+}
+
+fn floor_run(c: &Cluster, env: &Env) -> Result<f64> {
+    let dir = c.path().join("floor");
+    std::fs::create_dir_all(&dir)?;
+    let (python, sdk) = step_env(c)?;
+    let out = std::process::Command::new(&python)
+        .arg(env.repo.join("bench/seed.py"))
+        .args(["floor", &dir.display().to_string()])
+        // As in a step: bytecode is cached, only the bundled SDK is added to the path.
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .env("PYTHONPATH", &sdk)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the floor run failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
+    v["wall_ms"].as_f64().context("no wall_ms")
+}
+
+/// `reps` warm runs, `reps` floor runs (interleaved) and `reps` all-cached re-runs.
+pub async fn run(env: &Env, reps: usize) -> Result<SeedSamples> {
+    let mut c = Cluster::new(env)?;
+    let result = runs(&mut c, env, reps).await;
+    c.shutdown().await;
+    result
+}
+
+async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
+    let data = env.repo.join("examples/data/iris.pkl");
+    if !data.exists() {
+        let status = std::process::Command::new(&env.python)
+            .arg(env.repo.join("examples/make_iris_pickle.py"))
+            .status()?;
+        if !status.success() {
+            bail!("examples/make_iris_pickle.py failed");
+        }
+    }
+    c.start_controller("up", &["up", "--agents", "1", "--python-env", "venv"])
+        .await?;
+    // Warm-up: builds the step environment (timed separately by nobody) and the page cache.
+    drover_run(c, env, false)?;
+    floor_run(c, env)?;
+    let mut s = SeedSamples::default();
+    for _ in 0..reps {
+        s.floor_ms.push(floor_run(c, env)?);
+        s.drover_ms.push(drover_run(c, env, false)?);
+    }
+    // Fill the cache once, then re-run with every step cached.
+    let v = script(c, env, &["drover", "--cache", "1"])?;
+    if v["status"] != "succeeded" {
+        bail!("the cache-filling seed run did not succeed: {v}");
+    }
+    for _ in 0..reps {
+        s.cached_ms.push(drover_run(c, env, true)?);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(s)
+}

@@ -1,0 +1,456 @@
+//! The whole suite: how much each benchmark does in full and quick mode, the order they run in,
+//! and how their measurements become rows against the limits of the same run.
+
+use crate::cluster::Env;
+use crate::report::{Machine, Report, Row};
+use crate::{amqp, artifact, fanout, footprint, hop, scale, seed, stats};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// `drover-bench run` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Small sizes and one repetition: a smoke test that the benchmarks still work.
+    #[arg(long)]
+    pub quick: bool,
+    /// The `drover` binary to measure.
+    #[arg(long)]
+    pub drover: PathBuf,
+    /// The repository root (examples, bench/seed.py).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Python with the drover SDK, pandas and scikit-learn.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    #[arg(
+        long,
+        env = "DROVER_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Where latest.md and latest.json go.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Only these benchmarks (numbers 1-7, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<u8>,
+    /// Overrides the fan-out size (steps per run) of the mode.
+    #[arg(long)]
+    pub fanout_steps: Option<usize>,
+    /// The cargo profile the binaries were built with, for the report.
+    #[arg(long, default_value = "release")]
+    pub profile: String,
+}
+
+/// Sizes and repetitions of one mode.
+struct Plan {
+    amqp_reps: usize,
+    amqp: amqp::AmqpPlan,
+    hop_reps: usize,
+    hop_steps: usize,
+    fanout_reps: usize,
+    fanout_steps: usize,
+    fanout_window: Duration,
+    seed_reps: usize,
+    artifact_reps: usize,
+    artifact_bytes: u64,
+    footprint_reps: usize,
+    footprint_runs: usize,
+    footprint_steps: usize,
+    scale_reps: usize,
+    scale_submit_steps: usize,
+    scale_sizes: Vec<usize>,
+    scale_budget: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            return Self {
+                amqp_reps: 1,
+                amqp: amqp::AmqpPlan {
+                    messages: 2_000,
+                    size: 200,
+                    round_trips: 200,
+                },
+                hop_reps: 1,
+                hop_steps: 20,
+                fanout_reps: 1,
+                fanout_steps: 100,
+                fanout_window: Duration::from_secs(30),
+                seed_reps: 1,
+                artifact_reps: 1,
+                artifact_bytes: 64 << 20,
+                footprint_reps: 1,
+                footprint_runs: 5,
+                footprint_steps: 50,
+                scale_reps: 1,
+                scale_submit_steps: 1_000,
+                scale_sizes: vec![100, 1_000],
+                scale_budget: Duration::from_secs(20),
+            };
+        }
+        Self {
+            amqp_reps: 5,
+            amqp: amqp::AmqpPlan {
+                messages: 10_000,
+                size: 200,
+                round_trips: 1_000,
+            },
+            hop_reps: 3,
+            hop_steps: 200,
+            fanout_reps: 2,
+            fanout_steps: 10_000,
+            fanout_window: Duration::from_secs(60),
+            seed_reps: 5,
+            artifact_reps: 3,
+            artifact_bytes: 1 << 30,
+            footprint_reps: 3,
+            footprint_runs: 100,
+            footprint_steps: 1_000,
+            scale_reps: 3,
+            scale_submit_steps: 10_000,
+            scale_sizes: vec![1_000, 10_000, 100_000],
+            scale_budget: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The AMQP figures the others are compared with.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    publish_rate: f64,
+    rt_p50_ms: f64,
+    rt_p99_ms: f64,
+}
+
+fn count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{} GiB", n >> 30),
+        n => format!("{} MiB", n >> 20),
+    }
+}
+
+/// Runs the selected benchmarks, prints the table and writes `latest.md` / `latest.json`.
+pub async fn run(o: Options) -> Result<()> {
+    let started = Instant::now();
+    let started_at = crate::report::now_utc();
+    let mut plan = Plan::new(o.quick);
+    if let Some(n) = o.fanout_steps {
+        plan.fanout_steps = n;
+    }
+    let env = Env {
+        drover: std::fs::canonicalize(&o.drover)?,
+        amqp_url: o.amqp_url.clone(),
+        repo: std::fs::canonicalize(&o.repo)?,
+        python: o.python.clone(),
+        quick: o.quick,
+    };
+    let wanted = |n: u8| o.only.is_empty() || o.only.contains(&n);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut fail = |bench: &str, e: anyhow::Error, rows: &mut Vec<Row>| {
+        eprintln!("bench: {bench} failed: {e:#}");
+        rows.push(Row::new(bench, "failed", "", vec![]).note(format!("{e:#}")));
+        failures.push(bench.to_string());
+    };
+
+    // 1 is always measured: every other figure is judged against it.
+    eprintln!("bench: 1 amqp limit");
+    let limits = match amqp_rows(&env, &plan, &mut rows).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            fail("1 amqp", e, &mut rows);
+            None
+        }
+    };
+    let nan = Limits {
+        publish_rate: f64::NAN,
+        rt_p50_ms: f64::NAN,
+        rt_p99_ms: f64::NAN,
+    };
+    let limits = limits.unwrap_or(nan);
+
+    if wanted(2) {
+        eprintln!("bench: 2 hop latency");
+        if let Err(e) = hop_rows(&env, &plan, limits, &mut rows).await {
+            fail("2 hop", e, &mut rows);
+        }
+    }
+    if wanted(3) {
+        eprintln!("bench: 3 fan-out");
+        if let Err(e) = fanout_rows(&env, &plan, limits, &mut rows).await {
+            fail("3 fan-out", e, &mut rows);
+        }
+    }
+    if wanted(4) {
+        eprintln!("bench: 4 seed pipeline");
+        if let Err(e) = seed_rows(&env, &plan, &mut rows).await {
+            fail("4 seed", e, &mut rows);
+        }
+    }
+    if wanted(5) {
+        eprintln!("bench: 5 artifacts");
+        if let Err(e) = artifact_rows(&env, &plan, &mut rows).await {
+            fail("5 artifact", e, &mut rows);
+        }
+    }
+    if wanted(6) {
+        eprintln!("bench: 6 footprint");
+        if let Err(e) = footprint_rows(&env, &plan, &mut rows).await {
+            fail("6 footprint", e, &mut rows);
+        }
+    }
+    if wanted(7) {
+        eprintln!("bench: 7 scale");
+        let sizes = plan.scale_sizes.clone();
+        match scale::run(
+            &env,
+            plan.scale_reps,
+            plan.scale_submit_steps,
+            &sizes,
+            plan.scale_budget,
+        )
+        .await
+        {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail("7 scale", e, &mut rows),
+        }
+    }
+
+    let report = Report {
+        mode: if o.quick { "quick" } else { "full" }.to_string(),
+        started_at,
+        duration_s: started.elapsed().as_secs_f64(),
+        machine: Machine::probe(&o.python, &o.profile),
+        rows,
+    };
+    let md = report.markdown();
+    println!("{md}");
+    std::fs::create_dir_all(&o.out)?;
+    std::fs::write(o.out.join("latest.md"), &md)?;
+    std::fs::write(
+        o.out.join("latest.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    eprintln!("bench: wrote {}/latest.md and latest.json", o.out.display());
+    if !failures.is_empty() {
+        bail!("benchmark(s) failed: {}", failures.join(", "));
+    }
+    Ok(())
+}
+
+async fn amqp_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<Limits> {
+    let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut samples = Vec::new();
+    for _ in 0..plan.amqp_reps {
+        samples.push(amqp::measure(&env.amqp_url, &ns, plan.amqp).await?);
+    }
+    let pick = |f: fn(&amqp::AmqpSample) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
+    let n = count(plan.amqp.messages);
+    let publish = Row::new(
+        "1 amqp",
+        &format!("publish persistent + confirms, {n} × {} B", plan.amqp.size),
+        "msg/s",
+        pick(|s| s.publish_rate),
+    )
+    .note("raw lapin, one channel, all in flight, every confirm awaited; durable queue");
+    let consume = Row::new(
+        "1 amqp",
+        &format!("consume + ack, {n} × {} B", plan.amqp.size),
+        "msg/s",
+        pick(|s| s.consume_rate),
+    )
+    .note("raw lapin, prefetch 1000, one ack per message");
+    let p50 = Row::new("1 amqp", "round trip of one message, p50", "ms", pick(|s| s.rt_p50_ms))
+        .note(format!("publish (persistent, confirm) until both the confirm and the delivery on a second connection arrived; {} samples per repetition, the figure is each repetition's percentile", plan.amqp.round_trips));
+    let p99 = Row::new(
+        "1 amqp",
+        "round trip of one message, p99",
+        "ms",
+        pick(|s| s.rt_p99_ms),
+    );
+    let limits = Limits {
+        publish_rate: publish.median,
+        rt_p50_ms: p50.median,
+        rt_p99_ms: p99.median,
+    };
+    rows.extend([publish, consume, p50, p99]);
+    Ok(limits)
+}
+
+async fn hop_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Result<()> {
+    let s = hop::run(env, plan.hop_reps, plan.hop_steps).await?;
+    let pick = |f: fn(&hop::HopSample) -> f64| s.iter().map(f).collect::<Vec<f64>>();
+    let p50 = Row::new(
+        "2 hop",
+        &format!("hop p50, {}-step chain, one agent", plan.hop_steps),
+        "ms",
+        pick(|s| s.p50_ms),
+    )
+    .limit("AMQP round trip p50", l.rt_p50_ms, "ms");
+    let met = p50.median < 5.0 && p50.median <= 3.0 * l.rt_p50_ms;
+    let stamp = stats::median(&pick(|s| s.stamp_cost_ms));
+    rows.push(p50.goal("p50 < 5 ms and ≤ 3× AMQP round trip", met).note(format!(
+        "next step's first `date +%s%N` minus this step's last; includes sh exit/start and one fork/exec of date (a step's own two stamps are {stamp:.2} ms apart)"
+    )));
+    rows.push(
+        Row::new("2 hop", "hop p99", "ms", pick(|s| s.p99_ms)).limit(
+            "AMQP round trip p99",
+            l.rt_p99_ms,
+            "ms",
+        ),
+    );
+    rows.push(
+        Row::new("2 hop", "hop p50, chain of `true`, controller view", "ms", pick(|s| s.api_p50_ms))
+            .note("next step's claim minus this step's Finished, as the controller recorded them (whole ms; excludes the agent's process start)"),
+    );
+    rows.push(Row::new(
+        "2 hop",
+        "step cycle, chain of `true` (run time / steps)",
+        "ms",
+        pick(|s| s.cycle_ms),
+    ));
+    Ok(())
+}
+
+async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Result<()> {
+    let n = count(plan.fanout_steps);
+    for (agents, label) in [(1, "1 agent × 4 slots"), (2, "2 agents × 4 slots")] {
+        let fplan = fanout::FanoutPlan {
+            reps: plan.fanout_reps,
+            steps: plan.fanout_steps,
+            agents,
+            concurrency: 4,
+            window: plan.fanout_window,
+        };
+        let measured = fanout::run(env, fplan).await?;
+        let how: Vec<String> = measured
+            .iter()
+            .map(|(_, m)| match m {
+                fanout::Measured::WholeRun => "whole run".to_string(),
+                fanout::Measured::Window { ended, secs } => {
+                    format!("{ended} steps ended in a {secs:.0} s window")
+                }
+            })
+            .collect();
+        let rates = measured.iter().map(|(r, _)| *r).collect();
+        let row = Row::new(
+            "3 fan-out",
+            &format!("{n} independent `true` steps, {label}"),
+            "steps/s",
+            rates,
+        )
+        .limit("raw AMQP publish rate", l.publish_rate, "msg/s");
+        let met = row.median >= 1000.0;
+        rows.push(row.goal("≥ 1,000 steps/s", met).note(format!(
+            "each step its own process and workdir; {}",
+            how.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+async fn seed_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let s = seed::run(env, plan.seed_reps).await?;
+    let floor = Row::new(
+        "4 seed",
+        "floor: the 3 functions as 3 plain python processes",
+        "ms",
+        s.floor_ms,
+    );
+    let drover = Row::new(
+        "4 seed",
+        "seed pipeline, warm env: submit → run ended",
+        "ms",
+        s.drover_ms,
+    )
+    .limit("floor", floor.median, "ms");
+    let met = drover.median <= 1.2 * floor.median + 100.0;
+    rows.push(drover.goal("≤ 1.2× floor + 100 ms", met).note(
+        "examples/pipeline_from_functions.py's functions and pipeline via bench/seed.py, cache off so every step runs; `drover up --python-env venv`, env built before timing; from just before start() to the run's ended_at",
+    ));
+    rows.push(floor);
+    let cached = Row::new(
+        "4 seed",
+        "all-cached re-run: submit → run ended",
+        "ms",
+        s.cached_ms,
+    );
+    let met = cached.median < 300.0;
+    rows.push(cached.goal("< 300 ms", met));
+    Ok(())
+}
+
+async fn artifact_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let s = artifact::run(env, plan.artifact_reps, plan.artifact_bytes).await?;
+    let size = bytes(plan.artifact_bytes);
+    let cp = Row::new(
+        "5 artifact",
+        &format!("cp of a {size} file"),
+        "MiB/s",
+        s.cp_rate,
+    )
+    .note("page cache warm, no fsync");
+    let drover = Row::new(
+        "5 artifact",
+        &format!("{size} output → next step's input"),
+        "MiB/s",
+        s.drover_rate,
+    )
+    .limit("cp", cp.median, "MiB/s");
+    let met = drover.ratio.is_some_and(|r| r >= 0.5);
+    rows.push(drover.goal("≥ 50 % of cp", met).note(
+        "producer's last stamp to consumer's first: hash, upload, blob store (with fsync), one hop, download with hash",
+    ));
+    rows.push(cp);
+    let growth = s.hwm_after_mib - s.hwm_before_mib;
+    rows.push(
+        Row::new("5 artifact", "peak RSS of `drover up` (controller + agent) over the transfers", "MiB", vec![s.hwm_after_mib])
+            .goal("grows < 64 MiB (streamed)", growth < 64.0)
+            .note(format!("VmHWM {:.1} MiB before the first transfer, {:.1} MiB after the last (+{growth:.1} MiB)", s.hwm_before_mib, s.hwm_after_mib)),
+    );
+    Ok(())
+}
+
+async fn footprint_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let s = footprint::run(
+        env,
+        plan.footprint_reps,
+        plan.footprint_runs,
+        plan.footprint_steps,
+    )
+    .await?;
+    let c = Row::new(
+        "6 footprint",
+        "idle controller RSS",
+        "MiB",
+        s.controller_idle,
+    );
+    let met = c.median < 40.0;
+    rows.push(c.goal("< 40 MiB", met).note(
+        "`drover controller` and `drover agent` as separate processes, VmRSS after 5 s idle",
+    ));
+    let a = Row::new("6 footprint", "idle agent RSS", "MiB", s.agent_idle);
+    let met = a.median < 15.0;
+    rows.push(a.goal("< 15 MiB", met));
+    rows.push(
+        Row::new(
+            "6 footprint",
+            &format!("controller RSS holding {} finished runs × {} steps", plan.footprint_runs, count(plan.footprint_steps)),
+            "MiB",
+            s.controller_loaded,
+        )
+        .note("the first run executes; the others are identical and all cache hits (see bench/src/footprint.rs)"),
+    );
+    Ok(())
+}
