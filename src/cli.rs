@@ -108,6 +108,13 @@ pub struct ControllerArgs {
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+    /// Where artifacts live: `local` (<data-dir>/blobs, moved through the HTTP API) or
+    /// `s3://bucket[/prefix]` (agents move them straight to the bucket; credentials from AWS_*).
+    #[arg(long, env = "DROVER_ARTIFACT_STORE", default_value = "local")]
+    pub artifact_store: drover_storage::StoreLocation,
+    /// The S3 API endpoint of an S3-compatible server (MinIO, Ceph, ...); default: AWS.
+    #[arg(long, env = "DROVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,6 +152,22 @@ pub struct AgentOptions {
     /// How long a draining agent waits for running steps before killing them.
     #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// How artifacts travel when the controller keeps them in a bucket.
+    #[arg(
+        long,
+        value_enum,
+        env = "DROVER_ARTIFACT_TRANSFER",
+        default_value = "direct"
+    )]
+    pub artifact_transfer: ArtifactTransfer,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactTransfer {
+    /// Straight to and from the bucket jobs name (credentials from AWS_*).
+    Direct,
+    /// Always through the controller's HTTP API (hosts that cannot reach the bucket).
+    Controller,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +188,9 @@ pub struct AgentArgs {
     /// Agent id (default: <host>-<pid>-<random>).
     #[arg(long, env = "DROVER_AGENT_ID")]
     pub id: Option<String>,
+    /// The S3 endpoint as this host reaches it (default: the one the controller names in jobs).
+    #[arg(long, env = "DROVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -37,6 +37,21 @@ pub struct AgentConfig {
     pub id: Option<AgentId>,
     /// Bearer token for the controller's HTTP API (artifact transfers), when it requires one.
     pub token: Option<String>,
+    /// Whether artifacts go straight to the bucket a job names or through the controller.
+    pub artifact_transfer: ArtifactTransfer,
+    /// The S3 endpoint as this host reaches it; `None`: the one jobs name.
+    pub s3_endpoint: Option<String>,
+}
+
+/// How an agent moves artifacts when the controller keeps them in a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArtifactTransfer {
+    /// Straight to and from the bucket (credentials from `AWS_*`); through the controller only
+    /// when a job names no bucket (the controller's local store).
+    #[default]
+    Direct,
+    /// Always through the controller's HTTP API, e.g. from a host that cannot reach the bucket.
+    Controller,
 }
 
 /// How an agent picks among its queues when several have jobs waiting.

@@ -104,6 +104,16 @@ async fn execute(
         .clone()
         .unwrap_or_else(|| job.controller_url.clone());
     let base = base.trim_end_matches('/').to_string();
+    let route = match shared.routes.for_job(job, &shared.http, &base) {
+        Ok(r) => r,
+        Err(e) => return Report::error(format!("cannot use the artifact store: {e}")),
+    };
+    tracing::debug!(
+        "{}/{}: artifacts through {}",
+        job.run_id,
+        job.step,
+        route.describe()
+    );
     let workdir = match Workdir::create(&config.work_dir, job, config.keep_workdirs) {
         Ok(w) => w,
         Err(e) => {
@@ -124,7 +134,7 @@ async fn execute(
             .join(input.output.as_str())
             .join(safe_file_name(&input.file_name));
         let what = format!("downloading {}.{}", input.step, input.output);
-        let download = || artifacts::download(&shared.http, &base, input, &dest);
+        let download = || artifacts::download(&route, input, &dest);
         if let Err(e) = artifacts::retrying(&what, download).await {
             return Report::error(format!(
                 "cannot download input {}.{}: {e}",
@@ -241,7 +251,7 @@ async fn execute(
             }
         };
         let what = format!("uploading output '{name}'");
-        match artifacts::retrying(&what, || artifacts::upload(&shared.http, &base, &path)).await {
+        match artifacts::retrying(&what, || artifacts::upload(&route, &path)).await {
             Ok(r) => {
                 outputs.insert(name.clone(), r);
             }

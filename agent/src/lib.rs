@@ -17,7 +17,7 @@ mod serve;
 mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, QueueOrder};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
 
 use anyhow::Context;
 use drover_protocol::AgentId;
@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub publisher: Publisher,
     pub http: reqwest::Client,
+    /// Which way each job's artifacts go.
+    pub routes: artifacts::Routes,
     /// Attempts this agent holds (claimed, not yet reported), with their cancel switches.
     pub running: Mutex<HashMap<AttemptRef, CancellationToken>>,
     pub draining: AtomicBool,
@@ -113,6 +115,11 @@ impl Agent {
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
         let http = config::http_client(config.token.as_deref())?;
+        let routes = artifacts::Routes::new(
+            config.artifact_transfer,
+            config.s3_endpoint.clone(),
+            Vec::new(),
+        );
         let shared = Arc::new(Shared {
             config,
             id,
@@ -120,6 +127,7 @@ impl Agent {
             broker,
             publisher,
             http,
+            routes,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             abort,

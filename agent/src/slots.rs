@@ -163,6 +163,8 @@ mod tests {
             },
             id: None,
             token: None,
+            artifact_transfer: Default::default(),
+            s3_endpoint: None,
         }
     }
 

@@ -57,12 +57,13 @@ impl Drop for Workdir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use drover_protocol::message::{JobKind, JobSpec};
     use drover_protocol::{AttemptNo, RunId, StepName};
 
-    fn job() -> StepJob {
+    /// A minimal job, for tests of other modules too.
+    pub(crate) fn job() -> StepJob {
         StepJob {
             run_id: RunId::generate(),
             step: StepName::new("s").unwrap(),
@@ -79,6 +80,7 @@ mod tests {
             },
             controller_url: String::new(),
             lease_ms: 1000,
+            artifact_store: None,
         }
     }
 

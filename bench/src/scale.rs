@@ -57,6 +57,7 @@ pub fn worker(n: usize) -> Result<()> {
     let mut state = State::new(SchedulerConfig {
         controller_url: "http://127.0.0.1:1".into(),
         lease_ms: 30_000,
+        artifact_store: None,
     });
     let run_id = RunId::generate();
     let agent = AgentId::new("bench")?;

@@ -1,6 +1,7 @@
 //! The controller's configuration, passed in by the caller (the CLI), and the data-dir layout.
 
 use drover_protocol::Names;
+use drover_storage::StoreLocation;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +17,14 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
 pub struct ControllerConfig {
     pub amqp_url: String,
     pub names: Names,
-    /// Holds `state/` (sled), `blobs/`, `logs/` and `controller.url`.
+    /// Holds `state/` (sled), `blobs/` (with the local artifact store), `logs/` and
+    /// `controller.url`.
     pub data_dir: PathBuf,
+    /// Where artifacts live: `<data-dir>/blobs` (`Local`), or a bucket agents use directly.
+    pub artifact_store: StoreLocation,
+    /// `aws_*` settings for the bucket on top of the environment's `AWS_*` variables, e.g.
+    /// credentials for an embedded controller (tests); empty in the CLI.
+    pub s3_settings: Vec<(String, String)>,
     /// Where the HTTP API listens; port 0 picks a free port.
     pub http_addr: SocketAddr,
     /// Base URL agents and users reach the API at; `http://<bound addr>` when unset.
@@ -37,6 +44,8 @@ impl ControllerConfig {
             amqp_url: amqp_url.into(),
             names,
             data_dir: data_dir.into(),
+            artifact_store: StoreLocation::Local,
+            s3_settings: Vec::new(),
             http_addr: DEFAULT_HTTP_ADDR
                 .parse()
                 .unwrap_or_else(|_| unreachable!("the default address parses")),

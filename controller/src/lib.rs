@@ -4,7 +4,6 @@
 //! [`Controller::start`] wires the pieces: the store, the HTTP listener, the broker, the task
 //! that owns the scheduler state ([`service`]) and the queue consumers.
 
-pub mod blobs;
 pub mod cache;
 pub mod config;
 mod http;
@@ -17,8 +16,9 @@ pub mod store;
 pub use config::ControllerConfig;
 
 use anyhow::Context;
-use blobs::BlobStore;
 use drover_protocol::amqp::Broker;
+use drover_protocol::message::ArtifactStoreRef;
+use drover_storage::{BlobStore, LocalBlobs, ObjectBlobs, StoreLocation};
 use logs::LogStore;
 use metrics::Metrics;
 use scheduler::{SchedulerConfig, State};
@@ -53,7 +53,7 @@ impl Controller {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Controller> {
         let store = Store::open(&config.state_dir())?;
-        let blobs = BlobStore::open(&config.blobs_dir())?;
+        let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open(&config.logs_dir())
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load()?;
@@ -89,6 +89,7 @@ impl Controller {
         let mut state = State::new(SchedulerConfig {
             controller_url: url.clone(),
             lease_ms: config.lease.as_millis() as u64,
+            artifact_store,
         });
         let unfinished = loaded
             .runs
@@ -195,6 +196,34 @@ impl Controller {
             .context("flushing the state store")?;
         self.broker.close().await;
         Ok(())
+    }
+}
+
+/// The configured blob store, and what jobs tell agents about it (`None`: through the HTTP API).
+async fn open_artifact_store(
+    config: &ControllerConfig,
+) -> anyhow::Result<(Arc<dyn BlobStore>, Option<ArtifactStoreRef>)> {
+    match &config.artifact_store {
+        StoreLocation::Local => {
+            let local = LocalBlobs::open(&config.blobs_dir())?;
+            Ok((Arc::new(local), None))
+        }
+        StoreLocation::S3(location) => {
+            let settings: Vec<(&str, &str)> = config
+                .s3_settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let store = ObjectBlobs::connect_with(location, &settings)?;
+            store.check().await.with_context(|| {
+                format!(
+                    "cannot use the artifact store {}; check the bucket, --s3-endpoint and the AWS_* credentials",
+                    store.describe()
+                )
+            })?;
+            tracing::info!("artifacts in {}", store.describe());
+            Ok((Arc::new(store), Some(location.to_ref())))
+        }
     }
 }
 

@@ -91,6 +91,24 @@ pub struct StepJob {
     pub controller_url: String,
     /// How often the controller expects a heartbeat for this attempt, in milliseconds.
     pub lease_ms: u64,
+    /// Where the controller keeps artifacts when agents should move them straight to that store
+    /// instead of through `controller_url`; `None`: through the controller (its local store).
+    #[serde(default)]
+    pub artifact_store: Option<ArtifactStoreRef>,
+}
+
+/// An S3-compatible store every party reads and writes directly. Never holds credentials: each
+/// side takes those from its own environment (`AWS_ACCESS_KEY_ID`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArtifactStoreRef {
+    /// `s3://bucket[/prefix]`; blobs live at `<prefix>/blobs/<first 2 hex>/<sha256>`.
+    pub url: String,
+    /// The S3 API endpoint as the controller reaches it (e.g. `http://minio:9000`); `None`: AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket's region, when the controller was given one.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// What to run and with what, fully resolved but for `${STEP.OUTPUT}` paths (known only on the agent).

@@ -109,6 +109,11 @@ fn samples() -> Vec<Message> {
             },
             controller_url: "http://127.0.0.1:8470".into(),
             lease_ms: 30_000,
+            artifact_store: Some(ArtifactStoreRef {
+                url: "s3://drover-artifacts/team-a".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("us-east-1".into()),
+            }),
         }),
         Message::Claimed(Claimed {
             run_id: run(),
@@ -222,4 +227,17 @@ fn golden_files_pin_every_kind() {
         assert_eq!(decoded, msg);
         assert_eq!(decoded_meta, meta());
     }
+}
+
+/// A `StepJob` from a controller that predates `artifact_store` still decodes: agents then move
+/// artifacts through the controller, as before.
+#[test]
+fn a_step_job_without_artifact_store_means_through_the_controller() {
+    let old = std::fs::read(golden_dir().join("compat/step_job_without_store.msgpack")).unwrap();
+    let (_, decoded) = Message::decode(&old).unwrap();
+    let Message::StepJob(job) = decoded else {
+        panic!("not a step job: {decoded:?}");
+    };
+    assert_eq!(job.artifact_store, None);
+    assert_eq!(job.controller_url, "http://127.0.0.1:8470");
 }

@@ -1,13 +1,16 @@
 //! Long-running services: `drover up`, `drover controller`, `drover agent`.
 
 use super::names;
-use crate::cli::{AgentArgs, AgentOptions, ControllerArgs, Global, PythonEnv, UpArgs};
+use crate::cli::{
+    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, UpArgs,
+};
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
 use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
 use drover_agent::{Agent, AgentConfig, QueueOrder};
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{AgentId, QueueName};
+use drover_storage::StoreLocation;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +18,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConfig> {
+    let artifact_store = match &args.artifact_store {
+        StoreLocation::Local => StoreLocation::Local,
+        StoreLocation::S3(s3) => StoreLocation::S3(
+            s3.clone()
+                .with_endpoint(args.s3_endpoint.clone())?
+                .with_region(aws_region()),
+        ),
+    };
     Ok(ControllerConfig {
         amqp_url: g.amqp_url.clone(),
         names: names(g)?,
@@ -24,7 +35,16 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         lease: args.lease,
         token: g.token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
+        artifact_store,
+        s3_settings: Vec::new(),
     })
+}
+
+/// The region the controller's environment names, passed on to agents with the bucket.
+fn aws_region() -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
 }
 
 fn agent_config(
@@ -34,6 +54,7 @@ fn agent_config(
     env_root: PathBuf,
     id: Option<AgentId>,
     controller_url: Option<String>,
+    s3_endpoint: Option<String>,
 ) -> Result<AgentConfig> {
     let mut queues = Vec::new();
     let mut queue_limits = BTreeMap::new();
@@ -73,6 +94,11 @@ fn agent_config(
         },
         id,
         token: g.token.clone(),
+        artifact_transfer: match options.artifact_transfer {
+            ArtifactTransfer::Direct => drover_agent::ArtifactTransfer::Direct,
+            ArtifactTransfer::Controller => drover_agent::ArtifactTransfer::Controller,
+        },
+        s3_endpoint,
     })
 }
 
@@ -125,6 +151,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             data_dir.join("pyenv"),
             None,
             Some(url.clone()),
+            None,
         )?;
         agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
@@ -172,6 +199,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         work_dir.join("pyenv"),
         id,
         g.url_given.then(|| g.url.clone()),
+        args.s3_endpoint.clone(),
     )?;
     let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(

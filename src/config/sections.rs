@@ -134,7 +134,7 @@ mod tests {
             );
             checked += 1;
         }
-        // 5 controller + 10 agent + 14 up flags, 6 global ones.
-        assert_eq!(checked, 35);
+        // 7 controller + 12 agent + 17 up flags, 6 global ones.
+        assert_eq!(checked, 42);
     }
 }

@@ -63,12 +63,16 @@ fn several_return_names_unpack_the_tuple() {
 
 #[test]
 fn a_diamond_of_functions_passes_values_along() {
-    let c = Cluster::up(2, &["default"]);
-    let (out, run) = submit_and_wait(&c, "diamond");
+    function_diamond(&Cluster::up(2, &["default"]));
+}
+
+/// Pickled values flow between function steps; also run on an S3 store (`artifacts.rs`).
+pub(crate) fn function_diamond(c: &Cluster) {
+    let (out, run) = submit_and_wait(c, "diamond");
     assert!(out.status.success(), "{}", text(&out));
     let run_id = run["run_id"].as_str().unwrap();
     assert_eq!(
-        unpickle(&c, run_id, "combine", "result"),
+        unpickle(c, run_id, "combine", "result"),
         "{'total': 10, 'max': 4}"
     );
 }

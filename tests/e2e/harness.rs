@@ -1,5 +1,6 @@
 //! Starts `drover` processes in a fresh namespace and data dir, and runs CLI commands against them.
 
+use drover_storage::testing::Moto;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -40,7 +41,21 @@ pub struct Cluster {
     /// Extra environment for every process started (e.g. `DROVER_TOKEN`).
     pub env: Vec<(String, String)>,
     children: Vec<(String, Child)>,
+    /// The S3-compatible server of a cluster on [`Store::S3`]; outlives the processes.
+    pub moto: Option<Moto>,
 }
+
+/// Where a cluster keeps artifacts: the same cases run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The controller's data dir, bytes through its HTTP API.
+    Local,
+    /// A bucket on a `moto_server` started for the test; agents use it directly.
+    S3,
+}
+
+/// The bucket S3 clusters use; each cluster has its own server and its namespace as prefix.
+pub const BUCKET: &str = "drover-e2e";
 
 impl Cluster {
     /// A fresh namespace and directory, nothing started yet.
@@ -55,7 +70,63 @@ impl Cluster {
             http: "127.0.0.1:0".to_string(),
             env: Vec::new(),
             children: Vec::new(),
+            moto: None,
         }
+    }
+
+    /// A fresh cluster keeping artifacts in `store`: for S3, a `moto_server` with a bucket, and
+    /// the controller flags and AWS credentials in every process's environment.
+    pub fn on(store: Store) -> Self {
+        let mut c = Self::new();
+        if store == Store::S3 {
+            let moto = Moto::start();
+            moto.create_bucket(BUCKET);
+            c.env.extend(
+                [
+                    ("DROVER_ARTIFACT_STORE", format!("s3://{BUCKET}/{}", c.ns)),
+                    ("DROVER_S3_ENDPOINT", moto.endpoint()),
+                    ("AWS_ACCESS_KEY_ID", "testing".into()),
+                    ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+                    ("AWS_REGION", "us-east-1".into()),
+                ]
+                .map(|(k, v)| (k.to_string(), v)),
+            );
+            c.moto = Some(moto);
+        }
+        c
+    }
+
+    /// `drover up` on `store`.
+    pub fn up_on(store: Store, agents: u32, queues: &[&str]) -> Self {
+        let mut c = Self::on(store);
+        c.start_up(agents, queues, &[]);
+        c
+    }
+
+    /// Blob keys in this cluster's bucket prefix (S3 clusters only).
+    pub fn bucket_keys(&self) -> Vec<String> {
+        let moto = self.moto.as_ref().expect("an S3 cluster");
+        moto.keys(BUCKET, &format!("{}/blobs/", self.ns))
+    }
+
+    /// Blob files in the controller's local store.
+    pub fn local_blobs(&self) -> Vec<String> {
+        let root = self.data_dir().join("blobs");
+        let Ok(fan) = std::fs::read_dir(&root) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for dir in fan.flatten().filter(|d| d.file_name() != "tmp") {
+            for blob in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.push(blob.file_name().to_string_lossy().into_owned());
+            }
+        }
+        found.sort();
+        found
     }
 
     /// Controllers of this cluster keep one address across restarts, as in production.

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod artifacts;
 mod browser;
 mod config;
 mod dead_letters;

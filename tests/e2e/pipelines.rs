@@ -15,7 +15,12 @@ fn step_status<'a>(run: &'a Value, step: &str) -> &'a str {
 
 #[test]
 fn hello_diamond_runs_and_serves_artifacts_and_logs() {
-    let c = Cluster::up(2, &["default"]);
+    hello_diamond(&Cluster::up(2, &["default"]));
+}
+
+/// The diamond example with artifacts flowing, `drover artifacts get`, logs and listings; also
+/// run on an S3 store (`artifacts.rs`). Returns the run id.
+pub(crate) fn hello_diamond(c: &Cluster) -> String {
     let file = c.pipeline("hello.toml", &hello_toml());
     let (out, run) = c.run_wait(&file, &["--param", "who=drover"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -74,6 +79,7 @@ fn hello_diamond_runs_and_serves_artifacts_and_logs() {
         "{}",
         text(&page)
     );
+    run_id.to_string()
 }
 
 const FAILING: &str = r#"

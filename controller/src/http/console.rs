@@ -150,6 +150,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[parameters]\nwho = { default = \"me\" }\n\

@@ -1,13 +1,14 @@
-//! Byte endpoints: blobs (streamed in and out), artifacts by name, and step logs.
+//! Byte endpoints: blobs (streamed in and out of the configured store), artifacts by name, and
+//! step logs.
 
 use super::{ApiError, App};
-use crate::blobs::BlobError;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drover_protocol::{AttemptNo, Digest, OutputName, StepName};
-use futures_util::TryStreamExt;
+use drover_storage::BlobError;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
@@ -21,15 +22,11 @@ async fn blob_response(
     digest: &Digest,
     file_name: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let Some((file, size)) = app
-        .blobs
-        .open_blob(digest)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    let Some(blob) = app.blobs.open(digest).await.map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!("no blob {digest}")));
     };
-    let mut response = Body::from_stream(ReaderStream::new(file)).into_response();
+    let size = blob.size;
+    let mut response = Body::from_stream(blob.bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -80,7 +77,7 @@ pub async fn head_blob(
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
     match app.blobs.stat(&digest).await.map_err(ApiError::internal)? {
-        Some(info) => Ok((StatusCode::OK, [(header::CONTENT_LENGTH, info.size)]).into_response()),
+        Some(size) => Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size)]).into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
     }
 }
@@ -94,7 +91,8 @@ pub async fn put_blob(
     let body = request
         .into_body()
         .into_data_stream()
-        .map_err(|e| e.to_string());
+        .map_err(std::io::Error::other)
+        .boxed();
     match app.blobs.put(&digest, body).await {
         Ok(size) => Ok((
             StatusCode::CREATED,

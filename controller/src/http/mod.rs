@@ -13,7 +13,6 @@ mod pages;
 mod scrape;
 mod views;
 
-use crate::blobs::BlobStore;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::scheduler::RunRecord;
@@ -26,13 +25,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use drover_protocol::amqp::Broker;
 use drover_protocol::{Names, RunId};
+use drover_storage::BlobStore;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// What every handler can reach.
 pub(crate) struct AppState {
     pub store: Store,
-    pub blobs: BlobStore,
+    /// The configured artifact store; the byte routes stream from and to it.
+    pub blobs: Arc<dyn BlobStore>,
     pub logs: LogStore,
     pub broker: Arc<Broker>,
     pub names: Names,
@@ -99,7 +100,7 @@ pub(crate) fn router(app: App) -> Router {
             app.clone(),
             auth::require_token,
         ))
-        // Blob uploads are streamed to disk, so their size is not bounded by memory.
+        // Blob uploads are streamed to the store, so their size is not bounded by memory.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)

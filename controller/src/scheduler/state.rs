@@ -3,7 +3,7 @@
 //! These are what the store persists (msgpack) and what the HTTP layer renders; they hold no
 //! behaviour beyond small queries.
 
-use drover_protocol::message::{AgentInfo, ArtifactRef, Outcome};
+use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, Outcome};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,9 @@ pub struct SchedulerConfig {
     pub controller_url: String,
     /// How long an attempt lives without a heartbeat.
     pub lease_ms: u64,
+    /// The bucket agents move artifacts to and from directly, put into every `StepJob`;
+    /// `None`: through the HTTP API.
+    pub artifact_store: Option<ArtifactStoreRef>,
 }
 
 /// Everything the scheduler decides over.

@@ -182,6 +182,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\ncache = true\n",
@@ -217,6 +218,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let mut ids = Vec::new();
         for _ in 0..3 {

@@ -187,6 +187,7 @@ mod tests {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
+            artifact_store: None,
         });
         let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
         for i in 0..50 {

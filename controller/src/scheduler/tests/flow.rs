@@ -30,6 +30,10 @@ fn diamond_runs_in_order_and_passes_artifacts_as_inputs() {
     assert_eq!(a.attempt, AttemptNo(1));
     assert_eq!(a.lease_ms, LEASE);
     assert_eq!(a.controller_url, "http://controller.test");
+    assert_eq!(
+        a.artifact_store, None,
+        "a local store: through the controller"
+    );
 
     let fx = claim(&mut st, a, "w1", 1_100);
     assert!(fx.actions.is_empty());
@@ -274,4 +278,17 @@ fn missing_declared_output_fails_the_attempt() {
     let a = st.runs[&run].step(&step("a")).unwrap();
     assert_eq!(a.status, StepStatus::Failed);
     assert!(a.message.as_deref().unwrap().contains('o'));
+}
+
+#[test]
+fn jobs_name_the_bucket_agents_use_directly() {
+    let mut st = new_state();
+    let store = drover_protocol::message::ArtifactStoreRef {
+        url: "s3://bucket/prefix".into(),
+        endpoint: Some("http://127.0.0.1:9000".into()),
+        region: None,
+    };
+    st.config.artifact_store = Some(store.clone());
+    let (_, fx) = submit_toml(&mut st, DIAMOND, 1_000);
+    assert_eq!(jobs(&fx)[0].artifact_store, Some(store));
 }

@@ -15,6 +15,7 @@ pub(super) fn new_state() -> State {
     State::new(SchedulerConfig {
         controller_url: "http://controller.test".into(),
         lease_ms: LEASE,
+        artifact_store: None,
     })
 }
 

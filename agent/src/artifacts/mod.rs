@@ -1,13 +1,24 @@
-//! Moves artifact bytes between a workdir and the controller's blob store, streaming and
-//! checking sha256 both ways.
+//! Moves artifact bytes between a workdir and the artifact store, streaming and checking sha256
+//! both ways: through the controller's HTTP API ([`http`]) or straight to the bucket a job names
+//! ([`route`] picks which).
 
+mod http;
+mod route;
+
+pub use route::{Route, Routes};
+
+use bytes::Bytes;
 use drover_protocol::Digest;
 use drover_protocol::message::{ArtifactRef, JobInput};
-use futures_util::StreamExt;
+use drover_storage::BlobError;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bytes read from a file per chunk on the way out.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// An artifact transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +40,15 @@ pub enum TransferError {
     },
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
+    #[error("{0}")]
+    Store(#[from] BlobError),
+    #[error("the artifact store {store} has no blob {digest}")]
+    Missing { store: String, digest: Digest },
 }
 
 impl TransferError {
     /// Worth another try: the controller was unreachable or failed on its side (restarting).
+    /// Object store requests are retried by their client already.
     fn is_transient(&self) -> bool {
         match self {
             TransferError::Http { .. } => true,
@@ -66,13 +82,6 @@ where
     }
 }
 
-fn http_error(url: &str, e: reqwest::Error) -> TransferError {
-    TransferError::Http {
-        url: url.to_string(),
-        error: e.to_string(),
-    }
-}
-
 fn io_error(path: &Path, error: std::io::Error) -> TransferError {
     TransferError::Io {
         path: path.display().to_string(),
@@ -80,36 +89,35 @@ fn io_error(path: &Path, error: std::io::Error) -> TransferError {
     }
 }
 
-async fn check_status(
-    url: &str,
-    resp: reqwest::Response,
-) -> Result<reqwest::Response, TransferError> {
-    if resp.status().is_success() {
-        return Ok(resp);
+/// Downloads one input to `dest`, verifying its digest while writing.
+pub async fn download(route: &Route, input: &JobInput, dest: &Path) -> Result<(), TransferError> {
+    match route {
+        Route::Controller { http, base } => {
+            let body = http::get(http, base, &input.digest).await?;
+            write_verified(body, input, dest).await
+        }
+        Route::Store(store) => {
+            let Some(blob) = store.open(&input.digest).await? else {
+                return Err(TransferError::Missing {
+                    store: store.describe(),
+                    digest: input.digest.clone(),
+                });
+            };
+            write_verified(blob.bytes, input, dest).await
+        }
     }
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    Err(TransferError::Status {
-        url: url.to_string(),
-        status,
-        body,
-    })
 }
 
-/// Downloads one input to `dest`, verifying its digest while writing.
-pub async fn download(
-    http: &reqwest::Client,
-    base: &str,
+/// Streams `body` into `dest` while hashing; an error unless it hashes to the input's digest.
+async fn write_verified<S, E>(
+    mut body: S,
     input: &JobInput,
     dest: &Path,
-) -> Result<(), TransferError> {
-    let url = format!("{base}/api/v1/blobs/{}", input.digest);
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| http_error(&url, e))?;
-    let resp = check_status(&url, resp).await?;
+) -> Result<(), TransferError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    TransferError: From<E>,
+{
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
             .await
@@ -119,9 +127,8 @@ pub async fn download(
         .await
         .map_err(|e| io_error(dest, e))?;
     let mut hasher = Sha256::new();
-    let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| http_error(&url, e))?;
+        let chunk = chunk?;
         hasher.update(&chunk);
         file.write_all(&chunk)
             .await
@@ -146,7 +153,7 @@ pub async fn hash_file(path: &Path) -> Result<(Digest, u64), TransferError> {
         .await
         .map_err(|e| io_error(path, e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
     let mut size = 0u64;
     loop {
         let n = file.read(&mut buf).await.map_err(|e| io_error(path, e))?;
@@ -159,32 +166,32 @@ pub async fn hash_file(path: &Path) -> Result<(Digest, u64), TransferError> {
     Ok((Digest::from_sha256(hasher), size))
 }
 
-/// Uploads a file unless the store has it already; returns its reference.
-pub async fn upload(
-    http: &reqwest::Client,
-    base: &str,
+/// The file as a stream of chunks.
+async fn file_stream(
     path: &Path,
-) -> Result<ArtifactRef, TransferError> {
-    let (digest, size) = hash_file(path).await?;
-    let url = format!("{base}/api/v1/blobs/{digest}");
-    let head = http
-        .head(&url)
-        .send()
+) -> Result<tokio_util::io::ReaderStream<tokio::fs::File>, TransferError> {
+    let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| http_error(&url, e))?;
-    if !head.status().is_success() {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io_error(path, e))?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let resp = http
-            .put(&url)
-            .header("content-length", size)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http_error(&url, e))?;
-        check_status(&url, resp).await?;
+        .map_err(|e| io_error(path, e))?;
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        file, READ_CHUNK,
+    ))
+}
+
+/// Uploads a file unless the store has it already (checked first); returns its reference.
+pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferError> {
+    let (digest, size) = hash_file(path).await?;
+    match route {
+        Route::Controller { http, base } => {
+            if !http::exists(http, base, &digest).await? {
+                http::put(http, base, &digest, size, file_stream(path).await?).await?;
+            }
+        }
+        Route::Store(store) => {
+            if store.stat(&digest).await?.is_none() {
+                store.put(&digest, file_stream(path).await?.boxed()).await?;
+            }
+        }
     }
     let file_name = path
         .file_name()
@@ -196,3 +203,6 @@ pub async fn upload(
         file_name,
     })
 }
+
+#[cfg(test)]
+mod tests;
