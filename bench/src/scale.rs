@@ -277,7 +277,7 @@ pub async fn run(
             )
             .note(match p.record_bytes {
                 Some(b) => format!(
-                    "Store::put_run + flush of the freshly submitted run ({:.1} MB msgpack); the owner task does this for every Claimed and Finished of the run",
+                    "Store::put_run + flush of the freshly submitted run ({:.1} MB msgpack); the first write of a run; a later event writes the header and only the steps it changed",
                     b / 1e6
                 ),
                 None => "not reached within the budget".to_string(),
