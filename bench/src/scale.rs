@@ -271,7 +271,7 @@ pub async fn run(
         rows.push(
             Row::new(
                 "7 scale",
-                &format!("controller: persist the {n}-step run record (per event)"),
+                &format!("controller: first write of the {n}-step run record"),
                 "ms",
                 vec![p.persist_ms.unwrap_or(f64::NAN)],
             )
