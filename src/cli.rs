@@ -104,6 +104,10 @@ pub struct ControllerArgs {
     /// How long a running step may go without a heartbeat before it is retried elsewhere.
     #[arg(long, env = "DROVER_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: std::time::Duration,
+    /// At most N steps of QUEUE queued or running at once across all agents, e.g. `gpu=2`
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long = "queue-limit", env = "DROVER_QUEUE_LIMIT", value_name = "QUEUE=N", value_delimiter = ',', value_parser = parse_queue_limit)]
+    pub queue_limits: Vec<(String, u32)>,
     /// Serve the HTTP API on a non-loopback address without --token (anyone reaching it can
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]
@@ -271,4 +275,22 @@ pub enum ArtifactsCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// `QUEUE=N` for `--queue-limit`.
+fn parse_queue_limit(text: &str) -> Result<(String, u32), String> {
+    let (queue, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected QUEUE=N, e.g. gpu=2"))?;
+    drover_protocol::QueueName::new(queue.trim()).map_err(|e| e.to_string())?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: N must be a whole number"))?;
+    if n == 0 {
+        return Err(format!(
+            "{text:?}: a limit of 0 would never run the queue's steps"
+        ));
+    }
+    Ok((queue.trim().to_string(), n))
 }

@@ -31,6 +31,8 @@ pub struct ControllerConfig {
     pub public_url: Option<String>,
     /// How long an attempt lives without a heartbeat.
     pub lease: Duration,
+    /// Most steps of a queue queued or running at once, across all agents.
+    pub queue_limits: std::collections::BTreeMap<drover_protocol::QueueName, u32>,
     /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
     /// Allows listening on a non-loopback address without a token.
@@ -51,6 +53,7 @@ impl ControllerConfig {
                 .unwrap_or_else(|_| unreachable!("the default address parses")),
             public_url: None,
             lease: DEFAULT_LEASE,
+            queue_limits: Default::default(),
             token: None,
             allow_unauthenticated: false,
         }

@@ -91,6 +91,7 @@ impl Controller {
             lease_ms: config.lease.as_millis() as u64,
             artifact_store,
         });
+        state.queue_limits = config.queue_limits.clone();
         let unfinished = loaded
             .runs
             .iter()

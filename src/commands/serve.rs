@@ -33,6 +33,12 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         http_addr: args.http,
         public_url: args.public_url.clone(),
         lease: args.lease,
+        queue_limits: args
+            .queue_limits
+            .iter()
+            .map(|(q, n)| Ok((QueueName::new(q.as_str())?, *n)))
+            .collect::<Result<_, drover_protocol::IdError>>()
+            .context("bad --queue-limit")?,
         token: g.token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
         artifact_store,

@@ -135,6 +135,6 @@ mod tests {
             checked += 1;
         }
         // 7 controller + 12 agent + 17 up flags, 6 global ones.
-        assert_eq!(checked, 42);
+        assert_eq!(checked, 44);
     }
 }

@@ -287,3 +287,37 @@ pipe.start()
     assert!(out.status.success(), "{}", crate::harness::text(&out));
     assert_eq!(lines(&log), ["p9", "p5", "p0"]);
 }
+
+#[test]
+fn a_controller_queue_limit_holds_across_agents_and_runs() {
+    let mut c = Cluster::new();
+    c.start_controller_with(&[
+        "controller".to_string(),
+        "--queue-limit".into(),
+        "gpu=1".into(),
+    ]);
+    c.start_agent_with("a1", &["gpu"], &["--concurrency", "2"]);
+    c.start_agent_with("a2", &["gpu"], &["--concurrency", "2"]);
+    let log = c.dir.path().join("timed.log");
+    let mut runs = Vec::new();
+    for r in 0..2 {
+        let mut toml = format!("[pipeline]\nname = \"limited{r}\"\n");
+        for i in 1..=2 {
+            toml += &timed_step(&format!("r{r}s{i}"), "gpu", &log, "0.5");
+        }
+        runs.push(c.submit(&c.pipeline(&format!("limited{r}.toml"), &toml)));
+    }
+    for run in &runs {
+        succeeded(&c, run);
+    }
+    let all = intervals(&log);
+    assert_eq!(all.len(), 4, "{all:?}");
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert!(
+                !overlap(a, b),
+                "two gpu steps ran at once on 4 free slots: {a:?} {b:?}"
+            );
+        }
+    }
+}

@@ -70,6 +70,29 @@ struct Ctx<'a> {
     cache: &'a mut BTreeMap<String, CachedOutputs>,
     now: u64,
     fx: Effects,
+    /// Steps each limited queue may still take now; `None` when no queue is limited.
+    room: Option<BTreeMap<QueueName, u32>>,
+}
+
+/// How many more steps each limited queue may take: its limit minus its steps queued or
+/// running in every unfinished run.
+fn room_left(
+    limits: &BTreeMap<QueueName, u32>,
+    runs: &BTreeMap<RunId, RunRecord>,
+) -> Option<BTreeMap<QueueName, u32>> {
+    if limits.is_empty() {
+        return None;
+    }
+    let mut room = limits.clone();
+    for run in runs.values().filter(|r| !r.status.is_terminal()) {
+        for step in &run.steps {
+            let busy = matches!(step.status, StepStatus::Queued | StepStatus::Running);
+            if let (true, Some(left)) = (busy, room.get_mut(&step.queue)) {
+                *left = left.saturating_sub(1);
+            }
+        }
+    }
+    Some(room)
 }
 
 impl Ctx<'_> {
@@ -100,6 +123,7 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
         cache: &mut state.cache,
         now,
         fx: Effects::default(),
+        room: room_left(&state.queue_limits, &state.runs),
     };
     let runs = &mut state.runs;
     match event {
@@ -131,6 +155,7 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
         cache: &mut state.cache,
         now,
         fx: Effects::default(),
+        room: room_left(&state.queue_limits, &state.runs),
     };
     for run in state.runs.values_mut().filter(|r| !r.status.is_terminal()) {
         let Some(pipeline) = run.pipeline.as_ref() else {

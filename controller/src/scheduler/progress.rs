@@ -121,26 +121,27 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
             end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
             changed = true;
         } else if parents().all(|p| p.status.is_done()) {
-            make_ready(run_id, spec, steps, i, ctx);
-            changed = true;
+            changed |= make_ready(run_id, spec, steps, i, ctx);
         }
     }
     finish_if_done(run, ctx.now) || changed
 }
 
-/// A step whose parents are done: a cache hit ends it at once, otherwise its next attempt is queued.
+/// A step whose parents are done: a cache hit ends it at once, otherwise its next attempt is
+/// queued, unless its queue is at its limit (it then waits, and a later tick tries again).
+/// Returns whether the step changed.
 pub(super) fn make_ready(
     run_id: &RunId,
     spec: &Step,
     steps: &mut [StepRecord],
     i: usize,
     ctx: &mut Ctx,
-) {
+) -> bool {
     let inputs = match job_inputs(spec, steps) {
         Ok(inputs) => inputs,
         Err(why) => {
             end_step(&mut steps[i], StepStatus::Failed, Some(why), ctx.now);
-            return;
+            return true;
         }
     };
     let step = &mut steps[i];
@@ -156,9 +157,25 @@ pub(super) fn make_ready(
             step.started_at = Some(ctx.now);
             step.cache_key = Some(key);
             end_step(step, StepStatus::Cached, None, ctx.now);
-            return;
+            return true;
         }
         step.cache_key = Some(key);
+    }
+    if let Some(left) = ctx.room.as_mut().and_then(|r| r.get_mut(&spec.queue)) {
+        if *left == 0 {
+            let why = format!("waiting for room on queue {} (limit reached)", spec.queue);
+            let changed = step.message.as_deref() != Some(why.as_str());
+            step.message = Some(why);
+            return changed;
+        }
+        *left -= 1;
+    }
+    if step
+        .message
+        .as_deref()
+        .is_some_and(|m| m.starts_with("waiting for room on queue"))
+    {
+        step.message = None;
     }
     step.attempt = step.attempt.next();
     step.status = StepStatus::Queued;
@@ -179,6 +196,7 @@ pub(super) fn make_ready(
         queue: spec.queue.clone(),
         job,
     });
+    true
 }
 
 /// The artifacts a step consumes, from its parents' recorded outputs.

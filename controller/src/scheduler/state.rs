@@ -29,6 +29,8 @@ pub struct State {
     /// Cache key -> the outputs a step with that key produced.
     pub cache: BTreeMap<String, CachedOutputs>,
     pub agents: BTreeMap<AgentId, AgentRecord>,
+    /// Most steps of a queue queued or running at once, across every run and agent.
+    pub queue_limits: BTreeMap<QueueName, u32>,
 }
 
 impl State {
@@ -38,6 +40,7 @@ impl State {
             runs: BTreeMap::new(),
             cache: BTreeMap::new(),
             agents: BTreeMap::new(),
+            queue_limits: BTreeMap::new(),
         }
     }
 }

@@ -292,3 +292,43 @@ fn jobs_name_the_bucket_agents_use_directly() {
     let (_, fx) = submit_toml(&mut st, DIAMOND, 1_000);
     assert_eq!(jobs(&fx)[0].artifact_store, Some(store));
 }
+
+#[test]
+fn a_queue_limit_holds_steps_back_across_runs_until_there_is_room() {
+    let mut st = new_state();
+    st.queue_limits.insert(QueueName::new("gpu").unwrap(), 1);
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\nqueue = \"gpu\"\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\nqueue = \"gpu\"\n[[step]]\nname = \"c\"\ncommand = [\"true\"]\n";
+    let (first, fx) = submit_toml(&mut st, steps, 0);
+    let sent = jobs(&fx);
+    // One gpu step and the unlimited one go out; the second gpu step waits.
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let (second, fx) = submit_toml(&mut st, steps, 1);
+    assert_eq!(
+        jobs(&fx).len(),
+        1,
+        "only the unlimited step of the second run"
+    );
+    assert_eq!(status(&st, &second, "a"), StepStatus::Pending);
+    assert!(
+        handle(&mut st, Event::Tick, 2).actions.is_empty(),
+        "still no room"
+    );
+
+    let gpu = sent
+        .iter()
+        .find(|j| j.step.as_str() == "a")
+        .unwrap()
+        .clone();
+    run_job(&mut st, &gpu, "w", Outcome::Succeeded, 3);
+    // The room is handed out at the next tick, oldest run first.
+    let next = jobs(&handle(&mut st, Event::Tick, 4));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(
+        (next[0].run_id.clone(), next[0].step.as_str()),
+        (first.clone(), "b")
+    );
+    run_job(&mut st, &next[0], "w", Outcome::Succeeded, 5);
+    let next = jobs(&handle(&mut st, Event::Tick, 6));
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].run_id, second);
+}
