@@ -2,63 +2,8 @@
 
 use crate::cli::Global;
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use drover_api::{ApiError, RunView};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
-
-/// A run as `GET /api/v1/runs/{run}` returns it (fields the CLI uses).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct RunView {
-    pub run_id: String,
-    pub name: String,
-    #[serde(default)]
-    pub project: String,
-    #[serde(default)]
-    pub version: String,
-    pub status: String,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub created_at: Option<u64>,
-    #[serde(default)]
-    pub started_at: Option<u64>,
-    #[serde(default)]
-    pub ended_at: Option<u64>,
-    #[serde(default)]
-    pub steps: Vec<StepView>,
-}
-
-/// A step within a [`RunView`].
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct StepView {
-    pub name: String,
-    pub status: String,
-    #[serde(default)]
-    pub queue: String,
-    #[serde(default)]
-    pub attempt: u32,
-    #[serde(default)]
-    pub cache_hit: bool,
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<u64>,
-    #[serde(default)]
-    pub ended_at: Option<u64>,
-    #[serde(default)]
-    pub attempts: Vec<serde_json::Value>,
-}
-
-impl RunView {
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "succeeded" | "failed" | "aborted" | "rejected"
-        )
-    }
-}
 
 /// Talks to one controller.
 pub struct Client {
@@ -188,9 +133,6 @@ async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response>
     }
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&text)
-        .ok()
-        .and_then(|m| m.get("error").map(|e| e.to_string()))
-        .unwrap_or(text);
+    let detail = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.message);
     bail!("controller answered {status} for {path}: {detail}")
 }

@@ -2,7 +2,7 @@
 //! job is dead-lettered with its reason.
 
 use crate::Shared;
-use drover_protocol::amqp::{Incoming, Target};
+use drover_amqp::{Incoming, Target};
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
 use tokio_util::sync::CancellationToken;
 

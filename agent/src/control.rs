@@ -1,7 +1,7 @@
 //! Control messages from the controller: `Cancel` stops an attempt this agent runs.
 
 use crate::Shared;
-use drover_protocol::amqp::Consumer;
+use drover_amqp::Consumer;
 use drover_protocol::message::{AttemptRef, Message};
 use std::sync::Arc;
 use std::time::Duration;

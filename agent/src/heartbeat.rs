@@ -1,7 +1,7 @@
 //! Heartbeats: renew the leases of every attempt this agent holds and say who it is.
 
 use crate::Shared;
-use drover_protocol::amqp::Target;
+use drover_amqp::Target;
 use drover_protocol::message::{AgentInfo, Heartbeat, Message};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

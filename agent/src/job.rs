@@ -6,8 +6,8 @@ use crate::logstream::LogStream;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv;
 use crate::workdir::Workdir;
+use drover_amqp::Target;
 use drover_protocol::OutputName;
-use drover_protocol::amqp::Target;
 use drover_protocol::message::{
     ArtifactRef, AttemptRef, Finished, JobKind, Message, Outcome, StepJob, now_ms,
 };
@@ -132,7 +132,7 @@ async fn execute(
             .join("_inputs")
             .join(input.step.as_str())
             .join(input.output.as_str())
-            .join(safe_file_name(&input.file_name));
+            .join(input.file_name.as_str());
         let what = format!("downloading {}.{}", input.step, input.output);
         let download = || artifacts::download(&route, input, &dest);
         if let Err(e) = artifacts::retrying(&what, download).await {
@@ -283,16 +283,6 @@ fn base_env(job: &StepJob, base: &str, workdir: &std::path::Path) -> BTreeMap<St
     env.insert("DROVER_ATTEMPT".into(), job.attempt.to_string());
     env.insert("DROVER_URL".into(), base.to_string());
     env
-}
-
-/// The producer's file name, or a fixed one when it could escape its directory.
-fn safe_file_name(name: &str) -> String {
-    let ok = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
-    if ok {
-        name.to_string()
-    } else {
-        "artifact".to_string()
-    }
 }
 
 fn humanize(ms: Option<u64>) -> String {

@@ -20,8 +20,8 @@ mod workdir;
 pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
 
 use anyhow::Context;
+use drover_amqp::{Broker, Publisher};
 use drover_protocol::AgentId;
-use drover_protocol::amqp::{Broker, Publisher};
 use drover_protocol::message::AttemptRef;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;

@@ -1,6 +1,6 @@
 //! Batches a step's output into `LogChunk` events: at most ~200 ms or 64 KiB behind the process.
 
-use drover_protocol::amqp::{Publisher, Target};
+use drover_amqp::{Publisher, Target};
 use drover_protocol::message::{AttemptRef, LogChunk, Message};
 use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};

@@ -10,7 +10,7 @@ use crate::claim::claim;
 use crate::config::QueueOrder;
 use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, heartbeat, job};
-use drover_protocol::amqp::{Consumer, Incoming};
+use drover_amqp::{Consumer, Incoming};
 use drover_protocol::message::{AttemptRef, StepJob};
 use futures_util::future::select_all;
 use std::sync::Arc;
@@ -129,11 +129,7 @@ impl Consumers {
 
     /// Closes the consumers of full queues and opens those of the others, most preferred
     /// first, so a preferred queue's jobs arrive before the others' do.
-    async fn sync(
-        &mut self,
-        shared: &Shared,
-        slots: &Slots,
-    ) -> Result<(), drover_protocol::amqp::AmqpError> {
+    async fn sync(&mut self, shared: &Shared, slots: &Slots) -> Result<(), drover_amqp::AmqpError> {
         for i in self.preference(&shared.config.order) {
             let free = slots.queue_free(i);
             match (&self.open[i], free) {

@@ -1,7 +1,7 @@
 //! Benchmark 1, the floor: what raw lapin gets from this broker on this machine. Persistent
 //! 200-byte messages with publisher confirms on a durable queue, as drover publishes them.
 //!
-//! This module imports lapin directly (the one exception to "only `protocol::amqp` imports
+//! This module imports lapin directly (the one exception to "only `drover-amqp` imports
 //! lapin"): the limit must be measured without drover's wrapper, which awaits each confirm.
 
 use crate::stats;

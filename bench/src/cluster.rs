@@ -298,7 +298,7 @@ pub async fn delete_namespace(amqp_url: &str, ns: &str, queues: &[String]) -> Re
         .iter()
         .filter_map(|q| drover_protocol::QueueName::new(q.as_str()).ok())
         .collect();
-    let broker = drover_protocol::amqp::Broker::connect(amqp_url, names, "bench cleanup").await?;
+    let broker = drover_amqp::Broker::connect(amqp_url, names, "bench cleanup").await?;
     broker.delete_namespace(&queues).await?;
     broker.close().await;
     Ok(())

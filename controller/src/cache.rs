@@ -66,7 +66,7 @@ mod tests {
             output: OutputName::new(output).unwrap(),
             digest: Digest::of_bytes(content),
             size: content.len() as u64,
-            file_name: "f".into(),
+            file_name: drover_protocol::FileName::new("f").unwrap(),
         }
     }
 

@@ -16,7 +16,7 @@ pub mod store;
 pub use config::ControllerConfig;
 
 use anyhow::Context;
-use drover_protocol::amqp::Broker;
+use drover_amqp::Broker;
 use drover_protocol::message::ArtifactStoreRef;
 use drover_storage::{BlobStore, LocalBlobs, ObjectBlobs, StoreLocation};
 use logs::LogStore;

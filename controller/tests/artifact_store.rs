@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
+use drover_amqp::Broker;
 use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::amqp::Broker;
 use drover_protocol::{Digest, Names};
 use drover_storage::testing::{CREDENTIALS, Moto};
 use drover_storage::{PART_SIZE, S3Location, StoreLocation};

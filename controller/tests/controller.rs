@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
+use drover_amqp::{Broker, Consumer, Target};
 use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::amqp::{Broker, Consumer, Target};
 use drover_protocol::message::{
     ArtifactRef, Claimed, Finished, LogChunk, Message, Outcome, StepJob, Submit, now_ms,
 };
@@ -103,7 +103,7 @@ impl Harness {
         ArtifactRef {
             digest,
             size: content.len() as u64,
-            file_name: "out.txt".into(),
+            file_name: drover_protocol::FileName::new("out.txt").unwrap(),
         }
     }
 
@@ -228,7 +228,8 @@ async fn http_answers_health_404s_and_blobs() {
     ] {
         let (status, doc) = h.json(&path).await;
         assert_eq!(status, 404, "{path}: {doc}");
-        assert!(doc["error"].is_string(), "{path}: {doc}");
+        assert_eq!(doc["code"], "not_found", "{path}: {doc}");
+        assert!(doc["message"].is_string(), "{path}: {doc}");
     }
     assert_eq!(
         h.get(&format!("/runs/{missing}")).await.status().as_u16(),
@@ -267,8 +268,9 @@ async fn http_answers_health_404s_and_blobs() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
-    let doc: Value = resp.json().await.unwrap();
-    let error = doc["error"].as_str().unwrap();
+    let doc: drover_api::ApiError = resp.json().await.unwrap();
+    assert_eq!(doc.code, drover_api::ErrorCode::BadRequest);
+    let error = doc.message.as_str();
     assert!(error.contains(wrong.as_str()), "{error}");
     assert!(
         error.contains(Digest::of_bytes(b"delivered").as_str()),

@@ -184,6 +184,86 @@ impl Digest {
     }
 }
 
+/// The base name of an artifact's file as its step wrote it (`model.pkl`): shown to users and
+/// used as a file name in a consumer's workdir and in downloads, so it is one path component:
+/// not empty, not `.` or `..`, no `/`, `\\` or NUL, at most [`FileName::MAX_LEN`] bytes.
+///
+/// [`FileName::new`] refuses anything else; decoding a message or record sanitizes instead
+/// ([`FileName::sanitized`]), so a peer's odd file name never costs the result it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct FileName(String);
+
+impl FileName {
+    /// The longest file name most file systems accept.
+    pub const MAX_LEN: usize = 255;
+
+    pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+        let v = value.into();
+        if v.is_empty() || v == "." || v == ".." {
+            return Err(id_error("file name", &v, "must not be empty, '.' or '..'"));
+        }
+        if v.len() > Self::MAX_LEN {
+            let reason = format!("longer than {} bytes", Self::MAX_LEN);
+            return Err(id_error("file name", &v, reason));
+        }
+        if let Some(c) = v.chars().find(|c| matches!(c, '/' | '\\' | '\0')) {
+            let reason = format!("contains {c:?}; a file name is one path component");
+            return Err(id_error("file name", &v, reason));
+        }
+        Ok(Self(v))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A valid file name for any string: separators and NUL become `_`, an over-long name is
+    /// cut at a character boundary, and one with nothing usable left becomes `artifact`.
+    pub fn sanitized(name: &str) -> Self {
+        let mut clean = String::with_capacity(name.len().min(Self::MAX_LEN));
+        for c in name.chars() {
+            let c = if matches!(c, '/' | '\\' | '\0') {
+                '_'
+            } else {
+                c
+            };
+            if clean.len() + c.len_utf8() > Self::MAX_LEN {
+                break;
+            }
+            clean.push(c);
+        }
+        if clean.is_empty() || clean == "." || clean == ".." {
+            clean = "artifact".to_string();
+        }
+        Self(clean)
+    }
+}
+
+impl From<String> for FileName {
+    fn from(value: String) -> Self {
+        Self::new(value.as_str()).unwrap_or_else(|_| Self::sanitized(&value))
+    }
+}
+
+impl From<FileName> for String {
+    fn from(name: FileName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for FileName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The attempt number of a step within a run, starting at 1; a retry gets the next number.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
@@ -217,6 +297,25 @@ mod tests {
         }
         assert!(OutputName::new("data_frame.v2").is_ok());
         assert!(OutputName::new("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn file_names_are_one_path_component() {
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b", "x\\y"] {
+            assert!(FileName::new(bad).is_err(), "{bad:?} accepted");
+            let clean = FileName::sanitized(bad);
+            assert!(
+                FileName::new(clean.as_str()).is_ok(),
+                "{clean:?} from {bad:?}"
+            );
+        }
+        assert!(FileName::new("my model (v2).pkl").is_ok());
+        assert!(FileName::new("x".repeat(256)).is_err());
+        assert_eq!(FileName::sanitized("a/b").as_str(), "a_b");
+        assert_eq!(FileName::sanitized("..").as_str(), "artifact");
+        assert_eq!(FileName::sanitized(&"é".repeat(200)).as_str().len(), 254);
+        let decoded: FileName = serde_json::from_str("\"a/b\"").unwrap();
+        assert_eq!(decoded.as_str(), "a_b");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! drover's shared contracts: typed IDs, wire messages, AMQP names, the pipeline spec and its validation.
 //!
-//! Every other crate speaks to RabbitMQ through [`amqp`] only; nothing else here performs I/O.
+//! Nothing here performs I/O: the AMQP transport is `drover-amqp`, the HTTP contract `drover-api`.
 
-pub mod amqp;
 pub mod ids;
 pub mod message;
 pub mod names;
@@ -10,6 +9,8 @@ pub mod refs;
 pub mod spec;
 pub mod validate;
 
-pub use ids::{AgentId, AttemptNo, Digest, IdError, OutputName, QueueName, RunId, StepName};
+pub use ids::{
+    AgentId, AttemptNo, Digest, FileName, IdError, OutputName, QueueName, RunId, StepName,
+};
 pub use message::{DecodeError, Envelope, Message, PROTOCOL_VERSION};
 pub use names::Names;

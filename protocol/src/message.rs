@@ -3,7 +3,7 @@
 //! `Envelope { v, kind, id, sent_at, body }`: readers check `v` and `kind` before decoding the
 //! body, so an unknown version or kind is a clear error (and a dead letter), never a panic.
 
-use crate::ids::{AgentId, AttemptNo, Digest, OutputName, QueueName, RunId, StepName};
+use crate::ids::{AgentId, AttemptNo, Digest, FileName, OutputName, QueueName, RunId, StepName};
 use crate::spec::PipelineSpec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -161,7 +161,7 @@ pub struct JobInput {
     pub digest: Digest,
     pub size: u64,
     /// File name to give the download (the producer's file name).
-    pub file_name: String,
+    pub file_name: FileName,
 }
 
 /// Agent -> controller: the agent took this attempt (published before the delivery is acked).
@@ -240,7 +240,7 @@ pub struct ArtifactRef {
     pub digest: Digest,
     pub size: u64,
     /// File name the producer wrote (the basename of its output path).
-    pub file_name: String,
+    pub file_name: FileName,
 }
 
 /// Agent -> controller: an attempt ended; outputs are already uploaded.

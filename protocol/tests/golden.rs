@@ -101,7 +101,7 @@ fn samples() -> Vec<Message> {
                     output: OutputName::new("greeting").unwrap(),
                     digest: digest(),
                     size: 5,
-                    file_name: "greeting.txt".into(),
+                    file_name: drover_protocol::FileName::new("greeting.txt").unwrap(),
                 }],
                 outputs: BTreeMap::from([(OutputName::new("loud").unwrap(), "loud.txt".into())]),
                 timeout_ms: Some(600_000),
@@ -159,7 +159,7 @@ fn samples() -> Vec<Message> {
                 ArtifactRef {
                     digest: digest(),
                     size: 5,
-                    file_name: "data_frame.pkl".into(),
+                    file_name: drover_protocol::FileName::new("data_frame.pkl").unwrap(),
                 },
             )]),
             message: None,

@@ -6,56 +6,53 @@ use crate::output::{ago, duration_ms, table};
 use crate::sse::EventReader;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
+use drover_api::SseEvent;
+use drover_api::events::{AttemptStarted, LogData, LogEnded, StreamError};
+use drover_api::{AgentList, AgentView, QueueList, RunList, RunView};
+use drover_protocol::FileName;
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-fn str_field(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".to_string(),
-        Some(other) => other.to_string(),
-    }
+/// `-` for a missing value.
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-fn list<'a>(doc: &'a Value, key: &str) -> &'a [Value] {
-    doc.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-async fn get_doc(client: &Client, path: &str) -> Result<Value> {
-    client
+/// The document at `path`, as sent (for `--json`) and as the contract's type.
+async fn get_doc<T: DeserializeOwned>(client: &Client, path: &str) -> Result<(Value, T)> {
+    let doc = client
         .get_json::<Value>(path)
         .await?
-        .with_context(|| format!("the controller at {} has no {path}", client.base()))
+        .with_context(|| format!("the controller at {} has no {path}", client.base()))?;
+    let typed = serde_json::from_value(doc.clone())
+        .with_context(|| format!("unexpected document from {path}"))?;
+    Ok((doc, typed))
 }
 
 pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let doc = get_doc(&client, "/api/v1/runs").await?;
+    let (doc, list): (Value, RunList) = get_doc(&client, "/api/v1/runs").await?;
     if args.json {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list(&doc, "runs")
+    let rows: Vec<Vec<String>> = list
+        .runs
         .iter()
         .map(|r| {
             vec![
-                str_field(r, "run_id"),
-                str_field(r, "name"),
-                str_field(r, "project"),
-                str_field(r, "version"),
-                str_field(r, "status"),
-                ago(r.get("created_at").and_then(Value::as_u64)),
-                duration_ms(
-                    r.get("started_at").and_then(Value::as_u64),
-                    r.get("ended_at").and_then(Value::as_u64),
-                ),
+                r.run_id.to_string(),
+                r.name.clone(),
+                r.project.clone(),
+                r.version.clone(),
+                r.status.to_string(),
+                ago((r.created_at > 0).then_some(r.created_at)),
+                duration_ms(r.started_at, r.ended_at),
             ]
         })
         .collect();
@@ -70,49 +67,40 @@ pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
 
 pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let Some(doc) = client
-        .get_json::<Value>(&format!("/api/v1/runs/{}", args.run))
-        .await?
-    else {
+    let path = format!("/api/v1/runs/{}", args.run);
+    let Some(doc) = client.get_json::<Value>(&path).await? else {
         bail!("no run {} at {}", args.run, client.base());
     };
     if args.json {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
     }
+    let run: RunView =
+        serde_json::from_value(doc).with_context(|| format!("unexpected document from {path}"))?;
     println!(
         "run {}  {} ({} {})  {}",
-        str_field(&doc, "run_id"),
-        str_field(&doc, "name"),
-        str_field(&doc, "project"),
-        str_field(&doc, "version"),
-        str_field(&doc, "status")
+        run.run_id, run.name, run.project, run.version, run.status
     );
-    if let Some(err) = doc.get("error").and_then(Value::as_str) {
+    if let Some(err) = &run.error {
         println!("{err}");
     }
     println!("{}", client.run_page(&args.run));
-    let rows: Vec<Vec<String>> = list(&doc, "steps")
+    let rows: Vec<Vec<String>> = run
+        .steps
         .iter()
         .map(|s| {
-            let mut status = str_field(s, "status");
-            if s.get("cache_hit").and_then(Value::as_bool) == Some(true) {
+            let mut status = s.status.to_string();
+            if s.cache_hit {
                 status.push_str(" (cache hit)");
             }
-            let agent = list(s, "attempts")
-                .last()
-                .map(|a| str_field(a, "agent"))
-                .unwrap_or_else(|| "-".into());
+            let agent = or_dash(s.attempts.last().and_then(|a| a.agent.as_ref()));
             vec![
-                str_field(s, "name"),
+                s.name.to_string(),
                 status,
-                str_field(s, "queue"),
-                str_field(s, "attempt"),
+                s.queue.to_string(),
+                s.attempt.to_string(),
                 agent,
-                duration_ms(
-                    s.get("started_at").and_then(Value::as_u64),
-                    s.get("ended_at").and_then(Value::as_u64),
-                ),
+                duration_ms(s.started_at, s.ended_at),
             ]
         })
         .collect();
@@ -185,25 +173,29 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
             };
             failures = 0;
             match event.name.as_str() {
-                "log" => {
-                    let chunk: Value = serde_json::from_str(&event.data)
+                LogData::NAME => {
+                    let chunk: LogData = serde_json::from_str(&event.data)
                         .with_context(|| format!("bad log event {:?}", event.data))?;
-                    let data = chunk["data"].as_str().unwrap_or_default();
                     let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(data)
+                        .decode(&chunk.data)
                         .context("bad base64 in a log event")?;
                     stdout.write_all(&bytes)?;
                     stdout.flush()?;
                     last_id = event.id.or(last_id);
                 }
-                "attempt" => {
-                    let chunk: Value = serde_json::from_str(&event.data).unwrap_or_default();
-                    if chunk["previous"].as_u64().unwrap_or(0) > 0 {
-                        eprintln!("drover: attempt {} started", chunk["attempt"]);
+                AttemptStarted::NAME => {
+                    let started: AttemptStarted = serde_json::from_str(&event.data)
+                        .with_context(|| format!("bad attempt event {:?}", event.data))?;
+                    if started.previous.0 > 0 {
+                        eprintln!("drover: attempt {} started", started.attempt);
                     }
                 }
-                "end" => return Ok(ExitCode::SUCCESS),
-                "error" => bail!("the controller cannot stream this log: {}", event.data),
+                LogEnded::NAME => return Ok(ExitCode::SUCCESS),
+                StreamError::NAME => {
+                    let why = serde_json::from_str::<StreamError>(&event.data)
+                        .map_or(event.data, |e| e.error);
+                    bail!("the controller cannot stream this log: {why}")
+                }
                 _ => {}
             }
         }
@@ -258,43 +250,40 @@ pub async fn artifacts(g: &Global, command: ArtifactsCommand) -> Result<ExitCode
 fn file_name_of(resp: &reqwest::Response) -> Option<String> {
     let header = resp.headers().get("content-disposition")?.to_str().ok()?;
     let name = header.split("filename=").nth(1)?.trim_matches('"');
-    let safe = !name.is_empty() && !name.contains(['/', '\\', '\0']) && name != "..";
-    safe.then(|| name.to_string())
+    FileName::new(name).ok().map(String::from)
 }
 
 pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let doc = get_doc(&client, "/api/v1/agents").await?;
+    let (doc, list): (Value, AgentList) = get_doc(&client, "/api/v1/agents").await?;
     if args.json {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list(&doc, "agents")
+    let rows: Vec<Vec<String>> = list
+        .agents
         .iter()
         .map(|a| {
-            let queues: Vec<String> = list(a, "queues")
-                .iter()
-                .filter_map(|q| q.as_str().map(String::from))
-                .collect();
-            let state = if a.get("alive").and_then(Value::as_bool) == Some(false) {
+            let queues: Vec<&str> = a.queues.iter().map(|q| q.as_str()).collect();
+            let state = if !a.alive {
                 "gone"
-            } else if a.get("draining").and_then(Value::as_bool) == Some(true) {
+            } else if a.draining {
                 "draining"
             } else {
                 "alive"
             };
             vec![
-                str_field(a, "id"),
-                str_field(a, "host"),
+                a.id.to_string(),
+                a.host.clone(),
                 queues.join(","),
-                match a.get("slots").and_then(Value::as_u64) {
+                match a.slots {
                     // 0 slots: services mode, no limit.
-                    Some(0) => format!("{}/unlimited", str_field(a, "busy")),
-                    _ => format!("{}/{}", str_field(a, "busy"), str_field(a, "slots")),
+                    0 => format!("{}/unlimited", a.busy),
+                    slots => format!("{}/{slots}", a.busy),
                 },
                 resources(a),
                 state.to_string(),
-                ago(a.get("last_seen").and_then(Value::as_u64)),
+                ago((a.last_seen > 0).then_some(a.last_seen)),
             ]
         })
         .collect();
@@ -314,40 +303,40 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
 }
 
 /// `4 cpu, 15.6 GiB` from an agent's reported machine size.
-fn resources(agent: &Value) -> String {
-    let cpus = agent.get("cpus").and_then(Value::as_u64).unwrap_or(0);
-    let mib = agent.get("memory_mib").and_then(Value::as_u64).unwrap_or(0);
-    if cpus == 0 && mib == 0 {
+fn resources(agent: &AgentView) -> String {
+    if agent.cpus == 0 && agent.memory_mib == 0 {
         return "-".to_string();
     }
-    format!("{cpus} cpu, {:.1} GiB", mib as f64 / 1024.0)
+    format!(
+        "{} cpu, {:.1} GiB",
+        agent.cpus,
+        agent.memory_mib as f64 / 1024.0
+    )
 }
 
 pub async fn queues(g: &Global, args: ListArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let doc = get_doc(&client, "/api/v1/queues").await?;
+    let (doc, list): (Value, QueueList) = get_doc(&client, "/api/v1/queues").await?;
     if args.json {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
     }
-    let queues = list(&doc, "queues");
-    let rows: Vec<Vec<String>> = queues
+    let rows: Vec<Vec<String>> = list
+        .queues
         .iter()
         .map(|q| {
             vec![
-                str_field(q, "name"),
-                str_field(q, "messages"),
-                str_field(q, "consumers"),
-                str_field(q, "waiting_steps"),
+                q.name.to_string(),
+                q.messages.to_string(),
+                q.consumers.to_string(),
+                q.waiting_steps.to_string(),
             ]
         })
         .collect();
     table(&["QUEUE", "READY", "CONSUMERS", "WAITING STEPS"], &rows);
-    println!("dead letters: {}", str_field(&doc, "dead_letters"));
-    for q in queues {
-        if let Some(w) = q.get("warning").and_then(Value::as_str) {
-            println!("warning: {w}");
-        }
+    println!("dead letters: {}", list.dead_letters);
+    for w in list.queues.iter().filter_map(|q| q.warning.as_ref()) {
+        println!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }

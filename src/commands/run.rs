@@ -2,9 +2,10 @@
 
 use super::names;
 use crate::cli::{AbortArgs, Global, RunArgs, StatusArgs};
-use crate::client::{Client, RunView};
+use crate::client::Client;
 use anyhow::{Context, Result};
-use drover_protocol::amqp::{Broker, Target};
+use drover_amqp::{Broker, Target};
+use drover_api::{RunList, RunStatus, RunView, StepStatus};
 use drover_protocol::message::{Abort, Message, Submit};
 use drover_protocol::spec::PipelineSpec;
 use drover_protocol::validate::validate;
@@ -74,7 +75,7 @@ async fn finish(client: &Client, run_id: &str, url: &str, json: bool) -> Result<
     } else {
         report_end(client, &view).await;
     }
-    Ok(if view.status == "succeeded" {
+    Ok(if view.status == RunStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -109,7 +110,7 @@ async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Res
 /// Polls the run until it ends, printing each step's status changes when `progress` is set.
 async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView> {
     let start = Instant::now();
-    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut seen: HashMap<StepName, StepStatus> = HashMap::new();
     let mut warned = false;
     loop {
         match client.run(run).await? {
@@ -124,11 +125,11 @@ async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView>
                                 s.name,
                                 s.status
                             );
-                            seen.insert(s.name.clone(), s.status.clone());
+                            seen.insert(s.name.clone(), s.status);
                         }
                     }
                 }
-                if view.is_terminal() {
+                if view.status.is_terminal() {
                     return Ok(view);
                 }
             }
@@ -151,14 +152,17 @@ async fn report_end(client: &Client, view: &RunView) {
     if let Some(err) = &view.error {
         println!("{err}");
     }
-    for s in view.steps.iter().filter(|s| s.status == "failed") {
+    for s in view.steps.iter().filter(|s| s.status == StepStatus::Failed) {
         let why = match (&s.message, s.exit_code) {
             (Some(m), _) => m.clone(),
             (None, Some(code)) => format!("exit code {code}"),
             (None, None) => "no exit code".to_string(),
         };
         println!("step {} failed: {why}", s.name);
-        if let Ok(Some((bytes, _))) = client.log(&view.run_id, &s.name, None, 0).await {
+        if let Ok(Some((bytes, _))) = client
+            .log(view.run_id.as_str(), s.name.as_str(), None, 0)
+            .await
+        {
             let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(20)..];
@@ -172,7 +176,7 @@ async fn report_end(client: &Client, view: &RunView) {
     let skipped: Vec<&str> = view
         .steps
         .iter()
-        .filter(|s| s.status == "skipped")
+        .filter(|s| s.status == StepStatus::Skipped)
         .map(|s| s.name.as_str())
         .collect();
     if !skipped.is_empty() {
@@ -183,13 +187,9 @@ async fn report_end(client: &Client, view: &RunView) {
 pub async fn wait(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
     let run_id = if args.run == "latest" {
-        let doc = client
-            .get_json::<serde_json::Value>("/api/v1/runs")
-            .await?
-            .unwrap_or_default();
-        doc["runs"][0]["run_id"]
-            .as_str()
-            .map(String::from)
+        let list = client.get_json::<RunList>("/api/v1/runs").await?;
+        list.and_then(|l| l.runs.into_iter().next())
+            .map(|r| r.run_id.to_string())
             .with_context(|| format!("no runs at {}", client.base()))?
     } else {
         RunId::new(args.run.as_str())?.to_string()

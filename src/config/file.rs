@@ -92,7 +92,7 @@ impl ConfigFile {
             || self
                 .get(Section::Global, "amqp")
                 .and_then(toml::Value::as_str)
-                .is_some_and(|u| drover_protocol::amqp::redact(u) != u);
+                .is_some_and(|u| drover_amqp::redact(u) != u);
         let mode = std::fs::metadata(&self.path)
             .map(|m| m.permissions().mode())
             .unwrap_or(0);

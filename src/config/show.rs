@@ -133,7 +133,7 @@ fn mask(key: &str, value: Value) -> Value {
     match value {
         Value::Null => Value::Null,
         _ if SECRET_KEYS.contains(&key) => Value::from("***"),
-        Value::String(s) if s.contains("://") => Value::from(drover_protocol::amqp::redact(&s)),
+        Value::String(s) if s.contains("://") => Value::from(drover_amqp::redact(&s)),
         other => other,
     }
 }

@@ -1,8 +1,8 @@
 //! Undecodable messages are dead-lettered and counted; the controller keeps serving.
 
 use crate::harness::{AMQP_URL, Cluster, text, wait_until};
+use drover_amqp::{Broker, Target};
 use drover_protocol::Names;
-use drover_protocol::amqp::{Broker, Target};
 use std::time::Duration;
 
 #[test]

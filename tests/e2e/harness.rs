@@ -462,7 +462,7 @@ impl Cluster {
         };
         rt.block_on(async {
             if let Ok(broker) =
-                drover_protocol::amqp::Broker::connect(&self.amqp, names, "test cleanup").await
+                drover_amqp::Broker::connect(&self.amqp, names, "test cleanup").await
             {
                 let _ = broker.delete_namespace(&queues).await;
                 broker.close().await;

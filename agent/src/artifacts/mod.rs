@@ -8,8 +8,8 @@ mod route;
 pub use route::{Route, Routes};
 
 use bytes::Bytes;
-use drover_protocol::Digest;
 use drover_protocol::message::{ArtifactRef, JobInput};
+use drover_protocol::{Digest, FileName};
 use drover_storage::BlobError;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
@@ -193,10 +193,12 @@ pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferE
             }
         }
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "artifact".to_string());
+    let file_name = FileName::sanitized(
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     Ok(ArtifactRef {
         digest,
         size,

@@ -30,7 +30,7 @@ fn input(digest: Digest) -> JobInput {
         output: OutputName::new("out").unwrap(),
         digest,
         size: 0,
-        file_name: "out.bin".into(),
+        file_name: drover_protocol::FileName::new("out.bin").unwrap(),
     }
 }
 
@@ -96,7 +96,7 @@ async fn a_file_of_several_parts_goes_up_and_comes_back_verified() {
     let artifact = upload(&route, &path).await.unwrap();
     assert_eq!(artifact.digest, Digest::of_bytes(&content));
     assert_eq!(artifact.size, content.len() as u64);
-    assert_eq!(artifact.file_name, "big.bin");
+    assert_eq!(artifact.file_name.as_str(), "big.bin");
     let hex = artifact.digest.as_str();
     assert_eq!(
         moto.keys("agent-test", ""),

@@ -1,6 +1,6 @@
 //! JSON endpoints: runs, abort, agents, queues, health and metrics.
 
-use super::views::{self, AgentView, RunSummary};
+use super::views;
 use super::{ApiError, App};
 use crate::scheduler::{Event, StepStatus};
 use crate::service::Command;
@@ -8,25 +8,21 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use drover_api::{AbortAccepted, AgentList, Health, QueueList, QueueView, RunList};
 use drover_protocol::message::{Abort, now_ms};
 use drover_protocol::names::services_queue;
 use drover_protocol::{QueueName, StepName};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 pub async fn healthz(State(app): State<App>) -> impl IntoResponse {
-    if app.broker.is_connected() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "broker": "connected"})),
-        )
+    let connected = app.broker.is_connected();
+    let status = if connected {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "broker": "disconnected"})),
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Health::of(connected)))
 }
 
 pub async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
@@ -50,11 +46,6 @@ pub async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiErr
 pub struct RunFilter {
     status: Option<String>,
     project: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RunList {
-    runs: Vec<RunSummary>,
 }
 
 pub async fn list_runs(
@@ -96,7 +87,7 @@ pub async fn get_step(
     views::run_view(&record, app.run_url(&record.run_id))
         .steps
         .into_iter()
-        .find(|s| s.name == step)
+        .find(|s| s.name.as_str() == step)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("run {run} has no step {step:?}")))
 }
@@ -148,13 +139,11 @@ pub async fn abort_run(
         .map_err(|_| ApiError::unavailable("the controller is shutting down"))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"run_id": record.run_id, "step": step, "status": "abort requested"})),
+        Json(AbortAccepted {
+            run_id: record.run_id,
+            step,
+        }),
     ))
-}
-
-#[derive(Serialize)]
-struct AgentList {
-    agents: Vec<AgentView>,
 }
 
 pub async fn agents(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
@@ -170,24 +159,6 @@ pub async fn agents(State(app): State<App>) -> Result<impl IntoResponse, ApiErro
         })
         .collect();
     Ok(Json(AgentList { agents }))
-}
-
-#[derive(Debug, Serialize)]
-struct QueueView {
-    name: String,
-    broker_queue: String,
-    /// Whether the broker has the queue at all.
-    exists: bool,
-    messages: u32,
-    consumers: u32,
-    waiting_steps: usize,
-    /// Steps of this queue an agent is running (agents ack a job when they claim it, so
-    /// these are not in `messages`).
-    running_steps: usize,
-    /// Waiting plus running: the slots this queue needs now, for autoscalers
-    /// (deploy/k8s/keda.yaml).
-    active_steps: usize,
-    warning: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,7 +206,7 @@ pub async fn queues(
             )
         });
         queues.push(QueueView {
-            name: queue.to_string(),
+            name: queue,
             broker_queue,
             exists: stats.is_some(),
             messages,
@@ -251,9 +222,9 @@ pub async fn queues(
         .queue_stats(&app.names.dead())
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot read the dead-letter queue: {e}")))?;
-    Ok(Json(json!({
-        "queues": queues,
-        "dead_letters": dead.map_or(0, |s| s.messages),
-        "dead_lettered_by_controller": app.metrics.dead_letters(),
-    })))
+    Ok(Json(QueueList {
+        queues,
+        dead_letters: dead.map_or(0, |s| s.messages),
+        dead_lettered_by_controller: app.metrics.dead_letters(),
+    }))
 }

@@ -144,10 +144,10 @@ pub(crate) async fn require_token(
         "this controller requires a token"
     };
     if api || request.method() != Method::GET {
-        let body = axum::Json(serde_json::json!({
-            "error": format!("{why}: send `Authorization: Bearer <token>` (the CLI and agents read --token / DROVER_TOKEN)")
-        }));
-        let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+        let mut response = super::ApiError::unauthorized(format!(
+            "{why}: send `Authorization: Bearer <token>` (the CLI and agents read --token / DROVER_TOKEN)"
+        ))
+        .into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"drover\""),

@@ -96,7 +96,7 @@ pub async fn put_blob(
     match app.blobs.put(&digest, body).await {
         Ok(size) => Ok((
             StatusCode::CREATED,
-            axum::Json(serde_json::json!({"digest": digest, "size": size})),
+            axum::Json(drover_api::BlobStored { digest, size }),
         )
             .into_response()),
         Err(e @ BlobError::DigestMismatch { .. }) => Err(ApiError::bad_request(e.to_string())),
@@ -121,7 +121,7 @@ pub async fn get_artifact(
         .step(&step_name)
         .and_then(|s| s.outputs.get(&output))
         .ok_or_else(missing)?;
-    blob_response(&app, &artifact.digest, Some(&artifact.file_name)).await
+    blob_response(&app, &artifact.digest, Some(artifact.file_name.as_str())).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,14 +7,17 @@
 use super::views::run_view;
 use super::{ApiError, App};
 use crate::logs::LogAppended;
-use crate::scheduler::RunRecord;
+use crate::scheduler::{RunRecord, StepStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine as _;
+use drover_api::SseEvent;
+use drover_api::events::{
+    AttemptStarted, Hello, LogData, LogEnded, RunChanged, RunEnded, StreamError,
+};
 use drover_protocol::{AttemptNo, RunId, StepName};
 use serde::Deserialize;
-use serde_json::json;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -34,8 +37,10 @@ fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
     Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default())
 }
 
-fn event(name: &str, data: &serde_json::Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event(name).data(data.to_string()))
+/// One event of the contract's kind `E`.
+fn event<E: SseEvent>(data: &E) -> Result<Event, Infallible> {
+    let json = serde_json::to_string(data).unwrap_or_default();
+    Ok(Event::default().event(E::NAME).data(json))
 }
 
 /// Whether something arrived that may concern `wanted` (a lagging receiver may have missed it).
@@ -56,19 +61,16 @@ pub async fn all_runs(State(app): State<App>) -> impl axum::response::IntoRespon
     let (tx, rx) = mpsc::channel(64);
     let mut changes = app.store.watch_runs();
     tokio::spawn(async move {
-        if tx.send(event("hello", &json!({}))).await.is_err() {
+        if tx.send(event(&Hello {})).await.is_err() {
             return;
         }
         loop {
             let data = tokio::select! {
                 _ = tx.closed() => return,
                 _ = app.shutdown.cancelled() => return,
-                received = changes.recv() => match received {
-                    Ok(run) => json!({"run_id": run}),
-                    Err(_) => json!({"run_id": null}),
-                },
+                received = changes.recv() => RunChanged { run_id: received.ok() },
             };
-            if tx.send(event("run", &data)).await.is_err() {
+            if tx.send(event(&data)).await.is_err() {
                 return;
             }
         }
@@ -87,21 +89,20 @@ pub async fn run(
     let mut changes = app.store.watch_runs();
     tokio::spawn(async move {
         let id = record.run_id.clone();
-        let mut last = String::new();
+        let mut last = None;
         let mut record = Some(record);
         loop {
             if let Some(run) = record.take() {
-                let view = serde_json::to_value(run_view(&run, app.run_url(&run.run_id)))
-                    .unwrap_or_default();
-                let text = view.to_string();
-                if text != last {
-                    if tx.send(event("run", &view)).await.is_err() {
+                let view = run_view(&run, app.run_url(&run.run_id));
+                if last.as_ref() != Some(&view) {
+                    if tx.send(event(&view)).await.is_err() {
                         return;
                     }
-                    last = text;
+                    last = Some(view);
                 }
                 if run.status.is_terminal() {
-                    let _ = tx.send(event("end", &json!({"status": run.status}))).await;
+                    let ended = RunEnded { status: run.status };
+                    let _ = tx.send(event(&ended)).await;
                     return;
                 }
             }
@@ -201,10 +202,13 @@ impl LogFollower {
                     if !self.send_new_bytes(&tx).await {
                         return;
                     }
-                    let data = json!({"attempt": attempt.0, "previous": self.attempt.0});
+                    let data = AttemptStarted {
+                        attempt,
+                        previous: self.attempt,
+                    };
                     self.attempt = attempt;
                     self.offset = 0;
-                    if tx.send(event("attempt", &data)).await.is_err() {
+                    if tx.send(event(&data)).await.is_err() {
                         return;
                     }
                     continue;
@@ -214,9 +218,12 @@ impl LogFollower {
                     if !self.send_new_bytes(&tx).await {
                         return;
                     }
-                    let data =
-                        json!({"status": status, "attempt": self.attempt.0, "size": self.offset});
-                    let _ = tx.send(event("end", &data)).await;
+                    let data = LogEnded {
+                        status,
+                        attempt: self.attempt,
+                        size: self.offset,
+                    };
+                    let _ = tx.send(event(&data)).await;
                     return;
                 }
             }
@@ -246,21 +253,21 @@ impl LogFollower {
                 Ok(Some(data)) => data,
                 Ok(None) => return true,
                 Err(e) => {
-                    let _ = tx.send(event("error", &json!({"error": e}))).await;
+                    let _ = tx.send(event(&StreamError { error: e })).await;
                     return false;
                 }
             };
             let start = self.offset;
             self.offset += data.len() as u64;
-            let payload = json!({
-                "attempt": self.attempt.0,
-                "offset": start,
-                "data": base64::engine::general_purpose::STANDARD.encode(&data),
-            });
+            let payload = LogData {
+                attempt: self.attempt,
+                offset: start,
+                data: base64::engine::general_purpose::STANDARD.encode(&data),
+            };
             let sent = Event::default()
-                .event("log")
+                .event(LogData::NAME)
                 .id(format!("{}:{}", self.attempt.0, self.offset))
-                .data(payload.to_string());
+                .data(serde_json::to_string(&payload).unwrap_or_default());
             if tx.send(Ok(sent)).await.is_err() {
                 return false;
             }
@@ -292,7 +299,7 @@ impl LogFollower {
 
     fn next_move(&self, run: &RunRecord) -> Move {
         let Some(step) = run.step(&self.step) else {
-            return Move::End("unknown");
+            return Move::End(None);
         };
         if self.latest && step.attempt > self.attempt {
             return Move::Switch(step.attempt);
@@ -302,7 +309,7 @@ impl LogFollower {
             .iter()
             .any(|a| a.attempt == self.attempt && a.outcome.is_some());
         if step.status.is_terminal() || attempt_over && !self.latest {
-            return Move::End(step.status.as_str());
+            return Move::End(Some(step.status));
         }
         Move::Wait
     }
@@ -311,5 +318,5 @@ impl LogFollower {
 enum Move {
     Wait,
     Switch(AttemptNo),
-    End(&'static str),
+    End(Option<StepStatus>),
 }

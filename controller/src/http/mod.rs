@@ -23,7 +23,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_protocol::amqp::Broker;
+use drover_amqp::Broker;
+use drover_api::ErrorCode;
 use drover_protocol::{Names, RunId};
 use drover_storage::BlobStore;
 use std::sync::Arc;
@@ -106,41 +107,42 @@ pub(crate) fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// An error answer: `{"error": "..."}` with a status.
+/// An error answer: the contract's [`drover_api::ApiError`] body with its code's status.
 #[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
-}
+pub(crate) struct ApiError(drover_api::ApiError);
 
 impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(drover_api::ApiError::new(code, message))
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("http: {message}");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.to_string(),
-        }
+        Self::new(ErrorCode::Internal, message.to_string())
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
-        }
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
@@ -152,10 +154,6 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        (self.status(), Json(self.0)).into_response()
     }
 }

@@ -105,9 +105,9 @@ pub async fn run_page(State(app): State<App>, Path(run): Path<String>) -> Respon
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover</title>\
 <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{}</h1>\
 <p><a href=\"/\">all runs</a></p></main></body></html>",
-                esc(&e.message)
+                esc(e.message())
             );
-            (e.status, Html(body)).into_response()
+            (e.status(), Html(body)).into_response()
         }
     }
 }

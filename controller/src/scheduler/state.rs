@@ -3,7 +3,8 @@
 //! These are what the store persists (msgpack) and what the HTTP layer renders; they hold no
 //! behaviour beyond small queries.
 
-use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, Outcome};
+pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
+use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
@@ -47,124 +48,6 @@ impl State {
 
 /// The outputs stored under one cache key.
 pub type CachedOutputs = BTreeMap<OutputName, ArtifactRef>;
-
-/// A run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Running,
-    Succeeded,
-    Failed,
-    Aborted,
-    /// Invalid at the controller; nothing was dispatched.
-    Rejected,
-}
-
-impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Aborted,
-        RunStatus::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Aborted => "aborted",
-            RunStatus::Rejected => "rejected",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        self != RunStatus::Running
-    }
-}
-
-/// A step's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    /// Waiting on parents, or on the backoff before a retry.
-    Pending,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cached,
-    Skipped,
-    Aborted,
-}
-
-impl StepStatus {
-    pub const ALL: [StepStatus; 8] = [
-        StepStatus::Pending,
-        StepStatus::Queued,
-        StepStatus::Running,
-        StepStatus::Succeeded,
-        StepStatus::Failed,
-        StepStatus::Cached,
-        StepStatus::Skipped,
-        StepStatus::Aborted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Queued => "queued",
-            StepStatus::Running => "running",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Cached => "cached",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Aborted => "aborted",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            StepStatus::Succeeded
-                | StepStatus::Failed
-                | StepStatus::Cached
-                | StepStatus::Skipped
-                | StepStatus::Aborted
-        )
-    }
-
-    /// Whether children may use this step's outputs.
-    pub fn is_done(self) -> bool {
-        matches!(self, StepStatus::Succeeded | StepStatus::Cached)
-    }
-}
-
-/// How an attempt ended, including the controller's own verdict `lost` (lease expired).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    Succeeded,
-    Failed,
-    TimedOut,
-    Aborted,
-    Error,
-    /// No heartbeat within the lease: the agent is presumed gone.
-    Lost,
-}
-
-impl From<Outcome> for AttemptOutcome {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Succeeded => AttemptOutcome::Succeeded,
-            Outcome::Failed => AttemptOutcome::Failed,
-            Outcome::TimedOut => AttemptOutcome::TimedOut,
-            Outcome::Aborted => AttemptOutcome::Aborted,
-            Outcome::Error => AttemptOutcome::Error,
-        }
-    }
-}
 
 /// One attempt of one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

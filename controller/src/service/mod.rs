@@ -7,7 +7,7 @@ pub(crate) mod consume;
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError};
-use drover_protocol::amqp::{AmqpError, Broker, Incoming, Publisher, Target};
+use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
 use drover_protocol::{Names, QueueName};

@@ -4,7 +4,6 @@
 use crate::server::{AMQP_URL, Server, TOKEN};
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{Digest, Names, RunId};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -54,11 +53,9 @@ async fn every_route_needs_the_token_but_healthz() {
     let api = s.http.get(format!("{}/api/v1/runs", s.url)).send().await;
     let api = api.unwrap();
     assert_eq!(api.headers()["www-authenticate"], "Bearer realm=\"drover\"");
-    let doc: Value = api.json().await.unwrap();
-    assert!(
-        doc["error"].as_str().unwrap().contains("DROVER_TOKEN"),
-        "{doc}"
-    );
+    let error: drover_api::ApiError = api.json().await.unwrap();
+    assert_eq!(error.code, drover_api::ErrorCode::Unauthorized);
+    assert!(error.message.contains("DROVER_TOKEN"), "{error:?}");
     let page = s.http.get(format!("{}/", s.url)).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("name=\"token\""));
 

@@ -102,7 +102,7 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     let artifact = drover_protocol::message::ArtifactRef {
         digest: digest.clone(),
         size: content.len() as u64,
-        file_name: "out.txt".into(),
+        file_name: drover_protocol::FileName::new("out.txt").unwrap(),
     };
     let finished = |job: &StepJob, outputs| {
         Message::Finished(Finished {
@@ -249,7 +249,8 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     ] {
         let (status, doc) = s.json(&path).await;
         assert_eq!(status, 404, "{path}: {doc}");
-        assert!(doc["error"].is_string(), "{path}: {doc}");
+        assert_eq!(doc["code"], "not_found", "{path}: {doc}");
+        assert!(doc["message"].is_string(), "{path}: {doc}");
     }
     for path in [format!("/runs/{missing}"), "/assets/nope.js".to_string()] {
         assert_eq!(s.get(&path).await.status().as_u16(), 404, "{path}");

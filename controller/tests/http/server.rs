@@ -1,8 +1,8 @@
 //! A token-protected controller on port 0 in a fresh namespace, an HTTP client for it, and a
 //! reader of its server-sent events; the test itself plays the agent over the broker.
 
+use drover_amqp::{Broker, Consumer, Target};
 use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::amqp::{Broker, Consumer, Target};
 use drover_protocol::message::{AgentInfo, Message, StepJob, Submit};
 use drover_protocol::spec::PipelineSpec;
 use drover_protocol::{AgentId, Names, QueueName, RunId};

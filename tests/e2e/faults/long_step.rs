@@ -4,8 +4,8 @@
 use super::rabbit::PrivateBroker;
 use super::{attempts, ended};
 use crate::harness::Cluster;
+use drover_amqp::{Broker, Target};
 use drover_protocol::Names;
-use drover_protocol::amqp::{Broker, Target};
 use std::time::Duration;
 
 #[test]

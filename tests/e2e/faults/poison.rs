@@ -3,7 +3,7 @@
 
 use super::ended;
 use crate::harness::{Cluster, text, wait_until};
-use drover_protocol::amqp::{Broker, Consumer, Target};
+use drover_amqp::{Broker, Consumer, Target};
 use drover_protocol::message::{EnvelopeMeta, JobKind, Message, StepJob};
 use drover_protocol::{Names, RunId};
 use std::collections::BTreeMap;

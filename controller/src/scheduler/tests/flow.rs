@@ -50,7 +50,7 @@ fn diamond_runs_in_order_and_passes_artifacts_as_inputs() {
         .unwrap();
     assert_eq!(b.job.inputs.len(), 1);
     assert_eq!(b.job.inputs[0].digest, artifact("a.out", "a.txt").digest);
-    assert_eq!(b.job.inputs[0].file_name, "a.txt");
+    assert_eq!(b.job.inputs[0].file_name.as_str(), "a.txt");
     let c = jobs(&fx)
         .into_iter()
         .find(|j| j.step.as_str() == "c")

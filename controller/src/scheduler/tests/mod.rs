@@ -122,7 +122,7 @@ pub(super) fn artifact(content: &str, file_name: &str) -> ArtifactRef {
     ArtifactRef {
         digest: Digest::of_bytes(content.as_bytes()),
         size: content.len() as u64,
-        file_name: file_name.to_string(),
+        file_name: drover_protocol::FileName::from(file_name.to_string()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
-use drover_protocol::amqp::{AmqpError, Broker, Target};
+use drover_amqp::{AmqpError, Broker, Target};
 use drover_protocol::message::{Abort, Message};
 use drover_protocol::{Names, QueueName, RunId};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! publish whose confirm is lost with the connection is sent again on a new one.
 
 use super::{AmqpError, Broker, REASON_HEADER, SOURCE_HEADER};
-use crate::message::Message;
+use drover_protocol::message::Message;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};

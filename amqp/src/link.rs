@@ -2,8 +2,8 @@
 //! declared on it declared again, so every drover process survives a broker restart.
 
 use super::{AmqpError, redact, topology};
-use crate::ids::QueueName;
-use crate::names::Names;
+use drover_protocol::ids::QueueName;
+use drover_protocol::names::Names;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand.
 
 use super::{AmqpError, REASON_HEADER};
-use crate::message::{DecodeError, EnvelopeMeta, Message};
+use drover_protocol::message::{DecodeError, EnvelopeMeta, Message};
 use futures_util::StreamExt;
 use lapin::Acker;
 use lapin::Channel;

@@ -1,5 +1,5 @@
-//! The one module that speaks AMQP (lapin): connect, declare topology, publish with confirms,
-//! consume with prefetch. Everything else in drover uses these types and never imports lapin.
+//! The one crate that speaks AMQP (lapin): connect, declare topology, publish with confirms,
+//! consume with prefetch. Every other drover crate uses these types and never depends on lapin.
 
 mod consume;
 mod link;
@@ -9,8 +9,8 @@ mod topology;
 pub use consume::{Consumer, Incoming};
 pub use publish::{Publisher, Target};
 
-use crate::ids::{AgentId, QueueName};
-use crate::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
+use drover_protocol::ids::{AgentId, QueueName};
+use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
 use lapin::Channel;
 use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// Priority levels user queues support (`x-max-priority`); fixed because RabbitMQ refuses to
 /// redeclare a queue with other arguments.
-pub const MAX_PRIORITY: u8 = crate::validate::MAX_PRIORITY;
+pub const MAX_PRIORITY: u8 = drover_protocol::validate::MAX_PRIORITY;
 
 /// Header naming why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-drover-reason";

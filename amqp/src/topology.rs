@@ -2,8 +2,8 @@
 //! RabbitMQ refuses a redeclaration with different ones.
 
 use super::{AmqpError, MAX_PRIORITY};
-use crate::ids::QueueName;
-use crate::names::{Names, services_queue};
+use drover_protocol::ids::QueueName;
+use drover_protocol::names::{Names, services_queue};
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};

@@ -1,0 +1,69 @@
+//! The error body every failing `/api/v1` request answers with: a stable code and a message.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What kind of failure; stable, so clients can branch on it. Each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed (a bad query value, a body that does not hash to its digest).
+    BadRequest,
+    /// 401: a token is required, or the one sent is wrong.
+    Unauthorized,
+    /// 404: no such run, step, artifact, blob or route.
+    NotFound,
+    /// 500: the controller failed (its store, its disk).
+    Internal,
+    /// 503: the controller cannot do it now (broker down, shutting down).
+    Unavailable,
+    /// A code this client does not know (from a newer controller).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Every code a controller sends.
+    pub const ALL: [ErrorCode; 5] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The HTTP status this code is sent with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+/// `{"code": "not_found", "message": "run ... has no step \"x\""}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

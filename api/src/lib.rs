@@ -1,0 +1,17 @@
+//! The controller's HTTP contract, written once: the JSON views of `/api/v1`, the payloads of
+//! its server-sent event streams, the status enums and the error body. The controller
+//! serialises these types and every Rust client deserialises the same ones; golden files in
+//! `api/tests/golden/` pin their JSON, and the Python SDK's tests read the same files.
+//!
+//! Readers are tolerant: fields a newer controller may add are ignored, and fields an older one
+//! lacks default where a default means something.
+
+pub mod error;
+pub mod events;
+pub mod status;
+pub mod views;
+
+pub use error::{ApiError, ErrorCode};
+pub use events::SseEvent;
+pub use status::{AttemptOutcome, RunStatus, StepStatus};
+pub use views::*;

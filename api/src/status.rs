@@ -1,0 +1,190 @@
+//! The status of a run, of a step and of one attempt, as stored and as the API shows them.
+
+use drover_protocol::message::Outcome;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    /// Invalid at the controller; nothing was dispatched.
+    Rejected,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Aborted,
+        RunStatus::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Aborted => "aborted",
+            RunStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// The status named `s` (`"succeeded"`), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+/// A step's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting on parents, on a queue's limit, or on the backoff before a retry.
+    Pending,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cached,
+    Skipped,
+    Aborted,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 8] = [
+        StepStatus::Pending,
+        StepStatus::Queued,
+        StepStatus::Running,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Cached,
+        StepStatus::Skipped,
+        StepStatus::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Cached => "cached",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Aborted => "aborted",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Cached
+                | StepStatus::Skipped
+                | StepStatus::Aborted
+        )
+    }
+
+    /// Whether children may use this step's outputs (it ran, or the cache had them).
+    pub fn is_done(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Cached)
+    }
+
+    /// The status named `s` (`"cached"`), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+/// How an attempt ended, including the controller's own verdict `lost` (lease expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Aborted,
+    Error,
+    /// No heartbeat within the lease: the agent is presumed gone.
+    Lost,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 6] = [
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed,
+        AttemptOutcome::TimedOut,
+        AttemptOutcome::Aborted,
+        AttemptOutcome::Error,
+        AttemptOutcome::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Aborted => "aborted",
+            AttemptOutcome::Error => "error",
+            AttemptOutcome::Lost => "lost",
+        }
+    }
+}
+
+impl From<Outcome> for AttemptOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded => AttemptOutcome::Succeeded,
+            Outcome::Failed => AttemptOutcome::Failed,
+            Outcome::TimedOut => AttemptOutcome::TimedOut,
+            Outcome::Aborted => AttemptOutcome::Aborted,
+            Outcome::Error => AttemptOutcome::Error,
+        }
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(RunStatus, StepStatus, AttemptOutcome);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_serde_names() {
+        for s in RunStatus::ALL {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s));
+        }
+        for s in StepStatus::ALL {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(StepStatus::parse(s.as_str()), Some(s));
+        }
+        for o in AttemptOutcome::ALL {
+            let json = serde_json::to_string(&o).unwrap_or_default();
+            assert_eq!(json, format!("\"{o}\""));
+        }
+        assert_eq!(StepStatus::parse("unknown"), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! Golden files pin the JSON of every document and event of the HTTP API: each sample below is
+//! serialised and compared with `tests/golden/<name>.json`, and each file is read back into the
+//! same value. The Python SDK's tests read these files too.
+//!
+//! `DROVER_BLESS=1 cargo test -p drover-api --test golden` rewrites them; a change to an
+//! existing file is a change of the API that every client must follow.
+
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+use drover_api::events::{
+    AttemptStarted, Hello, LogData, LogEnded, RunChanged, RunEnded, StreamError,
+};
+use drover_api::*;
+use drover_protocol::{AgentId, AttemptNo, Digest, FileName, QueueName, RunId, StepName};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"))
+}
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(name: &str, value: &T) {
+    let path = golden_path(name);
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("DROVER_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with DROVER_BLESS=1", path.display()));
+    assert_eq!(
+        text, want,
+        "{name}: the JSON changed (DROVER_BLESS=1 to accept)"
+    );
+    let read: T = serde_json::from_str(&want).unwrap();
+    assert_eq!(&read, value, "{name}: does not read back");
+}
+
+fn run_id() -> RunId {
+    RunId::new("0193a2b4c5d6e7f80123456789abcdef").unwrap()
+}
+
+fn step(name: &str) -> StepName {
+    StepName::new(name).unwrap()
+}
+
+fn agent() -> AgentId {
+    AgentId::new("worker-1-4242-ab12").unwrap()
+}
+
+fn run_view() -> RunView {
+    let digest = Digest::of_bytes(b"hello\n");
+    let prepare = StepView {
+        name: step("prepare"),
+        status: StepStatus::Succeeded,
+        queue: QueueName::new("default").unwrap(),
+        parents: vec![],
+        inputs: vec![],
+        outputs: BTreeMap::from([(
+            "data".to_string(),
+            OutputView {
+                digest,
+                size: 6,
+                file_name: FileName::new("data.txt").unwrap(),
+            },
+        )]),
+        attempt: AttemptNo(1),
+        attempts: vec![AttemptView {
+            attempt: AttemptNo(1),
+            agent: Some(agent()),
+            queued_at: 1_764_590_400_000,
+            started_at: Some(1_764_590_400_010),
+            ended_at: Some(1_764_590_400_250),
+            exit_code: Some(0),
+            outcome: Some(AttemptOutcome::Succeeded),
+            message: None,
+        }],
+        cache_key: Some("5f1e".repeat(16)),
+        cache_hit: false,
+        kind: StepKind::Command,
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello > data.txt".into(),
+        ]),
+        function: None,
+        env: BTreeMap::from([("MODE".to_string(), "fast".to_string())]),
+        timeout_ms: Some(60_000),
+        retries: 0,
+        retry_at: None,
+        started_at: Some(1_764_590_400_010),
+        ended_at: Some(1_764_590_400_250),
+        exit_code: Some(0),
+        message: None,
+    };
+    let train = StepView {
+        name: step("train"),
+        status: StepStatus::Failed,
+        queue: QueueName::new("gpu").unwrap(),
+        parents: vec![step("prepare")],
+        inputs: vec!["prepare.data".into()],
+        outputs: BTreeMap::new(),
+        attempt: AttemptNo(2),
+        attempts: vec![
+            AttemptView {
+                attempt: AttemptNo(1),
+                agent: Some(agent()),
+                queued_at: 1_764_590_400_260,
+                started_at: Some(1_764_590_400_270),
+                ended_at: Some(1_764_590_403_270),
+                exit_code: None,
+                outcome: Some(AttemptOutcome::Lost),
+                message: Some("no heartbeat within the lease".into()),
+            },
+            AttemptView {
+                attempt: AttemptNo(2),
+                agent: None,
+                queued_at: 1_764_590_403_300,
+                started_at: Some(1_764_590_403_310),
+                ended_at: Some(1_764_590_404_000),
+                exit_code: Some(1),
+                outcome: Some(AttemptOutcome::Failed),
+                message: Some("ValueError: bad input".into()),
+            },
+        ],
+        cache_key: None,
+        cache_hit: false,
+        kind: StepKind::Function,
+        command: None,
+        function: Some(FunctionView {
+            entry: "train".into(),
+            source: "def train(data):\n    raise ValueError('bad input')\n".into(),
+            kwargs: BTreeMap::from([("data".to_string(), "\"${prepare.data}\"".to_string())]),
+            requirements: vec!["pandas==2.2.3".into()],
+            python: Some("3.11".into()),
+        }),
+        env: BTreeMap::new(),
+        timeout_ms: None,
+        retries: 1,
+        retry_at: None,
+        started_at: Some(1_764_590_403_310),
+        ended_at: Some(1_764_590_404_000),
+        exit_code: Some(1),
+        message: Some("ValueError: bad input".into()),
+    };
+    RunView {
+        run_id: run_id(),
+        name: "example".into(),
+        project: "examples".into(),
+        version: "1.0".into(),
+        status: RunStatus::Failed,
+        params: BTreeMap::from([("rows".to_string(), "100".to_string())]),
+        submitted_by: Some("ana@laptop".into()),
+        created_at: 1_764_590_400_000,
+        started_at: Some(1_764_590_400_005),
+        ended_at: Some(1_764_590_404_010),
+        error: Some("step train failed".into()),
+        url: "http://127.0.0.1:8080/runs/0193a2b4c5d6e7f80123456789abcdef".into(),
+        steps: vec![prepare, train],
+    }
+}
+
+#[test]
+fn runs() {
+    let view = run_view();
+    check("run_view", &view);
+    check("step_view", &view.steps[1]);
+    check(
+        "run_list",
+        &RunList {
+            runs: vec![RunSummary {
+                run_id: run_id(),
+                name: "example".into(),
+                project: "examples".into(),
+                version: "1.0".into(),
+                status: RunStatus::Failed,
+                created_at: 1_764_590_400_000,
+                started_at: Some(1_764_590_400_005),
+                ended_at: Some(1_764_590_404_010),
+                steps: BTreeMap::from([(StepStatus::Succeeded, 1), (StepStatus::Failed, 1)]),
+                url: view.url.clone(),
+            }],
+        },
+    );
+    check(
+        "abort_accepted",
+        &AbortAccepted {
+            run_id: run_id(),
+            step: Some(step("train")),
+        },
+    );
+}
+
+#[test]
+fn fleet() {
+    check(
+        "agent_list",
+        &AgentList {
+            agents: vec![AgentView {
+                id: agent(),
+                host: "worker-1".into(),
+                pid: 4242,
+                version: "0.1.0".into(),
+                queues: vec![QueueName::new("default").unwrap()],
+                slots: 2,
+                busy: 1,
+                draining: false,
+                cpus: 4,
+                memory_mib: 15_984,
+                last_seen: 1_764_590_403_000,
+                alive: true,
+                current_steps: vec![AgentStep {
+                    run_id: run_id(),
+                    step: step("train"),
+                    attempt: AttemptNo(2),
+                    started_at: Some(1_764_590_403_310),
+                }],
+            }],
+        },
+    );
+    check(
+        "queue_list",
+        &QueueList {
+            queues: vec![QueueView {
+                name: QueueName::new("gpu").unwrap(),
+                broker_queue: "gpu".into(),
+                exists: true,
+                messages: 3,
+                consumers: 0,
+                waiting_steps: 3,
+                running_steps: 0,
+                active_steps: 3,
+                warning: Some("3 step(s) wait on queue \"gpu\" but no agent consumes it".into()),
+            }],
+            dead_letters: 1,
+            dead_lettered_by_controller: BTreeMap::from([("malformed".to_string(), 1)]),
+        },
+    );
+    check("health", &Health::of(true));
+    check("health_degraded", &Health::of(false));
+    check(
+        "blob_stored",
+        &BlobStored {
+            digest: Digest::of_bytes(b"hello\n"),
+            size: 6,
+        },
+    );
+    check(
+        "api_error",
+        &ApiError::new(
+            ErrorCode::NotFound,
+            "run 0193a2b4c5d6e7f80123456789abcdef has no step \"x\"",
+        ),
+    );
+}
+
+#[test]
+fn events() {
+    fn named<E: SseEvent + Serialize + DeserializeOwned + PartialEq + Debug>(file: &str, e: &E) {
+        check(&format!("event_{file}"), e);
+    }
+    assert_eq!(Hello::NAME, "hello");
+    named("hello", &Hello {});
+    assert_eq!(RunChanged::NAME, "run");
+    named(
+        "run_changed",
+        &RunChanged {
+            run_id: Some(run_id()),
+        },
+    );
+    assert_eq!(RunEnded::NAME, "end");
+    named(
+        "run_ended",
+        &RunEnded {
+            status: RunStatus::Succeeded,
+        },
+    );
+    assert_eq!(LogData::NAME, "log");
+    named(
+        "log",
+        &LogData {
+            attempt: AttemptNo(1),
+            offset: 0,
+            data: "aGVsbG8K".into(),
+        },
+    );
+    assert_eq!(AttemptStarted::NAME, "attempt");
+    named(
+        "attempt",
+        &AttemptStarted {
+            attempt: AttemptNo(2),
+            previous: AttemptNo(1),
+        },
+    );
+    assert_eq!(LogEnded::NAME, "end");
+    named(
+        "log_ended",
+        &LogEnded {
+            status: Some(StepStatus::Failed),
+            attempt: AttemptNo(2),
+            size: 6,
+        },
+    );
+    assert_eq!(StreamError::NAME, "error");
+    named(
+        "error",
+        &StreamError {
+            error: "cannot read the log: permission denied".into(),
+        },
+    );
+}
+
+/// The status names, in one file that other languages read instead of keeping their own lists.
+#[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+struct Statuses {
+    run: Vec<RunStatus>,
+    run_terminal: Vec<RunStatus>,
+    step: Vec<StepStatus>,
+    step_terminal: Vec<StepStatus>,
+    step_done: Vec<StepStatus>,
+    attempt_outcome: Vec<AttemptOutcome>,
+    error_code: Vec<ErrorCode>,
+}
+
+#[test]
+fn statuses() {
+    check(
+        "statuses",
+        &Statuses {
+            run: RunStatus::ALL.to_vec(),
+            run_terminal: RunStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect(),
+            step: StepStatus::ALL.to_vec(),
+            step_terminal: StepStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect(),
+            step_done: StepStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_done())
+                .collect(),
+            attempt_outcome: AttemptOutcome::ALL.to_vec(),
+            error_code: ErrorCode::ALL.to_vec(),
+        },
+    );
+}
+
+#[test]
+fn readers_are_tolerant() {
+    // A newer controller's extra fields are ignored; an older one's missing optional fields
+    // default.
+    let text = r#"{"run_id": "0193a2b4c5d6e7f80123456789abcdef", "name": "x",
+        "status": "running", "future_field": {"a": 1}}"#;
+    let view: RunView = serde_json::from_str(text).unwrap();
+    assert_eq!(view.status, RunStatus::Running);
+    assert!(view.steps.is_empty() && view.error.is_none());
+    let error: ApiError = serde_json::from_str(r#"{"code": "too_many", "message": "m"}"#).unwrap();
+    assert_eq!(error.code, ErrorCode::Unknown);
+}
