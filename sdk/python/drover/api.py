@@ -33,8 +33,19 @@ def get_run(base_url, run_id, timeout=10.0):
             raise RunNotFound(run_id) from e
         if e.code in (502, 503, 504):
             raise ConnectionError(f"GET {url} answered {e.code}") from e
-        detail = e.read().decode("utf-8", "replace").strip()
+        detail = error_message(e.read().decode("utf-8", "replace").strip())
         raise RuntimeError(f"GET {url} answered {e.code}: {detail}") from e
+
+
+def error_message(body):
+    """The message of an API error body (`{"code", "message"}`), or the body as it is."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        return doc["message"]
+    return body
 
 
 class _Deadline:
