@@ -8,6 +8,8 @@ mod runs;
 pub mod schema;
 mod version;
 
+#[cfg(test)]
+mod compat;
 
 pub use version::SCHEMA_VERSION;
 
