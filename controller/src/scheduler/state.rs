@@ -1,7 +1,9 @@
 //! The records the scheduler owns: runs, their steps and attempts, the cache index, the agents.
 //!
-//! These are what the store persists (msgpack) and what the HTTP layer renders; they hold no
-//! behaviour beyond small queries.
+//! These are what the store persists (named-field msgpack) and what the HTTP layer renders; they
+//! hold no behaviour beyond small queries. A field older stored data may lack, with a meaningful
+//! empty value, is `#[serde(default)]`; unknown fields are ignored on read. Any other change to
+//! a stored record's layout bumps `store::SCHEMA_VERSION` (see ARCHITECTURE.md).
 
 pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
 use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef};
@@ -53,12 +55,18 @@ pub type CachedOutputs = BTreeMap<OutputName, ArtifactRef>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub attempt: AttemptNo,
+    #[serde(default)]
     pub agent: Option<AgentId>,
     pub queued_at: u64,
+    #[serde(default)]
     pub started_at: Option<u64>,
+    #[serde(default)]
     pub ended_at: Option<u64>,
+    #[serde(default)]
     pub exit_code: Option<i32>,
+    #[serde(default)]
     pub outcome: Option<AttemptOutcome>,
+    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -70,21 +78,33 @@ pub struct StepRecord {
     pub status: StepStatus,
     /// The current attempt; 0 until the first dispatch.
     pub attempt: AttemptNo,
+    #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
     /// Attempts that failed (counted against `retries`).
+    #[serde(default)]
     pub failures: u32,
+    #[serde(default)]
     pub outputs: BTreeMap<OutputName, ArtifactRef>,
+    #[serde(default)]
     pub cache_key: Option<String>,
+    #[serde(default)]
     pub cache_hit: bool,
     /// The agent running the current attempt.
+    #[serde(default)]
     pub agent: Option<AgentId>,
     /// When the current attempt's lease runs out (ms since epoch).
+    #[serde(default)]
     pub lease_until: Option<u64>,
     /// When the next attempt is due, while waiting out a retry backoff.
+    #[serde(default)]
     pub retry_at: Option<u64>,
+    #[serde(default)]
     pub abort_requested: bool,
+    #[serde(default)]
     pub message: Option<String>,
+    #[serde(default)]
     pub started_at: Option<u64>,
+    #[serde(default)]
     pub ended_at: Option<u64>,
 }
 
@@ -141,15 +161,22 @@ pub struct RunRecord {
     pub version: String,
     pub pipeline: Option<Pipeline>,
     /// Effective parameters (the overrides as given when rejected).
+    #[serde(default)]
     pub params: BTreeMap<String, String>,
+    #[serde(default)]
     pub submitted_by: Option<String>,
     pub status: RunStatus,
+    #[serde(default)]
     pub error: Option<String>,
+    #[serde(default)]
     pub abort_requested: bool,
     pub created_at: u64,
+    #[serde(default)]
     pub started_at: Option<u64>,
+    #[serde(default)]
     pub ended_at: Option<u64>,
     /// One record per pipeline step, in the pipeline's (topological) order.
+    #[serde(default)]
     pub steps: Vec<StepRecord>,
 }
 

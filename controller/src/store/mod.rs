@@ -1,14 +1,22 @@
 //! Durable state in sled: runs ([`runs`]), the cache index and the agent registry, each record
-//! msgpack.
+//! named-field msgpack, under a layout version checked at open ([`version`], [`schema`]).
 //!
 //! The owning task writes every changed record and flushes before it publishes anything that
 //! follows; the HTTP layer reads from here, so it only ever shows durable state.
 
 mod runs;
+pub mod schema;
+mod version;
+
+#[cfg(test)]
+mod compat;
+
+pub use version::SCHEMA_VERSION;
 
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
 use drover_protocol::RunId;
 use runs::RunTrees;
+use schema::{Opened, SchemaError, open_versioned};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -31,6 +39,18 @@ pub enum StoreError {
         key: String,
         error: String,
     },
+    #[error(
+        "the state store at {path} predates layout versions and its {what} record {key:?} does not decode ({error}), so this drover ({ours}) cannot take it over: move {path} aside (e.g. to {path}.old) to start with an empty store, or run the drover release that wrote it"
+    )]
+    Undecodable {
+        path: String,
+        what: &'static str,
+        key: String,
+        error: String,
+        ours: &'static str,
+    },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
 }
 
 /// The sled database and its trees; cheap to clone, safe to share.
@@ -58,14 +78,15 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreE
     })
 }
 
+/// Decodes the record stored under `key` (as text, for messages).
 fn decode<T: DeserializeOwned>(
     what: &'static str,
-    key: &[u8],
+    key: &str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode {
         what,
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: key.to_string(),
         error: e.to_string(),
     })
 }
@@ -77,28 +98,53 @@ fn decode_all<T: DeserializeOwned>(
     tree.iter()
         .map(|item| {
             let (k, v) = item?;
-            decode(what, &k, &v)
+            decode(what, &String::from_utf8_lossy(&k), &v)
         })
         .collect()
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, bringing its layout to [`SCHEMA_VERSION`]: an
+    /// empty store is stamped, an older one migrated, a newer one refused.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
             .open()
             .map_err(|error| StoreError::Open {
-                path: dir.display().to_string(),
+                path: path.clone(),
                 error,
             })?;
-        Ok(Self {
+        let store = Self {
             runs: std::sync::Arc::new(RunTrees::open(&db)?),
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
-        })
+        };
+        let layout = version::StateLayout {
+            db: &store.db,
+            runs: &store.runs,
+            cache: &store.cache,
+            agents: &store.agents,
+            path,
+        };
+        match open_versioned(&layout, SCHEMA_VERSION)? {
+            Opened::Current => {}
+            Opened::Fresh => tracing::debug!(
+                "new state store at {}, layout version {SCHEMA_VERSION}",
+                layout.path
+            ),
+            Opened::Migrated { from: None } => tracing::info!(
+                "state store at {}: every record of its unversioned layout decodes; stamped layout version {SCHEMA_VERSION}",
+                layout.path
+            ),
+            Opened::Migrated { from: Some(v) } => tracing::info!(
+                "state store at {}: migrated from layout version {v} to {SCHEMA_VERSION}",
+                layout.path
+            ),
+        }
+        Ok(store)
     }
 
     /// Every record, for the scheduler's state at start-up.
@@ -106,10 +152,9 @@ impl Store {
         let mut cache = BTreeMap::new();
         for item in self.cache.iter() {
             let (k, v) = item?;
-            cache.insert(
-                String::from_utf8_lossy(&k).into_owned(),
-                decode("cache", &k, &v)?,
-            );
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let outputs = decode("cache", &key, &v)?;
+            cache.insert(key, outputs);
         }
         Ok(Loaded {
             runs: {

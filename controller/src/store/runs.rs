@@ -9,27 +9,33 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// A run without its pipeline and steps.
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
+/// A run without its pipeline and steps; fields older data may lack default.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Header {
     run_id: RunId,
     name: String,
     project: String,
     version: String,
+    #[serde(default)]
     params: BTreeMap<String, String>,
+    #[serde(default)]
     submitted_by: Option<String>,
     status: RunStatus,
+    #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
     abort_requested: bool,
     created_at: u64,
+    #[serde(default)]
     started_at: Option<u64>,
+    #[serde(default)]
     ended_at: Option<u64>,
     has_pipeline: bool,
     steps: u32,
 }
 
 impl Header {
-    fn of(run: &RunRecord) -> Self {
+    pub(super) fn of(run: &RunRecord) -> Self {
         Self {
             run_id: run.run_id.clone(),
             name: run.name.clone(),
@@ -77,6 +83,17 @@ fn step_key(run: &RunId, index: usize) -> Vec<u8> {
     key
 }
 
+/// A step key as text, `<run>/<index>`, for messages.
+pub(super) fn step_key_text(key: &[u8]) -> String {
+    match key.len().checked_sub(4).map(|at| key.split_at(at)) {
+        Some((run, index)) if run.ends_with(b"/") => {
+            let index = u32::from_be_bytes(index.try_into().unwrap_or_default());
+            format!("{}{index}", String::from_utf8_lossy(run))
+        }
+        _ => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
 fn step_prefix(run: &RunId) -> Vec<u8> {
     let mut key = run.as_str().as_bytes().to_vec();
     key.push(b'/');
@@ -86,8 +103,8 @@ fn step_prefix(run: &RunId) -> Vec<u8> {
 /// The trees of runs, and what was last written for each unfinished run.
 pub(super) struct RunTrees {
     pub headers: sled::Tree,
-    pipelines: sled::Tree,
-    steps: sled::Tree,
+    pub pipelines: sled::Tree,
+    pub steps: sled::Tree,
     /// Steps as last written, per unfinished run; finished runs are forgotten.
     written: Mutex<HashMap<RunId, Vec<StepRecord>>>,
 }
@@ -124,20 +141,21 @@ impl RunTrees {
     }
 
     fn assemble(&self, key: &[u8], header: &[u8]) -> Result<RunRecord, StoreError> {
-        let header: Header = decode("run", key, header)?;
+        let key = String::from_utf8_lossy(key);
+        let header: Header = decode("run", &key, header)?;
         let id = header.run_id.clone();
         let pipeline = match header.has_pipeline {
             true => self
                 .pipelines
                 .get(id.as_str())?
-                .map(|v| decode("pipeline", key, &v))
+                .map(|v| decode("pipeline", &key, &v))
                 .transpose()?,
             false => None,
         };
         let mut steps = Vec::with_capacity(header.steps as usize);
         for item in self.steps.scan_prefix(step_prefix(&id)) {
             let (k, v) = item?;
-            steps.push(decode("step", &k, &v)?);
+            steps.push(decode("step", &step_key_text(&k), &v)?);
         }
         steps.truncate(header.steps as usize);
         Ok(header.into_record(pipeline, steps))
