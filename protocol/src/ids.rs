@@ -148,6 +148,14 @@ string_id!(
     |v| check_name("queue name", v, 200)
 );
 
+impl QueueName {
+    /// The queue the controller takes submissions and aborts from
+    /// ([`crate::names::SERVICES_QUEUE`]).
+    pub fn services() -> Self {
+        Self(crate::names::SERVICES_QUEUE.to_string())
+    }
+}
+
 string_id!(
     /// An agent's identity: `<host>-<pid>-<suffix>` by default.
     AgentId,
@@ -217,6 +225,14 @@ mod tests {
         }
         assert!(OutputName::new("data_frame.v2").is_ok());
         assert!(OutputName::new("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn the_services_queue_is_a_valid_queue_name() {
+        assert_eq!(
+            QueueName::new(crate::names::SERVICES_QUEUE).unwrap(),
+            QueueName::services()
+        );
     }
 
     #[test]
