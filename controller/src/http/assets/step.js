@@ -1,6 +1,7 @@
 // The step panel of the run page: status, attempts, inputs, outputs, cache, then the live
 // console and the code (function source and requirements, or the command).
-'use strict';
+import * as drover from './common.js';
+import {followLog} from './console.js';
 
 const TERMINAL_STEP = ['succeeded', 'failed', 'cached', 'skipped', 'aborted'];
 
@@ -14,7 +15,7 @@ function kvTable(rows) {
     drover.el('tr', {}, drover.el('td', {}, k), drover.el('td', {}, v))));
 }
 
-class StepPanel {
+export class StepPanel {
   constructor(runId, onClose) {
     this.runId = runId;
     this.onClose = onClose;
@@ -151,7 +152,7 @@ class StepPanel {
 }
 
 /** Asks the controller to abort the run (or one step of it). */
-async function abortRun(runId, step, button) {
+export async function abortRun(runId, step, button) {
   const what = step ? `step ${step} of this run` : 'this run';
   if (!window.confirm(`Abort ${what}?`)) return;
   button.disabled = true;
