@@ -1,10 +1,10 @@
 //! One attempt end to end: workdir, inputs, the process, outputs, and the `Finished` report.
 
 use crate::Shared;
-use crate::artifacts;
+use crate::artifacts::{self, Route};
 use crate::logstream::LogStream;
 use crate::process::{self, Ended, ProcessSpec};
-use crate::pyenv;
+use crate::pyenv::{self, PreparedPython};
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -92,40 +92,69 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
     );
 }
 
+/// Runs the attempt's phases; the report says how it ended.
 async fn execute(
     shared: &Shared,
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
 ) -> Report {
+    match attempt(shared, job, log, cancel).await {
+        Ok(report) | Err(report) => report,
+    }
+}
+
+/// Where each downloaded input is: `(step, output)` -> absolute path in the workdir.
+type InputPaths = HashMap<(String, String), PathBuf>;
+
+/// The phases of one attempt in order; an `Err` is the report of the phase that ended it early.
+async fn attempt(
+    shared: &Shared,
+    job: &StepJob,
+    log: &LogStream,
+    cancel: CancellationToken,
+) -> Result<Report, Report> {
     let config = &shared.config;
     let base = config
         .controller_url
         .clone()
         .unwrap_or_else(|| job.controller_url.clone());
     let base = base.trim_end_matches('/').to_string();
-    let route = match shared.routes.for_job(job, &shared.http, &base) {
-        Ok(r) => r,
-        Err(e) => return Report::error(format!("cannot use the artifact store: {e}")),
-    };
+    let route = shared
+        .routes
+        .for_job(job, &shared.http, &base)
+        .map_err(|e| Report::error(format!("cannot use the artifact store: {e}")))?;
     tracing::debug!(
         "{}/{}: artifacts through {}",
         job.run_id,
         job.step,
         route.describe()
     );
-    let workdir = match Workdir::create(&config.work_dir, job, config.keep_workdirs) {
-        Ok(w) => w,
-        Err(e) => {
-            return Report::error(format!(
-                "cannot create a workdir under {}: {e}",
-                config.work_dir.display()
-            ));
-        }
-    };
+    let workdir = Workdir::create(&config.work_dir, job, config.keep_workdirs).map_err(|e| {
+        Report::error(format!(
+            "cannot create a workdir under {}: {e}",
+            config.work_dir.display()
+        ))
+    })?;
+    let inputs = download_inputs(job, &route, &workdir).await?;
+    let spec = process_spec(shared, job, log, &base, &workdir, &inputs).await?;
+    let exit_code = run_process(&spec, job, log, cancel).await?;
+    let outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
+    Ok(Report {
+        outcome: Outcome::Succeeded,
+        exit_code,
+        outputs,
+        message: None,
+    })
+}
 
-    // Inputs: `${STEP.OUTPUT}` resolves to the downloaded file's absolute path.
-    let mut inputs: HashMap<(String, String), PathBuf> = HashMap::new();
+/// Downloads every input into `_inputs/<step>/<output>/` of the workdir.
+async fn download_inputs(
+    job: &StepJob,
+    route: &Route,
+    workdir: &Workdir,
+) -> Result<InputPaths, Report> {
+    let mut inputs = InputPaths::new();
     for input in &job.job.inputs {
         let dest = workdir
             .path()
@@ -134,23 +163,35 @@ async fn execute(
             .join(input.output.as_str())
             .join(input.file_name.as_str());
         let what = format!("downloading {}.{}", input.step, input.output);
-        let download = || artifacts::download(&route, input, &dest);
+        let download = || artifacts::download(route, input, &dest);
         if let Err(e) = artifacts::retrying(&what, download).await {
-            return Report::error(format!(
+            return Err(Report::error(format!(
                 "cannot download input {}.{}: {e}",
                 input.step, input.output
-            ));
+            )));
         }
         inputs.insert((input.step.to_string(), input.output.to_string()), dest);
     }
+    Ok(inputs)
+}
+
+/// The process to start: argv and environment with `${STEP.OUTPUT}` resolved to the
+/// downloaded files' absolute paths; a function step runs the harness on a written `job.json`.
+async fn process_spec(
+    shared: &Shared,
+    job: &StepJob,
+    log: &LogStream,
+    base: &str,
+    workdir: &Workdir,
+    inputs: &InputPaths,
+) -> Result<ProcessSpec, Report> {
     let resolve = |r: &Reference| match r {
         Reference::Output { step, output } => inputs
             .get(&(step.clone(), output.clone()))
             .map(|p| p.display().to_string()),
         Reference::Param(_) => None,
     };
-
-    let mut env = base_env(job, &base, workdir.path());
+    let mut env = base_env(job, base, workdir.path());
     for (k, v) in &job.job.env {
         env.insert(k.clone(), refs::render(v, resolve));
     }
@@ -164,19 +205,14 @@ async fn execute(
             requirements,
             python,
         } => {
-            let prepared = match pyenv::prepare(
-                &config.python,
+            let prepared = pyenv::prepare(
+                &shared.config.python,
                 requirements,
                 python.as_deref(),
                 Some(log.sender()),
             )
             .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    return Report::error(format!("cannot prepare the Python environment: {e}"));
-                }
-            };
+            .map_err(|e| Report::error(format!("cannot prepare the Python environment: {e}")))?;
             let job_json = serde_json::json!({
                 "source": source,
                 "entry": entry,
@@ -186,35 +222,47 @@ async fn execute(
                 "output_dir": drover_protocol::validate::FUNCTION_OUTPUT_DIR,
             });
             let path = workdir.path().join("job.json");
-            if let Err(e) = std::fs::write(&path, job_json.to_string()) {
-                return Report::error(format!("cannot write {}: {e}", path.display()));
-            }
-            env.insert(
-                "PYTHONPATH".into(),
-                prepared.pythonpath.display().to_string(),
-            );
-            env.insert("PYTHONUNBUFFERED".into(), "1".into());
-            vec![
-                prepared.python.display().to_string(),
-                prepared.harness.display().to_string(),
-                "job.json".to_string(),
-            ]
+            std::fs::write(&path, job_json.to_string())
+                .map_err(|e| Report::error(format!("cannot write {}: {e}", path.display())))?;
+            harness_argv(&prepared, &mut env)
         }
     };
-
-    let spec = ProcessSpec {
+    Ok(ProcessSpec {
         argv,
         env,
         cwd: workdir.path().to_path_buf(),
         timeout: job.job.timeout_ms.map(Duration::from_millis),
-        kill_grace: config.kill_grace,
-    };
-    let ended = match process::run(&spec, log.sender(), cancel).await {
-        Ok(e) => e,
-        Err(e) => return Report::error(e.to_string()),
-    };
+        kill_grace: shared.config.kill_grace,
+    })
+}
+
+/// The harness under the prepared interpreter, with the SDK on its path.
+fn harness_argv(prepared: &PreparedPython, env: &mut BTreeMap<String, String>) -> Vec<String> {
+    env.insert(
+        "PYTHONPATH".into(),
+        prepared.pythonpath.display().to_string(),
+    );
+    env.insert("PYTHONUNBUFFERED".into(), "1".into());
+    vec![
+        prepared.python.display().to_string(),
+        prepared.harness.display().to_string(),
+        "job.json".to_string(),
+    ]
+}
+
+/// Runs the process to its end. `Ok` holds the exit code of a success; any other end is the
+/// attempt's report.
+async fn run_process(
+    spec: &ProcessSpec,
+    job: &StepJob,
+    log: &LogStream,
+    cancel: CancellationToken,
+) -> Result<Option<i32>, Report> {
+    let ended = process::run(spec, log.sender(), cancel)
+        .await
+        .map_err(|e| Report::error(e.to_string()))?;
     let (outcome, exit_code, message) = match ended {
-        Ended::Exited(0) => (Outcome::Succeeded, Some(0), None),
+        Ended::Exited(0) => return Ok(Some(0)),
         Ended::Exited(code) => (Outcome::Failed, Some(code), None),
         Ended::Signaled(sig) => (
             Outcome::Failed,
@@ -228,42 +276,36 @@ async fn execute(
         ),
         Ended::Cancelled => (Outcome::Aborted, None, Some("aborted".to_string())),
     };
-    if outcome != Outcome::Succeeded {
-        return Report {
-            outcome,
-            exit_code,
-            outputs: BTreeMap::new(),
-            message,
-        };
-    }
-
-    let mut outputs = BTreeMap::new();
-    for (name, relative) in &job.job.outputs {
-        let path = match workdir.output_path(relative) {
-            Ok(p) => p,
-            Err(why) => {
-                return Report {
-                    outcome: Outcome::Failed,
-                    exit_code,
-                    outputs: BTreeMap::new(),
-                    message: Some(format!("output '{name}' {why}")),
-                };
-            }
-        };
-        let what = format!("uploading output '{name}'");
-        match artifacts::retrying(&what, || artifacts::upload(&route, &path)).await {
-            Ok(r) => {
-                outputs.insert(name.clone(), r);
-            }
-            Err(e) => return Report::error(format!("cannot upload output '{name}': {e}")),
-        }
-    }
-    Report {
+    Err(Report {
         outcome,
         exit_code,
-        outputs,
-        message: None,
+        outputs: BTreeMap::new(),
+        message,
+    })
+}
+
+/// Uploads every declared output of a successful process; a missing one fails the attempt.
+async fn upload_outputs(
+    job: &StepJob,
+    route: &Route,
+    workdir: &Workdir,
+    exit_code: Option<i32>,
+) -> Result<BTreeMap<OutputName, ArtifactRef>, Report> {
+    let mut outputs = BTreeMap::new();
+    for (name, relative) in &job.job.outputs {
+        let path = workdir.output_path(relative).map_err(|why| Report {
+            outcome: Outcome::Failed,
+            exit_code,
+            outputs: BTreeMap::new(),
+            message: Some(format!("output '{name}' {why}")),
+        })?;
+        let what = format!("uploading output '{name}'");
+        let uploaded = artifacts::retrying(&what, || artifacts::upload(route, &path))
+            .await
+            .map_err(|e| Report::error(format!("cannot upload output '{name}': {e}")))?;
+        outputs.insert(name.clone(), uploaded);
     }
+    Ok(outputs)
 }
 
 /// The only environment a step sees besides what it declares.

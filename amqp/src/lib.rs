@@ -43,6 +43,8 @@ pub enum AmqpError {
     Nacked(String),
     #[error("the broker connection was closed by this process")]
     Closed,
+    #[error(transparent)]
+    Encode(#[from] drover_protocol::message::EncodeError),
 }
 
 /// Depth and consumers of one queue.

@@ -51,7 +51,7 @@ impl Publisher {
 
     /// Publishes a message persistently and waits until the broker has confirmed it.
     pub async fn publish(&self, target: &Target, msg: &Message) -> Result<(), AmqpError> {
-        self.publish_bytes(target, &msg.encode(), FieldTable::default(), 0)
+        self.publish_bytes(target, &msg.encode()?, FieldTable::default(), 0)
             .await
     }
 
@@ -62,7 +62,7 @@ impl Publisher {
         msg: &Message,
         priority: u8,
     ) -> Result<(), AmqpError> {
-        self.publish_bytes(target, &msg.encode(), FieldTable::default(), priority)
+        self.publish_bytes(target, &msg.encode()?, FieldTable::default(), priority)
             .await
     }
 

@@ -25,8 +25,9 @@ struct KeyMaterial<'a> {
     inputs: Vec<(String, &'a Digest)>,
 }
 
-/// The cache key of `step` given the artifacts it consumes.
-pub fn cache_key(step: &Step, inputs: &[JobInput]) -> String {
+/// The cache key of `step` given the artifacts it consumes. An error means a field's
+/// `Serialize` broke the plain-data rule the encoding relies on.
+pub fn cache_key(step: &Step, inputs: &[JobInput]) -> Result<String, serde_json::Error> {
     let mut refs: Vec<(String, &Digest)> = inputs
         .iter()
         .map(|i| (format!("{}.{}", i.step, i.output), &i.digest))
@@ -39,10 +40,8 @@ pub fn cache_key(step: &Step, inputs: &[JobInput]) -> String {
         outputs: &step.outputs,
         inputs: refs,
     };
-    // Plain data with string keys: serializing to JSON cannot fail.
-    let text = serde_json::to_vec(&material)
-        .unwrap_or_else(|e| unreachable!("cache key material is plain data: {e}"));
-    hex::encode(Sha256::digest(&text))
+    let text = serde_json::to_vec(&material)?;
+    Ok(hex::encode(Sha256::digest(&text)))
 }
 
 #[cfg(test)]
@@ -60,6 +59,10 @@ mod tests {
         validate(&spec, &BTreeMap::new()).unwrap().steps.remove(0)
     }
 
+    fn key(step: &Step, inputs: &[JobInput]) -> String {
+        cache_key(step, inputs).unwrap()
+    }
+
     fn input(step: &str, output: &str, content: &[u8]) -> JobInput {
         JobInput {
             step: StepName::new(step).unwrap(),
@@ -72,23 +75,23 @@ mod tests {
 
     #[test]
     fn key_depends_on_command_env_and_input_contents() {
-        let base = cache_key(&step("[\"true\"]", "{}"), &[]);
+        let base = key(&step("[\"true\"]", "{}"), &[]);
         assert_eq!(base.len(), 64);
-        assert_eq!(base, cache_key(&step("[\"true\"]", "{}"), &[]));
-        assert_ne!(base, cache_key(&step("[\"false\"]", "{}"), &[]));
-        assert_ne!(base, cache_key(&step("[\"true\"]", "{ K = \"v\" }"), &[]));
+        assert_eq!(base, key(&step("[\"true\"]", "{}"), &[]));
+        assert_ne!(base, key(&step("[\"false\"]", "{}"), &[]));
+        assert_ne!(base, key(&step("[\"true\"]", "{ K = \"v\" }"), &[]));
         let s = step("[\"true\"]", "{}");
-        let one = cache_key(&s, &[input("x", "o", b"1")]);
-        assert_ne!(one, cache_key(&s, &[input("x", "o", b"2")]));
+        let one = key(&s, &[input("x", "o", b"1")]);
+        assert_ne!(one, key(&s, &[input("x", "o", b"2")]));
     }
 
     #[test]
     fn input_order_does_not_matter_but_which_input_holds_what_does() {
         let s = step("[\"true\"]", "{}");
         let (a1, b2) = (input("a", "o", b"1"), input("b", "o", b"2"));
-        let key = cache_key(&s, &[a1.clone(), b2.clone()]);
-        assert_eq!(key, cache_key(&s, &[b2, a1]));
-        let swapped = cache_key(&s, &[input("a", "o", b"2"), input("b", "o", b"1")]);
-        assert_ne!(key, swapped);
+        let sorted = key(&s, &[a1.clone(), b2.clone()]);
+        assert_eq!(sorted, key(&s, &[b2, a1]));
+        let swapped = key(&s, &[input("a", "o", b"2"), input("b", "o", b"1")]);
+        assert_ne!(sorted, swapped);
     }
 }

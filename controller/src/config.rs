@@ -2,15 +2,19 @@
 
 use drover_protocol::Names;
 use drover_storage::StoreLocation;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long an attempt lives without a heartbeat unless configured otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// Where the HTTP API listens unless configured otherwise.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
+/// The port the HTTP API listens on unless configured otherwise.
+pub const DEFAULT_HTTP_PORT: u16 = 8470;
+
+/// Where the HTTP API listens unless configured otherwise: loopback only.
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_HTTP_PORT);
 
 /// Everything the controller needs to start.
 #[derive(Debug, Clone)]
@@ -48,9 +52,7 @@ impl ControllerConfig {
             data_dir: data_dir.into(),
             artifact_store: StoreLocation::Local,
             s3_settings: Vec::new(),
-            http_addr: DEFAULT_HTTP_ADDR
-                .parse()
-                .unwrap_or_else(|_| unreachable!("the default address parses")),
+            http_addr: DEFAULT_HTTP_ADDR,
             public_url: None,
             lease: DEFAULT_LEASE,
             queue_limits: Default::default(),

@@ -16,7 +16,7 @@ pub mod store;
 pub use config::ControllerConfig;
 
 use anyhow::Context;
-use drover_amqp::Broker;
+use drover_amqp::{Broker, Publisher};
 use drover_protocol::message::ArtifactStoreRef;
 use drover_storage::{BlobStore, LocalBlobs, ObjectBlobs, StoreLocation};
 use logs::LogStore;
@@ -27,7 +27,8 @@ use service::{Command, Owner};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
+use store::{Loaded, Store};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,61 +58,9 @@ impl Controller {
         let logs = LogStore::open(&config.logs_dir())
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load()?;
-
-        http::auth::check_exposure(
-            config.http_addr.ip(),
-            config.token.as_deref(),
-            config.allow_unauthenticated,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
-        let bound = listener.local_addr()?;
-        let url = public_url(&config, bound);
-        if config.token.is_none() {
-            tracing::warn!(
-                "the HTTP API on {bound} is unauthenticated: anyone who can reach it can read artifacts and abort runs; set --token (DROVER_TOKEN) to require one"
-            );
-        }
-
-        let broker = Broker::connect_with_retry(
-            &config.amqp_url,
-            config.names.clone(),
-            "controller",
-            BROKER_PATIENCE,
-        )
-        .await?;
-        broker.declare_topology().await?;
-        let broker = Arc::new(broker);
-        let publisher = broker.publisher().await?;
-
-        let mut state = State::new(SchedulerConfig {
-            controller_url: url.clone(),
-            lease_ms: config.lease.as_millis() as u64,
-            artifact_store,
-        });
-        state.queue_limits = config.queue_limits.clone();
-        let unfinished = loaded
-            .runs
-            .iter()
-            .filter(|r| !r.status.is_terminal())
-            .count();
-        tracing::info!(
-            "loaded {} run(s), {unfinished} unfinished",
-            loaded.runs.len()
-        );
-        state.runs = loaded
-            .runs
-            .into_iter()
-            .map(|r| (r.run_id.clone(), r))
-            .collect();
-        state.cache = loaded.cache;
-        state.agents = loaded
-            .agents
-            .into_iter()
-            .map(|a| (a.info.id.clone(), a))
-            .collect();
+        let (listener, url) = bind_http(&config).await?;
+        let (broker, publisher) = connect_broker(&config).await?;
+        let state = restore_state(&config, &url, artifact_store, loaded);
 
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
@@ -124,7 +73,6 @@ impl Controller {
             metrics.clone(),
         );
         tracker.spawn(owner.run(receiver, shutdown.clone()));
-
         let routing = Routing {
             commands: commands.clone(),
             publisher,
@@ -132,20 +80,7 @@ impl Controller {
             store: store.clone(),
             metrics: metrics.clone(),
         };
-        for (source, queue) in [
-            (Source::Services, config.names.services()),
-            (Source::Events, config.names.events()),
-        ] {
-            tracker.spawn(consume(
-                source,
-                (*broker).clone(),
-                queue,
-                PREFETCH,
-                routing.clone(),
-                shutdown.clone(),
-            ));
-        }
-
+        spawn_consumers(&tracker, &config, &broker, routing, &shutdown);
         let app = Arc::new(http::AppState {
             store: store.clone(),
             blobs,
@@ -158,13 +93,7 @@ impl Controller {
             auth: config.token.as_deref().map(http::auth::Auth::new),
             shutdown: shutdown.clone(),
         });
-        let server = axum::serve(listener, http::router(app))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tracker.spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
-        });
+        spawn_http(&tracker, listener, app, &shutdown);
         tracker.close();
 
         write_url_file(&config, &url)?;
@@ -198,6 +127,119 @@ impl Controller {
         self.broker.close().await;
         Ok(())
     }
+}
+
+/// Checks the address may be served as configured and listens on it; returns the listener and
+/// the public base URL.
+async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, String)> {
+    http::auth::check_exposure(
+        config.http_addr.ip(),
+        config.token.as_deref(),
+        config.allow_unauthenticated,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
+    let bound = listener.local_addr()?;
+    let url = public_url(config, bound);
+    if config.token.is_none() {
+        tracing::warn!(
+            "the HTTP API on {bound} is unauthenticated: anyone who can reach it can read artifacts and abort runs; set --token (DROVER_TOKEN) to require one"
+        );
+    }
+    Ok((listener, url))
+}
+
+/// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
+/// topology and opens the publisher.
+async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker>, Publisher)> {
+    let broker = Broker::connect_with_retry(
+        &config.amqp_url,
+        config.names.clone(),
+        "controller",
+        BROKER_PATIENCE,
+    )
+    .await?;
+    broker.declare_topology().await?;
+    let broker = Arc::new(broker);
+    let publisher = broker.publisher().await?;
+    Ok((broker, publisher))
+}
+
+/// The scheduler's state as the store left it: every run, the cache index and the agents.
+fn restore_state(
+    config: &ControllerConfig,
+    url: &str,
+    artifact_store: Option<ArtifactStoreRef>,
+    loaded: Loaded,
+) -> State {
+    let mut state = State::new(SchedulerConfig {
+        controller_url: url.to_string(),
+        lease_ms: config.lease.as_millis() as u64,
+        artifact_store,
+    });
+    state.queue_limits = config.queue_limits.clone();
+    let unfinished = loaded
+        .runs
+        .iter()
+        .filter(|r| !r.status.is_terminal())
+        .count();
+    tracing::info!(
+        "loaded {} run(s), {unfinished} unfinished",
+        loaded.runs.len()
+    );
+    state.runs = loaded
+        .runs
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    state.cache = loaded.cache;
+    state.agents = loaded
+        .agents
+        .into_iter()
+        .map(|a| (a.info.id.clone(), a))
+        .collect();
+    state
+}
+
+/// One consumer each for the services queue (submissions, aborts) and the events queue.
+fn spawn_consumers(
+    tracker: &TaskTracker,
+    config: &ControllerConfig,
+    broker: &Broker,
+    routing: Routing,
+    shutdown: &CancellationToken,
+) {
+    for (source, queue) in [
+        (Source::Services, config.names.services()),
+        (Source::Events, config.names.events()),
+    ] {
+        tracker.spawn(consume(
+            source,
+            broker.clone(),
+            queue,
+            PREFETCH,
+            routing.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Serves the HTTP API and the web UI until shutdown.
+fn spawn_http(
+    tracker: &TaskTracker,
+    listener: TcpListener,
+    app: Arc<http::AppState>,
+    shutdown: &CancellationToken,
+) {
+    let server = axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tracker.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
+    });
 }
 
 /// The configured blob store, and what jobs tell agents about it (`None`: through the HTTP API).

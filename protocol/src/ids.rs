@@ -148,6 +148,14 @@ string_id!(
     |v| check_name("queue name", v, 200)
 );
 
+impl QueueName {
+    /// The queue the controller takes submissions and aborts from
+    /// ([`crate::names::SERVICES_QUEUE`]).
+    pub fn services() -> Self {
+        Self(crate::names::SERVICES_QUEUE.to_string())
+    }
+}
+
 string_id!(
     /// An agent's identity: `<host>-<pid>-<suffix>` by default.
     AgentId,
@@ -316,6 +324,14 @@ mod tests {
         assert_eq!(FileName::sanitized(&"é".repeat(200)).as_str().len(), 254);
         let decoded: FileName = serde_json::from_str("\"a/b\"").unwrap();
         assert_eq!(decoded.as_str(), "a_b");
+    }
+
+    #[test]
+    fn the_services_queue_is_a_valid_queue_name() {
+        assert_eq!(
+            QueueName::new(crate::names::SERVICES_QUEUE).unwrap(),
+            QueueName::services()
+        );
     }
 
     #[test]

@@ -37,6 +37,15 @@ pub enum DecodeError {
     InvalidBody { kind: String, error: String },
 }
 
+/// Why a message could not be encoded. The message types are plain data with string keys, so
+/// this means a body's `Serialize` broke that rule; the message is not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode a {kind} message: {error}")]
+pub struct EncodeError {
+    pub kind: &'static str,
+    pub error: String,
+}
+
 impl DecodeError {
     /// A short stable code, used as the dead-letter reason and metric label.
     pub fn code(&self) -> &'static str {
@@ -362,15 +371,16 @@ fn decode_as<B: DeserializeOwned>(kind: &str, body: &[u8]) -> Result<B, DecodeEr
 
 impl Message {
     /// Encodes with a fresh envelope id and timestamp.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         self.encode_with(EnvelopeMeta::fresh())
     }
 
     /// Encodes with the given envelope fields (golden files pin them).
-    pub fn encode_with(&self, meta: EnvelopeMeta) -> Vec<u8> {
-        // Every body is plain data with string keys: encoding into a Vec cannot fail.
-        self.encode_body(meta)
-            .unwrap_or_else(|e| unreachable!("encoding a drover message failed: {e}"))
+    pub fn encode_with(&self, meta: EnvelopeMeta) -> Result<Vec<u8>, EncodeError> {
+        self.encode_body(meta).map_err(|e| EncodeError {
+            kind: self.kind(),
+            error: e.to_string(),
+        })
     }
 
     /// Decodes and checks version and kind; the body is validated by its typed fields.
@@ -410,7 +420,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let msg = abort();
-        let (meta, back) = Message::decode(&msg.encode()).unwrap();
+        let (meta, back) = Message::decode(&msg.encode().unwrap()).unwrap();
         assert_eq!(back, msg);
         assert_eq!(meta.v, PROTOCOL_VERSION);
     }
@@ -425,7 +435,7 @@ mod tests {
     fn unknown_version_is_refused_before_the_body() {
         let mut meta = EnvelopeMeta::fresh();
         meta.v = 99;
-        let err = Message::decode(&abort().encode_with(meta)).unwrap_err();
+        let err = Message::decode(&abort().encode_with(meta).unwrap()).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(99));
     }
 

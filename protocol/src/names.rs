@@ -53,7 +53,7 @@ impl Names {
 
     /// The `services` queue: submissions and aborts for the controller.
     pub fn services(&self) -> String {
-        self.user_queue(&services_queue())
+        self.user_queue(&QueueName::services())
     }
 
     /// Agent -> controller events.
@@ -85,10 +85,9 @@ pub fn agent_routing_key(agent: &AgentId) -> String {
 /// Routing key of control messages for every agent.
 pub const ALL_AGENTS_ROUTING_KEY: &str = "all";
 
-/// The `services` queue name as a [`QueueName`].
+/// The `services` queue name as a [`QueueName`]: [`QueueName::services`].
 pub fn services_queue() -> QueueName {
-    QueueName::new(SERVICES_QUEUE)
-        .unwrap_or_else(|_| unreachable!("'services' is a valid queue name"))
+    QueueName::services()
 }
 
 impl fmt::Display for Names {

@@ -4,7 +4,7 @@
 use crate::ids::{IdError, OutputName, QueueName, StepName};
 use crate::message::JobKind;
 use crate::refs::{self, Reference};
-use crate::spec::{PipelineMeta, PipelineSpec, StepSpec};
+use crate::spec::{FunctionSpec, PipelineMeta, PipelineSpec, StepSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -249,7 +249,36 @@ struct RefChecker<'a> {
     errors: Vec<SpecError>,
 }
 
-impl RefChecker<'_> {
+impl<'a> RefChecker<'a> {
+    fn new(
+        step: &'a str,
+        params: &'a BTreeMap<String, String>,
+        declared: &'a HashMap<&'a str, Vec<String>>,
+    ) -> Self {
+        Self {
+            step,
+            params,
+            declared,
+            parents: BTreeSet::new(),
+            inputs: BTreeSet::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records the explicit parents; each must be a step of the pipeline.
+    fn check_parents(&mut self, parents: &[String]) {
+        for parent in parents {
+            if !self.declared.contains_key(parent.as_str()) {
+                self.errors.push(SpecError::UnknownParent {
+                    step: self.step.to_string(),
+                    parent: parent.clone(),
+                });
+            } else if let Ok(p) = StepName::new(parent) {
+                self.parents.insert(p);
+            }
+        }
+    }
+
     fn check(&mut self, template: &str) {
         for r in refs::references(template) {
             self.check_one(&r);
@@ -351,6 +380,8 @@ fn check_output_path(step: &str, output: &str, path: &str) -> Result<(), SpecErr
     Ok(())
 }
 
+/// Checks one step and builds it; every problem found goes to `errors`, and `None` means the
+/// step is not valid.
 fn check_step(
     spec: &StepSpec,
     params: &BTreeMap<String, String>,
@@ -366,121 +397,10 @@ fn check_step(
         Some(q) => QueueName::new(q).map_err(|e| errors.push(e.into())).ok(),
         None => default_queue.cloned(),
     };
-    let mut checker = RefChecker {
-        step: step_name,
-        params,
-        declared,
-        parents: BTreeSet::new(),
-        inputs: BTreeSet::new(),
-        errors: Vec::new(),
-    };
-    for parent in &spec.parents {
-        if !declared.contains_key(parent.as_str()) {
-            checker.errors.push(SpecError::UnknownParent {
-                step: step_name.to_string(),
-                parent: parent.clone(),
-            });
-        } else if let Ok(p) = StepName::new(parent) {
-            checker.parents.insert(p);
-        }
-    }
-
-    let mut outputs = BTreeMap::new();
-    let kind = match (&spec.command, &spec.function) {
-        (None, None) => {
-            checker.errors.push(SpecError::NoCommand {
-                step: step_name.to_string(),
-            });
-            None
-        }
-        (Some(_), Some(_)) => {
-            checker.errors.push(SpecError::CommandAndFunction {
-                step: step_name.to_string(),
-            });
-            None
-        }
-        (Some(argv), None) => {
-            if argv.is_empty() || argv[0].trim().is_empty() {
-                checker.errors.push(SpecError::EmptyCommand {
-                    step: step_name.to_string(),
-                });
-            }
-            for (out, path) in &spec.outputs {
-                match OutputName::new(out) {
-                    Ok(o) => match check_output_path(step_name, out, path) {
-                        Ok(()) => {
-                            outputs.insert(o, path.clone());
-                        }
-                        Err(e) => checker.errors.push(e),
-                    },
-                    Err(e) => checker.errors.push(e.into()),
-                }
-            }
-            argv.iter().for_each(|a| checker.check(a));
-            Some(JobKind::Command {
-                argv: argv.iter().map(|a| checker.render(a)).collect(),
-            })
-        }
-        (None, Some(f)) => {
-            if !spec.outputs.is_empty() {
-                checker.errors.push(SpecError::OutputsOnFunction {
-                    step: step_name.to_string(),
-                });
-            }
-            let mut returns = Vec::new();
-            for r in &f.returns {
-                match OutputName::new(r) {
-                    Ok(o) => {
-                        outputs.insert(o.clone(), format!("{FUNCTION_OUTPUT_DIR}/{o}.pkl"));
-                        returns.push(o);
-                    }
-                    Err(e) => checker.errors.push(e.into()),
-                }
-            }
-            let mut kwargs = BTreeMap::new();
-            for (k, json) in &f.kwargs {
-                match serde_json::from_str::<serde_json::Value>(json) {
-                    Ok(serde_json::Value::String(s)) => {
-                        checker.check(&s);
-                        let rendered = serde_json::Value::String(checker.render(&s));
-                        kwargs.insert(k.clone(), rendered.to_string());
-                    }
-                    Ok(_) => {
-                        kwargs.insert(k.clone(), json.clone());
-                    }
-                    Err(e) => checker.errors.push(SpecError::BadKwarg {
-                        step: step_name.to_string(),
-                        name: k.clone(),
-                        error: e.to_string(),
-                    }),
-                }
-            }
-            Some(JobKind::Function {
-                source: f.source.clone(),
-                entry: f.entry.clone(),
-                kwargs,
-                returns,
-                requirements: f.requirements.clone(),
-                python: f.python.clone(),
-            })
-        }
-    };
-
-    let mut env = BTreeMap::new();
-    for (k, v) in &spec.env {
-        let valid = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            checker.errors.push(SpecError::BadEnvName {
-                step: step_name.to_string(),
-                name: k.clone(),
-            });
-        }
-        checker.check(v);
-        env.insert(k.clone(), checker.render(v));
-    }
-
+    let mut checker = RefChecker::new(step_name, params, declared);
+    checker.check_parents(&spec.parents);
+    let kind = check_kind(spec, &mut checker);
+    let env = check_env(spec, &mut checker);
     let timeout_ms = parse_duration_ms(step_name, "timeout", spec.timeout.as_ref(), errors);
     let retry_backoff_ms = parse_duration_ms(
         step_name,
@@ -489,15 +409,7 @@ fn check_step(
         errors,
     )
     .unwrap_or(DEFAULT_RETRY_BACKOFF_MS);
-
-    let priority = spec.priority.unwrap_or(0);
-    if priority > MAX_PRIORITY {
-        errors.push(SpecError::BadPriority {
-            step: step_name.to_string(),
-            priority,
-            max: MAX_PRIORITY,
-        });
-    }
+    let priority = check_priority(spec, errors);
 
     let RefChecker {
         parents,
@@ -507,9 +419,10 @@ fn check_step(
     } = checker;
     let ok = step_errors.is_empty();
     errors.extend(step_errors);
+    let (kind, outputs) = kind?;
     Some(Step {
         name: name?,
-        kind: kind?,
+        kind,
         queue: queue?,
         parents,
         inputs,
@@ -523,6 +436,144 @@ fn check_step(
         priority,
     })
     .filter(|_| ok && priority <= MAX_PRIORITY)
+}
+
+/// What the step runs and the outputs it declares; `None` when it has no command and no
+/// function, or both.
+fn check_kind(
+    spec: &StepSpec,
+    checker: &mut RefChecker<'_>,
+) -> Option<(JobKind, BTreeMap<OutputName, String>)> {
+    let step = spec.name.clone();
+    match (&spec.command, &spec.function) {
+        (None, None) => {
+            checker.errors.push(SpecError::NoCommand { step });
+            None
+        }
+        (Some(_), Some(_)) => {
+            checker.errors.push(SpecError::CommandAndFunction { step });
+            None
+        }
+        (Some(argv), None) => Some(command_kind(spec, argv, checker)),
+        (None, Some(f)) => Some(function_kind(spec, f, checker)),
+    }
+}
+
+/// A command step: its argv with parameters substituted, and its declared output paths.
+fn command_kind(
+    spec: &StepSpec,
+    argv: &[String],
+    checker: &mut RefChecker<'_>,
+) -> (JobKind, BTreeMap<OutputName, String>) {
+    let step_name = checker.step;
+    if argv.is_empty() || argv[0].trim().is_empty() {
+        checker.errors.push(SpecError::EmptyCommand {
+            step: step_name.to_string(),
+        });
+    }
+    let mut outputs = BTreeMap::new();
+    for (out, path) in &spec.outputs {
+        match OutputName::new(out) {
+            Ok(o) => match check_output_path(step_name, out, path) {
+                Ok(()) => {
+                    outputs.insert(o, path.clone());
+                }
+                Err(e) => checker.errors.push(e),
+            },
+            Err(e) => checker.errors.push(e.into()),
+        }
+    }
+    argv.iter().for_each(|a| checker.check(a));
+    let argv = argv.iter().map(|a| checker.render(a)).collect();
+    (JobKind::Command { argv }, outputs)
+}
+
+/// A function step: its call with parameters substituted, and one pickled output per return.
+fn function_kind(
+    spec: &StepSpec,
+    f: &FunctionSpec,
+    checker: &mut RefChecker<'_>,
+) -> (JobKind, BTreeMap<OutputName, String>) {
+    if !spec.outputs.is_empty() {
+        checker.errors.push(SpecError::OutputsOnFunction {
+            step: checker.step.to_string(),
+        });
+    }
+    let mut outputs = BTreeMap::new();
+    let mut returns = Vec::new();
+    for r in &f.returns {
+        match OutputName::new(r) {
+            Ok(o) => {
+                outputs.insert(o.clone(), format!("{FUNCTION_OUTPUT_DIR}/{o}.pkl"));
+                returns.push(o);
+            }
+            Err(e) => checker.errors.push(e.into()),
+        }
+    }
+    let kind = JobKind::Function {
+        source: f.source.clone(),
+        entry: f.entry.clone(),
+        kwargs: check_kwargs(f, checker),
+        returns,
+        requirements: f.requirements.clone(),
+        python: f.python.clone(),
+    };
+    (kind, outputs)
+}
+
+/// Keyword arguments as JSON text; a string argument gets its parameters substituted.
+fn check_kwargs(f: &FunctionSpec, checker: &mut RefChecker<'_>) -> BTreeMap<String, String> {
+    let mut kwargs = BTreeMap::new();
+    for (k, json) in &f.kwargs {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::String(s)) => {
+                checker.check(&s);
+                let rendered = serde_json::Value::String(checker.render(&s));
+                kwargs.insert(k.clone(), rendered.to_string());
+            }
+            Ok(_) => {
+                kwargs.insert(k.clone(), json.clone());
+            }
+            Err(e) => checker.errors.push(SpecError::BadKwarg {
+                step: checker.step.to_string(),
+                name: k.clone(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    kwargs
+}
+
+/// The step's environment with parameters substituted; names must be shell variable names.
+fn check_env(spec: &StepSpec, checker: &mut RefChecker<'_>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &spec.env {
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            checker.errors.push(SpecError::BadEnvName {
+                step: checker.step.to_string(),
+                name: k.clone(),
+            });
+        }
+        checker.check(v);
+        env.insert(k.clone(), checker.render(v));
+    }
+    env
+}
+
+/// The step's priority (0 unless given); one above [`MAX_PRIORITY`] is reported.
+fn check_priority(spec: &StepSpec, errors: &mut Vec<SpecError>) -> u8 {
+    let priority = spec.priority.unwrap_or(0);
+    if priority > MAX_PRIORITY {
+        errors.push(SpecError::BadPriority {
+            step: spec.name.clone(),
+            priority,
+            max: MAX_PRIORITY,
+        });
+    }
+    priority
 }
 
 /// Orders steps parents-first (Kahn), or reports one cycle as a path.

@@ -208,7 +208,7 @@ fn as_json(msg: &Message) -> serde_json::Value {
 fn golden_files_pin_every_kind() {
     let bless = std::env::var_os("DROVER_BLESS").is_some();
     for msg in samples() {
-        let bytes = msg.encode_with(meta());
+        let bytes = msg.encode_with(meta()).unwrap();
         let path = golden_dir().join(format!("{}.msgpack", msg.kind()));
         if bless {
             std::fs::write(&path, &bytes).unwrap();

@@ -51,7 +51,7 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
     let file = file::locate(named).map_err(LoadError::File)?;
     let mut args = args;
     if let Some(file) = &file {
-        let sub = first.subcommand_name().and_then(Section::for_command);
+        let sub = chosen_subcommand(&command, &first);
         args.extend(file_args(file, leaf, sub).map_err(LoadError::File)?);
     }
     let matches = command
@@ -86,15 +86,31 @@ fn in_file(file: &ConfigFile, e: &clap::Error) -> anyhow::Error {
 /// Checks that the file's settings for `section`'s command parse, as that command would.
 pub(crate) fn check_section(file: &ConfigFile, section: Section) -> Result<()> {
     let base = ["drover", section.name()].map(OsString::from).to_vec();
-    let first = Cli::command()
+    let command = Cli::command();
+    let first = command
+        .clone()
         .try_get_matches_from(&base)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
     let mut args = base;
-    args.extend(file_args(file, leaf(&first), Some(section))?);
+    args.extend(file_args(
+        file,
+        leaf(&first),
+        chosen_subcommand(&command, &first),
+    )?);
     Cli::command()
         .try_get_matches_from(&args)
         .map(|_| ())
         .map_err(|e| in_file(file, &e))
+}
+
+/// The section and clap definition of the subcommand `matches` chose, when that subcommand
+/// has a section of the file.
+fn chosen_subcommand<'c>(
+    command: &'c clap::Command,
+    matches: &ArgMatches,
+) -> Option<(Section, &'c clap::Command)> {
+    let name = matches.subcommand_name()?;
+    Some((Section::for_command(name)?, command.find_subcommand(name)?))
 }
 
 /// The innermost subcommand's matches (global arguments propagate down to it).
@@ -115,17 +131,17 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 }
 
 /// The command-line arguments standing for the file's settings that apply to this command.
-fn file_args(file: &ConfigFile, leaf: &ArgMatches, sub: Option<Section>) -> Result<Vec<OsString>> {
+fn file_args(
+    file: &ConfigFile,
+    leaf: &ArgMatches,
+    sub: Option<(Section, &clap::Command)>,
+) -> Result<Vec<OsString>> {
     let mut out = Vec::new();
     let mut wanted: Vec<(Section, clap::Arg)> = sections::args(Section::Global)
         .into_iter()
         .map(|a| (Section::Global, a))
         .collect();
-    if let Some(sub) = sub {
-        let command = Cli::command();
-        let sub_cmd = command
-            .find_subcommand(sub.name())
-            .unwrap_or_else(|| unreachable!("{} is a subcommand", sub.name()));
+    if let Some((sub, sub_cmd)) = sub {
         for arg in sub_cmd.get_arguments() {
             if let Some(section) = sections::section_of(sub, arg.get_id().as_str()) {
                 wanted.push((section, arg.clone()));

@@ -40,7 +40,7 @@ pub fn args(section: Section) -> Vec<Arg> {
         Section::Global => Global::augment_args(Command::new("x")),
         Section::Controller => ControllerArgs::augment_args(Command::new("x")),
         Section::Agent => AgentArgs::augment_args(Command::new("x")),
-        Section::Up => Command::new("x").arg(up_only()),
+        Section::Up => Command::new("x").args(up_only()),
     };
     cmd.get_arguments()
         .filter(|a| a.get_long().is_some() && a.get_id() != "config")
@@ -48,13 +48,17 @@ pub fn args(section: Section) -> Vec<Arg> {
         .collect()
 }
 
-/// `--agents`, the one flag of `drover up` that is neither a controller nor an agent flag.
-fn up_only() -> Arg {
-    let cmd = UpArgs::augment_args(Command::new("x"));
-    cmd.get_arguments()
-        .find(|a| a.get_id() == "agents")
+/// The flags of `drover up` that are neither controller nor agent flags (`--agents`).
+fn up_only() -> Vec<Arg> {
+    let shared: Vec<Arg> = [Section::Controller, Section::Agent]
+        .into_iter()
+        .flat_map(args)
+        .collect();
+    UpArgs::augment_args(Command::new("x"))
+        .get_arguments()
+        .filter(|a| !shared.iter().any(|s| s.get_id() == a.get_id()))
         .cloned()
-        .unwrap_or_else(|| unreachable!("UpArgs has --agents"))
+        .collect()
 }
 
 /// The keys a section of the file accepts.
@@ -136,5 +140,10 @@ mod tests {
         }
         // 7 controller + 12 agent + 17 up flags, 6 global ones.
         assert_eq!(checked, 44);
+    }
+
+    #[test]
+    fn the_up_section_holds_only_the_flags_of_up_alone() {
+        assert_eq!(known_keys(Section::Up), ["agents"]);
     }
 }

@@ -49,11 +49,14 @@ class Browser:
         self._buffer = b""
         self._next_id = 0
         self.session = None
+        # The page's uncaught exceptions and console.error calls, in order.
+        self.errors = []
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
         self.call("Page.enable")
+        self.call("Runtime.enable")
 
     def call(self, method, **params):
         """Sends a command (to the page once attached) and returns its result."""
@@ -64,10 +67,20 @@ class Browser:
         os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
         while True:
             reply = self._read()
+            self._note(reply)
             if reply.get("id") == self._next_id:
                 if "error" in reply:
                     raise CdpError(f"{method}: {reply['error']}")
                 return reply.get("result", {})
+
+    def _note(self, event):
+        """Keeps the errors a page reports while commands are answered."""
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append(details.get("exception", {}).get("description") or details.get("text", ""))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
 
     def _read(self):
         while b"\0" not in self._buffer:

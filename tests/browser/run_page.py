@@ -101,6 +101,8 @@ def main():
             "live": live_console(browser, base, live_run),
             "seed": seed_page(browser, base, seed_run, screenshot),
         }
+        # Every page above, its modules included, loaded and ran without an uncaught error.
+        result["page_errors"] = browser.errors
     json.dump(result, sys.stdout)
 
 

@@ -82,6 +82,11 @@ fn the_seed_run_page_shows_the_dag_console_and_code_in_chromium() {
         c.process_log("up")
     );
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["page_errors"],
+        serde_json::json!([]),
+        "the pages' scripts reported errors"
+    );
     assert!(
         seen["runs_listed"]
             .as_array()

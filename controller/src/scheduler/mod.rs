@@ -9,7 +9,7 @@ mod tests;
 
 use progress::{advance, end_step, fail_attempt, job_inputs, lose_attempt, step_job};
 pub use state::{
-    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, RunRecord, RunStatus,
+    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, State, StepRecord, StepStatus,
 };
 

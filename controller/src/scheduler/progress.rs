@@ -2,8 +2,8 @@
 //! and the run's end. Called by the event handlers in the parent module.
 
 use super::{
-    Action, AttemptOutcome, AttemptRecord, Ctx, RunRecord, RunStatus, SchedulerConfig, StepRecord,
-    StepStatus,
+    Action, AttemptOutcome, AttemptRecord, Ctx, PendingReason, RunRecord, RunStatus,
+    SchedulerConfig, StepRecord, StepStatus,
 };
 use crate::cache::cache_key;
 use drover_protocol::message::{JobInput, JobSpec, StepJob};
@@ -75,6 +75,7 @@ pub(super) fn end_step(
 ) {
     step.status = status;
     step.message = message;
+    step.pending_reason = None;
     step.lease_until = None;
     step.retry_at = None;
     step.ended_at = Some(now);
@@ -145,38 +146,72 @@ pub(super) fn make_ready(
         }
     };
     let step = &mut steps[i];
-    if spec.cache {
-        let key = cache_key(spec, &inputs);
-        let hit = ctx
-            .cache
-            .get(&key)
-            .filter(|outputs| spec.outputs.keys().all(|o| outputs.contains_key(o)));
-        if let Some(outputs) = hit {
-            step.outputs = outputs.clone();
-            step.cache_hit = true;
-            step.started_at = Some(ctx.now);
-            step.cache_key = Some(key);
-            end_step(step, StepStatus::Cached, None, ctx.now);
-            return true;
-        }
-        step.cache_key = Some(key);
+    if spec.cache && end_from_cache(step, spec, &inputs, ctx) {
+        return true;
     }
     if let Some(left) = ctx.room.as_mut().and_then(|r| r.get_mut(&spec.queue)) {
         if *left == 0 {
-            let why = format!("waiting for room on queue {} (limit reached)", spec.queue);
-            let changed = step.message.as_deref() != Some(why.as_str());
-            step.message = Some(why);
-            return changed;
+            return hold(
+                step,
+                PendingReason::QueueFull {
+                    queue: spec.queue.clone(),
+                },
+            );
         }
         *left -= 1;
     }
-    if step
-        .message
-        .as_deref()
-        .is_some_and(|m| m.starts_with("waiting for room on queue"))
-    {
+    if step.pending_reason.take().is_some() {
         step.message = None;
     }
+    dispatch(run_id, spec, step, inputs, ctx);
+    true
+}
+
+/// Records the step's cache key and, on a hit, ends it with the cached outputs. Returns whether
+/// the step ended (a hit, or a key that cannot be computed).
+fn end_from_cache(step: &mut StepRecord, spec: &Step, inputs: &[JobInput], ctx: &Ctx) -> bool {
+    let key = match cache_key(spec, inputs) {
+        Ok(key) => key,
+        Err(e) => {
+            let why = format!("cannot compute the cache key: {e}");
+            end_step(step, StepStatus::Failed, Some(why), ctx.now);
+            return true;
+        }
+    };
+    let hit = ctx
+        .cache
+        .get(&key)
+        .filter(|outputs| spec.outputs.keys().all(|o| outputs.contains_key(o)));
+    if let Some(outputs) = hit {
+        step.outputs = outputs.clone();
+        step.cache_hit = true;
+        step.started_at = Some(ctx.now);
+        step.cache_key = Some(key);
+        end_step(step, StepStatus::Cached, None, ctx.now);
+        return true;
+    }
+    step.cache_key = Some(key);
+    false
+}
+
+/// Keeps a ready step pending for `reason`, said in its message. Returns whether it changed.
+fn hold(step: &mut StepRecord, reason: PendingReason) -> bool {
+    if step.pending_reason.as_ref() == Some(&reason) {
+        return false;
+    }
+    step.message = Some(reason.to_string());
+    step.pending_reason = Some(reason);
+    true
+}
+
+/// Queues the step's next attempt: records it and publishes its job.
+fn dispatch(
+    run_id: &RunId,
+    spec: &Step,
+    step: &mut StepRecord,
+    inputs: Vec<JobInput>,
+    ctx: &mut Ctx,
+) {
     step.attempt = step.attempt.next();
     step.status = StepStatus::Queued;
     step.agent = None;
@@ -196,7 +231,6 @@ pub(super) fn make_ready(
         queue: spec.queue.clone(),
         job,
     });
-    true
 }
 
 /// The artifacts a step consumes, from its parents' recorded outputs.

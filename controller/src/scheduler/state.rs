@@ -70,6 +70,25 @@ pub struct AttemptRecord {
     pub message: Option<String>,
 }
 
+/// Why a step whose parents are done is still pending. The scheduler decides on this field,
+/// never on the step's message, which only says the same to people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PendingReason {
+    /// Its queue has as many steps queued or running as its limit allows.
+    QueueFull { queue: QueueName },
+}
+
+impl std::fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PendingReason::QueueFull { queue } => {
+                write!(f, "waiting for room on queue {queue} (limit reached)")
+            }
+        }
+    }
+}
+
 /// A step within a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -102,6 +121,10 @@ pub struct StepRecord {
     pub abort_requested: bool,
     #[serde(default)]
     pub message: Option<String>,
+    /// Set while the step is pending for a reason other than its parents or a retry backoff;
+    /// absent from records stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<PendingReason>,
     #[serde(default)]
     pub started_at: Option<u64>,
     #[serde(default)]
@@ -125,6 +148,7 @@ impl StepRecord {
             retry_at: None,
             abort_requested: false,
             message: None,
+            pending_reason: None,
             started_at: None,
             ended_at: None,
         }
@@ -204,4 +228,42 @@ impl RunRecord {
 pub struct AgentRecord {
     pub info: AgentInfo,
     pub last_seen: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> StepRecord {
+        let text = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\n";
+        let spec = drover_protocol::spec::PipelineSpec::from_toml(text).unwrap();
+        let pipeline = drover_protocol::validate::validate(&spec, &BTreeMap::new()).unwrap();
+        StepRecord::new(&pipeline.steps[0])
+    }
+
+    #[test]
+    fn step_records_stored_without_a_pending_reason_still_load() {
+        let mut old = serde_json::to_value(record()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("pending_reason");
+        assert!(fields.contains_key("message"), "{fields:?}");
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let loaded: StepRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(loaded, record());
+    }
+
+    #[test]
+    fn a_pending_reason_is_stored_as_data() {
+        let mut held = record();
+        held.pending_reason = Some(PendingReason::QueueFull {
+            queue: QueueName::new("gpu").unwrap(),
+        });
+        let json = serde_json::to_value(&held).unwrap();
+        assert_eq!(
+            json["pending_reason"],
+            serde_json::json!({"reason": "queue_full", "queue": "gpu"})
+        );
+        let bytes = rmp_serde::to_vec_named(&held).unwrap();
+        assert_eq!(rmp_serde::from_slice::<StepRecord>(&bytes).unwrap(), held);
+    }
 }

@@ -216,17 +216,31 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
 
     // Pages and assets.
     for (path, needle) in [
-        ("/".to_string(), "/assets/runs.js"),
-        (format!("/runs/{run_id}"), "/assets/dag.js"),
-        ("/agents".to_string(), "/assets/fleet.js"),
-        ("/queues".to_string(), "/assets/fleet.js"),
-        ("/assets/run.js".to_string(), "EventSource"),
+        (
+            "/".to_string(),
+            "<script type=\"module\" src=\"/assets/runs.js\">",
+        ),
+        (
+            format!("/runs/{run_id}"),
+            "<script type=\"module\" src=\"/assets/run.js\">",
+        ),
+        (
+            "/agents".to_string(),
+            "<script type=\"module\" src=\"/assets/fleet.js\">",
+        ),
+        (
+            "/queues".to_string(),
+            "<script type=\"module\" src=\"/assets/fleet.js\">",
+        ),
+        ("/assets/run.js".to_string(), "from './dag.js'"),
         ("/assets/app.css".to_string(), "--succeeded"),
     ] {
         let resp = s.get(&path).await;
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         assert!(resp.text().await.unwrap().contains(needle), "{path}");
     }
+    let module = s.get("/assets/common.js").await;
+    assert_eq!(module.headers()["content-type"], "text/javascript");
 
     // 404s name what is missing.
     let missing = RunId::generate();

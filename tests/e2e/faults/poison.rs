@@ -29,7 +29,7 @@ fn stray_job() -> Message {
 fn future_version(msg: &Message) -> Vec<u8> {
     let mut meta = EnvelopeMeta::fresh();
     meta.v = 999;
-    msg.encode_with(meta)
+    msg.encode_with(meta).unwrap()
 }
 
 /// Reasons of the dead letters, read from the dead-letter queue.

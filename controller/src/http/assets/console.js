@@ -1,10 +1,10 @@
 // A step's console: raw log bytes rendered like a terminal would (\r rewinds the line, so
 // progress bars show their last state; ANSI escapes are dropped; invalid UTF-8 becomes U+FFFD),
 // fed live from the log's event stream.
-'use strict';
+import * as drover from './common.js';
 
 /** Terminal-like text from raw bytes. */
-class Terminal {
+export class Terminal {
   constructor(maxLines) {
     this.maxLines = maxLines || 5000;
     this.lines = [''];
@@ -65,7 +65,7 @@ class Terminal {
 }
 
 /** Follows one step's log into a <pre>; returns {close()}. */
-function followLog(run, step, pre, status) {
+export function followLog(run, step, pre, status) {
   const term = new Terminal();
   let attempt = null, frame = null, closed = false, bytes = 0;
   const render = () => {
@@ -102,7 +102,7 @@ function followLog(run, step, pre, status) {
     closed = true;
     if (!bytes) term.feed(end.attempt ? '(no output)' : '(this step ran no job: no output)');
     render();
-    say([`step ${end.status} · ${drover.bytes(bytes)} · `, rawLink()]);
+    say([`step ${end.status || 'gone'} · ${drover.bytes(bytes)} · `, rawLink()]);
   });
   source.addEventListener('error', () => {
     if (!closed) say('connection lost; retrying…');

@@ -1,7 +1,8 @@
 // The pipeline's DAG as SVG: steps laid out in rows by topological level (a step sits one row
 // below its deepest parent), ordered within a row by their parents' positions, edges drawn from
 // each parent to its children, nodes coloured by status.
-'use strict';
+import * as drover from './common.js';
+import {STEP_STATUSES} from './contract.js';
 
 const DAG = {W: 200, H: 56, GAP_X: 36, GAP_Y: 54, PAD: 16};
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -53,7 +54,7 @@ function nodeDetail(step) {
 }
 
 /** Draws the run's DAG; `onSelect(name)` is called when a node is clicked. */
-function drawDag(run, selected, onSelect) {
+export function drawDag(run, selected, onSelect) {
   const {positions, width, height} = layoutDag(run.steps);
   const root = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
     'aria-label': `pipeline of ${run.steps.length} steps`});
@@ -89,7 +90,6 @@ function drawDag(run, selected, onSelect) {
 function truncate(text, n) { return text.length > n ? `${text.slice(0, n - 1)}…` : text; }
 
 /** The colour key. */
-function dagLegend() {
-  const statuses = ['pending', 'queued', 'running', 'succeeded', 'failed', 'cached', 'skipped', 'aborted'];
-  return drover.el('div', {class: 'legend'}, statuses.map((s) => drover.badge(s)));
+export function dagLegend() {
+  return drover.el('div', {class: 'legend'}, STEP_STATUSES.map((s) => drover.badge(s)));
 }

@@ -1,8 +1,8 @@
 // The step panel of the run page: status, attempts, inputs, outputs, cache, then the live
 // console and the code (function source and requirements, or the command).
-'use strict';
-
-const TERMINAL_STEP = ['succeeded', 'failed', 'cached', 'skipped', 'aborted'];
+import * as drover from './common.js';
+import {followLog} from './console.js';
+import {TERMINAL_STEP_STATUSES} from './contract.js';
 
 /** Quotes an argv for display the way a POSIX shell would need it. */
 function shellQuote(argv) {
@@ -14,7 +14,7 @@ function kvTable(rows) {
     drover.el('tr', {}, drover.el('td', {}, k), drover.el('td', {}, v))));
 }
 
-class StepPanel {
+export class StepPanel {
   constructor(runId, onClose) {
     this.runId = runId;
     this.onClose = onClose;
@@ -63,7 +63,7 @@ class StepPanel {
 
   details(run, step) {
     const el = drover.el;
-    const live = run.status === 'running' && !TERMINAL_STEP.includes(step.status);
+    const live = run.status === 'running' && !TERMINAL_STEP_STATUSES.includes(step.status);
     const current = step.attempts.find((a) => a.attempt === step.attempt) || {};
     const cache = step.cache_key
       ? `${step.cache_hit ? 'hit' : 'miss'} · key ${step.cache_key.slice(0, 16)}…`
@@ -151,7 +151,7 @@ class StepPanel {
 }
 
 /** Asks the controller to abort the run (or one step of it). */
-async function abortRun(runId, step, button) {
+export async function abortRun(runId, step, button) {
   const what = step ? `step ${step} of this run` : 'this run';
   if (!window.confirm(`Abort ${what}?`)) return;
   button.disabled = true;

@@ -309,6 +309,17 @@ fn a_queue_limit_holds_steps_back_across_runs_until_there_is_room() {
         "only the unlimited step of the second run"
     );
     assert_eq!(status(&st, &second, "a"), StepStatus::Pending);
+    let held = record(&st, &second, "a");
+    assert_eq!(
+        held.pending_reason,
+        Some(PendingReason::QueueFull {
+            queue: QueueName::new("gpu").unwrap()
+        })
+    );
+    assert_eq!(
+        held.message.as_deref(),
+        Some("waiting for room on queue gpu (limit reached)")
+    );
     assert!(
         handle(&mut st, Event::Tick, 2).actions.is_empty(),
         "still no room"
@@ -331,4 +342,18 @@ fn a_queue_limit_holds_steps_back_across_runs_until_there_is_room() {
     let next = jobs(&handle(&mut st, Event::Tick, 6));
     assert_eq!(next.len(), 1, "{next:?}");
     assert_eq!(next[0].run_id, second);
+    let dispatched = record(&st, &second, "a");
+    assert_eq!(dispatched.status, StepStatus::Queued);
+    assert_eq!(
+        (&dispatched.pending_reason, &dispatched.message),
+        (&None, &None)
+    );
+}
+
+fn record<'a>(st: &'a State, run: &RunId, name: &str) -> &'a StepRecord {
+    st.runs[run]
+        .steps
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .unwrap()
 }
