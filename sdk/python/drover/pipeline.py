@@ -1,8 +1,11 @@
 """PipelineController: ClearML's pipeline-from-functions API, submitting to a drover controller."""
-import re
-import time
+from __future__ import annotations
 
-from . import api, messages, names, options, requirements, settings, spec
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import api, messages, names, options, requirements, settings, spec, validate
 from .local import LocalRun
 
 
@@ -51,9 +54,7 @@ class PipelineController:
 
     def add_parameter(self, name, default=None, description=None, param_type=None):
         """Declares `${pipeline.<name>}`; values travel as strings (`str(default)`)."""
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"invalid parameter name {name!r}: use letters, digits, '_', '-' and '.'")
-        self._params[name] = spec.param_spec(default, description, param_type)
+        self._params[names.check_param_name(name)] = spec.param_spec(default, description, param_type)
 
     def set_default_execution_queue(self, default_execution_queue):
         """The queue of every step that does not name its own `execution_queue`."""
@@ -118,7 +119,7 @@ class PipelineController:
         explicit = self._check_parents(name, parents)
         source = spec.function_source(function, helper_functions, name)
         spec.check_signature(name, function, kwargs)
-        spec.check_references(name, kwargs, self._step)
+        spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
         spec.warn_if_not_self_contained(function, helper_functions, name)
         step = spec.Step(
             name=name, function=function, source=source, entry=function.__name__,
@@ -155,11 +156,16 @@ class PipelineController:
 
     # -- the spec and the messages ------------------------------------------------------------
 
-    def _spec(self):
+    def _spec(self) -> dict[str, Any]:
         """The PipelineSpec dict, after the checks that need the whole pipeline."""
+        return self._checked()[0]
+
+    def _checked(self) -> tuple[dict[str, Any], validate.Checked]:
+        """The PipelineSpec dict and its DAG, checked as the controller will check it."""
         spec.check_complete(self._name, self._params, self._steps)
-        return spec.pipeline_spec(self._name, self._project, self._version,
-                                  self._default_queue, self._params, self._steps)
+        pipeline = spec.pipeline_spec(self._name, self._project, self._version,
+                                      self._default_queue, self._params, self._steps)
+        return pipeline, validate.validate(pipeline)
 
     def _submit_message(self, run_id=None):
         """The Submit envelope `start()` publishes, as a dict (nothing is sent)."""
@@ -197,17 +203,19 @@ class PipelineController:
     def start_locally(self, run_pipeline_steps_locally=False):
         """Runs the pipeline from this process.
 
-        With `run_pipeline_steps_locally=True` every step runs here, in order, with no broker
-        or controller: values pass between steps through pickle files as they would between
-        agents, and a raising step stops the run (its traceback is printed). With False the
+        With `run_pipeline_steps_locally=True` every step runs here, parents first, with no
+        broker or controller: values pass between steps through pickle files as they would
+        between agents. As on the controller, a raising step (its traceback is printed) skips
+        the steps that depend on it while independent ones still run, and the run fails unless
+        the step has continue_on_fail. With False the
         pipeline is submitted and followed to its end, since drover's controller logic runs
         as a service and the steps run on agents: the same as `start(wait=True)`.
         """
         if not run_pipeline_steps_locally:
             return self.start(wait=True)
-        params = {k: p["default"] for k, p in self._params.items()}
-        self._spec()  # the same checks as a submission
-        self._local = LocalRun(self._steps, params, report=lambda line: print(line, flush=True))
+        params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
+        _, checked = self._checked()  # the same checks as a submission
+        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
         ok = self._local.run()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
         return True

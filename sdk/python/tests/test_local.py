@@ -1,4 +1,7 @@
 """start_locally(run_pipeline_steps_locally=True): the whole pipeline in this process."""
+import json
+import os
+
 import pytest
 
 from drover import PipelineController
@@ -86,7 +89,7 @@ def test_a_return_count_mismatch_fails_the_step(capsys):
     assert "returned 2 values" in capsys.readouterr().err
 
 
-def test_an_exception_stops_the_run_with_its_traceback(capsys):
+def test_an_exception_skips_its_dependents_while_independent_steps_finish(capsys):
     pipe = PipelineController(name="boom", project="t", version="1")
     pipe.add_function_step(name="explode", function=explode, function_kwargs=dict(x=7),
                            function_return=["never"])
@@ -96,7 +99,9 @@ def test_an_exception_stops_the_run_with_its_traceback(capsys):
     assert not pipe.is_successful()
     captured = capsys.readouterr()
     assert "Traceback" in captured.err and "ValueError: bad input 7" in captured.err
-    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "skipped"}
+    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "succeeded"}
+    assert "  after: skipped (parent explode failed)" in captured.out
+    assert "failed locally" in captured.out
 
 
 def test_continue_on_fail_skips_only_the_dependents(capsys):
@@ -121,3 +126,29 @@ def test_a_step_that_is_not_self_contained_fails_locally_too():
 
 def uses_module_global():
     return pytest.__name__
+
+
+def succeed():
+    return None
+
+
+def fail():
+    raise RuntimeError("this step fails")
+
+
+SKIPS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "protocol", "tests", "golden", "cases",
+                     "skips.json")
+with open(SKIPS, encoding="utf-8") as _f:
+    SKIP_CASES = json.load(_f)["cases"]
+
+
+@pytest.mark.parametrize("case", SKIP_CASES, ids=lambda c: c["name"])
+def test_shared_skip_cases_match_the_scheduler(case):
+    """The cases the controller's scheduler runs too (controller/src/scheduler/tests/skips.rs)."""
+    pipe = PipelineController(name="skips", project="t", version="1")
+    for step in case["steps"]:
+        pipe.add_function_step(name=step["name"], function=fail if step.get("fails") else succeed,
+                               parents=step["parents"], continue_on_fail=step.get("continue_on_fail", False))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe._local.status == case["statuses"]
+    assert pipe.is_successful() == (case["run"] == "succeeded")
