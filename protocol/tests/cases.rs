@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
+use drover_protocol::Names;
 use drover_protocol::ids::{OutputName, QueueName, StepName};
 use drover_protocol::refs::{self, Part, Reference};
 use drover_protocol::spec::PipelineSpec;
@@ -111,6 +112,7 @@ fn names() {
             "step name" => StepName::new(value).map(|_| ()),
             "output name" => OutputName::new(value).map(|_| ()),
             "queue name" => QueueName::new(value).map(|_| ()),
+            "namespace" => Names::new(value).map(|_| ()),
             other => panic!("unknown kind of name {other:?}"),
         };
         match (result, case["valid"].as_bool().unwrap()) {

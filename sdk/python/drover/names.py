@@ -66,6 +66,14 @@ def check_queue_name(name: object) -> str:
     return _check_name("queue name", name, MAX_QUEUE_LEN)
 
 
+def check_namespace(ns: object) -> str:
+    """A valid namespace: it prefixes queue names, so it follows their rule. Raises InvalidName."""
+    try:
+        return check_queue_name(ns)
+    except InvalidName as e:
+        raise InvalidName("namespace", e.value, e.reason) from None
+
+
 def check_param_name(name: object) -> str:
     """A parameter name that `${pipeline.NAME}` can reference. Raises InvalidName."""
     if not isinstance(name, str) or not refs.is_reference_name(name):

@@ -66,6 +66,7 @@ CHECKS = {
     "step name": names.check_step_name,
     "output name": names.check_output_name,
     "queue name": names.check_queue_name,
+    "namespace": names.check_namespace,
 }
 
 
