@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence

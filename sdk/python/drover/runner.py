@@ -77,7 +77,7 @@ def load_function(source: str, entry: str) -> Callable[..., Any]:
 def split_returns(result: Any, names: Sequence[str]) -> dict[str, Any]:
     """One name gets the whole value; several names unpack a sequence of the same length."""
     if len(names) <= 1:
-        return dict(zip(names, [result]))
+        return {name: result for name in names}
     try:
         values = list(result)
     except TypeError:
@@ -90,7 +90,7 @@ def split_returns(result: Any, names: Sequence[str]) -> dict[str, Any]:
             f"the function returned {len(values)} values, "
             f"but function_return names {len(names)}: {list(names)}"
         )
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=True))
 
 
 def save_outputs(outputs: Mapping[str, Any], output_dir: str) -> None:

@@ -123,13 +123,15 @@ def _global_names(code: types.CodeType) -> set[str]:
     return found
 
 
-def warn_if_not_self_contained(function: types.FunctionType,
-                               helpers: Iterable[types.FunctionType] | None, step: str) -> None:
+def warn_if_not_self_contained(function: Callable[..., Any], helpers: Iterable[Callable[..., Any]] | None,
+                               step: str) -> None:
     """Warns about what the step uses but will not have on the agent: module-level imports,
     functions and classes of the submitting script, and variables of an enclosing function."""
-    shipped = {fn.__name__ for fn in [function, *(helpers or [])]}
+    # function_source has checked that each is a plain function.
+    functions = [fn for fn in [function, *(helpers or [])] if isinstance(fn, types.FunctionType)]
+    shipped = {fn.__name__ for fn in functions}
     missing: list[str] = []
-    for fn in [function, *(helpers or [])]:
+    for fn in functions:
         for name in sorted(_global_names(fn.__code__)):
             if name in shipped or hasattr(builtins, name) or name not in fn.__globals__:
                 continue
@@ -147,7 +149,7 @@ def warn_if_not_self_contained(function: types.FunctionType,
         )
 
 
-def encode_kwargs(step: str, kwargs: Mapping[object, object] | None) -> dict[str, str]:
+def encode_kwargs(step: str, kwargs: Mapping[Any, object] | None) -> dict[str, str]:
     """Each kwarg as JSON text (`'${pipeline.url}'` -> `'"${pipeline.url}"'`)."""
     encoded = {}
     for name, value in (kwargs or {}).items():
