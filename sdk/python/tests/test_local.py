@@ -71,6 +71,24 @@ def test_a_diamond_runs_in_order_and_passes_values(capsys):
     assert "  combine: succeeded" in out and "succeeded locally" in out
 
 
+def echo(text):
+    return text
+
+
+def test_parameters_are_substituted_as_the_controller_does():
+    """A parameter's value is text: `${...}` in it is not a reference, and `$${` stays literal."""
+    pipe = PipelineController(name="params", project="t", version="1")
+    pipe.add_parameter(name="p", default="${x.y} and $${z}")
+    pipe.add_function_step(name="whole", function=echo, function_kwargs=dict(text="${pipeline.p}"),
+                           function_return=["out"])
+    pipe.add_function_step(name="mixed", function=echo, function_return=["out"],
+                           function_kwargs=dict(text="[${pipeline.p}] $${pipeline.p} ${HOME}"))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe.is_successful()
+    assert pipe._local.values["whole"]["out"] == "${x.y} and $${z}"
+    assert pipe._local.values["mixed"]["out"] == "[${x.y} and $${z}] ${pipeline.p} ${HOME}"
+
+
 def test_several_returns_unpack_the_tuple():
     pipe = PipelineController(name="two", project="t", version="1")
     pipe.add_function_step(name="split", function=split, function_kwargs=dict(n=3),
@@ -114,6 +132,21 @@ def test_continue_on_fail_skips_only_the_dependents(capsys):
     assert pipe.is_successful()
     assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "succeeded"}
     assert capsys.readouterr().err.count("ValueError: bad input 1") == 2  # one retry
+
+
+def exits():
+    import sys
+
+    sys.exit(3)
+
+
+def test_a_step_calling_sys_exit_fails_without_ending_this_process(capsys):
+    pipe = PipelineController(name="exit", project="t", version="1")
+    pipe.add_function_step(name="exits", function=exits)
+    pipe.add_function_step(name="independent", function=source, function_kwargs=dict(n=1))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe._local.status == {"exits": "failed", "independent": "succeeded"}
+    assert "SystemExit: 3" in capsys.readouterr().err
 
 
 def test_a_step_that_is_not_self_contained_fails_locally_too():
