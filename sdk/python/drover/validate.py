@@ -237,13 +237,17 @@ def _check_step(step: Mapping[str, Any], declared: Mapping[str, Sequence[str]],
                 errors: list[SpecError]) -> tuple[set[str], set[tuple[str, str]]] | None:
     """Checks one step; returns its parents and inputs, or None when it has a problem."""
     ok = True
-    for check, value in ((names.check_step_name, step.get("name", "")),
-                         (names.check_queue_name, step.get("queue"))):
-        if value is None:
-            ok = ok and default_queue_ok
-            continue
+    try:
+        names.check_step_name(step.get("name", ""))
+    except names.InvalidName as e:
+        errors.append(invalid_name(e))
+        ok = False
+    queue = step.get("queue")
+    if queue is None:
+        ok = ok and default_queue_ok  # its queue is the default one, reported once above
+    else:
         try:
-            check(value)
+            names.check_queue_name(queue)
         except names.InvalidName as e:
             errors.append(invalid_name(e))
             ok = False
