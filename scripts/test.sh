@@ -19,4 +19,7 @@ else
   cargo test --workspace --no-fail-fast -- --skip hosts::
   cargo test --test e2e --no-fail-fast -- --test-threads 1 hosts::
 fi
+# The Python SDK and the harness: lints and types first, then the tests.
+.venv/bin/ruff check --config sdk/python/pyproject.toml sdk/python agent/harness
+.venv/bin/mypy --config-file sdk/python/pyproject.toml sdk/python/drover agent/harness/drover_harness.py
 .venv/bin/python -m pytest -q sdk/python/tests agent/harness deploy/tests

@@ -80,3 +80,28 @@ def test_a_missing_entry_is_named(tmp_path):
     done = run_job(tmp_path, job)
     assert done.returncode == 1
     assert "no function named 'f'" in done.stderr
+
+
+def test_a_step_calling_sys_exit_fails_even_with_status_0(tmp_path):
+    source = "def f():\n    import sys\n    sys.exit(0)\n"
+    job = {"source": source, "entry": "f", "kwargs": {}, "inputs": {}, "returns": [],
+           "output_dir": "_outputs"}
+    done = run_job(tmp_path, job)
+    assert done.returncode == 1
+    assert "SystemExit: 0" in done.stderr
+
+
+def test_a_parameter_value_holding_a_reference_stays_text(tmp_path):
+    """The controller escapes parameter values (`$${`); the harness turns them back into `${`."""
+    job = {"source": "def f(t):\n    return t\n", "entry": "f",
+           "kwargs": {"t": json.dumps("$${x.y} at ${a.b}")}, "inputs": {"a.b": "/in/a/b"},
+           "returns": ["t"], "output_dir": "_outputs"}
+    assert run_job(tmp_path, job).returncode == 0
+    assert output(tmp_path, "t") == "${x.y} at /in/a/b"
+
+
+def test_no_job_file_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(HERE, "drover_harness.py")], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=SDK), capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "usage: drover_harness.py job.json" in done.stderr

@@ -1,10 +1,17 @@
 """Following a run through the controller's HTTP API (stdlib urllib only)."""
+from __future__ import annotations
+
 import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 from . import settings
+
+# A run as the controller's API describes it (`RunView`): status, steps, error, url, ...
+RunView = dict[str, Any]
 
 TERMINAL_RUN_STATUSES = ("succeeded", "failed", "aborted", "rejected")
 
@@ -13,12 +20,12 @@ class RunNotFound(LookupError):
     """The controller does not know the run (yet)."""
 
 
-def run_page(base_url, run_id):
+def run_page(base_url: str, run_id: str) -> str:
     """The run's web page."""
     return f"{base_url}/runs/{run_id}"
 
 
-def get_run(base_url, run_id, timeout=10.0):
+def get_run(base_url: str, run_id: str, timeout: float = 10.0) -> RunView:
     """The RunView of `run_id`; raises RunNotFound on 404 and OSError when unreachable."""
     url = f"{base_url}/api/v1/runs/{run_id}"
     headers = {"accept": "application/json"}
@@ -27,7 +34,8 @@ def get_run(base_url, run_id, timeout=10.0):
     request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            view: RunView = json.load(response)
+            return view
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise RunNotFound(run_id) from e
@@ -37,34 +45,37 @@ def get_run(base_url, run_id, timeout=10.0):
         raise RuntimeError(f"GET {url} answered {e.code}: {detail}") from e
 
 
-def error_message(body):
+def error_message(body: str) -> str:
     """The message of an API error body (`{"code", "message"}`), or the body as it is."""
     try:
         doc = json.loads(body)
     except ValueError:
         return body
-    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
-        return doc["message"]
+    if isinstance(doc, dict):
+        message = doc.get("message")
+        if isinstance(message, str):
+            return message
     return body
 
 
 class _Deadline:
     """Tracks how long something has been going wrong."""
 
-    def __init__(self):
-        self.since = None
+    def __init__(self) -> None:
+        self.since: float | None = None
 
-    def elapsed(self, now):
+    def elapsed(self, now: float) -> float:
         if self.since is None:
             self.since = now
         return now - self.since
 
-    def reset(self):
+    def reset(self) -> None:
         self.since = None
 
 
-def wait_for_run(base_url, run_id, timeout=None, report=print, poll=0.2, ns="drover",
-                 unknown_grace=60.0, unreachable_grace=30.0):
+def wait_for_run(base_url: str, run_id: str, timeout: float | None = None,
+                 report: Callable[[str], None] = print, poll: float = 0.2, ns: str = "drover",
+                 unknown_grace: float = 60.0, unreachable_grace: float = 30.0) -> RunView:
     """Polls until the run ends and returns its last RunView, reporting step status changes.
 
     A new run is unknown (404) until the controller takes it from the queue, and the controller
@@ -74,7 +85,7 @@ def wait_for_run(base_url, run_id, timeout=None, report=print, poll=0.2, ns="dro
     start = time.monotonic()
     unknown, unreachable = _Deadline(), _Deadline()
     warned_unknown = False
-    seen = {}
+    seen: dict[str, str] = {}
     while True:
         now = time.monotonic()
         if timeout is not None and now - start > timeout:
@@ -107,7 +118,7 @@ def wait_for_run(base_url, run_id, timeout=None, report=print, poll=0.2, ns="dro
         time.sleep(poll)
 
 
-def report_changes(view, seen, report):
+def report_changes(view: RunView, seen: dict[str, str], report: Callable[[str], None]) -> None:
     """Reports each step whose status differs from `seen` (and records it)."""
     for step in view.get("steps", []):
         name, status = step.get("name"), step.get("status")
@@ -117,7 +128,7 @@ def report_changes(view, seen, report):
             seen[name] = status
 
 
-def failure_message(view):
+def failure_message(view: RunView) -> str:
     """Why a run that ended did not succeed: its status, error and failed steps."""
     failed = [s for s in view.get("steps", []) if s.get("status") == "failed"]
     parts = [f"run {view.get('run_id')} {view.get('status')}"]

@@ -1,14 +1,18 @@
 """The messages the SDK sends (Submit, Abort) as plain dicts in drover's envelope."""
+from __future__ import annotations
+
 import getpass
 import socket
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from .names import new_message_id
 
 PROTOCOL_VERSION = 1
 
 
-def envelope(kind, body):
+def envelope(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     """The outer frame every drover message has: version, kind, unique id, send time in ms."""
     return {
         "v": PROTOCOL_VERSION,
@@ -19,7 +23,7 @@ def envelope(kind, body):
     }
 
 
-def submitted_by():
+def submitted_by() -> str:
     """`user@host`, shown next to the run."""
     try:
         user = getpass.getuser()
@@ -28,7 +32,7 @@ def submitted_by():
     return f"{user}@{socket.gethostname()}"
 
 
-def submit(run_id, spec, params=None):
+def submit(run_id: str, spec: dict[str, Any], params: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A Submit envelope: starts `run_id` with `spec` and parameter overrides."""
     return envelope(
         "submit",
@@ -41,6 +45,6 @@ def submit(run_id, spec, params=None):
     )
 
 
-def abort(run_id, reason):
+def abort(run_id: str, reason: str) -> dict[str, Any]:
     """An Abort envelope for a whole run."""
     return envelope("abort", {"run_id": run_id, "step": None, "reason": reason})

@@ -1,5 +1,11 @@
 """ClearML arguments that drover does not act on: refused when they matter, warned when harmless."""
+from __future__ import annotations
+
 import warnings
+from collections.abc import Mapping
+
+# Argument name -> (value given, its default).
+Given = Mapping[str, tuple[object, object]]
 
 # Arguments whose effect drover cannot provide; giving them would change what runs.
 UNSUPPORTED = {
@@ -46,7 +52,7 @@ IGNORED = {
 }
 
 
-def refuse(where, given):
+def refuse(where: str, given: Given) -> None:
     """Raises NotImplementedError for the first unsupported argument in `given` that is set.
 
     `given` maps argument name -> (value, default); a value equal to its default is fine.
@@ -56,7 +62,7 @@ def refuse(where, given):
             raise NotImplementedError(f"{where}: {arg}= is not supported by drover: {UNSUPPORTED[arg]}")
 
 
-def warn_ignored(where, given, stacklevel=3):
+def warn_ignored(where: str, given: Given, stacklevel: int = 3) -> None:
     """Warns once per harmless argument in `given` set to something other than its default."""
     for arg, (value, default) in given.items():
         if value != default and arg in IGNORED:
@@ -71,7 +77,7 @@ CONTINUE_BEHAVIOUR = {
 }
 
 
-def continue_on_fail_from(step, continue_on_fail, continue_behaviour):
+def continue_on_fail_from(step: str, continue_on_fail: object, continue_behaviour: object) -> bool:
     """The step's continue_on_fail after ClearML's `continue_behaviour` dict, refusing what
     drover does not do (children of a failed or aborted step are always skipped)."""
     if continue_behaviour is None:
@@ -92,7 +98,7 @@ def continue_on_fail_from(step, continue_on_fail, continue_behaviour):
     return bool(continue_on_fail)
 
 
-def retries_from(where, retry_on_failure, default=0):
+def retries_from(where: str, retry_on_failure: object, default: int = 0) -> int:
     """A retry count from ClearML's `retry_on_failure` (an int; callbacks are not supported)."""
     if retry_on_failure is None:
         return default

@@ -1,8 +1,12 @@
 """PipelineController: ClearML's pipeline-from-functions API, submitting to a drover controller."""
-import re
-import time
+from __future__ import annotations
 
-from . import api, messages, names, options, requirements, settings, spec
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import api, messages, names, options, requirements, settings, spec, validate
 from .local import LocalRun
 
 
@@ -15,14 +19,18 @@ class PipelineController:
     uses inside its function (`skip_global_imports` is therefore always in effect).
     """
 
-    def __init__(self, name, project, version, add_pipeline_tags=False, target_project=None,
-                 auto_version_bump=None, abort_on_failure=False, add_run_number=True,
-                 retry_on_failure=None, docker=None, docker_args=None,
-                 docker_bash_setup_script=None, packages=None, repo=None, repo_branch=None,
-                 repo_commit=None, always_create_from_code=True,
-                 artifact_serialization_function=None, artifact_deserialization_function=None,
-                 output_uri=None, skip_global_imports=False, working_dir=None,
-                 enable_local_imports=True):
+    def __init__(self, name: str, project: str | None, version: str | None,
+                 add_pipeline_tags: bool = False, target_project: str | bool | None = None,
+                 auto_version_bump: bool | None = None, abort_on_failure: bool = False,
+                 add_run_number: bool = True, retry_on_failure: int | None = None,
+                 docker: str | None = None, docker_args: str | None = None,
+                 docker_bash_setup_script: str | None = None, packages: object = None,
+                 repo: str | None = None, repo_branch: str | None = None,
+                 repo_commit: str | None = None, always_create_from_code: bool = True,
+                 artifact_serialization_function: Callable[..., Any] | None = None,
+                 artifact_deserialization_function: Callable[..., Any] | None = None,
+                 output_uri: str | bool | None = None, skip_global_imports: bool = False,
+                 working_dir: str | None = None, enable_local_imports: bool = True) -> None:
         given = {
             "abort_on_failure": (abort_on_failure, False), "docker": (docker, None),
             "docker_args": (docker_args, None), "docker_bash_setup_script": (docker_bash_setup_script, None),
@@ -41,41 +49,49 @@ class PipelineController:
         options.warn_ignored("PipelineController", given)
         self._name, self._project, self._version = str(name), str(project or ""), str(version or "")
         self._default_queue = "default"
-        self._params = {}
-        self._steps = []
-        self._run_id = None
-        self._view = None
-        self._local = None
+        self._params: dict[str, spec.ParamSpec] = {}
+        self._steps: list[spec.Step] = []
+        self._run_id: str | None = None
+        self._view: api.RunView | None = None
+        self._local: LocalRun | None = None
 
     # -- building -----------------------------------------------------------------------------
 
-    def add_parameter(self, name, default=None, description=None, param_type=None):
+    def add_parameter(self, name: str, default: object = None, description: str | None = None,
+                      param_type: type | str | None = None) -> None:
         """Declares `${pipeline.<name>}`; values travel as strings (`str(default)`)."""
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"invalid parameter name {name!r}: use letters, digits, '_', '-' and '.'")
-        self._params[name] = spec.param_spec(default, description, param_type)
+        self._params[names.check_param_name(name)] = spec.param_spec(default, description, param_type)
 
-    def set_default_execution_queue(self, default_execution_queue):
+    def set_default_execution_queue(self, default_execution_queue: str) -> None:
         """The queue of every step that does not name its own `execution_queue`."""
         names.check_queue_name(default_execution_queue)
         self._default_queue = default_execution_queue
 
-    def add_step(self, *args, **kwargs):
+    def add_step(self, *args: object, **kwargs: object) -> bool:
         """Steps from existing ClearML tasks do not exist in drover."""
-        raise NotImplementedError("add_step (steps from existing tasks) is not supported by drover; use add_function_step")
+        raise NotImplementedError(
+            "add_step (steps from existing tasks) is not supported by drover; use add_function_step"
+        )
 
-    def add_function_step(self, name, function, function_kwargs=None, function_return=None,
-                          project_name=None, task_name=None, task_type=None,
-                          auto_connect_frameworks=None, auto_connect_arg_parser=None,
-                          packages=None, repo=None, repo_branch=None, repo_commit=None,
-                          helper_functions=None, docker=None, docker_args=None,
-                          docker_bash_setup_script=None, parents=None, execution_queue=None,
-                          monitor_metrics=None, monitor_artifacts=None, monitor_models=None,
-                          time_limit=None, continue_on_fail=False, pre_execute_callback=None,
-                          post_execute_callback=None, cache_executed_step=False,
-                          retry_on_failure=None, status_change_callback=None, tags=None,
-                          output_uri=None, draft=False, working_dir=None,
-                          continue_behaviour=None, stage=None, priority=None):
+    def add_function_step(
+        self, name: str, function: Callable[..., Any], function_kwargs: Mapping[str, Any] | None = None,
+        function_return: str | Iterable[str] | None = None, project_name: str | None = None,
+        task_name: str | None = None, task_type: str | None = None,
+        auto_connect_frameworks: object = None, auto_connect_arg_parser: object = None,
+        packages: str | os.PathLike[str] | Iterable[str] | None = None, repo: str | None = None,
+        repo_branch: str | None = None, repo_commit: str | None = None,
+        helper_functions: Iterable[Callable[..., Any]] | None = None, docker: str | None = None,
+        docker_args: str | None = None, docker_bash_setup_script: str | None = None,
+        parents: str | Iterable[str] | None = None, execution_queue: str | None = None,
+        monitor_metrics: object = None, monitor_artifacts: object = None, monitor_models: object = None,
+        time_limit: float | None = None, continue_on_fail: bool = False,
+        pre_execute_callback: Callable[..., Any] | None = None,
+        post_execute_callback: Callable[..., Any] | None = None, cache_executed_step: bool = False,
+        retry_on_failure: int | None = None, status_change_callback: Callable[..., Any] | None = None,
+        tags: object = None, output_uri: str | bool | None = None, draft: bool = False,
+        working_dir: str | None = None, continue_behaviour: Mapping[str, bool] | None = None,
+        stage: str | None = None, priority: int | None = None,
+    ) -> bool:
         """Adds a step that calls `function(**function_kwargs)` on an agent.
 
         A kwarg that is exactly `'${step.output}'` receives that output's value, other
@@ -118,7 +134,7 @@ class PipelineController:
         explicit = self._check_parents(name, parents)
         source = spec.function_source(function, helper_functions, name)
         spec.check_signature(name, function, kwargs)
-        spec.check_references(name, kwargs, self._step)
+        spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
         spec.warn_if_not_self_contained(function, helper_functions, name)
         step = spec.Step(
             name=name, function=function, source=source, entry=function.__name__,
@@ -135,10 +151,10 @@ class PipelineController:
         self._steps.append(step)
         return True
 
-    def _step(self, name):
+    def _step(self, name: str) -> spec.Step | None:
         return next((s for s in self._steps if s.name == name), None)
 
-    def _check_parents(self, step, parents):
+    def _check_parents(self, step: str, parents: str | Iterable[str] | None) -> list[str]:
         parents = [parents] if isinstance(parents, str) else list(parents or [])
         for p in parents:
             if p == step:
@@ -147,28 +163,36 @@ class PipelineController:
                 raise ValueError(f"step {step!r} names parent {p!r}, which is not a step (add it first)")
         return parents
 
-    def _requirements(self, step, packages):
+    def _requirements(self, step: spec.Step,
+                      packages: str | os.PathLike[str] | Iterable[str] | None) -> list[str]:
         own = (requirements.from_argument(packages, step.name) if packages is not None
                else requirements.detect(step.source, step.name))
-        inherited = [r for p in step.referenced_steps() for r in self._step(p).requirements]
+        producers = (self._step(p) for p in step.referenced_steps())
+        inherited = [r for producer in producers if producer is not None for r in producer.requirements]
         return requirements.merge(own, inherited, step.name)
 
     # -- the spec and the messages ------------------------------------------------------------
 
-    def _spec(self):
+    def _spec(self) -> dict[str, Any]:
         """The PipelineSpec dict, after the checks that need the whole pipeline."""
-        spec.check_complete(self._name, self._params, self._steps)
-        return spec.pipeline_spec(self._name, self._project, self._version,
-                                  self._default_queue, self._params, self._steps)
+        return self._checked()[0]
 
-    def _submit_message(self, run_id=None):
+    def _checked(self) -> tuple[dict[str, Any], validate.Checked]:
+        """The PipelineSpec dict and its DAG, checked as the controller will check it."""
+        spec.check_complete(self._name, self._params, self._steps)
+        pipeline = spec.pipeline_spec(self._name, self._project, self._version,
+                                      self._default_queue, self._params, self._steps)
+        return pipeline, validate.validate(pipeline)
+
+    def _submit_message(self, run_id: str | None = None) -> dict[str, Any]:
         """The Submit envelope `start()` publishes, as a dict (nothing is sent)."""
         return messages.submit(run_id or names.new_run_id(), self._spec())
 
     # -- running ------------------------------------------------------------------------------
 
-    def start(self, queue="services", wait=False, step_task_created_callback=None,
-              step_task_completed_callback=None):
+    def start(self, queue: str = "services", wait: bool = False,
+              step_task_created_callback: Callable[..., Any] | None = None,
+              step_task_completed_callback: Callable[..., Any] | None = None) -> bool:
         """Submits the pipeline to the controller through the `services` queue; returns True.
 
         With `wait=True` it then follows the run to its end (see `wait`).
@@ -194,25 +218,27 @@ class PipelineController:
             self.wait()
         return True
 
-    def start_locally(self, run_pipeline_steps_locally=False):
+    def start_locally(self, run_pipeline_steps_locally: bool = False) -> bool:
         """Runs the pipeline from this process.
 
-        With `run_pipeline_steps_locally=True` every step runs here, in order, with no broker
-        or controller: values pass between steps through pickle files as they would between
-        agents, and a raising step stops the run (its traceback is printed). With False the
+        With `run_pipeline_steps_locally=True` every step runs here, parents first, with no
+        broker or controller: values pass between steps through pickle files as they would
+        between agents. As on the controller, a raising step (its traceback is printed) skips
+        the steps that depend on it while independent ones still run, and the run fails unless
+        the step has continue_on_fail. With False the
         pipeline is submitted and followed to its end, since drover's controller logic runs
         as a service and the steps run on agents: the same as `start(wait=True)`.
         """
         if not run_pipeline_steps_locally:
             return self.start(wait=True)
-        params = {k: p["default"] for k, p in self._params.items()}
-        self._spec()  # the same checks as a submission
-        self._local = LocalRun(self._steps, params, report=lambda line: print(line, flush=True))
+        params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
+        _, checked = self._checked()  # the same checks as a submission
+        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
         ok = self._local.run()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
         return True
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> float:
         """Follows the run until it ends, printing each step's status changes; returns the
         seconds waited. Raises RuntimeError naming the failed steps when it did not succeed,
         TimeoutError after `timeout` seconds."""
@@ -229,7 +255,7 @@ class PipelineController:
             raise RuntimeError(api.failure_message(self._view))
         return time.monotonic() - start
 
-    def is_successful(self):
+    def is_successful(self) -> bool:
         """Whether the run (local or submitted) ended successfully; False while it runs."""
         if self._local is not None:
             return bool(self._local.ok)
@@ -242,7 +268,8 @@ class PipelineController:
                 return False
         return self._view.get("status") == "succeeded"
 
-    def stop(self, timeout=None, mark_failed=False, mark_aborted=False):
+    def stop(self, timeout: float | None = None, mark_failed: bool = False,
+             mark_aborted: bool = False) -> None:
         """Aborts the submitted run (running steps are cancelled); with `timeout`, waits up to
         that many seconds for it to end. The run ends `aborted`; `mark_failed` is refused."""
         if mark_failed:
@@ -262,15 +289,15 @@ class PipelineController:
     # -- inspection ---------------------------------------------------------------------------
 
     @property
-    def id(self):
+    def id(self) -> str | None:
         """The run id once started (None before)."""
         return self._run_id
 
-    def get_parameters(self):
+    def get_parameters(self) -> dict[str, str | None]:
         """Parameter name -> current value (a string, or None without a default)."""
         return {k: p["default"] for k, p in self._params.items()}
 
-    def get_pipeline_dag(self):
+    def get_pipeline_dag(self) -> dict[str, dict[str, Any]]:
         """Step name -> its parents (explicit and from references), queue and return names."""
         return {
             s.name: {"parents": s.all_parents(), "queue": s.queue or self._default_queue,

@@ -3,6 +3,8 @@
 Steps run on agents in an environment built from these requirements, so pinning them to the
 versions installed where the pipeline is submitted gives the agents the same libraries.
 """
+from __future__ import annotations
+
 import ast
 import importlib.metadata
 import importlib.util
@@ -10,6 +12,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 
 # Provided to every step by the agent, or not a distribution at all.
 _ALWAYS_THERE = {"drover", "__future__", "__main__"}
@@ -17,9 +20,9 @@ _ALWAYS_THERE = {"drover", "__future__", "__main__"}
 _DIST_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def imported_modules(source):
+def imported_modules(source: str) -> set[str]:
     """Top-level names of the absolute imports in `source` (`import a.b` and `from a import c` -> `a`)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
@@ -28,18 +31,18 @@ def imported_modules(source):
     return names
 
 
-def canonical(dist):
+def canonical(dist: str) -> str:
     """The comparable form of a distribution name (PEP 503): `Scikit_Learn` -> `scikit-learn`."""
     return re.sub(r"[-_.]+", "-", dist).lower()
 
 
-def dist_name(requirement):
+def dist_name(requirement: str) -> str:
     """The distribution a requirement string names: `pandas>=2; python_version>'3'` -> `pandas`."""
     m = _DIST_NAME.match(requirement)
     return canonical(m.group(1)) if m else canonical(requirement.strip())
 
 
-def _pick_distribution(module, candidates):
+def _pick_distribution(module: str, candidates: list[str]) -> str:
     """The distribution that provides `module`, preferring one named like it when several do."""
     for dist in candidates:
         if canonical(dist) == canonical(module):
@@ -47,7 +50,7 @@ def _pick_distribution(module, candidates):
     return sorted(candidates)[0]
 
 
-def _importable(module):
+def _importable(module: str) -> bool:
     """Whether `module` can be imported here (without importing it)."""
     try:
         return importlib.util.find_spec(module) is not None
@@ -55,7 +58,7 @@ def _importable(module):
         return False
 
 
-def detect(source, step):
+def detect(source: str, step: str) -> list[str]:
     """Pinned requirements for the third-party imports of `source`.
 
     Standard-library modules and drover itself are dropped. Each module maps to the distribution
@@ -65,7 +68,7 @@ def detect(source, step):
     cannot get it, so the step must not need it.
     """
     owners = importlib.metadata.packages_distributions()
-    found = {}
+    found: dict[str, str] = {}
     for module in sorted(imported_modules(source)):
         if module in sys.stdlib_module_names or module in _ALWAYS_THERE:
             continue
@@ -89,7 +92,7 @@ def detect(source, step):
     return [found[k] for k in sorted(found)]
 
 
-def from_argument(packages, step):
+def from_argument(packages: str | os.PathLike[str] | Iterable[object], step: str) -> list[str]:
     """`packages=` as a list of requirement strings, or the lines of a requirements file."""
     if isinstance(packages, (str, os.PathLike)):
         path = os.fspath(packages)
@@ -98,7 +101,7 @@ def from_argument(packages, step):
         with open(path, encoding="utf-8") as f:
             lines = [re.sub(r"(^|\s)#.*", "", line).strip() for line in f]
         packages = [line for line in lines if line]
-    packages = list(packages)
+    requirements = []
     for req in packages:
         if not isinstance(req, str) or not req.strip():
             raise ValueError(f"step {step!r}: packages holds {req!r}, not a requirement string")
@@ -107,15 +110,16 @@ def from_argument(packages, step):
                 f"step {step!r}: pip option {req!r} in packages is not supported; "
                 "list requirement specifiers only"
             )
-    return [req.strip() for req in packages]
+        requirements.append(req.strip())
+    return requirements
 
 
-def merge(own, inherited, step):
+def merge(own: Iterable[str], inherited: Iterable[str], step: str) -> list[str]:
     """`own` plus `inherited` requirements, one per distribution (own first), sorted by name.
 
     When two inherited lists pin one distribution differently the first wins, with a warning.
     """
-    chosen = {}
+    chosen: dict[str, str] = {}
     for req in own:
         chosen.setdefault(dist_name(req), req)
     own_names = set(chosen)

@@ -1,7 +1,10 @@
 """Where drover lives: broker URL, namespace, controller URL and token from DROVER_* variables, and queue names."""
+from __future__ import annotations
+
 import os
-import re
 import urllib.parse
+
+from . import names
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 DEFAULT_NAMESPACE = "drover"
@@ -9,30 +12,31 @@ DEFAULT_URL = "http://127.0.0.1:8470"
 SERVICES_QUEUE = "services"
 
 
-def amqp_url():
+def amqp_url() -> str:
     """The broker URL (`DROVER_AMQP_URL`), as the CLI reads it."""
     return os.environ.get("DROVER_AMQP_URL") or DEFAULT_AMQP_URL
 
 
-def namespace():
+def namespace() -> str:
     """The namespace (`DROVER_NAMESPACE`); any other than `drover` prefixes every queue."""
     ns = os.environ.get("DROVER_NAMESPACE") or DEFAULT_NAMESPACE
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", ns) or ns in (".", ".."):
-        raise ValueError(f"invalid DROVER_NAMESPACE {ns!r}: use letters, digits, '_', '-' and '.'")
-    return ns
+    try:
+        return names.check_namespace(ns)
+    except names.InvalidName as e:
+        raise names.InvalidName(e.kind, e.value, f"{e.reason} (DROVER_NAMESPACE)") from None
 
 
-def controller_url():
+def controller_url() -> str:
     """The controller's HTTP base URL (`DROVER_URL`), without a trailing slash."""
     return (os.environ.get("DROVER_URL") or DEFAULT_URL).rstrip("/")
 
 
-def token():
+def token() -> str | None:
     """The controller's API token (`DROVER_TOKEN`), or None when it needs none."""
     return os.environ.get("DROVER_TOKEN") or None
 
 
-def auth_headers(url):
+def auth_headers(url: str) -> dict[str, str]:
     """`Authorization` for a request to `url` when it goes to the controller and a token is set;
     the token is never sent to any other host."""
     secret = token()
@@ -44,17 +48,17 @@ def auth_headers(url):
     return {"authorization": f"Bearer {secret}"}
 
 
-def services_queue(ns):
+def services_queue(ns: str) -> str:
     """The broker queue the controller takes submissions from: `services`, or `<ns>.services`."""
     return SERVICES_QUEUE if ns == DEFAULT_NAMESPACE else f"{ns}.{SERVICES_QUEUE}"
 
 
-def dead_queue(ns):
+def dead_queue(ns: str) -> str:
     """Where the broker sends messages nobody could handle."""
     return f"{ns}.dead"
 
 
-def redact(url):
+def redact(url: str) -> str:
     """`url` with its password replaced, safe to print."""
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:

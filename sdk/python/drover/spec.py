@@ -1,4 +1,6 @@
 """Function steps and the pipeline spec dict, with exactly the field names the controller decodes."""
+from __future__ import annotations
+
 import builtins
 import dataclasses
 import dis
@@ -7,9 +9,15 @@ import json
 import math
 import sys
 import textwrap
+import types
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from . import names, refs
+from . import names, refs, validate
+
+# A `[parameters]` entry: default, description and type, each a string or None.
+ParamSpec = dict[str, str | None]
 
 
 @dataclasses.dataclass
@@ -17,37 +25,37 @@ class Step:
     """One function step as added to a PipelineController."""
 
     name: str
-    function: object
+    function: Callable[..., Any]
     source: str
     entry: str
-    kwargs: dict  # name -> JSON text
-    values: dict  # name -> the Python value given (used by local runs)
-    returns: list
-    requirements: list
-    queue: object = None
-    parents: list = dataclasses.field(default_factory=list)
+    kwargs: dict[str, str]  # name -> JSON text
+    values: dict[str, Any]  # name -> the Python value given
+    returns: list[str]
+    requirements: list[str]
+    queue: str | None = None
+    parents: list[str] = dataclasses.field(default_factory=list)
     cache: bool = False
     continue_on_fail: bool = False
     retries: int = 0
-    timeout: object = None
-    priority: object = None  # 0..9, or None for the default (0)
+    timeout: str | None = None
+    priority: int | None = None  # 0..9, or None for the default (0)
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-    def referenced_steps(self):
+    def referenced_steps(self) -> list[str]:
         """Steps whose outputs this step's kwargs reference, in order of first use."""
-        seen = []
+        seen: list[str] = []
         for value in self.values.values():
             if isinstance(value, str):
-                for head, _ in refs.references(value):
-                    if head != "pipeline" and head not in seen:
-                        seen.append(head)
+                for reference in refs.references(value):
+                    if isinstance(reference, refs.Output) and reference.step not in seen:
+                        seen.append(reference.step)
         return seen
 
-    def all_parents(self):
+    def all_parents(self) -> list[str]:
         """Explicit parents plus the steps referenced in kwargs, as the controller derives them."""
         return sorted(set(self.parents) | set(self.referenced_steps()))
 
-    def to_spec(self):
+    def to_spec(self) -> dict[str, Any]:
         """The `[[step]]` entry: every StepSpec field, command-only ones at their defaults."""
         return {
             "name": self.name,
@@ -74,7 +82,7 @@ class Step:
         }
 
 
-def check_priority(step, priority):
+def check_priority(step: str, priority: object) -> int | None:
     """0 (lowest, the default) to 9 (highest): among waiting steps, higher ones run first."""
     if priority is None:
         return None
@@ -83,7 +91,7 @@ def check_priority(step, priority):
     return priority
 
 
-def function_source(function, helpers, step):
+def function_source(function: object, helpers: Iterable[object] | None, step: str) -> str:
     """The dedented source of the step function followed by its helper functions'.
 
     The source is all an agent gets, so the function must be a plain `def` whose source
@@ -103,24 +111,27 @@ def function_source(function, helpers, step):
     return "\n\n".join(parts)
 
 
-def _global_names(code):
+def _global_names(code: types.CodeType) -> set[str]:
     """Names a code object (and the functions nested in it) loads as globals."""
-    names = set()
+    found = set()
     for ins in dis.get_instructions(code):
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
-            names.add(ins.argval)
+            found.add(ins.argval)
     for const in code.co_consts:
         if inspect.iscode(const):
-            names |= _global_names(const)
-    return names
+            found |= _global_names(const)
+    return found
 
 
-def warn_if_not_self_contained(function, helpers, step):
+def warn_if_not_self_contained(function: Callable[..., Any], helpers: Iterable[Callable[..., Any]] | None,
+                               step: str) -> None:
     """Warns about what the step uses but will not have on the agent: module-level imports,
     functions and classes of the submitting script, and variables of an enclosing function."""
-    shipped = {fn.__name__ for fn in [function, *(helpers or [])]}
-    missing = []
-    for fn in [function, *(helpers or [])]:
+    # function_source has checked that each is a plain function.
+    functions = [fn for fn in [function, *(helpers or [])] if isinstance(fn, types.FunctionType)]
+    shipped = {fn.__name__ for fn in functions}
+    missing: list[str] = []
+    for fn in functions:
         for name in sorted(_global_names(fn.__code__)):
             if name in shipped or hasattr(builtins, name) or name not in fn.__globals__:
                 continue
@@ -130,15 +141,15 @@ def warn_if_not_self_contained(function, helpers, step):
         if fn.__code__.co_freevars:
             missing.extend(fn.__code__.co_freevars)
     if missing:
-        names = ", ".join(sorted(set(missing)))
+        used = ", ".join(sorted(set(missing)))
         warnings.warn(
-            f"step {step!r} uses {names} from outside its function: the step runs from its "
+            f"step {step!r} uses {used} from outside its function: the step runs from its "
             "source alone, so import inside the function or pass helper_functions=",
             stacklevel=3,
         )
 
 
-def encode_kwargs(step, kwargs):
+def encode_kwargs(step: str, kwargs: Mapping[Any, object] | None) -> dict[str, str]:
     """Each kwarg as JSON text (`'${pipeline.url}'` -> `'"${pipeline.url}"'`)."""
     encoded = {}
     for name, value in (kwargs or {}).items():
@@ -161,7 +172,7 @@ def encode_kwargs(step, kwargs):
     return encoded
 
 
-def check_signature(step, function, kwargs):
+def check_signature(step: str, function: Callable[..., Any], kwargs: Mapping[str, object] | None) -> None:
     """Raises ValueError when the kwargs do not fit the function, before anything runs."""
     try:
         inspect.signature(function).bind(**(kwargs or {}))
@@ -169,7 +180,7 @@ def check_signature(step, function, kwargs):
         raise ValueError(f"step {step!r}: function_kwargs do not fit {function.__name__}(): {e}") from e
 
 
-def timeout_text(step, time_limit):
+def timeout_text(step: str, time_limit: object) -> str | None:
     """`time_limit` seconds as a duration the controller parses (`90s`, `1500ms`)."""
     if time_limit is None:
         return None
@@ -182,7 +193,7 @@ def timeout_text(step, time_limit):
     return f"{max(1, round(time_limit * 1000))}ms"
 
 
-def param_spec(default, description, param_type):
+def param_spec(default: object, description: object, param_type: object) -> ParamSpec:
     """A `[parameters]` entry: values travel as strings; None means no default."""
     if isinstance(param_type, type):
         param_type = param_type.__name__
@@ -193,7 +204,8 @@ def param_spec(default, description, param_type):
     }
 
 
-def pipeline_spec(name, project, version, default_queue, params, steps):
+def pipeline_spec(name: str, project: str, version: str, default_queue: str,
+                  params: Mapping[str, ParamSpec], steps: Sequence[Step]) -> dict[str, Any]:
     """The whole PipelineSpec dict: `pipeline`, `parameters` and `step` (the list key)."""
     return {
         "pipeline": {
@@ -208,50 +220,40 @@ def pipeline_spec(name, project, version, default_queue, params, steps):
     }
 
 
-def check_returns(step, function_return):
+def check_returns(step: str, function_return: str | Iterable[str] | None) -> list[str]:
     """The return names as a list; each must be a valid output name, none repeated."""
     if function_return is None:
         return []
     returns = [function_return] if isinstance(function_return, str) else list(function_return)
     for r in returns:
-        names.check_output_name(step, r)
+        try:
+            names.check_output_name(r)
+        except names.InvalidName as e:
+            raise ValueError(f"step {step!r}: invalid return name {r!r}: {e.reason}") from e
     if len(set(returns)) != len(returns):
         raise ValueError(f"step {step!r}: function_return {returns} repeats a name")
     return returns
 
 
-def check_references(step, kwargs, find_step):
-    """Every `${step.output}` in a string kwarg must name an earlier step (`find_step(name)`
-    returns it, or None) and one of its return names."""
+def check_references(step: str, kwargs: Mapping[str, object],
+                     declared: Mapping[str, Sequence[str]]) -> None:
+    """Every `${step.output}` in a string kwarg must name an earlier step and one of its return
+    names (`declared`: each earlier step's return names), by the controller's rules;
+    `${pipeline.x}` is checked once the pipeline is complete."""
     for kwarg, value in kwargs.items():
         if not isinstance(value, str):
             continue
-        for head, tail in refs.references(value):
-            if head == "pipeline":
-                continue
-            where = f"step {step!r}: kwarg {kwarg!r} references ${{{head}.{tail}}}"
-            if head == step:
-                raise ValueError(f"{where}: a step cannot use its own output")
-            producer = find_step(head)
-            if producer is None:
-                raise ValueError(f"{where}, but there is no step {head!r} (add it first)")
-            if tail not in producer.returns:
-                raise ValueError(f"{where}, but step {head!r} returns {producer.returns}")
+        for reference in refs.references(value):
+            errors = validate.reference_errors(step, reference, declared, params=None)
+            if errors:
+                raise ValueError(f"{errors[0]} (kwarg {kwarg!r})")
 
 
-def check_complete(pipeline, params, steps):
-    """The checks that need the whole pipeline: some steps, every parameter with a default
-    (nothing can override it at submit time), every `${pipeline.x}` declared."""
+def check_complete(pipeline: str, params: Mapping[str, ParamSpec], steps: Sequence[Step]) -> None:
+    """The checks that need the whole pipeline and that the SDK words its own way: some steps,
+    and every parameter with a default (nothing can override it at submit time)."""
     if not steps:
         raise ValueError(f"pipeline {pipeline!r} has no steps; add some with add_function_step")
     for name, p in params.items():
         if p["default"] is None:
             raise ValueError(f"parameter {name!r} has no default; give add_parameter a default")
-    for step in steps:
-        for value in step.values.values():
-            for head, tail in refs.references(value) if isinstance(value, str) else []:
-                if head == "pipeline" and tail not in params:
-                    raise ValueError(
-                        f"step {step.name!r} references ${{pipeline.{tail}}}, but the pipeline has "
-                        f"no parameter {tail!r} (known: {sorted(params)})"
-                    )

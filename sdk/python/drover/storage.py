@@ -2,6 +2,8 @@
 
 Step code imports this inside bare environments, so it must not need any third-party package.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 import shutil
@@ -9,11 +11,12 @@ import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from . import settings
 
 
-def cache_root():
+def cache_root() -> str:
     """Where downloads are kept: `DROVER_CACHE_DIR`, else `~/.cache/drover/storage`."""
     root = os.environ.get("DROVER_CACHE_DIR")
     if root:
@@ -21,7 +24,7 @@ def cache_root():
     return os.path.join(os.path.expanduser("~"), ".cache", "drover", "storage")
 
 
-def _basename(url, name):
+def _basename(url: str, name: str | None) -> str:
     """The file name to keep a download under: `name`, else the URL path's last part."""
     if name:
         return os.path.basename(name)
@@ -29,7 +32,7 @@ def _basename(url, name):
     return os.path.basename(path.rstrip("/")) or "download"
 
 
-def _download(url, target):
+def _download(url: str, target: str) -> None:
     """Downloads into a temporary file beside `target`, then renames it into place, so a
     crash or a concurrent reader never sees a partial file."""
     directory = os.path.dirname(target)
@@ -49,11 +52,11 @@ def _download(url, target):
 _ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
-def _is_archive(path):
+def _is_archive(path: str) -> bool:
     return path.lower().endswith(_ARCHIVES)
 
 
-def _extract(archive, force):
+def _extract(archive: str, force: bool) -> str:
     """Extracts `archive` once into `<archive>_extracted`, through a temporary directory that
     is renamed into place, and returns that directory."""
     target = archive + "_extracted"
@@ -65,7 +68,7 @@ def _extract(archive, force):
             shutil.unpack_archive(archive, staging, "zip")
         else:
             # The "data" filter refuses members that would land outside the directory.
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             shutil.unpack_archive(archive, staging, "tar", **safe)
         if os.path.isdir(target):
             shutil.rmtree(target)
@@ -81,8 +84,9 @@ class StorageManager:
     schemes drover supports: local paths, `file://` and `http(s)://`."""
 
     @classmethod
-    def get_local_copy(cls, remote_url, cache_context=None, extract_archive=True, name=None,
-                       force_download=False):
+    def get_local_copy(cls, remote_url: str | os.PathLike[str], cache_context: object = None,
+                       extract_archive: bool = True, name: str | None = None,
+                       force_download: bool = False) -> str:
         """A local path holding the contents of `remote_url`.
 
         Local paths and `file://` URLs are returned as they are (they must exist). HTTP(S)
@@ -113,7 +117,7 @@ class StorageManager:
         )
 
     @staticmethod
-    def _local_path(url, scheme):
+    def _local_path(url: str, scheme: str) -> str:
         if scheme == "file":
             parts = urllib.parse.urlsplit(url)
             path = urllib.parse.unquote(parts.path)

@@ -3,6 +3,10 @@
 Step code imports `drover` in environments without pika or msgpack, so neither is imported
 until something is actually published.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from . import settings
 
 
@@ -10,14 +14,15 @@ class PublishError(RuntimeError):
     """The broker did not take a message."""
 
 
-def encode(message):
+def encode(message: dict[str, Any]) -> bytes:
     """Named-field msgpack, the encoding every drover component reads."""
     import msgpack
 
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
-def _connect(url):
+def _connect(url: str) -> Any:
     import pika
     import pika.exceptions
 
@@ -31,7 +36,7 @@ def _connect(url):
         ) from e
 
 
-def _declare(connection, ns):
+def _declare(connection: Any, ns: str) -> Any:
     """Declares the services and dead-letter queues as the controller does, so a message sent
     before the controller first starts waits for it instead of being dropped."""
     import pika.exceptions
@@ -56,7 +61,7 @@ def _declare(connection, ns):
     return channel
 
 
-def publish(message, url=None, ns=None):
+def publish(message: dict[str, Any], url: str | None = None, ns: str | None = None) -> None:
     """Publishes one message to the services queue with confirms; raises PublishError unless
     the broker confirms that a queue took it."""
     import pika

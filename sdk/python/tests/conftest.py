@@ -34,7 +34,7 @@ def namespace(monkeypatch):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):  # the name http.server calls
         self.server.requests.append(self.path)
         self.server.authorizations.append(self.headers.get("authorization"))
         status, body, headers = self.server.answer(self.path)

@@ -1,4 +1,7 @@
 """start_locally(run_pipeline_steps_locally=True): the whole pipeline in this process."""
+import json
+import os
+
 import pytest
 
 from drover import PipelineController
@@ -68,6 +71,24 @@ def test_a_diamond_runs_in_order_and_passes_values(capsys):
     assert "  combine: succeeded" in out and "succeeded locally" in out
 
 
+def echo(text):
+    return text
+
+
+def test_parameters_are_substituted_as_the_controller_does():
+    """A parameter's value is text: `${...}` in it is not a reference, and `$${` stays literal."""
+    pipe = PipelineController(name="params", project="t", version="1")
+    pipe.add_parameter(name="p", default="${x.y} and $${z}")
+    pipe.add_function_step(name="whole", function=echo, function_kwargs=dict(text="${pipeline.p}"),
+                           function_return=["out"])
+    pipe.add_function_step(name="mixed", function=echo, function_return=["out"],
+                           function_kwargs=dict(text="[${pipeline.p}] $${pipeline.p} ${HOME}"))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe.is_successful()
+    assert pipe._local.values["whole"]["out"] == "${x.y} and $${z}"
+    assert pipe._local.values["mixed"]["out"] == "[${x.y} and $${z}] ${pipeline.p} ${HOME}"
+
+
 def test_several_returns_unpack_the_tuple():
     pipe = PipelineController(name="two", project="t", version="1")
     pipe.add_function_step(name="split", function=split, function_kwargs=dict(n=3),
@@ -86,7 +107,7 @@ def test_a_return_count_mismatch_fails_the_step(capsys):
     assert "returned 2 values" in capsys.readouterr().err
 
 
-def test_an_exception_stops_the_run_with_its_traceback(capsys):
+def test_an_exception_skips_its_dependents_while_independent_steps_finish(capsys):
     pipe = PipelineController(name="boom", project="t", version="1")
     pipe.add_function_step(name="explode", function=explode, function_kwargs=dict(x=7),
                            function_return=["never"])
@@ -96,7 +117,9 @@ def test_an_exception_stops_the_run_with_its_traceback(capsys):
     assert not pipe.is_successful()
     captured = capsys.readouterr()
     assert "Traceback" in captured.err and "ValueError: bad input 7" in captured.err
-    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "skipped"}
+    assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "succeeded"}
+    assert "  after: skipped (parent explode failed)" in captured.out
+    assert "failed locally" in captured.out
 
 
 def test_continue_on_fail_skips_only_the_dependents(capsys):
@@ -111,6 +134,21 @@ def test_continue_on_fail_skips_only_the_dependents(capsys):
     assert capsys.readouterr().err.count("ValueError: bad input 1") == 2  # one retry
 
 
+def exits():
+    import sys
+
+    sys.exit(3)
+
+
+def test_a_step_calling_sys_exit_fails_without_ending_this_process(capsys):
+    pipe = PipelineController(name="exit", project="t", version="1")
+    pipe.add_function_step(name="exits", function=exits)
+    pipe.add_function_step(name="independent", function=source, function_kwargs=dict(n=1))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe._local.status == {"exits": "failed", "independent": "succeeded"}
+    assert "SystemExit: 3" in capsys.readouterr().err
+
+
 def test_a_step_that_is_not_self_contained_fails_locally_too():
     pipe = PipelineController(name="p", project="t", version="1")
     with pytest.warns(UserWarning, match="pytest"):
@@ -121,3 +159,29 @@ def test_a_step_that_is_not_self_contained_fails_locally_too():
 
 def uses_module_global():
     return pytest.__name__
+
+
+def succeed():
+    return None
+
+
+def fail():
+    raise RuntimeError("this step fails")
+
+
+SKIPS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "protocol", "tests", "golden", "cases",
+                     "skips.json")
+with open(SKIPS, encoding="utf-8") as _f:
+    SKIP_CASES = json.load(_f)["cases"]
+
+
+@pytest.mark.parametrize("case", SKIP_CASES, ids=lambda c: c["name"])
+def test_shared_skip_cases_match_the_scheduler(case):
+    """The cases the controller's scheduler runs too (controller/src/scheduler/tests/skips.rs)."""
+    pipe = PipelineController(name="skips", project="t", version="1")
+    for step in case["steps"]:
+        pipe.add_function_step(name=step["name"], function=fail if step.get("fails") else succeed,
+                               parents=step["parents"], continue_on_fail=step.get("continue_on_fail", False))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe._local.status == case["statuses"]
+    assert pipe.is_successful() == (case["run"] == "succeeded")

@@ -42,7 +42,7 @@ def test_http_download_is_cached(http_server, tmp_path, monkeypatch):
 
 
 def test_http_error_leaves_nothing_behind(http_server, tmp_path, monkeypatch):
-    server, base = http_server
+    _, base = http_server
     monkeypatch.setenv("DROVER_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(OSError):
         StorageManager.get_local_copy(f"{base}/missing.pkl")

@@ -64,7 +64,7 @@ def test_wait_times_out(http_server, monkeypatch):
 
 
 def test_a_run_the_controller_never_takes_is_an_error(http_server):
-    server, base = http_server
+    _, base = http_server
     with pytest.raises(RuntimeError, match="has not picked up run r1"):
         api.wait_for_run(base, "r1", report=lambda line: None, unknown_grace=0.5)
 

@@ -1,8 +1,10 @@
 //! Scheduler tests: whole runs driven event by event, no broker, time passed in by hand.
-//! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts.
+//! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts,
+//! `skips` the shared failure-and-skip cases the SDK's local runs follow too.
 
 mod fencing;
 mod flow;
+mod skips;
 
 use crate::scheduler::*;
 use drover_protocol::Digest;

@@ -1,0 +1,148 @@
+"""Running one function step from its job: the agent's harness and local runs both call this.
+
+A job is what the agent writes to `job.json` (see ARCHITECTURE.md, "Python function steps"):
+the function's source and entry, keyword arguments as JSON text, the local path of each input
+artifact by `STEP.OUTPUT`, the return names and the output directory. The function is defined
+from its source alone, its kwargs resolved, its result split by return name and each value
+pickled to `<output_dir>/<name>.pkl`. Only the standard library is used: a step's environment
+may hold nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import os
+import pickle
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
+
+from . import refs
+
+
+class Job(TypedDict, total=False):
+    """The fields of `job.json`; all but `source` and `entry` may be missing."""
+
+    source: str
+    entry: str
+    kwargs: dict[str, str]
+    inputs: dict[str, str]
+    returns: list[str]
+    output_dir: str
+
+
+def load_input(path: str) -> Any:
+    """The value an input artifact holds."""
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def resolve_kwarg(name: str, text: str, inputs: Mapping[str, str]) -> Any:
+    """A JSON kwarg as the function receives it.
+
+    Exactly "${STEP.OUTPUT}" is that output's unpickled value; a reference inside a longer string
+    becomes the local path of the downloaded artifact; everything else is the JSON value itself.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"keyword argument {name!r} is not valid JSON: {e}") from None
+    if not isinstance(value, str):
+        return value
+    whole = refs.whole_output(value)
+    if whole is not None and whole.key in inputs:
+        return load_input(inputs[whole.key])
+
+    def path_of(reference: refs.Reference) -> str | None:
+        return inputs.get(reference.key) if isinstance(reference, refs.Output) else None
+
+    return refs.render(value, path_of)
+
+
+def load_function(source: str, entry: str) -> Callable[..., Any]:
+    """Defines `source` in a fresh namespace and returns its function `entry`; tracebacks show
+    the source's lines."""
+    filename = f"<step function {entry}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": "__drover_step__"}
+    exec(compile(source, filename, "exec"), namespace)
+    function = namespace.get(entry)
+    if not callable(function):
+        raise NameError(f"the step's source defines no function named {entry!r}")
+    return function  # type: ignore[no-any-return]
+
+
+def split_returns(result: Any, names: Sequence[str]) -> dict[str, Any]:
+    """One name gets the whole value; several names unpack a sequence of the same length."""
+    if len(names) <= 1:
+        return {name: result for name in names}
+    try:
+        values = list(result)
+    except TypeError:
+        raise TypeError(
+            f"the function returned a {type(result).__name__}, "
+            f"but function_return names {len(names)} values {list(names)}"
+        ) from None
+    if len(values) != len(names):
+        raise ValueError(
+            f"the function returned {len(values)} values, "
+            f"but function_return names {len(names)}: {list(names)}"
+        )
+    return dict(zip(names, values, strict=True))
+
+
+def save_outputs(outputs: Mapping[str, Any], output_dir: str) -> None:
+    """Pickles each value to `<output_dir>/<name>.pkl`, renamed into place once written."""
+    os.makedirs(output_dir, exist_ok=True)
+    for name, value in outputs.items():
+        path = os.path.join(output_dir, f"{name}.pkl")
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+
+def run(job: Job) -> None:
+    """Runs one step; raises what the function raises, or why its result does not fit."""
+    function = load_function(job["source"], job["entry"])
+    inputs = job.get("inputs", {})
+    kwargs = {
+        name: resolve_kwarg(name, text, inputs) for name, text in job.get("kwargs", {}).items()
+    }
+    result = function(**kwargs)
+    save_outputs(split_returns(result, job.get("returns", [])), job.get("output_dir", "_outputs"))
+
+
+def _print_failure() -> None:
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def run_reporting(job: Job) -> bool:
+    """Runs one step; a failure (an exception, or the step calling sys.exit) prints its
+    traceback to stderr and returns False. An interrupt of this process is not the step's."""
+    try:
+        run(job)
+    except (Exception, SystemExit):
+        _print_failure()
+        return False
+    return True
+
+
+def main(argv: Sequence[str]) -> int:
+    """`drover_harness.py job.json`: 0 when the step succeeded, 1 (with the traceback on
+    stderr, so it is in the step's log) when it failed, 2 on a usage error."""
+    if len(argv) != 2:
+        print("usage: drover_harness.py job.json", file=sys.stderr)
+        return 2
+    with open(argv[1], encoding="utf-8") as f:
+        job: Job = json.load(f)
+    try:
+        run(job)
+    except BaseException:  # every failure, an interrupt too, must reach the step's log
+        _print_failure()
+        return 1
+    return 0
