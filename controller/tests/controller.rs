@@ -6,15 +6,13 @@
 mod support;
 
 use drover_protocol::amqp::{Broker, Consumer, Target};
-use drover_protocol::message::{
-    ArtifactRef, Claimed, Finished, LogChunk, Message, Outcome, StepJob, now_ms,
-};
+use drover_protocol::message::{ArtifactRef, Claimed, LogChunk, Message, Outcome, StepJob};
 use drover_protocol::{AgentId, Digest, QueueName, RunId};
 use drover_test_support::eventually_async;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Running, next_job, next_message, patience};
+use support::{Running, finished, next_job, next_message, patience};
 
 struct Harness {
     dir: tempfile::TempDir,
@@ -133,25 +131,6 @@ impl Harness {
         }
         support::cleanup(self.broker, &["default", "nobody"]).await;
     }
-}
-
-fn finished(
-    job: &StepJob,
-    agent: &AgentId,
-    outputs: BTreeMap<drover_protocol::OutputName, ArtifactRef>,
-) -> Message {
-    Message::Finished(Finished {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-        agent: agent.clone(),
-        outcome: Outcome::Succeeded,
-        exit_code: Some(0),
-        outputs,
-        message: None,
-        started_at: now_ms(),
-        ended_at: now_ms(),
-    })
 }
 
 #[tokio::test]

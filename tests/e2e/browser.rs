@@ -4,7 +4,7 @@
 //! console follows its output live, rendering `\r` and invalid UTF-8; a screenshot of the run
 //! page is kept as a test artifact.
 
-use crate::harness::text;
+use crate::harness::{py_wait_for, text};
 use crate::live::{TOKEN, summary, with_token};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -26,21 +26,15 @@ project = "e2e"
 [[step]]
 name = "tick"
 command = ["python3", "-u", "-c", '''
-import os, sys, time
 print("waiting for the page")
-deadline = time.monotonic() + 60
-while not os.path.exists({go:?}):
-    if time.monotonic() > deadline:
-        sys.exit("no go file within 60 s")
-    time.sleep(0.02)
-sys.stdout.write("progress 10%\rprogress 60%\rprogress 100%\n")
+{wait}sys.stdout.write("progress 10%\rprogress 60%\rprogress 100%\n")
 sys.stdout.buffer.write(b"bad \xff byte\n")
 for i in range(8):
     print(f"tick {{i}} {{time.time():.6f}}")
     time.sleep(0.25)
 ''']
 "#,
-        go = go.display().to_string()
+        wait = py_wait_for(go)
     )
 }
 

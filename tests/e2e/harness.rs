@@ -406,6 +406,19 @@ impl Drop for Cluster {
     }
 }
 
+/// Python lines for a step's `python3 -c` script that wait (up to 60 s) until the file `go`
+/// exists: the test writes it once it is ready for what the step does next.
+pub fn py_wait_for(go: &Path) -> String {
+    format!(
+        "import os, sys, time\n\
+         deadline = time.monotonic() + 60\n\
+         while not os.path.exists({go:?}):\n    \
+         if time.monotonic() > deadline:\n        sys.exit('no go file within 60 s')\n    \
+         time.sleep(0.02)\n",
+        go = go.display().to_string()
+    )
+}
+
 /// stdout and stderr of a finished command, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

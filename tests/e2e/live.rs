@@ -2,7 +2,7 @@
 //! controller's log event stream) prints them, and the test measures how long each line took
 //! from the step's print to the follower's stdout.
 
-use crate::harness::{Cluster, text};
+use crate::harness::{Cluster, py_wait_for, text};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
@@ -25,19 +25,13 @@ project = "e2e"
 [[step]]
 name = "tick"
 command = ["python3", "-u", "-c", """
-import os, sys, time
 print("ready")
-deadline = time.monotonic() + 60
-while not os.path.exists({go:?}):
-    if time.monotonic() > deadline:
-        sys.exit("no go file within 60 s")
-    time.sleep(0.02)
-for i in range({TICKS}):
+{wait}for i in range({TICKS}):
     print(f'tick {{i}} {{time.time():.6f}}')
     time.sleep(0.25)
 """]
 "#,
-        go = go.display().to_string()
+        wait = py_wait_for(go)
     )
 }
 

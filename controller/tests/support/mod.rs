@@ -6,10 +6,11 @@
 
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::amqp::{Broker, Consumer, Target};
-use drover_protocol::message::{Message, StepJob, Submit};
+use drover_protocol::message::{ArtifactRef, Finished, Message, Outcome, StepJob, Submit, now_ms};
 use drover_protocol::spec::PipelineSpec;
-use drover_protocol::{Names, QueueName, RunId};
+use drover_protocol::{AgentId, Names, OutputName, QueueName, RunId};
 use drover_test_support::{Deadline, delete_namespace, fresh_namespace};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +118,26 @@ pub async fn next_job(consumer: &mut Consumer) -> StepJob {
         Message::StepJob(job) => job,
         other => panic!("expected a step job, got {other:?}"),
     }
+}
+
+/// `agent`'s report that `job` succeeded with `outputs`.
+pub fn finished(
+    job: &StepJob,
+    agent: &AgentId,
+    outputs: BTreeMap<OutputName, ArtifactRef>,
+) -> Message {
+    Message::Finished(Finished {
+        run_id: job.run_id.clone(),
+        step: job.step.clone(),
+        attempt: job.attempt,
+        agent: agent.clone(),
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        outputs,
+        message: None,
+        started_at: now_ms(),
+        ended_at: now_ms(),
+    })
 }
 
 /// Deletes the broker's namespace with the user queues named, and closes the connection.
