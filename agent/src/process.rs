@@ -159,6 +159,7 @@ fn forward(mut reader: std::io::PipeReader, output: UnboundedSender<Vec<u8>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_test_support::{Deadline, eventually_async};
     use tokio::sync::mpsc;
 
     fn spec(script: &str) -> ProcessSpec {
@@ -187,11 +188,17 @@ mod tests {
     }
 
     fn alive(marker: &str) -> bool {
+        count(marker) > 0
+    }
+
+    /// How many processes have `marker` in their command line.
+    fn count(marker: &str) -> usize {
         std::process::Command::new("pgrep")
-            .args(["-f", marker])
+            .args(["-c", "-f", marker])
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(0)
     }
 
     #[test]
@@ -267,11 +274,20 @@ mod tests {
         let s = spec(&format!("{marker} & {marker} & wait"));
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = marker.clone();
+        // Cancel once the shell and both its children run, so the cancel has children to kill.
+        let started = tokio::spawn(async move {
+            let children = Deadline::new("the step and its two children", Duration::from_secs(10));
+            let seen = eventually_async(children, || {
+                let n = count(&m);
+                std::future::ready(if n >= 3 { Ok(n) } else { Err(n) })
+            })
+            .await;
             c2.cancel();
+            seen
         });
         let (ended, _) = collect(&s, cancel).await;
+        started.await.unwrap().unwrap();
         assert_eq!(ended, Ended::Cancelled);
         assert!(!alive(&marker), "a child of the step survived");
     }

@@ -2,10 +2,15 @@
 //! HTTP calls made to them, and their removal (processes stopped, queues deleted).
 
 use anyhow::{Context, Result, bail};
+use drover_test_support::namespace::drover_env;
+use drover_test_support::process::GRACE;
+use drover_test_support::{
+    Check, Deadline, Processes, delete_namespace, eventually_async, fresh_namespace, ready,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// What every benchmark needs to know about its surroundings.
 #[derive(Debug, Clone)]
@@ -28,7 +33,8 @@ pub struct Cluster {
     pub url: String,
     env: Env,
     queues: Vec<String>,
-    children: Vec<(String, Child)>,
+    /// The started processes, by label; each one's output in `<dir>/<label>.log`.
+    procs: Processes,
     http: reqwest::Client,
 }
 
@@ -47,14 +53,14 @@ pub fn memory_mib(pid: u32, field: &str) -> Result<f64> {
 impl Cluster {
     /// A fresh namespace `bench-<random>` and directory; nothing started yet.
     pub fn new(env: &Env) -> Result<Self> {
-        let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let dir = tempfile::Builder::new().prefix("drover-bench-").tempdir()?;
         Ok(Self {
-            ns,
-            dir: tempfile::Builder::new().prefix("drover-bench-").tempdir()?,
+            ns: fresh_namespace("bench-"),
+            procs: Processes::new(dir.path()),
+            dir,
             url: String::new(),
             env: env.clone(),
             queues: vec!["default".to_string()],
-            children: Vec::new(),
             http: reqwest::Client::new(),
         })
     }
@@ -66,21 +72,16 @@ impl Cluster {
     /// A `drover` command in this namespace.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.env.drover);
-        cmd.env("DROVER_NAMESPACE", &self.ns)
-            .env("DROVER_AMQP_URL", &self.env.amqp_url)
-            .env_remove("DROVER_DATA_DIR")
+        drover_env(&mut cmd, &self.ns, &self.env.amqp_url, &self.url)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
-        if !self.url.is_empty() {
-            cmd.env("DROVER_URL", &self.url);
-        }
         cmd
     }
 
-    /// Starts `drover up` or `drover controller` with `args` and waits for its URL.
+    /// Starts `drover up` or `drover controller` with `args` and waits until it has written its
+    /// URL and its `/healthz` reports the broker connected (failing at once if it exits).
     pub async fn start_controller(&mut self, label: &str, args: &[&str]) -> Result<()> {
         let data = self.dir.path().join(label);
-        let url_file = data.join("controller.url");
         let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         full.extend([
             "--data-dir".into(),
@@ -88,26 +89,23 @@ impl Cluster {
             "--http".into(),
             "127.0.0.1:0".into(),
         ]);
-        self.spawn(label, &full)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(url) = std::fs::read_to_string(&url_file)
-                && !url.trim().is_empty()
-            {
-                self.url = url.trim().to_string();
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "drover {} did not write {} within 60 s:\n{}",
-                    args.join(" "),
-                    url_file.display(),
-                    self.process_log(label)
-                );
-            }
-            self.check_alive(label)?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut cmd = self.command();
+        cmd.args(&full);
+        let child = self.procs.spawn(label, cmd)?;
+        let what = format!("drover {} to write its URL", args.join(" "));
+        let listening =
+            Deadline::new(what, Duration::from_secs(60)).every(Duration::from_millis(20));
+        self.url = eventually_async(listening, || {
+            std::future::ready(child.alive_and(ready::controller_url(&data)))
+        })
+        .await?;
+        let (http, url) = (&self.http, &self.url);
+        let connected = Deadline::new(
+            format!("{url}/healthz to report the broker connected"),
+            Duration::from_secs(60),
+        );
+        eventually_async(connected, || ready::healthz(http, url)).await?;
+        Ok(())
     }
 
     /// Starts a separate `drover agent` serving `default`.
@@ -120,7 +118,10 @@ impl Cluster {
             self.dir.path().join(label).display().to_string(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        self.spawn(label, &args)
+        let mut cmd = self.command();
+        cmd.args(&args);
+        self.procs.spawn(label, cmd)?;
+        Ok(())
     }
 
     /// Remembers a user queue to delete with the namespace.
@@ -128,40 +129,16 @@ impl Cluster {
         self.queues.push(queue.to_string());
     }
 
-    fn spawn(&mut self, label: &str, args: &[String]) -> Result<()> {
-        let log = std::fs::File::create(self.dir.path().join(format!("{label}.log")))?;
-        let child = self
-            .command()
-            .args(args)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.env.drover.display()))?;
-        self.children.push((label.to_string(), child));
-        Ok(())
-    }
-
-    fn check_alive(&mut self, label: &str) -> Result<()> {
-        let log = self.process_log(label);
-        if let Some((_, child)) = self.children.iter_mut().find(|(l, _)| l == label)
-            && let Some(status) = child.try_wait()?
-        {
-            bail!("drover {label} exited ({status}):\n{log}");
-        }
-        Ok(())
-    }
-
     /// What a started process printed so far.
     pub fn process_log(&self, label: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{label}.log"))).unwrap_or_default()
+        self.procs.output(label)
     }
 
     /// The pid of a started process.
     pub fn pid(&self, label: &str) -> Result<u32> {
-        self.children
-            .iter()
-            .find(|(l, _)| l == label)
-            .map(|(_, c)| c.id())
+        self.procs
+            .get(label)
+            .map(|c| c.pid())
             .with_context(|| format!("no process {label}"))
     }
 
@@ -234,72 +211,40 @@ impl Cluster {
 
     /// Polls every `poll` until the run ends; fails unless it succeeded.
     pub async fn wait(&self, run: &str, poll: Duration, timeout: Duration) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(view) = self.run(run).await? {
-                match view["status"].as_str() {
-                    Some("succeeded") => return Ok(view),
-                    Some("running") | None => {}
-                    Some(other) => bail!(
-                        "run {run} ended {other}: {}",
-                        view["error"].as_str().unwrap_or("")
-                    ),
-                }
+        let deadline = Deadline::new(format!("run {run} to end"), timeout).every(poll);
+        let view = eventually_async(deadline, move || async move {
+            match self.run(run).await {
+                Err(e) => Check::Failed(format!("{e:#}")),
+                Ok(None) => Check::NotYet("not known to the controller yet".into()),
+                Ok(Some(view)) => match view["status"].as_str() {
+                    Some("running") | None => Check::NotYet(format!("status {}", view["status"])),
+                    Some(_) => Check::Ready(view),
+                },
             }
-            if Instant::now() > deadline {
-                bail!("run {run} did not finish within {timeout:?}");
-            }
-            tokio::time::sleep(poll).await;
+        })
+        .await?;
+        match view["status"].as_str() {
+            Some("succeeded") => Ok(view),
+            other => bail!(
+                "run {run} ended {}: {}",
+                other.unwrap_or("?"),
+                view["error"].as_str().unwrap_or("")
+            ),
         }
     }
 
     /// Stops every process (SIGTERM, then SIGKILL after 10 s) and deletes the namespace's queues.
     pub async fn shutdown(mut self) {
-        self.stop_all().await;
+        tokio::task::block_in_place(|| self.procs.stop_all(GRACE));
         if let Err(e) = delete_namespace(&self.env.amqp_url, &self.ns, &self.queues).await {
-            eprintln!("bench: cannot delete namespace {}: {e}", self.ns);
+            eprintln!("bench: {e}");
         }
-    }
-
-    async fn stop_all(&mut self) {
-        for (_, child) in &self.children {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.children.clear();
     }
 }
 
 impl Drop for Cluster {
     /// Last resort when a benchmark failed before `shutdown`: no process outlives the bench.
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.procs.stop_all(Duration::ZERO);
     }
-}
-
-/// Deletes a namespace's queues (and the given user queues) from the broker.
-pub async fn delete_namespace(amqp_url: &str, ns: &str, queues: &[String]) -> Result<()> {
-    let names = drover_protocol::Names::new(ns)?;
-    let queues: Vec<drover_protocol::QueueName> = queues
-        .iter()
-        .filter_map(|q| drover_protocol::QueueName::new(q.as_str()).ok())
-        .collect();
-    let broker = drover_amqp::Broker::connect(amqp_url, names, "bench cleanup").await?;
-    broker.delete_namespace(&queues).await?;
-    broker.close().await;
-    Ok(())
 }

@@ -94,6 +94,7 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
         .await?;
     let run = c.submit(&path)?;
     let submitted = Instant::now();
+    // Part of the measurement: the window opens WARMUP after the submission.
     tokio::time::sleep(WARMUP).await;
     let (first, ended) = progress(c, &run).await?;
     let opened = Instant::now();
@@ -102,6 +103,7 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
         let deadline = opened + left;
         let mut last = (first, false);
         while Instant::now() < deadline && !last.1 {
+            // Sampling the progress within the window, which is the measurement's length.
             tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
             last = progress(c, &run).await?;
         }

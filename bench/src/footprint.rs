@@ -50,6 +50,7 @@ async fn measure(
 ) -> Result<()> {
     c.start_controller("controller", &["controller"]).await?;
     c.start_agent("agent", &["--concurrency", "4", "--python-env", "system"])?;
+    // The idle period is what is measured, not a wait for readiness.
     tokio::time::sleep(IDLE).await;
     s.controller_idle
         .push(memory_mib(c.pid("controller")?, "VmRSS")?);
@@ -65,6 +66,7 @@ async fn measure(
         let poll = Duration::from_millis(if i == 0 { 1000 } else { 50 });
         c.wait(&run, poll, timeout).await?;
     }
+    // Part of the figure's definition: the memory kept 2 s after the last run ended.
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.controller_loaded
         .push(memory_mib(c.pid("controller")?, "VmRSS")?);

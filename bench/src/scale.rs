@@ -12,6 +12,7 @@ use drover_controller::store::Store;
 use drover_protocol::message::{Claimed, Finished, Outcome, StepJob, Submit};
 use drover_protocol::spec::PipelineSpec;
 use drover_protocol::{AgentId, RunId};
+use drover_test_support::{Check, Deadline, eventually_async};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
@@ -329,15 +330,17 @@ async fn submit_and_validate(c: &mut Cluster, reps: usize, steps: usize) -> Resu
     for _ in 0..reps {
         let start = Instant::now();
         let run = c.submit(&path)?;
-        loop {
-            if c.run_exists(&run).await? {
-                break;
+        let visible = Deadline::new(format!("run {run} to be visible"), Duration::from_secs(120))
+            .every(Duration::from_millis(5));
+        let (cluster, run): (&Cluster, &str) = (c, &run);
+        eventually_async(visible, move || async move {
+            match cluster.run_exists(run).await {
+                Ok(true) => Check::Ready(()),
+                Ok(false) => Check::NotYet("404".into()),
+                Err(e) => Check::Failed(format!("{e:#}")),
             }
-            if start.elapsed() > Duration::from_secs(120) {
-                bail!("run {run} was not visible within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await?;
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(samples)

@@ -8,9 +8,9 @@
 
 use crate::cluster::{Cluster, Env};
 use anyhow::{Context, Result, bail};
+use drover_test_support::namespace::drover_env;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Wall times in ms.
 #[derive(Debug, Clone, Default)]
@@ -22,12 +22,11 @@ pub struct SeedSamples {
 
 fn script(c: &Cluster, env: &Env, args: &[&str]) -> Result<Value> {
     let script = env.repo.join("bench/seed.py");
-    let out = std::process::Command::new(&env.python)
+    let mut cmd = std::process::Command::new(&env.python);
+    drover_env(&mut cmd, &c.ns, &env.amqp_url, &c.url);
+    let out = cmd
         .arg(&script)
         .args(args)
-        .env("DROVER_NAMESPACE", &c.ns)
-        .env("DROVER_AMQP_URL", &env.amqp_url)
-        .env("DROVER_URL", &c.url)
         .current_dir(c.path())
         .stdin(std::process::Stdio::null())
         .output()
@@ -142,7 +141,6 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
     }
     for _ in 0..reps {
         s.cached_ms.push(drover_run(c, env, true)?);
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(s)
 }

@@ -250,7 +250,7 @@ pub async fn run(o: Options) -> Result<()> {
 }
 
 async fn amqp_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<Limits> {
-    let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let ns = drover_test_support::fresh_namespace("bench-");
     let mut samples = Vec::new();
     for _ in 0..plan.amqp_reps {
         samples.push(amqp::measure(&env.amqp_url, &ns, plan.amqp).await?);

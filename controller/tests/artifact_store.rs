@@ -4,20 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-use drover_amqp::Broker;
+mod support;
+
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{Digest, Names};
 use drover_storage::testing::{CREDENTIALS, Moto};
 use drover_storage::{PART_SIZE, S3Location, StoreLocation};
-use std::time::Duration;
+use drover_test_support::{AMQP_URL, delete_namespace, fresh_namespace};
+use support::Running;
 use tokio_util::sync::CancellationToken;
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
 fn config(dir: &std::path::Path, moto: &Moto, bucket: &str) -> ControllerConfig {
-    let ns = format!("ts{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut config = ControllerConfig::new(AMQP_URL, Names::new(&ns).unwrap(), dir);
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    let names = Names::new(&fresh_namespace("ts")).unwrap();
+    let mut config = support::config(&names, dir);
     let location: S3Location = format!("s3://{bucket}/ctl").parse().unwrap();
     config.artifact_store =
         StoreLocation::S3(location.with_endpoint(Some(moto.endpoint())).unwrap());
@@ -33,10 +32,9 @@ async fn blob_routes_stream_to_and_from_the_bucket() {
     let moto = Moto::start();
     moto.create_bucket("ctl-blobs");
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
     let config = config(dir.path(), &moto, "ctl-blobs");
-    let names = config.names.clone();
-    let controller = Controller::start(config, shutdown.clone()).await.unwrap();
+    let ns = config.names.namespace().to_string();
+    let controller = Running::start(config).await;
     let http = reqwest::Client::new();
     let url = |d: &Digest| format!("{}/api/v1/blobs/{d}", controller.url());
 
@@ -96,16 +94,10 @@ async fn blob_routes_stream_to_and_from_the_bucket() {
     let local = dir.path().join("blobs");
     assert!(!local.exists(), "{} exists", local.display());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), controller.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let broker = Broker::connect(AMQP_URL, names, "test cleanup")
+    controller.stop().await;
+    delete_namespace(AMQP_URL, &ns, &[] as &[&str])
         .await
         .unwrap();
-    broker.delete_namespace(&[]).await.unwrap();
-    broker.close().await;
 }
 
 #[tokio::test]

@@ -3,24 +3,20 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
+mod support;
+
 use drover_amqp::{Broker, Consumer, Target};
-use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::message::{
-    ArtifactRef, Claimed, Finished, LogChunk, Message, Outcome, StepJob, Submit, now_ms,
-};
-use drover_protocol::spec::PipelineSpec;
-use drover_protocol::{AgentId, Digest, Names, QueueName, RunId};
+use drover_protocol::message::{ArtifactRef, Claimed, LogChunk, Message, Outcome, StepJob};
+use drover_protocol::{AgentId, Digest, QueueName, RunId};
+use drover_test_support::eventually_async;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use std::time::Duration;
+use support::{Running, finished, next_job, next_message, patience};
 
 struct Harness {
-    names: Names,
     dir: tempfile::TempDir,
-    controller: Option<(Controller, CancellationToken)>,
+    controller: Option<Running>,
     url: String,
     broker: Broker,
     http: reqwest::Client,
@@ -28,18 +24,11 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        let ns = format!("tc{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let names = Names::new(&ns).unwrap();
-        let broker =
-            Broker::connect_with_retry(AMQP_URL, names.clone(), "test", Duration::from_secs(10))
-                .await
-                .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)");
         let mut h = Self {
-            names,
             dir: tempfile::tempdir().unwrap(),
             controller: None,
             url: String::new(),
-            broker,
+            broker: support::connect("tc").await,
             http: reqwest::Client::new(),
         };
         h.start_controller().await;
@@ -47,24 +36,17 @@ impl Harness {
     }
 
     async fn start_controller(&mut self) {
-        let mut config = ControllerConfig::new(AMQP_URL, self.names.clone(), self.dir.path());
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        let mut config = support::config(self.broker.names(), self.dir.path());
         config.lease = Duration::from_secs(3);
-        let shutdown = CancellationToken::new();
-        let controller = Controller::start(config, shutdown.clone()).await.unwrap();
-        self.url = controller.url().to_string();
+        let controller = Running::start(config).await;
+        self.url = controller.url();
         let written = std::fs::read_to_string(self.dir.path().join("controller.url")).unwrap();
         assert_eq!(written.trim(), self.url);
-        self.controller = Some((controller, shutdown));
+        self.controller = Some(controller);
     }
 
     async fn stop_controller(&mut self) {
-        let (controller, shutdown) = self.controller.take().unwrap();
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), controller.wait())
-            .await
-            .expect("the controller stops within 10 s")
-            .unwrap();
+        self.controller.take().unwrap().stop().await;
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -81,13 +63,23 @@ impl Harness {
         (status, resp.json().await.unwrap())
     }
 
-    async fn publish(&self, target: Target, msg: Message) {
-        let publisher = self.broker.publisher().await.unwrap();
-        publisher.publish(&target, &msg).await.unwrap();
+    /// `GET path` until `pick` finds what it looks for in the JSON; a timeout shows the last
+    /// document.
+    async fn json_until<T>(&self, path: &str, what: &str, pick: impl Fn(&Value) -> Option<T>) -> T {
+        eventually_async(patience(what), || async {
+            let (status, doc) = self.json(path).await;
+            match (status, pick(&doc)) {
+                (200, Some(found)) => Ok(found),
+                _ => Err(format!("{status} {doc}")),
+            }
+        })
+        .await
+        .unwrap()
     }
 
     async fn event(&self, msg: Message) {
-        self.publish(Target::Queue(self.names.events()), msg).await;
+        let events = Target::Queue(self.broker.names().events());
+        support::publish(&self.broker, events, &msg).await;
     }
 
     async fn put_blob(&self, content: &[u8]) -> ArtifactRef {
@@ -109,32 +101,11 @@ impl Harness {
 
     /// Publishes a `Submit` of `toml` to the services queue and returns its run id.
     async fn submit(&self, toml: &str, params: &[(&str, &str)]) -> RunId {
-        let run_id = RunId::generate();
-        let submit = Submit {
-            run_id: run_id.clone(),
-            spec: PipelineSpec::from_toml(toml).unwrap(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            submitted_by: Some("test".into()),
-        };
-        self.publish(
-            Target::Queue(self.names.services()),
-            Message::Submit(submit),
-        )
-        .await;
-        run_id
+        support::submit(&self.broker, toml, params, "test").await
     }
 
-    /// Declares and consumes the `default` user queue, as an agent serving it would.
     async fn consume_default(&self) -> Consumer {
-        let default = QueueName::new("default").unwrap();
-        self.broker.declare_user_queue(&default).await.unwrap();
-        self.broker
-            .consume(&self.names.user_queue(&default), 10)
-            .await
-            .unwrap()
+        support::consume_default(&self.broker).await
     }
 
     async fn claim(&self, job: &StepJob, agent: &AgentId) {
@@ -149,60 +120,17 @@ impl Harness {
 
     /// Polls `GET /api/v1/runs/{run}` until `cond` holds.
     async fn wait_run(&self, run: &RunId, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let (status, doc) = self.json(&format!("/api/v1/runs/{run}")).await;
-            if status == 200 && cond(&doc) {
-                return doc;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {doc}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let path = format!("/api/v1/runs/{run}");
+        self.json_until(&path, what, |doc| cond(doc).then(|| doc.clone()))
+            .await
     }
 
     async fn cleanup(mut self) {
         if self.controller.is_some() {
             self.stop_controller().await;
         }
-        let queues = ["default", "nobody"].map(|q| QueueName::new(q).unwrap());
-        let _ = self.broker.delete_namespace(&queues).await;
-        self.broker.close().await;
+        support::cleanup(self.broker, &["default", "nobody"]).await;
     }
-}
-
-async fn next_job(consumer: &mut Consumer) -> StepJob {
-    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
-        .await
-        .expect("a job within 15 s")
-        .unwrap()
-        .unwrap();
-    incoming.ack().await.unwrap();
-    match incoming.message.unwrap().1 {
-        Message::StepJob(job) => job,
-        other => panic!("expected a step job, got {other:?}"),
-    }
-}
-
-fn finished(
-    job: &StepJob,
-    agent: &AgentId,
-    outputs: BTreeMap<drover_protocol::OutputName, ArtifactRef>,
-) -> Message {
-    Message::Finished(Finished {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-        agent: agent.clone(),
-        outcome: Outcome::Succeeded,
-        exit_code: Some(0),
-        outputs,
-        message: None,
-        started_at: now_ms(),
-        ended_at: now_ms(),
-    })
 }
 
 #[tokio::test]
@@ -398,26 +326,25 @@ async fn a_run_flows_through_the_broker_and_survives_a_restart() {
     // Garbage on the events queue is dead-lettered and counted; the controller keeps going.
     let publisher = h.broker.publisher().await.unwrap();
     publisher
-        .publish_raw(&Target::Queue(h.names.events()), b"\xc1 not msgpack")
+        .publish_raw(
+            &Target::Queue(h.broker.names().events()),
+            b"\xc1 not msgpack",
+        )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, queues) = h.json("/api/v1/queues").await;
-        if queues["dead_letters"] == 1 {
-            assert!(
-                queues["queues"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|q| q["name"] == "default"),
-                "{queues}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no dead letter: {queues}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let queues = h
+        .json_until("/api/v1/queues", "a dead letter", |q| {
+            (q["dead_letters"] == 1).then(|| q.clone())
+        })
+        .await;
+    assert!(
+        queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "default"),
+        "{queues}"
+    );
     let metrics = h.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("drover_dead_letters_total{reason=\"malformed\"} 1"),
@@ -441,13 +368,7 @@ async fn a_run_flows_through_the_broker_and_survives_a_restart() {
 }
 
 async fn next_cancel(consumer: &mut Consumer) -> drover_protocol::message::Cancel {
-    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
-        .await
-        .expect("a cancel within 15 s")
-        .unwrap()
-        .unwrap();
-    incoming.ack().await.unwrap();
-    match incoming.message.unwrap().1 {
+    match next_message(consumer, "a cancel").await {
         Message::Cancel(cancel) => cancel,
         other => panic!("expected a cancel, got {other:?}"),
     }
@@ -558,28 +479,19 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
     );
 
     // The state is durable before the job is published, so the broker may count it a moment later.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (doc, queue) = loop {
-        let (_, doc) = h.json("/api/v1/queues").await;
-        let queue = doc["queues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["name"] == "nobody")
-            .cloned()
-            .unwrap();
-        if queue["messages"] == 1 {
-            break (doc, queue);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job never reached the queue: {doc}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (doc, queue) = h
+        .json_until("/api/v1/queues", "the job to reach the queue", |doc| {
+            let queue = doc["queues"]
+                .as_array()?
+                .iter()
+                .find(|q| q["name"] == "nobody")?;
+            (queue["messages"] == 1).then(|| (doc.clone(), queue.clone()))
+        })
+        .await;
     assert_eq!(
         queue["broker_queue"],
-        h.names
+        h.broker
+            .names()
             .user_queue(&QueueName::new("nobody").unwrap())
             .as_str()
     );
@@ -621,15 +533,11 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
         running: vec![],
     };
     h.event(Message::Heartbeat(heartbeat)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let agent = loop {
-        let (_, doc) = h.json("/api/v1/agents").await;
-        if let Some(a) = doc["agents"].as_array().unwrap().first() {
-            break a.clone();
-        }
-        assert!(Instant::now() < deadline, "no agent listed: {doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let agent = h
+        .json_until("/api/v1/agents", "an agent listed", |doc| {
+            doc["agents"].as_array()?.first().cloned()
+        })
+        .await;
     assert_eq!(
         (agent["id"].as_str(), agent["slots"].as_u64()),
         (Some("beating"), Some(4)),

@@ -1,10 +1,12 @@
 """Drives drover's run page in headless Chromium and prints what a user would see, as JSON.
 
-usage: run_page.py URL TOKEN SEED_RUN LIVE_RUN SCREENSHOT
+usage: run_page.py URL TOKEN SEED_RUN LIVE_RUN SCREENSHOT GO_FILE
 
-- LIVE_RUN is a running run whose `tick` step prints `tick N <unix time>` lines: the page is
-  opened while it runs, the step's console is followed, and the time each line reached the DOM
-  is recorded (the browser's share of the live-log latency).
+- LIVE_RUN is a running run whose `tick` step prints `waiting for the page`, waits for GO_FILE
+  to exist, then prints `tick N <unix time>` lines: the page is opened while it runs; once its
+  console shows the first line (the log stream is live) and is watched, GO_FILE is written, and
+  the time each tick line reached the DOM is recorded (the browser's share of the live-log
+  latency).
 - SEED_RUN is the finished seed pipeline: its DAG, parameters, outputs, each step's console and
   code are collected, and a screenshot of the page with step_three open is saved.
 
@@ -44,10 +46,14 @@ def click_step(browser, step):
         document.querySelector('#step-panel h2').textContent.startsWith('{step}')""", f"panel of {step}")
 
 
-def live_console(browser, base, run):
+def live_console(browser, base, run, go_file):
     browser.navigate(f"{base}/runs/{run}#step=tick")
-    browser.wait_for("!!document.getElementById('console')", "the console of tick")
+    browser.wait_for("""!!document.getElementById('console') &&
+        document.getElementById('console').textContent.includes('waiting for the page')""",
+                     "the console of tick to show its first line")
     browser.eval(WATCH_TICKS)
+    with open(go_file, "w"):
+        pass  # the step starts printing ticks once this file exists
     text = browser.wait_for(CONSOLE_DONE, "tick's console to end", timeout=60)
     ticks = browser.eval("window.__ticks")
     watched_from = browser.eval("window.__watchedFrom")
@@ -90,7 +96,7 @@ def seed_page(browser, base, run, screenshot):
 
 
 def main():
-    base, token, seed_run, live_run, screenshot = sys.argv[1:6]
+    base, token, seed_run, live_run, screenshot, go_file = sys.argv[1:7]
     with Browser() as browser:
         # Once with the token: the controller answers with a cookie and a redirect without it.
         browser.navigate(f"{base}/?token={token}")
@@ -98,7 +104,7 @@ def main():
         runs = browser.eval("Array.from(document.querySelectorAll('#runs tbody tr')).map(r => r.dataset.run)")
         result = {
             "runs_listed": runs,
-            "live": live_console(browser, base, live_run),
+            "live": live_console(browser, base, live_run, go_file),
             "seed": seed_page(browser, base, seed_run, screenshot),
         }
         # Every page above, its modules included, loaded and ran without an uncaught error.

@@ -4,33 +4,39 @@
 //! console follows its output live, rendering `\r` and invalid UTF-8; a screenshot of the run
 //! page is kept as a test artifact.
 
-use crate::harness::text;
+use crate::harness::{py_wait_for, text};
 use crate::live::{TOKEN, summary, with_token};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run_page.py");
 
-/// Waits 3 s (time for the browser to open the page), then writes a progress bar, a byte that
-/// is not UTF-8, and timestamped lines.
-const CONSOLE: &str = r#"
+/// Prints a line, waits for the file `go` (the browser script writes it once the page shows
+/// that line and watches the console), then writes a progress bar, a byte that is not UTF-8,
+/// and timestamped lines a quarter of a second apart (the spacing is the workload: each line's
+/// latency is measured on its own).
+fn console(go: &Path) -> String {
+    format!(
+        r#"
 [pipeline]
 name = "console"
 project = "e2e"
 [[step]]
 name = "tick"
 command = ["python3", "-u", "-c", '''
-import sys, time
-time.sleep(3)
-sys.stdout.write("progress 10%\rprogress 60%\rprogress 100%\n")
+print("waiting for the page")
+{wait}sys.stdout.write("progress 10%\rprogress 60%\rprogress 100%\n")
 sys.stdout.buffer.write(b"bad \xff byte\n")
 for i in range(8):
-    print(f"tick {i} {time.time():.6f}")
+    print(f"tick {{i}} {{time.time():.6f}}")
     time.sleep(0.25)
 ''']
-"#;
+"#,
+        wait = py_wait_for(go)
+    )
+}
 
 fn screenshot_path() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-artifacts");
@@ -63,7 +69,8 @@ fn the_seed_run_page_shows_the_dag_console_and_code_in_chromium() {
     let seed = c.json(&["wait", "latest", "--json"]);
     assert_eq!(seed["status"], "succeeded", "{seed}");
     let seed_run = seed["run_id"].as_str().unwrap().to_string();
-    let file = c.pipeline("console.toml", CONSOLE);
+    let go = c.dir.path().join("go");
+    let file = c.pipeline("console.toml", &console(&go));
     let live = c.json(&["run", file.to_str().unwrap(), "--json"]);
     let live_run = live["run_id"].as_str().unwrap().to_string();
     assert_eq!(live["url"], format!("{}/runs/{live_run}", c.url));
@@ -73,6 +80,7 @@ fn the_seed_run_page_shows_the_dag_console_and_code_in_chromium() {
     let out = Command::new("python3")
         .args([SCRIPT, &c.url, TOKEN, &seed_run, &live_run])
         .arg(&shot)
+        .arg(&go)
         .output()
         .unwrap();
     assert!(

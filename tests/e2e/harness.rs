@@ -1,30 +1,29 @@
 //! Starts `drover` processes in a fresh namespace and data dir, and runs CLI commands against them.
 
 use drover_storage::testing::Moto;
+use drover_test_support::process::GRACE;
+use drover_test_support::{
+    Deadline, Observation, Processes, delete_namespace_blocking, eventually, fresh_namespace,
+    namespace::drover_env, ready,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub use drover_test_support::AMQP_URL;
 
 pub fn drover_bin() -> &'static str {
     env!("CARGO_BIN_EXE_drover")
 }
 
-/// Polls `cond` until it returns `Some` or `timeout` passes.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `cond` until it holds or `timeout` passes; panics naming `what` and the last value seen.
+pub fn wait_until<O: Observation>(
+    what: &str,
+    timeout: Duration,
+    cond: impl FnMut() -> O,
+) -> O::Value {
+    eventually(Deadline::new(what, timeout), cond).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A namespace, a temp dir and the drover processes started in it; killed on drop.
@@ -40,7 +39,8 @@ pub struct Cluster {
     pub http: String,
     /// Extra environment for every process started (e.g. `DROVER_TOKEN`).
     pub env: Vec<(String, String)>,
-    children: Vec<(String, Child)>,
+    /// The started processes, by label; each one's output in `<dir>/<label>.log`.
+    procs: Processes,
     /// The S3-compatible server of a cluster on [`Store::S3`]; outlives the processes.
     pub moto: Option<Moto>,
 }
@@ -60,16 +60,16 @@ pub const BUCKET: &str = "drover-e2e";
 impl Cluster {
     /// A fresh namespace and directory, nothing started yet.
     pub fn new() -> Self {
-        let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let dir = tempfile::tempdir().expect("temp dir");
         Self {
-            ns,
-            dir: tempfile::tempdir().expect("temp dir"),
+            ns: fresh_namespace("t"),
+            procs: Processes::new(dir.path()),
+            dir,
             url: String::new(),
             queues: vec!["default".to_string()],
             amqp: AMQP_URL.to_string(),
             http: "127.0.0.1:0".to_string(),
             env: Vec::new(),
-            children: Vec::new(),
             moto: None,
         }
     }
@@ -131,8 +131,8 @@ impl Cluster {
 
     /// Controllers of this cluster keep one address across restarts, as in production.
     pub fn with_fixed_http(mut self) -> Self {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        self.http = probe.local_addr().expect("bound").to_string();
+        let port = ready::free_port().expect("a free port");
+        self.http = format!("127.0.0.1:{port}");
         self
     }
 
@@ -166,11 +166,11 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
-    /// Starts a controller-bearing command (`up` or `controller`) and waits for its URL.
+    /// Starts a controller-bearing command (`up` or `controller`) and waits for its URL (failing
+    /// at once, with its output, if it exits first).
     pub fn start_controller_with(&mut self, args: &[String]) {
         let data = self.data_dir();
-        let url_file = data.join("controller.url");
-        let _ = std::fs::remove_file(&url_file);
+        let _ = std::fs::remove_file(data.join(ready::CONTROLLER_URL_FILE));
         let mut full: Vec<String> = args.to_vec();
         full.extend([
             "--data-dir".into(),
@@ -183,11 +183,11 @@ impl Cluster {
         if args[0] == "up" && !args.iter().any(|a| a == "--python-env") {
             full.extend(["--python-env".into(), "system".into()]);
         }
-        self.spawn(&args[0], &full);
+        let mut cmd = self.command();
+        cmd.args(&full);
+        let child = self.procs.spawn(&args[0], cmd).expect("spawn drover");
         self.url = wait_until("the controller's URL", Duration::from_secs(30), || {
-            let url = std::fs::read_to_string(&url_file).ok()?;
-            let url = url.trim().to_string();
-            (!url.is_empty()).then_some(url)
+            child.alive_and(ready::controller_url(&data))
         });
     }
 
@@ -215,59 +215,40 @@ impl Cluster {
             self.queues.push(name.to_string());
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        self.spawn(id, &args);
-    }
-
-    fn spawn(&mut self, label: &str, args: &[String]) {
         let mut cmd = self.command();
-        cmd.args(args);
-        self.spawn_command(label, cmd);
-    }
-
-    fn spawn_command(&mut self, label: &str, mut cmd: Command) {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("{label}.log"))).expect("log file");
-        let child = cmd
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn drover");
-        self.children.push((label.to_string(), child));
+        cmd.args(&args);
+        self.procs.spawn(id, cmd).expect("spawn drover");
     }
 
     /// The output a started process wrote so far (for assertion messages).
     pub fn process_log(&self, label: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{label}.log"))).unwrap_or_default()
+        self.procs.output(label)
     }
 
     /// The pid of a started process.
-    pub fn pid(&self, label: &str) -> i32 {
-        let (_, child) = self
-            .children
-            .iter()
-            .find(|(l, _)| l == label)
-            .unwrap_or_else(|| panic!("no process {label}"));
-        child.id() as i32
+    pub fn pid(&self, label: &str) -> u32 {
+        self.procs
+            .get(label)
+            .unwrap_or_else(|| panic!("no process {label}"))
+            .pid()
     }
 
     /// Sends a signal to a started process.
     pub fn signal(&self, label: &str, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.pid(label));
-        nix::sys::signal::kill(pid, signal).expect("signal");
+        let child = self
+            .procs
+            .get(label)
+            .unwrap_or_else(|| panic!("no process {label}"));
+        child.signal(signal).expect("signal");
     }
 
     /// Waits for a started process to exit and returns its status.
     pub fn wait_exit(&mut self, label: &str, timeout: Duration) -> std::process::ExitStatus {
-        let pos = self
-            .children
-            .iter()
-            .position(|(l, _)| l == label)
+        let mut child = self
+            .procs
+            .remove(label)
             .unwrap_or_else(|| panic!("no process {label}"));
-        let status = wait_until(&format!("{label} to exit"), timeout, || {
-            self.children[pos].1.try_wait().expect("try_wait")
-        });
-        self.children.remove(pos);
-        status
+        child.wait_exit(timeout).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A step of a run's status document.
@@ -284,7 +265,7 @@ impl Cluster {
         run["run_id"].as_str().expect("run_id").to_string()
     }
 
-    /// Polls a run's status until `cond` holds.
+    /// Polls a run's status until `cond` holds; a timeout shows the last status seen.
     pub fn wait_for(
         &self,
         run: &str,
@@ -294,8 +275,11 @@ impl Cluster {
     ) -> Value {
         wait_until(what, timeout, || {
             let out = self.drover(&["status", run, "--json"]);
-            let doc: Value = serde_json::from_slice(&out.stdout).ok()?;
-            cond(&doc).then_some(doc)
+            match serde_json::from_slice::<Value>(&out.stdout) {
+                Ok(doc) if cond(&doc) => Ok(doc),
+                Ok(doc) => Err(doc.to_string()),
+                Err(_) => Err(text(&out)),
+            }
         })
     }
 
@@ -318,12 +302,10 @@ impl Cluster {
         })
     }
 
-    /// Sends SIGKILL to a started process and waits for it.
+    /// Sends SIGKILL to a started process (and its process group) and waits for it.
     pub fn kill(&mut self, label: &str) {
-        if let Some(pos) = self.children.iter().position(|(l, _)| l == label) {
-            let (_, mut child) = self.children.remove(pos);
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut child) = self.procs.remove(label) {
+            child.kill();
         }
     }
 
@@ -353,19 +335,14 @@ impl Cluster {
             .arg("--work-dir")
             .arg(self.dir.path().join(id))
             .args(extra);
-        self.spawn_command(id, cmd);
+        self.procs.spawn(id, cmd).expect("spawn drover");
     }
 
     fn command_of(&self, mut cmd: Command) -> Command {
-        cmd.env("DROVER_NAMESPACE", &self.ns)
-            .env("DROVER_AMQP_URL", &self.amqp)
-            .env_remove("DROVER_DATA_DIR")
+        drover_env(&mut cmd, &self.ns, &self.amqp, &self.url)
             .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        if !self.url.is_empty() {
-            cmd.env("DROVER_URL", &self.url);
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+            .stdin(Stdio::null())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -373,10 +350,8 @@ impl Cluster {
     pub fn python(&self, args: &[&str]) -> Output {
         let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/python");
         let mut cmd = Command::new("python3");
-        cmd.args(args)
-            .env("DROVER_NAMESPACE", &self.ns)
-            .env("DROVER_AMQP_URL", &self.amqp)
-            .env("DROVER_URL", &self.url)
+        drover_env(&mut cmd, &self.ns, &self.amqp, &self.url)
+            .args(args)
             .env("PYTHONPATH", sdk)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
@@ -424,51 +399,24 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops every process, then removes the test's queues from the shared broker.
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.delete_namespace();
+        self.procs.stop_all(GRACE);
+        let _ = delete_namespace_blocking(&self.amqp, &self.ns, &self.queues);
     }
 }
 
-impl Cluster {
-    /// Removes the test's queues from the shared broker.
-    fn delete_namespace(&self) {
-        let Ok(names) = drover_protocol::Names::new(&self.ns) else {
-            return;
-        };
-        let queues: Vec<drover_protocol::QueueName> = self
-            .queues
-            .iter()
-            .filter_map(|q| drover_protocol::QueueName::new(q.as_str()).ok())
-            .collect();
-        let Ok(rt) = tokio::runtime::Runtime::new() else {
-            return;
-        };
-        rt.block_on(async {
-            if let Ok(broker) =
-                drover_amqp::Broker::connect(&self.amqp, names, "test cleanup").await
-            {
-                let _ = broker.delete_namespace(&queues).await;
-                broker.close().await;
-            }
-        });
-    }
+/// Python lines for a step's `python3 -c` script that wait (up to 60 s) until the file `go`
+/// exists: the test writes it once it is ready for what the step does next.
+pub fn py_wait_for(go: &Path) -> String {
+    format!(
+        "import os, sys, time\n\
+         deadline = time.monotonic() + 60\n\
+         while not os.path.exists({go:?}):\n    \
+         if time.monotonic() > deadline:\n        sys.exit('no go file within 60 s')\n    \
+         time.sleep(0.02)\n",
+        go = go.display().to_string()
+    )
 }
 
 /// stdout and stderr of a finished command, for assertion messages.

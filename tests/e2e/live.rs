@@ -2,23 +2,38 @@
 //! controller's log event stream) prints them, and the test measures how long each line took
 //! from the step's print to the follower's stdout.
 
-use crate::harness::{Cluster, text};
+use crate::harness::{Cluster, py_wait_for, text};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const TOKEN: &str = "e2e-token-4f1c";
 
-/// A step that waits for the follower to attach, then prints `TICKS` timestamped lines.
+/// How many timestamped lines the step prints.
 pub const TICKS: usize = 12;
-pub const TICKING: &str = r#"
+
+/// A step that prints `ready`, waits for the file `go` (the test writes it once the follower has
+/// shown that line, so it is attached), then prints [`TICKS`] timestamped lines a quarter of a
+/// second apart: the spacing is the workload, each line's latency is measured on its own.
+fn ticking(go: &Path) -> String {
+    format!(
+        r#"
 [pipeline]
 name = "ticking"
 project = "e2e"
 [[step]]
 name = "tick"
-command = ["python3", "-u", "-c", "import time\ntime.sleep(1.5)\nfor i in range(12):\n    print(f'tick {i} {time.time():.6f}')\n    time.sleep(0.25)\n"]
-"#;
+command = ["python3", "-u", "-c", """
+print("ready")
+{wait}for i in range({TICKS}):
+    print(f'tick {{i}} {{time.time():.6f}}')
+    time.sleep(0.25)
+"""]
+"#,
+        wait = py_wait_for(go)
+    )
+}
 
 /// A cluster whose controller requires [`TOKEN`]; every command it starts sends it.
 pub fn with_token(agents: u32) -> Cluster {
@@ -45,7 +60,8 @@ pub fn summary(mut latencies: Vec<f64>) -> (f64, f64) {
 #[test]
 fn followed_logs_arrive_within_half_a_second_and_the_token_is_required() {
     let c = with_token(1);
-    let file = c.pipeline("ticking.toml", TICKING);
+    let go = c.dir.path().join("go");
+    let file = c.pipeline("ticking.toml", &ticking(&go));
 
     // Without the token the CLI is refused, with a hint.
     let out = c
@@ -83,8 +99,12 @@ fn followed_logs_arrive_within_half_a_second_and_the_token_is_required() {
         .spawn()
         .unwrap();
     let stdout = follower.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("the step's first line").unwrap();
+    assert_eq!(first, "ready");
+    std::fs::write(&go, "").unwrap();
     let mut latencies = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    for line in lines {
         let line = line.unwrap();
         let arrived = now_s();
         let printed: f64 = line

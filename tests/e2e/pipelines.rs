@@ -100,6 +100,7 @@ command = ["cat", "${bad.out}"]
 name = "good"
 command = ["sh", "-c", "sleep 0.5; cat ${a.out}"]
 "#;
+// `good` sleeps as its workload: the other branch is still running when `bad` fails.
 
 #[test]
 fn failing_step_fails_run_skips_descendants_and_finishes_other_branch() {

@@ -17,7 +17,8 @@ fn step(name: &str, queue: &str, log: &Path, extra: &str) -> String {
     )
 }
 
-/// A step that logs `start NAME <ns>`, sleeps, then logs `end NAME <ns>`.
+/// A step that logs `start NAME <ns>`, sleeps (the workload: steps overlap or not, as the limits
+/// allow), then logs `end NAME <ns>`.
 fn timed_step(name: &str, queue: &str, log: &Path, seconds: &str) -> String {
     format!(
         "[[step]]\nname = \"{name}\"\nqueue = \"{queue}\"\ncommand = [\"sh\", \"-c\", \"echo start {name} $(date +%s%N) >> {log}; sleep {seconds}; echo end {name} $(date +%s%N) >> {log}\"]\n",

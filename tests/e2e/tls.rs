@@ -3,18 +3,9 @@
 //! broker, whose own configuration stays untouched.
 
 use crate::harness::{AMQP_URL, Cluster, text};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-/// The TLS front; killed on drop.
-struct Front(Child);
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use drover_test_support::{ChildProcess, Deadline};
+use std::process::Command;
+use std::time::Duration;
 
 /// A private CA and a certificate it signed for `localhost`, in `dir`: (CA cert, cert, key).
 /// (A lone self-signed certificate is refused: it is a CA used as an end entity.)
@@ -81,31 +72,27 @@ fn certificates(dir: &std::path::Path) -> (String, String, String) {
     (path("ca.pem"), path("cert.pem"), path("key.pem"))
 }
 
-fn start_front(cert: &str, key: &str) -> (Front, u16) {
+/// The TLS front (killed on drop) and the port it prints once it listens.
+fn start_front(dir: &std::path::Path, cert: &str, key: &str) -> (ChildProcess, u16) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/tls_proxy.py");
-    let mut child = Command::new("python3")
-        .args([script, cert, key])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .spawn()
+    let mut cmd = Command::new("python3");
+    cmd.args([script, cert, key]);
+    let mut front = ChildProcess::spawn("tls front", cmd, &dir.join("tls-front.log"))
         .expect("start the TLS front");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the front's port");
-    let port = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("port? {line:?}"));
-    (Front(child), port)
+    let port = front
+        .wait_for_line(
+            Deadline::new("the TLS front's port", Duration::from_secs(30)),
+            |line| line.trim().parse().ok(),
+        )
+        .unwrap();
+    (front, port)
 }
 
 #[test]
 fn a_pipeline_runs_over_amqps_with_the_ca_from_ssl_cert_file() {
     let mut c = Cluster::new();
     let (ca, cert, key) = certificates(c.dir.path());
-    let (_front, port) = start_front(&cert, &key);
+    let (_front, port) = start_front(c.dir.path(), &cert, &key);
     c.amqp = format!("amqps://guest:guest@localhost:{port}/%2f");
     c.env.push(("SSL_CERT_FILE".into(), ca));
     c.start_up(1, &["default"], &[]);

@@ -1,8 +1,9 @@
 //! The token guard: every route but `/healthz` needs it; browsers trade it for a cookie; an open
 //! API off loopback is refused.
 
-use crate::server::{AMQP_URL, Server, TOKEN};
-use drover_controller::{Controller, ControllerConfig};
+use crate::server::{Server, TOKEN};
+use crate::support;
+use drover_controller::Controller;
 use drover_protocol::{Digest, Names, RunId};
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +105,7 @@ async fn every_route_needs_the_token_but_healthz() {
 async fn an_open_api_is_refused_off_loopback() {
     let names = Names::new("never-used").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ControllerConfig::new(AMQP_URL, names, dir.path());
+    let mut config = support::config(&names, dir.path());
     config.http_addr = "0.0.0.0:0".parse().unwrap();
     let error = Controller::start(config, CancellationToken::new())
         .await

@@ -1,14 +1,13 @@
 //! A run followed through every event stream while the test plays the agent, then every JSON
 //! view, page, asset and 404.
 
-use crate::server::{Server, agent_info, next_job};
+use crate::server::{Server, agent_info};
+use crate::support::{finished, next_job, patience};
 use base64::Engine as _;
-use drover_protocol::message::{
-    AttemptRef, Claimed, Finished, Heartbeat, LogChunk, Message, Outcome, StepJob, now_ms,
-};
+use drover_protocol::message::{AttemptRef, Claimed, Heartbeat, LogChunk, Message};
 use drover_protocol::{AgentId, Digest, OutputName, RunId};
+use drover_test_support::eventually_async;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 #[tokio::test]
 async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
@@ -70,15 +69,16 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         assert_eq!(bytes, data);
         received.extend(bytes);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let agents = loop {
+    let agents = eventually_async(patience("the agent to list its step"), || async {
         let (_, doc) = s.json("/api/v1/agents").await;
         if doc["agents"][0]["current_steps"][0]["step"] == "make" {
-            break doc;
+            Ok(doc)
+        } else {
+            Err(doc)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await
+    .unwrap();
     assert_eq!(
         agents["agents"][0]["current_steps"][0]["run_id"],
         run_id.as_str()
@@ -104,22 +104,8 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         size: content.len() as u64,
         file_name: drover_protocol::FileName::new("out.txt").unwrap(),
     };
-    let finished = |job: &StepJob, outputs| {
-        Message::Finished(Finished {
-            run_id: job.run_id.clone(),
-            step: job.step.clone(),
-            attempt: job.attempt,
-            agent: agent.clone(),
-            outcome: Outcome::Succeeded,
-            exit_code: Some(0),
-            outputs,
-            message: None,
-            started_at: now_ms(),
-            ended_at: now_ms(),
-        })
-    };
     let out = OutputName::new("out").unwrap();
-    s.event(finished(&make, BTreeMap::from([(out, artifact)])))
+    s.event(finished(&make, &agent, BTreeMap::from([(out, artifact)])))
         .await;
     let end = log.until("end", |_| true).await;
     assert_eq!(
@@ -129,7 +115,7 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     assert_eq!(received, b"10%\r50%\r100%\n\xff end\n");
 
     let usejob = next_job(&mut jobs).await;
-    s.event(finished(&usejob, BTreeMap::new())).await;
+    s.event(finished(&usejob, &agent, BTreeMap::new())).await;
     let last = run_stream
         .until("run", |d| d["status"] == "succeeded")
         .await;

@@ -7,3 +7,5 @@
 mod auth;
 mod flow;
 mod server;
+#[path = "../support/mod.rs"]
+mod support;

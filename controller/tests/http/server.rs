@@ -1,18 +1,14 @@
 //! A token-protected controller on port 0 in a fresh namespace, an HTTP client for it, and a
 //! reader of its server-sent events; the test itself plays the agent over the broker.
 
+use crate::support::{self, Running};
 use drover_amqp::{Broker, Consumer, Target};
-use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::message::{AgentInfo, Message, StepJob, Submit};
-use drover_protocol::spec::PipelineSpec;
-use drover_protocol::{AgentId, Names, QueueName, RunId};
+use drover_protocol::message::{AgentInfo, Message};
+use drover_protocol::{AgentId, QueueName, RunId};
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const TOKEN: &str = "t0ken-for-tests";
 pub const PIPELINE: &str = r#"
 [pipeline]
@@ -31,39 +27,28 @@ command = ["cat", "${make.out}"]
 "#;
 
 pub struct Server {
-    pub names: Names,
     pub url: String,
     pub broker: Broker,
     pub http: reqwest::Client,
-    controller: Controller,
-    shutdown: CancellationToken,
+    controller: Running,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     pub async fn start() -> Self {
-        let ns = format!("th{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let names = Names::new(&ns).unwrap();
-        let broker =
-            Broker::connect_with_retry(AMQP_URL, names.clone(), "test", Duration::from_secs(10))
-                .await
-                .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)");
+        let broker = support::connect("th").await;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ControllerConfig::new(AMQP_URL, names.clone(), dir.path());
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        let mut config = support::config(broker.names(), dir.path());
         config.token = Some(TOKEN.into());
-        let shutdown = CancellationToken::new();
-        let controller = Controller::start(config, shutdown.clone()).await.unwrap();
+        let controller = Running::start(config).await;
         Self {
-            names,
-            url: controller.url().to_string(),
+            url: controller.url(),
             broker,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
             controller,
-            shutdown,
             _dir: dir,
         }
     }
@@ -88,39 +73,16 @@ impl Server {
     }
 
     pub async fn event(&self, msg: Message) {
-        let publisher = self.broker.publisher().await.unwrap();
-        publisher
-            .publish(&Target::Queue(self.names.events()), &msg)
-            .await
-            .unwrap();
+        let events = Target::Queue(self.broker.names().events());
+        support::publish(&self.broker, events, &msg).await;
     }
 
     pub async fn submit(&self) -> RunId {
-        let run_id = RunId::generate();
-        let submit = Submit {
-            run_id: run_id.clone(),
-            spec: PipelineSpec::from_toml(PIPELINE).unwrap(),
-            params: BTreeMap::new(),
-            submitted_by: Some("http test".into()),
-        };
-        let publisher = self.broker.publisher().await.unwrap();
-        publisher
-            .publish(
-                &Target::Queue(self.names.services()),
-                &Message::Submit(submit),
-            )
-            .await
-            .unwrap();
-        run_id
+        support::submit(&self.broker, PIPELINE, &[], "http test").await
     }
 
     pub async fn jobs(&self) -> Consumer {
-        let default = QueueName::new("default").unwrap();
-        self.broker.declare_user_queue(&default).await.unwrap();
-        self.broker
-            .consume(&self.names.user_queue(&default), 10)
-            .await
-            .unwrap()
+        support::consume_default(&self.broker).await
     }
 
     /// An open event stream.
@@ -139,14 +101,8 @@ impl Server {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.controller.wait())
-            .await
-            .expect("the controller stops within 10 s")
-            .unwrap();
-        let default = QueueName::new("default").unwrap();
-        let _ = self.broker.delete_namespace(&[default]).await;
-        self.broker.close().await;
+        self.controller.stop().await;
+        support::cleanup(self.broker, &["default"]).await;
     }
 }
 
@@ -190,19 +146,6 @@ impl Events {
                 return data;
             }
         }
-    }
-}
-
-pub async fn next_job(consumer: &mut Consumer) -> StepJob {
-    let incoming = tokio::time::timeout(Duration::from_secs(15), consumer.next())
-        .await
-        .expect("a job within 15 s")
-        .unwrap()
-        .unwrap();
-    incoming.ack().await.unwrap();
-    match incoming.message.unwrap().1 {
-        Message::StepJob(job) => job,
-        other => panic!("expected a step job, got {other:?}"),
     }
 }
 

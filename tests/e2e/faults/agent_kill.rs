@@ -9,6 +9,7 @@ fn a_killed_agents_step_is_retried_elsewhere_after_the_lease() {
     let mut c = Cluster::new();
     c.start_controller_with(&["controller".to_string()]);
     c.start_agent("a1", &["default"]);
+    // The step's 2 s are the workload: it is still running when its agent is killed.
     let file = c.pipeline(
         "slow.toml",
         "[pipeline]\nname = \"slow\"\n[[step]]\nname = \"work\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo attempt $DROVER_ATTEMPT > out.txt\"]\noutputs = { out = \"out.txt\" }\nretries = 1\nretry_backoff = \"0s\"\n",

@@ -18,6 +18,7 @@ fn a_pipeline_survives_a_broker_restart() {
     });
 
     rabbit.stop_app();
+    // The fault under test: the broker stays away for 3 s (longer than the 3 s lease).
     std::thread::sleep(Duration::from_secs(3));
     rabbit.start_app();
     let back = Instant::now();

@@ -17,6 +17,7 @@ fn a_pipeline_survives_a_killed_controller() {
 
     let killed = Instant::now();
     c.kill("controller");
+    // The fault under test: the controller stays down for a second while its agent works on.
     std::thread::sleep(Duration::from_secs(1));
     c.start_controller_with(&["controller".to_string()]);
     let restarted = Instant::now();

@@ -14,6 +14,7 @@ fn a_draining_agent_finishes_its_step_and_leaves_the_queue_to_others() {
         &["default"],
         &["--concurrency", "1", "--drain-timeout", "60s"],
     );
+    // The long step's 2 s are the workload: time for the agent to be told to drain mid-step.
     let long = c.pipeline(
         "long.toml",
         "[pipeline]\nname = \"long\"\n[[step]]\nname = \"long\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo done > out.txt\"]\noutputs = { out = \"out.txt\" }\n",

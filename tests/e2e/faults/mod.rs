@@ -45,7 +45,8 @@ pub fn attempts(doc: &Value, step: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// A chain of `n` command steps `s1 -> s2 -> ...`, each sleeping `secs` and passing a file on.
+/// A chain of `n` command steps `s1 -> s2 -> ...`, each sleeping `secs` (the workload: a fault
+/// lands while a step runs) and passing a file on.
 pub fn chain(n: usize, secs: f64) -> String {
     let mut toml = "[pipeline]\nname = \"chain\"\n".to_string();
     for i in 1..=n {

@@ -2,6 +2,7 @@
 //! shared one on 5672 (other tests run against it in parallel).
 
 use crate::harness::wait_until;
+use drover_test_support::ready::{free_port, listening, not_listening};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -10,15 +11,6 @@ pub struct PrivateBroker {
     pub node: String,
     pub port: u16,
     dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("bound").port()
-}
-
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 impl PrivateBroker {
@@ -35,7 +27,7 @@ impl PrivateBroker {
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).expect("broker dirs");
         }
-        let port = free_port();
+        let port = free_port().expect("a free port");
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n{conf}"),
@@ -70,7 +62,10 @@ impl PrivateBroker {
         let d = &self.dir;
         cmd.env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env(
+                "RABBITMQ_DIST_PORT",
+                free_port().expect("a free port").to_string(),
+            )
             .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
@@ -99,7 +94,7 @@ impl PrivateBroker {
         wait_until(
             "the private broker to listen",
             Duration::from_secs(90),
-            || listening(self.port).then_some(()),
+            || listening(("127.0.0.1", self.port)),
         );
     }
 
@@ -113,7 +108,7 @@ impl PrivateBroker {
         wait_until(
             "the private broker to stop listening",
             Duration::from_secs(30),
-            || (!listening(self.port)).then_some(()),
+            || not_listening(("127.0.0.1", self.port)),
         );
     }
 

@@ -154,6 +154,7 @@ fn a_fan_out_spreads_over_six_agents_on_three_hosts() {
 fn a_cut_off_hosts_steps_run_elsewhere_and_its_late_results_are_fenced() {
     let (mut c, net) = cluster_with_hosts(2);
     start_agent(&mut c, &net, 0, "cut", &["--concurrency", "2"]);
+    // The steps' 8 s are the workload: they outlast the cut and the 3 s lease.
     let file = c.pipeline(
         "long.toml",
         &fan_out_with(
@@ -226,6 +227,7 @@ fn a_cut_off_hosts_steps_run_elsewhere_and_its_late_results_are_fenced() {
 fn agents_join_and_drain_mid_run_without_losing_steps() {
     let (mut c, net) = cluster_with_hosts(3);
     start_agent(&mut c, &net, 0, "first", &["--concurrency", "2"]);
+    // Each step's 0.1 s is the workload: the run is still going when agents join and drain.
     let file = c.pipeline("fan.toml", &fan_out(150, "sleep 0.1; echo x > out.txt"));
     let run = c.submit(&file);
     let done = |d: &Value| {
