@@ -13,8 +13,15 @@ export PATH="$PWD/.venv/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast -E 'not test(/^hosts::/)'
-  cargo nextest run --test e2e --no-fail-fast -j 1 -E 'test(/^hosts::/)'
+  # Build every test once into an archive, then run it twice: everything but the multi-host
+  # suite, then that suite alone. The archive keeps the absolute paths compiled into the tests
+  # (`CARGO_BIN_EXE_drover`, `CARGO_MANIFEST_DIR`), so it is run from this checkout only.
+  archive=target/nextest/tests.tar.zst
+  mkdir -p "$(dirname "$archive")"
+  cargo nextest archive --workspace --archive-file "$archive"
+  run=(cargo nextest run --archive-file "$archive" --workspace-remap . --no-fail-fast)
+  "${run[@]}" -E 'not test(/^hosts::/)'
+  "${run[@]}" -j 1 -E 'binary(e2e) & test(/^hosts::/)'
 else
   cargo test --workspace --no-fail-fast -- --skip hosts::
   cargo test --test e2e --no-fail-fast -- --test-threads 1 hosts::
