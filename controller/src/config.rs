@@ -9,6 +9,9 @@ use std::time::Duration;
 /// How long an attempt lives without a heartbeat unless configured otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// How many lost attempts of a step are dispatched again unless configured otherwise.
+pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 3;
+
 /// Where the HTTP API listens unless configured otherwise.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
 
@@ -33,6 +36,9 @@ pub struct ControllerConfig {
     pub lease: Duration,
     /// Most steps of a queue queued or running at once, across all agents.
     pub queue_limits: std::collections::BTreeMap<drover_protocol::QueueName, u32>,
+    /// Lost attempts (agent gone, lease expired) a step is dispatched again after without
+    /// counting against its `retries`; one more fails the step.
+    pub max_lost_attempts: u32,
     /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
     /// Allows listening on a non-loopback address without a token.
@@ -54,6 +60,7 @@ impl ControllerConfig {
             public_url: None,
             lease: DEFAULT_LEASE,
             queue_limits: Default::default(),
+            max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,
             token: None,
             allow_unauthenticated: false,
         }

@@ -92,6 +92,7 @@ impl Controller {
             artifact_store,
         });
         state.queue_limits = config.queue_limits.clone();
+        state.max_lost_attempts = config.max_lost_attempts;
         let unfinished = loaded
             .runs
             .iter()

@@ -32,6 +32,8 @@ pub struct State {
     pub agents: BTreeMap<AgentId, AgentRecord>,
     /// Most steps of a queue queued or running at once, across every run and agent.
     pub queue_limits: BTreeMap<QueueName, u32>,
+    /// Lost attempts (lease expired) a step is dispatched again after; one more fails it.
+    pub max_lost_attempts: u32,
 }
 
 impl State {
@@ -42,6 +44,7 @@ impl State {
             cache: BTreeMap::new(),
             agents: BTreeMap::new(),
             queue_limits: BTreeMap::new(),
+            max_lost_attempts: crate::config::DEFAULT_MAX_LOST_ATTEMPTS,
         }
     }
 }
@@ -71,7 +74,7 @@ pub struct StepRecord {
     /// The current attempt; 0 until the first dispatch.
     pub attempt: AttemptNo,
     pub attempts: Vec<AttemptRecord>,
-    /// Attempts that failed (counted against `retries`).
+    /// Attempts that failed (counted against `retries`); lost and released ones are not.
     pub failures: u32,
     pub outputs: BTreeMap<OutputName, ArtifactRef>,
     pub cache_key: Option<String>,
@@ -124,6 +127,13 @@ impl StepRecord {
             .iter_mut()
             .rev()
             .find(|a| a.attempt == attempt)
+    }
+
+    /// The attempts that ended `lost`, oldest first.
+    pub fn lost_attempts(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == Some(AttemptOutcome::Lost))
     }
 
     /// The exit code of the latest attempt that reported one.

@@ -1,8 +1,10 @@
 //! Scheduler tests: whole runs driven event by event, no broker, time passed in by hand.
-//! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts.
+//! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts,
+//! `handback` lost and released attempts.
 
 mod fencing;
 mod flow;
+mod handback;
 
 use crate::scheduler::*;
 use drover_protocol::Digest;
