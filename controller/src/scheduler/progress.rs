@@ -54,7 +54,7 @@ pub(super) fn lose_attempt(step: &mut StepRecord, lease_ms: u64, max_lost: u32, 
     } else {
         hand_back(
             step,
-            &format!("lost ({why}); lost attempt {lost} of at most {max_lost} dispatched again"),
+            &format!("lost: {why}; dispatched again (lost {lost} of at most {max_lost})"),
         );
     }
 }

@@ -28,7 +28,7 @@ fn a_lost_attempt_is_dispatched_again_without_using_a_retry() {
         x.message
             .as_deref()
             .unwrap()
-            .contains("lost attempt 1 of at most 3")
+            .contains("dispatched again (lost 1 of at most 3)")
     );
 
     // A real failure still counts: with `retries = 0` the next one ends the step.
