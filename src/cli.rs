@@ -108,6 +108,10 @@ pub struct ControllerArgs {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "queue-limit", env = "DROVER_QUEUE_LIMIT", value_name = "QUEUE=N", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, u32)>,
+    /// How many times a step whose agent was lost (no heartbeat within the lease) is dispatched
+    /// again without counting against its `retries`; one more lost attempt fails the step.
+    #[arg(long, env = "DROVER_MAX_LOST_ATTEMPTS", default_value_t = drover_controller::config::DEFAULT_MAX_LOST_ATTEMPTS)]
+    pub max_lost_attempts: u32,
     /// Serve the HTTP API on a non-loopback address without --token (anyone reaching it can
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]

@@ -35,10 +35,23 @@ impl Report {
             message: Some(message),
         }
     }
+
+    fn released(message: String) -> Self {
+        Self {
+            outcome: Outcome::Released,
+            ..Self::error(message)
+        }
+    }
 }
 
-/// Runs a claimed job and reports how it ended. `cancel` aborts it.
-pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
+/// Runs a claimed job and reports how it ended. `cancel` stops it: reported `aborted`, or
+/// `released` (handed back to run elsewhere) when `release` was cancelled first.
+pub async fn run(
+    shared: Arc<Shared>,
+    job: StepJob,
+    cancel: CancellationToken,
+    release: CancellationToken,
+) {
     let started_at = now_ms();
     let attempt = AttemptRef {
         run_id: job.run_id.clone(),
@@ -50,7 +63,14 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         shared.config.names.events(),
         attempt.clone(),
     );
-    let report = execute(&shared, &job, &log, cancel).await;
+    let mut report = execute(&shared, &job, &log, cancel).await;
+    if report.outcome == Outcome::Aborted && release.is_cancelled() {
+        // The processes are gone (killed with their group): the next attempt cannot overlap.
+        report = Report::released(format!(
+            "the agent was draining and its drain timeout ({}) expired",
+            humantime::format_duration(shared.config.drain_timeout)
+        ));
+    }
     if let Some(m) = &report.message {
         log.note(m);
     }

@@ -37,6 +37,9 @@ enum Next {
 }
 
 /// Serves the queues until `shutdown`, then drains and cancels `stopped`.
+///
+/// Steps still running when the drain timeout expires are stopped and handed back
+/// (`released`), so the controller dispatches them elsewhere at once.
 pub async fn serve(
     shared: Arc<Shared>,
     jobs: TaskTracker,
@@ -49,6 +52,8 @@ pub async fn serve(
         next_turn: 0,
     };
     let mut backoff = Duration::from_millis(200);
+    // Cancelled when the drain timeout expires: jobs stopped after that are handed back.
+    let release = CancellationToken::new();
     'serve: loop {
         // Full: give back what the broker sent ahead so other agents can run it.
         if slots.agent_full() {
@@ -80,7 +85,7 @@ pub async fn serve(
                     };
                     if let Some(job) = claim(&shared, &incoming).await {
                         consumers.took_from(i);
-                        start(&shared, &jobs, job, guard);
+                        start(&shared, &jobs, job, guard, release.clone());
                     }
                     break;
                 }
@@ -99,7 +104,7 @@ pub async fn serve(
         }
     }
     consumers.close_all().await;
-    drain(&shared, jobs).await;
+    drain(&shared, jobs, &release).await;
     stopped.cancel();
 }
 
@@ -202,7 +207,13 @@ impl Consumers {
     }
 }
 
-fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, slots: SlotGuard) {
+fn start(
+    shared: &Arc<Shared>,
+    jobs: &TaskTracker,
+    job: StepJob,
+    slots: SlotGuard,
+    release: CancellationToken,
+) {
     let attempt = AttemptRef {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -217,7 +228,7 @@ fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, slots: SlotGuar
         .unwrap_or_default();
     let shared = shared.clone();
     jobs.spawn(async move {
-        job::run(shared.clone(), job, cancel).await;
+        job::run(shared.clone(), job, cancel, release).await;
         shared
             .running
             .lock()
@@ -227,8 +238,11 @@ fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, slots: SlotGuar
     });
 }
 
-/// Lets running jobs finish within the drain timeout (or until `abort`), then aborts the rest.
-async fn drain(shared: &Shared, jobs: TaskTracker) {
+/// Lets running jobs finish within the drain timeout. When it expires, the steps still running
+/// are stopped (TERM, the kill grace, then KILL of the process group) and handed back: each
+/// reports `released` once its processes are gone, so its next attempt never overlaps it.
+/// `abort` instead aborts them at once.
+async fn drain(shared: &Shared, jobs: TaskTracker, release: &CancellationToken) {
     shared.draining.store(true, Ordering::Relaxed);
     heartbeat::send(shared).await;
     jobs.close();
@@ -239,14 +253,26 @@ async fn drain(shared: &Shared, jobs: TaskTracker) {
             shared.config.drain_timeout
         );
     }
-    let why = tokio::select! {
+    tokio::select! {
         _ = jobs.wait() => return,
-        _ = tokio::time::sleep(shared.config.drain_timeout) => "drain timeout",
-        _ = shared.abort.cancelled() => "asked to abort",
-    };
-    tracing::warn!("{why}: aborting the steps still running");
-    for attempt in shared.running_attempts() {
-        shared.cancel(&attempt);
+        _ = tokio::time::sleep(shared.config.drain_timeout) => {
+            let running = shared.running_attempts();
+            tracing::warn!(
+                "drain timeout: stopping {} step(s) still running and handing them back",
+                running.len()
+            );
+            // Before the cancels, so every job stopped from here on reports `released`.
+            release.cancel();
+            for attempt in running {
+                shared.cancel(&attempt);
+            }
+        }
+        _ = shared.abort.cancelled() => {
+            tracing::warn!("asked to abort: aborting the steps still running");
+            for attempt in shared.running_attempts() {
+                shared.cancel(&attempt);
+            }
+        }
     }
     jobs.wait().await;
 }

@@ -108,6 +108,8 @@ impl StepStatus {
 }
 
 /// How an attempt ended, including the controller's own verdict `lost` (lease expired).
+/// `lost` and `released` attempts are not the step's failures: neither counts against its
+/// `retries`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -118,16 +120,19 @@ pub enum AttemptOutcome {
     Error,
     /// No heartbeat within the lease: the agent is presumed gone.
     Lost,
+    /// The agent stopped the step and handed it back (drained past its drain timeout).
+    Released,
 }
 
 impl AttemptOutcome {
-    pub const ALL: [AttemptOutcome; 6] = [
+    pub const ALL: [AttemptOutcome; 7] = [
         AttemptOutcome::Succeeded,
         AttemptOutcome::Failed,
         AttemptOutcome::TimedOut,
         AttemptOutcome::Aborted,
         AttemptOutcome::Error,
         AttemptOutcome::Lost,
+        AttemptOutcome::Released,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +143,7 @@ impl AttemptOutcome {
             AttemptOutcome::Aborted => "aborted",
             AttemptOutcome::Error => "error",
             AttemptOutcome::Lost => "lost",
+            AttemptOutcome::Released => "released",
         }
     }
 }
@@ -150,6 +156,7 @@ impl From<Outcome> for AttemptOutcome {
             Outcome::TimedOut => AttemptOutcome::TimedOut,
             Outcome::Aborted => AttemptOutcome::Aborted,
             Outcome::Error => AttemptOutcome::Error,
+            Outcome::Released => AttemptOutcome::Released,
         }
     }
 }

@@ -16,6 +16,9 @@ pub const DEFAULT_HTTP_PORT: u16 = 8470;
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_HTTP_PORT);
 
+/// How many lost attempts of a step are dispatched again unless configured otherwise.
+pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 3;
+
 /// Everything the controller needs to start.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -37,6 +40,9 @@ pub struct ControllerConfig {
     pub lease: Duration,
     /// Most steps of a queue queued or running at once, across all agents.
     pub queue_limits: std::collections::BTreeMap<drover_protocol::QueueName, u32>,
+    /// Lost attempts (agent gone, lease expired) a step is dispatched again after without
+    /// counting against its `retries`; one more fails the step.
+    pub max_lost_attempts: u32,
     /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
     /// Allows listening on a non-loopback address without a token.
@@ -56,6 +62,7 @@ impl ControllerConfig {
             public_url: None,
             lease: DEFAULT_LEASE,
             queue_limits: Default::default(),
+            max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,
             token: None,
             allow_unauthenticated: false,
         }

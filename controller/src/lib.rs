@@ -180,6 +180,7 @@ fn restore_state(
         artifact_store,
     });
     state.queue_limits = config.queue_limits.clone();
+    state.max_lost_attempts = config.max_lost_attempts;
     let unfinished = loaded
         .runs
         .iter()

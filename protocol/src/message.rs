@@ -241,6 +241,9 @@ pub enum Outcome {
     Aborted,
     /// The agent could not run the step (download failed, env build failed, ...).
     Error,
+    /// The agent stopped the step's processes and handed it back (drained past its drain
+    /// timeout): not the step's failure, so the controller dispatches it again at once.
+    Released,
 }
 
 /// A stored artifact.

@@ -204,29 +204,46 @@ fn as_json(msg: &Message) -> serde_json::Value {
     serde_json::json!({"v": m.v, "kind": msg.kind(), "id": m.id, "sent_at": m.sent_at, "body": body})
 }
 
+/// Compares `msg` with `tests/golden/<name>.msgpack` (and writes it and its JSON when blessing).
+fn check_golden(name: &str, msg: &Message) {
+    let bytes = msg.encode_with(meta()).unwrap();
+    let path = golden_dir().join(format!("{name}.msgpack"));
+    if std::env::var_os("DROVER_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+        let json = serde_json::to_string_pretty(&as_json(msg)).unwrap();
+        std::fs::write(path.with_extension("json"), json + "\n").unwrap();
+    }
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with DROVER_BLESS=1", path.display()));
+    assert_eq!(bytes, golden, "{name} changed: that is a protocol change");
+    let (decoded_meta, decoded) = Message::decode(&golden).unwrap();
+    assert_eq!(&decoded, msg);
+    assert_eq!(decoded_meta, meta());
+}
+
 #[test]
 fn golden_files_pin_every_kind() {
-    let bless = std::env::var_os("DROVER_BLESS").is_some();
     for msg in samples() {
-        let bytes = msg.encode_with(meta()).unwrap();
-        let path = golden_dir().join(format!("{}.msgpack", msg.kind()));
-        if bless {
-            std::fs::write(&path, &bytes).unwrap();
-            let json = serde_json::to_string_pretty(&as_json(&msg)).unwrap();
-            std::fs::write(path.with_extension("json"), json + "\n").unwrap();
-        }
-        let golden = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with DROVER_BLESS=1", path.display()));
-        assert_eq!(
-            bytes,
-            golden,
-            "{} changed: that is a protocol change",
-            msg.kind()
-        );
-        let (decoded_meta, decoded) = Message::decode(&golden).unwrap();
-        assert_eq!(decoded, msg);
-        assert_eq!(decoded_meta, meta());
+        check_golden(msg.kind(), &msg);
     }
+}
+
+/// A drained agent hands a step back with `released`: no exit code, no outputs, a message.
+#[test]
+fn a_released_attempt_is_pinned() {
+    let released = Message::Finished(Finished {
+        run_id: run(),
+        step: step("shout"),
+        attempt: AttemptNo(1),
+        agent: agent(),
+        outcome: Outcome::Released,
+        exit_code: None,
+        outputs: BTreeMap::new(),
+        message: Some("the agent was draining and its drain timeout (1s) expired".into()),
+        started_at: 1_732_500_000_000,
+        ended_at: 1_732_500_001_500,
+    });
+    check_golden("finished_released", &released);
 }
 
 /// A `StepJob` from a controller that predates `artifact_store` still decodes: agents then move

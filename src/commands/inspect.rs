@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use drover_api::SseEvent;
 use drover_api::events::{AttemptStarted, LogData, LogEnded, StreamError};
-use drover_api::{AgentList, AgentView, QueueList, RunList, RunView};
+use drover_api::{AgentList, AgentView, AttemptOutcome, AttemptView, QueueList, RunList, RunView};
 use drover_protocol::FileName;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -98,17 +98,34 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
                 s.name.to_string(),
                 status,
                 s.queue.to_string(),
-                s.attempt.to_string(),
+                attempts_cell(&s.attempts),
                 agent,
                 duration_ms(s.started_at, s.ended_at),
             ]
         })
         .collect();
     table(
-        &["STEP", "STATUS", "QUEUE", "ATTEMPT", "AGENT", "DURATION"],
+        &["STEP", "STATUS", "QUEUE", "ATTEMPTS", "AGENT", "DURATION"],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many attempts a step had, with those that were not its failures set apart:
+/// `3 (1 lost, 1 released)`.
+fn attempts_cell(attempts: &[AttemptView]) -> String {
+    let count = |o: AttemptOutcome| attempts.iter().filter(|a| a.outcome == Some(o)).count();
+    let apart: Vec<String> = [AttemptOutcome::Lost, AttemptOutcome::Released]
+        .into_iter()
+        .map(|o| (count(o), o))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, o)| format!("{n} {o}"))
+        .collect();
+    if apart.is_empty() {
+        attempts.len().to_string()
+    } else {
+        format!("{} ({})", attempts.len(), apart.join(", "))
+    }
 }
 
 pub async fn logs(g: &Global, args: LogsArgs) -> Result<ExitCode> {
@@ -339,4 +356,34 @@ pub async fn queues(g: &Global, args: ListArgs) -> Result<ExitCode> {
         println!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_protocol::AttemptNo;
+
+    fn ended(n: u32, outcome: AttemptOutcome) -> AttemptView {
+        AttemptView {
+            attempt: AttemptNo(n),
+            agent: None,
+            queued_at: 0,
+            started_at: None,
+            ended_at: None,
+            exit_code: None,
+            outcome: Some(outcome),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn attempts_set_lost_and_released_ones_apart_from_failures() {
+        use AttemptOutcome::*;
+        assert_eq!(attempts_cell(&[]), "0");
+        assert_eq!(attempts_cell(&[ended(1, Failed), ended(2, Succeeded)]), "2");
+        let tries = [ended(1, Lost), ended(2, Failed), ended(3, Succeeded)];
+        assert_eq!(attempts_cell(&tries), "3 (1 lost)");
+        let tries = [ended(1, Lost), ended(2, Released), ended(3, Lost)];
+        assert_eq!(attempts_cell(&tries), "3 (2 lost, 1 released)");
+    }
 }

@@ -39,6 +39,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
             .map(|(q, n)| Ok((QueueName::new(q.as_str())?, *n)))
             .collect::<Result<_, drover_protocol::IdError>>()
             .context("bad --queue-limit")?,
+        max_lost_attempts: args.max_lost_attempts,
         token: g.token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
         artifact_store,

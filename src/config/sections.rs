@@ -138,8 +138,9 @@ mod tests {
             );
             checked += 1;
         }
-        // 7 controller + 12 agent + 17 up flags, 6 global ones.
-        assert_eq!(checked, 44);
+        // The controller's flags (twice: `up` has them too), the agent's, `up`'s own, the
+        // global ones.
+        assert_eq!(checked, 46);
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use progress::{advance, end_step, fail_attempt, job_inputs, lose_attempt, step_job};
+use progress::{advance, end_step, fail_attempt, hand_back, job_inputs, lose_attempt, step_job};
 pub use state::{
     AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, State, StepRecord, StepStatus,
@@ -72,6 +72,8 @@ struct Ctx<'a> {
     fx: Effects,
     /// Steps each limited queue may still take now; `None` when no queue is limited.
     room: Option<BTreeMap<QueueName, u32>>,
+    /// Lost attempts a step is dispatched again after.
+    max_lost_attempts: u32,
 }
 
 /// How many more steps each limited queue may take: its limit minus its steps queued or
@@ -124,6 +126,7 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
         now,
         fx: Effects::default(),
         room: room_left(&state.queue_limits, &state.runs),
+        max_lost_attempts: state.max_lost_attempts,
     };
     let runs = &mut state.runs;
     match event {
@@ -156,6 +159,7 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
         now,
         fx: Effects::default(),
         room: room_left(&state.queue_limits, &state.runs),
+        max_lost_attempts: state.max_lost_attempts,
     };
     for run in state.runs.values_mut().filter(|r| !r.status.is_terminal()) {
         let Some(pipeline) = run.pipeline.as_ref() else {
@@ -424,6 +428,18 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
             let why = f.message.unwrap_or_else(|| "aborted".to_string());
             end_step(step, StepStatus::Aborted, Some(why), now);
         }
+        Outcome::Released if step.abort_requested => {
+            let why = format!("aborted; agent {} released attempt {}", f.agent, f.attempt);
+            end_step(step, StepStatus::Aborted, Some(why), now);
+        }
+        Outcome::Released => {
+            let why = format!("released by agent {}", f.agent);
+            let why = match &f.message {
+                Some(m) if !m.is_empty() => format!("{why}: {m}"),
+                _ => why,
+            };
+            hand_back(step, &why);
+        }
         Outcome::Failed | Outcome::TimedOut | Outcome::Error => {
             fail_attempt(step, &spec, failure_text(&f), now);
         }
@@ -451,15 +467,15 @@ fn failure_text(f: &Finished) -> String {
 fn tick(runs: &mut BTreeMap<RunId, RunRecord>, ctx: &mut Ctx) {
     let now = ctx.now;
     for run in runs.values_mut().filter(|r| !r.status.is_terminal()) {
-        let Some(pipeline) = run.pipeline.as_ref() else {
+        if run.pipeline.is_none() {
             continue;
-        };
+        }
         let mut changed = false;
-        for (step, spec) in run.steps.iter_mut().zip(&pipeline.steps) {
+        for step in run.steps.iter_mut() {
             let expired =
                 step.status == StepStatus::Running && step.lease_until.is_some_and(|t| t <= now);
             if expired {
-                lose_attempt(step, spec, ctx.config.lease_ms, now);
+                lose_attempt(step, ctx.config.lease_ms, ctx.max_lost_attempts, now);
                 changed = true;
             }
             if step.status == StepStatus::Pending && step.retry_at.is_some_and(|t| t <= now) {

@@ -12,8 +12,10 @@ use drover_protocol::{AgentId, AttemptNo, RunId, StepName};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The lease ran out: the agent is presumed gone. An abort in flight ends as aborted, not retried.
-pub(super) fn lose_attempt(step: &mut StepRecord, spec: &Step, lease_ms: u64, now: u64) {
+/// The lease ran out: the agent is presumed gone. That is not the step's failure: it is
+/// dispatched again without counting against `retries`, unless it was lost more than
+/// `max_lost` times (then it fails, naming the agents). An abort in flight ends as aborted.
+pub(super) fn lose_attempt(step: &mut StepRecord, lease_ms: u64, max_lost: u32, now: u64) {
     let agent = step
         .agent
         .as_ref()
@@ -32,9 +34,39 @@ pub(super) fn lose_attempt(step: &mut StepRecord, spec: &Step, lease_ms: u64, no
     }
     if step.abort_requested {
         end_step(step, StepStatus::Aborted, Some(why), now);
-    } else {
-        fail_attempt(step, spec, why, now);
+        return;
     }
+    let lost = step.lost_attempts().count();
+    if lost > max_lost as usize {
+        let mut agents: Vec<String> = Vec::new();
+        for a in step.lost_attempts() {
+            let name = a.agent.as_ref().map_or("?", AgentId::as_str).to_string();
+            if !agents.contains(&name) {
+                agents.push(name);
+            }
+        }
+        let why = format!(
+            "lost {lost} attempts, more than --max-lost-attempts {max_lost}: agent(s) {} \
+             sent no heartbeat within the lease",
+            agents.join(", ")
+        );
+        end_step(step, StepStatus::Failed, Some(why), now);
+    } else {
+        hand_back(
+            step,
+            &format!("lost: {why}; dispatched again (lost {lost} of at most {max_lost})"),
+        );
+    }
+}
+
+/// The attempt ended through no fault of the step (agent lost or drained): the step waits for
+/// its next attempt, dispatched by the next `advance`, and `failures` stays as it was.
+pub(super) fn hand_back(step: &mut StepRecord, why: &str) {
+    step.status = StepStatus::Pending;
+    step.retry_at = None;
+    step.lease_until = None;
+    step.agent = None;
+    step.message = Some(format!("attempt {} {why}", step.attempt));
 }
 
 /// Counts a failed attempt: a retry after the backoff while retries remain, else the step fails.

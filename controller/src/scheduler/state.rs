@@ -34,6 +34,8 @@ pub struct State {
     pub agents: BTreeMap<AgentId, AgentRecord>,
     /// Most steps of a queue queued or running at once, across every run and agent.
     pub queue_limits: BTreeMap<QueueName, u32>,
+    /// Lost attempts (lease expired) a step is dispatched again after; one more fails it.
+    pub max_lost_attempts: u32,
 }
 
 impl State {
@@ -44,6 +46,7 @@ impl State {
             cache: BTreeMap::new(),
             agents: BTreeMap::new(),
             queue_limits: BTreeMap::new(),
+            max_lost_attempts: crate::config::DEFAULT_MAX_LOST_ATTEMPTS,
         }
     }
 }
@@ -99,7 +102,7 @@ pub struct StepRecord {
     pub attempt: AttemptNo,
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
-    /// Attempts that failed (counted against `retries`).
+    /// Attempts that failed (counted against `retries`); lost and released ones are not.
     #[serde(default)]
     pub failures: u32,
     #[serde(default)]
@@ -168,6 +171,13 @@ impl StepRecord {
             .iter_mut()
             .rev()
             .find(|a| a.attempt == attempt)
+    }
+
+    /// The attempts that ended `lost`, oldest first.
+    pub fn lost_attempts(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == Some(AttemptOutcome::Lost))
     }
 
     /// The exit code of the latest attempt that reported one.

@@ -1,6 +1,7 @@
-//! Drain an agent mid-step: the step finishes, the agent exits 0, queued steps go elsewhere.
+//! Drain an agent mid-step: the step finishes, the agent exits 0, queued steps go elsewhere; a
+//! step outliving the drain timeout is handed back and runs elsewhere.
 
-use super::{attempts, ended, step_status};
+use super::{attempts, ended, now_ms, step_status};
 use crate::harness::Cluster;
 use nix::sys::signal::Signal;
 use std::time::Duration;
@@ -80,4 +81,74 @@ fn a_draining_agent_finishes_its_step_and_leaves_the_queue_to_others() {
             "{doc}"
         );
     }
+}
+
+/// A step that outlives the drain timeout is stopped and handed back (`released`): it runs
+/// again elsewhere at once, never alongside the stopped attempt, and nothing of it fails.
+#[test]
+fn a_step_outliving_the_drain_timeout_is_handed_back_and_runs_elsewhere() {
+    let mut c = Cluster::new();
+    c.start_controller_with(&["controller".to_string()]);
+    c.start_agent_with("a1", &["default"], &["--drain-timeout", "1s"]);
+    // The lock file exists exactly while an attempt's shell runs: a second attempt starting
+    // while the first still runs fails on it.
+    let lock = c.dir.path().join("running.lock");
+    let file = c.pipeline(
+        "long.toml",
+        &format!(
+            "[pipeline]\nname = \"long\"\n[[step]]\nname = \"long\"\nretries = 0\nenv = {{ LOCK = \"{}\" }}\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$LOCK\\\" ]; then echo overlap; exit 1; fi; touch \\\"$LOCK\\\"; trap 'rm -f \\\"$LOCK\\\"; exit 143' TERM; sleep 10 & wait $!; rm -f \\\"$LOCK\\\"; echo attempt $DROVER_ATTEMPT > out.txt\"]\noutputs = {{ out = \"out.txt\" }}\n",
+            lock.display()
+        ),
+    );
+    let run = c.submit(&file);
+    c.wait_for(
+        &run,
+        "the step to run on a1",
+        Duration::from_secs(30),
+        |d| step_status(d, "long") == "running" && lock.exists(),
+    );
+    c.start_agent("a2", &["default"]);
+    crate::harness::wait_until("a2 to report in", Duration::from_secs(30), || {
+        let doc = c.json(&["agents", "--json"]);
+        doc["agents"].as_array()?.iter().find(|a| a["id"] == "a2")?;
+        Some(())
+    });
+
+    let drained_at = now_ms();
+    c.signal("a1", Signal::SIGTERM);
+    let doc = c.wait_for(
+        &run,
+        "the step to run again",
+        Duration::from_secs(30),
+        |d| {
+            attempts(d, "long").len() == 2
+                && Cluster::step(d, "long")["attempts"][1]["started_at"].is_u64()
+        },
+    );
+    let picked_up = Cluster::step(&doc, "long")["attempts"][1]["started_at"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(drained_at);
+    let status = c.wait_exit("a1", Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", c.process_log("a1"));
+
+    let doc = c.wait_for(&run, "the run to end", Duration::from_secs(60), ended);
+    assert_eq!(doc["status"], "succeeded", "{doc}\n{}", c.process_log("a2"));
+    assert_eq!(
+        attempts(&doc, "long"),
+        vec![
+            ("a1".to_string(), "released".to_string()),
+            ("a2".to_string(), "succeeded".to_string())
+        ],
+        "{doc}"
+    );
+    let out = c.drover(&["artifacts", "get", &run, "long", "out", "-o", "-"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 2\n");
+    eprintln!("drain timeout 1s: attempt 2 started {picked_up} ms after SIGTERM to a1");
+    // 1 s of drain timeout, then at most a second or two to stop, report and dispatch; a lease
+    // expiry (3 s after a1's last heartbeat) would come later and end the attempt as lost.
+    assert!(
+        picked_up < 4_000,
+        "attempt 2 started {picked_up} ms after the drain began"
+    );
 }

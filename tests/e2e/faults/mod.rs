@@ -8,6 +8,7 @@ mod controller_kill;
 mod drain;
 mod invalid_many;
 mod long_step;
+mod lost;
 mod poison;
 mod rabbit;
 mod timeout;

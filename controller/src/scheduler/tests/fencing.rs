@@ -166,7 +166,10 @@ fn renewed_leases_survive_a_silence_the_controller_caused() {
     renew_leases(&mut st, 60_000);
     assert!(handle(&mut st, Event::Tick, 60_000 + LEASE - 1).is_empty());
     assert_eq!(status(&st, &run, "a"), StepStatus::Running);
-    // Silence after the renewal still loses the attempt.
-    handle(&mut st, Event::Tick, 60_000 + LEASE);
-    assert_eq!(status(&st, &run, "a"), StepStatus::Failed);
+    // Silence after the renewal still loses the attempt, which is dispatched again.
+    let fx = handle(&mut st, Event::Tick, 60_000 + LEASE);
+    assert_eq!(jobs(&fx).len(), 1);
+    assert_eq!(status(&st, &run, "a"), StepStatus::Queued);
+    let a = st.runs[&run].step(&step("a")).unwrap();
+    assert_eq!(a.attempts[0].outcome, Some(AttemptOutcome::Lost));
 }
