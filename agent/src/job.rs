@@ -5,6 +5,7 @@ use crate::artifacts;
 use crate::logstream::LogStream;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv;
+use crate::running::Registration;
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -51,6 +52,19 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         attempt.clone(),
     );
     let report = execute(&shared, &job, &log, cancel).await;
+    if shared.take_fenced(&attempt) {
+        // Its lease ran out while the agent was cut off: the controller counts it as lost and
+        // retries it, so a report would only pass the stop off as the step's own failure.
+        log.note("stopped by the agent: cut off from the broker for longer than the lease");
+        log.finish().await;
+        tracing::info!(
+            "{}/{} attempt {} stopped: cut off from the broker beyond its lease; not reported",
+            job.run_id,
+            job.step,
+            job.attempt
+        );
+        return;
+    }
     if let Some(m) = &report.message {
         log.note(m);
     }
@@ -208,6 +222,15 @@ async fn execute(
         cwd: workdir.path().to_path_buf(),
         timeout: job.job.timeout_ms.map(Duration::from_millis),
         kill_grace: config.kill_grace,
+        record: Some(Registration::new(
+            &config.work_dir,
+            AttemptRef {
+                run_id: job.run_id.clone(),
+                step: job.step.clone(),
+                attempt: job.attempt,
+            },
+            workdir.path(),
+        )),
     };
     let ended = match process::run(&spec, log.sender(), cancel).await {
         Ok(e) => e,

@@ -208,6 +208,9 @@ fn start(shared: &Arc<Shared>, jobs: &TaskTracker, job: StepJob, slots: SlotGuar
         step: job.step.clone(),
         attempt: job.attempt,
     };
+    *shared.lease_terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+        heartbeat::LeaseTerms::of(&job, shared.config.controller_url.as_deref()),
+    );
     let cancel = shared
         .running
         .lock()
