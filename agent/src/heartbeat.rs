@@ -1,6 +1,6 @@
 //! Heartbeats: renew the leases of every attempt this agent holds and say who it is; and
 //! stop this agent's own steps once it has been cut off from the broker for longer than their
-//! lease, since the controller has given them to another agent by then.
+//! lease, since the controller has declared them lost (and retried them elsewhere) by then.
 //!
 //! The lease clock runs as the controller's does: from the last heartbeat the broker confirmed,
 //! and not while the controller itself has no broker connection (it expires no lease then, and
@@ -171,7 +171,7 @@ async fn watch(shared: &Shared, renewed: &Mutex<Instant>) {
             if shared.fence(&attempt) {
                 tracing::warn!(
                     "fencing {}/{} attempt {}: cut off from the broker for {} (longer than the \
-                     lease, {}); stopping the step, which the controller retries elsewhere",
+                     lease, {}); stopping the step, which the controller declares lost",
                     attempt.run_id,
                     attempt.step,
                     attempt.attempt,

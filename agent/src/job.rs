@@ -53,8 +53,8 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
     );
     let report = execute(&shared, &job, &log, cancel).await;
     if shared.take_fenced(&attempt) {
-        // Its lease ran out while the agent was cut off: the controller counts it as lost and
-        // retries it, so a report would only pass the stop off as the step's own failure.
+        // Its lease ran out while the agent was cut off: the controller has declared it lost
+        // (and may run it again), so a report would pass the stop off as the step's own failure.
         log.note("stopped by the agent: cut off from the broker for longer than the lease");
         log.finish().await;
         tracing::info!(
