@@ -5,6 +5,7 @@ use crate::artifacts::{self, Route};
 use crate::logstream::LogStream;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
+use crate::running::Registration;
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -64,6 +65,19 @@ pub async fn run(
         attempt.clone(),
     );
     let mut report = execute(&shared, &job, &log, cancel).await;
+    if shared.take_fenced(&attempt) {
+        // Its lease ran out while the agent was cut off: the controller has declared it lost
+        // (and may run it again), so a report would pass the stop off as the step's own failure.
+        log.note("stopped by the agent: cut off from the broker for longer than the lease");
+        log.finish().await;
+        tracing::info!(
+            "{}/{} attempt {} stopped: cut off from the broker beyond its lease; not reported",
+            job.run_id,
+            job.step,
+            job.attempt
+        );
+        return;
+    }
     if report.outcome == Outcome::Aborted && release.is_cancelled() {
         // The processes are gone (killed with their group): the next attempt cannot overlap.
         report = Report::released(format!(
@@ -253,6 +267,15 @@ async fn process_spec(
         cwd: workdir.path().to_path_buf(),
         timeout: job.job.timeout_ms.map(Duration::from_millis),
         kill_grace: shared.config.kill_grace,
+        record: Some(Registration::new(
+            &shared.config.work_dir,
+            AttemptRef {
+                run_id: job.run_id.clone(),
+                step: job.step.clone(),
+                attempt: job.attempt,
+            },
+            workdir.path(),
+        )),
     })
 }
 

@@ -1,8 +1,10 @@
 //! drover's agent daemon: pulls step jobs from its queues, runs each in an isolated workdir,
 //! streams its logs, uploads its outputs and reports back on the events queue.
 //!
-//! [`Agent::start`] connects and spawns the tasks: [`serve`] (queue consumption within the slot
-//! limit), [`heartbeat`] and [`control`] (cancellation); each job runs in [`job`].
+//! [`Agent::start`] locks its work dir ([`lock`]), kills what a killed predecessor left running
+//! there ([`running`]), connects and spawns the tasks: [`serve`] (queue consumption within the
+//! slot limit), [`heartbeat`] (leases, and fencing when cut off) and [`control`]
+//! (cancellation); each job runs in [`job`].
 
 mod artifacts;
 mod claim;
@@ -10,9 +12,11 @@ mod config;
 mod control;
 mod heartbeat;
 mod job;
+mod lock;
 mod logstream;
 mod process;
 pub mod pyenv;
+mod running;
 mod serve;
 mod slots;
 mod workdir;
@@ -23,7 +27,7 @@ use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
 use drover_protocol::AgentId;
 use drover_protocol::message::AttemptRef;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +52,12 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Cancelled to abort running steps at once instead of draining them.
     pub abort: CancellationToken,
+    /// The lease and controller of the latest job, for stopping steps when cut off.
+    pub lease_terms: Mutex<Option<heartbeat::LeaseTerms>>,
+    /// Attempts stopped because their lease ran out while the agent was cut off: not reported.
+    pub fenced: Mutex<HashSet<AttemptRef>>,
+    /// Held for the agent's life: no other agent uses its work dir.
+    _lock: lock::WorkDirLock,
 }
 
 impl Shared {
@@ -68,6 +78,46 @@ impl Shared {
             None => false,
         }
     }
+
+    /// Marks a running attempt as fenced and stops it; false when it is not running here or
+    /// was fenced already.
+    pub fn fence(&self, attempt: &AttemptRef) -> bool {
+        let newly = self
+            .fenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(attempt.clone());
+        newly && self.cancel(attempt)
+    }
+
+    pub fn is_fenced(&self, attempt: &AttemptRef) -> bool {
+        let fenced = self.fenced.lock().unwrap_or_else(|e| e.into_inner());
+        fenced.contains(attempt)
+    }
+
+    /// Whether the attempt was fenced, forgetting it.
+    pub fn take_fenced(&self, attempt: &AttemptRef) -> bool {
+        let mut fenced = self.fenced.lock().unwrap_or_else(|e| e.into_inner());
+        fenced.remove(attempt)
+    }
+}
+
+/// Kills the steps a previous agent on this work dir left running (it was killed, or its
+/// machine went down) and removes their workdirs, before this agent takes any job.
+async fn clean_up(config: &AgentConfig) -> anyhow::Result<()> {
+    let work_dir = config.work_dir.clone();
+    let (grace, keep) = (config.kill_grace, config.keep_workdirs);
+    let cleaned =
+        tokio::task::spawn_blocking(move || running::clean_up(&work_dir, grace, keep)).await?;
+    if let Some(text) = running::describe(&cleaned) {
+        tracing::warn!("{text}");
+    } else if !cleaned.is_empty() {
+        tracing::info!(
+            "{} step(s) a previous agent left had already ended",
+            cleaned.len()
+        );
+    }
+    Ok(())
 }
 
 /// A running agent.
@@ -91,6 +141,10 @@ impl Agent {
         abort: CancellationToken,
     ) -> anyhow::Result<Agent> {
         config.check()?;
+        std::fs::create_dir_all(&config.work_dir)
+            .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
+        let lock = lock::WorkDirLock::take(&config.work_dir)?;
+        clean_up(&config).await?;
         let host = config::hostname();
         let id = match &config.id {
             Some(id) => id.clone(),
@@ -112,8 +166,6 @@ impl Agent {
         }
         let publisher = broker.publisher().await?;
         let control = broker.consume_agent_control(&id).await?;
-        std::fs::create_dir_all(&config.work_dir)
-            .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
         let http = config::http_client(config.token.as_deref())?;
         let routes = artifacts::Routes::new(
             config.artifact_transfer,
@@ -131,6 +183,9 @@ impl Agent {
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             abort,
+            lease_terms: Mutex::new(None),
+            fenced: Mutex::new(HashSet::new()),
+            _lock: lock,
         });
         let tracker = TaskTracker::new();
         let jobs = TaskTracker::new();

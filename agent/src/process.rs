@@ -1,6 +1,7 @@
 //! Runs one step's process in its own process group, with a timeout and cancellation, and
 //! kills the whole group when it ends so no child outlives its step.
 
+use crate::running::Registration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -23,6 +24,9 @@ pub struct ProcessSpec {
     pub timeout: Option<Duration>,
     /// SIGTERM, then SIGKILL after this long.
     pub kill_grace: Duration,
+    /// Where to record the process group while it runs, so that an agent restarted after a
+    /// crash can kill what this one left.
+    pub record: Option<Registration>,
 }
 
 /// How the process ended.
@@ -66,6 +70,20 @@ pub async fn run(
     let mut child = spawned
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // Held until the whole group is killed below.
+    let _recorded = match (&spec.record, pgid) {
+        (Some(registration), Some(pgid)) => match registration.record(pgid.as_raw()) {
+            Ok(recorded) => Some(recorded),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot record process group {pgid} in {}: {e}",
+                    registration.dir.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let reader = tokio::task::spawn_blocking(move || forward(reader, output));
 
     let timeout = async {
@@ -169,6 +187,7 @@ mod tests {
             cwd: std::env::temp_dir(),
             timeout: None,
             kill_grace: Duration::from_millis(500),
+            record: None,
         }
     }
 
@@ -247,6 +266,43 @@ mod tests {
         .await;
         assert_eq!(ended, Ended::Exited(3));
         assert_eq!(out, b"a\rb\xff\n");
+    }
+
+    #[tokio::test]
+    async fn the_group_is_recorded_while_it_runs() {
+        let work = tempfile::tempdir().unwrap();
+        let attempt = drover_protocol::message::AttemptRef {
+            run_id: drover_protocol::RunId::generate(),
+            step: drover_protocol::StepName::new("s").unwrap(),
+            attempt: drover_protocol::AttemptNo(2),
+        };
+        let mut s = spec("echo $$; sleep 0.5");
+        s.record = Some(Registration::new(work.path(), attempt.clone(), work.path()));
+        let entries = crate::running::dir(work.path());
+        let seen = tokio::spawn({
+            let entries = entries.clone();
+            async move {
+                loop {
+                    let found = std::fs::read_dir(&entries)
+                        .ok()
+                        .and_then(|mut d| d.next())
+                        .and_then(|f| std::fs::read(f.ok()?.path()).ok());
+                    if let Some(bytes) = found {
+                        return serde_json::from_slice::<crate::running::Entry>(&bytes).unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        let (ended, out) = collect(&s, CancellationToken::new()).await;
+        assert_eq!(ended, Ended::Exited(0));
+        let entry = tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("no entry was written")
+            .unwrap();
+        let pid: i32 = String::from_utf8(out).unwrap().trim().parse().unwrap();
+        assert_eq!((entry.pgid, &entry.attempt), (pid, &attempt));
+        assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -219,6 +219,9 @@ fn start(
         step: job.step.clone(),
         attempt: job.attempt,
     };
+    *shared.lease_terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+        heartbeat::LeaseTerms::of(&job, shared.config.controller_url.as_deref()),
+    );
     let cancel = shared
         .running
         .lock()

@@ -1,14 +1,17 @@
-//! Fault injection: killed agents and controllers, a restarted broker, aborts, drains, timeouts,
-//! poison messages and invalid pipelines, against real processes and a real broker.
+//! Fault injection: killed agents and controllers, a restarted broker, an agent cut off from
+//! it, aborts, drains, timeouts, poison messages and invalid pipelines, against real processes
+//! and a real broker.
 
 mod abort;
 mod agent_kill;
 mod broker_restart;
 mod controller_kill;
 mod drain;
+mod forward;
 mod invalid_many;
 mod long_step;
 mod lost;
+mod orphans;
 mod poison;
 mod rabbit;
 mod timeout;

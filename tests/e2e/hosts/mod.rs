@@ -193,13 +193,15 @@ fn a_cut_off_hosts_steps_run_elsewhere_and_its_late_results_are_fenced() {
         .saturating_sub(cut_at);
 
     net.set_link(0, true);
-    // Back online, the cut agent reports its stale attempts and is told to stop them.
+    // The cut agent stops its stale attempts itself once their lease has run out (fencing);
+    // one still running when it is back online is reported and it is told to stop it.
     crate::harness::wait_until(
         "the cut agent to stop its stale attempts",
         Duration::from_secs(20),
         || {
             let log = c.process_log("cut");
-            (log.matches("cancelling").count() >= 2).then_some(())
+            let stopped = log.matches("cancelling").count() + log.matches("fencing").count();
+            (stopped >= 2).then_some(())
         },
     );
     let doc = c.wait_for(&run, "the run to end", Duration::from_secs(60), ended);

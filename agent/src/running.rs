@@ -1,0 +1,328 @@
+//! The process groups of running attempts, recorded in the work dir
+//! (`running/<run>-<step>-<attempt>.json`) so that an agent started after a `kill -9` of the
+//! previous one on the same work dir finds the steps it left and kills them before taking jobs.
+//!
+//! An entry is written right after the step's process is spawned and removed once its whole
+//! group has been killed. It holds the leader's start time (`/proc/PID/stat` field 22) so a
+//! pid the kernel has since given to another process is never signalled.
+
+use drover_protocol::message::AttemptRef;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What is recorded of one running attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub attempt: AttemptRef,
+    /// The process group; the leader's pid (each step leads its own group).
+    pub pgid: i32,
+    /// The leader's start time, in clock ticks after boot.
+    pub start_time: u64,
+    /// The attempt's workdir, removed with the group.
+    pub workdir: PathBuf,
+}
+
+/// Where one attempt's entry goes, known before its process starts.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub dir: PathBuf,
+    pub attempt: AttemptRef,
+    pub workdir: PathBuf,
+}
+
+/// The written entry; dropping it removes the file.
+#[derive(Debug)]
+pub struct Recorded {
+    path: PathBuf,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The directory of entries under an agent's work dir.
+pub fn dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("running")
+}
+
+impl Registration {
+    pub fn new(work_dir: &Path, attempt: AttemptRef, workdir: &Path) -> Self {
+        Self {
+            dir: dir(work_dir),
+            attempt,
+            workdir: workdir.to_path_buf(),
+        }
+    }
+
+    /// Records the group led by `pid` (written to a temporary name, then renamed, so a reader
+    /// never sees half an entry).
+    pub fn record(&self, pid: i32) -> std::io::Result<Recorded> {
+        let start_time = start_time(pid).ok_or_else(|| {
+            std::io::Error::other(format!("cannot read the start time of pid {pid}"))
+        })?;
+        let entry = Entry {
+            attempt: self.attempt.clone(),
+            pgid: pid,
+            start_time,
+            workdir: self.workdir.clone(),
+        };
+        std::fs::create_dir_all(&self.dir)?;
+        let a = &self.attempt;
+        let path = self
+            .dir
+            .join(format!("{}-{}-{}.json", a.run_id, a.step, a.attempt));
+        let tmp = self.dir.join(format!(".{pid}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(&entry)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(Recorded { path })
+    }
+}
+
+/// What one entry left by a previous agent came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    pub entry: Entry,
+    /// Processes of its group that were still alive and were killed.
+    pub killed: usize,
+}
+
+/// Kills what a previous agent on this work dir left running and removes the entries and the
+/// attempts' workdirs (kept when `keep_workdirs`). The caller holds the work dir's lock, so no
+/// live agent owns these entries.
+pub fn clean_up(work_dir: &Path, grace: Duration, keep_workdirs: bool) -> Vec<Cleaned> {
+    let dir = dir(work_dir);
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut cleaned = Vec::new();
+    for file in listing.flatten() {
+        let path = file.path();
+        let text = std::fs::read(&path);
+        match text.map(|t| serde_json::from_slice::<Entry>(&t)) {
+            Ok(Ok(entry)) => {
+                let killed = kill_group(&entry, grace);
+                // Only a directory of this work dir: an entry is data, not an order.
+                let ours = work_dir
+                    .canonicalize()
+                    .is_ok_and(|root| entry.workdir.starts_with(root));
+                if !keep_workdirs
+                    && ours
+                    && let Err(e) = std::fs::remove_dir_all(&entry.workdir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!("cannot remove {}: {e}", entry.workdir.display());
+                }
+                cleaned.push(Cleaned { entry, killed });
+            }
+            // A temporary file of an unfinished write, or an unreadable entry: nothing to go by.
+            _ => tracing::warn!("removing {}: not a running-attempt entry", path.display()),
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+    cleaned
+}
+
+/// "cleaned up 2 processes left by a previous agent: run R step S attempt 1 (pgid 1234)".
+pub fn describe(cleaned: &[Cleaned]) -> Option<String> {
+    let killed: usize = cleaned.iter().map(|c| c.killed).sum();
+    if killed == 0 {
+        return None;
+    }
+    let what: Vec<String> = cleaned
+        .iter()
+        .filter(|c| c.killed > 0)
+        .map(|c| {
+            let a = &c.entry.attempt;
+            format!(
+                "run {} step {} attempt {} (pgid {})",
+                a.run_id, a.step, a.attempt, c.entry.pgid
+            )
+        })
+        .collect();
+    Some(format!(
+        "cleaned up {killed} process{} left by a previous agent: {}",
+        if killed == 1 { "" } else { "es" },
+        what.join(", ")
+    ))
+}
+
+/// Kills the entry's group if it is still the one recorded: SIGTERM, then SIGKILL after
+/// `grace`. Returns how many of its processes were alive.
+fn kill_group(entry: &Entry, grace: Duration) -> usize {
+    let alive = members(entry).len();
+    if alive == 0 {
+        return 0;
+    }
+    let pgid = Pid::from_raw(entry.pgid);
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !members(entry).is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !members(entry).is_empty() {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    alive
+}
+
+/// Live (not zombie) processes of the entry's group. When the leader's pid now belongs to a
+/// process started at another time, the recorded group is gone (Linux gives out a pid only
+/// once no process uses it as its group id) and the pid is someone else's: none.
+fn members(entry: &Entry) -> Vec<i32> {
+    if let Some(stat) = Stat::read(entry.pgid)
+        && stat.start_time != entry.start_time
+    {
+        return Vec::new();
+    }
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            Stat::read(*pid).is_some_and(|s| s.pgrp == entry.pgid && !matches!(s.state, 'Z' | 'X'))
+        })
+        .collect()
+}
+
+/// A process's start time in clock ticks after boot, `None` when it does not exist.
+pub fn start_time(pid: i32) -> Option<u64> {
+    Stat::read(pid).map(|s| s.start_time)
+}
+
+/// The fields of `/proc/PID/stat` this module needs.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: char,
+    pgrp: i32,
+    start_time: u64,
+}
+
+impl Stat {
+    fn read(pid: i32) -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Self::parse(&text)
+    }
+
+    /// Fields after the command name, which is in parentheses and may itself hold spaces and
+    /// parentheses: state (3), ppid, pgrp (5), ..., starttime (22).
+    fn parse(text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(Stat {
+            state: fields.first()?.chars().next()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            start_time: fields.get(19)?.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_protocol::{AttemptNo, RunId, StepName};
+    use std::os::unix::process::CommandExt;
+
+    fn attempt() -> AttemptRef {
+        AttemptRef {
+            run_id: RunId::generate(),
+            step: StepName::new("s").unwrap(),
+            attempt: AttemptNo(1),
+        }
+    }
+
+    #[test]
+    fn stat_fields_survive_odd_command_names() {
+        let line = "4242 (a b) c)) S 1 4240 4240 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let s = Stat::parse(line).unwrap();
+        assert_eq!((s.state, s.pgrp, s.start_time), ('S', 4240, 987654));
+        let own = Stat::read(std::process::id() as i32).unwrap();
+        assert!(own.start_time > 0 && own.pgrp > 0);
+    }
+
+    #[test]
+    fn a_recorded_group_is_killed_and_its_workdir_removed() {
+        let work = tempfile::tempdir().unwrap();
+        let workdir = work.path().join("job");
+        std::fs::create_dir(&workdir).unwrap();
+        // A leader and a child of its own, both in the leader's new group.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = leader.id() as i32;
+        let recorded = Registration::new(work.path(), attempt(), &workdir)
+            .record(pid)
+            .unwrap();
+        std::mem::forget(recorded); // as if the agent had been killed
+        let entry: Entry = {
+            let file = std::fs::read_dir(dir(work.path()))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members(&entry).len() < 2 {
+            assert!(Instant::now() < deadline, "the child did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        let cleaned = clean_up(work.path(), Duration::from_secs(2), false);
+        assert_eq!(cleaned.len(), 1);
+        assert_eq!(cleaned[0].killed, 2);
+        let _ = leader.wait();
+        assert!(members(&entry).is_empty());
+        assert!(!workdir.exists());
+        assert_eq!(std::fs::read_dir(dir(work.path())).unwrap().count(), 0);
+        let text = describe(&cleaned).unwrap();
+        assert!(
+            text.starts_with("cleaned up 2 processes left by a previous agent: run ")
+                && text.ends_with(&format!("step s attempt 1 (pgid {pid})")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reused_pid_is_left_alone() {
+        let work = tempfile::tempdir().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = other.id() as i32;
+        let entry = Entry {
+            attempt: attempt(),
+            pgid: pid,
+            start_time: start_time(pid).unwrap() - 1,
+            workdir: work.path().join("job"),
+        };
+        std::fs::create_dir_all(dir(work.path())).unwrap();
+        std::fs::write(
+            dir(work.path()).join("x.json"),
+            serde_json::to_vec(&entry).unwrap(),
+        )
+        .unwrap();
+        let cleaned = clean_up(work.path(), Duration::from_secs(1), false);
+        assert_eq!(cleaned[0].killed, 0);
+        assert_eq!(describe(&cleaned), None);
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "the other process was killed"
+        );
+        other.kill().unwrap();
+        let _ = other.wait();
+    }
+}
