@@ -14,8 +14,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
   # Build every test once into an archive, then run it twice: everything but the multi-host
-  # suite, then that suite alone. The archive keeps the absolute paths compiled into the tests
-  # (`CARGO_BIN_EXE_drover`, `CARGO_MANIFEST_DIR`), so it is run from this checkout only.
+  # suite, then that suite alone. The e2e tests run the `drover` unpacked with them
+  # (`NEXTEST_BIN_EXE_drover`), but read fixtures through paths compiled in
+  # (`CARGO_MANIFEST_DIR`), so the archive is run from this checkout.
   archive=target/nextest/tests.tar.zst
   mkdir -p "$(dirname "$archive")"
   cargo nextest archive --workspace --archive-file "$archive"

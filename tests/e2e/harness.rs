@@ -13,8 +13,14 @@ use std::time::Duration;
 
 pub use drover_test_support::AMQP_URL;
 
+/// The `drover` binary under test: the one nextest names at run time (a copy unpacked with the
+/// tests when they run from an archive), else the one cargo built with them.
 pub fn drover_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_drover")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("NEXTEST_BIN_EXE_drover")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_drover").to_string())
+    })
 }
 
 /// Polls `cond` until it holds or `timeout` passes; panics naming `what` and the last value seen.
