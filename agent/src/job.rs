@@ -2,7 +2,7 @@
 
 use crate::Shared;
 use crate::artifacts;
-use crate::logstream::LogStream;
+use crate::logstream::{self, LogStream};
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv;
 use crate::workdir::Workdir;
@@ -49,12 +49,15 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         shared.publisher.clone(),
         shared.config.names.events(),
         attempt.clone(),
+        logstream::spool_path(&shared.config.work_dir, &attempt),
+        shared.abort.clone(),
     );
     let report = execute(&shared, &job, &log, cancel).await;
     if let Some(m) = &report.message {
-        log.note(m);
+        log.note(m).await;
     }
-    log.finish().await;
+    // `Finished` follows the last confirmed chunk, so the controller has the whole log first.
+    let log = log.finish().await;
     let finished = Message::Finished(Finished {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -66,6 +69,7 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         message: report.message,
         started_at,
         ended_at: now_ms(),
+        log_delays: log.delays,
     });
     let target = Target::Queue(shared.config.names.events());
     let mut delay = Duration::from_millis(200);
@@ -84,11 +88,12 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         }
     }
     tracing::info!(
-        "{}/{} attempt {} ended: {:?}",
+        "{}/{} attempt {} ended: {:?}; log {} bytes",
         job.run_id,
         job.step,
         job.attempt,
-        report.outcome
+        report.outcome,
+        log.size
     );
 }
 

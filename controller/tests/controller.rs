@@ -202,6 +202,7 @@ fn finished(
         message: None,
         started_at: now_ms(),
         ended_at: now_ms(),
+        log_delays: Vec::new(),
     })
 }
 

@@ -116,6 +116,7 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
             message: None,
             started_at: now_ms(),
             ended_at: now_ms(),
+            log_delays: Vec::new(),
         })
     };
     let out = OutputName::new("out").unwrap();
