@@ -4,7 +4,7 @@
 //! behaviour beyond small queries.
 
 pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
-use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef};
+use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,9 @@ pub struct AttemptRecord {
     pub exit_code: Option<i32>,
     pub outcome: Option<AttemptOutcome>,
     pub message: Option<String>,
+    /// Where the attempt's log reached the controller late (from its `Finished`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_delays: Vec<LogDelay>,
 }
 
 /// A step within a run.
