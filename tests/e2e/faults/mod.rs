@@ -1,5 +1,6 @@
-//! Fault injection: killed agents and controllers, a restarted broker, aborts, drains, timeouts,
-//! poison messages and invalid pipelines, against real processes and a real broker.
+//! Fault injection: killed agents and controllers, a restarted broker, a long broker outage
+//! under heavy output, aborts, drains, timeouts, poison messages and invalid pipelines, against
+//! real processes and a real broker.
 
 mod abort;
 mod agent_kill;
@@ -7,6 +8,7 @@ mod broker_restart;
 mod controller_kill;
 mod drain;
 mod invalid_many;
+mod log_spool;
 mod long_step;
 mod poison;
 mod rabbit;
