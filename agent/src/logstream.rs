@@ -115,7 +115,7 @@ impl Shared {
 
 impl LogStream {
     /// Streams an attempt's log to the events queue; `abort` (the agent going away at once)
-    /// is the only thing that makes it give up on unsent bytes.
+    /// is the only thing that makes it give up on bytes the broker does not confirm.
     pub fn start(
         publisher: Publisher,
         events: String,
@@ -275,11 +275,11 @@ async fn publish_all<S: ChunkSink>(
                 }
                 return delays;
             }
+            // Aborting kills the step, which closes the log soon: only a chunk the broker does
+            // not take is given up on.
             Ok(None) => {
-                tokio::select! {
-                    _ = shared.pushed.notified() => continue,
-                    _ = abort.cancelled() => return abandon(&shared, delays),
-                }
+                shared.pushed.notified().await;
+                continue;
             }
             Err(e) => {
                 tracing::warn!("cannot read the log spool: {e}; trying again");
