@@ -56,6 +56,7 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
     if let Some(m) = &report.message {
         log.note(m).await;
     }
+    let ended_at = now_ms();
     // `Finished` follows the last confirmed chunk, so the controller has the whole log first.
     let log = log.finish().await;
     let finished = Message::Finished(Finished {
@@ -68,7 +69,7 @@ pub async fn run(shared: Arc<Shared>, job: StepJob, cancel: CancellationToken) {
         outputs: report.outputs,
         message: report.message,
         started_at,
-        ended_at: now_ms(),
+        ended_at,
         log_delays: log.delays,
     });
     let target = Target::Queue(shared.config.names.events());
