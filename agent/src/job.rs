@@ -2,7 +2,7 @@
 
 use crate::Shared;
 use crate::artifacts::{self, Route};
-use crate::logstream::LogStream;
+use crate::logstream::{self, LogStream};
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
@@ -63,12 +63,15 @@ pub async fn run(
         shared.publisher.clone(),
         shared.config.names.events(),
         attempt.clone(),
+        logstream::spool_path(&shared.config.work_dir, &attempt),
+        shared.abort.clone(),
     );
     let mut report = execute(&shared, &job, &log, cancel).await;
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.
-        log.note("stopped by the agent: cut off from the broker for longer than the lease");
+        log.note("stopped by the agent: cut off from the broker for longer than the lease")
+            .await;
         log.finish().await;
         tracing::info!(
             "{}/{} attempt {} stopped: cut off from the broker beyond its lease; not reported",
@@ -86,9 +89,11 @@ pub async fn run(
         ));
     }
     if let Some(m) = &report.message {
-        log.note(m);
+        log.note(m).await;
     }
-    log.finish().await;
+    let ended_at = now_ms();
+    // `Finished` follows the last confirmed chunk, so the controller has the whole log first.
+    let log = log.finish().await;
     let finished = Message::Finished(Finished {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -99,7 +104,8 @@ pub async fn run(
         outputs: report.outputs,
         message: report.message,
         started_at,
-        ended_at: now_ms(),
+        ended_at,
+        log_delays: log.delays,
     });
     let target = Target::Queue(shared.config.names.events());
     let mut delay = Duration::from_millis(200);
@@ -118,11 +124,12 @@ pub async fn run(
         }
     }
     tracing::info!(
-        "{}/{} attempt {} ended: {:?}",
+        "{}/{} attempt {} ended: {:?}; log {} bytes",
         job.run_id,
         job.step,
         job.attempt,
-        report.outcome
+        report.outcome,
+        log.size
     );
 }
 

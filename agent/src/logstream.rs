@@ -1,70 +1,187 @@
-//! Batches a step's output into `LogChunk` events: at most ~200 ms or 64 KiB behind the process.
+//! A step's output as `LogChunk` events, in order and complete while the agent lives: batched
+//! (at most ~200 ms or 64 KiB behind the process), held in a [`backlog`] that keeps
+//! [`MEMORY_WINDOW`] in memory and spills the rest to a spool file while the broker does not
+//! confirm, and published one chunk at a time until each is confirmed.
 
+mod backlog;
+
+use backlog::{Backlog, Chunk};
 use drover_amqp::{Publisher, Target};
-use drover_protocol::message::{AttemptRef, LogChunk, Message};
+use drover_protocol::message::{AttemptRef, LogChunk, LogDelay, Message};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, Receiver};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long bytes may wait before they are published.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Buffer size that triggers a publish at once.
 pub const MAX_CHUNK: usize = 64 * 1024;
+/// Unconfirmed bytes kept in memory; past this they wait in the attempt's spool file.
+pub const MEMORY_WINDOW: usize = 8 * 1024 * 1024;
+/// Pieces of output (a pipe read each) between the step's pipe readers and the batcher; when
+/// it is full the readers wait, and so does the step writing to its pipe.
+pub const CHANNEL_DEPTH: usize = 16;
+/// A chunk whose publish took this long, or failed, marks the log as delayed from it on.
+pub const SLOW_PUBLISH: Duration = Duration::from_secs(5);
+/// Pause before a chunk the broker did not confirm is published again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// The writing end of a step's log; the publishing task ends when every sender is dropped.
+/// Where a step's raw output bytes go.
+pub type LogSender = mpsc::Sender<Vec<u8>>;
+
+/// What became of a step's log once every byte was confirmed.
+#[derive(Debug, Default)]
+pub struct LogSummary {
+    /// The log's size in bytes.
+    pub size: u64,
+    /// Where its bytes reached the broker late.
+    pub delays: Vec<LogDelay>,
+}
+
+/// Where chunks are published: the broker, or a recorder in tests.
+pub trait ChunkSink: Send + Sync + 'static {
+    /// Publishes `data` at `offset` and waits for the confirm.
+    fn publish(&self, offset: u64, data: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Publishes to the events queue as `Log` messages of one attempt.
+struct BrokerSink {
+    publisher: Publisher,
+    target: Target,
+    attempt: AttemptRef,
+}
+
+impl ChunkSink for BrokerSink {
+    async fn publish(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+        let msg = Message::Log(LogChunk {
+            run_id: self.attempt.run_id.clone(),
+            step: self.attempt.step.clone(),
+            attempt: self.attempt.attempt,
+            offset,
+            data: data.to_vec(),
+        });
+        self.publisher
+            .publish(&self.target, &msg)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The spool file of an attempt: `<jobs>/_spool/<run>-<step>-<attempt>-<rand>.log`, beside the
+/// attempts' workdirs (`jobs_dir`) rather than in one, because the log is still being sent after
+/// its workdir is removed.
+pub fn spool_path(jobs_dir: &Path, attempt: &AttemptRef) -> PathBuf {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    jobs_dir.join("_spool").join(format!(
+        "{}-{}-{}-{suffix}.log",
+        attempt.run_id, attempt.step, attempt.attempt
+    ))
+}
+
+/// The writing end of a step's log; [`LogStream::finish`] waits until every byte is confirmed.
 pub struct LogStream {
-    sender: UnboundedSender<Vec<u8>>,
-    task: JoinHandle<u64>,
+    sender: LogSender,
+    task: JoinHandle<LogSummary>,
+}
+
+/// What the batcher and the publishing task share.
+struct Shared {
+    state: Mutex<State>,
+    /// The batcher added bytes or closed the log.
+    pushed: Notify,
+    /// The publisher had a chunk confirmed.
+    sent: Notify,
+}
+
+struct State {
+    backlog: Backlog,
+    /// No more bytes will be pushed.
+    closed: bool,
+    /// The agent is aborting: what is left is dropped.
+    abandoned: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl LogStream {
-    pub fn start(publisher: Publisher, events: String, attempt: AttemptRef) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(pump(receiver, move |offset, data| {
-            let publisher = publisher.clone();
-            let target = Target::Queue(events.clone());
-            let msg = Message::Log(LogChunk {
-                run_id: attempt.run_id.clone(),
-                step: attempt.step.clone(),
-                attempt: attempt.attempt,
-                offset,
-                data,
-            });
-            async move {
-                if let Err(e) = publisher.publish(&target, &msg).await {
-                    tracing::warn!("cannot publish a log chunk: {e}");
-                }
-            }
-        }));
+    /// Streams an attempt's log to the events queue; `abort` (the agent going away at once)
+    /// is the only thing that makes it give up on bytes the broker does not confirm.
+    pub fn start(
+        publisher: Publisher,
+        events: String,
+        attempt: AttemptRef,
+        spool: PathBuf,
+        abort: CancellationToken,
+    ) -> Self {
+        let sink = BrokerSink {
+            publisher,
+            target: Target::Queue(events),
+            attempt,
+        };
+        Self::start_with(sink, MEMORY_WINDOW, spool, abort)
+    }
+
+    /// [`LogStream::start`] with any sink and memory window.
+    pub fn start_with<S: ChunkSink>(
+        sink: S,
+        window: usize,
+        spool: PathBuf,
+        abort: CancellationToken,
+    ) -> Self {
+        let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                backlog: Backlog::new(window, MAX_CHUNK, spool),
+                closed: false,
+                abandoned: false,
+            }),
+            pushed: Notify::new(),
+            sent: Notify::new(),
+        });
+        let task = tokio::spawn(async move {
+            let publishing = tokio::spawn(publish_all(shared.clone(), sink, abort));
+            let size = batch(receiver, &shared).await;
+            let delays = publishing.await.unwrap_or_default();
+            LogSummary { size, delays }
+        });
         Self { sender, task }
     }
 
     /// A sender for raw output bytes.
-    pub fn sender(&self) -> UnboundedSender<Vec<u8>> {
+    pub fn sender(&self) -> LogSender {
         self.sender.clone()
     }
 
     /// Writes a line of the agent's own into the step's log.
-    pub fn note(&self, line: &str) {
-        let _ = self.sender.send(format!("drover: {line}\n").into_bytes());
+    pub async fn note(&self, line: &str) {
+        let _ = self
+            .sender
+            .send(format!("drover: {line}\n").into_bytes())
+            .await;
     }
 
-    /// Publishes what is left and returns the log's size.
-    pub async fn finish(self) -> u64 {
+    /// Waits until every byte of the log is confirmed by the broker (or the agent aborts).
+    pub async fn finish(self) -> LogSummary {
         drop(self.sender);
-        self.task.await.unwrap_or(0)
+        self.task.await.unwrap_or_default()
     }
 }
 
-/// Collects chunks and hands them to `publish` with their offset; returns the total size.
-async fn pump<F, Fut>(mut receiver: UnboundedReceiver<Vec<u8>>, publish: F) -> u64
-where
-    F: Fn(u64, Vec<u8>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut offset = 0u64;
+/// Collects output into chunks of up to [`MAX_CHUNK`] and adds them to the backlog; returns
+/// the log's size once every sender is gone.
+async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared) -> u64 {
     let mut buffer: Vec<u8> = Vec::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut deadline: Option<Instant> = None;
     loop {
         let wait = async {
             match deadline {
@@ -73,23 +190,25 @@ where
             }
         };
         tokio::select! {
-            chunk = receiver.recv() => match chunk {
-                Some(chunk) => {
+            piece = receiver.recv() => match piece {
+                Some(piece) => {
                     if buffer.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + FLUSH_EVERY);
+                        deadline = Some(Instant::now() + FLUSH_EVERY);
                     }
-                    buffer.extend_from_slice(&chunk);
+                    buffer.extend_from_slice(&piece);
                     if buffer.len() < MAX_CHUNK {
                         continue;
                     }
                 }
                 None => {
-                    if !buffer.is_empty() {
-                        let len = buffer.len() as u64;
-                        publish(offset, std::mem::take(&mut buffer)).await;
-                        offset += len;
-                    }
-                    return offset;
+                    push(shared, std::mem::take(&mut buffer)).await;
+                    let size = {
+                        let mut state = shared.lock();
+                        state.closed = true;
+                        state.backlog.end()
+                    };
+                    shared.pushed.notify_one();
+                    return size;
                 }
             },
             _ = wait => {}
@@ -97,63 +216,283 @@ where
         while !buffer.is_empty() {
             let take = buffer.len().min(MAX_CHUNK);
             let rest = buffer.split_off(take);
-            let chunk = std::mem::replace(&mut buffer, rest);
-            let len = chunk.len() as u64;
-            publish(offset, chunk).await;
-            offset += len;
+            push(shared, std::mem::replace(&mut buffer, rest)).await;
         }
         deadline = None;
     }
 }
 
+/// Adds a chunk to the backlog. When the spool cannot be written (a full disk) the step is
+/// held back instead: the chunk is tried again after the next confirm, or a second later.
+///
+/// A per-attempt cap on the log's size belongs here, before the bytes get an offset.
+async fn push(shared: &Shared, chunk: Vec<u8>) {
+    if chunk.is_empty() {
+        return;
+    }
+    let mut chunk = chunk;
+    loop {
+        let pushed = {
+            let mut state = shared.lock();
+            if state.abandoned {
+                return;
+            }
+            state.backlog.push(chunk)
+        };
+        match pushed {
+            Ok(()) => {
+                shared.pushed.notify_one();
+                return;
+            }
+            Err((back, e)) => {
+                chunk = back;
+                tracing::warn!("cannot spool log bytes: {e}; holding the step's output back");
+                let _ = tokio::time::timeout(RETRY_EVERY, shared.sent.notified()).await;
+            }
+        }
+    }
+}
+
+/// Publishes the backlog in order, each chunk until the broker confirms it; returns where the
+/// log was delayed once the batcher closed it and everything is confirmed.
+async fn publish_all<S: ChunkSink>(
+    shared: Arc<Shared>,
+    sink: S,
+    abort: CancellationToken,
+) -> Vec<LogDelay> {
+    let mut delays = Vec::new();
+    loop {
+        let (next, closed) = {
+            let mut state = shared.lock();
+            (state.backlog.next(), state.closed)
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) if closed => {
+                let peak = shared.lock().backlog.spooled_peak();
+                if peak > 0 {
+                    tracing::info!("log sent; its spool held up to {peak} bytes");
+                }
+                return delays;
+            }
+            // Aborting kills the step, which closes the log soon: only a chunk the broker does
+            // not take is given up on.
+            Ok(None) => {
+                shared.pushed.notified().await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the log spool: {e}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_EVERY) => continue,
+                    _ = abort.cancelled() => return abandon(&shared, delays),
+                }
+            }
+        };
+        let Some(delay) = publish_one(&sink, &chunk, &abort).await else {
+            return abandon(&shared, delays);
+        };
+        if let Some(delay) = delay {
+            tracing::info!(
+                "log bytes from offset {} reached the broker {} ms late",
+                delay.offset,
+                delay.delayed_ms
+            );
+            delays.push(delay);
+        }
+        shared.lock().backlog.confirmed(&chunk);
+        shared.sent.notify_one();
+    }
+}
+
+/// Publishes one chunk until it is confirmed: `Some(delay)` when it was late, `None` when the
+/// agent aborted first.
+async fn publish_one<S: ChunkSink>(
+    sink: &S,
+    chunk: &Chunk,
+    abort: &CancellationToken,
+) -> Option<Option<LogDelay>> {
+    let started = Instant::now();
+    let mut failed = false;
+    while let Err(e) = sink.publish(chunk.offset, &chunk.data).await {
+        if !failed {
+            tracing::warn!(
+                "cannot publish the log from offset {}: {e}; keeping it until the broker confirms",
+                chunk.offset
+            );
+        }
+        failed = true;
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_EVERY) => {}
+            _ = abort.cancelled() => return None,
+        }
+    }
+    let late = failed || started.elapsed() >= SLOW_PUBLISH;
+    Some(late.then(|| LogDelay {
+        offset: chunk.offset,
+        delayed_ms: u64::try_from(chunk.written_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+/// The agent is going away at once: drops what is unsent, with the spool file.
+fn abandon(shared: &Shared, delays: Vec<LogDelay>) -> Vec<LogDelay> {
+    let mut state = shared.lock();
+    state.abandoned = true;
+    let unsent = state.backlog.unsent();
+    if unsent > 0 {
+        tracing::warn!("the agent is stopping: {unsent} bytes of a step's log are not sent");
+    }
+    state.backlog.remove_spool();
+    drop(state);
+    shared.sent.notify_one();
+    delays
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Chunks as published: (offset, bytes).
     type Published = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 
+    /// Records what is published; fails every publish while `down` is set.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        seen: Published,
+        down: Arc<AtomicBool>,
+    }
+
+    impl ChunkSink for Recorder {
+        async fn publish(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err("broker unreachable".into());
+            }
+            self.seen.lock().unwrap().push((offset, data.to_vec()));
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn log(&self) -> Vec<u8> {
+            let seen = self.seen.lock().unwrap();
+            let mut all = Vec::new();
+            for (offset, data) in seen.iter() {
+                assert_eq!(*offset, all.len() as u64, "chunks are contiguous");
+                assert!(data.len() <= MAX_CHUNK);
+                all.extend_from_slice(data);
+            }
+            all
+        }
+    }
+
+    fn spool_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("spool").join("a.log")
+    }
+
     #[tokio::test]
     async fn chunks_are_contiguous_raw_and_complete() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let seen: Published = Arc::default();
-        let sink = seen.clone();
-        let task = tokio::spawn(pump(rx, move |offset, data| {
-            sink.lock().unwrap().push((offset, data));
-            async {}
-        }));
-        tx.send(b"10%\r".to_vec()).unwrap();
-        tx.send(b"\xff\xfe".to_vec()).unwrap();
-        tx.send(vec![b'x'; MAX_CHUNK * 2 + 5]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        let log = LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(&dir),
+            CancellationToken::new(),
+        );
+        let tx = log.sender();
+        tx.send(b"10%\r".to_vec()).await.unwrap();
+        tx.send(b"\xff\xfe".to_vec()).await.unwrap();
+        tx.send(vec![b'x'; MAX_CHUNK * 2 + 5]).await.unwrap();
         drop(tx);
-        let total = task.await.unwrap();
-        let seen = seen.lock().unwrap();
-        let mut expected_offset = 0;
-        let mut all = Vec::new();
-        for (offset, data) in seen.iter() {
-            assert_eq!(*offset, expected_offset);
-            assert!(data.len() <= MAX_CHUNK);
-            expected_offset += data.len() as u64;
-            all.extend_from_slice(data);
-        }
-        assert_eq!(total, expected_offset);
+        let summary = log.finish().await;
+        let all = sink.log();
+        assert_eq!(summary.size, all.len() as u64);
         assert!(all.starts_with(b"10%\r\xff\xfe"));
         assert_eq!(all.len(), 6 + MAX_CHUNK * 2 + 5);
+        assert!(summary.delays.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_line_is_flushed_within_the_interval() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let sink = seen.clone();
-        tokio::spawn(pump(rx, move |_, data| {
-            sink.lock().unwrap().push(data);
-            async {}
-        }));
-        tx.send(b"line\n".to_vec()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        let log = LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(&dir),
+            CancellationToken::new(),
+        );
+        log.sender().send(b"line\n".to_vec()).await.unwrap();
         tokio::time::sleep(FLUSH_EVERY + Duration::from_millis(10)).await;
-        assert_eq!(seen.lock().unwrap().as_slice(), [b"line\n".to_vec()]);
+        assert_eq!(sink.log(), b"line\n");
+        log.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_spills_to_the_spool_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool_in(&dir);
+        let sink = Recorder::default();
+        let log = LogStream::start_with(
+            sink.clone(),
+            4 * MAX_CHUNK,
+            spool.clone(),
+            CancellationToken::new(),
+        );
+        let tx = log.sender();
+        let mut expected = Vec::new();
+        let mut write = async |n: usize| {
+            for i in 0..n {
+                let line = format!("line {:06}\n", expected.len() + i).into_bytes();
+                tx.send(line.clone()).await.unwrap();
+                expected.extend_from_slice(&line);
+            }
+            tokio::time::sleep(FLUSH_EVERY * 2).await;
+        };
+        write(10).await;
+        sink.down.store(true, Ordering::SeqCst);
+        let outage_from = sink.log().len() as u64;
+        // Far more than the window: the rest must wait on disk.
+        write(100_000).await;
+        assert!(
+            spool.exists(),
+            "the spool takes what the window cannot hold"
+        );
+        tokio::time::sleep(Duration::from_secs(47)).await;
+        sink.down.store(false, Ordering::SeqCst);
         drop(tx);
+        let summary = log.finish().await;
+        assert_eq!(sink.log(), expected, "every byte, in order");
+        assert_eq!(summary.size, expected.len() as u64);
+        assert!(
+            !spool.exists(),
+            "the spool is removed once everything is confirmed"
+        );
+        assert_eq!(summary.delays.len(), 1, "{:?}", summary.delays);
+        assert_eq!(summary.delays[0].offset, outage_from);
+        assert!(
+            summary.delays[0].delayed_ms >= 47_000,
+            "{:?}",
+            summary.delays
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aborting_gives_up_on_unsent_bytes_and_removes_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool_in(&dir);
+        let sink = Recorder::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let abort = CancellationToken::new();
+        let log = LogStream::start_with(sink.clone(), MAX_CHUNK, spool.clone(), abort.clone());
+        log.sender().send(vec![b'x'; 3 * MAX_CHUNK]).await.unwrap();
+        tokio::time::sleep(FLUSH_EVERY * 2).await;
+        assert!(spool.exists());
+        abort.cancel();
+        let summary = log.finish().await;
+        assert!(!spool.exists());
+        assert!(sink.log().is_empty());
+        assert_eq!(summary.size, 3 * MAX_CHUNK as u64);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 /// What to run.
@@ -42,7 +42,7 @@ pub enum Ended {
 /// Runs the process; stdout and stderr go, as raw bytes in arrival order, to `output`.
 pub async fn run(
     spec: &ProcessSpec,
-    output: UnboundedSender<Vec<u8>>,
+    output: Sender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> std::io::Result<Ended> {
     let Some((program, args)) = spec.argv.split_first() else {
@@ -157,14 +157,15 @@ async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: 
     }
 }
 
-/// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread).
-fn forward(mut reader: std::io::PipeReader, output: UnboundedSender<Vec<u8>>) {
+/// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread). A full `output`
+/// holds the reader back, and with it the process once the pipe's buffer is full.
+fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if output.send(buf[..n].to_vec()).is_err() {
+                if output.blocking_send(buf[..n].to_vec()).is_err() {
                     break;
                 }
             }
@@ -192,17 +193,20 @@ mod tests {
     }
 
     async fn collect(spec: &ProcessSpec, cancel: CancellationToken) -> (Ended, Vec<u8>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let ended = run(spec, tx, cancel).await.unwrap();
-        let mut out = Vec::new();
-        let all = async {
+        let (tx, mut rx) = mpsc::channel(4);
+        // Read while it runs: the output channel is bounded.
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
             while let Some(chunk) = rx.recv().await {
                 out.extend(chunk);
             }
-        };
-        tokio::time::timeout(Duration::from_secs(10), all)
+            out
+        });
+        let ended = run(spec, tx, cancel).await.unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(10), reader)
             .await
-            .expect("the output pipe stayed open: a process of the step survived");
+            .expect("the output pipe stayed open: a process of the step survived")
+            .unwrap();
         (ended, out)
     }
 

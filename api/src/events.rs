@@ -2,7 +2,7 @@
 //!
 //! `GET /api/v1/events`: [`Hello`], then [`RunChanged`]. `GET /api/v1/runs/{run}/stream`:
 //! [`RunView`](crate::RunView) as `run`, then [`RunEnded`]. `GET .../log/stream`: [`LogData`],
-//! [`AttemptStarted`], [`LogEnded`] or [`StreamError`].
+//! [`LogNote`], [`AttemptStarted`], [`LogEnded`] or [`StreamError`].
 
 use crate::status::{RunStatus, StepStatus};
 use crate::views::RunView;
@@ -59,6 +59,24 @@ pub struct LogData {
 
 impl SseEvent for LogData {
     const NAME: &'static str = "log";
+}
+
+/// Something about the followed attempt's log that is not part of its bytes: where it reached
+/// the controller late because the broker was unreachable. Sent once per delay, before the
+/// attempt's `end` (the agent reports delays when the attempt ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogNote {
+    pub attempt: AttemptNo,
+    /// The first byte of the log that was delayed.
+    pub offset: u64,
+    #[serde(default)]
+    pub delayed_ms: u64,
+    /// What happened, for people: "log of attempt 1 delayed 47 s from byte 1234 (...)".
+    pub text: String,
+}
+
+impl SseEvent for LogNote {
+    const NAME: &'static str = "note";
 }
 
 /// A new attempt started while following the latest one; offsets start again at 0.

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
 use drover_api::events::{
-    AttemptStarted, Hello, LogData, LogEnded, RunChanged, RunEnded, StreamError,
+    AttemptStarted, Hello, LogData, LogEnded, LogNote, RunChanged, RunEnded, StreamError,
 };
 use drover_api::*;
 use drover_protocol::{AgentId, AttemptNo, Digest, FileName, QueueName, RunId, StepName};
@@ -286,6 +286,16 @@ fn events() {
             attempt: AttemptNo(1),
             offset: 0,
             data: "aGVsbG8K".into(),
+        },
+    );
+    assert_eq!(LogNote::NAME, "note");
+    named(
+        "log_note",
+        &LogNote {
+            attempt: AttemptNo(1),
+            offset: 1234,
+            delayed_ms: 47_000,
+            text: "log of attempt 1 delayed 47 s from byte 1234 (broker unreachable)".into(),
         },
     );
     assert_eq!(AttemptStarted::NAME, "attempt");

@@ -107,6 +107,7 @@ pub fn worker(n: usize) -> Result<()> {
             message: None,
             started_at: now,
             ended_at: now,
+            log_delays: Vec::new(),
         };
         let fx = handle(&mut state, Event::Finished(finished), now);
         queue.extend(jobs(fx.actions));

@@ -4,11 +4,21 @@
 //! the current end of the file is appended. Bytes are never decoded: invalid UTF-8 and `\r`
 //! progress bars come back exactly as the step wrote them.
 
-use drover_protocol::message::LogChunk;
+use drover_protocol::message::{LogChunk, LogDelay};
 use drover_protocol::{AttemptNo, RunId, StepName};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::broadcast;
+
+/// How a delay of an attempt's log is told (console and live log stream); the log's bytes
+/// themselves never mention it.
+pub fn delay_text(attempt: AttemptNo, delay: &LogDelay) -> String {
+    format!(
+        "log of attempt {attempt} delayed {} s from byte {} (broker unreachable)",
+        delay.delayed_ms.saturating_add(500) / 1000,
+        delay.offset
+    )
+}
 
 /// The log directory.
 #[derive(Debug, Clone)]

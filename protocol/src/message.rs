@@ -272,6 +272,18 @@ pub struct Finished {
     pub message: Option<String>,
     pub started_at: u64,
     pub ended_at: u64,
+    /// Where the attempt's log reached the controller late because the broker did not confirm
+    /// it (the bytes themselves are unchanged); empty when nothing was held back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_delays: Vec<LogDelay>,
+}
+
+/// The bytes of a log from `offset` on reached the broker `delayed_ms` after the step wrote
+/// them, because the broker was unreachable; the agent held them back meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDelay {
+    pub offset: u64,
+    pub delayed_ms: u64,
 }
 
 /// Controller -> one agent (control exchange): stop this attempt.

@@ -165,6 +165,10 @@ fn samples() -> Vec<Message> {
             message: None,
             started_at: 1_732_500_000_000,
             ended_at: 1_732_500_001_500,
+            log_delays: vec![LogDelay {
+                offset: 1234,
+                delayed_ms: 47_000,
+            }],
         }),
         Message::Cancel(Cancel {
             run_id: run(),
@@ -242,6 +246,7 @@ fn a_released_attempt_is_pinned() {
         message: Some("the agent was draining and its drain timeout (1s) expired".into()),
         started_at: 1_732_500_000_000,
         ended_at: 1_732_500_001_500,
+        log_delays: Vec::new(),
     });
     check_golden("finished_released", &released);
 }

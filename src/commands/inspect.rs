@@ -7,7 +7,7 @@ use crate::sse::EventReader;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use drover_api::SseEvent;
-use drover_api::events::{AttemptStarted, LogData, LogEnded, StreamError};
+use drover_api::events::{AttemptStarted, LogData, LogEnded, LogNote, StreamError};
 use drover_api::{AgentList, AgentView, AttemptOutcome, AttemptView, QueueList, RunList, RunView};
 use drover_protocol::FileName;
 use futures_util::StreamExt;
@@ -205,6 +205,12 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
                         .with_context(|| format!("bad attempt event {:?}", event.data))?;
                     if started.previous.0 > 0 {
                         eprintln!("drover: attempt {} started", started.attempt);
+                    }
+                }
+                LogNote::NAME => {
+                    // Said on stderr: stdout stays the log's raw bytes.
+                    if let Ok(note) = serde_json::from_str::<LogNote>(&event.data) {
+                        eprintln!("drover: {}", note.text);
                     }
                 }
                 LogEnded::NAME => return Ok(ExitCode::SUCCESS),

@@ -61,7 +61,7 @@ pub async fn venv(
     let dir = envs.join(&key);
     let python = dir.join("bin").join("python");
     if dir.join(READY).is_file() {
-        note(log, &format!("python env {key} reused"));
+        note(log, &format!("python env {key} reused")).await;
         return Ok(python);
     }
     let io = |what: &str, e: std::io::Error| PyEnvError(format!("{what}: {e}"));
@@ -85,7 +85,8 @@ pub async fn venv(
         note(
             log,
             &format!("python env {key} reused (built by another job)"),
-        );
+        )
+        .await;
         return Ok(python);
     }
     remove_leftovers(envs, &key, &dir);
@@ -101,7 +102,8 @@ pub async fn venv(
                 requirements.join(" ")
             }
         ),
-    );
+    )
+    .await;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".tmp-{key}-"))
         .tempdir_in(envs)
@@ -121,7 +123,8 @@ pub async fn venv(
             "python env {key} ready in {:.1}s",
             started.elapsed().as_secs_f64()
         ),
-    );
+    )
+    .await;
     Ok(python)
 }
 
@@ -196,7 +199,7 @@ async fn install(
 
 /// Runs one build command, forwarding its output to the step's log.
 async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError> {
-    note(log, &format!("$ {}", argv.join(" ")));
+    note(log, &format!("$ {}", argv.join(" "))).await;
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -235,7 +238,7 @@ async fn forward<R: tokio::io::AsyncRead + Unpin>(
             break;
         }
         if let Some(log) = &log {
-            let _ = log.send(buf[..n].to_vec());
+            let _ = log.send(buf[..n].to_vec()).await;
         }
         tail.extend_from_slice(&buf[..n]);
         if tail.len() > 2048 {
@@ -295,17 +298,22 @@ mod tests {
         // A crashed builder's leftovers are cleaned up.
         let k = key(&base, &[]);
         std::fs::create_dir_all(envs.join(format!(".tmp-{k}-crashed"))).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(crate::logstream::CHANNEL_DEPTH);
+        // Read while building: the log channel is bounded.
+        let reader = tokio::spawn(async move {
+            let mut log = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                log.extend(chunk);
+            }
+            log
+        });
         let (a, b) = tokio::join!(
             venv(&envs, &base, &[], &installer, Some(&tx)),
             venv(&envs, &base, &[], &installer, Some(&tx))
         );
         assert_eq!(a.unwrap(), b.unwrap());
         drop(tx);
-        let mut log = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            log.extend(chunk);
-        }
+        let log = reader.await.unwrap();
         let log = String::from_utf8_lossy(&log);
         assert_eq!(log.matches("building python env").count(), 1, "{log}");
         assert!(log.contains("reused"), "{log}");

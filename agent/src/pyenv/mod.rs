@@ -5,7 +5,6 @@ mod bundle;
 mod interpreter;
 
 use std::path::PathBuf;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How function steps get their interpreter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,11 +43,11 @@ pub struct PreparedPython {
 pub struct PyEnvError(pub String);
 
 /// Where build output and the agent's notes about the environment go (the step's log).
-pub type LogSender = UnboundedSender<Vec<u8>>;
+pub type LogSender = crate::logstream::LogSender;
 
-pub(crate) fn note(log: Option<&LogSender>, line: &str) {
+pub(crate) async fn note(log: Option<&LogSender>, line: &str) {
     if let Some(log) = log {
-        let _ = log.send(format!("drover: {line}\n").into_bytes());
+        let _ = log.send(format!("drover: {line}\n").into_bytes()).await;
     }
 }
 
@@ -80,7 +79,8 @@ pub async fn prepare(
                         base.executable.display(),
                         requirements.join(" ")
                     ),
-                );
+                )
+                .await;
             }
             base.executable
         }

@@ -2,6 +2,7 @@
 //! order. Rebuilt from the run's durable record (submission, every attempt's dispatch, claim and
 //! end, cache hits, skips, the run's end), so it survives restarts and costs nothing to keep.
 
+use crate::logs::delay_text;
 use crate::scheduler::{AttemptRecord, RunRecord, StepRecord, StepStatus};
 use std::fmt::Write as _;
 
@@ -132,6 +133,9 @@ fn attempt_lines(
         }
         if let Some(message) = &a.message {
             let _ = write!(end, ": {message}");
+        }
+        for delay in &a.log_delays {
+            push(ended, format!("step {name}: {}", delay_text(n, delay)));
         }
         push(ended, end);
     }

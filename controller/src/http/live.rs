@@ -6,7 +6,7 @@
 
 use super::views::run_view;
 use super::{ApiError, App};
-use crate::logs::LogAppended;
+use crate::logs::{LogAppended, delay_text};
 use crate::scheduler::{RunRecord, StepStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine as _;
 use drover_api::SseEvent;
 use drover_api::events::{
-    AttemptStarted, Hello, LogData, LogEnded, RunChanged, RunEnded, StreamError,
+    AttemptStarted, Hello, LogData, LogEnded, LogNote, RunChanged, RunEnded, StreamError,
 };
 use drover_protocol::{AttemptNo, RunId, StepName};
 use serde::Deserialize;
@@ -129,6 +129,7 @@ pub struct LogStreamQuery {
 
 /// `GET /api/v1/runs/{run}/steps/{step}/log/stream?attempt=&offset=`:
 /// `log` events `{"attempt", "offset", "data": base64}` (raw bytes, id `attempt:end`),
+/// `note` when the attempt's log reached the controller late (metadata, never log bytes),
 /// `attempt` `{"attempt", "previous"}` when the step moves to a new attempt (only without
 /// `?attempt=`; `previous` is 0 before the first), `end` with the step's status once it is over.
 /// A reconnecting `EventSource` resumes from its `Last-Event-ID`.
@@ -159,6 +160,7 @@ pub async fn log(
         attempt,
         offset,
         latest: q.attempt.is_none(),
+        notes_sent: 0,
     };
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(follower.follow(tx));
@@ -174,6 +176,8 @@ struct LogFollower {
     offset: u64,
     /// Move on to each new attempt (no `?attempt=` was given).
     latest: bool,
+    /// Delays of the followed attempt's log already told as `note` events.
+    notes_sent: usize,
 }
 
 impl LogFollower {
@@ -195,6 +199,9 @@ impl LogFollower {
                     return;
                 }
             };
+            if !self.send_notes(&record, &tx).await {
+                return;
+            }
             match self.next_move(&record) {
                 Move::Wait => {}
                 Move::Switch(attempt) => {
@@ -208,6 +215,7 @@ impl LogFollower {
                     };
                     self.attempt = attempt;
                     self.offset = 0;
+                    self.notes_sent = 0;
                     if tx.send(event(&data)).await.is_err() {
                         return;
                     }
@@ -272,6 +280,30 @@ impl LogFollower {
                 return false;
             }
         }
+    }
+
+    /// Sends a `note` for each delay of the followed attempt's log not told yet; false once
+    /// the client is gone.
+    async fn send_notes(&mut self, run: &RunRecord, tx: &Sender) -> bool {
+        let Some(attempt) = run
+            .step(&self.step)
+            .and_then(|s| s.attempts.iter().find(|a| a.attempt == self.attempt))
+        else {
+            return true;
+        };
+        for delay in attempt.log_delays.iter().skip(self.notes_sent) {
+            let note = LogNote {
+                attempt: self.attempt,
+                offset: delay.offset,
+                delayed_ms: delay.delayed_ms,
+                text: delay_text(self.attempt, delay),
+            };
+            if tx.send(event(&note)).await.is_err() {
+                return false;
+            }
+            self.notes_sent += 1;
+        }
+        true
     }
 
     /// Up to [`MAX_LOG_EVENT`] bytes past `offset`, or `None` when there are none yet.

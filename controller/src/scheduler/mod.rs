@@ -397,6 +397,7 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         a.exit_code = f.exit_code;
         a.outcome = Some(f.outcome.into());
         a.message = f.message.clone();
+        a.log_delays = f.log_delays.clone();
     }
     let missing: Vec<String> = spec
         .outputs

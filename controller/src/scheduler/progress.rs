@@ -257,6 +257,7 @@ fn dispatch(
         exit_code: None,
         outcome: None,
         message: None,
+        log_delays: Vec::new(),
     });
     let job = step_job(run_id, spec, step.attempt, inputs, ctx.config);
     ctx.fx.actions.push(Action::Dispatch {

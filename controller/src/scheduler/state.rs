@@ -6,7 +6,7 @@
 //! a stored record's layout bumps `store::SCHEMA_VERSION` (see ARCHITECTURE.md).
 
 pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
-use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef};
+use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,9 @@ pub struct AttemptRecord {
     pub outcome: Option<AttemptOutcome>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Where the attempt's log reached the controller late (from its `Finished`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_delays: Vec<LogDelay>,
 }
 
 /// Why a step whose parents are done is still pending. The scheduler decides on this field,

@@ -2,9 +2,11 @@
 //! view, page, asset and 404.
 
 use crate::server::{Server, agent_info};
-use crate::support::{finished, next_job, patience};
+use crate::support::{next_job, patience};
 use base64::Engine as _;
-use drover_protocol::message::{AttemptRef, Claimed, Heartbeat, LogChunk, Message};
+use drover_protocol::message::{
+    AttemptRef, Claimed, Finished, Heartbeat, LogChunk, LogDelay, Message, Outcome, StepJob, now_ms,
+};
 use drover_protocol::{AgentId, Digest, OutputName, RunId};
 use drover_test_support::eventually_async;
 use std::collections::BTreeMap;
@@ -104,9 +106,43 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         size: content.len() as u64,
         file_name: drover_protocol::FileName::new("out.txt").unwrap(),
     };
+    let finished = |job: &StepJob, outputs, log_delays| {
+        Message::Finished(Finished {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+            agent: agent.clone(),
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            outputs,
+            message: None,
+            started_at: now_ms(),
+            ended_at: now_ms(),
+            log_delays,
+        })
+    };
     let out = OutputName::new("out").unwrap();
-    s.event(finished(&make, &agent, BTreeMap::from([(out, artifact)])))
-        .await;
+    // The agent held the second chunk back through an outage: told as a note, before the end.
+    let delayed = LogDelay {
+        offset: 8,
+        delayed_ms: 47_200,
+    };
+    s.event(finished(
+        &make,
+        BTreeMap::from([(out, artifact)]),
+        vec![delayed],
+    ))
+    .await;
+    let note = log.until("note", |_| true).await;
+    assert_eq!(
+        (&note["attempt"], &note["offset"], &note["delayed_ms"]),
+        (&1.into(), &8.into(), &47_200.into()),
+        "{note}"
+    );
+    assert_eq!(
+        note["text"],
+        "log of attempt 1 delayed 47 s from byte 8 (broker unreachable)"
+    );
     let end = log.until("end", |_| true).await;
     assert_eq!(
         (end["status"].as_str(), end["size"].as_u64()),
@@ -115,7 +151,8 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     assert_eq!(received, b"10%\r50%\r100%\n\xff end\n");
 
     let usejob = next_job(&mut jobs).await;
-    s.event(finished(&usejob, &agent, BTreeMap::new())).await;
+    s.event(finished(&usejob, BTreeMap::new(), Vec::new()))
+        .await;
     let last = run_stream
         .until("run", |d| d["status"] == "succeeded")
         .await;
@@ -129,6 +166,11 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         .await;
     let chunk = replay.until("log", |_| true).await;
     assert_eq!(chunk["offset"], 8);
+    assert_eq!(
+        replay.next().await.0,
+        "note",
+        "a replay tells the delay too"
+    );
     assert_eq!(replay.next().await.0, "end");
 
     // JSON views.
@@ -150,6 +192,7 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     for line in [
         "step make: attempt 1 claimed by agent http-agent",
         "step make: attempt 1 succeeded (exit code 0)",
+        "step make: log of attempt 1 delayed 47 s from byte 8 (broker unreachable)",
         "run succeeded",
     ] {
         assert!(console.contains(line), "{line:?} in:\n{console}");

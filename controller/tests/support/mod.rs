@@ -137,6 +137,7 @@ pub fn finished(
         message: None,
         started_at: now_ms(),
         ended_at: now_ms(),
+        log_delays: Vec::new(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! Fault injection: killed agents and controllers, a restarted broker, an agent cut off from
-//! it, aborts, drains, timeouts, poison messages and invalid pipelines, against real processes
-//! and a real broker.
+//! it, a long broker outage under heavy output, aborts, drains, timeouts, poison messages and
+//! invalid pipelines, against real processes and a real broker.
 
 mod abort;
 mod agent_kill;
@@ -9,6 +9,7 @@ mod controller_kill;
 mod drain;
 mod forward;
 mod invalid_many;
+mod log_spool;
 mod long_step;
 mod lost;
 mod orphans;

@@ -119,6 +119,7 @@ pub(super) fn finished_msg(
         message: None,
         started_at: 0,
         ended_at: 0,
+        log_delays: Vec::new(),
     }
 }
 

@@ -97,6 +97,7 @@ fn attempt(no: u32, queued_at: u64) -> AttemptRecord {
         exit_code: None,
         outcome: None,
         message: None,
+        log_delays: Vec::new(),
     }
 }
 
