@@ -13,7 +13,7 @@ pub mod scheduler;
 mod service;
 pub mod store;
 
-pub use config::ControllerConfig;
+pub use config::{ControllerConfig, HttpLimits};
 
 use anyhow::Context;
 use drover_amqp::Broker;
@@ -52,6 +52,9 @@ impl Controller {
         config: ControllerConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Controller> {
+        config
+            .prepare_data_dir()
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open(&config.logs_dir())
@@ -158,13 +161,12 @@ impl Controller {
             auth: config.token.as_deref().map(http::auth::Auth::new),
             shutdown: shutdown.clone(),
         });
-        let server = axum::serve(listener, http::router(app))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tracker.spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
-        });
+        tracker.spawn(http::serve::serve(
+            listener,
+            http::router(app),
+            config.http_limits,
+            shutdown.clone(),
+        ));
         tracker.close();
 
         write_url_file(&config, &url)?;

@@ -41,6 +41,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
             .context("bad --queue-limit")?,
         token: g.token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
+        http_limits: Default::default(),
         artifact_store,
         s3_settings: Vec::new(),
     })

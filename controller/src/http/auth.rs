@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use std::net::IpAddr;
 
@@ -122,10 +123,12 @@ pub(crate) async fn require_token(
             return next.run(request).await;
         }
         // A page opened with the token: remember it in a cookie and drop it from the URL.
-        let location = if rest.is_empty() {
-            path.to_string()
+        let target = local_target(path);
+        // A foreign target is replaced by `/`, where its query would mean nothing.
+        let location = if rest.is_empty() || target != path {
+            target.to_string()
         } else {
-            format!("{path}?{rest}")
+            format!("{target}?{rest}")
         };
         let mut response = StatusCode::SEE_OTHER.into_response();
         let headers = response.headers_mut();
@@ -154,7 +157,44 @@ pub(crate) async fn require_token(
         );
         return response;
     }
-    (StatusCode::UNAUTHORIZED, Html(login_page(why, path))).into_response()
+    let policy = HeaderValue::from_str(&login_policy()).unwrap_or(HeaderValue::from_static(
+        super::guard::CONTENT_SECURITY_POLICY,
+    ));
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_SECURITY_POLICY, policy)],
+        Html(login_page(why, path)),
+    )
+        .into_response()
+}
+
+/// The login page's own style, the one inline thing a page of the controller holds.
+const LOGIN_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:30em;margin:5em auto;\
+color:#1f2933}input,button{font:inherit;padding:4px 8px}";
+
+/// The usual policy, with the login page's style allowed by its hash (the stylesheet of the
+/// other pages needs the token).
+fn login_policy() -> String {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(LOGIN_STYLE));
+    super::guard::CONTENT_SECURITY_POLICY.replacen(
+        "style-src 'self'",
+        &format!("style-src 'self' 'sha256-{hash}'"),
+        1,
+    )
+}
+
+/// `path` when a browser reads it as a path on this host, else `/`.
+///
+/// The login form posts to it and the redirect goes to it, so `//evil.example/x` (another host
+/// to a browser, as is `/\\evil.example`, browsers reading `\\` as `/`) must never get there:
+/// only one `/` followed by neither `/` nor `\\`, and no spaces or control characters (browsers
+/// drop tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`).
+fn local_target(path: &str) -> &str {
+    let mut chars = path.chars();
+    let local = chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && path.chars().all(|c| c.is_ascii_graphic());
+    if local { path } else { "/" }
 }
 
 /// The `token` parameter (percent-decoded) and the rest of the query string as it was.
@@ -200,14 +240,13 @@ fn percent_decode(text: &str) -> String {
 fn login_page(why: &str, path: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>drover: token required</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:30em;margin:5em auto;color:#1f2933}}\
-input,button{{font:inherit;padding:4px 8px}}</style></head><body><main>\
+<style>{LOGIN_STYLE}</style></head><body><main>\
 <h1>drover</h1><p>{}. Enter the controller's token (its <code>--token</code> / <code>DROVER_TOKEN</code>); \
 it is kept in a cookie for this browser.</p>\
 <form method=\"get\" action=\"{}\"><input type=\"password\" name=\"token\" autofocus \
 placeholder=\"token\"> <button type=\"submit\">Open</button></form></main></body></html>",
         esc(why),
-        esc(path)
+        esc(local_target(path))
     )
 }
 
@@ -247,6 +286,26 @@ mod tests {
         );
         assert_eq!(split_token(""), (None, String::new()));
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn targets_never_name_another_host() {
+        for local in ["/", "/runs/x", "/%2F%2Fevil.example", "/a//b", "/a\\b"] {
+            assert_eq!(local_target(local), local);
+        }
+        for foreign in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example",
+            "%2F%2Fevil.example",
+            "/\t/evil.example",
+            "",
+            "evil.example",
+        ] {
+            assert_eq!(local_target(foreign), "/", "{foreign:?}");
+            let page = login_page("why", foreign);
+            assert!(!page.contains("evil"), "{page}");
+        }
     }
 
     #[test]

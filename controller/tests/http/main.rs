@@ -6,4 +6,5 @@
 
 mod auth;
 mod flow;
+mod hardening;
 mod server;

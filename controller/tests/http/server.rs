@@ -42,6 +42,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A controller configured by `configure` after the defaults (token included).
+    pub async fn start_with(configure: impl FnOnce(&mut ControllerConfig)) -> Self {
         let ns = format!("th{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let names = Names::new(&ns).unwrap();
         let broker =
@@ -52,6 +57,7 @@ impl Server {
         let mut config = ControllerConfig::new(AMQP_URL, names.clone(), dir.path());
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.token = Some(TOKEN.into());
+        configure(&mut config);
         let shutdown = CancellationToken::new();
         let controller = Controller::start(config, shutdown.clone()).await.unwrap();
         Self {
