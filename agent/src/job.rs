@@ -99,11 +99,7 @@ async fn execute(
     cancel: CancellationToken,
 ) -> Report {
     let config = &shared.config;
-    let base = config
-        .controller_url
-        .clone()
-        .unwrap_or_else(|| job.controller_url.clone());
-    let base = base.trim_end_matches('/').to_string();
+    let base = config.controller_base(&job.controller_url);
     let route = match shared.routes.for_job(job, &shared.http, &base) {
         Ok(r) => r,
         Err(e) => return Report::error(format!("cannot use the artifact store: {e}")),
