@@ -67,8 +67,7 @@ impl Controller {
             config.allow_unauthenticated,
         )
         .map_err(anyhow::Error::msg)?;
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
+        let listener = http::serve::bind(config.http_addr)
             .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
         let bound = listener.local_addr()?;
         let url = public_url(&config, bound);

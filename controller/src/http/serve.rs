@@ -21,12 +21,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +46,23 @@ const CONNECTION_BUFFER: usize = 64 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connections the kernel queues for us while the accept loop catches up (Linux caps it at
+/// `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a deep accept queue, so a burst of connections does not make
+/// clients wait a SYN retransmission (1 s) to get in.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// Connections served at once with `open_files` descriptors.
 pub(crate) fn connection_budget(open_files: u64) -> usize {
@@ -97,6 +115,8 @@ pub(crate) async fn serve(
                 }
             }
         };
+        // At the limit, closing an idle connection makes room; the new one waits for it to be
+        // gone, so no more than `budget` (plus this one) descriptors are ever held.
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
