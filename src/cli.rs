@@ -108,6 +108,10 @@ pub struct ControllerArgs {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "queue-limit", env = "DROVER_QUEUE_LIMIT", value_name = "QUEUE=N", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, u32)>,
+    /// A second token that allows reading only (GET and HEAD), e.g. for dashboards; needs
+    /// --token.
+    #[arg(long, env = "DROVER_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// Serve the HTTP API on a non-loopback address without --token (anyone reaching it can
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]

@@ -35,6 +35,8 @@ pub struct ControllerConfig {
     pub queue_limits: std::collections::BTreeMap<drover_protocol::QueueName, u32>,
     /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
+    /// A second token that allows GET and HEAD only (dashboards); needs `token`.
+    pub read_token: Option<String>,
     /// Allows listening on a non-loopback address without a token.
     pub allow_unauthenticated: bool,
     /// How long and how many HTTP clients may hold the controller.
@@ -80,6 +82,7 @@ impl ControllerConfig {
             lease: DEFAULT_LEASE,
             queue_limits: Default::default(),
             token: None,
+            read_token: None,
             allow_unauthenticated: false,
             http_limits: HttpLimits::default(),
         }

@@ -64,6 +64,7 @@ impl Controller {
         http::auth::check_exposure(
             config.http_addr.ip(),
             config.token.as_deref(),
+            config.read_token.as_deref(),
             config.allow_unauthenticated,
         )
         .map_err(anyhow::Error::msg)?;
@@ -157,7 +158,10 @@ impl Controller {
             metrics,
             commands,
             public_url: url.clone(),
-            auth: config.token.as_deref().map(http::auth::Auth::new),
+            auth: config
+                .token
+                .as_deref()
+                .map(|token| http::auth::Auth::new(token, config.read_token.as_deref())),
             shutdown: shutdown.clone(),
         });
         tracker.spawn(http::serve::serve(

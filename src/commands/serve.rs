@@ -40,6 +40,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
             .collect::<Result<_, drover_protocol::IdError>>()
             .context("bad --queue-limit")?,
         token: g.token.clone(),
+        read_token: args.read_token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
         http_limits: Default::default(),
         artifact_store,

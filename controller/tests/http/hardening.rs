@@ -189,3 +189,56 @@ async fn stalled_and_idle_connections_are_closed_after_the_header_timeout() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_read_token_reads_and_changes_nothing() {
+    const READ: &str = "r3ad-only-token";
+    let s = Server::start_with(|c| c.read_token = Some(READ.into())).await;
+    let run = drover_protocol::RunId::generate();
+    let abort = format!("{}/api/v1/runs/{run}/abort", s.url);
+    let list = s
+        .http
+        .get(format!("{}/api/v1/runs", s.url))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status().as_u16(), 200);
+    let refused = s.http.post(&abort).bearer_auth(READ).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let error: drover_api::ApiError = refused.json().await.unwrap();
+    assert_eq!(error.code, drover_api::ErrorCode::Forbidden);
+    let query = s
+        .http
+        .post(format!("{abort}?token={READ}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status().as_u16(), 403);
+    // The admin token still may (the run is unknown, so 404).
+    let admin = s.http.post(&abort).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(admin.status().as_u16(), 404);
+
+    // A browser trades the read token for a cookie that reads only.
+    let login = s
+        .http
+        .get(format!("{}/?token={READ}", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(!cookie.contains(READ), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let page = s
+        .http
+        .get(format!("{}/api/v1/agents", s.url))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let write = s.http.post(&abort).header("cookie", &pair).send().await;
+    assert_eq!(write.unwrap().status().as_u16(), 403);
+    s.stop().await;
+}
