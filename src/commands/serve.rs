@@ -134,8 +134,15 @@ fn web_ui_hint(url: &str, token: bool) -> String {
     }
 }
 
+/// The directory, created readable by this user only when missing (it holds artifacts, logs
+/// and the state store, or steps' work dirs).
 fn absolute(path: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     path.canonicalize()
         .with_context(|| format!("cannot resolve {}", path.display()))
 }

@@ -5,6 +5,7 @@
 use crate::harness::Cluster;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,6 +64,12 @@ fn the_token_never_goes_to_the_address_a_job_names() {
         elsewhere.clone(),
     ]);
     c.url = format!("http://{}", c.http);
+    // The data dir the command created holds the token's work: this user's only.
+    let mode = std::fs::metadata(c.data_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", c.data_dir().display());
     let run = c.submit(&c.pipeline("token.toml", PIPELINE));
 
     // Without --url the agent would have to trust the job's address: it refuses to start.
