@@ -180,6 +180,27 @@ async fn stalled_and_idle_connections_are_closed_after_the_header_timeout() {
         took >= timeout && took < timeout * 5,
         "closed after {took:?}"
     );
+    // A keep-alive connection idle after its answer is closed the same way.
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"}") {
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf))
+        .await
+        .expect("the idle connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let idle = answered.elapsed();
+    assert!(
+        idle >= timeout && idle < timeout * 5,
+        "closed after {idle:?} idle"
+    );
     // A client sending its request in time is served.
     let health = raw(
         &s.url,
