@@ -5,8 +5,9 @@
 //! A connection must send each request's headers within the header timeout, counted from the
 //! connection's start or the end of its previous response, which also closes idle keep-alive
 //! connections. At most `budget` connections are open at once; when another arrives at the
-//! limit, the oldest connection with no request in flight is closed to make room (a client
-//! that never finishes its headers is such a connection), and when every one is busy the
+//! limit, the oldest connection with no request in flight (and at least [`MIN_AGE`] old) is
+//! closed to make room (a client that never finishes its headers is such a connection), and
+//! when every one is busy the
 //! listener waits, leaving further clients in the kernel's backlog where they cost no
 //! descriptor of ours.
 
@@ -26,9 +27,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,6 +45,10 @@ const MIN_CONNECTIONS: u64 = 16;
 const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a connection may take to finish its response once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A new connection is never closed to make room before this age: time for its task to read
+/// the request a well-behaved client sent at once. It caps how fast stalled connections are
+/// cycled through to `budget / MIN_AGE` per second.
+const MIN_AGE: Duration = Duration::from_millis(250);
 /// Pause after a failed accept (e.g. out of descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -120,13 +125,13 @@ pub(crate) async fn serve(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                open.close_oldest_idle();
-                tokio::select! {
+                let permit = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    permit = permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
+                    permit = make_room(&open, &permits) => permit,
+                };
+                match permit {
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
@@ -147,6 +152,23 @@ pub(crate) async fn serve(
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// Closes idle connections, oldest first and each once it is [`MIN_AGE`] old, until a place
+/// is free; `None` once the semaphore is closed.
+async fn make_room(open: &Connections, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    loop {
+        let young = match open.close_oldest_idle(MIN_AGE) {
+            Eviction::TooYoung(left) => left,
+            Eviction::Closed | Eviction::NoneIdle => {
+                return permits.clone().acquire_owned().await.ok();
+            }
+        };
+        tokio::select! {
+            permit = permits.clone().acquire_owned() => return permit.ok(),
+            _ = tokio::time::sleep(young) => {}
+        }
+    }
 }
 
 async fn serve_connection(
@@ -191,6 +213,7 @@ struct Connections {
 
 #[derive(Clone)]
 struct Entry {
+    opened: Instant,
     /// Requests whose response is not yet sent in full.
     busy: Arc<AtomicUsize>,
     /// Closes the connection at once.
@@ -201,6 +224,7 @@ impl Connections {
     fn add(&self) -> (u64, Entry) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
+            opened: Instant::now(),
             busy: Arc::new(AtomicUsize::new(0)),
             close: CancellationToken::new(),
         };
@@ -212,25 +236,38 @@ impl Connections {
         self.lock().remove(&id);
     }
 
-    /// Closes the connection open longest among those with no request in flight, if any.
-    fn close_oldest_idle(&self) -> bool {
+    /// Closes the connection open longest among those with no request in flight, unless it
+    /// is younger than `min_age` (it may not have been read yet).
+    fn close_oldest_idle(&self, min_age: Duration) -> Eviction {
         let mut open = self.lock();
-        let idle = open
+        let Some((&id, entry)) = open
             .iter()
             .find(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
-            .map(|(id, _)| *id);
-        match idle.and_then(|id| open.remove(&id)) {
-            Some(entry) => {
-                entry.close.cancel();
-                true
-            }
-            None => false,
+        else {
+            return Eviction::NoneIdle;
+        };
+        let age = entry.opened.elapsed();
+        if age < min_age {
+            return Eviction::TooYoung(min_age - age);
         }
+        if let Some(entry) = open.remove(&id) {
+            entry.close.cancel();
+        }
+        Eviction::Closed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What [`Connections::close_oldest_idle`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Eviction {
+    Closed,
+    /// The oldest idle connection reaches the minimum age after this long.
+    TooYoung(Duration),
+    NoneIdle,
 }
 
 /// Counts one request as in flight until its response body is sent or dropped.
@@ -293,13 +330,22 @@ mod tests {
         let (_, second) = open.add();
         let (_, third) = open.add();
         let in_flight = InFlight::enter(&first.busy);
-        assert!(open.close_oldest_idle());
+        let hour = Duration::from_secs(3600);
+        assert!(
+            matches!(open.close_oldest_idle(hour), Eviction::TooYoung(left) if left > hour / 2)
+        );
+        assert!(!second.close.is_cancelled(), "too young to be closed");
+        assert_eq!(open.close_oldest_idle(Duration::ZERO), Eviction::Closed);
         assert!(!first.close.is_cancelled() && second.close.is_cancelled());
-        assert!(open.close_oldest_idle());
+        assert_eq!(open.close_oldest_idle(Duration::ZERO), Eviction::Closed);
         assert!(third.close.is_cancelled());
-        assert!(!open.close_oldest_idle(), "the busy one stays");
+        assert_eq!(
+            open.close_oldest_idle(Duration::ZERO),
+            Eviction::NoneIdle,
+            "the busy one stays"
+        );
         drop(in_flight);
-        assert!(open.close_oldest_idle());
+        assert_eq!(open.close_oldest_idle(Duration::ZERO), Eviction::Closed);
         assert!(first.close.is_cancelled());
     }
 }
