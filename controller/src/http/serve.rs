@@ -7,9 +7,8 @@
 //! connections. At most `budget` connections are open at once; when another arrives at the
 //! limit, the oldest connection with no request in flight (and at least [`MIN_AGE`] old) is
 //! closed to make room (a client that never finishes its headers is such a connection), and
-//! when every one is busy the
-//! listener waits, leaving further clients in the kernel's backlog where they cost no
-//! descriptor of ours.
+//! when every one is busy the listener waits, leaving further clients in the kernel's backlog
+//! where they cost no descriptor of ours.
 
 use crate::config::HttpLimits;
 use axum::Router;
