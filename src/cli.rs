@@ -112,6 +112,10 @@ pub struct ControllerArgs {
     /// again without counting against its `retries`; one more lost attempt fails the step.
     #[arg(long, env = "DROVER_MAX_LOST_ATTEMPTS", default_value_t = drover_controller::config::DEFAULT_MAX_LOST_ATTEMPTS)]
     pub max_lost_attempts: u32,
+    /// A second token that allows reading only (GET and HEAD), e.g. for dashboards; needs
+    /// --token.
+    #[arg(long, env = "DROVER_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// Serve the HTTP API on a non-loopback address without --token (anyone reaching it can
     /// read artifacts and abort runs).
     #[arg(long, env = "DROVER_ALLOW_UNAUTHENTICATED")]

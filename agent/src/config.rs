@@ -25,7 +25,8 @@ pub struct AgentConfig {
     /// Parent of per-job workdirs.
     pub work_dir: PathBuf,
     pub keep_workdirs: bool,
-    /// Overrides the controller URL jobs carry.
+    /// The controller's HTTP API for artifact transfers, instead of the URL jobs carry;
+    /// required with a token, which is sent to this address only.
     pub controller_url: Option<String>,
     pub heartbeat: Duration,
     /// SIGTERM -> SIGKILL grace when a step is stopped.
@@ -73,6 +74,10 @@ impl AgentConfig {
 
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
+            self.token.is_none() || self.controller_url.is_some(),
+            "an agent with a token needs the controller's address: set --url (DROVER_URL); the token is sent there only, never to the address a job names"
+        );
+        anyhow::ensure!(
             !self.queues.is_empty(),
             "an agent needs at least one --queue"
         );
@@ -98,6 +103,20 @@ impl AgentConfig {
             self.concurrency
         );
         Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Where artifact transfers of a job that names `job_url` go: the configured controller.
+    /// The job's URL only without a token, so the token never goes where a message says; empty
+    /// (every transfer fails) if a token came without a URL, which [`AgentConfig::check`] refuses.
+    pub fn controller_base(&self, job_url: &str) -> String {
+        let base = match (&self.controller_url, &self.token) {
+            (Some(url), _) => url.as_str(),
+            (None, None) => job_url,
+            (None, Some(_)) => "",
+        };
+        base.trim_end_matches('/').to_string()
     }
 }
 
@@ -143,4 +162,57 @@ pub fn default_id(host: &str) -> anyhow::Result<AgentId> {
         "{host}-{}-{suffix}",
         std::process::id()
     ))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pyenv::PythonEnvMode;
+
+    fn config(controller_url: Option<&str>, token: Option<&str>) -> AgentConfig {
+        AgentConfig {
+            amqp_url: String::new(),
+            names: Names::new("drover").unwrap(),
+            queues: vec![QueueName::new("default").unwrap()],
+            queue_limits: BTreeMap::new(),
+            order: QueueOrder::Priority,
+            concurrency: 1,
+            services_mode: false,
+            work_dir: "w".into(),
+            keep_workdirs: false,
+            controller_url: controller_url.map(str::to_string),
+            heartbeat: Duration::from_secs(1),
+            kill_grace: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            python: PyEnvConfig {
+                mode: PythonEnvMode::System,
+                env_root: "e".into(),
+                base_python: "python3".into(),
+            },
+            id: None,
+            token: token.map(str::to_string),
+            artifact_transfer: Default::default(),
+            s3_endpoint: None,
+        }
+    }
+
+    #[test]
+    fn the_token_goes_to_the_configured_controller_only() {
+        let job_url = "http://elsewhere.example:8470/";
+        let with_both = config(Some("http://ctl:8470/"), Some("t0ken"));
+        assert!(with_both.check().is_ok());
+        assert_eq!(with_both.controller_base(job_url), "http://ctl:8470");
+
+        let token_only = config(None, Some("t0ken"));
+        let refused = token_only.check().unwrap_err().to_string();
+        assert!(refused.contains("--url"), "{refused}");
+        assert_eq!(token_only.controller_base(job_url), "");
+
+        let open = config(None, None);
+        assert!(open.check().is_ok());
+        assert_eq!(
+            open.controller_base(job_url),
+            "http://elsewhere.example:8470"
+        );
+    }
 }

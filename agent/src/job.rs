@@ -156,11 +156,7 @@ async fn attempt(
     cancel: CancellationToken,
 ) -> Result<Report, Report> {
     let config = &shared.config;
-    let base = config
-        .controller_url
-        .clone()
-        .unwrap_or_else(|| job.controller_url.clone());
-    let base = base.trim_end_matches('/').to_string();
+    let base = config.controller_base(&job.controller_url);
     let route = shared
         .routes
         .for_job(job, &shared.http, &base)

@@ -11,6 +11,9 @@ pub enum ErrorCode {
     BadRequest,
     /// 401: a token is required, or the one sent is wrong.
     Unauthorized,
+    /// 403: refused whatever the token: a request naming another host, or a write from another
+    /// site, to a controller without a token.
+    Forbidden,
     /// 404: no such run, step, artifact, blob or route.
     NotFound,
     /// 500: the controller failed (its store, its disk).
@@ -24,9 +27,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a controller sends.
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 6] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
@@ -37,6 +41,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::Unavailable => 503,

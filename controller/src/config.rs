@@ -45,8 +45,35 @@ pub struct ControllerConfig {
     pub max_lost_attempts: u32,
     /// Bearer token every route but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
+    /// A second token that allows GET and HEAD only (dashboards); needs `token`.
+    pub read_token: Option<String>,
     /// Allows listening on a non-loopback address without a token.
     pub allow_unauthenticated: bool,
+    /// How long and how many HTTP clients may hold the controller.
+    pub http_limits: HttpLimits,
+}
+
+/// How much of the controller HTTP clients may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A client must send a request's headers within this, from connecting or from the end of
+    /// its previous response; an idle keep-alive connection is closed after it.
+    pub header_timeout: Duration,
+    /// Connections open at once; `None` derives it from the open-file limit
+    /// (`(RLIMIT_NOFILE - 128) / 2`).
+    pub max_connections: Option<usize>,
+}
+
+/// How long a client may take to send its request headers unless configured otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: None,
+        }
+    }
 }
 
 impl ControllerConfig {
@@ -64,8 +91,41 @@ impl ControllerConfig {
             queue_limits: Default::default(),
             max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,
             token: None,
+            read_token: None,
             allow_unauthenticated: false,
+            http_limits: HttpLimits::default(),
         }
+    }
+
+    /// Creates the data dir readable by this user only (it holds every artifact and log), and
+    /// warns when an existing one is open to others.
+    pub(crate) fn prepare_data_dir(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        let dir = &self.data_dir;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the data dir {} is open to other users (mode {:o}); `chmod 700` it, it holds every artifact and log",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+        let local = self.artifact_store == StoreLocation::Local;
+        for sub in [self.state_dir(), self.logs_dir()]
+            .into_iter()
+            .chain(local.then(|| self.blobs_dir()))
+        {
+            if !sub.exists() {
+                std::fs::DirBuilder::new().mode(0o700).create(&sub)?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn state_dir(&self) -> PathBuf {

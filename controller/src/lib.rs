@@ -13,7 +13,7 @@ pub mod scheduler;
 mod service;
 pub mod store;
 
-pub use config::ControllerConfig;
+pub use config::{ControllerConfig, HttpLimits};
 
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
@@ -53,6 +53,9 @@ impl Controller {
         config: ControllerConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Controller> {
+        config
+            .prepare_data_dir()
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open(&config.logs_dir())
@@ -90,10 +93,18 @@ impl Controller {
             metrics,
             commands,
             public_url: url.clone(),
-            auth: config.token.as_deref().map(http::auth::Auth::new),
+            auth: config
+                .token
+                .as_deref()
+                .map(|token| http::auth::Auth::new(token, config.read_token.as_deref())),
             shutdown: shutdown.clone(),
         });
-        spawn_http(&tracker, listener, app, &shutdown);
+        tracker.spawn(http::serve::serve(
+            listener,
+            http::router(app),
+            config.http_limits,
+            shutdown.clone(),
+        ));
         tracker.close();
 
         write_url_file(&config, &url)?;
@@ -135,11 +146,11 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
     http::auth::check_exposure(
         config.http_addr.ip(),
         config.token.as_deref(),
+        config.read_token.as_deref(),
         config.allow_unauthenticated,
     )
     .map_err(anyhow::Error::msg)?;
-    let listener = TcpListener::bind(config.http_addr)
-        .await
+    let listener = http::serve::bind(config.http_addr)
         .with_context(|| format!("cannot listen on {}; is another controller running there? (choose another address with --http)", config.http_addr))?;
     let bound = listener.local_addr()?;
     let url = public_url(config, bound);
@@ -225,22 +236,6 @@ fn spawn_consumers(
             shutdown.clone(),
         ));
     }
-}
-
-/// Serves the HTTP API and the web UI until shutdown.
-fn spawn_http(
-    tracker: &TaskTracker,
-    listener: TcpListener,
-    app: Arc<http::AppState>,
-    shutdown: &CancellationToken,
-) {
-    let server = axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tracker.spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!("the HTTP server stopped: {e}");
-        }
-    });
 }
 
 /// The configured blob store, and what jobs tell agents about it (`None`: through the HTTP API).

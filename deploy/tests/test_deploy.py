@@ -226,6 +226,8 @@ def test_systemd_units_run_drover_with_a_drain_window():
     controller = configparser.ConfigParser(strict=False, interpolation=None)
     controller.read(units / "drover-controller.service")
     assert controller["Service"]["ExecStart"].startswith("/usr/local/bin/drover controller")
+    # The controller's connection budget is derived from its open-file limit.
+    assert int(controller["Service"]["LimitNOFILE"]) >= 4096
     for unit in (agent, controller):
         assert unit["Install"]["WantedBy"] == "multi-user.target"
         assert "/etc/drover/drover.toml" in unit["Service"]["Environment"]

@@ -41,7 +41,9 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
             .context("bad --queue-limit")?,
         max_lost_attempts: args.max_lost_attempts,
         token: g.token.clone(),
+        read_token: args.read_token.clone(),
         allow_unauthenticated: args.allow_unauthenticated,
+        http_limits: Default::default(),
         artifact_store,
         s3_settings: Vec::new(),
     })
@@ -133,8 +135,15 @@ fn web_ui_hint(url: &str, token: bool) -> String {
     }
 }
 
+/// The directory, created readable by this user only when missing (it holds artifacts, logs
+/// and the state store, or steps' work dirs).
 fn absolute(path: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     path.canonicalize()
         .with_context(|| format!("cannot resolve {}", path.display()))
 }

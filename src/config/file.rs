@@ -89,6 +89,7 @@ impl ConfigFile {
     fn warn_if_readable_secret(&self) {
         use std::os::unix::fs::PermissionsExt;
         let secret = self.get(Section::Global, "token").is_some()
+            || self.get(Section::Controller, "read-token").is_some()
             || self
                 .get(Section::Global, "amqp")
                 .and_then(toml::Value::as_str)

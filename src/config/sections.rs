@@ -138,9 +138,9 @@ mod tests {
             );
             checked += 1;
         }
-        // The controller's flags (twice: `up` has them too), the agent's, `up`'s own, the
-        // global ones.
-        assert_eq!(checked, 46);
+        // Every flag of controller, agent and up, and the global ones (a flag of the controller,
+        // such as --read-token, counts twice: `up` has it too).
+        assert_eq!(checked, 48);
     }
 
     #[test]

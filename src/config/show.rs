@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use std::process::ExitCode;
 
 /// Settings whose values are never printed.
-const SECRET_KEYS: [&str; 1] = ["token"];
+const SECRET_KEYS: [&str; 2] = ["token", "read-token"];
 
 /// One setting as shown.
 struct Shown {

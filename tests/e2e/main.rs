@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod agent_token;
 mod artifacts;
 mod browser;
 mod config;
@@ -17,4 +18,5 @@ mod pipelines;
 mod queues;
 mod restart;
 mod seed;
+mod slow_clients;
 mod tls;

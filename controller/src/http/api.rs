@@ -153,9 +153,11 @@ pub async fn agents(State(app): State<App>) -> Result<impl IntoResponse, ApiErro
         .store
         .agents()?
         .iter()
-        .map(|a| {
+        .filter_map(|a| {
             let steps = running.remove(a.info.id.as_str()).unwrap_or_default();
-            views::agent_view(a, now, steps)
+            // An agent still named by a running step stays, however long it has been silent.
+            (!steps.is_empty() || !views::forgotten(a, now))
+                .then(|| views::agent_view(a, now, steps))
         })
         .collect();
     Ok(Json(AgentList { agents }))

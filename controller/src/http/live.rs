@@ -27,7 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Re-read state this often even without a notification.
 const SAFETY_NET: Duration = Duration::from_secs(2);
 /// The most log bytes one event carries.
-const MAX_LOG_EVENT: u64 = 256 * 1024;
+const MAX_LOG_EVENT: u64 = 32 * 1024;
+/// Log events waiting for a client. With [`MAX_LOG_EVENT`] this bounds what a slow reader
+/// holds in memory (about 3 events in base64, the connection's buffer aside), however long the
+/// log: the follower reads on only as the client takes events.
+const LOG_EVENTS_QUEUED: usize = 2;
 
 type EventStream =
     Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
@@ -162,7 +166,7 @@ pub async fn log(
         latest: q.attempt.is_none(),
         notes_sent: 0,
     };
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(LOG_EVENTS_QUEUED);
     tokio::spawn(follower.follow(tx));
     Ok(sse(rx))
 }

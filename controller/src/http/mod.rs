@@ -2,15 +2,18 @@
 //!
 //! Handlers read durable state from the store and never change run state themselves: an abort
 //! is an event sent to the owning task. With a token configured, [`auth`] guards every route
-//! but `/healthz`.
+//! but `/healthz`; [`guard`] adds security headers to every answer and, without a token, keeps
+//! other sites out; [`serve`] accepts connections within limits.
 
 mod api;
 pub(crate) mod auth;
 mod console;
 mod files;
+mod guard;
 mod live;
 mod pages;
 mod scrape;
+pub(crate) mod serve;
 mod views;
 
 use crate::logs::LogStore;
@@ -101,9 +104,25 @@ pub(crate) fn router(app: App) -> Router {
             app.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::same_site,
+        ))
+        .layer(axum::middleware::from_fn(guard::security_headers))
         // Blob uploads are streamed to the store, so their size is not bounded by memory.
         .layer(DefaultBodyLimit::disable())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::extract::Request| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        uri = %guard::redacted(request.uri()),
+                        version = ?request.version(),
+                    )
+                },
+            ),
+        )
         .with_state(app)
 }
 
@@ -126,6 +145,10 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {

@@ -97,17 +97,21 @@ pub fn render(
         .iter()
         .filter(|a| now.saturating_sub(a.last_seen) < AGENT_ALIVE_MS)
         .collect();
+    let listed = agents
+        .iter()
+        .filter(|a| !super::views::forgotten(a, now))
+        .count();
     let draining = alive.iter().filter(|a| a.info.draining).count() as u64;
     let states = [
         ("alive", alive.len() as u64 - draining),
         ("draining", draining),
-        ("gone", (agents.len() - alive.len()) as u64),
+        ("gone", listed.saturating_sub(alive.len()) as u64),
     ];
     family(
         &mut out,
         "drover_agents",
         "gauge",
-        "Agents by state (gone: no heartbeat for 15 s).",
+        "Agents by state (gone: no heartbeat for 15 s; after an hour they are no longer counted).",
         "state",
         states.into_iter(),
     );
@@ -177,8 +181,18 @@ mod tests {
             },
             last_seen,
         };
-        let now = 100_000;
-        let text = render(&[], &[agent("a", now, 1), agent("b", 1, 2)], Some(3), now);
+        let now = 100_000_000;
+        let long_gone = now - super::super::views::AGENT_FORGOTTEN_MS;
+        let text = render(
+            &[],
+            &[
+                agent("a", now, 1),
+                agent("b", now - 99_999, 2),
+                agent("c", long_gone, 0),
+            ],
+            Some(3),
+            now,
+        );
         assert!(text.contains("drover_agents{state=\"alive\"} 1"), "{text}");
         assert!(text.contains("drover_agents{state=\"gone\"} 1"), "{text}");
         assert!(text.contains("drover_agent_slots 2\n"), "{text}");

@@ -11,6 +11,14 @@ use std::collections::BTreeMap;
 
 /// A heartbeat older than this means the agent is gone (a few missed heartbeats).
 pub const AGENT_ALIVE_MS: u64 = 15_000;
+/// A heartbeat older than this drops the agent from the agents list and `/metrics`: agents
+/// get a new id each start, so the gone ones of past restarts would pile up there forever.
+pub const AGENT_FORGOTTEN_MS: u64 = 60 * 60 * 1000;
+
+/// Whether the agent has been gone so long that it is no longer listed.
+pub fn forgotten(agent: &AgentRecord, now: u64) -> bool {
+    now.saturating_sub(agent.last_seen) >= AGENT_FORGOTTEN_MS
+}
 
 pub fn summary(run: &RunRecord, url: String) -> RunSummary {
     let mut steps = BTreeMap::new();

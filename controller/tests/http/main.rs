@@ -6,6 +6,7 @@
 
 mod auth;
 mod flow;
+mod hardening;
 mod server;
 #[path = "../support/mod.rs"]
 mod support;

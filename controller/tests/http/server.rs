@@ -3,6 +3,7 @@
 
 use crate::support::{self, Running};
 use drover_amqp::{Broker, Consumer, Target};
+use drover_controller::ControllerConfig;
 use drover_protocol::message::{AgentInfo, Message};
 use drover_protocol::{AgentId, QueueName, RunId};
 use futures_util::StreamExt;
@@ -36,10 +37,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A controller configured by `configure` after the defaults (token included).
+    pub async fn start_with(configure: impl FnOnce(&mut ControllerConfig)) -> Self {
         let broker = support::connect("th").await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = support::config(broker.names(), dir.path());
         config.token = Some(TOKEN.into());
+        configure(&mut config);
         let controller = Running::start(config).await;
         Self {
             url: controller.url(),
