@@ -63,12 +63,6 @@ pub struct RunView {
     pub steps: Vec<StepView>,
 }
 
-impl RunView {
-    pub fn step(&self, name: &str) -> Option<&StepView> {
-        self.steps.iter().find(|s| s.name.as_str() == name)
-    }
-}
-
 /// A stored output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputView {

@@ -2,11 +2,9 @@
 //! view, page, asset and 404.
 
 use crate::server::{Server, agent_info};
-use crate::support::{next_job, patience};
+use crate::support::{finished, finished_late, next_job, patience};
 use base64::Engine as _;
-use drover_protocol::message::{
-    AttemptRef, Claimed, Finished, Heartbeat, LogChunk, LogDelay, Message, Outcome, StepJob, now_ms,
-};
+use drover_protocol::message::{AttemptRef, Claimed, Heartbeat, LogChunk, LogDelay, Message};
 use drover_protocol::{AgentId, Digest, OutputName, RunId};
 use drover_test_support::eventually_async;
 use std::collections::BTreeMap;
@@ -106,29 +104,15 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         size: content.len() as u64,
         file_name: drover_protocol::FileName::new("out.txt").unwrap(),
     };
-    let finished = |job: &StepJob, outputs, log_delays| {
-        Message::Finished(Finished {
-            run_id: job.run_id.clone(),
-            step: job.step.clone(),
-            attempt: job.attempt,
-            agent: agent.clone(),
-            outcome: Outcome::Succeeded,
-            exit_code: Some(0),
-            outputs,
-            message: None,
-            started_at: now_ms(),
-            ended_at: now_ms(),
-            log_delays,
-        })
-    };
     let out = OutputName::new("out").unwrap();
     // The agent held the second chunk back through an outage: told as a note, before the end.
     let delayed = LogDelay {
         offset: 8,
         delayed_ms: 47_200,
     };
-    s.event(finished(
+    s.event(finished_late(
         &make,
+        &agent,
         BTreeMap::from([(out, artifact)]),
         vec![delayed],
     ))
@@ -151,8 +135,7 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     assert_eq!(received, b"10%\r50%\r100%\n\xff end\n");
 
     let usejob = next_job(&mut jobs).await;
-    s.event(finished(&usejob, BTreeMap::new(), Vec::new()))
-        .await;
+    s.event(finished(&usejob, &agent, BTreeMap::new())).await;
     let last = run_stream
         .until("run", |d| d["status"] == "succeeded")
         .await;

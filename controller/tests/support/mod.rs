@@ -6,7 +6,9 @@
 
 use drover_amqp::{Broker, Consumer, Target};
 use drover_controller::{Controller, ControllerConfig};
-use drover_protocol::message::{ArtifactRef, Finished, Message, Outcome, StepJob, Submit, now_ms};
+use drover_protocol::message::{
+    ArtifactRef, Finished, LogDelay, Message, Outcome, StepJob, Submit, now_ms,
+};
 use drover_protocol::spec::PipelineSpec;
 use drover_protocol::{AgentId, Names, OutputName, QueueName, RunId};
 use drover_test_support::{Deadline, delete_namespace, fresh_namespace};
@@ -126,6 +128,16 @@ pub fn finished(
     agent: &AgentId,
     outputs: BTreeMap<OutputName, ArtifactRef>,
 ) -> Message {
+    finished_late(job, agent, outputs, Vec::new())
+}
+
+/// As [`finished`], with the places where the attempt's log reached the broker late.
+pub fn finished_late(
+    job: &StepJob,
+    agent: &AgentId,
+    outputs: BTreeMap<OutputName, ArtifactRef>,
+    log_delays: Vec<LogDelay>,
+) -> Message {
     Message::Finished(Finished {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -137,7 +149,7 @@ pub fn finished(
         message: None,
         started_at: now_ms(),
         ended_at: now_ms(),
-        log_delays: Vec::new(),
+        log_delays,
     })
 }
 

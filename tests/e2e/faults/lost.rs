@@ -18,6 +18,21 @@ fn running_on(doc: &serde_json::Value, step: &str) -> Option<String> {
     tries.last().map(|(agent, _)| agent.clone())
 }
 
+/// Waits until step `work` of `run` runs on `victim`, starts the agent `spare` (if any) so the
+/// step has somewhere to go, then `kill -9`s `victim`.
+fn kill_while_running(c: &mut Cluster, run: &str, victim: &str, spare: Option<&str>) {
+    c.wait_for(
+        run,
+        &format!("the step to run on {victim}"),
+        Duration::from_secs(30),
+        |d| running_on(d, "work").as_deref() == Some(victim),
+    );
+    if let Some(spare) = spare {
+        c.start_agent(spare, &["default"]);
+    }
+    c.kill(victim);
+}
+
 #[test]
 fn a_step_without_retries_outlives_its_killed_agent() {
     let mut c = Cluster::new();
@@ -28,14 +43,7 @@ fn a_step_without_retries_outlives_its_killed_agent() {
         "[pipeline]\nname = \"once\"\n[[step]]\nname = \"work\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo attempt $DROVER_ATTEMPT > out.txt\"]\noutputs = { out = \"out.txt\" }\nretries = 0\n",
     );
     let run = c.submit(&file);
-    c.wait_for(
-        &run,
-        "the step to run on a1",
-        Duration::from_secs(30),
-        |d| running_on(d, "work").as_deref() == Some("a1"),
-    );
-    c.start_agent("a2", &["default"]);
-    c.kill("a1");
+    kill_while_running(&mut c, &run, "a1", Some("a2"));
     let doc = c.wait_for(&run, "the run to end", Duration::from_secs(60), ended);
 
     assert_eq!(
@@ -85,21 +93,8 @@ fn a_step_lost_more_often_than_the_bound_fails_naming_the_agents() {
         "[pipeline]\nname = \"doomed\"\n[[step]]\nname = \"work\"\ncommand = [\"sleep\", \"20\"]\nretries = 3\nretry_backoff = \"0s\"\n",
     );
     let run = c.submit(&file);
-    c.wait_for(
-        &run,
-        "the step to run on a1",
-        Duration::from_secs(30),
-        |d| running_on(d, "work").as_deref() == Some("a1"),
-    );
-    c.start_agent("a2", &["default"]);
-    c.kill("a1");
-    c.wait_for(
-        &run,
-        "the step to run on a2",
-        Duration::from_secs(30),
-        |d| running_on(d, "work").as_deref() == Some("a2"),
-    );
-    c.kill("a2");
+    kill_while_running(&mut c, &run, "a1", Some("a2"));
+    kill_while_running(&mut c, &run, "a2", None);
     let doc = c.wait_for(&run, "the run to end", Duration::from_secs(30), ended);
 
     assert_eq!(doc["status"], "failed", "{doc}");
