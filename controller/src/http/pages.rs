@@ -20,6 +20,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("console.js", JAVASCRIPT, include_str!("assets/console.js")),
     ("dag.js", JAVASCRIPT, include_str!("assets/dag.js")),
     ("run.js", JAVASCRIPT, include_str!("assets/run.js")),
+    ("newrun.js", JAVASCRIPT, include_str!("assets/newrun.js")),
     ("step.js", JAVASCRIPT, include_str!("assets/step.js")),
     ("runs.js", JAVASCRIPT, include_str!("assets/runs.js")),
     ("fleet.js", JAVASCRIPT, include_str!("assets/fleet.js")),
