@@ -286,3 +286,63 @@ fn a_python_pipeline_takes_parameters_from_the_environment_and_reruns_as_submitt
         first.as_str()
     );
 }
+
+/// What the run page's "New run" form does, at the HTTP level (no Chromium here): the page's
+/// module posts the changed values with the CSRF token from `GET /api/v1/csrf`.
+#[test]
+fn the_new_run_post_needs_the_csrf_token_and_this_site_and_then_starts_a_run() {
+    let c = Cluster::up(1, &["default"]);
+    let file = c.pipeline("rerun.toml", PIPELINE);
+    let (out, first) = c.run_wait(&file, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = first["run_id"].as_str().unwrap().to_string();
+    let page = c.http_get(&format!("/runs/{first}"));
+    assert!(page.contains("/assets/run.js"), "{page}");
+    let module = c.http_get("/assets/newrun.js");
+    assert!(
+        module.contains("/rerun"),
+        "the form posts to the rerun route"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let second = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let rerun = format!("{}/api/v1/runs/{first}/rerun", c.url);
+        let body = r#"{"params": {"who": "form"}}"#;
+        let post = |origin: &str| {
+            http.post(&rerun)
+                .header("origin", origin)
+                .header("content-type", "application/json")
+                .body(body)
+        };
+        let bare = post(&c.url).send().await.unwrap();
+        assert_eq!(bare.status().as_u16(), 403, "without the CSRF token");
+        let csrf: drover_api::CsrfToken = http
+            .get(format!("{}/api/v1/csrf", c.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let with = |origin: &str| {
+            post(origin)
+                .header("x-drover-csrf", &csrf.token)
+                .header("cookie", &csrf.cookie)
+        };
+        let foreign = with("https://evil.example").send().await.unwrap();
+        assert_eq!(foreign.status().as_u16(), 403, "from another site");
+        let ok = with(&c.url).send().await.unwrap();
+        assert_eq!(ok.status().as_u16(), 202);
+        let accepted: drover_api::RerunAccepted = ok.json().await.unwrap();
+        accepted.run_id.to_string()
+    });
+    let view = c.wait_for(
+        &second,
+        "the new run to end",
+        Duration::from_secs(60),
+        |d| d["status"] == "succeeded",
+    );
+    assert_eq!(view["rerun_of"], first.as_str(), "{view}");
+    assert_eq!(greeting(&c, &second), "hello form data\n");
+}
