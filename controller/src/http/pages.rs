@@ -190,7 +190,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 7);
+        assert_eq!(scripts.len(), 8);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -213,7 +213,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 12);
+        assert_eq!(imported, 14);
     }
 
     #[test]
