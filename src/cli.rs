@@ -57,12 +57,14 @@ pub enum Command {
     Agent(AgentArgs),
     /// Validate and submit a pipeline file.
     Run(RunArgs),
+    /// Submit a run's pipeline again, as it was submitted, with parameters changed.
+    Rerun(RerunArgs),
     /// Stop a run (or one step of it).
     Abort(AbortArgs),
     /// Wait for a run (`latest` for the newest) to end, showing progress; exit 0 only if it succeeded.
     Wait(StatusArgs),
-    /// List runs.
-    Runs(ListArgs),
+    /// List runs, newest first.
+    Runs(RunsArgs),
     /// Show a run and its steps.
     Status(StatusArgs),
     /// Print a step's log (raw bytes).
@@ -241,7 +243,41 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct RerunArgs {
+    /// The run to submit again (`latest` for the newest).
+    pub run: String,
+    /// Change a parameter: --param name=value (repeatable); the others keep the run's values.
+    #[arg(long = "param", short = 'p', value_parser = parse_key_value)]
+    pub params: Vec<(String, String)>,
+    /// Wait for the new run to end, showing progress; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunsArgs {
+    /// Only runs with this status (running, succeeded, failed, aborted, rejected).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only runs of this project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only runs of the pipeline with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// At most this many runs (1 to 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct AbortArgs {
+    /// The run (`latest` for the newest).
     pub run: String,
     /// Abort only this step.
     pub step: Option<String>,
@@ -255,6 +291,7 @@ pub struct ListArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
+    /// The run (`latest` for the newest).
     pub run: String,
     #[arg(long)]
     pub json: bool,
@@ -262,6 +299,7 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LogsArgs {
+    /// The run (`latest` for the newest).
     pub run: String,
     pub step: String,
     /// Keep printing as the step writes, until it ends.
@@ -274,8 +312,17 @@ pub struct LogsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ArtifactsCommand {
+    /// List a run's artifacts (of one step, if given): step, name, file, size and digest.
+    List {
+        /// The run (`latest` for the newest).
+        run: String,
+        step: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download an artifact.
     Get {
+        /// The run (`latest` for the newest).
         run: String,
         step: String,
         name: String,

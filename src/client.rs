@@ -2,14 +2,20 @@
 
 use crate::cli::Global;
 use anyhow::{Context, Result, bail};
-use drover_api::{ApiError, RunView};
+use drover_api::{ApiError, CsrfToken, RunList, RunView};
+use drover_protocol::RunId;
 use serde::de::DeserializeOwned;
 
 /// Talks to one controller.
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Whether a token is sent; without one, writes carry a CSRF token instead.
+    has_token: bool,
 }
+
+/// What stands for the newest run wherever a run id is taken.
+pub const LATEST: &str = "latest";
 
 impl Client {
     /// A client for `--url`, sending `--token` (if any) with every request.
@@ -28,7 +34,60 @@ impl Client {
         Ok(Self {
             base: g.url.trim_end_matches('/').to_string(),
             http,
+            has_token: g.token.is_some(),
         })
+    }
+
+    /// The run id `run` names: `latest` is the newest run; anything else must be a run id.
+    pub async fn resolve_run(&self, run: &str) -> Result<RunId> {
+        if run != LATEST {
+            return RunId::new(run)
+                .with_context(|| format!("{run:?} is not a run id (or `latest`)"));
+        }
+        let list = self
+            .get_json::<RunList>("/api/v1/runs?limit=1")
+            .await?
+            .context("the controller has no run list")?;
+        list.runs
+            .into_iter()
+            .next()
+            .map(|r| r.run_id)
+            .with_context(|| format!("`latest`: there are no runs at {}", self.base))
+    }
+
+    /// POST a JSON body and read a JSON answer; `None` on 404. Without a token, first gets a
+    /// CSRF token, which the controller requires of every POST then.
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<T>> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.post(&url).json(body);
+        if !self.has_token {
+            let csrf = self
+                .get_json::<CsrfToken>("/api/v1/csrf")
+                .await?
+                .context("the controller gives no CSRF token (GET /api/v1/csrf); is it older than this drover?")?;
+            request = request
+                .header("x-drover-csrf", csrf.token)
+                .header(reqwest::header::COOKIE, csrf.cookie);
+        }
+        let resp = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the controller at {}: is it running? (set --url or DROVER_URL)",
+                self.base
+            )
+        })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = check(resp, path).await?;
+        Ok(Some(
+            resp.json()
+                .await
+                .with_context(|| format!("bad JSON from {path}"))?,
+        ))
     }
 
     pub fn base(&self) -> &str {

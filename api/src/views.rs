@@ -32,6 +32,9 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunList {
     pub runs: Vec<RunSummary>,
+    /// When more runs match: the value of `?after=` that lists the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<RunId>,
 }
 
 /// `GET /api/v1/runs/{run}`.
@@ -56,6 +59,9 @@ pub struct RunView {
     pub ended_at: Option<u64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The run this one was submitted again from (`drover rerun`, the run page's "New run").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
     #[serde(default)]
     pub url: String,
     /// In topological order.
@@ -301,4 +307,57 @@ pub struct AbortAccepted {
 pub struct BlobStored {
     pub digest: Digest,
     pub size: u64,
+}
+
+/// The body of `POST /api/v1/runs/{run}/rerun`: parameter values to change. Parameters not
+/// named keep the values the earlier run was submitted with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerunRequest {
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Who asks (user@host), for display; default: the earlier run's submitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+}
+
+/// What `POST /api/v1/runs/{run}/rerun` submitted (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerunAccepted {
+    /// The new run.
+    pub run_id: RunId,
+    pub rerun_of: RunId,
+    /// The new run's parameter overrides: the earlier run's, changed by the request.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub url: String,
+}
+
+/// `GET /api/v1/csrf`: the token a write must carry (header `x-drover-csrf`) together with
+/// the cookie this answer sets, when the controller has no access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsrfToken {
+    pub token: String,
+    /// The cookie (`name=value`) the token goes with, for clients without a cookie jar.
+    pub cookie: String,
+}
+
+/// One stored output of `GET /api/v1/runs/{run}/artifacts`; `name` is what
+/// `.../steps/{step}/artifacts/{name}` fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactView {
+    pub step: StepName,
+    pub name: String,
+    pub file_name: FileName,
+    pub size: u64,
+    pub digest: Digest,
+    #[serde(default)]
+    pub url: String,
+}
+
+/// `GET /api/v1/runs/{run}/artifacts[?step=S]`: in the run's step order, then by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactList {
+    pub run_id: RunId,
+    pub artifacts: Vec<ArtifactView>,
 }

@@ -44,6 +44,10 @@ fn run_id() -> RunId {
     RunId::new("0193a2b4c5d6e7f80123456789abcdef").unwrap()
 }
 
+fn earlier_run_id() -> RunId {
+    RunId::new("0193a2b4c5d6e7f80123456789abcde0").unwrap()
+}
+
 fn step(name: &str) -> StepName {
     StepName::new(name).unwrap()
 }
@@ -159,6 +163,7 @@ fn run_view() -> RunView {
         started_at: Some(1_764_590_400_005),
         ended_at: Some(1_764_590_404_010),
         error: Some("step train failed".into()),
+        rerun_of: Some(earlier_run_id()),
         url: "http://127.0.0.1:8080/runs/0193a2b4c5d6e7f80123456789abcdef".into(),
         steps: vec![prepare, train],
     }
@@ -183,6 +188,52 @@ fn runs() {
                 ended_at: Some(1_764_590_404_010),
                 steps: BTreeMap::from([(StepStatus::Succeeded, 1), (StepStatus::Failed, 1)]),
                 url: view.url.clone(),
+            }],
+            next: Some(run_id()),
+        },
+    );
+    check(
+        "rerun_request",
+        &RerunRequest {
+            params: BTreeMap::from([("rows".to_string(), "200".to_string())]),
+            submitted_by: Some("ana@laptop".into()),
+        },
+    );
+    check(
+        "rerun_accepted",
+        &RerunAccepted {
+            run_id: run_id(),
+            rerun_of: earlier_run_id(),
+            params: BTreeMap::from([("rows".to_string(), "200".to_string())]),
+            url: view.url.clone(),
+        },
+    );
+    check(
+        "csrf_token",
+        &CsrfToken {
+            token:
+                "6f1c0e4a9b2d7c3e.0c5d8e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e"
+                    .into(),
+            cookie: "drover_csrf=6f1c0e4a9b2d7c3e".into(),
+        },
+    );
+    let prepare = &view.steps[0];
+    let output = &prepare.outputs["data"];
+    check(
+        "artifact_list",
+        &ArtifactList {
+            run_id: run_id(),
+            artifacts: vec![ArtifactView {
+                step: prepare.name.clone(),
+                name: "data".into(),
+                file_name: output.file_name.clone(),
+                size: output.size,
+                digest: output.digest.clone(),
+                url: format!(
+                    "{}/api/v1/runs/{}/steps/prepare/artifacts/data",
+                    "http://127.0.0.1:8080",
+                    run_id()
+                ),
             }],
         },
     );

@@ -184,7 +184,23 @@ impl Cluster {
         Ok(Some(resp.json().await?))
     }
 
-    /// `GET /api/v1/runs`: every run's summary, newest first.
+    /// The broker URL the cluster's processes use.
+    pub fn amqp_url(&self) -> String {
+        self.env.amqp_url.clone()
+    }
+
+    /// `GET <path>` of the controller's HTTP API as JSON.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(resp.json().await?)
+    }
+
+    /// `GET /api/v1/runs`: the newest page of run summaries (100).
     pub async fn runs(&self) -> Result<Value> {
         let resp = self
             .http

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod fanout;
 pub mod footprint;
 pub mod hop;
+pub mod listing;
 pub mod report;
 pub mod scale;
 pub mod seed;

@@ -3,7 +3,7 @@
 
 use crate::cluster::Env;
 use crate::report::{Machine, Report, Row};
-use crate::{amqp, artifact, fanout, footprint, hop, scale, seed, stats};
+use crate::{amqp, artifact, fanout, footprint, hop, listing, scale, seed, stats};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ pub struct Options {
     /// Where latest.md and latest.json go.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// Only these benchmarks (numbers 1-7, comma-separated).
+    /// Only these benchmarks (numbers 1-8, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Overrides the fan-out size (steps per run) of the mode.
@@ -62,6 +62,8 @@ struct Plan {
     scale_submit_steps: usize,
     scale_sizes: Vec<usize>,
     scale_budget: Duration,
+    list_runs: usize,
+    list_reps: usize,
 }
 
 impl Plan {
@@ -89,6 +91,8 @@ impl Plan {
                 scale_submit_steps: 1_000,
                 scale_sizes: vec![100, 1_000],
                 scale_budget: Duration::from_secs(20),
+                list_runs: 1_000,
+                list_reps: 5,
             };
         }
         Self {
@@ -113,6 +117,8 @@ impl Plan {
             scale_submit_steps: 10_000,
             scale_sizes: vec![1_000, 10_000, 100_000],
             scale_budget: Duration::from_secs(120),
+            list_runs: 10_000,
+            list_reps: 30,
         }
     }
 }
@@ -224,6 +230,13 @@ pub async fn run(o: Options) -> Result<()> {
         {
             Ok(r) => rows.extend(r),
             Err(e) => fail("7 scale", e, &mut rows),
+        }
+    }
+
+    if wanted(8) {
+        eprintln!("bench: 8 listing");
+        if let Err(e) = listing_rows(&env, &plan, &mut rows).await {
+            fail("8 listing", e, &mut rows);
         }
     }
 
@@ -451,6 +464,42 @@ async fn footprint_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<(
             s.controller_loaded,
         )
         .note("the first run executes; the others are identical and all cache hits (see bench/src/footprint.rs)"),
+    );
+    Ok(())
+}
+
+async fn listing_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let s = listing::run(env, plan.list_runs, plan.list_reps).await?;
+    let n = count(plan.list_runs);
+    let first = Row::new(
+        "8 listing",
+        &format!("GET /api/v1/runs?limit=50, newest page, {n} runs stored"),
+        "ms",
+        s.first_page,
+    );
+    let met = first.median < 50.0;
+    rows.push(first.goal("< 50 ms", met).note(format!(
+        "one request's round trip from the bench's HTTP client; each run has {} cached steps; {} requests, the figure is their median",
+        listing::STEPS,
+        plan.list_reps
+    )));
+    rows.push(
+        Row::new(
+            "8 listing",
+            &format!("page of 50 after the middle run (?after=), {n} runs"),
+            "ms",
+            s.middle_page,
+        )
+        .note("keyset pagination through the creation-time index"),
+    );
+    rows.push(
+        Row::new(
+            "8 listing",
+            &format!("?status= matching no run, {n} runs"),
+            "ms",
+            s.filter_none,
+        )
+        .note("the worst case of a filter: every run's header is read, no run's steps"),
     );
     Ok(())
 }

@@ -93,6 +93,7 @@ impl Controller {
             metrics,
             commands,
             public_url: url.clone(),
+            csrf: http::csrf::Csrf::new(&url),
             auth: config
                 .token
                 .as_deref()

@@ -421,9 +421,21 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     assert_eq!(again.controller_url, h.url);
 
     // Aborting through the API: y (queued) ends at once, agent a is told to stop x.
+    // Without a token a POST carries a CSRF token and its cookie.
+    let csrf: drover_api::CsrfToken = h
+        .http
+        .get(format!("{}/api/v1/csrf", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let resp = h
         .http
         .post(format!("{}/api/v1/runs/{run_id}/abort", h.url))
+        .header("x-drover-csrf", &csrf.token)
+        .header("cookie", &csrf.cookie)
         .send()
         .await
         .unwrap();

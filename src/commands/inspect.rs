@@ -1,6 +1,6 @@
 //! Read-only commands: runs, status, logs, artifacts, agents, queues.
 
-use crate::cli::{ArtifactsCommand, Global, ListArgs, LogsArgs, StatusArgs};
+use crate::cli::{ArtifactsCommand, Global, ListArgs, LogsArgs, RunsArgs, StatusArgs};
 use crate::client::Client;
 use crate::output::{ago, duration_ms, table};
 use crate::sse::EventReader;
@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use drover_api::SseEvent;
 use drover_api::events::{AttemptStarted, LogData, LogEnded, LogNote, StreamError};
-use drover_api::{AgentList, AgentView, AttemptOutcome, AttemptView, QueueList, RunList, RunView};
+use drover_api::{
+    AgentList, AgentView, ArtifactList, AttemptOutcome, AttemptView, QueueList, RunList, RunView,
+};
 use drover_protocol::FileName;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -34,9 +36,19 @@ async fn get_doc<T: DeserializeOwned>(client: &Client, path: &str) -> Result<(Va
     Ok((doc, typed))
 }
 
-pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
+pub async fn runs(g: &Global, args: RunsArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let (doc, list): (Value, RunList) = get_doc(&client, "/api/v1/runs").await?;
+    let mut query = format!("/api/v1/runs?limit={}", args.limit);
+    for (key, value) in [
+        ("status", &args.status),
+        ("project", &args.project),
+        ("name", &args.name),
+    ] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{key}={}", url_encode(v)));
+        }
+    }
+    let (doc, list): (Value, RunList) = get_doc(&client, &query).await?;
     if args.json {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
@@ -67,9 +79,10 @@ pub async fn runs(g: &Global, args: ListArgs) -> Result<ExitCode> {
 
 pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let path = format!("/api/v1/runs/{}", args.run);
+    let run_id = client.resolve_run(&args.run).await?;
+    let path = format!("/api/v1/runs/{run_id}");
     let Some(doc) = client.get_json::<Value>(&path).await? else {
-        bail!("no run {} at {}", args.run, client.base());
+        bail!("no run {run_id} at {}", client.base());
     };
     if args.json {
         println!("{doc}");
@@ -84,7 +97,10 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     if let Some(err) = &run.error {
         println!("{err}");
     }
-    println!("{}", client.run_page(&args.run));
+    if let Some(of) = &run.rerun_of {
+        println!("rerun of {of}");
+    }
+    println!("{}", client.run_page(run_id.as_str()));
     let rows: Vec<Vec<String>> = run
         .steps
         .iter()
@@ -128,8 +144,9 @@ fn attempts_cell(attempts: &[AttemptView]) -> String {
     }
 }
 
-pub async fn logs(g: &Global, args: LogsArgs) -> Result<ExitCode> {
+pub async fn logs(g: &Global, mut args: LogsArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
+    args.run = client.resolve_run(&args.run).await?.to_string();
     if args.follow {
         return follow_log(&client, &args).await;
     }
@@ -231,13 +248,18 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
 }
 
 pub async fn artifacts(g: &Global, command: ArtifactsCommand) -> Result<ExitCode> {
-    let ArtifactsCommand::Get {
-        run,
-        step,
-        name,
-        output,
-    } = command;
     let client = Client::new(g)?;
+    let (run, step, name, output) = match command {
+        ArtifactsCommand::List { run, step, json } => {
+            return list_artifacts(&client, &run, step.as_deref(), json).await;
+        }
+        ArtifactsCommand::Get {
+            run,
+            step,
+            name,
+            output,
+        } => (client.resolve_run(&run).await?, step, name, output),
+    };
     let path = format!("/api/v1/runs/{run}/steps/{step}/artifacts/{name}");
     let Some(resp) = client.download(&path).await? else {
         bail!("no artifact {name:?} for step {step:?} of run {run} (see `drover status {run}`)");
@@ -267,6 +289,61 @@ pub async fn artifacts(g: &Global, command: ArtifactsCommand) -> Result<ExitCode
     file.flush().await?;
     eprintln!("wrote {} ({written} bytes)", target.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `drover artifacts list`: what `artifacts get` can fetch, one line per artifact.
+async fn list_artifacts(
+    client: &Client,
+    run: &str,
+    step: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let run = client.resolve_run(run).await?;
+    let mut path = format!("/api/v1/runs/{run}/artifacts");
+    if let Some(step) = step {
+        path.push_str(&format!("?step={}", url_encode(step)));
+    }
+    let Some(doc) = client.get_json::<Value>(&path).await? else {
+        match step {
+            Some(step) => bail!("no run {run} with a step {step:?} at {}", client.base()),
+            None => bail!("no run {run} at {}", client.base()),
+        }
+    };
+    if json {
+        println!("{doc}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: ArtifactList =
+        serde_json::from_value(doc).with_context(|| format!("unexpected document from {path}"))?;
+    let rows: Vec<Vec<String>> = list
+        .artifacts
+        .iter()
+        .map(|a| {
+            vec![
+                a.step.to_string(),
+                a.name.clone(),
+                a.file_name.to_string(),
+                a.size.to_string(),
+                a.digest.to_string(),
+            ]
+        })
+        .collect();
+    table(&["STEP", "NAME", "FILE", "SIZE", "DIGEST"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as one query-string value.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The file name from a `content-disposition: attachment; filename="x"` header, if safe.

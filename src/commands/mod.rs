@@ -18,6 +18,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Controller(args) => serve::controller(&g, args).await,
         Command::Agent(args) => serve::agent(&g, args).await,
         Command::Run(args) => run::run(&g, args).await,
+        Command::Rerun(args) => run::rerun(&g, args).await,
         Command::Abort(args) => run::abort(&g, args).await,
         Command::Wait(args) => run::wait(&g, args).await,
         Command::Runs(args) => inspect::runs(&g, args).await,

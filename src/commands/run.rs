@@ -1,11 +1,11 @@
-//! `drover run` (validate, submit, optionally wait) and `drover abort`.
+//! `drover run` (validate, submit, optionally wait), `drover rerun` and `drover abort`.
 
 use super::names;
-use crate::cli::{AbortArgs, Global, RunArgs, StatusArgs};
+use crate::cli::{AbortArgs, Global, RerunArgs, RunArgs, StatusArgs};
 use crate::client::Client;
 use anyhow::{Context, Result};
 use drover_amqp::{Broker, Target};
-use drover_api::{RunList, RunStatus, RunView, StepStatus};
+use drover_api::{RerunAccepted, RerunRequest, RunStatus, RunView, StepStatus};
 use drover_protocol::message::{Abort, Message, Submit};
 use drover_protocol::spec::PipelineSpec;
 use drover_protocol::validate::validate;
@@ -186,14 +186,7 @@ async fn report_end(client: &Client, view: &RunView) {
 
 pub async fn wait(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     let client = Client::new(g)?;
-    let run_id = if args.run == "latest" {
-        let list = client.get_json::<RunList>("/api/v1/runs").await?;
-        list.and_then(|l| l.runs.into_iter().next())
-            .map(|r| r.run_id.to_string())
-            .with_context(|| format!("no runs at {}", client.base()))?
-    } else {
-        RunId::new(args.run.as_str())?.to_string()
-    };
+    let run_id = client.resolve_run(&args.run).await?.to_string();
     let url = client.run_page(&run_id);
     if !args.json {
         println!("{url}");
@@ -201,8 +194,44 @@ pub async fn wait(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     finish(&client, &run_id, &url, args.json).await
 }
 
+/// Asks the controller to submit the run's pipeline again, as it was submitted, with the
+/// given parameters changed; the new run records which run it came from.
+pub async fn rerun(g: &Global, args: RerunArgs) -> Result<ExitCode> {
+    let client = Client::new(g)?;
+    let of = client.resolve_run(&args.run).await?;
+    let request = RerunRequest {
+        params: args.params.iter().cloned().collect(),
+        submitted_by: submitter(),
+    };
+    let path = format!("/api/v1/runs/{of}/rerun");
+    let Some(accepted) = client
+        .post_json::<_, RerunAccepted>(&path, &request)
+        .await?
+    else {
+        anyhow::bail!("no run {of} at {}", client.base());
+    };
+    let run_id = accepted.run_id.to_string();
+    let url = client.run_page(&run_id);
+    if !args.json {
+        println!("submitted run {run_id} (rerun of {of})");
+        println!("{url}");
+    }
+    if !args.wait {
+        if args.json {
+            let out = serde_json::json!({"run_id": run_id, "rerun_of": of, "url": url, "params": accepted.params, "status": "submitted", "steps": {}});
+            println!("{out}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    finish(&client, &run_id, &url, args.json).await
+}
+
 pub async fn abort(g: &Global, args: AbortArgs) -> Result<ExitCode> {
-    let run_id = RunId::new(args.run.as_str())?;
+    let run_id = if args.run == crate::client::LATEST {
+        Client::new(g)?.resolve_run(&args.run).await?
+    } else {
+        RunId::new(args.run.as_str())?
+    };
     let step = args.step.as_deref().map(StepName::new).transpose()?;
     let queue = QueueName::new(drover_protocol::names::SERVICES_QUEUE)?;
     let msg = Message::Abort(Abort {

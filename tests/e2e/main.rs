@@ -14,6 +14,7 @@ mod functions;
 mod hosts;
 mod invalid;
 mod live;
+mod operator;
 mod pipelines;
 mod queues;
 mod restart;

@@ -4,14 +4,16 @@ use super::views;
 use super::{ApiError, App};
 use crate::scheduler::{Event, StepStatus};
 use crate::service::Command;
+use crate::store::RunQuery;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use drover_api::RunStatus;
 use drover_api::{AbortAccepted, AgentList, Health, QueueList, QueueView, RunList};
 use drover_protocol::message::{Abort, now_ms};
 use drover_protocol::names::services_queue;
-use drover_protocol::{QueueName, StepName};
+use drover_protocol::{QueueName, RunId, StepName};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -42,33 +44,76 @@ pub async fn metrics(State(app): State<App>) -> Result<impl IntoResponse, ApiErr
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
+/// Largest page `GET /api/v1/runs` answers, and its size when `?limit=` is not given.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+
 #[derive(Debug, Deserialize)]
 pub struct RunFilter {
     status: Option<String>,
     project: Option<String>,
+    name: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
 }
 
+/// `GET /api/v1/runs`: a page of runs, newest first, from the creation-time index; reads the
+/// headers it walks past and the steps of the runs it returns, nothing else.
 pub async fn list_runs(
     State(app): State<App>,
     Query(filter): Query<RunFilter>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let runs = app
+    let status = match filter.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            RunStatus::ALL
+                .into_iter()
+                .find(|st| st.as_str() == s)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::bad_request(format!(
+                        "unknown ?status={s:?}; one of {}",
+                        known.join(", ")
+                    ))
+                })?,
+        ),
+    };
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "?limit={limit}: a page holds 1 to {MAX_PAGE} runs"
+        )));
+    }
+    let after = match filter.after.as_deref() {
+        None => None,
+        Some(a) => Some(
+            RunId::new(a)
+                .map_err(|e| ApiError::bad_request(format!("?after={a:?} is not a run id: {e}")))?,
+        ),
+    };
+    let query = RunQuery {
+        status,
+        project: filter.project,
+        name: filter.name,
+    };
+    let page = app
         .store
-        .runs()?
-        .into_iter()
-        .filter(|r| {
-            filter
-                .status
-                .as_deref()
-                .is_none_or(|s| r.status.as_str() == s)
-        })
-        .filter(|r| filter.project.as_deref().is_none_or(|p| r.project == p))
-        .map(|r| {
-            let url = app.run_url(&r.run_id);
-            views::summary(&r, url)
-        })
+        .runs_page(&query, after.as_ref(), limit)?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "?after={}: no such run; pass the `next` of the previous page",
+                filter.after.unwrap_or_default()
+            ))
+        })?;
+    let runs = page
+        .runs
+        .iter()
+        .map(|r| views::summary(r, app.run_url(&r.run_id)))
         .collect();
-    Ok(Json(RunList { runs }))
+    Ok(Json(RunList {
+        runs,
+        next: page.next,
+    }))
 }
 
 pub async fn get_run(
@@ -76,7 +121,7 @@ pub async fn get_run(
     Path(run): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let run = app.run(&run)?;
-    Ok(Json(views::run_view(&run, app.run_url(&run.run_id))))
+    Ok(Json(app.run_view(&run)))
 }
 
 pub async fn get_step(

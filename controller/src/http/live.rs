@@ -4,7 +4,6 @@
 //! Each stream is a task that reads durable state and waits on the store's and the log store's
 //! change notifications, with a slow timer as a safety net; it ends when the client goes away.
 
-use super::views::run_view;
 use super::{ApiError, App};
 use crate::logs::{LogAppended, delay_text};
 use crate::scheduler::{RunRecord, StepStatus};
@@ -97,7 +96,7 @@ pub async fn run(
         let mut record = Some(record);
         loop {
             if let Some(run) = record.take() {
-                let view = run_view(&run, app.run_url(&run.run_id));
+                let view = app.run_view(&run);
                 if last.as_ref() != Some(&view) {
                     if tx.send(event(&view)).await.is_err() {
                         return;

@@ -8,10 +8,12 @@
 mod api;
 pub(crate) mod auth;
 mod console;
+pub(crate) mod csrf;
 mod files;
 mod guard;
 mod live;
 mod pages;
+mod rerun;
 mod scrape;
 pub(crate) mod serve;
 mod views;
@@ -47,6 +49,8 @@ pub(crate) struct AppState {
     pub public_url: String,
     /// The token every route but `/healthz` requires, when one is configured.
     pub auth: Option<auth::Auth>,
+    /// Without a token, what every POST must carry.
+    pub csrf: csrf::Csrf,
     /// Ends the event streams, which would otherwise hold graceful shutdown open forever.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -64,6 +68,19 @@ impl AppState {
         let id = RunId::new(run).map_err(|_| not_found())?;
         self.store.run(&id)?.ok_or_else(not_found)
     }
+
+    /// The run's view, with the run it was submitted again from.
+    pub fn run_view(&self, run: &RunRecord) -> drover_api::RunView {
+        let mut view = views::run_view(run, self.run_url(&run.run_id));
+        view.rerun_of = match self.store.submitted(&run.run_id) {
+            Ok(submitted) => submitted.and_then(|s| s.rerun_of),
+            Err(e) => {
+                tracing::warn!("cannot read the submission of run {}: {e}", run.run_id);
+                None
+            }
+        };
+        view
+    }
 }
 
 /// The routes of the API and the UI.
@@ -77,6 +94,9 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/runs/{run}/stream", get(live::run))
         .route("/api/v1/runs/{run}/console", get(api::console))
         .route("/api/v1/runs/{run}/abort", post(api::abort_run))
+        .route("/api/v1/runs/{run}/rerun", post(rerun::rerun))
+        .route("/api/v1/runs/{run}/artifacts", get(rerun::artifacts))
+        .route("/api/v1/csrf", get(csrf::token))
         .route("/api/v1/runs/{run}/steps/{step}", get(api::get_step))
         .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
@@ -100,6 +120,10 @@ pub(crate) fn router(app: App) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such route; see ARCHITECTURE.md \"HTTP API\"")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            csrf::require,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,

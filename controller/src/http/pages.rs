@@ -20,6 +20,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("console.js", JAVASCRIPT, include_str!("assets/console.js")),
     ("dag.js", JAVASCRIPT, include_str!("assets/dag.js")),
     ("run.js", JAVASCRIPT, include_str!("assets/run.js")),
+    ("newrun.js", JAVASCRIPT, include_str!("assets/newrun.js")),
     ("step.js", JAVASCRIPT, include_str!("assets/step.js")),
     ("runs.js", JAVASCRIPT, include_str!("assets/runs.js")),
     ("fleet.js", JAVASCRIPT, include_str!("assets/fleet.js")),
@@ -189,7 +190,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 7);
+        assert_eq!(scripts.len(), 8);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -212,7 +213,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 12);
+        assert_eq!(imported, 14);
     }
 
     #[test]

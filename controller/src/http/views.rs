@@ -57,6 +57,7 @@ pub fn run_view(run: &RunRecord, url: String) -> RunView {
         started_at: run.started_at,
         ended_at: run.ended_at,
         error: run.error.clone(),
+        rerun_of: None,
         url,
         steps: run
             .steps

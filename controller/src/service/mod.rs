@@ -6,7 +6,7 @@ pub(crate) mod consume;
 
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Submitted};
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
@@ -38,6 +38,11 @@ pub(crate) enum Command {
     },
     /// An event from inside the controller (an abort through the HTTP API).
     Local(Event),
+    /// A run submitted again through the HTTP API: `submit` carries the earlier run's spec.
+    Rerun {
+        submit: drover_protocol::message::Submit,
+        of: drover_protocol::RunId,
+    },
 }
 
 /// The owner of the scheduler state and everything needed to carry out its actions.
@@ -127,20 +132,34 @@ impl Owner {
         let mut fx = Effects::default();
         let mut deliveries = Vec::new();
         let mut next = Some(first);
+        let mut submitted = Ok(());
         while let Some(command) = next.take() {
-            let event = match command {
+            let (event, rerun_of) = match command {
                 Command::Delivery { event, incoming } => {
                     deliveries.push(incoming);
-                    event
+                    (event, None)
                 }
-                Command::Local(event) => event,
+                Command::Local(event) => (event, None),
+                Command::Rerun { submit, of } => (Event::Submit(submit), Some(of)),
             };
+            // Kept as sent, so the run can be submitted again as it was.
+            if let Event::Submit(s) = &event
+                && submitted.is_ok()
+            {
+                submitted = self
+                    .store
+                    .put_submitted(&s.run_id, &Submitted::of(s, rerun_of));
+            }
             fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
             if deliveries.len() < MAX_BATCH {
                 next = commands.try_recv().ok();
             }
         }
-        match self.apply(fx).await {
+        let applied = match submitted {
+            Ok(()) => self.apply(fx).await,
+            Err(e) => Err(e),
+        };
+        match applied {
             Ok(()) => {
                 for incoming in deliveries {
                     if let Err(e) = incoming.ack().await {

@@ -6,11 +6,14 @@
 
 mod runs;
 pub mod schema;
+mod submits;
 mod version;
 
 #[cfg(test)]
 mod compat;
 
+pub use runs::{RunPage, RunQuery};
+pub use submits::Submitted;
 pub use version::SCHEMA_VERSION;
 
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
@@ -60,6 +63,8 @@ pub struct Store {
     runs: std::sync::Arc<RunTrees>,
     cache: sled::Tree,
     agents: sled::Tree,
+    /// Run id -> [`Submitted`], written once per run.
+    submits: sled::Tree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -119,6 +124,7 @@ impl Store {
             runs: std::sync::Arc::new(RunTrees::open(&db)?),
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
+            submits: db.open_tree(submits::SUBMITS_TREE)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -143,6 +149,10 @@ impl Store {
                 "state store at {}: migrated from layout version {v} to {SCHEMA_VERSION}",
                 layout.path
             ),
+        }
+        let indexed = store.runs.reindex()?;
+        if indexed > 0 {
+            tracing::info!("indexed {indexed} run(s) by creation time");
         }
         Ok(store)
     }
@@ -176,6 +186,35 @@ impl Store {
     /// Tells of every run written from now on (a lagging receiver should re-read everything).
     pub fn watch_runs(&self) -> tokio::sync::broadcast::Receiver<RunId> {
         self.run_changes.subscribe()
+    }
+
+    /// Records what was submitted for `run`, unless something already is (a redelivery).
+    pub fn put_submitted(&self, run: &RunId, submitted: &Submitted) -> Result<(), StoreError> {
+        let bytes = encode("submission", submitted)?;
+        // Err(current value) only means the run's submission is already stored.
+        let _ = self
+            .submits
+            .compare_and_swap(run.as_str(), None as Option<&[u8]>, Some(bytes))?;
+        Ok(())
+    }
+
+    /// What was submitted for `run`; `None` for an unknown run or one submitted to a release
+    /// that did not keep submissions.
+    pub fn submitted(&self, run: &RunId) -> Result<Option<Submitted>, StoreError> {
+        self.submits
+            .get(run.as_str())?
+            .map(|v| decode("submission", run.as_str(), &v))
+            .transpose()
+    }
+
+    /// One page of runs, newest first (by creation time); `None` when `after` names no run.
+    pub fn runs_page(
+        &self,
+        query: &RunQuery,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Option<RunPage>, StoreError> {
+        self.runs.page(query, after, limit)
     }
 
     pub fn put_cache(&self, key: &str, outputs: &CachedOutputs) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! How a run is laid out in sled: a small header, the validated pipeline (written once) and one
-//! record per step, so an event that changes one step writes that step, not the whole run.
+//! record per step, so an event that changes one step writes that step, not the whole run; an
+//! index by creation time for listing a page of runs without reading the others.
 
 use super::{StoreError, decode, encode};
 use crate::scheduler::{RunRecord, RunStatus, StepRecord};
@@ -74,6 +75,43 @@ impl Header {
     }
 }
 
+const INDEX_TREE: &str = "run_index";
+
+/// Key of a run in the creation-time index: the time zero-padded, so keys sort by it.
+fn index_key(created_at: u64, run: &RunId) -> Vec<u8> {
+    format!("{created_at:020}/{run}").into_bytes()
+}
+
+fn run_of_index_key(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key)
+        .ok()?
+        .split_once('/')
+        .map(|(_, id)| id)
+}
+
+/// Which runs a listing wants; `None` admits any.
+#[derive(Debug, Default, Clone)]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    pub project: Option<String>,
+    pub name: Option<String>,
+}
+
+impl RunQuery {
+    fn admits(&self, h: &Header) -> bool {
+        self.status.is_none_or(|s| s == h.status)
+            && self.project.as_ref().is_none_or(|p| *p == h.project)
+            && self.name.as_ref().is_none_or(|n| *n == h.name)
+    }
+}
+
+/// One page of a listing: runs newest first (without their pipelines), and the run to list
+/// after for the next page when there is one.
+pub struct RunPage {
+    pub runs: Vec<RunRecord>,
+    pub next: Option<RunId>,
+}
+
 /// Key of step `index` of a run: the run id, then the index big-endian, so a prefix scan
 /// returns a run's steps in order.
 fn step_key(run: &RunId, index: usize) -> Vec<u8> {
@@ -105,6 +143,9 @@ pub(super) struct RunTrees {
     pub headers: sled::Tree,
     pub pipelines: sled::Tree,
     pub steps: sled::Tree,
+    /// `<created_at, 20 digits>/<run id>` -> nothing: runs in creation order, whatever their ids.
+    /// Derived from the headers, so it is rebuilt at open when the two disagree.
+    pub index: sled::Tree,
     /// Steps as last written, per unfinished run; finished runs are forgotten.
     written: Mutex<HashMap<RunId, Vec<StepRecord>>>,
 }
@@ -115,8 +156,27 @@ impl RunTrees {
             headers: db.open_tree("run_headers")?,
             pipelines: db.open_tree("run_pipelines")?,
             steps: db.open_tree("run_steps")?,
+            index: db.open_tree(INDEX_TREE)?,
             written: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Rebuilds the creation-time index from the headers when they do not hold the same runs
+    /// (a store written before the index existed, or by a release that ignored it).
+    pub fn reindex(&self) -> Result<usize, StoreError> {
+        if self.index.len() == self.headers.len() {
+            return Ok(0);
+        }
+        self.index.clear()?;
+        let mut n = 0;
+        for item in self.headers.iter() {
+            let (k, v) = item?;
+            let header: Header = decode("run", &String::from_utf8_lossy(&k), &v)?;
+            self.index
+                .insert(index_key(header.created_at, &header.run_id), &[])?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Writes the header, the pipeline the first time, and the steps that changed.
@@ -126,6 +186,9 @@ impl RunTrees {
         let before = written.remove(id);
         if let (None, Some(p)) = (&before, &run.pipeline) {
             self.pipelines.insert(id.as_str(), encode("pipeline", p)?)?;
+        }
+        if before.is_none() {
+            self.index.insert(index_key(run.created_at, id), &[])?;
         }
         for (i, step) in run.steps.iter().enumerate() {
             if before.as_ref().and_then(|b| b.get(i)) != Some(step) {
@@ -159,6 +222,65 @@ impl RunTrees {
         }
         steps.truncate(header.steps as usize);
         Ok(header.into_record(pipeline, steps))
+    }
+
+    /// A run's header and steps without its pipeline: enough for a summary.
+    fn summary_record(&self, header: Header) -> Result<RunRecord, StoreError> {
+        let mut steps = Vec::with_capacity(header.steps as usize);
+        for item in self.steps.scan_prefix(step_prefix(&header.run_id)) {
+            let (k, v) = item?;
+            steps.push(decode("step", &step_key_text(&k), &v)?);
+        }
+        steps.truncate(header.steps as usize);
+        Ok(header.into_record(None, steps))
+    }
+
+    /// Up to `limit` runs that `query` admits, newest first, starting after the run `after`;
+    /// reads the index and the headers it walks past, and the steps of the runs it returns.
+    pub fn page(
+        &self,
+        query: &RunQuery,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Option<RunPage>, StoreError> {
+        let end = match after {
+            None => None,
+            Some(id) => match self.headers.get(id.as_str())? {
+                None => return Ok(None),
+                Some(h) => {
+                    let header: Header = decode("run", id.as_str(), &h)?;
+                    Some(index_key(header.created_at, id))
+                }
+            },
+        };
+        let walk = match &end {
+            Some(end) => self.index.range(..end.as_slice()),
+            None => self.index.iter(),
+        };
+        let mut runs = Vec::new();
+        let mut more = false;
+        for item in walk.rev() {
+            let (k, _) = item?;
+            let Some(id) = run_of_index_key(&k) else {
+                continue;
+            };
+            let Some(h) = self.headers.get(id)? else {
+                continue; // an index entry ahead of its header: not written yet
+            };
+            let header: Header = decode("run", id, &h)?;
+            if !query.admits(&header) {
+                continue;
+            }
+            if runs.len() == limit {
+                more = true;
+                break;
+            }
+            runs.push(self.summary_record(header)?);
+        }
+        let next = more
+            .then(|| runs.last().map(|r| r.run_id.clone()))
+            .flatten();
+        Ok(Some(RunPage { runs, next }))
     }
 
     pub fn get(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {

@@ -122,12 +122,23 @@ async fn without_a_token_other_hosts_and_sites_are_refused() {
     assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
     assert!(rebound.contains("\"code\":\"forbidden\""), "{rebound}");
 
-    // A form on another site posting an abort.
+    // A form on another site posting an abort, even with a CSRF token it somehow got.
+    let csrf: drover_api::CsrfToken = s
+        .http
+        .get(format!("{}/api/v1/csrf", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let abort = |origin: &str| {
         let request = format!(
-            "POST /api/v1/runs/{}/abort HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "POST /api/v1/runs/{}/abort HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nx-drover-csrf: {}\r\nCookie: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             drover_protocol::RunId::generate(),
             s.url.trim_start_matches("http://"),
+            csrf.token,
+            csrf.cookie,
         );
         let url = s.url.clone();
         async move { raw(&url, &request).await }

@@ -7,6 +7,7 @@
 mod auth;
 mod flow;
 mod hardening;
+mod rerun;
 mod server;
 #[path = "../support/mod.rs"]
 mod support;

@@ -182,11 +182,16 @@ class PipelineController:
         spec.check_complete(self._name, self._params, self._steps)
         pipeline = spec.pipeline_spec(self._name, self._project, self._version,
                                       self._default_queue, self._params, self._steps)
-        return pipeline, validate.validate(pipeline)
+        return pipeline, validate.validate(pipeline, self._launch_params())
+
+    def _launch_params(self) -> dict[str, str]:
+        """Parameter values given at launch (`DROVER_PARAM_<NAME>` variables), by name."""
+        return settings.param_overrides(self._params)
 
     def _submit_message(self, run_id: str | None = None) -> dict[str, Any]:
-        """The Submit envelope `start()` publishes, as a dict (nothing is sent)."""
-        return messages.submit(run_id or names.new_run_id(), self._spec())
+        """The Submit envelope `start()` publishes, as a dict (nothing is sent); parameters set
+        by `DROVER_PARAM_<NAME>` variables are its overrides, as `drover run --param` sends."""
+        return messages.submit(run_id or names.new_run_id(), self._spec(), self._launch_params())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -232,6 +237,7 @@ class PipelineController:
         if not run_pipeline_steps_locally:
             return self.start(wait=True)
         params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
+        params.update(self._launch_params())
         _, checked = self._checked()  # the same checks as a submission
         self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
         ok = self._local.run()
@@ -294,8 +300,11 @@ class PipelineController:
         return self._run_id
 
     def get_parameters(self) -> dict[str, str | None]:
-        """Parameter name -> current value (a string, or None without a default)."""
-        return {k: p["default"] for k, p in self._params.items()}
+        """Parameter name -> current value (a string, or None without a default): the
+        default, or the value a `DROVER_PARAM_<NAME>` variable sets."""
+        values: dict[str, str | None] = {k: p["default"] for k, p in self._params.items()}
+        values.update(self._launch_params())
+        return values
 
     def get_pipeline_dag(self) -> dict[str, dict[str, Any]]:
         """Step name -> its parents (explicit and from references), queue and return names."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+import warnings
+from collections.abc import Iterable, Mapping
 
 from . import names
 
@@ -10,6 +12,7 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 DEFAULT_NAMESPACE = "drover"
 DEFAULT_URL = "http://127.0.0.1:8470"
 SERVICES_QUEUE = "services"
+PARAM_PREFIX = "DROVER_PARAM_"
 
 
 def amqp_url() -> str:
@@ -66,3 +69,29 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def param_overrides(declared: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Parameter values set at launch by `DROVER_PARAM_<NAME>` variables, by declared name.
+
+    `<NAME>` is the parameter's name as declared or in any case (`DROVER_PARAM_ROWS` sets
+    `rows`); a variable naming no declared parameter is left out with a warning.
+    """
+    env = os.environ if environ is None else environ
+    names_by_folded: dict[str, list[str]] = {}
+    for name in declared:
+        names_by_folded.setdefault(name.casefold(), []).append(name)
+    found: dict[str, str] = {}
+    for var, value in sorted(env.items()):
+        if not var.startswith(PARAM_PREFIX) or len(var) == len(PARAM_PREFIX):
+            continue
+        given = var[len(PARAM_PREFIX):]
+        matches = names_by_folded.get(given.casefold(), [])
+        chosen: str | None = given if given in matches else (matches[0] if len(matches) == 1 else None)
+        if chosen is None:
+            known = ", ".join(sorted(n for ns in names_by_folded.values() for n in ns)) or "none"
+            why = "is ambiguous" if matches else "is not a parameter of this pipeline"
+            warnings.warn(f"{var} {why} (declared: {known}); ignored", stacklevel=3)
+            continue
+        found[chosen] = value
+    return found

@@ -17,12 +17,33 @@ export function el(tag, attrs, ...children) {
   return node;
 }
 
-/** GET (or other) a JSON document; throws an Error with the server's message. */
-export async function api(path, options) {
-  const response = await fetch(path, Object.assign({credentials: 'same-origin'}, options));
+/** The CSRF token a write carries (GET /api/v1/csrf also sets its cookie); fetched once. */
+let csrf = null;
+async function csrfToken(fresh) {
+  if (fresh || !csrf) {
+    const response = await fetch('/api/v1/csrf', {credentials: 'same-origin', cache: 'no-store'});
+    if (!response.ok) throw new Error(`cannot get a CSRF token: ${response.status}`);
+    csrf = (await response.json()).token;
+  }
+  return csrf;
+}
+
+/**
+ * GET (or other) a JSON document; throws an Error with the server's message. Writes carry the
+ * CSRF token (`x-drover-csrf`), fetched again once if the controller refuses it (a restart).
+ */
+export async function api(path, options, retried) {
+  const opts = Object.assign({credentials: 'same-origin'}, options);
+  const method = (opts.method || 'GET').toUpperCase();
+  const writes = method !== 'GET' && method !== 'HEAD';
+  if (writes) opts.headers = Object.assign({}, opts.headers, {'x-drover-csrf': await csrfToken(retried)});
+  const response = await fetch(path, opts);
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
+  if (writes && !retried && response.status === 403 && body && /CSRF/.test(body.message || '')) {
+    return api(path, options, true);
+  }
   if (!response.ok) {
     const message = body && body.message ? body.message : `${response.status} ${text}`;
     const error = new Error(message);

@@ -3,6 +3,7 @@
 import * as drover from './common.js';
 import {dagLegend, drawDag} from './dag.js';
 import {StepPanel, abortRun} from './step.js';
+import {newRunForm} from './newrun.js';
 
 const el = drover.el;
 const runId = document.body.dataset.run;
@@ -21,15 +22,19 @@ const panel = new StepPanel(runId, () => select(null));
 const side = el('div', {id: 'side'});
 const timings = el('div', {id: 'timings'});
 const controllerLog = el('pre', {class: 'console', id: 'controller-log'});
+const origin = el('p', {class: 'meta', id: 'rerun-of', hidden: true});
+const newRun = el('details', {id: 'new-run-card'}, el('summary', {}, el('h2', {style: 'display:inline'}, 'New run')),
+  el('p', {class: 'muted'}, 'Run this pipeline again as it was submitted, with the parameters below.'));
 
 drover.mount(el('div', {},
-  title, meta, error,
+  title, meta, origin, error,
   el('div', {class: 'grid'},
     el('div', {},
       el('section', {class: 'card'}, el('h2', {}, 'Pipeline'), dagLegend(), dag),
       el('section', {class: 'card'}, el('div', {class: 'grid', style: 'grid-template-columns: 1fr 1fr'},
         el('div', {}, el('h2', {}, 'Parameters'), params), el('div', {}, el('h2', {}, 'Outputs'), outputs)))),
     side),
+  el('section', {class: 'card'}, newRun),
   el('section', {class: 'card'}, el('h2', {}, 'Timings'), timings),
   el('section', {class: 'card'}, el('details', {open: true}, el('summary', {}, el('h2', {style: 'display:inline'}, 'Controller log')),
     el('p', {class: 'muted'}, 'What the controller did with this run, from its durable record.'), controllerLog))));
@@ -51,6 +56,10 @@ function render() {
     + ` · submitted by ${run.submitted_by || '–'} · created ${drover.time(run.created_at)}`
     + ` · started ${drover.time(run.started_at)} · ended ${drover.time(run.ended_at)}`
     + ` · duration ${drover.duration(run.started_at, run.ended_at)}`);
+  origin.hidden = !run.rerun_of;
+  if (run.rerun_of) {
+    origin.replaceChildren('rerun of ', el('a', {href: `/runs/${encodeURIComponent(run.rerun_of)}`}, run.rerun_of));
+  }
   error.hidden = !run.error;
   error.textContent = run.error || '';
   dag.replaceChildren(run.steps.length ? drawDag(run, selected, select) : el('p', {class: 'muted'}, 'no steps'));
@@ -119,7 +128,10 @@ const refreshLog = drover.throttle(async () => {
 
 const source = new EventSource(`/api/v1/runs/${enc}/stream`);
 source.addEventListener('run', (e) => {
+  const first = !run;
   run = JSON.parse(e.data);
+  // Built once: later updates must not reset what the user typed.
+  if (first) newRun.append(newRunForm(runId, run.params));
   drover.live(true, run.status === 'running' ? '● live' : '● up to date');
   render();
   refreshLog();

@@ -1,5 +1,5 @@
-// The runs list: newest first, filtered by status and project (kept in the URL), refreshed as
-// runs change.
+// The runs list: newest first, a page at a time, filtered by status and project (kept in the
+// URL), refreshed as runs change.
 import * as drover from './common.js';
 import {RUN_STATUSES} from './contract.js';
 
@@ -12,6 +12,7 @@ const projectSelect = el('select', {id: 'filter-project', onchange: changed}, el
 const body = el('tbody');
 const problem = el('div', {class: 'error', hidden: true});
 const empty = el('p', {class: 'muted', hidden: true}, 'No runs match. Submit one with `drover run FILE`.');
+const pager = el('p', {id: 'pager'});
 let runs = [];
 let projects = new Set(query.get('project') ? [query.get('project')] : []);
 
@@ -20,7 +21,14 @@ drover.mount(el('div', {},
   el('div', {class: 'filters'}, el('label', {}, 'Status ', statusSelect), el('label', {}, 'Project ', projectSelect)),
   el('section', {class: 'card'}, el('table', {id: 'runs'},
     el('thead', {}, el('tr', {}, ['name', 'project', 'version', 'status', 'steps', 'started', 'duration', 'run'].map((h) => el('th', {}, h)))),
-    body), empty)));
+    body), empty, pager)));
+
+/** This page's query with `after` set (or dropped when null). */
+function pageLink(after) {
+  const q = new URLSearchParams(location.search);
+  if (after) q.set('after', after); else q.delete('after');
+  return q.toString() ? `?${q}` : location.pathname;
+}
 
 function changed() {
   const q = new URLSearchParams();
@@ -52,8 +60,14 @@ async function load() {
   const q = new URLSearchParams();
   if (statusSelect.value) q.set('status', statusSelect.value);
   if (projectSelect.value) q.set('project', projectSelect.value);
+  const after = new URLSearchParams(location.search).get('after');
+  if (after) q.set('after', after);
   try {
-    runs = (await drover.api(`/api/v1/runs?${q}`)).runs;
+    const list = await drover.api(`/api/v1/runs?${q}`);
+    runs = list.runs;
+    pager.replaceChildren(...[
+      after && el('a', {href: pageLink(null)}, '← newest runs'), after && list.next && ' · ',
+      list.next && el('a', {href: pageLink(list.next), id: 'older'}, 'older runs →')].filter(Boolean));
     const before = projects.size;
     for (const r of runs) projects.add(r.project);
     if (projects.size !== before || projectSelect.options.length === 1) renderProjects();

@@ -62,6 +62,16 @@ fn the_committed_fixture_loads_exactly() {
     assert_eq!(stamp_of(dir.path()).0, Some(SCHEMA_VERSION));
     let store = Store::open(dir.path()).unwrap();
     assert_samples(&store.load().unwrap());
+    // The creation-time index, derived from the headers, is built when the store lacks it.
+    let page = store
+        .runs_page(&crate::store::RunQuery::default(), None, 10)
+        .unwrap()
+        .unwrap();
+    let listed: Vec<_> = page.runs.iter().map(|r| r.run_id.clone()).collect();
+    let mut expected: Vec<_> = super::samples().runs;
+    expected.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.run_id.clone())));
+    let expected: Vec<_> = expected.into_iter().map(|r| r.run_id).collect();
+    assert_eq!(listed, expected);
 }
 
 #[test]

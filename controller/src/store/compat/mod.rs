@@ -266,6 +266,14 @@ async fn write_samples(store: &Store) {
     for agent in &samples.agents {
         store.put_agent(agent).unwrap();
     }
+    // The running run, as submitted again from the rejected one with a parameter fixed.
+    let submitted = crate::store::Submitted {
+        spec: PipelineSpec::from_toml(PIPELINE).unwrap(),
+        params: BTreeMap::from([("rows".to_string(), "100".to_string())]),
+        submitted_by: Some("ana@laptop".into()),
+        rerun_of: Some(rejected_run_id()),
+    };
+    store.put_submitted(&run_id(), &submitted).unwrap();
     store.flush().await.unwrap();
 }
 
