@@ -16,12 +16,15 @@ mod lock;
 mod logstream;
 mod process;
 pub mod pyenv;
+pub mod reaper;
 mod running;
 mod serve;
 mod slots;
 mod workdir;
 
 pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
+pub use logstream::DEFAULT_MAX_LOG_SIZE;
+pub use reaper::CleanupMode;
 
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
@@ -141,6 +144,7 @@ impl Agent {
         abort: CancellationToken,
     ) -> anyhow::Result<Agent> {
         config.check()?;
+        let reaper = reaper::init(config.step_cleanup)?;
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
         let lock = lock::WorkDirLock::take(&config.work_dir)?;
@@ -200,10 +204,11 @@ impl Agent {
         tracker.spawn(control::listen(shared.clone(), control, stopped));
         tracker.close();
         tracing::info!(
-            "agent {} serving {:?} with {}",
+            "agent {} serving {:?} with {}; steps' leftover processes killed through {}",
             shared.id,
             shared.config.queues,
-            slots::describe(&shared.config)
+            slots::describe(&shared.config),
+            reaper.describe()
         );
         Ok(Agent { shared, tracker })
     }

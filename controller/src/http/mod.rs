@@ -8,7 +8,7 @@
 mod api;
 pub(crate) mod auth;
 mod console;
-mod files;
+pub(crate) mod files;
 mod guard;
 mod live;
 mod pages;
@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     pub auth: Option<auth::Auth>,
     /// Ends the event streams, which would otherwise hold graceful shutdown open forever.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What an upload may take.
+    pub uploads: files::UploadLimits,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -158,6 +160,10 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
     }
 
     pub fn message(&self) -> &str {

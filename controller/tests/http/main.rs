@@ -10,3 +10,4 @@ mod hardening;
 mod server;
 #[path = "../support/mod.rs"]
 mod support;
+mod uploads;
