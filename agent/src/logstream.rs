@@ -206,18 +206,16 @@ struct Cap {
     taken: u64,
     /// Whether the last byte taken ended a line.
     at_line_start: bool,
+    /// Whether the marker was added.
+    cut: bool,
     dropped: u64,
 }
 
 impl Cap {
     /// The part of `piece` that fits, followed by the marker when this piece reaches the cap.
     fn take(&mut self, mut piece: Vec<u8>) -> Vec<u8> {
-        let room = self.cap - self.taken;
-        if room == 0 {
-            self.dropped += piece.len() as u64;
-            return Vec::new();
-        }
         let len = piece.len() as u64;
+        let room = self.cap - self.taken;
         if len <= room {
             self.taken += len;
             if let Some(last) = piece.last() {
@@ -225,9 +223,14 @@ impl Cap {
             }
             return piece;
         }
+        self.dropped += len - room;
+        if self.cut {
+            return Vec::new();
+        }
+        // The first byte past the cap: what fits, then the marker on a line of its own.
+        self.cut = true;
         piece.truncate(room as usize);
         self.taken = self.cap;
-        self.dropped += len - room;
         if piece.last().map_or(!self.at_line_start, |b| *b != b'\n') {
             piece.push(b'\n');
         }
@@ -246,6 +249,7 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared, cap: u64) -> (u
         cap,
         taken: 0,
         at_line_start: true,
+        cut: false,
         dropped: 0,
     };
     loop {
@@ -618,6 +622,7 @@ mod tests {
             cap: 4,
             taken: 0,
             at_line_start: true,
+            cut: false,
             dropped: 0,
         };
         assert_eq!(cap.take(b"ab\n".to_vec()), b"ab\n");
@@ -625,5 +630,17 @@ mod tests {
         assert_eq!(cut, format!("c\n{}", cut_marker(4)).into_bytes());
         assert!(cap.take(b"more".to_vec()).is_empty());
         assert_eq!(cap.dropped, 3 + 4);
+        // Filled to the byte, the marker comes with the first byte past it.
+        let mut cap = Cap {
+            cap: 4,
+            taken: 0,
+            at_line_start: true,
+            cut: false,
+            dropped: 0,
+        };
+        assert_eq!(cap.take(b"abc\n".to_vec()), b"abc\n");
+        assert_eq!(cap.take(b"x".to_vec()), cut_marker(4).into_bytes());
+        assert!(cap.take(b"y".to_vec()).is_empty());
+        assert_eq!(cap.dropped, 2);
     }
 }

@@ -65,14 +65,34 @@ pub async fn run_with(
     };
     // One pipe for both streams keeps their interleaving exactly as the process wrote it.
     let (reader, writer) = std::io::pipe()?;
-    let mut command = Command::new(resolve_program(program, &spec.env, &spec.cwd));
+    let program_path = resolve_program(program, &spec.env, &spec.cwd);
+    // With a cgroup per attempt, the step waits at a gate until it is in its cgroup, so nothing
+    // it forks can be outside (a program that does not exist fails to start as usual).
+    let gate = match reaper.gates_spawn() && spec.cwd.join(&program_path).is_file() {
+        true => Some(std::io::pipe()?),
+        false => None,
+    };
+    let mut command = match &gate {
+        Some((gate_reader, _)) => {
+            let mut command = Command::new(GATE_SHELL);
+            command
+                .args(["-c", GATE_SCRIPT])
+                .arg(&program_path)
+                .args(args)
+                .stdin(gate_reader.try_clone()?);
+            command
+        }
+        None => {
+            let mut command = Command::new(&program_path);
+            command.args(args).stdin(Stdio::null());
+            command
+        }
+    };
     command
-        .args(args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)
         .process_group(0)
-        .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer)
         .kill_on_drop(true);
@@ -84,6 +104,12 @@ pub async fn run_with(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let contained = pgid.map(|pgid| reaper.enter(pgid.as_raw(), spawning));
+    if let Some((gate_reader, mut gate_writer)) = gate {
+        drop(gate_reader);
+        // Open the gate (in its cgroup or not: entering failed is handled by the sweep). A
+        // step killed meanwhile cannot read it; that is fine.
+        let _ = std::io::Write::write_all(&mut gate_writer, b"\n");
+    }
     // Held until the whole group is killed below.
     let _recorded = match (&spec.record, pgid) {
         (Some(registration), Some(pgid)) => match registration.record(pgid.as_raw()) {
@@ -137,6 +163,12 @@ pub async fn run_with(
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     Ok(ended)
 }
+
+/// The shell that runs [`GATE_SCRIPT`].
+const GATE_SHELL: &str = "/bin/sh";
+/// Waits for the agent's go (a line on stdin) once the process is in its cgroup, then becomes
+/// the step's program (`$0`, already resolved) with its arguments and no stdin.
+const GATE_SCRIPT: &str = "read -r _; exec \"$0\" \"$@\" </dev/null";
 
 /// The program to execute: as given when it names a path, else the first executable file of
 /// that name on the step's own `PATH` (as `execvp` would find it).

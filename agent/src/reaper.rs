@@ -126,6 +126,13 @@ impl Reaper {
         }
     }
 
+    /// Whether a step must wait after it is spawned until [`Reaper::enter`] has put it in its
+    /// cgroup: a process can only be moved from outside once it runs, and one forked before
+    /// the move would stay outside.
+    pub fn gates_spawn(&self) -> bool {
+        matches!(self, Reaper::Cgroup(_))
+    }
+
     /// To hold while a step is spawned and until [`Reaper::enter`] has it.
     pub fn spawning(&self) -> Spawning {
         Spawning(sweep::lock_live())

@@ -56,7 +56,7 @@ fn a_step_writing_two_gibibytes_is_cut_at_the_cap_in_bounded_memory() {
         text(&out),
         c.process_log("up")
     );
-    assert_eq!(Cluster::step(&run, "flood")["status"], "succeeded", "{run}");
+    assert_eq!(run["steps"]["flood"], "succeeded", "{run}");
     let (now, peak) = rss(&c, "up");
     eprintln!(
         "2 GiB of output in {took:?}: peak RSS {} MiB before, {} MiB after (now {} MiB)",
@@ -82,6 +82,17 @@ fn a_step_writing_two_gibibytes_is_cut_at_the_cap_in_bounded_memory() {
         "drover: the log reached its limit of {cap} bytes (--max-log-size); the rest of the step's output is discarded\n"
     );
     assert_eq!(size, cap + marker.len() as u64, "{}", log.display());
+    // All 2 GiB were read from the pipe: what is not stored was dropped.
+    let said = format!(
+        "log {} bytes, {} dropped past its cap",
+        cap + marker.len() as u64,
+        2 * 1024 * MIB - cap
+    );
+    assert!(
+        c.process_log("up").contains(&said),
+        "{}",
+        c.process_log("up")
+    );
     let out = c.drover(&["logs", run_id, "flood"]);
     assert!(
         out.stdout.ends_with(marker.as_bytes()),
@@ -105,17 +116,17 @@ fn setsid_daemon_is_gone(extra: &[&str], mechanism: &str) {
     );
     let (out, run) = c.run_wait(&file, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(Cluster::step(&run, "d")["status"], "succeeded", "{run}");
+    assert_eq!(run["steps"]["d"], "succeeded", "{run}");
     let left = std::process::Command::new("pgrep")
         .args(["-f", &marker])
         .output()
         .unwrap();
+    let log = c.process_log("up");
     assert!(
         left.stdout.is_empty(),
-        "a setsid daemon outlived its attempt: pids {}",
+        "a setsid daemon outlived its attempt: pids {}\n{log}",
         String::from_utf8_lossy(&left.stdout)
     );
-    let log = c.process_log("up");
     assert!(log.contains(mechanism), "{log}");
 }
 
@@ -144,8 +155,9 @@ fn an_output_past_the_artifact_limit_fails_the_step_with_the_reason() {
         "[pipeline]\nname = \"big\"\n[[step]]\nname = \"make\"\ncommand = [\"sh\", \"-c\", \"head -c 5000 /dev/zero > out.bin\"]\noutputs = { out = \"out.bin\" }\n",
     );
     let (_, run) = c.run_wait(&file, &[]);
-    assert_eq!(Cluster::step(&run, "make")["status"], "failed", "{run}");
-    let message = attempt_message(&run, "make");
+    assert_eq!(run["steps"]["make"], "failed", "{run}");
+    let status = c.json(&["status", run["run_id"].as_str().unwrap(), "--json"]);
+    let message = attempt_message(&status, "make");
     assert!(
         message.contains("cannot upload output 'out'")
             && message.contains("larger than the controller accepts (5000 bytes)")
