@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 /// What an upload may take.
@@ -230,6 +231,8 @@ pub async fn get_artifact(
 pub struct LogQuery {
     attempt: Option<u32>,
     offset: Option<u64>,
+    /// At most this many bytes from `offset` (the console loading earlier parts of a long log).
+    limit: Option<u64>,
 }
 
 pub async fn get_log(
@@ -251,9 +254,10 @@ pub async fn get_log(
                 "cannot read the log of step {step} of run {run}: {e}"
             ))
         })?;
-    let body = match reader {
-        Some(reader) => Body::from_stream(ReaderStream::new(reader)),
-        None => Body::empty(),
+    let body = match (reader, q.limit) {
+        (Some(reader), Some(limit)) => Body::from_stream(ReaderStream::new(reader.take(limit))),
+        (Some(reader), None) => Body::from_stream(ReaderStream::new(reader)),
+        (None, _) => Body::empty(),
     };
     let mut response = body.into_response();
     let headers = response.headers_mut();
