@@ -9,6 +9,12 @@ use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The name of an attempt's cgroup starts with this, then the leader's pid.
+const STEP_PREFIX: &str = "drover-step-";
+
+/// An empty attempt cgroup older than this was left by an agent that was killed.
+const LEFT_AFTER: Duration = Duration::from_secs(60);
+
 /// How long a killed cgroup may take to empty.
 const EMPTY_WITHIN: Duration = Duration::from_secs(5);
 
@@ -42,7 +48,28 @@ impl Parent {
             has_kill: false,
             dir,
         };
-        parent.probe()
+        let parent = parent.probe()?;
+        parent.remove_left_behind();
+        Ok(parent)
+    }
+
+    /// Removes the empty attempt cgroups that agents killed with SIGKILL left (their processes
+    /// are killed by the next agent on their work dir). A cgroup in use is never empty for
+    /// long, and `rmdir` refuses one with processes.
+    fn remove_left_behind(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > LEFT_AFTER));
+            let ours = entry.file_name().to_string_lossy().starts_with(STEP_PREFIX);
+            if ours && old && procs(&entry.path()).is_ok_and(|p| p.is_empty()) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,7 +112,8 @@ impl Parent {
 
     /// A new cgroup for the attempt led by `pid`, with that process moved into it.
     pub fn enter(&self, pid: i32) -> std::io::Result<PathBuf> {
-        let dir = self.dir.join(format!("drover-step-{pid}"));
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let dir = self.dir.join(format!("{STEP_PREFIX}{pid}-{suffix}"));
         std::fs::create_dir(&dir)?;
         if let Err(e) = move_into(&dir, pid) {
             let _ = std::fs::remove_dir(&dir);
