@@ -76,7 +76,8 @@ pub async fn run_with(
         Some((gate_reader, _)) => {
             let mut command = Command::new(GATE_SHELL);
             command
-                .args(["-c", GATE_SCRIPT])
+                .arg("-c")
+                .arg(gate_script(&spec.env))
                 .arg(&program_path)
                 .args(args)
                 .stdin(gate_reader.try_clone()?);
@@ -164,11 +165,26 @@ pub async fn run_with(
     Ok(ended)
 }
 
-/// The shell that runs [`GATE_SCRIPT`].
+/// The shell that runs the gate ([`gate_script`]).
 const GATE_SHELL: &str = "/bin/sh";
-/// Waits for the agent's go (a line on stdin) once the process is in its cgroup, then becomes
-/// the step's program (`$0`, already resolved) with its arguments and no stdin.
-const GATE_SCRIPT: &str = "read -r _; exec \"$0\" \"$@\" </dev/null";
+/// Variables the shell adds to the environment it passes on; removed unless the step declares
+/// them (bash keeps `SHLVL` regardless).
+const SHELL_ADDS: [&str; 3] = ["PWD", "OLDPWD", "SHLVL"];
+
+/// The gate: waits for the agent's go (a line on stdin) once the process is in its cgroup, then
+/// becomes the step's program (`$0`, already resolved) with its arguments, no stdin, and the
+/// step's environment only.
+fn gate_script(env: &BTreeMap<String, String>) -> String {
+    let added: Vec<&str> = SHELL_ADDS
+        .into_iter()
+        .filter(|k| !env.contains_key(*k))
+        .collect();
+    let unset = match added.is_empty() {
+        true => String::new(),
+        false => format!("unset {}; ", added.join(" ")),
+    };
+    format!("read -r _; {unset}exec \"$0\" \"$@\" </dev/null")
+}
 
 /// The program to execute: as given when it names a path, else the first executable file of
 /// that name on the step's own `PATH` (as `execvp` would find it).
@@ -366,6 +382,27 @@ mod tests {
         let (_, out) = collect(&s, CancellationToken::new()).await;
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("[]["), "{text}");
+        // Exactly the declared variables reach the program, through the cgroup gate too.
+        let mut s = spec("unused");
+        s.argv = vec!["env".into()];
+        s.env.insert("X".into(), "1".into());
+        for reaper in [reaper::current(), &Reaper::subreaper()] {
+            let (tx, mut rx) = mpsc::channel(4);
+            let reader = tokio::spawn(async move {
+                let mut out = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    out.extend(chunk);
+                }
+                out
+            });
+            run_with(reaper, &s, tx, CancellationToken::new())
+                .await
+                .unwrap();
+            let out = String::from_utf8(reader.await.unwrap()).unwrap();
+            let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+            names.sort();
+            assert_eq!(names, ["PATH", "X"], "{} : {out}", reaper.describe());
+        }
     }
 
     #[tokio::test]
