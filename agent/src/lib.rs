@@ -107,11 +107,18 @@ impl Shared {
 
 /// Kills the steps a previous agent on this work dir left running (it was killed, or its
 /// machine went down) and removes their workdirs, before this agent takes any job.
-async fn clean_up(config: &AgentConfig) -> anyhow::Result<()> {
+async fn clean_up(config: &AgentConfig, reaper: &'static reaper::Reaper) -> anyhow::Result<()> {
     let work_dir = config.work_dir.clone();
     let (grace, keep) = (config.kill_grace, config.keep_workdirs);
-    let cleaned =
-        tokio::task::spawn_blocking(move || running::clean_up(&work_dir, grace, keep)).await?;
+    let cleaned = tokio::task::spawn_blocking(move || {
+        let cleaned = running::clean_up(&work_dir, grace, keep);
+        // What left the groups (setsid) is still in the attempts' cgroups.
+        for c in &cleaned {
+            reaper.kill_left(c.entry.pgid, c.entry.start_time);
+        }
+        cleaned
+    })
+    .await?;
     if let Some(text) = running::describe(&cleaned) {
         tracing::warn!("{text}");
     } else if !cleaned.is_empty() {
@@ -148,7 +155,7 @@ impl Agent {
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
         let lock = lock::WorkDirLock::take(&config.work_dir)?;
-        clean_up(&config).await?;
+        clean_up(&config, reaper).await?;
         let host = config::hostname();
         let id = match &config.id {
             Some(id) => id.clone(),

@@ -155,6 +155,29 @@ impl Reaper {
         Contained::Group(pgid)
     }
 
+    /// Kills what is left in the cgroups of an attempt a killed predecessor ran with its
+    /// leader `pgid` (started at `start_time`), and removes them; nothing when that pid now
+    /// belongs to another process. Returns how many cgroups it emptied.
+    pub fn kill_left(&self, pgid: i32, start_time: u64) -> usize {
+        let Reaper::Cgroup(parent) = self else {
+            return 0;
+        };
+        if crate::running::start_time(pgid).is_some_and(|t| t != start_time) {
+            return 0;
+        }
+        let mut emptied = 0;
+        for dir in parent.attempt_dirs(pgid) {
+            match cgroup::kill_and_remove(&dir) {
+                Ok(()) => emptied += 1,
+                Err(e) => tracing::warn!(
+                    "cannot kill what a previous agent left in {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        emptied
+    }
+
     /// Kills whatever is left of the attempt (its process group is killed already) and waits
     /// until it is gone.
     pub async fn finish(&self, contained: Contained) {

@@ -110,6 +110,19 @@ impl Parent {
         tried.map(|()| self)
     }
 
+    /// The attempt cgroups made for a leader with this pid.
+    pub fn attempt_dirs(&self, pid: i32) -> Vec<PathBuf> {
+        let prefix = format!("{STEP_PREFIX}{pid}-");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// A new cgroup for the attempt led by `pid`, with that process moved into it.
     pub fn enter(&self, pid: i32) -> std::io::Result<PathBuf> {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
