@@ -129,6 +129,16 @@ pub struct ControllerArgs {
     /// The S3 API endpoint of an S3-compatible server (MinIO, Ceph, ...); default: AWS.
     #[arg(long, env = "DROVER_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// Bytes of a step's log stored per attempt (e.g. 256MiB); the rest is dropped after a
+    /// marker line. Under `up` also the agents' cap.
+    #[arg(long, env = "DROVER_MAX_LOG_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_log_size: u64,
+    /// Largest artifact the HTTP API accepts (e.g. 10GiB); a larger upload is refused.
+    #[arg(long, env = "DROVER_MAX_ARTIFACT_SIZE", default_value = "10GiB", value_parser = parse_size)]
+    pub max_artifact_size: u64,
+    /// Free space an upload must leave on the data dir's file system, or it is refused.
+    #[arg(long, env = "DROVER_MIN_FREE_SPACE", default_value = "1GiB", value_parser = parse_size)]
+    pub min_free_space: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,6 +184,21 @@ pub struct AgentOptions {
         default_value = "direct"
     )]
     pub artifact_transfer: ArtifactTransfer,
+    /// How processes a step leaves behind, even outside its process group (`setsid`), are
+    /// killed at the attempt's end: `auto` uses a cgroup per attempt when the agent's cgroup is
+    /// writable (systemd: `Delegate=yes`), else the subreaper sweep.
+    #[arg(long, value_enum, env = "DROVER_STEP_CLEANUP", default_value = "auto")]
+    pub step_cleanup: StepCleanup,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepCleanup {
+    /// A cgroup per attempt when possible, else the subreaper sweep.
+    Auto,
+    /// A cgroup v2 per attempt, killed whole; refuse to start without one.
+    Cgroup,
+    /// The agent as child subreaper, sweeping what left the step's session.
+    Subreaper,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +230,10 @@ pub struct AgentArgs {
     /// The S3 endpoint as this host reaches it (default: the one the controller names in jobs).
     #[arg(long, env = "DROVER_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// Bytes of a step's log kept per attempt (e.g. 256MiB); past it the log ends with a
+    /// marker line and the rest of the output is read and dropped.
+    #[arg(long, env = "DROVER_MAX_LOG_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_log_size: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -332,6 +361,31 @@ pub enum ArtifactsCommand {
     },
 }
 
+/// A size in bytes: a whole number with an optional binary unit (`K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB`, `T`/`TiB`; `B` for bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use bytes or K, M, G, T (KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number of bytes, e.g. 256MiB"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// `QUEUE=N` for `--queue-limit`.
 fn parse_queue_limit(text: &str) -> Result<(String, u32), String> {
     let (queue, n) = text
@@ -348,4 +402,20 @@ fn parse_queue_limit(text: &str) -> Result<(String, u32), String> {
         ));
     }
     Ok((queue.trim().to_string(), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("3 kib"), Ok(3 << 10));
+        for bad in ["", "MiB", "1.5G", "-1", "2 GB", "99999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -42,7 +42,15 @@ pub struct AgentConfig {
     pub artifact_transfer: ArtifactTransfer,
     /// The S3 endpoint as this host reaches it; `None`: the one jobs name.
     pub s3_endpoint: Option<String>,
+    /// Bytes of a step's log kept per attempt; past it the log ends with a marker line and the
+    /// rest of the output is read and dropped.
+    pub max_log_size: u64,
+    /// How processes that leave a step's process group are killed at its end.
+    pub step_cleanup: crate::reaper::CleanupMode,
 }
+
+/// The smallest `--max-log-size`: room for the marker that ends a cut log.
+pub const MIN_MAX_LOG_SIZE: u64 = 1024;
 
 /// How an agent moves artifacts when the controller keeps them in a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,6 +105,11 @@ impl AgentConfig {
             anyhow::ensure!(seen.insert(queue), "queue {queue} is listed twice");
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            self.max_log_size >= MIN_MAX_LOG_SIZE,
+            "--max-log-size {} is too small: at least {MIN_MAX_LOG_SIZE} bytes",
+            self.max_log_size
+        );
         anyhow::ensure!(
             self.concurrency <= u32::from(u16::MAX),
             "--concurrency {} is too large",
@@ -193,6 +206,8 @@ mod tests {
             token: token.map(str::to_string),
             artifact_transfer: Default::default(),
             s3_endpoint: None,
+            max_log_size: crate::logstream::DEFAULT_MAX_LOG_SIZE,
+            step_cleanup: Default::default(),
         }
     }
 

@@ -64,6 +64,7 @@ pub async fn run(
         shared.config.names.events(),
         attempt.clone(),
         logstream::spool_path(&shared.config.work_dir, &attempt),
+        shared.config.max_log_size,
         shared.abort.clone(),
     );
     let mut report = execute(&shared, &job, &log, cancel).await;
@@ -124,12 +125,13 @@ pub async fn run(
         }
     }
     tracing::info!(
-        "{}/{} attempt {} ended: {:?}; log {} bytes",
+        "{}/{} attempt {} ended: {:?}; log {} bytes, {} dropped past its cap",
         job.run_id,
         job.step,
         job.attempt,
         report.outcome,
-        log.size
+        log.size,
+        log.dropped
     );
 }
 

@@ -16,12 +16,15 @@ mod lock;
 mod logstream;
 mod process;
 pub mod pyenv;
+pub mod reaper;
 mod running;
 mod serve;
 mod slots;
 mod workdir;
 
 pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
+pub use logstream::DEFAULT_MAX_LOG_SIZE;
+pub use reaper::CleanupMode;
 
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
@@ -104,11 +107,18 @@ impl Shared {
 
 /// Kills the steps a previous agent on this work dir left running (it was killed, or its
 /// machine went down) and removes their workdirs, before this agent takes any job.
-async fn clean_up(config: &AgentConfig) -> anyhow::Result<()> {
+async fn clean_up(config: &AgentConfig, reaper: &'static reaper::Reaper) -> anyhow::Result<()> {
     let work_dir = config.work_dir.clone();
     let (grace, keep) = (config.kill_grace, config.keep_workdirs);
-    let cleaned =
-        tokio::task::spawn_blocking(move || running::clean_up(&work_dir, grace, keep)).await?;
+    let cleaned = tokio::task::spawn_blocking(move || {
+        let cleaned = running::clean_up(&work_dir, grace, keep);
+        // What left the groups (setsid) is still in the attempts' cgroups.
+        for c in &cleaned {
+            reaper.kill_left(c.entry.pgid, c.entry.start_time);
+        }
+        cleaned
+    })
+    .await?;
     if let Some(text) = running::describe(&cleaned) {
         tracing::warn!("{text}");
     } else if !cleaned.is_empty() {
@@ -141,10 +151,11 @@ impl Agent {
         abort: CancellationToken,
     ) -> anyhow::Result<Agent> {
         config.check()?;
+        let reaper = reaper::init(config.step_cleanup)?;
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("cannot create {}", config.work_dir.display()))?;
         let lock = lock::WorkDirLock::take(&config.work_dir)?;
-        clean_up(&config).await?;
+        clean_up(&config, reaper).await?;
         let host = config::hostname();
         let id = match &config.id {
             Some(id) => id.clone(),
@@ -200,10 +211,11 @@ impl Agent {
         tracker.spawn(control::listen(shared.clone(), control, stopped));
         tracker.close();
         tracing::info!(
-            "agent {} serving {:?} with {}",
+            "agent {} serving {:?} with {}; steps' leftover processes killed through {}",
             shared.id,
             shared.config.queues,
-            slots::describe(&shared.config)
+            slots::describe(&shared.config),
+            reaper.describe()
         );
         Ok(Agent { shared, tracker })
     }

@@ -1,7 +1,9 @@
 //! A step's output as `LogChunk` events, in order and complete while the agent lives: batched
 //! (at most ~200 ms or 64 KiB behind the process), held in a [`backlog`] that keeps
 //! [`MEMORY_WINDOW`] in memory and spills the rest to a spool file while the broker does not
-//! confirm, and published one chunk at a time until each is confirmed.
+//! confirm, and published one chunk at a time until each is confirmed. A log stops at its
+//! attempt's cap (`--max-log-size`) with a [`cut_marker`] line; what the step writes after that
+//! is still read from its pipe, so it never blocks, and dropped.
 
 mod backlog;
 
@@ -29,6 +31,8 @@ pub const MEMORY_WINDOW: usize = 8 * 1024 * 1024;
 pub const CHANNEL_DEPTH: usize = 16;
 /// A chunk whose publish took this long, or failed, marks the log as delayed from it on.
 pub const SLOW_PUBLISH: Duration = Duration::from_secs(5);
+/// A log's size limit unless configured otherwise (`--max-log-size`).
+pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 * 1024 * 1024;
 /// Pause before a chunk the broker did not confirm is published again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -42,6 +46,15 @@ pub struct LogSummary {
     pub size: u64,
     /// Where its bytes reached the broker late.
     pub delays: Vec<LogDelay>,
+    /// Output dropped past the cap.
+    pub dropped: u64,
+}
+
+/// The line that ends a log cut at `cap` bytes.
+pub fn cut_marker(cap: u64) -> String {
+    format!(
+        "drover: the log reached its limit of {cap} bytes (--max-log-size); the rest of the step's output is discarded\n"
+    )
 }
 
 /// Where chunks are published: the broker, or a recorder in tests.
@@ -121,6 +134,7 @@ impl LogStream {
         events: String,
         attempt: AttemptRef,
         spool: PathBuf,
+        cap: u64,
         abort: CancellationToken,
     ) -> Self {
         let sink = BrokerSink {
@@ -128,7 +142,7 @@ impl LogStream {
             target: Target::Queue(events),
             attempt,
         };
-        Self::start_with(sink, MEMORY_WINDOW, spool, abort)
+        Self::start_with(sink, MEMORY_WINDOW, spool, cap, abort)
     }
 
     /// [`LogStream::start`] with any sink and memory window.
@@ -136,6 +150,7 @@ impl LogStream {
         sink: S,
         window: usize,
         spool: PathBuf,
+        cap: u64,
         abort: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
@@ -150,9 +165,16 @@ impl LogStream {
         });
         let task = tokio::spawn(async move {
             let publishing = tokio::spawn(publish_all(shared.clone(), sink, abort));
-            let size = batch(receiver, &shared).await;
+            let (size, dropped) = batch(receiver, &shared, cap).await;
             let delays = publishing.await.unwrap_or_default();
-            LogSummary { size, delays }
+            if dropped > 0 {
+                tracing::info!("log cut at {cap} bytes; {dropped} bytes of output dropped");
+            }
+            LogSummary {
+                size,
+                delays,
+                dropped,
+            }
         });
         Self { sender, task }
     }
@@ -177,11 +199,59 @@ impl LogStream {
     }
 }
 
-/// Collects output into chunks of up to [`MAX_CHUNK`] and adds them to the backlog; returns
-/// the log's size once every sender is gone.
-async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared) -> u64 {
+/// How much of the output is kept: the first `cap` bytes, then the marker.
+struct Cap {
+    cap: u64,
+    /// Bytes taken so far (the marker not counted).
+    taken: u64,
+    /// Whether the last byte taken ended a line.
+    at_line_start: bool,
+    /// Whether the marker was added.
+    cut: bool,
+    dropped: u64,
+}
+
+impl Cap {
+    /// The part of `piece` that fits, followed by the marker when this piece reaches the cap.
+    fn take(&mut self, mut piece: Vec<u8>) -> Vec<u8> {
+        let len = piece.len() as u64;
+        let room = self.cap - self.taken;
+        if len <= room {
+            self.taken += len;
+            if let Some(last) = piece.last() {
+                self.at_line_start = *last == b'\n';
+            }
+            return piece;
+        }
+        self.dropped += len - room;
+        if self.cut {
+            return Vec::new();
+        }
+        // The first byte past the cap: what fits, then the marker on a line of its own.
+        self.cut = true;
+        piece.truncate(room as usize);
+        self.taken = self.cap;
+        if piece.last().map_or(!self.at_line_start, |b| *b != b'\n') {
+            piece.push(b'\n');
+        }
+        piece.extend_from_slice(cut_marker(self.cap).as_bytes());
+        piece
+    }
+}
+
+/// Collects output into chunks of up to [`MAX_CHUNK`] and adds them to the backlog, up to
+/// `cap` bytes and the marker; returns the log's size and the bytes dropped once every sender
+/// is gone. Past the cap pieces are still received (the pipe readers never wait on a cut log).
+async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared, cap: u64) -> (u64, u64) {
     let mut buffer: Vec<u8> = Vec::new();
     let mut deadline: Option<Instant> = None;
+    let mut cap = Cap {
+        cap,
+        taken: 0,
+        at_line_start: true,
+        cut: false,
+        dropped: 0,
+    };
     loop {
         let wait = async {
             match deadline {
@@ -192,6 +262,10 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared) -> u64 {
         tokio::select! {
             piece = receiver.recv() => match piece {
                 Some(piece) => {
+                    let piece = cap.take(piece);
+                    if piece.is_empty() {
+                        continue;
+                    }
                     if buffer.is_empty() {
                         deadline = Some(Instant::now() + FLUSH_EVERY);
                     }
@@ -208,7 +282,7 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared) -> u64 {
                         state.backlog.end()
                     };
                     shared.pushed.notify_one();
-                    return size;
+                    return (size, cap.dropped);
                 }
             },
             _ = wait => {}
@@ -224,8 +298,6 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared) -> u64 {
 
 /// Adds a chunk to the backlog. When the spool cannot be written (a full disk) the step is
 /// held back instead: the chunk is tried again after the next confirm, or a second later.
-///
-/// A per-attempt cap on the log's size belongs here, before the bytes get an offset.
 async fn push(shared: &Shared, chunk: Vec<u8>) {
     if chunk.is_empty() {
         return;
@@ -398,6 +470,7 @@ mod tests {
             sink.clone(),
             MEMORY_WINDOW,
             spool_in(&dir),
+            DEFAULT_MAX_LOG_SIZE,
             CancellationToken::new(),
         );
         let tx = log.sender();
@@ -421,6 +494,7 @@ mod tests {
             sink.clone(),
             MEMORY_WINDOW,
             spool_in(&dir),
+            DEFAULT_MAX_LOG_SIZE,
             CancellationToken::new(),
         );
         log.sender().send(b"line\n".to_vec()).await.unwrap();
@@ -438,6 +512,7 @@ mod tests {
             sink.clone(),
             4 * MAX_CHUNK,
             spool.clone(),
+            DEFAULT_MAX_LOG_SIZE,
             CancellationToken::new(),
         );
         let tx = log.sender();
@@ -485,7 +560,13 @@ mod tests {
         let sink = Recorder::default();
         sink.down.store(true, Ordering::SeqCst);
         let abort = CancellationToken::new();
-        let log = LogStream::start_with(sink.clone(), MAX_CHUNK, spool.clone(), abort.clone());
+        let log = LogStream::start_with(
+            sink.clone(),
+            MAX_CHUNK,
+            spool.clone(),
+            DEFAULT_MAX_LOG_SIZE,
+            abort.clone(),
+        );
         log.sender().send(vec![b'x'; 3 * MAX_CHUNK]).await.unwrap();
         tokio::time::sleep(FLUSH_EVERY * 2).await;
         assert!(spool.exists());
@@ -494,5 +575,72 @@ mod tests {
         assert!(!spool.exists());
         assert!(sink.log().is_empty());
         assert_eq!(summary.size, 3 * MAX_CHUNK as u64);
+    }
+
+    #[tokio::test]
+    async fn a_log_past_its_cap_ends_with_the_marker_and_the_writer_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        let cap = 3 * MAX_CHUNK as u64 + 7;
+        let log = LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(&dir),
+            cap,
+            CancellationToken::new(),
+        );
+        let tx = log.sender();
+        // Far more than the cap and the channel: every send must still be taken.
+        let piece = vec![b'y'; 16 * 1024];
+        let written = 64 * piece.len() as u64;
+        let sending = async {
+            for _ in 0..64 {
+                tx.send(piece.clone()).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), sending)
+            .await
+            .expect("the writer was held back by a cut log");
+        log.note("step failed").await;
+        drop(tx);
+        let summary = log.finish().await;
+        let all = sink.log();
+        let marker = cut_marker(cap);
+        assert_eq!(all.len() as u64, cap + 1 + marker.len() as u64);
+        assert!(all[..cap as usize].iter().all(|b| *b == b'y'));
+        assert!(all.ends_with(format!("\n{marker}").as_bytes()));
+        assert_eq!(summary.size, all.len() as u64);
+        assert_eq!(
+            summary.dropped,
+            written - cap + "drover: step failed\n".len() as u64
+        );
+    }
+
+    #[test]
+    fn the_cap_cuts_at_its_byte_and_adds_a_newline_only_when_needed() {
+        let mut cap = Cap {
+            cap: 4,
+            taken: 0,
+            at_line_start: true,
+            cut: false,
+            dropped: 0,
+        };
+        assert_eq!(cap.take(b"ab\n".to_vec()), b"ab\n");
+        let cut = cap.take(b"c\nde".to_vec());
+        assert_eq!(cut, format!("c\n{}", cut_marker(4)).into_bytes());
+        assert!(cap.take(b"more".to_vec()).is_empty());
+        assert_eq!(cap.dropped, 3 + 4);
+        // Filled to the byte, the marker comes with the first byte past it.
+        let mut cap = Cap {
+            cap: 4,
+            taken: 0,
+            at_line_start: true,
+            cut: false,
+            dropped: 0,
+        };
+        assert_eq!(cap.take(b"abc\n".to_vec()), b"abc\n");
+        assert_eq!(cap.take(b"x".to_vec()), cut_marker(4).into_bytes());
+        assert!(cap.take(b"y".to_vec()).is_empty());
+        assert_eq!(cap.dropped, 2);
     }
 }

@@ -1,6 +1,8 @@
 //! Runs one step's process in its own process group, with a timeout and cancellation, and
-//! kills the whole group when it ends so no child outlives its step.
+//! kills the whole group when it ends, then whatever left the group ([`crate::reaper`]: the
+//! attempt's cgroup, or the subreaper sweep), so no child outlives its step.
 
+use crate::reaper::{self, Reaper};
 use crate::running::Registration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -45,6 +47,16 @@ pub async fn run(
     output: Sender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> std::io::Result<Ended> {
+    run_with(reaper::current(), spec, output, cancel).await
+}
+
+/// [`run`] with the given way of killing what leaves the process group.
+pub async fn run_with(
+    reaper: &Reaper,
+    spec: &ProcessSpec,
+    output: Sender<Vec<u8>>,
+    cancel: CancellationToken,
+) -> std::io::Result<Ended> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -53,23 +65,52 @@ pub async fn run(
     };
     // One pipe for both streams keeps their interleaving exactly as the process wrote it.
     let (reader, writer) = std::io::pipe()?;
-    let mut command = Command::new(resolve_program(program, &spec.env, &spec.cwd));
+    let program_path = resolve_program(program, &spec.env, &spec.cwd);
+    // With a cgroup per attempt, the step waits at a gate until it is in its cgroup, so nothing
+    // it forks can be outside (a program that does not exist fails to start as usual).
+    let gate = match reaper.gates_spawn() && spec.cwd.join(&program_path).is_file() {
+        true => Some(std::io::pipe()?),
+        false => None,
+    };
+    let mut command = match &gate {
+        Some((gate_reader, _)) => {
+            let mut command = Command::new(GATE_SHELL);
+            command
+                .arg("-c")
+                .arg(gate_script(&spec.env))
+                .arg(&program_path)
+                .args(args)
+                .stdin(gate_reader.try_clone()?);
+            command
+        }
+        None => {
+            let mut command = Command::new(&program_path);
+            command.args(args).stdin(Stdio::null());
+            command
+        }
+    };
     command
-        .args(args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)
         .process_group(0)
-        .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer)
         .kill_on_drop(true);
+    let spawning = reaper.spawning();
     let spawned = command.spawn();
     // The parent's copies of the write end must close, or the reader never sees EOF.
     drop(command);
     let mut child = spawned
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let contained = pgid.map(|pgid| reaper.enter(pgid.as_raw(), spawning));
+    if let Some((gate_reader, mut gate_writer)) = gate {
+        drop(gate_reader);
+        // Open the gate (in its cgroup or not: entering failed is handled by the sweep). A
+        // step killed meanwhile cannot read it; that is fine.
+        let _ = std::io::Write::write_all(&mut gate_writer, b"\n");
+    }
     // Held until the whole group is killed below.
     let _recorded = match (&spec.record, pgid) {
         (Some(registration), Some(pgid)) => match registration.record(pgid.as_raw()) {
@@ -115,9 +156,34 @@ pub async fn run(
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    // A process that left the group (setsid) could hold the pipe open forever; don't wait on it.
+    // Then what left the group (setsid): the attempt's cgroup, or the sweep.
+    if let Some(contained) = contained {
+        reaper.finish(contained).await;
+    }
+    // Should something still hold the pipe open, don't wait on it forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     Ok(ended)
+}
+
+/// The shell that runs the gate ([`gate_script`]).
+const GATE_SHELL: &str = "/bin/sh";
+/// Variables the shell adds to the environment it passes on; removed unless the step declares
+/// them (bash keeps `SHLVL` regardless).
+const SHELL_ADDS: [&str; 3] = ["PWD", "OLDPWD", "SHLVL"];
+
+/// The gate: waits for the agent's go (a line on stdin) once the process is in its cgroup, then
+/// becomes the step's program (`$0`, already resolved) with its arguments, no stdin, and the
+/// step's environment only.
+fn gate_script(env: &BTreeMap<String, String>) -> String {
+    let added: Vec<&str> = SHELL_ADDS
+        .into_iter()
+        .filter(|k| !env.contains_key(*k))
+        .collect();
+    let unset = match added.is_empty() {
+        true => String::new(),
+        false => format!("unset {}; ", added.join(" ")),
+    };
+    format!("read -r _; {unset}exec \"$0\" \"$@\" </dev/null")
 }
 
 /// The program to execute: as given when it names a path, else the first executable file of
@@ -316,6 +382,27 @@ mod tests {
         let (_, out) = collect(&s, CancellationToken::new()).await;
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("[]["), "{text}");
+        // Exactly the declared variables reach the program, through the cgroup gate too.
+        let mut s = spec("unused");
+        s.argv = vec!["env".into()];
+        s.env.insert("X".into(), "1".into());
+        for reaper in [reaper::current(), &Reaper::subreaper()] {
+            let (tx, mut rx) = mpsc::channel(4);
+            let reader = tokio::spawn(async move {
+                let mut out = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    out.extend(chunk);
+                }
+                out
+            });
+            run_with(reaper, &s, tx, CancellationToken::new())
+                .await
+                .unwrap();
+            let out = String::from_utf8(reader.await.unwrap()).unwrap();
+            let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+            names.sort();
+            assert_eq!(names, ["PATH", "X"], "{} : {out}", reaper.describe());
+        }
     }
 
     #[tokio::test]
@@ -362,5 +449,60 @@ mod tests {
         .await;
         assert_eq!(ended, Ended::Exited(0));
         assert!(!alive(&marker), "a background child outlived its step");
+    }
+
+    /// Runs a step that starts a `setsid` daemon and checks that nothing of it is left.
+    async fn setsid_daemon_is_gone(reaper: &Reaper, tag: &str) {
+        let marker = format!("sleep 1000{tag}{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        // The step ends only once the daemon has left its session, so the group kill at the
+        // end cannot catch it first.
+        let mut s = spec(&format!(
+            "setsid sh -c 'touch ready; exec {marker}' & until [ -e ready ]; do sleep 0.01; done"
+        ));
+        s.cwd = dir.path().to_path_buf();
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let ended = run_with(reaper, &s, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(ended, Ended::Exited(0));
+        let gone = Deadline::new("the setsid daemon to be gone", Duration::from_secs(5));
+        eventually_async(gone, || {
+            let n = count(&marker);
+            std::future::ready(if n == 0 { Ok(()) } else { Err(n) })
+        })
+        .await
+        .expect("a setsid daemon outlived its attempt");
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the output pipe stayed open")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_subreaper_sweep_kills_a_setsid_daemon() {
+        setsid_daemon_is_gone(&Reaper::subreaper(), "1").await;
+    }
+
+    #[tokio::test]
+    async fn the_attempts_cgroup_kills_a_setsid_daemon() {
+        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
+            Ok(reaper) => reaper,
+            // Creating cgroups needs root or a delegated cgroup; as root it must work.
+            Err(e) if !is_root() => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert!(matches!(reaper, Reaper::Cgroup(_)), "{}", reaper.describe());
+        setsid_daemon_is_gone(reaper, "2").await;
+    }
+
+    /// Whether the tests run as root (the owner of their own `/proc/self`).
+    fn is_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
     }
 }

@@ -165,6 +165,8 @@ mod tests {
             token: None,
             artifact_transfer: Default::default(),
             s3_endpoint: None,
+            max_log_size: 1 << 20,
+            step_cleanup: Default::default(),
         }
     }
 

@@ -16,9 +16,13 @@ pub enum ErrorCode {
     Forbidden,
     /// 404: no such run, step, artifact, blob or route.
     NotFound,
+    /// 413: the body is larger than the controller accepts (an artifact past
+    /// `--max-artifact-size`).
+    TooLarge,
     /// 500: the controller failed (its store, its disk).
     Internal,
-    /// 503: the controller cannot do it now (broker down, shutting down).
+    /// 503: the controller cannot do it now (broker down, shutting down, too little free space
+    /// for an upload).
     Unavailable,
     /// A code this client does not know (from a newer controller).
     #[serde(other)]
@@ -27,11 +31,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a controller sends.
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
+        ErrorCode::TooLarge,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
     ];
@@ -43,6 +48,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::TooLarge => 413,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::Unavailable => 503,
         }

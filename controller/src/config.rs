@@ -19,6 +19,15 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr =
 /// How many lost attempts of a step are dispatched again unless configured otherwise.
 pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 3;
 
+/// Bytes of an attempt's log stored unless configured otherwise (the agents' default cap).
+pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Largest artifact accepted over HTTP unless configured otherwise.
+pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+
+/// Free space an upload must leave on the data dir's file system unless configured otherwise.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1024 * 1024 * 1024;
+
 /// Everything the controller needs to start.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -51,6 +60,13 @@ pub struct ControllerConfig {
     pub allow_unauthenticated: bool,
     /// How long and how many HTTP clients may hold the controller.
     pub http_limits: HttpLimits,
+    /// Bytes of an attempt's log stored (plus room for the agent's marker line); what arrives
+    /// past that is dropped after a marker of the controller's own.
+    pub max_log_size: u64,
+    /// Largest artifact an upload may carry.
+    pub max_artifact_size: u64,
+    /// Free space an upload to the local store must leave on the data dir's file system.
+    pub min_free_space: u64,
 }
 
 /// How much of the controller HTTP clients may hold.
@@ -94,6 +110,9 @@ impl ControllerConfig {
             read_token: None,
             allow_unauthenticated: false,
             http_limits: HttpLimits::default(),
+            max_log_size: DEFAULT_MAX_LOG_SIZE,
+            max_artifact_size: DEFAULT_MAX_ARTIFACT_SIZE,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
         }
     }
 

@@ -58,7 +58,7 @@ impl Controller {
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
-        let logs = LogStore::open(&config.logs_dir())
+        let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load()?;
         let (listener, url) = bind_http(&config).await?;
@@ -99,6 +99,11 @@ impl Controller {
                 .as_deref()
                 .map(|token| http::auth::Auth::new(token, config.read_token.as_deref())),
             shutdown: shutdown.clone(),
+            uploads: http::files::UploadLimits {
+                max_size: config.max_artifact_size,
+                min_free_space: config.min_free_space,
+                disk: (config.artifact_store == StoreLocation::Local).then(|| config.blobs_dir()),
+            },
         });
         tracker.spawn(http::serve::serve(
             listener,

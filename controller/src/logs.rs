@@ -3,6 +3,10 @@
 //! Chunks carry their byte offset, so a redelivered chunk is recognised and only the part past
 //! the current end of the file is appended. Bytes are never decoded: invalid UTF-8 and `\r`
 //! progress bars come back exactly as the step wrote them.
+//!
+//! An attempt's log is stored up to its cap (`--max-log-size` plus [`MARKER_ROOM`] for the
+//! agent's own marker line); a chunk reaching past it is cut there and followed by
+//! [`cut_marker`], and later chunks are dropped. Agents cut their logs at their own cap first.
 
 use drover_protocol::message::{LogChunk, LogDelay};
 use drover_protocol::{AttemptNo, RunId, StepName};
@@ -20,10 +24,22 @@ pub fn delay_text(attempt: AttemptNo, delay: &LogDelay) -> String {
     )
 }
 
+/// Room past `--max-log-size` for the line an agent ends a cut log with.
+pub const MARKER_ROOM: u64 = 4096;
+
+/// The line the controller ends a log with when it cuts it at `limit` bytes.
+pub fn cut_marker(limit: u64) -> String {
+    format!(
+        "\ndrover: the controller stores at most {limit} bytes of an attempt's log; the rest is dropped\n"
+    )
+}
+
 /// The log directory.
 #[derive(Debug, Clone)]
 pub struct LogStore {
     root: PathBuf,
+    /// Bytes stored per attempt before the controller cuts the log.
+    limit: u64,
     /// Every append that wrote bytes, for live followers; nobody listening is fine.
     appends: broadcast::Sender<LogAppended>,
 }
@@ -46,10 +62,18 @@ pub struct Appended {
 }
 
 impl LogStore {
+    /// The store with no practical cap (tests and tools).
     pub fn open(root: &Path) -> std::io::Result<Self> {
+        Self::open_capped(root, u64::MAX - MARKER_ROOM)
+    }
+
+    /// The store that keeps at most `max_log_size` bytes of an attempt's log, plus
+    /// [`MARKER_ROOM`].
+    pub fn open_capped(root: &Path, max_log_size: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         Ok(Self {
             root: root.to_path_buf(),
+            limit: max_log_size.saturating_add(MARKER_ROOM),
             appends: broadcast::channel(1024).0,
         })
     }
@@ -75,7 +99,8 @@ impl LogStore {
             .await?;
         let size = file.metadata().await?.len();
         let end = chunk.offset + chunk.data.len() as u64;
-        if end <= size {
+        // A log at its limit (cut, with the marker after it) takes nothing more.
+        if end <= size || size >= self.limit {
             return Ok(Appended {
                 written: 0,
                 gap: false,
@@ -83,8 +108,22 @@ impl LogStore {
         }
         let gap = chunk.offset > size;
         let skip = size.saturating_sub(chunk.offset) as usize;
-        let new = &chunk.data[skip..];
+        let mut new = &chunk.data[skip..];
+        let cut = size + new.len() as u64 > self.limit;
+        if cut {
+            new = &new[..(self.limit - size) as usize];
+        }
         file.write_all(new).await?;
+        if cut {
+            tracing::warn!(
+                "the log of attempt {} of step {} of run {} reached {} bytes; dropping the rest",
+                chunk.attempt,
+                chunk.step,
+                chunk.run_id,
+                self.limit
+            );
+            file.write_all(cut_marker(self.limit).as_bytes()).await?;
+        }
         file.flush().await?;
         let _ = self.appends.send(LogAppended {
             run_id: chunk.run_id.clone(),
@@ -183,5 +222,32 @@ mod tests {
         assert!(none.is_empty());
         let gap = logs.append(&chunk(&run, 20, b"x")).await.unwrap();
         assert!(gap.gap);
+    }
+
+    #[tokio::test]
+    async fn a_log_is_cut_at_its_limit_with_a_marker_and_then_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStore::open_capped(dir.path(), 10).unwrap();
+        let run = RunId::generate();
+        let step = StepName::new("s").unwrap();
+        let limit = 10 + MARKER_ROOM as usize;
+        logs.append(&chunk(&run, 0, &vec![b'a'; limit - 2]))
+            .await
+            .unwrap();
+        let cut = logs
+            .append(&chunk(&run, limit as u64 - 2, b"bbbb"))
+            .await
+            .unwrap();
+        assert_eq!(cut.written, 2);
+        let after = logs
+            .append(&chunk(&run, limit as u64 + 2, b"cc"))
+            .await
+            .unwrap();
+        assert_eq!((after.written, after.gap), (0, false));
+        let (size, all) = logs.read_from(&run, &step, AttemptNo(1), 0).await.unwrap();
+        let marker = cut_marker(limit as u64);
+        assert_eq!(size as usize, limit + marker.len());
+        assert!(all[..limit].ends_with(b"abb"));
+        assert!(all.ends_with(marker.as_bytes()));
     }
 }

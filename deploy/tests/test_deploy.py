@@ -223,6 +223,8 @@ def test_systemd_units_run_drover_with_a_drain_window():
     assert "DROVER_QUEUES=%i" in agent["Service"]["Environment"].split()
     assert int(agent["Service"]["TimeoutStopSec"]) > 600
     assert agent["Service"]["KillSignal"] == "SIGTERM"
+    # A cgroup per attempt needs the unit's subtree delegated to the agent.
+    assert agent["Service"]["Delegate"] == "yes"
     controller = configparser.ConfigParser(strict=False, interpolation=None)
     controller.read(units / "drover-controller.service")
     assert controller["Service"]["ExecStart"].startswith("/usr/local/bin/drover controller")

@@ -2,7 +2,8 @@
 
 use super::names;
 use crate::cli::{
-    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, UpArgs,
+    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, StepCleanup,
+    UpArgs,
 };
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
@@ -46,6 +47,9 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         http_limits: Default::default(),
         artifact_store,
         s3_settings: Vec::new(),
+        max_log_size: args.max_log_size,
+        max_artifact_size: args.max_artifact_size,
+        min_free_space: args.min_free_space,
     })
 }
 
@@ -108,6 +112,13 @@ fn agent_config(
             ArtifactTransfer::Controller => drover_agent::ArtifactTransfer::Controller,
         },
         s3_endpoint,
+        // Set by the caller: `agent` has its own flag, `up` the controller's.
+        max_log_size: drover_agent::DEFAULT_MAX_LOG_SIZE,
+        step_cleanup: match options.step_cleanup {
+            StepCleanup::Auto => drover_agent::CleanupMode::Auto,
+            StepCleanup::Cgroup => drover_agent::CleanupMode::Cgroup,
+            StepCleanup::Subreaper => drover_agent::CleanupMode::Subreaper,
+        },
     })
 }
 
@@ -160,7 +171,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let url = controller.url().to_string();
     let mut agents = Vec::new();
     for i in 0..args.agents.max(1) {
-        let conf = agent_config(
+        let mut conf = agent_config(
             g,
             &args.agent,
             data_dir.join("work").join(format!("agent-{i}")),
@@ -169,6 +180,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             Some(url.clone()),
             None,
         )?;
+        conf.max_log_size = args.controller.max_log_size;
         agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
     eprintln!(
@@ -208,7 +220,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         .map(AgentId::new)
         .transpose()
         .context("bad --id")?;
-    let conf = agent_config(
+    let mut conf = agent_config(
         g,
         &args.options,
         work_dir.join("jobs"),
@@ -217,6 +229,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         g.url_given.then(|| g.url.clone()),
         args.s3_endpoint.clone(),
     )?;
+    conf.max_log_size = args.max_log_size;
     let agent = Agent::start_with_abort(conf, shutdown, abort).await?;
     eprintln!(
         "drover agent {}: serving {:?} with {}",

@@ -2,7 +2,8 @@
 //! by `tests/browser/run_page.py`): the seed pipeline's run page shows its three steps as a chain
 //! with final statuses, parameters, outputs, each step's console and code; a running step's
 //! console follows its output live, rendering `\r` and invalid UTF-8; a screenshot of the run
-//! page is kept as a test artifact.
+//! page is kept as a test artifact. A long log's console opens at its tail and loads earlier
+//! bytes on request (`tests/browser/long_log.py`).
 
 use crate::harness::{py_wait_for, text};
 use crate::live::{TOKEN, summary, with_token};
@@ -12,6 +13,7 @@ use std::process::Command;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run_page.py");
+const LONG_LOG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/long_log.py");
 
 /// Prints a line, waits for the file `go` (the browser script writes it once the page shows
 /// that line and watches the console), then writes a progress bar, a byte that is not UTF-8,
@@ -191,4 +193,63 @@ fn the_seed_run_page_shows_the_dag_console_and_code_in_chromium() {
         shot.display()
     );
     eprintln!("run page screenshot: {}", shot.display());
+}
+
+/// The numbers of the whole `line NNNNN xxx…` lines of a console's text, in order; panics on a
+/// line cut in part.
+fn numbered_lines(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter(|l| l.starts_with("line "))
+        .map(|l| {
+            let (number, rest) = l["line ".len()..]
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{l:?}"));
+            assert_eq!(rest, "x".repeat(50), "a line shown in part: {l:?}");
+            number.parse().unwrap()
+        })
+        .collect()
+}
+
+/// A 1.2 MB log opens at its last 256 KiB, from a whole line, and the button shows 256 KiB more.
+#[test]
+fn a_long_log_opens_at_its_tail_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = with_token(1);
+    let file = c.pipeline(
+        "long.toml",
+        "[pipeline]\nname = \"long\"\n[[step]]\nname = \"long\"\ncommand = [\"python3\", \"-c\", \"for i in range(20000): print(f'line {i:05d} ' + 'x' * 50)\"]\n",
+    );
+    let (out, run) = c.run_wait(&file, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run_id = run["run_id"].as_str().unwrap();
+    let out = Command::new("python3")
+        .args([LONG_LOG_SCRIPT, &c.url, TOKEN, run_id, "long"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["button"], true, "{seen}");
+    let first = seen["first"].as_str().unwrap();
+    assert!(first.contains("earlier not shown"), "{first:.300}");
+    let shown = numbered_lines(first);
+    // 62 bytes a line: the last 256 KiB hold 4,228 whole lines.
+    assert_eq!(shown.last(), Some(&19_999));
+    assert!(
+        (4_200..=4_229).contains(&shown.len()),
+        "{} lines",
+        shown.len()
+    );
+    assert!(shown.windows(2).all(|w| w[1] == w[0] + 1));
+    let after = numbered_lines(seen["after"].as_str().unwrap());
+    assert_eq!(after.last(), Some(&19_999));
+    assert!(
+        (8_400..=8_458).contains(&after.len()) && after.windows(2).all(|w| w[1] == w[0] + 1),
+        "{} lines from {:?}",
+        after.len(),
+        after.first()
+    );
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod agent_token;
 mod artifacts;
+mod bounds;
 mod browser;
 mod config;
 mod dead_letters;

@@ -24,7 +24,11 @@ async fn check_status(
         return Ok(resp);
     }
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let text = resp.text().await.unwrap_or_default();
+    // The controller's refusals carry their reason as an `ApiError`.
+    let body = serde_json::from_str::<drover_api::ApiError>(&text)
+        .map(|e| e.message)
+        .unwrap_or(text);
     Err(TransferError::Status {
         url: url.to_string(),
         status,

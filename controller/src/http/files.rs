@@ -1,5 +1,5 @@
-//! Byte endpoints: blobs (streamed in and out of the configured store), artifacts by name, and
-//! step logs.
+//! Byte endpoints: blobs (streamed in and out of the configured store, uploads within
+//! [`UploadLimits`]), artifacts by name, and step logs.
 
 use super::{ApiError, App};
 use axum::body::Body;
@@ -10,7 +10,65 @@ use drover_protocol::{AttemptNo, Digest, OutputName, StepName};
 use drover_storage::BlobError;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
+
+/// What an upload may take.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// Largest blob accepted (`--max-artifact-size`).
+    pub max_size: u64,
+    /// Free space an upload must leave where it is written (`--min-free-space`).
+    pub min_free_space: u64,
+    /// Where uploads are written on this machine (the local store's directory); `None` when
+    /// they go to a bucket.
+    pub disk: Option<PathBuf>,
+}
+
+/// Free space is looked at again after this many bytes of an upload.
+const SPACE_CHECK_EVERY: u64 = 8 * 1024 * 1024;
+
+/// Why an upload was stopped part-way.
+const FINE: u8 = 0;
+const TOO_LARGE: u8 = 1;
+const NO_SPACE: u8 = 2;
+
+impl UploadLimits {
+    fn too_large(&self, size: Option<u64>) -> ApiError {
+        let size = size.map(|s| format!(" ({s} bytes)")).unwrap_or_default();
+        ApiError::too_large(format!(
+            "the artifact is larger than the controller accepts{size}: the limit is {} bytes (--max-artifact-size)",
+            self.max_size
+        ))
+    }
+
+    fn no_space(&self, free: u64) -> ApiError {
+        ApiError::unavailable(format!(
+            "the controller's disk is too full for this upload: {free} bytes free, and uploads must leave {} (--min-free-space)",
+            self.min_free_space
+        ))
+    }
+
+    /// Refuses an upload of `incoming` more bytes when it would leave less than the margin.
+    fn check_space(&self, incoming: u64) -> Result<(), ApiError> {
+        let Some(dir) = &self.disk else {
+            return Ok(());
+        };
+        match fs4::available_space(dir) {
+            Ok(free) if free < incoming.saturating_add(self.min_free_space) => {
+                Err(self.no_space(free))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(ApiError::internal(format!(
+                "cannot read the free space of {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
+}
 
 fn parse_digest(digest: &str) -> Result<Digest, ApiError> {
     Digest::new(digest).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -88,12 +146,57 @@ pub async fn put_blob(
     request: Request,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
+    let limits = app.uploads.clone();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|size| size > limits.max_size) {
+        return Err(limits.too_large(declared));
+    }
+    limits.check_space(declared.unwrap_or(0))?;
+    // The declared length may be absent or false: the body is counted as it arrives.
+    let stopped = Arc::new(AtomicU8::new(FINE));
+    let mut received = 0u64;
+    let mut checked = 0u64;
     let body = request
         .into_body()
         .into_data_stream()
         .map_err(std::io::Error::other)
+        .map({
+            let (limits, stopped) = (limits.clone(), stopped.clone());
+            move |chunk| {
+                let chunk = chunk?;
+                received += chunk.len() as u64;
+                if received > limits.max_size {
+                    stopped.store(TOO_LARGE, Ordering::SeqCst);
+                    return Err(std::io::Error::other("the upload is too large"));
+                }
+                if received - checked >= SPACE_CHECK_EVERY {
+                    checked = received;
+                    if limits.check_space(0).is_err() {
+                        stopped.store(NO_SPACE, Ordering::SeqCst);
+                        return Err(std::io::Error::other("the disk is too full"));
+                    }
+                }
+                Ok(chunk)
+            }
+        })
         .boxed();
-    match app.blobs.put(&digest, body).await {
+    let put = app.blobs.put(&digest, body).await;
+    match stopped.load(Ordering::SeqCst) {
+        TOO_LARGE => return Err(limits.too_large(declared)),
+        NO_SPACE => {
+            let free = limits
+                .disk
+                .as_ref()
+                .and_then(|d| fs4::available_space(d).ok())
+                .unwrap_or(0);
+            return Err(limits.no_space(free));
+        }
+        _ => {}
+    }
+    match put {
         Ok(size) => Ok((
             StatusCode::CREATED,
             axum::Json(drover_api::BlobStored { digest, size }),
@@ -128,6 +231,8 @@ pub async fn get_artifact(
 pub struct LogQuery {
     attempt: Option<u32>,
     offset: Option<u64>,
+    /// At most this many bytes from `offset` (the console loading earlier parts of a long log).
+    limit: Option<u64>,
 }
 
 pub async fn get_log(
@@ -149,9 +254,10 @@ pub async fn get_log(
                 "cannot read the log of step {step} of run {run}: {e}"
             ))
         })?;
-    let body = match reader {
-        Some(reader) => Body::from_stream(ReaderStream::new(reader)),
-        None => Body::empty(),
+    let body = match (reader, q.limit) {
+        (Some(reader), Some(limit)) => Body::from_stream(ReaderStream::new(reader.take(limit))),
+        (Some(reader), None) => Body::from_stream(ReaderStream::new(reader)),
+        (None, _) => Body::empty(),
     };
     let mut response = body.into_response();
     let headers = response.headers_mut();

@@ -9,7 +9,7 @@ mod api;
 pub(crate) mod auth;
 mod console;
 pub(crate) mod csrf;
-mod files;
+pub(crate) mod files;
 mod guard;
 mod live;
 mod pages;
@@ -53,6 +53,8 @@ pub(crate) struct AppState {
     pub csrf: csrf::Csrf,
     /// Ends the event streams, which would otherwise hold graceful shutdown open forever.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What an upload may take.
+    pub uploads: files::UploadLimits,
 }
 
 pub(crate) type App = Arc<AppState>;
@@ -182,6 +184,10 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
     }
 
     pub fn message(&self) -> &str {

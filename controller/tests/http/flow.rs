@@ -201,6 +201,25 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
         log_bytes.bytes().await.unwrap().as_ref(),
         received.as_slice()
     );
+    // A part of the log (the console loading earlier bytes of a long one), and its HEAD.
+    let part = s
+        .get(&format!(
+            "/api/v1/runs/{run_id}/steps/make/log?offset=1&limit=3"
+        ))
+        .await;
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &received[1..4]);
+    let head = s
+        .request(
+            reqwest::Method::HEAD,
+            &format!("/api/v1/runs/{run_id}/steps/make/log"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.headers()["x-drover-log-size"].to_str().unwrap(),
+        received.len().to_string()
+    );
     let abort = s
         .request(
             reqwest::Method::POST,

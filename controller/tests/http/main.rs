@@ -11,3 +11,4 @@ mod rerun;
 mod server;
 #[path = "../support/mod.rs"]
 mod support;
+mod uploads;

@@ -125,6 +125,46 @@ fn a_restarted_agent_kills_what_its_killed_predecessor_left() {
     );
 }
 
+/// A step's `setsid` daemon left its process group, so killing the recorded group cannot reach
+/// it; the restarted agent kills it through the attempt's cgroup (root only: cgroups).
+#[test]
+fn a_restarted_agent_kills_the_setsid_daemon_of_its_killed_predecessors_step() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() != 0) {
+        eprintln!("skipped: a cgroup per attempt needs root or a delegated cgroup");
+        return;
+    }
+    let mut c = Cluster::new();
+    c.start_controller_with(&["controller".to_string()]);
+    c.start_agent_with("a1", &["default"], &["--step-cleanup", "cgroup"]);
+    let dir = c.dir.path().display().to_string();
+    let file = c.pipeline(
+        "daemon.toml",
+        &format!(
+            "[pipeline]\nname = \"daemon\"\n[[step]]\nname = \"work\"\ncommand = [\"sh\", \"-c\", \"setsid sh -c 'echo $$ > {dir}/daemon.pid; exec sleep 300' > /dev/null 2>&1 & sleep 300\"]\n"
+        ),
+    );
+    let run = c.submit(&file);
+    c.wait_for(&run, "the step to run", Duration::from_secs(30), |d| {
+        step_status(d, "work") == "running"
+    });
+    let daemon = wait_until("the daemon's pid", Duration::from_secs(30), || {
+        Process::from_file(&c.dir.path().join("daemon.pid"))
+    });
+    c.kill("a1");
+    assert!(daemon.alive(), "the daemon died with its agent");
+    c.start_agent_with("a1", &["default"], &["--step-cleanup", "cgroup"]);
+    wait_until(
+        "the daemon of the killed agent's step to be killed",
+        Duration::from_secs(30),
+        || {
+            (!daemon.alive())
+                .then_some(())
+                .ok_or_else(|| c.process_log("a1"))
+        },
+    );
+}
+
 #[test]
 fn a_second_agent_on_a_locked_work_dir_is_refused() {
     let mut c = Cluster::new();

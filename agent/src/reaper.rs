@@ -1,0 +1,199 @@
+//! Makes sure nothing a step started outlives its attempt, even a process that left the step's
+//! process group (`setsid`): each attempt runs in a cgroup v2 of its own, killed whole when the
+//! attempt ends ([`cgroup`]), or, where the agent cannot create cgroups, the agent is the child
+//! subreaper of what its steps start and sweeps what an attempt left ([`sweep`]).
+//!
+//! The choice is made once per process ([`init`]) and applies to every agent in it.
+
+mod cgroup;
+mod sweep;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Which mechanism `--step-cleanup` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupMode {
+    /// A cgroup per attempt when the agent's cgroup is writable, else the subreaper sweep.
+    #[default]
+    Auto,
+    /// A cgroup per attempt; refuse to start without one.
+    Cgroup,
+    /// The subreaper sweep, even where cgroups would work.
+    Subreaper,
+}
+
+/// The mechanism in use.
+#[derive(Debug)]
+pub enum Reaper {
+    Cgroup(cgroup::Parent),
+    Subreaper,
+}
+
+/// What holds one attempt's processes until [`Reaper::finish`].
+#[derive(Debug)]
+pub enum Contained {
+    /// The attempt's own cgroup.
+    Cgroup(PathBuf),
+    /// The attempt's process group, spared by other attempts' sweeps while it lives.
+    Group(i32),
+}
+
+/// Held around a step's spawn: sweeps wait meanwhile.
+pub struct Spawning(std::sync::MutexGuard<'static, Vec<i32>>);
+
+static REAPER: OnceLock<Reaper> = OnceLock::new();
+
+/// Chooses the mechanism for this process (the first call decides; later calls with another
+/// mode are refused) and says which is in use.
+pub fn init(mode: CleanupMode) -> anyhow::Result<&'static Reaper> {
+    if let Some(reaper) = REAPER.get() {
+        anyhow::ensure!(
+            reaper.compatible(mode),
+            "--step-cleanup {mode:?} differs from the {} already in use in this process",
+            reaper.describe()
+        );
+        return Ok(reaper);
+    }
+    let reaper = Reaper::choose(mode)?;
+    let reaper = REAPER.get_or_init(|| reaper);
+    tracing::info!(
+        "steps' leftover processes are killed through {}",
+        reaper.describe()
+    );
+    Ok(reaper)
+}
+
+/// The mechanism in use, chosen as `auto` when nothing chose it before.
+pub fn current() -> &'static Reaper {
+    if let Some(reaper) = REAPER.get() {
+        return reaper;
+    }
+    REAPER.get_or_init(|| Reaper::choose(CleanupMode::Auto).unwrap_or_else(|_| Reaper::subreaper()))
+}
+
+impl Reaper {
+    fn choose(mode: CleanupMode) -> anyhow::Result<Reaper> {
+        if mode == CleanupMode::Subreaper {
+            return Ok(Self::subreaper());
+        }
+        match cgroup::Parent::find() {
+            Ok(parent) => Ok(Reaper::Cgroup(parent)),
+            Err(e) if mode == CleanupMode::Cgroup => Err(anyhow::anyhow!(
+                "--step-cleanup cgroup: {e}; under systemd set Delegate=yes on the unit, or use --step-cleanup subreaper"
+            )),
+            Err(e) => {
+                tracing::info!("no cgroup per step: {e}");
+                Ok(Self::subreaper())
+            }
+        }
+    }
+
+    /// The sweep, with this process made the subreaper of its descendants.
+    pub fn subreaper() -> Reaper {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(
+                "cannot become the child subreaper ({e}): a step's setsid children may outlive it"
+            );
+        }
+        Reaper::Subreaper
+    }
+
+    fn compatible(&self, mode: CleanupMode) -> bool {
+        matches!(
+            (self, mode),
+            (_, CleanupMode::Auto)
+                | (Reaper::Cgroup(_), CleanupMode::Cgroup)
+                | (Reaper::Subreaper, CleanupMode::Subreaper)
+        )
+    }
+
+    /// For the agent's start-up line.
+    pub fn describe(&self) -> String {
+        match self {
+            Reaper::Cgroup(parent) => format!(
+                "a cgroup per attempt under {} ({})",
+                parent.dir().display(),
+                if parent.has_kill() {
+                    "cgroup.kill"
+                } else {
+                    "freeze and kill"
+                }
+            ),
+            Reaper::Subreaper => {
+                "the subreaper sweep (no writable cgroup v2 for steps)".to_string()
+            }
+        }
+    }
+
+    /// Whether a step must wait after it is spawned until [`Reaper::enter`] has put it in its
+    /// cgroup: a process can only be moved from outside once it runs, and one forked before
+    /// the move would stay outside.
+    pub fn gates_spawn(&self) -> bool {
+        matches!(self, Reaper::Cgroup(_))
+    }
+
+    /// To hold while a step is spawned and until [`Reaper::enter`] has it.
+    pub fn spawning(&self) -> Spawning {
+        Spawning(sweep::lock_live())
+    }
+
+    /// Takes the attempt whose process group `pgid` leads (just spawned) into keeping.
+    pub fn enter(&self, pgid: i32, mut spawning: Spawning) -> Contained {
+        match self {
+            Reaper::Cgroup(parent) => match parent.enter(pgid) {
+                Ok(dir) => return Contained::Cgroup(dir),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot put step process {pgid} into a cgroup of its own: {e}; sweeping after it instead"
+                    );
+                }
+            },
+            Reaper::Subreaper => {}
+        }
+        spawning.0.push(pgid);
+        Contained::Group(pgid)
+    }
+
+    /// Kills what is left in the cgroups of an attempt a killed predecessor ran with its
+    /// leader `pgid` (started at `start_time`), and removes them; nothing when that pid now
+    /// belongs to another process. Returns how many cgroups it emptied.
+    pub fn kill_left(&self, pgid: i32, start_time: u64) -> usize {
+        let Reaper::Cgroup(parent) = self else {
+            return 0;
+        };
+        if crate::running::start_time(pgid).is_some_and(|t| t != start_time) {
+            return 0;
+        }
+        let mut emptied = 0;
+        for dir in parent.attempt_dirs(pgid) {
+            match cgroup::kill_and_remove(&dir) {
+                Ok(()) => emptied += 1,
+                Err(e) => tracing::warn!(
+                    "cannot kill what a previous agent left in {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        emptied
+    }
+
+    /// Kills whatever is left of the attempt (its process group is killed already) and waits
+    /// until it is gone.
+    pub async fn finish(&self, contained: Contained) {
+        let result = tokio::task::spawn_blocking(move || match contained {
+            Contained::Cgroup(dir) => cgroup::kill_and_remove(&dir),
+            Contained::Group(pgid) => {
+                sweep::live_remove(pgid);
+                sweep::sweep();
+                Ok(())
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot kill what is left of a step: {e}"),
+            Err(e) => tracing::warn!("the cleanup of a step failed: {e}"),
+        }
+    }
+}
