@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub artifact_transfer: ArtifactTransfer,
     /// The S3 endpoint as this host reaches it; `None`: the one jobs name.
     pub s3_endpoint: Option<String>,
+    /// `aws_*` settings for buckets on top of the environment's `AWS_*` variables (the CLI
+    /// passes the credentials it took out of its environment at start).
+    pub s3_settings: Vec<(String, String)>,
 }
 
 /// How an agent moves artifacts when the controller keeps them in a bucket.
@@ -188,11 +191,13 @@ mod tests {
                 mode: PythonEnvMode::System,
                 env_root: "e".into(),
                 base_python: "python3".into(),
+                build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
             },
             id: None,
             token: token.map(str::to_string),
             artifact_transfer: Default::default(),
             s3_endpoint: None,
+            s3_settings: Vec::new(),
         }
     }
 

@@ -170,7 +170,7 @@ impl Agent {
         let routes = artifacts::Routes::new(
             config.artifact_transfer,
             config.s3_endpoint.clone(),
-            Vec::new(),
+            config.s3_settings.clone(),
         );
         let shared = Arc::new(Shared {
             config,

@@ -160,11 +160,13 @@ mod tests {
                 mode: PythonEnvMode::System,
                 env_root: "e".into(),
                 base_python: "python3".into(),
+                build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
             },
             id: None,
             token: None,
             artifact_transfer: Default::default(),
             s3_endpoint: None,
+            s3_settings: Vec::new(),
         }
     }
 

@@ -45,7 +45,8 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         allow_unauthenticated: args.allow_unauthenticated,
         http_limits: Default::default(),
         artifact_store,
-        s3_settings: Vec::new(),
+        // Handed over at start, no longer in the environment (see `secrets`).
+        s3_settings: crate::secrets::aws_settings(),
     })
 }
 
@@ -100,6 +101,7 @@ fn agent_config(
             },
             env_root,
             base_python: options.python.clone(),
+            build_timeout: options.python_build_timeout,
         },
         id,
         token: g.token.clone(),
@@ -108,6 +110,7 @@ fn agent_config(
             ArtifactTransfer::Controller => drover_agent::ArtifactTransfer::Controller,
         },
         s3_endpoint,
+        s3_settings: crate::secrets::aws_settings(),
     })
 }
 

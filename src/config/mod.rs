@@ -18,6 +18,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use file::Chosen;
 use sections::Section;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -33,9 +34,19 @@ pub enum LoadError {
     File(anyhow::Error),
 }
 
-/// Parses `args` (the program name first) and applies the configuration file.
-pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
+/// Parses `args` (the program name first) and applies the configuration file. `handed` holds
+/// the secret variables taken out of the environment at start (see `secrets`): they count as
+/// set in the environment.
+pub fn load(args: Vec<OsString>, handed: &BTreeMap<String, String>) -> Result<Loaded, LoadError> {
     let command = Cli::command();
+    let mut args = args;
+    if !handed.is_empty() {
+        let first = command
+            .clone()
+            .try_get_matches_from(&args)
+            .map_err(LoadError::Clap)?;
+        args.extend(handed_args(&command, &first, handed));
+    }
     let first = command
         .clone()
         .try_get_matches_from(&args)
@@ -49,7 +60,6 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
         (p.clone(), chosen)
     });
     let file = file::locate(named).map_err(LoadError::File)?;
-    let mut args = args;
     if let Some(file) = &file {
         let sub = chosen_subcommand(&command, &first);
         args.extend(file_args(file, leaf, sub).map_err(LoadError::File)?);
@@ -68,7 +78,68 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
     ) || file
         .as_ref()
         .is_some_and(|f| f.get(Section::Global, "url").is_some());
+    if let Some(path) = cli.global.token_file.clone() {
+        if cli.global.token.is_some() {
+            return Err(LoadError::File(anyhow::anyhow!(
+                "both a token (--token, DROVER_TOKEN or `token` in the file) and --token-file \
+                 (DROVER_TOKEN_FILE or `token-file`) are set; keep one, preferably the file"
+            )));
+        }
+        cli.global.token = Some(read_token_file(&path).map_err(LoadError::File)?);
+    }
     Ok(Loaded { cli, file })
+}
+
+/// The token in `path`: its text without surrounding whitespace.
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the token file {} (--token-file): {e}",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!(
+            "the token file {} must hold the token alone, on one line",
+            path.display()
+        );
+    }
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: the token file {} can be read by others: chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// `--name=value` for each handed-over variable that stands for an argument of the chosen
+/// command and was not given as a flag, as if clap had read it from the environment.
+fn handed_args(
+    command: &clap::Command,
+    first: &ArgMatches,
+    handed: &BTreeMap<String, String>,
+) -> Vec<OsString> {
+    let leaf = leaf(first);
+    let sub = first
+        .subcommand_name()
+        .and_then(|name| command.find_subcommand(name));
+    let own = sub.into_iter().flat_map(|s| s.get_arguments());
+    command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .chain(own)
+        .filter(|a| !given(leaf, a.get_id().as_str()))
+        .filter_map(|a| {
+            let value = handed.get(a.get_env()?.to_str()?)?;
+            Some(OsString::from(format!("--{}={value}", a.get_long()?)))
+        })
+        .collect()
 }
 
 /// A clap error caused by a value from the file, said so.
