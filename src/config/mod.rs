@@ -26,9 +26,14 @@ use std::path::PathBuf;
 pub struct Loaded {
     pub cli: Cli,
     pub file: Option<ConfigFile>,
+    /// The command line as given (`config show` parses it again).
+    pub args: Vec<OsString>,
+    /// Secret variables taken out of the environment at start, by name.
+    pub handed: BTreeMap<String, String>,
 }
 
 /// A problem loading the configuration: clap's (help and version included) or the file's.
+#[derive(Debug)]
 pub enum LoadError {
     Clap(clap::Error),
     File(anyhow::Error),
@@ -39,6 +44,7 @@ pub enum LoadError {
 /// set in the environment.
 pub fn load(args: Vec<OsString>, handed: &BTreeMap<String, String>) -> Result<Loaded, LoadError> {
     let command = Cli::command();
+    let given_args = args.clone();
     let mut args = args;
     if !handed.is_empty() {
         let first = command
@@ -87,7 +93,12 @@ pub fn load(args: Vec<OsString>, handed: &BTreeMap<String, String>) -> Result<Lo
         }
         cli.global.token = Some(read_token_file(&path).map_err(LoadError::File)?);
     }
-    Ok(Loaded { cli, file })
+    Ok(Loaded {
+        cli,
+        file,
+        args: given_args,
+        handed: handed.clone(),
+    })
 }
 
 /// The token in `path`: its text without surrounding whitespace.
@@ -284,4 +295,67 @@ fn as_args(
             .collect::<Result<_>>()?,
         (_, v) => vec![OsString::from(format!("{flag}={}", scalar(v)?))],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_args(args: &[&str], handed: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+        let handed = handed
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load(args.iter().map(OsString::from).collect(), &handed)
+    }
+
+    fn error(result: Result<Loaded, LoadError>) -> String {
+        match result {
+            Ok(_) => panic!("loaded"),
+            Err(LoadError::Clap(e)) => e.to_string(),
+            Err(LoadError::File(e)) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn the_token_comes_from_its_file_and_not_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "file-token-3c1\n").unwrap();
+        let path = path.to_str().unwrap();
+        let loaded = load_args(&["drover", "--token-file", path, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("file-token-3c1"));
+        let both = error(load_args(
+            &["drover", "runs", "--token-file", path],
+            &[("DROVER_TOKEN", "env-token")],
+        ));
+        assert!(both.contains("keep one"), "{both}");
+        std::fs::write(dir.path().join("two"), "a b\n").unwrap();
+        let two = dir.path().join("two");
+        let bad = error(load_args(
+            &["drover", "runs", "--token-file", two.to_str().unwrap()],
+            &[],
+        ));
+        assert!(bad.contains("must hold the token alone"), "{bad}");
+    }
+
+    #[test]
+    fn handed_variables_count_as_environment_below_flags() {
+        let handed = [
+            ("DROVER_TOKEN", "env-token"),
+            ("DROVER_READ_TOKEN", "r-token"),
+        ];
+        let loaded = load_args(&["drover", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("env-token"));
+        let loaded = load_args(&["drover", "--token", "flag-token", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("flag-token"));
+        // A variable for a flag the command does not have is left out, as clap would.
+        let loaded = load_args(&["drover", "controller"], &handed).unwrap();
+        match loaded.cli.command {
+            crate::cli::Command::Controller(c) => {
+                assert_eq!(c.read_token.as_deref(), Some("r-token"));
+            }
+            _ => panic!("not controller"),
+        }
+    }
 }
