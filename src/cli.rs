@@ -174,6 +174,11 @@ pub struct AgentOptions {
     /// How long a draining agent waits for running steps before killing them.
     #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Run steps as this user (name or uid) instead of the agent's: their workdirs become its,
+    /// the shared Python environments stay read-only to it. Needs root (or CAP_SETUID,
+    /// CAP_SETGID, CAP_CHOWN and CAP_DAC_OVERRIDE).
+    #[arg(long, env = "DROVER_RUN_AS")]
+    pub run_as: Option<String>,
     /// How artifacts travel when the controller keeps them in a bucket.
     #[arg(
         long,

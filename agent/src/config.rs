@@ -45,6 +45,16 @@ pub struct AgentConfig {
     /// `aws_*` settings for buckets on top of the environment's `AWS_*` variables (the CLI
     /// passes the credentials it took out of its environment at start).
     pub s3_settings: Vec<(String, String)>,
+    /// Steps run as this user rather than the agent's (`--run-as`).
+    pub run_as: Option<RunAs>,
+}
+
+/// The user steps run as: workdirs are handed to it, shared environments stay the agent's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// How an agent moves artifacts when the controller keeps them in a bucket.
@@ -98,6 +108,9 @@ impl AgentConfig {
         let mut seen = std::collections::BTreeSet::new();
         for queue in &self.queues {
             anyhow::ensure!(seen.insert(queue), "queue {queue} is listed twice");
+        }
+        if let Some(user) = &self.run_as {
+            crate::run_as::check(user, &[&self.work_dir, &self.python.env_root])?;
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(
@@ -198,6 +211,7 @@ mod tests {
             artifact_transfer: Default::default(),
             s3_endpoint: None,
             s3_settings: Vec::new(),
+            run_as: None,
         }
     }
 

@@ -16,12 +16,13 @@ mod lock;
 mod logstream;
 mod process;
 pub mod pyenv;
+mod run_as;
 mod running;
 mod serve;
 mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs};
 
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};

@@ -167,6 +167,7 @@ mod tests {
             artifact_transfer: Default::default(),
             s3_endpoint: None,
             s3_settings: Vec::new(),
+            run_as: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod live;
 mod pipelines;
 mod queues;
 mod restart;
+mod run_as;
 mod secrets;
 mod seed;
 mod slow_clients;

@@ -420,6 +420,44 @@ mod tests {
         assert!(!envs.join(key(&interp(), &reqs)).exists());
     }
 
+    /// `--run-as`: steps of another user can enter and read a built environment, not change it.
+    #[tokio::test]
+    async fn another_user_cannot_write_into_a_built_environment() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::process::CommandExt;
+        if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+            eprintln!("not root: environments were not tried as another user");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        let envs = root.path().join("envs");
+        let base = super::super::interpreter::find("python3", None)
+            .await
+            .unwrap();
+        let python = venv(&envs, &base, &[], &Installer::Pip, DAY, None)
+            .await
+            .unwrap();
+        let dir = python.parent().unwrap().parent().unwrap();
+        let script = format!(
+            "ls {d}/bin > /dev/null && echo read; \
+             touch {d}/x 2>/dev/null || echo top; \
+             touch {d}/bin/x 2>/dev/null || echo bin; \
+             touch {d}/pyvenv.cfg 2>/dev/null || echo cfg",
+            d = dir.display()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "read\ntop\nbin\ncfg\n"
+        );
+    }
+
     #[tokio::test]
     async fn builds_once_and_reuses_under_concurrent_jobs_with_pip() {
         builds_once_and_reuses(Installer::Pip).await;
