@@ -188,8 +188,9 @@ fn restart(plan: Plan) -> Result<()> {
     drop(write);
     nix::unistd::dup2_stdin(&read).context("cannot hand the secrets over")?;
     drop(read);
-    let exe = std::env::current_exe().context("cannot find the drover executable")?;
-    let mut command = std::process::Command::new(&exe);
+    // The running binary itself, even if its file was replaced or removed since it started.
+    let exe = std::path::Path::new("/proc/self/exe");
+    let mut command = std::process::Command::new(exe);
     if let Some(arg0) = plan.argv.first() {
         command.arg0(arg0);
     }
@@ -207,6 +208,14 @@ fn restart(plan: Plan) -> Result<()> {
 
 /// Reads the handed-over block from standard input and puts `/dev/null` in its place.
 fn read_back() -> Result<Restored> {
+    use std::os::unix::fs::FileTypeExt;
+    // Only a restart gives standard input as a pipe with the variable set; anything else (the
+    // variable inherited by mistake, a terminal) is refused rather than read.
+    let is_pipe = std::fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
+    anyhow::ensure!(
+        is_pipe,
+        "{HANDOVER_VAR} is set but standard input is not the pipe a restart passes: unset it"
+    );
     let mut data = Vec::new();
     std::io::stdin()
         .lock()
