@@ -50,6 +50,7 @@ pub fn dropped(name: &str) -> bool {
         "ACCOUNT_KEY",
         "API_KEY",
         "SAS_TOKEN",
+        "CONNECTION_STRING",
     ]
     .iter()
     .any(|part| upper.contains(part))
@@ -290,6 +291,7 @@ mod tests {
             "PGPASSWORD",
             "AZURE_STORAGE_ACCOUNT_KEY",
             "OPENAI_API_KEY",
+            "AZURE_STORAGE_CONNECTION_STRING",
         ] {
             assert!(dropped(name), "{name}");
         }
