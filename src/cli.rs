@@ -30,8 +30,14 @@ pub struct Global {
     #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true)]
     pub url: String,
     /// Token for the controller's HTTP API: the controller requires it, agents and the CLI send it.
+    /// Prefer --token-file: a token on a command line is seen by `ps` until drover restarts
+    /// itself without it.
     #[arg(long, env = "DROVER_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the token (one line, mode 600): the way to pass it without it ever being
+    /// on a command line or in an environment.
+    #[arg(long, env = "DROVER_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     /// Namespace: isolates queues of tests or tenants sharing one broker.
     #[arg(long, env = "DROVER_NAMESPACE", default_value = drover_protocol::names::DEFAULT_NAMESPACE, global = true)]
     pub namespace: String,
@@ -173,9 +179,18 @@ pub struct AgentOptions {
     /// Interpreter that Python environments are built from.
     #[arg(long, env = "DROVER_PYTHON", default_value = "python3")]
     pub python: String,
+    /// The longest one Python environment build (uv or pip) may take; the step that needed it
+    /// ends with an error past it.
+    #[arg(long, env = "DROVER_PYTHON_BUILD_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub python_build_timeout: std::time::Duration,
     /// How long a draining agent waits for running steps before killing them.
     #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// Run steps as this user (name or uid) instead of the agent's: their workdirs become its,
+    /// the shared Python environments stay read-only to it. Needs root (or CAP_SETUID,
+    /// CAP_SETGID, CAP_CHOWN and CAP_DAC_OVERRIDE).
+    #[arg(long, env = "DROVER_RUN_AS")]
+    pub run_as: Option<String>,
     /// How artifacts travel when the controller keeps them in a bucket.
     #[arg(
         long,

@@ -5,13 +5,22 @@ mod client;
 mod commands;
 mod config;
 mod output;
+mod secrets;
 mod signals;
 mod sse;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let loaded = match config::load(std::env::args_os().collect()) {
+    // First: no secret may stay readable in /proc while anything else runs.
+    let restored = match secrets::protect() {
+        Ok(restored) => restored,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let loaded = match config::load(restored.args, &restored.env) {
         Ok(loaded) => loaded,
         Err(config::LoadError::Clap(e)) => e.exit(),
         Err(config::LoadError::File(e)) => {

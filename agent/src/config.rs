@@ -47,6 +47,19 @@ pub struct AgentConfig {
     pub max_log_size: u64,
     /// How processes that leave a step's process group are killed at its end.
     pub step_cleanup: crate::reaper::CleanupMode,
+    /// `aws_*` settings for buckets on top of the environment's `AWS_*` variables (the CLI
+    /// passes the credentials it took out of its environment at start).
+    pub s3_settings: Vec<(String, String)>,
+    /// Steps run as this user rather than the agent's (`--run-as`).
+    pub run_as: Option<RunAs>,
+}
+
+/// The user steps run as: workdirs are handed to it, shared environments stay the agent's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The smallest `--max-log-size`: room for the marker that ends a cut log.
@@ -103,6 +116,9 @@ impl AgentConfig {
         let mut seen = std::collections::BTreeSet::new();
         for queue in &self.queues {
             anyhow::ensure!(seen.insert(queue), "queue {queue} is listed twice");
+        }
+        if let Some(user) = &self.run_as {
+            crate::run_as::check(user, &[&self.work_dir, &self.python.env_root])?;
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(
@@ -201,6 +217,7 @@ mod tests {
                 mode: PythonEnvMode::System,
                 env_root: "e".into(),
                 base_python: "python3".into(),
+                build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
             },
             id: None,
             token: token.map(str::to_string),
@@ -208,6 +225,8 @@ mod tests {
             s3_endpoint: None,
             max_log_size: crate::logstream::DEFAULT_MAX_LOG_SIZE,
             step_cleanup: Default::default(),
+            s3_settings: Vec::new(),
+            run_as: None,
         }
     }
 

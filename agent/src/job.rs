@@ -177,6 +177,14 @@ async fn attempt(
     })?;
     let inputs = download_inputs(job, &route, &workdir).await?;
     let spec = process_spec(shared, job, log, &base, &workdir, &inputs).await?;
+    if let Some(user) = &config.run_as {
+        crate::run_as::hand_over(workdir.path(), user).map_err(|e| {
+            Report::error(format!(
+                "cannot hand the workdir over to {} (--run-as): {e}",
+                user.name
+            ))
+        })?;
+    }
     let exit_code = run_process(&spec, job, log, cancel).await?;
     let outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
     Ok(Report {
@@ -281,6 +289,7 @@ async fn process_spec(
             },
             workdir.path(),
         )),
+        user: shared.config.run_as.as_ref().map(|u| (u.uid, u.gid)),
     })
 }
 

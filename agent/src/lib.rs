@@ -17,12 +17,13 @@ mod logstream;
 mod process;
 pub mod pyenv;
 pub mod reaper;
+mod run_as;
 mod running;
 mod serve;
 mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs};
 pub use logstream::DEFAULT_MAX_LOG_SIZE;
 pub use reaper::CleanupMode;
 
@@ -181,7 +182,7 @@ impl Agent {
         let routes = artifacts::Routes::new(
             config.artifact_transfer,
             config.s3_endpoint.clone(),
-            Vec::new(),
+            config.s3_settings.clone(),
         );
         let shared = Arc::new(Shared {
             config,

@@ -29,6 +29,8 @@ pub struct ProcessSpec {
     /// Where to record the process group while it runs, so that an agent restarted after a
     /// crash can kill what this one left.
     pub record: Option<Registration>,
+    /// Run as this user and group (`--run-as`) instead of the agent's.
+    pub user: Option<(u32, u32)>,
 }
 
 /// How the process ended.
@@ -98,6 +100,10 @@ pub async fn run_with(
         .stderr(writer)
         .kill_on_drop(true);
     let spawning = reaper.spawning();
+    if let Some((uid, gid)) = spec.user {
+        // std also drops the agent's supplementary groups.
+        command.uid(uid).gid(gid);
+    }
     let spawned = command.spawn();
     // The parent's copies of the write end must close, or the reader never sees EOF.
     drop(command);
@@ -255,7 +261,22 @@ mod tests {
             timeout: None,
             kill_grace: Duration::from_millis(500),
             record: None,
+            user: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_step_runs_as_the_user_given() {
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+            eprintln!("not root: running as another user was not tested");
+            return;
+        }
+        let mut s = spec("id -u; id -g; id -G");
+        s.user = Some((65534, 65534));
+        let (ended, out) = collect(&s, CancellationToken::new()).await;
+        assert_eq!(ended, Ended::Exited(0));
+        // No supplementary group of the agent's is left.
+        assert_eq!(String::from_utf8_lossy(&out), "65534\n65534\n65534\n");
     }
 
     async fn collect(spec: &ProcessSpec, cancel: CancellationToken) -> (Ended, Vec<u8>) {

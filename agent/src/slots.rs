@@ -160,6 +160,7 @@ mod tests {
                 mode: PythonEnvMode::System,
                 env_root: "e".into(),
                 base_python: "python3".into(),
+                build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
             },
             id: None,
             token: None,
@@ -167,6 +168,8 @@ mod tests {
             s3_endpoint: None,
             max_log_size: 1 << 20,
             step_cleanup: Default::default(),
+            s3_settings: Vec::new(),
+            run_as: None,
         }
     }
 

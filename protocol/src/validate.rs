@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+mod requirement;
+pub use requirement::{MAX_REQUIREMENT_LEN, check_requirement};
+
 /// Directory (relative to the workdir) where function steps write their pickled return values.
 pub const FUNCTION_OUTPUT_DIR: &str = "_outputs";
 
@@ -122,6 +125,14 @@ pub enum SpecError {
         "step {step:?}: priority {priority} is out of range; use 0 (lowest) to {max} (highest)"
     )]
     BadPriority { step: String, priority: u8, max: u8 },
+    #[error(
+        "step {step:?}: requirement {requirement:?} {reason}; give PEP 508 specifiers such as \"pandas==2.3.3\" or \"name @ https://...\", never installer options"
+    )]
+    BadRequirement {
+        step: String,
+        requirement: String,
+        reason: String,
+    },
 }
 
 impl From<IdError> for SpecError {
@@ -508,6 +519,15 @@ fn function_kind(
                 returns.push(o);
             }
             Err(e) => checker.errors.push(e.into()),
+        }
+    }
+    for r in &f.requirements {
+        if let Err(reason) = check_requirement(r) {
+            checker.errors.push(SpecError::BadRequirement {
+                step: checker.step.to_string(),
+                requirement: r.clone(),
+                reason,
+            });
         }
     }
     let kind = JobKind::Function {

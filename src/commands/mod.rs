@@ -11,7 +11,12 @@ use drover_protocol::Names;
 use std::process::ExitCode;
 
 pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
-    let Loaded { cli, file } = loaded;
+    let Loaded {
+        cli,
+        file,
+        args: loaded_args,
+        handed,
+    } = loaded;
     let g = cli.global;
     match cli.command {
         Command::Up(args) => serve::up(&g, args).await,
@@ -29,7 +34,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Queues(args) => inspect::queues(&g, args).await,
         Command::Config {
             command: ConfigCommand::Show(args),
-        } => crate::config::show(file.as_ref(), args.json),
+        } => crate::config::show(file.as_ref(), args.json, &loaded_args, &handed),
     }
 }
 

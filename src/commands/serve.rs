@@ -46,10 +46,27 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         allow_unauthenticated: args.allow_unauthenticated,
         http_limits: Default::default(),
         artifact_store,
-        s3_settings: Vec::new(),
+        // Handed over at start, no longer in the environment (see `secrets`).
+        s3_settings: crate::secrets::aws_settings(),
         max_log_size: args.max_log_size,
         max_artifact_size: args.max_artifact_size,
         min_free_space: args.min_free_space,
+    })
+}
+
+/// The user `--run-as` names, by name or uid.
+fn run_as(text: &str) -> Result<drover_agent::RunAs> {
+    use nix::unistd::{Uid, User};
+    let found = match text.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(text),
+    }
+    .with_context(|| format!("cannot look up --run-as {text:?}"))?
+    .with_context(|| format!("--run-as {text:?}: no such user"))?;
+    Ok(drover_agent::RunAs {
+        name: found.name,
+        uid: found.uid.as_raw(),
+        gid: found.gid.as_raw(),
     })
 }
 
@@ -104,6 +121,7 @@ fn agent_config(
             },
             env_root,
             base_python: options.python.clone(),
+            build_timeout: options.python_build_timeout,
         },
         id,
         token: g.token.clone(),
@@ -119,6 +137,8 @@ fn agent_config(
             StepCleanup::Cgroup => drover_agent::CleanupMode::Cgroup,
             StepCleanup::Subreaper => drover_agent::CleanupMode::Subreaper,
         },
+        s3_settings: crate::secrets::aws_settings(),
+        run_as: options.run_as.as_deref().map(run_as).transpose()?,
     })
 }
 
@@ -149,10 +169,15 @@ fn web_ui_hint(url: &str, token: bool) -> String {
 /// The directory, created readable by this user only when missing (it holds artifacts, logs
 /// and the state store, or steps' work dirs).
 fn absolute(path: &Path) -> Result<PathBuf> {
+    absolute_with(path, 0o700)
+}
+
+/// The directory, created with `mode` when missing.
+fn absolute_with(path: &Path, mode: u32) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     path.canonicalize()
@@ -164,6 +189,11 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
     on_signals(shutdown.clone(), abort.clone());
+    anyhow::ensure!(
+        args.agent.run_as.is_none(),
+        "--run-as needs a separate `drover agent --work-dir DIR`: the work dirs of `drover up` \
+         are inside its private data dir, which no other user may enter"
+    );
     let data_dir = absolute(&args.controller.data_dir)?;
     let mut cconf = controller_config(g, &args.controller)?;
     cconf.data_dir = data_dir.clone();
@@ -213,7 +243,13 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let abort = CancellationToken::new();
     on_signals(shutdown.clone(), abort.clone());
-    let work_dir = absolute(&args.work_dir)?;
+    // Steps of another user (--run-as) must enter it, though not list it.
+    let mode = if args.options.run_as.is_some() {
+        0o711
+    } else {
+        0o700
+    };
+    let work_dir = absolute_with(&args.work_dir, mode)?;
     let id = args
         .id
         .as_deref()

@@ -18,6 +18,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use file::Chosen;
 use sections::Section;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -25,17 +26,33 @@ use std::path::PathBuf;
 pub struct Loaded {
     pub cli: Cli,
     pub file: Option<ConfigFile>,
+    /// The command line as given (`config show` parses it again).
+    pub args: Vec<OsString>,
+    /// Secret variables taken out of the environment at start, by name.
+    pub handed: BTreeMap<String, String>,
 }
 
 /// A problem loading the configuration: clap's (help and version included) or the file's.
+#[derive(Debug)]
 pub enum LoadError {
     Clap(clap::Error),
     File(anyhow::Error),
 }
 
-/// Parses `args` (the program name first) and applies the configuration file.
-pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
+/// Parses `args` (the program name first) and applies the configuration file. `handed` holds
+/// the secret variables taken out of the environment at start (see `secrets`): they count as
+/// set in the environment.
+pub fn load(args: Vec<OsString>, handed: &BTreeMap<String, String>) -> Result<Loaded, LoadError> {
     let command = Cli::command();
+    let given_args = args.clone();
+    let mut args = args;
+    if !handed.is_empty() {
+        let first = command
+            .clone()
+            .try_get_matches_from(&args)
+            .map_err(LoadError::Clap)?;
+        args.extend(handed_args(&command, &first, handed));
+    }
     let first = command
         .clone()
         .try_get_matches_from(&args)
@@ -49,7 +66,6 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
         (p.clone(), chosen)
     });
     let file = file::locate(named).map_err(LoadError::File)?;
-    let mut args = args;
     if let Some(file) = &file {
         let sub = chosen_subcommand(&command, &first);
         args.extend(file_args(file, leaf, sub).map_err(LoadError::File)?);
@@ -68,7 +84,73 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, LoadError> {
     ) || file
         .as_ref()
         .is_some_and(|f| f.get(Section::Global, "url").is_some());
-    Ok(Loaded { cli, file })
+    if let Some(path) = cli.global.token_file.clone() {
+        if cli.global.token.is_some() {
+            return Err(LoadError::File(anyhow::anyhow!(
+                "both a token (--token, DROVER_TOKEN or `token` in the file) and --token-file \
+                 (DROVER_TOKEN_FILE or `token-file`) are set; keep one, preferably the file"
+            )));
+        }
+        cli.global.token = Some(read_token_file(&path).map_err(LoadError::File)?);
+    }
+    Ok(Loaded {
+        cli,
+        file,
+        args: given_args,
+        handed: handed.clone(),
+    })
+}
+
+/// The token in `path`: its text without surrounding whitespace.
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the token file {} (--token-file): {e}",
+            path.display()
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!(
+            "the token file {} must hold the token alone, on one line",
+            path.display()
+        );
+    }
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: the token file {} can be read by others: chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// `--name=value` for each handed-over variable that stands for an argument of the chosen
+/// command and was not given as a flag, as if clap had read it from the environment.
+fn handed_args(
+    command: &clap::Command,
+    first: &ArgMatches,
+    handed: &BTreeMap<String, String>,
+) -> Vec<OsString> {
+    let leaf = leaf(first);
+    let sub = first
+        .subcommand_name()
+        .and_then(|name| command.find_subcommand(name));
+    let own = sub.into_iter().flat_map(|s| s.get_arguments());
+    command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .chain(own)
+        .filter(|a| !given(leaf, a.get_id().as_str()))
+        .filter_map(|a| {
+            let value = handed.get(a.get_env()?.to_str()?)?;
+            Some(OsString::from(format!("--{}={value}", a.get_long()?)))
+        })
+        .collect()
 }
 
 /// A clap error caused by a value from the file, said so.
@@ -213,4 +295,67 @@ fn as_args(
             .collect::<Result<_>>()?,
         (_, v) => vec![OsString::from(format!("{flag}={}", scalar(v)?))],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_args(args: &[&str], handed: &[(&str, &str)]) -> Result<Loaded, LoadError> {
+        let handed = handed
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load(args.iter().map(OsString::from).collect(), &handed)
+    }
+
+    fn error(result: Result<Loaded, LoadError>) -> String {
+        match result {
+            Ok(_) => panic!("loaded"),
+            Err(LoadError::Clap(e)) => e.to_string(),
+            Err(LoadError::File(e)) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn the_token_comes_from_its_file_and_not_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "file-token-3c1\n").unwrap();
+        let path = path.to_str().unwrap();
+        let loaded = load_args(&["drover", "--token-file", path, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("file-token-3c1"));
+        let both = error(load_args(
+            &["drover", "runs", "--token-file", path],
+            &[("DROVER_TOKEN", "env-token")],
+        ));
+        assert!(both.contains("keep one"), "{both}");
+        std::fs::write(dir.path().join("two"), "a b\n").unwrap();
+        let two = dir.path().join("two");
+        let bad = error(load_args(
+            &["drover", "runs", "--token-file", two.to_str().unwrap()],
+            &[],
+        ));
+        assert!(bad.contains("must hold the token alone"), "{bad}");
+    }
+
+    #[test]
+    fn handed_variables_count_as_environment_below_flags() {
+        let handed = [
+            ("DROVER_TOKEN", "env-token"),
+            ("DROVER_READ_TOKEN", "r-token"),
+        ];
+        let loaded = load_args(&["drover", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("env-token"));
+        let loaded = load_args(&["drover", "--token", "flag-token", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.token.as_deref(), Some("flag-token"));
+        // A variable for a flag the command does not have is left out, as clap would.
+        let loaded = load_args(&["drover", "controller"], &handed).unwrap();
+        match loaded.cli.command {
+            crate::cli::Command::Controller(c) => {
+                assert_eq!(c.read_token.as_deref(), Some("r-token"));
+            }
+            _ => panic!("not controller"),
+        }
+    }
 }

@@ -9,6 +9,8 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// Settings whose values are never printed.
@@ -23,8 +25,15 @@ struct Shown {
 }
 
 /// Prints the effective configuration of every section (as text, or one JSON object).
-pub fn show(file: Option<&ConfigFile>, json_out: bool) -> Result<ExitCode> {
-    let actual = Cli::command().try_get_matches_from(std::env::args_os())?;
+/// `args` is the command line as given and `handed` the secret variables taken out of the
+/// environment at start: this process's own arguments and environment no longer hold them.
+pub fn show(
+    file: Option<&ConfigFile>,
+    json_out: bool,
+    args: &[OsString],
+    handed: &BTreeMap<String, String>,
+) -> Result<ExitCode> {
+    let actual = Cli::command().try_get_matches_from(args)?;
     let mut doc = Map::new();
     doc.insert(
         "file".into(),
@@ -65,7 +74,7 @@ pub fn show(file: Option<&ConfigFile>, json_out: bool) -> Result<ExitCode> {
         };
         let shown: Vec<Shown> = sections::args(section)
             .iter()
-            .map(|arg| setting(arg, matches, file, section))
+            .map(|arg| setting(arg, matches, file, section, handed))
             .collect();
         doc.insert(section.name().into(), to_json(&shown));
         if !json_out {
@@ -78,13 +87,24 @@ pub fn show(file: Option<&ConfigFile>, json_out: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn setting(arg: &Arg, m: &ArgMatches, file: Option<&ConfigFile>, section: Section) -> Shown {
+fn setting(
+    arg: &Arg,
+    m: &ArgMatches,
+    file: Option<&ConfigFile>,
+    section: Section,
+    handed: &BTreeMap<String, String>,
+) -> Shown {
     let id = arg.get_id().as_str();
     let key = arg.get_long().unwrap_or(id).to_string();
     let from_file = file.and_then(|f| f.get(section, &key));
+    let from_env = arg
+        .get_env()
+        .and_then(|name| handed.get(name.to_str()?))
+        .map(|v| Value::from(v.clone()));
     let (value, source) = match (m.value_source(id), from_file) {
         (Some(ValueSource::CommandLine), _) => (matched(arg, m), "flag"),
         (Some(ValueSource::EnvVariable), _) => (matched(arg, m), "env"),
+        (_, _) if from_env.is_some() => (from_env.unwrap_or_default(), "env"),
         (_, Some(v)) => (toml_to_json(v), "file"),
         (Some(ValueSource::DefaultValue), None) => (matched(arg, m), "default"),
         _ => (Value::Null, "unset"),

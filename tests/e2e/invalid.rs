@@ -59,6 +59,13 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "invalid output name \"..\"",
         ),
         (
+            "a requirement that is an installer option",
+            format!(
+                "{HEADER}[[step]]\nname = \"f\"\nfunction = {{ source = \"def f():\\n    return None\\n\", entry = \"f\", requirements = [\"six\", \"--index-url=https://evil.example/simple\"] }}\n"
+            ),
+            "requirement \"--index-url=https://evil.example/simple\" starts with '-'",
+        ),
+        (
             "malformed toml",
             format!("{HEADER}[[step]\nname = \"a\"\n"),
             "line 3",

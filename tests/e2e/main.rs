@@ -19,6 +19,8 @@ mod operator;
 mod pipelines;
 mod queues;
 mod restart;
+mod run_as;
+mod secrets;
 mod seed;
 mod slow_clients;
 mod tls;

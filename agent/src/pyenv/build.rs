@@ -5,17 +5,70 @@
 //! directory and rename it into place when complete, so a half-built environment is never used
 //! and a crashed build leaves only a temporary directory that the next builder removes. Steps run
 //! the environment's `bin/python` by path, which works from the renamed directory.
+//!
+//! Installers run with a cleared environment plus [`INSTALLER_ENV`] (what they need to reach an
+//! index), under a time limit, and get the requirements after `--`, so none is read as an option.
 
 use super::interpreter::Interpreter;
 use super::{LogSender, PyEnvError, note};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 /// Written last into a finished environment.
 const READY: &str = ".drover-ready";
+
+/// The agent's variables an installer sees; everything else in the agent's environment
+/// (tokens, cloud credentials, the broker URL) stays out of builds.
+pub const INSTALLER_ENV: &[&str] = &[
+    // the basics a step sees too; HOME and XDG_CACHE_HOME keep the installers' shared caches
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    // proxies
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    // package indexes and caches
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_INDEX_STRATEGY",
+    "UV_KEYRING_PROVIDER",
+    "UV_CACHE_DIR",
+    "UV_LINK_MODE",
+    "UV_NATIVE_TLS",
+    "UV_OFFLINE",
+    "UV_HTTP_TIMEOUT",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_TRUSTED_HOST",
+    "PIP_CACHE_DIR",
+    "PIP_CERT",
+    "PIP_CONFIG_FILE",
+    "PIP_NO_INDEX",
+    "PIP_DEFAULT_TIMEOUT",
+    // certificate authorities
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+];
 
 /// The environment's key: interpreter and requirements, order-insensitive.
 pub fn key(base: &Interpreter, requirements: &[String]) -> String {
@@ -55,6 +108,7 @@ pub async fn venv(
     base: &Interpreter,
     requirements: &[String],
     installer: &Installer,
+    timeout: Duration,
     log: Option<&LogSender>,
 ) -> Result<PathBuf, PyEnvError> {
     let key = key(base, requirements);
@@ -108,7 +162,18 @@ pub async fn venv(
         .prefix(&format!(".tmp-{key}-"))
         .tempdir_in(envs)
         .map_err(|e| io("cannot create a temporary directory", e))?;
-    install(tmp.path(), base, requirements, installer, log).await?;
+    tokio::time::timeout(
+        timeout,
+        install(tmp.path(), base, requirements, installer, log),
+    )
+    .await
+    .map_err(|_| {
+        PyEnvError(format!(
+            "building the Python environment took longer than {} (--python-build-timeout); \
+             check that the package index is reachable, or raise the limit",
+            humantime::format_duration(timeout)
+        ))
+    })??;
     std::fs::write(tmp.path().join(READY), requirements.join("\n"))
         .map_err(|e| io("cannot mark the environment ready", e))?;
     let built = tmp.keep();
@@ -173,8 +238,8 @@ async fn install(
                 "install".into(),
                 "--compile-bytecode".into(),
             ];
-            cmd.extend(["--python".into(), python]);
-            cmd.extend(requirements.iter().cloned());
+            cmd.extend(["--python".into(), python, "--".into()]);
+            cmd.extend(requirements.iter().map(|r| r.trim().to_string()));
             steps.push(cmd);
         }
     } else {
@@ -186,8 +251,8 @@ async fn install(
         steps.push(cmd);
         if !requirements.is_empty() {
             let mut cmd = vec![python, "-m".into(), "pip".into(), "install".into()];
-            cmd.push("--disable-pip-version-check".into());
-            cmd.extend(requirements.iter().cloned());
+            cmd.extend(["--disable-pip-version-check".into(), "--".into()]);
+            cmd.extend(requirements.iter().map(|r| r.trim().to_string()));
             steps.push(cmd);
         }
     }
@@ -202,6 +267,12 @@ async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError>
     note(log, &format!("$ {}", argv.join(" "))).await;
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .env_clear()
+        .envs(
+            INSTALLER_ENV
+                .iter()
+                .filter_map(|k| Some((*k, std::env::var_os(k)?))),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -275,6 +346,118 @@ mod tests {
         assert_ne!(a, key(&interp(), &["a==2".into()]));
     }
 
+    /// An installer standing in for uv: records its arguments and environment, makes the
+    /// environment's directory, and sleeps `pause` seconds in `pip install`.
+    fn fake_uv(dir: &Path, pause: u32) -> Installer {
+        let uv = dir.join("uv");
+        let script = format!(
+            "#!/bin/sh\n\
+             printf '%s\\n' \"$@\" > {dir}/args-$1\n\
+             env > {dir}/env-$1\n\
+             if [ \"$1\" = venv ]; then for a; do t=$a; done; mkdir -p \"$t/bin\"; fi\n\
+             if [ \"$1\" = pip ]; then sleep {pause}; fi\n",
+            dir = dir.display()
+        );
+        std::fs::write(&uv, script).unwrap();
+        std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Installer::Uv(uv)
+    }
+
+    #[tokio::test]
+    async fn installers_see_the_allow_list_only_and_requirements_after_the_options() {
+        let root = tempfile::tempdir().unwrap();
+        let installer = fake_uv(root.path(), 0);
+        let reqs = vec!["six==1.17.0".to_string(), " pandas ".to_string()];
+        venv(
+            &root.path().join("envs"),
+            &interp(),
+            &reqs,
+            &installer,
+            Duration::from_secs(60),
+            None,
+        )
+        .await
+        .unwrap();
+        let args = std::fs::read_to_string(root.path().join("args-pip")).unwrap();
+        let args: Vec<&str> = args.lines().collect();
+        let dashes = args.iter().position(|a| *a == "--").expect("no --");
+        assert_eq!(args[dashes + 1..], ["six==1.17.0", "pandas"], "{args:?}");
+        // The test runner's environment holds more than the allow-list (CARGO_*, at least).
+        assert!(std::env::vars().any(|(k, _)| !INSTALLER_ENV.contains(&k.as_str())));
+        for phase in ["venv", "pip"] {
+            let env = std::fs::read_to_string(root.path().join(format!("env-{phase}"))).unwrap();
+            for line in env.lines().filter(|l| l.contains('=')) {
+                let name = line.split('=').next().unwrap();
+                // sh adds PWD, SHLVL and _ of its own.
+                assert!(
+                    INSTALLER_ENV.contains(&name)
+                        || ["PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+                    "{phase} saw {name}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_past_its_time_limit_fails_and_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let installer = fake_uv(root.path(), 30);
+        let envs = root.path().join("envs");
+        let started = Instant::now();
+        let reqs = ["six".to_string()];
+        let err = venv(
+            &envs,
+            &interp(),
+            &reqs,
+            &installer,
+            Duration::from_secs(1),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(err.0.contains("--python-build-timeout"), "{err}");
+        assert!(!envs.join(key(&interp(), &reqs)).exists());
+    }
+
+    /// `--run-as`: steps of another user can enter and read a built environment, not change it.
+    #[tokio::test]
+    async fn another_user_cannot_write_into_a_built_environment() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::process::CommandExt;
+        if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+            eprintln!("not root: environments were not tried as another user");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        let envs = root.path().join("envs");
+        let base = super::super::interpreter::find("python3", None)
+            .await
+            .unwrap();
+        let python = venv(&envs, &base, &[], &Installer::Pip, DAY, None)
+            .await
+            .unwrap();
+        let dir = python.parent().unwrap().parent().unwrap();
+        let script = format!(
+            "ls {d}/bin > /dev/null && echo read; \
+             touch {d}/x 2>/dev/null || echo top; \
+             touch {d}/bin/x 2>/dev/null || echo bin; \
+             touch {d}/pyvenv.cfg 2>/dev/null || echo cfg",
+            d = dir.display()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "read\ntop\nbin\ncfg\n"
+        );
+    }
+
     #[tokio::test]
     async fn builds_once_and_reuses_under_concurrent_jobs_with_pip() {
         builds_once_and_reuses(Installer::Pip).await;
@@ -288,6 +471,8 @@ mod tests {
             Installer::Pip => eprintln!("uv is not on PATH: only the pip path was tested"),
         }
     }
+
+    const DAY: Duration = Duration::from_secs(86_400);
 
     async fn builds_once_and_reuses(installer: Installer) {
         let root = tempfile::tempdir().unwrap();
@@ -308,8 +493,8 @@ mod tests {
             log
         });
         let (a, b) = tokio::join!(
-            venv(&envs, &base, &[], &installer, Some(&tx)),
-            venv(&envs, &base, &[], &installer, Some(&tx))
+            venv(&envs, &base, &[], &installer, DAY, Some(&tx)),
+            venv(&envs, &base, &[], &installer, DAY, Some(&tx))
         );
         assert_eq!(a.unwrap(), b.unwrap());
         drop(tx);

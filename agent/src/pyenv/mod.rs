@@ -5,6 +5,12 @@ mod bundle;
 mod interpreter;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use build::INSTALLER_ENV;
+
+/// How long building one environment may take by default.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How function steps get their interpreter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +30,8 @@ pub struct PyEnvConfig {
     pub env_root: PathBuf,
     /// Interpreter that environments are based on (`python3` by default).
     pub base_python: String,
+    /// The longest one environment build may take; the step fails with an error past it.
+    pub build_timeout: Duration,
 }
 
 /// What a function step runs with.
@@ -58,6 +66,14 @@ pub async fn prepare(
     python_version: Option<&str>,
     log: Option<LogSender>,
 ) -> Result<PreparedPython, PyEnvError> {
+    // Checked at submit too; a job from the broker is checked again before anything runs.
+    for r in requirements {
+        drover_protocol::validate::check_requirement(r).map_err(|why| {
+            PyEnvError(format!(
+                "requirement {r:?} {why}; only PEP 508 specifiers are installed"
+            ))
+        })?;
+    }
     let root = config.env_root.clone();
     let bundle = tokio::task::spawn_blocking(move || bundle::materialize(&root))
         .await
@@ -87,7 +103,15 @@ pub async fn prepare(
         PythonEnvMode::Venv => {
             let envs = config.env_root.join("envs");
             let installer = build::Installer::detect();
-            build::venv(&envs, &base, requirements, &installer, log.as_ref()).await?
+            build::venv(
+                &envs,
+                &base,
+                requirements,
+                &installer,
+                config.build_timeout,
+                log.as_ref(),
+            )
+            .await?
         }
     };
     Ok(PreparedPython {
@@ -95,4 +119,30 @@ pub async fn prepare(
         harness: bundle.join(bundle::HARNESS),
         pythonpath: bundle,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_with_an_option_for_a_requirement_is_refused_before_any_build() {
+        let root = tempfile::tempdir().unwrap();
+        let config = PyEnvConfig {
+            mode: PythonEnvMode::Venv,
+            env_root: root.path().join("py"),
+            base_python: "python3".into(),
+            build_timeout: DEFAULT_BUILD_TIMEOUT,
+        };
+        let reqs = [
+            "six".to_string(),
+            "--index-url=https://evil.example".to_string(),
+        ];
+        let err = prepare(&config, &reqs, None, None).await.unwrap_err();
+        assert!(
+            err.0.contains("\"--index-url=https://evil.example\""),
+            "{err}"
+        );
+        assert!(!root.path().join("py").exists(), "something was built");
+    }
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -110,6 +111,12 @@ def from_argument(packages: str | os.PathLike[str] | Iterable[object], step: str
                 f"step {step!r}: pip option {req!r} in packages is not supported; "
                 "list requirement specifiers only"
             )
+        why = problem(req)
+        if why is not None:
+            raise ValueError(
+                f"step {step!r}: packages holds {req!r}, which {why}; give PEP 508 specifiers "
+                "such as 'pandas==2.3.3' or 'name @ https://...'"
+            )
         requirements.append(req.strip())
     return requirements
 
@@ -132,3 +139,210 @@ def merge(own: Iterable[str], inherited: Iterable[str], step: str) -> list[str]:
             )
         chosen.setdefault(name, req)
     return [chosen[k] for k in sorted(chosen)]
+
+
+# The PEP 508 check: the same grammar as the controller's (protocol/src/validate/requirement.rs),
+# pinned for both by protocol/tests/golden/cases/validate.json.
+
+MAX_REQUIREMENT_LEN = 1000
+
+_ENV_VARS = frozenset({
+    "python_version", "python_full_version", "os_name", "sys_platform", "platform_release",
+    "platform_system", "platform_version", "platform_machine", "platform_python_implementation",
+    "implementation_name", "implementation_version", "extra",
+})
+_COMPARISONS = ("===", "==", "!=", "<=", ">=", "~=", "<", ">")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._-]*")
+_VERSION = re.compile(r"[A-Za-z0-9_.*+!-]*")
+_WORD = re.compile(r"[A-Za-z0-9_]*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def unexpected(self, wanted: str) -> _Refused:
+        if self.i >= len(self.s):
+            return _Refused(f"ends where {wanted} was expected")
+        rest = json.dumps(self.s[self.i:])
+        return _Refused(f"has {rest} at byte {self.i} where {wanted} was expected")
+
+    def wsp(self) -> None:
+        while self.peek() in (" ", "\t") and self.peek():
+            self.i += 1
+
+    def at_end_after_wsp(self) -> bool:
+        self.wsp()
+        return self.i >= len(self.s)
+
+    def eat(self, token: str) -> bool:
+        if self.s.startswith(token, self.i):
+            self.i += len(token)
+            return True
+        return False
+
+    def identifier(self, what: str) -> None:
+        m = _IDENTIFIER.match(self.s, self.i)
+        word = m.group(0) if m else ""
+        if not word or not word[0].isalnum() or not word[-1].isalnum():
+            raise self.unexpected(what)
+        self.i += len(word)
+
+    def extras(self) -> None:
+        self.i += 1
+        self.wsp()
+        if self.eat("]"):
+            return
+        while True:
+            self.identifier("an extra's name")
+            self.wsp()
+            if self.eat("]"):
+                return
+            if not self.eat(","):
+                raise self.unexpected("',' or ']'")
+            self.wsp()
+
+    def url(self) -> None:
+        start = self.i
+        while self.peek() and self.peek() not in " \t":
+            self.i += 1
+        scheme, sep, rest = self.s[start:self.i].partition("://")
+        if not (sep and rest and _SCHEME.match(scheme)):
+            self.i = start
+            raise self.unexpected("a URL with a scheme (`name @ https://...`)")
+
+    def comparison(self) -> bool:
+        return any(self.eat(op) for op in _COMPARISONS)
+
+    def version_spec(self) -> None:
+        parenthesised = self.eat("(")
+        while True:
+            self.wsp()
+            if not self.comparison():
+                raise self.unexpected("a version comparison (==, >=, ~=, ...)")
+            self.wsp()
+            m = _VERSION.match(self.s, self.i)
+            if not m or not m.group(0):
+                raise self.unexpected("a version")
+            self.i += len(m.group(0))
+            self.wsp()
+            if not self.eat(","):
+                break
+        if parenthesised and not self.eat(")"):
+            raise self.unexpected("')'")
+
+    def marker_clause(self) -> None:
+        if not self.eat(";"):
+            raise self.unexpected("a version comparison, '@ URL' or '; marker'")
+        self.wsp()
+        self.marker_or()
+
+    def keyword(self, word: str) -> bool:
+        save = self.i
+        self.wsp()
+        if self.eat(word) and not (self.peek().isalnum() or self.peek() == "_"):
+            self.wsp()
+            return True
+        self.i = save
+        return False
+
+    def marker_or(self) -> None:
+        self.marker_and()
+        while self.keyword("or"):
+            self.marker_and()
+
+    def marker_and(self) -> None:
+        self.marker_expr()
+        while self.keyword("and"):
+            self.marker_expr()
+
+    def not_in(self) -> bool:
+        save = self.i
+        if self.eat("not"):
+            gap = self.i
+            self.wsp()
+            if self.i > gap and self.eat("in"):
+                return True
+        self.i = save
+        return False
+
+    def marker_expr(self) -> None:
+        self.wsp()
+        if self.eat("("):
+            self.wsp()
+            self.marker_or()
+            self.wsp()
+            if not self.eat(")"):
+                raise self.unexpected("')'")
+            return
+        self.marker_var()
+        self.wsp()
+        if not (self.comparison() or self.keyword("in") or self.not_in()):
+            raise self.unexpected("a marker operator (==, in, not in, ...)")
+        self.wsp()
+        self.marker_var()
+
+    def marker_var(self) -> None:
+        quote = self.peek()
+        if quote in ("'", '"') and quote:
+            end = self.s.find(quote, self.i + 1)
+            if end < 0:
+                raise self.unexpected("a closed string")
+            self.i = end + 1
+            return
+        m = _WORD.match(self.s, self.i)
+        if not m or m.group(0) not in _ENV_VARS:
+            raise self.unexpected(
+                "a marker variable (python_version, sys_platform, ...) or a quoted string")
+        self.i += len(m.group(0))
+
+
+def _check(p: _Parser) -> None:
+    p.wsp()
+    if p.peek() == "-":
+        raise _Refused("starts with '-': installer options are not requirements")
+    p.identifier("a distribution name")
+    p.wsp()
+    if p.peek() == "[":
+        p.extras()
+        p.wsp()
+    if p.peek() == "@":
+        p.i += 1
+        p.wsp()
+        p.url()
+        if p.at_end_after_wsp():
+            return
+        if p.s[p.i - 1] not in " \t":
+            raise p.unexpected("whitespace before ';' after a URL")
+        p.marker_clause()
+    else:
+        if p.peek() and p.peek() in "(<>=!~":
+            p.version_spec()
+            p.wsp()
+        if p.peek():
+            p.marker_clause()
+    if not p.at_end_after_wsp():
+        raise p.unexpected("the end")
+
+
+def problem(text: str) -> str | None:
+    """None for a PEP 508 requirement, else why not: options, paths and bare URLs are refused."""
+    if len(text.encode("utf-8")) > MAX_REQUIREMENT_LEN:
+        return f"is longer than {MAX_REQUIREMENT_LEN} bytes"
+    for c in text:
+        if not (" " <= c <= "~" or c == "\t"):
+            return f"holds {c!r}: only printable ASCII is allowed in a requirement"
+    try:
+        _check(_Parser(text))
+    except _Refused as e:
+        return str(e)
+    return None

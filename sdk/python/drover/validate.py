@@ -1,8 +1,8 @@
 """Submit-time validation of a pipeline spec dict, with the controller's rules and error codes.
 
 `validate(spec, overrides)` checks what the controller checks when a pipeline is submitted
-(names, references, parents, parameters, commands, output paths, kwargs, environment names,
-priorities, cycles) and returns the checked DAG or every problem found. Durations are left to
+(names, references, parents, parameters, commands, output paths, kwargs, requirements,
+environment names, priorities, cycles) and returns the checked DAG or every problem found. Durations are left to
 the controller. `protocol/tests/golden/cases/validate.json` pins the rules for both sides; the
 SDK runs this before it sends a pipeline, and checks each step's references as it is added.
 """
@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import names, refs
+from . import names, refs, requirements
 
 MAX_PRIORITY = 9
 
@@ -210,6 +210,13 @@ class _StepChecker:
                 continue
             if isinstance(value, str):
                 self.template(value)
+        for req in function.get("requirements") or []:
+            why = requirements.problem(req)
+            if why is not None:
+                self.errors.append(_error(
+                    "bad_requirement", f"step {self.name!r}: requirement {req!r} {why}; give PEP "
+                    "508 specifiers such as 'pandas==2.3.3' or 'name @ https://...', never "
+                    "installer options", step=self.name, requirement=req))
 
     def run(self) -> None:
         self.explicit_parents()

@@ -31,6 +31,17 @@ def test_requirement_file_and_list(tmp_path):
         requirements.from_argument(["--index-url x"], "s")
     with pytest.raises(ValueError, match="not a requirements file"):
         requirements.from_argument(str(tmp_path / "missing.txt"), "s")
+    for bad in ["./local/pkg", "https://evil.example/x.whl", "pandas --pre"]:
+        with pytest.raises(ValueError, match="PEP 508"):
+            requirements.from_argument([bad], "s")
+
+
+def test_the_pep_508_check_names_the_problem():
+    assert requirements.problem("pandas[sql]>=2; python_version >= '3.9'") is None
+    assert requirements.problem("pip @ https://example.org/pip.zip") is None
+    assert "installer options" in (requirements.problem("--index-url=x") or "")
+    assert '"--pre"' in (requirements.problem("pandas --pre") or "")
+    assert "printable ASCII" in (requirements.problem("pandas\n-r x") or "")
 
 
 def test_merge_keeps_own_pins_and_sorts():
