@@ -241,6 +241,7 @@ async fn process_spec(
             returns,
             requirements,
             python,
+            blobs: _,
         } => {
             let prepared = pyenv::prepare(
                 &shared.config.python,
