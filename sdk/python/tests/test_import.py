@@ -13,6 +13,12 @@ def test_importing_drover_loads_no_third_party_module():
         "from drover import PipelineController, StorageManager\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pika', 'msgpack'))\n"
         "assert not bad, bad\n"
+        "assert 'drover.decorator' not in sys.modules  # loaded on first use\n"
+        "from drover import PipelineDecorator\n"
+        "from drover.automation.controller import PipelineDecorator as D, PipelineController as C\n"
+        "assert D is PipelineDecorator and C is PipelineController\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pika', 'msgpack'))\n"
+        "assert not bad, bad\n"
         "print(drover.__version__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
