@@ -8,9 +8,10 @@ from typing import Any
 
 from .pipeline import PipelineController
 from .storage import StorageManager
+from .task_types import TaskTypes
 
 __version__ = "0.1.0"
-__all__ = ["PipelineController", "PipelineDecorator", "StorageManager", "__version__"]
+__all__ = ["PipelineController", "PipelineDecorator", "StorageManager", "TaskTypes", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ as `_drover_bundle`, the source of the nested steps it starts.
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 import json
 import linecache
@@ -38,11 +39,19 @@ def _is_component_decorator(node: ast.expr) -> bool:
         isinstance(target, ast.Name) and target.id in ("component", "_shipped"))
 
 
+_TREES: dict[tuple[str, str], ast.Module] = {}
+
+
 def _module_tree(filename: str, module_globals: Mapping[str, Any]) -> tuple[list[str], ast.Module]:
     lines = linecache.getlines(filename, dict(module_globals))
     if not lines:
         raise ValueError(f"cannot read the source of {filename}: components must be defined in a file")
-    return lines, ast.parse("".join(lines), filename)
+    text = "".join(lines)
+    key = (filename, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    tree = _TREES.get(key)
+    if tree is None:
+        tree = _TREES[key] = ast.parse(text, filename)
+    return lines, tree
 
 
 def find_def(filename: str, lineno: int, module_globals: Mapping[str, Any]) -> ast.FunctionDef:

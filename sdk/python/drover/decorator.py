@@ -382,6 +382,14 @@ def _hash_seed() -> int:
     return secrets.randbelow(2**32 - 1) + 1
 
 
+def _def_name(origin: tuple[str, int], function: Callable[..., Any]) -> str:
+    """The name the component is defined under (not that of a wrapper another decorator made)."""
+    try:
+        return bundle.find_def(origin[0], origin[1], getattr(function, "__globals__", {})).name
+    except (ValueError, SyntaxError):
+        return str(getattr(function, "__name__", "component"))
+
+
 def _frame_origin() -> tuple[str, int]:
     frame = sys._getframe(2)
     return frame.f_code.co_filename, frame.f_lineno
@@ -446,7 +454,7 @@ class PipelineDecorator:
         def decorate(function: Callable[..., Any]) -> Component:
             if not callable(function):
                 raise TypeError(f"{where}: {function!r} is not a function")
-            step_name = name or getattr(function, "__name__", None) or "component"
+            step_name = name or _def_name(origin, function)
             names.check_step_name(step_name)
             opts = {
                 "name": step_name, "return_values": returns, "cache": bool(cache), "packages": packages,

@@ -186,3 +186,14 @@ def test_literals_travel_as_json_and_the_rest_as_blobs(tmp_path):
     assert sorted(blobs) == ["dollar", "nan", "st", "t"]
     assert len(puts) == 4 and all(p.startswith(str(tmp_path)) for p in puts)
     assert json.loads(texts["l"]) == [1, {"k": None}]
+
+
+def test_a_component_under_another_decorator_is_named_after_its_def():
+    assert decorated.one.name == "one"  # not "wrapper", the function plus_one returned
+
+
+def test_clearml_task_types_are_accepted():
+    from drover import TaskTypes
+
+    component = PipelineDecorator.component(task_type=TaskTypes.training)(decorated.double.function)
+    assert str(TaskTypes.data_processing) == "data_processing" and component.name == "double"
