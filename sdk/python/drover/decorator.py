@@ -53,8 +53,16 @@ class _State:
     lock: ClassVar[threading.Lock] = threading.Lock()
 
 
+def use_session(session: dynamic.Session) -> None:
+    """Makes `session` this process's: the driver's, for every thread of the pipeline function."""
+    dynamic.current.set(session)
+    with _State.lock:
+        _State.step_session = session
+
+
 def _step_session() -> dynamic.Session | None:
-    """Inside a component step (DROVER_CHANNEL set by its agent): the session for nested calls."""
+    """The process's session when the context names none: inside a component step (DROVER_CHANNEL
+    set by its agent) the one for nested calls, in a driver the driver's."""
     from .channel import Client
 
     with _State.lock:
@@ -298,11 +306,16 @@ class Pipeline:
         session = dynamic.Session(Client(agent.path), os.path.join(agent.dir, "driver"),
                                   default_queue=self.default_queue)
         token = dynamic.current.set(session)
+        with _State.lock:
+            # Threads the pipeline function starts see no context variable: they use this one.
+            outer, _State.step_session = _State.step_session, _State.step_session or session
         try:
             result = self.function(**params)
             failed = session.wait_all()
         finally:
             dynamic.current.reset(token)
+            with _State.lock:
+                _State.step_session = outer
             for thread in agent.threads:
                 thread.join()
             session.client.close()

@@ -73,7 +73,9 @@ def main(module_source: str, module_file: str, pipeline: str, params: Mapping[st
     session = dynamic.Session(client, os.getcwd(), default_queue=getattr(target, "default_queue", None),
                               replaying=attempt > 1)
     dynamic.mark_replays(session)
-    dynamic.current.set(session)
+    from .decorator import use_session
+
+    use_session(session)
     kwargs = {name: decode_param(value) for name, value in params.items()}
     result = function(**kwargs)
     failed = session.wait_all()

@@ -35,6 +35,8 @@ def pipe(n, label="x"):
     a, b = split(n)
     c = use(a, extra={"k": [1, 2]})
     d = use(b, extra={1, 2})
+    import threading
+    threading.Thread(target=lambda: use(c, extra=None)).start()  # same session, next seq
     print("got", c + d)
     print("after")
     return int(c)
@@ -131,8 +133,10 @@ def test_each_call_adds_a_step_references_become_edges_and_other_values_blobs(tm
     assert out.stdout.splitlines() == ["start 3 x", "got 30", "after", "returned 10"]
     assert "MAIN RAN" not in out.stdout  # the module runs under another name than __main__
     adds = agent.adds()
-    assert [(a["call"]["seq"], a["call"]["component"]) for a in adds] == [(0, "split"), (1, "use"), (2, "use")]
-    assert [a["step"]["name"] for a in adds] == ["split", "use", "use"]
+    assert [(a["call"]["seq"], a["call"]["component"]) for a in adds] == [
+        (0, "split"), (1, "use"), (2, "use"), (3, "use")]
+    assert [a["step"]["name"] for a in adds] == ["split", "use", "use", "use"]
+    assert adds[3]["step"]["function"]["kwargs"] == {"v": '"${use.out}"', "extra": "null"}
     first = adds[1]["step"]["function"]
     assert first["kwargs"] == {"v": '"${split.a}"', "extra": '{"k":[1,2]}'}
     assert "blobs" not in first
@@ -145,15 +149,15 @@ def test_each_call_adds_a_step_references_become_edges_and_other_values_blobs(tm
         assert pickle.load(f) == {1, 2}
     assert adds[1]["step"]["function"]["entry"] == "_drover_entry_use"
     assert "_shipped" in first["source"] and "def split(x):" in first["source"]
-    # every call is added before anything waits: split's value is used only at `c + d`
+    # the three calls are added before anything waits: split's value is used only at `c + d`
     ops = [r["op"] for r in agent.requests]
-    assert ops.index("wait") > max(i for i, op in enumerate(ops) if op == "add_step")
+    assert ops.index("wait") > [i for i, op in enumerate(ops) if op == "add_step"][2]
 
 
 def test_the_digest_differs_with_the_arguments(tmp_path, agent):
     assert run_driver(tmp_path).returncode == 0
     digests = [a["call"]["digest"] for a in agent.adds()]
-    assert len(set(digests)) == 3 and all(len(d) == 64 for d in digests)
+    assert len(set(digests)) == 4 and all(len(d) == 64 for d in digests)
 
 
 def test_parameters_arrive_as_their_json_values(tmp_path, agent):
@@ -171,7 +175,7 @@ def test_a_replay_marks_its_output_until_the_first_new_step(tmp_path, agent):
 
 
 def test_output_of_a_replay_that_made_no_new_step_stays_marked(tmp_path, agent):
-    agent.existing = {0: "split", 1: "use", 2: "use_1"}
+    agent.existing = {0: "split", 1: "use", 2: "use_1", 3: "use_2"}
     out = run_driver(tmp_path, attempt=2)
     assert out.stdout.splitlines() == ["[replay] start 3 x", "[replay] got 30", "[replay] after",
                                        "[replay] returned 10"]
