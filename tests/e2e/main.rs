@@ -9,6 +9,7 @@ mod artifacts;
 mod browser;
 mod config;
 mod dead_letters;
+mod decorators;
 mod faults;
 mod functions;
 mod hosts;

@@ -590,12 +590,32 @@ class PipelineDecorator:
                         delete_after_upload: bool = False, auto_pickle: bool = True,
                         preview: Any = None, wait_on_upload: bool = False,
                         serialization_function: Callable[..., Any] | None = None) -> bool:
-        """Not yet: drover steps store their return values; artifacts by name come with the
-        Task API."""
-        raise NotImplementedError(
-            "PipelineDecorator.upload_artifact is not supported by drover yet: return the object from "
-            "a component (return_values=[...]) and it is stored as that step's output"
-        )
+        """Stores an object (pickled) or a file (a path) in the run's blob store from a driver or
+        a component, and prints where: `<controller>/api/v1/blobs/<sha256>`. drover keeps no
+        artifact names yet (the Task API will); a component's return values are its named outputs.
+        In debug_pipeline() or outside a pipeline nothing is stored."""
+        if serialization_function is not None:
+            raise NotImplementedError("upload_artifact: serialization_function= is not supported by drover: "
+                                      "objects are pickled")
+        names.check_output_name(name)
+        session = None if _State.mode == "debug" else (dynamic.current.get() or _step_session())
+        if session is None:
+            print(f"drover: artifact {name!r} not stored: no running pipeline (debug mode or outside one)",
+                  flush=True)
+            return False
+        path = os.fspath(artifact_object) if isinstance(artifact_object, (str, os.PathLike)) else None
+        if path is None or not os.path.isfile(path) or not auto_pickle:
+            folder = os.path.join(session.workdir, "_artifacts")
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{name}.pkl")
+            with open(path, "wb") as f:
+                f.write(dynamic.pickled(artifact_object))
+        artifact = session.client.put(path)
+        base = session.client.info().get("controller_url") or ""
+        print(f"drover: artifact {name!r} stored: {base}/api/v1/blobs/{artifact['digest']}", flush=True)
+        if delete_after_upload and path == os.fspath(artifact_object):
+            os.unlink(path)
+        return True
 
     @classmethod
     def get_logger(cls) -> _PrintLogger:

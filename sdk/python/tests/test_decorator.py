@@ -113,9 +113,11 @@ def test_pipelines_refuse_what_drover_cannot_do(kwargs, arg):
         PipelineDecorator.pipeline(name="p", project="x", **kwargs)
 
 
-def test_upload_artifact_says_what_to_do_instead():
-    with pytest.raises(NotImplementedError, match="return the object from a component"):
-        PipelineDecorator.upload_artifact("a", 1)
+def test_upload_artifact_outside_a_pipeline_stores_nothing(capsys):
+    assert PipelineDecorator.upload_artifact("a", 1) is False
+    assert "artifact 'a' not stored" in capsys.readouterr().out
+    with pytest.raises(NotImplementedError, match="serialization_function"):
+        PipelineDecorator.upload_artifact("a", 1, serialization_function=repr)
 
 
 def test_the_submitted_spec_has_one_driver_step_with_the_arguments_as_parameters():
