@@ -1,4 +1,4 @@
-//! JSON endpoints: runs, abort, agents, queues, health and metrics.
+//! JSON endpoints: runs, abort, agents, queues, health and metrics (one step: [`super::steps`]).
 
 use super::views;
 use super::{ApiError, App};
@@ -77,19 +77,6 @@ pub async fn get_run(
 ) -> Result<impl IntoResponse, ApiError> {
     let run = app.run(&run)?;
     Ok(Json(views::run_view(&run, app.run_url(&run.run_id))))
-}
-
-pub async fn get_step(
-    State(app): State<App>,
-    Path((run, step)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
-    let record = app.run(&run)?;
-    views::run_view(&record, app.run_url(&record.run_id))
-        .steps
-        .into_iter()
-        .find(|s| s.name.as_str() == step)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("run {run} has no step {step:?}")))
 }
 
 /// The controller's own account of the run, as plain text.

@@ -36,6 +36,8 @@ pub fn add_step(
         caller, call, step, ..
     } = request;
     if let Some(existing) = made_before(run, &caller, &call)? {
+        // Nothing changed, but written again: the first answer may have been a failed write.
+        ctx.fx.runs.insert(run_id.clone());
         let added = StepAdded {
             run_id: run_id.clone(),
             step: existing,
