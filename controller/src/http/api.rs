@@ -191,7 +191,8 @@ pub async fn queues(
         let (messages, consumers) = stats.map_or((0, 0), |s| (s.messages, s.consumers));
         let warning = (waiting_steps > 0 && consumers == 0).then(|| {
             format!(
-                "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `drover agent --queue {queue}`"
+                "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `{}`",
+                crate::service::agent_command(&queue)
             )
         });
         queues.push(QueueView {

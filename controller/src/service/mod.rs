@@ -347,7 +347,8 @@ impl Owner {
             match self.broker.queue_stats(&broker_queue).await {
                 Ok(Some(stats)) if stats.consumers == 0 => {
                     tracing::warn!(
-                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `drover agent --queue {queue}`"
+                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `{}`",
+                        agent_command(&queue)
                     );
                     self.idle_warned.insert(queue, Instant::now());
                 }
@@ -355,6 +356,16 @@ impl Owner {
                 Err(e) => tracing::debug!("cannot read the stats of queue {broker_queue}: {e}"),
             }
         }
+    }
+}
+
+/// The command that starts an agent for `queue`: drivers mostly wait, so theirs has no slot
+/// limit.
+pub(crate) fn agent_command(queue: &QueueName) -> String {
+    if *queue == QueueName::drivers() {
+        format!("drover agent --services-mode --queue {queue}")
+    } else {
+        format!("drover agent --queue {queue}")
     }
 }
 
@@ -375,5 +386,21 @@ async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(
                 .await
         }
         Action::CacheInsert { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_queue_is_served_by_an_agent_without_a_slot_limit() {
+        let drivers = QueueName::drivers();
+        assert_eq!(
+            agent_command(&drivers),
+            "drover agent --services-mode --queue drivers"
+        );
+        let gpu = QueueName::new("gpu").unwrap();
+        assert_eq!(agent_command(&gpu), "drover agent --queue gpu");
     }
 }

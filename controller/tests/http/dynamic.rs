@@ -254,6 +254,16 @@ async fn add_step_refuses_bad_requests_with_what_to_do() {
         "{bad}"
     );
 
+    let huge = s
+        .request(reqwest::Method::POST, &steps)
+        .body(vec![b' '; (8 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 400);
+    let error: drover_api::ApiError = huge.json().await.unwrap();
+    assert!(error.message.contains("at most 8 MiB"), "{error:?}");
+
     let ghost = drover_protocol::RunId::generate();
     let (code, _) = s
         .post_json(
