@@ -299,3 +299,47 @@ async fn add_step_refuses_bad_requests_with_what_to_do() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_driver_comes_back_on_another_agent_and_its_replay_gets_the_same_step() {
+    let s = Server::start_with(|c| c.lease = Duration::from_secs(1)).await;
+    let mut drivers = s.driver_jobs().await;
+    let mut jobs = s.jobs().await;
+    let run = support::submit(&s.broker, DYNAMIC, &[], "http test").await;
+    let first = next_job(&mut drivers).await;
+    claim(&s, &first, &AgentId::new("dies").unwrap()).await;
+    let steps = format!("/api/v1/runs/{run}/steps");
+    until(&s, &format!("{steps}/pipe"), "the driver to run", |v| {
+        v["status"] == "running"
+    })
+    .await;
+    let make = json!({"name": "make", "command": ["true"]});
+    let (code, added) = s.post_json(&steps, &add(0, "d0", make.clone())).await;
+    assert_eq!((code, &added["existing"]), (200, &json!(false)), "{added}");
+    next_job(&mut jobs).await;
+
+    // No heartbeat comes: the lease runs out and the driver is published again.
+    let second = next_job(&mut drivers).await;
+    assert_eq!((second.step.as_str(), second.attempt.0), ("pipe", 2));
+    claim(&s, &second, &AgentId::new("survivor").unwrap()).await;
+    until(&s, &format!("{steps}/pipe"), "attempt 2 to run", |v| {
+        v["status"] == "running" && v["attempt"] == 2
+    })
+    .await;
+    // The first attempt, were it still alive somewhere, can add nothing any more.
+    let (code, stale) = s.post_json(&steps, &add(1, "d1", make.clone())).await;
+    assert_eq!(code, 400, "{stale}");
+    let mut replay = add(0, "d0", make);
+    replay["attempt"] = json!(2);
+    let (code, again) = s.post_json(&steps, &replay).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again,
+        json!({"run_id": run.as_str(), "step": "make", "existing": true})
+    );
+    let (_, view) = s.json(&format!("/api/v1/runs/{run}")).await;
+    assert_eq!(view["steps"].as_array().unwrap().len(), 2, "{view}");
+    let (_, make) = s.json(&format!("{steps}/make")).await;
+    assert_eq!(make["attempts"].as_array().unwrap().len(), 1, "{make}");
+    s.stop().await;
+}
