@@ -22,7 +22,7 @@ mod serve;
 mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer, QueueOrder};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, default_id, hostname};
 
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
