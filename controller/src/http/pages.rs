@@ -212,7 +212,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 12);
+        assert_eq!(imported, 13);
     }
 
     #[test]

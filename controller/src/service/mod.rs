@@ -8,13 +8,14 @@ use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError};
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
+use drover_api::{AddStep, StepAdded};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
-use drover_protocol::{Names, QueueName};
+use drover_protocol::{Names, QueueName, RunId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,22 @@ pub(crate) enum Command {
     },
     /// An event from inside the controller (an abort through the HTTP API).
     Local(Event),
+    /// A running step adds a step to its dynamic run (through the HTTP API); answered once the
+    /// added step is durable and its job, if any, published.
+    AddStep {
+        run: RunId,
+        request: Box<AddStep>,
+        reply: oneshot::Sender<Result<StepAdded, Refused>>,
+    },
+}
+
+/// Why an add-step request got no step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The request is wrong (the scheduler's reason).
+    Invalid(String),
+    /// The state change could not be persisted; asking again is safe (the call is idempotent).
+    Unavailable(String),
 }
 
 /// The owner of the scheduler state and everything needed to carry out its actions.
@@ -126,22 +143,41 @@ impl Owner {
     async fn commands(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) {
         let mut fx = Effects::default();
         let mut deliveries = Vec::new();
+        let mut replies = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
-            let event = match command {
+            match command {
                 Command::Delivery { event, incoming } => {
                     deliveries.push(incoming);
-                    event
+                    fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
                 }
-                Command::Local(event) => event,
-            };
-            fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
-            if deliveries.len() < MAX_BATCH {
+                Command::Local(event) => {
+                    fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
+                }
+                Command::AddStep {
+                    run,
+                    request,
+                    reply,
+                } => match scheduler::add_step(&mut self.state, *request, &run, now_ms()) {
+                    Ok((added, step_fx)) => {
+                        fx.merge(step_fx);
+                        replies.push((reply, added));
+                    }
+                    // A refusal changes nothing: answered at once.
+                    Err(why) => {
+                        let _ = reply.send(Err(Refused::Invalid(why)));
+                    }
+                },
+            }
+            if deliveries.len() + replies.len() < MAX_BATCH {
                 next = commands.try_recv().ok();
             }
         }
         match self.apply(fx).await {
             Ok(()) => {
+                for (reply, added) in replies {
+                    let _ = reply.send(Ok(added));
+                }
                 for incoming in deliveries {
                     if let Err(e) = incoming.ack().await {
                         tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
@@ -149,6 +185,10 @@ impl Owner {
                 }
             }
             Err(e) => {
+                for (reply, _) in replies {
+                    let why = format!("cannot persist the added step: {e}; try again");
+                    let _ = reply.send(Err(Refused::Unavailable(why)));
+                }
                 tracing::error!(
                     "cannot persist the state change of {} message(s): {e}; they go back to their queues",
                     deliveries.len()
@@ -307,7 +347,8 @@ impl Owner {
             match self.broker.queue_stats(&broker_queue).await {
                 Ok(Some(stats)) if stats.consumers == 0 => {
                     tracing::warn!(
-                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `drover agent --queue {queue}`"
+                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `{}`",
+                        agent_command(&queue)
                     );
                     self.idle_warned.insert(queue, Instant::now());
                 }
@@ -315,6 +356,16 @@ impl Owner {
                 Err(e) => tracing::debug!("cannot read the stats of queue {broker_queue}: {e}"),
             }
         }
+    }
+}
+
+/// The command that starts an agent for `queue`: drivers mostly wait, so theirs has no slot
+/// limit.
+pub(crate) fn agent_command(queue: &QueueName) -> String {
+    if *queue == QueueName::drivers() {
+        format!("drover agent --services-mode --queue {queue}")
+    } else {
+        format!("drover agent --queue {queue}")
     }
 }
 
@@ -335,5 +386,21 @@ async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(
                 .await
         }
         Action::CacheInsert { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_queue_is_served_by_an_agent_without_a_slot_limit() {
+        let drivers = QueueName::drivers();
+        assert_eq!(
+            agent_command(&drivers),
+            "drover agent --services-mode --queue drivers"
+        );
+        let gpu = QueueName::new("gpu").unwrap();
+        assert_eq!(agent_command(&gpu), "drover agent --queue gpu");
     }
 }
