@@ -7,6 +7,7 @@ mod harness;
 mod agent_token;
 mod artifacts;
 mod browser;
+mod channel;
 mod config;
 mod dead_letters;
 mod decorators;
