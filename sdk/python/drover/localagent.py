@@ -179,14 +179,10 @@ class LocalAgent:
                 for r in refs.references(value):
                     if isinstance(r, refs.Output):
                         inputs[r.key] = self.blob_path(self.steps[r.step].outputs[r.output]["digest"])
-        # Blobs are handed over as inputs under a reserved step name, which the runner loads
-        # the way it loads another step's output.
-        for kwarg, artifact in (function.get("blobs") or {}).items():
-            inputs[f"_blobs.{kwarg}"] = self.blob_path(artifact["digest"])
-            kwargs[kwarg] = json.dumps(f"${{_blobs.{kwarg}}}")
+        blobs = {kwarg: self.blob_path(a["digest"]) for kwarg, a in (function.get("blobs") or {}).items()}
         output_dir = os.path.join(workdir, "_outputs")
         job = {"source": function["source"], "entry": function["entry"], "kwargs": kwargs, "inputs": inputs,
-               "returns": list(function.get("returns") or []), "output_dir": output_dir}
+               "blobs": blobs, "returns": list(function.get("returns") or []), "output_dir": output_dir}
         with open(os.path.join(workdir, "job.json"), "w", encoding="utf-8") as f:
             json.dump(job, f)
         retries = int(step.spec.get("retries") or 0)
