@@ -17,11 +17,19 @@ fn cluster(concurrency: u32) -> Cluster {
     c
 }
 
-/// Submits a case with the SDK (the call returns once the run is submitted) and waits for it.
+/// Submits a case with the SDK (the call returns once the run is submitted), waits for it and
+/// returns its full status document.
 fn submit_and_wait(c: &Cluster, args: &[&str]) -> Value {
     submit(c, args);
+    finished(c)
+}
+
+/// Waits for the latest run to end; its full status document.
+fn finished(c: &Cluster) -> Value {
     let out = c.drover(&["wait", "latest", "--json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)))
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    c.json(&["status", run_id(&summary), "--json"])
 }
 
 fn submit(c: &Cluster, args: &[&str]) {
@@ -141,6 +149,10 @@ fn a_raising_component_fails_the_run_naming_the_step() {
         "{run}"
     );
     assert!(!console.contains("never printed 7"), "{console}");
+    // The step is named in the driver's log (the pipeline's console); the run's error says how
+    // the driver ended, since agents report no message for a failed function attempt.
+    let error = run["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("driver driver failed"), "{run}");
 }
 
 /// A controller, a worker on `default` and the first drivers agent as separate processes, so
@@ -161,13 +173,14 @@ fn kill_the_driver_agent(case: &str) -> (Cluster, Value) {
     std::fs::create_dir_all(&marker).unwrap();
     submit(&c, &[case, marker.to_str().unwrap()]);
     let waiting = marker.join("driver-waiting");
-    wait_until("the driver's first attempt", Duration::from_secs(120), || {
-        waiting.exists().then_some(())
-    });
+    wait_until(
+        "the driver's first attempt",
+        Duration::from_secs(120),
+        || waiting.exists().then_some(()),
+    );
     c.kill("drivers-1");
     c.start_agent_with("drivers-2", &["drivers"], &["--services-mode"]);
-    let out = c.drover(&["wait", "latest", "--json"]);
-    let run = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let run = finished(&c);
     (c, run)
 }
 
@@ -201,9 +214,11 @@ fn a_replay_that_makes_another_call_fails_the_run_naming_the_call() {
     let console = log(&c, run_id(&run), "driver");
     assert_eq!(run["status"], "failed", "{run}\n{console}");
     assert!(console.contains("replay diverged at call 0"), "{console}");
+    let error = run["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("driver driver failed"), "{run}");
     assert!(
-        run["error"].as_str().unwrap_or("").contains("driver"),
-        "{run}"
+        console.contains("now calls component cube"),
+        "the error names both calls: {console}"
     );
     assert!(steps_named(&run, "cube").is_empty(), "{run}");
 }
