@@ -203,7 +203,18 @@ fn a_driver_whose_agent_dies_replays_on_another_without_running_a_component_twic
         assert_eq!(attempts[0]["outcome"], "succeeded", "{step}");
     }
     assert_eq!(steps_named(&run, "square").len(), 2, "{run}");
-    assert!(console.contains("[replay] first value 9"), "{console}");
+    // the set and the DataFrame the driver built were pickled again, to the same digest
+    let describe = steps_named(&run, "describe");
+    assert_eq!(describe.len(), 1, "{run}");
+    assert_eq!(
+        describe[0]["attempts"].as_array().unwrap().len(),
+        1,
+        "{run}"
+    );
+    assert!(
+        console.contains("[replay] first value 9 rows 10"),
+        "{console}"
+    );
     assert!(console.contains("second value 81"), "{console}");
     assert!(!console.contains("[replay] second value"), "{console}");
 }

@@ -123,9 +123,14 @@ def replay(marker_dir, diverge=False):
     import os
     import time
 
+    import pandas as pd
+
     attempt = int(os.environ.get("DROVER_ATTEMPT", "1"))
     first = cube(3) if diverge and attempt > 1 else square(3)
-    print("first value", first)
+    # A set (pickled in hash order) and a DataFrame built here: the replay pickles them again in
+    # a new process, and their digests must match for the call to get its step back.
+    summary = describe({f"tag{i}" for i in range(30)}, pd.DataFrame({"x": list(range(10))}))
+    print("first value", first, "rows", summary["rows"])
     if attempt == 1:
         open(os.path.join(marker_dir, "driver-waiting"), "w").close()
         while True:  # the test kills this driver's agent here
