@@ -155,6 +155,19 @@ fn a_raising_component_fails_the_run_naming_the_step() {
     assert!(error.starts_with("driver driver failed"), "{run}");
 }
 
+#[test]
+fn multi_instance_pipelines_are_waited_for_with_their_return_values() {
+    let c = cluster(2);
+    let out = c.python(&[SCRIPT, "multi"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("submitted as run").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("results [{'x': 2, 'squared': 4}, {'x': 3, 'squared': 9}]"),
+        "{stdout}"
+    );
+}
+
 /// A controller, a worker on `default` and the first drivers agent as separate processes, so
 /// the test can kill the driver's agent.
 fn split_cluster() -> Cluster {

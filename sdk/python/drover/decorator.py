@@ -626,8 +626,8 @@ class PipelineDecorator:
     @classmethod
     def wait_for_multi_pipelines(cls) -> list[Any]:
         """Waits for every pipeline started with multi_instance_support; their return values in
-        call order. Submitted runs give None when the pipeline names no return_value (the
-        runs' pages have their results)."""
+        call order. A submitted run's value is its driver's output named by the pipeline's
+        `return_value` (None when it names none); a run that did not succeed raises."""
         pending, _State.pending = _State.pending, []
         results: list[Any] = []
         for pipeline, handle in pending:
@@ -638,7 +638,7 @@ class PipelineDecorator:
                 if view.get("status") != "succeeded":
                     raise RuntimeError(f"pipeline {pipeline.name!r} run {handle} {view.get('status')}: "
                                        f"{api.failure_message(view)}")
-                results.append(None)
+                results.append(_run_result(handle, pipeline.return_value))
             else:
                 thread, holder = handle
                 thread.join()
@@ -646,6 +646,21 @@ class PipelineDecorator:
                     raise holder["error"]
                 results.append(holder.get("value"))
         return results
+
+
+def _run_result(run_id: str, return_value: str | None) -> Any:
+    """A submitted pipeline's return value: the driver's output `return_value`, or None."""
+    if return_value is None:
+        return None
+    import pickle
+    import urllib.request
+
+    from . import settings
+
+    url = f"{settings.controller_url()}/api/v1/runs/{run_id}/steps/driver/artifacts/{return_value}"
+    request = urllib.request.Request(url, headers=settings.auth_headers(url))
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return pickle.loads(response.read())
 
 
 class _CurrentPipeline:

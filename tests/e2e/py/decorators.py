@@ -2,7 +2,7 @@
 
 Each case calls a `@PipelineDecorator.pipeline` function, which submits a run whose driver runs
 this module on an agent serving `drivers`. Cases: lazy, parallel, values, fanout, nested,
-raising, replay, diverge (the last two take a directory where the driver's first attempt
+raising, multi (two runs of one pipeline, waited for), replay, diverge (the last two take a directory where the driver's first attempt
 writes `driver-waiting` and then waits to be killed). Connection settings come from DROVER_*.
 """
 import sys
@@ -138,9 +138,19 @@ def replay(marker_dir, diverge=False):
     print("second value", square(first))
 
 
+@PipelineDecorator.pipeline(name="multi", project="e2e", version="1", return_value="answer",
+                            multi_instance_support=True)
+def multi(x):
+    return {"x": x, "squared": int(square(x))}
+
+
 if __name__ == "__main__":
     case = sys.argv[1]
-    if case in ("replay", "diverge"):
+    if case == "multi":
+        multi(2)
+        multi(3)
+        print("results", PipelineDecorator.wait_for_multi_pipelines())
+    elif case in ("replay", "diverge"):
         replay(sys.argv[2], diverge=case == "diverge")
     elif case in ("lazy", "parallel", "values", "fanout", "nested", "raising"):
         globals()[case]()
