@@ -2,8 +2,9 @@
 
 Each case calls a `@PipelineDecorator.pipeline` function, which submits a run whose driver runs
 this module on an agent serving `drivers`. Cases: lazy, parallel, values, fanout, nested,
-raising, multi (two runs of one pipeline, waited for), replay, diverge (the last two take a directory where the driver's first attempt
-writes `driver-waiting` and then waits to be killed). Connection settings come from DROVER_*.
+raising, multi (two runs of one pipeline, waited for), replay, diverge (the last two take a
+directory where the driver's first attempt writes `driver-waiting` and then waits to be
+killed). Connection settings come from DROVER_*.
 """
 import sys
 
