@@ -395,6 +395,15 @@ def _hash_seed() -> int:
     return secrets.randbelow(2**32 - 1) + 1
 
 
+def _check_step_queue(where: str, queue: str) -> None:
+    names.check_queue_name(queue)
+    from .validate import RESERVED_QUEUES
+
+    if queue in RESERVED_QUEUES:
+        raise ValueError(f"{where}={queue!r} is reserved for drover itself (submissions and pipeline "
+                         "drivers); give component steps another queue, such as 'default'")
+
+
 def _def_name(origin: tuple[str, int], function: Callable[..., Any]) -> str:
     """The name the component is defined under (not that of a wrapper another decorator made)."""
     try:
@@ -460,7 +469,7 @@ class PipelineDecorator:
         for r in returns:
             names.check_output_name(r)
         if execution_queue is not None:
-            names.check_queue_name(execution_queue)
+            _check_step_queue(f"{where}: execution_queue", execution_queue)
         if packages is not None and not isinstance(packages, (str, list, tuple)):
             packages = list(packages)
 
@@ -543,7 +552,7 @@ class PipelineDecorator:
         if not name or not str(name).strip():
             raise ValueError(f"{where} needs a non-empty name")
         if default_queue is not None:
-            names.check_queue_name(default_queue)
+            _check_step_queue(f"{where}: default_queue", default_queue)
         if return_value is not None:
             names.check_output_name(return_value)
         if multi_instance_support not in (True, False, "parallel"):
@@ -571,7 +580,7 @@ class PipelineDecorator:
     def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:
         """The queue of components that name none, when the pipeline names no default_queue."""
         if default_execution_queue is not None:
-            names.check_queue_name(default_execution_queue)
+            _check_step_queue("set_default_execution_queue", default_execution_queue)
         _State.default_queue = default_execution_queue
 
     @classmethod

@@ -199,3 +199,13 @@ def test_clearml_task_types_are_accepted():
 
     assert callable(PipelineDecorator.component(task_type=TaskTypes.training))
     assert str(TaskTypes.data_processing) == "data_processing"
+
+
+@pytest.mark.parametrize("queue", ["services", "drivers"])
+def test_reserved_queues_are_refused_for_components(queue):
+    with pytest.raises(ValueError, match=f"execution_queue='{queue}' is reserved"):
+        PipelineDecorator.component(execution_queue=queue)
+    with pytest.raises(ValueError, match="is reserved"):
+        PipelineDecorator.set_default_execution_queue(queue)
+    with pytest.raises(ValueError, match=f"default_queue='{queue}' is reserved"):
+        PipelineDecorator.pipeline(name="p", project="x", default_queue=queue)
