@@ -691,3 +691,12 @@ class _PrintLogger:
 
     def flush(self) -> None:
         sys.stdout.flush()
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if not name.startswith("report_"):
+            raise AttributeError(name)
+
+        def ignored(*args: Any, **kwargs: Any) -> None:
+            warnings.warn(f"Logger.{name} has no effect: drover stores no plots or media yet", stacklevel=2)
+
+        return ignored

@@ -209,3 +209,14 @@ def test_reserved_queues_are_refused_for_components(queue):
         PipelineDecorator.set_default_execution_queue(queue)
     with pytest.raises(ValueError, match=f"default_queue='{queue}' is reserved"):
         PipelineDecorator.pipeline(name="p", project="x", default_queue=queue)
+
+
+def test_the_logger_prints_text_and_scalars_and_ignores_plots(capsys):
+    logger = PipelineDecorator.get_logger()
+    logger.report_text("hello")
+    logger.report_scalar("loss", "train", 0.5, iteration=3)
+    with pytest.warns(UserWarning, match="report_histogram has no effect"):
+        logger.report_histogram("h", "s", values=[1, 2])
+    assert capsys.readouterr().out == "hello\nscalar loss/train @3: 0.5\n"
+    with pytest.raises(AttributeError):
+        logger.something_else  # noqa: B018
