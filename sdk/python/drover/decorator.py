@@ -628,8 +628,8 @@ class PipelineDecorator:
 
     @classmethod
     def get_logger(cls) -> _PrintLogger:
-        """A minimal logger: `report_text` and `report_scalar` print to the step's console
-        (drover has no metric store yet)."""
+        """A minimal logger: `report_text` and `report_scalar` print to the step's console,
+        other `report_*` calls warn and do nothing (drover has no metric store yet)."""
         return _PrintLogger()
 
     @classmethod

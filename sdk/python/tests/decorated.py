@@ -9,6 +9,15 @@ def plus_one(function):
     return wrapper
 
 
+def scale(v):
+    return v * 10
+
+
+@PipelineDecorator.component(return_values=["scaled"], helper_functions=[scale])
+def scaled(v):
+    return scale(v)
+
+
 @PipelineDecorator.component(return_values=["doubled"])
 def double(x):
     print("doubling", x)
@@ -61,6 +70,7 @@ def mixed():
         "decorated": int(one()),
         "nested": int(outer(5)),
         "chained": int(double(double(3))),
+        "helped": int(scaled(2)),
     }
 
 

@@ -38,7 +38,7 @@ def test_debug_pipeline_calls_plain_functions(mode):
     PipelineDecorator.debug_pipeline()
     assert decorated.fan(3) == (6, 3)
     result = decorated.mixed()
-    assert result == {"set": "set:[1, 2, 3]", "decorated": 2, "nested": 110, "chained": 12}
+    assert result == {"set": "set:[1, 2, 3]", "decorated": 2, "nested": 110, "chained": 12, "helped": 20}
 
 
 def test_outside_a_pipeline_a_component_is_a_plain_function():
@@ -56,7 +56,7 @@ def test_run_locally_runs_each_component_as_a_subprocess(mode, capsys):
 
 def test_run_locally_sets_decorated_nested_and_chained_components(mode, capsys):
     PipelineDecorator.run_locally()
-    assert decorated.mixed() == {"set": "set:[1, 2, 3]", "decorated": 2, "nested": 110, "chained": 12}
+    assert decorated.mixed() == {"set": "set:[1, 2, 3]", "decorated": 2, "nested": 110, "chained": 12, "helped": 20}
     out = capsys.readouterr().out
     # the nested call made its own step, named as the controller names a second call
     assert "  outer: succeeded" in out and "  double_1: succeeded" in out
