@@ -89,6 +89,7 @@ class Component:
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
         self._def_name: str | None = options.get("def_name")
+        self.resolved: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<PipelineDecorator component {self.name}>"
@@ -186,7 +187,14 @@ def _shipped(options_json: str) -> Callable[[Callable[..., Any]], Component]:
 
 
 def _resolved_options(component: Component) -> dict[str, Any]:
-    """The options a shipped copy of `component` needs: names, returns, queue, requirements."""
+    """The options a shipped copy of `component` needs: names, returns, queue, requirements
+    (worked out once per component)."""
+    if component.resolved is None:
+        component.resolved = _resolve(component)
+    return component.resolved
+
+
+def _resolve(component: Component) -> dict[str, Any]:
     node = bundle.find_def(component.origin[0], component.origin[1], component.globals)  # type: ignore[index]
     piece = bundle.piece(component.origin[0], node, component.globals)  # type: ignore[index]
     helpers = "".join(bundle.function_text(h, component.name) for h in component.options["helper_functions"])
