@@ -127,6 +127,16 @@ class LazyValue:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_identity, (LazyValue.resolve(self),))
 
+    def __copy__(self) -> Any:
+        import copy
+
+        return copy.copy(LazyValue.resolve(self))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        import copy
+
+        return copy.deepcopy(LazyValue.resolve(self), memo)
+
     # -- containers -------------------------------------------------------------------------
 
     def __len__(self) -> int:

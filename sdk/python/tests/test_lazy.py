@@ -101,6 +101,16 @@ def test_pickling_stores_the_loaded_value():
     assert pickle.loads(pickle.dumps(nested)) == [[1, 2], {"k": [1, 2]}]
 
 
+def test_copies_copy_the_loaded_value():
+    import copy
+
+    v, _ = lazy([[1], 2])
+    shallow, deep = copy.copy(v), copy.deepcopy(v)
+    loaded = LazyValue.resolve(v)
+    assert shallow == loaded and shallow is not loaded and shallow[0] is loaded[0]
+    assert deep == loaded and deep[0] is not loaded[0]
+
+
 def test_a_failing_load_raises_at_each_use():
     def fail():
         raise RuntimeError("component step 'x' failed")
