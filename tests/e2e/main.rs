@@ -10,6 +10,7 @@ mod browser;
 mod channel;
 mod config;
 mod dead_letters;
+mod drivers;
 mod faults;
 mod functions;
 mod hosts;
