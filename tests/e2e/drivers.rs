@@ -124,3 +124,24 @@ def drive():
         "{run}"
     );
 }
+
+#[test]
+fn a_value_the_driver_stores_reaches_a_step_as_a_blob_kwarg() {
+    let c = Cluster::up(1, &["default"]);
+    // A set is no JSON value: the driver pickles it, stores it with `put` and passes the blob.
+    let body = r#"
+TOTAL = "def total(values, start):\n    assert isinstance(values, set), type(values)\n    return start + sum(values)\n"
+
+def drive():
+    pickle.dump({3, 1, 2}, open("values.pkl", "wb"))
+    blob = call({"op": "put", "path": "values.pkl"})["artifact"]
+    function = {"source": TOTAL, "entry": "total", "returns": ["sum"], "kwargs": {"start": "10"}, "blobs": {"values": blob}}
+    run_and_fetch(0, {"name": "total", "function": function}, "sum", "sum.pkl")
+    total = pickle.load(open("sum.pkl", "rb"))
+    assert total == 16, total
+    return total
+"#;
+    let run = finished(&c, &pipeline(&c, "blobs", body));
+    let ok = |s: &str| (s.to_string(), "succeeded".to_string());
+    assert_eq!(statuses(&run), vec![ok("driver"), ok("total")], "{run}");
+}
