@@ -89,6 +89,7 @@ impl Drop for Channel {
 async fn accept(listener: UnixListener, context: Arc<Context>, stop: CancellationToken) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -110,7 +111,9 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
     loop {
         let mut line = Vec::new();
         let mut limited = (&mut read).take(MAX_LINE + 1);
+        // Biased: once the attempt has ended, nothing more is answered.
         let n = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             n = limited.read_until(b'\n', &mut line) => n,
         };
@@ -126,6 +129,7 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
             ))
         } else {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 answer = ops::answer(&context, &line) => answer,
             }
