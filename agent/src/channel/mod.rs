@@ -22,7 +22,7 @@ use drover_protocol::message::AttemptRef;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -121,8 +121,11 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
         if n == 0 {
             return;
         }
-        let too_long = line.len() as u64 > MAX_LINE;
-        let answer = if too_long {
+        let answer = if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
+            // Skip the rest of that line unread, then go on with the next request.
+            if !skip_line(&mut read).await {
+                return;
+            }
             wire::failure(&drover_api::ApiError::new(
                 drover_api::ErrorCode::BadRequest,
                 format!("a request line is longer than {MAX_LINE} bytes"),
@@ -134,8 +137,30 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
                 answer = ops::answer(&context, &line) => answer,
             }
         };
-        if write.write_all(answer.as_bytes()).await.is_err() || too_long {
+        if write.write_all(answer.as_bytes()).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Discards input up to and including the next newline; false at the end of input.
+async fn skip_line<R: AsyncBufRead + Unpin>(read: &mut R) -> bool {
+    loop {
+        let Ok(buf) = read.fill_buf().await else {
+            return false;
+        };
+        if buf.is_empty() {
+            return false;
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                read.consume(i + 1);
+                return true;
+            }
+            None => {
+                let n = buf.len();
+                read.consume(n);
+            }
         }
     }
 }

@@ -205,6 +205,38 @@ async fn requests_on_one_connection_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn an_overlong_line_is_refused_and_skipped() {
+    let s = setup().await;
+    let Conn { read, mut write } = Conn::open(&s).await;
+    // Longer than the limit: refused without being buffered whole, and the next request works.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..=MAX_LINE / chunk.len() as u64 {
+            write.write_all(&chunk).await.unwrap();
+        }
+        write.write_all(b"\n{\"op\": \"info\"}\n").await.unwrap();
+        write
+    });
+    let mut conn = Conn {
+        read,
+        write: tokio::time::timeout(Duration::from_secs(20), writer)
+            .await
+            .expect("the agent stopped reading")
+            .unwrap(),
+    };
+    let refused = conn.answer().await;
+    assert_eq!(code(&refused), "bad_request");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{refused}"
+    );
+    assert_eq!(conn.answer().await["ok"], true);
+}
+
+#[tokio::test]
 async fn add_step_is_relayed_as_the_attempt_and_errors_keep_their_code() {
     let s = setup().await;
     let mut conn = Conn::open(&s).await;
