@@ -11,6 +11,7 @@ mod channel;
 mod config;
 mod dead_letters;
 mod decorators;
+mod drivers;
 mod faults;
 mod functions;
 mod hosts;

@@ -22,7 +22,7 @@ use drover_protocol::message::AttemptRef;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +89,7 @@ impl Drop for Channel {
 async fn accept(listener: UnixListener, context: Arc<Context>, stop: CancellationToken) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -110,7 +111,9 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
     loop {
         let mut line = Vec::new();
         let mut limited = (&mut read).take(MAX_LINE + 1);
+        // Biased: once the attempt has ended, nothing more is answered.
         let n = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             n = limited.read_until(b'\n', &mut line) => n,
         };
@@ -118,20 +121,46 @@ async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToke
         if n == 0 {
             return;
         }
-        let too_long = line.len() as u64 > MAX_LINE;
-        let answer = if too_long {
+        let answer = if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
+            // Skip the rest of that line unread, then go on with the next request.
+            if !skip_line(&mut read).await {
+                return;
+            }
             wire::failure(&drover_api::ApiError::new(
                 drover_api::ErrorCode::BadRequest,
                 format!("a request line is longer than {MAX_LINE} bytes"),
             ))
         } else {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 answer = ops::answer(&context, &line) => answer,
             }
         };
-        if write.write_all(answer.as_bytes()).await.is_err() || too_long {
+        if write.write_all(answer.as_bytes()).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Discards input up to and including the next newline; false at the end of input.
+async fn skip_line<R: AsyncBufRead + Unpin>(read: &mut R) -> bool {
+    loop {
+        let Ok(buf) = read.fill_buf().await else {
+            return false;
+        };
+        if buf.is_empty() {
+            return false;
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                read.consume(i + 1);
+                return true;
+            }
+            None => {
+                let n = buf.len();
+                read.consume(n);
+            }
         }
     }
 }

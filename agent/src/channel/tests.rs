@@ -13,6 +13,7 @@ use drover_protocol::{AttemptNo, RunId, StepName};
 use drover_storage::LocalBlobs;
 use serde_json::{Value, json};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering::SeqCst;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -23,6 +24,8 @@ struct Fake {
     /// Whether step `a` is terminal yet.
     done: watch::Sender<bool>,
     polls: std::sync::atomic::AtomicUsize,
+    /// Add-step requests still to be answered 503, as by a controller that cannot publish.
+    unavailable: std::sync::atomic::AtomicUsize,
 }
 
 async fn add(
@@ -30,6 +33,13 @@ async fn add(
     UrlPath(run): UrlPath<String>,
     Json(body): Json<AddStep>,
 ) -> Result<Json<StepAdded>, (StatusCode, Json<ApiError>)> {
+    let busy = fake
+        .unavailable
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    if busy.is_ok() {
+        let e = ApiError::new(ErrorCode::Unavailable, "the broker is not connected");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, Json(e)));
+    }
     if body.step.name.as_str() == "refused" {
         let e = ApiError::new(
             ErrorCode::BadRequest,
@@ -81,6 +91,7 @@ async fn setup() -> Setup {
         added: Mutex::new(Vec::new()),
         done: watch::channel(false).0,
         polls: Default::default(),
+        unavailable: Default::default(),
     });
     let app = axum::Router::new()
         .route("/api/v1/runs/{run}/steps", post(add))
@@ -194,6 +205,38 @@ async fn requests_on_one_connection_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn an_overlong_line_is_refused_and_skipped() {
+    let s = setup().await;
+    let Conn { read, mut write } = Conn::open(&s).await;
+    // Longer than the limit: refused without being buffered whole, and the next request works.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..=MAX_LINE / chunk.len() as u64 {
+            write.write_all(&chunk).await.unwrap();
+        }
+        write.write_all(b"\n{\"op\": \"info\"}\n").await.unwrap();
+        write
+    });
+    let mut conn = Conn {
+        read,
+        write: tokio::time::timeout(Duration::from_secs(20), writer)
+            .await
+            .expect("the agent stopped reading")
+            .unwrap(),
+    };
+    let refused = conn.answer().await;
+    assert_eq!(code(&refused), "bad_request");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{refused}"
+    );
+    assert_eq!(conn.answer().await["ok"], true);
+}
+
+#[tokio::test]
 async fn add_step_is_relayed_as_the_attempt_and_errors_keep_their_code() {
     let s = setup().await;
     let mut conn = Conn::open(&s).await;
@@ -230,6 +273,21 @@ async fn add_step_is_relayed_as_the_attempt_and_errors_keep_their_code() {
     );
     let unknown = conn.ask(json!({"op": "wait", "step": "nope"})).await;
     assert_eq!(code(&unknown), "not_found");
+}
+
+#[tokio::test]
+async fn add_step_is_tried_again_while_the_controller_is_unavailable() {
+    let s = setup().await;
+    s.fake.unavailable.store(2, SeqCst);
+    let mut conn = Conn::open(&s).await;
+    let step = json!({"name": "train", "command": ["true"]});
+    let call = json!({"seq": 0, "component": "train", "digest": "d0"});
+    let added = conn
+        .ask(json!({"op": "add_step", "call": call, "step": step}))
+        .await;
+    assert_eq!(added["ok"], true, "{added}");
+    assert_eq!(s.fake.unavailable.load(SeqCst), 0);
+    assert_eq!(s.fake.added.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
