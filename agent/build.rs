@@ -1,4 +1,4 @@
-//! Bundles the Python SDK (`sdk/python/drover/*.py`) and the step harness into the agent binary.
+//! Bundles the Python SDK (`sdk/python/drover/**/*.py`) and the step harness into the agent binary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,24 +10,36 @@ fn main() {
     println!("cargo:rerun-if-changed={}", sdk.display());
     println!("cargo:rerun-if-changed={}", harness.display());
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sdk)
-        .unwrap_or_else(|e| panic!("cannot read the Python SDK at {}: {e}", sdk.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "py"))
-        .collect();
+    let mut files = Vec::new();
+    python_files(&sdk, "drover", &mut files);
     files.sort();
 
     let mut code =
         String::from("/// `(path inside the bundle, contents)` of every bundled file.\n");
     code.push_str("pub const FILES: &[(&str, &str)] = &[\n");
-    for file in &files {
-        entry(&mut code, &format!("drover/{}", file_name(file)), file);
+    for (name, file) in &files {
+        entry(&mut code, name, file);
     }
     entry(&mut code, "drover_harness.py", &harness);
     code.push_str("];\n");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     std::fs::write(out.join("bundle.rs"), code).expect("cannot write bundle.rs");
+}
+
+/// Every `.py` file under `dir` (subpackages too), as (path inside the bundle, file).
+fn python_files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read the Python SDK at {}: {e}", dir.display()));
+    for path in entries.filter_map(|entry| entry.ok().map(|e| e.path())) {
+        let name = format!("{prefix}/{}", file_name(&path));
+        if path.is_dir() && path.join("__init__.py").is_file() {
+            python_files(&path, &name, out);
+        } else if path.extension().is_some_and(|x| x == "py") {
+            out.push((name, path));
+        }
+    }
 }
 
 fn entry(code: &mut String, name: &str, path: &Path) {

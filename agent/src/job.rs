@@ -2,10 +2,12 @@
 
 use crate::Shared;
 use crate::artifacts::{self, Route};
+use crate::channel::{self, Channel};
 use crate::logstream::{self, LogStream};
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
+use crate::slots::AttemptSlot;
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -52,6 +54,7 @@ pub async fn run(
     job: StepJob,
     cancel: CancellationToken,
     release: CancellationToken,
+    slot: Arc<AttemptSlot>,
 ) {
     let started_at = now_ms();
     let attempt = AttemptRef {
@@ -67,7 +70,7 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let mut report = execute(&shared, &job, &log, cancel).await;
+    let mut report = execute(&shared, &job, &log, cancel, slot).await;
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.
@@ -141,8 +144,9 @@ async fn execute(
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
+    slot: Arc<AttemptSlot>,
 ) -> Report {
-    match attempt(shared, job, log, cancel).await {
+    match attempt(shared, job, log, cancel, slot).await {
         Ok(report) | Err(report) => report,
     }
 }
@@ -156,6 +160,7 @@ async fn attempt(
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
+    slot: Arc<AttemptSlot>,
 ) -> Result<Report, Report> {
     let config = &shared.config;
     let base = config.controller_base(&job.controller_url);
@@ -176,7 +181,19 @@ async fn attempt(
         ))
     })?;
     let inputs = download_inputs(job, &route, &workdir).await?;
-    let spec = process_spec(shared, job, log, &base, &workdir, &inputs).await?;
+    let blobs = download_blobs(job, &route, &workdir).await?;
+    // Python function steps get a channel to their agent for the attempt's life.
+    let channel = match &job.job.kind {
+        JobKind::Function { .. } => Some(open_channel(shared, job, &base, &route, &workdir, slot)?),
+        JobKind::Command { .. } => None,
+    };
+    let given = Given {
+        base: &base,
+        inputs: &inputs,
+        blobs: &blobs,
+        channel: channel.as_ref().map(Channel::path),
+    };
+    let spec = process_spec(shared, job, log, &workdir, &given).await?;
     if let Some(user) = &config.run_as {
         crate::run_as::hand_over(workdir.path(), user).map_err(|e| {
             Report::error(format!(
@@ -186,6 +203,7 @@ async fn attempt(
         })?;
     }
     let exit_code = run_process(&spec, job, log, cancel).await?;
+    drop(channel);
     let outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
     Ok(Report {
         outcome: Outcome::Succeeded,
@@ -222,16 +240,80 @@ async fn download_inputs(
     Ok(inputs)
 }
 
+/// Downloads every blob kwarg of a function step into `_inputs/_kwargs/<name>.pkl`.
+async fn download_blobs(
+    job: &StepJob,
+    route: &Route,
+    workdir: &Workdir,
+) -> Result<BTreeMap<String, PathBuf>, Report> {
+    let JobKind::Function { blobs, .. } = &job.job.kind else {
+        return Ok(BTreeMap::new());
+    };
+    let mut paths = BTreeMap::new();
+    for (name, blob) in blobs {
+        let file = drover_protocol::FileName::sanitized(&format!("{name}.pkl"));
+        let dest = workdir
+            .path()
+            .join("_inputs")
+            .join("_kwargs")
+            .join(file.as_str());
+        let what = format!("kwarg {name}");
+        let download = || artifacts::download_blob(route, &blob.digest, &what, &dest);
+        if let Err(e) = artifacts::retrying(&what, download).await {
+            return Err(Report::error(format!("cannot download kwarg {name}: {e}")));
+        }
+        paths.insert(name.clone(), dest);
+    }
+    Ok(paths)
+}
+
+/// Listens on the attempt's channel socket.
+fn open_channel(
+    shared: &Shared,
+    job: &StepJob,
+    base: &str,
+    route: &Route,
+    workdir: &Workdir,
+    slot: Arc<AttemptSlot>,
+) -> Result<Channel, Report> {
+    let context = channel::Context {
+        attempt: AttemptRef {
+            run_id: job.run_id.clone(),
+            step: job.step.clone(),
+            attempt: job.attempt,
+        },
+        base: base.to_string(),
+        http: shared.http.clone(),
+        route: route.clone(),
+        workdir: workdir.path().to_path_buf(),
+        slot,
+        csrf: Default::default(),
+    };
+    Channel::open(context, &shared.config.work_dir)
+        .map_err(|e| Report::error(format!("cannot open the step's channel: {e}")))
+}
+
+/// What the agent prepared for the process.
+struct Given<'a> {
+    /// The controller's base URL.
+    base: &'a str,
+    inputs: &'a InputPaths,
+    /// Blob kwargs: name -> downloaded file.
+    blobs: &'a BTreeMap<String, PathBuf>,
+    /// The channel's socket (Python function steps).
+    channel: Option<&'a std::path::Path>,
+}
+
 /// The process to start: argv and environment with `${STEP.OUTPUT}` resolved to the
 /// downloaded files' absolute paths; a function step runs the harness on a written `job.json`.
 async fn process_spec(
     shared: &Shared,
     job: &StepJob,
     log: &LogStream,
-    base: &str,
     workdir: &Workdir,
-    inputs: &InputPaths,
+    given: &Given<'_>,
 ) -> Result<ProcessSpec, Report> {
+    let (base, inputs) = (given.base, given.inputs);
     let resolve = |r: &Reference| match r {
         Reference::Output { step, output } => inputs
             .get(&(step.clone(), output.clone()))
@@ -239,6 +321,9 @@ async fn process_spec(
         Reference::Param(_) => None,
     };
     let mut env = base_env(job, base, workdir.path());
+    if let Some(socket) = given.channel {
+        env.insert("DROVER_CHANNEL".into(), socket.display().to_string());
+    }
     for (k, v) in &job.job.env {
         env.insert(k.clone(), refs::render(v, resolve));
     }
@@ -251,7 +336,13 @@ async fn process_spec(
             returns,
             requirements,
             python,
+            blobs: _,
         } => {
+            let blobs: BTreeMap<&String, String> = given
+                .blobs
+                .iter()
+                .map(|(name, path)| (name, path.display().to_string()))
+                .collect();
             let prepared = pyenv::prepare(
                 &shared.config.python,
                 requirements,
@@ -266,6 +357,7 @@ async fn process_spec(
                 "kwargs": kwargs,
                 "inputs": inputs.iter().map(|((s, o), p)| (format!("{s}.{o}"), p.display().to_string())).collect::<BTreeMap<_, _>>(),
                 "returns": returns,
+                "blobs": blobs,
                 "output_dir": drover_protocol::validate::FUNCTION_OUTPUT_DIR,
             });
             let path = workdir.path().join("job.json");

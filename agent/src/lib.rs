@@ -4,9 +4,10 @@
 //! [`Agent::start`] locks its work dir ([`lock`]), kills what a killed predecessor left running
 //! there ([`running`]), connects and spawns the tasks: [`serve`] (queue consumption within the
 //! slot limit), [`heartbeat`] (leases, and fencing when cut off) and [`control`]
-//! (cancellation); each job runs in [`job`].
+//! (cancellation); each job runs in [`job`], a Python function step with its [`channel`].
 
 mod artifacts;
+mod channel;
 mod claim;
 mod config;
 mod control;
@@ -23,7 +24,7 @@ mod serve;
 mod slots;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs};
+pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs, default_id, hostname};
 pub use logstream::DEFAULT_MAX_LOG_SIZE;
 pub use reaper::CleanupMode;
 

@@ -33,6 +33,8 @@ enum Next {
     Lost,
     /// A slot was freed: another queue may be allowed now.
     Freed,
+    /// A running attempt wants its slot back: give up the one held while idle.
+    Reclaimed,
     Shutdown,
 }
 
@@ -90,6 +92,8 @@ pub async fn serve(
                     break;
                 }
                 Next::Freed => continue,
+                // Dropping the idle slot lets the attempt queued for it have it first.
+                Next::Reclaimed => break,
                 Next::Lost => {
                     tracing::error!(
                         "a job queue consumer ended (broker connection lost?); reopening"
@@ -183,6 +187,7 @@ impl Consumers {
         if by_preference.is_empty() {
             return tokio::select! {
                 _ = slots.freed() => Next::Freed,
+                _ = slots.reclaimed() => Next::Reclaimed,
                 _ = shutdown.cancelled() => Next::Shutdown,
             };
         }
@@ -203,6 +208,7 @@ impl Consumers {
                 None => Next::Lost,
             },
             _ = slots.freed() => Next::Freed,
+            _ = slots.reclaimed() => Next::Reclaimed,
         }
     }
 }
@@ -231,7 +237,7 @@ fn start(
         .unwrap_or_default();
     let shared = shared.clone();
     jobs.spawn(async move {
-        job::run(shared.clone(), job, cancel, release).await;
+        job::run(shared.clone(), job, cancel, release, slots.attempt_slot()).await;
         shared
             .running
             .lock()

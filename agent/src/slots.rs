@@ -1,8 +1,13 @@
 //! Slot accounting: the agent's own limit (none in services mode) and each queue's limit, and
 //! a wake-up for the serve loop whenever a running job gives its slots back.
+//!
+//! A running attempt gives its agent slot back while it waits on a step it added (over its
+//! channel) and takes it back before it goes on ([`AttemptSlot`]), so a component waiting on a
+//! nested component cannot hold the only slot the nested one needs. An attempt taking its slot
+//! back goes before new jobs: the serve loop gives up a slot it holds while idle.
 
 use crate::config::AgentConfig;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Prefetch of a queue consumer in services mode: jobs are claimed (and acked) at once, so
@@ -17,21 +22,134 @@ pub(crate) struct Slots {
     /// Prefetch per queue consumer.
     prefetch: Vec<u16>,
     freed: Arc<Notify>,
+    /// Wakes the serve loop when a running attempt wants its agent slot back.
+    reclaim: Arc<Notify>,
 }
 
 /// The slots one job holds; dropping it gives them back and wakes the serve loop.
 pub(crate) struct SlotGuard {
-    agent: Option<OwnedSemaphorePermit>,
+    agent: Arc<AttemptSlot>,
     queue: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
+}
+
+impl SlotGuard {
+    /// The job's agent slot, which its channel gives back while the job waits.
+    pub fn attempt_slot(&self) -> Arc<AttemptSlot> {
+        self.agent.clone()
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         // Release before notifying, so the woken loop sees the free slot.
-        self.agent.take();
+        drop(self.agent.end());
         self.queue.take();
         self.freed.notify_one();
+    }
+}
+
+/// One running attempt's agent slot, given back while at least one of its waits is pending.
+pub(crate) struct AttemptSlot {
+    /// `None` in services mode: there is no slot to give back.
+    semaphore: Option<Arc<Semaphore>>,
+    held: Mutex<Held>,
+    freed: Arc<Notify>,
+    reclaim: Arc<Notify>,
+}
+
+struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    /// Waits pending.
+    waits: usize,
+    /// The job is over: a permit taken back now is returned at once.
+    ended: bool,
+}
+
+impl AttemptSlot {
+    fn new(
+        semaphore: Option<Arc<Semaphore>>,
+        permit: Option<OwnedSemaphorePermit>,
+        freed: Arc<Notify>,
+        reclaim: Arc<Notify>,
+    ) -> Self {
+        Self {
+            semaphore,
+            held: Mutex::new(Held {
+                permit,
+                waits: 0,
+                ended: false,
+            }),
+            freed,
+            reclaim,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A wait begins; the first one gives the slot back.
+    pub fn release(&self) {
+        let permit = {
+            let mut held = self.lock();
+            held.waits += 1;
+            if held.waits == 1 {
+                held.permit.take()
+            } else {
+                None
+            }
+        };
+        if permit.is_some() {
+            drop(permit);
+            self.freed.notify_one();
+        }
+    }
+
+    /// A wait ended; the last one takes the slot back, ahead of new jobs. Returns once the
+    /// attempt holds its slot again (or another wait of it is still pending).
+    pub async fn retake(&self) {
+        {
+            let mut held = self.lock();
+            held.waits = held.waits.saturating_sub(1);
+            if held.waits > 0 || held.permit.is_some() || held.ended {
+                return;
+            }
+        }
+        let Some(semaphore) = &self.semaphore else {
+            return;
+        };
+        self.reclaim.notify_one();
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            return;
+        };
+        let spare = {
+            let mut held = self.lock();
+            if held.waits == 0 && held.permit.is_none() && !held.ended {
+                held.permit = Some(permit);
+                None
+            } else {
+                // A new wait began meanwhile, or the job ended: the slot stays free.
+                Some(permit)
+            }
+        };
+        if spare.is_some() {
+            drop(spare);
+            self.freed.notify_one();
+        }
+    }
+
+    /// Whether the attempt holds an agent slot now (always false in services mode).
+    #[cfg(test)]
+    pub fn holds(&self) -> bool {
+        self.lock().permit.is_some()
+    }
+
+    /// The job is over: its permit, to be dropped.
+    fn end(&self) -> Option<OwnedSemaphorePermit> {
+        let mut held = self.lock();
+        held.ended = true;
+        held.permit.take()
     }
 }
 
@@ -66,6 +184,7 @@ impl Slots {
             queues,
             prefetch,
             freed: Arc::new(Notify::new()),
+            reclaim: Arc::new(Notify::new()),
         }
     }
 
@@ -102,7 +221,12 @@ impl Slots {
             None => None,
         };
         Some(SlotGuard {
-            agent,
+            agent: Arc::new(AttemptSlot::new(
+                self.agent.clone(),
+                agent,
+                self.freed.clone(),
+                self.reclaim.clone(),
+            )),
             queue,
             freed: self.freed.clone(),
         })
@@ -111,6 +235,12 @@ impl Slots {
     /// Resolves after a job gave its slots back (at once if one did since the last call).
     pub async fn freed(&self) {
         self.freed.notified().await;
+    }
+
+    /// Resolves when a running attempt wants its agent slot back (at once if one did since the
+    /// last call): a slot held while idle should be given up.
+    pub async fn reclaimed(&self) {
+        self.reclaim.notified().await;
     }
 }
 
@@ -128,14 +258,14 @@ pub(crate) fn describe(config: &AgentConfig) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::QueueOrder;
     use crate::pyenv::{PyEnvConfig, PythonEnvMode};
     use drover_protocol::{Names, QueueName};
     use std::time::Duration;
 
-    fn config(concurrency: u32, services: bool, limits: &[(&str, u32)]) -> AgentConfig {
+    pub(crate) fn config(concurrency: u32, services: bool, limits: &[(&str, u32)]) -> AgentConfig {
         AgentConfig {
             amqp_url: String::new(),
             names: Names::new("drover").unwrap(),
@@ -209,5 +339,56 @@ mod tests {
             describe(&config(1, true, &[("cpu", 3)])),
             "no slot limit (services mode), at most 3 from cpu"
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_attempt_gives_its_slot_back_and_retakes_it_before_new_jobs() {
+        let slots = Slots::new(&config(1, false, &[]));
+        let guard = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        let held = guard.attempt_slot();
+        assert!(slots.agent_full() && held.holds());
+        // Two waits at once: the slot is free until both ended.
+        held.release();
+        held.release();
+        assert!(!slots.agent_full() && !held.holds());
+        slots.freed().await;
+        // The serve loop takes the free slot while idle.
+        let idle = slots.agent_slot().await.unwrap();
+        held.retake().await; // one wait still pending: returns without the slot
+        assert!(!held.holds());
+        let retake = tokio::spawn({
+            let held = held.clone();
+            async move { held.retake().await }
+        });
+        // The serve loop is told to give up its idle slot, and the attempt gets it.
+        tokio::time::timeout(Duration::from_secs(5), slots.reclaimed())
+            .await
+            .expect("the serve loop was not asked to give its slot up");
+        let next_job = tokio::spawn({
+            let semaphore = slots.agent.clone().unwrap();
+            async move { semaphore.acquire_owned().await.unwrap() }
+        });
+        drop(idle);
+        tokio::time::timeout(Duration::from_secs(5), retake)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(held.holds() && slots.agent_full() && !next_job.is_finished());
+        drop(guard);
+        assert!(!held.holds());
+        let _next = tokio::time::timeout(Duration::from_secs(5), next_job)
+            .await
+            .expect("the ended job kept its slot")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn services_mode_has_no_slot_to_give_back() {
+        let slots = Slots::new(&config(1, true, &[]));
+        let guard = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        let held = guard.attempt_slot();
+        held.release();
+        held.retake().await;
+        assert!(!held.holds());
     }
 }

@@ -211,12 +211,14 @@ impl Broker {
     }
 
     /// Deletes a namespace's queues and control exchange (tests and tenant removal); the given
-    /// user queues are deleted too. Missing objects are fine.
+    /// user queues are deleted too, and the reserved `drivers` queue (`drover up` serves it
+    /// whatever queues it is given). Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
             self.names().services(),
             self.names().events(),
             self.names().dead(),
+            self.names().user_queue(&QueueName::drivers()),
         ];
         queues.extend(user_queues.iter().map(|q| self.names().user_queue(q)));
         for queue in queues {

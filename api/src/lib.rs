@@ -6,11 +6,13 @@
 //! Readers are tolerant: fields a newer controller may add are ignored, and fields an older one
 //! lacks default where a default means something.
 
+pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod status;
 pub mod views;
 
+pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
 pub use status::{AttemptOutcome, RunStatus, StepStatus};

@@ -151,6 +151,9 @@ pub struct StepView {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub message: Option<String>,
+    /// The run's driver (a decorator pipeline's function), which adds the other steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub driver: bool,
 }
 
 /// A function step's code.

@@ -100,6 +100,7 @@ fn run_view() -> RunView {
         ended_at: Some(1_764_590_400_250),
         exit_code: Some(0),
         message: None,
+        driver: false,
     };
     let train = StepView {
         name: step("train"),
@@ -150,6 +151,7 @@ fn run_view() -> RunView {
         ended_at: Some(1_764_590_404_000),
         exit_code: Some(1),
         message: Some("ValueError: bad input".into()),
+        driver: false,
     };
     RunView {
         run_id: run_id(),
@@ -242,6 +244,42 @@ fn runs() {
         &AbortAccepted {
             run_id: run_id(),
             step: Some(step("train")),
+        },
+    );
+}
+
+#[test]
+fn dynamic_runs() {
+    let spec = drover_protocol::spec::StepSpec {
+        name: "step_two".into(),
+        function: Some(drover_protocol::spec::FunctionSpec {
+            source: "def step_two(data):\n    return data\n".into(),
+            entry: "step_two".into(),
+            kwargs: BTreeMap::from([("data".into(), "\"${step_one.data}\"".into())]),
+            returns: vec!["data".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    check(
+        "add_step",
+        &AddStep {
+            caller: step("driver"),
+            attempt: drover_protocol::AttemptNo(1),
+            call: CallKey {
+                seq: 1,
+                component: "step_two".into(),
+                digest: "5f0c1a".into(),
+            },
+            step: spec,
+        },
+    );
+    check(
+        "step_added",
+        &StepAdded {
+            run_id: run_id(),
+            step: step("step_two_1"),
+            existing: true,
         },
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Two steps with the same key produce the same outputs, so a hit reuses them without running
 //! anything, across runs and pipelines. The queue, timeout and retries do not change what a step
-//! computes and are left out.
+//! computes and are left out. A function step's blob arguments are part of its kind, so their
+//! digests are in the key; which call added a step to a dynamic run is not.
 
 use drover_protocol::message::{JobInput, JobKind};
 use drover_protocol::validate::Step;
@@ -83,6 +84,30 @@ mod tests {
         let s = step("[\"true\"]", "{}");
         let one = key(&s, &[input("x", "o", b"1")]);
         assert_ne!(one, key(&s, &[input("x", "o", b"2")]));
+    }
+
+    #[test]
+    fn key_depends_on_the_content_of_blob_arguments() {
+        let text = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"f\"\n\
+                    function = { source = \"def f(x):\\n    return x\\n\", entry = \"f\" }\n";
+        let spec = PipelineSpec::from_toml(text).unwrap();
+        let plain = validate(&spec, &BTreeMap::new()).unwrap().steps.remove(0);
+        let with_blob = |content: &[u8]| {
+            let mut s = plain.clone();
+            let JobKind::Function { blobs, .. } = &mut s.kind else {
+                panic!("a function step");
+            };
+            let blob = drover_protocol::message::ArtifactRef {
+                digest: Digest::of_bytes(content),
+                size: content.len() as u64,
+                file_name: drover_protocol::FileName::new("x.pkl").unwrap(),
+            };
+            blobs.insert("x".into(), blob);
+            key(&s, &[])
+        };
+        assert_ne!(key(&plain, &[]), with_blob(b"1"));
+        assert_eq!(with_blob(b"1"), with_blob(b"1"));
+        assert_ne!(with_blob(b"1"), with_blob(b"2"));
     }
 
     #[test]

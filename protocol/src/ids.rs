@@ -154,6 +154,16 @@ impl QueueName {
     pub fn services() -> Self {
         Self(crate::names::SERVICES_QUEUE.to_string())
     }
+
+    /// The queue drivers run from ([`crate::names::DRIVERS_QUEUE`]).
+    pub fn drivers() -> Self {
+        Self(crate::names::DRIVERS_QUEUE.to_string())
+    }
+
+    /// Whether this is `services` or `drivers`, which no ordinary step may run on.
+    pub fn is_reserved(&self) -> bool {
+        self.0 == crate::names::SERVICES_QUEUE || self.0 == crate::names::DRIVERS_QUEUE
+    }
 }
 
 string_id!(

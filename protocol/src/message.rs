@@ -159,6 +159,10 @@ pub enum JobKind {
         returns: Vec<OutputName>,
         requirements: Vec<String>,
         python: Option<String>,
+        /// Keyword arguments passed as stored blobs; see [`crate::spec::FunctionSpec::blobs`].
+        /// The agent downloads each before the step starts.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        blobs: BTreeMap<String, ArtifactRef>,
     },
 }
 

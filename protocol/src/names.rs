@@ -8,6 +8,10 @@ pub const DEFAULT_NAMESPACE: &str = "drover";
 /// The queue the controller consumes submissions from (a user queue, as in ClearML).
 pub const SERVICES_QUEUE: &str = "services";
 
+/// The queue pipeline drivers (the processes that run a decorator pipeline's function) are
+/// published to; like [`SERVICES_QUEUE`] it is reserved and no ordinary step may name it.
+pub const DRIVERS_QUEUE: &str = "drivers";
+
 /// Names of every queue and exchange in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {

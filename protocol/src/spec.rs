@@ -3,6 +3,7 @@
 //! This is the unchecked form; [`crate::validate`] turns it into a [`crate::validate::Pipeline`].
 //! Unknown fields are rejected so a typo (`tiemout`) is an error, not a silently ignored setting.
 
+use crate::message::ArtifactRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -81,6 +82,15 @@ pub struct StepSpec {
     /// 0 (default) to 9: among the jobs waiting on a queue, higher priorities are taken first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
+    /// The pipeline's driver: the function step that runs a decorator pipeline's function and
+    /// adds the component steps while it runs. At most one per pipeline; it runs on the
+    /// reserved `drivers` queue and has no parents. A pipeline with a driver is dynamic.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub driver: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A Python function step, shipped as source.
@@ -104,6 +114,11 @@ pub struct FunctionSpec {
     /// Python version wanted, e.g. `3.11`; the agent's own when unset.
     #[serde(default)]
     pub python: Option<String>,
+    /// Keyword arguments passed as stored blobs (pickled by the caller and uploaded before the
+    /// step was added): the function receives the unpickled value. A name is in `kwargs` or
+    /// here, never both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blobs: BTreeMap<String, ArtifactRef>,
 }
 
 /// A TOML document that is not a pipeline spec.

@@ -48,6 +48,16 @@ pub struct Step {
     /// 0..=[`MAX_PRIORITY`]; the job is published with it.
     #[serde(default)]
     pub priority: u8,
+    /// The run's driver (see [`crate::spec::StepSpec::driver`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub driver: bool,
+}
+
+impl Pipeline {
+    /// The driver step, when this is a dynamic (decorator) pipeline.
+    pub fn driver(&self) -> Option<&Step> {
+        self.steps.iter().find(|s| s.driver)
+    }
 }
 
 /// The highest step priority; user queues are declared with it as `x-max-priority`.
@@ -133,6 +143,16 @@ pub enum SpecError {
         requirement: String,
         reason: String,
     },
+    #[error(
+        "step {step:?}: queue {queue:?} is reserved for drover itself (submissions and pipeline drivers); pick another queue"
+    )]
+    ReservedQueue { step: String, queue: String },
+    #[error("step {step:?}: {reason}")]
+    BadDriver { step: String, reason: String },
+    #[error("the pipeline has more than one driver step: {steps:?}")]
+    SeveralDrivers { steps: Vec<String> },
+    #[error("step {step:?}: keyword argument {name:?} is given both as JSON and as a blob")]
+    KwargTwice { step: String, name: String },
 }
 
 impl From<IdError> for SpecError {
@@ -191,6 +211,16 @@ pub fn validate(
         }
     }
 
+    let drivers: Vec<String> = spec
+        .steps
+        .iter()
+        .filter(|s| s.driver)
+        .map(|s| s.name.clone())
+        .collect();
+    if drivers.len() > 1 {
+        errors.push(SpecError::SeveralDrivers { steps: drivers });
+    }
+
     let mut steps = Vec::new();
     for step in &spec.steps {
         if let Some(s) = check_step(
@@ -216,6 +246,51 @@ pub fn validate(
         }
     }
     Err(SpecErrors(errors))
+}
+
+/// Validates one step added to a running dynamic pipeline, against the steps it already has:
+/// the same checks as at submit (names, references, queues). The added step may reference only
+/// steps that exist, so the pipeline stays in topological order with it appended. A driver
+/// cannot be added.
+pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, SpecErrors> {
+    let mut errors = Vec::new();
+    let existing: Vec<(&str, Vec<String>)> = pipeline
+        .steps
+        .iter()
+        .map(|s| {
+            let outputs = s.outputs.keys().map(|o| o.to_string()).collect();
+            (s.name.as_str(), outputs)
+        })
+        .collect();
+    let mut declared: HashMap<&str, Vec<String>> = existing.into_iter().collect();
+    if declared
+        .insert(spec.name.as_str(), output_names(spec))
+        .is_some()
+    {
+        errors.push(SpecError::DuplicateStep {
+            step: spec.name.clone(),
+        });
+    }
+    if spec.driver {
+        errors.push(SpecError::BadDriver {
+            step: spec.name.clone(),
+            reason: "a running pipeline cannot gain a driver".into(),
+        });
+    }
+    let default_queue = QueueName::new(&pipeline.meta.default_queue)
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+    let step = check_step(
+        spec,
+        &pipeline.params,
+        &declared,
+        default_queue.as_ref(),
+        &mut errors,
+    );
+    match step {
+        Some(step) if errors.is_empty() => Ok(step),
+        _ => Err(SpecErrors(errors)),
+    }
 }
 
 fn output_names(step: &StepSpec) -> Vec<String> {
@@ -404,9 +479,24 @@ fn check_step(
     let name = StepName::new(step_name)
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let queue = match &spec.queue {
-        Some(q) => QueueName::new(q).map_err(|e| errors.push(e.into())).ok(),
-        None => default_queue.cloned(),
+    let queue = if spec.driver {
+        check_driver(spec, errors);
+        Some(QueueName::drivers())
+    } else {
+        match &spec.queue {
+            Some(q) => QueueName::new(q).map_err(|e| errors.push(e.into())).ok(),
+            None => default_queue.cloned(),
+        }
+        .filter(|q| {
+            let ok = !q.is_reserved();
+            if !ok {
+                errors.push(SpecError::ReservedQueue {
+                    step: step_name.to_string(),
+                    queue: q.to_string(),
+                });
+            }
+            ok
+        })
     };
     let mut checker = RefChecker::new(step_name, params, declared);
     checker.check_parents(&spec.parents);
@@ -445,8 +535,32 @@ fn check_step(
         cache: spec.cache,
         continue_on_fail: spec.continue_on_fail,
         priority,
+        driver: spec.driver,
     })
     .filter(|_| ok && priority <= MAX_PRIORITY)
+}
+
+/// A driver is a function step without parents whose queue, when given, is `drivers`.
+fn check_driver(spec: &StepSpec, errors: &mut Vec<SpecError>) {
+    let bad = |reason: &str| SpecError::BadDriver {
+        step: spec.name.clone(),
+        reason: reason.to_string(),
+    };
+    if spec.function.is_none() {
+        errors.push(bad("a driver must be a function step"));
+    }
+    if !spec.parents.is_empty() {
+        errors.push(bad("a driver has no parents"));
+    }
+    if spec
+        .queue
+        .as_deref()
+        .is_some_and(|q| q != crate::names::DRIVERS_QUEUE)
+    {
+        errors.push(bad(
+            "a driver runs on the `drivers` queue; leave `queue` unset",
+        ));
+    }
 }
 
 /// What the step runs and the outputs it declares; `None` when it has no command and no
@@ -537,7 +651,14 @@ fn function_kind(
         returns,
         requirements: f.requirements.clone(),
         python: f.python.clone(),
+        blobs: f.blobs.clone(),
     };
+    for name in f.blobs.keys().filter(|n| f.kwargs.contains_key(*n)) {
+        checker.errors.push(SpecError::KwargTwice {
+            step: checker.step.to_string(),
+            name: name.clone(),
+        });
+    }
     (kind, outputs)
 }
 

@@ -57,8 +57,29 @@ fn samples() -> Vec<Message> {
                     returns: vec!["data_frame".into()],
                     requirements: vec!["pandas==2.3.3".into()],
                     python: Some("3.11".into()),
+                    blobs: BTreeMap::from([(
+                        "columns".into(),
+                        ArtifactRef {
+                            digest: Digest::new(
+                                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                            )
+                            .unwrap(),
+                            size: 42,
+                            file_name: FileName::new("columns.pkl").unwrap(),
+                        },
+                    )]),
                 }),
                 cache: true,
+                ..Default::default()
+            },
+            StepSpec {
+                name: "pipeline".into(),
+                function: Some(FunctionSpec {
+                    source: "def pipeline():\n    pass\n".into(),
+                    entry: "pipeline".into(),
+                    ..Default::default()
+                }),
+                driver: true,
                 ..Default::default()
             },
             StepSpec {

@@ -213,11 +213,14 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
         conf.max_log_size = args.controller.max_log_size;
         agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
+    let workers = agents.len();
+    let drivers = drivers_agent(g, &args.agent, &data_dir, &url)?;
+    agents.push(Agent::start_with_abort(drivers, shutdown.clone(), abort.clone()).await?);
     eprintln!(
-        "drover up: controller at {url} (namespace {}), {} agent(s) serving {:?}; Ctrl-C to stop",
+        "drover up: controller at {url} (namespace {}), {workers} agent(s) serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
         g.namespace,
-        agents.len(),
-        args.agent.queues
+        args.agent.queues,
+        drover_protocol::names::DRIVERS_QUEUE,
     );
     eprintln!("{}", web_ui_hint(&url, g.token.is_some()));
     for agent in agents {
@@ -225,6 +228,32 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     }
     controller.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent `up` adds for pipeline drivers: services mode (a driver mostly waits, so it takes
+/// no slot a step needs), serving the reserved `drivers` queue only.
+fn drivers_agent(
+    g: &Global,
+    options: &AgentOptions,
+    data_dir: &Path,
+    url: &str,
+) -> Result<AgentConfig> {
+    let options = AgentOptions {
+        queues: vec![drover_protocol::names::DRIVERS_QUEUE.to_string()],
+        services_mode: true,
+        ..options.clone()
+    };
+    let id = drover_agent::default_id(&drover_agent::hostname())?;
+    let id = AgentId::new(format!("{id}-drivers")).context("bad drivers agent id")?;
+    agent_config(
+        g,
+        &options,
+        data_dir.join("work").join("drivers"),
+        data_dir.join("pyenv"),
+        Some(id),
+        Some(url.to_string()),
+        None,
+    )
 }
 
 pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {

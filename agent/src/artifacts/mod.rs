@@ -31,10 +31,10 @@ pub enum TransferError {
         status: u16,
         body: String,
     },
-    #[error("downloaded {step}.{output} hashes to {got}, expected {expected}")]
+    #[error("downloaded {what} hashes to {got}, expected {expected}")]
     Corrupt {
-        step: String,
-        output: String,
+        /// `step.output`, or what else was downloaded.
+        what: String,
         expected: String,
         got: String,
     },
@@ -91,27 +91,40 @@ fn io_error(path: &Path, error: std::io::Error) -> TransferError {
 
 /// Downloads one input to `dest`, verifying its digest while writing.
 pub async fn download(route: &Route, input: &JobInput, dest: &Path) -> Result<(), TransferError> {
+    let what = format!("{}.{}", input.step, input.output);
+    download_blob(route, &input.digest, &what, dest).await
+}
+
+/// Downloads the blob `digest` (described as `what` in errors) to `dest`, verifying its
+/// digest while writing.
+pub async fn download_blob(
+    route: &Route,
+    digest: &Digest,
+    what: &str,
+    dest: &Path,
+) -> Result<(), TransferError> {
     match route {
         Route::Controller { http, base } => {
-            let body = http::get(http, base, &input.digest).await?;
-            write_verified(body, input, dest).await
+            let body = http::get(http, base, digest).await?;
+            write_verified(body, digest, what, dest).await
         }
         Route::Store(store) => {
-            let Some(blob) = store.open(&input.digest).await? else {
+            let Some(blob) = store.open(digest).await? else {
                 return Err(TransferError::Missing {
                     store: store.describe(),
-                    digest: input.digest.clone(),
+                    digest: digest.clone(),
                 });
             };
-            write_verified(blob.bytes, input, dest).await
+            write_verified(blob.bytes, digest, what, dest).await
         }
     }
 }
 
-/// Streams `body` into `dest` while hashing; an error unless it hashes to the input's digest.
+/// Streams `body` into `dest` while hashing; an error unless it hashes to `digest`.
 async fn write_verified<S, E>(
     mut body: S,
-    input: &JobInput,
+    digest: &Digest,
+    what: &str,
     dest: &Path,
 ) -> Result<(), TransferError>
 where
@@ -136,11 +149,10 @@ where
     }
     file.flush().await.map_err(|e| io_error(dest, e))?;
     let got = Digest::from_sha256(hasher);
-    if got != input.digest {
+    if got != *digest {
         return Err(TransferError::Corrupt {
-            step: input.step.to_string(),
-            output: input.output.to_string(),
-            expected: input.digest.to_string(),
+            what: what.to_string(),
+            expected: digest.to_string(),
             got: got.to_string(),
         });
     }

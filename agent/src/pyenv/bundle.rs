@@ -63,6 +63,7 @@ mod tests {
         let dir = materialize(root.path()).unwrap();
         assert!(dir.join(HARNESS).is_file());
         assert!(dir.join("drover/__init__.py").is_file());
+        assert!(dir.join("drover/automation/controller.py").is_file());
         assert_eq!(materialize(root.path()).unwrap(), dir, "written once");
     }
 }

@@ -1,4 +1,4 @@
-//! JSON endpoints: runs, abort, agents, queues, health and metrics.
+//! JSON endpoints: runs, abort, agents, queues, health and metrics (one step: [`super::steps`]).
 
 use super::views;
 use super::{ApiError, App};
@@ -124,19 +124,6 @@ pub async fn get_run(
     Ok(Json(app.run_view(&run)))
 }
 
-pub async fn get_step(
-    State(app): State<App>,
-    Path((run, step)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
-    let record = app.run(&run)?;
-    views::run_view(&record, app.run_url(&record.run_id))
-        .steps
-        .into_iter()
-        .find(|s| s.name.as_str() == step)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("run {run} has no step {step:?}")))
-}
-
 /// The controller's own account of the run, as plain text.
 pub async fn console(
     State(app): State<App>,
@@ -249,7 +236,8 @@ pub async fn queues(
         let (messages, consumers) = stats.map_or((0, 0), |s| (s.messages, s.consumers));
         let warning = (waiting_steps > 0 && consumers == 0).then(|| {
             format!(
-                "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `drover agent --queue {queue}`"
+                "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `{}`",
+                crate::service::agent_command(&queue)
             )
         });
         queues.push(QueueView {

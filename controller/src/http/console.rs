@@ -1,6 +1,8 @@
 //! The controller's console for one run: what it did with the run, one line per event, in time
-//! order. Rebuilt from the run's durable record (submission, every attempt's dispatch, claim and
-//! end, cache hits, skips, the run's end), so it survives restarts and costs nothing to keep.
+//! order. Rebuilt from the run's durable record (submission, steps added by a dynamic run's
+//! driver, every attempt's dispatch, claim and end, cache hits, skips, the run's end), so it
+//! survives restarts and costs nothing to keep. What a dynamic run's pipeline function printed
+//! is its driver step's log (the run page shows it as the pipeline's console), not this.
 
 use crate::logs::delay_text;
 use crate::scheduler::{AttemptRecord, RunRecord, StepRecord, StepStatus};
@@ -31,10 +33,16 @@ pub fn lines(run: &RunRecord) -> Vec<String> {
         let error = run.error.as_deref().unwrap_or("invalid pipeline");
         push(run.created_at, format!("rejected: {error}"));
     } else if let Some(started) = run.started_at {
-        push(
-            started,
-            format!("validated: {} step(s), starting", run.steps.len()),
-        );
+        let driver = run.pipeline.as_ref().and_then(|p| p.driver());
+        let text = match driver {
+            Some(d) => format!(
+                "validated: a dynamic run; its driver {} adds steps while it runs, and its log \
+                 is the pipeline's console",
+                d.name
+            ),
+            None => format!("validated: {} step(s), starting", run.steps.len()),
+        };
+        push(started, text);
     }
     for step in &run.steps {
         step_lines(step, &mut push);
@@ -62,6 +70,15 @@ pub fn lines(run: &RunRecord) -> Vec<String> {
 
 fn step_lines(step: &StepRecord, push: &mut impl FnMut(u64, String)) {
     let name = &step.name;
+    if let Some(call) = &step.call {
+        push(
+            call.added_at,
+            format!(
+                "step {name}: added by {} (call {}, component {}, arguments {})",
+                call.caller, call.seq, call.component, call.digest
+            ),
+        );
+    }
     for attempt in &step.attempts {
         attempt_lines(name.as_str(), step, attempt, push);
     }
@@ -186,5 +203,53 @@ mod tests {
                 .any(|l| l.contains("step a: attempt 1 published on queue default")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn a_dynamic_run_tells_which_call_added_each_step() {
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+            artifact_store: None,
+        });
+        let spec = PipelineSpec::from_toml(
+            "[pipeline]\nname = \"p\"\n[[step]]\nname = \"pipe\"\ndriver = true\n\
+             function = { source = \"def f():\\n    pass\\n\", entry = \"f\" }\n",
+        )
+        .unwrap();
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec,
+            params: Default::default(),
+            submitted_by: None,
+        };
+        handle(&mut state, Event::Submit(submit), 1_000);
+        let request = drover_api::AddStep {
+            caller: drover_protocol::StepName::new("pipe").unwrap(),
+            attempt: drover_protocol::AttemptNo(1),
+            call: drover_api::CallKey {
+                seq: 0,
+                component: "square".into(),
+                digest: "ab12".into(),
+            },
+            step: drover_protocol::spec::StepSpec {
+                name: "square".into(),
+                command: Some(vec!["true".into()]),
+                ..Default::default()
+            },
+        };
+        crate::scheduler::add_step(&mut state, request, &run_id, 2_000).unwrap();
+        let lines = lines(&state.runs[&run_id]);
+        assert!(
+            lines[1].ends_with("validated: a dynamic run; its driver pipe adds steps while it runs, and its log is the pipeline's console"),
+            "{lines:?}"
+        );
+        let added = "1970-01-01T00:00:02.000Z step square: added by pipe (call 0, component square, arguments ab12)";
+        let at = lines.iter().position(|l| l == added);
+        let published = lines
+            .iter()
+            .position(|l| l.contains("step square: attempt 1 published"));
+        assert!(at.is_some() && at < published, "{lines:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP API (`/api/v1`), its event streams, `/healthz`, `/metrics` and the web UI.
 //!
 //! Handlers read durable state from the store and never change run state themselves: an abort
-//! is an event sent to the owning task. With a token configured, [`auth`] guards every route
+//! is an event sent to the owning task, and an added step a request the owning task answers. With a token configured, [`auth`] guards every route
 //! but `/healthz`; [`guard`] adds security headers to every answer and, without a token, keeps
 //! other sites out; [`serve`] accepts connections within limits.
 
@@ -16,6 +16,7 @@ mod pages;
 mod rerun;
 mod scrape;
 pub(crate) mod serve;
+mod steps;
 mod views;
 
 use crate::logs::LogStore;
@@ -99,7 +100,8 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/runs/{run}/rerun", post(rerun::rerun))
         .route("/api/v1/runs/{run}/artifacts", get(rerun::artifacts))
         .route("/api/v1/csrf", get(csrf::token))
-        .route("/api/v1/runs/{run}/steps/{step}", get(api::get_step))
+        .route("/api/v1/runs/{run}/steps", post(steps::add_step))
+        .route("/api/v1/runs/{run}/steps/{step}", get(steps::get_step))
         .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(

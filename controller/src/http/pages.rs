@@ -213,7 +213,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 14);
+        assert_eq!(imported, 15);
     }
 
     #[test]

@@ -119,6 +119,7 @@ fn step_view(step: &StepRecord, spec: &Step) -> StepView {
         kind,
         command,
         function,
+        driver: spec.driver,
         env: spec.env.clone(),
         timeout_ms: spec.timeout_ms,
         retries: spec.retries,

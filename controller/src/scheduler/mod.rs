@@ -2,15 +2,17 @@
 //! which actions follow. No I/O, no clock: the owning task persists the changed records and then
 //! carries out the actions.
 
+mod dynamic;
 mod progress;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use dynamic::add_step;
 use progress::{advance, end_step, fail_attempt, hand_back, job_inputs, lose_attempt, step_job};
 pub use state::{
     AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
-    SchedulerConfig, State, StepRecord, StepStatus,
+    SchedulerConfig, State, StepCall, StepRecord, StepStatus,
 };
 
 use drover_protocol::message::{

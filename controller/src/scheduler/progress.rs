@@ -117,6 +117,7 @@ pub(super) fn end_step(
 /// under a failed parent, and ends the run when every step is terminal. Returns whether
 /// anything changed.
 pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
+    let mut changed = end_after_driver(run, ctx);
     let RunRecord {
         run_id,
         pipeline,
@@ -124,9 +125,8 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
         ..
     } = run;
     let Some(pipeline) = pipeline.as_ref() else {
-        return false;
+        return changed;
     };
-    let mut changed = false;
     // Step index by name, built only when a waiting step has parents to look up.
     let mut index: Option<HashMap<&StepName, usize>> = None;
     // Parents come first, so one pass settles chains of cache hits and skips.
@@ -158,6 +158,44 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
         }
     }
     finish_if_done(run, ctx.now) || changed
+}
+
+/// Why the run's driver takes the run down: it ended in anything but success. `None` for runs
+/// without a driver and while the driver runs or after it succeeded.
+pub(super) fn driver_failure(run: &RunRecord) -> Option<String> {
+    let driver = run.pipeline.as_ref()?.driver()?;
+    let step = run.step(&driver.name)?;
+    let failed = step.status.is_terminal() && !step.status.is_done();
+    failed.then(|| {
+        let why = step.message.as_deref().unwrap_or("no message");
+        format!("driver {} {}: {why}", step.name, step.status.as_str())
+    })
+}
+
+/// Once the driver has failed, nothing else in the run has a caller left to use its result:
+/// every other unfinished step is aborted (running attempts are told to stop) and the run's
+/// error names the driver. A run being aborted on request is left to that. Returns whether
+/// anything changed.
+fn end_after_driver(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
+    if run.status.is_terminal() || run.abort_requested {
+        return false;
+    }
+    let Some(why) = driver_failure(run) else {
+        return false;
+    };
+    let mut changed = false;
+    if run.error.as_deref() != Some(why.as_str()) {
+        run.error = Some(why.clone());
+        changed = true;
+    }
+    for step in run.steps.iter_mut() {
+        if step.status.is_terminal() || step.abort_requested {
+            continue;
+        }
+        super::abort_step(&run.run_id, step, &why, ctx);
+        changed = true;
+    }
+    changed
 }
 
 /// A step whose parents are done: a cache hit ends it at once, otherwise its next attempt is
@@ -320,16 +358,20 @@ pub(super) fn finish_if_done(run: &mut RunRecord, now: u64) -> bool {
     let Some(pipeline) = run.pipeline.as_ref() else {
         return false;
     };
-    let failed: Vec<&str> = run
+    let failed: Vec<String> = run
         .steps
         .iter()
         .zip(&pipeline.steps)
         .filter(|(s, spec)| s.status == StepStatus::Failed && !spec.continue_on_fail)
-        .map(|(s, _)| s.name.as_str())
+        .map(|(s, _)| s.name.to_string())
         .collect();
+    let driver_failed = driver_failure(run);
     let any_aborted = run.steps.iter().any(|s| s.status == StepStatus::Aborted);
     run.status = if run.abort_requested {
         RunStatus::Aborted
+    } else if let Some(why) = driver_failed {
+        run.error = Some(why);
+        RunStatus::Failed
     } else if !failed.is_empty() {
         run.error = Some(format!("failed step(s): {}", failed.join(", ")));
         RunStatus::Failed

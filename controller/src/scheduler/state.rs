@@ -135,6 +135,24 @@ pub struct StepRecord {
     pub started_at: Option<u64>,
     #[serde(default)]
     pub ended_at: Option<u64>,
+    /// The component call that added this step to a dynamic run; `None` for steps of the
+    /// submitted spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<StepCall>,
+}
+
+/// Which call of which running step added a step to a dynamic run: what a replay of that call
+/// is matched against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCall {
+    pub caller: StepName,
+    /// The call's position among the caller's component calls (0 for the first).
+    pub seq: u32,
+    pub component: String,
+    /// The digest of the call's arguments.
+    pub digest: String,
+    /// When the step was added (ms since the epoch).
+    pub added_at: u64,
 }
 
 impl StepRecord {
@@ -157,6 +175,7 @@ impl StepRecord {
             pending_reason: None,
             started_at: None,
             ended_at: None,
+            call: None,
         }
     }
 

@@ -8,13 +8,14 @@ use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError, Submitted};
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
+use drover_api::{AddStep, StepAdded};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
-use drover_protocol::{Names, QueueName};
+use drover_protocol::{Names, QueueName, RunId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,22 @@ pub(crate) enum Command {
         submit: drover_protocol::message::Submit,
         of: drover_protocol::RunId,
     },
+    /// A running step adds a step to its dynamic run (through the HTTP API); answered once the
+    /// added step is durable and its job, if any, published.
+    AddStep {
+        run: RunId,
+        request: Box<AddStep>,
+        reply: oneshot::Sender<Result<StepAdded, Refused>>,
+    },
+}
+
+/// Why an add-step request got no step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The request is wrong (the scheduler's reason).
+    Invalid(String),
+    /// The state change could not be persisted; asking again is safe (the call is idempotent).
+    Unavailable(String),
 }
 
 /// The owner of the scheduler state and everything needed to carry out its actions.
@@ -131,27 +148,47 @@ impl Owner {
     async fn commands(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) {
         let mut fx = Effects::default();
         let mut deliveries = Vec::new();
+        let mut replies = Vec::new();
         let mut next = Some(first);
         let mut submitted = Ok(());
         while let Some(command) = next.take() {
             let (event, rerun_of) = match command {
                 Command::Delivery { event, incoming } => {
                     deliveries.push(incoming);
-                    (event, None)
+                    (Some(event), None)
                 }
-                Command::Local(event) => (event, None),
-                Command::Rerun { submit, of } => (Event::Submit(submit), Some(of)),
+                Command::Local(event) => (Some(event), None),
+                Command::Rerun { submit, of } => (Some(Event::Submit(submit)), Some(of)),
+                Command::AddStep {
+                    run,
+                    request,
+                    reply,
+                } => {
+                    match scheduler::add_step(&mut self.state, *request, &run, now_ms()) {
+                        Ok((added, step_fx)) => {
+                            fx.merge(step_fx);
+                            replies.push((reply, added));
+                        }
+                        // A refusal changes nothing: answered at once.
+                        Err(why) => {
+                            let _ = reply.send(Err(Refused::Invalid(why)));
+                        }
+                    }
+                    (None, None)
+                }
             };
-            // Kept as sent, so the run can be submitted again as it was.
-            if let Event::Submit(s) = &event
-                && submitted.is_ok()
-            {
-                submitted = self
-                    .store
-                    .put_submitted(&s.run_id, &Submitted::of(s, rerun_of));
+            if let Some(event) = event {
+                // Kept as sent, so the run can be submitted again as it was.
+                if let Event::Submit(s) = &event
+                    && submitted.is_ok()
+                {
+                    submitted = self
+                        .store
+                        .put_submitted(&s.run_id, &Submitted::of(s, rerun_of));
+                }
+                fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
             }
-            fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
-            if deliveries.len() < MAX_BATCH {
+            if deliveries.len() + replies.len() < MAX_BATCH {
                 next = commands.try_recv().ok();
             }
         }
@@ -161,6 +198,9 @@ impl Owner {
         };
         match applied {
             Ok(()) => {
+                for (reply, added) in replies {
+                    let _ = reply.send(Ok(added));
+                }
                 for incoming in deliveries {
                     if let Err(e) = incoming.ack().await {
                         tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
@@ -168,6 +208,10 @@ impl Owner {
                 }
             }
             Err(e) => {
+                for (reply, _) in replies {
+                    let why = format!("cannot persist the added step: {e}; try again");
+                    let _ = reply.send(Err(Refused::Unavailable(why)));
+                }
                 tracing::error!(
                     "cannot persist the state change of {} message(s): {e}; they go back to their queues",
                     deliveries.len()
@@ -326,7 +370,8 @@ impl Owner {
             match self.broker.queue_stats(&broker_queue).await {
                 Ok(Some(stats)) if stats.consumers == 0 => {
                     tracing::warn!(
-                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `drover agent --queue {queue}`"
+                        "{steps} step(s) wait on queue {queue} ({broker_queue}) but no agent consumes it; start one with `{}`",
+                        agent_command(&queue)
                     );
                     self.idle_warned.insert(queue, Instant::now());
                 }
@@ -334,6 +379,16 @@ impl Owner {
                 Err(e) => tracing::debug!("cannot read the stats of queue {broker_queue}: {e}"),
             }
         }
+    }
+}
+
+/// The command that starts an agent for `queue`: drivers mostly wait, so theirs has no slot
+/// limit.
+pub(crate) fn agent_command(queue: &QueueName) -> String {
+    if *queue == QueueName::drivers() {
+        format!("drover agent --services-mode --queue {queue}")
+    } else {
+        format!("drover agent --queue {queue}")
     }
 }
 
@@ -354,5 +409,21 @@ async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(
                 .await
         }
         Action::CacheInsert { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_queue_is_served_by_an_agent_without_a_slot_limit() {
+        let drivers = QueueName::drivers();
+        assert_eq!(
+            agent_command(&drivers),
+            "drover agent --services-mode --queue drivers"
+        );
+        let gpu = QueueName::new("gpu").unwrap();
+        assert_eq!(agent_command(&gpu), "drover agent --queue gpu");
     }
 }

@@ -1,6 +1,7 @@
-//! How a run is laid out in sled: a small header, the validated pipeline (written once) and one
-//! record per step, so an event that changes one step writes that step, not the whole run; an
-//! index by creation time for listing a page of runs without reading the others.
+//! How a run is laid out in sled: a small header, the validated pipeline (written once, and
+//! again each time a dynamic run gains steps) and one record per step, so an event that changes
+//! one step writes that step, not the whole run; an index by creation time for listing a page
+//! of runs without reading the others.
 
 use super::{StoreError, decode, encode};
 use crate::scheduler::{RunRecord, RunStatus, StepRecord};
@@ -179,12 +180,14 @@ impl RunTrees {
         Ok(n)
     }
 
-    /// Writes the header, the pipeline the first time, and the steps that changed.
+    /// Writes the header, the pipeline the first time and whenever it gained steps (a dynamic
+    /// run), and the steps that changed.
     pub fn put(&self, run: &RunRecord) -> Result<(), StoreError> {
         let id = &run.run_id;
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         let before = written.remove(id);
-        if let (None, Some(p)) = (&before, &run.pipeline) {
+        let grew = before.as_ref().is_none_or(|b| b.len() != run.steps.len());
+        if let (true, Some(p)) = (grew, &run.pipeline) {
             self.pipelines.insert(id.as_str(), encode("pipeline", p)?)?;
         }
         if before.is_none() {
@@ -367,5 +370,46 @@ mod tests {
         );
         let loaded = store.load().unwrap().runs;
         assert!(loaded == vec![expected.clone()], "loaded after reopening");
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_that_gains_a_step_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+            artifact_store: None,
+        });
+        let toml = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"d\"\ndriver = true\n\
+                    function = { source = \"def d():\\n    pass\\n\", entry = \"d\" }\n";
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec: PipelineSpec::from_toml(toml).unwrap(),
+            params: Default::default(),
+            submitted_by: None,
+        };
+        handle(&mut state, Event::Submit(submit), 1);
+        let store = Store::open(dir.path()).unwrap();
+        store.put_run(&state.runs[&run_id]).unwrap();
+        let request = drover_api::AddStep {
+            caller: drover_protocol::StepName::new("d").unwrap(),
+            attempt: drover_protocol::AttemptNo(1),
+            call: drover_api::CallKey {
+                seq: 0,
+                component: "c".into(),
+                digest: "x".into(),
+            },
+            step: drover_protocol::spec::StepSpec {
+                name: "c".into(),
+                command: Some(vec!["true".into()]),
+                ..Default::default()
+            },
+        };
+        crate::scheduler::add_step(&mut state, request, &run_id, 2).unwrap();
+        store.put_run(&state.runs[&run_id]).unwrap();
+        let got = store.run(&run_id).unwrap().unwrap();
+        assert_eq!(got.pipeline.as_ref().unwrap().steps.len(), 2);
+        assert!(got == state.runs[&run_id], "the added step reads back");
     }
 }

@@ -20,6 +20,7 @@ async fn every_route_needs_the_token_but_healthz() {
         ("GET", format!("/api/v1/runs/{run}/stream")),
         ("GET", format!("/api/v1/runs/{run}/console")),
         ("POST", format!("/api/v1/runs/{run}/abort")),
+        ("POST", format!("/api/v1/runs/{run}/steps")),
         ("GET", format!("/api/v1/runs/{run}/steps/a")),
         ("GET", format!("/api/v1/runs/{run}/steps/a/log")),
         ("GET", format!("/api/v1/runs/{run}/steps/a/log/stream")),

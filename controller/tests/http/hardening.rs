@@ -250,6 +250,12 @@ async fn the_read_token_reads_and_changes_nothing() {
     // The admin token still may (the run is unknown, so 404).
     let admin = s.http.post(&abort).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(admin.status().as_u16(), 404);
+    // Adding a step changes a run too.
+    let add = format!("{}/api/v1/runs/{run}/steps", s.url);
+    let refused = s.http.post(&add).bearer_auth(READ).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let admin = s.http.post(&add).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(admin.status().as_u16(), 404);
 
     // A browser trades the read token for a cookie that reads only.
     let login = s

@@ -92,6 +92,28 @@ impl Server {
         support::consume_default(&self.broker).await
     }
 
+    /// Consumes the `drivers` queue, as an agent serving drivers would.
+    pub async fn driver_jobs(&self) -> Consumer {
+        let drivers = QueueName::drivers();
+        self.broker.declare_user_queue(&drivers).await.unwrap();
+        self.broker
+            .consume(&self.broker.names().user_queue(&drivers), 10)
+            .await
+            .unwrap()
+    }
+
+    /// A POST of `body` as JSON; the status and the answer's JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// An open event stream.
     pub async fn stream(&self, path: &str) -> Events {
         let resp = self.get(path).await;
@@ -109,7 +131,7 @@ impl Server {
 
     pub async fn stop(self) {
         self.controller.stop().await;
-        support::cleanup(self.broker, &["default"]).await;
+        support::cleanup(self.broker, &["default", "drivers"]).await;
     }
 }
 

@@ -2,7 +2,8 @@
 
 A job is what the agent writes to `job.json` (see ARCHITECTURE.md, "Python function steps"):
 the function's source and entry, keyword arguments as JSON text, the local path of each input
-artifact by `STEP.OUTPUT`, the return names and the output directory. The function is defined
+artifact by `STEP.OUTPUT`, the local path of each keyword argument passed as a pickled blob,
+the return names and the output directory. The function is defined
 from its source alone, its kwargs resolved, its result split by return name and each value
 pickled to `<output_dir>/<name>.pkl`. Only the standard library is used: a step's environment
 may hold nothing else.
@@ -29,6 +30,7 @@ class Job(TypedDict, total=False):
     entry: str
     kwargs: dict[str, str]
     inputs: dict[str, str]
+    blobs: dict[str, str]
     returns: list[str]
     output_dir: str
 
@@ -111,6 +113,10 @@ def run(job: Job) -> None:
     kwargs = {
         name: resolve_kwarg(name, text, inputs) for name, text in job.get("kwargs", {}).items()
     }
+    for name, path in job.get("blobs", {}).items():
+        if name in kwargs:
+            raise ValueError(f"keyword argument {name!r} is given both as JSON and as a blob")
+        kwargs[name] = load_input(path)
     result = function(**kwargs)
     save_outputs(split_returns(result, job.get("returns", [])), job.get("output_dir", "_outputs"))
 

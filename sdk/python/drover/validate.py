@@ -18,6 +18,10 @@ from typing import Any
 from . import names, refs, requirements
 
 MAX_PRIORITY = 9
+SERVICES_QUEUE = "services"
+DRIVERS_QUEUE = "drivers"
+# Queues a step may not name: the controller's intake and the pipeline drivers' queue.
+RESERVED_QUEUES = (SERVICES_QUEUE, DRIVERS_QUEUE)
 
 # An error's structured fields, as the controller serializes them (`code` plus names).
 Fields = dict[str, Any]
@@ -35,8 +39,9 @@ class SpecError:
         return self.message
 
     def case(self) -> Fields:
-        """The error as the shared cases write it: its code and the names it blames."""
-        return {"code": self.code, **self.fields}
+        """The error as the shared cases write it: its code and the names it blames (prose
+        fields such as a `reason` left out)."""
+        return {"code": self.code, **{k: v for k, v in self.fields.items() if k != "reason"}}
 
 
 class SpecErrors(ValueError):
@@ -200,6 +205,11 @@ class _StepChecker:
                 names.check_output_name(name)
             except names.InvalidName as e:
                 self.errors.append(invalid_name(e))
+        for kwarg in sorted(function.get("blobs") or {}):
+            if kwarg in (function.get("kwargs") or {}):
+                self.errors.append(_error(
+                    "kwarg_twice", f"step {self.name!r}: keyword argument {kwarg!r} is given both as "
+                    "JSON and as a blob", step=self.name, name=kwarg))
         for kwarg, text in sorted((function.get("kwargs") or {}).items()):
             try:
                 value = json.loads(text, parse_constant=_no_constant)
@@ -239,8 +249,27 @@ class _StepChecker:
             self.template(value)
 
 
+def _reserved(step: Mapping[str, Any], queue: str) -> SpecError:
+    name = step.get("name", "")
+    return _error("reserved_queue", f"step {name!r}: queue {queue!r} is reserved for drover itself "
+                  "(submissions and pipeline drivers); pick another queue", step=name, queue=queue)
+
+
+def _driver_errors(step: Mapping[str, Any]) -> list[SpecError]:
+    """A driver is a function step without parents whose queue, when given, is `drivers`."""
+    name = step.get("name", "")
+    reasons = []
+    if step.get("function") is None:
+        reasons.append("a driver must be a function step")
+    if step.get("parents"):
+        reasons.append("a driver has no parents")
+    if step.get("queue") not in (None, DRIVERS_QUEUE):
+        reasons.append("a driver runs on the `drivers` queue; leave `queue` unset")
+    return [_error("bad_driver", f"step {name!r}: {r}", step=name, reason=r) for r in reasons]
+
+
 def _check_step(step: Mapping[str, Any], declared: Mapping[str, Sequence[str]],
-                params: Mapping[str, str], default_queue_ok: bool,
+                params: Mapping[str, str], default_queue_ok: bool, default_queue: str,
                 errors: list[SpecError]) -> tuple[set[str], set[tuple[str, str]]] | None:
     """Checks one step; returns its parents and inputs, or None when it has a problem."""
     ok = True
@@ -250,14 +279,25 @@ def _check_step(step: Mapping[str, Any], declared: Mapping[str, Sequence[str]],
         errors.append(invalid_name(e))
         ok = False
     queue = step.get("queue")
-    if queue is None:
+    if step.get("driver"):
+        found = _driver_errors(step)
+        errors.extend(found)
+        ok = ok and not found
+    elif queue is None:
         ok = ok and default_queue_ok  # its queue is the default one, reported once above
+        if default_queue_ok and default_queue in RESERVED_QUEUES:
+            errors.append(_reserved(step, default_queue))
+            ok = False
     else:
         try:
             names.check_queue_name(queue)
         except names.InvalidName as e:
             errors.append(invalid_name(e))
             ok = False
+        else:
+            if queue in RESERVED_QUEUES:
+                errors.append(_reserved(step, queue))
+                ok = False
     priority = step.get("priority")
     if priority is not None and priority > MAX_PRIORITY:
         errors.append(_error(
@@ -326,8 +366,9 @@ def validate(spec: Mapping[str, Any], overrides: Mapping[str, str] | None = None
         errors.append(_error("no_steps", "the pipeline has no steps"))
     params = _params(spec, overrides or {}, errors)
     default_queue_ok = True
+    default_queue = meta.get("default_queue", "default")
     try:
-        names.check_queue_name(meta.get("default_queue", "default"))
+        names.check_queue_name(default_queue)
     except names.InvalidName as e:
         errors.append(invalid_name(e))
         default_queue_ok = False
@@ -339,11 +380,15 @@ def validate(spec: Mapping[str, Any], overrides: Mapping[str, str] | None = None
             errors.append(_error("duplicate_step", f"duplicate step name {name!r}: step names "
                                  "must be unique", step=name))
         declared[name] = _output_names(step)
+    drivers = [str(step.get("name", "")) for step in steps if step.get("driver")]
+    if len(drivers) > 1:
+        errors.append(_error("several_drivers", f"the pipeline has more than one driver step: {drivers}",
+                             steps=drivers))
 
     graph: dict[str, set[str]] = {}
     inputs: dict[str, list[tuple[str, str]]] = {}
     for step in steps:
-        checked = _check_step(step, declared, params, default_queue_ok, errors)
+        checked = _check_step(step, declared, params, default_queue_ok, default_queue, errors)
         if checked is not None:
             graph[step["name"]], step_inputs = checked
             inputs[step["name"]] = sorted(step_inputs)

@@ -13,6 +13,12 @@ def test_importing_drover_loads_no_third_party_module():
         "from drover import PipelineController, StorageManager\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pika', 'msgpack'))\n"
         "assert not bad, bad\n"
+        "assert 'drover.decorator' not in sys.modules  # loaded on first use\n"
+        "from drover import PipelineDecorator\n"
+        "from drover.automation.controller import PipelineDecorator as D, PipelineController as C\n"
+        "assert D is PipelineDecorator and C is PipelineController\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pika', 'msgpack'))\n"
+        "assert not bad, bad\n"
         "print(drover.__version__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -21,13 +27,11 @@ def test_importing_drover_loads_no_third_party_module():
 
 
 def test_the_bundled_files_import_without_site_packages(tmp_path):
-    """Agents put a copy of drover/*.py on PYTHONPATH; -S leaves out every installed package."""
-    bundle = tmp_path / "drover"
-    bundle.mkdir()
-    for name in os.listdir(PACKAGE):
-        if name.endswith(".py"):
-            shutil.copy(os.path.join(PACKAGE, name), bundle / name)
-    code = "from drover import StorageManager; print(StorageManager.get_local_copy(__import__('sys').executable))"
+    """Agents put a copy of drover/**/*.py on PYTHONPATH; -S leaves out every installed package."""
+    shutil.copytree(PACKAGE, tmp_path / "drover", ignore=lambda d, names: [
+        n for n in names if not n.endswith(".py") and not os.path.isdir(os.path.join(d, n))])
+    code = ("from drover.automation.controller import PipelineDecorator\n"
+            "from drover import StorageManager; print(StorageManager.get_local_copy(__import__('sys').executable))")
     env = {"PYTHONPATH": str(tmp_path), "PATH": os.environ.get("PATH", "")}
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env,
                          cwd=tmp_path)

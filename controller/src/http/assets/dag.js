@@ -1,6 +1,8 @@
 // The pipeline's DAG as SVG: steps laid out in rows by topological level (a step sits one row
 // below its deepest parent), ordered within a row by their parents' positions, edges drawn from
-// each parent to its children, nodes coloured by status.
+// each parent to its children, nodes coloured by status. A dynamic run's driver (the pipeline
+// function, which adds the other steps while it runs) is marked; the DAG is drawn again from
+// each run event, so added steps appear as they come.
 import * as drover from './common.js';
 import {STEP_STATUSES} from './contract.js';
 
@@ -50,7 +52,7 @@ function nodeDetail(step) {
   if (step.status === 'cached') return 'cached · cache hit';
   const time = step.started_at ? ` · ${drover.duration(step.started_at, step.ended_at)}` : '';
   const attempt = step.attempt > 1 ? ` · attempt ${step.attempt}` : '';
-  return `${step.status}${time}${attempt}`;
+  return `${step.driver ? 'driver · ' : ''}${step.status}${time}${attempt}`;
 }
 
 /** Draws the run's DAG; `onSelect(name)` is called when a node is clicked. */
@@ -74,9 +76,10 @@ export function drawDag(run, selected, onSelect) {
   }
   for (const step of run.steps) {
     const {x, y} = positions[step.name];
-    const node = svg('g', {class: `node st-${step.status}${step.name === selected ? ' selected' : ''}`,
-      transform: `translate(${x},${y})`, 'data-step': step.name, 'data-status': step.status, tabindex: 0},
-    svg('title', {}, `${step.name}: ${step.status}`),
+    const classes = `node st-${step.status}${step.driver ? ' driver' : ''}${step.name === selected ? ' selected' : ''}`;
+    const node = svg('g', {class: classes, transform: `translate(${x},${y})`, 'data-step': step.name,
+      'data-status': step.status, 'data-driver': String(Boolean(step.driver)), tabindex: 0},
+    svg('title', {}, step.driver ? `${step.name}: the pipeline's driver, ${step.status}` : `${step.name}: ${step.status}`),
     svg('rect', {width: DAG.W, height: DAG.H, rx: 8, fill: `var(--${step.status}, #e5e7eb)`}),
     svg('text', {x: 12, y: 23, 'font-weight': 600}, truncate(step.name, 24)),
     svg('text', {x: 12, y: 42, class: 'sub'}, truncate(nodeDetail(step), 30)));

@@ -1,6 +1,8 @@
 // The run page: the DAG, parameters, outputs, timings, the controller's log and the step panel,
-// kept current by the run's event stream without reloading.
+// kept current by the run's event stream without reloading. A dynamic run's DAG grows as its
+// driver adds steps, and the driver's log is shown as the pipeline's own console.
 import * as drover from './common.js';
+import {followLog} from './console.js';
 import {dagLegend, drawDag} from './dag.js';
 import {StepPanel, abortRun} from './step.js';
 import {newRunForm} from './newrun.js';
@@ -25,6 +27,14 @@ const controllerLog = el('pre', {class: 'console', id: 'controller-log'});
 const origin = el('p', {class: 'meta', id: 'rerun-of', hidden: true});
 const newRun = el('details', {id: 'new-run-card'}, el('summary', {}, el('h2', {style: 'display:inline'}, 'New run')),
   el('p', {class: 'muted'}, 'Run this pipeline again as it was submitted, with the parameters below.'));
+const pipelineLog = el('pre', {class: 'console', id: 'pipeline-console', 'aria-label': 'pipeline console'});
+const pipelineStatus = el('div', {class: 'console-status', id: 'pipeline-console-status'});
+const pipelineTitle = el('h2', {style: 'display:inline'}, 'Pipeline console');
+const pipelineCard = el('section', {class: 'card', id: 'pipeline', hidden: true},
+  el('details', {open: true}, el('summary', {}, pipelineTitle),
+    el('p', {class: 'muted'}, "What the pipeline function printed: the log of the run's driver step."),
+    pipelineLog, pipelineStatus));
+let pipelineFollower = null;
 
 drover.mount(el('div', {},
   title, meta, origin, error,
@@ -35,6 +45,7 @@ drover.mount(el('div', {},
         el('div', {}, el('h2', {}, 'Parameters'), params), el('div', {}, el('h2', {}, 'Outputs'), outputs)))),
     side),
   el('section', {class: 'card'}, newRun),
+  pipelineCard,
   el('section', {class: 'card'}, el('h2', {}, 'Timings'), timings),
   el('section', {class: 'card'}, el('details', {open: true}, el('summary', {}, el('h2', {style: 'display:inline'}, 'Controller log')),
     el('p', {class: 'muted'}, 'What the controller did with this run, from its durable record.'), controllerLog))));
@@ -66,6 +77,7 @@ function render() {
   renderParams();
   renderOutputs();
   renderTimings();
+  renderPipelineConsole();
   if (selected && run.steps.some((s) => s.name === selected)) {
     panel.show(run, selected);
     // Re-attaching would reset the console's scroll position.
@@ -73,6 +85,15 @@ function render() {
   } else if (side.firstChild !== hint) {
     side.replaceChildren(hint);
   }
+}
+
+/** Follows the driver's log once the run shows one (its stream spans the driver's attempts). */
+function renderPipelineConsole() {
+  const driver = run.steps.find((s) => s.driver);
+  pipelineCard.hidden = !driver;
+  if (!driver || pipelineFollower) return;
+  pipelineTitle.textContent = `Pipeline console (driver ${driver.name})`;
+  pipelineFollower = followLog(runId, driver.name, pipelineLog, pipelineStatus);
 }
 
 function renderParams() {
@@ -112,7 +133,8 @@ function renderTimings() {
     const q = queuedOf(s);
     const current = s.attempts.find((a) => a.attempt === s.attempt);
     const waited = current && current.started_at ? drover.span(current.started_at - current.queued_at) : '–';
-    return el('tr', {}, el('td', {}, el('a', {href: `#step=${encodeURIComponent(s.name)}`, onclick: (e) => { e.preventDefault(); select(s.name); }}, s.name)),
+    return el('tr', {}, el('td', {}, el('a', {href: `#step=${encodeURIComponent(s.name)}`, onclick: (e) => { e.preventDefault(); select(s.name); }}, s.name),
+      s.driver ? el('span', {class: 'muted'}, ' (driver)') : null),
       el('td', {}, drover.badge(s.status)), el('td', {}, drover.time(q)), el('td', {}, drover.time(s.started_at)),
       el('td', {}, drover.time(s.ended_at)), el('td', {}, waited), el('td', {}, drover.duration(s.started_at, s.ended_at)),
       el('td', {}, String(s.attempts.length)), el('td', {style: 'width:30%'}, bar(s)));

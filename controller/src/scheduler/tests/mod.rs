@@ -1,8 +1,9 @@
 //! Scheduler tests: whole runs driven event by event, no broker, time passed in by hand.
 //! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts,
 //! `skips` the shared failure-and-skip cases the SDK's local runs follow too; `handback` lost and
-//! released attempts.
+//! released attempts; `dynamic` steps added by a running driver.
 
+mod dynamic;
 mod fencing;
 mod flow;
 mod handback;

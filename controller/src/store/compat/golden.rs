@@ -149,7 +149,7 @@ fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
         decoded += 1;
     }
     assert_eq!(
-        decoded, 12,
-        "golden records: 2 headers, 1 pipeline, 6 steps, 1 cache entry, 1 agent, 1 submission"
+        decoded, 16,
+        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 1 submission"
     );
 }

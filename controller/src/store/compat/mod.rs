@@ -2,19 +2,20 @@
 //! stored record ([`golden`]) and a committed sled directory written by this code ([`fixture`]).
 //!
 //! Both are built from [`samples`]: a running run whose steps are in every live state, a
-//! rejected run, a cache entry and an agent. Fixed ids and times keep them reproducible.
+//! rejected run, a running dynamic run (a driver and a step it added), a cache entry and an
+//! agent. Fixed ids and times keep them reproducible.
 
 mod fixture;
 mod golden;
 
 use crate::scheduler::{
-    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, RunRecord, RunStatus, StepRecord,
-    StepStatus,
+    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, RunRecord, RunStatus, StepCall,
+    StepRecord, StepStatus,
 };
 use crate::store::{Loaded, Store};
 use drover_protocol::message::{AgentInfo, ArtifactRef};
-use drover_protocol::spec::PipelineSpec;
-use drover_protocol::validate::validate;
+use drover_protocol::spec::{FunctionSpec, PipelineSpec, StepSpec};
+use drover_protocol::validate::{validate, validate_added};
 use drover_protocol::{AgentId, AttemptNo, Digest, OutputName, QueueName, RunId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,6 +70,10 @@ fn run_id() -> RunId {
 
 fn rejected_run_id() -> RunId {
     RunId::new("0190c8a0e7b27c3d9a4b5c6d7e8f9a0c").unwrap()
+}
+
+fn dynamic_run_id() -> RunId {
+    RunId::new("0190c8a0e7b27c3d9a4b5c6d7e8f9a0d").unwrap()
 }
 
 fn agent_id() -> AgentId {
@@ -221,6 +226,76 @@ fn rejected_run() -> RunRecord {
     }
 }
 
+const DYNAMIC: &str = r#"
+[pipeline]
+name = "decorated"
+project = "examples"
+[[step]]
+name = "pipe"
+driver = true
+function = { source = "def pipe():\n    return square(x=[1, 2])\n", entry = "pipe" }
+"#;
+
+/// A decorator pipeline: its driver runs and has added `square`, whose argument is a blob.
+fn dynamic_run() -> RunRecord {
+    let spec = PipelineSpec::from_toml(DYNAMIC).unwrap();
+    let mut pipeline = validate(&spec, &BTreeMap::new()).unwrap();
+    let square = StepSpec {
+        name: "square".into(),
+        function: Some(FunctionSpec {
+            source: "def square(x):\n    return [v * v for v in x]\n".into(),
+            entry: "square".into(),
+            returns: vec!["result".into()],
+            blobs: BTreeMap::from([("x".into(), artifact(b"pickled [1, 2]", "x.pkl"))]),
+            ..FunctionSpec::default()
+        }),
+        cache: true,
+        ..StepSpec::default()
+    };
+    let added = validate_added(&pipeline, &square).unwrap();
+    pipeline.steps.push(added);
+
+    let mut driver = StepRecord::new(&pipeline.steps[0]);
+    driver.status = StepStatus::Running;
+    driver.attempt = AttemptNo(1);
+    let mut running = attempt(1, T0 + 90_010);
+    running.agent = Some(agent_id());
+    running.started_at = Some(T0 + 90_050);
+    driver.attempts = vec![running];
+    driver.agent = Some(agent_id());
+    driver.lease_until = Some(T0 + 120_050);
+    driver.started_at = Some(T0 + 90_050);
+
+    let mut square = StepRecord::new(&pipeline.steps[1]);
+    square.status = StepStatus::Queued;
+    square.attempt = AttemptNo(1);
+    square.attempts = vec![attempt(1, T0 + 90_400)];
+    square.cache_key = Some(CACHE_KEY.replace('9', "8"));
+    square.call = Some(StepCall {
+        caller: driver.name.clone(),
+        seq: 0,
+        component: "square".into(),
+        digest: "5d41402abc4b2a76b9719d911017c592".into(),
+        added_at: T0 + 90_400,
+    });
+    RunRecord {
+        run_id: dynamic_run_id(),
+        name: pipeline.meta.name.clone(),
+        project: pipeline.meta.project.clone(),
+        version: pipeline.meta.version.clone(),
+        params: pipeline.params.clone(),
+        pipeline: Some(pipeline),
+        submitted_by: Some("ana@laptop".into()),
+        status: RunStatus::Running,
+        error: None,
+        abort_requested: false,
+        created_at: T0 + 90_000,
+        started_at: Some(T0 + 90_005),
+        ended_at: None,
+        steps: vec![driver, square],
+    }
+}
+
 fn agent() -> AgentRecord {
     AgentRecord {
         info: AgentInfo {
@@ -245,7 +320,7 @@ fn agent() -> AgentRecord {
 /// What the samples load as: runs oldest first, as [`Store::load`] returns them.
 fn samples() -> Loaded {
     Loaded {
-        runs: vec![running_run(), rejected_run()],
+        runs: vec![running_run(), rejected_run(), dynamic_run()],
         cache: BTreeMap::from([(
             CACHE_KEY.to_string(),
             outputs("rows", artifact(b"1\n2\n3\n", "rows.txt")),
@@ -279,7 +354,11 @@ async fn write_samples(store: &Store) {
 
 /// Asserts that `loaded` is exactly the samples.
 fn assert_samples(loaded: &Loaded) {
-    let expected = samples();
+    assert_loaded(loaded, samples());
+}
+
+/// Asserts that `loaded` is exactly `expected`.
+fn assert_loaded(loaded: &Loaded, expected: Loaded) {
     assert!(
         loaded.runs == expected.runs,
         "runs differ:\n{:#?}\nexpected:\n{:#?}",

@@ -1,0 +1,176 @@
+//! The attempt's channel: a Unix socket through which a running Python function step asks its
+//! own agent to add a step to its run, wait for a step, and store or fetch blobs. The agent
+//! relays with its own credentials to the controller it is configured with, so the step holds
+//! no secret, and the channel dies with the attempt.
+//!
+//! Framing is one JSON object per line each way ([`wire`]); a connection carries requests one
+//! after another and gets one answer line per request, in order; several connections may be
+//! open at once. While a `wait` is pending the attempt's agent slot is given back
+//! ([`crate::slots::AttemptSlot`]).
+
+mod confine;
+mod ops;
+mod relay;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use crate::artifacts::Route;
+use crate::slots::AttemptSlot;
+use drover_protocol::message::AttemptRef;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// The longest request line read; a step's source code travels in `add_step`.
+const MAX_LINE: u64 = 16 * 1024 * 1024;
+
+/// What the channel of one attempt serves from.
+pub(crate) struct Context {
+    pub attempt: AttemptRef,
+    /// The controller's base URL, as [`crate::AgentConfig::controller_base`] gives it: the
+    /// agent's client sends its token there and nowhere else.
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Where blobs go and come from: the attempt's artifact route.
+    pub route: Route,
+    /// The attempt's workdir, canonical: paths outside it are refused.
+    pub workdir: PathBuf,
+    pub slot: Arc<AttemptSlot>,
+    /// The CSRF token (and its cookie) a controller without an access token asks writes for;
+    /// fetched on the first refusal and kept for the attempt.
+    pub csrf: tokio::sync::Mutex<Option<drover_api::CsrfToken>>,
+}
+
+/// A listening channel; dropping it stops serving and removes the socket.
+pub(crate) struct Channel {
+    path: PathBuf,
+    stop: CancellationToken,
+}
+
+impl Channel {
+    /// Listens on the attempt's socket: `<workdir>/.drover.sock`, or a short path under the
+    /// agent's `work_dir` (or `/tmp`) when that one is too long for a socket address.
+    pub fn open(context: Context, work_dir: &Path) -> std::io::Result<Channel> {
+        let path = confine::socket_path(&context.workdir, work_dir)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", path.display()),
+            )
+        })?;
+        let stop = CancellationToken::new();
+        tokio::spawn(accept(listener, Arc::new(context), stop.clone()));
+        Ok(Channel { path, stop })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+async fn accept(listener: UnixListener, context: Arc<Context>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(stream, context.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("channel of {}: cannot accept: {e}", describe(&context.attempt));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Answers one connection's requests in order until it closes or the attempt ends.
+async fn serve(stream: UnixStream, context: Arc<Context>, stop: CancellationToken) {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let mut limited = (&mut read).take(MAX_LINE + 1);
+        // Biased: once the attempt has ended, nothing more is answered.
+        let n = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            n = limited.read_until(b'\n', &mut line) => n,
+        };
+        let Ok(n) = n else { return };
+        if n == 0 {
+            return;
+        }
+        let answer = if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
+            // Skip the rest of that line unread, then go on with the next request.
+            if !skip_line(&mut read).await {
+                return;
+            }
+            wire::failure(&drover_api::ApiError::new(
+                drover_api::ErrorCode::BadRequest,
+                format!("a request line is longer than {MAX_LINE} bytes"),
+            ))
+        } else {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                answer = ops::answer(&context, &line) => answer,
+            }
+        };
+        if write.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Discards input up to and including the next newline; false at the end of input.
+async fn skip_line<R: AsyncBufRead + Unpin>(read: &mut R) -> bool {
+    loop {
+        let Ok(buf) = read.fill_buf().await else {
+            return false;
+        };
+        if buf.is_empty() {
+            return false;
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                read.consume(i + 1);
+                return true;
+            }
+            None => {
+                let n = buf.len();
+                read.consume(n);
+            }
+        }
+    }
+}
+
+fn describe(attempt: &AttemptRef) -> String {
+    format!(
+        "{}/{} attempt {}",
+        attempt.run_id, attempt.step, attempt.attempt
+    )
+}

@@ -1,0 +1,118 @@
+//! What each channel request does.
+
+use super::wire::{self, Added, Done, Info, Request, Stored, Waited};
+use super::{Context, confine, relay};
+use crate::artifacts::{self, TransferError};
+use drover_api::{AddStep, ApiError, ErrorCode};
+use drover_protocol::message::ArtifactRef;
+
+/// The answer line to one request line.
+pub async fn answer(context: &Context, line: &[u8]) -> String {
+    let request = serde_json::from_slice::<Request>(line).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put or get"
+            ),
+        )
+    });
+    match request {
+        Ok(request) => match run(context, request).await {
+            Ok(line) => line,
+            Err(e) => wire::failure(&e),
+        },
+        Err(e) => wire::failure(&e),
+    }
+}
+
+async fn run(context: &Context, request: Request) -> Result<String, ApiError> {
+    match request {
+        Request::Info => Ok(wire::ok(Info {
+            run_id: &context.attempt.run_id,
+            step: &context.attempt.step,
+            attempt: context.attempt.attempt,
+            controller_url: &context.base,
+        })),
+        Request::AddStep { call, step } => {
+            let request = AddStep {
+                caller: context.attempt.step.clone(),
+                attempt: context.attempt.attempt,
+                call,
+                step: *step,
+            };
+            let added = relay::add_step(context, &request).await?;
+            Ok(wire::ok(Added {
+                step: added.step,
+                existing: added.existing,
+            }))
+        }
+        Request::Wait { step } => {
+            context.slot.release();
+            let waited = relay::wait(context, &step).await;
+            context.slot.retake().await;
+            Ok(wire::ok(Waited {
+                view: Box::new(waited?),
+            }))
+        }
+        Request::Put { path } => {
+            let file = confine::existing_file(&context.workdir, &path)?;
+            let what = format!("storing {path:?}");
+            let artifact = artifacts::retrying(&what, || artifacts::upload(&context.route, &file))
+                .await
+                .map_err(|e| transfer_error(&what, e))?;
+            Ok(wire::ok(Stored { artifact }))
+        }
+        Request::Get { artifact, dest } => {
+            let dest_path = confine::destination(&context.workdir, &dest)?;
+            fetch(context, &artifact, &dest_path, &dest).await?;
+            Ok(wire::ok(Done {}))
+        }
+    }
+}
+
+/// Downloads next to `dest` and renames into place once the digest checked out, so `dest`
+/// never holds a partial or corrupt file.
+async fn fetch(
+    context: &Context,
+    artifact: &ArtifactRef,
+    dest: &std::path::Path,
+    requested: &str,
+) -> Result<(), ApiError> {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let part = dest.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let what = format!("blob {} ({})", artifact.digest, artifact.file_name);
+    let fetched = artifacts::retrying(&what, || {
+        artifacts::download_blob(&context.route, &artifact.digest, &what, &part)
+    })
+    .await;
+    let placed = match fetched {
+        Ok(()) => std::fs::rename(&part, dest).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot move {what} to {requested:?}: {e}"),
+            )
+        }),
+        Err(e) => Err(transfer_error(&format!("fetching {what}"), e)),
+    };
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    placed
+}
+
+/// A transfer failure as the step sees it; the controller's own error passes through.
+fn transfer_error(what: &str, e: TransferError) -> ApiError {
+    let code = match &e {
+        TransferError::Status { body, .. } => {
+            if let Ok(api) = serde_json::from_str::<ApiError>(body) {
+                return ApiError::new(api.code, format!("{what}: {}", api.message));
+            }
+            ErrorCode::Internal
+        }
+        TransferError::Http { .. } => ErrorCode::Unavailable,
+        TransferError::Missing { .. } => ErrorCode::NotFound,
+        TransferError::Io { .. } => ErrorCode::BadRequest,
+        TransferError::Corrupt { .. } | TransferError::Store(_) => ErrorCode::Internal,
+    };
+    ApiError::new(code, format!("{what}: {e}"))
+}

@@ -1,0 +1,153 @@
+//! The controller calls a channel relays, with the agent's own client (and token): adding a
+//! step to the run and long-polling a step until it is terminal. Connection failures and
+//! 502/503/504 answers are retried for a while (the controller may be restarting; adding a
+//! step is idempotent per call); the controller's own errors are passed on with their code.
+
+use super::Context;
+use drover_api::{AddStep, ApiError, CsrfToken, ErrorCode, StepAdded, StepView};
+use drover_protocol::StepName;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a step is long-polled per request (`?wait=`).
+pub const WAIT_SECS: u64 = 30;
+
+/// How long the controller may stay unreachable before the step is told.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The least time between two polls of a step that is not terminal yet, should the controller
+/// answer at once.
+const MIN_POLL: Duration = Duration::from_secs(1);
+
+/// A failed call: what to tell the step, and whether trying again may help.
+struct Failed {
+    error: ApiError,
+    transient: bool,
+}
+
+/// `POST {base}/api/v1/runs/{run}/steps`.
+pub async fn add_step(context: &Context, request: &AddStep) -> Result<StepAdded, ApiError> {
+    let url = format!(
+        "{}/api/v1/runs/{}/steps",
+        context.base, context.attempt.run_id
+    );
+    let mut delay = Duration::from_millis(200);
+    let deadline = Instant::now() + PATIENCE;
+    let mut csrf_fetched = false;
+    loop {
+        let mut post = context.http.post(&url).json(request);
+        if let Some(csrf) = context.csrf.lock().await.as_ref() {
+            post = post
+                .header(CSRF_HEADER, &csrf.token)
+                .header(reqwest::header::COOKIE, &csrf.cookie);
+        }
+        match decode(&url, post.send().await).await {
+            Ok(added) => return Ok(added),
+            // A controller without a token wants a CSRF token on every POST: fetch one (again,
+            // after a controller restart) and ask once more.
+            Err(f) if is_csrf_refusal(&f.error) && !csrf_fetched => {
+                csrf_fetched = true;
+                let csrf = csrf_token(context).await?;
+                *context.csrf.lock().await = Some(csrf);
+            }
+            Err(f) if f.transient && Instant::now() + delay < deadline => {
+                tracing::warn!("{}; retrying in {delay:?}", f.error.message);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// The header a write carries its CSRF token in (the controller's `http::csrf::HEADER`).
+const CSRF_HEADER: &str = "x-drover-csrf";
+
+fn is_csrf_refusal(error: &ApiError) -> bool {
+    error.code == ErrorCode::Forbidden && error.message.contains("CSRF")
+}
+
+/// `GET {base}/api/v1/csrf`.
+async fn csrf_token(context: &Context) -> Result<CsrfToken, ApiError> {
+    let url = format!("{}/api/v1/csrf", context.base);
+    let sent = context.http.get(&url).send().await;
+    decode(&url, sent).await.map_err(|f| f.error)
+}
+
+/// Long-polls `GET {base}/api/v1/runs/{run}/steps/{step}?wait=30` until the step is terminal.
+pub async fn wait(context: &Context, step: &StepName) -> Result<StepView, ApiError> {
+    let url = format!(
+        "{}/api/v1/runs/{}/steps/{step}",
+        context.base, context.attempt.run_id
+    );
+    let mut delay = Duration::from_millis(200);
+    let mut deadline = Instant::now() + PATIENCE;
+    loop {
+        let asked = Instant::now();
+        let sent = context
+            .http
+            .get(format!("{url}?wait={WAIT_SECS}"))
+            .timeout(Duration::from_secs(WAIT_SECS * 2))
+            .send()
+            .await;
+        match decode::<StepView>(&url, sent).await {
+            Ok(view) if view.status.is_terminal() => return Ok(view),
+            Ok(_) => {
+                delay = Duration::from_millis(200);
+                deadline = Instant::now() + PATIENCE;
+                tokio::time::sleep_until(asked + MIN_POLL).await;
+            }
+            Err(f) if f.transient && Instant::now() + delay < deadline => {
+                tracing::warn!("{}; retrying in {delay:?}", f.error.message);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// The answer's JSON body, or the controller's `ApiError` (or one made from the status).
+async fn decode<T: DeserializeOwned>(
+    url: &str,
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<T, Failed> {
+    let response = sent.map_err(|e| Failed {
+        error: ApiError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach the controller at {url}: {e}"),
+        ),
+        transient: true,
+    })?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| Failed {
+        error: ApiError::new(
+            ErrorCode::Unavailable,
+            format!("cannot read the answer of {url}: {e}"),
+        ),
+        transient: true,
+    })?;
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(&body).map_err(|e| Failed {
+            error: ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot read the answer of {url}: {e}"),
+            ),
+            transient: false,
+        });
+    }
+    let transient = matches!(status, 502..=504);
+    let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| {
+        let code = match status {
+            400 => ErrorCode::BadRequest,
+            401 | 403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            502..=504 => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        };
+        let text = String::from_utf8_lossy(&body);
+        ApiError::new(code, format!("{url} answered {status}: {}", text.trim()))
+    });
+    Err(Failed { error, transient })
+}

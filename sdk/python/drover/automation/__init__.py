@@ -1,0 +1,5 @@
+"""ClearML's `clearml.automation` import path: `from drover.automation import PipelineDecorator`."""
+from ..decorator import PipelineDecorator
+from ..pipeline import PipelineController
+
+__all__ = ["PipelineController", "PipelineDecorator"]
