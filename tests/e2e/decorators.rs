@@ -149,10 +149,10 @@ fn a_raising_component_fails_the_run_naming_the_step() {
         "{run}"
     );
     assert!(!console.contains("never printed 7"), "{console}");
-    // The step is named in the driver's log (the pipeline's console); the run's error says how
-    // the driver ended, since agents report no message for a failed function attempt.
+    // The run's error says how the driver ended and names the component step that failed.
     let error = run["error"].as_str().unwrap_or("");
     assert!(error.starts_with("driver driver failed"), "{run}");
+    assert!(error.ends_with("; failed step(s): explode"), "{run}");
 }
 
 #[test]

@@ -168,7 +168,19 @@ pub(super) fn driver_failure(run: &RunRecord) -> Option<String> {
     let failed = step.status.is_terminal() && !step.status.is_done();
     failed.then(|| {
         let why = step.message.as_deref().unwrap_or("no message");
-        format!("driver {} {}: {why}", step.name, step.status.as_str())
+        let mut text = format!("driver {} {}: {why}", step.name, step.status.as_str());
+        // A driver usually fails because a component it used failed: name those steps, since
+        // the driver's own message is only how its process ended.
+        let components: Vec<&str> = run
+            .steps
+            .iter()
+            .filter(|s| s.name != driver.name && s.status == StepStatus::Failed)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !components.is_empty() {
+            text.push_str(&format!("; failed step(s): {}", components.join(", ")));
+        }
+        text
     })
 }
 

@@ -148,7 +148,8 @@ async fn a_driver_adds_steps_waits_for_them_and_its_failure_fails_the_run() {
     assert_eq!(view["status"], "failed", "{view}");
     assert!(took < Duration::from_secs(20), "{took:?}");
 
-    // The driver fails: what is left is aborted and the run fails naming the driver.
+    // The driver fails: what is left is aborted and the run fails naming the driver and the
+    // component that failed.
     end(&s, &driver, &agent, Outcome::Failed, "ValueError: no").await;
     let done = until(&s, &format!("/api/v1/runs/{run}"), "the run to end", |v| {
         v["status"] != "running"
@@ -157,7 +158,7 @@ async fn a_driver_adds_steps_waits_for_them_and_its_failure_fails_the_run() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(
         done["error"],
-        "driver pipe failed: exit code 1: ValueError: no"
+        "driver pipe failed: exit code 1: ValueError: no; failed step(s): make"
     );
     let status = |name: &str| {
         done["steps"]

@@ -398,3 +398,27 @@ fn a_run_aborted_on_request_ends_aborted_not_failed_by_its_driver() {
         Some("aborted: aborted on request")
     );
 }
+
+#[test]
+fn a_driver_failing_after_a_component_failed_names_that_component() {
+    let mut st = new_state();
+    let (run, driver) = started(&mut st);
+    let (_, fx) = add(
+        &mut st,
+        &run,
+        request(1, 0, "a", component("c", &["false"], false)),
+        20,
+    )
+    .unwrap();
+    let c = jobs(&fx).pop().unwrap();
+    claim(&mut st, &c, "w1", 30);
+    run_job(&mut st, &c, "w1", Outcome::Failed, 40);
+    let mut failed = finished_msg(&driver, "d1", Outcome::Failed, Some(1));
+    failed.message = None;
+    handle(&mut st, Event::Finished(failed), 50);
+    let record = &st.runs[&run];
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("driver pipe failed: "), "{error}");
+    assert!(error.ends_with("; failed step(s): c"), "{error}");
+}
