@@ -173,6 +173,34 @@ mod tests {
         );
     }
 
+    /// Keys as `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write them.
+    #[test]
+    fn openssl_keys_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("job-signing.pem");
+        let public = dir.path().join("job-verify.pem");
+        let made = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&private)
+            .status();
+        let Ok(status) = made else {
+            eprintln!("skipped: no openssl");
+            return;
+        };
+        assert!(status.success());
+        let status = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let signer = JobSigner::from_file(&private).unwrap();
+        let verifier = JobVerifier::from_file(&public).unwrap();
+        assert_eq!(verifier.verify(b"job", Some(&signer.sign(b"job"))), Ok(()));
+    }
+
     #[test]
     fn keys_of_the_wrong_kind_are_refused_with_the_recipe() {
         let (dir, _, _) = pair();
