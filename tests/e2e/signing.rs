@@ -132,3 +132,23 @@ fn a_forged_job_is_dead_lettered_and_never_runs() {
         "{log}"
     );
 }
+
+/// `drover up` with a signing key: its agents check what its controller signs, and runs pass.
+#[test]
+fn up_with_a_signing_key_runs_signed_jobs_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new();
+    let (private, _) = keygen(&c, keys.path(), "controller");
+    c.start_up(1, &["default"], &["--job-signing-key", &private]);
+    let file = c.pipeline(
+        "one.toml",
+        "[pipeline]\nname = \"one\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    );
+    let (out, run) = c.run_wait(&file, &[]);
+    assert_eq!(run["status"], "succeeded", "{}", text(&out));
+    let log = c.process_log("up");
+    assert!(
+        log.contains("step jobs are signed") && log.contains("only signed jobs are run"),
+        "{log}"
+    );
+}
