@@ -217,6 +217,21 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
         Some(path) => Some(JobSigner::from_file(path)?.verifier()),
         None => None,
     };
+    if let Some(key) = &args.agent.job_verify_key {
+        let given = JobVerifier::from_file(key)?;
+        let probe = b"drover up";
+        let matches = match &cconf.job_signing_key {
+            Some(path) => given
+                .verify(probe, Some(&JobSigner::from_file(path)?.sign(probe)))
+                .is_ok(),
+            None => false,
+        };
+        anyhow::ensure!(
+            matches,
+            "--job-verify-key {} does not belong to a --job-signing-key of this `drover up`: its agents would dead-letter every job; give `up` the signing key alone (its agents then check its signatures)",
+            key.display()
+        );
+    }
     let controller = Controller::start(cconf, shutdown.clone()).await?;
     let url = controller.url().to_string();
     let mut agents = Vec::new();
