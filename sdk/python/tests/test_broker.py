@@ -78,3 +78,15 @@ def test_submissions_go_through_the_submit_exchange(namespace):
         assert method is not None and method.exchange == f"{namespace}.submit"
     finally:
         connection.close()
+
+
+def test_the_message_size_limit_reads_as_the_cli_reads_it():
+    from drover import settings
+
+    assert settings.max_message_size({}) == 64 << 20
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "1024"}) == 1024
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "3 kib"}) == 3 << 10
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "16MiB"}) == 16 << 20
+    for bad in ("lots", "12 parsecs", "MiB"):
+        with pytest.raises(ValueError, match="DROVER_MAX_MESSAGE_SIZE"):
+            settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": bad})
