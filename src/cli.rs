@@ -48,6 +48,10 @@ pub struct Global {
     /// More log output (-v, -vv; DROVER_VERBOSE=2); `DROVER_LOG` takes a full filter instead.
     #[arg(short, long, action = clap::ArgAction::Count, env = "DROVER_VERBOSE", global = true)]
     pub verbose: u8,
+    /// Largest broker message sent or taken (e.g. 64MiB): a larger submission fails before it
+    /// is published, a larger delivery is dead-lettered unread.
+    #[arg(long, env = "DROVER_MAX_MESSAGE_SIZE", default_value = "64MiB", value_parser = parse_size, global = true)]
+    pub max_message_size: u64,
     /// Whether `--url` was given (flag, environment or file) rather than defaulted.
     #[arg(skip)]
     pub url_given: bool,
@@ -84,6 +88,8 @@ pub enum Command {
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
     Queues(ListArgs),
+    /// Make an Ed25519 key pair for signing step jobs (--job-signing-key, --job-verify-key).
+    Keygen(KeygenArgs),
     /// The effective configuration.
     Config {
         #[command(subcommand)]
@@ -145,6 +151,14 @@ pub struct ControllerArgs {
     /// Free space an upload must leave on the data dir's file system, or it is refused.
     #[arg(long, env = "DROVER_MIN_FREE_SPACE", default_value = "1GiB", value_parser = parse_size)]
     pub min_free_space: u64,
+    /// Most steps a pipeline may have; a larger one is rejected with the reason.
+    #[arg(long, env = "DROVER_MAX_STEPS", default_value_t = drover_controller::config::DEFAULT_MAX_STEPS)]
+    pub max_steps: usize,
+    /// Sign every step job with this Ed25519 private key (PKCS#8 PEM, mode 600; `drover
+    /// keygen` makes one); agents with the public key run signed jobs only. Under `up`, its
+    /// agents check the signatures too.
+    #[arg(long, env = "DROVER_JOB_SIGNING_KEY")]
+    pub job_signing_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -204,6 +218,10 @@ pub struct AgentOptions {
     /// writable (systemd: `Delegate=yes`), else the subreaper sweep.
     #[arg(long, value_enum, env = "DROVER_STEP_CLEANUP", default_value = "auto")]
     pub step_cleanup: StepCleanup,
+    /// Run only jobs signed by the controller's key: this is its Ed25519 public key (PEM, from
+    /// `drover keygen`); unsigned or wrongly signed jobs are dead-lettered, never run.
+    #[arg(long, env = "DROVER_JOB_VERIFY_KEY")]
+    pub job_verify_key: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +278,17 @@ pub struct UpArgs {
     /// Number of in-process agents.
     #[arg(long, env = "DROVER_AGENTS", default_value_t = 1)]
     pub agents: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Where the private key goes (PKCS#8 PEM, created mode 600; the controller's
+    /// --job-signing-key). An existing file is not overwritten.
+    #[arg(long, default_value = "job-signing.pem")]
+    pub private: PathBuf,
+    /// Where the public key goes (PEM; the agents' --job-verify-key).
+    #[arg(long, default_value = "job-verify.pem")]
+    pub public: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

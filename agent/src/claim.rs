@@ -1,13 +1,21 @@
 //! Claiming a delivered job: publish `Claimed` (confirmed), then ack; anything that is not a
-//! job is dead-lettered with its reason.
+//! job, or not signed by the controller when the agent checks signatures, is dead-lettered
+//! with its reason.
 
 use crate::Shared;
 use drover_amqp::{Incoming, Target};
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
 use tokio_util::sync::CancellationToken;
 
-/// Dead-letters what is not a job; claims a job: registers it, publishes `Claimed`, acks.
+/// Dead-letters what is not a job, and with a verify key what is not signed by the
+/// controller; claims a job: registers it, publishes `Claimed`, acks.
 pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
+    if let Some(verifier) = &shared.config.job_verifier
+        && let Err(e) = verifier.verify(incoming.payload(), incoming.signature())
+    {
+        dead_letter(shared, incoming, e.code(), &e.to_string()).await;
+        return None;
+    }
     let job = match &incoming.message {
         Ok((_, Message::StepJob(job))) => job.clone(),
         Ok((_, other)) => {
@@ -50,7 +58,7 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
         attempt: job.attempt,
         agent: shared.id.clone(),
     });
-    let target = Target::Queue(shared.config.names.events());
+    let target = Target::Events;
     if let Err(e) = shared.publisher.publish(&target, &claimed).await {
         tracing::warn!(
             "cannot claim {}/{}: {e}; handing it back",

@@ -52,6 +52,11 @@ pub struct AgentConfig {
     pub s3_settings: Vec<(String, String)>,
     /// Steps run as this user rather than the agent's (`--run-as`).
     pub run_as: Option<RunAs>,
+    /// The controller's public key: when set, only jobs whose signature verifies are run;
+    /// others are dead-lettered (`--job-verify-key`).
+    pub job_verifier: Option<drover_amqp::signing::JobVerifier>,
+    /// Largest message consumed (larger ones are dead-lettered) or published.
+    pub max_message_size: usize,
 }
 
 /// The user steps run as: workdirs are handed to it, shared environments stay the agent's.
@@ -227,6 +232,8 @@ mod tests {
             step_cleanup: Default::default(),
             s3_settings: Vec::new(),
             run_as: None,
+            job_verifier: None,
+            max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 

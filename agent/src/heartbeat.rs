@@ -82,11 +82,7 @@ pub async fn send(shared: &Shared) -> bool {
         agent: info(shared, running.len() as u32),
         running,
     });
-    match shared
-        .publisher
-        .publish(&Target::Queue(shared.config.names.events()), &msg)
-        .await
-    {
+    match shared.publisher.publish(&Target::Events, &msg).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("cannot publish a heartbeat: {e}");

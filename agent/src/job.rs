@@ -64,7 +64,6 @@ pub async fn run(
     };
     let log = LogStream::start(
         shared.publisher.clone(),
-        shared.config.names.events(),
         attempt.clone(),
         logstream::spool_path(&shared.config.work_dir, &attempt),
         shared.config.max_log_size,
@@ -111,7 +110,7 @@ pub async fn run(
         ended_at,
         log_delays: log.delays,
     });
-    let target = Target::Queue(shared.config.names.events());
+    let target = Target::Events;
     let mut delay = Duration::from_millis(200);
     for attempt_no in 1..=8 {
         match shared.publisher.publish(&target, &finished).await {

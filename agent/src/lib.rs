@@ -169,13 +169,21 @@ impl Agent {
             &format!("agent {id}"),
             BROKER_PATIENCE,
         )
-        .await?;
-        broker.declare_topology().await?;
+        .await?
+        .with_max_message_size(config.max_message_size);
+        // Under per-role broker users an agent may not declare: the controller does.
+        broker.declare_topology_if_permitted().await?;
         for q in &config.queues {
             broker
-                .declare_user_queue(q)
+                .declare_user_queue_if_permitted(q)
                 .await
                 .with_context(|| format!("cannot declare queue {q}"))?;
+        }
+        match &config.job_verifier {
+            Some(_) => tracing::info!("only signed jobs are run (--job-verify-key)"),
+            None => tracing::info!(
+                "jobs are not checked for a signature (no --job-verify-key): whoever may publish to the job queues can run commands here"
+            ),
         }
         let publisher = broker.publisher().await?;
         let control = broker.consume_agent_control(&id).await?;

@@ -131,7 +131,6 @@ impl LogStream {
     /// is the only thing that makes it give up on bytes the broker does not confirm.
     pub fn start(
         publisher: Publisher,
-        events: String,
         attempt: AttemptRef,
         spool: PathBuf,
         cap: u64,
@@ -139,7 +138,7 @@ impl LogStream {
     ) -> Self {
         let sink = BrokerSink {
             publisher,
-            target: Target::Queue(events),
+            target: Target::Events,
             attempt,
         };
         Self::start_with(sink, MEMORY_WINDOW, spool, cap, abort)

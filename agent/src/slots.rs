@@ -300,6 +300,8 @@ pub(crate) mod tests {
             step_cleanup: Default::default(),
             s3_settings: Vec::new(),
             run_as: None,
+            job_verifier: None,
+            max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 

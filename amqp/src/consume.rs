@@ -1,5 +1,6 @@
 //! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand.
 
+use super::signing::SIGNATURE_HEADER;
 use super::{AmqpError, REASON_HEADER};
 use drover_protocol::message::{DecodeError, EnvelopeMeta, Message};
 use futures_util::StreamExt;
@@ -15,6 +16,7 @@ pub struct Consumer {
     channel: Channel,
     inner: lapin::Consumer,
     queue: String,
+    max_size: usize,
 }
 
 /// One delivery: the decoded message (or why it could not be decoded) and its acknowledgement.
@@ -23,13 +25,20 @@ pub struct Incoming {
     pub redelivered: bool,
     /// The `x-drover-reason` header, set on dead letters.
     reason: Option<String>,
+    /// The `x-drover-signature` header, set on signed jobs.
+    signature: Option<String>,
+
     payload: Vec<u8>,
     queue: String,
     acker: Acker,
 }
 
 impl Consumer {
-    pub(super) async fn start(channel: Channel, queue: &str) -> Result<Self, AmqpError> {
+    pub(super) async fn start(
+        channel: Channel,
+        queue: &str,
+        max_size: usize,
+    ) -> Result<Self, AmqpError> {
         let inner = channel
             .basic_consume(
                 queue.into(),
@@ -42,6 +51,7 @@ impl Consumer {
             channel,
             inner,
             queue: queue.to_string(),
+            max_size,
         })
     }
 
@@ -56,19 +66,32 @@ impl Consumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
-        let reason = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(REASON_HEADER))
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                _ => None,
-            });
+        let header = |name: &str| {
+            delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(name))
+                .and_then(|v| match v {
+                    AMQPValue::LongString(s) => Some(s.to_string()),
+                    _ => None,
+                })
+        };
+        let (reason, signature) = (header(REASON_HEADER), header(SIGNATURE_HEADER));
+        let size = delivery.data.len();
+        let message = if size > self.max_size {
+            Err(DecodeError::TooLarge {
+                size,
+                limit: self.max_size,
+            })
+        } else {
+            Message::decode(&delivery.data)
+        };
         Some(Ok(Incoming {
-            message: Message::decode(&delivery.data),
+            message,
             redelivered: delivery.redelivered,
             reason,
+            signature,
             payload: delivery.data,
             queue: self.queue.clone(),
             acker: delivery.acker,
@@ -103,6 +126,11 @@ impl Incoming {
     /// Why it was dead-lettered, when it was.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+
+    /// The job signature it carries, if any.
+    pub fn signature(&self) -> Option<&str> {
+        self.signature.as_deref()
     }
 
     /// Done with it.

@@ -4,6 +4,7 @@
 mod consume;
 mod link;
 mod publish;
+pub mod signing;
 mod topology;
 
 pub use consume::{Consumer, Incoming};
@@ -45,7 +46,26 @@ pub enum AmqpError {
     Closed,
     #[error(transparent)]
     Encode(#[from] drover_protocol::message::EncodeError),
+    #[error(
+        "the {kind} message is {size} bytes, more than the limit of {limit} bytes (--max-message-size / DROVER_MAX_MESSAGE_SIZE); make the pipeline smaller or split it"
+    )]
+    TooLarge {
+        kind: &'static str,
+        size: usize,
+        limit: usize,
+    },
 }
+
+impl AmqpError {
+    /// Whether the broker refused an operation for the user's permissions (ACCESS_REFUSED).
+    pub fn is_access_refused(&self) -> bool {
+        matches!(self, AmqpError::Broker(e) if e.to_string().contains("ACCESS_REFUSED"))
+    }
+}
+
+/// Largest message drover consumes or publishes by default (64 MiB; RabbitMQ's own default
+/// limit is 128 MiB). A submission of 100,000 steps is far below it (see docs/security.md).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// Depth and consumers of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +80,7 @@ pub struct QueueStats {
 #[derive(Clone)]
 pub struct Broker {
     link: Arc<Link>,
+    max_message_size: usize,
 }
 
 impl Broker {
@@ -67,7 +88,20 @@ impl Broker {
     pub async fn connect(url: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
         Ok(Self {
             link: Arc::new(Link::open(url, names, client).await?),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         })
+    }
+
+    /// Sets the largest message consumers of this broker hand on decoded and publishers send;
+    /// larger deliveries arrive undecoded as `DecodeError::TooLarge`, larger publishes fail with
+    /// [`AmqpError::TooLarge`].
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
     }
 
     /// Connects, retrying with exponential backoff (100 ms doubling to 5 s) for up to `patience`.
@@ -123,6 +157,33 @@ impl Broker {
         Ok(())
     }
 
+    /// Declares the topology when this broker user may (the controller's role); a user without
+    /// configure permission (submitters and agents under per-role users) relies on the
+    /// controller having declared it, and a missing exchange then fails the first publish.
+    pub async fn declare_topology_if_permitted(&self) -> Result<(), AmqpError> {
+        match self.declare_topology().await {
+            Err(e) if e.is_access_refused() => {
+                tracing::debug!("not declaring the topology ({e}); the controller declares it");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::declare_user_queue`] when this broker user may, as for the topology.
+    pub async fn declare_user_queue_if_permitted(
+        &self,
+        queue: &QueueName,
+    ) -> Result<(), AmqpError> {
+        match self.declare_user_queue(queue).await {
+            Err(e) if e.is_access_refused() => {
+                tracing::debug!("not declaring queue {queue} ({e}); the controller declares it");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Declares a user queue (`default`, `gpu`, ...) with its dead-letter route and priorities.
     pub async fn declare_user_queue(&self, queue: &QueueName) -> Result<(), AmqpError> {
         let ch = self.channel().await?;
@@ -150,7 +211,7 @@ impl Broker {
     pub async fn consume(&self, broker_queue: &str, prefetch: u16) -> Result<Consumer, AmqpError> {
         let ch = self.channel().await?;
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        Consumer::start(ch, broker_queue).await
+        Consumer::start(ch, broker_queue, self.max_message_size).await
     }
 
     /// An agent's own control queue (exclusive, auto-delete), bound for its id and for all agents.
@@ -178,7 +239,7 @@ impl Broker {
             .await?;
         }
         ch.basic_qos(64, BasicQosOptions::default()).await?;
-        Consumer::start(ch, &queue).await
+        Consumer::start(ch, &queue, self.max_message_size).await
     }
 
     /// Depth and consumer count of a broker queue; `None` when it does not exist.
@@ -210,9 +271,9 @@ impl Broker {
         }
     }
 
-    /// Deletes a namespace's queues and control exchange (tests and tenant removal); the given
-    /// user queues are deleted too, and the reserved `drivers` queue (`drover up` serves it
-    /// whatever queues it is given). Missing objects are fine.
+    /// Deletes a namespace's queues and exchanges (tests and tenant removal); the given user
+    /// queues are deleted too, and the reserved `drivers` queue (`drover up` serves it whatever
+    /// queues it is given). Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
             self.names().services(),
@@ -230,14 +291,20 @@ impl Broker {
                 .await;
             let _ = ch.close(200, "deleted".into()).await;
         }
-        let ch = self.channel().await?;
-        let _ = ch
-            .exchange_delete(
-                self.names().control_exchange().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-        let _ = ch.close(200, "deleted".into()).await;
+        let names = self.names();
+        for exchange in [
+            names.control_exchange(),
+            names.submit_exchange(),
+            names.jobs_exchange(),
+            names.events_exchange(),
+            names.dead_exchange(),
+        ] {
+            let ch = self.channel().await?;
+            let _ = ch
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+            let _ = ch.close(200, "deleted".into()).await;
+        }
         Ok(())
     }
 

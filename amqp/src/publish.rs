@@ -1,6 +1,7 @@
 //! Publishing with publisher confirms and `mandatory`: an unroutable message is an error, and a
 //! publish whose confirm is lost with the connection is sent again on a new one.
 
+use super::signing::{JobSigner, SIGNATURE_HEADER};
 use super::{AmqpError, Broker, REASON_HEADER, SOURCE_HEADER};
 use drover_protocol::message::Message;
 use lapin::options::BasicPublishOptions;
@@ -13,13 +14,22 @@ use tokio::time::Instant;
 /// How long a publish keeps trying while the broker is unreachable before it reports an error.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Where a message goes.
+/// Where a message goes: each role's messages through that role's exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A broker queue by its full name, through the default exchange.
-    Queue(String),
-    /// The namespace's control exchange with a routing key.
+    /// The services queue, through the submit exchange (submitters).
+    Submit,
+    /// A job queue by its broker name, through the jobs exchange (the controller).
+    Job(String),
+    /// The events queue, through the events exchange (agents).
+    Events,
+    /// The dead-letter queue, through the dead-letter exchange (the controller and agents).
+    Dead,
+    /// The namespace's control exchange with a routing key (the controller).
     Control(String),
+    /// A broker queue by its full name, through the default exchange: what older clients did;
+    /// drover itself no longer publishes this way (tests use it to act as such a client).
+    Queue(String),
 }
 
 /// Publishes on one confirm-mode channel, replaced when it breaks; cheap to clone and safe to
@@ -28,6 +38,7 @@ pub enum Target {
 pub struct Publisher {
     broker: Broker,
     channel: Arc<tokio::sync::Mutex<Option<Channel>>>,
+    signer: Option<Arc<JobSigner>>,
 }
 
 impl Publisher {
@@ -35,7 +46,13 @@ impl Publisher {
         Self {
             broker,
             channel: Arc::new(tokio::sync::Mutex::new(None)),
+            signer: None,
         }
+    }
+
+    /// Signs every message published to [`Target::Job`] from now on (see [`crate::signing`]).
+    pub fn sign_jobs(&mut self, signer: Arc<JobSigner>) {
+        self.signer = Some(signer);
     }
 
     /// The open channel, or a new one (reconnecting to the broker if needed).
@@ -51,8 +68,7 @@ impl Publisher {
 
     /// Publishes a message persistently and waits until the broker has confirmed it.
     pub async fn publish(&self, target: &Target, msg: &Message) -> Result<(), AmqpError> {
-        self.publish_bytes(target, &msg.encode()?, FieldTable::default(), 0)
-            .await
+        self.publish_with_priority(target, msg, 0).await
     }
 
     /// Publishes a message with a priority (0..=[`super::MAX_PRIORITY`]).
@@ -62,7 +78,16 @@ impl Publisher {
         msg: &Message,
         priority: u8,
     ) -> Result<(), AmqpError> {
-        self.publish_bytes(target, &msg.encode()?, FieldTable::default(), priority)
+        let body = msg.encode()?;
+        let limit = self.broker.max_message_size();
+        if body.len() > limit {
+            return Err(AmqpError::TooLarge {
+                kind: msg.kind(),
+                size: body.len(),
+                limit,
+            });
+        }
+        self.publish_bytes(target, &body, FieldTable::default(), priority)
             .await
     }
 
@@ -85,13 +110,7 @@ impl Publisher {
             SOURCE_HEADER.into(),
             AMQPValue::LongString(source_queue.into()),
         );
-        self.publish_bytes(
-            &Target::Queue(self.broker.names().dead()),
-            payload,
-            headers,
-            0,
-        )
-        .await
+        self.publish_bytes(&Target::Dead, payload, headers, 0).await
     }
 
     /// Publishes, retrying on a new channel (and connection) for up to [`PUBLISH_PATIENCE`]
@@ -100,9 +119,15 @@ impl Publisher {
         &self,
         target: &Target,
         payload: &[u8],
-        headers: FieldTable,
+        mut headers: FieldTable,
         priority: u8,
     ) -> Result<(), AmqpError> {
+        if let (Target::Job(_), Some(signer)) = (target, &self.signer) {
+            headers.insert(
+                SIGNATURE_HEADER.into(),
+                AMQPValue::LongString(signer.sign(payload).into()),
+            );
+        }
         let deadline = Instant::now() + PUBLISH_PATIENCE;
         let mut delay = Duration::from_millis(100);
         loop {
@@ -132,9 +157,14 @@ impl Publisher {
         headers: FieldTable,
         priority: u8,
     ) -> Result<(), AmqpError> {
+        let names = self.broker.names();
         let (exchange, routing_key) = match target {
+            Target::Submit => (names.submit_exchange(), names.services()),
+            Target::Job(q) => (names.jobs_exchange(), q.clone()),
+            Target::Events => (names.events_exchange(), names.events()),
+            Target::Dead => (names.dead_exchange(), names.dead()),
+            Target::Control(key) => (names.control_exchange(), key.clone()),
             Target::Queue(q) => (String::new(), q.clone()),
-            Target::Control(key) => (self.broker.names().control_exchange(), key.clone()),
         };
         let props = BasicProperties::default()
             .with_delivery_mode(2)

@@ -1,34 +1,41 @@
-//! Declaring a namespace's queues and exchange on a channel: the same arguments every time, as
+//! Declaring a namespace's queues and exchanges on a channel: the same arguments every time, as
 //! RabbitMQ refuses a redeclaration with different ones.
+//!
+//! Every drover message is published through an exchange of its role, never the default
+//! exchange, so broker permissions per user can say who may send what: `<ns>.submit` reaches
+//! the services queue, `<ns>.jobs` the job queues, `<ns>.events` the events queue and
+//! `<ns>.dead` the dead-letter queue; `<ns>.control` reaches agents' control queues.
 
 use super::{AmqpError, MAX_PRIORITY};
 use drover_protocol::ids::QueueName;
 use drover_protocol::names::{Names, services_queue};
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
-/// The dead-letter queue, the events queue, the services queue and the control exchange.
+/// The dead-letter and events queues, the services queue, and the exchanges in front of them.
 pub(super) async fn declare_shared(ch: &Channel, names: &Names) -> Result<(), AmqpError> {
     let durable = QueueDeclareOptions::durable();
     ch.queue_declare(names.dead().into(), durable, FieldTable::default())
         .await?;
     ch.queue_declare(names.events().into(), durable, dead_letter_args(names))
         .await?;
-    ch.exchange_declare(
-        names.control_exchange().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    exchange(ch, &names.control_exchange(), ExchangeKind::Topic).await?;
+    for name in [
+        names.submit_exchange(),
+        names.jobs_exchange(),
+        names.events_exchange(),
+        names.dead_exchange(),
+    ] {
+        exchange(ch, &name, ExchangeKind::Direct).await?;
+    }
+    bind(ch, &names.dead(), &names.dead_exchange()).await?;
+    bind(ch, &names.events(), &names.events_exchange()).await?;
     declare_user_queue(ch, names, &services_queue()).await
 }
 
-/// A user queue (`default`, `gpu`, ...) with its dead-letter route and priorities.
+/// A user queue (`default`, `gpu`, ...) with its dead-letter route and priorities, bound to the
+/// jobs exchange; the `services` queue is bound to the submit exchange instead.
 pub(super) async fn declare_user_queue(
     ch: &Channel,
     names: &Names,
@@ -39,15 +46,50 @@ pub(super) async fn declare_user_queue(
         "x-max-priority".into(),
         AMQPValue::ShortShortUInt(MAX_PRIORITY),
     );
+    let broker_queue = names.user_queue(queue);
     ch.queue_declare(
-        names.user_queue(queue).into(),
+        broker_queue.as_str().into(),
         QueueDeclareOptions::durable(),
         args,
+    )
+    .await?;
+    let via = if *queue == services_queue() {
+        names.submit_exchange()
+    } else {
+        names.jobs_exchange()
+    };
+    bind(ch, &broker_queue, &via).await
+}
+
+async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<(), AmqpError> {
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
     )
     .await?;
     Ok(())
 }
 
+/// Binds `queue` to the direct exchange `exchange` under the queue's own name.
+async fn bind(ch: &Channel, queue: &str, exchange: &str) -> Result<(), AmqpError> {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        queue.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Messages a queue rejects go to the dead-letter queue through the default exchange: the
+/// broker moves them itself, whoever rejected them, so no user needs write on that exchange.
 fn dead_letter_args(names: &Names) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(

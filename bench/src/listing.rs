@@ -97,7 +97,7 @@ async fn publish(c: &Cluster, toml: &str, n: usize) -> Result<Vec<String>> {
     .await?;
     let publisher = broker.publisher().await?;
     let spec = PipelineSpec::from_toml(toml)?;
-    let services = Target::Queue(names.services());
+    let services = Target::Submit;
     let mut ids = Vec::with_capacity(n);
     let messages: Vec<Message> = (0..n)
         .map(|_| {

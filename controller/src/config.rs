@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 /// Free space an upload must leave on the data dir's file system unless configured otherwise.
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 1024 * 1024 * 1024;
 
+/// Most steps per pipeline unless configured otherwise: the benchmark's largest pipeline
+/// (100,000 steps) passes.
+pub const DEFAULT_MAX_STEPS: usize = 100_000;
+
 /// Everything the controller needs to start.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -67,6 +71,12 @@ pub struct ControllerConfig {
     pub max_artifact_size: u64,
     /// Free space an upload to the local store must leave on the data dir's file system.
     pub min_free_space: u64,
+    /// Most steps a pipeline may have; larger submissions are rejected.
+    pub max_steps: usize,
+    /// Largest message consumed (larger ones are dead-lettered) or published.
+    pub max_message_size: usize,
+    /// The Ed25519 private key (PKCS#8 PEM) every step job is signed with; `None`: unsigned.
+    pub job_signing_key: Option<PathBuf>,
 }
 
 /// How much of the controller HTTP clients may hold.
@@ -113,6 +123,9 @@ impl ControllerConfig {
             max_log_size: DEFAULT_MAX_LOG_SIZE,
             max_artifact_size: DEFAULT_MAX_ARTIFACT_SIZE,
             min_free_space: DEFAULT_MIN_FREE_SPACE,
+            max_steps: DEFAULT_MAX_STEPS,
+            max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            job_signing_key: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod store;
 pub use config::{ControllerConfig, HttpLimits};
 
 use anyhow::Context;
+use drover_amqp::signing::JobSigner;
 use drover_amqp::{Broker, Publisher};
 use drover_protocol::message::ArtifactStoreRef;
 use drover_storage::{BlobStore, LocalBlobs, ObjectBlobs, StoreLocation};
@@ -170,18 +171,54 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
 
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
 /// topology and opens the publisher.
+/// Jobs are signed when a signing key is configured.
 async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker>, Publisher)> {
+    let signer = match &config.job_signing_key {
+        Some(path) => {
+            warn_if_readable_by_others(path);
+            Some(Arc::new(JobSigner::from_file(path)?))
+        }
+        None => None,
+    };
     let broker = Broker::connect_with_retry(
         &config.amqp_url,
         config.names.clone(),
         "controller",
         BROKER_PATIENCE,
     )
-    .await?;
+    .await?
+    .with_max_message_size(config.max_message_size);
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
-    let publisher = broker.publisher().await?;
+    let mut publisher = broker.publisher().await?;
+    match signer {
+        Some(signer) => {
+            tracing::info!(
+                "step jobs are signed with the key in {:?}",
+                config.job_signing_key
+            );
+            publisher.sign_jobs(signer);
+        }
+        None => tracing::info!(
+            "step jobs are not signed (no --job-signing-key): any broker user allowed to publish to {} can make agents run commands",
+            config.names.jobs_exchange()
+        ),
+    }
     Ok((broker, publisher))
+}
+
+/// Warns when the signing key file is readable by other users.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "the job signing key {} can be read by other users (mode {:o}); make it mode 600",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
 }
 
 /// The scheduler's state as the store left it: every run, the cache index and the agents.
@@ -198,6 +235,7 @@ fn restore_state(
     });
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;
+    state.max_steps = config.max_steps;
     let unfinished = loaded
         .runs
         .iter()

@@ -78,7 +78,7 @@ impl Harness {
     }
 
     async fn event(&self, msg: Message) {
-        let events = Target::Queue(self.broker.names().events());
+        let events = Target::Events;
         support::publish(&self.broker, events, &msg).await;
     }
 
@@ -273,6 +273,7 @@ async fn a_run_flows_through_the_broker_and_survives_a_restart() {
     let usejob = next_job(&mut jobs).await;
     assert_eq!(usejob.step.as_str(), "use");
     assert_eq!(usejob.job.inputs[0].digest, artifact.digest);
+    h.claim(&usejob, &agent).await;
     h.event(finished(&usejob, &agent, BTreeMap::new())).await;
 
     let run = h

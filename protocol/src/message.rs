@@ -35,6 +35,10 @@ pub enum DecodeError {
     UnknownKind(String),
     #[error("invalid {kind} body: {error}")]
     InvalidBody { kind: String, error: String },
+    #[error(
+        "the message is {size} bytes, more than this consumer's limit of {limit} bytes (--max-message-size); it was not read"
+    )]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Why a message could not be encoded. The message types are plain data with string keys, so
@@ -54,6 +58,7 @@ impl DecodeError {
             DecodeError::UnsupportedVersion(_) => "unsupported_version",
             DecodeError::UnknownKind(_) => "unknown_kind",
             DecodeError::InvalidBody { .. } => "invalid_body",
+            DecodeError::TooLarge { .. } => "too_large",
         }
     }
 }

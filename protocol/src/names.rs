@@ -75,6 +75,28 @@ impl Names {
         format!("{}.dead", self.ns)
     }
 
+    /// The exchange submitters publish to; bound to the `services` queue only.
+    pub fn submit_exchange(&self) -> String {
+        format!("{}.submit", self.ns)
+    }
+
+    /// The exchange the controller publishes step jobs to; bound to every job queue, with the
+    /// broker queue's name as routing key.
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.ns)
+    }
+
+    /// The exchange agents publish events to; bound to the events queue only. It has the
+    /// queue's name: RabbitMQ keeps exchanges and queues apart.
+    pub fn events_exchange(&self) -> String {
+        self.events()
+    }
+
+    /// The exchange dead letters are published to; bound to the dead-letter queue only.
+    pub fn dead_exchange(&self) -> String {
+        self.dead()
+    }
+
     /// An agent's own auto-delete control queue.
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
@@ -115,6 +137,8 @@ mod tests {
         assert_eq!(names.services(), "services");
         assert_eq!(names.events(), "drover.events");
         assert_eq!(names.dead(), "drover.dead");
+        assert_eq!(names.submit_exchange(), "drover.submit");
+        assert_eq!(names.jobs_exchange(), "drover.jobs");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per group of commands; `dispatch` routes the parsed command line.
 
 mod inspect;
+mod keygen;
 mod run;
 mod serve;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Artifacts { command } => inspect::artifacts(&g, command).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
+        Command::Keygen(args) => keygen::keygen(&args),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => crate::config::show(file.as_ref(), args.json, &loaded_args, &handed),

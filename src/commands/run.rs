@@ -93,16 +93,30 @@ fn submitter() -> Option<String> {
 
 async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Result<()> {
     let names = names(g)?;
+    let limit = super::serve::message_size(g)?;
+    let size = msg.encode()?.len();
+    anyhow::ensure!(
+        size <= limit,
+        "the {} message is {size} bytes, more than --max-message-size ({limit} bytes); nothing was submitted: make the pipeline smaller, or raise the limit here and on the controller",
+        msg.kind()
+    );
     let broker =
         Broker::connect_with_retry(&g.amqp_url, names.clone(), "cli", Duration::from_secs(5))
-            .await?;
-    broker.declare_topology().await?;
-    broker.declare_user_queue(queue).await?;
+            .await?
+            .with_max_message_size(limit);
+    // A submitter under per-role broker users may not declare: the controller has.
+    broker.declare_topology_if_permitted().await?;
+    broker.declare_user_queue_if_permitted(queue).await?;
     let publisher = broker.publisher().await?;
+    let target = if *queue == QueueName::services() {
+        Target::Submit
+    } else {
+        Target::Queue(names.user_queue(queue))
+    };
     publisher
-        .publish(&Target::Queue(names.user_queue(queue)), &msg)
+        .publish(&target, &msg)
         .await
-        .context("submitting to the services queue")?;
+        .with_context(|| format!("submitting to queue {}", names.user_queue(queue)))?;
     broker.close().await;
     Ok(())
 }

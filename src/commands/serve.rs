@@ -9,6 +9,7 @@ use crate::signals::on_signals;
 use anyhow::{Context, Result};
 use drover_agent::pyenv::{PyEnvConfig, PythonEnvMode};
 use drover_agent::{Agent, AgentConfig, QueueOrder};
+use drover_amqp::signing::{JobSigner, JobVerifier};
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{AgentId, QueueName};
 use drover_storage::StoreLocation;
@@ -51,6 +52,9 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         max_log_size: args.max_log_size,
         max_artifact_size: args.max_artifact_size,
         min_free_space: args.min_free_space,
+        max_steps: args.max_steps,
+        max_message_size: message_size(g)?,
+        job_signing_key: args.job_signing_key.clone(),
     })
 }
 
@@ -139,7 +143,18 @@ fn agent_config(
         },
         s3_settings: crate::secrets::aws_settings(),
         run_as: options.run_as.as_deref().map(run_as).transpose()?,
+        job_verifier: options
+            .job_verify_key
+            .as_deref()
+            .map(JobVerifier::from_file)
+            .transpose()?,
+        max_message_size: message_size(g)?,
     })
+}
+
+/// `--max-message-size` as a byte count.
+pub(crate) fn message_size(g: &Global) -> Result<usize> {
+    usize::try_from(g.max_message_size).context("--max-message-size is too large")
 }
 
 /// `NAME` or `NAME:LIMIT` (at most LIMIT steps from that queue at once on this agent).
@@ -197,6 +212,26 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let data_dir = absolute(&args.controller.data_dir)?;
     let mut cconf = controller_config(g, &args.controller)?;
     cconf.data_dir = data_dir.clone();
+    // The in-process agents check what the controller signs.
+    let verifier = match &cconf.job_signing_key {
+        Some(path) => Some(JobSigner::from_file(path)?.verifier()),
+        None => None,
+    };
+    if let Some(key) = &args.agent.job_verify_key {
+        let given = JobVerifier::from_file(key)?;
+        let probe = b"drover up";
+        let matches = match &cconf.job_signing_key {
+            Some(path) => given
+                .verify(probe, Some(&JobSigner::from_file(path)?.sign(probe)))
+                .is_ok(),
+            None => false,
+        };
+        anyhow::ensure!(
+            matches,
+            "--job-verify-key {} does not belong to a --job-signing-key of this `drover up`: its agents would dead-letter every job; give `up` the signing key alone (its agents then check its signatures)",
+            key.display()
+        );
+    }
     let controller = Controller::start(cconf, shutdown.clone()).await?;
     let url = controller.url().to_string();
     let mut agents = Vec::new();
@@ -211,6 +246,9 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             None,
         )?;
         conf.max_log_size = args.controller.max_log_size;
+        if conf.job_verifier.is_none() {
+            conf.job_verifier = verifier.clone();
+        }
         agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
     }
     let workers = agents.len();

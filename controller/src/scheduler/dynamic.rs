@@ -19,6 +19,7 @@ pub fn add_step(
     run_id: &RunId,
     now: u64,
 ) -> Result<(StepAdded, Effects), String> {
+    let max_steps = state.max_steps;
     let mut ctx = Ctx {
         config: &state.config,
         cache: &mut state.cache,
@@ -44,6 +45,13 @@ pub fn add_step(
             existing: true,
         };
         return Ok((added, ctx.fx));
+    }
+    if run.steps.len() >= max_steps {
+        return Err(format!(
+            "run {run_id} has {} steps; this controller accepts at most {max_steps} per pipeline \
+             (--max-steps)",
+            run.steps.len()
+        ));
     }
     let mut spec = step;
     let name = free_name(run, &spec.name)?;

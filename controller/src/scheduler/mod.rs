@@ -130,9 +130,10 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
         room: room_left(&state.queue_limits, &state.runs),
         max_lost_attempts: state.max_lost_attempts,
     };
+    let max_steps = state.max_steps;
     let runs = &mut state.runs;
     match event {
-        Event::Submit(s) => submit(runs, s, &mut ctx),
+        Event::Submit(s) => submit(runs, s, max_steps, &mut ctx),
         Event::Abort(a) => abort(runs, a, &mut ctx),
         Event::Claimed(c) => claimed(runs, c, &mut ctx),
         Event::Heartbeat(h) => {
@@ -207,7 +208,7 @@ pub fn renew_leases(state: &mut State, now: u64) {
     }
 }
 
-fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, ctx: &mut Ctx) {
+fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ctx: &mut Ctx) {
     if runs.contains_key(&s.run_id) {
         return; // a redelivered submission
     }
@@ -228,10 +229,18 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, ctx: &mut Ctx) {
         ended_at: None,
         steps: Vec::new(),
     };
-    match validate(&s.spec, &s.params) {
-        Err(errors) => {
+    let checked = if s.spec.steps.len() > max_steps {
+        Err(format!(
+            "the pipeline has {} steps; this controller accepts at most {max_steps} per pipeline (--max-steps)",
+            s.spec.steps.len()
+        ))
+    } else {
+        validate(&s.spec, &s.params).map_err(|errors| errors.to_string())
+    };
+    match checked {
+        Err(error) => {
             run.status = RunStatus::Rejected;
-            run.error = Some(errors.to_string());
+            run.error = Some(error);
             run.ended_at = Some(ctx.now);
         }
         Ok(pipeline) => {
@@ -380,13 +389,23 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         return;
     };
     let step = &mut run.steps[i];
-    let owner = match step.status {
-        StepStatus::Queued => true,
-        StepStatus::Running => step.agent.as_ref() == Some(&f.agent),
-        _ => false,
-    };
+    // Only the agent whose claim of this very attempt was taken may report it: a result for a
+    // step still queued (never claimed) is refused too, so nobody but the claimant's report
+    // reaches the step's outputs or the cache. An agent publishes `Claimed` before it starts a
+    // job, on the same channel as its result, so an honest result never overtakes its claim.
+    let owner = step.status == StepStatus::Running && step.agent.as_ref() == Some(&f.agent);
     if run.status.is_terminal() || step.attempt != f.attempt || !owner {
-        return; // fenced: not the current attempt, or not from the agent that holds it
+        tracing::debug!(
+            "refusing the result of attempt {} of step {} of run {} from agent {}: the step is {} (attempt {}, agent {})",
+            f.attempt,
+            f.step,
+            f.run_id,
+            f.agent,
+            step.status.as_str(),
+            step.attempt,
+            step.agent.as_ref().map(AgentId::as_str).unwrap_or("none")
+        );
+        return; // fenced: not the current attempt, or not from the agent that claimed it
     }
     let now = ctx.now;
     step.agent = Some(f.agent.clone());

@@ -36,6 +36,8 @@ pub struct State {
     pub queue_limits: BTreeMap<QueueName, u32>,
     /// Lost attempts (lease expired) a step is dispatched again after; one more fails it.
     pub max_lost_attempts: u32,
+    /// Most steps a pipeline may have; a larger submission is rejected whole.
+    pub max_steps: usize,
 }
 
 impl State {
@@ -47,6 +49,7 @@ impl State {
             agents: BTreeMap::new(),
             queue_limits: BTreeMap::new(),
             max_lost_attempts: crate::config::DEFAULT_MAX_LOST_ATTEMPTS,
+            max_steps: crate::config::DEFAULT_MAX_STEPS,
         }
     }
 }

@@ -396,7 +396,7 @@ pub(crate) fn agent_command(queue: &QueueName) -> String {
 async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(), AmqpError> {
     match action {
         Action::Dispatch { queue, job } => {
-            let target = Target::Queue(names.user_queue(queue));
+            let target = Target::Job(names.user_queue(queue));
             let msg = Message::StepJob((**job).clone());
             publisher
                 .publish_with_priority(&target, &msg, job.job.priority)

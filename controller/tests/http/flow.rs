@@ -135,6 +135,13 @@ async fn a_run_is_followed_live_and_every_endpoint_answers_or_404s() {
     assert_eq!(received, b"10%\r50%\r100%\n\xff end\n");
 
     let usejob = next_job(&mut jobs).await;
+    s.event(Message::Claimed(Claimed {
+        run_id: run_id.clone(),
+        step: usejob.step.clone(),
+        attempt: usejob.attempt,
+        agent: agent.clone(),
+    }))
+    .await;
     s.event(finished(&usejob, &agent, BTreeMap::new())).await;
     let last = run_stream
         .until("run", |d| d["status"] == "succeeded")

@@ -80,7 +80,7 @@ impl Server {
     }
 
     pub async fn event(&self, msg: Message) {
-        let events = Target::Queue(self.broker.names().events());
+        let events = Target::Events;
         support::publish(&self.broker, events, &msg).await;
     }
 

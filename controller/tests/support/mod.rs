@@ -89,7 +89,7 @@ pub async fn submit(broker: &Broker, toml: &str, params: &[(&str, &str)], by: &s
             .collect(),
         submitted_by: Some(by.into()),
     };
-    let services = Target::Queue(broker.names().services());
+    let services = Target::Submit;
     publish(broker, services, &Message::Submit(submit)).await;
     run_id
 }

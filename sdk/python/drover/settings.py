@@ -61,6 +61,32 @@ def dead_queue(ns: str) -> str:
     return f"{ns}.dead"
 
 
+def submit_exchange(ns: str) -> str:
+    """The exchange submissions are published to; it reaches the services queue only."""
+    return f"{ns}.submit"
+
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
+_SIZE_SHIFTS = {"": 0, "b": 0, "k": 10, "kib": 10, "m": 20, "mib": 20, "g": 30, "gib": 30, "t": 40, "tib": 40}
+
+
+def max_message_size(environ: Mapping[str, str] | None = None) -> int:
+    """The largest message the SDK publishes (`DROVER_MAX_MESSAGE_SIZE`, e.g. `64MiB`), as the
+    CLI reads it."""
+    text = (os.environ if environ is None else environ).get("DROVER_MAX_MESSAGE_SIZE") or ""
+    if not text.strip():
+        return DEFAULT_MAX_MESSAGE_SIZE
+    stripped = text.strip()
+    digits = stripped[: len(stripped) - len(stripped.lstrip("0123456789"))]
+    unit = stripped[len(digits):].strip().lower()
+    if not digits or unit not in _SIZE_SHIFTS:
+        raise ValueError(
+            f"DROVER_MAX_MESSAGE_SIZE={text!r}: expected a whole number of bytes with an optional "
+            "unit K, M, G, T (KiB, MiB, GiB, TiB), e.g. 64MiB"
+        )
+    return int(digits) << _SIZE_SHIFTS[unit]
+
+
 def redact(url: str) -> str:
     """`url` with its password replaced, safe to print."""
     parts = urllib.parse.urlsplit(url)

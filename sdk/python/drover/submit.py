@@ -37,39 +37,55 @@ def _connect(url: str) -> Any:
 
 
 def _declare(connection: Any, ns: str) -> Any:
-    """Declares the services and dead-letter queues as the controller does, so a message sent
-    before the controller first starts waits for it instead of being dropped."""
+    """Declares what the controller declares for submissions (the services and dead-letter
+    queues, the submit exchange and its binding), so a message sent before the controller first
+    starts waits for it. A broker user allowed to publish only (per-role users, see
+    deploy/README.md) may not declare: then the controller has, and the channel is reopened."""
     import pika.exceptions
 
     channel = connection.channel()
-    channel.queue_declare(settings.dead_queue(ns), durable=True)
-    args = {
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": settings.dead_queue(ns),
-        "x-max-priority": 9,
-    }
-    queue = settings.services_queue(ns)
     try:
-        channel.queue_declare(queue, durable=True, arguments=args)
+        channel.queue_declare(settings.dead_queue(ns), durable=True)
+        args = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.dead_queue(ns),
+            "x-max-priority": 9,
+        }
+        queue = settings.services_queue(ns)
+        try:
+            channel.queue_declare(queue, durable=True, arguments=args)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code != 406:
+                raise
+            # The queue exists with arguments the broker considers different: use it as it is.
+            channel = connection.channel()
+        exchange = settings.submit_exchange(ns)
+        channel.exchange_declare(exchange, exchange_type="direct", durable=True)
+        channel.queue_bind(queue, exchange, routing_key=queue)
         return channel
     except pika.exceptions.ChannelClosedByBroker as e:
-        if e.reply_code != 406:
+        if e.reply_code != 403:
             raise
-    # The queue exists with arguments the broker considers different: use it as it is.
-    channel = connection.channel()
-    channel.queue_declare(queue, passive=True)
-    return channel
+    return connection.channel()
 
 
 def publish(message: dict[str, Any], url: str | None = None, ns: str | None = None) -> None:
-    """Publishes one message to the services queue with confirms; raises PublishError unless
-    the broker confirms that a queue took it."""
+    """Publishes one message to the services queue through the submit exchange, with confirms;
+    raises PublishError unless the broker confirms that a queue took it, and before connecting
+    when the message is larger than `DROVER_MAX_MESSAGE_SIZE` (64 MiB by default)."""
     import pika
     import pika.exceptions
 
     url = url or settings.amqp_url()
     ns = ns or settings.namespace()
     body = encode(message)
+    limit = settings.max_message_size()
+    if len(body) > limit:
+        raise PublishError(
+            f"the {message['kind']} message is {len(body)} bytes, more than the limit of {limit} "
+            "bytes (DROVER_MAX_MESSAGE_SIZE); nothing was submitted: make the pipeline smaller, "
+            "or raise the limit here and on the controller (--max-message-size)"
+        )
     connection = _connect(url)
     try:
         channel = _declare(connection, ns)
@@ -81,12 +97,20 @@ def publish(message: dict[str, Any], url: str | None = None, ns: str | None = No
             type=message["kind"],
         )
         queue = settings.services_queue(ns)
+        exchange = settings.submit_exchange(ns)
         try:
-            channel.basic_publish("", queue, body, properties=properties, mandatory=True)
+            channel.basic_publish(exchange, queue, body, properties=properties, mandatory=True)
         except pika.exceptions.UnroutableError as e:
             raise PublishError(f"no queue took the {message['kind']} message for {queue!r}") from e
         except pika.exceptions.NackError as e:
             raise PublishError(f"the broker refused the {message['kind']} message for {queue!r}") from e
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code == 404:
+                raise PublishError(
+                    f"the exchange {exchange!r} does not exist: start the controller of namespace {ns!r} "
+                    "once (it declares it), or submit as a broker user allowed to declare"
+                ) from e
+            raise
     except pika.exceptions.AMQPError as e:
         raise PublishError(f"publishing to {settings.redact(url)} failed: {e!r}") from e
     finally:

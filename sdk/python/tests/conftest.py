@@ -30,6 +30,7 @@ def namespace(monkeypatch):
     channel = connection.channel()
     for queue in (f"{ns}.services", f"{ns}.dead"):
         channel.queue_delete(queue)
+    channel.exchange_delete(f"{ns}.submit")
     connection.close()
 
 

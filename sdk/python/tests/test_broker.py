@@ -55,3 +55,38 @@ def test_an_unreachable_broker_says_how_to_fix_it(monkeypatch):
     assert "RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/%2f" in text
     assert "drover up" in text and "secret" not in text
     assert pipe.id is None
+
+
+def test_a_message_past_the_size_limit_is_refused_before_publishing(namespace, monkeypatch):
+    monkeypatch.setenv("DROVER_MAX_MESSAGE_SIZE", "1KiB")
+    # Nothing may be published: an unreachable broker would fail differently.
+    monkeypatch.setenv("DROVER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    with pytest.raises(submit.PublishError) as e:
+        pipe.start()
+    text = str(e.value)
+    assert "more than the limit of 1024 bytes" in text and "DROVER_MAX_MESSAGE_SIZE" in text
+    assert pipe.id is None
+
+
+def test_submissions_go_through_the_submit_exchange(namespace):
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    pipe.start()
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        method, _, _ = connection.channel().basic_get(f"{namespace}.services", auto_ack=True)
+        assert method is not None and method.exchange == f"{namespace}.submit"
+    finally:
+        connection.close()
+
+
+def test_the_message_size_limit_reads_as_the_cli_reads_it():
+    from drover import settings
+
+    assert settings.max_message_size({}) == 64 << 20
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "1024"}) == 1024
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "3 kib"}) == 3 << 10
+    assert settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": "16MiB"}) == 16 << 20
+    for bad in ("lots", "12 parsecs", "MiB"):
+        with pytest.raises(ValueError, match="DROVER_MAX_MESSAGE_SIZE"):
+            settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": bad})

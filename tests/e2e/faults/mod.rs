@@ -14,7 +14,7 @@ mod long_step;
 mod lost;
 mod orphans;
 mod poison;
-mod rabbit;
+pub(crate) mod rabbit;
 mod timeout;
 
 use crate::harness::Cluster;

@@ -56,6 +56,11 @@ fn poison_on_every_queue_is_dead_lettered_and_service_goes_on() {
         let broker = Broker::connect(&c.amqp, names.clone(), "test")
             .await
             .unwrap();
+        // The agent may not have declared its queue yet when the controller is ready.
+        broker
+            .declare_user_queue(&"default".parse().unwrap())
+            .await
+            .unwrap();
         let publisher = broker.publisher().await.unwrap();
         let job = stray_job();
         let default = names.user_queue(&"default".parse().unwrap());

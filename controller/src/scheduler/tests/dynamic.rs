@@ -422,3 +422,29 @@ fn a_driver_failing_after_a_component_failed_names_that_component() {
     assert!(error.starts_with("driver pipe failed: "), "{error}");
     assert!(error.ends_with("; failed step(s): c"), "{error}");
 }
+
+#[test]
+fn added_steps_count_against_the_step_limit() {
+    let mut st = new_state();
+    st.max_steps = 2;
+    let (run, _) = started(&mut st);
+    add(
+        &mut st,
+        &run,
+        request(1, 0, "a", component("c", &["true"], false)),
+        20,
+    )
+    .unwrap();
+    let refused = add(
+        &mut st,
+        &run,
+        request(1, 1, "b", component("c", &["true"], false)),
+        30,
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("at most 2 per pipeline (--max-steps)"),
+        "{refused}"
+    );
+    assert_eq!(names(&st, &run), ["pipe", "c"]);
+}

@@ -173,3 +173,46 @@ fn renewed_leases_survive_a_silence_the_controller_caused() {
     let a = st.runs[&run].step(&step("a")).unwrap();
     assert_eq!(a.attempts[0].outcome, Some(AttemptOutcome::Lost));
 }
+
+/// A result for a dispatched attempt nobody claimed (a forged `Finished`, or one from an agent
+/// whose claim was refused) changes nothing and is never cached; the claimant's is taken.
+#[test]
+fn results_without_the_matching_claim_are_refused_and_never_cached() {
+    let mut st = new_state();
+    let cached =
+        "[[step]]\nname = \"x\"\ncommand = [\"true\"]\noutputs = { o = \"o.txt\" }\ncache = true\n";
+    let (run, fx) = submit_toml(&mut st, cached, 0);
+    let job = jobs(&fx).pop().unwrap();
+    let forged = |by: &str| {
+        let mut f = finished_msg(&job, by, Outcome::Succeeded, Some(0));
+        for out in f.outputs.values_mut() {
+            *out = artifact("the forger's bytes", "o.txt");
+        }
+        Event::Finished(f)
+    };
+    // Never claimed: refused.
+    assert!(handle(&mut st, forged("mallory"), 10).is_empty());
+    assert_eq!(status(&st, &run, "x"), StepStatus::Queued);
+    // Claimed by w1: another agent's result, and w1's for another attempt, are refused.
+    claim(&mut st, &job, "w1", 20);
+    assert!(handle(&mut st, forged("mallory"), 30).is_empty());
+    let mut other_attempt = finished_msg(&job, "w1", Outcome::Succeeded, Some(0));
+    other_attempt.attempt = AttemptNo(2);
+    assert!(handle(&mut st, Event::Finished(other_attempt), 40).is_empty());
+    assert_eq!(status(&st, &run, "x"), StepStatus::Running);
+    assert!(st.cache.is_empty());
+    // The claimant's own result is taken and cached.
+    let fx = handle(
+        &mut st,
+        Event::Finished(finished_msg(&job, "w1", Outcome::Succeeded, Some(0))),
+        50,
+    );
+    assert!(
+        fx.actions
+            .iter()
+            .any(|a| matches!(a, Action::CacheInsert { .. }))
+    );
+    assert_eq!(status(&st, &run, "x"), StepStatus::Succeeded);
+    let cached: Vec<_> = st.cache.values().flat_map(|o| o.values()).collect();
+    assert_eq!(cached, vec![&artifact("x.o", "o.txt")]);
+}

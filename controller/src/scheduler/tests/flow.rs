@@ -357,3 +357,23 @@ fn record<'a>(st: &'a State, run: &RunId, name: &str) -> &'a StepRecord {
         .find(|s| s.name.as_str() == name)
         .unwrap()
 }
+
+#[test]
+fn a_pipeline_past_the_step_limit_is_rejected_whole_with_the_limit_named() {
+    let mut st = new_state();
+    st.max_steps = 2;
+    let three = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n[[step]]\nname = \"c\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, three, 5);
+    assert!(fx.actions.is_empty());
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains("3 steps") && error.contains("at most 2") && error.contains("--max-steps"),
+        "{error}"
+    );
+    st.max_steps = 3;
+    let (run, fx) = submit_toml(&mut st, three, 6);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    assert_eq!(jobs(&fx).len(), 3);
+}
