@@ -32,6 +32,7 @@ UNSUPPORTED = {
 # Arguments about ClearML's bookkeeping; drover runs the same pipeline without them.
 IGNORED = {
     "add_pipeline_tags": "drover has no tags",
+    "pool_frequency": "the controller follows runs by their events, not by polling",
     "tags": "drover has no tags",
     "target_project": "steps are shown within their run, not in projects",
     "project_name": "steps are shown within their run, not in projects",

@@ -71,7 +71,7 @@ def main(case):
         pipe.start_locally(run_pipeline_steps_locally=True)
         print("local pipeline succeeded" if pipe.is_successful() else "local pipeline failed")
     else:
-        pipe.start()
+        pipe.start(wait=False)
     print("pipeline submitted")
 
 
