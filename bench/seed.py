@@ -46,7 +46,7 @@ def run_drover(cache):
 
     pipe = build(cache)
     start = time.time()
-    pipe.start()
+    pipe.start(wait=False)
     run_id = pipe._run_id
     base = settings.controller_url()
     while True:

@@ -1,4 +1,5 @@
-//! Python function steps through the SDK: exceptions, several return values, a diamond, local runs.
+//! Python function steps through the SDK: exceptions, several return values, a diamond, local
+//! runs, and ClearML's `Task` and `Logger` inside a step.
 
 use crate::harness::{Cluster, text};
 use serde_json::Value;
@@ -59,6 +60,32 @@ fn several_return_names_unpack_the_tuple() {
     assert_eq!(unpickle(&c, run_id, "split", "small"), "3");
     assert_eq!(unpickle(&c, run_id, "split", "big"), "30");
     assert_eq!(unpickle(&c, run_id, "add", "sum"), "33");
+}
+
+/// Inside a step `Task.current_task()` is the step's task; what needs the controller there says
+/// it is not supported yet, and the logger's reports reach the step's log.
+#[test]
+fn a_steps_task_is_the_step_and_its_reports_reach_the_log() {
+    let c = Cluster::up(1, &["default"]);
+    let (out, run) = submit_and_wait(&c, "task");
+    assert!(out.status.success(), "{}", text(&out));
+    let run_id = run["run_id"].as_str().unwrap();
+    let seen = unpickle(&c, run_id, "train", "seen");
+    assert!(seen.contains(&format!("'id': '{run_id}/train'")), "{seen}");
+    assert!(seen.contains("'name': 'train'"), "{seen}");
+    assert!(seen.contains("'locally': False"), "{seen}");
+    assert!(seen.contains("'connected': {'x': 3}"), "{seen}");
+    assert!(
+        seen.contains("inside a drover step is not supported yet"),
+        "{seen}"
+    );
+    let log = c.drover(&["logs", run_id, "train"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("drover: scalar loss / train @ 1: 0.5"),
+        "{log}"
+    );
+    assert!(log.contains("printed to the step's console only"), "{log}");
 }
 
 #[test]

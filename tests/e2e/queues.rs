@@ -273,7 +273,7 @@ pipe.set_default_execution_queue("default")
 for name, priority in [("p0", None), ("p9", 9), ("p5", 5)]:
     pipe.add_function_step(name=name, function=mark, priority=priority,
                            function_kwargs=dict(name=name, log={log:?}))
-pipe.start()
+pipe.start(wait=False)
 "#,
         log = log.display().to_string()
     );

@@ -1,8 +1,8 @@
 """drover's Python SDK: build pipelines from functions (PipelineController) or decorators
-(PipelineDecorator), and fetch files (StorageManager).
+(PipelineDecorator), fetch files (StorageManager), and ClearML's Task, Logger and TaskTypes.
 
 Importing this package needs only the standard library: step code imports it on agents.
-PipelineDecorator is loaded on first use.
+PipelineDecorator, Task and Logger are loaded on first use.
 """
 from typing import Any
 
@@ -11,7 +11,10 @@ from .storage import StorageManager
 from .task_types import TaskTypes
 
 __version__ = "0.1.0"
-__all__ = ["PipelineController", "PipelineDecorator", "StorageManager", "TaskTypes", "__version__"]
+__all__ = [
+    "Logger", "PipelineController", "PipelineDecorator", "StorageManager", "Task", "TaskTypes",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +22,12 @@ def __getattr__(name: str) -> Any:
         from .decorator import PipelineDecorator
 
         return PipelineDecorator
+    if name == "Task":
+        from .task import Task
+
+        return Task
+    if name == "Logger":
+        from .logger import Logger
+
+        return Logger
     raise AttributeError(f"module 'drover' has no attribute {name!r}")

@@ -443,7 +443,7 @@ class PipelineDecorator:
         post_execute_callback: Callable[..., Any] | None = None,
         status_change_callback: Callable[..., Any] | None = None, tags: object = None,
         output_uri: str | bool | None = None, draft: bool = False, working_dir: str | None = None,
-        continue_behaviour: Mapping[str, bool] | None = None,
+        continue_behaviour: Mapping[str, bool] | None = None, stage: str | None = None,
     ) -> Any:
         """Makes a function a pipeline step (ClearML's `PipelineDecorator.component`).
 
@@ -467,6 +467,7 @@ class PipelineDecorator:
             "auto_connect_arg_parser": (auto_connect_arg_parser, None),
             "monitor_metrics": (monitor_metrics, None), "monitor_artifacts": (monitor_artifacts, None),
             "monitor_models": (monitor_models, None), "tags": (tags, None), "output_uri": (output_uri, None),
+            "stage": (stage, None),
         }
         where = "PipelineDecorator.component"
         options.refuse(where, given)
@@ -604,9 +605,10 @@ class PipelineDecorator:
 
     @classmethod
     def upload_artifact(cls, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
-                        delete_after_upload: bool = False, auto_pickle: bool = True,
+                        delete_after_upload: bool = False, auto_pickle: bool | None = None,
                         preview: Any = None, wait_on_upload: bool = False,
-                        serialization_function: Callable[..., Any] | None = None) -> bool:
+                        serialization_function: Callable[..., Any] | None = None,
+                        sort_keys: bool = True) -> bool:
         """Stores an object (pickled) or a file (a path) in the run's blob store from a driver or
         a component, and prints where: `<controller>/api/v1/blobs/<sha256>`. drover keeps no
         artifact names yet (the Task API will); a component's return values are its named outputs.
@@ -621,7 +623,9 @@ class PipelineDecorator:
                   flush=True)
             return False
         path = os.fspath(artifact_object) if isinstance(artifact_object, (str, os.PathLike)) else None
-        if path is None or not os.path.isfile(path) or not auto_pickle:
+        # ClearML's auto_pickle=None means pickling what is not a file; sort_keys only matters to
+        # its JSON serialisation, which drover does not do.
+        if path is None or not os.path.isfile(path) or auto_pickle is False:
             folder = os.path.join(session.workdir, "_artifacts")
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, f"{name}.pkl")

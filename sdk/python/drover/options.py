@@ -7,31 +7,43 @@ from collections.abc import Mapping
 # Argument name -> (value given, its default).
 Given = Mapping[str, tuple[object, object]]
 
+_NO_REPO = ("steps ship their function's source; drover does not check out repositories (import "
+            "the code inside the function, or pass helpers with helper_functions=)")
+_NO_DOCKER = ("steps run in per-requirements virtualenvs on the agents, not in containers; give "
+              "the step's packages with packages=")
+_NO_CALLBACK = ("the controller is a service and cannot call back into this script; follow the run "
+                "with wait() and act on get_pipeline_dag() / is_successful() afterwards")
+
 # Arguments whose effect drover cannot provide; giving them would change what runs.
 UNSUPPORTED = {
-    "repo": "steps ship their function's source; drover does not check out repositories",
-    "repo_branch": "steps ship their function's source; drover does not check out repositories",
-    "repo_commit": "steps ship their function's source; drover does not check out repositories",
-    "working_dir": "each step runs in a fresh work directory on the agent",
-    "docker": "steps run in per-requirements virtualenvs on the agents, not in containers",
-    "docker_args": "steps run in per-requirements virtualenvs on the agents, not in containers",
-    "docker_bash_setup_script": "steps run in per-requirements virtualenvs, not in containers",
-    "pre_execute_callback": "the controller is a service and cannot call back into this script",
-    "post_execute_callback": "the controller is a service and cannot call back into this script",
-    "status_change_callback": "the controller is a service and cannot call back into this script",
-    "step_task_created_callback": "the controller is a service and cannot call back into this script",
-    "step_task_completed_callback": "the controller is a service and cannot call back into this script",
-    "draft": "every step of a submitted pipeline is executed",
-    "artifact_serialization_function": "return values always travel as pickle files",
-    "artifact_deserialization_function": "return values always travel as pickle files",
+    "repo": _NO_REPO,
+    "repo_branch": _NO_REPO,
+    "repo_commit": _NO_REPO,
+    "working_dir": "each step runs in a fresh work directory on the agent; use absolute paths or "
+                   "pass files as step outputs",
+    "docker": _NO_DOCKER,
+    "docker_args": _NO_DOCKER,
+    "docker_bash_setup_script": _NO_DOCKER,
+    "pre_execute_callback": _NO_CALLBACK,
+    "post_execute_callback": _NO_CALLBACK,
+    "status_change_callback": _NO_CALLBACK,
+    "step_task_created_callback": _NO_CALLBACK,
+    "step_task_completed_callback": _NO_CALLBACK,
+    "draft": "every step of a submitted pipeline is executed; leave the step out to not run it",
+    "artifact_serialization_function": "return values always travel as pickle files; return bytes "
+                                       "from the step to choose the format yourself",
+    "artifact_deserialization_function": "return values always travel as pickle files; return bytes "
+                                         "from the step to choose the format yourself",
     "abort_on_failure": (
-        "a failing step skips only the steps that depend on it; independent branches finish"
+        "a failing step skips only the steps that depend on it; independent branches finish "
+        "(make the other steps depend on it with parents= to stop them)"
     ),
 }
 
 # Arguments about ClearML's bookkeeping; drover runs the same pipeline without them.
 IGNORED = {
     "add_pipeline_tags": "drover has no tags",
+    "pool_frequency": "the controller follows runs by their events, not by polling",
     "tags": "drover has no tags",
     "target_project": "steps are shown within their run, not in projects",
     "project_name": "steps are shown within their run, not in projects",

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import api, messages, names, options, requirements, settings, spec, validate
 from .local import LocalRun
+
+# drover's run and step statuses as ClearML's task statuses (completed, failed, stopped).
+_OUTCOME = {"succeeded": "completed", "cached": "completed", "failed": "failed", "rejected": "failed",
+            "aborted": "stopped"}
+# ClearML's fail_condition -> the outcomes that count as success.
+_SUCCESS = {"all": ("completed",), "failed": ("completed", "stopped"), "aborted": ("completed", "failed")}
 
 
 class PipelineController:
@@ -19,8 +24,9 @@ class PipelineController:
     uses inside its function (`skip_global_imports` is therefore always in effect).
     """
 
-    def __init__(self, name: str, project: str | None, version: str | None,
-                 add_pipeline_tags: bool = False, target_project: str | bool | None = None,
+    def __init__(self, name: str, project: str | None, version: str | None = None,
+                 pool_frequency: float = 0.2,
+                 add_pipeline_tags: bool = False, target_project: str | bool | None = True,
                  auto_version_bump: bool | None = None, abort_on_failure: bool = False,
                  add_run_number: bool = True, retry_on_failure: int | None = None,
                  docker: str | None = None, docker_args: str | None = None,
@@ -38,7 +44,8 @@ class PipelineController:
             "artifact_serialization_function": (artifact_serialization_function, None),
             "artifact_deserialization_function": (artifact_deserialization_function, None),
             "working_dir": (working_dir, None), "add_pipeline_tags": (add_pipeline_tags, False),
-            "target_project": (target_project, None), "auto_version_bump": (bool(auto_version_bump), False),
+            "pool_frequency": (pool_frequency, 0.2), "target_project": (target_project, True),
+            "auto_version_bump": (bool(auto_version_bump), False),
             "always_create_from_code": (always_create_from_code, True), "output_uri": (output_uri, None),
             "packages": (packages, None),
         }
@@ -62,15 +69,34 @@ class PipelineController:
         """Declares `${pipeline.<name>}`; values travel as strings (`str(default)`)."""
         self._params[names.check_param_name(name)] = spec.param_spec(default, description, param_type)
 
-    def set_default_execution_queue(self, default_execution_queue: str) -> None:
-        """The queue of every step that does not name its own `execution_queue`."""
+    def set_default_execution_queue(self, default_execution_queue: str | None) -> None:
+        """The queue of every step that does not name its own `execution_queue`; None goes back
+        to drover's default queue, `default`."""
+        if default_execution_queue is None:
+            self._default_queue = "default"
+            return
         names.check_queue_name(default_execution_queue)
         self._default_queue = default_execution_queue
 
-    def add_step(self, *args: object, **kwargs: object) -> bool:
-        """Steps from existing ClearML tasks do not exist in drover."""
+    def add_step(
+        self, name: str, base_task_id: str | None = None, parents: Iterable[str] | None = None,
+        parameter_override: Mapping[str, Any] | None = None,
+        configuration_overrides: Mapping[str, Any] | None = None,
+        task_overrides: Mapping[str, Any] | None = None, execution_queue: str | None = None,
+        monitor_metrics: object = None, monitor_artifacts: object = None, monitor_models: object = None,
+        time_limit: float | None = None, base_task_project: str | None = None,
+        base_task_name: str | None = None, clone_base_task: bool = True, continue_on_fail: bool = False,
+        pre_execute_callback: Callable[..., Any] | None = None,
+        post_execute_callback: Callable[..., Any] | None = None, cache_executed_step: bool = False,
+        base_task_factory: Callable[..., Any] | None = None, retry_on_failure: int | None = None,
+        status_change_callback: Callable[..., Any] | None = None, recursively_parse_parameters: bool = False,
+        output_uri: str | bool | None = None, continue_behaviour: Mapping[str, bool] | None = None,
+        stage: str | None = None,
+    ) -> bool:
+        """Steps from existing tasks: not supported yet (drover has no task registry)."""
         raise NotImplementedError(
-            "add_step (steps from existing tasks) is not supported by drover; use add_function_step"
+            f"add_step({name!r}): steps from existing tasks are not supported by drover yet; "
+            "wrap the task's code in a function and use add_function_step"
         )
 
     def add_function_step(
@@ -195,12 +221,15 @@ class PipelineController:
 
     # -- running ------------------------------------------------------------------------------
 
-    def start(self, queue: str = "services", wait: bool = False,
+    def start(self, queue: str = "services",
               step_task_created_callback: Callable[..., Any] | None = None,
-              step_task_completed_callback: Callable[..., Any] | None = None) -> bool:
+              step_task_completed_callback: Callable[..., Any] | None = None,
+              wait: bool = True) -> bool:
         """Submits the pipeline to the controller through the `services` queue; returns True.
 
-        With `wait=True` it then follows the run to its end (see `wait`).
+        With `wait=True` (the default, as in ClearML) it then follows the run to its end (see
+        `wait`); `wait=False` returns once the run is submitted. Unlike ClearML, which ends the
+        local process once the pipeline is enqueued, the script goes on after `start()`.
         """
         options.refuse("start", {
             "step_task_created_callback": (step_task_created_callback, None),
@@ -208,7 +237,8 @@ class PipelineController:
         })
         if queue != settings.SERVICES_QUEUE:
             raise NotImplementedError(
-                f"start(queue={queue!r}): the drover controller takes pipelines from 'services' only"
+                f"start(queue={queue!r}): the drover controller takes pipelines from 'services' only; "
+                "leave queue at its default and choose the steps' queues with execution_queue"
             )
         if self._run_id is not None:
             raise RuntimeError(f"pipeline {self._name!r} was already started as run {self._run_id}")
@@ -223,64 +253,103 @@ class PipelineController:
             self.wait()
         return True
 
-    def start_locally(self, run_pipeline_steps_locally: bool = False) -> bool:
+    def start_locally(self, run_pipeline_steps_locally: bool = False) -> None:
         """Runs the pipeline from this process.
 
         With `run_pipeline_steps_locally=True` every step runs here, parents first, with no
         broker or controller: values pass between steps through pickle files as they would
         between agents. As on the controller, a raising step (its traceback is printed) skips
         the steps that depend on it while independent ones still run, and the run fails unless
-        the step has continue_on_fail. With False the
-        pipeline is submitted and followed to its end, since drover's controller logic runs
-        as a service and the steps run on agents: the same as `start(wait=True)`.
+        the step has continue_on_fail. As in ClearML, a failed run does not raise or end the
+        process with an error: it prints that the pipeline failed, and `is_successful()` is
+        False (end the script with `sys.exit(0 if pipe.is_successful() else 1)` to fail it).
+        With False the pipeline is submitted and followed to its end, since drover's controller
+        logic runs as a service and the steps run on agents: the same as `start(wait=True)`.
         """
         if not run_pipeline_steps_locally:
-            return self.start(wait=True)
+            self.start(wait=True)
+            return
         params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
         params.update(self._launch_params())
         _, checked = self._checked()  # the same checks as a submission
         self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
         ok = self._local.run()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
-        return True
 
-    def wait(self, timeout: float | None = None) -> float:
-        """Follows the run until it ends, printing each step's status changes; returns the
-        seconds waited. Raises RuntimeError naming the failed steps when it did not succeed,
-        TimeoutError after `timeout` seconds."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Follows the run until it ends, printing each step's status changes (and, when it did
+        not succeed, which steps failed and why); `timeout` is in minutes, as in ClearML.
+        Returns True once the run has ended (whatever its status: see `is_successful`), False
+        when `timeout` passed first."""
         if self._local is not None:
-            return 0.0
+            return True
         if self._run_id is None:
             raise RuntimeError("wait(): the pipeline was not started; call start() first")
-        start = time.monotonic()
-        self._view = api.wait_for_run(settings.controller_url(), self._run_id, timeout=timeout,
-                                      report=lambda line: print(line, flush=True),
-                                      ns=settings.namespace())
+        seconds = None if timeout is None else float(timeout) * 60.0
+        try:
+            self._view = api.wait_for_run(settings.controller_url(), self._run_id, timeout=seconds,
+                                          report=lambda line: print(line, flush=True),
+                                          ns=settings.namespace())
+        except TimeoutError:
+            print(f"drover: run {self._run_id} still running after {timeout} minute(s)", flush=True)
+            return False
         print(f"drover: run {self._run_id} {self._view['status']}", flush=True)
         if self._view["status"] != "succeeded":
-            raise RuntimeError(api.failure_message(self._view))
-        return time.monotonic() - start
+            print(f"drover: {api.failure_message(self._view)}", flush=True)
+        return True
 
-    def is_successful(self) -> bool:
-        """Whether the run (local or submitted) ended successfully; False while it runs."""
+    def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
+        """Whether the run (local or submitted) ended successfully; False while it runs.
+
+        As in ClearML: `fail_condition` "all" counts a failed or an aborted run as unsuccessful,
+        "failed" only a failed one, "aborted" only an aborted one; with `fail_on_step_fail` every
+        step must also have ended that way (so a failed step with continue_on_fail, or a skipped
+        step, makes it False), without it only the run's status counts.
+        """
+        if fail_condition not in _SUCCESS:
+            raise ValueError(
+                f"is_successful(fail_condition={fail_condition!r}): use 'all', 'failed' or 'aborted'"
+            )
+        ok = _SUCCESS[fail_condition]
         if self._local is not None:
-            return bool(self._local.ok)
-        if self._run_id is None:
+            if self._local.ok is None:
+                return False
+            run_status = "succeeded" if self._local.ok else "failed"
+            step_statuses = list(self._local.status.values())
+        else:
+            view = self._current_view()
+            if view is None or view.get("status") not in api.TERMINAL_RUN_STATUSES:
+                return False
+            run_status = view["status"]
+            step_statuses = [s["status"] for s in view.get("steps", [])]
+        if _OUTCOME.get(run_status) not in ok:
             return False
+        return not fail_on_step_fail or all(_OUTCOME.get(s) in ok for s in step_statuses)
+
+    def _current_view(self) -> api.RunView | None:
+        """The run as the controller last reported it, asked again unless it had ended."""
+        if self._run_id is None:
+            return None
         if self._view is None or self._view.get("status") not in api.TERMINAL_RUN_STATUSES:
             try:
                 self._view = api.get_run(settings.controller_url(), self._run_id)
             except api.RunNotFound:
-                return False
-        return self._view.get("status") == "succeeded"
+                return None
+        return self._view
 
     def stop(self, timeout: float | None = None, mark_failed: bool = False,
              mark_aborted: bool = False) -> None:
-        """Aborts the submitted run (running steps are cancelled); with `timeout`, waits up to
-        that many seconds for it to end. The run ends `aborted`; `mark_failed` is refused."""
+        """Aborts the submitted run unless it has ended (running steps are cancelled); with
+        `timeout` (minutes, as in ClearML), waits up to that long for it to end. The run ends
+        `aborted`, so `mark_aborted` changes nothing and `mark_failed` is refused."""
         if mark_failed:
-            raise NotImplementedError("stop(mark_failed=True): an aborted drover run ends 'aborted'")
+            raise NotImplementedError(
+                "stop(mark_failed=True): an aborted drover run ends 'aborted'; call stop() or "
+                "stop(mark_aborted=True)"
+            )
         if self._run_id is None:
+            return
+        if self._view is not None and self._view.get("status") in api.TERMINAL_RUN_STATUSES:
             return
         from .submit import publish
 
@@ -288,7 +357,7 @@ class PipelineController:
         if timeout:
             try:
                 self._view = api.wait_for_run(settings.controller_url(), self._run_id,
-                                              timeout=timeout, report=lambda line: None)
+                                              timeout=float(timeout) * 60.0, report=lambda line: None)
             except TimeoutError:
                 pass
 

@@ -20,3 +20,7 @@ class TaskTypes(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    def __repr__(self) -> str:
+        # As ClearML shows it, so `Task.init`'s default reads the same in both.
+        return f"TaskTypes.{self.value}"

@@ -23,7 +23,7 @@ def test_start_publishes_the_submit_to_the_services_queue(namespace, capsys, mon
     monkeypatch.setenv("DROVER_URL", "http://127.0.0.1:1/")
     pipe = seed_pipeline.build("/tmp/iris.pkl")
     expected = pipe._submit_message()
-    assert pipe.start() is True
+    assert pipe.start(wait=False) is True
     properties, message = take_one(f"{namespace}.services")
     assert properties.delivery_mode == 2 and properties.content_type == "application/msgpack"
     assert message["kind"] == "submit" and message["body"]["run_id"] == pipe.id
@@ -32,12 +32,12 @@ def test_start_publishes_the_submit_to_the_services_queue(namespace, capsys, mon
         f"drover: pipeline 'Pipeline demo' submitted as run {pipe.id}: http://127.0.0.1:1/runs/{pipe.id}\n"
     )
     with pytest.raises(RuntimeError, match="already started"):
-        pipe.start()
+        pipe.start(wait=False)
 
 
 def test_stop_publishes_an_abort(namespace):
     pipe = seed_pipeline.build("/tmp/iris.pkl")
-    pipe.start()
+    pipe.start(wait=False)
     take_one(f"{namespace}.services")
     pipe.stop()
     _, message = take_one(f"{namespace}.services")
@@ -50,7 +50,7 @@ def test_an_unreachable_broker_says_how_to_fix_it(monkeypatch):
     monkeypatch.setenv("DROVER_AMQP_URL", "amqp://guest:secret@127.0.0.1:1/%2f")
     pipe = seed_pipeline.build("/tmp/iris.pkl")
     with pytest.raises(submit.PublishError) as e:
-        pipe.start()
+        pipe.start(wait=False)
     text = str(e.value)
     assert "RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/%2f" in text
     assert "drover up" in text and "secret" not in text
@@ -63,7 +63,7 @@ def test_a_message_past_the_size_limit_is_refused_before_publishing(namespace, m
     monkeypatch.setenv("DROVER_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
     pipe = seed_pipeline.build("/tmp/iris.pkl")
     with pytest.raises(submit.PublishError) as e:
-        pipe.start()
+        pipe.start(wait=False)
     text = str(e.value)
     assert "more than the limit of 1024 bytes" in text and "DROVER_MAX_MESSAGE_SIZE" in text
     assert pipe.id is None
@@ -71,7 +71,7 @@ def test_a_message_past_the_size_limit_is_refused_before_publishing(namespace, m
 
 def test_submissions_go_through_the_submit_exchange(namespace):
     pipe = seed_pipeline.build("/tmp/iris.pkl")
-    pipe.start()
+    pipe.start(wait=False)
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         method, _, _ = connection.channel().basic_get(f"{namespace}.services", auto_ack=True)

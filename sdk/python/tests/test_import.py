@@ -19,6 +19,10 @@ def test_importing_drover_loads_no_third_party_module():
         "assert D is PipelineDecorator and C is PipelineController\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pika', 'msgpack'))\n"
         "assert not bad, bad\n"
+        "assert 'drover.task' not in sys.modules and 'drover.logger' not in sys.modules\n"
+        "from drover import Task, Logger, TaskTypes\n"
+        "from drover.task import TaskTypes as T2\n"
+        "assert TaskTypes is T2 is Task.TaskTypes and Logger.__module__ == 'drover.logger'\n"
         "print(drover.__version__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,6 +1,8 @@
 """start_locally(run_pipeline_steps_locally=True): the whole pipeline in this process."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -61,7 +63,7 @@ def diamond():
 
 def test_a_diamond_runs_in_order_and_passes_values(capsys):
     pipe = diamond()
-    assert pipe.start_locally(run_pipeline_steps_locally=True) is True
+    assert pipe.start_locally(run_pipeline_steps_locally=True) is None
     assert pipe.is_successful()
     values = pipe._local.values
     assert values["combine"]["result"] == {"total": 10, "max": 4, "label": "run-1!"}
@@ -129,7 +131,9 @@ def test_continue_on_fail_skips_only_the_dependents(capsys):
     pipe.add_function_step(name="after", function=never_called, function_kwargs=dict(v="${explode.never}"))
     pipe.add_function_step(name="independent", function=source, function_kwargs=dict(n=1))
     pipe.start_locally(run_pipeline_steps_locally=True)
-    assert pipe.is_successful()
+    # The run succeeded; as in ClearML, its failed and skipped steps count unless told not to.
+    assert pipe.is_successful(fail_on_step_fail=False)
+    assert not pipe.is_successful()
     assert pipe._local.status == {"explode": "failed", "after": "skipped", "independent": "succeeded"}
     assert capsys.readouterr().err.count("ValueError: bad input 1") == 2  # one retry
 
@@ -184,4 +188,32 @@ def test_shared_skip_cases_match_the_scheduler(case):
                                parents=step["parents"], continue_on_fail=step.get("continue_on_fail", False))
     pipe.start_locally(run_pipeline_steps_locally=True)
     assert pipe._local.status == case["statuses"]
-    assert pipe.is_successful() == (case["run"] == "succeeded")
+    assert pipe.is_successful(fail_on_step_fail=False) == (case["run"] == "succeeded")
+    every_step_ok = all(status == "succeeded" for status in case["statuses"].values())
+    assert pipe.is_successful() == (case["run"] == "succeeded" and every_step_ok)
+
+
+FAILING_SCRIPT = """
+from drover import PipelineController
+
+
+def fail():
+    raise RuntimeError("this step fails")
+
+
+pipe = PipelineController(name="exits", project="t")
+pipe.add_function_step(name="fail", function=fail)
+pipe.start_locally(run_pipeline_steps_locally=True)
+print("successful:", pipe.is_successful())
+"""
+
+
+def test_a_failed_local_run_ends_the_process_normally_as_in_clearml(tmp_path):
+    """ClearML marks the pipeline failed and returns from start_locally; the exit status stays 0."""
+    script = tmp_path / "exits.py"
+    script.write_text(FAILING_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "drover: pipeline 'exits' failed locally" in out.stdout
+    assert "successful: False" in out.stdout
+    assert "RuntimeError: this step fails" in out.stderr

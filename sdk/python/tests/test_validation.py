@@ -165,3 +165,31 @@ def test_helper_functions_are_shipped_and_silence_the_warning(pipe):
         pipe.add_function_step(name="second", function=one, helper_functions=[two])
     source = pipe._submit_message()["body"]["spec"]["step"][1]["function"]["source"]
     assert "def one(" in source and "def two(" in source
+
+
+def test_clearml_defaults_need_no_version_and_warn_about_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = PipelineController(name="p", project="x", pool_frequency=0.2, target_project=True)
+    p.add_function_step(name="s", function=one)
+    assert p._submit_message()["body"]["spec"]["pipeline"]["version"] == ""
+    with pytest.warns(UserWarning, match="pool_frequency"):
+        PipelineController(name="p", project="x", pool_frequency=1.0)
+
+
+def test_no_default_queue_goes_back_to_drovers(pipe):
+    pipe.set_default_execution_queue("gpu")
+    assert pipe.get_pipeline_dag()["first"]["queue"] == "gpu"
+    pipe.set_default_execution_queue(None)
+    assert pipe.get_pipeline_dag()["first"]["queue"] == "default"
+
+
+def test_steps_from_tasks_are_refused_naming_the_alternative(pipe):
+    with pytest.raises(NotImplementedError, match=r"add_step\('t'\).*add_function_step"):
+        pipe.add_step(name="t", base_task_project="x", base_task_name="y",
+                      parameter_override={"General/a": 1})
+
+
+def test_stop_mark_failed_is_refused_naming_the_alternative(pipe):
+    with pytest.raises(NotImplementedError, match=r"mark_failed.*stop\(mark_aborted=True\)"):
+        pipe.stop(mark_failed=True)

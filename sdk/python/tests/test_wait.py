@@ -1,5 +1,6 @@
 """wait() against a stand-in controller: progress lines, success, failures and timeouts."""
 import json
+import time
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_wait_reports_step_changes_until_the_run_succeeds(http_server, monkeypat
                    view("running", [("a", "running"), ("b", "pending")]),
                    view("succeeded", [("a", "succeeded"), ("b", "succeeded")])])
     pipe = started(monkeypatch, base)
-    assert pipe.wait(timeout=30) >= 0
+    assert pipe.wait(timeout=0.5) is True
     assert pipe.is_successful()
     out = capsys.readouterr().out
     assert out.splitlines()[:4] == ["  a: queued", "  b: pending", "  a: running", "  a: succeeded"]
@@ -46,21 +47,52 @@ def test_wait_reports_step_changes_until_the_run_succeeds(http_server, monkeypat
     assert "drover: run r1 succeeded" in out
 
 
-def test_wait_raises_naming_failed_steps_and_the_error(http_server, monkeypatch):
+def test_wait_returns_true_when_the_run_failed_and_says_why(http_server, monkeypatch, capsys):
     server, base = http_server
     serve(server, [view("failed", [("a", "failed"), ("b", "skipped")], error="failed step(s): a")])
     pipe = started(monkeypatch, base)
-    with pytest.raises(RuntimeError) as e:
-        pipe.wait(timeout=30)
-    assert "step a failed" in str(e.value) and "failed step(s): a" in str(e.value)
+    assert pipe.wait(timeout=0.5) is True
+    out = capsys.readouterr().out
+    assert "drover: run r1 failed" in out
+    assert "step a failed" in out and "failed step(s): a" in out
+    assert not pipe.is_successful()
+    assert not pipe.is_successful(fail_condition="aborted")  # step b was skipped
+    assert pipe.is_successful(fail_on_step_fail=False, fail_condition="aborted")
+
+
+def test_wait_counts_minutes_and_returns_false_on_timeout(http_server, monkeypatch, capsys):
+    server, base = http_server
+    serve(server, [view("running", [("a", "running")])])
+    pipe = started(monkeypatch, base)
+    began = time.monotonic()
+    assert pipe.wait(timeout=0.01) is False  # 0.6 seconds
+    assert 0.5 <= time.monotonic() - began < 5
+    assert "still running after 0.01 minute(s)" in capsys.readouterr().out
     assert not pipe.is_successful()
 
 
-def test_wait_times_out(http_server, monkeypatch):
+@pytest.mark.parametrize(("status", "steps", "on_steps", "condition", "expected"), [
+    ("succeeded", [("a", "succeeded"), ("b", "cached")], True, "all", True),
+    ("succeeded", [("a", "failed"), ("b", "succeeded")], True, "all", False),
+    ("succeeded", [("a", "failed"), ("b", "succeeded")], False, "all", True),
+    ("aborted", [("a", "aborted")], True, "all", False),
+    ("aborted", [("a", "aborted")], True, "failed", True),
+    ("aborted", [("a", "aborted")], True, "aborted", False),
+    ("failed", [("a", "failed")], True, "failed", False),
+    ("failed", [("a", "failed")], True, "aborted", True),
+    ("failed", [("a", "failed"), ("b", "skipped")], True, "aborted", False),
+])
+def test_is_successful_follows_clearmls_conditions(http_server, monkeypatch, status, steps, on_steps,
+                                                   condition, expected):
     server, base = http_server
-    serve(server, [view("running", [("a", "running")])])
-    with pytest.raises(TimeoutError, match="r1"):
-        started(monkeypatch, base).wait(timeout=0.5)
+    serve(server, [view(status, steps)], not_found_first=0)
+    pipe = started(monkeypatch, base)
+    assert pipe.is_successful(fail_on_step_fail=on_steps, fail_condition=condition) is expected
+
+
+def test_is_successful_refuses_an_unknown_condition():
+    with pytest.raises(ValueError, match="'all', 'failed' or 'aborted'"):
+        PipelineController(name="p", project="x").is_successful(fail_condition="any")
 
 
 def test_a_run_the_controller_never_takes_is_an_error(http_server):

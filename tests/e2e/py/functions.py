@@ -1,6 +1,6 @@
 """Function-step pipelines for the end-to-end tests; `python functions.py CASE` submits one.
 
-Cases: exception, two_returns, diamond, local. Connection settings come from DROVER_* variables.
+Cases: exception, two_returns, diamond, local, task. Connection settings come from DROVER_* variables.
 """
 import sys
 
@@ -17,6 +17,19 @@ def split(n):
 
 def add(a, b):
     return a + b
+
+
+def uses_task(x):
+    from drover import Logger, Task
+
+    task = Task.current_task()
+    Logger.current_logger().report_scalar("loss", "train", 0.5, 1)
+    try:
+        task.upload_artifact("x", x)
+    except NotImplementedError as e:
+        refused = str(e)
+    return {"id": task.id, "name": task.name, "locally": Task.running_locally(),
+            "connected": task.connect({"x": x}), "refused": refused}
 
 
 def source(n):
@@ -54,6 +67,10 @@ def main(case):
         pipe.add_function_step(name="add", function=add,
                                function_kwargs=dict(a="${split.small}", b="${split.big}"),
                                function_return=["sum"])
+    elif case == "task":
+        pipe = pipeline("task")
+        pipe.add_function_step(name="train", function=uses_task, function_kwargs=dict(x=3),
+                               function_return=["seen"])
     elif case in ("diamond", "local"):
         pipe = pipeline("diamond")
         pipe.add_function_step(name="source", function=source,
@@ -71,7 +88,7 @@ def main(case):
         pipe.start_locally(run_pipeline_steps_locally=True)
         print("local pipeline succeeded" if pipe.is_successful() else "local pipeline failed")
     else:
-        pipe.start()
+        pipe.start(wait=False)
     print("pipeline submitted")
 
 

@@ -1,0 +1,325 @@
+"""Task: ClearML's experiment object, as far as drover runs it without a controller (stdlib only).
+
+`Task.init` outside a drover step runs the task **offline**: it warns once, says where the task
+keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`), keeps
+connected parameters and configurations in memory, artifacts in `<that dir>/artifacts/<name>/`
+and reports on its `Logger`. Registering a task with the controller is not supported yet, so
+this happens whether or not a controller is reachable (the warning says which).
+
+Inside a drover step (the agent sets `DROVER_RUN_ID` and `DROVER_STEP`), `Task.init` and
+`Task.current_task()` give that step's task. What needs the controller from inside a step
+(storing artifacts with the step, parameter overrides, scalars in the UI) is not supported yet:
+`upload_artifact` raises NotImplementedError naming the alternative, `connect` returns the
+values as given, and the logger prints to the step's console and says so.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pathlib
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from . import artifacts, options, settings, task_types
+from .logger import Logger
+from .task_types import TaskTypes
+
+__all__ = ["Task", "TaskTypes"]
+
+
+def offline_root() -> str:
+    """Where offline tasks keep their files: `DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`."""
+    return os.environ.get("DROVER_OFFLINE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "drover",
+                                                                "offline")
+
+
+def _controller_reachable(timeout: float = 1.0) -> bool:
+    url = f"{settings.controller_url()}/healthz"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=settings.auth_headers(url)),
+                                    timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _step_env() -> tuple[str, str] | None:
+    """(run id, step) when this process runs a drover step."""
+    run, step = os.environ.get("DROVER_RUN_ID"), os.environ.get("DROVER_STEP")
+    return (run, step) if run and step else None
+
+
+class Task:
+    """One task: offline in a plain script, the step's task inside a drover step."""
+
+    TaskTypes = TaskTypes
+
+    _main: ClassVar[Task | None] = None
+    _warned_offline: ClassVar[bool] = False
+
+    def __init__(self, task_id: str, project_name: str, task_name: str, task_type: task_types.TaskTypes,
+                 in_step: bool, directory: str | None) -> None:
+        self._id, self._project, self._name, self._type = task_id, project_name, task_name, task_type
+        self._in_step = in_step
+        self._dir = directory
+        self._parameters: dict[str, Any] = {}  # "Section/name" -> the connected value
+        self._overrides: dict[str, str] = {}  # "Section/name" -> the value to apply on connect
+        self._configurations: dict[str, Any] = {}
+        self._artifacts: dict[str, artifacts.Artifact] = {}
+        self._logger = Logger(self)
+        self._closed = False
+
+    # -- creating -----------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, project_name: str | None = None, task_name: str | None = None,
+             task_type: task_types.TaskTypes | str = TaskTypes.training, tags: Sequence[str] | None = None,
+             reuse_last_task_id: bool | str = True, continue_last_task: bool | str | int = False,
+             output_uri: str | bool | None = None, auto_connect_arg_parser: bool | Mapping[str, bool] = True,
+             auto_connect_frameworks: bool | Mapping[str, Any] = True,
+             auto_resource_monitoring: bool | Mapping[str, Any] = True,
+             auto_connect_streams: bool | Mapping[str, bool] = True, deferred_init: bool = False) -> Task:
+        """This process's task: the step's inside a drover step, else a new offline task.
+
+        A second call returns the same task, as in ClearML. `continue_last_task` is refused;
+        tags and `output_uri` only matter to ClearML's bookkeeping and storage, and warn.
+        """
+        if continue_last_task not in (False, None, 0, ""):
+            raise NotImplementedError(
+                "Task.init: continue_last_task= is not supported by drover: each Task.init starts a new "
+                "task; keep state in artifacts and read them back with Task.artifacts")
+        options.warn_ignored("Task.init", {"tags": (tags, None), "output_uri": (output_uri, None)})
+        kind = _task_type(task_type)
+        if cls._main is not None:
+            return cls._main
+        where = _step_env()
+        if where is not None:
+            cls._main = cls._step_task(where, project_name or "", kind)
+            return cls._main
+        task_id = uuid.uuid4().hex
+        directory = os.path.join(offline_root(), task_id)
+        os.makedirs(os.path.join(directory, "artifacts"), exist_ok=True)
+        name = task_name or "untitled"
+        cls._main = cls(task_id, project_name or "", name, kind, in_step=False, directory=directory)
+        if not cls._warned_offline:
+            cls._warned_offline = True
+            why = ("registering tasks with the controller at "
+                   f"{settings.controller_url()} is not supported yet"
+                   if _controller_reachable() else f"no drover controller is reachable at {settings.controller_url()}")
+            warnings.warn(f"drover: Task {name!r} runs offline ({why}); its artifacts are kept in "
+                          f"{directory}", stacklevel=2)
+        return cls._main
+
+    @classmethod
+    def _step_task(cls, where: tuple[str, str], project: str, kind: task_types.TaskTypes) -> Task:
+        run, step = where
+        return cls(f"{run}/{step}", project, step, kind, in_step=True, directory=None)
+
+    @classmethod
+    def current_task(cls) -> Task | None:
+        """The task `Task.init` made; inside a drover step, the step's task even without
+        `Task.init`; else None."""
+        if cls._main is None:
+            where = _step_env()
+            if where is not None:
+                cls._main = cls._step_task(where, "", TaskTypes.training)
+        return cls._main
+
+    @staticmethod
+    def running_locally() -> bool:
+        """False inside a drover step (run by an agent), True otherwise."""
+        return _step_env() is None
+
+    # -- what it is ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The task's id: a random hex id offline, `<run id>/<step>` inside a step."""
+        return self._id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def task_type(self) -> task_types.TaskTypes:
+        return self._type
+
+    def get_project_name(self) -> str:
+        return self._project
+
+    def get_offline_mode_folder(self) -> pathlib.Path | None:
+        """The directory an offline task keeps its files in; None inside a step."""
+        return pathlib.Path(self._dir) if self._dir else None
+
+    # -- parameters and configuration ---------------------------------------------------------
+
+    def connect(self, mutable: Any, name: str | None = None, ignore_remote_overrides: bool = False) -> Any:
+        """Records the parameters of a dict or an object's public attributes under section
+        `name` (default "General") and returns `mutable` itself, after applying any override
+        for them cast to the connected value's type. An offline task has no overrides; a
+        drover step has none yet (function steps take their values as arguments)."""
+        section = name or "General"
+        if isinstance(mutable, dict):
+            for key, value in mutable.items():
+                mutable[key] = self._connect_value(section, str(key), value, ignore_remote_overrides)
+        elif isinstance(mutable, (str, bytes, int, float, bool)) or mutable is None:
+            raise ValueError(f"connect: give a dict or an object with attributes, not {type(mutable).__name__}")
+        else:
+            for key, value in _public_attributes(mutable).items():
+                setattr(mutable, key, self._connect_value(section, key, value, ignore_remote_overrides))
+        return mutable
+
+    def _connect_value(self, section: str, key: str, value: Any, ignore_overrides: bool) -> Any:
+        path = f"{section}/{key}"
+        if not ignore_overrides and path in self._overrides:
+            value = cast_override(path, self._overrides[path], value)
+        self._parameters[path] = value
+        return value
+
+    def connect_configuration(self, configuration: Mapping[str, Any] | list[Any] | pathlib.Path | str,
+                              name: str | None = None, description: str | None = None,
+                              ignore_remote_overrides: bool = False) -> Any:
+        """Records a configuration (a dict or list, or a file's text for a path) under `name`
+        (default "General") and returns it as given: the same dict or list, or the file's path."""
+        section = name or "General"
+        if isinstance(configuration, (str, pathlib.PurePath)):
+            path = os.fspath(configuration)
+            if not os.path.isfile(path):
+                raise ValueError(f"connect_configuration: no such configuration file: {path}")
+            with open(path, encoding="utf-8") as f:
+                self._configurations[section] = f.read()
+            return configuration
+        if not isinstance(configuration, (Mapping, list)):
+            raise ValueError("connect_configuration: give a dict, a list or a file path, "
+                             f"not {type(configuration).__name__}")
+        self._configurations[section] = configuration
+        return configuration
+
+    def get_configuration_object(self, name: str) -> str | None:
+        """A configuration recorded by `connect_configuration`, as text (JSON for a dict or list)."""
+        value = self._configurations.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, sort_keys=True)
+
+    def get_parameters(self, backwards_compatibility: bool = True, cast: bool = False) -> dict[str, Any]:
+        """The connected parameters as `{"Section/name": value}`: values as strings, as ClearML
+        stores them, or as connected with `cast=True`."""
+        if cast:
+            return dict(self._parameters)
+        return {k: _as_text(v) for k, v in self._parameters.items()}
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def upload_artifact(self, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
+                        delete_after_upload: bool = False, auto_pickle: bool | None = None,
+                        preview: Any = None, wait_on_upload: bool = False, extension_name: str | None = None,
+                        serialization_function: Callable[[Any], bytes] | None = None, retries: int = 0,
+                        sort_keys: bool = True) -> bool:
+        """Keeps `artifact_object` as artifact `name`: an existing file is copied, a folder
+        zipped, anything else pickled, under `<offline dir>/artifacts/<name>/`; returns True.
+        Inside a drover step this is not supported yet (it raises, naming the alternative)."""
+        if self._in_step or self._dir is None:
+            raise NotImplementedError(
+                "Task.upload_artifact inside a drover step is not supported yet: return the value from "
+                "the step's function and name it in function_return to store it as the step's artifact")
+        if serialization_function is not None or extension_name is not None:
+            raise NotImplementedError(
+                "upload_artifact: serialization_function= and extension_name= are not supported by drover: "
+                "objects are pickled and files are kept as they are; give a file path to choose the format")
+        self._artifacts[name] = artifacts.store(os.path.join(self._dir, "artifacts"), name, artifact_object,
+                                                metadata, delete_after_upload, auto_pickle)
+        return True
+
+    @property
+    def artifacts(self) -> dict[str, artifacts.Artifact]:
+        """Name -> Artifact for what this task uploaded (read-only copy)."""
+        return dict(self._artifacts)
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def get_logger(self) -> Logger:
+        return self._logger
+
+    def get_reported_scalars(self) -> dict[str, dict[str, dict[str, list[float]]]]:
+        """What `report_scalar` recorded, in ClearML's shape: title -> series -> {"x", "y"}."""
+        return {title: {series: {"x": [float(i) for i, _ in points], "y": [v for _, v in points]}
+                        for series, points in lines.items()}
+                for title, lines in self._logger.scalars.items()}
+
+    def get_reported_single_values(self) -> dict[str, float]:
+        return dict(self._logger.single_values)
+
+    def close(self) -> None:
+        """Ends the task: `Task.current_task()` is None afterwards (a step's task comes back)."""
+        self._logger.flush()
+        self._closed = True
+        if Task._main is self:
+            Task._main = None
+
+    def __repr__(self) -> str:
+        mode = "step" if self._in_step else "offline"
+        return f"<Task {self._name!r} id={self._id} ({mode})>"
+
+
+def _task_type(task_type: object) -> TaskTypes:
+    try:
+        return TaskTypes(str(task_type))
+    except ValueError:
+        known = ", ".join(t.value for t in TaskTypes)
+        raise ValueError(f"Task.init: unknown task_type {task_type!r} (one of: {known})") from None
+
+
+def _public_attributes(obj: Any) -> dict[str, Any]:
+    """An object's (or a class's) public, non-callable attributes, as ClearML connects them."""
+    source = vars(obj) if not isinstance(obj, type) and hasattr(obj, "__dict__") else {
+        k: getattr(obj, k) for k in dir(obj)}
+    return {k: v for k, v in source.items() if not k.startswith("_") and not callable(v)}
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict, tuple)):
+        return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return str(value)
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "y", "on"}, {"false", "0", "no", "n", "off", ""}
+
+
+def cast_override(path: str, text: str, connected: Any) -> Any:
+    """An override's text as the type of the value it replaces (`"0.25"` for a float is 0.25),
+    as ClearML casts; a value that does not fit that type is a ValueError naming the parameter."""
+    if connected is None or isinstance(connected, str):
+        return text
+    try:
+        if isinstance(connected, bool):
+            lowered = text.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ValueError(text)
+            return lowered in _TRUE
+        if isinstance(connected, int):
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError(text)
+            return int(number)
+        if isinstance(connected, float):
+            return float(text)
+        if isinstance(connected, (list, tuple, dict)):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = ast.literal_eval(text)
+            if not isinstance(value, (list, tuple, dict)) or isinstance(value, dict) != isinstance(connected, dict):
+                raise ValueError(text)
+            return type(connected)(value)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"parameter {path}: override {text!r} is not a {type(connected).__name__}, "
+                         f"the type of the connected value {connected!r}") from None
+    return type(connected)(text)
