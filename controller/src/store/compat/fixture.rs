@@ -48,7 +48,7 @@ fn assert_fixture(loaded: &Loaded) {
 }
 
 fn stamp_of(dir: &Path) -> (Option<u32>, Option<String>) {
-    let db = sled::open(dir).unwrap();
+    let db = open_when_released(dir);
     let meta = db.open_tree("meta").unwrap();
     let version = meta
         .get("schema_version")
@@ -61,6 +61,41 @@ fn stamp_of(dir: &Path) -> (Option<u32>, Option<String>) {
     (version, by)
 }
 
+/// Opens the sled database at `dir`, waiting for a store just dropped to let go of its file
+/// lock: sled's background flusher holds the database for a moment after the last handle.
+fn open_when_released(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// `Store::open`, waiting like [`open_when_released`] for the lock of a database just dropped.
+fn store_when_released(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store in {}: {e}", dir.display()),
+        }
+    }
+}
+
 fn unstamp(db: &sled::Db) {
     assert!(db.drop_tree("meta").unwrap(), "the fixture is stamped");
 }
@@ -69,7 +104,7 @@ fn unstamp(db: &sled::Db) {
 fn the_committed_fixture_loads_exactly() {
     let dir = copy_of_fixture(|_| {});
     assert_eq!(stamp_of(dir.path()).0, Some(SCHEMA_VERSION));
-    let store = Store::open(dir.path()).unwrap();
+    let store = store_when_released(dir.path());
     assert_fixture(&store.load().unwrap());
     // The creation-time index, derived from the headers, is built when the store lacks it.
     let page = store
@@ -89,7 +124,7 @@ fn an_unversioned_store_of_the_last_release_is_checked_and_stamped() {
     let dir = copy_of_fixture(unstamp);
     assert_eq!(stamp_of(dir.path()), (None, None));
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = store_when_released(dir.path());
         assert_fixture(&store.load().unwrap());
     }
     let ours = env!("CARGO_PKG_VERSION").to_string();
@@ -99,7 +134,7 @@ fn an_unversioned_store_of_the_last_release_is_checked_and_stamped() {
 #[test]
 fn an_empty_store_is_stamped_with_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
+    drop(store_when_released(dir.path()));
     assert_eq!(stamp_of(dir.path()).0, Some(SCHEMA_VERSION));
 }
 
@@ -176,7 +211,7 @@ async fn runs_of_the_layout_before_version_1_are_split_into_header_pipeline_and_
         db.flush().unwrap();
     }
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = store_when_released(dir.path());
         assert_loaded(&store.load().unwrap(), samples());
         assert!(
             !store.db.tree_names().iter().any(|n| n.as_ref() == b"runs"),
