@@ -52,6 +52,8 @@ pub struct WaySamples {
     pub chain_per_step: Vec<f64>,
     /// The same in the fan-outs.
     pub fanout_per_step: Vec<f64>,
+    /// First to last step dispatched, divided by N - 1, in the fan-outs.
+    pub fanout_dispatch_spacing: Vec<f64>,
     /// Submit to the run's end, in the chains.
     pub chain_to_end: Vec<f64>,
     /// The same in the fan-outs.
@@ -142,6 +144,7 @@ fn record(s: &mut DecoratorSamples, way: Way, shape: Shape, v: &Value) -> Result
         Shape::Fanout => {
             w.fanout_per_step.push(per_step);
             w.fanout_to_end.push(to_end);
+            w.fanout_dispatch_spacing.push(get("dispatch_spacing_ms")?);
         }
     }
     w.to_dispatch.push(get("to_first_dispatch_ms")?);

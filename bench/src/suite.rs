@@ -583,6 +583,18 @@ async fn decorator_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<(
         .limit(limit, functions_end.median, "ms");
         rows.extend([decorated, functions, overhead, decorated_end, functions_end]);
     }
+    let spacing = Row::new(
+        bench,
+        &format!("fan-out of {n}, decorator pipeline: one component call (time between dispatches)"),
+        "ms",
+        s.decorator.fanout_dispatch_spacing.clone(),
+    )
+    .note(format!(
+        "the first to the last step's dispatch divided by {}: the driver makes its calls one after another, each an add_step through its channel, its agent and the controller (persisted and flushed, the job published) before the call returns; add_function_step's steps are all dispatched at once (median {:.2} ms apart)",
+        plan.decorator_steps.saturating_sub(1),
+        crate::stats::median(&s.functions.fanout_dispatch_spacing)
+    ));
+    rows.push(spacing);
     let driver = crate::stats::median(&s.decorator.to_driver_claim);
     let (d, f) = (s.way(Way::Decorator), s.way(Way::Functions));
     for (dec, fun, what) in [
