@@ -142,6 +142,32 @@ impl Cluster {
             .with_context(|| format!("no process {label}"))
     }
 
+    /// Runs `python <repo>/<script> <args>` in the cluster's namespace and directory; the JSON
+    /// object it printed on its last line (an error with its output when it fails).
+    pub fn python_json(&self, script: &str, args: &[&str]) -> Result<Value> {
+        let path = self.env.repo.join(script);
+        let mut cmd = Command::new(&self.env.python);
+        drover_env(&mut cmd, &self.ns, &self.env.amqp_url, &self.url);
+        let out = cmd
+            .arg(&path)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.env.python))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "{} {args:?} failed ({}):\n{stdout}\n{}",
+                path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("{script} printed {last:?}"))
+    }
+
     /// Submits a pipeline file with `drover run --json`; returns the run id.
     pub fn submit(&self, file: &Path) -> Result<String> {
         let out = self

@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod artifact;
 pub mod cluster;
+pub mod decorator;
 pub mod fanout;
 pub mod footprint;
 pub mod hop;

@@ -8,7 +8,6 @@
 
 use crate::cluster::{Cluster, Env};
 use anyhow::{Context, Result, bail};
-use drover_test_support::namespace::drover_env;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -20,34 +19,9 @@ pub struct SeedSamples {
     pub cached_ms: Vec<f64>,
 }
 
-fn script(c: &Cluster, env: &Env, args: &[&str]) -> Result<Value> {
-    let script = env.repo.join("bench/seed.py");
-    let mut cmd = std::process::Command::new(&env.python);
-    drover_env(&mut cmd, &c.ns, &env.amqp_url, &c.url);
-    let out = cmd
-        .arg(&script)
-        .args(args)
-        .current_dir(c.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", env.python))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "{} {args:?} failed ({}):\n{stdout}\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("bench/seed.py printed {last:?}"))
-}
-
-fn drover_run(c: &Cluster, env: &Env, cached: bool) -> Result<f64> {
-    let v = script(
-        c,
-        env,
+fn drover_run(c: &Cluster, cached: bool) -> Result<f64> {
+    let v = c.python_json(
+        "bench/seed.py",
         &["drover", "--cache", if cached { "1" } else { "0" }],
     )?;
     if v["status"] != "succeeded" {
@@ -127,20 +101,20 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
     c.start_controller("up", &["up", "--agents", "1", "--python-env", "venv"])
         .await?;
     // Warm-up: builds the step environment (timed separately by nobody) and the page cache.
-    drover_run(c, env, false)?;
+    drover_run(c, false)?;
     floor_run(c, env)?;
     let mut s = SeedSamples::default();
     for _ in 0..reps {
         s.floor_ms.push(floor_run(c, env)?);
-        s.drover_ms.push(drover_run(c, env, false)?);
+        s.drover_ms.push(drover_run(c, false)?);
     }
     // Fill the cache once, then re-run with every step cached.
-    let v = script(c, env, &["drover", "--cache", "1"])?;
+    let v = c.python_json("bench/seed.py", &["drover", "--cache", "1"])?;
     if v["status"] != "succeeded" {
         bail!("the cache-filling seed run did not succeed: {v}");
     }
     for _ in 0..reps {
-        s.cached_ms.push(drover_run(c, env, true)?);
+        s.cached_ms.push(drover_run(c, true)?);
     }
     Ok(s)
 }

@@ -3,7 +3,7 @@
 
 use crate::cluster::Env;
 use crate::report::{Machine, Report, Row};
-use crate::{amqp, artifact, fanout, footprint, hop, listing, scale, seed, stats};
+use crate::{amqp, artifact, decorator, fanout, footprint, hop, listing, scale, seed, stats};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ pub struct Options {
     /// Where latest.md and latest.json go.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// Only these benchmarks (numbers 1-8, comma-separated).
+    /// Only these benchmarks (numbers 1-9, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Overrides the fan-out size (steps per run) of the mode.
@@ -64,6 +64,9 @@ struct Plan {
     scale_budget: Duration,
     list_runs: usize,
     list_reps: usize,
+    decorator_reps: usize,
+    decorator_steps: usize,
+    decorator_slots: usize,
 }
 
 impl Plan {
@@ -93,6 +96,9 @@ impl Plan {
                 scale_budget: Duration::from_secs(20),
                 list_runs: 1_000,
                 list_reps: 5,
+                decorator_reps: 1,
+                decorator_steps: 10,
+                decorator_slots: 4,
             };
         }
         Self {
@@ -119,6 +125,9 @@ impl Plan {
             scale_budget: Duration::from_secs(120),
             list_runs: 10_000,
             list_reps: 30,
+            decorator_reps: 5,
+            decorator_steps: 50,
+            decorator_slots: 4,
         }
     }
 }
@@ -237,6 +246,13 @@ pub async fn run(o: Options) -> Result<()> {
         eprintln!("bench: 8 listing");
         if let Err(e) = listing_rows(&env, &plan, &mut rows).await {
             fail("8 listing", e, &mut rows);
+        }
+    }
+
+    if wanted(9) {
+        eprintln!("bench: 9 decorator pipelines");
+        if let Err(e) = decorator_rows(&env, &plan, &mut rows).await {
+            fail("9 decorator", e, &mut rows);
         }
     }
 
@@ -501,5 +517,119 @@ async fn listing_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()>
         )
         .note("the worst case of a filter: every run's header is read, no run's steps"),
     );
+    Ok(())
+}
+
+async fn decorator_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    use decorator::{Shape, Way};
+    let s = decorator::run(
+        env,
+        plan.decorator_reps,
+        plan.decorator_steps,
+        plan.decorator_slots,
+    )
+    .await?;
+    let n = count(plan.decorator_steps);
+    let bench = "9 decorator";
+    let limit = "add_function_step, same run";
+    for (shape, label) in [
+        (Shape::Chain, format!("chain of {n} `return x + 1` steps")),
+        (
+            Shape::Fanout,
+            format!(
+                "fan-out of {n} `return x + 1` steps, 1 agent × {} slots",
+                plan.decorator_slots
+            ),
+        ),
+    ] {
+        let dec = s.decorator.per_step(shape).to_vec();
+        let fun = s.functions.per_step(shape).to_vec();
+        let functions = Row::new(
+            bench,
+            &format!("{label}, add_function_step: time per step"),
+            "ms",
+            fun.clone(),
+        );
+        let decorated = Row::new(
+            bench,
+            &format!("{label}, decorator pipeline: time per component"),
+            "ms",
+            dec.clone(),
+        )
+        .limit(limit, functions.median, "ms")
+        .note(
+            "the first step's dispatch to the last step's end, as the controller recorded them, divided by the number of steps; the decorator pipeline's function only makes the calls (a lazy value passed on is a DAG edge), each call one add_step through the driver's channel, its agent and the controller",
+        );
+        let overhead: Vec<f64> = dec.iter().zip(&fun).map(|(d, f)| d - f).collect();
+        let overhead = Row::new(
+            bench,
+            &format!("{label}: overhead per component call (decorator − add_function_step)"),
+            "ms",
+            overhead,
+        )
+        .note("per repetition: the decorator pipeline's time per component minus that of the add_function_step run next to it");
+        let functions_end = Row::new(
+            bench,
+            &format!("{label}, add_function_step: submit → run ended"),
+            "ms",
+            s.functions.to_end(shape).to_vec(),
+        );
+        let decorated_end = Row::new(
+            bench,
+            &format!("{label}, decorator pipeline: submit → run ended"),
+            "ms",
+            s.decorator.to_end(shape).to_vec(),
+        )
+        .limit(limit, functions_end.median, "ms");
+        rows.extend([decorated, functions, overhead, decorated_end, functions_end]);
+    }
+    let spacing = Row::new(
+        bench,
+        &format!("fan-out of {n}, decorator pipeline: one component call (time between dispatches)"),
+        "ms",
+        s.decorator.fanout_dispatch_spacing.clone(),
+    )
+    .note(format!(
+        "the first to the last step's dispatch divided by {}: the driver makes its calls one after another, each an add_step through its channel, its agent and the controller (persisted and flushed, the job published) before the call returns; add_function_step's steps are all dispatched at once (median {:.2} ms apart)",
+        plan.decorator_steps.saturating_sub(1),
+        crate::stats::median(&s.functions.fanout_dispatch_spacing)
+    ));
+    rows.push(spacing);
+    let driver = crate::stats::median(&s.decorator.to_driver_claim);
+    let (d, f) = (s.way(Way::Decorator), s.way(Way::Functions));
+    for (dec, fun, what) in [
+        (
+            &d.to_dispatch,
+            &f.to_dispatch,
+            "submit → first step dispatched",
+        ),
+        (
+            &d.to_claim,
+            &f.to_claim,
+            "submit → first step claimed by an agent",
+        ),
+    ] {
+        let functions = Row::new(
+            bench,
+            &format!("{what}, add_function_step"),
+            "ms",
+            fun.clone(),
+        );
+        let decorated = Row::new(
+            bench,
+            &format!("{what}, decorator pipeline"),
+            "ms",
+            dec.clone(),
+        )
+        .limit(limit, functions.median, "ms");
+        let decorated = if what.ends_with("dispatched") {
+            decorated.note(format!(
+            "from just before the submitting call (the pipeline function's call / start()) to the controller's timestamp of the first step's first attempt, chains and fan-outs alike; a decorator pipeline first starts its driver (submit → driver claimed: median {driver:.0} ms), which then loads the module and adds the step"
+        ))
+        } else {
+            decorated
+        };
+        rows.extend([decorated, functions]);
+    }
     Ok(())
 }

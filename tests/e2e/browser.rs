@@ -3,17 +3,22 @@
 //! with final statuses, parameters, outputs, each step's console and code; a running step's
 //! console follows its output live, rendering `\r` and invalid UTF-8; a screenshot of the run
 //! page is kept as a test artifact. A long log's console opens at its tail and loads earlier
-//! bytes on request (`tests/browser/long_log.py`).
+//! bytes on request (`tests/browser/long_log.py`). A decorator pipeline's run page, open from
+//! when its driver is the only step, marks the driver and shows each step the driver adds, and
+//! the driver's output, without a reload (`tests/browser/growing_dag.py`).
 
-use crate::harness::{py_wait_for, text};
+use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run_page.py");
 const LONG_LOG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/long_log.py");
+const GROWING_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/growing_dag.py");
+const DECORATORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/decorators.py");
 
 /// Prints a line, waits for the file `go` (the browser script writes it once the page shows
 /// that line and watches the console), then writes a progress bar, a byte that is not UTF-8,
@@ -252,4 +257,128 @@ fn a_long_log_opens_at_its_tail_in_chromium() {
         after.len(),
         after.first()
     );
+}
+
+/// The names of the nodes of one DAG the page drew, in its order.
+fn node_names(nodes: &Value) -> Vec<String> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n[0].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A decorator pipeline's driver adds three steps, a second apart; the run page, opened while
+/// the driver is the only step, shows it marked as the driver, then each added step in turn and
+/// the driver's output in the pipeline console, all on the page first loaded.
+#[test]
+fn a_decorator_pipelines_dag_grows_on_the_open_run_page_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let mut c = with_token(1);
+    c.queues.push("drivers".into());
+    let go = c.dir.path().join("go");
+    let out = c.python(&[DECORATORS, "growing", go.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = stdout
+        .split("submitted as run ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {stdout}"))
+        .to_string();
+    // The page is opened once the controller knows the run.
+    wait_until("the run to be known", Duration::from_secs(30), || {
+        c.drover(&["status", &run, "--json"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let out = Command::new("python3")
+        .args([GROWING_SCRIPT, &c.url, TOKEN, &run])
+        .arg(&go)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nup log:\n{}",
+        text(&out),
+        c.process_log("up")
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["same_page"], true, "the page was loaded again: {seen}");
+
+    // Before the driver made a call: its node alone, marked as the driver, and its output.
+    let before = &seen["before_go"];
+    let driver = &before["nodes"][0];
+    assert_eq!(node_names(&before["nodes"]), ["driver"], "{before}");
+    assert_eq!(driver[1], "running", "{before}");
+    assert_eq!(driver[2], true, "the driver node is marked: {before}");
+    assert!(
+        driver[3].as_str().unwrap().contains("driver · running"),
+        "{before}"
+    );
+    let pipeline = &before["pipeline"];
+    assert_eq!(pipeline["hidden"], false, "{before}");
+    assert!(
+        pipeline["title"]
+            .as_str()
+            .unwrap()
+            .contains("driver driver"),
+        "{before}"
+    );
+
+    // Each added step appeared on its own, in order, on the page first loaded.
+    let dags = seen["dags"].as_array().unwrap();
+    let names: Vec<Vec<String>> = dags.iter().map(|d| node_names(&d["nodes"])).collect();
+    let expected = [
+        vec!["driver"],
+        vec!["driver", "pause"],
+        vec!["driver", "pause", "pause_1"],
+        vec!["driver", "pause", "pause_1", "pause_2"],
+    ];
+    assert_eq!(names, expected, "the DAGs the page drew: {seen}");
+    // The console followed the driver while it ran: when the third step appeared, the line the
+    // driver printed after the first step's result (a second earlier) was on the page.
+    let third = dags[3]["console"].as_str().unwrap();
+    assert!(third.contains("driver: step 1 of 3 gave 1"), "{third}");
+    let spacing = dags[3]["at"].as_f64().unwrap() - dags[1]["at"].as_f64().unwrap();
+    assert!(
+        spacing >= 1_500.0,
+        "the steps appeared {spacing} ms apart: added one by one as the driver ran"
+    );
+
+    // The end, still on the same page: every step succeeded, the chain's edges, the whole console.
+    assert!(
+        seen["title"].as_str().unwrap().contains("succeeded"),
+        "{seen}"
+    );
+    let last = seen["last_nodes"].as_array().unwrap();
+    assert_eq!(last.len(), 4, "{seen}");
+    for node in last {
+        assert_eq!(node[1], "succeeded", "{node}");
+        assert_eq!(
+            node[2],
+            node[0] == "driver",
+            "only the driver is marked: {node}"
+        );
+    }
+    assert_eq!(
+        seen["edges"],
+        serde_json::json!([["pause", "pause_1"], ["pause_1", "pause_2"]]),
+        "{seen}"
+    );
+    let console = seen["pipeline"]["console"].as_str().unwrap();
+    for line in [
+        "driver waiting for the page",
+        "driver: step 1 of 3 gave 1",
+        "driver: step 2 of 3 gave 2",
+        "driver: step 3 of 3 gave 3",
+    ] {
+        assert!(console.contains(line), "{line}: {console}");
+    }
 }

@@ -2,9 +2,11 @@
 
 Each case calls a `@PipelineDecorator.pipeline` function, which submits a run whose driver runs
 this module on an agent serving `drivers`. Cases: lazy, parallel, values, fanout, nested,
-raising, multi (two runs of one pipeline, waited for), replay, diverge (the last two take a
+raising, multi (two runs of one pipeline, waited for), replay, diverge (these two take a
 directory where the driver's first attempt writes `driver-waiting` and then waits to be
-killed). Connection settings come from DROVER_*.
+killed), growing (takes a file: the driver prints, waits for the file to exist, then adds one
+step a second apart, each after the previous one's result). Connection settings come from
+DROVER_*.
 """
 import sys
 
@@ -55,6 +57,14 @@ def cube(x):
 @PipelineDecorator.component(return_values=["plus"])
 def square_plus_one(x):
     return square(x) + 1
+
+
+@PipelineDecorator.component(return_values=["after"])
+def pause(value):
+    import time
+
+    time.sleep(1)
+    return value + 1
 
 
 @PipelineDecorator.component(return_values=["never"])
@@ -139,6 +149,24 @@ def replay(marker_dir, diverge=False):
     print("second value", square(first))
 
 
+@PipelineDecorator.pipeline(name="growing", project="e2e", version="1")
+def growing(go_file, count=3):
+    import os
+    import time
+
+    print("driver waiting for the page", flush=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(go_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{go_file} did not appear within 120 s")
+        time.sleep(0.05)
+    value = 0
+    for i in range(count):
+        # Using the result waits for the step, so the next one is added a second later.
+        value = pause(value)
+        print(f"driver: step {i + 1} of {count} gave {int(value)}", flush=True)
+
+
 @PipelineDecorator.pipeline(name="multi", project="e2e", version="1", return_value="answer",
                             multi_instance_support=True)
 def multi(x):
@@ -151,6 +179,8 @@ if __name__ == "__main__":
         multi(2)
         multi(3)
         print("results", PipelineDecorator.wait_for_multi_pipelines())
+    elif case == "growing":
+        growing(sys.argv[2])
     elif case in ("replay", "diverge"):
         replay(sys.argv[2], diverge=case == "diverge")
     elif case in ("lazy", "parallel", "values", "fanout", "nested", "raising"):
