@@ -16,28 +16,6 @@ fn submit_and_wait(c: &Cluster, case: &str) -> (std::process::Output, Value) {
     (out, json)
 }
 
-/// Downloads an artifact and prints its unpickled value with Python's repr.
-fn unpickle(c: &Cluster, run: &str, step: &str, name: &str) -> String {
-    let path = c.dir.path().join(format!("{step}-{name}.pkl"));
-    let out = c.drover(&[
-        "artifacts",
-        "get",
-        run,
-        step,
-        name,
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let code = format!(
-        "import pickle; print(repr(pickle.load(open({:?}, 'rb'))))",
-        path.display().to_string()
-    );
-    let out = c.python(&["-c", &code]);
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn a_raising_step_fails_with_its_traceback_in_the_log() {
     let c = Cluster::up(1, &["default"]);
@@ -57,9 +35,9 @@ fn several_return_names_unpack_the_tuple() {
     let (out, run) = submit_and_wait(&c, "two_returns");
     assert!(out.status.success(), "{}", text(&out));
     let run_id = run["run_id"].as_str().unwrap();
-    assert_eq!(unpickle(&c, run_id, "split", "small"), "3");
-    assert_eq!(unpickle(&c, run_id, "split", "big"), "30");
-    assert_eq!(unpickle(&c, run_id, "add", "sum"), "33");
+    assert_eq!(c.unpickled(run_id, "split", "small"), "3");
+    assert_eq!(c.unpickled(run_id, "split", "big"), "30");
+    assert_eq!(c.unpickled(run_id, "add", "sum"), "33");
 }
 
 /// Inside a step `Task.current_task()` is the step's task; what needs the controller there says
@@ -70,7 +48,7 @@ fn a_steps_task_is_the_step_and_its_reports_reach_the_log() {
     let (out, run) = submit_and_wait(&c, "task");
     assert!(out.status.success(), "{}", text(&out));
     let run_id = run["run_id"].as_str().unwrap();
-    let seen = unpickle(&c, run_id, "train", "seen");
+    let seen = c.unpickled(run_id, "train", "seen");
     assert!(seen.contains(&format!("'id': '{run_id}/train'")), "{seen}");
     assert!(seen.contains("'name': 'train'"), "{seen}");
     assert!(seen.contains("'locally': False"), "{seen}");
@@ -99,7 +77,7 @@ pub(crate) fn function_diamond(c: &Cluster) {
     assert!(out.status.success(), "{}", text(&out));
     let run_id = run["run_id"].as_str().unwrap();
     assert_eq!(
-        unpickle(c, run_id, "combine", "result"),
+        c.unpickled(run_id, "combine", "result"),
         "{'total': 10, 'max': 4}"
     );
 }

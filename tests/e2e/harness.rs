@@ -353,6 +353,29 @@ impl Cluster {
     }
 
     /// A Python command (`python3` on PATH) with this cluster's settings and the SDK importable.
+    /// Downloads an artifact with `drover artifacts get` and returns its unpickled value's
+    /// Python repr.
+    pub fn unpickled(&self, run: &str, step: &str, name: &str) -> String {
+        let path = self.dir.path().join(format!("{run}-{step}-{name}.pkl"));
+        let out = self.drover(&[
+            "artifacts",
+            "get",
+            run,
+            step,
+            name,
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let code = format!(
+            "import pickle; print(repr(pickle.load(open({:?}, 'rb'))))",
+            path.display().to_string()
+        );
+        let out = self.python(&["-c", &code]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn python(&self, args: &[&str]) -> Output {
         let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/python");
         let mut cmd = Command::new("python3");

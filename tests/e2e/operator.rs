@@ -226,28 +226,6 @@ pipe.add_function_step(name="shout", function=shout, function_kwargs=dict(word="
 pipe.start()
 "#;
 
-/// Unpickles an artifact of `run` with Python and returns its repr.
-fn unpickled(c: &Cluster, run: &str, step: &str, name: &str) -> String {
-    let path = c.dir.path().join(format!("{run}-{step}-{name}.pkl"));
-    let out = c.drover(&[
-        "artifacts",
-        "get",
-        run,
-        step,
-        name,
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let code = format!(
-        "import pickle; print(repr(pickle.load(open({:?}, 'rb'))))",
-        path.display().to_string()
-    );
-    let out = c.python(&["-c", &code]);
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn a_python_pipeline_takes_parameters_from_the_environment_and_reruns_as_submitted() {
     let c = Cluster::up(1, &["default"]);
@@ -273,14 +251,14 @@ fn a_python_pipeline_takes_parameters_from_the_environment_and_reruns_as_submitt
         c.json(&["status", &first, "--json"])["params"]["word"],
         "hey"
     );
-    assert_eq!(unpickled(&c, &first, "shout", "loud"), "'HEY!'");
+    assert_eq!(c.unpickled(&first, "shout", "loud"), "'HEY!'");
 
     // Run again from its stored submission: the function's source as it was, no script.
     std::fs::remove_file(&script).unwrap();
     let again = c.json(&["rerun", &first, "--param", "word=ho", "--wait", "--json"]);
     assert_eq!(again["status"], "succeeded", "{again}");
     let again = again["run_id"].as_str().unwrap();
-    assert_eq!(unpickled(&c, again, "shout", "loud"), "'HO!'");
+    assert_eq!(c.unpickled(again, "shout", "loud"), "'HO!'");
     assert_eq!(
         c.json(&["status", again, "--json"])["rerun_of"],
         first.as_str()
