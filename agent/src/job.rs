@@ -191,6 +191,7 @@ async fn attempt(
         inputs: &inputs,
         blobs: &blobs,
         channel: channel.as_ref().map(Channel::path),
+        owner: channel.as_ref().map(Channel::owner),
     };
     let spec = process_spec(shared, job, log, &workdir, &given).await?;
     if let Some(user) = &config.run_as {
@@ -287,6 +288,7 @@ fn open_channel(
         workdir: workdir.path().to_path_buf(),
         slot,
         csrf: Default::default(),
+        owner: Default::default(),
     };
     Channel::open(context, &shared.config.work_dir)
         .map_err(|e| Report::error(format!("cannot open the step's channel: {e}")))
@@ -301,6 +303,8 @@ struct Given<'a> {
     blobs: &'a BTreeMap<String, PathBuf>,
     /// The channel's socket (Python function steps).
     channel: Option<&'a std::path::Path>,
+    /// Where the channel learns the step's process group.
+    owner: Option<Arc<std::sync::OnceLock<i32>>>,
 }
 
 /// The process to start: argv and environment with `${STEP.OUTPUT}` resolved to the
@@ -381,6 +385,7 @@ async fn process_spec(
             workdir.path(),
         )),
         user: shared.config.run_as.as_ref().map(|u| (u.uid, u.gid)),
+        started: given.owner.clone(),
     })
 }
 

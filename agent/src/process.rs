@@ -11,6 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::mpsc::Sender;
@@ -31,6 +32,9 @@ pub struct ProcessSpec {
     pub record: Option<Registration>,
     /// Run as this user and group (`--run-as`) instead of the agent's.
     pub user: Option<(u32, u32)>,
+    /// Set to the process group once the process is spawned (the attempt's channel answers
+    /// only that group's processes).
+    pub started: Option<Arc<OnceLock<i32>>>,
 }
 
 /// How the process ended.
@@ -110,6 +114,9 @@ pub async fn run_with(
     let mut child = spawned
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let (Some(cell), Some(pgid)) = (&spec.started, pgid) {
+        let _ = cell.set(pgid.as_raw());
+    }
     let contained = pgid.map(|pgid| reaper.enter(pgid.as_raw(), spawning));
     if let Some((gate_reader, mut gate_writer)) = gate {
         drop(gate_reader);
@@ -262,6 +269,7 @@ mod tests {
             kill_grace: Duration::from_millis(500),
             record: None,
             user: None,
+            started: None,
         }
     }
 

@@ -44,12 +44,16 @@ pub(crate) struct Context {
     /// The CSRF token (and its cookie) a controller without an access token asks writes for;
     /// fetched on the first refusal and kept for the attempt.
     pub csrf: tokio::sync::Mutex<Option<drover_api::CsrfToken>>,
+    /// The step's process group once it is spawned: from then on only its processes are
+    /// answered, so another step that finds this socket cannot speak for this attempt.
+    pub owner: Arc<std::sync::OnceLock<i32>>,
 }
 
 /// A listening channel; dropping it stops serving and removes the socket.
 pub(crate) struct Channel {
     path: PathBuf,
     stop: CancellationToken,
+    owner: Arc<std::sync::OnceLock<i32>>,
 }
 
 impl Channel {
@@ -69,12 +73,18 @@ impl Channel {
             )
         })?;
         let stop = CancellationToken::new();
+        let owner = context.owner.clone();
         tokio::spawn(accept(listener, Arc::new(context), stop.clone()));
-        Ok(Channel { path, stop })
+        Ok(Channel { path, stop, owner })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the step's process group is set once spawned.
+    pub fn owner(&self) -> Arc<std::sync::OnceLock<i32>> {
+        self.owner.clone()
     }
 }
 
@@ -95,9 +105,15 @@ async fn accept(listener: UnixListener, context: Arc<Context>, stop: Cancellatio
             biased;
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, context.clone(), stop.clone()));
-                }
+                Ok((stream, _)) => match foreign(&stream, &context) {
+                    None => {
+                        tokio::spawn(serve(stream, context.clone(), stop.clone()));
+                    }
+                    Some(why) => {
+                        tracing::warn!("channel of {}: refused {why}", describe(&context.attempt));
+                        tokio::spawn(refuse(stream, why));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("channel of {}: cannot accept: {e}", describe(&context.attempt));
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,6 +121,38 @@ async fn accept(listener: UnixListener, context: Arc<Context>, stop: Cancellatio
             },
         }
     }
+}
+
+/// Why a connection is not the attempt's own: its peer is not in the step's process group.
+/// `None` once it is, and before the step is spawned (nothing of the step exists yet).
+fn foreign(stream: &UnixStream, context: &Context) -> Option<String> {
+    let &owner = context.owner.get()?;
+    let pid = match stream.peer_cred().map(|c| c.pid()) {
+        Ok(Some(pid)) => pid,
+        _ => return Some("a connection whose process is unknown".into()),
+    };
+    match process_group(pid) {
+        Some(group) if group == owner => None,
+        _ => Some(format!(
+            "process {pid}, which is not in the step's process group {owner}"
+        )),
+    }
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat` (the field after state and parent).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Answers a refused connection once, so its process learns why, then closes it.
+async fn refuse(mut stream: UnixStream, why: String) {
+    let answer = wire::failure(&drover_api::ApiError::new(
+        drover_api::ErrorCode::Forbidden,
+        format!("this channel answers only the processes of its own step; refused {why}"),
+    ));
+    let _ = stream.write_all(answer.as_bytes()).await;
 }
 
 /// Answers one connection's requests in order until it closes or the attempt ends.

@@ -120,6 +120,7 @@ async fn setup() -> Setup {
         workdir: workdir.clone(),
         slot: guard.attempt_slot(),
         csrf: Default::default(),
+        owner: Default::default(),
     };
     let channel = Channel::open(context, &root).unwrap();
     Setup {
@@ -427,4 +428,29 @@ fn a_long_workdir_gets_a_short_socket_path() {
         path,
         confine::socket_path(&root.join("x".repeat(120)), &root).unwrap()
     );
+}
+
+#[tokio::test]
+async fn once_the_step_runs_only_its_process_group_is_answered() {
+    let s = setup().await;
+    let ours = nix::unistd::getpgrp().as_raw();
+    // Another group owns the channel: this process is refused, told why, and cut off.
+    s.channel.owner().set(ours + 1).unwrap();
+    let mut other = Conn::open(&s).await;
+    let refused = other.answer().await;
+    assert_eq!(code(&refused), "forbidden", "{refused}");
+    let why = refused["error"]["message"].as_str().unwrap();
+    assert!(why.contains("not in the step's process group"), "{why}");
+}
+
+#[tokio::test]
+async fn the_steps_own_process_group_is_answered() {
+    let s = setup().await;
+    s.channel
+        .owner()
+        .set(nix::unistd::getpgrp().as_raw())
+        .unwrap();
+    let mut own = Conn::open(&s).await;
+    let info = own.ask(json!({"op": "info"})).await;
+    assert_eq!(info["ok"], true, "{info}");
 }
