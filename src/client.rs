@@ -70,7 +70,7 @@ impl Client {
                 .await?
                 .context("the controller gives no CSRF token (GET /api/v1/csrf); is it older than this drover?")?;
             request = request
-                .header("x-drover-csrf", csrf.token)
+                .header(drover_api::CsrfToken::HEADER, csrf.token)
                 .header(reqwest::header::COOKIE, csrf.cookie);
         }
         let resp = request.send().await.with_context(|| {

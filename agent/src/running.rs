@@ -199,6 +199,11 @@ pub fn start_time(pid: i32) -> Option<u64> {
     Stat::read(pid).map(|s| s.start_time)
 }
 
+/// A process's process group, `None` when it does not exist.
+pub fn process_group(pid: i32) -> Option<i32> {
+    Stat::read(pid).map(|s| s.pgrp)
+}
+
 /// The fields of `/proc/PID/stat` this module needs.
 #[derive(Debug, Clone, Copy)]
 struct Stat {

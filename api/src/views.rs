@@ -345,6 +345,11 @@ pub struct CsrfToken {
     pub cookie: String,
 }
 
+impl CsrfToken {
+    /// The request header a write carries the token in (with the cookie beside it).
+    pub const HEADER: &'static str = "x-drover-csrf";
+}
+
 /// One stored output of `GET /api/v1/runs/{run}/artifacts`; `name` is what
 /// `.../steps/{step}/artifacts/{name}` fetches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -435,7 +435,7 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     let resp = h
         .http
         .post(format!("{}/api/v1/runs/{run_id}/abort", h.url))
-        .header("x-drover-csrf", &csrf.token)
+        .header(drover_api::CsrfToken::HEADER, &csrf.token)
         .header("cookie", &csrf.cookie)
         .send()
         .await

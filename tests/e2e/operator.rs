@@ -305,7 +305,7 @@ fn the_new_run_post_needs_the_csrf_token_and_this_site_and_then_starts_a_run() {
             .unwrap();
         let with = |origin: &str| {
             post(origin)
-                .header("x-drover-csrf", &csrf.token)
+                .header(drover_api::CsrfToken::HEADER, &csrf.token)
                 .header("cookie", &csrf.cookie)
         };
         let foreign = with("https://evil.example").send().await.unwrap();

@@ -131,19 +131,12 @@ fn foreign(stream: &UnixStream, context: &Context) -> Option<String> {
         Ok(Some(pid)) => pid,
         _ => return Some("a connection whose process is unknown".into()),
     };
-    match process_group(pid) {
+    match crate::running::process_group(pid) {
         Some(group) if group == owner => None,
         _ => Some(format!(
             "process {pid}, which is not in the step's process group {owner}"
         )),
     }
-}
-
-/// The process group of `pid`, from `/proc/<pid>/stat` (the field after state and parent).
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Answers a refused connection once, so its process learns why, then closes it.

@@ -39,7 +39,7 @@ pub async fn add_step(context: &Context, request: &AddStep) -> Result<StepAdded,
         let mut post = context.http.post(&url).json(request);
         if let Some(csrf) = context.csrf.lock().await.as_ref() {
             post = post
-                .header(CSRF_HEADER, &csrf.token)
+                .header(CsrfToken::HEADER, &csrf.token)
                 .header(reqwest::header::COOKIE, &csrf.cookie);
         }
         match decode(&url, post.send().await).await {
@@ -60,9 +60,6 @@ pub async fn add_step(context: &Context, request: &AddStep) -> Result<StepAdded,
         }
     }
 }
-
-/// The header a write carries its CSRF token in (the controller's `http::csrf::HEADER`).
-const CSRF_HEADER: &str = "x-drover-csrf";
 
 fn is_csrf_refusal(error: &ApiError) -> bool {
     error.code == ErrorCode::Forbidden && error.message.contains("CSRF")

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 
 /// The header a write carries its token in.
-pub const HEADER: &str = "x-drover-csrf";
+pub const HEADER: &str = CsrfToken::HEADER;
 
 /// The per-process secret and the cookie name derived from the public URL (cookies ignore
 /// ports, so controllers on one host keep apart).

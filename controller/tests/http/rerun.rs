@@ -56,7 +56,7 @@ async fn without_a_token_a_rerun_needs_a_csrf_token_and_a_same_site_origin() {
     assert_eq!(bare.status().as_u16(), 403, "no CSRF token");
     let token = csrf(&s).await;
     let no_cookie = post()
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .send()
         .await
         .unwrap();
@@ -67,14 +67,14 @@ async fn without_a_token_a_rerun_needs_a_csrf_token_and_a_same_site_origin() {
     );
     let other = csrf(&s).await;
     let mismatched = post()
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .header("cookie", &other.cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(mismatched.status().as_u16(), 403, "another cookie's token");
     let foreign = post()
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .header("cookie", &token.cookie)
         .header("origin", "https://evil.example")
         .send()
@@ -87,7 +87,7 @@ async fn without_a_token_a_rerun_needs_a_csrf_token_and_a_same_site_origin() {
     let unknown = s
         .http
         .post(&rerun)
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .header("cookie", &token.cookie)
         .body(r#"{"params": {"nope": "1"}}"#)
         .send()
@@ -98,7 +98,7 @@ async fn without_a_token_a_rerun_needs_a_csrf_token_and_a_same_site_origin() {
     assert!(text.contains("nope"), "{text}");
 
     let accepted = post()
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .header("cookie", &token.cookie)
         .header("origin", s.url.as_str())
         .send()
@@ -118,7 +118,7 @@ async fn without_a_token_a_rerun_needs_a_csrf_token_and_a_same_site_origin() {
     let third: RerunAccepted = s
         .http
         .post(format!("{}/api/v1/runs/{}/rerun", s.url, accepted.run_id))
-        .header("x-drover-csrf", &token.token)
+        .header(drover_api::CsrfToken::HEADER, &token.token)
         .header("cookie", &token.cookie)
         .send()
         .await
