@@ -7,7 +7,8 @@
 //! when its driver is the only step, marks the driver and shows each step the driver adds, and
 //! the driver's output, without a reload (`tests/browser/growing_dag.py`). A finished run's
 //! "New run" form, on a controller without a token, starts a run with a changed parameter
-//! (`tests/browser/new_run.py`): its POST passes the CSRF check.
+//! (`tests/browser/new_run.py`): its POST passes the CSRF check. The schedules page lists a
+//! schedule and a trigger and pauses the schedule (`tests/browser/schedules_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -435,4 +436,71 @@ fn the_new_run_form_starts_a_run_with_a_changed_parameter_in_chromium() {
         "{}",
         text(&out)
     );
+}
+
+const SCHEDULES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/browser/schedules_page.py"
+);
+
+/// The schedules page lists a schedule (with its next slot) and a trigger, and its Pause button
+/// pauses the schedule through a POST with the page's CSRF token.
+#[test]
+fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = crate::harness::Cluster::up(1, &["default"]);
+    let hello = std::fs::read_to_string(format!("{EXAMPLES}/hello.toml")).unwrap();
+    let file = c.pipeline("hello.toml", &hello);
+    let report = c.pipeline(
+        "report.toml",
+        "[pipeline]\nname = \"report\"\nproject = \"examples\"\n[parameters]\ntrigger_run = { default = \"\" }\n[[step]]\nname = \"r\"\ncommand = [\"true\"]\n",
+    );
+    for args in [
+        vec![
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            file.to_str().unwrap(),
+        ],
+        vec![
+            "trigger",
+            "add",
+            "after-hello",
+            "--on-success",
+            "examples/hello",
+            report.to_str().unwrap(),
+        ],
+    ] {
+        let out = c.drover(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = Command::new("python3")
+        .args([SCHEDULES_SCRIPT, &c.url, "nightly", "after-hello"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert!(
+        seen["nav"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "Schedules"),
+        "{seen}"
+    );
+    let row = seen["schedule"].as_str().unwrap();
+    for part in ["0 2 * * *", "examples/hello", "active", "(in "] {
+        assert!(row.contains(part), "{part:?} in {row:?}");
+    }
+    let trigger = seen["trigger"].as_str().unwrap();
+    assert!(trigger.contains("examples/hello succeeds"), "{trigger}");
+    assert!(trigger.contains("examples/report"), "{trigger}");
+    let listed = c.json(&["schedule", "list", "--json"]);
+    assert_eq!(listed["schedules"][0]["paused"], true, "{listed}");
 }
