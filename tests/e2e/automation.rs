@@ -225,6 +225,35 @@ fn a_slot_is_skipped_with_its_reason_while_the_previous_run_is_unfinished() {
     );
     let out = c.drover(&["schedule", "remove", "slow"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Bad input is refused naming what is wrong.
+    let file = file.to_str().unwrap();
+    for (args, says) in [
+        (vec!["bad", "--cron", "* * *"], "has 3 field(s)"),
+        (
+            vec!["bad", "--cron", "0 2 * * *", "--timezone", "Mars/Base"],
+            "Mars/Base",
+        ),
+        (
+            vec!["bad name", "--cron", "0 2 * * *"],
+            "\"bad name\" is not allowed",
+        ),
+        (
+            vec!["bad", "--cron", "0 2 * * *", "--param", "nope=1"],
+            "nope",
+        ),
+    ] {
+        let mut full = vec!["schedule", "add"];
+        full.extend(args);
+        full.push(file);
+        let out = c.drover(&full);
+        assert!(!out.status.success(), "{full:?}");
+        assert!(text(&out).contains(says), "{says:?}: {}", text(&out));
+    }
+    assert_eq!(
+        c.json(&["schedule", "list", "--json"])["schedules"],
+        serde_json::json!([])
+    );
 }
 
 const UPSTREAM: &str = r#"
