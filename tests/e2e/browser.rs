@@ -8,7 +8,8 @@
 //! the driver's output, without a reload (`tests/browser/growing_dag.py`). A finished run's
 //! "New run" form, on a controller without a token, starts a run with a changed parameter
 //! (`tests/browser/new_run.py`): its POST passes the CSRF check. The schedules page lists a
-//! schedule and a trigger and pauses the schedule (`tests/browser/schedules_page.py`).
+//! schedule and a trigger and pauses the schedule, and a fired run's page names its schedule
+//! (`tests/browser/schedules_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -479,8 +480,10 @@ fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
         let out = c.drover(&args);
         assert!(out.status.success(), "{}", text(&out));
     }
+    let fired = c.json(&["schedule", "run-now", "nightly", "--json"]);
+    let fired = fired["run_id"].as_str().unwrap();
     let out = Command::new("python3")
-        .args([SCHEDULES_SCRIPT, &c.url, "nightly", "after-hello"])
+        .args([SCHEDULES_SCRIPT, &c.url, "nightly", "after-hello", fired])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -503,4 +506,8 @@ fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
     assert!(trigger.contains("examples/report"), "{trigger}");
     let listed = c.json(&["schedule", "list", "--json"]);
     assert_eq!(listed["schedules"][0]["paused"], true, "{listed}");
+    assert_eq!(
+        seen["fired_by"], "fired by schedule nightly (run now)",
+        "the fired run's page: {seen}"
+    );
 }
