@@ -84,6 +84,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ArtifactsCommand,
     },
+    /// Run a pipeline on a cron cadence, kept by the controller.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Run a pipeline each time a run of another pipeline succeeds (or fails).
+    Trigger {
+        #[command(subcommand)]
+        command: TriggerCommand,
+    },
     /// List agents seen by the controller.
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
@@ -403,6 +413,94 @@ pub enum ArtifactsCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Add a schedule: the pipeline of FILE (read now) or of --from RUN, on the cron cadence.
+    Add(ScheduleAddArgs),
+    /// Schedules with their last and next firing.
+    List(ListArgs),
+    /// Remove a schedule (its runs stay).
+    Remove { name: String },
+    /// Stop firing until resumed.
+    Pause { name: String },
+    /// Fire again from the next slot (slots passed while paused are not made up).
+    Resume { name: String },
+    /// Submit the schedule's pipeline now, outside its cadence.
+    RunNow {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a schedule's or trigger's pipeline comes from.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct PipelineFrom {
+    /// The pipeline file (TOML), read when the command runs.
+    pub file: Option<PathBuf>,
+    /// The pipeline of this run, as it was submitted (`latest` for the newest; the only way
+    /// for Python pipelines), with its parameter values.
+    #[arg(long = "from", value_name = "RUN")]
+    pub from_run: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScheduleAddArgs {
+    pub name: String,
+    /// Five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *") or six
+    /// with seconds first ("*/30 * * * * *").
+    #[arg(long)]
+    pub cron: String,
+    #[command(flatten)]
+    pub from: PipelineFrom,
+    /// Set a parameter for every run: --param name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_key_value)]
+    pub params: Vec<(String, String)>,
+    /// The IANA time zone the cron fields are read in (default UTC), e.g. Europe/Paris.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Fire even while the schedule's previous run is unfinished (default: skip that slot).
+    #[arg(long)]
+    pub overlap: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// Add a trigger: the pipeline of FILE (read now) or of --from RUN runs after each run of
+    /// the upstream pipeline that succeeded (or failed), with that run's id as a parameter.
+    Add(TriggerAddArgs),
+    /// Triggers and what they fired.
+    List(ListArgs),
+    /// Remove a trigger (its runs stay).
+    Remove { name: String },
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("upstream").required(true).multiple(false))]
+pub struct TriggerAddArgs {
+    pub name: String,
+    /// Fire when a run of PROJECT/PIPELINE succeeds.
+    #[arg(long, value_name = "PROJECT/PIPELINE", group = "upstream")]
+    pub on_success: Option<String>,
+    /// Fire when a run of PROJECT/PIPELINE fails.
+    #[arg(long, value_name = "PROJECT/PIPELINE", group = "upstream")]
+    pub on_failure: Option<String>,
+    #[command(flatten)]
+    pub from: PipelineFrom,
+    /// The downstream parameter that receives the upstream run's id; the pipeline must
+    /// declare it.
+    #[arg(long, default_value = "trigger_run")]
+    pub param_name: String,
+    /// Set a parameter for every run: --param name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_key_value)]
+    pub params: Vec<(String, String)>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A size in bytes: a whole number with an optional binary unit (`K`/`KiB`, `M`/`MiB`,

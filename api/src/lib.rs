@@ -6,12 +6,17 @@
 //! Readers are tolerant: fields a newer controller may add are ignored, and fields an older one
 //! lacks default where a default means something.
 
+pub mod automation;
 pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod status;
 pub mod views;
 
+pub use automation::{
+    AddSchedule, AddTrigger, FiredBy, FiredByKind, Firing, PipelineSource, ScheduleList,
+    ScheduleView, Skipped, TriggerList, TriggerOn, TriggerView,
+};
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;

@@ -62,6 +62,9 @@ pub struct RunView {
     /// The run this one was submitted again from (`drover rerun`, the run page's "New run").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<RunId>,
+    /// The schedule or trigger that submitted this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_by: Option<crate::automation::FiredBy>,
     #[serde(default)]
     pub url: String,
     /// In topological order.

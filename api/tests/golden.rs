@@ -166,6 +166,7 @@ fn run_view() -> RunView {
         ended_at: Some(1_764_590_404_010),
         error: Some("step train failed".into()),
         rerun_of: Some(earlier_run_id()),
+        fired_by: None,
         url: "http://127.0.0.1:8080/runs/0193a2b4c5d6e7f80123456789abcdef".into(),
         steps: vec![prepare, train],
     }
@@ -423,6 +424,109 @@ struct Statuses {
     step_done: Vec<StepStatus>,
     attempt_outcome: Vec<AttemptOutcome>,
     error_code: Vec<ErrorCode>,
+}
+
+#[test]
+fn schedules_and_triggers() {
+    let params = BTreeMap::from([("rows".to_string(), "100".to_string())]);
+    check(
+        "fired_by_schedule",
+        &FiredBy {
+            kind: FiredByKind::Schedule,
+            name: "nightly".into(),
+            slot: Some(1_764_590_400_000),
+            upstream: None,
+        },
+    );
+    check(
+        "fired_by_trigger",
+        &FiredBy {
+            kind: FiredByKind::Trigger,
+            name: "after-etl".into(),
+            slot: None,
+            upstream: Some(earlier_run_id()),
+        },
+    );
+    check(
+        "add_schedule",
+        &AddSchedule {
+            name: "nightly".into(),
+            cron: "0 2 * * *".into(),
+            timezone: Some("Europe/Paris".into()),
+            overlap: false,
+            source: PipelineSource {
+                from_run: Some(earlier_run_id()),
+                pipeline: None,
+                params: params.clone(),
+            },
+        },
+    );
+    check(
+        "schedule_list",
+        &ScheduleList {
+            schedules: vec![ScheduleView {
+                name: "nightly".into(),
+                cron: "0 2 * * *".into(),
+                timezone: "Europe/Paris".into(),
+                overlap: false,
+                paused: false,
+                project: "examples".into(),
+                pipeline: "example".into(),
+                params: params.clone(),
+                from_run: Some(earlier_run_id()),
+                created_at: 1_764_500_000_000,
+                last_fired: Some(Firing {
+                    slot: Some(1_764_554_400_000),
+                    at: 1_764_554_400_120,
+                    run_id: run_id(),
+                    upstream: None,
+                }),
+                last_skipped: Some(Skipped {
+                    slot: 1_764_468_000_000,
+                    at: 1_764_468_000_090,
+                    reason: "run 0193a2b4c5d6e7f80123456789abcde0 of this schedule is still running (add it with --overlap to fire anyway)".into(),
+                }),
+                skipped: 1,
+                next_slot: Some(1_764_640_800_000),
+            }],
+        },
+    );
+    check(
+        "add_trigger",
+        &AddTrigger {
+            name: "after-etl".into(),
+            on: TriggerOn::Success,
+            upstream: "examples/etl".into(),
+            param_name: Some("source_run".into()),
+            source: PipelineSource {
+                from_run: None,
+                pipeline: Some("[pipeline]\nname = \"report\"\n".into()),
+                params: BTreeMap::new(),
+            },
+        },
+    );
+    check(
+        "trigger_list",
+        &TriggerList {
+            triggers: vec![TriggerView {
+                name: "after-etl".into(),
+                on: TriggerOn::Success,
+                upstream: "examples/etl".into(),
+                downstream: "examples/report".into(),
+                param_name: "source_run".into(),
+                params,
+                from_run: None,
+                created_at: 1_764_500_000_000,
+                fired: 3,
+                last_fired: Some(Firing {
+                    slot: None,
+                    at: 1_764_590_404_200,
+                    run_id: run_id(),
+                    upstream: Some(earlier_run_id()),
+                }),
+            }],
+        },
+    );
 }
 
 #[test]

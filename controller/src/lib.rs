@@ -4,6 +4,7 @@
 //! [`Controller::start`] wires the pieces: the store, the HTTP listener, the broker, the task
 //! that owns the scheduler state ([`service`]) and the queue consumers.
 
+pub mod automation;
 pub mod cache;
 pub mod config;
 mod http;

@@ -100,6 +100,22 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     if let Some(of) = &run.rerun_of {
         println!("rerun of {of}");
     }
+    if let Some(by) = &run.fired_by {
+        match (by.kind, by.slot, &by.upstream) {
+            (drover_api::FiredByKind::Schedule, Some(slot), _) => {
+                println!("fired by schedule {} (slot {slot})", by.name)
+            }
+            (drover_api::FiredByKind::Schedule, None, _) => {
+                println!("fired by schedule {} (run-now)", by.name)
+            }
+            (drover_api::FiredByKind::Trigger, _, Some(up)) => {
+                println!("fired by trigger {} (after run {up})", by.name)
+            }
+            (drover_api::FiredByKind::Trigger, _, None) => {
+                println!("fired by trigger {}", by.name)
+            }
+        }
+    }
     println!("{}", client.run_page(run_id.as_str()));
     let rows: Vec<Vec<String>> = run
         .steps

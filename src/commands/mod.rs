@@ -1,5 +1,6 @@
 //! One module per group of commands; `dispatch` routes the parsed command line.
 
+mod automation;
 mod inspect;
 mod keygen;
 mod run;
@@ -31,6 +32,8 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Status(args) => inspect::status(&g, args).await,
         Command::Logs(args) => inspect::logs(&g, args).await,
         Command::Artifacts { command } => inspect::artifacts(&g, command).await,
+        Command::Schedule { command } => automation::schedule(&g, command).await,
+        Command::Trigger { command } => automation::trigger(&g, command).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
         Command::Keygen(args) => keygen::keygen(&args),

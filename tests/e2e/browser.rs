@@ -5,7 +5,11 @@
 //! page is kept as a test artifact. A long log's console opens at its tail and loads earlier
 //! bytes on request (`tests/browser/long_log.py`). A decorator pipeline's run page, open from
 //! when its driver is the only step, marks the driver and shows each step the driver adds, and
-//! the driver's output, without a reload (`tests/browser/growing_dag.py`).
+//! the driver's output, without a reload (`tests/browser/growing_dag.py`). A finished run's
+//! "New run" form, on a controller without a token, starts a run with a changed parameter
+//! (`tests/browser/new_run.py`): its POST passes the CSRF check. The schedules page lists a
+//! schedule and a trigger and pauses the schedule, and a fired run's page names its schedule
+//! (`tests/browser/schedules_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -381,4 +385,129 @@ fn a_decorator_pipelines_dag_grows_on_the_open_run_page_in_chromium() {
     ] {
         assert!(console.contains(line), "{line}: {console}");
     }
+}
+
+const NEW_RUN_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/new_run.py");
+
+/// The run page's "New run" form on a controller without a token: its POST carries the CSRF
+/// token the page fetched, and the new run has the changed parameter and records its origin.
+#[test]
+fn the_new_run_form_starts_a_run_with_a_changed_parameter_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = crate::harness::Cluster::up(1, &["default"]);
+    let hello = std::fs::read_to_string(format!("{EXAMPLES}/hello.toml")).unwrap();
+    let file = c.pipeline("hello.toml", &hello);
+    let (out, first) = c.run_wait(&file, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = first["run_id"].as_str().unwrap().to_string();
+
+    let out = Command::new("python3")
+        .args([NEW_RUN_SCRIPT, &c.url, &first, "who", "browser"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nup log:\n{}",
+        text(&out),
+        c.process_log("up")
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["prefilled"], "world", "the run's value: {seen}");
+    let new_run = seen["new_run"].as_str().unwrap();
+    assert_ne!(new_run, first);
+    assert!(
+        seen["params"].as_str().unwrap().contains("browser"),
+        "{seen}"
+    );
+    assert!(seen["origin"].as_str().unwrap().contains(&first), "{seen}");
+
+    let done = c.json(&["wait", new_run, "--json"]);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let view = c.json(&["status", new_run, "--json"]);
+    assert_eq!(view["params"]["who"], "browser", "{view}");
+    assert_eq!(view["rerun_of"], first.as_str(), "{view}");
+    let out = c.drover(&["artifacts", "get", new_run, "upper", "loud", "-o", "-"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO BROWSER\n",
+        "{}",
+        text(&out)
+    );
+}
+
+const SCHEDULES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/browser/schedules_page.py"
+);
+
+/// The schedules page lists a schedule (with its next slot) and a trigger, and its Pause button
+/// pauses the schedule through a POST with the page's CSRF token.
+#[test]
+fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = crate::harness::Cluster::up(1, &["default"]);
+    let hello = std::fs::read_to_string(format!("{EXAMPLES}/hello.toml")).unwrap();
+    let file = c.pipeline("hello.toml", &hello);
+    let report = c.pipeline(
+        "report.toml",
+        "[pipeline]\nname = \"report\"\nproject = \"examples\"\n[parameters]\ntrigger_run = { default = \"\" }\n[[step]]\nname = \"r\"\ncommand = [\"true\"]\n",
+    );
+    for args in [
+        vec![
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            file.to_str().unwrap(),
+        ],
+        vec![
+            "trigger",
+            "add",
+            "after-hello",
+            "--on-success",
+            "examples/hello",
+            report.to_str().unwrap(),
+        ],
+    ] {
+        let out = c.drover(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let fired = c.json(&["schedule", "run-now", "nightly", "--json"]);
+    let fired = fired["run_id"].as_str().unwrap();
+    let out = Command::new("python3")
+        .args([SCHEDULES_SCRIPT, &c.url, "nightly", "after-hello", fired])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert!(
+        seen["nav"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "Schedules"),
+        "{seen}"
+    );
+    let row = seen["schedule"].as_str().unwrap();
+    for part in ["0 2 * * *", "examples/hello", "active", "(in "] {
+        assert!(row.contains(part), "{part:?} in {row:?}");
+    }
+    let trigger = seen["trigger"].as_str().unwrap();
+    assert!(trigger.contains("examples/hello succeeds"), "{trigger}");
+    assert!(trigger.contains("examples/report"), "{trigger}");
+    let listed = c.json(&["schedule", "list", "--json"]);
+    assert_eq!(listed["schedules"][0]["paused"], true, "{listed}");
+    assert_eq!(
+        seen["fired_by"], "fired by schedule nightly (run now)",
+        "the fired run's page: {seen}"
+    );
 }

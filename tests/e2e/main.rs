@@ -6,6 +6,7 @@ mod harness;
 
 mod agent_token;
 mod artifacts;
+mod automation;
 mod bounds;
 mod broker_users;
 mod browser;

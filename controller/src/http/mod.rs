@@ -7,6 +7,7 @@
 
 mod api;
 pub(crate) mod auth;
+mod automation;
 mod console;
 pub(crate) mod csrf;
 pub(crate) mod files;
@@ -72,16 +73,17 @@ impl AppState {
         self.store.run(&id)?.ok_or_else(not_found)
     }
 
-    /// The run's view, with the run it was submitted again from.
+    /// The run's view, with the run it was submitted again from and what fired it.
     pub fn run_view(&self, run: &RunRecord) -> drover_api::RunView {
         let mut view = views::run_view(run, self.run_url(&run.run_id));
-        view.rerun_of = match self.store.submitted(&run.run_id) {
-            Ok(submitted) => submitted.and_then(|s| s.rerun_of),
-            Err(e) => {
-                tracing::warn!("cannot read the submission of run {}: {e}", run.run_id);
-                None
+        match self.store.submitted(&run.run_id) {
+            Ok(Some(submitted)) => {
+                view.rerun_of = submitted.rerun_of;
+                view.fired_by = submitted.fired_by;
             }
-        };
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot read the submission of run {}: {e}", run.run_id),
+        }
         view
     }
 }
@@ -100,6 +102,34 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/runs/{run}/rerun", post(rerun::rerun))
         .route("/api/v1/runs/{run}/artifacts", get(rerun::artifacts))
         .route("/api/v1/csrf", get(csrf::token))
+        .route(
+            "/api/v1/schedules",
+            get(automation::list_schedules).post(automation::add_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/remove",
+            post(automation::remove_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/pause",
+            post(automation::pause_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/resume",
+            post(automation::resume_schedule),
+        )
+        .route(
+            "/api/v1/schedules/{name}/run-now",
+            post(automation::run_now),
+        )
+        .route(
+            "/api/v1/triggers",
+            get(automation::list_triggers).post(automation::add_trigger),
+        )
+        .route(
+            "/api/v1/triggers/{name}/remove",
+            post(automation::remove_trigger),
+        )
         .route("/api/v1/runs/{run}/steps", post(steps::add_step))
         .route("/api/v1/runs/{run}/steps/{step}", get(steps::get_step))
         .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
@@ -120,6 +150,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/runs/{run}", get(pages::run_page))
         .route("/agents", get(pages::agents_page))
         .route("/queues", get(pages::queues_page))
+        .route("/schedules", get(pages::schedules_page))
         .route("/assets/{name}", get(pages::asset))
         .fallback(|| async {
             ApiError::not_found("no such route; see ARCHITECTURE.md \"HTTP API\"")

@@ -24,6 +24,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("step.js", JAVASCRIPT, include_str!("assets/step.js")),
     ("runs.js", JAVASCRIPT, include_str!("assets/runs.js")),
     ("fleet.js", JAVASCRIPT, include_str!("assets/fleet.js")),
+    (
+        "schedules.js",
+        JAVASCRIPT,
+        include_str!("assets/schedules.js"),
+    ),
 ];
 
 /// `contract.js`, generated from `drover-api`: the status lists the pages branch on, so they
@@ -93,13 +98,14 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\
-<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}</nav>\
+<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}{}</nav>\
 <span id=\"live\" class=\"live\"></span></header><main id=\"app\"><p class=\"muted\">loading…</p></main>\
 <script type=\"module\" src=\"/assets/{module}\"></script></body></html>",
         esc(title),
         nav("/", "Runs", "runs"),
         nav("/agents", "Agents", "agents"),
         nav("/queues", "Queues", "queues"),
+        nav("/schedules", "Schedules", "schedules"),
     )
 }
 
@@ -113,6 +119,10 @@ pub async fn agents_page() -> Html<String> {
 
 pub async fn queues_page() -> Html<String> {
     Html(shell("drover: queues", "queues", &[], "fleet.js"))
+}
+
+pub async fn schedules_page() -> Html<String> {
+    Html(shell("drover: schedules", "schedules", &[], "schedules.js"))
 }
 
 pub async fn run_page(State(app): State<App>, Path(run): Path<String>) -> Response {
@@ -190,7 +200,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 8);
+        assert_eq!(scripts.len(), 9);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -206,14 +216,14 @@ mod tests {
                 imported += 1;
             }
             let exports = source.lines().filter(|l| l.starts_with("export ")).count();
-            let entry = ["run.js", "runs.js", "fleet.js"].contains(name);
+            let entry = ["run.js", "runs.js", "fleet.js", "schedules.js"].contains(name);
             assert_eq!(
                 exports == 0,
                 entry,
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 15);
+        assert_eq!(imported, 16);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn run_view(run: &RunRecord, url: String) -> RunView {
         ended_at: run.ended_at,
         error: run.error.clone(),
         rerun_of: None,
+        fired_by: None,
         url,
         steps: run
             .steps

@@ -2,6 +2,7 @@
 //! changed, then publishes the actions that follow and acks the delivery that caused them.
 //! Consumers ([`consume`]) feed it; a timer ticks it.
 
+pub(crate) mod automation;
 pub(crate) mod consume;
 
 use crate::metrics::Metrics;
@@ -51,6 +52,11 @@ pub(crate) enum Command {
         request: Box<AddStep>,
         reply: oneshot::Sender<Result<StepAdded, Refused>>,
     },
+    /// A change to schedules or triggers (through the HTTP API), answered once durable.
+    Automation {
+        change: automation::Change,
+        reply: automation::Reply,
+    },
 }
 
 /// Why an add-step request got no step.
@@ -73,6 +79,7 @@ pub(crate) struct Owner {
     /// Actions whose publish failed; tried again every tick while still relevant.
     undelivered: Vec<Action>,
     idle_warned: HashMap<QueueName, Instant>,
+    automation: automation::Automation,
 }
 
 impl Owner {
@@ -92,6 +99,7 @@ impl Owner {
             declared: HashSet::new(),
             undelivered: Vec::new(),
             idle_warned: HashMap::new(),
+            automation: automation::Automation::default(),
         }
     }
 
@@ -101,6 +109,7 @@ impl Owner {
 
     /// Resumes unfinished runs, then serves commands and ticks until shutdown.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        self.load_automation();
         let fx = scheduler::resume(&mut self.state, now_ms());
         if let Err(e) = self.apply(fx).await {
             tracing::error!("cannot persist the resumed runs: {e}");
@@ -133,6 +142,8 @@ impl Owner {
                         tracing::error!("cannot persist the state after a tick: {e}");
                     }
                     self.retry_undelivered().await;
+                    self.fire_due_slots().await;
+                    self.fire_triggers().await;
                 }
                 _ = idle_check.tick() => self.warn_about_idle_queues().await,
             }
@@ -149,6 +160,7 @@ impl Owner {
         let mut fx = Effects::default();
         let mut deliveries = Vec::new();
         let mut replies = Vec::new();
+        let mut changes = Vec::new();
         let mut next = Some(first);
         let mut submitted = Ok(());
         while let Some(command) = next.take() {
@@ -176,6 +188,10 @@ impl Owner {
                     }
                     (None, None)
                 }
+                Command::Automation { change, reply } => {
+                    changes.push((change, reply));
+                    (None, None)
+                }
             };
             if let Some(event) = event {
                 // Kept as sent, so the run can be submitted again as it was.
@@ -188,7 +204,7 @@ impl Owner {
                 }
                 fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
             }
-            if deliveries.len() + replies.len() < MAX_BATCH {
+            if deliveries.len() + replies.len() + changes.len() < MAX_BATCH {
                 next = commands.try_recv().ok();
             }
         }
@@ -221,6 +237,9 @@ impl Owner {
                 }
             }
         }
+        for (change, reply) in changes {
+            self.change(change, reply).await;
+        }
     }
 
     /// Persists and flushes the changed records, then publishes the actions.
@@ -244,6 +263,7 @@ impl Owner {
             }
         }
         self.store.flush().await?;
+        self.note_ended(&fx.runs);
         self.publish_all(fx.actions).await;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! The owning task writes every changed record and flushes before it publishes anything that
 //! follows; the HTTP layer reads from here, so it only ever shows durable state.
 
+mod automation;
 mod runs;
 pub mod schema;
 mod submits;
@@ -65,6 +66,10 @@ pub struct Store {
     agents: sled::Tree,
     /// Run id -> [`Submitted`], written once per run.
     submits: sled::Tree,
+    /// Name -> schedule, name -> trigger, and `trigger/upstream run` -> the run it fired.
+    schedules: sled::Tree,
+    triggers: sled::Tree,
+    trigger_fired: sled::Tree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -125,6 +130,9 @@ impl Store {
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             submits: db.open_tree(submits::SUBMITS_TREE)?,
+            schedules: db.open_tree(automation::SCHEDULES_TREE)?,
+            triggers: db.open_tree(automation::TRIGGERS_TREE)?,
+            trigger_fired: db.open_tree(automation::TRIGGER_FIRED_TREE)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };

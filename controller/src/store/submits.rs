@@ -2,6 +2,7 @@
 //! overrides and the run it re-runs, if any), so a run can be submitted again as it was even
 //! after its stored pipeline changed or grew.
 
+use drover_api::FiredBy;
 use drover_protocol::RunId;
 use drover_protocol::message::Submit;
 use drover_protocol::spec::PipelineSpec;
@@ -22,6 +23,9 @@ pub struct Submitted {
     /// The run this one submitted again.
     #[serde(default)]
     pub rerun_of: Option<RunId>,
+    /// The schedule or trigger that submitted it.
+    #[serde(default)]
+    pub fired_by: Option<FiredBy>,
 }
 
 impl Submitted {
@@ -31,6 +35,7 @@ impl Submitted {
             params: submit.params.clone(),
             submitted_by: submit.submitted_by.clone(),
             rerun_of,
+            fired_by: None,
         }
     }
 }

@@ -31,6 +31,10 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         "get_current_pipeline", "upload_artifact", "get_logger",
     ]),
     "StorageManager": ("clearml.storage.manager", ["get_local_copy"]),
+    "TaskScheduler": ("clearml.automation.scheduler", [
+        "__init__", "add_task", "get_scheduled_tasks", "remove_task", "start", "start_remotely",
+    ]),
+    "TriggerScheduler": ("clearml.automation.trigger", ["__init__", "add_task_trigger", "start", "start_remotely"]),
     "Task": ("clearml.task", [
         "init", "current_task", "running_locally", "get_task", "connect", "connect_configuration",
         "get_parameters", "upload_artifact", "artifacts", "get_logger", "execute_remotely", "close",

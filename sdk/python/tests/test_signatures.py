@@ -32,6 +32,8 @@ DROVER = {
     "Task": "drover.task",
     "Logger": "drover.logger",
     "PipelineDecorator": "drover.decorator",
+    "TaskScheduler": "drover.scheduler",
+    "TriggerScheduler": "drover.scheduler",
 }
 
 # Classes drover does not have yet; the test fails once one appears, so it gets compared.

@@ -25,6 +25,7 @@ const side = el('div', {id: 'side'});
 const timings = el('div', {id: 'timings'});
 const controllerLog = el('pre', {class: 'console', id: 'controller-log'});
 const origin = el('p', {class: 'meta', id: 'rerun-of', hidden: true});
+const firedBy = el('p', {class: 'meta', id: 'fired-by', hidden: true});
 const newRun = el('details', {id: 'new-run-card'}, el('summary', {}, el('h2', {style: 'display:inline'}, 'New run')),
   el('p', {class: 'muted'}, 'Run this pipeline again as it was submitted, with the parameters below.'));
 const pipelineLog = el('pre', {class: 'console', id: 'pipeline-console', 'aria-label': 'pipeline console'});
@@ -37,7 +38,7 @@ const pipelineCard = el('section', {class: 'card', id: 'pipeline', hidden: true}
 let pipelineFollower = null;
 
 drover.mount(el('div', {},
-  title, meta, origin, error,
+  title, meta, origin, firedBy, error,
   el('div', {class: 'grid'},
     el('div', {},
       el('section', {class: 'card'}, el('h2', {}, 'Pipeline'), dagLegend(), dag),
@@ -70,6 +71,15 @@ function render() {
   origin.hidden = !run.rerun_of;
   if (run.rerun_of) {
     origin.replaceChildren('rerun of ', el('a', {href: `/runs/${encodeURIComponent(run.rerun_of)}`}, run.rerun_of));
+  }
+  const by = run.fired_by;
+  firedBy.hidden = !by;
+  if (by && by.kind === 'schedule') {
+    firedBy.replaceChildren('fired by schedule ', el('a', {href: '/schedules'}, by.name),
+      by.slot ? ` for its slot at ${drover.time(by.slot)}` : ' (run now)');
+  } else if (by) {
+    firedBy.replaceChildren('fired by trigger ', el('a', {href: '/schedules'}, by.name), ' after run ',
+      el('a', {href: `/runs/${encodeURIComponent(by.upstream)}`}, by.upstream));
   }
   error.hidden = !run.error;
   error.textContent = run.error || '';

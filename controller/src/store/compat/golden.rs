@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 const NOT_RECORDS: [&str; 2] = ["meta", "__sled__default"];
 /// Trees whose keys are the content (values empty): listed in `layout.json` only.
 const KEYS_ONLY: [&str; 1] = ["run_index"];
+/// Trees whose values are plain text (a run id).
+const TEXT_VALUES: [&str; 1] = ["trigger_fired"];
 
 /// File name (relative to the golden dir) -> content, for everything `store` holds.
 fn render(store: &Store) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -48,6 +50,11 @@ fn render(store: &Store) -> BTreeMap<PathBuf, Vec<u8>> {
                 continue;
             }
             let base = format!("{name}/{}", key.replace('/', "."));
+            if TEXT_VALUES.contains(&name.as_str()) {
+                files.insert(PathBuf::from(format!("{base}.txt")), v.to_vec());
+                keys.push(serde_json::Value::String(key));
+                continue;
+            }
             let json: serde_json::Value = rmp_serde::from_slice(&v)
                 .unwrap_or_else(|e| panic!("{name}/{key} is not msgpack: {e}"));
             let json = serde_json::to_string_pretty(&json).unwrap() + "\n";
@@ -127,6 +134,8 @@ async fn golden_files_pin_every_stored_record() {
 
 /// The golden records decode as this binary's types, so what they pin is what is read back.
 fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
+    use crate::automation::schedules::ScheduleRecord;
+    use crate::automation::triggers::TriggerRecord;
     use crate::scheduler::{AgentRecord, CachedOutputs, StepRecord};
     use crate::store::runs::Header;
     use drover_protocol::validate::Pipeline;
@@ -143,13 +152,15 @@ fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
             "cache" => rmp_serde::from_slice::<CachedOutputs>(bytes).map(drop),
             "agents" => rmp_serde::from_slice::<AgentRecord>(bytes).map(drop),
             "run_submits" => rmp_serde::from_slice::<crate::store::Submitted>(bytes).map(drop),
+            "schedules" => rmp_serde::from_slice::<ScheduleRecord>(bytes).map(drop),
+            "triggers" => rmp_serde::from_slice::<TriggerRecord>(bytes).map(drop),
             other => panic!("golden file {} of an unknown tree {other}", rel.display()),
         };
         ok.unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
         decoded += 1;
     }
     assert_eq!(
-        decoded, 16,
-        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 1 submission"
+        decoded, 19,
+        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 2 submissions, 1 schedule, 1 trigger"
     );
 }

@@ -347,9 +347,85 @@ async fn write_samples(store: &Store) {
         params: BTreeMap::from([("rows".to_string(), "100".to_string())]),
         submitted_by: Some("ana@laptop".into()),
         rerun_of: Some(rejected_run_id()),
+        fired_by: None,
     };
     store.put_submitted(&run_id(), &submitted).unwrap();
+    write_automation_samples(store);
     store.flush().await.unwrap();
+}
+
+/// A schedule that fired the dynamic run and skipped a slot, a trigger that fired once, its
+/// fire-once mark, and the dynamic run's submission naming the schedule's slot.
+fn write_automation_samples(store: &Store) {
+    use crate::automation::schedules::ScheduleRecord;
+    use crate::automation::triggers::TriggerRecord;
+    use drover_api::{FiredBy, FiredByKind, Firing, Skipped, TriggerOn};
+    let spec = PipelineSpec::from_toml(PIPELINE).unwrap();
+    let slot = T0 + 60_000;
+    store
+        .put_schedule(&ScheduleRecord {
+            name: "nightly".into(),
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Paris".into(),
+            overlap: false,
+            paused: false,
+            spec: spec.clone(),
+            params: BTreeMap::from([("rows".to_string(), "10".to_string())]),
+            from_run: Some(run_id()),
+            created_at: T0,
+            last_slot: Some(slot + 86_400_000),
+            last_fired: Some(Firing {
+                slot: Some(slot),
+                at: slot + 120,
+                run_id: dynamic_run_id(),
+                upstream: None,
+            }),
+            last_skipped: Some(Skipped {
+                slot: slot + 86_400_000,
+                at: slot + 86_400_090,
+                reason: "run of this schedule is still running".into(),
+            }),
+            skipped: 1,
+        })
+        .unwrap();
+    store
+        .put_trigger(&TriggerRecord {
+            name: "after-ingest".into(),
+            on: TriggerOn::Success,
+            project: "samples".into(),
+            pipeline: "ingest".into(),
+            param_name: "trigger_run".into(),
+            spec: spec.clone(),
+            params: BTreeMap::new(),
+            from_run: None,
+            created_at: T0,
+            fired: 1,
+            last_fired: Some(Firing {
+                slot: None,
+                at: T0 + 5_000,
+                run_id: rejected_run_id(),
+                upstream: Some(run_id()),
+            }),
+        })
+        .unwrap();
+    assert!(
+        store
+            .mark_trigger_fired("after-ingest", &run_id(), &rejected_run_id())
+            .unwrap()
+    );
+    let fired = crate::store::Submitted {
+        spec,
+        params: BTreeMap::new(),
+        submitted_by: Some("schedule nightly".into()),
+        rerun_of: None,
+        fired_by: Some(FiredBy {
+            kind: FiredByKind::Schedule,
+            name: "nightly".into(),
+            slot: Some(slot),
+            upstream: None,
+        }),
+    };
+    store.put_submitted(&dynamic_run_id(), &fired).unwrap();
 }
 
 /// Asserts that `loaded` is exactly the samples.
