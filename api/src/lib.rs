@@ -9,11 +9,15 @@
 pub mod dynamic;
 pub mod error;
 pub mod events;
+pub mod scalars;
 pub mod status;
 pub mod views;
 
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
+pub use scalars::{
+    ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
+};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;
