@@ -5,6 +5,7 @@
 //! follows; the HTTP layer reads from here, so it only ever shows durable state.
 
 mod runs;
+mod scalars;
 pub mod schema;
 mod submits;
 mod version;
@@ -13,6 +14,7 @@ mod version;
 mod compat;
 
 pub use runs::{RunPage, RunQuery};
+pub use scalars::ScalarsError;
 pub use submits::Submitted;
 pub use version::SCHEMA_VERSION;
 
@@ -65,6 +67,8 @@ pub struct Store {
     agents: sled::Tree,
     /// Run id -> [`Submitted`], written once per run.
     submits: sled::Tree,
+    /// Each step's reported scalars, a record per series.
+    scalars: scalars::ScalarTree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -125,6 +129,7 @@ impl Store {
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             submits: db.open_tree(submits::SUBMITS_TREE)?,
+            scalars: scalars::ScalarTree::open(&db)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -250,6 +255,32 @@ impl Store {
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         decode_all("agent", &self.agents)
+    }
+
+    /// Appends reported points to the step's series (see [`scalars`]).
+    pub fn append_scalars(
+        &self,
+        run: &RunId,
+        step: &drover_protocol::StepName,
+        points: &[drover_api::ScalarPoint],
+    ) -> Result<(), ScalarsError> {
+        self.scalars.append(run, step, points)
+    }
+
+    /// Tells of every step whose scalars are written from now on.
+    pub fn watch_scalars(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<(RunId, drover_protocol::StepName)> {
+        self.scalars.watch()
+    }
+
+    /// The stored series of the run, or of one of its steps, by step name, title and series.
+    pub fn scalars(
+        &self,
+        run: &RunId,
+        step: Option<&drover_protocol::StepName>,
+    ) -> Result<Vec<drover_api::SeriesView>, StoreError> {
+        self.scalars.read(run, step)
     }
 }
 
