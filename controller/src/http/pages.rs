@@ -24,6 +24,10 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("step.js", JAVASCRIPT, include_str!("assets/step.js")),
     ("runs.js", JAVASCRIPT, include_str!("assets/runs.js")),
     ("fleet.js", JAVASCRIPT, include_str!("assets/fleet.js")),
+    ("charts.js", JAVASCRIPT, include_str!("assets/charts.js")),
+    // uPlot, vendored unchanged: see assets/THIRD_PARTY.md for its version, licence and update.
+    ("uplot.js", JAVASCRIPT, include_str!("assets/uplot.js")),
+    ("uplot.css", "text/css", include_str!("assets/uplot.css")),
 ];
 
 /// `contract.js`, generated from `drover-api`: the status lists the pages branch on, so they
@@ -190,7 +194,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 8);
+        assert_eq!(scripts.len(), 10);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -213,7 +217,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 15);
+        assert_eq!(imported, 19);
     }
 
     #[test]
