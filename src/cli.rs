@@ -94,6 +94,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TriggerCommand,
     },
+    /// Show the scalars a run's steps reported (last value and count of each series).
+    Scalars(ScalarsArgs),
     /// List agents seen by the controller.
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
@@ -391,6 +393,17 @@ pub struct LogsArgs {
     /// Which attempt (default: the latest).
     #[arg(long)]
     pub attempt: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScalarsArgs {
+    /// The run (`latest` for the newest).
+    pub run: String,
+    /// Only this step's scalars.
+    pub step: Option<String>,
+    /// Print the stored points as JSON (`ScalarList`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

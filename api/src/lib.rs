@@ -10,6 +10,7 @@ pub mod automation;
 pub mod dynamic;
 pub mod error;
 pub mod events;
+pub mod scalars;
 pub mod status;
 pub mod views;
 
@@ -20,5 +21,8 @@ pub use automation::{
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
+pub use scalars::{
+    ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
+};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;

@@ -566,3 +566,43 @@ fn readers_are_tolerant() {
     let error: ApiError = serde_json::from_str(r#"{"code": "too_many", "message": "m"}"#).unwrap();
     assert_eq!(error.code, ErrorCode::Unknown);
 }
+
+#[test]
+fn scalars() {
+    let point = |series: &str, iteration, value| ScalarPoint {
+        title: "loss".into(),
+        series: series.into(),
+        iteration,
+        value,
+    };
+    check(
+        "scalar_batch",
+        &ScalarBatch {
+            attempt: AttemptNo(1),
+            points: vec![point("train", 0, 0.75), point("test", 0, 0.5)],
+        },
+    );
+    check("scalars_stored", &ScalarsStored { stored: 2 });
+    check(
+        "scalar_list",
+        &ScalarList {
+            run_id: run_id(),
+            series: vec![SeriesView {
+                step: step("train"),
+                title: "loss".into(),
+                series: "train".into(),
+                points: vec![(0, 0.75), (2, 0.5)],
+                stride: 2,
+                count: 4,
+                last: (3, 0.25),
+            }],
+        },
+    );
+    assert_eq!(ScalarsChanged::NAME, "scalars");
+    check(
+        "event_scalars",
+        &ScalarsChanged {
+            step: step("train"),
+        },
+    );
+}

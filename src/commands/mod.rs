@@ -4,6 +4,7 @@ mod automation;
 mod inspect;
 mod keygen;
 mod run;
+mod scalars;
 mod serve;
 
 use crate::cli::{Command, ConfigCommand, Global};
@@ -34,6 +35,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Artifacts { command } => inspect::artifacts(&g, command).await,
         Command::Schedule { command } => automation::schedule(&g, command).await,
         Command::Trigger { command } => automation::trigger(&g, command).await,
+        Command::Scalars(args) => scalars::scalars(&g, args).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
         Command::Keygen(args) => keygen::keygen(&args),

@@ -1,9 +1,9 @@
 //! What each channel request does.
 
-use super::wire::{self, Added, Done, Info, Request, Stored, Waited};
+use super::wire::{self, Added, Done, Info, Reported, Request, Stored, Waited};
 use super::{Context, confine, relay};
 use crate::artifacts::{self, TransferError};
-use drover_api::{AddStep, ApiError, ErrorCode};
+use drover_api::{AddStep, ApiError, ErrorCode, ScalarBatch};
 use drover_protocol::message::ArtifactRef;
 
 /// The answer line to one request line.
@@ -12,7 +12,7 @@ pub async fn answer(context: &Context, line: &[u8]) -> String {
         ApiError::new(
             ErrorCode::BadRequest,
             format!(
-                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put or get"
+                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put, get or scalars"
             ),
         )
     });
@@ -66,6 +66,16 @@ async fn run(context: &Context, request: Request) -> Result<String, ApiError> {
             let dest_path = confine::destination(&context.workdir, &dest)?;
             fetch(context, &artifact, &dest_path, &dest).await?;
             Ok(wire::ok(Done {}))
+        }
+        Request::Scalars { points } => {
+            let batch = ScalarBatch {
+                attempt: context.attempt.attempt,
+                points,
+            };
+            let stored = relay::scalars(context, &batch).await?;
+            Ok(wire::ok(Reported {
+                stored: stored.stored,
+            }))
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The controller calls a channel relays, with the agent's own client (and token): adding a
-//! step to the run and long-polling a step until it is terminal. Connection failures and
-//! 502/503/504 answers are retried for a while (the controller may be restarting; adding a
-//! step is idempotent per call); the controller's own errors are passed on with their code.
+//! step to the run, long-polling a step until it is terminal, and reporting scalars.
+//! Connection failures and 502/503/504 answers are retried for a while (the controller may be
+//! restarting; adding a step is idempotent per call); the controller's own errors are passed
+//! on with their code.
 
 use super::Context;
-use drover_api::{AddStep, ApiError, CsrfToken, ErrorCode, StepAdded, StepView};
+use drover_api::{
+    AddStep, ApiError, CsrfToken, ErrorCode, ScalarBatch, ScalarsStored, StepAdded, StepView,
+};
 use drover_protocol::StepName;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -15,6 +18,9 @@ pub const WAIT_SECS: u64 = 30;
 
 /// How long the controller may stay unreachable before the step is told.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long scalars are retried while the controller is unreachable.
+pub const SCALARS_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The least time between two polls of a step that is not terminal yet, should the controller
 /// answer at once.
@@ -32,18 +38,39 @@ pub async fn add_step(context: &Context, request: &AddStep) -> Result<StepAdded,
         "{}/api/v1/runs/{}/steps",
         context.base, context.attempt.run_id
     );
+    post(context, &url, request, PATIENCE).await
+}
+
+/// `POST {base}/api/v1/runs/{run}/steps/{step}/scalars`. Scalars are worth less than the step's
+/// time: a controller that stays unreachable for [`SCALARS_PATIENCE`] is reported to the step.
+pub async fn scalars(context: &Context, batch: &ScalarBatch) -> Result<ScalarsStored, ApiError> {
+    let url = format!(
+        "{}/api/v1/runs/{}/steps/{}/scalars",
+        context.base, context.attempt.run_id, context.attempt.step
+    );
+    post(context, &url, batch, SCALARS_PATIENCE).await
+}
+
+/// POSTs `body` as JSON, retrying transient failures for `patience`, with the CSRF token a
+/// controller without an access token asks for.
+async fn post<B: serde::Serialize, T: DeserializeOwned>(
+    context: &Context,
+    url: &str,
+    body: &B,
+    patience: Duration,
+) -> Result<T, ApiError> {
     let mut delay = Duration::from_millis(200);
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + patience;
     let mut csrf_fetched = false;
     loop {
-        let mut post = context.http.post(&url).json(request);
+        let mut post = context.http.post(url).json(body);
         if let Some(csrf) = context.csrf.lock().await.as_ref() {
             post = post
                 .header(CsrfToken::HEADER, &csrf.token)
                 .header(reqwest::header::COOKIE, &csrf.cookie);
         }
-        match decode(&url, post.send().await).await {
-            Ok(added) => return Ok(added),
+        match decode(url, post.send().await).await {
+            Ok(answer) => return Ok(answer),
             // A controller without a token wants a CSRF token on every POST: fetch one (again,
             // after a controller restart) and ask once more.
             Err(f) if is_csrf_refusal(&f.error) && !csrf_fetched => {

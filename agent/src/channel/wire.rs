@@ -2,7 +2,7 @@
 //! `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}` with the codes of the
 //! HTTP API's `ApiError`.
 
-use drover_api::{ApiError, CallKey, StepView};
+use drover_api::{ApiError, CallKey, ScalarPoint, StepView};
 use drover_protocol::message::ArtifactRef;
 use drover_protocol::spec::StepSpec;
 use drover_protocol::{AttemptNo, RunId, StepName};
@@ -30,6 +30,10 @@ pub enum Request {
     Get {
         artifact: ArtifactRef,
         dest: String,
+    },
+    /// Report scalars of this attempt (`Logger.report_scalar`).
+    Scalars {
+        points: Vec<ScalarPoint>,
     },
 }
 
@@ -59,6 +63,12 @@ pub struct Waited {
 #[derive(Debug, Serialize)]
 pub struct Stored {
     pub artifact: ArtifactRef,
+}
+
+/// The answer to `scalars`: how many points the controller took.
+#[derive(Debug, Serialize)]
+pub struct Reported {
+    pub stored: u64,
 }
 
 /// The answer to `get`: nothing but `ok`.

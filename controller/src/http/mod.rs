@@ -15,6 +15,7 @@ mod guard;
 mod live;
 mod pages;
 mod rerun;
+mod scalars;
 mod scrape;
 pub(crate) mod serve;
 mod steps;
@@ -132,6 +133,12 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route("/api/v1/runs/{run}/steps", post(steps::add_step))
         .route("/api/v1/runs/{run}/steps/{step}", get(steps::get_step))
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/scalars",
+            post(scalars::post),
+        )
+        .route("/api/v1/runs/{run}/scalars", get(scalars::list))
+        .route("/api/v1/runs/{run}/scalars/stream", get(scalars::stream))
         .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(

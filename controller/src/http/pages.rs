@@ -29,6 +29,10 @@ const ASSETS: &[(&str, &str, &str)] = &[
         JAVASCRIPT,
         include_str!("assets/schedules.js"),
     ),
+    ("charts.js", JAVASCRIPT, include_str!("assets/charts.js")),
+    // uPlot, vendored unchanged: see assets/THIRD_PARTY.md for its version, licence and update.
+    ("uplot.js", JAVASCRIPT, include_str!("assets/uplot.js")),
+    ("uplot.css", "text/css", include_str!("assets/uplot.css")),
 ];
 
 /// `contract.js`, generated from `drover-api`: the status lists the pages branch on, so they
@@ -200,7 +204,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 9);
+        assert_eq!(scripts.len(), 11);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -223,7 +227,7 @@ mod tests {
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 16);
+        assert_eq!(imported, 20);
     }
 
     #[test]

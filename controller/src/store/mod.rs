@@ -6,6 +6,7 @@
 
 mod automation;
 mod runs;
+mod scalars;
 pub mod schema;
 mod submits;
 mod version;
@@ -14,6 +15,7 @@ mod version;
 mod compat;
 
 pub use runs::{RunPage, RunQuery};
+pub use scalars::ScalarsError;
 pub use submits::Submitted;
 pub use version::SCHEMA_VERSION;
 
@@ -70,6 +72,8 @@ pub struct Store {
     schedules: sled::Tree,
     triggers: sled::Tree,
     trigger_fired: sled::Tree,
+    /// Each step's reported scalars, a record per series.
+    scalars: scalars::ScalarTree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -133,6 +137,7 @@ impl Store {
             schedules: db.open_tree(automation::SCHEDULES_TREE)?,
             triggers: db.open_tree(automation::TRIGGERS_TREE)?,
             trigger_fired: db.open_tree(automation::TRIGGER_FIRED_TREE)?,
+            scalars: scalars::ScalarTree::open(&db)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -258,6 +263,32 @@ impl Store {
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         decode_all("agent", &self.agents)
+    }
+
+    /// Appends reported points to the step's series (see [`scalars`]).
+    pub fn append_scalars(
+        &self,
+        run: &RunId,
+        step: &drover_protocol::StepName,
+        points: &[drover_api::ScalarPoint],
+    ) -> Result<(), ScalarsError> {
+        self.scalars.append(run, step, points)
+    }
+
+    /// Tells of every step whose scalars are written from now on.
+    pub fn watch_scalars(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<(RunId, drover_protocol::StepName)> {
+        self.scalars.watch()
+    }
+
+    /// The stored series of the run, or of one of its steps, by step name, title and series.
+    pub fn scalars(
+        &self,
+        run: &RunId,
+        step: Option<&drover_protocol::StepName>,
+    ) -> Result<Vec<drover_api::SeriesView>, StoreError> {
+        self.scalars.read(run, step)
     }
 }
 

@@ -9,6 +9,7 @@ mod dynamic;
 mod flow;
 mod hardening;
 mod rerun;
+mod scalars;
 mod server;
 #[path = "../support/mod.rs"]
 mod support;

@@ -102,5 +102,9 @@ class Client:
         """Fetches a stored artifact into `dest` (inside the workdir)."""
         self.request({"op": "get", "artifact": artifact, "dest": os.path.abspath(dest)})
 
+    def scalars(self, points: list[dict[str, Any]]) -> int:
+        """Reports points `{title, series, iteration, value}`; how many the controller took."""
+        return int(self.request({"op": "scalars", "points": points}).get("stored", 0))
+
     def close(self) -> None:
         self._drop()

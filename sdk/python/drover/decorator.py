@@ -27,10 +27,13 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import bundle, dynamic, names, options, requirements
 from .lazy import LazyValue
+
+if TYPE_CHECKING:
+    from .logger import Logger
 
 # ClearML's component arguments drover does not honour, and what to do instead.
 _UNSUPPORTED = {
@@ -639,10 +642,14 @@ class PipelineDecorator:
         return True
 
     @classmethod
-    def get_logger(cls) -> _PrintLogger:
-        """A minimal logger: `report_text` and `report_scalar` print to the step's console,
-        other `report_*` calls warn and do nothing (drover has no metric store yet)."""
-        return _PrintLogger()
+    def get_logger(cls) -> Logger | _PrintLogger:
+        """Inside a step, the step's `Logger` (its scalars are stored with the step). Elsewhere a
+        minimal logger: `report_text` and `report_scalar` print to the console, other
+        `report_*` calls warn and do nothing."""
+        from .task import Task
+
+        task = Task.current_task()
+        return task.get_logger() if task is not None else _PrintLogger()
 
     @classmethod
     def wait_for_multi_pipelines(cls) -> list[Any]:

@@ -1,9 +1,11 @@
 """Logger: ClearML's reporting calls, printed to the console and kept in memory (stdlib only).
 
 Scalars, single values, texts and tables are printed as they are reported and kept on the
-logger, where `Task.get_reported_scalars()` and friends read them back. Nothing is sent to the
-controller yet: inside a drover step they reach the step's console (its log) only, and the
-logger says so once.
+logger, where `Task.get_reported_scalars()` and friends read them back. Inside a drover step,
+scalars and single values are also sent to the controller through the step's channel
+(`drover.scalars`), which stores them with the step and draws them in the web UI; a single
+value is the point (0, value) of the series `name` of the title `Summary`. Texts and tables
+reach the step's console (its log) only, and the logger says so once.
 """
 from __future__ import annotations
 
@@ -16,8 +18,14 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import scalars as scalar_sender
+
 if TYPE_CHECKING:
     from .task import Task
+
+
+# The chart single values are drawn on.
+SUMMARY_TITLE = "Summary"
 
 
 class Logger:
@@ -43,12 +51,19 @@ class Logger:
         return task.get_logger() if task is not None else None
 
     def _console_only(self) -> None:
-        """Inside a step, says once that reports stay in the step's log."""
+        """Inside a step, says once that tables stay in the step's log."""
         if self._task._in_step and not self._said_console_only:
             self._said_console_only = True
             warnings.warn(
-                "drover: Logger reports are printed to the step's console only; storing scalars and "
-                "tables with the step is not supported yet", stacklevel=3)
+                "drover: Logger tables are printed to the step's console only; storing tables with the "
+                "step is not supported yet (scalars are stored)", stacklevel=3)
+
+    def _send(self, title: str, series: str, iteration: int, value: float) -> None:
+        """Inside a step, queues the point for the controller."""
+        if self._task._in_step:
+            sender = scalar_sender.sender()
+            if sender is not None:
+                sender.add(title, series, iteration, value)
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
         """Records `value` at `iteration` on the line `series` of the chart `title`."""
@@ -56,7 +71,7 @@ class Logger:
         step = int(iteration)
         with self._lock:
             self.scalars.setdefault(str(title), {}).setdefault(str(series), []).append((step, number))
-        self._console_only()
+        self._send(str(title), str(series), step, number)
         print(f"drover: scalar {title} / {series} @ {step}: {number:g}", flush=True)
 
     def report_single_value(self, name: str, value: float) -> None:
@@ -64,7 +79,7 @@ class Logger:
         number = _number("report_single_value", value)
         with self._lock:
             self.single_values[str(name)] = number
-        self._console_only()
+        self._send(SUMMARY_TITLE, str(name), 0, number)
         print(f"drover: value {name}: {number:g}", flush=True)
 
     def report_text(self, msg: str, level: int = logging.INFO, print_console: bool = True,
@@ -94,10 +109,12 @@ class Logger:
         print(f"drover: table {title} / {series}{where}:\n{_format(rows)}", flush=True)
 
     def flush(self, wait: bool = False) -> bool:
-        """Flushes the console; reports are kept as they are made, so there is nothing to wait for."""
+        """Flushes the console and, inside a step, sends the scalars not sent yet; with `wait`,
+        returns once the controller took them (False when that did not happen in 30 s)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        return True
+        sender = scalar_sender.sender() if self._task._in_step else None
+        return sender.flush(wait) if sender is not None else True
 
 
 def _number(call: str, value: object) -> float:

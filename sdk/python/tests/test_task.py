@@ -209,7 +209,7 @@ def test_in_a_step_the_task_is_the_step_and_says_what_is_not_supported(in_step):
     assert task.connect({"a": 1}) == {"a": 1}
     assert task.get_offline_mode_folder() is None
     with pytest.warns(UserWarning, match="step's console only"):
-        task.get_logger().report_scalar("loss", "train", 0.5, 1)
+        task.get_logger().report_table("scores", "all", table_plot=[["f1"], [0.5]])
 
 
 def _quiet_init():

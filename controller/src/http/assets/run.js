@@ -1,8 +1,10 @@
-// The run page: the DAG, parameters, outputs, timings, the controller's log and the step panel,
+// The run page: the DAG, parameters, outputs, the steps' scalars, timings, the controller's log
+// and the step panel,
 // kept current by the run's event stream without reloading. A dynamic run's DAG grows as its
 // driver adds steps, and the driver's log is shown as the pipeline's own console.
 import * as drover from './common.js';
 import {followLog} from './console.js';
+import {followScalars} from './charts.js';
 import {dagLegend, drawDag} from './dag.js';
 import {StepPanel, abortRun} from './step.js';
 import {newRunForm} from './newrun.js';
@@ -36,6 +38,10 @@ const pipelineCard = el('section', {class: 'card', id: 'pipeline', hidden: true}
     el('p', {class: 'muted'}, "What the pipeline function printed: the log of the run's driver step."),
     pipelineLog, pipelineStatus));
 let pipelineFollower = null;
+const scalarCharts = el('div');
+const scalarsCard = el('section', {class: 'card', id: 'run-scalars', hidden: true},
+  el('h2', {}, 'Scalars'), el('p', {class: 'muted'}, 'What the steps reported with Logger.report_scalar, one chart per title.'),
+  scalarCharts);
 
 drover.mount(el('div', {},
   title, meta, origin, firedBy, error,
@@ -47,6 +53,7 @@ drover.mount(el('div', {},
     side),
   el('section', {class: 'card'}, newRun),
   pipelineCard,
+  scalarsCard,
   el('section', {class: 'card'}, el('h2', {}, 'Timings'), timings),
   el('section', {class: 'card'}, el('details', {open: true}, el('summary', {}, el('h2', {style: 'display:inline'}, 'Controller log')),
     el('p', {class: 'muted'}, 'What the controller did with this run, from its durable record.'), controllerLog))));
@@ -176,5 +183,6 @@ source.addEventListener('end', () => {
 source.addEventListener('error', () => {
   if (source.readyState !== EventSource.CLOSED) drover.live(false, '○ reconnecting…');
 });
+followScalars(runId, null, scalarCharts, (any) => { scalarsCard.hidden = !any; });
 // Running durations tick without new events.
 setInterval(() => { if (run && run.status === 'running') renderTimings(); }, 1000);

@@ -1,7 +1,9 @@
-// The step panel of the run page: status, attempts, inputs, outputs, cache, then the live
-// console and the code (function source and requirements, or the command).
+// The step panel of the run page: status, attempts, inputs, outputs, cache, the step's scalars
+// as live charts, then the live console and the code (function source and requirements, or the
+// command).
 import * as drover from './common.js';
 import {followLog} from './console.js';
+import {followScalars} from './charts.js';
 import {TERMINAL_STEP_STATUSES} from './contract.js';
 
 /** Quotes an argv for display the way a POSIX shell would need it. */
@@ -20,6 +22,7 @@ export class StepPanel {
     this.onClose = onClose;
     this.name = null;
     this.follower = null;
+    this.scalars = null;
     this.tab = 'console';
     this.root = drover.el('section', {class: 'card', id: 'step-panel'});
   }
@@ -43,9 +46,12 @@ export class StepPanel {
     const tab = (key, label) => drover.el('button', {'data-tab': key, role: 'tab',
       'aria-selected': String(this.tab === key), onclick: () => this.select(key)}, label);
     this.tabs = drover.el('div', {class: 'tabs', role: 'tablist'}, tab('console', 'Console'), tab('code', 'Code'));
-    this.root.replaceChildren(this.info, this.tabs, this.consoleBox, this.codeBox);
+    const charts = drover.el('div');
+    this.scalarsBox = drover.el('div', {id: 'step-scalars', hidden: true}, drover.el('h3', {}, 'Scalars'), charts);
+    this.root.replaceChildren(this.info, this.scalarsBox, this.tabs, this.consoleBox, this.codeBox);
     this.select(this.tab);
     this.follower = followLog(this.runId, step.name, this.console, this.consoleStatus);
+    this.scalars = followScalars(this.runId, step.name, charts, (any) => { this.scalarsBox.hidden = !any; });
   }
 
   select(key) {
@@ -57,7 +63,9 @@ export class StepPanel {
 
   close() {
     if (this.follower) this.follower.close();
+    if (this.scalars) this.scalars.close();
     this.follower = null;
+    this.scalars = null;
     this.name = null;
   }
 

@@ -42,6 +42,7 @@ fn render(store: &Store) -> BTreeMap<PathBuf, Vec<u8>> {
             let (k, v) = item.unwrap();
             let key = match name.as_str() {
                 "run_steps" => step_key_text(&k),
+                "step_scalars" => String::from_utf8(k.to_vec()).unwrap().replace('\0', "/"),
                 _ => String::from_utf8(k.to_vec()).unwrap(),
             };
             if KEYS_ONLY.contains(&name.as_str()) {
@@ -154,13 +155,17 @@ fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
             "run_submits" => rmp_serde::from_slice::<crate::store::Submitted>(bytes).map(drop),
             "schedules" => rmp_serde::from_slice::<ScheduleRecord>(bytes).map(drop),
             "triggers" => rmp_serde::from_slice::<TriggerRecord>(bytes).map(drop),
+            "step_scalars" => {
+                rmp_serde::from_slice::<crate::store::scalars::StoredSeries>(bytes).map(drop)
+            }
             other => panic!("golden file {} of an unknown tree {other}", rel.display()),
         };
         ok.unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
         decoded += 1;
     }
     assert_eq!(
-        decoded, 19,
-        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 2 submissions, 1 schedule, 1 trigger"
+        decoded, 20,
+        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 2 submissions, \
+         1 schedule, 1 trigger, 1 scalar series"
     );
 }

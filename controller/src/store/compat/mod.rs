@@ -351,6 +351,20 @@ async fn write_samples(store: &Store) {
     };
     store.put_submitted(&run_id(), &submitted).unwrap();
     write_automation_samples(store);
+    // Two points of one series the running run's `train` reported.
+    let point = |iteration, value| drover_api::ScalarPoint {
+        title: "loss".into(),
+        series: "train".into(),
+        iteration,
+        value,
+    };
+    store
+        .append_scalars(
+            &run_id(),
+            &drover_protocol::StepName::new("train").unwrap(),
+            &[point(0, 0.75), point(1, 0.5)],
+        )
+        .unwrap();
     store.flush().await.unwrap();
 }
 

@@ -1,0 +1,140 @@
+//! Scalars over HTTP: the test plays the agent relaying a step's scalars; only the step's
+//! current, running attempt is heard; what is stored reads back and is announced on the stream.
+
+use crate::server::Server;
+use crate::support::{finished, next_job, patience};
+use drover_protocol::AgentId;
+use drover_protocol::message::{Claimed, Message};
+use drover_test_support::eventually_async;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+fn batch(attempt: u32, points: &[(&str, &str, i64, f64)]) -> Value {
+    let points: Vec<Value> = points
+        .iter()
+        .map(|(title, series, iteration, value)| {
+            json!({"title": title, "series": series, "iteration": iteration, "value": value})
+        })
+        .collect();
+    json!({"attempt": attempt, "points": points})
+}
+
+async fn step_status(s: &Server, run: &str, want: fn(&str) -> bool) {
+    eventually_async(patience("the step's status"), || async {
+        let (_, view) = s.json(&format!("/api/v1/runs/{run}/steps/make")).await;
+        let status = view["status"].as_str().unwrap_or_default().to_string();
+        if want(&status) { Ok(()) } else { Err(status) }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() {
+    let s = Server::start().await;
+    let mut jobs = s.jobs().await;
+    let run = s.submit().await.to_string();
+    let make = next_job(&mut jobs).await;
+    let agent = AgentId::new("scalars-agent").unwrap();
+    s.event(Message::Claimed(Claimed {
+        run_id: make.run_id.clone(),
+        step: make.step.clone(),
+        attempt: make.attempt,
+        agent: agent.clone(),
+    }))
+    .await;
+    step_status(&s, &run, |st| st == "running").await;
+    let post = format!("/api/v1/runs/{run}/steps/make/scalars");
+    let mut stream = s
+        .stream(&format!("/api/v1/runs/{run}/scalars/stream"))
+        .await;
+
+    let (status, refused) = s
+        .post_json(&post, &batch(2, &[("loss", "x", 0, 1.0)]))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 2 of step make cannot report scalars"),
+        "{refused}"
+    );
+    let (status, refused) = s.post_json(&post, &batch(1, &[("", "x", 0, 1.0)])).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad scalar title"),
+        "{refused}"
+    );
+    let (status, refused) = s
+        .post_json(
+            &format!("/api/v1/runs/{run}/steps/nope/scalars"),
+            &batch(1, &[]),
+        )
+        .await;
+    assert_eq!(status, 404, "{refused}");
+
+    let (status, stored) = s
+        .post_json(
+            &post,
+            &batch(1, &[("loss", "train", 0, 0.5), ("loss", "test", 0, 0.75)]),
+        )
+        .await;
+    assert_eq!(
+        (status, stored["stored"].as_u64()),
+        (200, Some(2)),
+        "{stored}"
+    );
+    let (status, stored) = s
+        .post_json(&post, &batch(1, &[("loss", "train", 1, 0.25)]))
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    let changed = stream.until("scalars", |_| true).await;
+    assert_eq!(changed, json!({"step": "make"}));
+
+    let (status, list) = s
+        .json(&format!("/api/v1/runs/{run}/scalars?step=make"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["run_id"], run.as_str());
+    let series: Vec<(String, Value, Value)> = list["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["series"].as_str().unwrap().to_string(),
+                s["points"].clone(),
+                s["last"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        series,
+        vec![
+            ("test".to_string(), json!([[0, 0.75]]), json!([0, 0.75])),
+            (
+                "train".to_string(),
+                json!([[0, 0.5], [1, 0.25]]),
+                json!([1, 0.25])
+            ),
+        ],
+        "{list}"
+    );
+    let (status, _) = s
+        .json(&format!("/api/v1/runs/{run}/scalars?step=nope"))
+        .await;
+    assert_eq!(status, 404);
+
+    // Once the attempt has ended, nothing more is taken, and the stream ends with the run.
+    s.event(finished(&make, &agent, BTreeMap::new())).await;
+    step_status(&s, &run, |st| st != "running").await;
+    let (status, refused) = s
+        .post_json(&post, &batch(1, &[("loss", "train", 2, 0.0)]))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    s.stop().await;
+}
