@@ -9,11 +9,13 @@
 pub mod dynamic;
 pub mod error;
 pub mod events;
+pub mod external;
 pub mod status;
 pub mod views;
 
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
+pub use external::{LogAppended, Report, StepReport, StepReported};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;

@@ -9,6 +9,7 @@ mod api;
 pub(crate) mod auth;
 mod console;
 pub(crate) mod csrf;
+mod external;
 pub(crate) mod files;
 mod guard;
 mod live;
@@ -102,7 +103,14 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/csrf", get(csrf::token))
         .route("/api/v1/runs/{run}/steps", post(steps::add_step))
         .route("/api/v1/runs/{run}/steps/{step}", get(steps::get_step))
-        .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/log",
+            get(files::get_log).post(external::append_log),
+        )
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/report",
+            post(external::report),
+        )
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(
             "/api/v1/runs/{run}/steps/{step}/artifacts/{name}",

@@ -278,6 +278,7 @@ mod tests {
             spec,
             params: BTreeMap::new(),
             submitted_by: Some("me@here".into()),
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 42);
         let outputs = CachedOutputs::new();
@@ -315,6 +316,7 @@ mod tests {
                     spec,
                     params: BTreeMap::new(),
                     submitted_by: None,
+                    external: false,
                 }),
                 1,
             );
