@@ -271,9 +271,24 @@ class PipelineController:
             return
         params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
         params.update(self._launch_params())
-        _, checked = self._checked()  # the same checks as a submission
-        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
-        ok = self._local.run()
+        spec, checked = self._checked()  # the same checks as a submission
+        from . import record
+
+        run_id = names.new_run_id()
+        recorder = record.Recorder.connect(run_id, f"pipeline {self._name!r}")
+        if recorder is not None and not recorder.submit(spec, self._launch_params()):
+            recorder = None
+        if recorder is not None:
+            self._run_id = run_id
+            print(f"drover: running pipeline '{self._name}' locally (recorded as run {run_id}: {recorder.url})",
+                  flush=True)
+        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True),
+                               recorder=recorder)
+        try:
+            ok = self._local.run()
+        finally:
+            if recorder is not None:
+                recorder.close()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
 
     def wait(self, timeout: float | None = None) -> bool:
