@@ -31,6 +31,9 @@ pub enum Report {
     Started,
     /// The attempt still runs: its lease is renewed.
     Alive { attempt: AttemptNo },
+    /// The runner will not run the step (a `pre_execute_callback` returned False): a step not
+    /// yet running ends `skipped` with `reason`, and so do the steps that depend on it.
+    Skipped { reason: String },
     /// The attempt ended; its outputs are already stored as blobs.
     Finished {
         attempt: AttemptNo,

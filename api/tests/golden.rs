@@ -303,6 +303,15 @@ fn external_runs() {
             },
         },
     );
+    check(
+        "step_report_skipped",
+        &StepReport {
+            runner: runner.clone(),
+            report: Report::Skipped {
+                reason: "pre_execute_callback returned False".into(),
+            },
+        },
+    );
     let output = drover_protocol::message::ArtifactRef {
         digest: Digest::of_bytes(b"hello\n"),
         size: 6,

@@ -3,10 +3,11 @@
 //! `Claimed`, `Heartbeat` and `Finished`. Nothing of such a run is dispatched; when its
 //! submitter goes silent for a lease, the steps it ran fail (see `progress::lose_external`).
 
+use super::progress::{advance, end_step};
 use super::{Ctx, Effects, State, StepRecord, StepStatus, finished, room_left, take_attempt};
 use drover_api::{Report, StepReport, StepReported};
 use drover_protocol::message::Finished;
-use drover_protocol::{RunId, StepName};
+use drover_protocol::{AttemptNo, RunId, StepName};
 
 /// Applies one report about step `step` of the external run `run_id` at time `now`; the answer
 /// says where the step stands. The error is why the report is refused, for the runner to read
@@ -66,6 +67,23 @@ pub fn report(
             if let Some(why) = take_attempt(&mut run.steps[i], &runner, attempt, &ctx) {
                 return Err(why);
             }
+        }
+        Report::Skipped { reason } => {
+            let current = &mut run.steps[i];
+            if !matches!(current.status, StepStatus::Pending | StepStatus::Queued) {
+                return Err(format!(
+                    "step {step} is {}: only a step that has not started can be skipped",
+                    current.status.as_str()
+                ));
+            }
+            // A queued attempt that never ran is withdrawn, not counted.
+            if current.status == StepStatus::Queued && current.attempts.pop().is_some() {
+                current.attempt = AttemptNo(current.attempt.0.saturating_sub(1));
+            }
+            let why = format!("skipped by {runner}: {reason}");
+            end_step(current, StepStatus::Skipped, Some(why), now);
+            advance(run, &mut ctx);
+            ctx.fx.runs.insert(run_id.clone());
         }
         Report::Finished {
             attempt,

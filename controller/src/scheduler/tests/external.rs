@@ -241,3 +241,36 @@ fn an_abort_is_answered_to_the_next_report() {
     .unwrap();
     assert_eq!(st.runs[&run].status, RunStatus::Aborted);
 }
+
+#[test]
+fn a_step_its_runner_skips_ends_skipped_with_its_descendants() {
+    let mut st = new_state();
+    let (run, _) = submit_external(&mut st, TWO, 0);
+    let reason = "pre_execute_callback returned False".to_string();
+    let (answer, _) = send(&mut st, &run, "a", Report::Skipped { reason }, 10).unwrap();
+    assert_eq!(answer.status, StepStatus::Skipped);
+    assert_eq!(
+        answer.attempt,
+        AttemptNo(0),
+        "the queued attempt is withdrawn"
+    );
+    let r = &st.runs[&run];
+    assert!(r.steps[0].attempts.is_empty());
+    assert!(
+        r.steps[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("pre_execute_callback")
+    );
+    assert_eq!(r.steps[1].status, StepStatus::Skipped);
+    assert_eq!(r.status, RunStatus::Succeeded);
+    let again = send(
+        &mut st,
+        &run,
+        "a",
+        Report::Skipped { reason: "x".into() },
+        20,
+    );
+    assert!(again.is_err(), "{again:?}");
+}
