@@ -181,3 +181,41 @@ fn start_locally_with_local_steps_is_recorded() {
     assert!(second.contains("doubling 55"), "{second:?}\n{}", text(&out));
     ran_locally(&run);
 }
+
+#[test]
+fn step_callbacks_run_in_the_local_process_and_a_skip_is_recorded() {
+    let c = cluster();
+    let (out, run_id) = run_case(&c, &["callbacks"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("successful True"), "{stdout}");
+    for line in [
+        "pre first {'kwargs/x': 2}",
+        "pre skipped {'kwargs/x': '${first.y}'}",
+        "status first pending -> running",
+        "status first running -> completed",
+        "status skipped pending -> skipped",
+        "post other completed",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("post first completed {run_id}/first")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pre after"), "{stdout}");
+    let run = status(&c, &run_id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let skipped = Cluster::step(&run, "skipped");
+    assert_eq!(skipped["status"], "skipped", "{run}");
+    assert!(
+        skipped["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pre_execute_callback"),
+        "{run}"
+    );
+    assert_eq!(Cluster::step(&run, "after")["status"], "skipped", "{run}");
+    assert_eq!(Cluster::step(&run, "other")["status"], "succeeded", "{run}");
+    ran_locally(&run);
+}

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import record, refs, runner
+from .node import Node
 from .spec import Step
 from .validate import Checked
 
@@ -44,7 +46,8 @@ class LocalRun:
     """One in-process run: step statuses, the pickle file of every output, and the values."""
 
     def __init__(self, steps: Sequence[Step], checked: Checked, params: Mapping[str, str],
-                 report: Callable[[str], None] = print, recorder: record.Recorder | None = None) -> None:
+                 report: Callable[[str], None] = print, recorder: record.Recorder | None = None,
+                 pipeline: Any = None) -> None:
         by_name = {s.name: s for s in steps}
         self.steps = [by_name[name] for name in checked.order]
         self.checked = checked
@@ -56,6 +59,8 @@ class LocalRun:
         self.ok: bool | None = None
         self.dir = ""
         self.recorder = recorder
+        self.pipeline = pipeline  # what the steps' callbacks get as `pipeline`
+        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks) for s in self.steps}
 
     def _job(self, step: Step) -> runner.Job:
         """The job an agent would get for `step`."""
@@ -74,6 +79,27 @@ class LocalRun:
         if step.timeout:
             warnings.warn(f"step {step.name!r}: time_limit is not enforced when running locally", stacklevel=2)
         job = self._job(step)
+        node = self.nodes[step.name]
+        node.parameters = {f"kwargs/{k}": json.loads(v) for k, v in job["kwargs"].items()}
+        if not node.pre_execute(self.pipeline):
+            why = "pre_execute_callback returned False"
+            if self.recorder is not None:
+                self.recorder.report(step.name, {"kind": "skipped", "reason": why})
+            self._set(step.name, "skipped", why)
+            return False
+        # A callback may have changed the parameters: the step gets them as they are now.
+        for key, value in node.parameters.items():
+            if key.startswith("kwargs/") and key[len("kwargs/"):] in job["kwargs"]:
+                job["kwargs"][key[len("kwargs/"):]] = json.dumps(value)
+        node.job_started = time.time()
+        try:
+            return self._attempts(step, job)
+        finally:
+            node.job_ended = time.time()
+            node.executed = f"{self.recorder.run_id}/{step.name}" if self.recorder else step.name
+            node.post_execute(self.pipeline)
+
+    def _attempts(self, step: Step, job: runner.Job) -> bool:
         if self.recorder is not None:
             return self._run_recorded(step, job, self.recorder)
         for attempt in range(1, step.retries + 2):
@@ -125,6 +151,7 @@ class LocalRun:
 
     def _set(self, name: str, status: str, why: str | None = None) -> None:
         self.status[name] = status
+        self.nodes[name].set_status(self.pipeline, status)
         self.report(f"  {name}: {status}" + (f" ({why})" if why else ""))
 
     def _blocked_by(self, step: Step) -> str | None:
@@ -143,7 +170,8 @@ class LocalRun:
                 why = self._blocked_by(step)
                 if why is not None:
                     self._set(step.name, "skipped", why)
-                elif not self._run_step(step) and not step.continue_on_fail:
+                elif (not self._run_step(step) and not step.continue_on_fail
+                      and self.status[step.name] != "skipped"):  # skipped by its pre_execute_callback
                     failed.append(step.name)
             self.values = self._read_values()
         self.ok = not failed

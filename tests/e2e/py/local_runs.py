@@ -3,7 +3,8 @@
 `python local_runs.py CASE [ARG]`: `ok` (a decorator pipeline under run_locally(): a fan-out,
 a nested component and prints), `raising` (a component raises, so the pipeline does), `hang`
 (takes a file: the pipeline function writes it and then waits to be killed), `controller`
-(a PipelineController run with start_locally(run_pipeline_steps_locally=True)). Connection
+(a PipelineController run with start_locally(run_pipeline_steps_locally=True)), `callbacks`
+(the same with step callbacks; one step is skipped by its pre_execute_callback). Connection
 settings come from DROVER_*.
 """
 import sys
@@ -72,6 +73,30 @@ def controller():
     print("successful", pipe.is_successful())
 
 
+def callbacks():
+    def pre(pipeline, node, parameters):
+        print(f"pre {node.name} {parameters}")
+        return node.name != "skipped"
+
+    def post(pipeline, node):
+        print(f"post {node.name} {node.status} {node.executed}")
+
+    def changed(pipeline, node, previous):
+        print(f"status {node.name} {previous} -> {node.status}")
+
+    hooks = dict(pre_execute_callback=pre, post_execute_callback=post, status_change_callback=changed)
+    pipe = PipelineController(name="local-callbacks", project="e2e", version="1")
+    pipe.add_function_step("first", double, function_kwargs={"x": 2}, function_return=["y"], **hooks)
+    pipe.add_function_step("skipped", double, function_kwargs={"x": "${first.y}"}, function_return=["y"],
+                           **hooks)
+    pipe.add_function_step("after", double, function_kwargs={"x": "${skipped.y}"}, function_return=["y"],
+                           **hooks)
+    pipe.add_function_step("other", double, function_kwargs={"x": "${first.y}"}, function_return=["y"],
+                           **hooks)
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    print("successful", pipe.is_successful(fail_on_step_fail=False))
+
+
 if __name__ == "__main__":
     PipelineDecorator.run_locally()
     case = sys.argv[1]
@@ -83,5 +108,7 @@ if __name__ == "__main__":
         hang(sys.argv[2])
     elif case == "controller":
         controller()
+    elif case == "callbacks":
+        callbacks()
     else:
         raise SystemExit(f"unknown case {case!r}")
