@@ -11,6 +11,7 @@ pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod scalars;
+pub mod external;
 pub mod status;
 pub mod views;
 
@@ -24,5 +25,6 @@ pub use events::SseEvent;
 pub use scalars::{
     ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
 };
+pub use external::{LogAppended, Report, StepReport, StepReported};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;

@@ -286,6 +286,77 @@ fn dynamic_runs() {
 }
 
 #[test]
+fn external_runs() {
+    let runner = AgentId::new("local-laptop-4242").unwrap();
+    check(
+        "step_report_started",
+        &StepReport {
+            runner: runner.clone(),
+            report: Report::Started,
+        },
+    );
+    check(
+        "step_report_alive",
+        &StepReport {
+            runner: runner.clone(),
+            report: Report::Alive {
+                attempt: AttemptNo(1),
+            },
+        },
+    );
+    check(
+        "step_report_skipped",
+        &StepReport {
+            runner: runner.clone(),
+            report: Report::Skipped {
+                reason: "pre_execute_callback returned False".into(),
+            },
+        },
+    );
+    let output = drover_protocol::message::ArtifactRef {
+        digest: Digest::of_bytes(b"hello\n"),
+        size: 6,
+        file_name: FileName::new("return_object.pkl").unwrap(),
+    };
+    let outputs = BTreeMap::from([(
+        drover_protocol::OutputName::new("return_object").unwrap(),
+        output,
+    )]);
+    check(
+        "step_report_finished",
+        &StepReport {
+            runner,
+            report: Report::Finished {
+                attempt: AttemptNo(1),
+                outcome: drover_protocol::message::Outcome::Succeeded,
+                exit_code: Some(0),
+                message: None,
+                outputs: outputs.clone(),
+            },
+        },
+    );
+    check(
+        "step_reported",
+        &StepReported {
+            run_id: run_id(),
+            step: step("step_two"),
+            attempt: AttemptNo(1),
+            status: StepStatus::Succeeded,
+            lease_ms: 30_000,
+            abort_requested: false,
+            outputs,
+        },
+    );
+    check(
+        "log_appended",
+        &LogAppended {
+            attempt: AttemptNo(1),
+            size: 4096,
+        },
+    );
+}
+
+#[test]
 fn fleet() {
     check(
         "agent_list",

@@ -108,6 +108,7 @@ async fn publish(c: &Cluster, toml: &str, n: usize) -> Result<Vec<String>> {
                 spec: spec.clone(),
                 params: Default::default(),
                 submitted_by: Some("bench".into()),
+                external: false,
             })
         })
         .collect();

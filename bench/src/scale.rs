@@ -72,6 +72,7 @@ pub fn worker(n: usize) -> Result<()> {
             spec,
             params: BTreeMap::new(),
             submitted_by: None,
+            external: false,
         }),
         now,
     );

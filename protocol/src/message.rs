@@ -82,6 +82,11 @@ pub struct Submit {
     /// Who submitted (user@host), for display.
     #[serde(default)]
     pub submitted_by: Option<String>,
+    /// The submitter runs the driver and every step itself and reports their attempts over
+    /// HTTP (a decorator pipeline's `run_locally()`): the controller records the run and
+    /// dispatches nothing. See ARCHITECTURE.md, "Runs executed by their submitter".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// CLI/SDK -> controller (services queue): stop a run, or one step of it.

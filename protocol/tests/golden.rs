@@ -102,6 +102,7 @@ fn samples() -> Vec<Message> {
             spec,
             params: BTreeMap::from([("url".into(), "/tmp/iris.pkl".into())]),
             submitted_by: Some("ana@laptop".into()),
+            external: false,
         }),
         Message::Abort(Abort {
             run_id: run(),

@@ -43,6 +43,7 @@ pub async fn run(g: &Global, args: RunArgs) -> Result<ExitCode> {
         spec,
         params,
         submitted_by: submitter(),
+        external: false,
     };
     publish_to_services(g, &queue, Message::Submit(submit)).await?;
     let client = Client::new(g)?;

@@ -21,6 +21,7 @@ mod hosts;
 mod invalid;
 mod limits;
 mod live;
+mod local_runs;
 mod operator;
 mod pipelines;
 mod queues;

@@ -184,6 +184,7 @@ mod tests {
             spec,
             params: Default::default(),
             submitted_by: Some("me@host".into()),
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 1_000);
         let lines = lines(&state.runs[&run_id]);
@@ -223,6 +224,7 @@ mod tests {
             spec,
             params: Default::default(),
             submitted_by: None,
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 1_000);
         let request = drover_api::AddStep {

@@ -10,6 +10,7 @@ pub(crate) mod auth;
 mod automation;
 mod console;
 pub(crate) mod csrf;
+mod external;
 pub(crate) mod files;
 mod guard;
 mod live;
@@ -139,7 +140,14 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route("/api/v1/runs/{run}/scalars", get(scalars::list))
         .route("/api/v1/runs/{run}/scalars/stream", get(scalars::stream))
-        .route("/api/v1/runs/{run}/steps/{step}/log", get(files::get_log))
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/log",
+            get(files::get_log).post(external::append_log),
+        )
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/report",
+            post(external::report),
+        )
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(
             "/api/v1/runs/{run}/steps/{step}/artifacts/{name}",

@@ -49,6 +49,7 @@ pub async fn rerun(
         spec: submitted.spec,
         params: params.clone(),
         submitted_by: request.submitted_by.or(submitted.submitted_by),
+        external: false,
     };
     app.commands
         .send(Command::Rerun {

@@ -3,13 +3,17 @@
 //! carries out the actions.
 
 mod dynamic;
+mod external;
 mod progress;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use dynamic::add_step;
-use progress::{advance, end_step, fail_attempt, hand_back, job_inputs, lose_attempt, step_job};
+pub use external::report;
+use progress::{
+    advance, end_step, fail_attempt, hand_back, job_inputs, lose_attempt, lose_external, step_job,
+};
 pub use state::{
     AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, State, StepCall, StepRecord, StepStatus,
@@ -88,7 +92,10 @@ fn room_left(
         return None;
     }
     let mut room = limits.clone();
-    for run in runs.values().filter(|r| !r.status.is_terminal()) {
+    for run in runs
+        .values()
+        .filter(|r| !r.status.is_terminal() && !r.external)
+    {
         for step in &run.steps {
             let busy = matches!(step.status, StepStatus::Queued | StepStatus::Running);
             if let (true, Some(left)) = (busy, room.get_mut(&step.queue)) {
@@ -171,6 +178,8 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
         for (i, spec) in pipeline.steps.iter().enumerate() {
             match run.steps[i].status {
                 StepStatus::Running => run.steps[i].lease_until = Some(now + ctx.config.lease_ms),
+                // The submitter of an external run takes its queued attempts itself.
+                StepStatus::Queued if run.external => {}
                 StepStatus::Queued => match job_inputs(spec, &run.steps) {
                     Ok(inputs) => {
                         let job =
@@ -228,6 +237,7 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ct
         started_at: None,
         ended_at: None,
         steps: Vec::new(),
+        external: s.external,
     };
     let checked = if s.spec.steps.len() > max_steps {
         Err(format!(
@@ -496,7 +506,10 @@ fn tick(runs: &mut BTreeMap<RunId, RunRecord>, ctx: &mut Ctx) {
         for step in run.steps.iter_mut() {
             let expired =
                 step.status == StepStatus::Running && step.lease_until.is_some_and(|t| t <= now);
-            if expired {
+            if run.external && (expired || external::unclaimed(step, ctx.config.lease_ms, now)) {
+                lose_external(step, ctx.config.lease_ms, now);
+                changed = true;
+            } else if expired {
                 lose_attempt(step, ctx.config.lease_ms, ctx.max_lost_attempts, now);
                 changed = true;
             }

@@ -59,6 +59,35 @@ pub(super) fn lose_attempt(step: &mut StepRecord, lease_ms: u64, max_lost: u32, 
     }
 }
 
+/// The lease of an attempt of an `external` run ran out, or its queued attempt was not taken
+/// within a lease: the submitting process that runs the run's steps is presumed gone, and
+/// nobody else can run the step, so it fails saying so (a driver's failure then ends the run).
+pub(super) fn lose_external(step: &mut StepRecord, lease_ms: u64, now: u64) {
+    let lease = humantime::format_duration(Duration::from_millis(lease_ms));
+    let attempt = step.attempt;
+    let why = match (step.status, step.agent.as_ref()) {
+        (StepStatus::Running, Some(runner)) => format!(
+            "the submitting process {runner} that runs this step locally sent no report for \
+             attempt {attempt} within the lease ({lease}); presumed gone"
+        ),
+        _ => format!(
+            "the submitting process did not start attempt {attempt} within the lease ({lease}); \
+             presumed gone"
+        ),
+    };
+    if let Some(a) = step.current_mut() {
+        a.ended_at = Some(now);
+        a.outcome = Some(AttemptOutcome::Lost);
+        a.message = Some(why.clone());
+    }
+    let status = if step.abort_requested {
+        StepStatus::Aborted
+    } else {
+        StepStatus::Failed
+    };
+    end_step(step, status, Some(why), now);
+}
+
 /// The attempt ended through no fault of the step (agent lost or drained): the step waits for
 /// its next attempt, dispatched by the next `advance`, and `failures` stays as it was.
 pub(super) fn hand_back(step: &mut StepRecord, why: &str) {
@@ -122,6 +151,7 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
         run_id,
         pipeline,
         steps,
+        external,
         ..
     } = run;
     let Some(pipeline) = pipeline.as_ref() else {
@@ -154,7 +184,7 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
             end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
             changed = true;
         } else if parents().all(|p| p.status.is_done()) {
-            changed |= make_ready(run_id, spec, steps, i, ctx);
+            changed |= make_ready(run_id, spec, steps, i, *external, ctx);
         }
     }
     finish_if_done(run, ctx.now) || changed
@@ -212,12 +242,14 @@ fn end_after_driver(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
 
 /// A step whose parents are done: a cache hit ends it at once, otherwise its next attempt is
 /// queued, unless its queue is at its limit (it then waits, and a later tick tries again).
+/// A step of an `external` run is queued for its submitter: no queue limit, no job.
 /// Returns whether the step changed.
 pub(super) fn make_ready(
     run_id: &RunId,
     spec: &Step,
     steps: &mut [StepRecord],
     i: usize,
+    external: bool,
     ctx: &mut Ctx,
 ) -> bool {
     let inputs = match job_inputs(spec, steps) {
@@ -231,7 +263,8 @@ pub(super) fn make_ready(
     if spec.cache && end_from_cache(step, spec, &inputs, ctx) {
         return true;
     }
-    if let Some(left) = ctx.room.as_mut().and_then(|r| r.get_mut(&spec.queue)) {
+    let room = ctx.room.as_mut().filter(|_| !external);
+    if let Some(left) = room.and_then(|r| r.get_mut(&spec.queue)) {
         if *left == 0 {
             return hold(
                 step,
@@ -245,7 +278,7 @@ pub(super) fn make_ready(
     if step.pending_reason.take().is_some() {
         step.message = None;
     }
-    dispatch(run_id, spec, step, inputs, ctx);
+    dispatch(run_id, spec, step, inputs, external, ctx);
     true
 }
 
@@ -286,12 +319,14 @@ fn hold(step: &mut StepRecord, reason: PendingReason) -> bool {
     true
 }
 
-/// Queues the step's next attempt: records it and publishes its job.
+/// Queues the step's next attempt: records it and publishes its job (none for an `external`
+/// run: its submitter takes the attempt over HTTP).
 fn dispatch(
     run_id: &RunId,
     spec: &Step,
     step: &mut StepRecord,
     inputs: Vec<JobInput>,
+    external: bool,
     ctx: &mut Ctx,
 ) {
     step.attempt = step.attempt.next();
@@ -309,6 +344,9 @@ fn dispatch(
         message: None,
         log_delays: Vec::new(),
     });
+    if external {
+        return;
+    }
     let job = step_job(run_id, spec, step.attempt, inputs, ctx.config);
     ctx.fx.actions.push(Action::Dispatch {
         queue: spec.queue.clone(),

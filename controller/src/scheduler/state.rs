@@ -237,6 +237,9 @@ pub struct RunRecord {
     /// One record per pipeline step, in the pipeline's (topological) order.
     #[serde(default)]
     pub steps: Vec<StepRecord>,
+    /// Executed by its submitter, which reports every attempt over HTTP: nothing is dispatched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 impl RunRecord {

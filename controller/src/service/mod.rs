@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError, Submitted};
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
-use drover_api::{AddStep, StepAdded};
+use drover_api::{AddStep, StepAdded, StepReport, StepReported};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
 use drover_protocol::{Names, QueueName, RunId};
@@ -57,9 +57,17 @@ pub(crate) enum Command {
         change: automation::Change,
         reply: automation::Reply,
     },
+    /// The submitter of an external run reports one of its steps (through the HTTP API);
+    /// answered once the change is durable.
+    Report {
+        run: RunId,
+        step: drover_protocol::StepName,
+        report: Box<StepReport>,
+        reply: oneshot::Sender<Result<StepReported, Refused>>,
+    },
 }
 
-/// Why an add-step request got no step.
+/// Why an add-step request or a step report was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// The request is wrong (the scheduler's reason).
@@ -161,6 +169,7 @@ impl Owner {
         let mut deliveries = Vec::new();
         let mut replies = Vec::new();
         let mut changes = Vec::new();
+        let mut reported = Vec::new();
         let mut next = Some(first);
         let mut submitted = Ok(());
         while let Some(command) = next.take() {
@@ -192,6 +201,23 @@ impl Owner {
                     changes.push((change, reply));
                     (None, None)
                 }
+                Command::Report {
+                    run,
+                    step,
+                    report,
+                    reply,
+                } => {
+                    match scheduler::report(&mut self.state, &run, &step, *report, now_ms()) {
+                        Ok((answer, step_fx)) => {
+                            fx.merge(step_fx);
+                            reported.push((reply, answer));
+                        }
+                        Err(why) => {
+                            let _ = reply.send(Err(Refused::Invalid(why)));
+                        }
+                    }
+                    (None, None)
+                }
             };
             if let Some(event) = event {
                 // Kept as sent, so the run can be submitted again as it was.
@@ -204,7 +230,7 @@ impl Owner {
                 }
                 fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
             }
-            if deliveries.len() + replies.len() + changes.len() < MAX_BATCH {
+            if deliveries.len() + replies.len() + changes.len() + reported.len() < MAX_BATCH {
                 next = commands.try_recv().ok();
             }
         }
@@ -217,6 +243,9 @@ impl Owner {
                 for (reply, added) in replies {
                     let _ = reply.send(Ok(added));
                 }
+                for (reply, answer) in reported {
+                    let _ = reply.send(Ok(answer));
+                }
                 for incoming in deliveries {
                     if let Err(e) = incoming.ack().await {
                         tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
@@ -226,6 +255,10 @@ impl Owner {
             Err(e) => {
                 for (reply, _) in replies {
                     let why = format!("cannot persist the added step: {e}; try again");
+                    let _ = reply.send(Err(Refused::Unavailable(why)));
+                }
+                for (reply, _) in reported {
+                    let why = format!("cannot persist the step report: {e}; try again");
                     let _ = reply.send(Err(Refused::Unavailable(why)));
                 }
                 tracing::error!(

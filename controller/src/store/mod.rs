@@ -317,6 +317,7 @@ mod tests {
             spec,
             params: BTreeMap::new(),
             submitted_by: Some("me@here".into()),
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 42);
         let outputs = CachedOutputs::new();
@@ -354,6 +355,7 @@ mod tests {
                     spec,
                     params: BTreeMap::new(),
                     submitted_by: None,
+                    external: false,
                 }),
                 1,
             );

@@ -34,6 +34,8 @@ pub(super) struct Header {
     ended_at: Option<u64>,
     has_pipeline: bool,
     steps: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    external: bool,
 }
 
 impl Header {
@@ -53,6 +55,7 @@ impl Header {
             ended_at: run.ended_at,
             has_pipeline: run.pipeline.is_some(),
             steps: run.steps.len() as u32,
+            external: run.external,
         }
     }
 
@@ -72,6 +75,7 @@ impl Header {
             started_at: self.started_at,
             ended_at: self.ended_at,
             steps,
+            external: self.external,
         }
     }
 }
@@ -344,6 +348,7 @@ mod tests {
             spec: PipelineSpec::from_toml(&toml).unwrap(),
             params: Default::default(),
             submitted_by: None,
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 1);
         {
@@ -388,6 +393,7 @@ mod tests {
             spec: PipelineSpec::from_toml(toml).unwrap(),
             params: Default::default(),
             submitted_by: None,
+            external: false,
         };
         handle(&mut state, Event::Submit(submit), 1);
         let store = Store::open(dir.path()).unwrap();

@@ -88,6 +88,7 @@ pub async fn submit(broker: &Broker, toml: &str, params: &[(&str, &str)], by: &s
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         submitted_by: Some(by.into()),
+        external: false,
     };
     let services = Target::Submit;
     publish(broker, services, &Message::Submit(submit)).await;

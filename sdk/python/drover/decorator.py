@@ -18,6 +18,7 @@ raise NotImplementedError naming them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import json
@@ -25,11 +26,12 @@ import os
 import secrets
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import bundle, dynamic, names, options, requirements
+from . import bundle, dynamic, names, options, record, requirements
 from .lazy import LazyValue
 
 if TYPE_CHECKING:
@@ -309,8 +311,16 @@ class Pipeline:
         from .localagent import LocalAgent
 
         run_id = names.new_run_id()
-        print(f"drover: running pipeline '{self.name}' locally (run {run_id})", flush=True)
-        agent = LocalAgent(run_id, report=lambda line: print(line, flush=True),
+        recorder = self.recorder(run_id, params)
+        terminal = sys.stdout
+
+        def report(line: str) -> None:  # step output: this terminal, not the driver's console
+            terminal.write(line + "\n")
+            terminal.flush()
+
+        where = f"recorded as run {run_id}: {recorder.url}" if recorder else f"run {run_id}"
+        print(f"drover: running pipeline '{self.name}' locally ({where})", flush=True)
+        agent = LocalAgent(run_id, report=report, recorder=recorder,
                            env={"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED") or str(_hash_seed())})
         from .channel import Client
 
@@ -320,9 +330,20 @@ class Pipeline:
         with _State.lock:
             # Threads the pipeline function starts see no context variable: they use this one.
             outer, _State.step_session = _State.step_session, _State.step_session or session
+        attempt = record.RecordedAttempt(recorder, "driver", recorder.start("driver")) if recorder else None
         try:
-            result = self.function(**params)
-            failed = session.wait_all()
+            with attempt or contextlib.nullcontext():
+                try:
+                    result = self.function(**params)
+                    failed = session.wait_all()
+                except BaseException as e:
+                    if attempt is not None:
+                        attempt.write_log(traceback.format_exc())
+                        outcome = "aborted" if attempt.stopped else "failed"
+                        attempt.finish(outcome, 1, attempt.stopped or f"{type(e).__name__}: {e}")
+                    raise
+                if attempt is not None:
+                    attempt.finish("succeeded", 0, None, self._driver_outputs(result, agent))
         finally:
             dynamic.current.reset(token)
             with _State.lock:
@@ -331,12 +352,37 @@ class Pipeline:
                 thread.join()
             session.client.close()
             agent.close()
+            if recorder is not None:
+                recorder.close()
         hard = [(s, st) for s, st in failed if not agent.steps[s].spec.get("continue_on_fail")]
         if hard:
             raise RuntimeError(f"pipeline {self.name!r} failed: "
                                + ", ".join(f"step {s} {status}" for s, status in hard))
         print(f"drover: pipeline '{self.name}' succeeded locally", flush=True)
         return result
+
+    def recorder(self, run_id: str, params: Mapping[str, Any]) -> record.Recorder | None:
+        """A recorder of this local run when a controller is reachable and the run can be
+        described to it (its module's source, JSON arguments); else None, with a warning."""
+        recorder = record.Recorder.connect(run_id, f"pipeline {self.name!r}")
+        if recorder is None:
+            return None
+        try:
+            spec = self.spec(params)
+        except ValueError as e:
+            warnings.warn(f"pipeline {self.name!r} runs here without being recorded: {e}", stacklevel=3)
+            return None
+        return recorder if recorder.submit(spec) else None
+
+    def _driver_outputs(self, result: Any, agent: Any) -> dict[str, Any]:
+        """The driver's output named `return_value` (the function's result, pickled), stored."""
+        if self.return_value is None or agent.recorder is None:
+            return {}
+        path = os.path.join(agent.dir, "driver", "_outputs", f"{self.return_value}.pkl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(dynamic.pickled(result))
+        return {self.return_value: agent.recorder.put_blob(path)}
 
     # -- submitting -------------------------------------------------------------------------
 

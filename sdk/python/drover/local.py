@@ -6,6 +6,10 @@ function object): a step that is not self-contained fails here as it would on an
 cross steps through pickle files, as artifacts do. Which steps run follows the scheduler: a
 step whose parent did not succeed is skipped, every other step runs, and the run fails when a
 step without `continue_on_fail` failed.
+
+With a `Recorder` (a reachable controller, see `drover.record`) the run is recorded there as it
+runs: each step's attempts are taken, logged and ended at the controller, which decides retries
+and may end a step as a cache hit (its outputs are then fetched instead of computed).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import refs, runner
+from . import record, refs, runner
+from .node import Node
 from .spec import Step
 from .validate import Checked
 
@@ -40,7 +46,8 @@ class LocalRun:
     """One in-process run: step statuses, the pickle file of every output, and the values."""
 
     def __init__(self, steps: Sequence[Step], checked: Checked, params: Mapping[str, str],
-                 report: Callable[[str], None] = print) -> None:
+                 report: Callable[[str], None] = print, recorder: record.Recorder | None = None,
+                 pipeline: Any = None) -> None:
         by_name = {s.name: s for s in steps}
         self.steps = [by_name[name] for name in checked.order]
         self.checked = checked
@@ -51,6 +58,9 @@ class LocalRun:
         self.values: dict[str, dict[str, Any]] = {}  # step -> {output: value}, once the run ended
         self.ok: bool | None = None
         self.dir = ""
+        self.recorder = recorder
+        self.pipeline = pipeline  # what the steps' callbacks get as `pipeline`
+        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks) for s in self.steps}
 
     def _job(self, step: Step) -> runner.Job:
         """The job an agent would get for `step`."""
@@ -69,6 +79,29 @@ class LocalRun:
         if step.timeout:
             warnings.warn(f"step {step.name!r}: time_limit is not enforced when running locally", stacklevel=2)
         job = self._job(step)
+        node = self.nodes[step.name]
+        node.parameters = {f"kwargs/{k}": json.loads(v) for k, v in job["kwargs"].items()}
+        if not node.pre_execute(self.pipeline):
+            why = "pre_execute_callback returned False"
+            if self.recorder is not None:
+                self.recorder.report(step.name, {"kind": "skipped", "reason": why})
+            self._set(step.name, "skipped", why)
+            return False
+        # A callback may have changed the parameters: the step gets them as they are now.
+        for key, value in node.parameters.items():
+            if key.startswith("kwargs/") and key[len("kwargs/"):] in job["kwargs"]:
+                job["kwargs"][key[len("kwargs/"):]] = json.dumps(value)
+        node.job_started = time.time()
+        try:
+            return self._attempts(step, job)
+        finally:
+            node.job_ended = time.time()
+            node.executed = f"{self.recorder.run_id}/{step.name}" if self.recorder else step.name
+            node.post_execute(self.pipeline)
+
+    def _attempts(self, step: Step, job: runner.Job) -> bool:
+        if self.recorder is not None:
+            return self._run_recorded(step, job, self.recorder)
         for attempt in range(1, step.retries + 2):
             self._set(step.name, "running")
             if runner.run_reporting(job):
@@ -81,14 +114,50 @@ class LocalRun:
         self._set(step.name, "failed")
         return False
 
+    def _run_recorded(self, step: Step, job: runner.Job, recorder: record.Recorder) -> bool:
+        """Runs the attempts the controller queues for the step until it ends there."""
+        while True:
+            started = recorder.start(step.name)
+            if started["status"] != "running":
+                return self._adopt(step, started, job, recorder)
+            self._set(step.name, "running")
+            with record.RecordedAttempt(recorder, step.name, started) as attempt:
+                ok = runner.run_reporting(job)
+                outputs = {}
+                if ok:
+                    for name in step.returns:
+                        path = os.path.join(job["output_dir"], f"{name}.pkl")
+                        outputs[name] = recorder.put_blob(path)
+                ended = attempt.finish("succeeded" if ok else "failed", 0 if ok else 1, None, outputs)
+            if ended["status"] in record.TERMINAL:
+                if ok:
+                    for name in step.returns:
+                        self.outputs[f"{step.name}.{name}"] = os.path.join(job["output_dir"], f"{name}.pkl")
+                self._set(step.name, str(ended["status"]))
+                return bool(ok)
+            self.report(f"  {step.name}: retrying (the controller queued attempt {int(started['attempt']) + 1})")
+
+    def _adopt(self, step: Step, answer: Mapping[str, Any], job: runner.Job, recorder: record.Recorder) -> bool:
+        """The step ended at the controller without running here: a cache hit (its outputs are
+        fetched) or skipped or aborted there."""
+        status = str(answer["status"])
+        for name, artifact in (answer.get("outputs") or {}).items():
+            path = os.path.join(job["output_dir"], f"{name}.pkl")
+            os.makedirs(job["output_dir"], exist_ok=True)
+            recorder.get_blob(artifact["digest"], path)
+            self.outputs[f"{step.name}.{name}"] = path
+        self._set(step.name, status, "cache hit" if status == "cached" else None)
+        return status in ("succeeded", "cached")
+
     def _set(self, name: str, status: str, why: str | None = None) -> None:
         self.status[name] = status
+        self.nodes[name].set_status(self.pipeline, status)
         self.report(f"  {name}: {status}" + (f" ({why})" if why else ""))
 
     def _blocked_by(self, step: Step) -> str | None:
         """Why `step` cannot run: a parent that ended without succeeding, as the scheduler says it."""
         for parent in self.checked.parents[step.name]:
-            if self.status[parent] != "succeeded":
+            if self.status[parent] not in ("succeeded", "cached"):
                 return f"parent {parent} {self.status[parent]}"
         return None
 
@@ -101,7 +170,8 @@ class LocalRun:
                 why = self._blocked_by(step)
                 if why is not None:
                     self._set(step.name, "skipped", why)
-                elif not self._run_step(step) and not step.continue_on_fail:
+                elif (not self._run_step(step) and not step.continue_on_fail
+                      and self.status[step.name] != "skipped"):  # skipped by its pre_execute_callback
                     failed.append(step.name)
             self.values = self._read_values()
         self.ok = not failed

@@ -6,7 +6,13 @@ in its own thread, once the steps it references have ended, with `DROVER_CHANNEL
 here so its own component calls (nested components) work the same way. Steps are named as the
 controller names them (`c`, `c_1`, ...); a step whose producer did not succeed is skipped, as
 the scheduler skips it. Blobs and outputs live in a temporary directory, addressed by sha256.
-Not done locally: caching, queues and time limits (every step runs at once, here).
+Each running step (and the driver) has a channel socket of its own, so a call names its caller.
+
+With a `Recorder` (a reachable controller, see `drover.record`) the run is recorded: steps are
+added to the controller's run, which names them, and each attempt is taken, kept alive, logged
+and ended there; the controller decides retries and may end a step as a cache hit, whose
+outputs are then fetched instead of run. Without one, nothing is cached, and queues and time
+limits are not applied (every step runs at once, here).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import refs
-from .dynamic import SUCCEEDED
+from .dynamic import SUCCEEDED, TERMINAL
+from .record import Recorder
 
 _SDK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RUN = "import sys; from drover.runner import main; sys.exit(main(sys.argv))"
@@ -38,6 +45,7 @@ class _Step:
         self.message: str | None = None
         self.outputs: dict[str, dict[str, Any]] = {}
         self.done = threading.Event()
+        self.attempt = 0  # the attempt running here and taken at the controller, 0 when none
 
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "outputs": self.outputs, "message": self.message,
@@ -48,47 +56,67 @@ def _bad(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-class LocalAgent:
-    """A channel server at `self.path` running component steps as local subprocesses."""
+class _Caller:
+    """Who speaks on one channel socket: a step (or the driver) and its current attempt."""
 
-    def __init__(self, run_id: str, report: Callable[[str], None] = print, env: dict[str, str] | None = None) -> None:
+    def __init__(self, step: str, attempt: int = 1) -> None:
+        self.step, self.attempt = step, attempt
+
+
+class LocalAgent:
+    """Channel servers (the driver's at `self.path`) running component steps as local subprocesses."""
+
+    def __init__(self, run_id: str, report: Callable[[str], None] = print, env: dict[str, str] | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.run_id = run_id
         self.report = report
         self.env = dict(env or {})
+        self.recorder = recorder
         self.dir = tempfile.mkdtemp(prefix="drover-local-")
-        self.path = os.path.join(self.dir, "channel.sock")
         self.steps: dict[str, _Step] = {}
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.servers: list[socketserver.ThreadingUnixStreamServer] = []
+        self.path = self.serve(_Caller("driver"))
+
+    def serve(self, caller: _Caller) -> str:
+        """A channel socket for `caller`'s requests; its path."""
         agent = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 for line in self.rfile:
                     try:
-                        answer = agent.answer(json.loads(line))
+                        answer = agent.answer(json.loads(line), caller)
                     except Exception as e:  # a bad request must not kill the server
                         answer = _bad("internal", f"{type(e).__name__}: {e}")
                     self.wfile.write(json.dumps(answer).encode("utf-8") + b"\n")
                     self.wfile.flush()
 
-        self.server = socketserver.ThreadingUnixStreamServer(self.path, Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        with self.lock:
+            path = os.path.join(self.dir, f"channel-{len(self.servers)}.sock")
+            server = socketserver.ThreadingUnixStreamServer(path, Handler)
+            server.daemon_threads = True
+            self.servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return path
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- requests ---------------------------------------------------------------------------
 
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, request: dict[str, Any], caller: _Caller) -> dict[str, Any]:
         op = request.get("op")
         if op == "info":
-            return {"ok": True, "run_id": self.run_id, "step": "driver", "attempt": 1, "controller_url": None}
+            return {"ok": True, "run_id": self.run_id, "step": caller.step, "attempt": caller.attempt,
+                    "controller_url": self.recorder.base if self.recorder else None}
         if op == "add_step":
-            return {"ok": True, "step": self.add_step(request["step"]), "existing": False}
+            name, existing = self.add_step(request["step"], request.get("call") or {}, caller)
+            return {"ok": True, "step": name, "existing": existing}
         if op == "wait":
             step = self.steps.get(str(request.get("step")))
             if step is None:
@@ -99,7 +127,10 @@ class LocalAgent:
             path = str(request["path"])
             if not os.path.isfile(path):
                 return _bad("bad_request", f"no such file: {path}")
-            return {"ok": True, "artifact": self.store(path)}
+            artifact = self.store(path)
+            if self.recorder is not None:  # an added step's blob arguments must be stored there
+                self.recorder.put_blob(self.blob_path(artifact["digest"]))
+            return {"ok": True, "artifact": artifact}
         if op == "get":
             source = self.blob_path(request["artifact"]["digest"])
             if not os.path.isfile(source):
@@ -126,19 +157,29 @@ class LocalAgent:
             os.replace(tmp, self.blob_path(digest))
         return {"digest": digest, "size": os.path.getsize(path), "file_name": os.path.basename(path)}
 
-    def add_step(self, spec: dict[str, Any]) -> str:
-        with self.lock:
-            base = str(spec["name"])
-            name, n = base, 0
-            while name in self.steps:
-                n += 1
-                name = f"{base}_{n}"
-            step = _Step(name, spec)
-            self.steps[name] = step
+    def add_step(self, spec: dict[str, Any], call: dict[str, Any], caller: _Caller) -> tuple[str, bool]:
+        """Adds the step (to the recorded run, which names it, or here) and starts its thread."""
+        if self.recorder is not None:
+            name, existing = self.recorder.add_step(caller.step, caller.attempt, call, spec)
+            with self.lock:
+                if name in self.steps:
+                    return name, existing
+                step = _Step(name, spec)
+                self.steps[name] = step
+        else:
+            existing = False
+            with self.lock:
+                base = str(spec["name"])
+                name, n = base, 0
+                while name in self.steps:
+                    n += 1
+                    name = f"{base}_{n}"
+                step = _Step(name, spec)
+                self.steps[name] = step
         thread = threading.Thread(target=self._run, args=(step,), daemon=True)
         self.threads.append(thread)
         thread.start()
-        return name
+        return name, existing
 
     # -- running steps ----------------------------------------------------------------------
 
@@ -155,6 +196,11 @@ class LocalAgent:
             self._run_step(step)
         except Exception as e:
             step.status, step.message = "failed", f"{type(e).__name__}: {e}"
+            if self.recorder is not None and step.attempt:
+                try:  # the attempt could not be run or reported: end it as one that could not run
+                    self.recorder.finish(step.name, step.attempt, "error", None, step.message)
+                except Exception as again:
+                    self.report(f"  {step.name}: cannot report attempt {step.attempt}: {again}")
         finally:
             self.report(f"  {step.name}: {step.status}" + (f" ({step.message})" if step.message else ""))
             step.done.set()
@@ -185,10 +231,16 @@ class LocalAgent:
                "blobs": blobs, "returns": list(function.get("returns") or []), "output_dir": output_dir}
         with open(os.path.join(workdir, "job.json"), "w", encoding="utf-8") as f:
             json.dump(job, f)
+        if self.recorder is not None:
+            self._run_recorded(step, workdir, job, self.recorder)
+            return
         retries = int(step.spec.get("retries") or 0)
+        caller = _Caller(step.name)
+        channel = self.serve(caller)
         for attempt in range(1, retries + 2):
             step.status = "running"
-            code = self._process(step, workdir, attempt)
+            caller.attempt = attempt
+            code = self._process(step, workdir, caller, channel)
             if code == 0:
                 for r in job["returns"]:
                     step.outputs[r] = self.store(os.path.join(output_dir, f"{r}.pkl"))
@@ -198,17 +250,81 @@ class LocalAgent:
         if step.spec.get("continue_on_fail"):
             step.message = f"{step.message} (continue_on_fail)"
 
-    def _process(self, step: _Step, workdir: str, attempt: int) -> int:
+    def _run_recorded(self, step: _Step, workdir: str, job: dict[str, Any], recorder: Recorder) -> None:
+        """Runs the attempts the controller queues for the step until it ends there."""
+        caller = _Caller(step.name)
+        channel = self.serve(caller)
+        while True:
+            answer = recorder.start(step.name)
+            if answer["status"] != "running":
+                self._adopt(step, answer, recorder)
+                return
+            step.status = "running"
+            caller.attempt = step.attempt = attempt = int(answer["attempt"])
+            stopped: list[str] = []
+            log = recorder.log(step.name, attempt)
+            try:
+                code = self._process(step, workdir, caller, channel, log, recorder, stopped)
+            finally:
+                log.close()
+            outputs: dict[str, Any] = {}
+            if code == 0 and not stopped:
+                for r in job["returns"]:
+                    local = self.store(os.path.join(job["output_dir"], f"{r}.pkl"))
+                    outputs[r] = recorder.put_blob(self.blob_path(local["digest"]))
+                    outputs[r]["file_name"] = local["file_name"]
+                ended = recorder.finish(step.name, attempt, "succeeded", 0, None, outputs)
+            elif stopped:
+                ended = recorder.finish(step.name, attempt, "aborted", code, stopped[0])
+            else:
+                ended = recorder.finish(step.name, attempt, "failed", code, None)
+            step.attempt = 0
+            if ended["status"] in TERMINAL:
+                step.outputs = outputs
+                step.status, step.message = str(ended["status"]), None
+                if step.status not in SUCCEEDED:
+                    step.message = f"exit code {code}" if not stopped else stopped[0]
+                return
+            self.report(f"  {step.name}: attempt {attempt} failed (exit code {code}); the controller retries it")
+
+    def _adopt(self, step: _Step, answer: dict[str, Any], recorder: Recorder) -> None:
+        """The step ended at the controller without running here: a cache hit (its outputs are
+        fetched), or skipped or aborted there."""
+        step.status = str(answer["status"])
+        for name, artifact in (answer.get("outputs") or {}).items():
+            dest = self.blob_path(artifact["digest"])
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if not os.path.exists(dest):
+                recorder.get_blob(artifact["digest"], dest)
+            step.outputs[name] = artifact
+        if step.status == "cached":
+            step.message = "cache hit"
+        elif step.status not in SUCCEEDED:
+            step.message = "ended by the controller"
+
+    def _process(self, step: _Step, workdir: str, caller: _Caller, channel: str, log: Any = None,
+                 recorder: Recorder | None = None, stopped: list[str] | None = None) -> int:
+        """Runs one attempt; its output goes to `report` (and `log`). With a recorder the
+        attempt's lease is kept, and a stop the controller asks for kills it (noted in `stopped`)."""
         env = dict(os.environ)
         env.update(self.env)
-        env.update({"DROVER_CHANNEL": self.path, "DROVER_RUN_ID": self.run_id, "DROVER_STEP": step.name,
-                    "DROVER_ATTEMPT": str(attempt)})
+        env.update({"DROVER_CHANNEL": channel, "DROVER_RUN_ID": self.run_id, "DROVER_STEP": step.name,
+                    "DROVER_ATTEMPT": str(caller.attempt)})
         env.update(step.spec.get("env") or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SDK_ROOT, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         process = subprocess.Popen([sys.executable, "-c", _RUN, "job.json"], cwd=workdir, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if recorder is not None:
+            def stop(why: str) -> None:
+                if stopped is not None:
+                    stopped.append(why)
+                process.kill()
+
+            recorder.running(step.name, caller.attempt, stop)
         assert process.stdout is not None
-        for line in process.stdout:
-            self.report(f"[{step.name}] {line.rstrip()}")
+        for raw in process.stdout:
+            if log is not None:
+                log.write(raw)
+            self.report(f"[{step.name}] {raw.decode('utf-8', 'replace').rstrip()}")
         return process.wait()

@@ -32,17 +32,19 @@ def submitted_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def submit(run_id: str, spec: dict[str, Any], params: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A Submit envelope: starts `run_id` with `spec` and parameter overrides."""
-    return envelope(
-        "submit",
-        {
-            "run_id": run_id,
-            "spec": spec,
-            "params": dict(params or {}),
-            "submitted_by": submitted_by(),
-        },
-    )
+def submit(run_id: str, spec: dict[str, Any], params: Mapping[str, str] | None = None,
+           external: bool = False) -> dict[str, Any]:
+    """A Submit envelope: starts `run_id` with `spec` and parameter overrides; `external`: this
+    process runs it and reports its steps (see `drover.record`)."""
+    body: dict[str, Any] = {
+        "run_id": run_id,
+        "spec": spec,
+        "params": dict(params or {}),
+        "submitted_by": submitted_by(),
+    }
+    if external:
+        body["external"] = True
+    return envelope("submit", body)
 
 
 def abort(run_id: str, reason: str) -> dict[str, Any]:

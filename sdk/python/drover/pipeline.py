@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import api, messages, names, options, requirements, settings, spec, validate
+from . import api, messages, names, node, options, requirements, settings, spec, validate
 from .local import LocalRun
 
 # drover's run and step statuses as ClearML's task statuses (completed, failed, stopped).
@@ -137,10 +137,7 @@ class PipelineController:
         given = {
             "repo": (repo, None), "repo_branch": (repo_branch, None), "repo_commit": (repo_commit, None),
             "docker": (docker, None), "docker_args": (docker_args, None),
-            "docker_bash_setup_script": (docker_bash_setup_script, None),
-            "pre_execute_callback": (pre_execute_callback, None),
-            "post_execute_callback": (post_execute_callback, None),
-            "status_change_callback": (status_change_callback, None), "draft": (draft, False),
+            "docker_bash_setup_script": (docker_bash_setup_script, None), "draft": (draft, False),
             "working_dir": (working_dir, None), "project_name": (project_name, None),
             "task_name": (task_name, None), "task_type": (task_type, None),
             "auto_connect_frameworks": (auto_connect_frameworks, None),
@@ -171,6 +168,9 @@ class PipelineController:
             retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
             timeout=spec.timeout_text(name, time_limit),
             priority=spec.check_priority(name, priority),
+            callbacks=node.check(where, {"pre_execute_callback": pre_execute_callback,
+                                         "post_execute_callback": post_execute_callback,
+                                         "status_change_callback": status_change_callback}),
         )
         step.requirements = self._requirements(step, packages)
         options.warn_ignored(where, given)
@@ -242,6 +242,13 @@ class PipelineController:
             )
         if self._run_id is not None:
             raise RuntimeError(f"pipeline {self._name!r} was already started as run {self._run_id}")
+        for step in self._steps:
+            for callback in step.callbacks:
+                raise NotImplementedError(
+                    f"add_function_step({step.name!r}): {callback}= runs in the process that runs the "
+                    "pipeline's logic, which drover supports only for start_locally(run_pipeline_steps_"
+                    "locally=True) so far; run the pipeline that way, or drop the callback"
+                )
         from .submit import publish
 
         message = self._submit_message()
@@ -271,9 +278,24 @@ class PipelineController:
             return
         params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
         params.update(self._launch_params())
-        _, checked = self._checked()  # the same checks as a submission
-        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True))
-        ok = self._local.run()
+        spec, checked = self._checked()  # the same checks as a submission
+        from . import record
+
+        run_id = names.new_run_id()
+        recorder = record.Recorder.connect(run_id, f"pipeline {self._name!r}")
+        if recorder is not None and not recorder.submit(spec, self._launch_params()):
+            recorder = None
+        if recorder is not None:
+            self._run_id = run_id
+            print(f"drover: running pipeline '{self._name}' locally (recorded as run {run_id}: {recorder.url})",
+                  flush=True)
+        self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True),
+                               recorder=recorder, pipeline=self)
+        try:
+            ok = self._local.run()
+        finally:
+            if recorder is not None:
+                recorder.close()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -40,6 +40,9 @@ class Step:
     timeout: str | None = None
     priority: int | None = None  # 0..9, or None for the default (0)
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    # pre_execute_callback, post_execute_callback, status_change_callback: run where the
+    # pipeline's logic runs (start_locally); never part of the spec
+    callbacks: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict, compare=False)
 
     def referenced_steps(self) -> list[str]:
         """Steps whose outputs this step's kwargs reference, in order of first use."""

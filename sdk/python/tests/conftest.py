@@ -67,3 +67,13 @@ def http_server():
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_controller(monkeypatch):
+    """No controller unless a test names one: local runs are not recorded anywhere (and warn
+    once per test that they are not)."""
+    from drover import record
+
+    monkeypatch.setenv("DROVER_URL", "http://127.0.0.1:1")
+    monkeypatch.setattr(record, "_warned", False)

@@ -54,6 +54,14 @@ def test_run_locally_runs_each_component_as_a_subprocess(mode, capsys):
     assert "[double_3] doubling 3" in out  # the step's own output, from its subprocess
 
 
+def test_run_locally_without_a_controller_warns_once_and_runs_unrecorded(mode, capsys):
+    PipelineDecorator.run_locally()
+    with pytest.warns(UserWarning, match="runs here without being recorded") as warned:
+        assert decorated.fan(2) == (2, 2)
+    assert len([w for w in warned if "recorded" in str(w.message)]) == 1
+    assert "recorded as run" not in capsys.readouterr().out
+
+
 def test_run_locally_sets_decorated_nested_and_chained_components(mode, capsys):
     PipelineDecorator.run_locally()
     assert decorated.mixed() == {"set": "set:[1, 2, 3]", "decorated": 2, "nested": 110, "chained": 12, "helped": 20}

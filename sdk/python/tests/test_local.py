@@ -217,3 +217,46 @@ def test_a_failed_local_run_ends_the_process_normally_as_in_clearml(tmp_path):
     assert "drover: pipeline 'exits' failed locally" in out.stdout
     assert "successful: False" in out.stdout
     assert "RuntimeError: this step fails" in out.stderr
+
+
+def test_step_callbacks_run_here_and_a_false_pre_execute_skips_the_subtree():
+    seen = []
+
+    def pre(pipeline, node, parameters):
+        seen.append(("pre", node.name, dict(parameters)))
+        if node.name == "total":
+            return False
+        if node.name == "source":
+            parameters["kwargs/n"] = 3  # the step runs with what the callback leaves
+        return True
+
+    def post(pipeline, node):
+        seen.append(("post", node.name, node.status, pipeline is pipe))
+
+    def changed(pipeline, node, previous):
+        seen.append(("status", node.name, previous, node.status))
+
+    pipe = PipelineController(name="callbacks", project="t", version="1")
+    callbacks = dict(pre_execute_callback=pre, post_execute_callback=post, status_change_callback=changed)
+    pipe.add_function_step(name="source", function=source, function_kwargs=dict(n=5), function_return=["xs"],
+                           **callbacks)
+    pipe.add_function_step(name="total", function=total, function_kwargs=dict(xs="${source.xs}"),
+                           function_return=["t"], **callbacks)
+    pipe.add_function_step(name="biggest", function=biggest, function_kwargs=dict(xs="${source.xs}"),
+                           function_return=["m"], **callbacks)
+    pipe.add_function_step(name="combine", function=combine, function_return=["result"], **callbacks,
+                           function_kwargs=dict(t="${total.t}", m="${biggest.m}", label="x"))
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    assert pipe.is_successful(fail_on_step_fail=False)
+    assert pipe._local.values["source"]["xs"] == [0, 1, 2]
+    assert pipe._local.status == {"source": "succeeded", "total": "skipped", "biggest": "succeeded",
+                                  "combine": "skipped"}
+    assert ("pre", "source", {"kwargs/n": 5}) in seen
+    assert ("pre", "total", {"kwargs/xs": "${source.xs}"}) in seen
+    assert ("status", "source", "pending", "running") in seen
+    assert ("status", "source", "running", "completed") in seen
+    assert ("status", "total", "pending", "skipped") in seen
+    assert ("post", "source", "completed", True) in seen
+    assert ("post", "biggest", "completed", True) in seen
+    assert not any(e[0] == "post" and e[1] in ("total", "combine") for e in seen)
+    assert not any(e[0] == "pre" and e[1] == "combine" for e in seen)  # skipped under its parent

@@ -111,11 +111,23 @@ def test_time_limit_must_be_positive(pipe):
 
 @pytest.mark.parametrize("arg, value", [
     ("docker", "python:3.11"), ("repo", "https://example.invalid/r.git"), ("draft", True),
-    ("pre_execute_callback", print), ("working_dir", "src"), ("retry_on_failure", print),
+    ("working_dir", "src"), ("retry_on_failure", print),
 ])
 def test_unsupported_step_arguments_raise_naming_them(pipe, arg, value):
     with pytest.raises(NotImplementedError, match=arg):
         pipe.add_function_step(name="second", function=one, **{arg: value})
+
+
+@pytest.mark.parametrize("callback", ["pre_execute_callback", "post_execute_callback", "status_change_callback"])
+def test_step_callbacks_are_refused_when_the_pipeline_is_submitted(pipe, callback):
+    pipe.add_function_step(name="second", function=one, **{callback: print})
+    with pytest.raises(NotImplementedError, match=f"'second'.*{callback}.*start_locally"):
+        pipe.start(wait=False)
+
+
+def test_a_step_callback_must_be_callable(pipe):
+    with pytest.raises(TypeError, match="post_execute_callback"):
+        pipe.add_function_step(name="second", function=one, post_execute_callback="not a function")
 
 
 @pytest.mark.parametrize("arg, value", [

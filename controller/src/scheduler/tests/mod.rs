@@ -1,9 +1,11 @@
 //! Scheduler tests: whole runs driven event by event, no broker, time passed in by hand.
 //! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts,
 //! `skips` the shared failure-and-skip cases the SDK's local runs follow too; `handback` lost and
-//! released attempts; `dynamic` steps added by a running driver.
+//! released attempts; `dynamic` steps added by a running driver; `external` runs executed by
+//! their submitter.
 
 mod dynamic;
+mod external;
 mod fencing;
 mod flow;
 mod handback;
@@ -43,6 +45,7 @@ pub(super) fn submit_toml(state: &mut State, steps: &str, now: u64) -> (RunId, E
             spec,
             params: BTreeMap::new(),
             submitted_by: None,
+            external: false,
         }),
         now,
     );

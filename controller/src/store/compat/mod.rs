@@ -203,6 +203,7 @@ fn running_run() -> RunRecord {
         started_at: Some(T0 + 5),
         ended_at: None,
         steps,
+        external: false,
     }
 }
 
@@ -223,6 +224,7 @@ fn rejected_run() -> RunRecord {
         started_at: None,
         ended_at: Some(T0 + 60_000),
         steps: Vec::new(),
+        external: false,
     }
 }
 
@@ -293,6 +295,7 @@ fn dynamic_run() -> RunRecord {
         started_at: Some(T0 + 90_005),
         ended_at: None,
         steps: vec![driver, square],
+        external: false,
     }
 }
 
