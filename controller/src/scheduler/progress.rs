@@ -1,6 +1,7 @@
 //! How a run moves forward: readiness, cache hits, dispatch, failed attempts and retries,
 //! and the run's end. Called by the event handlers in the parent module.
 
+use super::resolve;
 use super::{
     Action, AttemptOutcome, AttemptRecord, Ctx, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, StepRecord, StepStatus,
@@ -220,15 +221,20 @@ pub(super) fn make_ready(
     i: usize,
     ctx: &mut Ctx,
 ) -> bool {
-    let inputs = match job_inputs(spec, steps) {
-        Ok(inputs) => inputs,
+    let ready = job_inputs(spec, steps).and_then(|inputs| {
+        let job = resolve::for_job(run_id, spec, steps, &ctx.config.controller_url)?;
+        let keyed = resolve::for_key(spec, steps)?;
+        Ok((inputs, job, keyed))
+    });
+    let (inputs, job_spec, keyed) = match ready {
+        Ok(ready) => ready,
         Err(why) => {
             end_step(&mut steps[i], StepStatus::Failed, Some(why), ctx.now);
             return true;
         }
     };
     let step = &mut steps[i];
-    if spec.cache && end_from_cache(step, spec, &inputs, ctx) {
+    if spec.cache && end_from_cache(step, &keyed, &inputs, ctx) {
         return true;
     }
     if let Some(left) = ctx.room.as_mut().and_then(|r| r.get_mut(&spec.queue)) {
@@ -245,7 +251,7 @@ pub(super) fn make_ready(
     if step.pending_reason.take().is_some() {
         step.message = None;
     }
-    dispatch(run_id, spec, step, inputs, ctx);
+    dispatch(run_id, &job_spec, step, inputs, ctx);
     true
 }
 
