@@ -203,8 +203,13 @@ async fn attempt(
         })?;
     }
     let exit_code = run_process(&spec, job, log, cancel).await?;
+    let stored = channel.as_ref().map(Channel::artifacts).unwrap_or_default();
     drop(channel);
-    let outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
+    let mut outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
+    // The channel refused artifact names that are declared outputs, so nothing is replaced.
+    for (name, artifact) in stored {
+        outputs.entry(name).or_insert(artifact);
+    }
     Ok(Report {
         outcome: Outcome::Succeeded,
         exit_code,
@@ -289,6 +294,8 @@ fn open_channel(
         slot,
         csrf: Default::default(),
         owner: Default::default(),
+        declared: job.job.outputs.keys().cloned().collect(),
+        artifacts: Default::default(),
     };
     Channel::open(context, &shared.config.work_dir)
         .map_err(|e| Report::error(format!("cannot open the step's channel: {e}")))
@@ -321,7 +328,8 @@ async fn process_spec(
         Reference::Output { step, output } => inputs
             .get(&(step.clone(), output.clone()))
             .map(|p| p.display().to_string()),
-        Reference::Param(_) => None,
+        // Parameters, ids and artifact URLs were filled in by the controller.
+        _ => None,
     };
     let mut env = base_env(job, base, workdir.path());
     if let Some(socket) = given.channel {

@@ -1,7 +1,10 @@
-//! `${...}` references in step commands and arguments: `${pipeline.PARAM}` and `${STEP.OUTPUT}`.
+//! `${...}` references in step commands and arguments: `${pipeline.PARAM}`, `${STEP.OUTPUT}`,
+//! `${STEP.id}` (the step's task id, `<run id>/<step>`) and `${STEP.artifacts.NAME.url}` (the
+//! download URL of one of the step's artifacts, uploaded ones included).
 //!
 //! Only `${NAME.NAME}` is a reference; anything else (`${HOME}`, `$x`) is plain text, so shell
-//! variables keep working. `$${` writes a literal `${`.
+//! variables keep working. `$${` writes a literal `${`. After `STEP.`, `id` and
+//! `artifacts.NAME.url` are read as the step's id and artifact URL, never as output names.
 
 use std::fmt;
 
@@ -12,6 +15,22 @@ pub enum Reference {
     Param(String),
     /// `${STEP.OUTPUT}`: the local path of another step's output.
     Output { step: String, output: String },
+    /// `${STEP.id}`: the step's task id, `<run id>/<step>`, the same for every attempt.
+    StepId { step: String },
+    /// `${STEP.artifacts.NAME.url}`: the URL the controller serves the step's artifact at.
+    ArtifactUrl { step: String, artifact: String },
+}
+
+impl Reference {
+    /// The step a reference points at, for all but `${pipeline.NAME}`.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Reference::Param(_) => None,
+            Reference::Output { step, .. }
+            | Reference::StepId { step }
+            | Reference::ArtifactUrl { step, .. } => Some(step),
+        }
+    }
 }
 
 impl fmt::Display for Reference {
@@ -19,6 +38,10 @@ impl fmt::Display for Reference {
         match self {
             Reference::Param(name) => write!(f, "${{pipeline.{name}}}"),
             Reference::Output { step, output } => write!(f, "${{{step}.{output}}}"),
+            Reference::StepId { step } => write!(f, "${{{step}.id}}"),
+            Reference::ArtifactUrl { step, artifact } => {
+                write!(f, "${{{step}.artifacts.{artifact}.url}}")
+            }
         }
     }
 }
@@ -77,11 +100,23 @@ fn parse_reference(s: &str) -> Option<(Reference, usize)> {
     if head.is_empty() || tail.is_empty() {
         return None;
     }
+    let step = head.to_string();
+    let artifact = tail
+        .strip_prefix("artifacts.")
+        .and_then(|t| t.strip_suffix(".url"))
+        .filter(|name| !name.is_empty());
     let reference = if head == "pipeline" {
         Reference::Param(tail.to_string())
+    } else if tail == "id" {
+        Reference::StepId { step }
+    } else if let Some(artifact) = artifact {
+        Reference::ArtifactUrl {
+            step,
+            artifact: artifact.to_string(),
+        }
     } else {
         Reference::Output {
-            step: head.to_string(),
+            step,
             output: tail.to_string(),
         }
     };
@@ -186,6 +221,36 @@ mod tests {
             _ => None,
         });
         assert_eq!(done, "hello ${x.y} ${lit} /w/in/b!");
+    }
+
+    #[test]
+    fn step_ids_and_artifact_urls() {
+        let refs: Vec<_> =
+            references("${a.id} ${a.artifacts.data.url} ${a.artifacts.url} ${a.idx}").collect();
+        assert_eq!(
+            refs,
+            vec![
+                Reference::StepId { step: "a".into() },
+                Reference::ArtifactUrl {
+                    step: "a".into(),
+                    artifact: "data".into()
+                },
+                Reference::Output {
+                    step: "a".into(),
+                    output: "artifacts.url".into()
+                },
+                Reference::Output {
+                    step: "a".into(),
+                    output: "idx".into()
+                },
+            ]
+        );
+        for r in &refs {
+            assert_eq!(
+                references(&r.to_string()).collect::<Vec<_>>(),
+                std::slice::from_ref(r)
+            );
+        }
     }
 
     #[test]

@@ -408,6 +408,22 @@ impl<'a> RefChecker<'a> {
                     self.inputs.insert((s, o));
                 }
             }
+            // An id always exists; an artifact may be uploaded while its step runs, so it is
+            // looked up when this step is dispatched. Either makes the step a parent.
+            Reference::StepId { step: other } | Reference::ArtifactUrl { step: other, .. } => {
+                if other == self.step {
+                    self.errors
+                        .push(SpecError::SelfReference { step, reference });
+                    return;
+                }
+                if !self.declared.contains_key(other.as_str()) {
+                    self.errors.push(SpecError::UnknownStep { step, reference });
+                    return;
+                }
+                if let Ok(s) = StepName::new(other) {
+                    self.parents.insert(s);
+                }
+            }
         }
     }
 
@@ -415,7 +431,7 @@ impl<'a> RefChecker<'a> {
     fn render(&self, template: &str) -> String {
         refs::render_partial(template, |r| match r {
             Reference::Param(name) => self.params.get(name).cloned(),
-            Reference::Output { .. } => None,
+            _ => None,
         })
     }
 }

@@ -31,6 +31,10 @@ fn reference_json(r: &Reference) -> Value {
     match r {
         Reference::Param(name) => json!({ "param": name }),
         Reference::Output { step, output } => json!({ "step": step, "output": output }),
+        Reference::StepId { step } => json!({ "step": step, "id": true }),
+        Reference::ArtifactUrl { step, artifact } => {
+            json!({ "step": step, "artifact_url": artifact })
+        }
     }
 }
 
@@ -54,6 +58,8 @@ fn value_of<'a>(values: &'a serde_json::Map<String, Value>, r: &Reference) -> Op
     let key = match r {
         Reference::Param(name) => format!("pipeline.{name}"),
         Reference::Output { step, output } => format!("{step}.{output}"),
+        Reference::StepId { step } => format!("{step}.id"),
+        Reference::ArtifactUrl { step, artifact } => format!("{step}.artifacts.{artifact}.url"),
     };
     values.get(&key).map(|v| v.as_str().unwrap())
 }

@@ -1,5 +1,6 @@
 //! The attempt's channel: a Unix socket through which a running Python function step asks its
-//! own agent to add a step to its run, wait for a step, and store or fetch blobs. The agent
+//! own agent to add a step to its run, wait for a step, store or fetch blobs, and store
+//! artifacts of its own (`Task.upload_artifact`). The agent
 //! relays with its own credentials to the controller it is configured with, so the step holds
 //! no secret, and the channel dies with the attempt.
 //!
@@ -18,7 +19,9 @@ mod tests;
 
 use crate::artifacts::Route;
 use crate::slots::AttemptSlot;
-use drover_protocol::message::AttemptRef;
+use drover_protocol::OutputName;
+use drover_protocol::message::{ArtifactRef, AttemptRef};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,13 +50,22 @@ pub(crate) struct Context {
     /// The step's process group once it is spawned: from then on only its processes are
     /// answered, so another step that finds this socket cannot speak for this attempt.
     pub owner: Arc<std::sync::OnceLock<i32>>,
+    /// The outputs the job declares (a function's return values): an artifact may not take
+    /// one of their names.
+    pub declared: BTreeSet<OutputName>,
+    /// The artifacts the step stored (`artifact`), reported with its outputs on success.
+    pub artifacts: StoredArtifacts,
 }
+
+/// The artifacts a step stored through its channel, by name.
+pub(crate) type StoredArtifacts = Arc<std::sync::Mutex<BTreeMap<OutputName, ArtifactRef>>>;
 
 /// A listening channel; dropping it stops serving and removes the socket.
 pub(crate) struct Channel {
     path: PathBuf,
     stop: CancellationToken,
     owner: Arc<std::sync::OnceLock<i32>>,
+    artifacts: StoredArtifacts,
 }
 
 impl Channel {
@@ -74,12 +86,26 @@ impl Channel {
         })?;
         let stop = CancellationToken::new();
         let owner = context.owner.clone();
+        let artifacts = context.artifacts.clone();
         tokio::spawn(accept(listener, Arc::new(context), stop.clone()));
-        Ok(Channel { path, stop, owner })
+        Ok(Channel {
+            path,
+            stop,
+            owner,
+            artifacts,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The artifacts the step has stored so far.
+    pub fn artifacts(&self) -> BTreeMap<OutputName, ArtifactRef> {
+        self.artifacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Where the step's process group is set once spawned.

@@ -12,7 +12,7 @@ pub async fn answer(context: &Context, line: &[u8]) -> String {
         ApiError::new(
             ErrorCode::BadRequest,
             format!(
-                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put, get or scalars"
+                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put, get, scalars or artifact"
             ),
         )
     });
@@ -60,6 +60,27 @@ async fn run(context: &Context, request: Request) -> Result<String, ApiError> {
             let artifact = artifacts::retrying(&what, || artifacts::upload(&context.route, &file))
                 .await
                 .map_err(|e| transfer_error(&what, e))?;
+            Ok(wire::ok(Stored { artifact }))
+        }
+        Request::Artifact { name, path } => {
+            if context.declared.contains(&name) {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "artifact \"{name}\" has the name of one of the step's return values (function_return); upload it under another name"
+                    ),
+                ));
+            }
+            let file = confine::existing_file(&context.workdir, &path)?;
+            let what = format!("storing artifact \"{name}\"");
+            let artifact = artifacts::retrying(&what, || artifacts::upload(&context.route, &file))
+                .await
+                .map_err(|e| transfer_error(&what, e))?;
+            context
+                .artifacts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name, artifact.clone());
             Ok(wire::ok(Stored { artifact }))
         }
         Request::Get { artifact, dest } => {

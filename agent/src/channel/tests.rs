@@ -9,7 +9,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use drover_api::{AddStep, ApiError, ErrorCode, StepAdded};
-use drover_protocol::{AttemptNo, RunId, StepName};
+use drover_protocol::{AttemptNo, OutputName, RunId, StepName};
 use drover_storage::LocalBlobs;
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -121,6 +121,8 @@ async fn setup() -> Setup {
         slot: guard.attempt_slot(),
         csrf: Default::default(),
         owner: Default::default(),
+        declared: [OutputName::new("result").unwrap()].into(),
+        artifacts: Default::default(),
     };
     let channel = Channel::open(context, &root).unwrap();
     Setup {
@@ -324,6 +326,49 @@ async fn put_and_get_move_files_through_the_store() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn artifacts_are_kept_for_the_report_and_may_not_take_a_return_name() {
+    let s = setup().await;
+    let mut conn = Conn::open(&s).await;
+    std::fs::write(s.workdir.join("a.pkl"), b"first").unwrap();
+    std::fs::write(s.workdir.join("b.csv"), b"second").unwrap();
+    let stored = conn
+        .ask(json!({"op": "artifact", "name": "data", "path": "a.pkl"}))
+        .await;
+    assert_eq!(stored["ok"], true, "{stored}");
+    // Storing a name again replaces it, as ClearML's upload_artifact does.
+    let again = conn
+        .ask(json!({"op": "artifact", "name": "data", "path": "b.csv"}))
+        .await;
+    assert_eq!(again["artifact"]["file_name"], "b.csv", "{again}");
+    let clash = conn
+        .ask(json!({"op": "artifact", "name": "result", "path": "a.pkl"}))
+        .await;
+    assert_eq!(code(&clash), "bad_request");
+    assert!(
+        clash["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"result\" has the name of one of the step's return values"),
+        "{clash}"
+    );
+    let bad_name = conn
+        .ask(json!({"op": "artifact", "name": "a/b", "path": "a.pkl"}))
+        .await;
+    assert_eq!(code(&bad_name), "bad_request");
+    let outside = conn
+        .ask(json!({"op": "artifact", "name": "x", "path": "/etc/hostname"}))
+        .await;
+    assert_eq!(code(&outside), "forbidden");
+    let kept = s.channel.artifacts();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let data = &kept[&OutputName::new("data").unwrap()];
+    assert_eq!(
+        (data.file_name.as_str(), data.digest.clone()),
+        ("b.csv", drover_protocol::Digest::of_bytes(b"second"))
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use drover_api::{ApiError, CallKey, ScalarPoint, StepView};
 use drover_protocol::message::ArtifactRef;
 use drover_protocol::spec::StepSpec;
-use drover_protocol::{AttemptNo, RunId, StepName};
+use drover_protocol::{AttemptNo, OutputName, RunId, StepName};
 use serde::{Deserialize, Serialize};
 
 /// What a step asks its agent.
@@ -34,6 +34,12 @@ pub enum Request {
     /// Report scalars of this attempt (`Logger.report_scalar`).
     Scalars {
         points: Vec<ScalarPoint>,
+    },
+    /// Store a file of the workdir as the step's artifact `name`: reported with the step's
+    /// outputs when the attempt succeeds. Storing a name again replaces it.
+    Artifact {
+        name: OutputName,
+        path: String,
     },
 }
 

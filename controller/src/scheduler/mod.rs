@@ -5,6 +5,7 @@
 mod dynamic;
 mod external;
 mod progress;
+mod resolve;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -20,7 +21,7 @@ pub use state::{
 };
 
 use drover_protocol::message::{
-    Abort, Cancel, Claimed, Finished, Heartbeat, Outcome, StepJob, Submit,
+    Abort, Cancel, Claimed, Finished, Heartbeat, JobKind, Outcome, StepJob, Submit,
 };
 use drover_protocol::validate::validate;
 use drover_protocol::{AgentId, AttemptNo, QueueName, RunId, StepName};
@@ -180,10 +181,16 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
                 StepStatus::Running => run.steps[i].lease_until = Some(now + ctx.config.lease_ms),
                 // The submitter of an external run takes its queued attempts itself.
                 StepStatus::Queued if run.external => {}
-                StepStatus::Queued => match job_inputs(spec, &run.steps) {
-                    Ok(inputs) => {
-                        let job =
-                            step_job(&run.run_id, spec, run.steps[i].attempt, inputs, ctx.config);
+                StepStatus::Queued => match job_inputs(spec, &run.steps).and_then(|inputs| {
+                    let url = &ctx.config.controller_url;
+                    Ok((
+                        inputs,
+                        resolve::for_job(&run.run_id, spec, &run.steps, url)?,
+                    ))
+                }) {
+                    Ok((inputs, job_spec)) => {
+                        let attempt = run.steps[i].attempt;
+                        let job = step_job(&run.run_id, &job_spec, attempt, inputs, ctx.config);
                         ctx.fx.actions.push(Action::Dispatch {
                             queue: spec.queue.clone(),
                             job,
@@ -438,10 +445,14 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         .collect();
     match f.outcome {
         Outcome::Succeeded if missing.is_empty() => {
+            // Besides its declared outputs, a function step reports the artifacts it stored
+            // itself (`Task.upload_artifact`); they are its outputs as well.
             step.outputs = f
                 .outputs
                 .into_iter()
-                .filter(|(name, _)| spec.outputs.contains_key(name))
+                .filter(|(name, _)| {
+                    spec.outputs.contains_key(name) || matches!(spec.kind, JobKind::Function { .. })
+                })
                 .collect();
             if let (true, Some(key)) = (spec.cache, step.cache_key.clone()) {
                 ctx.cache.insert(key.clone(), step.outputs.clone());

@@ -1,6 +1,7 @@
 //! How a run moves forward: readiness, cache hits, dispatch, failed attempts and retries,
 //! and the run's end. Called by the event handlers in the parent module.
 
+use super::resolve;
 use super::{
     Action, AttemptOutcome, AttemptRecord, Ctx, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, StepRecord, StepStatus,
@@ -252,15 +253,20 @@ pub(super) fn make_ready(
     external: bool,
     ctx: &mut Ctx,
 ) -> bool {
-    let inputs = match job_inputs(spec, steps) {
-        Ok(inputs) => inputs,
+    let ready = job_inputs(spec, steps).and_then(|inputs| {
+        let job = resolve::for_job(run_id, spec, steps, &ctx.config.controller_url)?;
+        let keyed = resolve::for_key(spec, steps)?;
+        Ok((inputs, job, keyed))
+    });
+    let (inputs, job_spec, keyed) = match ready {
+        Ok(ready) => ready,
         Err(why) => {
             end_step(&mut steps[i], StepStatus::Failed, Some(why), ctx.now);
             return true;
         }
     };
     let step = &mut steps[i];
-    if spec.cache && end_from_cache(step, spec, &inputs, ctx) {
+    if spec.cache && end_from_cache(step, &keyed, &inputs, ctx) {
         return true;
     }
     let room = ctx.room.as_mut().filter(|_| !external);
@@ -278,7 +284,7 @@ pub(super) fn make_ready(
     if step.pending_reason.take().is_some() {
         step.message = None;
     }
-    dispatch(run_id, spec, step, inputs, external, ctx);
+    dispatch(run_id, &job_spec, step, inputs, external, ctx);
     true
 }
 

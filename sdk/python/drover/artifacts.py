@@ -1,9 +1,14 @@
-"""A task's artifacts kept in a local directory: objects pickled, files copied, folders zipped.
+"""A task's artifacts: objects pickled, files kept as they are, folders zipped.
 
-This is how an offline `Task` stores `upload_artifact`: each artifact in `<dir>/<name>/`, where
-`<dir>` is the task's offline directory (see `drover.task`). `Artifact` reads one back the way
-ClearML's does: `.get()` the object (or a local path for files and folders), `.get_local_copy()`
-a local path, `.url` a `file://` URL.
+An offline `Task` keeps `upload_artifact` in a local directory: each artifact in `<dir>/<name>/`,
+where `<dir>` is the task's offline directory (see `drover.task`). `Artifact` reads one back the
+way ClearML's does: `.get()` the object (or a local path for files and folders),
+`.get_local_copy()` a local path, `.url` a `file://` URL.
+
+A drover step's artifacts (its return values and what it uploaded) are `StoredArtifact`s: the
+same methods, fetched when first used, through the step's channel inside a step and over the
+HTTP API with the configured token outside. Their kind follows the stored file's name: a
+pickled object is `<name>.pkl`, a folder a `.zip` archive, anything else a file.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import os
 import pathlib
 import pickle
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import names
@@ -91,3 +96,63 @@ def store(directory: str, name: str, artifact_object: Any, metadata: Mapping[str
     if delete_after_upload and kind == "file" and source is not None:
         os.unlink(source)
     return Artifact(name, kind, path, metadata)
+
+
+# Fetches a stored artifact (`{"digest", "size", "file_name"}`) into a local path.
+Fetch = Callable[[Mapping[str, Any], str], None]
+
+
+def stored_kind(name: str, file_name: str) -> str:
+    """"pickle", "folder" or "file": what a stored artifact holds, from its file's name."""
+    if file_name == f"{name}.pkl":
+        return "pickle"
+    if file_name.lower().endswith(".zip"):
+        return "folder"
+    return "file"
+
+
+class StoredArtifact:
+    """An artifact stored with a drover step: `name`, `type`, `url`, `size`, `metadata`; the
+    file is fetched into `cache_dir/<digest>/` when first needed."""
+
+    def __init__(self, name: str, ref: Mapping[str, Any], url: str, fetch: Fetch, cache_dir: str) -> None:
+        self.name = name
+        self.ref = dict(ref)
+        self.url = url
+        self.type = stored_kind(name, str(ref["file_name"]))
+        self.metadata: dict[str, Any] = {}
+        self._fetch = fetch
+        self._path = os.path.join(cache_dir, str(ref["digest"]).replace(":", "_"), str(ref["file_name"]))
+
+    @property
+    def size(self) -> int:
+        return int(self.ref["size"])
+
+    def get_local_copy(self, extract_archive: bool | None = None, raise_on_error: bool = False,
+                       force_download: bool = False) -> str:
+        """A local path to the artifact's file; a folder's archive is extracted (beside it,
+        once) unless `extract_archive` is False."""
+        if force_download or not os.path.isfile(self._path):
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+            self._fetch(self.ref, self._path)
+        if self.type == "folder" and extract_archive is not False:
+            target = self._path[: -len(".zip")]
+            if force_download or not os.path.isdir(target):
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                shutil.unpack_archive(self._path, target, "zip")
+            return target
+        return self._path
+
+    def get(self, force_download: bool = False, deserialization_function: Any = None) -> Any:
+        """The object for a pickled artifact; a local path for a file or a folder."""
+        path = self.get_local_copy(force_download=force_download)
+        if self.type != "pickle":
+            return path
+        with open(path, "rb") as f:
+            if deserialization_function is not None:
+                return deserialization_function(f.read())
+            return pickle.load(f)
+
+    def __repr__(self) -> str:
+        return f"<StoredArtifact {self.name!r} ({self.type}) at {self.url}>"

@@ -1,8 +1,11 @@
-"""`${pipeline.PARAM}` and `${STEP.OUTPUT}` references, parsed exactly as the controller parses them.
+"""`${pipeline.PARAM}`, `${STEP.OUTPUT}`, `${STEP.id}` and `${STEP.artifacts.NAME.url}`
+references, parsed exactly as the controller parses them.
 
 Only `${NAME.NAME}` (letters, digits, `_`, `-`, `.`; split at the first dot) is a reference;
 other `${...}` text stays as written, so shell variables keep working, and `$${` writes a
-literal `${`. The cases in `protocol/tests/golden/cases/refs.json` pin this for both sides.
+literal `${`. After `STEP.`, `id` is the step's task id and `artifacts.NAME.url` the URL of one
+of its artifacts (the controller fills both in when it dispatches the consuming step); anything
+else is an output. The cases in `protocol/tests/golden/cases/refs.json` pin this for both sides.
 """
 
 from __future__ import annotations
@@ -39,9 +42,38 @@ class Output:
         return f"{self.step}.{self.output}"
 
 
-Reference = Param | Output
+@dataclasses.dataclass(frozen=True)
+class StepId:
+    """`${STEP.id}`: the step's task id, `<run id>/<step>`."""
+
+    step: str
+
+    def __str__(self) -> str:
+        return f"${{{self.step}.id}}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.step}.id"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactUrl:
+    """`${STEP.artifacts.NAME.url}`: the URL the controller serves one of the step's artifacts at."""
+
+    step: str
+    artifact: str
+
+    def __str__(self) -> str:
+        return f"${{{self.key}}}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.step}.artifacts.{self.artifact}.url"
+
+
+Reference = Param | Output | StepId | ArtifactUrl
 # A piece of a template: plain text (a str) or a reference.
-Part = str | Param | Output
+Part = str | Param | Output | StepId | ArtifactUrl
 
 
 def is_reference_name(text: str) -> bool:
@@ -62,8 +94,17 @@ def _reference_at(text: str, start: int) -> tuple[Reference, int] | None:
     head, dot, tail = inner.partition(".")
     if not dot or not head or not tail:
         return None
-    reference: Reference = Param(tail) if head == "pipeline" else Output(head, tail)
-    return reference, end + 1
+    return _reference(head, tail), end + 1
+
+
+def _reference(head: str, tail: str) -> Reference:
+    if head == "pipeline":
+        return Param(tail)
+    if tail == "id":
+        return StepId(head)
+    if tail.startswith("artifacts.") and tail.endswith(".url") and len(tail) > len("artifacts..url"):
+        return ArtifactUrl(head, tail[len("artifacts."):-len(".url")])
+    return Output(head, tail)
 
 
 def parse(text: str) -> list[Part]:

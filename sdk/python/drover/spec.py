@@ -45,12 +45,12 @@ class Step:
     callbacks: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict, compare=False)
 
     def referenced_steps(self) -> list[str]:
-        """Steps whose outputs this step's kwargs reference, in order of first use."""
+        """Steps this step's kwargs reference (outputs, ids, artifact URLs), in order of first use."""
         seen: list[str] = []
         for value in self.values.values():
             if isinstance(value, str):
                 for reference in refs.references(value):
-                    if isinstance(reference, refs.Output) and reference.step not in seen:
+                    if not isinstance(reference, refs.Param) and reference.step not in seen:
                         seen.append(reference.step)
         return seen
 

@@ -32,7 +32,7 @@ def _basename(url: str, name: str | None) -> str:
     return os.path.basename(path.rstrip("/")) or "download"
 
 
-def _download(url: str, target: str) -> None:
+def download(url: str, target: str) -> None:
     """Downloads into a temporary file beside `target`, then renames it into place, so a
     crash or a concurrent reader never sees a partial file."""
     directory = os.path.dirname(target)
@@ -79,6 +79,13 @@ def _extract(archive: str, force: bool) -> str:
     return target
 
 
+def _drover_artifact(url: str, force_download: bool) -> str | None:
+    """The local copy of a drover artifact's URL, under its own file name; None for any other URL."""
+    from . import stepartifacts  # late: it imports this module
+
+    return stepartifacts.local_copy(url, force_download)
+
+
 class StorageManager:
     """Fetches files referenced by path or URL, as ClearML's StorageManager does for the
     schemes drover supports: local paths, `file://` and `http(s)://`."""
@@ -94,6 +101,9 @@ class StorageManager:
         `~/.cache/drover/storage/<sha256 of url>/<file name>`) and reused until
         `force_download`; a downloaded zip or tar archive is extracted beside it and the
         directory returned unless `extract_archive` is False. `cache_context` separates caches.
+        A drover artifact's URL (`${step.artifacts.NAME.url}`, `task.artifacts[NAME].url`) is
+        fetched under the artifact's own file name: inside a step of its run through the step's
+        channel, which needs no token; elsewhere with the configured token.
         """
         if not remote_url:
             raise ValueError("get_local_copy needs a path or URL, got an empty value")
@@ -106,8 +116,11 @@ class StorageManager:
             if cache_context:
                 key = os.path.join(str(cache_context), key)
             target = os.path.join(cache_root(), key, _basename(url, name))
-            if force_download or not os.path.isfile(target):
-                _download(url, target)
+            stored = _drover_artifact(url, force_download)
+            if stored is not None:
+                target = stored
+            elif force_download or not os.path.isfile(target):
+                download(url, target)
             if extract_archive and _is_archive(target):
                 return _extract(target, force_download)
             return target

@@ -1,4 +1,4 @@
-"""Task: ClearML's experiment object, as far as drover runs it without a controller (stdlib only).
+"""Task: ClearML's experiment object, as far as drover runs it (stdlib only).
 
 `Task.init` outside a drover step runs the task **offline**: it warns once, says where the task
 keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`), keeps
@@ -7,10 +7,12 @@ and reports on its `Logger`. Registering a task with the controller is not suppo
 this happens whether or not a controller is reachable (the warning says which).
 
 Inside a drover step (the agent sets `DROVER_RUN_ID` and `DROVER_STEP`), `Task.init` and
-`Task.current_task()` give that step's task. What needs the controller from inside a step
-(storing artifacts with the step, parameter overrides, scalars in the UI) is not supported yet:
-`upload_artifact` raises NotImplementedError naming the alternative, `connect` returns the
-values as given, and the logger prints to the step's console and says so.
+`Task.current_task()` give that step's task, whose id is `<run id>/<step>` (the same for every
+attempt). `upload_artifact` stores the object as one of the step's outputs through the step's
+channel (see `drover.stepartifacts`), and `Task.get_task(task_id=...)` gives another step of
+the run, read-only, whose `artifacts` are fetched through the channel as well (outside a step,
+through the HTTP API). Parameter overrides are not supported yet: `connect` returns the values
+as given, and the logger prints to the step's console and says so.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from . import artifacts, options, settings, task_types
+from . import artifacts, options, settings, stepartifacts, task_types
 from .logger import Logger
 from .task_types import TaskTypes
 
@@ -69,9 +71,10 @@ class Task:
         self._parameters: dict[str, Any] = {}  # "Section/name" -> the connected value
         self._overrides: dict[str, str] = {}  # "Section/name" -> the value to apply on connect
         self._configurations: dict[str, Any] = {}
-        self._artifacts: dict[str, artifacts.Artifact] = {}
+        self._artifacts: dict[str, artifacts.Artifact | artifacts.StoredArtifact] = {}
         self._logger = Logger(self)
         self._closed = False
+        self._read_only = False
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -133,6 +136,34 @@ class Task:
     def running_locally() -> bool:
         """False inside a drover step (run by an agent), True otherwise."""
         return _step_env() is None
+
+    @classmethod
+    def get_task(cls, task_id: str | None = None, project_name: str | None = None, task_name: str | None = None,
+                 tags: Sequence[str] | None = None, allow_archived: bool = True,
+                 task_filter: Mapping[str, Any] | None = None) -> Task:
+        """The task of a drover step, read-only, by its id `<run id>/<step>` (`task.id`,
+        `${step.id}`): its artifacts are the step's outputs. Inside a step, only steps of the
+        same run are reachable, and another step is read once it has ended."""
+        if task_id is None:
+            raise NotImplementedError(
+                "Task.get_task(project_name=, task_name=): looking tasks up by name needs tasks registered "
+                "with the controller, which drover does not support yet; pass task_id='<run id>/<step>' "
+                "(a step's task.id, or ${step.id} in a pipeline)")
+        run, slash, step = str(task_id).partition("/")
+        if not slash or not run or not step:
+            raise ValueError(f"Task.get_task: {task_id!r} is not a drover task id: give '<run id>/<step>', "
+                             "as a step's task.id or ${step.id} in a pipeline gives it")
+        current = cls.current_task()
+        if current is not None and current.id == task_id:
+            return current
+        try:
+            found = stepartifacts.step_artifacts(run, step)
+        except stepartifacts.StepNotFound as e:
+            raise ValueError(f"Task.get_task: no task {task_id!r}: {e}") from None
+        task = cls(task_id, project_name or "", step, TaskTypes.training, in_step=False, directory=None)
+        task._read_only = True
+        task._artifacts.update(found)
+        return task
 
     # -- what it is ---------------------------------------------------------------------------
 
@@ -221,24 +252,35 @@ class Task:
                         preview: Any = None, wait_on_upload: bool = False, extension_name: str | None = None,
                         serialization_function: Callable[[Any], bytes] | None = None, retries: int = 0,
                         sort_keys: bool = True) -> bool:
-        """Keeps `artifact_object` as artifact `name`: an existing file is copied, a folder
-        zipped, anything else pickled, under `<offline dir>/artifacts/<name>/`; returns True.
-        Inside a drover step this is not supported yet (it raises, naming the alternative)."""
-        if self._in_step or self._dir is None:
-            raise NotImplementedError(
-                "Task.upload_artifact inside a drover step is not supported yet: return the value from "
-                "the step's function and name it in function_return to store it as the step's artifact")
+        """Keeps `artifact_object` as artifact `name` and returns True: an existing file as it
+        is, a folder zipped, anything else pickled. Offline under `<offline dir>/artifacts/<name>/`;
+        inside a drover step it becomes one of the step's outputs (`drover artifacts get RUN STEP
+        NAME`), which must not have the name of one of its return values."""
         if serialization_function is not None or extension_name is not None:
             raise NotImplementedError(
                 "upload_artifact: serialization_function= and extension_name= are not supported by drover: "
                 "objects are pickled and files are kept as they are; give a file path to choose the format")
+        if self._read_only:
+            raise PermissionError(f"upload_artifact: task {self._id} belongs to another step and is read-only "
+                                  "here; a step stores artifacts on its own task (Task.current_task())")
+        if self._in_step:
+            here = stepartifacts.InStep.from_env()
+            staged = artifacts.store(here.staging, name, artifact_object, metadata, delete_after_upload,
+                                     auto_pickle)
+            stored = here.store(self._name, name, staged.get_local_copy(extract_archive=False))
+            stored.metadata = dict(metadata or {})
+            self._artifacts[name] = stored
+            return True
+        if self._dir is None:
+            raise RuntimeError(f"upload_artifact: task {self._id} has no place to keep artifacts")
         self._artifacts[name] = artifacts.store(os.path.join(self._dir, "artifacts"), name, artifact_object,
                                                 metadata, delete_after_upload, auto_pickle)
         return True
 
     @property
-    def artifacts(self) -> dict[str, artifacts.Artifact]:
-        """Name -> Artifact for what this task uploaded (read-only copy)."""
+    def artifacts(self) -> dict[str, artifacts.Artifact | artifacts.StoredArtifact]:
+        """Name -> Artifact for what this task uploaded (read-only copy); for another step's
+        task, that step's outputs."""
         return dict(self._artifacts)
 
     # -- reporting ----------------------------------------------------------------------------
@@ -263,7 +305,7 @@ class Task:
             Task._main = None
 
     def __repr__(self) -> str:
-        mode = "step" if self._in_step else "offline"
+        mode = "step" if self._in_step else "read-only" if self._read_only else "offline"
         return f"<Task {self._name!r} id={self._id} ({mode})>"
 
 

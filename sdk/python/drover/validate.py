@@ -92,6 +92,10 @@ def reference_errors(
     if outputs is None:
         return [_error("unknown_step", f"step {step!r} references {text}, but there is no step "
                        f"{reference.step!r} (add it first)", step=step, reference=text)]
+    # An id is always there; an artifact may be uploaded while the step runs, so the controller
+    # checks it when it dispatches the consuming step.
+    if isinstance(reference, (refs.StepId, refs.ArtifactUrl)):
+        return []
     if reference.output not in outputs:
         return [_error("unknown_output", f"step {step!r} references {text}, but step "
                        f"{reference.step!r} returns {list(outputs)}", step=step, reference=text,
@@ -164,8 +168,10 @@ class _StepChecker:
         for reference in refs.references(text):
             found = reference_errors(self.name, reference, self.declared, self.params)
             self.errors.extend(found)
-            if not found and isinstance(reference, refs.Output):
-                self.parents.add(reference.step)
+            if found or isinstance(reference, refs.Param):
+                continue
+            self.parents.add(reference.step)
+            if isinstance(reference, refs.Output):
                 self.inputs.add((reference.step, reference.output))
 
     def explicit_parents(self) -> None:

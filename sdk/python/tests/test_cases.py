@@ -30,6 +30,10 @@ def part_json(part):
         return {"text": part}
     if isinstance(part, refs.Param):
         return {"param": part.name}
+    if isinstance(part, refs.StepId):
+        return {"step": part.step, "id": True}
+    if isinstance(part, refs.ArtifactUrl):
+        return {"step": part.step, "artifact_url": part.artifact}
     return {"step": part.step, "output": part.output}
 
 

@@ -41,7 +41,6 @@ NOT_YET_CLASSES: set[str] = set()
 
 # Methods in the snapshot that drover does not offer yet (they need the controller).
 NOT_YET = {
-    ("Task", "get_task"): "needs tasks registered with the controller",
     ("Task", "execute_remotely"): "needs tasks registered with the controller",
 }
 

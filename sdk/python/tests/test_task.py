@@ -1,4 +1,5 @@
 """Task and TaskTypes: offline with no controller, and what a step's task does and refuses."""
+import json
 import os
 import pickle
 import warnings
@@ -204,7 +205,7 @@ def test_in_a_step_the_task_is_the_step_and_says_what_is_not_supported(in_step):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no offline warning inside a step
         assert Task.init(project_name="p", task_name="ignored") is task
-    with pytest.raises(NotImplementedError, match=r"inside a drover step is not supported yet.*function_return"):
+    with pytest.raises(RuntimeError, match=r"no channel to its agent .*only Python function steps"):
         task.upload_artifact("model", {"w": 1})
     assert task.connect({"a": 1}) == {"a": 1}
     assert task.get_offline_mode_folder() is None
@@ -216,3 +217,37 @@ def _quiet_init():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Task.init(project_name="p", task_name="t")
+
+
+def test_get_task_takes_a_step_id_and_says_what_it_cannot_do(offline):
+    with pytest.raises(NotImplementedError, match=r"registered with the controller.*task_id='<run id>/<step>'"):
+        Task.get_task(project_name="examples", task_name="step 1")
+    with pytest.raises(ValueError, match=r"'abc' is not a drover task id.*'<run id>/<step>'"):
+        Task.get_task(task_id="abc")
+
+
+def test_get_task_reads_another_steps_outputs_over_the_api(offline, http_server, monkeypatch, tmp_path):
+    """Outside a step, a step's task comes from the HTTP API and its artifacts download from it."""
+    blob = pickle.dumps({"rows": 3})
+    server, base = http_server
+    answers = {
+        "/api/v1/runs/r9/steps/make": json.dumps({"name": "make", "status": "succeeded", "outputs": {
+            "table": {"digest": "d1", "size": len(blob), "file_name": "table.pkl"},
+            "notes": {"digest": "d2", "size": 2, "file_name": "notes.txt"}}}).encode(),
+        "/api/v1/runs/r9/steps/make/artifacts/table": blob,
+    }
+    server.answer = lambda path: (200, answers[path], {}) if path in answers else (404, b"{}", {})
+    monkeypatch.setenv("DROVER_URL", base)
+    monkeypatch.setenv("DROVER_CACHE_DIR", str(tmp_path / "cache"))
+    task = Task.get_task(task_id="r9/make")
+    assert task.id == "r9/make" and task.name == "make"
+    assert {n: a.type for n, a in task.artifacts.items()} == {"table": "pickle", "notes": "file"}
+    table = task.artifacts["table"]
+    assert table.url == f"{base}/api/v1/runs/r9/steps/make/artifacts/table"
+    assert table.get() == {"rows": 3}
+    path = StorageManager.get_local_copy(table.url)
+    assert os.path.basename(path) == "table.pkl"
+    with pytest.raises(PermissionError, match="read-only"):
+        task.upload_artifact("x", 1)
+    with pytest.raises(ValueError, match=r"no task 'r9/gone'"):
+        Task.get_task(task_id="r9/gone")

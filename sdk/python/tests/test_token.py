@@ -22,7 +22,9 @@ def test_run_status_requests_carry_the_token(http_server, monkeypatch):
 
 def test_downloads_carry_the_token_only_to_the_controller(http_server, monkeypatch, tmp_path):
     server, base = http_server
-    server.answer = lambda path: (200, b"bytes", {})
+    # A drover artifact's URL: the step is read first (for the artifact's file name), then the file.
+    view = b'{"name": "s", "outputs": {"a": {"digest": "d", "size": 5, "file_name": "a.bin"}}}'
+    server.answer = lambda path: (200, view if path == "/api/v1/runs/r/steps/s" else b"bytes", {})
     monkeypatch.setenv("DROVER_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DROVER_TOKEN", "s3cret")
     monkeypatch.setenv("DROVER_URL", base)
@@ -30,7 +32,7 @@ def test_downloads_carry_the_token_only_to_the_controller(http_server, monkeypat
     # The same server under another name is another host: no token.
     monkeypatch.setenv("DROVER_URL", base.replace("127.0.0.1", "localhost"))
     StorageManager.get_local_copy(f"{base}/files/other.bin")
-    assert server.authorizations == ["Bearer s3cret", None]
+    assert server.authorizations == ["Bearer s3cret", "Bearer s3cret", None]
 
 
 @pytest.mark.parametrize("url,sent", [

@@ -377,3 +377,88 @@ fn a_pipeline_past_the_step_limit_is_rejected_whole_with_the_limit_named() {
     assert_eq!(st.runs[&run].status, RunStatus::Running);
     assert_eq!(jobs(&fx).len(), 3);
 }
+
+#[test]
+fn a_function_step_keeps_the_artifacts_it_stored_and_a_command_step_only_its_declared_ones() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"f\"\nfunction = { source = \"def main():\\n    pass\\n\", entry = \"main\" }\n\
+                 [[step]]\nname = \"c\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    for job in jobs(&fx) {
+        claim(&mut st, &job, "w", 1);
+        let mut f = finished_msg(&job, "w", Outcome::Succeeded, Some(0));
+        f.outputs.insert(
+            drover_protocol::OutputName::new("dataset").unwrap(),
+            artifact("rows", "dataset.pkl"),
+        );
+        handle(&mut st, Event::Finished(f), 2);
+    }
+    let kept = |name: &str| -> Vec<String> {
+        let s = st.runs[&run].step(&step(name)).unwrap();
+        assert_eq!(s.status, StepStatus::Succeeded);
+        s.outputs.keys().map(ToString::to_string).collect()
+    };
+    assert_eq!(kept("f"), ["dataset"]);
+    assert!(kept("c").is_empty());
+}
+
+const REFERENCES: &str = r#"
+[[step]]
+name = "a"
+function = { source = "def f():\n    pass\n", entry = "f", returns = ["r"] }
+[[step]]
+name = "b"
+function = { source = "def f(t, u):\n    pass\n", entry = "f", kwargs = { t = '"task ${a.id}"', u = '"${a.artifacts.data.url}"' } }
+env = { DATA = "${a.artifacts.data.url}" }
+cache = true
+"#;
+
+/// Finishes `a` of a REFERENCES run with artifact `data` (or without) and returns b's job, if any.
+fn references_run(st: &mut State, stored: bool) -> (RunId, Option<StepJob>) {
+    let (run, fx) = submit_toml(st, REFERENCES, 0);
+    let a = jobs(&fx).pop().unwrap();
+    claim(st, &a, "w", 1);
+    let mut f = finished_msg(&a, "w", Outcome::Succeeded, Some(0));
+    if stored {
+        f.outputs.insert(
+            drover_protocol::OutputName::new("data").unwrap(),
+            artifact("rows", "data.pkl"),
+        );
+    }
+    let fx = handle(st, Event::Finished(f), 2);
+    (run, jobs(&fx).pop())
+}
+
+#[test]
+fn step_ids_and_artifact_urls_are_filled_in_at_dispatch() {
+    let mut st = new_state();
+    let (run, b) = references_run(&mut st, true);
+    let b = b.unwrap();
+    let JobKind::Function { kwargs, .. } = &b.job.kind else {
+        panic!("{:?}", b.job.kind)
+    };
+    let url = format!("http://controller.test/api/v1/runs/{run}/steps/a/artifacts/data");
+    assert_eq!(kwargs["t"], format!("\"task {run}/a\""));
+    assert_eq!(kwargs["u"], format!("\"{url}\""));
+    assert_eq!(b.job.env["DATA"], url);
+    // The cache key follows the artifact's content, not the run's URL.
+    let key = |st: &State, run: &RunId| record(st, run, "b").cache_key.clone().unwrap();
+    let (second, _) = references_run(&mut st, true);
+    assert_eq!(key(&st, &run), key(&st, &second));
+}
+
+#[test]
+fn a_missing_artifact_fails_the_consuming_step_naming_it() {
+    let mut st = new_state();
+    let (run, b) = references_run(&mut st, false);
+    assert!(b.is_none());
+    let b = record(&st, &run, "b");
+    assert_eq!(b.status, StepStatus::Failed);
+    let why = b.message.as_deref().unwrap();
+    assert!(
+        why.contains(
+            "${a.artifacts.data.url}: step a has no artifact \"data\" (its artifacts: [\"r\"])"
+        ),
+        "{why}"
+    );
+}
