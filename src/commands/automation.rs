@@ -30,7 +30,7 @@ pub async fn schedule(g: &Global, command: ScheduleCommand) -> Result<ExitCode> 
                 println!("{}", serde_json::to_string(&view)?);
             } else {
                 println!(
-                    "schedule {} added: {}/{} on \"{}\" ({}), next at {}",
+                    "schedule {} added: {}/{} on \"{}\" ({}), next {}",
                     view.name,
                     view.project,
                     view.pipeline,
@@ -59,7 +59,7 @@ pub async fn schedule(g: &Global, command: ScheduleCommand) -> Result<ExitCode> 
         ScheduleCommand::Resume { name } => {
             let view: ScheduleView = change(&client, "schedules", &name, "resume").await?;
             println!(
-                "schedule {} resumed, next at {}",
+                "schedule {} resumed, next {}",
                 view.name,
                 until(view.next_slot)
             );
@@ -192,19 +192,32 @@ async fn change<T: DeserializeOwned>(
         })
 }
 
-/// `in 4.0s`, `now` when due, `-` when none.
+/// `in 4.0s`, `in 6h14m (2026-12-02T01:00:00Z)`, `now` when due, `-` when none.
 fn until(slot: Option<u64>) -> String {
-    match slot {
-        Some(t) => {
-            let now = now_ms();
-            if t <= now {
-                "now".to_string()
-            } else {
-                format!("in {}", human_ms(t - now))
-            }
-        }
-        None => "-".to_string(),
+    let Some(t) = slot else {
+        return "-".to_string();
+    };
+    let now = now_ms();
+    if t <= now {
+        return "now".to_string();
     }
+    let wait = t - now;
+    if wait < 3_600_000 {
+        format!("in {}", human_ms(wait))
+    } else {
+        format!(
+            "in {}h{:02}m ({})",
+            wait / 3_600_000,
+            (wait / 60_000) % 60,
+            utc(t)
+        )
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn utc(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 fn print_schedules(schedules: &[ScheduleView]) {

@@ -103,7 +103,11 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     if let Some(by) = &run.fired_by {
         match (by.kind, by.slot, &by.upstream) {
             (drover_api::FiredByKind::Schedule, Some(slot), _) => {
-                println!("fired by schedule {} (slot {slot})", by.name)
+                println!(
+                    "fired by schedule {} (slot {})",
+                    by.name,
+                    super::automation::utc(slot)
+                )
             }
             (drover_api::FiredByKind::Schedule, None, _) => {
                 println!("fired by schedule {} (run-now)", by.name)
