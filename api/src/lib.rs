@@ -10,8 +10,8 @@ pub mod automation;
 pub mod dynamic;
 pub mod error;
 pub mod events;
-pub mod scalars;
 pub mod external;
+pub mod scalars;
 pub mod status;
 pub mod views;
 
@@ -22,9 +22,9 @@ pub use automation::{
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
+pub use external::{LogAppended, Report, StepReport, StepReported};
 pub use scalars::{
     ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
 };
-pub use external::{LogAppended, Report, StepReport, StepReported};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;

@@ -334,6 +334,8 @@ impl Owner {
             spec,
             params,
             submitted_by: Some(format!("{} {}", kind_name(fired_by.kind), fired_by.name)),
+            // A firing always runs on agents, even from a run its submitter executed.
+            external: false,
         };
         let mut submitted = Submitted::of(&submit, None);
         submitted.fired_by = Some(fired_by);
