@@ -5,7 +5,8 @@
 //! page is kept as a test artifact. A long log's console opens at its tail and loads earlier
 //! bytes on request (`tests/browser/long_log.py`). A decorator pipeline's run page, open from
 //! when its driver is the only step, marks the driver and shows each step the driver adds, and
-//! the driver's output, without a reload (`tests/browser/growing_dag.py`).
+//! the driver's output, without a reload (`tests/browser/growing_dag.py`). A step's scalars are
+//! charted live, each chart drawing exactly the reported points (`tests/browser/scalars_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -19,6 +20,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run_pag
 const LONG_LOG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/long_log.py");
 const GROWING_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/growing_dag.py");
 const DECORATORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/decorators.py");
+const SCALARS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/scalars_page.py");
 
 /// Prints a line, waits for the file `go` (the browser script writes it once the page shows
 /// that line and watches the console), then writes a progress bar, a byte that is not UTF-8,
@@ -381,4 +383,77 @@ fn a_decorator_pipelines_dag_grows_on_the_open_run_page_in_chromium() {
     ] {
         assert!(console.contains(line), "{line}: {console}");
     }
+}
+
+/// A step's scalars drawn live in Chromium: opened on the step while it runs, the step panel and
+/// the run's scalars card each draw one chart per title whose points are exactly the reported
+/// `(iteration, value)` pairs, under the controller's Content-Security-Policy.
+#[test]
+fn a_steps_scalars_are_charted_live_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = with_token(1);
+    let (run, go) = crate::scalars::submit(&c);
+    let out = Command::new("python3")
+        .args([SCALARS_SCRIPT, &c.url, TOKEN, &run])
+        .arg(&go)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nup log:\n{}",
+        text(&out),
+        c.process_log("up")
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        seen["step_status"], "running",
+        "drawn while running: {seen}"
+    );
+    assert_eq!(seen["styled"], true, "uplot.css loaded: {seen}");
+    assert_eq!(seen["panel_hidden"], false, "{seen}");
+    assert_eq!(seen["card_hidden"], false, "{seen}");
+    let want = crate::scalars::reported();
+    for view in ["panel", "run"] {
+        let charts = seen["while_running"][view].as_array().unwrap();
+        let titles: Vec<&str> = charts
+            .iter()
+            .map(|c| c["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            titles,
+            ["accuracy", "loss"],
+            "{view}: one chart per title: {seen}"
+        );
+        let mut drawn = Vec::new();
+        for chart in charts {
+            assert_eq!(chart["step"], "report", "{chart}");
+            assert_eq!(chart["canvas"], true, "{chart}");
+            assert_eq!(
+                chart["legend"],
+                serde_json::json!(["iteration", "test", "train"]),
+                "{view}: one line per series: {chart}"
+            );
+            for series in ["test", "train"] {
+                let points: Vec<(i64, f64)> =
+                    serde_json::from_value(chart["points"][series].clone()).unwrap();
+                drawn.push((
+                    chart["title"].as_str().unwrap().to_string(),
+                    series.to_string(),
+                    points,
+                ));
+            }
+        }
+        assert_eq!(
+            drawn, want,
+            "{view}: the drawn points are the reported ones"
+        );
+    }
+    assert!(
+        seen["title"].as_str().unwrap().contains("succeeded"),
+        "{seen}"
+    );
 }
