@@ -9,6 +9,9 @@ use drover_test_support::eventually_async;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Allows reading only: it may see scalars but not report them.
+const READ_TOKEN: &str = "read-only-t0ken";
+
 fn batch(attempt: u32, points: &[(&str, &str, i64, f64)]) -> Value {
     let points: Vec<Value> = points
         .iter()
@@ -31,7 +34,7 @@ async fn step_status(s: &Server, run: &str, want: fn(&str) -> bool) {
 
 #[tokio::test]
 async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() {
-    let s = Server::start().await;
+    let s = Server::start_with(|c| c.read_token = Some(READ_TOKEN.into())).await;
     let mut jobs = s.jobs().await;
     let run = s.submit().await.to_string();
     let make = next_job(&mut jobs).await;
@@ -76,6 +79,20 @@ async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() 
         )
         .await;
     assert_eq!(status, 404, "{refused}");
+
+    let reader = s
+        .http
+        .post(format!("{}{post}", s.url))
+        .bearer_auth(READ_TOKEN)
+        .json(&batch(1, &[("loss", "train", 0, 0.5)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.status().as_u16(),
+        403,
+        "the read token cannot report"
+    );
 
     let (status, stored) = s
         .post_json(
@@ -124,6 +141,14 @@ async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() 
         ],
         "{list}"
     );
+    let read = s
+        .http
+        .get(format!("{}/api/v1/runs/{run}/scalars", s.url))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200, "the read token reads scalars");
     let (status, _) = s
         .json(&format!("/api/v1/runs/{run}/scalars?step=nope"))
         .await;
