@@ -1,13 +1,14 @@
 """Watches a run page's scalar charts while its step reports, and prints what it saw as JSON.
 
-usage: scalars_page.py URL TOKEN RUN GO_FILE
+usage: scalars_page.py URL TOKEN RUN GO_FILE SCREENSHOT
 
 RUN's step `report` (tests/e2e/py/scalars.py) reports its scalars, then waits for GO_FILE. The
 page is opened on that step while it runs; once both the step panel and the run's scalars card
 show a chart per title, the points each chart draws (its `data-points`), its series' labels in
 uPlot's legend and whether it has a canvas are read, GO_FILE is written and the page is watched
 until the run ends. Whether uPlot's stylesheet loaded is read too (a stylesheet the
-Content-Security-Policy blocked has no rules).
+Content-Security-Policy blocked has no rules), and a screenshot of the page with its charts is
+written to SCREENSHOT.
 
 The test in tests/e2e/browser.rs makes the assertions; this script only looks.
 """
@@ -35,7 +36,7 @@ ENDED = """(() => { const t = document.getElementById('run-title').textContent;
 
 
 def main():
-    base, token, run, go_file = sys.argv[1:5]
+    base, token, run, go_file, shot = sys.argv[1:6]
     with Browser() as browser:
         browser.navigate(f"{base}/?token={token}")
         browser.wait_for("location.search === ''", "the token to be exchanged for a cookie")
@@ -50,6 +51,7 @@ def main():
             "card_hidden": browser.eval("document.getElementById('run-scalars').hidden"),
             "styled": browser.eval(STYLED),
         }
+        browser.screenshot(shot)
         with open(go_file, "w"):
             pass  # the step returns once this file exists
         result["title"] = browser.wait_for(ENDED, "the run to end", timeout=90)

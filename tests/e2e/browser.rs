@@ -396,9 +396,11 @@ fn a_steps_scalars_are_charted_live_in_chromium() {
     );
     let c = with_token(1);
     let (run, go) = crate::scalars::submit(&c);
+    let shot = screenshot_path().with_file_name("scalars-page.png");
     let out = Command::new("python3")
         .args([SCALARS_SCRIPT, &c.url, TOKEN, &run])
         .arg(&go)
+        .arg(&shot)
         .output()
         .unwrap();
     assert!(
