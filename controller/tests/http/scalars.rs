@@ -154,6 +154,36 @@ async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() 
         .await;
     assert_eq!(status, 404);
 
+    // A series longer than the limit is kept evenly thinned, with its count and latest point.
+    for chunk in 0..3i64 {
+        let points: Vec<(&str, &str, i64, f64)> = (chunk * 5_000..(chunk + 1) * 5_000)
+            .map(|i| ("long", "x", i, i as f64))
+            .collect();
+        let (status, stored) = s.post_json(&post, &batch(1, &points)).await;
+        assert_eq!(status, 200, "{stored}");
+    }
+    let (_, list) = s
+        .json(&format!("/api/v1/runs/{run}/scalars?step=make"))
+        .await;
+    let long = list["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["title"] == "long")
+        .unwrap();
+    assert_eq!(
+        (long["count"].as_u64(), long["stride"].as_u64()),
+        (Some(15_000), Some(2))
+    );
+    assert_eq!(long["last"], json!([14_999, 14_999.0]));
+    let points = long["points"].as_array().unwrap();
+    assert_eq!(points.len(), 7_500);
+    assert!(points.iter().enumerate().all(|(k, p)| p[0] == 2 * k as i64));
+    let (status, refused) = s
+        .post_json(&post, &batch(1, &vec![("loss", "x", 0, 0.0); 5_001]))
+        .await;
+    assert_eq!(status, 413, "{refused}");
+
     // Once the attempt has ended, nothing more is taken, and the stream ends with the run.
     s.event(finished(&make, &agent, BTreeMap::new())).await;
     step_status(&s, &run, |st| st != "running").await;
