@@ -6,9 +6,9 @@ RUN's step `report` (tests/e2e/py/scalars.py) reports its scalars, then waits fo
 page is opened on that step while it runs; once both the step panel and the run's scalars card
 show a chart per title, the points each chart draws (its `data-points`), its series' labels in
 uPlot's legend and whether it has a canvas are read, GO_FILE is written and the page is watched
-until the run ends. Whether uPlot's stylesheet loaded is read too (a stylesheet the
-Content-Security-Policy blocked has no rules), and a screenshot of the page with its charts is
-written to SCREENSHOT.
+until the run ends; then the page is opened again and read the same way. Whether uPlot's
+stylesheet loaded is read too (a stylesheet the Content-Security-Policy blocked has no
+rules), and a screenshot of the page with its charts is written to SCREENSHOT.
 
 The test in tests/e2e/browser.rs makes the assertions; this script only looks.
 """
@@ -55,6 +55,9 @@ def main():
         with open(go_file, "w"):
             pass  # the step returns once this file exists
         result["title"] = browser.wait_for(ENDED, "the run to end", timeout=90)
+        # A page opened on the ended run draws the same charts from the stored points.
+        browser.navigate(f"{base}/runs/{run}#step=report")
+        result["after_end"] = browser.wait_for(COMPLETE, "every point on the ended run's page", timeout=30)
         result["page_errors"] = browser.errors
     json.dump(result, sys.stdout)
 

@@ -419,8 +419,13 @@ fn a_steps_scalars_are_charted_live_in_chromium() {
     assert_eq!(seen["panel_hidden"], false, "{seen}");
     assert_eq!(seen["card_hidden"], false, "{seen}");
     let want = crate::scalars::reported();
-    for view in ["panel", "run"] {
-        let charts = seen["while_running"][view].as_array().unwrap();
+    for (when, view) in [
+        ("while_running", "panel"),
+        ("while_running", "run"),
+        ("after_end", "panel"),
+        ("after_end", "run"),
+    ] {
+        let charts = seen[when][view].as_array().unwrap();
         let titles: Vec<&str> = charts
             .iter()
             .map(|c| c["title"].as_str().unwrap())
