@@ -9,7 +9,8 @@
 //! "New run" form, on a controller without a token, starts a run with a changed parameter
 //! (`tests/browser/new_run.py`): its POST passes the CSRF check. The schedules page lists a
 //! schedule and a trigger and pauses the schedule, and a fired run's page names its schedule
-//! (`tests/browser/schedules_page.py`).
+//! (`tests/browser/schedules_page.py`). A step's scalars are charted live, each chart drawing
+//! exactly the reported points (`tests/browser/scalars_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -23,6 +24,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run_pag
 const LONG_LOG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/long_log.py");
 const GROWING_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/growing_dag.py");
 const DECORATORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/decorators.py");
+const SCALARS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/scalars_page.py");
 
 /// Prints a line, waits for the file `go` (the browser script writes it once the page shows
 /// that line and watches the console), then writes a progress bar, a byte that is not UTF-8,
@@ -509,5 +511,85 @@ fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
     assert_eq!(
         seen["fired_by"], "fired by schedule nightly (run now)",
         "the fired run's page: {seen}"
+    );
+}
+
+/// A step's scalars drawn live in Chromium: opened on the step while it runs, the step panel and
+/// the run's scalars card each draw one chart per title whose points are exactly the reported
+/// `(iteration, value)` pairs, under the controller's Content-Security-Policy.
+#[test]
+fn a_steps_scalars_are_charted_live_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = with_token(1);
+    let (run, go) = crate::scalars::submit(&c);
+    let shot = screenshot_path().with_file_name("scalars-page.png");
+    let out = Command::new("python3")
+        .args([SCALARS_SCRIPT, &c.url, TOKEN, &run])
+        .arg(&go)
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nup log:\n{}",
+        text(&out),
+        c.process_log("up")
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        seen["step_status"], "running",
+        "drawn while running: {seen}"
+    );
+    assert_eq!(seen["styled"], true, "uplot.css loaded: {seen}");
+    assert_eq!(seen["panel_hidden"], false, "{seen}");
+    assert_eq!(seen["card_hidden"], false, "{seen}");
+    let want = crate::scalars::reported();
+    for (when, view) in [
+        ("while_running", "panel"),
+        ("while_running", "run"),
+        ("after_end", "panel"),
+        ("after_end", "run"),
+    ] {
+        let charts = seen[when][view].as_array().unwrap();
+        let titles: Vec<&str> = charts
+            .iter()
+            .map(|c| c["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            titles,
+            ["accuracy", "loss"],
+            "{view}: one chart per title: {seen}"
+        );
+        let mut drawn = Vec::new();
+        for chart in charts {
+            assert_eq!(chart["step"], "report", "{chart}");
+            assert_eq!(chart["canvas"], true, "{chart}");
+            assert_eq!(
+                chart["legend"],
+                serde_json::json!(["iteration", "test", "train"]),
+                "{view}: one line per series: {chart}"
+            );
+            for series in ["test", "train"] {
+                let points: Vec<(i64, f64)> =
+                    serde_json::from_value(chart["points"][series].clone()).unwrap();
+                drawn.push((
+                    chart["title"].as_str().unwrap().to_string(),
+                    series.to_string(),
+                    points,
+                ));
+            }
+        }
+        assert_eq!(
+            drawn, want,
+            "{view}: the drawn points are the reported ones"
+        );
+    }
+    assert!(
+        seen["title"].as_str().unwrap().contains("succeeded"),
+        "{seen}"
     );
 }

@@ -27,6 +27,7 @@ mod pipelines;
 mod queues;
 mod restart;
 mod run_as;
+mod scalars;
 mod secrets;
 mod seed;
 mod signing;

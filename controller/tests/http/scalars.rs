@@ -9,6 +9,9 @@ use drover_test_support::eventually_async;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Allows reading only: it may see scalars but not report them.
+const READ_TOKEN: &str = "read-only-t0ken";
+
 fn batch(attempt: u32, points: &[(&str, &str, i64, f64)]) -> Value {
     let points: Vec<Value> = points
         .iter()
@@ -31,7 +34,7 @@ async fn step_status(s: &Server, run: &str, want: fn(&str) -> bool) {
 
 #[tokio::test]
 async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() {
-    let s = Server::start().await;
+    let s = Server::start_with(|c| c.read_token = Some(READ_TOKEN.into())).await;
     let mut jobs = s.jobs().await;
     let run = s.submit().await.to_string();
     let make = next_job(&mut jobs).await;
@@ -76,6 +79,20 @@ async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() 
         )
         .await;
     assert_eq!(status, 404, "{refused}");
+
+    let reader = s
+        .http
+        .post(format!("{}{post}", s.url))
+        .bearer_auth(READ_TOKEN)
+        .json(&batch(1, &[("loss", "train", 0, 0.5)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.status().as_u16(),
+        403,
+        "the read token cannot report"
+    );
 
     let (status, stored) = s
         .post_json(
@@ -124,10 +141,48 @@ async fn only_the_running_attempt_reports_and_what_it_reports_reads_back_live() 
         ],
         "{list}"
     );
+    let read = s
+        .http
+        .get(format!("{}/api/v1/runs/{run}/scalars", s.url))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200, "the read token reads scalars");
     let (status, _) = s
         .json(&format!("/api/v1/runs/{run}/scalars?step=nope"))
         .await;
     assert_eq!(status, 404);
+
+    // A series longer than the limit is kept evenly thinned, with its count and latest point.
+    for chunk in 0..3i64 {
+        let points: Vec<(&str, &str, i64, f64)> = (chunk * 5_000..(chunk + 1) * 5_000)
+            .map(|i| ("long", "x", i, i as f64))
+            .collect();
+        let (status, stored) = s.post_json(&post, &batch(1, &points)).await;
+        assert_eq!(status, 200, "{stored}");
+    }
+    let (_, list) = s
+        .json(&format!("/api/v1/runs/{run}/scalars?step=make"))
+        .await;
+    let long = list["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["title"] == "long")
+        .unwrap();
+    assert_eq!(
+        (long["count"].as_u64(), long["stride"].as_u64()),
+        (Some(15_000), Some(2))
+    );
+    assert_eq!(long["last"], json!([14_999, 14_999.0]));
+    let points = long["points"].as_array().unwrap();
+    assert_eq!(points.len(), 7_500);
+    assert!(points.iter().enumerate().all(|(k, p)| p[0] == 2 * k as i64));
+    let (status, refused) = s
+        .post_json(&post, &batch(1, &vec![("loss", "x", 0, 0.0); 5_001]))
+        .await;
+    assert_eq!(status, 413, "{refused}");
 
     // Once the attempt has ended, nothing more is taken, and the stream ends with the run.
     s.event(finished(&make, &agent, BTreeMap::new())).await;

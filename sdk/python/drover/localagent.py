@@ -139,6 +139,9 @@ class LocalAgent:
             os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
             shutil.copyfile(source, dest)
             return {"ok": True}
+        if op == "scalars":
+            # A local run keeps no metrics: the step's Logger has printed them already.
+            return {"ok": True, "stored": len(request.get("points") or [])}
         return _bad("bad_request", f"unknown op {op!r}")
 
     def blob_path(self, digest: str) -> str:

@@ -130,3 +130,13 @@ def test_a_step_reports_through_its_logger_and_the_rest_is_sent_at_exit(agent, t
     assert "done" in out.stdout
     assert agent.points() == [("loss", "train", 0, 1.0), ("loss", "train", 1, 0.5),
                               ("loss", "train", 2, 1.0 / 3), ("Summary", "accuracy", 0, 0.9)]
+
+
+def test_a_local_run_takes_scalars_without_storing_them():
+    from drover.localagent import LocalAgent
+
+    agent = LocalAgent("local-run", report=lambda _: None)
+    try:
+        assert Client(agent.path).scalars([{"title": "t", "series": "s", "iteration": 0, "value": 1.0}]) == 1
+    finally:
+        agent.close()

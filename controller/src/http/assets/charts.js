@@ -16,6 +16,41 @@ function linkStyle() {
   document.head.append(el('link', {rel: 'stylesheet', href: '/assets/uplot.css'}));
 }
 
+/**
+ * One scalars stream per run, shared by every view of the page (the run's charts and the step
+ * panel's), so charts cost a browser one connection however many views follow the run.
+ * `listener(step)` is called for each step whose scalars changed; returns an unsubscribe.
+ */
+const streams = new Map();
+function subscribe(runId, listener) {
+  let stream = streams.get(runId);
+  if (!stream) {
+    const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/scalars/stream`);
+    stream = {source, listeners: new Set(), changed: new Set()};
+    const current = stream;
+    source.addEventListener('scalars', (e) => {
+      const step = JSON.parse(e.data).step;
+      current.changed.add(step);
+      for (const l of current.listeners) l(step);
+    });
+    // The run ended: nothing more can change, and a reconnect would only replay the same steps.
+    source.addEventListener('end', () => { source.close(); });
+    streams.set(runId, stream);
+  } else {
+    // A view that joins late hears of what already changed.
+    for (const step of stream.changed) setTimeout(() => listener(step), 0);
+  }
+  stream.listeners.add(listener);
+  const joined = stream;
+  return () => {
+    joined.listeners.delete(listener);
+    if (!joined.listeners.size && streams.get(runId) === joined) {
+      joined.source.close();
+      streams.delete(runId);
+    }
+  };
+}
+
 /** uPlot's columns: the iterations of every series, then each series' value there (or null). */
 export function columns(lines) {
   const xs = [...new Set(lines.flatMap((l) => l.points.map((p) => p[0])))].sort((a, b) => a - b);
@@ -82,7 +117,6 @@ class Chart {
 export function followScalars(runId, step, box, onShown) {
   linkStyle();
   const enc = encodeURIComponent(runId);
-  const query = step ? `?step=${encodeURIComponent(step)}` : '';
   const groups = new Map(); // step -> {root, charts: Map(title -> Chart)}
   const loading = new Set();
   const again = new Set();
@@ -132,14 +166,12 @@ export function followScalars(runId, step, box, onShown) {
     }
   }
 
-  const source = new EventSource(`/api/v1/runs/${enc}/scalars/stream${query}`);
-  source.addEventListener('scalars', (e) => load(JSON.parse(e.data).step));
-  source.addEventListener('end', () => source.close());
+  const unsubscribe = subscribe(runId, (changed) => { if (!step || changed === step) load(changed); });
   if (onShown) onShown(false);
   return {
     close() {
       closed = true;
-      source.close();
+      unsubscribe();
       for (const group of groups.values()) for (const chart of group.charts.values()) chart.destroy();
       box.replaceChildren();
     },
