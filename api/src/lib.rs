@@ -16,6 +16,8 @@ pub mod views;
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
-pub use external::{LogAppended, Report, StepReport, StepReported};
+pub use external::{
+    CallbackAnswer, CallbackAnswered, LogAppended, Report, StepReport, StepReported,
+};
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
 pub use views::*;
