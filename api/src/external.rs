@@ -65,6 +65,22 @@ pub struct StepReported {
     pub outputs: BTreeMap<OutputName, ArtifactRef>,
 }
 
+/// `POST /api/v1/runs/{run}/steps/{step}/callback`: the answer of the process running the
+/// pipeline's logic to a step waiting for its `pre_execute_callback` (`await_callback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAnswer {
+    /// Run the step (true) or skip it and its descendants (false).
+    pub proceed: bool,
+}
+
+/// What `POST .../callback` answers (200): the step's status once the answer is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAnswered {
+    pub run_id: RunId,
+    pub step: StepName,
+    pub status: StepStatus,
+}
+
 /// `POST /api/v1/runs/{run}/steps/{step}/log?attempt=N&offset=K` (body: the bytes) answers
 /// this (200): the attempt's log size once the bytes are appended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

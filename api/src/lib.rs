@@ -22,7 +22,9 @@ pub use automation::{
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
-pub use external::{LogAppended, Report, StepReport, StepReported};
+pub use external::{
+    CallbackAnswer, CallbackAnswered, LogAppended, Report, StepReport, StepReported,
+};
 pub use scalars::{
     ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
 };

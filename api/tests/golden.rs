@@ -347,6 +347,15 @@ fn external_runs() {
             outputs,
         },
     );
+    check("callback_answer", &CallbackAnswer { proceed: false });
+    check(
+        "callback_answered",
+        &CallbackAnswered {
+            run_id: run_id(),
+            step: step("train"),
+            status: StepStatus::Skipped,
+        },
+    );
     check(
         "log_appended",
         &LogAppended {

@@ -87,6 +87,11 @@ pub struct StepSpec {
     /// reserved `drivers` queue and has no parents. A pipeline with a driver is dynamic.
     #[serde(default, skip_serializing_if = "is_false")]
     pub driver: bool,
+    /// Once its parents are done the step waits, "waiting for callback", until the process
+    /// running the pipeline's logic lets it run or skips it (its `pre_execute_callback`),
+    /// through `POST /api/v1/runs/{run}/steps/{step}/callback`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub await_callback: bool,
 }
 
 fn is_false(b: &bool) -> bool {

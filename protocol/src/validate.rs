@@ -51,6 +51,10 @@ pub struct Step {
     /// The run's driver (see [`crate::spec::StepSpec::driver`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub driver: bool,
+    /// Held before dispatch until its callback is answered (see
+    /// [`crate::spec::StepSpec::await_callback`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_callback: bool,
 }
 
 impl Pipeline {
@@ -552,6 +556,7 @@ fn check_step(
         continue_on_fail: spec.continue_on_fail,
         priority,
         driver: spec.driver,
+        await_callback: spec.await_callback,
     })
     .filter(|_| ok && priority <= MAX_PRIORITY)
 }

@@ -175,7 +175,7 @@ pub(crate) fn function_diamond(c: &Cluster) {
 }
 
 #[test]
-fn start_locally_runs_in_process_without_queuing() {
+fn start_locally_runs_in_process_and_is_recorded() {
     let c = Cluster::up(1, &["default"]);
     let out = c.python(&[SCRIPT, "local"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -184,6 +184,23 @@ fn start_locally_runs_in_process_without_queuing() {
         "{}",
         text(&out)
     );
+    // Recorded with the controller, yet every attempt ran in the script, none on the agent.
     let runs = c.json(&["runs", "--json"]);
-    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+    assert_eq!(runs["runs"][0]["status"], "succeeded", "{runs}");
+    let run = c.json(&[
+        "status",
+        runs["runs"][0]["run_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    for step in run["steps"].as_array().unwrap() {
+        for attempt in step["attempts"].as_array().unwrap() {
+            let runner = attempt["agent"].as_str().unwrap_or("");
+            assert!(
+                runner.starts_with("local-"),
+                "{} ran on {runner:?}: {run}",
+                step["name"]
+            );
+        }
+    }
 }

@@ -219,3 +219,47 @@ fn step_callbacks_run_in_the_local_process_and_a_skip_is_recorded() {
     assert_eq!(Cluster::step(&run, "other")["status"], "succeeded", "{run}");
     ran_locally(&run);
 }
+
+#[test]
+fn start_locally_runs_the_steps_on_agents_and_their_callbacks_here() {
+    let c = cluster();
+    let out = c.python(&[SCRIPT, "driven"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("successful True"), "{stdout}");
+    let run_id = stdout
+        .split("submitted as run ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no run id in {stdout}"))
+        .to_string();
+    for line in [
+        "pre first {'kwargs/x': 2}",
+        "held first: pending, waiting for callback",
+        "held skipped: pending, waiting for callback",
+        "status first pending -> ",
+        "status skipped pending -> skipped",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("post first completed {run_id}/first")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("post other completed {run_id}/other")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pre after"), "{stdout}");
+    let run = status(&c, &run_id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(Cluster::step(&run, "skipped")["status"], "skipped", "{run}");
+    assert_eq!(Cluster::step(&run, "after")["status"], "skipped", "{run}");
+    let other = Cluster::step(&run, "other");
+    assert_eq!(other["status"], "succeeded", "{run}");
+    let agent = other["attempts"][0]["agent"].as_str().unwrap_or("");
+    assert!(
+        !agent.is_empty() && !agent.starts_with("local-"),
+        "ran on an agent: {run}"
+    );
+}

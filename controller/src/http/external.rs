@@ -1,13 +1,17 @@
 //! Runs executed by their submitter: the process that runs an `external` run's steps reports
 //! each attempt (taken, alive, ended) and appends its output to the attempt's log, as an agent
-//! would over the broker. Reports go to the owning task as requests; logs go to the log store.
+//! would over the broker; and the answers to step callbacks from the process running a
+//! pipeline's logic. Reports and answers go to the owning task as requests; logs go to the log
+//! store.
 
 use super::{ApiError, App};
 use crate::service::{Command, Refused};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use drover_api::{LogAppended, StepReport, StepReported, StepStatus};
+use drover_api::{
+    CallbackAnswer, CallbackAnswered, LogAppended, StepReport, StepReported, StepStatus,
+};
 use drover_protocol::message::LogChunk;
 use drover_protocol::{AttemptNo, StepName};
 use serde::Deserialize;
@@ -47,6 +51,44 @@ pub async fn report(
         .map_err(|_| gone())?;
     match answer.await.map_err(|_| gone())? {
         Ok(reported) => Ok(Json(reported)),
+        Err(Refused::Invalid(why)) => Err(ApiError::bad_request(why)),
+        Err(Refused::Unavailable(why)) => Err(ApiError::unavailable(why)),
+    }
+}
+
+/// Answers the callback of a step waiting for it (`await_callback`): run it or skip it.
+pub async fn answer_callback(
+    State(app): State<App>,
+    Path((run, step)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<CallbackAnswered>, ApiError> {
+    let record = app.run(&run)?;
+    let step = step_name(&step)?;
+    let body = axum::body::to_bytes(body, MAX_REPORT_BYTES)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the callback's answer: {e}")))?;
+    let answer: CallbackAnswer = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad callback answer: {e}; send JSON {{\"proceed\": true | false}}"
+        ))
+    })?;
+    let (reply, answered) = oneshot::channel();
+    let gone = || ApiError::unavailable("the controller is shutting down");
+    app.commands
+        .send(Command::Callback {
+            run: record.run_id.clone(),
+            step: step.clone(),
+            proceed: answer.proceed,
+            reply,
+        })
+        .await
+        .map_err(|_| gone())?;
+    match answered.await.map_err(|_| gone())? {
+        Ok(status) => Ok(Json(CallbackAnswered {
+            run_id: record.run_id,
+            step,
+            status,
+        })),
         Err(Refused::Invalid(why)) => Err(ApiError::bad_request(why)),
         Err(Refused::Unavailable(why)) => Err(ApiError::unavailable(why)),
     }

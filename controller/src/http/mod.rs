@@ -148,6 +148,10 @@ pub(crate) fn router(app: App) -> Router {
             "/api/v1/runs/{run}/steps/{step}/report",
             post(external::report),
         )
+        .route(
+            "/api/v1/runs/{run}/steps/{step}/callback",
+            post(external::answer_callback),
+        )
         .route("/api/v1/runs/{run}/steps/{step}/log/stream", get(live::log))
         .route(
             "/api/v1/runs/{run}/steps/{step}/artifacts/{name}",

@@ -2,6 +2,7 @@
 //! which actions follow. No I/O, no clock: the owning task persists the changed records and then
 //! carries out the actions.
 
+mod callbacks;
 mod dynamic;
 mod external;
 mod progress;
@@ -10,6 +11,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub use callbacks::answer_callback;
 pub use dynamic::add_step;
 pub use external::report;
 use progress::{

@@ -185,7 +185,15 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
             end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
             changed = true;
         } else if parents().all(|p| p.status.is_done()) {
-            changed |= make_ready(run_id, spec, steps, i, *external, ctx);
+            changed |= match (spec.await_callback, steps[i].callback) {
+                (true, None) => await_callback(&mut steps[i]),
+                (true, Some(false)) => {
+                    let why = "skipped: its pre_execute_callback returned False".to_string();
+                    end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
+                    true
+                }
+                _ => make_ready(run_id, spec, steps, i, *external, ctx),
+            };
         }
     }
     finish_if_done(run, ctx.now) || changed
@@ -313,6 +321,18 @@ fn end_from_cache(step: &mut StepRecord, spec: &Step, inputs: &[JobInput], ctx: 
     }
     step.cache_key = Some(key);
     false
+}
+
+/// What a ready step waiting for its callback's answer says.
+pub(super) const WAITING_FOR_CALLBACK: &str = "waiting for callback";
+
+/// Keeps a ready step pending until its callback is answered. Returns whether it changed.
+fn await_callback(step: &mut StepRecord) -> bool {
+    if step.message.as_deref() == Some(WAITING_FOR_CALLBACK) {
+        return false;
+    }
+    step.message = Some(WAITING_FOR_CALLBACK.to_string());
+    true
 }
 
 /// Keeps a ready step pending for `reason`, said in its message. Returns whether it changed.

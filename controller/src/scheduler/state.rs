@@ -142,6 +142,10 @@ pub struct StepRecord {
     /// submitted spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<StepCall>,
+    /// The answer to the step's callback (`await_callback`): run it, or skip it; `None` until
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<bool>,
 }
 
 /// Which call of which running step added a step to a dynamic run: what a replay of that call
@@ -179,6 +183,7 @@ impl StepRecord {
             started_at: None,
             ended_at: None,
             call: None,
+            callback: None,
         }
     }
 

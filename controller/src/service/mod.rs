@@ -65,6 +65,14 @@ pub(crate) enum Command {
         report: Box<StepReport>,
         reply: oneshot::Sender<Result<StepReported, Refused>>,
     },
+    /// The process running a pipeline's logic answers a step's callback (through the HTTP
+    /// API); answered with the step's status once the change is durable.
+    Callback {
+        run: RunId,
+        step: drover_protocol::StepName,
+        proceed: bool,
+        reply: oneshot::Sender<Result<drover_api::StepStatus, Refused>>,
+    },
 }
 
 /// Why an add-step request or a step report was refused.
@@ -170,6 +178,7 @@ impl Owner {
         let mut replies = Vec::new();
         let mut changes = Vec::new();
         let mut reported = Vec::new();
+        let mut answered = Vec::new();
         let mut next = Some(first);
         let mut submitted = Ok(());
         while let Some(command) = next.take() {
@@ -218,6 +227,29 @@ impl Owner {
                     }
                     (None, None)
                 }
+                Command::Callback {
+                    run,
+                    step,
+                    proceed,
+                    reply,
+                } => {
+                    match scheduler::answer_callback(
+                        &mut self.state,
+                        &run,
+                        &step,
+                        proceed,
+                        now_ms(),
+                    ) {
+                        Ok((status, step_fx)) => {
+                            fx.merge(step_fx);
+                            answered.push((reply, status));
+                        }
+                        Err(why) => {
+                            let _ = reply.send(Err(Refused::Invalid(why)));
+                        }
+                    }
+                    (None, None)
+                }
             };
             if let Some(event) = event {
                 // Kept as sent, so the run can be submitted again as it was.
@@ -230,7 +262,9 @@ impl Owner {
                 }
                 fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
             }
-            if deliveries.len() + replies.len() + changes.len() + reported.len() < MAX_BATCH {
+            if deliveries.len() + replies.len() + changes.len() + reported.len() + answered.len()
+                < MAX_BATCH
+            {
                 next = commands.try_recv().ok();
             }
         }
@@ -246,6 +280,9 @@ impl Owner {
                 for (reply, answer) in reported {
                     let _ = reply.send(Ok(answer));
                 }
+                for (reply, status) in answered {
+                    let _ = reply.send(Ok(status));
+                }
                 for incoming in deliveries {
                     if let Err(e) = incoming.ack().await {
                         tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
@@ -259,6 +296,10 @@ impl Owner {
                 }
                 for (reply, _) in reported {
                     let why = format!("cannot persist the step report: {e}; try again");
+                    let _ = reply.send(Err(Refused::Unavailable(why)));
+                }
+                for (reply, _) in answered {
+                    let why = format!("cannot persist the callback's answer: {e}; try again");
                     let _ = reply.send(Err(Refused::Unavailable(why)));
                 }
                 tracing::error!(

@@ -246,9 +246,17 @@ class PipelineController:
             for callback in step.callbacks:
                 raise NotImplementedError(
                     f"add_function_step({step.name!r}): {callback}= runs in the process that runs the "
-                    "pipeline's logic, which drover supports only for start_locally(run_pipeline_steps_"
-                    "locally=True) so far; run the pipeline that way, or drop the callback"
+                    "pipeline's logic, which for a submitted pipeline is the controller and cannot call "
+                    "back into this script; use start_locally() (the logic here, the steps on agents or "
+                    "with run_pipeline_steps_locally=True here), or drop the callback"
                 )
+        self._submit()
+        if wait:
+            self.wait()
+        return True
+
+    def _submit(self) -> str:
+        """Publishes the run; its id."""
         from .submit import publish
 
         message = self._submit_message()
@@ -256,25 +264,26 @@ class PipelineController:
         self._run_id = message["body"]["run_id"]
         url = api.run_page(settings.controller_url(), self._run_id)
         print(f"drover: pipeline '{self._name}' submitted as run {self._run_id}: {url}", flush=True)
-        if wait:
-            self.wait()
-        return True
+        return str(self._run_id)
 
     def start_locally(self, run_pipeline_steps_locally: bool = False) -> None:
         """Runs the pipeline from this process.
 
-        With `run_pipeline_steps_locally=True` every step runs here, parents first, with no
-        broker or controller: values pass between steps through pickle files as they would
-        between agents. As on the controller, a raising step (its traceback is printed) skips
-        the steps that depend on it while independent ones still run, and the run fails unless
+        With `run_pipeline_steps_locally=True` every step runs here, parents first: values pass
+        between steps through pickle files as they would between agents; with a reachable
+        controller the run is recorded there (see `drover.record`). As on the controller, a
+        raising step (its traceback is printed) skips the steps that depend on it while
+        independent ones still run, and the run fails unless
         the step has continue_on_fail. As in ClearML, a failed run does not raise or end the
         process with an error: it prints that the pipeline failed, and `is_successful()` is
         False (end the script with `sys.exit(0 if pipe.is_successful() else 1)` to fail it).
-        With False the pipeline is submitted and followed to its end, since drover's controller
-        logic runs as a service and the steps run on agents: the same as `start(wait=True)`.
+        With False the pipeline is submitted, its steps run on agents, and this process follows
+        the run to its end running the steps' callbacks (see `drover.drive`).
+        Step callbacks (`pre_execute_callback`, `post_execute_callback`,
+        `status_change_callback`) run in this process either way.
         """
         if not run_pipeline_steps_locally:
-            self.start(wait=True)
+            self._drive()
             return
         params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
         params.update(self._launch_params())
@@ -283,6 +292,8 @@ class PipelineController:
 
         run_id = names.new_run_id()
         recorder = record.Recorder.connect(run_id, f"pipeline {self._name!r}")
+        for step in spec["step"]:  # this process asks the callbacks itself before it starts a step
+            step.pop("await_callback", None)
         if recorder is not None and not recorder.submit(spec, self._launch_params()):
             recorder = None
         if recorder is not None:
@@ -297,6 +308,21 @@ class PipelineController:
             if recorder is not None:
                 recorder.close()
         print(f"drover: pipeline '{self._name}' {'succeeded' if ok else 'failed'} locally", flush=True)
+
+    def _drive(self) -> None:
+        """Submits the run and follows it from here, running the steps' callbacks (see
+        `drover.drive`)."""
+        from .drive import drive
+
+        if self._run_id is not None:
+            raise RuntimeError(f"pipeline {self._name!r} was already started as run {self._run_id}")
+        run_id = self._submit()
+        params = {k: p["default"] for k, p in self._params.items() if p["default"] is not None}
+        params.update(self._launch_params())
+        self._view = drive(self, run_id, self._steps, params, lambda line: print(line, flush=True))
+        print(f"drover: run {run_id} {self._view['status']}", flush=True)
+        if self._view["status"] != "succeeded":
+            print(f"drover: {api.failure_message(self._view)}", flush=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Follows the run until it ends, printing each step's status changes (and, when it did

@@ -82,6 +82,8 @@ class Step:
             "continue_on_fail": self.continue_on_fail,
             # Sent only when set, so a controller that predates priorities still accepts it.
             **({"priority": self.priority} if self.priority is not None else {}),
+            # The step waits for its pre_execute_callback's answer (start_locally with steps on agents).
+            **({"await_callback": True} if "pre_execute_callback" in self.callbacks else {}),
         }
 
 

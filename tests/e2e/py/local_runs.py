@@ -4,7 +4,8 @@
 a nested component and prints), `raising` (a component raises, so the pipeline does), `hang`
 (takes a file: the pipeline function writes it and then waits to be killed), `controller`
 (a PipelineController run with start_locally(run_pipeline_steps_locally=True)), `callbacks`
-(the same with step callbacks; one step is skipped by its pre_execute_callback). Connection
+(the same with step callbacks; one step is skipped by its pre_execute_callback), `driven` (those
+callbacks under start_locally(): the steps on agents, the callbacks here). Connection
 settings come from DROVER_*.
 """
 import sys
@@ -73,9 +74,15 @@ def controller():
     print("successful", pipe.is_successful())
 
 
-def callbacks():
+def callbacks(steps_here=True):
     def pre(pipeline, node, parameters):
         print(f"pre {node.name} {parameters}")
+        if not steps_here:  # the controller holds the step while its callback runs
+            from drover import api, settings
+
+            view = api.get_run(settings.controller_url(), pipeline.id)
+            held = next(s for s in view["steps"] if s["name"] == node.name)
+            print(f"held {node.name}: {held['status']}, {held['message']}")
         return node.name != "skipped"
 
     def post(pipeline, node):
@@ -93,7 +100,7 @@ def callbacks():
                            **hooks)
     pipe.add_function_step("other", double, function_kwargs={"x": "${first.y}"}, function_return=["y"],
                            **hooks)
-    pipe.start_locally(run_pipeline_steps_locally=True)
+    pipe.start_locally(run_pipeline_steps_locally=steps_here)
     print("successful", pipe.is_successful(fail_on_step_fail=False))
 
 
@@ -110,5 +117,7 @@ if __name__ == "__main__":
         controller()
     elif case == "callbacks":
         callbacks()
+    elif case == "driven":
+        callbacks(steps_here=False)
     else:
         raise SystemExit(f"unknown case {case!r}")

@@ -274,3 +274,43 @@ fn a_step_its_runner_skips_ends_skipped_with_its_descendants() {
     );
     assert!(again.is_err(), "{again:?}");
 }
+
+const AWAITING: &str = r#"
+[[step]]
+name = "a"
+command = ["true"]
+outputs = { out = "out.txt" }
+await_callback = true
+
+[[step]]
+name = "b"
+command = ["cat", "${a.out}"]
+"#;
+
+#[test]
+fn a_step_awaiting_its_callback_waits_then_runs_or_is_skipped_as_answered() {
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, AWAITING, 0);
+    assert!(jobs(&fx).is_empty(), "held: {fx:?}");
+    let a = &st.runs[&run].steps[0];
+    assert_eq!(a.status, StepStatus::Pending);
+    assert_eq!(a.message.as_deref(), Some("waiting for callback"));
+    // Ticks keep it waiting and change nothing.
+    assert!(handle(&mut st, Event::Tick, 100).runs.is_empty());
+    let (status, fx) = answer_callback(&mut st, &run, &step("a"), true, 200).unwrap();
+    assert_eq!(status, StepStatus::Queued);
+    assert_eq!(job_names(&fx), vec!["a"]);
+    assert_eq!(st.runs[&run].steps[0].message, None);
+    let again = answer_callback(&mut st, &run, &step("a"), true, 300);
+    assert!(again.is_err(), "{again:?}");
+    let refused = answer_callback(&mut st, &run, &step("b"), true, 300).unwrap_err();
+    assert!(refused.contains("no callback"), "{refused}");
+
+    let (skipped_run, _) = submit_toml(&mut st, AWAITING, 0);
+    let (status, fx) = answer_callback(&mut st, &skipped_run, &step("a"), false, 10).unwrap();
+    assert_eq!(status, StepStatus::Skipped);
+    assert!(jobs(&fx).is_empty());
+    let r = &st.runs[&skipped_run];
+    assert_eq!(r.steps[1].status, StepStatus::Skipped);
+    assert_eq!(r.status, RunStatus::Succeeded);
+}
