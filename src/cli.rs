@@ -84,6 +84,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ArtifactsCommand,
     },
+    /// List the tasks registered with the controller (scripts that called Task.init).
+    Tasks(TasksArgs),
     /// List agents seen by the controller.
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
@@ -360,6 +362,15 @@ pub struct AbortArgs {
 pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TasksArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Only the tasks of this project.
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,10 +10,12 @@ pub mod dynamic;
 pub mod error;
 pub mod events;
 pub mod status;
+pub mod tasks;
 pub mod views;
 
 pub use dynamic::{AddStep, CallKey, StepAdded};
 pub use error::{ApiError, ErrorCode};
 pub use events::SseEvent;
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
+pub use tasks::{RegisterTask, TaskList, TaskView};
 pub use views::*;

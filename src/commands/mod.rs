@@ -4,6 +4,7 @@ mod inspect;
 mod keygen;
 mod run;
 mod serve;
+mod tasks;
 
 use crate::cli::{Command, ConfigCommand, Global};
 use crate::config::Loaded;
@@ -31,6 +32,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Status(args) => inspect::status(&g, args).await,
         Command::Logs(args) => inspect::logs(&g, args).await,
         Command::Artifacts { command } => inspect::artifacts(&g, command).await,
+        Command::Tasks(args) => tasks::tasks(&g, args).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
         Command::Keygen(args) => keygen::keygen(&args),

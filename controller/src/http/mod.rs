@@ -17,6 +17,7 @@ mod rerun;
 mod scrape;
 pub(crate) mod serve;
 mod steps;
+mod tasks;
 mod views;
 
 use crate::logs::LogStore;
@@ -114,6 +115,8 @@ pub(crate) fn router(app: App) -> Router {
                 .head(files::head_blob)
                 .put(files::put_blob),
         )
+        .route("/api/v1/tasks", get(tasks::list).post(tasks::register))
+        .route("/api/v1/tasks/{id}", get(tasks::get))
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/queues", get(api::queues))
         .route("/", get(pages::runs_page))

@@ -7,6 +7,7 @@
 mod runs;
 pub mod schema;
 mod submits;
+mod tasks;
 mod version;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod compat;
 
 pub use runs::{RunPage, RunQuery};
 pub use submits::Submitted;
+pub use tasks::TaskRecord;
 pub use version::SCHEMA_VERSION;
 
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
@@ -65,6 +67,8 @@ pub struct Store {
     agents: sled::Tree,
     /// Run id -> [`Submitted`], written once per run.
     submits: sled::Tree,
+    /// Task id -> [`TaskRecord`].
+    tasks: sled::Tree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -125,6 +129,7 @@ impl Store {
             cache: db.open_tree("cache")?,
             agents: db.open_tree("agents")?,
             submits: db.open_tree(submits::SUBMITS_TREE)?,
+            tasks: db.open_tree(tasks::TASKS_TREE)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -250,6 +255,26 @@ impl Store {
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         decode_all("agent", &self.agents)
+    }
+
+    /// Writes a registered task and makes it durable before its registration is answered.
+    pub async fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        self.tasks.insert(task.id.as_str(), encode("task", task)?)?;
+        self.flush().await
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.tasks
+            .get(id)?
+            .map(|v| decode("task", id, &v))
+            .transpose()
+    }
+
+    /// Every registered task, newest first (task ids are time-ordered).
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut all: Vec<TaskRecord> = decode_all("task", &self.tasks)?;
+        all.reverse();
+        Ok(all)
     }
 }
 

@@ -143,13 +143,14 @@ fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
             "cache" => rmp_serde::from_slice::<CachedOutputs>(bytes).map(drop),
             "agents" => rmp_serde::from_slice::<AgentRecord>(bytes).map(drop),
             "run_submits" => rmp_serde::from_slice::<crate::store::Submitted>(bytes).map(drop),
+            "tasks" => rmp_serde::from_slice::<crate::store::TaskRecord>(bytes).map(drop),
             other => panic!("golden file {} of an unknown tree {other}", rel.display()),
         };
         ok.unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
         decoded += 1;
     }
     assert_eq!(
-        decoded, 16,
-        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 1 submission"
+        decoded, 17,
+        "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 1 submission, 1 task"
     );
 }
