@@ -29,4 +29,5 @@ mod secrets;
 mod seed;
 mod signing;
 mod slow_clients;
+mod tasks;
 mod tls;

@@ -184,10 +184,11 @@ def test_no_default_queue_goes_back_to_drovers(pipe):
     assert pipe.get_pipeline_dag()["first"]["queue"] == "default"
 
 
-def test_steps_from_tasks_are_refused_naming_the_alternative(pipe):
-    with pytest.raises(NotImplementedError, match=r"add_step\('t'\).*add_function_step"):
-        pipe.add_step(name="t", base_task_project="x", base_task_name="y",
-                      parameter_override={"General/a": 1})
+def test_steps_from_tasks_refuse_what_drover_cannot_do_before_looking_the_task_up(pipe):
+    with pytest.raises(NotImplementedError, match=r"add_step\('t'\): base_task_factory=.*base_task_id="):
+        pipe.add_step(name="t", base_task_factory=lambda node: None)
+    with pytest.raises(NotImplementedError, match=r"task_overrides="):
+        pipe.add_step(name="t", base_task_project="x", base_task_name="y", task_overrides={"a": 1})
 
 
 def test_stop_mark_failed_is_refused_naming_the_alternative(pipe):
