@@ -24,6 +24,9 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
     let tasks = listed["tasks"].as_array().unwrap();
     let names: Vec<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["process", "make data"], "{listed}");
+    // Names match regardless of case, as in ClearML.
+    let found = c.json(&["tasks", "--json", "--project", "E2E"]);
+    assert_eq!(found["tasks"].as_array().map(Vec::len), Some(2), "{found}");
     assert_eq!(tasks[1]["task_type"], "data_processing");
     assert_eq!(tasks[1]["parameters"]["General/rows"], "3", "{listed}");
     assert!(

@@ -1,5 +1,5 @@
 //! Registered tasks: `POST /api/v1/tasks` registers (or updates) one, `GET /api/v1/tasks` lists
-//! them, `GET /api/v1/tasks/{id}` reads one. A pipeline's `add_step(base_task_...)` finds its
+//! them (`?project=`, `?name=`: equal regardless of case), `GET /api/v1/tasks/{id}` reads one. A pipeline's `add_step(base_task_...)` finds its
 //! task here when it is built.
 
 use super::{ApiError, App};
@@ -80,8 +80,8 @@ pub async fn list(
         .store
         .tasks()?
         .into_iter()
-        .filter(|t| q.project.as_ref().is_none_or(|p| &t.project == p))
-        .filter(|t| q.name.as_ref().is_none_or(|n| &t.name == n))
+        .filter(|t| same_name(q.project.as_deref(), &t.project))
+        .filter(|t| same_name(q.name.as_deref(), &t.name))
         .map(view)
         .collect();
     Ok(Json(TaskList { tasks }))
@@ -96,6 +96,11 @@ pub async fn get(
         .task(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))?;
     Ok(Json(view(record)))
+}
+
+/// Project and task names match regardless of case, as ClearML finds tasks by name.
+fn same_name(wanted: Option<&str>, name: &str) -> bool {
+    wanted.is_none_or(|w| w.to_lowercase() == name.to_lowercase())
 }
 
 fn view(t: TaskRecord) -> TaskView {
