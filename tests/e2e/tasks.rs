@@ -37,6 +37,16 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
         "{listed}"
     );
 
+    // The web UI lists them on its tasks page, filled by its module from the same API.
+    let page = c.http_get("/tasks");
+    assert!(page.contains("src=\"/assets/tasks.js\""), "{page}");
+    assert!(
+        page.contains("<a href=\"/tasks\" aria-current=\"page\">Tasks</a>"),
+        "{page}"
+    );
+    let module = c.http_get("/assets/tasks.js");
+    assert!(module.contains("/api/v1/tasks"), "{module}");
+
     let out = c.python(&[&format!("{DIR}/pipeline.py")]);
     assert!(out.status.success(), "{}", text(&out));
     let out = c.drover(&["wait", "latest", "--json"]);

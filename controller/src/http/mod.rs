@@ -121,6 +121,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/queues", get(api::queues))
         .route("/", get(pages::runs_page))
         .route("/runs/{run}", get(pages::run_page))
+        .route("/tasks", get(pages::tasks_page))
         .route("/agents", get(pages::agents_page))
         .route("/queues", get(pages::queues_page))
         .route("/assets/{name}", get(pages::asset))

@@ -1,5 +1,5 @@
-//! The web UI: small HTML shells for the runs list, a run, the agents and the queues, and the
-//! embedded CSS and JavaScript modules that fill them from the JSON API and its event streams.
+//! The web UI: small HTML shells for the runs list, a run, the tasks, the agents and the queues,
+//! and the embedded CSS and JavaScript modules that fill them from the JSON API and its event streams.
 //! No build step: the assets are plain files compiled into the binary with `include_str!`; each
 //! page loads one entry module, which imports what it uses from the others.
 
@@ -24,6 +24,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("step.js", JAVASCRIPT, include_str!("assets/step.js")),
     ("runs.js", JAVASCRIPT, include_str!("assets/runs.js")),
     ("fleet.js", JAVASCRIPT, include_str!("assets/fleet.js")),
+    ("tasks.js", JAVASCRIPT, include_str!("assets/tasks.js")),
 ];
 
 /// `contract.js`, generated from `drover-api`: the status lists the pages branch on, so they
@@ -93,11 +94,12 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\
-<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}</nav>\
+<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}{}</nav>\
 <span id=\"live\" class=\"live\"></span></header><main id=\"app\"><p class=\"muted\">loading…</p></main>\
 <script type=\"module\" src=\"/assets/{module}\"></script></body></html>",
         esc(title),
         nav("/", "Runs", "runs"),
+        nav("/tasks", "Tasks", "tasks"),
         nav("/agents", "Agents", "agents"),
         nav("/queues", "Queues", "queues"),
     )
@@ -105,6 +107,10 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
 
 pub async fn runs_page() -> Html<String> {
     Html(shell("drover: runs", "runs", &[], "runs.js"))
+}
+
+pub async fn tasks_page() -> Html<String> {
+    Html(shell("drover: tasks", "tasks", &[], "tasks.js"))
 }
 
 pub async fn agents_page() -> Html<String> {
@@ -190,7 +196,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 8);
+        assert_eq!(scripts.len(), 9);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -206,14 +212,14 @@ mod tests {
                 imported += 1;
             }
             let exports = source.lines().filter(|l| l.starts_with("export ")).count();
-            let entry = ["run.js", "runs.js", "fleet.js"].contains(name);
+            let entry = ["run.js", "runs.js", "fleet.js", "tasks.js"].contains(name);
             assert_eq!(
                 exports == 0,
                 entry,
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 15);
+        assert_eq!(imported, 16);
     }
 
     #[test]
