@@ -97,8 +97,9 @@ class PipelineController:
         `Task.init`; see `drover tasks`), found by `base_task_id` or by `base_task_project` and
         `base_task_name` (the newest such task) when this is called. The step runs the task's
         script on an agent, in an environment with the task's requirements, as `python
-        script.py`; `parameter_override` (`{"General/test_size": 0.25}`) reaches the script
-        through `task.connect`, cast to the connected value's type. Overrides may hold
+        script.py`; the task's registered parameters, with `parameter_override`
+        (`{"General/test_size": 0.25}`) over them, reach the script through `task.connect`, cast
+        to the connected value's type. Overrides may hold
         `${step.id}`, `${step.artifacts.NAME.url}`, `${step.OUTPUT}` and `${pipeline.NAME}`;
         a referenced step becomes a parent. What the script uploads with `upload_artifact` are
         the step's artifacts."""
@@ -122,7 +123,9 @@ class PipelineController:
             names.check_queue_name(execution_queue)
         explicit = self._check_parents(name, parents)
         task = registry.resolve(where, base_task_id, base_task_project, base_task_name)
-        overrides = {str(k): registry.override_text(v) for k, v in (parameter_override or {}).items()}
+        # As in ClearML, the step starts from the parameters registered with the task.
+        overrides = {str(k): str(v) for k, v in (task.get("parameters") or {}).items()}
+        overrides.update({str(k): registry.override_text(v) for k, v in (parameter_override or {}).items()})
         kwargs = registry.step_kwargs(task, overrides)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
         step = spec.Step(
