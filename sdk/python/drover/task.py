@@ -1,18 +1,21 @@
 """Task: ClearML's experiment object, as far as drover runs it (stdlib only).
 
-`Task.init` outside a drover step runs the task **offline**: it warns once, says where the task
-keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`), keeps
-connected parameters and configurations in memory, artifacts in `<that dir>/artifacts/<name>/`
-and reports on its `Logger`. Registering a task with the controller is not supported yet, so
-this happens whether or not a controller is reachable (the warning says which).
+`Task.init` in a script run outside drover registers the script with the controller when one
+answers at the SDK's URL (`drover.registry`: source, requirements, connected parameters, updated
+as `connect` is called), so a pipeline can run it as a step; `execute_remotely()` then exits.
+With no controller, or no script file, the task runs **offline**: it warns once, says where the
+task keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`),
+keeps connected parameters and configurations in memory, artifacts in
+`<that dir>/artifacts/<name>/` and reports on its `Logger`. A registered task keeps its
+artifacts there too.
 
 Inside a drover step (the agent sets `DROVER_RUN_ID` and `DROVER_STEP`), `Task.init` and
 `Task.current_task()` give that step's task, whose id is `<run id>/<step>` (the same for every
 attempt). `upload_artifact` stores the object as one of the step's outputs through the step's
 channel (see `drover.stepartifacts`), and `Task.get_task(task_id=...)` gives another step of
 the run, read-only, whose `artifacts` are fetched through the channel as well (outside a step,
-through the HTTP API). Parameter overrides are not supported yet: `connect` returns the values
-as given, and the logger prints to the step's console and says so.
+through the HTTP API). `connect` applies the step's parameter overrides (a step made from a
+registered task), and the logger prints to the step's console and says so.
 """
 from __future__ import annotations
 
