@@ -67,6 +67,22 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
     }
 }
 
+/// `execute_remotely(queue_name=...)` registers the script, submits a one-step run of it on that
+/// queue and exits; the step runs the rest of the script.
+#[test]
+fn execute_remotely_with_a_queue_runs_the_script_there() {
+    let c = Cluster::up(1, &["default"]);
+    let out = c.python(&[&format!("{DIR}/queued.py")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("exiting (execute_remotely)"), "{stdout}");
+    let out = c.drover(&["wait", "latest", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = run["run_id"].as_str().unwrap();
+    assert_eq!(c.unpickled(run_id, "queued_task", "shout"), "'HELLO'");
+}
+
 #[test]
 fn a_step_from_an_unregistered_task_is_refused_naming_it() {
     let c = Cluster::up(0, &["default"]);

@@ -23,6 +23,7 @@ import ast
 import json
 import os
 import pathlib
+import re
 import sys
 import urllib.request
 import uuid
@@ -202,26 +203,38 @@ class Task:
 
     def execute_remotely(self, queue_name: str | None = None, clone: bool = False,
                          exit_process: bool = True) -> Task | None:
-        """Inside a drover step (running remotely) this does nothing, as in ClearML. Outside,
-        with no queue, the task is registered with the controller (it already is when one was
-        reachable at `Task.init`) and the process exits when `exit_process`. Sending the task
-        to a queue is not supported yet."""
+        """Inside a drover step (running remotely) this does nothing, as in ClearML. Outside, the
+        task must be registered (a controller answered at `Task.init`): with no queue that is
+        all, and with `queue_name` a one-step run of its script is submitted on that queue; then
+        the process exits when `exit_process`. `clone=True` is refused."""
         if self._in_step:
             return None
-        if queue_name is not None or clone:
+        if clone:
             raise NotImplementedError(
-                "execute_remotely(queue_name=..., clone=True): running a task on a queue by itself is not "
-                "supported by drover yet; run it as a step of a pipeline with "
-                "PipelineController.add_step(base_task_id=task.id)")
+                "execute_remotely(clone=True) is not supported by drover: a run never changes the registered "
+                "task, so run the task itself (clone=False)")
         if self._script is None:
             raise RuntimeError(
                 f"execute_remotely: task {self._name!r} is not registered: no drover controller was "
                 f"reachable at {settings.controller_url()} when Task.init ran (set DROVER_URL)")
+        if queue_name is not None:
+            self._submit_one_step_run(queue_name)
         if exit_process:
             print(f"drover Task: task id={self._id} is registered; exiting (execute_remotely)")
             sys.stdout.flush()
             raise SystemExit(0)
         return None
+
+    def _submit_one_step_run(self, queue: str) -> None:
+        """A run of this task's script alone, on `queue`, with its registered parameters."""
+        from .pipeline import PipelineController  # late: the pipeline module imports much more
+
+        step = re.sub(r"[^A-Za-z0-9_-]+", "_", self._name).strip("_")[:100] or "task"
+        if step == "pipeline":
+            step = "task"
+        pipe = PipelineController(name=self._name, project=self._project or "tasks", version="1")
+        pipe.add_step(name=step, base_task_id=self._id, execution_queue=queue)
+        pipe.start(wait=False)
 
     # -- what it is ---------------------------------------------------------------------------
 

@@ -83,8 +83,8 @@ def test_a_reachable_controller_registers_the_script_and_connect_updates_it(offl
     with pytest.raises(SystemExit) as e:
         task.execute_remotely()
     assert e.value.code == 0
-    with pytest.raises(NotImplementedError, match="add_step"):
-        task.execute_remotely(queue_name="default")
+    with pytest.raises(NotImplementedError, match="clone=True"):
+        task.execute_remotely(clone=True)
 
 
 def test_a_reachable_controller_without_a_script_file_runs_offline(offline, http_server, monkeypatch):
