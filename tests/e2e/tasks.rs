@@ -1,6 +1,7 @@
 //! Tasks registered by their scripts (`Task.init` with a controller reachable) and run again as
 //! pipeline steps (`add_step(base_task_project=, base_task_name=)`), with parameter overrides
-//! cast to the connected values' types and `${step.id}` passed between them.
+//! cast to the connected values' types, `${step.id}` passed between them and
+//! `${step.parameters.SECTION/NAME}` read from an earlier step.
 
 use crate::harness::{Cluster, text};
 
@@ -58,7 +59,7 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
     for expected in [
         "'values': [0.0, 0.5, 1.0, 1.5]".to_string(),
         "'scale_type': 'float'".into(),
-        "'label': 'from the pipeline'".into(),
+        "'label': 'from the pipeline, 4 rows'".into(),
         "'keep': True".into(),
         format!("'id': '{run_id}/process'"),
         "'main': '__main__'".into(),

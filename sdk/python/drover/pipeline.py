@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -13,6 +14,10 @@ _OUTCOME = {"succeeded": "completed", "cached": "completed", "failed": "failed",
             "aborted": "stopped"}
 # ClearML's fail_condition -> the outcomes that count as success.
 _SUCCESS = {"all": ("completed",), "failed": ("completed", "stopped"), "aborted": ("completed", "failed")}
+
+
+# `${STEP.parameters.SECTION/NAME}`: resolved when the pipeline is built (see _parameter_refs).
+_PARAMETER_REF = re.compile(r"(?<!\$)\$\{([A-Za-z0-9_-]+)\.parameters\.([^}]+)\}")
 
 
 class PipelineController:
@@ -125,7 +130,10 @@ class PipelineController:
         task = registry.resolve(where, base_task_id, base_task_project, base_task_name)
         # As in ClearML, the step starts from the parameters registered with the task.
         overrides = {str(k): str(v) for k, v in (task.get("parameters") or {}).items()}
-        overrides.update({str(k): registry.override_text(v) for k, v in (parameter_override or {}).items()})
+        referenced: list[str] = []
+        overrides.update({str(k): self._parameter_refs(name, registry.override_text(v), referenced)
+                          for k, v in (parameter_override or {}).items()})
+        explicit += [p for p in referenced if p not in explicit]
         kwargs = registry.step_kwargs(task, overrides)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
         step = spec.Step(
@@ -137,6 +145,7 @@ class PipelineController:
             retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
             timeout=spec.timeout_text(name, time_limit),
         )
+        step.parameters = dict(overrides)
         options.warn_ignored(where, given)
         self._steps.append(step)
         return True
@@ -196,10 +205,13 @@ class PipelineController:
         if any(s.name == name for s in self._steps):
             raise ValueError(f"step {name!r} is added twice; step names must be unique")
         returns = spec.check_returns(name, function_return)
-        kwargs = dict(function_kwargs or {})
+        referenced: list[str] = []
+        kwargs = {k: self._parameter_refs(name, v, referenced) if isinstance(v, str) else v
+                  for k, v in (function_kwargs or {}).items()}
         if execution_queue is not None:
             names.check_queue_name(execution_queue)
         explicit = self._check_parents(name, parents)
+        explicit += [p for p in referenced if p not in explicit]
         source = spec.function_source(function, helper_functions, name)
         spec.check_signature(name, function, kwargs)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
@@ -218,6 +230,27 @@ class PipelineController:
         options.warn_ignored(where, given)
         self._steps.append(step)
         return True
+
+    def _parameter_refs(self, step: str, text: str, referenced: list[str]) -> str:
+        """`text` with each `${STEP.parameters.SECTION/NAME}` replaced by that parameter of an
+        earlier step, as the pipeline gives it: a task step's registered parameters with its
+        overrides, a function step's keyword arguments as `kwargs/NAME`. A value that is itself
+        a reference stays one (the controller fills it in). Each step named is added to
+        `referenced`: it becomes a parent, as with every other reference."""
+        def value(match: re.Match[str]) -> str:
+            other, parameter = match.group(1), match.group(2)
+            found = self._step(other)
+            if found is None:
+                raise ValueError(f"step {step!r} references {match.group(0)}, but there is no step {other!r} "
+                                 "(add it first)")
+            if parameter not in found.parameters:
+                raise ValueError(f"step {step!r} references {match.group(0)}, but step {other!r} has no "
+                                 f"parameter {parameter!r} (it has {sorted(found.parameters)})")
+            if other not in referenced:
+                referenced.append(other)
+            return found.parameters[parameter]
+
+        return _PARAMETER_REF.sub(value, text)
 
     def _step(self, name: str) -> spec.Step | None:
         return next((s for s in self._steps if s.name == name), None)

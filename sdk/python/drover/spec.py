@@ -40,6 +40,14 @@ class Step:
     timeout: str | None = None
     priority: int | None = None  # 0..9, or None for the default (0)
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    # `"Section/name"` -> text, for `${STEP.parameters.SECTION/NAME}`: a task step's overrides;
+    # a function step's keyword arguments as `kwargs/NAME` (filled in by __post_init__).
+    parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            self.parameters = {f"kwargs/{k}": v if isinstance(v, str) else json.dumps(v)
+                               for k, v in self.values.items() if _json_like(v)}
 
     def referenced_steps(self) -> list[str]:
         """Steps this step's kwargs reference (outputs, ids, artifact URLs), in order of first use."""
@@ -80,6 +88,14 @@ class Step:
             # Sent only when set, so a controller that predates priorities still accepts it.
             **({"priority": self.priority} if self.priority is not None else {}),
         }
+
+
+def _json_like(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_priority(step: str, priority: object) -> int | None:

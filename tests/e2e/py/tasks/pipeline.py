@@ -8,6 +8,6 @@ pipe.add_step(name="make", base_task_project="e2e", base_task_name="make data",
               parameter_override={"General/rows": 4})
 pipe.add_step(name="process", base_task_project="e2e", base_task_name="process",
               parameter_override={"General/dataset_task_id": "${make.id}", "General/scale": "0.5",
-                                  "General/label": "${pipeline.label}"})
+                                  "General/label": "${pipeline.label}, ${make.parameters.General/rows} rows"})
 pipe.start(wait=False)
 print("pipeline submitted")
