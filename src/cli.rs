@@ -96,6 +96,8 @@ pub enum Command {
     },
     /// Show the scalars a run's steps reported (last value and count of each series).
     Scalars(ScalarsArgs),
+    /// List the tasks registered with the controller (scripts that called Task.init).
+    Tasks(TasksArgs),
     /// List agents seen by the controller.
     Agents(ListArgs),
     /// Show queues: waiting messages, consumers, dead letters.
@@ -372,6 +374,15 @@ pub struct AbortArgs {
 pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TasksArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Only the tasks of this project.
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -13,6 +13,7 @@ pub mod events;
 pub mod external;
 pub mod scalars;
 pub mod status;
+pub mod tasks;
 pub mod views;
 
 pub use automation::{
@@ -29,4 +30,5 @@ pub use scalars::{
     ScalarBatch, ScalarList, ScalarPoint, ScalarsChanged, ScalarsStored, SeriesView,
 };
 pub use status::{AttemptOutcome, RunStatus, StepStatus};
+pub use tasks::{RegisterTask, TaskList, TaskView};
 pub use views::*;

@@ -363,6 +363,38 @@ fn external_runs() {
             size: 4096,
         },
     );
+fn tasks() {
+    let parameters = BTreeMap::from([
+        ("General/test_size".to_string(), "0.25".to_string()),
+        ("General/dataset_task_id".to_string(), String::new()),
+    ]);
+    check(
+        "register_task",
+        &RegisterTask {
+            id: None,
+            project: "examples".into(),
+            name: "pipeline step 2 process dataset".into(),
+            task_type: "data_processing".into(),
+            script: "from drover import Task\ntask = Task.init(\"examples\", \"step 2\")\n".into(),
+            script_name: "step2_data_processing.py".into(),
+            requirements: vec!["scikit-learn==1.5.2".into()],
+            parameters: parameters.clone(),
+        },
+    );
+    let view = TaskView {
+        id: "0193a2b4c5d6e7f80123456789abcdef".into(),
+        project: "examples".into(),
+        name: "pipeline step 2 process dataset".into(),
+        task_type: "data_processing".into(),
+        script: "from drover import Task\ntask = Task.init(\"examples\", \"step 2\")\n".into(),
+        script_name: "step2_data_processing.py".into(),
+        requirements: vec!["scikit-learn==1.5.2".into()],
+        parameters,
+        created_at: 1_764_590_400_000,
+        updated_at: 1_764_590_401_250,
+    };
+    check("task_view", &view);
+    check("task_list", &TaskList { tasks: vec![view] });
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod keygen;
 mod run;
 mod scalars;
 mod serve;
+mod tasks;
 
 use crate::cli::{Command, ConfigCommand, Global};
 use crate::config::Loaded;
@@ -36,6 +37,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
         Command::Schedule { command } => automation::schedule(&g, command).await,
         Command::Trigger { command } => automation::trigger(&g, command).await,
         Command::Scalars(args) => scalars::scalars(&g, args).await,
+        Command::Tasks(args) => tasks::tasks(&g, args).await,
         Command::Agents(args) => inspect::agents(&g, args).await,
         Command::Queues(args) => inspect::queues(&g, args).await,
         Command::Keygen(args) => keygen::keygen(&args),

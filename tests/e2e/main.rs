@@ -32,4 +32,5 @@ mod secrets;
 mod seed;
 mod signing;
 mod slow_clients;
+mod tasks;
 mod tls;

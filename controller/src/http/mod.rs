@@ -20,6 +20,7 @@ mod scalars;
 mod scrape;
 pub(crate) mod serve;
 mod steps;
+mod tasks;
 mod views;
 
 use crate::logs::LogStore;
@@ -163,10 +164,13 @@ pub(crate) fn router(app: App) -> Router {
                 .head(files::head_blob)
                 .put(files::put_blob),
         )
+        .route("/api/v1/tasks", get(tasks::list).post(tasks::register))
+        .route("/api/v1/tasks/{id}", get(tasks::get))
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/queues", get(api::queues))
         .route("/", get(pages::runs_page))
         .route("/runs/{run}", get(pages::run_page))
+        .route("/tasks", get(pages::tasks_page))
         .route("/agents", get(pages::agents_page))
         .route("/queues", get(pages::queues_page))
         .route("/schedules", get(pages::schedules_page))

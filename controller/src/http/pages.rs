@@ -1,5 +1,5 @@
-//! The web UI: small HTML shells for the runs list, a run, the agents and the queues, and the
-//! embedded CSS and JavaScript modules that fill them from the JSON API and its event streams.
+//! The web UI: small HTML shells for the runs list, a run, the tasks, the agents and the queues,
+//! and the embedded CSS and JavaScript modules that fill them from the JSON API and its event streams.
 //! No build step: the assets are plain files compiled into the binary with `include_str!`; each
 //! page loads one entry module, which imports what it uses from the others.
 
@@ -33,6 +33,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     // uPlot, vendored unchanged: see assets/THIRD_PARTY.md for its version, licence and update.
     ("uplot.js", JAVASCRIPT, include_str!("assets/uplot.js")),
     ("uplot.css", "text/css", include_str!("assets/uplot.css")),
+    ("tasks.js", JAVASCRIPT, include_str!("assets/tasks.js")),
 ];
 
 /// `contract.js`, generated from `drover-api`: the status lists the pages branch on, so they
@@ -107,6 +108,7 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
 <script type=\"module\" src=\"/assets/{module}\"></script></body></html>",
         esc(title),
         nav("/", "Runs", "runs"),
+        nav("/tasks", "Tasks", "tasks"),
         nav("/agents", "Agents", "agents"),
         nav("/queues", "Queues", "queues"),
         nav("/schedules", "Schedules", "schedules"),
@@ -115,6 +117,10 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
 
 pub async fn runs_page() -> Html<String> {
     Html(shell("drover: runs", "runs", &[], "runs.js"))
+}
+
+pub async fn tasks_page() -> Html<String> {
+    Html(shell("drover: tasks", "tasks", &[], "tasks.js"))
 }
 
 pub async fn agents_page() -> Html<String> {
@@ -204,7 +210,7 @@ mod tests {
             .iter()
             .filter(|(n, _, _)| n.ends_with(".js"))
             .collect();
-        assert_eq!(scripts.len(), 11);
+        assert_eq!(scripts.len(), 12);
         let mut imported = 0;
         for (name, content_type, source) in scripts {
             assert_eq!(*content_type, JAVASCRIPT, "{name}");
@@ -220,14 +226,15 @@ mod tests {
                 imported += 1;
             }
             let exports = source.lines().filter(|l| l.starts_with("export ")).count();
-            let entry = ["run.js", "runs.js", "fleet.js", "schedules.js"].contains(name);
+            let entry =
+                ["run.js", "runs.js", "fleet.js", "schedules.js", "tasks.js"].contains(name);
             assert_eq!(
                 exports == 0,
                 entry,
                 "{name}: only entry modules export nothing"
             );
         }
-        assert_eq!(imported, 20);
+        assert_eq!(imported, 21);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod runs;
 mod scalars;
 pub mod schema;
 mod submits;
+mod tasks;
 mod version;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod compat;
 pub use runs::{RunPage, RunQuery};
 pub use scalars::ScalarsError;
 pub use submits::Submitted;
+pub use tasks::TaskRecord;
 pub use version::SCHEMA_VERSION;
 
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
@@ -74,6 +76,8 @@ pub struct Store {
     trigger_fired: sled::Tree,
     /// Each step's reported scalars, a record per series.
     scalars: scalars::ScalarTree,
+    /// Task id -> [`TaskRecord`].
+    tasks: sled::Tree,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -138,6 +142,7 @@ impl Store {
             triggers: db.open_tree(automation::TRIGGERS_TREE)?,
             trigger_fired: db.open_tree(automation::TRIGGER_FIRED_TREE)?,
             scalars: scalars::ScalarTree::open(&db)?,
+            tasks: db.open_tree(tasks::TASKS_TREE)?,
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -289,6 +294,24 @@ impl Store {
         step: Option<&drover_protocol::StepName>,
     ) -> Result<Vec<drover_api::SeriesView>, StoreError> {
         self.scalars.read(run, step)
+    /// Writes a registered task and makes it durable before its registration is answered.
+    pub async fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        self.tasks.insert(task.id.as_str(), encode("task", task)?)?;
+        self.flush().await
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.tasks
+            .get(id)?
+            .map(|v| decode("task", id, &v))
+            .transpose()
+    }
+
+    /// Every registered task, newest first (task ids are time-ordered).
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut all: Vec<TaskRecord> = decode_all("task", &self.tasks)?;
+        all.reverse();
+        Ok(all)
     }
 }
 

@@ -30,6 +30,13 @@ UNSUPPORTED = {
     "step_task_created_callback": _NO_CALLBACK,
     "step_task_completed_callback": _NO_CALLBACK,
     "draft": "every step of a submitted pipeline is executed; leave the step out to not run it",
+    "configuration_overrides": "a task step takes parameter_override only; connect the values as "
+                               "parameters (task.connect) to override them",
+    "task_overrides": "a task step runs the registered script as it is; register another task to change it",
+    "base_task_factory": "a task step runs a task registered with the controller; name it with "
+                         "base_task_id= or base_task_project= and base_task_name=",
+    "recursively_parse_parameters": "references are read in parameter_override's values as given, "
+                                    "not inside nested values",
     "artifact_serialization_function": "return values always travel as pickle files; return bytes "
                                        "from the step to choose the format yourself",
     "artifact_deserialization_function": "return values always travel as pickle files; return bytes "
@@ -58,6 +65,7 @@ IGNORED = {
     "monitor_artifacts": "drover stores return values only",
     "monitor_models": "drover stores return values only",
     "stage": "drover does not group steps into stages",
+    "clone_base_task": "a task step always runs the registered script and never changes the task",
     "packages": (
         "the controller runs no Python; give packages= to add_function_step for a step's needs"
     ),

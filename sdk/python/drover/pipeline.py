@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import api, messages, names, node, options, requirements, settings, spec, validate
+from . import api, messages, names, node, options, registry, requirements, settings, spec, validate
 from .local import LocalRun
 
 # drover's run and step statuses as ClearML's task statuses (completed, failed, stopped).
@@ -13,6 +14,10 @@ _OUTCOME = {"succeeded": "completed", "cached": "completed", "failed": "failed",
             "aborted": "stopped"}
 # ClearML's fail_condition -> the outcomes that count as success.
 _SUCCESS = {"all": ("completed",), "failed": ("completed", "stopped"), "aborted": ("completed", "failed")}
+
+
+# `${STEP.parameters.SECTION/NAME}`: resolved when the pipeline is built (see _parameter_refs).
+_PARAMETER_REF = re.compile(r"(?<!\$)\$\{([A-Za-z0-9_-]+)\.parameters\.([^}]+)\}")
 
 
 class PipelineController:
@@ -93,11 +98,57 @@ class PipelineController:
         output_uri: str | bool | None = None, continue_behaviour: Mapping[str, bool] | None = None,
         stage: str | None = None,
     ) -> bool:
-        """Steps from existing tasks: not supported yet (drover has no task registry)."""
-        raise NotImplementedError(
-            f"add_step({name!r}): steps from existing tasks are not supported by drover yet; "
-            "wrap the task's code in a function and use add_function_step"
+        """Adds a step that runs a task registered with the controller (a script that called
+        `Task.init`; see `drover tasks`), found by `base_task_id` or by `base_task_project` and
+        `base_task_name` (the newest such task) when this is called. The step runs the task's
+        script on an agent, in an environment with the task's requirements, as `python
+        script.py`; the task's registered parameters, with `parameter_override`
+        (`{"General/test_size": 0.25}`) over them, reach the script through `task.connect`, cast
+        to the connected value's type. Overrides may hold
+        `${step.id}`, `${step.artifacts.NAME.url}`, `${step.OUTPUT}` and `${pipeline.NAME}`;
+        a referenced step becomes a parent. What the script uploads with `upload_artifact` are
+        the step's artifacts."""
+        where = f"add_step({name!r})"
+        given = {
+            "configuration_overrides": (configuration_overrides, None), "task_overrides": (task_overrides, None),
+            "pre_execute_callback": (pre_execute_callback, None),
+            "post_execute_callback": (post_execute_callback, None),
+            "status_change_callback": (status_change_callback, None),
+            "base_task_factory": (base_task_factory, None),
+            "monitor_metrics": (monitor_metrics, None), "monitor_artifacts": (monitor_artifacts, None),
+            "monitor_models": (monitor_models, None), "output_uri": (output_uri, None), "stage": (stage, None),
+            "recursively_parse_parameters": (recursively_parse_parameters, False),
+            "clone_base_task": (clone_base_task, True),
+        }
+        options.refuse(where, given)
+        names.check_step_name(name)
+        if any(s.name == name for s in self._steps):
+            raise ValueError(f"step {name!r} is added twice; step names must be unique")
+        if execution_queue is not None:
+            names.check_queue_name(execution_queue)
+        explicit = self._check_parents(name, parents)
+        task = registry.resolve(where, base_task_id, base_task_project, base_task_name)
+        # As in ClearML, the step starts from the parameters registered with the task.
+        overrides = {str(k): str(v) for k, v in (task.get("parameters") or {}).items()}
+        referenced: list[str] = []
+        overrides.update({str(k): self._parameter_refs(name, registry.override_text(v), referenced)
+                          for k, v in (parameter_override or {}).items()})
+        explicit += [p for p in referenced if p not in explicit]
+        kwargs = registry.step_kwargs(task, overrides)
+        spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
+        step = spec.Step(
+            name=name, function=registry.run_task_script, source=registry.SCRIPT_RUNNER,
+            entry=registry.ENTRY, kwargs=spec.encode_kwargs(name, kwargs), values=kwargs, returns=[],
+            requirements=list(task.get("requirements") or []), queue=execution_queue, parents=explicit,
+            cache=bool(cache_executed_step),
+            continue_on_fail=options.continue_on_fail_from(name, continue_on_fail, continue_behaviour),
+            retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
+            timeout=spec.timeout_text(name, time_limit),
         )
+        step.parameters = dict(overrides)
+        options.warn_ignored(where, given)
+        self._steps.append(step)
+        return True
 
     def add_function_step(
         self, name: str, function: Callable[..., Any], function_kwargs: Mapping[str, Any] | None = None,
@@ -151,10 +202,13 @@ class PipelineController:
         if any(s.name == name for s in self._steps):
             raise ValueError(f"step {name!r} is added twice; step names must be unique")
         returns = spec.check_returns(name, function_return)
-        kwargs = dict(function_kwargs or {})
+        referenced: list[str] = []
+        kwargs = {k: self._parameter_refs(name, v, referenced) if isinstance(v, str) else v
+                  for k, v in (function_kwargs or {}).items()}
         if execution_queue is not None:
             names.check_queue_name(execution_queue)
         explicit = self._check_parents(name, parents)
+        explicit += [p for p in referenced if p not in explicit]
         source = spec.function_source(function, helper_functions, name)
         spec.check_signature(name, function, kwargs)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
@@ -176,6 +230,27 @@ class PipelineController:
         options.warn_ignored(where, given)
         self._steps.append(step)
         return True
+
+    def _parameter_refs(self, step: str, text: str, referenced: list[str]) -> str:
+        """`text` with each `${STEP.parameters.SECTION/NAME}` replaced by that parameter of an
+        earlier step, as the pipeline gives it: a task step's registered parameters with its
+        overrides, a function step's keyword arguments as `kwargs/NAME`. A value that is itself
+        a reference stays one (the controller fills it in). Each step named is added to
+        `referenced`: it becomes a parent, as with every other reference."""
+        def value(match: re.Match[str]) -> str:
+            other, parameter = match.group(1), match.group(2)
+            found = self._step(other)
+            if found is None:
+                raise ValueError(f"step {step!r} references {match.group(0)}, but there is no step {other!r} "
+                                 "(add it first)")
+            if parameter not in found.parameters:
+                raise ValueError(f"step {step!r} references {match.group(0)}, but step {other!r} has no "
+                                 f"parameter {parameter!r} (it has {sorted(found.parameters)})")
+            if other not in referenced:
+                referenced.append(other)
+            return found.parameters[parameter]
+
+        return _PARAMETER_REF.sub(value, text)
 
     def _step(self, name: str) -> spec.Step | None:
         return next((s for s in self._steps if s.name == name), None)

@@ -43,6 +43,14 @@ class Step:
     # pre_execute_callback, post_execute_callback, status_change_callback: run where the
     # pipeline's logic runs (start_locally); never part of the spec
     callbacks: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict, compare=False)
+    # `"Section/name"` -> text, for `${STEP.parameters.SECTION/NAME}`: a task step's overrides;
+    # a function step's keyword arguments as `kwargs/NAME` (filled in by __post_init__).
+    parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            self.parameters = {f"kwargs/{k}": v if isinstance(v, str) else json.dumps(v)
+                               for k, v in self.values.items() if _json_like(v)}
 
     def referenced_steps(self) -> list[str]:
         """Steps this step's kwargs reference (outputs, ids, artifact URLs), in order of first use."""
@@ -85,6 +93,14 @@ class Step:
             # The step waits for its pre_execute_callback's answer (start_locally with steps on agents).
             **({"await_callback": True} if "pre_execute_callback" in self.callbacks else {}),
         }
+
+
+def _json_like(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_priority(step: str, priority: object) -> int | None:

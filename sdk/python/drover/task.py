@@ -1,18 +1,21 @@
 """Task: ClearML's experiment object, as far as drover runs it (stdlib only).
 
-`Task.init` outside a drover step runs the task **offline**: it warns once, says where the task
-keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`), keeps
-connected parameters and configurations in memory, artifacts in `<that dir>/artifacts/<name>/`
-and reports on its `Logger`. Registering a task with the controller is not supported yet, so
-this happens whether or not a controller is reachable (the warning says which).
+`Task.init` in a script run outside drover registers the script with the controller when one
+answers at the SDK's URL (`drover.registry`: source, requirements, connected parameters, updated
+as `connect` is called), so a pipeline can run it as a step; `execute_remotely()` then exits.
+With no controller, or no script file, the task runs **offline**: it warns once, says where the
+task keeps its files (`DROVER_OFFLINE_DIR`, else `~/.cache/drover/offline`, then `<task id>/`),
+keeps connected parameters and configurations in memory, artifacts in
+`<that dir>/artifacts/<name>/` and reports on its `Logger`. A registered task keeps its
+artifacts there too.
 
 Inside a drover step (the agent sets `DROVER_RUN_ID` and `DROVER_STEP`), `Task.init` and
 `Task.current_task()` give that step's task, whose id is `<run id>/<step>` (the same for every
 attempt). `upload_artifact` stores the object as one of the step's outputs through the step's
 channel (see `drover.stepartifacts`), and `Task.get_task(task_id=...)` gives another step of
 the run, read-only, whose `artifacts` are fetched through the channel as well (outside a step,
-through the HTTP API). Parameter overrides are not supported yet: `connect` returns the values
-as given, and the logger prints to the step's console and says so.
+through the HTTP API). `connect` applies the step's parameter overrides (a step made from a
+registered task), and the logger prints to the step's console and says so.
 """
 from __future__ import annotations
 
@@ -20,13 +23,15 @@ import ast
 import json
 import os
 import pathlib
+import re
+import sys
 import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from . import artifacts, options, settings, stepartifacts, task_types
+from . import artifacts, options, registry, requirements, settings, stepartifacts, task_types
 from .logger import Logger
 from .task_types import TaskTypes
 
@@ -62,6 +67,7 @@ class Task:
 
     _main: ClassVar[Task | None] = None
     _warned_offline: ClassVar[bool] = False
+    _step_overrides: ClassVar[dict[str, str]] = {}
 
     def __init__(self, task_id: str, project_name: str, task_name: str, task_type: task_types.TaskTypes,
                  in_step: bool, directory: str | None) -> None:
@@ -75,6 +81,7 @@ class Task:
         self._logger = Logger(self)
         self._closed = False
         self._read_only = False
+        self._script: tuple[str, str] | None = None  # (file name, source) of a registered task
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -103,24 +110,41 @@ class Task:
         if where is not None:
             cls._main = cls._step_task(where, project_name or "", kind)
             return cls._main
-        task_id = uuid.uuid4().hex
+        name = task_name or "untitled"
+        script = _main_script()
+        registered = None
+        if script is not None and _controller_reachable():
+            registered = _register(None, project_name or "", name, kind, script, {})
+        task_id = registered or uuid.uuid4().hex
         directory = os.path.join(offline_root(), task_id)
         os.makedirs(os.path.join(directory, "artifacts"), exist_ok=True)
-        name = task_name or "untitled"
         cls._main = cls(task_id, project_name or "", name, kind, in_step=False, directory=directory)
-        if not cls._warned_offline:
+        if registered is not None:
+            cls._main._script = script
+            print(f"drover Task: registered task id={registered} ({project_name or ''}/{name}) with "
+                  f"{settings.controller_url()}; a pipeline runs it with add_step(base_task_id=...)")
+        elif not cls._warned_offline:
             cls._warned_offline = True
-            why = ("registering tasks with the controller at "
-                   f"{settings.controller_url()} is not supported yet"
-                   if _controller_reachable() else f"no drover controller is reachable at {settings.controller_url()}")
+            why = ("this is no script file to register" if script is None and _controller_reachable()
+                   else f"no drover controller is reachable at {settings.controller_url()}")
             warnings.warn(f"drover: Task {name!r} runs offline ({why}); its artifacts are kept in "
                           f"{directory}", stacklevel=2)
         return cls._main
 
     @classmethod
+    def set_step_overrides(cls, overrides: Mapping[str, str]) -> None:
+        """The parameter overrides of the step this process runs (`"Section/name"` -> text),
+        applied by `connect` to the step's task."""
+        cls._step_overrides = dict(overrides)
+        if cls._main is not None and cls._main._in_step:
+            cls._main._overrides.update(cls._step_overrides)
+
+    @classmethod
     def _step_task(cls, where: tuple[str, str], project: str, kind: task_types.TaskTypes) -> Task:
         run, step = where
-        return cls(f"{run}/{step}", project, step, kind, in_step=True, directory=None)
+        task = cls(f"{run}/{step}", project, step, kind, in_step=True, directory=None)
+        task._overrides.update(cls._step_overrides)
+        return task
 
     @classmethod
     def current_task(cls) -> Task | None:
@@ -144,12 +168,15 @@ class Task:
         """The task of a drover step, read-only, by its id `<run id>/<step>` (`task.id`,
         `${step.id}`): its artifacts are the step's outputs. Inside a step, only steps of the
         same run are reachable, and another step is read once it has ended."""
-        if task_id is None:
+        if task_id is None and _step_env() is not None:
             raise NotImplementedError(
-                "Task.get_task(project_name=, task_name=): looking tasks up by name needs tasks registered "
-                "with the controller, which drover does not support yet; pass task_id='<run id>/<step>' "
-                "(a step's task.id, or ${step.id} in a pipeline)")
+                "Task.get_task(project_name=, task_name=) inside a step: a step reaches only the steps "
+                "of its own run; pass task_id= (another step's task.id, or ${step.id} in a pipeline)")
+        if task_id is None:
+            return cls._registered(registry.resolve("Task.get_task", None, project_name, task_name))
         run, slash, step = str(task_id).partition("/")
+        if not slash and _step_env() is None:
+            return cls._registered(registry.resolve("Task.get_task", str(task_id), None, None))
         if not slash or not run or not step:
             raise ValueError(f"Task.get_task: {task_id!r} is not a drover task id: give '<run id>/<step>', "
                              "as a step's task.id or ${step.id} in a pipeline gives it")
@@ -164,6 +191,50 @@ class Task:
         task._read_only = True
         task._artifacts.update(found)
         return task
+
+    @classmethod
+    def _registered(cls, view: Mapping[str, Any]) -> Task:
+        """A task registered with the controller, read-only: its parameters as registered."""
+        task = cls(str(view["id"]), str(view.get("project", "")), str(view.get("name", "")),
+                   _task_type(view.get("task_type") or "training"), in_step=False, directory=None)
+        task._read_only = True
+        task._parameters.update(view.get("parameters") or {})
+        return task
+
+    def execute_remotely(self, queue_name: str | None = None, clone: bool = False,
+                         exit_process: bool = True) -> Task | None:
+        """Inside a drover step (running remotely) this does nothing, as in ClearML. Outside, the
+        task must be registered (a controller answered at `Task.init`): with no queue that is
+        all, and with `queue_name` a one-step run of its script is submitted on that queue; then
+        the process exits when `exit_process`. `clone=True` is refused."""
+        if self._in_step:
+            return None
+        if clone:
+            raise NotImplementedError(
+                "execute_remotely(clone=True) is not supported by drover: a run never changes the registered "
+                "task, so run the task itself (clone=False)")
+        if self._script is None:
+            raise RuntimeError(
+                f"execute_remotely: task {self._name!r} is not registered: no drover controller was "
+                f"reachable at {settings.controller_url()} when Task.init ran (set DROVER_URL)")
+        if queue_name is not None:
+            self._submit_one_step_run(queue_name)
+        if exit_process:
+            print(f"drover Task: task id={self._id} is registered; exiting (execute_remotely)")
+            sys.stdout.flush()
+            raise SystemExit(0)
+        return None
+
+    def _submit_one_step_run(self, queue: str) -> None:
+        """A run of this task's script alone, on `queue`, with its registered parameters."""
+        from .pipeline import PipelineController  # late: the pipeline module imports much more
+
+        step = re.sub(r"[^A-Za-z0-9_-]+", "_", self._name).strip("_")[:100] or "task"
+        if step == "pipeline":
+            step = "task"
+        pipe = PipelineController(name=self._name, project=self._project or "tasks", version="1")
+        pipe.add_step(name=step, base_task_id=self._id, execution_queue=queue)
+        pipe.start(wait=False)
 
     # -- what it is ---------------------------------------------------------------------------
 
@@ -203,6 +274,8 @@ class Task:
         else:
             for key, value in _public_attributes(mutable).items():
                 setattr(mutable, key, self._connect_value(section, key, value, ignore_remote_overrides))
+        if self._script is not None:
+            _register(self._id, self._project, self._name, self._type, self._script, self.get_parameters())
         return mutable
 
     def _connect_value(self, section: str, key: str, value: Any, ignore_overrides: bool) -> Any:
@@ -307,6 +380,27 @@ class Task:
     def __repr__(self) -> str:
         mode = "step" if self._in_step else "read-only" if self._read_only else "offline"
         return f"<Task {self._name!r} id={self._id} ({mode})>"
+
+
+def _main_script() -> tuple[str, str] | None:
+    """(file name, source) of the script this process runs, or None (an interactive session)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return os.path.basename(path), f.read()
+
+
+def _register(task_id: str | None, project: str, name: str, kind: TaskTypes, script: tuple[str, str],
+              parameters: Mapping[str, str]) -> str:
+    """Registers (or updates) the task with the controller; its id."""
+    file_name, source = script
+    view = registry.register({
+        "id": task_id, "project": project, "name": name, "task_type": kind.value, "script": source,
+        "script_name": file_name, "requirements": requirements.detect(source, name),
+        "parameters": dict(parameters),
+    })
+    return str(view["id"])
 
 
 def _task_type(task_type: object) -> TaskTypes:

@@ -41,7 +41,6 @@ NOT_YET_CLASSES: set[str] = set()
 
 # Methods in the snapshot that drover does not offer yet (they need the controller).
 NOT_YET = {
-    ("Task", "execute_remotely"): "needs tasks registered with the controller",
 }
 
 # drover's own trailing, defaulted parameters, which ClearML code never passes.

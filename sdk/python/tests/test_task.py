@@ -54,13 +54,64 @@ def test_init_without_a_controller_warns_once_and_runs_offline(offline):
     assert second is not task and second.id != task.id
 
 
-def test_a_reachable_controller_is_named_in_the_warning(offline, http_server, monkeypatch):
+def test_a_reachable_controller_registers_the_script_and_connect_updates_it(offline, http_server, monkeypatch,
+                                                                            tmp_path):
+    from drover import registry
+    from drover import task as task_module
+
     server, base = http_server
     server.answer = lambda path: (200, b"ok", {})
     monkeypatch.setenv("DROVER_URL", base)
-    with pytest.warns(UserWarning, match=f"registering tasks with the controller at {base} is not supported yet"):
-        Task.init(project_name="p", task_name="t")
+    script = tmp_path / "step1.py"
+    script.write_text("import json\nfrom drover import Task\n")
+    monkeypatch.setattr(task_module, "_main_script", lambda: ("step1.py", script.read_text()))
+    sent = []
+
+    def register(registration):
+        sent.append(dict(registration))
+        return {**registration, "id": registration["id"] or "t1"}
+
+    monkeypatch.setattr(registry, "register", register)
+    task = Task.init(project_name="p", task_name="t", task_type=TaskTypes.data_processing)
+    assert task.id == "t1" and server.requests == ["/healthz"]
+    assert sent[0] == {"id": None, "project": "p", "name": "t", "task_type": "data_processing",
+                       "script": "import json\nfrom drover import Task\n", "script_name": "step1.py",
+                       "requirements": [], "parameters": {}}
+    args = task.connect({"test_size": 0.2, "seed": 3})
+    assert args == {"test_size": 0.2, "seed": 3}
+    assert sent[-1]["id"] == "t1" and sent[-1]["parameters"] == {"General/test_size": "0.2", "General/seed": "3"}
+    with pytest.raises(SystemExit) as e:
+        task.execute_remotely()
+    assert e.value.code == 0
+    with pytest.raises(NotImplementedError, match="clone=True"):
+        task.execute_remotely(clone=True)
+
+
+def test_a_reachable_controller_without_a_script_file_runs_offline(offline, http_server, monkeypatch):
+    from drover import task as task_module
+
+    server, base = http_server
+    server.answer = lambda path: (200, b"ok", {})
+    monkeypatch.setenv("DROVER_URL", base)
+    monkeypatch.setattr(task_module, "_main_script", lambda: None)
+    with pytest.warns(UserWarning, match="runs offline \\(this is no script file to register\\)"):
+        task = Task.init(project_name="p", task_name="t")
     assert server.requests == ["/healthz"]
+    with pytest.raises(RuntimeError, match="not registered"):
+        task.execute_remotely()
+
+
+def test_in_a_step_overrides_reach_connect_cast_and_execute_remotely_does_nothing(in_step):
+    Task.set_step_overrides({"General/test_size": "0.25", "General/name": "x", "Other/n": "4"})
+    try:
+        task = Task.init(project_name="p", task_name="ignored")
+        assert task.execute_remotely() is None
+        args = task.connect({"test_size": 0.2, "name": "a", "keep": True})
+        assert args == {"test_size": 0.25, "name": "x", "keep": True}
+        assert isinstance(args["test_size"], float)
+        assert task.connect({"n": 1}, name="Other") == {"n": 4}
+    finally:
+        Task.set_step_overrides({})
 
 
 def test_task_types_are_clearmls():
@@ -220,10 +271,13 @@ def _quiet_init():
 
 
 def test_get_task_takes_a_step_id_and_says_what_it_cannot_do(offline):
-    with pytest.raises(NotImplementedError, match=r"registered with the controller.*task_id='<run id>/<step>'"):
+    # Outside a step, names and other ids are registered tasks, looked up at the controller.
+    with pytest.raises(ConnectionError, match=r"cannot reach the drover controller at http://127.0.0.1:1"):
         Task.get_task(project_name="examples", task_name="step 1")
-    with pytest.raises(ValueError, match=r"'abc' is not a drover task id.*'<run id>/<step>'"):
+    with pytest.raises(ConnectionError, match=r"cannot reach the drover controller"):
         Task.get_task(task_id="abc")
+    with pytest.raises(ValueError, match=r"'r1/' is not a drover task id.*'<run id>/<step>'"):
+        Task.get_task(task_id="r1/")
 
 
 def test_get_task_reads_another_steps_outputs_over_the_api(offline, http_server, monkeypatch, tmp_path):

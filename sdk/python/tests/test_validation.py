@@ -196,12 +196,37 @@ def test_no_default_queue_goes_back_to_drovers(pipe):
     assert pipe.get_pipeline_dag()["first"]["queue"] == "default"
 
 
-def test_steps_from_tasks_are_refused_naming_the_alternative(pipe):
-    with pytest.raises(NotImplementedError, match=r"add_step\('t'\).*add_function_step"):
-        pipe.add_step(name="t", base_task_project="x", base_task_name="y",
-                      parameter_override={"General/a": 1})
+def test_steps_from_tasks_refuse_what_drover_cannot_do_before_looking_the_task_up(pipe):
+    with pytest.raises(NotImplementedError, match=r"add_step\('t'\): base_task_factory=.*base_task_id="):
+        pipe.add_step(name="t", base_task_factory=lambda node: None)
+    with pytest.raises(NotImplementedError, match=r"task_overrides="):
+        pipe.add_step(name="t", base_task_project="x", base_task_name="y", task_overrides={"a": 1})
 
 
 def test_stop_mark_failed_is_refused_naming_the_alternative(pipe):
     with pytest.raises(NotImplementedError, match=r"mark_failed.*stop\(mark_aborted=True\)"):
         pipe.stop(mark_failed=True)
+
+
+def test_parameter_references_are_filled_in_from_earlier_steps_when_the_pipeline_is_built(pipe, monkeypatch):
+    from drover import registry
+
+    registered = {"id": "t1", "script": "print(1)\n", "script_name": "s.py", "requirements": [],
+                  "parameters": {"General/rows": "3", "General/source": ""}}
+    monkeypatch.setattr(registry, "resolve", lambda where, task_id, project, name: registered)
+    pipe.add_function_step(name="second", function=one, function_kwargs={"x": 5}, function_return=["y"])
+    pipe.add_step(name="data", base_task_id="t1", parameter_override={"General/source": "${first.id}"})
+    pipe.add_step(name="use", base_task_id="t1", parameter_override={
+        "General/rows": "${data.parameters.General/rows}", "General/source": "${data.parameters.General/source}",
+        "General/x": "x=${second.parameters.kwargs/x}"})
+    use = pipe._step("use")
+    assert use is not None
+    assert use.parameters == {"General/rows": "3", "General/source": "${first.id}", "General/x": "x=5"}
+    # The steps named are parents, and so is `first`, whose reference a parameter held.
+    assert use.all_parents() == ["data", "first", "second"]
+    with pytest.raises(ValueError, match=r"step 'data' has no parameter 'General/gone' \(it has \['General/rows', "):
+        pipe.add_step(name="bad", base_task_id="t1",
+                      parameter_override={"General/x": "${data.parameters.General/gone}"})
+    with pytest.raises(ValueError, match=r"there is no step 'ghost'"):
+        pipe.add_step(name="bad", base_task_id="t1",
+                      parameter_override={"General/x": "${ghost.parameters.General/x}"})

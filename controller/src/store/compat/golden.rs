@@ -158,14 +158,15 @@ fn assert_golden_records_decode(golden: &BTreeMap<PathBuf, Vec<u8>>) {
             "step_scalars" => {
                 rmp_serde::from_slice::<crate::store::scalars::StoredSeries>(bytes).map(drop)
             }
+            "tasks" => rmp_serde::from_slice::<crate::store::TaskRecord>(bytes).map(drop),
             other => panic!("golden file {} of an unknown tree {other}", rel.display()),
         };
         ok.unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
         decoded += 1;
     }
     assert_eq!(
-        decoded, 20,
+        decoded, 21,
         "golden records: 3 headers, 2 pipelines, 8 steps, 1 cache entry, 1 agent, 2 submissions, \
-         1 schedule, 1 trigger, 1 scalar series"
+         1 schedule, 1 trigger, 1 scalar series, 1 task"
     );
 }

@@ -368,6 +368,7 @@ async fn write_samples(store: &Store) {
             &[point(0, 0.75), point(1, 0.5)],
         )
         .unwrap();
+    store.put_task(&sample_task()).await.unwrap();
     store.flush().await.unwrap();
 }
 
@@ -443,6 +444,23 @@ fn write_automation_samples(store: &Store) {
         }),
     };
     store.put_submitted(&dynamic_run_id(), &fired).unwrap();
+}
+
+/// A task registered by its script, with a connected parameter.
+fn sample_task() -> crate::store::TaskRecord {
+    crate::store::TaskRecord {
+        id: "0190c8a0e7b27c3d9a4b5c6d7e8f9a10".into(),
+        project: "examples".into(),
+        name: "step 1 dataset".into(),
+        task_type: "data_processing".into(),
+        script: "from drover import Task\ntask = Task.init(\"examples\", \"step 1 dataset\")\n"
+            .into(),
+        script_name: "step1.py".into(),
+        requirements: vec!["pandas==2.3.3".into()],
+        parameters: BTreeMap::from([("General/rows".to_string(), "100".to_string())]),
+        created_at: 1_720_000_000_000,
+        updated_at: 1_720_000_000_500,
+    }
 }
 
 /// Asserts that `loaded` is exactly the samples.
