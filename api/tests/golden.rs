@@ -363,6 +363,9 @@ fn external_runs() {
             size: 4096,
         },
     );
+}
+
+#[test]
 fn tasks() {
     let parameters = BTreeMap::from([
         ("General/test_size".to_string(), "0.25".to_string()),

@@ -294,6 +294,8 @@ impl Store {
         step: Option<&drover_protocol::StepName>,
     ) -> Result<Vec<drover_api::SeriesView>, StoreError> {
         self.scalars.read(run, step)
+    }
+
     /// Writes a registered task and makes it durable before its registration is answered.
     pub async fn put_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
         self.tasks.insert(task.id.as_str(), encode("task", task)?)?;
