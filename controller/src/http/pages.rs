@@ -103,7 +103,7 @@ fn shell(title: &str, page: &str, data: &[(&str, &str)], module: &str) -> String
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{}</title><link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\
-<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}{}</nav>\
+<body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">drover</a><nav>{}{}{}{}{}</nav>\
 <span id=\"live\" class=\"live\"></span></header><main id=\"app\"><p class=\"muted\">loading…</p></main>\
 <script type=\"module\" src=\"/assets/{module}\"></script></body></html>",
         esc(title),
