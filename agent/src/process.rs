@@ -238,7 +238,7 @@ async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: 
 
 /// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread). A full `output`
 /// holds the reader back, and with it the process once the pipe's buffer is full.
-fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
+pub(crate) fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match reader.read(&mut buf) {

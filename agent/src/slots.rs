@@ -302,6 +302,7 @@ pub(crate) mod tests {
             run_as: None,
             job_verifier: None,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            prewarm: Default::default(),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use super::names;
 use crate::cli::{
-    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, StepCleanup,
-    UpArgs,
+    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, OnOff, PythonEnv,
+    StepCleanup, UpArgs,
 };
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
@@ -149,6 +149,12 @@ fn agent_config(
             .map(JobVerifier::from_file)
             .transpose()?,
         max_message_size: message_size(g)?,
+        prewarm: drover_agent::warm::WarmConfig {
+            enabled: options.python_prewarm == OnOff::On,
+            memory: options.python_prewarm_memory,
+            idle: options.python_prewarm_idle,
+            exclude: options.python_prewarm_exclude.clone(),
+        },
     })
 }
 

@@ -30,3 +30,4 @@ mod seed;
 mod signing;
 mod slow_clients;
 mod tls;
+mod warm;
