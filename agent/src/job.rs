@@ -340,6 +340,7 @@ async fn process_spec(
             requirements,
             python,
             blobs: _,
+            prewarm: _,
         } => {
             let blobs: BTreeMap<&String, String> = given
                 .blobs
@@ -413,6 +414,10 @@ async fn run_process(
     cancel: CancellationToken,
 ) -> Result<Option<i32>, Report> {
     let warm = match &job.job.kind {
+        JobKind::Function {
+            prewarm: Some(false),
+            ..
+        } => None,
         JobKind::Function {
             source,
             requirements,

@@ -132,29 +132,33 @@ def mark(me, path):
 "#;
 
 #[test]
-fn a_global_one_step_changes_is_not_seen_by_the_next_and_unclosed_files_are_flushed() {
+fn a_global_one_step_changes_is_not_seen_by_the_next_and_unclosed_files_are_flushed_warm_or_cold() {
     let c = Cluster::up(1, &["default"]);
     let mut toml = HEADER.to_string();
     let mut parents = String::new();
-    for name in ["one", "two", "three"] {
+    // The last one has `prewarm = false`: it starts cold.
+    for name in ["one", "two", "three", "cold"] {
         let path = c.dir.path().join(format!("{name}.txt"));
-        let kwargs = format!(
+        let mut kwargs = format!(
             "me = '\"{name}\"', path = '{:?}'",
             path.display().to_string()
         );
+        if name == "cold" {
+            kwargs += " }, prewarm = false, blobs = {";
+        }
         toml += &function_step(name, MARKS, "mark", &kwargs, &parents);
         parents = format!("parents = [\"{name}\"]");
     }
     let run = run(&c, "marks.toml", &toml);
-    let agent = i64::from(c.pid("up"));
-    for step in ["one", "two", "three"] {
+    let agent = Some(i64::from(c.pid("up")));
+    for step in ["one", "two", "three", "cold"] {
         let seen = printed(&c, run_id(&run), step);
         assert_eq!(seen["found"], Value::Null, "step {step}: {seen}");
-        assert_ne!(
-            seen["ppid"].as_i64(),
-            Some(agent),
-            "step {step} started cold"
-        );
+        let ppid = seen["ppid"].as_i64();
+        match step {
+            "cold" => assert_eq!(ppid, agent, "prewarm = false started warm: {seen}"),
+            _ => assert_ne!(ppid, agent, "step {step} started cold"),
+        }
         let written = std::fs::read_to_string(c.dir.path().join(format!("{step}.txt")));
         assert_eq!(written.unwrap(), format!("all of {step}"));
     }

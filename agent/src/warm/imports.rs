@@ -28,8 +28,9 @@ pub const DEFAULT_EXCLUDE: &[&str] = &[
     "sentry_sdk",
 ];
 
-/// The top-level packages `source` imports, absolute imports only, without `exclude`.
-pub fn top_level(source: &str, exclude: &BTreeSet<String>) -> BTreeSet<String> {
+/// The modules `source` imports (`import a.b` and `from a.b import c` give `a.b`), absolute
+/// imports only, without those whose top-level package is in `exclude`.
+pub fn modules(source: &str, exclude: &BTreeSet<String>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for line in source.lines() {
         let line = line.trim_start();
@@ -47,8 +48,8 @@ pub fn top_level(source: &str, exclude: &BTreeSet<String>) -> BTreeSet<String> {
         };
         for name in names {
             let top = name.split('.').next().unwrap_or_default();
-            if is_identifier(top) && top != "__future__" && !exclude.contains(top) {
-                found.insert(top.to_string());
+            if name.split('.').all(is_identifier) && top != "__future__" && !exclude.contains(top) {
+                found.insert(name.to_string());
             }
         }
     }
@@ -92,14 +93,20 @@ def f():
     text = 'import nothing here'
     return 1
 ";
-        let found = top_level(source, &exclusions(&["sys".to_string()]));
+        let found = modules(source, &exclusions(&["sys".to_string()]));
         let found: Vec<&str> = found.iter().map(String::as_str).collect();
-        assert_eq!(found, ["numpy", "os", "pandas", "sklearn"]);
+        assert_eq!(
+            found,
+            ["numpy.linalg", "os", "pandas.api", "sklearn.linear_model"]
+        );
     }
 
     #[test]
     fn names_that_are_not_identifiers_are_ignored() {
-        let found = top_level("import 9lives\nimport a-b\nfrom x", &BTreeSet::new());
+        let found = modules(
+            "import 9lives\nimport a-b\nfrom x\nimport a..b",
+            &BTreeSet::new(),
+        );
         assert!(found.is_empty(), "{found:?}");
     }
 }

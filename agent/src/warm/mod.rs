@@ -156,7 +156,7 @@ impl Pool {
         let key = key(python, bundle, requirements, &shared_env);
         let modules = {
             let exclude = self.exclude.lock().unwrap_or_else(|e| e.into_inner());
-            imports::top_level(source, &exclude)
+            imports::modules(source, &exclude)
         };
         let place = self.place(&key);
         let mut held = place.lock().await;

@@ -116,7 +116,7 @@ class PipelineController:
         retry_on_failure: int | None = None, status_change_callback: Callable[..., Any] | None = None,
         tags: object = None, output_uri: str | bool | None = None, draft: bool = False,
         working_dir: str | None = None, continue_behaviour: Mapping[str, bool] | None = None,
-        stage: str | None = None, priority: int | None = None,
+        stage: str | None = None, priority: int | None = None, prewarm: bool = True,
     ) -> bool:
         """Adds a step that calls `function(**function_kwargs)` on an agent.
 
@@ -131,7 +131,8 @@ class PipelineController:
         (a step receiving a pandas DataFrame needs pandas even if it never imports it).
 
         `priority` (drover's own, 0 to 9, default 0): among steps waiting on a queue, higher
-        priorities are taken first.
+        priorities are taken first. `prewarm=False` (drover's own): the step always starts in a
+        new interpreter, never forked from the agent's warm parent of its environment.
         """
         where = f"add_function_step({name!r})"
         given = {
@@ -171,6 +172,7 @@ class PipelineController:
             retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
             timeout=spec.timeout_text(name, time_limit),
             priority=spec.check_priority(name, priority),
+            prewarm=bool(prewarm),
         )
         step.requirements = self._requirements(step, packages)
         options.warn_ignored(where, given)
