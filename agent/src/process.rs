@@ -170,8 +170,8 @@ pub async fn run_with(
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     // Then what left the group (setsid): the attempt's cgroup, or the sweep.
-    if let Some(contained) = contained {
-        reaper.finish(contained).await;
+    if let (Some(contained), Some(pgid)) = (contained, pgid) {
+        reaper.finish_group(contained, pgid.as_raw()).await;
     }
     // Should something still hold the pipe open, don't wait on it forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;

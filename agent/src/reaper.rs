@@ -178,6 +178,13 @@ impl Reaper {
         emptied
     }
 
+    /// Kills whatever is left of the attempt whose group `pgid` led (the group is killed
+    /// already), waits until it is gone, and reaps what of it the agent adopted.
+    pub async fn finish_group(&self, contained: Contained, pgid: i32) {
+        self.finish(contained).await;
+        let _ = tokio::task::spawn_blocking(move || reap_adopted(pgid)).await;
+    }
+
     /// Kills whatever is left of the attempt (its process group is killed already) and waits
     /// until it is gone.
     pub async fn finish(&self, contained: Contained) {
@@ -194,6 +201,39 @@ impl Reaper {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("cannot kill what is left of a step: {e}"),
             Err(e) => tracing::warn!("the cleanup of a step failed: {e}"),
+        }
+    }
+}
+
+/// Reaps the processes of the killed group `pgid` (but its leader, which its own parent
+/// waits for) that were reparented to this process as child subreaper when their parent died
+/// first; they were sent SIGKILL with their group, so each wait ends at once.
+fn reap_adopted(pgid: i32) {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command name (in parentheses, which it may hold too): state, ppid, pgrp.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(ppid), Some(pgrp)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if pid != pgid && *ppid == me.to_string() && *pgrp == pgid.to_string() {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         }
     }
 }

@@ -185,6 +185,24 @@ fn count(marker: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Zombie children of `parent`: processes it adopted (as child subreaper) and never reaped.
+fn zombies_of(parent: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()) {
+            found.push(stat);
+        }
+    }
+    found
+}
+
 /// A marker no other test uses: a number of seconds for `sleep`.
 fn marker(tag: u32) -> String {
     format!("{tag}{}", std::process::id())
@@ -243,6 +261,8 @@ fn an_aborted_and_a_timed_out_warm_step_leave_no_process_behind() {
         |d| d["status"] == "aborted",
     );
     assert_eq!(count(&aborted), 0, "a process of the aborted step survived");
+    let zombies = zombies_of(c.pid("up"));
+    assert!(zombies.is_empty(), "the agent left zombies: {zombies:?}");
 }
 
 #[test]

@@ -86,7 +86,7 @@ pub async fn run(
         }
     };
     let _ = killpg(pgid, Signal::SIGKILL);
-    reaper.finish(contained).await;
+    reaper.finish_group(contained, pid).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     Ok(ended)
 }
