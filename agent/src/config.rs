@@ -225,6 +225,7 @@ mod tests {
                 env_root: "e".into(),
                 base_python: "python3".into(),
                 build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
+                compile_all: false,
             },
             id: None,
             token: token.map(str::to_string),

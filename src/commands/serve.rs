@@ -126,6 +126,7 @@ fn agent_config(
             env_root,
             base_python: options.python.clone(),
             build_timeout: options.python_build_timeout,
+            compile_all: options.run_as.is_some(),
         },
         id,
         token: g.token.clone(),
