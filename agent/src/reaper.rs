@@ -205,11 +205,15 @@ impl Reaper {
     }
 }
 
-/// Reaps the processes of the killed group `pgid` (but its leader, which its own parent
-/// waits for) that were reparented to this process as child subreaper when their parent died
-/// first; they were sent SIGKILL with their group, so each wait ends at once.
+/// Reaps what the agent adopted as child subreaper from the killed group `pgid` (but its
+/// leader, which its own parent waits for; they were sent SIGKILL with their group, so each
+/// wait ends at once) and the dead processes that had left the agent's session (`setsid`),
+/// which only an attempt can have started.
 fn reap_adopted(pgid: i32) {
-    let me = std::process::id() as i32;
+    let me = std::process::id().to_string();
+    let Some(my_session) = stat_fields(&me).and_then(|f| f.get(3).cloned()) else {
+        return;
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -221,19 +225,27 @@ fn reap_adopted(pgid: i32) {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some(fields) = stat_fields(&pid.to_string()) else {
             continue;
         };
-        // After the command name (in parentheses, which it may hold too): state, ppid, pgrp.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        // After the command name: state, ppid, pgrp, session.
+        let [state, ppid, pgrp, session, ..] = fields.as_slice() else {
             continue;
         };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(ppid), Some(pgrp)) = (fields.get(1), fields.get(2)) else {
+        if *ppid != me {
             continue;
-        };
-        if pid != pgid && *ppid == me.to_string() && *pgrp == pgid.to_string() {
+        }
+        let in_group = pid != pgid && *pgrp == pgid.to_string();
+        let escaped_and_dead = state == "Z" && *session != my_session;
+        if in_group || escaped_and_dead {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         }
     }
+}
+
+/// The fields of `/proc/PID/stat` after the command name (in parentheses, which it may hold).
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }

@@ -164,12 +164,13 @@ fn a_global_one_step_changes_is_not_seen_by_the_next_and_unclosed_files_are_flus
     }
 }
 
-/// A step that starts a `sleep` (its argument the marker: seconds nobody waits for) and waits
-/// until the file `go` exists.
+/// A step that starts two `sleep`s (their argument starts with the marker: seconds nobody
+/// waits for), one in a session of its own, and waits until the file `go` exists.
 const NAP: &str = r#"
 def nap(marker, go):
     import json, os, subprocess, time
     subprocess.Popen(["sleep", marker])
+    subprocess.Popen(["sleep", marker + "1"], start_new_session=True)
     print("PROBE " + json.dumps({"ppid": os.getppid()}), flush=True)
     while not os.path.exists(go):
         time.sleep(0.02)  # the step's workload: waiting for the test
@@ -251,7 +252,7 @@ fn an_aborted_and_a_timed_out_warm_step_leave_no_process_behind() {
     let submitted = c.submit(&file);
     let seen = probe_printed(&c, &submitted);
     assert_ne!(seen["ppid"].as_i64(), Some(agent), "the step started cold");
-    assert_eq!(count(&aborted), 1, "the step's sleep is not running");
+    assert_eq!(count(&aborted), 2, "the step's sleeps are not running");
     let out = c.drover(&["abort", &submitted]);
     assert!(out.status.success(), "{}", text(&out));
     c.wait_for(
