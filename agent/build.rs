@@ -1,4 +1,5 @@
-//! Bundles the Python SDK (`sdk/python/drover/**/*.py`) and the step harness into the agent binary.
+//! Bundles the Python SDK (`sdk/python/drover/**/*.py`), the step harness and the warm parent
+//! into the agent binary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,10 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let sdk = manifest.join("../sdk/python/drover");
     let harness = manifest.join("harness/drover_harness.py");
+    let warm = manifest.join("harness/drover_warm.py");
     println!("cargo:rerun-if-changed={}", sdk.display());
     println!("cargo:rerun-if-changed={}", harness.display());
+    println!("cargo:rerun-if-changed={}", warm.display());
 
     let mut files = Vec::new();
     python_files(&sdk, "drover", &mut files);
@@ -21,6 +24,7 @@ fn main() {
         entry(&mut code, name, file);
     }
     entry(&mut code, "drover_harness.py", &harness);
+    entry(&mut code, "drover_warm.py", &warm);
     code.push_str("];\n");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));

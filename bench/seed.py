@@ -2,6 +2,7 @@
 
     python bench/seed.py drover --cache 0|1   submit the seed pipeline, wait, print JSON
     python bench/seed.py floor DIR            the same functions as three `python` processes
+    python bench/seed.py inprocess DIR        the same functions in one fresh `python` process
     python bench/seed.py step N DIR           (internal) one of those processes
 
 The functions are imported from examples/pipeline_from_functions.py and the pipeline is built
@@ -82,14 +83,26 @@ def run_floor(workdir):
     return {"wall_ms": (time.time() - start) * 1000.0}
 
 
+def run_inprocess(workdir):
+    start = time.time()
+    subprocess.run([sys.executable, os.path.abspath(__file__), "all", workdir], check=True)
+    return {"wall_ms": (time.time() - start) * 1000.0}
+
+
 def main():
     mode = sys.argv[1]
     if mode == "drover":
         result = run_drover(sys.argv[3] == "1")
     elif mode == "floor":
         result = run_floor(sys.argv[2])
+    elif mode == "inprocess":
+        result = run_inprocess(sys.argv[2])
     elif mode == "step":
         run_step(int(sys.argv[2]), sys.argv[3])
+        return
+    elif mode == "all":
+        for n in (1, 2, 3):
+            run_step(n, sys.argv[2])
         return
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -211,6 +211,21 @@ pub struct AgentOptions {
     /// ends with an error past it.
     #[arg(long, env = "DROVER_PYTHON_BUILD_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
     pub python_build_timeout: std::time::Duration,
+    /// Start Python function steps from a warm parent per environment, which has imported what
+    /// the environment's steps import, instead of a new interpreter each (`off`: always cold).
+    #[arg(long, value_enum, env = "DROVER_PYTHON_PREWARM", default_value = "on")]
+    pub python_prewarm: OnOff,
+    /// The resident memory all warm parents may hold together; past it the least recently
+    /// used ones are stopped.
+    #[arg(long, env = "DROVER_PYTHON_PREWARM_MEMORY", default_value = "2GiB", value_parser = parse_size)]
+    pub python_prewarm_memory: u64,
+    /// A warm parent unused this long is stopped.
+    #[arg(long, env = "DROVER_PYTHON_PREWARM_IDLE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub python_prewarm_idle: std::time::Duration,
+    /// Top-level modules warm parents never preload (comma-separated), on top of those known
+    /// to start threads or initialise devices when imported (torch, tensorflow, jax, ...).
+    #[arg(long, env = "DROVER_PYTHON_PREWARM_EXCLUDE", value_delimiter = ',')]
+    pub python_prewarm_exclude: Vec<String>,
     /// How long a draining agent waits for running steps before killing them.
     #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
@@ -254,6 +269,12 @@ pub enum ArtifactTransfer {
     Direct,
     /// Always through the controller's HTTP API (hosts that cannot reach the bucket).
     Controller,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

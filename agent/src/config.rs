@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub job_verifier: Option<drover_amqp::signing::JobVerifier>,
     /// Largest message consumed (larger ones are dead-lettered) or published.
     pub max_message_size: usize,
+    /// Warm starts of Python function steps (`--python-prewarm*`).
+    pub prewarm: crate::warm::WarmConfig,
 }
 
 /// The user steps run as: workdirs are handed to it, shared environments stay the agent's.
@@ -223,6 +225,7 @@ mod tests {
                 env_root: "e".into(),
                 base_python: "python3".into(),
                 build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
+                compile_all: false,
             },
             id: None,
             token: token.map(str::to_string),
@@ -234,6 +237,7 @@ mod tests {
             run_as: None,
             job_verifier: None,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            prewarm: Default::default(),
         }
     }
 

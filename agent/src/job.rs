@@ -202,7 +202,7 @@ async fn attempt(
             ))
         })?;
     }
-    let exit_code = run_process(&spec, job, log, cancel).await?;
+    let exit_code = run_process(shared, &spec, job, log, cancel).await?;
     let stored = channel.as_ref().map(Channel::artifacts).unwrap_or_default();
     drop(channel);
     let mut outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
@@ -348,6 +348,7 @@ async fn process_spec(
             requirements,
             python,
             blobs: _,
+            prewarm: _,
         } => {
             let blobs: BTreeMap<&String, String> = given
                 .blobs
@@ -414,14 +415,39 @@ fn harness_argv(prepared: &PreparedPython, env: &mut BTreeMap<String, String>) -
 /// Runs the process to its end. `Ok` holds the exit code of a success; any other end is the
 /// attempt's report.
 async fn run_process(
+    shared: &Shared,
     spec: &ProcessSpec,
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
 ) -> Result<Option<i32>, Report> {
-    let ended = process::run(spec, log.sender(), cancel)
-        .await
-        .map_err(|e| Report::error(e.to_string()))?;
+    let warm = match &job.job.kind {
+        JobKind::Function {
+            prewarm: Some(false),
+            ..
+        } => None,
+        JobKind::Function {
+            source,
+            requirements,
+            ..
+        } => {
+            shared
+                .warm
+                .run(spec, source, requirements, log.sender(), cancel.clone())
+                .await
+        }
+        JobKind::Command { .. } => None,
+    };
+    let ended = match warm {
+        Some(ended) => ended,
+        None => {
+            if matches!(job.job.kind, JobKind::Function { .. }) {
+                shared.warm.cold_start();
+            }
+            process::run(spec, log.sender(), cancel).await
+        }
+    }
+    .map_err(|e| Report::error(e.to_string()))?;
     let (outcome, exit_code, message) = match ended {
         Ended::Exited(0) => return Ok(Some(0)),
         Ended::Exited(code) => (Outcome::Failed, Some(code), None),

@@ -22,6 +22,7 @@ mod run_as;
 mod running;
 mod serve;
 mod slots;
+pub mod warm;
 mod workdir;
 
 pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs, default_id, hostname};
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub lease_terms: Mutex<Option<heartbeat::LeaseTerms>>,
     /// Attempts stopped because their lease ran out while the agent was cut off: not reported.
     pub fenced: Mutex<HashSet<AttemptRef>>,
+    /// Warm parents for Python function steps.
+    pub warm: warm::Pool,
     /// Held for the agent's life: no other agent uses its work dir.
     _lock: lock::WorkDirLock,
 }
@@ -193,6 +196,7 @@ impl Agent {
             config.s3_endpoint.clone(),
             config.s3_settings.clone(),
         );
+        let warm = warm::Pool::new(config.prewarm.clone(), config.python.env_root.clone());
         let shared = Arc::new(Shared {
             config,
             id,
@@ -206,6 +210,7 @@ impl Agent {
             abort,
             lease_terms: Mutex::new(None),
             fenced: Mutex::new(HashSet::new()),
+            warm,
             _lock: lock,
         });
         let tracker = TaskTracker::new();
@@ -218,6 +223,10 @@ impl Agent {
             stopped.clone(),
         ));
         tracker.spawn(heartbeat::beat(shared.clone(), stopped.clone()));
+        tracker.spawn({
+            let (shared, stopped) = (shared.clone(), stopped.clone());
+            async move { shared.warm.keep(stopped).await }
+        });
         tracker.spawn(control::listen(shared.clone(), control, stopped));
         tracker.close();
         tracing::info!(

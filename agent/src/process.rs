@@ -170,8 +170,8 @@ pub async fn run_with(
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     // Then what left the group (setsid): the attempt's cgroup, or the sweep.
-    if let Some(contained) = contained {
-        reaper.finish(contained).await;
+    if let (Some(contained), Some(pgid)) = (contained, pgid) {
+        reaper.finish_group(contained, pgid.as_raw()).await;
     }
     // Should something still hold the pipe open, don't wait on it forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
@@ -238,7 +238,7 @@ async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: 
 
 /// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread). A full `output`
 /// holds the reader back, and with it the process once the pipe's buffer is full.
-fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
+pub(crate) fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match reader.read(&mut buf) {

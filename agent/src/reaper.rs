@@ -178,6 +178,13 @@ impl Reaper {
         emptied
     }
 
+    /// Kills whatever is left of the attempt whose group `pgid` led (the group is killed
+    /// already), waits until it is gone, and reaps what of it the agent adopted.
+    pub async fn finish_group(&self, contained: Contained, pgid: i32) {
+        self.finish(contained).await;
+        let _ = tokio::task::spawn_blocking(move || reap_adopted(pgid)).await;
+    }
+
     /// Kills whatever is left of the attempt (its process group is killed already) and waits
     /// until it is gone.
     pub async fn finish(&self, contained: Contained) {
@@ -196,4 +203,49 @@ impl Reaper {
             Err(e) => tracing::warn!("the cleanup of a step failed: {e}"),
         }
     }
+}
+
+/// Reaps what the agent adopted as child subreaper from the killed group `pgid` (but its
+/// leader, which its own parent waits for; they were sent SIGKILL with their group, so each
+/// wait ends at once) and the dead processes that had left the agent's session (`setsid`),
+/// which only an attempt can have started.
+fn reap_adopted(pgid: i32) {
+    let me = std::process::id().to_string();
+    let Some(my_session) = stat_fields(&me).and_then(|f| f.get(3).cloned()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some(fields) = stat_fields(&pid.to_string()) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp, session.
+        let [state, ppid, pgrp, session, ..] = fields.as_slice() else {
+            continue;
+        };
+        if *ppid != me {
+            continue;
+        }
+        let in_group = pid != pgid && *pgrp == pgid.to_string();
+        let escaped_and_dead = state == "Z" && *session != my_session;
+        if in_group || escaped_and_dead {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// The fields of `/proc/PID/stat` after the command name (in parentheses, which it may hold).
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }

@@ -291,6 +291,7 @@ pub(crate) mod tests {
                 env_root: "e".into(),
                 base_python: "python3".into(),
                 build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
+                compile_all: false,
             },
             id: None,
             token: None,
@@ -302,6 +303,7 @@ pub(crate) mod tests {
             run_as: None,
             job_verifier: None,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            prewarm: Default::default(),
         }
     }
 

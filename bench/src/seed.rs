@@ -1,6 +1,7 @@
 //! Benchmark 4, the seed pipeline (`examples/pipeline_from_functions.py`) on `drover up` with a
-//! warm virtualenv, against its three functions run as three plain `python` processes in the
-//! same run, and the all-cached re-run. The Python side is `bench/seed.py`.
+//! warm virtualenv, against its three functions run as three plain `python` processes and in
+//! one fresh `python` process (the in-process floor) in the same run, and the all-cached
+//! re-run; then the memory of the agent's warm parents. The Python side is `bench/seed.py`.
 //!
 //! The floor runs on the very virtualenv drover built for the steps, with bytecode caching on as
 //! in a step: the developer's `.venv` may differ (this machine sets `PYTHONDONTWRITEBYTECODE`,
@@ -17,6 +18,10 @@ pub struct SeedSamples {
     pub drover_ms: Vec<f64>,
     pub floor_ms: Vec<f64>,
     pub cached_ms: Vec<f64>,
+    pub inprocess_ms: Vec<f64>,
+    /// Resident and private memory of each warm parent at the end, MiB.
+    pub parents_rss_mib: Vec<f64>,
+    pub parents_private_mib: Vec<f64>,
 }
 
 fn drover_run(c: &Cluster, cached: bool) -> Result<f64> {
@@ -55,13 +60,13 @@ fn step_env(c: &Cluster) -> Result<(PathBuf, PathBuf)> {
     Ok((python, first_dir(pyenv.join("bundle"))?))
 }
 
-fn floor_run(c: &Cluster, env: &Env) -> Result<f64> {
-    let dir = c.path().join("floor");
+fn floor_run(c: &Cluster, env: &Env, mode: &str) -> Result<f64> {
+    let dir = c.path().join(mode);
     std::fs::create_dir_all(&dir)?;
     let (python, sdk) = step_env(c)?;
     let out = std::process::Command::new(&python)
         .arg(env.repo.join("bench/seed.py"))
-        .args(["floor", &dir.display().to_string()])
+        .args([mode, &dir.display().to_string()])
         // As in a step: bytecode is cached, only the bundled SDK is added to the path.
         .env_remove("PYTHONDONTWRITEBYTECODE")
         .env("PYTHONPATH", &sdk)
@@ -102,11 +107,17 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
         .await?;
     // Warm-up: builds the step environment (timed separately by nobody) and the page cache.
     drover_run(c, false)?;
-    floor_run(c, env)?;
+    floor_run(c, env, "floor")?;
     let mut s = SeedSamples::default();
     for _ in 0..reps {
-        s.floor_ms.push(floor_run(c, env)?);
+        s.floor_ms.push(floor_run(c, env, "floor")?);
+        s.inprocess_ms.push(floor_run(c, env, "inprocess")?);
         s.drover_ms.push(drover_run(c, false)?);
+    }
+    for pid in warm_parents(c) {
+        s.parents_rss_mib
+            .push(crate::cluster::memory_mib(pid, "VmRSS")?);
+        s.parents_private_mib.push(private_mib(pid)?);
     }
     // Fill the cache once, then re-run with every step cached.
     let v = c.python_json("bench/seed.py", &["drover", "--cache", "1"])?;
@@ -117,4 +128,33 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
         s.cached_ms.push(drover_run(c, true)?);
     }
     Ok(s)
+}
+
+/// The agent's warm parents: processes running `drover_warm.py` from this cluster's directory.
+fn warm_parents(c: &Cluster) -> Vec<u32> {
+    let mine = c.path().display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("drover_warm.py") && cmdline.contains(&mine)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Memory only this process holds (`Private_Clean` + `Private_Dirty` of `smaps_rollup`), MiB.
+fn private_mib(pid: u32) -> Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let kib: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("Private_"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    Ok(kib / 1024.0)
 }

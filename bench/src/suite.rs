@@ -404,11 +404,35 @@ async fn seed_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
         s.drover_ms,
     )
     .limit("floor", floor.median, "ms");
+    let drover_median = drover.median;
     let met = drover.median <= 1.2 * floor.median + 100.0;
     rows.push(drover.goal("≤ 1.2× floor + 100 ms", met).note(
         "examples/pipeline_from_functions.py's functions and pipeline via bench/seed.py, cache off so every step runs; `drover up --python-env venv`, env built before timing; from just before start() to the run's ended_at",
     ));
     rows.push(floor);
+    let inprocess = Row::new(
+        "4 seed",
+        "in-process floor: the 3 functions in one fresh python process",
+        "ms",
+        s.inprocess_ms,
+    );
+    let ratio = drover_median / inprocess.median;
+    rows.push(inprocess.note(format!(
+        "the seed pipeline took {ratio:.2}× this (issue goal: ≤ 0.25× with warm starts)"
+    )));
+    rows.push(
+        Row::new(
+            "4 seed",
+            "warm parents: resident memory each",
+            "MiB",
+            s.parents_rss_mib,
+        )
+        .note("VmRSS of each `drover_warm.py` of the agent after the timed runs"),
+    );
+    rows.push(
+        Row::new("4 seed", "warm parents: private memory each", "MiB", s.parents_private_mib)
+            .note("Private_Clean + Private_Dirty; a forked step shares the rest with its parent until it writes"),
+    );
     let cached = Row::new(
         "4 seed",
         "all-cached re-run: submit → run ended",

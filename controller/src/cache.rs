@@ -1,8 +1,8 @@
 //! The cache key of a step: sha256 over a canonical encoding of everything that decides its outputs.
 //!
 //! Two steps with the same key produce the same outputs, so a hit reuses them without running
-//! anything, across runs and pipelines. The queue, timeout and retries do not change what a step
-//! computes and are left out. A function step's blob arguments are part of its kind, so their
+//! anything, across runs and pipelines. The queue, timeout, retries and whether a function step
+//! may start warm do not change what a step computes and are left out. A function step's blob arguments are part of its kind, so their
 //! digests are in the key; which call added a step to a dynamic run is not.
 
 use drover_protocol::message::{JobInput, JobKind};
@@ -34,9 +34,13 @@ pub fn cache_key(step: &Step, inputs: &[JobInput]) -> Result<String, serde_json:
         .map(|i| (format!("{}.{}", i.step, i.output), &i.digest))
         .collect();
     refs.sort();
+    let mut kind = step.kind.clone();
+    if let JobKind::Function { prewarm, .. } = &mut kind {
+        *prewarm = None;
+    }
     let material = KeyMaterial {
         version: CACHE_KEY_VERSION,
-        kind: &step.kind,
+        kind: &kind,
         env: &step.env,
         outputs: &step.outputs,
         inputs: refs,
@@ -108,6 +112,21 @@ mod tests {
         assert_ne!(key(&plain, &[]), with_blob(b"1"));
         assert_eq!(with_blob(b"1"), with_blob(b"1"));
         assert_ne!(with_blob(b"1"), with_blob(b"2"));
+    }
+
+    #[test]
+    fn starting_cold_or_warm_is_not_in_the_key() {
+        let text = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"f\"\n\
+                    function = { source = \"def f():\\n    return 1\\n\", entry = \"f\", prewarm = false }\n";
+        let spec = PipelineSpec::from_toml(text).unwrap();
+        let cold = validate(&spec, &BTreeMap::new()).unwrap().steps.remove(0);
+        let mut any = cold.clone();
+        let JobKind::Function { prewarm, .. } = &mut any.kind else {
+            panic!("a function step");
+        };
+        assert_eq!(*prewarm, Some(false), "the TOML field reaches the job");
+        *prewarm = None;
+        assert_eq!(key(&cold, &[]), key(&any, &[]));
     }
 
     #[test]

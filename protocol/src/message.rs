@@ -173,6 +173,9 @@ pub enum JobKind {
         /// The agent downloads each before the step starts.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         blobs: BTreeMap<String, ArtifactRef>,
+        /// `Some(false)`: never from a warm parent; see [`crate::spec::FunctionSpec::prewarm`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prewarm: Option<bool>,
     },
 }
 

@@ -124,6 +124,10 @@ pub struct FunctionSpec {
     /// here, never both.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub blobs: BTreeMap<String, ArtifactRef>,
+    /// `false`: the step always starts in a new interpreter, never forked from an agent's warm
+    /// parent (for a step that must not share anything its libraries did at import time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm: Option<bool>,
 }
 
 /// A TOML document that is not a pipeline spec.

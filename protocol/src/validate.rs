@@ -673,6 +673,7 @@ fn function_kind(
         requirements: f.requirements.clone(),
         python: f.python.clone(),
         blobs: f.blobs.clone(),
+        prewarm: f.prewarm,
     };
     for name in f.blobs.keys().filter(|n| f.kwargs.contains_key(*n)) {
         checker.errors.push(SpecError::KwargTwice {

@@ -68,6 +68,7 @@ fn samples() -> Vec<Message> {
                             file_name: FileName::new("columns.pkl").unwrap(),
                         },
                     )]),
+                    prewarm: None,
                 }),
                 cache: true,
                 ..Default::default()
@@ -271,6 +272,38 @@ fn a_released_attempt_is_pinned() {
         log_delays: Vec::new(),
     });
     check_golden("finished_released", &released);
+}
+
+/// A function step that must start in a new interpreter (`prewarm = false`) says so in its
+/// job; a job without the field may start warm.
+#[test]
+fn a_function_job_that_starts_cold_is_pinned() {
+    let job = Message::StepJob(StepJob {
+        run_id: run(),
+        step: step("train"),
+        attempt: AttemptNo(1),
+        job: JobSpec {
+            kind: JobKind::Function {
+                source: "def train(n):\n    return n * 2\n".into(),
+                entry: "train".into(),
+                kwargs: BTreeMap::from([("n".into(), "3".into())]),
+                returns: vec![OutputName::new("model").unwrap()],
+                requirements: vec!["scikit-learn==1.7.2".into()],
+                python: None,
+                blobs: BTreeMap::new(),
+                prewarm: Some(false),
+            },
+            env: BTreeMap::new(),
+            inputs: Vec::new(),
+            outputs: BTreeMap::new(),
+            timeout_ms: None,
+            priority: 0,
+        },
+        controller_url: "http://127.0.0.1:8470".into(),
+        lease_ms: 30_000,
+        artifact_store: None,
+    });
+    check_golden("step_job_cold", &job);
 }
 
 /// A `StepJob` from a controller that predates `artifact_store` still decodes: agents then move

@@ -2,8 +2,8 @@
 
 use super::names;
 use crate::cli::{
-    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, PythonEnv, StepCleanup,
-    UpArgs,
+    AgentArgs, AgentOptions, ArtifactTransfer, ControllerArgs, Global, OnOff, PythonEnv,
+    StepCleanup, UpArgs,
 };
 use crate::signals::on_signals;
 use anyhow::{Context, Result};
@@ -126,6 +126,7 @@ fn agent_config(
             env_root,
             base_python: options.python.clone(),
             build_timeout: options.python_build_timeout,
+            compile_all: options.run_as.is_some(),
         },
         id,
         token: g.token.clone(),
@@ -149,6 +150,12 @@ fn agent_config(
             .map(JobVerifier::from_file)
             .transpose()?,
         max_message_size: message_size(g)?,
+        prewarm: drover_agent::warm::WarmConfig {
+            enabled: options.python_prewarm == OnOff::On,
+            memory: options.python_prewarm_memory,
+            idle: options.python_prewarm_idle,
+            exclude: options.python_prewarm_exclude.clone(),
+        },
     })
 }
 

@@ -34,3 +34,4 @@ mod signing;
 mod slow_clients;
 mod tasks;
 mod tls;
+mod warm;

@@ -108,6 +108,7 @@ pub async fn venv(
     base: &Interpreter,
     requirements: &[String],
     installer: &Installer,
+    compile_all: bool,
     timeout: Duration,
     log: Option<&LogSender>,
 ) -> Result<PathBuf, PyEnvError> {
@@ -164,7 +165,7 @@ pub async fn venv(
         .map_err(|e| io("cannot create a temporary directory", e))?;
     tokio::time::timeout(
         timeout,
-        install(tmp.path(), base, requirements, installer, log),
+        install(tmp.path(), base, requirements, installer, compile_all, log),
     )
     .await
     .map_err(|_| {
@@ -214,6 +215,7 @@ async fn install(
     base: &Interpreter,
     requirements: &[String],
     installer: &Installer,
+    compile_all: bool,
     log: Option<&LogSender>,
 ) -> Result<(), PyEnvError> {
     let exe = base.executable.display().to_string();
@@ -231,13 +233,14 @@ async fn install(
             target,
         ]);
         if !requirements.is_empty() {
-            // Bytecode is compiled once here, not by the first step importing each module.
-            let mut cmd = vec![
-                uv,
-                "pip".into(),
-                "install".into(),
-                "--compile-bytecode".into(),
-            ];
+            // Bytecode of what steps import is written when they (or a warm parent) first import
+            // it; compiling every installed module up front made a first run wait for all of
+            // pandas, scipy and scikit-learn. Only steps that cannot write into the environment
+            // (`--run-as`) need it all compiled here.
+            let mut cmd = vec![uv, "pip".into(), "install".into()];
+            if compile_all {
+                cmd.push("--compile-bytecode".into());
+            }
             cmd.extend(["--python".into(), python, "--".into()]);
             cmd.extend(requirements.iter().map(|r| r.trim().to_string()));
             steps.push(cmd);
@@ -373,6 +376,7 @@ mod tests {
             &interp(),
             &reqs,
             &installer,
+            false,
             Duration::from_secs(60),
             None,
         )
@@ -410,6 +414,7 @@ mod tests {
             &interp(),
             &reqs,
             &installer,
+            false,
             Duration::from_secs(1),
             None,
         )
@@ -435,7 +440,7 @@ mod tests {
         let base = super::super::interpreter::find("python3", None)
             .await
             .unwrap();
-        let python = venv(&envs, &base, &[], &Installer::Pip, DAY, None)
+        let python = venv(&envs, &base, &[], &Installer::Pip, false, DAY, None)
             .await
             .unwrap();
         let dir = python.parent().unwrap().parent().unwrap();
@@ -493,8 +498,8 @@ mod tests {
             log
         });
         let (a, b) = tokio::join!(
-            venv(&envs, &base, &[], &installer, DAY, Some(&tx)),
-            venv(&envs, &base, &[], &installer, DAY, Some(&tx))
+            venv(&envs, &base, &[], &installer, false, DAY, Some(&tx)),
+            venv(&envs, &base, &[], &installer, false, DAY, Some(&tx))
         );
         assert_eq!(a.unwrap(), b.unwrap());
         drop(tx);

@@ -32,6 +32,9 @@ pub struct PyEnvConfig {
     pub base_python: String,
     /// The longest one environment build may take; the step fails with an error past it.
     pub build_timeout: Duration,
+    /// Compile every installed module's bytecode when an environment is built (uv), for steps
+    /// that cannot write it into the environment themselves (`--run-as`).
+    pub compile_all: bool,
 }
 
 /// What a function step runs with.
@@ -108,6 +111,7 @@ pub async fn prepare(
                 &base,
                 requirements,
                 &installer,
+                config.compile_all,
                 config.build_timeout,
                 log.as_ref(),
             )
@@ -133,6 +137,7 @@ mod tests {
             env_root: root.path().join("py"),
             base_python: "python3".into(),
             build_timeout: DEFAULT_BUILD_TIMEOUT,
+            compile_all: false,
         };
         let reqs = [
             "six".to_string(),

@@ -2,13 +2,16 @@
 (PipelineDecorator), fetch files (StorageManager), and ClearML's Task, Logger and TaskTypes.
 
 Importing this package needs only the standard library: step code imports it on agents.
-PipelineDecorator, Task and Logger are loaded on first use.
+Everything is loaded on first use, so a step (the harness imports `drover.runner`) does not pay
+for the HTTP client PipelineController needs.
 """
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .pipeline import PipelineController
-from .storage import StorageManager
 from .task_types import TaskTypes
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineController
+    from .storage import StorageManager
 
 __version__ = "0.1.0"
 __all__ = [
@@ -18,6 +21,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "PipelineController":
+        from .pipeline import PipelineController
+
+        return PipelineController
+    if name == "StorageManager":
+        from .storage import StorageManager
+
+        return StorageManager
     if name == "PipelineDecorator":
         from .decorator import PipelineDecorator
 

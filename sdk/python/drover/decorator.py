@@ -142,6 +142,8 @@ class Component:
         }
         if blobs:
             function["blobs"] = dict(blobs)
+        if self.options.get("prewarm") is False:
+            function["prewarm"] = False
         return {
             "name": self.name, "command": None, "function": function, "outputs": {},
             "queue": self.options.get("execution_queue") or default_queue or _State.default_queue,
@@ -207,8 +209,9 @@ def _resolve(component: Component) -> dict[str, Any]:
     reqs = (requirements.from_argument(packages, component.name) if packages is not None
             else requirements.detect(piece.text + helpers, component.name))
     keep = ("name", "return_values", "execution_queue", "parents", "retries", "cache", "continue_on_fail")
+    cold = {"prewarm": False} if component.options.get("prewarm") is False else {}
     return {**{k: component.options.get(k) for k in keep}, "def_name": node.name, "requirements": reqs,
-            "packages": packages}
+            "packages": packages, **cold}
 
 
 def _module_bundle(module_globals: dict[str, Any]) -> str:
@@ -493,6 +496,7 @@ class PipelineDecorator:
         status_change_callback: Callable[..., Any] | None = None, tags: object = None,
         output_uri: str | bool | None = None, draft: bool = False, working_dir: str | None = None,
         continue_behaviour: Mapping[str, bool] | None = None, stage: str | None = None,
+        prewarm: bool = True,
     ) -> Any:
         """Makes a function a pipeline step (ClearML's `PipelineDecorator.component`).
 
@@ -501,7 +505,8 @@ class PipelineDecorator:
         requirements detected from the function's imports; `helper_functions` ship with it;
         `execution_queue` is its queue (else the pipeline's default queue); `parents` names
         steps it must wait for. The step's source is this module's components, so a component
-        may call components.
+        may call components. `prewarm=False` (drover's own): its steps always start in a new
+        interpreter, never forked from the agent's warm parent of their environment.
         """
         origin = _frame_origin()
         given = {
@@ -543,6 +548,7 @@ class PipelineDecorator:
                 "continue_on_fail": options.continue_on_fail_from(step_name, continue_on_fail,
                                                                   continue_behaviour),
                 "helper_functions": list(helper_functions or []),
+                "prewarm": bool(prewarm),
             }
             component = Component(function, opts, origin)
             with _State.lock:

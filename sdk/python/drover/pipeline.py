@@ -167,7 +167,7 @@ class PipelineController:
         retry_on_failure: int | None = None, status_change_callback: Callable[..., Any] | None = None,
         tags: object = None, output_uri: str | bool | None = None, draft: bool = False,
         working_dir: str | None = None, continue_behaviour: Mapping[str, bool] | None = None,
-        stage: str | None = None, priority: int | None = None,
+        stage: str | None = None, priority: int | None = None, prewarm: bool = True,
     ) -> bool:
         """Adds a step that calls `function(**function_kwargs)` on an agent.
 
@@ -182,7 +182,8 @@ class PipelineController:
         (a step receiving a pandas DataFrame needs pandas even if it never imports it).
 
         `priority` (drover's own, 0 to 9, default 0): among steps waiting on a queue, higher
-        priorities are taken first.
+        priorities are taken first. `prewarm=False` (drover's own): the step always starts in a
+        new interpreter, never forked from the agent's warm parent of its environment.
         """
         where = f"add_function_step({name!r})"
         given = {
@@ -225,6 +226,7 @@ class PipelineController:
             callbacks=node.check(where, {"pre_execute_callback": pre_execute_callback,
                                          "post_execute_callback": post_execute_callback,
                                          "status_change_callback": status_change_callback}),
+            prewarm=bool(prewarm),
         )
         step.requirements = self._requirements(step, packages)
         options.warn_ignored(where, given)

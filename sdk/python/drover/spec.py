@@ -39,6 +39,7 @@ class Step:
     retries: int = 0
     timeout: str | None = None
     priority: int | None = None  # 0..9, or None for the default (0)
+    prewarm: bool = True  # False: always a new interpreter, never forked from a warm parent
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
     # pre_execute_callback, post_execute_callback, status_change_callback: run where the
     # pipeline's logic runs (start_locally); never part of the spec
@@ -78,6 +79,8 @@ class Step:
                 "returns": list(self.returns),
                 "requirements": list(self.requirements),
                 "python": self.python,
+                # Sent only when off, so a controller that predates warm starts accepts it.
+                **({} if self.prewarm else {"prewarm": False}),
             },
             "outputs": {},
             "queue": self.queue,

@@ -45,7 +45,8 @@ NOT_YET = {
 
 # drover's own trailing, defaulted parameters, which ClearML code never passes.
 EXTRA = {
-    ("PipelineController", "add_function_step"): {"priority"},
+    ("PipelineController", "add_function_step"): {"priority", "prewarm"},
+    ("PipelineDecorator", "component"): {"prewarm"},
 }
 
 
