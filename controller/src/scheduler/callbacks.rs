@@ -3,7 +3,7 @@
 //! (and so its descendants).
 
 use super::progress::{WAITING_FOR_CALLBACK, advance};
-use super::{Ctx, Effects, State, StepStatus, room_left};
+use super::{Effects, State, StepStatus, run_mut, split};
 use drover_protocol::{RunId, StepName};
 
 /// Records the answer to step `step`'s callback at time `now` and moves the run on; the step's
@@ -15,18 +15,8 @@ pub fn answer_callback(
     proceed: bool,
     now: u64,
 ) -> Result<(StepStatus, Effects), String> {
-    let mut ctx = Ctx {
-        config: &state.config,
-        cache: &mut state.cache,
-        now,
-        fx: Effects::default(),
-        room: room_left(&state.queue_limits, &state.runs),
-        max_lost_attempts: state.max_lost_attempts,
-    };
-    let run = state
-        .runs
-        .get_mut(run_id)
-        .ok_or_else(|| format!("no run {run_id}"))?;
+    let (mut ctx, runs, _) = split(state, now);
+    let run = run_mut(runs, run_id)?;
     if run.status.is_terminal() {
         return Err(format!("run {run_id} is {}", run.status.as_str()));
     }

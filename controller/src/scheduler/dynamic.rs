@@ -4,7 +4,7 @@
 
 use super::progress::advance;
 use super::{
-    Ctx, Effects, RunRecord, RunStatus, State, StepCall, StepRecord, StepStatus, room_left,
+    Effects, RunRecord, RunStatus, State, StepCall, StepRecord, StepStatus, run_mut, split,
 };
 use drover_api::{AddStep, CallKey, StepAdded};
 use drover_protocol::validate::validate_added;
@@ -20,18 +20,8 @@ pub fn add_step(
     now: u64,
 ) -> Result<(StepAdded, Effects), String> {
     let max_steps = state.max_steps;
-    let mut ctx = Ctx {
-        config: &state.config,
-        cache: &mut state.cache,
-        now,
-        fx: Effects::default(),
-        room: room_left(&state.queue_limits, &state.runs),
-        max_lost_attempts: state.max_lost_attempts,
-    };
-    let run = state
-        .runs
-        .get_mut(run_id)
-        .ok_or_else(|| format!("no run {run_id}"))?;
+    let (mut ctx, runs, _) = split(state, now);
+    let run = run_mut(runs, run_id)?;
     check_caller(run, &request)?;
     let AddStep {
         caller, call, step, ..

@@ -4,7 +4,7 @@
 //! submitter goes silent for a lease, the steps it ran fail (see `progress::lose_external`).
 
 use super::progress::{advance, end_step};
-use super::{Ctx, Effects, State, StepRecord, StepStatus, finished, room_left, take_attempt};
+use super::{Effects, State, StepRecord, StepStatus, finished, run_mut, split, take_attempt};
 use drover_api::{Report, StepReport, StepReported};
 use drover_protocol::message::Finished;
 use drover_protocol::{AttemptNo, RunId, StepName};
@@ -19,18 +19,8 @@ pub fn report(
     report: StepReport,
     now: u64,
 ) -> Result<(StepReported, Effects), String> {
-    let mut ctx = Ctx {
-        config: &state.config,
-        cache: &mut state.cache,
-        now,
-        fx: Effects::default(),
-        room: room_left(&state.queue_limits, &state.runs),
-        max_lost_attempts: state.max_lost_attempts,
-    };
-    let run = state
-        .runs
-        .get_mut(run_id)
-        .ok_or_else(|| format!("no run {run_id}"))?;
+    let (mut ctx, runs, _) = split(state, now);
+    let run = run_mut(runs, run_id)?;
     if !run.external {
         return Err(format!(
             "run {run_id} is run by agents, not by its submitter: its steps take no reports"
@@ -118,13 +108,10 @@ pub fn report(
                 ended_at: now,
                 log_delays: Vec::new(),
             };
-            finished(&mut state.runs, result, &mut ctx);
+            finished(runs, result, &mut ctx);
         }
     }
-    let run = state
-        .runs
-        .get(run_id)
-        .ok_or_else(|| format!("no run {run_id}"))?;
+    let run = run_mut(runs, run_id)?;
     let current = &run.steps[i];
     let answer = StepReported {
         run_id: run_id.clone(),

@@ -130,9 +130,13 @@ impl Ctx<'_> {
     }
 }
 
-/// Applies one event at time `now` (ms since the epoch).
-pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
-    let mut ctx = Ctx {
+/// Every run the scheduler knows, by id.
+type Runs = BTreeMap<RunId, RunRecord>;
+
+/// What one state change at `now` works with, borrowed apart: its context (each limited
+/// queue's room counted from the runs as they are), the runs and the agents.
+fn split(state: &mut State, now: u64) -> (Ctx<'_>, &mut Runs, &mut BTreeMap<AgentId, AgentRecord>) {
+    let ctx = Ctx {
         config: &state.config,
         cache: &mut state.cache,
         now,
@@ -140,8 +144,19 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
         room: room_left(&state.queue_limits, &state.runs),
         max_lost_attempts: state.max_lost_attempts,
     };
+    (ctx, &mut state.runs, &mut state.agents)
+}
+
+/// The run `run_id` of `runs`, or why there is none.
+fn run_mut<'a>(runs: &'a mut Runs, run_id: &RunId) -> Result<&'a mut RunRecord, String> {
+    runs.get_mut(run_id)
+        .ok_or_else(|| format!("no run {run_id}"))
+}
+
+/// Applies one event at time `now` (ms since the epoch).
+pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
     let max_steps = state.max_steps;
-    let runs = &mut state.runs;
+    let (mut ctx, runs, agents) = split(state, now);
     match event {
         Event::Submit(s) => submit(runs, s, max_steps, &mut ctx),
         Event::Abort(a) => abort(runs, a, &mut ctx),
@@ -149,7 +164,7 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
         Event::Heartbeat(h) => {
             ctx.fx.agents.insert(h.agent.id.clone());
             heartbeat(runs, &h, &mut ctx);
-            state.agents.insert(
+            agents.insert(
                 h.agent.id.clone(),
                 AgentRecord {
                     info: h.agent,
@@ -166,15 +181,8 @@ pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
 /// After a restart: fresh leases for running attempts, queued jobs published again (same
 /// attempt; a duplicate is fenced when claimed), and every run advanced as far as it can go.
 pub fn resume(state: &mut State, now: u64) -> Effects {
-    let mut ctx = Ctx {
-        config: &state.config,
-        cache: &mut state.cache,
-        now,
-        fx: Effects::default(),
-        room: room_left(&state.queue_limits, &state.runs),
-        max_lost_attempts: state.max_lost_attempts,
-    };
-    for run in state.runs.values_mut().filter(|r| !r.status.is_terminal()) {
+    let (mut ctx, runs, _) = split(state, now);
+    for run in runs.values_mut().filter(|r| !r.status.is_terminal()) {
         let Some(pipeline) = run.pipeline.as_ref() else {
             continue;
         };
