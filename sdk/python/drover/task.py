@@ -15,7 +15,8 @@ attempt). `upload_artifact` stores the object as one of the step's outputs throu
 channel (see `drover.stepartifacts`), and `Task.get_task(task_id=...)` gives another step of
 the run, read-only, whose `artifacts` are fetched through the channel as well (outside a step,
 through the HTTP API). `connect` applies the step's parameter overrides (a step made from a
-registered task), and the logger prints to the step's console and says so.
+registered task); the logger prints reports to the step's console and stores its scalars
+with the step (`drover.scalars`).
 """
 from __future__ import annotations
 
