@@ -293,6 +293,29 @@ pub struct Finished {
     /// it (the bytes themselves are unchanged); empty when nothing was held back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_delays: Vec<LogDelay>,
+    /// How a Python function step's process started; absent for command steps and for an
+    /// attempt that ended before its process started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartKind>,
+}
+
+/// How a Python function step's process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartKind {
+    /// Forked by a warm parent that had already imported the step's modules.
+    Warm,
+    /// A new interpreter.
+    Cold,
+}
+
+impl StartKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartKind::Warm => "warm",
+            StartKind::Cold => "cold",
+        }
+    }
 }
 
 /// The bytes of a log from `offset` on reached the broker `delayed_ms` after the step wrote

@@ -192,6 +192,7 @@ fn samples() -> Vec<Message> {
                 offset: 1234,
                 delayed_ms: 47_000,
             }],
+            start: Some(StartKind::Warm),
         }),
         Message::Cancel(Cancel {
             run_id: run(),
@@ -270,6 +271,7 @@ fn a_released_attempt_is_pinned() {
         started_at: 1_732_500_000_000,
         ended_at: 1_732_500_001_500,
         log_delays: Vec::new(),
+        start: None,
     });
     check_golden("finished_released", &released);
 }
