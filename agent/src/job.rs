@@ -12,7 +12,7 @@ use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
 use drover_protocol::message::{
-    ArtifactRef, AttemptRef, Finished, JobKind, Message, Outcome, StepJob, now_ms,
+    ArtifactRef, AttemptRef, Finished, JobKind, Message, Outcome, StartKind, StepJob, now_ms,
 };
 use drover_protocol::refs::{self, Reference};
 use std::collections::{BTreeMap, HashMap};
@@ -69,7 +69,7 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let mut report = execute(&shared, &job, &log, cancel, slot).await;
+    let (mut report, start) = execute(&shared, &job, &log, cancel, slot).await;
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.
@@ -109,6 +109,7 @@ pub async fn run(
         started_at,
         ended_at,
         log_delays: log.delays,
+        start,
     });
     let target = Target::Events;
     let mut delay = Duration::from_millis(200);
@@ -137,16 +138,18 @@ pub async fn run(
     );
 }
 
-/// Runs the attempt's phases; the report says how it ended.
+/// Runs the attempt's phases; the report says how it ended, and the start how a Python
+/// function step's process started (`None` when none did).
 async fn execute(
     shared: &Shared,
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
-) -> Report {
-    match attempt(shared, job, log, cancel, slot).await {
-        Ok(report) | Err(report) => report,
+) -> (Report, Option<StartKind>) {
+    let mut start = None;
+    match attempt(shared, job, log, cancel, slot, &mut start).await {
+        Ok(report) | Err(report) => (report, start),
     }
 }
 
@@ -160,6 +163,7 @@ async fn attempt(
     log: &LogStream,
     cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
+    start: &mut Option<StartKind>,
 ) -> Result<Report, Report> {
     let config = &shared.config;
     let base = config.controller_base(&job.controller_url);
@@ -202,7 +206,7 @@ async fn attempt(
             ))
         })?;
     }
-    let exit_code = run_process(shared, &spec, job, log, cancel).await?;
+    let exit_code = run_process(shared, &spec, job, log, cancel, start).await?;
     let stored = channel.as_ref().map(Channel::artifacts).unwrap_or_default();
     drop(channel);
     let mut outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
@@ -412,14 +416,15 @@ fn harness_argv(prepared: &PreparedPython, env: &mut BTreeMap<String, String>) -
     ]
 }
 
-/// Runs the process to its end. `Ok` holds the exit code of a success; any other end is the
-/// attempt's report.
+/// Runs the process to its end, setting `start` for a Python function step. `Ok` holds the exit
+/// code of a success; any other end is the attempt's report.
 async fn run_process(
     shared: &Shared,
     spec: &ProcessSpec,
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
+    start: &mut Option<StartKind>,
 ) -> Result<Option<i32>, Report> {
     let warm = match &job.job.kind {
         JobKind::Function {
@@ -439,10 +444,14 @@ async fn run_process(
         JobKind::Command { .. } => None,
     };
     let ended = match warm {
-        Some(ended) => ended,
+        Some(ended) => {
+            *start = Some(StartKind::Warm);
+            ended
+        }
         None => {
             if matches!(job.job.kind, JobKind::Function { .. }) {
                 shared.warm.cold_start();
+                *start = Some(StartKind::Cold);
             }
             process::run(spec, log.sender(), cancel).await
         }
