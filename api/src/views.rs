@@ -1,6 +1,7 @@
 //! The JSON documents of `/api/v1` (times in ms since the epoch).
 
 use crate::status::{AttemptOutcome, RunStatus, StepStatus};
+use drover_protocol::message::StartKind;
 use drover_protocol::{AgentId, AttemptNo, Digest, FileName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -107,6 +108,10 @@ pub struct AttemptView {
     pub outcome: Option<AttemptOutcome>,
     #[serde(default)]
     pub message: Option<String>,
+    /// How a Python function step's process started (`warm` or `cold`); `None` for command
+    /// steps and attempts that ended before their process started.
+    #[serde(default)]
+    pub start: Option<StartKind>,
 }
 
 /// A step within a [`RunView`], and `GET /api/v1/runs/{run}/steps/{step}`.

@@ -11,6 +11,7 @@ use drover_api::events::{
     AttemptStarted, Hello, LogData, LogEnded, LogNote, RunChanged, RunEnded, StreamError,
 };
 use drover_api::*;
+use drover_protocol::message::StartKind;
 use drover_protocol::{AgentId, AttemptNo, Digest, FileName, QueueName, RunId, StepName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -82,6 +83,7 @@ fn run_view() -> RunView {
             exit_code: Some(0),
             outcome: Some(AttemptOutcome::Succeeded),
             message: None,
+            start: None,
         }],
         cache_key: Some("5f1e".repeat(16)),
         cache_hit: false,
@@ -120,6 +122,7 @@ fn run_view() -> RunView {
                 exit_code: None,
                 outcome: Some(AttemptOutcome::Lost),
                 message: Some("no heartbeat within the lease".into()),
+                start: None,
             },
             AttemptView {
                 attempt: AttemptNo(2),
@@ -130,6 +133,7 @@ fn run_view() -> RunView {
                 exit_code: Some(1),
                 outcome: Some(AttemptOutcome::Failed),
                 message: Some("ValueError: bad input".into()),
+                start: Some(StartKind::Warm),
             },
         ],
         cache_key: None,

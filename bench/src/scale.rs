@@ -109,6 +109,7 @@ pub fn worker(n: usize) -> Result<()> {
             started_at: now,
             ended_at: now,
             log_delays: Vec::new(),
+            start: None,
         };
         let fx = handle(&mut state, Event::Finished(finished), now);
         queue.extend(jobs(fx.actions));

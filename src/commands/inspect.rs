@@ -135,13 +135,16 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
                 status,
                 s.queue.to_string(),
                 attempts_cell(&s.attempts),
+                start_cell(&s.attempts),
                 agent,
                 duration_ms(s.started_at, s.ended_at),
             ]
         })
         .collect();
     table(
-        &["STEP", "STATUS", "QUEUE", "ATTEMPTS", "AGENT", "DURATION"],
+        &[
+            "STEP", "STATUS", "QUEUE", "ATTEMPTS", "START", "AGENT", "DURATION",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -161,6 +164,20 @@ fn attempts_cell(attempts: &[AttemptView]) -> String {
         attempts.len().to_string()
     } else {
         format!("{} ({})", attempts.len(), apart.join(", "))
+    }
+}
+
+/// How each attempt's Python process started, oldest first: `warm`, or `cold, warm` after a
+/// retry; `-` for command steps and attempts that ended before their process started.
+fn start_cell(attempts: &[AttemptView]) -> String {
+    let starts: Vec<&str> = attempts
+        .iter()
+        .map(|a| a.start.map_or("-", |k| k.as_str()))
+        .collect();
+    if starts.iter().all(|s| *s == "-") {
+        "-".to_string()
+    } else {
+        starts.join(", ")
     }
 }
 
@@ -476,6 +493,7 @@ mod tests {
             exit_code: None,
             outcome: Some(outcome),
             message: None,
+            start: None,
         }
     }
 
@@ -488,5 +506,23 @@ mod tests {
         assert_eq!(attempts_cell(&tries), "3 (1 lost)");
         let tries = [ended(1, Lost), ended(2, Released), ended(3, Lost)];
         assert_eq!(attempts_cell(&tries), "3 (2 lost, 1 released)");
+    }
+
+    #[test]
+    fn the_start_column_names_each_attempts_start() {
+        use drover_protocol::message::StartKind::{Cold, Warm};
+        let started = |n, start| AttemptView {
+            start,
+            ..ended(n, AttemptOutcome::Failed)
+        };
+        assert_eq!(start_cell(&[]), "-");
+        assert_eq!(start_cell(&[started(1, None)]), "-");
+        assert_eq!(start_cell(&[started(1, Some(Warm))]), "warm");
+        let tries = [
+            started(1, None),
+            started(2, Some(Cold)),
+            started(3, Some(Warm)),
+        ];
+        assert_eq!(start_cell(&tries), "-, cold, warm");
     }
 }

@@ -162,6 +162,28 @@ fn a_global_one_step_changes_is_not_seen_by_the_next_and_unclosed_files_are_flus
         let written = std::fs::read_to_string(c.dir.path().join(format!("{step}.txt")));
         assert_eq!(written.unwrap(), format!("all of {step}"));
     }
+    // Each attempt says how it started, in `drover status` and its JSON, and `/metrics`
+    // counts them.
+    let status = c.json(&["status", run_id(&run), "--json"]);
+    for step in status["steps"].as_array().expect("steps") {
+        let want = if step["name"] == "cold" {
+            "cold"
+        } else {
+            "warm"
+        };
+        assert_eq!(step["attempts"][0]["start"], want, "{step}");
+    }
+    let table = text(&c.drover(&["status", run_id(&run)]));
+    assert!(table.contains("START"), "{table}");
+    let cold_row = table.lines().find(|l| l.starts_with("cold "));
+    assert!(cold_row.is_some_and(|l| l.contains(" cold ")), "{table}");
+    let metrics = c.http_get("/metrics");
+    for line in [
+        "drover_python_starts_total{start=\"warm\"} 3\n",
+        "drover_python_starts_total{start=\"cold\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
 }
 
 /// A step that starts two `sleep`s (their argument starts with the marker: seconds nobody

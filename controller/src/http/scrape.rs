@@ -1,10 +1,11 @@
 //! The `/metrics` families computed at scrape time from durable state: step durations and
-//! dispatch latency (histograms over every stored attempt, so they survive restarts), agents and
-//! their slots, and the depth of the dead-letter queue.
+//! dispatch latency (histograms over every stored attempt, so they survive restarts), warm and
+//! cold starts of Python steps, agents and their slots, and the depth of the dead-letter queue.
 
 use super::views::AGENT_ALIVE_MS;
 use crate::metrics::family;
 use crate::scheduler::{AgentRecord, RunRecord};
+use drover_protocol::message::StartKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -62,9 +63,15 @@ pub fn render(
 ) -> String {
     let mut durations = Histogram::default();
     let mut latency = Histogram::default();
+    let (mut warm, mut cold) = (0, 0);
     for run in runs {
         for step in &run.steps {
             for a in &step.attempts {
+                match a.start {
+                    Some(StartKind::Warm) => warm += 1,
+                    Some(StartKind::Cold) => cold += 1,
+                    None => {}
+                }
                 if let Some(started) = a.started_at {
                     latency.observe(step.queue.as_str(), seconds(a.queued_at, started));
                     if let (Some(ended), Some(outcome)) = (a.ended_at, a.outcome) {
@@ -92,6 +99,14 @@ pub fn render(
         "Time from publishing an attempt to an agent claiming it, by queue.",
         "queue",
         &LATENCY_BUCKETS,
+    );
+    family(
+        &mut out,
+        "drover_python_starts_total",
+        "counter",
+        "Python function step attempts by how their process started: forked by a warm parent, or a new interpreter.",
+        "start",
+        [("warm", warm), ("cold", cold)].into_iter(),
     );
     let alive: Vec<&AgentRecord> = agents
         .iter()
@@ -201,5 +216,9 @@ mod tests {
             text.contains("drover_dead_letter_queue_messages 3\n"),
             "{text}"
         );
+        for start in ["warm", "cold"] {
+            let line = format!("drover_python_starts_total{{start=\"{start}\"}} 0\n");
+            assert!(text.contains(&line), "{text}");
+        }
     }
 }

@@ -142,6 +142,7 @@ fn attempt_view(a: &AttemptRecord) -> AttemptView {
         exit_code: a.exit_code,
         outcome: a.outcome,
         message: a.message.clone(),
+        start: a.start,
     }
 }
 

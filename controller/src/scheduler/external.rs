@@ -107,6 +107,7 @@ pub fn report(
                 started_at,
                 ended_at: now,
                 log_delays: Vec::new(),
+                start: None,
             };
             finished(runs, result, &mut ctx);
         }

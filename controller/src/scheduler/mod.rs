@@ -446,6 +446,7 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         a.outcome = Some(f.outcome.into());
         a.message = f.message.clone();
         a.log_delays = f.log_delays.clone();
+        a.start = f.start;
     }
     let missing: Vec<String> = spec
         .outputs

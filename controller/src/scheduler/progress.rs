@@ -369,6 +369,7 @@ fn dispatch(
         outcome: None,
         message: None,
         log_delays: Vec::new(),
+        start: None,
     });
     if external {
         return;

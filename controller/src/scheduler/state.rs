@@ -6,7 +6,7 @@
 //! a stored record's layout bumps `store::SCHEMA_VERSION` (see ARCHITECTURE.md).
 
 pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
-use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay};
+use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay, StartKind};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,9 @@ pub struct AttemptRecord {
     /// Where the attempt's log reached the controller late (from its `Finished`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_delays: Vec<LogDelay>,
+    /// How a Python function step's process started (from its `Finished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartKind>,
 }
 
 /// Why a step whose parents are done is still pending. The scheduler decides on this field,

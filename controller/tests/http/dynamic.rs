@@ -53,6 +53,7 @@ async fn end(s: &Server, job: &StepJob, agent: &AgentId, outcome: Outcome, messa
         started_at: now_ms(),
         ended_at: now_ms(),
         log_delays: Vec::new(),
+        start: None,
     }))
     .await;
 }

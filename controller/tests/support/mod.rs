@@ -151,6 +151,7 @@ pub fn finished_late(
         started_at: now_ms(),
         ended_at: now_ms(),
         log_delays,
+        start: None,
     })
 }
 

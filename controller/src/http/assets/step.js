@@ -100,10 +100,10 @@ export class StepPanel {
     const rows = step.attempts.map((a) => el('tr', {},
       el('td', {}, String(a.attempt)), el('td', {}, a.agent || '–'),
       el('td', {}, drover.time(a.queued_at)), el('td', {}, drover.time(a.started_at)),
-      el('td', {}, drover.time(a.ended_at)),
+      el('td', {}, drover.time(a.ended_at)), el('td', {}, a.start || '–'),
       el('td', {}, a.exit_code === null || a.exit_code === undefined ? '–' : String(a.exit_code)),
       el('td', {}, a.outcome || (a.started_at ? 'running' : 'queued'), a.message ? el('div', {class: 'muted'}, a.message) : null)));
-    return [el('h3', {}, 'Attempts'), el('table', {}, el('tr', {}, ['#', 'agent', 'queued', 'started', 'ended', 'exit', 'why it ended'].map((h) => el('th', {}, h))), rows)];
+    return [el('h3', {}, 'Attempts'), el('table', {}, el('tr', {}, ['#', 'agent', 'queued', 'started', 'ended', 'start', 'exit', 'why it ended'].map((h) => el('th', {}, h))), rows)];
   }
 
   inputs(run, step) {

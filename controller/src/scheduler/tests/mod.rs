@@ -124,6 +124,7 @@ pub(super) fn finished_msg(
         started_at: 0,
         ended_at: 0,
         log_delays: Vec::new(),
+        start: None,
     }
 }
 

@@ -103,6 +103,7 @@ fn attempt(no: u32, queued_at: u64) -> AttemptRecord {
         outcome: None,
         message: None,
         log_delays: Vec::new(),
+        start: None,
     }
 }
 
