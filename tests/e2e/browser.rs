@@ -196,6 +196,14 @@ fn the_seed_run_page_shows_the_dag_console_and_code_in_chromium() {
         );
         let panel = s["panel"].as_str().unwrap();
         assert!(panel.contains("attempt1 of 1"), "{step} panel: {panel}");
+        // The attempts table says how the step's Python process started.
+        let attempts = panel.split("Attempts").nth(1).unwrap_or_default();
+        let attempts = attempts.split("Inputs").next().unwrap_or_default();
+        assert!(
+            attempts.contains("endedstartexit")
+                && (attempts.contains("warm") || attempts.contains("cold")),
+            "{step} panel: {panel}"
+        );
     }
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
