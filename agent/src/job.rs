@@ -450,7 +450,6 @@ async fn run_process(
         }
         None => {
             if matches!(job.job.kind, JobKind::Function { .. }) {
-                shared.warm.cold_start();
                 *start = Some(StartKind::Cold);
             }
             process::run(spec, log.sender(), cancel).await

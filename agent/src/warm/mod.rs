@@ -22,7 +22,6 @@ use parent::{Launch, Parent};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
@@ -80,8 +79,6 @@ pub struct Pool {
     /// Configured exclusions and modules seen to start threads.
     exclude: Mutex<BTreeSet<String>>,
     places: Mutex<HashMap<String, Place>>,
-    warm: AtomicU64,
-    cold: AtomicU64,
 }
 
 /// How a step's process was started.
@@ -111,22 +108,7 @@ impl Pool {
             env_root,
             exclude,
             places: Mutex::new(HashMap::new()),
-            warm: AtomicU64::new(0),
-            cold: AtomicU64::new(0),
         }
-    }
-
-    /// Steps started warm and cold so far.
-    pub fn starts(&self) -> (u64, u64) {
-        (
-            self.warm.load(Ordering::Relaxed),
-            self.cold.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Counts a cold start.
-    pub fn cold_start(&self) {
-        self.cold.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs the harness `spec` describes in a process forked by a warm parent of its
@@ -230,7 +212,6 @@ impl Pool {
             }
         };
         drop(held);
-        self.warm.fetch_add(1, Ordering::Relaxed);
         self.keep_within_budget(&key);
         let _ = output.send(b"drover: warm start\n".to_vec()).await;
         let reaper = crate::reaper::current();
