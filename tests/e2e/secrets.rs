@@ -1,7 +1,8 @@
 //! No drover process shows a secret in `/proc`: under `drover up --token ...` with cloud
 //! credentials and an AMQP password in its environment, a command step and a Python function
-//! step read the `cmdline` and `environ` of every process running the drover binary (their
-//! parent, the agent, and the waiting `drover run` among them) and find none of the secrets.
+//! step read the `cmdline` and `environ` of every process of this test running the drover
+//! binary (their parent, the agent, and the waiting `drover run` among them) and find none of
+//! the secrets.
 
 use crate::harness::{Cluster, text};
 
@@ -12,10 +13,12 @@ const SESSION: &str = "e2e-fake-aws-session-51f0c2";
 const OTHER: &str = "e2e-fake-azure-secret-51f0c2";
 
 /// Prints, for each process running the drover binary under test (`$DROVER_BIN`; other builds
-/// may run on the same machine), its command line and environment, then the parent's PID.
+/// may run on the same machine) in this test's directory (`$CLUSTER_DIR`, where the harness
+/// starts every process of the cluster; other tests run theirs in parallel), its command line
+/// and environment, then the parent's PID.
 const SCAN_SH: &str = r#"
 for d in /proc/[0-9]*; do
-  if [ "$(readlink "$d/exe")" = "$DROVER_BIN" ]; then
+  if [ "$(readlink "$d/exe")" = "$DROVER_BIN" ] && [ "$(readlink "$d/cwd")" = "$CLUSTER_DIR" ]; then
     echo "== $d"
     tr '\0' ' ' < "$d/cmdline"; echo
     tr '\0' '\n' < "$d/environ" 2>&1
@@ -36,6 +39,8 @@ def scan():
         try:
             if os.readlink(f"/proc/{pid}/exe") != os.environ["DROVER_BIN"]:
                 continue
+            if os.readlink(f"/proc/{pid}/cwd") != os.environ["CLUSTER_DIR"]:
+                continue
         except OSError:
             continue
         print(f"== /proc/{pid}")
@@ -48,11 +53,13 @@ def scan():
     print(f"parent={os.getppid()}")
 "#;
 
-fn pipeline() -> String {
+fn pipeline(dir: &std::path::Path) -> String {
     let bin = std::fs::canonicalize(crate::harness::drover_bin()).unwrap();
+    let dir = std::fs::canonicalize(dir).unwrap();
     let env = format!(
-        "env = {{ DROVER_BIN = {} }}\n",
-        toml_string(&bin.display().to_string())
+        "env = {{ DROVER_BIN = {}, CLUSTER_DIR = {} }}\n",
+        toml_string(&bin.display().to_string()),
+        toml_string(&dir.display().to_string())
     );
     format!(
         "[pipeline]\nname = \"proc-secrets\"\n\
@@ -87,7 +94,7 @@ fn steps_find_no_secret_in_the_proc_files_of_drover_processes() {
         &["default"],
         &["--token", TOKEN, "--python-env", "system"],
     );
-    let file = c.pipeline("secrets.toml", &pipeline());
+    let file = c.pipeline("secrets.toml", &pipeline(c.dir.path()));
     let (out, run) = c.run_wait(&file, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let up = c.pid("up");
