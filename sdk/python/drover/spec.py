@@ -47,6 +47,8 @@ class Step:
     # `"Section/name"` -> text, for `${STEP.parameters.SECTION/NAME}`: a task step's overrides;
     # a function step's keyword arguments as `kwargs/NAME` (filled in by __post_init__).
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The registered task an `add_step` step runs; None for a function step.
+    base_task_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -93,7 +95,8 @@ class Step:
             "continue_on_fail": self.continue_on_fail,
             # Sent only when set, so a controller that predates priorities still accepts it.
             **({"priority": self.priority} if self.priority is not None else {}),
-            # The step waits for its pre_execute_callback's answer (start_locally with steps on agents).
+            # The step waits for its pre_execute_callback's answer (steps on agents, the callbacks
+            # in the process holding the pipeline's logic).
             **({"await_callback": True} if "pre_execute_callback" in self.callbacks else {}),
         }
 
