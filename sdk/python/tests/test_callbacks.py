@@ -87,7 +87,7 @@ def test_a_step_waits_for_its_callback_when_the_controller_says_so():
 def test_a_lambda_callback_is_refused_for_start():
     pipe = PipelineController(name="p", project="x", version="1")
     pipe.add_function_step("first", one, post_execute_callback=lambda p, n: None)
-    with pytest.raises(ValueError, match="'first': post_execute_callback.*defined with def"):
+    with pytest.raises(ValueError, match=r"'first': post_execute_callback.*defined with def"):
         pipe._submit_message(with_driver=True)
 
 
@@ -99,7 +99,7 @@ def test_a_closure_callback_is_refused_for_start():
 
     pipe = PipelineController(name="p", project="x", version="1")
     pipe.add_function_step("first", one, post_execute_callback=uses_flag)
-    with pytest.raises(ValueError, match="uses_flag.*flag.*module level"):
+    with pytest.raises(ValueError, match=r"uses_flag.*flag.*module level"):
         pipe._submit_message(with_driver=True)
 
 
