@@ -211,12 +211,17 @@ class PipelineController:
             names.check_queue_name(execution_queue)
         explicit = self._check_parents(name, parents)
         explicit += [p for p in referenced if p not in explicit]
-        source = spec.function_source(function, helper_functions, name)
+        # A decorated function travels as its decorators and its own source, `@` lines included.
+        inner, decorators = spec.undecorated(function)
+        shipped = [*decorators, *(helper_functions or [])]
+        source = spec.function_source(inner, helper_functions, name)
+        if decorators:  # defined before the `@` lines that use them
+            source = spec.function_source(decorators[0], decorators[1:], name) + "\n\n" + source
         spec.check_signature(name, function, kwargs)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
-        spec.warn_if_not_self_contained(function, helper_functions, name)
+        spec.warn_if_not_self_contained(inner, shipped, name)
         step = spec.Step(
-            name=name, function=function, source=source, entry=function.__name__,
+            name=name, function=function, source=source, entry=inner.__name__,
             kwargs=spec.encode_kwargs(name, kwargs), values=kwargs, returns=returns,
             requirements=[], queue=execution_queue, parents=explicit,
             cache=bool(cache_executed_step),

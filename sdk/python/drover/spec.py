@@ -1,6 +1,7 @@
 """Function steps and the pipeline spec dict, with exactly the field names the controller decodes."""
 from __future__ import annotations
 
+import ast
 import builtins
 import dataclasses
 import dis
@@ -136,6 +137,37 @@ def function_source(function: object, helpers: Iterable[object] | None, step: st
             raise ValueError(f"step {step!r}: cannot read the source of {fn.__name__}(): {e}") from e
         parts.append(textwrap.dedent(text).rstrip() + "\n")
     return "\n\n".join(parts)
+
+
+def undecorated(function: Callable[..., Any]) -> tuple[Callable[..., Any], list[Callable[..., Any]]]:
+    """The function a decorator wrapped and the decorators (module-level functions) its `@`
+    lines name, or `(function, [])` when it is not a decorated function.
+
+    A decorated step is shipped as the decorators' source followed by the wrapped function's
+    own, `@` lines included, so the agent applies the same decorators. The wrapped function is
+    found through `__wrapped__` (`functools.wraps`) or as the one function among the wrapper's
+    closure variables."""
+    inner: Any = getattr(function, "__wrapped__", None)
+    if not inspect.isfunction(inner) and inspect.isfunction(function) and function.__closure__:
+        cells = [c.cell_contents for c in function.__closure__ if inspect.isfunction(c.cell_contents)]
+        inner = cells[0] if len(cells) == 1 else None
+    if not inspect.isfunction(inner):
+        return function, []
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inner)))
+    except (OSError, TypeError, SyntaxError):
+        return function, []
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef) or not node.decorator_list:
+        return function, []
+    decorators: list[Callable[..., Any]] = []
+    for expression in node.decorator_list:
+        head = expression.func if isinstance(expression, ast.Call) else expression
+        value = inner.__globals__.get(head.id) if isinstance(head, ast.Name) else None
+        if not inspect.isfunction(value):
+            return function, []
+        decorators.append(value)
+    return inner, decorators
 
 
 def _global_names(code: types.CodeType) -> set[str]:
