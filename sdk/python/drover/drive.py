@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import api, record, refs, settings
+from . import api, record, refs, settings, stepartifacts
 from .local import job_kwargs
 from .node import Node
 from .spec import Step
@@ -56,16 +56,36 @@ def table(steps: Sequence[Step]) -> dict[str, Entry]:
     }
 
 
-def parameters(entry: Entry, params: Mapping[str, str]) -> dict[str, Any]:
-    """What the step's pre_execute_callback gets as `parameters`, `${pipeline.NAME}` filled in:
-    a function step's keyword arguments as `kwargs/NAME` (their values), a task step's
-    parameters as `Section/name` (text, as the task's script gets them)."""
+def parameters(entry: Entry, params: Mapping[str, str], view: api.RunView | None = None) -> dict[str, Any]:
+    """What the step's pre_execute_callback gets as `parameters`, filled in as ClearML fills them
+    before its callback: `${pipeline.NAME}` and, from the run's `view`, `${STEP.id}` and
+    `${STEP.artifacts.NAME.url}` of steps that have ended (the controller fills the same in when
+    it dispatches the step). A function step's keyword arguments come as `kwargs/NAME` (their
+    values), a task step's parameters as `Section/name` (text, as the task's script gets them)."""
+    fill = _filler(params, view)
     if entry.get("base_task_id"):
-        def param(reference: refs.Reference) -> str | None:
-            return params.get(reference.name) if isinstance(reference, refs.Param) else None
+        return {k: refs.render_partial(v, fill) for k, v in entry["parameters"].items()}
+    values = {f"kwargs/{k}": json.loads(v) for k, v in job_kwargs(entry["kwargs"], params).items()}
+    return {k: refs.render_partial(v, fill) if isinstance(v, str) else v for k, v in values.items()}
 
-        return {k: refs.render_partial(v, param) for k, v in entry["parameters"].items()}
-    return {f"kwargs/{k}": json.loads(v) for k, v in job_kwargs(entry["kwargs"], params).items()}
+
+def _filler(params: Mapping[str, str], view: api.RunView | None) -> Callable[[refs.Reference], str | None]:
+    """Resolves parameters, step ids and artifact URLs; None leaves a reference as written."""
+    run_id = str(view.get("run_id", "")) if view else ""
+    page = str(view.get("url", "")) if view else ""
+    base = page.rsplit("/runs/", 1)[0] if "/runs/" in page else ""
+    outputs = {s["name"]: s.get("outputs") or {} for s in (view or {}).get("steps", [])}
+
+    def fill(reference: refs.Reference) -> str | None:
+        if isinstance(reference, refs.Param):
+            return params.get(reference.name)
+        if isinstance(reference, refs.StepId) and run_id and reference.step in outputs:
+            return f"{run_id}/{reference.step}"
+        if isinstance(reference, refs.ArtifactUrl) and base and reference.artifact in outputs.get(reference.step, {}):
+            return stepartifacts.artifact_url(base, run_id, reference.step, reference.artifact)
+        return None
+
+    return fill
 
 
 def nodes(entries: Mapping[str, Entry], callbacks: Callable[[str, str], Callable[..., Any]]) -> dict[str, Node]:
@@ -114,7 +134,7 @@ def follow(pipeline: Any, run_id: str, entries: Mapping[str, Entry], nodes: Mapp
             if node.status != previous:
                 report(f"  {name}: {status}")
             if waiting(step) and name not in answered:
-                node.parameters = parameters(entries[name], params)
+                node.parameters = parameters(entries[name], params, view)
                 proceed = node.pre_execute(pipeline)
                 transport.answer(name, proceed)
                 answered.add(name)

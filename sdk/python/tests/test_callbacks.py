@@ -113,3 +113,17 @@ def test_a_step_named_driver_clashes_with_the_callbacks_driver():
 def test_the_driver_passes_the_spec_checks():
     message = pipeline()._submit_message(with_driver=True)
     json.dumps(message)  # travels as JSON
+
+
+def test_ids_and_artifact_urls_of_ended_steps_are_filled_in_from_the_run_view():
+    view = {"run_id": "r1", "url": "http://ctl:1/runs/r1",
+            "steps": [{"name": "data", "status": "succeeded", "outputs": {"dataset": {"digest": "d"}}},
+                      {"name": "later", "status": "pending", "outputs": {}}]}
+    task = {"base_task_id": "t1", "parameters": {
+        "General/url": "${data.artifacts.dataset.url}", "General/id": "${data.id}",
+        "General/missing": "${data.artifacts.nope.url}", "General/later": "${later.artifacts.x.url}"}}
+    assert drive.parameters(task, {}, view) == {
+        "General/url": "http://ctl:1/api/v1/runs/r1/steps/data/artifacts/dataset", "General/id": "r1/data",
+        "General/missing": "${data.artifacts.nope.url}", "General/later": "${later.artifacts.x.url}"}
+    function = {"kwargs": {"x": '"${data.id}"', "n": "3"}}
+    assert drive.parameters(function, {}, view) == {"kwargs/x": "r1/data", "kwargs/n": 3}
