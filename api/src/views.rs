@@ -68,9 +68,33 @@ pub struct RunView {
     pub fired_by: Option<crate::automation::FiredBy>,
     #[serde(default)]
     pub url: String,
+    /// Executed by the process that submitted it (`run_locally()`,
+    /// `start_locally(run_pipeline_steps_locally=True)`), not by agents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
     /// In topological order.
     #[serde(default)]
     pub steps: Vec<StepView>,
+}
+
+/// Why a step whose parents are done is still pending (`StepView::pending_reason`):
+/// `{"reason": "queue_full", "queue": Q}` or `{"reason": "waiting_for_callback"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PendingReason {
+    /// Its queue has as many steps queued or running as its limit allows.
+    QueueFull { queue: QueueName },
+    /// The process running the pipeline's logic has not answered its `pre_execute_callback`.
+    WaitingForCallback,
+}
+
+impl std::fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PendingReason::QueueFull { queue } => write!(f, "queue {queue} full"),
+            PendingReason::WaitingForCallback => f.write_str("waiting for callback"),
+        }
+    }
 }
 
 /// A stored output.
@@ -159,6 +183,9 @@ pub struct StepView {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Why a pending step whose parents are done is not dispatched yet; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<PendingReason>,
     /// The run's driver (a decorator pipeline's function), which adds the other steps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub driver: bool,

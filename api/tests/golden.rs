@@ -102,6 +102,7 @@ fn run_view() -> RunView {
         ended_at: Some(1_764_590_400_250),
         exit_code: Some(0),
         message: None,
+        pending_reason: None,
         driver: false,
     };
     let train = StepView {
@@ -155,6 +156,7 @@ fn run_view() -> RunView {
         ended_at: Some(1_764_590_404_000),
         exit_code: Some(1),
         message: Some("ValueError: bad input".into()),
+        pending_reason: None,
         driver: false,
     };
     RunView {
@@ -172,6 +174,7 @@ fn run_view() -> RunView {
         rerun_of: Some(earlier_run_id()),
         fired_by: None,
         url: "http://127.0.0.1:8080/runs/0193a2b4c5d6e7f80123456789abcdef".into(),
+        external: false,
         steps: vec![prepare, train],
     }
 }
@@ -181,6 +184,15 @@ fn runs() {
     let view = run_view();
     check("run_view", &view);
     check("step_view", &view.steps[1]);
+    check(
+        "pending_reasons",
+        &vec![
+            PendingReason::QueueFull {
+                queue: QueueName::new("gpu").unwrap(),
+            },
+            PendingReason::WaitingForCallback,
+        ],
+    );
     check(
         "run_list",
         &RunList {

@@ -100,6 +100,9 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
     if let Some(of) = &run.rerun_of {
         println!("rerun of {of}");
     }
+    if run.external {
+        println!("executed by the process that submitted it, not by agents");
+    }
     if let Some(by) = &run.fired_by {
         match (by.kind, by.slot, &by.upstream) {
             (drover_api::FiredByKind::Schedule, Some(slot), _) => {
@@ -128,6 +131,9 @@ pub async fn status(g: &Global, args: StatusArgs) -> Result<ExitCode> {
             let mut status = s.status.to_string();
             if s.cache_hit {
                 status.push_str(" (cache hit)");
+            }
+            if let Some(reason) = &s.pending_reason {
+                status.push_str(&format!(" ({reason})"));
             }
             let agent = or_dash(s.attempts.last().and_then(|a| a.agent.as_ref()));
             vec![

@@ -10,7 +10,9 @@
 //! (`tests/browser/new_run.py`): its POST passes the CSRF check. The schedules page lists a
 //! schedule and a trigger and pauses the schedule, and a fired run's page names its schedule
 //! (`tests/browser/schedules_page.py`). A step's scalars are charted live, each chart drawing
-//! exactly the reported points (`tests/browser/scalars_page.py`).
+//! exactly the reported points (`tests/browser/scalars_page.py`). The tasks page lists a
+//! registered task and shows its script, and an external run's page says who executed it
+//! (`tests/browser/tasks_page.py`).
 
 use crate::harness::{py_wait_for, text, wait_until};
 use crate::live::{TOKEN, summary, with_token};
@@ -598,6 +600,86 @@ fn a_steps_scalars_are_charted_live_in_chromium() {
     }
     assert!(
         seen["title"].as_str().unwrap().contains("succeeded"),
+        "{seen}"
+    );
+}
+
+const TASKS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/tasks_page.py");
+
+/// The tasks page lists a task registered by its script (project, name, type, parameters) and
+/// shows its script on request; the page of a run executed by its submitter says so.
+#[test]
+fn the_tasks_page_lists_a_registered_task_in_chromium() {
+    assert!(
+        has_chromium(),
+        "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
+    );
+    let c = crate::harness::Cluster::up(0, &["default"]);
+    let make = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/py/tasks/make_data.py"
+    );
+    let out = c.python(&[make]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = c.json(&["tasks", "--json"]);
+    let task_id = listed["tasks"][0]["id"].as_str().unwrap().to_string();
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/py/local_runs.py");
+    let out = c.python(&[local, "controller"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let external = stdout
+        .split("recorded as run ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("not recorded: {stdout}"))
+        .to_string();
+
+    let out = Command::new("python3")
+        .args([TASKS_SCRIPT, &c.url, &task_id, &external])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert!(
+        seen["nav"].as_array().unwrap().iter().any(|n| n == "Tasks"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["headers"],
+        serde_json::json!([
+            "task",
+            "project",
+            "name",
+            "type",
+            "parameters",
+            "requirements",
+            "updated"
+        ]),
+        "{seen}"
+    );
+    let cells: Vec<&str> = seen["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(cells[0].starts_with(&task_id), "{seen}");
+    assert_eq!(
+        cells[1..4],
+        ["e2e", "make data", "data_processing"],
+        "{seen}"
+    );
+    assert_eq!(cells[4], "General/rows = 3", "{seen}");
+    assert_eq!(seen["script_shown_before"], false, "{seen}");
+    let script = seen["script"].as_str().unwrap();
+    assert!(
+        script.contains("task.upload_artifact(\"dataset\""),
+        "{script}"
+    );
+    assert_eq!(
+        seen["external"],
+        "executed by the process that submitted it (run_locally or start_locally), not by agents",
         "{seen}"
     );
 }

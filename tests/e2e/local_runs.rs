@@ -218,6 +218,14 @@ fn step_callbacks_run_in_the_local_process_and_a_skip_is_recorded() {
     assert_eq!(Cluster::step(&run, "after")["status"], "skipped", "{run}");
     assert_eq!(Cluster::step(&run, "other")["status"], "succeeded", "{run}");
     ran_locally(&run);
+    assert_eq!(run["external"], true, "{run}");
+    let shown = c.drover(&["status", &run_id]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout)
+            .contains("executed by the process that submitted it"),
+        "{}",
+        text(&shown)
+    );
 }
 
 #[test]
@@ -255,6 +263,7 @@ fn start_locally_runs_the_steps_on_agents_and_their_callbacks_here() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(Cluster::step(&run, "skipped")["status"], "skipped", "{run}");
     assert_eq!(Cluster::step(&run, "after")["status"], "skipped", "{run}");
+    assert!(run.get("external").is_none(), "run by agents: {run}");
     let other = Cluster::step(&run, "other");
     assert_eq!(other["status"], "succeeded", "{run}");
     let agent = other["attempts"][0]["agent"].as_str().unwrap_or("");

@@ -10,6 +10,7 @@ mod automation;
 mod bounds;
 mod broker_users;
 mod browser;
+mod callbacks;
 mod channel;
 mod config;
 mod dead_letters;

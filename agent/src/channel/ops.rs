@@ -1,6 +1,6 @@
 //! What each channel request does.
 
-use super::wire::{self, Added, Done, Info, Reported, Request, Stored, Waited};
+use super::wire::{self, Added, Answered, Done, Followed, Info, Reported, Request, Stored, Waited};
 use super::{Context, confine, relay};
 use crate::artifacts::{self, TransferError};
 use drover_api::{AddStep, ApiError, ErrorCode, ScalarBatch};
@@ -12,7 +12,7 @@ pub async fn answer(context: &Context, line: &[u8]) -> String {
         ApiError::new(
             ErrorCode::BadRequest,
             format!(
-                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put, get, scalars or artifact"
+                "cannot read the request: {e}; send one JSON object per line whose \"op\" is info, add_step, wait, put, get, scalars, artifact, run or callback"
             ),
         )
     });
@@ -96,6 +96,18 @@ async fn run(context: &Context, request: Request) -> Result<String, ApiError> {
             let stored = relay::scalars(context, &batch).await?;
             Ok(wire::ok(Reported {
                 stored: stored.stored,
+            }))
+        }
+        Request::Run => {
+            let view = relay::run(context).await?;
+            Ok(wire::ok(Followed {
+                view: Box::new(view),
+            }))
+        }
+        Request::Callback { step, proceed } => {
+            let answered = relay::callback(context, &step, proceed).await?;
+            Ok(wire::ok(Answered {
+                status: answered.status,
             }))
         }
     }

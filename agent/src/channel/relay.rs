@@ -1,12 +1,14 @@
 //! The controller calls a channel relays, with the agent's own client (and token): adding a
-//! step to the run, long-polling a step until it is terminal, and reporting scalars.
+//! step to the run, long-polling a step until it is terminal, reporting scalars, reading the
+//! run's view and answering a step's callback (for a driver running step callbacks).
 //! Connection failures and 502/503/504 answers are retried for a while (the controller may be
 //! restarting; adding a step is idempotent per call); the controller's own errors are passed
 //! on with their code.
 
 use super::Context;
 use drover_api::{
-    AddStep, ApiError, CsrfToken, ErrorCode, ScalarBatch, ScalarsStored, StepAdded, StepView,
+    AddStep, ApiError, CallbackAnswer, CallbackAnswered, CsrfToken, ErrorCode, RunView,
+    ScalarBatch, ScalarsStored, StepAdded, StepView,
 };
 use drover_protocol::StepName;
 use serde::de::DeserializeOwned;
@@ -49,6 +51,37 @@ pub async fn scalars(context: &Context, batch: &ScalarBatch) -> Result<ScalarsSt
         context.base, context.attempt.run_id, context.attempt.step
     );
     post(context, &url, batch, SCALARS_PATIENCE).await
+}
+
+/// `GET {base}/api/v1/runs/{run}`, retrying an unreachable controller for [`PATIENCE`].
+pub async fn run(context: &Context) -> Result<RunView, ApiError> {
+    let url = format!("{}/api/v1/runs/{}", context.base, context.attempt.run_id);
+    let mut delay = Duration::from_millis(200);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match decode(&url, context.http.get(&url).send().await).await {
+            Ok(view) => return Ok(view),
+            Err(f) if f.transient && Instant::now() + delay < deadline => {
+                tracing::warn!("{}; retrying in {delay:?}", f.error.message);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// `POST {base}/api/v1/runs/{run}/steps/{step}/callback`: only steps of the attempt's own run.
+pub async fn callback(
+    context: &Context,
+    step: &StepName,
+    proceed: bool,
+) -> Result<CallbackAnswered, ApiError> {
+    let url = format!(
+        "{}/api/v1/runs/{}/steps/{step}/callback",
+        context.base, context.attempt.run_id
+    );
+    post(context, &url, &CallbackAnswer { proceed }, PATIENCE).await
 }
 
 /// POSTs `body` as JSON, retrying transient failures for `patience`, with the CSRF token a

@@ -2,7 +2,7 @@
 //! `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}` with the codes of the
 //! HTTP API's `ApiError`.
 
-use drover_api::{ApiError, CallKey, ScalarPoint, StepView};
+use drover_api::{ApiError, CallKey, RunView, ScalarPoint, StepStatus, StepView};
 use drover_protocol::message::ArtifactRef;
 use drover_protocol::spec::StepSpec;
 use drover_protocol::{AttemptNo, OutputName, RunId, StepName};
@@ -41,6 +41,14 @@ pub enum Request {
         name: OutputName,
         path: String,
     },
+    /// The run's current view: how a driver running a pipeline's step callbacks follows it.
+    Run,
+    /// Answer the `pre_execute_callback` of a step of this run that waits for it: run it
+    /// (`proceed`) or skip it and its descendants.
+    Callback {
+        step: StepName,
+        proceed: bool,
+    },
 }
 
 /// The answer to `info`.
@@ -75,6 +83,18 @@ pub struct Stored {
 #[derive(Debug, Serialize)]
 pub struct Reported {
     pub stored: u64,
+}
+
+/// The answer to `run`.
+#[derive(Debug, Serialize)]
+pub struct Followed {
+    pub view: Box<RunView>,
+}
+
+/// The answer to `callback`: the step's status once the answer is durable.
+#[derive(Debug, Serialize)]
+pub struct Answered {
+    pub status: StepStatus,
 }
 
 /// The answer to `get`: nothing but `ok`.

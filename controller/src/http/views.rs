@@ -1,6 +1,8 @@
 //! Builds the API's JSON documents ([`drover_api`]) from the stored records.
 
-use crate::scheduler::{AgentRecord, AttemptRecord, RunRecord, StepRecord, StepStatus};
+use crate::scheduler::{
+    AgentRecord, AttemptRecord, PendingReason, RunRecord, StepRecord, StepStatus,
+};
 use drover_api::{
     AgentStep, AgentView, AttemptView, FunctionView, OutputView, RunSummary, RunView, StepKind,
     StepView,
@@ -60,6 +62,7 @@ pub fn run_view(run: &RunRecord, url: String) -> RunView {
         rerun_of: None,
         fired_by: None,
         url,
+        external: run.external,
         steps: run
             .steps
             .iter()
@@ -129,6 +132,20 @@ fn step_view(step: &StepRecord, spec: &Step) -> StepView {
         ended_at: step.ended_at,
         exit_code: step.exit_code(),
         message: step.message.clone(),
+        pending_reason: step
+            .pending_reason
+            .as_ref()
+            .filter(|_| step.status == StepStatus::Pending)
+            .map(pending_reason),
+    }
+}
+
+fn pending_reason(reason: &PendingReason) -> drover_api::PendingReason {
+    match reason {
+        PendingReason::QueueFull { queue } => drover_api::PendingReason::QueueFull {
+            queue: queue.clone(),
+        },
+        PendingReason::WaitingForCallback => drover_api::PendingReason::WaitingForCallback,
     }
 }
 

@@ -2,8 +2,8 @@
 //! process running its pipeline's logic answers its `pre_execute_callback`: run it, or skip it
 //! (and so its descendants).
 
-use super::progress::{WAITING_FOR_CALLBACK, advance};
-use super::{Effects, State, StepStatus, run_mut, split};
+use super::progress::advance;
+use super::{Effects, PendingReason, State, StepStatus, run_mut, split};
 use drover_protocol::{RunId, StepName};
 
 /// Records the answer to step `step`'s callback at time `now` and moves the run on; the step's
@@ -35,7 +35,8 @@ pub fn answer_callback(
         ));
     }
     current.callback = Some(proceed);
-    if current.message.as_deref() == Some(WAITING_FOR_CALLBACK) {
+    if current.pending_reason == Some(PendingReason::WaitingForCallback) {
+        current.pending_reason = None;
         current.message = None;
     }
     advance(run, &mut ctx);

@@ -186,7 +186,7 @@ pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
             changed = true;
         } else if parents().all(|p| p.status.is_done()) {
             changed |= match (spec.await_callback, steps[i].callback) {
-                (true, None) => await_callback(&mut steps[i]),
+                (true, None) => hold(&mut steps[i], PendingReason::WaitingForCallback),
                 (true, Some(false)) => {
                     let why = "skipped: its pre_execute_callback returned False".to_string();
                     end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
@@ -321,18 +321,6 @@ fn end_from_cache(step: &mut StepRecord, spec: &Step, inputs: &[JobInput], ctx: 
     }
     step.cache_key = Some(key);
     false
-}
-
-/// What a ready step waiting for its callback's answer says.
-pub(super) const WAITING_FOR_CALLBACK: &str = "waiting for callback";
-
-/// Keeps a ready step pending until its callback is answered. Returns whether it changed.
-fn await_callback(step: &mut StepRecord) -> bool {
-    if step.message.as_deref() == Some(WAITING_FOR_CALLBACK) {
-        return false;
-    }
-    step.message = Some(WAITING_FOR_CALLBACK.to_string());
-    true
 }
 
 /// Keeps a ready step pending for `reason`, said in its message. Returns whether it changed.

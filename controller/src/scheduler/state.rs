@@ -89,6 +89,9 @@ pub struct AttemptRecord {
 pub enum PendingReason {
     /// Its queue has as many steps queued or running as its limit allows.
     QueueFull { queue: QueueName },
+    /// It has a `pre_execute_callback` (`await_callback`) that the process running the
+    /// pipeline's logic has not answered yet.
+    WaitingForCallback,
 }
 
 impl std::fmt::Display for PendingReason {
@@ -97,6 +100,7 @@ impl std::fmt::Display for PendingReason {
             PendingReason::QueueFull { queue } => {
                 write!(f, "waiting for room on queue {queue} (limit reached)")
             }
+            PendingReason::WaitingForCallback => f.write_str("waiting for callback"),
         }
     }
 }

@@ -106,5 +106,14 @@ class Client:
         """Reports points `{title, series, iteration, value}`; how many the controller took."""
         return int(self.request({"op": "scalars", "points": points}).get("stored", 0))
 
+    def run(self) -> dict[str, Any]:
+        """The current view of this step's run (`RunView`)."""
+        view: dict[str, Any] = self.request({"op": "run"})["view"]
+        return view
+
+    def callback(self, step: str, proceed: bool) -> str:
+        """Answers the pre_execute_callback of step `step` of this run; the step's status."""
+        return str(self.request({"op": "callback", "step": step, "proceed": proceed})["status"])
+
     def close(self) -> None:
         self._drop()

@@ -1,12 +1,16 @@
-"""`start_locally()` with steps on agents: this process holds the pipeline's logic.
+"""Following a run from the process that holds its pipeline's logic, calling the steps' callbacks.
 
-The run is submitted as `start()` submits it, each step with a `pre_execute_callback` marked
-`await_callback`, so the controller holds it once its parents are done ("waiting for
-callback"). This process then follows the run: it calls each step's `status_change_callback`
-as the step's status changes, its `pre_execute_callback` once the step waits for it (the answer,
-run or skip, goes to `POST .../steps/{step}/callback`), and its `post_execute_callback` once the
-step has ended. Changes a pre callback makes to `parameters` are not applied: the step's
-arguments were fixed at submission.
+Each step with a `pre_execute_callback` is submitted marked `await_callback`, so the controller
+holds it once its parents are done ("waiting for callback"). The process holding the logic
+follows the run's view: it calls each step's `status_change_callback` as the step's status
+changes, its `pre_execute_callback` once the controller says the step waits for it (the answer,
+run or skip, goes back to the controller), and its `post_execute_callback` once the step has
+ended. Changes a pre callback makes to `parameters` are not applied: the step's arguments were
+fixed at submission.
+
+Two processes do this: the calling process under `start_locally()` with steps on agents
+(`drive`, over HTTP), and the driver step `start()` submits with the DAG (`drover.callbacks`,
+over its channel). Both build their nodes from the same table (`table`).
 """
 
 from __future__ import annotations
@@ -14,35 +18,112 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from . import api, record, settings
+from . import api, record, refs, settings, stepartifacts
 from .local import job_kwargs
 from .node import Node
 from .spec import Step
 
-_DONE = ("succeeded", "cached")
+WAITING_FOR_CALLBACK = "waiting for callback"
+
+# A step with callbacks as the following process needs it: parents, queue, the registered task
+# it runs (None for a function step), its kwargs (JSON text, a function step's) or parameters
+# (`Section/name` -> text, a task step's) and, by kind, its callbacks' function names.
+Entry = dict[str, Any]
 
 
-def drive(pipeline: Any, run_id: str, steps: Sequence[Step], params: Mapping[str, str],
-          report: Callable[[str], None], poll: float = 0.2) -> api.RunView:
-    """Follows run `run_id` to its end, running its steps' callbacks here; its last view."""
-    http = record.Recorder(settings.controller_url(), run_id)
-    by_name = {s.name: s for s in steps}
-    nodes = {s.name: Node(s.name, s.all_parents(), s.queue, {}, s.callbacks) for s in steps}
+class Transport(Protocol):
+    """How the following process reads the run and answers a held step."""
+
+    def view(self) -> api.RunView | None:
+        """The run's view, or None while the controller has not picked it up."""
+
+    def answer(self, step: str, proceed: bool) -> None:
+        """Answers step `step`'s pre_execute_callback."""
+
+
+def table(steps: Sequence[Step]) -> dict[str, Entry]:
+    """The steps with callbacks, as plain data (it travels as a literal inside a driver)."""
+    return {
+        s.name: {
+            "parents": s.all_parents(), "queue": s.queue, "base_task_id": s.base_task_id,
+            "kwargs": {} if s.base_task_id else dict(s.kwargs),
+            "parameters": dict(s.parameters) if s.base_task_id else {},
+            "callbacks": {kind: fn.__name__ for kind, fn in s.callbacks.items()},
+        }
+        for s in steps if s.callbacks
+    }
+
+
+def parameters(entry: Entry, params: Mapping[str, str], view: api.RunView | None = None) -> dict[str, Any]:
+    """What the step's pre_execute_callback gets as `parameters`, filled in as ClearML fills them
+    before its callback: `${pipeline.NAME}` and, from the run's `view`, `${STEP.id}` and
+    `${STEP.artifacts.NAME.url}` of steps that have ended (the controller fills the same in when
+    it dispatches the step). A function step's keyword arguments come as `kwargs/NAME` (their
+    values), a task step's parameters as `Section/name` (text, as the task's script gets them)."""
+    fill = _filler(params, view)
+    if entry.get("base_task_id"):
+        return {k: refs.render_partial(v, fill) for k, v in entry["parameters"].items()}
+    values = {f"kwargs/{k}": json.loads(v) for k, v in job_kwargs(entry["kwargs"], params).items()}
+    return {k: refs.render_partial(v, fill) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _filler(params: Mapping[str, str], view: api.RunView | None) -> Callable[[refs.Reference], str | None]:
+    """Resolves parameters, step ids and artifact URLs; None leaves a reference as written."""
+    run_id = str(view.get("run_id", "")) if view else ""
+    page = str(view.get("url", "")) if view else ""
+    base = page.rsplit("/runs/", 1)[0] if "/runs/" in page else ""
+    outputs = {s["name"]: s.get("outputs") or {} for s in (view or {}).get("steps", [])}
+
+    def fill(reference: refs.Reference) -> str | None:
+        if isinstance(reference, refs.Param):
+            return params.get(reference.name)
+        if isinstance(reference, refs.StepId) and run_id and reference.step in outputs:
+            return f"{run_id}/{reference.step}"
+        if isinstance(reference, refs.ArtifactUrl) and base and reference.artifact in outputs.get(reference.step, {}):
+            return stepartifacts.artifact_url(base, run_id, reference.step, reference.artifact)
+        return None
+
+    return fill
+
+
+def nodes(entries: Mapping[str, Entry], callbacks: Callable[[str, str], Callable[..., Any]]) -> dict[str, Node]:
+    """A Node per entry; `callbacks(step, function_name)` finds each callback function."""
+    return {
+        name: Node(name, e["parents"], e["queue"], {},
+                   {kind: callbacks(name, fn) for kind, fn in e["callbacks"].items()},
+                   base_task_id=e.get("base_task_id"))
+        for name, e in entries.items()
+    }
+
+
+def waiting(step: Mapping[str, Any]) -> bool:
+    """Whether the controller holds the step for its pre_execute_callback's answer."""
+    if step.get("status") != "pending":
+        return False
+    reason = step.get("pending_reason")
+    if isinstance(reason, Mapping):
+        return reason.get("reason") == "waiting_for_callback"
+    return step.get("message") == WAITING_FOR_CALLBACK
+
+
+def follow(pipeline: Any, run_id: str, entries: Mapping[str, Entry], nodes: Mapping[str, Node],
+           params: Mapping[str, str], transport: Transport, report: Callable[[str], None],
+           done: Callable[[api.RunView], bool], poll: float, patience: float = 60) -> api.RunView:
+    """Follows run `run_id` until `done(view)`, calling the nodes' callbacks; its last view.
+    A callback that raises stops the following (the exception goes up), as in ClearML."""
     answered: set[str] = set()
     ended: set[str] = set()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patience
     while True:
-        try:
-            view = api.get_run(http.base, run_id)
-        except api.RunNotFound:
+        view = transport.view()
+        if view is None:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the controller at {http.base} has not picked up run {run_id} after 60 s; "
-                                   "is it consuming this namespace (DROVER_NAMESPACE)?") from None
+                raise RuntimeError(f"the controller has not picked up run {run_id} after {patience:.0f} s; "
+                                   "is it consuming this namespace (DROVER_NAMESPACE)?")
             time.sleep(poll)
             continue
-        statuses = {s["name"]: s["status"] for s in view.get("steps", [])}
         for step in view.get("steps", []):
             name, status = step["name"], step["status"]
             node = nodes.get(name)
@@ -52,18 +133,48 @@ def drive(pipeline: Any, run_id: str, steps: Sequence[Step], params: Mapping[str
             node.set_status(pipeline, status)
             if node.status != previous:
                 report(f"  {name}: {status}")
-            waiting = status == "pending" and all(statuses.get(p) in _DONE for p in node.parents)
-            if waiting and "pre_execute_callback" in node.callbacks and name not in answered:
-                kwargs = job_kwargs(by_name[name].kwargs, params)
-                node.parameters = {f"kwargs/{k}": json.loads(v) for k, v in kwargs.items()}
+            if waiting(step) and name not in answered:
+                node.parameters = parameters(entries[name], params, view)
                 proceed = node.pre_execute(pipeline)
-                http._post_json(f"/api/v1/runs/{run_id}/steps/{name}/callback", {"proceed": proceed},
-                                f"answer the callback of step {name}")
+                transport.answer(name, proceed)
                 answered.add(name)
             if status in record.TERMINAL and status != "skipped" and name not in ended:
                 ended.add(name)
                 node.executed = f"{run_id}/{name}"
+                node.job_ended = time.time()
                 node.post_execute(pipeline)
-        if view.get("status") in api.TERMINAL_RUN_STATUSES:
+            elif status == "running" and node.job_started is None:
+                node.job_started = time.time()
+        if done(view):
             return view
         time.sleep(poll)
+
+
+class _Http:
+    """The run over HTTP, with the configured URL and token."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.http = record.Recorder(settings.controller_url(), run_id)
+
+    def view(self) -> api.RunView | None:
+        try:
+            return api.get_run(self.http.base, self.run_id)
+        except api.RunNotFound:
+            return None
+
+    def answer(self, step: str, proceed: bool) -> None:
+        self.http._post_json(f"/api/v1/runs/{self.run_id}/steps/{step}/callback", {"proceed": proceed},
+                             f"answer the callback of step {step}")
+
+
+def drive(pipeline: Any, run_id: str, steps: Sequence[Step], params: Mapping[str, str],
+          report: Callable[[str], None], poll: float = 0.2) -> api.RunView:
+    """Follows run `run_id` to its end from this process (`start_locally()` with steps on
+    agents), running its steps' callbacks here; its last view."""
+    entries = table(steps)
+    # Every step prints its status changes; those with callbacks call them here.
+    found = {s.name: Node(s.name, s.all_parents(), s.queue, {}, s.callbacks, base_task_id=s.base_task_id)
+             for s in steps}
+    return follow(pipeline, run_id, entries, found, params, _Http(run_id), report,
+                  lambda view: view.get("status") in api.TERMINAL_RUN_STATUSES, poll)

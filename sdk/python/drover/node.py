@@ -18,12 +18,15 @@ CALLBACKS = ("pre_execute_callback", "post_execute_callback", "status_change_cal
 
 
 class Node:
-    """One step: its name, parents, queue, parameters (`kwargs/NAME`), status and, once it ran,
-    `executed` (the run and step it ran as) with its start and end times."""
+    """One step: its name, parents, queue, parameters (`kwargs/NAME` of a function step,
+    `Section/name` of a task step), the registered task it runs (`base_task_id`, task steps),
+    status and, once it ran, `executed` (the step's id, which `Task.get_task` accepts) with its
+    start and end times."""
 
     def __init__(self, name: str, parents: list[str], queue: str | None, parameters: dict[str, Any],
-                 callbacks: dict[str, Callable[..., Any]]) -> None:
+                 callbacks: dict[str, Callable[..., Any]], base_task_id: str | None = None) -> None:
         self.name = name
+        self.base_task_id = base_task_id  # the registered task an add_step step runs
         self.parents = list(parents)
         self.queue = queue
         self.parameters = dict(parameters)

@@ -111,9 +111,6 @@ class PipelineController:
         where = f"add_step({name!r})"
         given = {
             "configuration_overrides": (configuration_overrides, None), "task_overrides": (task_overrides, None),
-            "pre_execute_callback": (pre_execute_callback, None),
-            "post_execute_callback": (post_execute_callback, None),
-            "status_change_callback": (status_change_callback, None),
             "base_task_factory": (base_task_factory, None),
             "monitor_metrics": (monitor_metrics, None), "monitor_artifacts": (monitor_artifacts, None),
             "monitor_models": (monitor_models, None), "output_uri": (output_uri, None), "stage": (stage, None),
@@ -144,6 +141,10 @@ class PipelineController:
             continue_on_fail=options.continue_on_fail_from(name, continue_on_fail, continue_behaviour),
             retries=options.retries_from(f"step {name!r}", retry_on_failure, self._default_retries),
             timeout=spec.timeout_text(name, time_limit),
+            callbacks=node.check(where, {"pre_execute_callback": pre_execute_callback,
+                                         "post_execute_callback": post_execute_callback,
+                                         "status_change_callback": status_change_callback}),
+            base_task_id=str(task["id"]),
         )
         step.parameters = dict(overrides)
         options.warn_ignored(where, given)
@@ -210,12 +211,17 @@ class PipelineController:
             names.check_queue_name(execution_queue)
         explicit = self._check_parents(name, parents)
         explicit += [p for p in referenced if p not in explicit]
-        source = spec.function_source(function, helper_functions, name)
+        # A decorated function travels as its decorators and its own source, `@` lines included.
+        inner, decorators = spec.undecorated(function)
+        shipped = [*decorators, *(helper_functions or [])]
+        source = spec.function_source(inner, helper_functions, name)
+        if decorators:  # defined before the `@` lines that use them
+            source = spec.function_source(decorators[0], decorators[1:], name) + "\n\n" + source
         spec.check_signature(name, function, kwargs)
         spec.check_references(name, kwargs, {s.name: s.returns for s in self._steps})
-        spec.warn_if_not_self_contained(function, helper_functions, name)
+        spec.warn_if_not_self_contained(inner, shipped, name)
         step = spec.Step(
-            name=name, function=function, source=source, entry=function.__name__,
+            name=name, function=function, source=source, entry=inner.__name__,
             kwargs=spec.encode_kwargs(name, kwargs), values=kwargs, returns=returns,
             requirements=[], queue=execution_queue, parents=explicit,
             cache=bool(cache_executed_step),
@@ -291,10 +297,17 @@ class PipelineController:
         """Parameter values given at launch (`DROVER_PARAM_<NAME>` variables), by name."""
         return settings.param_overrides(self._params)
 
-    def _submit_message(self, run_id: str | None = None) -> dict[str, Any]:
+    def _submit_message(self, run_id: str | None = None, with_driver: bool = False) -> dict[str, Any]:
         """The Submit envelope `start()` publishes, as a dict (nothing is sent); parameters set
-        by `DROVER_PARAM_<NAME>` variables are its overrides, as `drover run --param` sends."""
-        return messages.submit(run_id or names.new_run_id(), self._spec(), self._launch_params())
+        by `DROVER_PARAM_<NAME>` variables are its overrides, as `drover run --param` sends.
+        `with_driver` adds the driver that runs the steps' callbacks on an agent."""
+        pipeline = self._spec()
+        if with_driver:
+            from .callbacks import driver_step
+
+            pipeline["step"].append(driver_step(self._steps, pipeline["pipeline"], list(self._params)))
+            validate.validate(pipeline, self._launch_params())
+        return messages.submit(run_id or names.new_run_id(), pipeline, self._launch_params())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -307,6 +320,11 @@ class PipelineController:
         With `wait=True` (the default, as in ClearML) it then follows the run to its end (see
         `wait`); `wait=False` returns once the run is submitted. Unlike ClearML, which ends the
         local process once the pipeline is enqueued, the script goes on after `start()`.
+
+        When steps have callbacks, the run also gets a driver step (named `driver`, on the
+        reserved `drivers` queue) that runs them on an agent from their source, as the pipeline
+        process does in ClearML (see `drover.callbacks`): each callback must be a module-level
+        `def` that imports what it uses inside its body.
         """
         options.refuse("start", {
             "step_task_created_callback": (step_task_created_callback, None),
@@ -319,24 +337,17 @@ class PipelineController:
             )
         if self._run_id is not None:
             raise RuntimeError(f"pipeline {self._name!r} was already started as run {self._run_id}")
-        for step in self._steps:
-            for callback in step.callbacks:
-                raise NotImplementedError(
-                    f"add_function_step({step.name!r}): {callback}= runs in the process that runs the "
-                    "pipeline's logic, which for a submitted pipeline is the controller and cannot call "
-                    "back into this script; use start_locally() (the logic here, the steps on agents or "
-                    "with run_pipeline_steps_locally=True here), or drop the callback"
-                )
-        self._submit()
+        self._submit(with_driver=any(s.callbacks for s in self._steps))
         if wait:
             self.wait()
         return True
 
-    def _submit(self) -> str:
-        """Publishes the run; its id."""
+    def _submit(self, with_driver: bool = False) -> str:
+        """Publishes the run; its id. `with_driver`: the steps' callbacks run in a driver on an
+        agent, submitted with the steps (see `drover.callbacks`)."""
         from .submit import publish
 
-        message = self._submit_message()
+        message = self._submit_message(with_driver=with_driver)
         publish(message)
         self._run_id = message["body"]["run_id"]
         url = api.run_page(settings.controller_url(), self._run_id)

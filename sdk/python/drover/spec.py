@@ -1,6 +1,7 @@
 """Function steps and the pipeline spec dict, with exactly the field names the controller decodes."""
 from __future__ import annotations
 
+import ast
 import builtins
 import dataclasses
 import dis
@@ -47,6 +48,8 @@ class Step:
     # `"Section/name"` -> text, for `${STEP.parameters.SECTION/NAME}`: a task step's overrides;
     # a function step's keyword arguments as `kwargs/NAME` (filled in by __post_init__).
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The registered task an `add_step` step runs; None for a function step.
+    base_task_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parameters:
@@ -93,7 +96,8 @@ class Step:
             "continue_on_fail": self.continue_on_fail,
             # Sent only when set, so a controller that predates priorities still accepts it.
             **({"priority": self.priority} if self.priority is not None else {}),
-            # The step waits for its pre_execute_callback's answer (start_locally with steps on agents).
+            # The step waits for its pre_execute_callback's answer (steps on agents, the callbacks
+            # in the process holding the pipeline's logic).
             **({"await_callback": True} if "pre_execute_callback" in self.callbacks else {}),
         }
 
@@ -133,6 +137,37 @@ def function_source(function: object, helpers: Iterable[object] | None, step: st
             raise ValueError(f"step {step!r}: cannot read the source of {fn.__name__}(): {e}") from e
         parts.append(textwrap.dedent(text).rstrip() + "\n")
     return "\n\n".join(parts)
+
+
+def undecorated(function: Callable[..., Any]) -> tuple[Callable[..., Any], list[Callable[..., Any]]]:
+    """The function a decorator wrapped and the decorators (module-level functions) its `@`
+    lines name, or `(function, [])` when it is not a decorated function.
+
+    A decorated step is shipped as the decorators' source followed by the wrapped function's
+    own, `@` lines included, so the agent applies the same decorators. The wrapped function is
+    found through `__wrapped__` (`functools.wraps`) or as the one function among the wrapper's
+    closure variables."""
+    inner: Any = getattr(function, "__wrapped__", None)
+    if not inspect.isfunction(inner) and inspect.isfunction(function) and function.__closure__:
+        cells = [c.cell_contents for c in function.__closure__ if inspect.isfunction(c.cell_contents)]
+        inner = cells[0] if len(cells) == 1 else None
+    if not inspect.isfunction(inner):
+        return function, []
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inner)))
+    except (OSError, TypeError, SyntaxError):
+        return function, []
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef) or not node.decorator_list:
+        return function, []
+    decorators: list[Callable[..., Any]] = []
+    for expression in node.decorator_list:
+        head = expression.func if isinstance(expression, ast.Call) else expression
+        value = inner.__globals__.get(head.id) if isinstance(head, ast.Name) else None
+        if not inspect.isfunction(value):
+            return function, []
+        decorators.append(value)
+    return inner, decorators
 
 
 def _global_names(code: types.CodeType) -> set[str]:

@@ -118,13 +118,6 @@ def test_unsupported_step_arguments_raise_naming_them(pipe, arg, value):
         pipe.add_function_step(name="second", function=one, **{arg: value})
 
 
-@pytest.mark.parametrize("callback", ["pre_execute_callback", "post_execute_callback", "status_change_callback"])
-def test_step_callbacks_are_refused_when_the_pipeline_is_submitted(pipe, callback):
-    pipe.add_function_step(name="second", function=one, **{callback: print})
-    with pytest.raises(NotImplementedError, match=f"'second'.*{callback}.*start_locally"):
-        pipe.start(wait=False)
-
-
 def test_a_step_callback_must_be_callable(pipe):
     with pytest.raises(TypeError, match="post_execute_callback"):
         pipe.add_function_step(name="second", function=one, post_execute_callback="not a function")

@@ -50,6 +50,8 @@ function layoutDag(steps) {
 /** What a node's second line says. */
 function nodeDetail(step) {
   if (step.status === 'cached') return 'cached · cache hit';
+  if (step.pending_reason && step.pending_reason.reason === 'waiting_for_callback') return 'pending · waiting for callback';
+  if (step.pending_reason && step.pending_reason.reason === 'queue_full') return 'pending · queue full';
   const time = step.started_at ? ` · ${drover.duration(step.started_at, step.ended_at)}` : '';
   const attempt = step.attempt > 1 ? ` · attempt ${step.attempt}` : '';
   return `${step.driver ? 'driver · ' : ''}${step.status}${time}${attempt}`;

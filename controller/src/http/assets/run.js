@@ -28,6 +28,8 @@ const timings = el('div', {id: 'timings'});
 const controllerLog = el('pre', {class: 'console', id: 'controller-log'});
 const origin = el('p', {class: 'meta', id: 'rerun-of', hidden: true});
 const firedBy = el('p', {class: 'meta', id: 'fired-by', hidden: true});
+const external = el('p', {class: 'meta', id: 'external', hidden: true},
+  'executed by the process that submitted it (run_locally or start_locally), not by agents');
 const newRun = el('details', {id: 'new-run-card'}, el('summary', {}, el('h2', {style: 'display:inline'}, 'New run')),
   el('p', {class: 'muted'}, 'Run this pipeline again as it was submitted, with the parameters below.'));
 const pipelineLog = el('pre', {class: 'console', id: 'pipeline-console', 'aria-label': 'pipeline console'});
@@ -44,7 +46,7 @@ const scalarsCard = el('section', {class: 'card', id: 'run-scalars', hidden: tru
   scalarCharts);
 
 drover.mount(el('div', {},
-  title, meta, origin, firedBy, error,
+  title, meta, origin, firedBy, external, error,
   el('div', {class: 'grid'},
     el('div', {},
       el('section', {class: 'card'}, el('h2', {}, 'Pipeline'), dagLegend(), dag),
@@ -88,6 +90,7 @@ function render() {
     firedBy.replaceChildren('fired by trigger ', el('a', {href: '/schedules'}, by.name), ' after run ',
       el('a', {href: `/runs/${encodeURIComponent(by.upstream)}`}, by.upstream));
   }
+  external.hidden = !run.external;
   error.hidden = !run.error;
   error.textContent = run.error || '';
   dag.replaceChildren(run.steps.length ? drawDag(run, selected, select) : el('p', {class: 'muted'}, 'no steps'));

@@ -88,6 +88,9 @@ export class StepPanel {
       ['ended', drover.time(step.ended_at)],
       ['duration', drover.duration(step.started_at, step.ended_at)],
       step.exit_code !== null && step.exit_code !== undefined ? ['exit code', String(step.exit_code)] : null,
+      step.pending_reason ? ['waiting', step.pending_reason.reason === 'waiting_for_callback'
+        ? "for its pre_execute_callback's answer from the process running the pipeline's logic"
+        : `for room on queue ${step.pending_reason.queue}`] : null,
       step.message ? ['message', step.message] : null,
       ['cache', el('span', {title: step.cache_key || ''}, cache)],
     ]);

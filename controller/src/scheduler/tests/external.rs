@@ -295,12 +295,14 @@ fn a_step_awaiting_its_callback_waits_then_runs_or_is_skipped_as_answered() {
     let a = &st.runs[&run].steps[0];
     assert_eq!(a.status, StepStatus::Pending);
     assert_eq!(a.message.as_deref(), Some("waiting for callback"));
+    assert_eq!(a.pending_reason, Some(PendingReason::WaitingForCallback));
     // Ticks keep it waiting and change nothing.
     assert!(handle(&mut st, Event::Tick, 100).runs.is_empty());
     let (status, fx) = answer_callback(&mut st, &run, &step("a"), true, 200).unwrap();
     assert_eq!(status, StepStatus::Queued);
     assert_eq!(job_names(&fx), vec!["a"]);
     assert_eq!(st.runs[&run].steps[0].message, None);
+    assert_eq!(st.runs[&run].steps[0].pending_reason, None);
     let again = answer_callback(&mut st, &run, &step("a"), true, 300);
     assert!(again.is_err(), "{again:?}");
     let refused = answer_callback(&mut st, &run, &step("b"), true, 300).unwrap_err();
