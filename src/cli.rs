@@ -23,9 +23,11 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// RabbitMQ URL.
-    #[arg(long = "amqp", env = "DROVER_AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true, hide_env_values = true)]
-    pub amqp_url: String,
+    /// RabbitMQ URL. Repeat it (or separate URLs by whitespace in DROVER_AMQP_URL) to name the
+    /// nodes of a cluster: drover connects to the first that answers and moves on to the next
+    /// when a connection is lost.
+    #[arg(long = "amqp", env = "DROVER_AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true, hide_env_values = true, action = clap::ArgAction::Append)]
+    pub amqp_url: Vec<String>,
     /// Base URL of the controller's HTTP API.
     #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true)]
     pub url: String,
@@ -55,6 +57,19 @@ pub struct Global {
     /// Whether `--url` was given (flag, environment or file) rather than defaulted.
     #[arg(skip)]
     pub url_given: bool,
+}
+
+impl Global {
+    /// The broker URLs of every `--amqp` (and of whitespace-separated lists), one space apart:
+    /// the form every drover crate takes.
+    pub fn amqp(&self) -> String {
+        let urls: Vec<&str> = self
+            .amqp_url
+            .iter()
+            .flat_map(|u| u.split_whitespace())
+            .collect();
+        urls.join(" ")
+    }
 }
 
 #[derive(Subcommand, Debug)]

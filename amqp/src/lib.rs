@@ -6,6 +6,7 @@ mod link;
 mod publish;
 pub mod signing;
 mod topology;
+pub mod urls;
 
 pub use consume::{Consumer, Incoming};
 pub use publish::{Publisher, Target};
@@ -84,7 +85,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects once.
+    /// Connects once, to the first broker of `url` that answers: one URL, or several separated
+    /// by whitespace (nodes of one cluster); a lost connection moves on to the next.
     pub async fn connect(url: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
         Ok(Self {
             link: Arc::new(Link::open(url, names, client).await?),
@@ -314,8 +316,11 @@ impl Broker {
     }
 }
 
-/// Hides the password in an AMQP URL.
+/// Hides the password in an AMQP URL, or in each URL of a whitespace-separated list.
 pub fn redact(url: &str) -> String {
+    if url.split_whitespace().nth(1).is_some() {
+        return urls::redact_all(url);
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -1,12 +1,13 @@
-//! The broker connection, opened again on demand after it is lost, with everything that was
-//! declared on it declared again, so every drover process survives a broker restart.
+//! The broker connection, opened again on demand after it is lost (to the next broker of the
+//! list when there are several), with everything that was declared on it declared again, so
+//! every drover process survives a broker restart or the loss of one node of a cluster.
 
-use super::{AmqpError, redact, topology};
+use super::{AmqpError, redact, topology, urls};
 use drover_protocol::ids::QueueName;
 use drover_protocol::names::Names;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What was declared through this link; declared again after a reconnect.
@@ -18,7 +19,10 @@ struct Declared {
 
 /// One logical connection to the broker: the current lapin connection and how to replace it.
 pub(super) struct Link {
-    url: String,
+    /// The brokers to try, in order; never empty.
+    urls: Vec<String>,
+    /// Index into `urls` of the broker connected to last: reconnects try it first.
+    at: AtomicUsize,
     names: Names,
     client: String,
     current: Mutex<Option<Arc<Connection>>>,
@@ -30,11 +34,19 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// Connects once.
-    pub async fn open(url: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
-        let conn = connect(url, &names, client).await?;
+    /// Connects once, to the first broker of `spec` (whitespace-separated URLs) that answers.
+    pub async fn open(spec: &str, names: Names, client: &str) -> Result<Self, AmqpError> {
+        let urls = urls::split(spec);
+        if urls.is_empty() {
+            return Err(AmqpError::Connect {
+                url: String::new(),
+                error: "no broker URL given (--amqp / DROVER_AMQP_URL is empty)".into(),
+            });
+        }
+        let (at, conn) = connect_any(&urls, 0, &names, client).await?;
         Ok(Self {
-            url: url.to_string(),
+            urls,
+            at: AtomicUsize::new(at),
             names,
             client: client.to_string(),
             current: Mutex::new(Some(Arc::new(conn))),
@@ -49,8 +61,9 @@ impl Link {
         &self.names
     }
 
+    /// The broker connected to last.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.urls[self.at.load(Ordering::Relaxed) % self.urls.len()]
     }
 
     fn live(&self) -> Option<Arc<Connection>> {
@@ -80,7 +93,10 @@ impl Link {
         if self.closed.load(Ordering::Relaxed) {
             return Err(AmqpError::Closed);
         }
-        let conn = Arc::new(connect(&self.url, &self.names, &self.client).await?);
+        let from = self.at.load(Ordering::Relaxed);
+        let (at, conn) = connect_any(&self.urls, from, &self.names, &self.client).await?;
+        let conn = Arc::new(conn);
+        self.at.store(at, Ordering::Relaxed);
         let declared = self.declared.lock().map(|d| d.clone()).unwrap_or_default();
         let ch = conn.create_channel().await?;
         if declared.topology {
@@ -96,7 +112,7 @@ impl Link {
         let n = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(
             "reconnected to the broker at {} (reconnect #{n}); declared again: {} queue(s){}",
-            redact(&self.url),
+            redact(self.url()),
             declared.user_queues.len(),
             if declared.topology {
                 " and the shared topology"
@@ -129,10 +145,34 @@ impl Link {
     }
 }
 
+/// Tries every broker once, starting with `urls[from]` (the one that served last, so a
+/// transient failure does not move a process to another node); the index and connection of the
+/// first that answers, or every broker's error.
+async fn connect_any(
+    urls: &[String],
+    from: usize,
+    names: &Names,
+    client: &str,
+) -> Result<(usize, Connection), AmqpError> {
+    let mut errors = Vec::new();
+    for i in (0..urls.len()).map(|k| (from + k) % urls.len()) {
+        match connect(&urls[i], names, client).await {
+            Ok(conn) => return Ok((i, conn)),
+            Err(e) if urls.len() == 1 => return Err(e),
+            Err(AmqpError::Connect { url, error }) => errors.push(format!("{url}: {error}")),
+            Err(e) => errors.push(format!("{}: {e}", redact(&urls[i]))),
+        }
+    }
+    Err(AmqpError::Connect {
+        url: urls::redact_all(&urls.join(" ")),
+        error: format!("no broker of the list answered ({})", errors.join("; ")),
+    })
+}
+
 async fn connect(url: &str, names: &Names, client: &str) -> Result<Connection, AmqpError> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("drover {client} ({names})").into());
-    Connection::connect(url, props)
+    Connection::connect(&urls::with_defaults(url), props)
         .await
         .map_err(|e| AmqpError::Connect {
             url: redact(url),

@@ -102,7 +102,7 @@ async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Res
         msg.kind()
     );
     let broker =
-        Broker::connect_with_retry(&g.amqp_url, names.clone(), "cli", Duration::from_secs(5))
+        Broker::connect_with_retry(&g.amqp(), names.clone(), "cli", Duration::from_secs(5))
             .await?
             .with_max_message_size(limit);
     // A submitter under per-role broker users may not declare: the controller has.

@@ -29,7 +29,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         ),
     };
     Ok(ControllerConfig {
-        amqp_url: g.amqp_url.clone(),
+        amqp_url: g.amqp(),
         names: names(g)?,
         data_dir: args.data_dir.clone(),
         http_addr: args.http,
@@ -101,7 +101,7 @@ fn agent_config(
     }
     anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
     Ok(AgentConfig {
-        amqp_url: g.amqp_url.clone(),
+        amqp_url: g.amqp(),
         names: names(g)?,
         queues,
         queue_limits,

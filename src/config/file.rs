@@ -90,10 +90,13 @@ impl ConfigFile {
         use std::os::unix::fs::PermissionsExt;
         let secret = self.get(Section::Global, "token").is_some()
             || self.get(Section::Controller, "read-token").is_some()
-            || self
-                .get(Section::Global, "amqp")
-                .and_then(toml::Value::as_str)
-                .is_some_and(|u| drover_amqp::redact(u) != u);
+            || self.get(Section::Global, "amqp").is_some_and(|v| {
+                let urls = match v {
+                    toml::Value::Array(items) => items.iter().filter_map(|i| i.as_str()).collect(),
+                    other => other.as_str().into_iter().collect::<Vec<_>>(),
+                };
+                urls.iter().any(|u| drover_amqp::redact(u) != *u)
+            });
         let mode = std::fs::metadata(&self.path)
             .map(|m| m.permissions().mode())
             .unwrap_or(0);

@@ -340,6 +340,27 @@ mod tests {
     }
 
     #[test]
+    fn several_brokers_come_from_repeated_flags_a_list_in_the_file_or_one_variable() {
+        let (a, b) = ("amqp://u:p,1@a:5672/%2f", "amqp://u:p@b:5672/%2f");
+        let loaded = load_args(&["drover", "--amqp", a, "--amqp", b, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.amqp(), format!("{a} {b}"));
+        let handed = [(
+            "DROVER_AMQP_URL",
+            "amqp://u:p,1@a:5672/%2f\n\tamqp://u:p@b:5672/%2f",
+        )];
+        let loaded = load_args(&["drover", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.amqp(), format!("{a} {b}"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("drover.toml");
+        std::fs::write(&file, format!("amqp = [{a:?}, {b:?}]\n")).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let path = file.to_str().unwrap();
+        let loaded = load_args(&["drover", "--config", path, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.amqp(), format!("{a} {b}"));
+    }
+
+    #[test]
     fn handed_variables_count_as_environment_below_flags() {
         let handed = [
             ("DROVER_TOKEN", "env-token"),

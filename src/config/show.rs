@@ -154,6 +154,7 @@ fn mask(key: &str, value: Value) -> Value {
         Value::Null => Value::Null,
         _ if SECRET_KEYS.contains(&key) => Value::from("***"),
         Value::String(s) if s.contains("://") => Value::from(drover_amqp::redact(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| mask(key, v)).collect()),
         other => other,
     }
 }

@@ -16,8 +16,14 @@ PARAM_PREFIX = "DROVER_PARAM_"
 
 
 def amqp_url() -> str:
-    """The broker URL (`DROVER_AMQP_URL`), as the CLI reads it."""
+    """The broker URL (`DROVER_AMQP_URL`), as the CLI reads it: one URL, or several separated by
+    whitespace (the nodes of one cluster, tried in order)."""
     return os.environ.get("DROVER_AMQP_URL") or DEFAULT_AMQP_URL
+
+
+def amqp_urls(spec: str | None = None) -> list[str]:
+    """The URLs of a broker setting (`spec`, else `DROVER_AMQP_URL`), in order."""
+    return (spec or amqp_url()).split()
 
 
 def namespace() -> str:
@@ -88,7 +94,10 @@ def max_message_size(environ: Mapping[str, str] | None = None) -> int:
 
 
 def redact(url: str) -> str:
-    """`url` with its password replaced, safe to print."""
+    """`url` (or each URL of a whitespace-separated list) with its password replaced, safe to
+    print."""
+    if len(url.split()) > 1:
+        return " ".join(redact(u) for u in url.split())
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url

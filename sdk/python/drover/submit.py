@@ -26,8 +26,12 @@ def _connect(url: str) -> Any:
     import pika
     import pika.exceptions
 
+    # Several URLs (the nodes of one cluster): pika tries each in order until one answers.
+    params = [pika.URLParameters(u) for u in settings.amqp_urls(url)]
+    if not params:
+        raise PublishError("no broker URL given: DROVER_AMQP_URL is empty")
     try:
-        return pika.BlockingConnection(pika.URLParameters(url))
+        return pika.BlockingConnection(params)
     except pika.exceptions.AMQPConnectionError as e:
         raise PublishError(
             f"RabbitMQ is not reachable at {settings.redact(url)} ({e!r}); start drover with "

@@ -57,6 +57,27 @@ def test_an_unreachable_broker_says_how_to_fix_it(monkeypatch):
     assert pipe.id is None
 
 
+def test_a_dead_first_broker_of_a_list_is_skipped(namespace, monkeypatch):
+    monkeypatch.setenv("DROVER_URL", "http://127.0.0.1:1/")
+    monkeypatch.setenv("DROVER_AMQP_URL", f"amqp://guest:secret@127.0.0.1:1/%2f\n  {AMQP_URL}")
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    assert pipe.start(wait=False) is True
+    _, message = take_one(f"{namespace}.services")
+    assert message["kind"] == "submit" and message["body"]["run_id"] == pipe.id
+
+
+def test_when_no_broker_of_a_list_answers_each_is_named_without_its_password(monkeypatch):
+    monkeypatch.setenv(
+        "DROVER_AMQP_URL", "amqp://guest:one@127.0.0.1:1/%2f amqp://guest:two@127.0.0.1:2/%2f"
+    )
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    with pytest.raises(submit.PublishError) as e:
+        pipe.start(wait=False)
+    text = str(e.value)
+    assert "amqp://guest:***@127.0.0.1:1/%2f amqp://guest:***@127.0.0.1:2/%2f" in text
+    assert "one@" not in text and "two@" not in text
+
+
 def test_a_message_past_the_size_limit_is_refused_before_publishing(namespace, monkeypatch):
     monkeypatch.setenv("DROVER_MAX_MESSAGE_SIZE", "1KiB")
     # Nothing may be published: an unreachable broker would fail differently.

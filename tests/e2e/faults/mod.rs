@@ -4,6 +4,7 @@
 
 mod abort;
 mod agent_kill;
+mod broker_list;
 mod broker_restart;
 mod controller_kill;
 mod drain;
