@@ -62,7 +62,7 @@ impl Controller {
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
-        let loaded = store.load()?;
+        let loaded = store.load_unfinished()?;
         let (listener, url) = bind_http(&config).await?;
         let (broker, publisher) = connect_broker(&config).await?;
         let state = restore_state(&config, &url, artifact_store, loaded);
@@ -222,7 +222,8 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
-/// The scheduler's state as the store left it: every run, the cache index and the agents.
+/// The scheduler's state as the store left it: every unfinished run, the cache index and the
+/// agents.
 fn restore_state(
     config: &ControllerConfig,
     url: &str,
@@ -237,15 +238,7 @@ fn restore_state(
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;
     state.max_steps = config.max_steps;
-    let unfinished = loaded
-        .runs
-        .iter()
-        .filter(|r| !r.status.is_terminal())
-        .count();
-    tracing::info!(
-        "loaded {} run(s), {unfinished} unfinished",
-        loaded.runs.len()
-    );
+    tracing::info!("loaded {} unfinished run(s)", loaded.runs.len());
     state.runs = loaded
         .runs
         .into_iter()

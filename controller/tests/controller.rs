@@ -561,3 +561,71 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
     assert!(agent["last_seen"].as_u64().unwrap() > 0);
     h.cleanup().await;
 }
+
+const ONE_STEP: &str = r#"
+[pipeline]
+name = "one"
+[[step]]
+name = "only"
+command = ["true"]
+"#;
+
+#[tokio::test]
+async fn an_ended_run_is_still_known_to_late_events_and_redelivered_submissions() {
+    let h = Harness::start().await;
+    let mut jobs = h.consume_default().await;
+    let agent = AgentId::new("agent-late").unwrap();
+    let mut control = h.broker.consume_agent_control(&agent).await.unwrap();
+    let spec = drover_protocol::spec::PipelineSpec::from_toml(ONE_STEP).unwrap();
+    let submit = drover_protocol::message::Submit {
+        run_id: RunId::generate(),
+        spec,
+        params: BTreeMap::new(),
+        submitted_by: Some("test".into()),
+        external: false,
+    };
+    let run_id = submit.run_id.clone();
+    support::publish(&h.broker, Target::Submit, &Message::Submit(submit.clone())).await;
+    let job = next_job(&mut jobs).await;
+    h.claim(&job, &agent).await;
+    h.event(finished(&job, &agent, BTreeMap::new())).await;
+    h.wait_run(&run_id, "the run to succeed", |d| {
+        d["status"] == "succeeded"
+    })
+    .await;
+
+    // The ended run is read back for events about it: a late claim of its step is refused
+    // with the step's status, and the same submission again starts nothing.
+    h.claim(&job, &agent).await;
+    let cancel = next_cancel(&mut control).await;
+    assert_eq!(
+        (cancel.run_id.as_str(), cancel.step.as_str()),
+        (run_id.as_str(), "only")
+    );
+    assert!(
+        cancel.reason.contains("step only is succeeded"),
+        "{}",
+        cancel.reason
+    );
+    support::publish(&h.broker, Target::Submit, &Message::Submit(submit)).await;
+    // A run submitted after it is handled after it, so once this one is seen the redelivery
+    // was handled too.
+    let marker = h.submit(ONE_STEP, &[]).await;
+    let next = next_job(&mut jobs).await;
+    assert_eq!(
+        next.run_id, marker,
+        "the redelivered submission dispatched again"
+    );
+    let run = h
+        .wait_run(&run_id, "the ended run", |d| d["status"] == "succeeded")
+        .await;
+    assert_eq!(
+        run["steps"][0]["attempts"].as_array().unwrap().len(),
+        1,
+        "{run}"
+    );
+
+    jobs.close().await;
+    control.close().await;
+    h.cleanup().await;
+}

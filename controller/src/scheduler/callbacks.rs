@@ -40,6 +40,6 @@ pub fn answer_callback(
         current.message = None;
     }
     advance(run, &mut ctx);
-    ctx.fx.runs.insert(run_id.clone());
+    ctx.fx.changed(run_id.clone());
     Ok((run.steps[i].status, ctx.fx))
 }

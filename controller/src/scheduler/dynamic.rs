@@ -28,7 +28,7 @@ pub fn add_step(
     } = request;
     if let Some(existing) = made_before(run, &caller, &call)? {
         // Nothing changed, but written again: the first answer may have been a failed write.
-        ctx.fx.runs.insert(run_id.clone());
+        ctx.fx.changed(run_id.clone());
         let added = StepAdded {
             run_id: run_id.clone(),
             step: existing,
@@ -63,7 +63,7 @@ pub fn add_step(
     pipeline.steps.push(step);
     run.steps.push(record);
     advance(run, &mut ctx);
-    ctx.fx.runs.insert(run_id.clone());
+    ctx.fx.changed(run_id.clone());
     let added = StepAdded {
         run_id: run_id.clone(),
         step: name,

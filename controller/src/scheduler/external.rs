@@ -40,7 +40,7 @@ pub fn report(
                 if let Some(why) = take_attempt(current, &runner, attempt, &ctx) {
                     return Err(why);
                 }
-                ctx.fx.runs.insert(run_id.clone());
+                ctx.fx.changed(run_id.clone());
             } else if current.status == StepStatus::Running {
                 return Err(format!(
                     "step {step} already runs for {}",
@@ -73,7 +73,7 @@ pub fn report(
             let why = format!("skipped by {runner}: {reason}");
             end_step(current, StepStatus::Skipped, Some(why), now);
             advance(run, &mut ctx);
-            ctx.fx.runs.insert(run_id.clone());
+            ctx.fx.changed(run_id.clone());
         }
         Report::Finished {
             attempt,

@@ -15,11 +15,12 @@ pub use callbacks::answer_callback;
 pub use dynamic::add_step;
 pub use external::report;
 use progress::{
-    advance, end_step, fail_attempt, hand_back, job_inputs, lose_attempt, lose_external, step_job,
+    advance, advance_from, end_step, fail_attempt, hand_back, job_inputs, lose_attempt,
+    lose_external, step_job,
 };
 pub use state::{
     AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
-    SchedulerConfig, State, StepCall, StepRecord, StepStatus,
+    SchedulerConfig, State, StepCall, StepIndex, StepRecord, StepStatus,
 };
 
 use drover_protocol::message::{
@@ -55,7 +56,13 @@ pub enum Action {
 /// The records an event changed and the actions that follow from it.
 #[derive(Debug, Default, Clone)]
 pub struct Effects {
+    /// Every run the events changed.
     pub runs: BTreeSet<RunId>,
+    /// For the runs of `runs` whose changes are known step by step: the positions of the steps
+    /// that changed (besides the run's header). A run of `runs` without an entry may have
+    /// changed anywhere. Only [`Effects::changed`] and [`Effects::changed_steps`] add to the
+    /// two, so a change anywhere is never mistaken for a change of a few steps.
+    pub steps: BTreeMap<RunId, BTreeSet<usize>>,
     pub agents: BTreeSet<AgentId>,
     pub actions: Vec<Action>,
 }
@@ -65,9 +72,30 @@ impl Effects {
         self.runs.is_empty() && self.agents.is_empty() && self.actions.is_empty()
     }
 
+    /// Run `run` changed, possibly anywhere.
+    pub fn changed(&mut self, run: RunId) {
+        self.steps.remove(&run);
+        self.runs.insert(run);
+    }
+
+    /// Run `run` changed in its header and in the steps at `steps` (unless it already changed
+    /// anywhere).
+    pub fn changed_steps(&mut self, run: &RunId, steps: impl IntoIterator<Item = usize>) {
+        if self.runs.insert(run.clone()) {
+            self.steps.insert(run.clone(), steps.into_iter().collect());
+        } else if let Some(known) = self.steps.get_mut(run) {
+            known.extend(steps);
+        }
+    }
+
     /// Adds the effects of a later event: records changed by either, actions in order.
-    pub fn merge(&mut self, later: Effects) {
-        self.runs.extend(later.runs);
+    pub fn merge(&mut self, mut later: Effects) {
+        for run in later.runs {
+            match later.steps.remove(&run) {
+                Some(steps) => self.changed_steps(&run, steps),
+                None => self.changed(run),
+            }
+        }
         self.agents.extend(later.agents);
         self.actions.extend(later.actions);
     }
@@ -191,31 +219,33 @@ pub fn resume(state: &mut State, now: u64) -> Effects {
                 StepStatus::Running => run.steps[i].lease_until = Some(now + ctx.config.lease_ms),
                 // The submitter of an external run takes its queued attempts itself.
                 StepStatus::Queued if run.external => {}
-                StepStatus::Queued => match job_inputs(spec, &run.steps).and_then(|inputs| {
-                    let url = &ctx.config.controller_url;
-                    Ok((
-                        inputs,
-                        resolve::for_job(&run.run_id, spec, &run.steps, url)?,
-                    ))
-                }) {
-                    Ok((inputs, job_spec)) => {
-                        let attempt = run.steps[i].attempt;
-                        let job = step_job(&run.run_id, &job_spec, attempt, inputs, ctx.config);
-                        ctx.fx.actions.push(Action::Dispatch {
-                            queue: spec.queue.clone(),
-                            job,
-                        });
+                StepStatus::Queued => {
+                    match job_inputs(spec, &run.steps, &run.index).and_then(|inputs| {
+                        let url = &ctx.config.controller_url;
+                        Ok((
+                            inputs,
+                            resolve::for_job(&run.run_id, spec, &run.steps, url)?,
+                        ))
+                    }) {
+                        Ok((inputs, job_spec)) => {
+                            let attempt = run.steps[i].attempt;
+                            let job = step_job(&run.run_id, &job_spec, attempt, inputs, ctx.config);
+                            ctx.fx.actions.push(Action::Dispatch {
+                                queue: spec.queue.clone(),
+                                job,
+                            });
+                        }
+                        Err(why) => {
+                            end_step(&mut run.steps[i], StepStatus::Failed, Some(why), now);
+                            ctx.fx.changed(run.run_id.clone());
+                        }
                     }
-                    Err(why) => {
-                        end_step(&mut run.steps[i], StepStatus::Failed, Some(why), now);
-                        ctx.fx.runs.insert(run.run_id.clone());
-                    }
-                },
+                }
                 _ => {}
             }
         }
         if advance(run, &mut ctx) {
-            ctx.fx.runs.insert(run.run_id.clone());
+            ctx.fx.changed(run.run_id.clone());
         }
     }
     ctx.fx
@@ -255,6 +285,7 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ct
         ended_at: None,
         steps: Vec::new(),
         external: s.external,
+        index: Default::default(),
     };
     let checked = if s.spec.steps.len() > max_steps {
         Err(format!(
@@ -274,11 +305,12 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ct
             run.steps = pipeline.steps.iter().map(StepRecord::new).collect();
             run.params = pipeline.params.clone();
             run.pipeline = Some(pipeline);
+            run.reindex();
             run.started_at = Some(ctx.now);
             advance(&mut run, ctx);
         }
     }
-    ctx.fx.runs.insert(run.run_id.clone());
+    ctx.fx.changed(run.run_id.clone());
     runs.insert(run.run_id.clone(), run);
 }
 
@@ -306,7 +338,7 @@ fn abort(runs: &mut BTreeMap<RunId, RunRecord>, a: Abort, ctx: &mut Ctx) {
         }
     }
     advance(run, ctx);
-    ctx.fx.runs.insert(run.run_id.clone());
+    ctx.fx.changed(run.run_id.clone());
 }
 
 /// Waiting steps end as aborted at once; a running one is told to stop and ends when it reports.
@@ -330,10 +362,7 @@ fn abort_step(run_id: &RunId, step: &mut StepRecord, reason: &str, ctx: &mut Ctx
 }
 
 fn claimed(runs: &mut BTreeMap<RunId, RunRecord>, c: Claimed, ctx: &mut Ctx) {
-    let step = runs
-        .get_mut(&c.run_id)
-        .and_then(|run| run.step_index(&c.step).map(|i| &mut run.steps[i]));
-    let Some(step) = step else {
+    let Some((step, i)) = step_mut(runs, &c.run_id, &c.step) else {
         let why = format!("run {} has no step {}", c.run_id, c.step);
         ctx.cancel(&c.agent, &c.run_id, &c.step, c.attempt, why);
         return;
@@ -341,8 +370,19 @@ fn claimed(runs: &mut BTreeMap<RunId, RunRecord>, c: Claimed, ctx: &mut Ctx) {
     if let Some(why) = take_attempt(step, &c.agent, c.attempt, ctx) {
         ctx.cancel(&c.agent, &c.run_id, &c.step, c.attempt, why);
     } else if step.status == StepStatus::Running {
-        ctx.fx.runs.insert(c.run_id.clone());
+        ctx.fx.changed_steps(&c.run_id, [i]);
     }
+}
+
+/// Step `name` of run `run_id` and its position, found through the run's step index.
+fn step_mut<'a>(
+    runs: &'a mut Runs,
+    run_id: &RunId,
+    name: &StepName,
+) -> Option<(&'a mut StepRecord, usize)> {
+    let run = runs.get_mut(run_id)?;
+    let i = run.step_index(name)?;
+    Some((&mut run.steps[i], i))
 }
 
 /// Gives the current, queued attempt to `agent`, or renews its lease when it already runs it.
@@ -388,10 +428,7 @@ fn take_attempt(
 fn heartbeat(runs: &mut BTreeMap<RunId, RunRecord>, h: &Heartbeat, ctx: &mut Ctx) {
     let agent = &h.agent.id;
     for r in &h.running {
-        let step = runs
-            .get_mut(&r.run_id)
-            .and_then(|run| run.step_index(&r.step).map(|i| &mut run.steps[i]));
-        let Some(step) = step else {
+        let Some((step, i)) = step_mut(runs, &r.run_id, &r.step) else {
             let why = format!("run {} has no step {}", r.run_id, r.step);
             ctx.cancel(agent, &r.run_id, &r.step, r.attempt, why);
             continue;
@@ -401,7 +438,7 @@ fn heartbeat(runs: &mut BTreeMap<RunId, RunRecord>, h: &Heartbeat, ctx: &mut Ctx
             Some(why) => ctx.cancel(agent, &r.run_id, &r.step, r.attempt, why),
             // A heartbeat that overtook its `Claimed` counts as the claim.
             None if was_queued => {
-                ctx.fx.runs.insert(r.run_id.clone());
+                ctx.fx.changed_steps(&r.run_id, [i]);
             }
             None => {}
         }
@@ -412,7 +449,10 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
     let Some(run) = runs.get_mut(&f.run_id) else {
         return;
     };
-    let (Some(i), Some(spec)) = (run.step_index(&f.step), run.step_spec(&f.step).cloned()) else {
+    let Some(i) = run.step_index(&f.step) else {
+        return;
+    };
+    let Some(spec) = run.pipeline.as_ref().and_then(|p| p.steps.get(i)).cloned() else {
         return;
     };
     let step = &mut run.steps[i];
@@ -498,8 +538,13 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
             fail_attempt(step, &spec, failure_text(&f), now);
         }
     }
-    advance(run, ctx);
-    ctx.fx.runs.insert(run.run_id.clone());
+    // Step `i` itself changed above, whatever the advance changed besides.
+    match advance_from(run, i, ctx) {
+        Some(changed) => ctx
+            .fx
+            .changed_steps(&run.run_id, changed.into_iter().chain([i])),
+        None => ctx.fx.changed(run.run_id.clone()),
+    }
 }
 
 /// What people read about a failed attempt; always names the exit code when there is one.
@@ -541,7 +586,7 @@ fn tick(runs: &mut BTreeMap<RunId, RunRecord>, ctx: &mut Ctx) {
             }
         }
         if advance(run, ctx) || changed {
-            ctx.fx.runs.insert(run.run_id.clone());
+            ctx.fx.changed(run.run_id.clone());
         }
     }
 }

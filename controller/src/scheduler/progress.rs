@@ -2,6 +2,7 @@
 //! and the run's end. Called by the event handlers in the parent module.
 
 use super::resolve;
+use super::state::StepIndex;
 use super::{
     Action, AttemptOutcome, AttemptRecord, Ctx, PendingReason, RunRecord, RunStatus,
     SchedulerConfig, StepRecord, StepStatus,
@@ -9,8 +10,8 @@ use super::{
 use crate::cache::cache_key;
 use drover_protocol::message::{JobInput, JobSpec, StepJob};
 use drover_protocol::validate::Step;
-use drover_protocol::{AgentId, AttemptNo, RunId, StepName};
-use std::collections::HashMap;
+use drover_protocol::{AgentId, AttemptNo, RunId};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// The lease ran out: the agent is presumed gone. That is not the step's failure: it is
@@ -148,61 +149,110 @@ pub(super) fn end_step(
 /// anything changed.
 pub(super) fn advance(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
     let mut changed = end_after_driver(run, ctx);
+    run.reindex();
     let RunRecord {
         run_id,
         pipeline,
         steps,
         external,
+        index,
         ..
     } = run;
     let Some(pipeline) = pipeline.as_ref() else {
         return changed;
     };
-    // Step index by name, built only when a waiting step has parents to look up.
-    let mut index: Option<HashMap<&StepName, usize>> = None;
     // Parents come first, so one pass settles chains of cache hits and skips.
-    for (i, spec) in pipeline.steps.iter().enumerate() {
-        if steps[i].status != StepStatus::Pending || steps[i].retry_at.is_some() {
-            continue;
-        }
-        let index = index.get_or_insert_with(|| {
-            pipeline
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(j, s)| (&s.name, j))
-                .collect()
-        });
-        let parents = || {
-            spec.parents
-                .iter()
-                .filter_map(|p| index.get(p).map(|&j| &steps[j]))
-        };
-        let blocked = parents()
-            .find(|p| p.status.is_terminal() && !p.status.is_done())
-            .map(|p| format!("parent {} {}", p.name, p.status.as_str()));
-        if let Some(why) = blocked {
-            end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
-            changed = true;
-        } else if parents().all(|p| p.status.is_done()) {
-            changed |= match (spec.await_callback, steps[i].callback) {
-                (true, None) => hold(&mut steps[i], PendingReason::WaitingForCallback),
-                (true, Some(false)) => {
-                    let why = "skipped: its pre_execute_callback returned False".to_string();
-                    end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
-                    true
-                }
-                _ => make_ready(run_id, spec, steps, i, *external, ctx),
-            };
-        }
+    for i in 0..pipeline.steps.len() {
+        changed |= settle(run_id, &pipeline.steps[i], steps, index, i, *external, ctx);
     }
     finish_if_done(run, ctx.now) || changed
+}
+
+/// What [`advance`] does after an event that changed step `i` alone (its attempt ended): only
+/// `i` and the steps below it that this settles are looked at, so the cost follows what
+/// changed, not the size of the run. Returns the positions of the steps that changed, or `None`
+/// when it had to advance the whole run instead: a limited queue (room freed by this step may
+/// let a held step of any queue go), a run without a full step index, or a failed driver
+/// (which ends every other step).
+///
+/// The two agree because every other event leaves the run advanced: no pending step with its
+/// parents done is left waiting, except for a retry's backoff, a callback or room on a queue.
+pub(super) fn advance_from(
+    run: &mut RunRecord,
+    i: usize,
+    ctx: &mut Ctx,
+) -> Option<BTreeSet<usize>> {
+    run.reindex();
+    if ctx.room.is_some() || !run.indexed() || end_after_driver(run, ctx) {
+        advance(run, ctx);
+        return None;
+    }
+    let mut changed = BTreeSet::new();
+    let RunRecord {
+        run_id,
+        pipeline,
+        steps,
+        external,
+        index,
+        ..
+    } = run;
+    let pipeline = pipeline.as_ref()?;
+    // Children come after their parents, so taking the lowest position first settles each step
+    // after every parent this event changed, as the full pass does.
+    let mut todo = BTreeSet::from([i]);
+    while let Some(j) = todo.pop_first() {
+        if settle(run_id, &pipeline.steps[j], steps, index, j, *external, ctx) {
+            changed.insert(j);
+        }
+        if steps[j].status.is_terminal() && (j == i || changed.contains(&j)) {
+            todo.extend(index.children(j).unwrap_or_default());
+        }
+    }
+    finish_if_done(run, ctx.now);
+    Some(changed)
+}
+
+/// Settles step `i` if it is pending with nothing to wait for but its parents: skipped under
+/// a parent that did not succeed, held for its callback, or made ready once every parent is
+/// done. Returns whether it changed.
+fn settle(
+    run_id: &RunId,
+    spec: &Step,
+    steps: &mut [StepRecord],
+    index: &StepIndex,
+    i: usize,
+    external: bool,
+    ctx: &mut Ctx,
+) -> bool {
+    if steps[i].status != StepStatus::Pending || steps[i].retry_at.is_some() {
+        return false;
+    }
+    let parents = || spec.parents.iter().filter_map(|p| index.find(steps, p));
+    let blocked = parents()
+        .find(|p| p.status.is_terminal() && !p.status.is_done())
+        .map(|p| format!("parent {} {}", p.name, p.status.as_str()));
+    if let Some(why) = blocked {
+        end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
+        true
+    } else if parents().all(|p| p.status.is_done()) {
+        match (spec.await_callback, steps[i].callback) {
+            (true, None) => hold(&mut steps[i], PendingReason::WaitingForCallback),
+            (true, Some(false)) => {
+                let why = "skipped: its pre_execute_callback returned False".to_string();
+                end_step(&mut steps[i], StepStatus::Skipped, Some(why), ctx.now);
+                true
+            }
+            _ => make_ready(run_id, spec, steps, index, i, external, ctx),
+        }
+    } else {
+        false
+    }
 }
 
 /// Why the run's driver takes the run down: it ended in anything but success. `None` for runs
 /// without a driver and while the driver runs or after it succeeded.
 pub(super) fn driver_failure(run: &RunRecord) -> Option<String> {
-    let driver = run.pipeline.as_ref()?.driver()?;
+    let driver = run.driver()?;
     let step = run.step(&driver.name)?;
     let failed = step.status.is_terminal() && !step.status.is_done();
     failed.then(|| {
@@ -257,11 +307,12 @@ pub(super) fn make_ready(
     run_id: &RunId,
     spec: &Step,
     steps: &mut [StepRecord],
+    index: &StepIndex,
     i: usize,
     external: bool,
     ctx: &mut Ctx,
 ) -> bool {
-    let ready = job_inputs(spec, steps).and_then(|inputs| {
+    let ready = job_inputs(spec, steps, index).and_then(|inputs| {
         let job = resolve::for_job(run_id, spec, steps, &ctx.config.controller_url)?;
         let keyed = resolve::for_key(spec, steps)?;
         Ok((inputs, job, keyed))
@@ -370,13 +421,16 @@ fn dispatch(
 }
 
 /// The artifacts a step consumes, from its parents' recorded outputs.
-pub(super) fn job_inputs(spec: &Step, steps: &[StepRecord]) -> Result<Vec<JobInput>, String> {
+pub(super) fn job_inputs(
+    spec: &Step,
+    steps: &[StepRecord],
+    index: &StepIndex,
+) -> Result<Vec<JobInput>, String> {
     spec.inputs
         .iter()
         .map(|(producer, output)| {
-            let artifact = steps
-                .iter()
-                .find(|s| &s.name == producer)
+            let artifact = index
+                .find(steps, producer)
                 .and_then(|s| s.outputs.get(output))
                 .ok_or_else(|| format!("input ${{{producer}.{output}}} has no stored artifact"))?;
             Ok(JobInput {
@@ -417,7 +471,7 @@ pub(super) fn step_job(
 
 /// Ends the run once every step is terminal. Returns whether it ended now.
 pub(super) fn finish_if_done(run: &mut RunRecord, now: u64) -> bool {
-    if run.status.is_terminal() || !run.steps.iter().all(|s| s.status.is_terminal()) {
+    if run.status.is_terminal() || !all_terminal(run) {
         return false;
     }
     let Some(pipeline) = run.pipeline.as_ref() else {
@@ -447,4 +501,24 @@ pub(super) fn finish_if_done(run: &mut RunRecord, now: u64) -> bool {
     };
     run.ended_at = Some(now);
     true
+}
+
+/// Whether every step of the run is terminal. Steps mostly end in order, so the index keeps
+/// how far the steps are known to be terminal and each call goes on from there; the run ends
+/// only after a full check, so a step that left a terminal status is never missed.
+fn all_terminal(run: &mut RunRecord) -> bool {
+    let steps = &run.steps;
+    let mut at = run.index.settled.min(steps.len());
+    while at < steps.len() && steps[at].status.is_terminal() {
+        at += 1;
+    }
+    run.index.settled = at;
+    if at < steps.len() {
+        return false;
+    }
+    let all = steps.iter().all(|s| s.status.is_terminal());
+    if !all {
+        run.index.settled = 0;
+    }
+    all
 }

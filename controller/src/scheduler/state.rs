@@ -10,7 +10,7 @@ use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDela
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What the scheduler needs to know about its surroundings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,24 +252,136 @@ pub struct RunRecord {
     /// Executed by its submitter, which reports every attempt over HTTP: nothing is dispatched.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    /// Derived from `pipeline`, never stored: see [`StepIndex`].
+    #[serde(skip)]
+    pub index: StepIndex,
+}
+
+/// Where each step of a run is, derived from its pipeline, so the scheduler finds a step by
+/// name, a step's children and the driver without scanning the run. It covers the first
+/// `len()` steps; lookups check that it covers the run and fall back to a scan otherwise, so a
+/// stale index costs time, never a wrong answer. Not part of the run's value: two runs compare
+/// equal whatever their indexes hold.
+#[derive(Debug, Clone, Default)]
+pub struct StepIndex {
+    by_name: HashMap<StepName, usize>,
+    children: Vec<Vec<usize>>,
+    driver: Option<usize>,
+    /// Every step before this one was terminal when last looked at (see `all_terminal`).
+    pub(super) settled: usize,
+}
+
+impl PartialEq for StepIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl StepIndex {
+    /// How many steps it covers.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    /// Adds the steps of `steps` it does not cover yet (parents come before their children,
+    /// so each new step's parents are already known).
+    fn extend(&mut self, steps: &[Step]) {
+        for (j, step) in steps.iter().enumerate().skip(self.children.len()) {
+            self.by_name.insert(step.name.clone(), j);
+            self.children.push(Vec::new());
+            for parent in &step.parents {
+                if let Some(&p) = self.by_name.get(parent) {
+                    self.children[p].push(j);
+                }
+            }
+            if step.driver && self.driver.is_none() {
+                self.driver = Some(j);
+            }
+        }
+    }
+
+    /// The position of step `name` among `steps`, when the index covers them.
+    fn position(&self, steps: &[StepRecord], name: &StepName) -> Option<Option<usize>> {
+        if self.children.len() != steps.len() {
+            return None;
+        }
+        Some(
+            self.by_name
+                .get(name)
+                .copied()
+                .filter(|&i| &steps[i].name == name),
+        )
+    }
+
+    /// The record of step `name` among `steps`.
+    pub fn find<'a>(&self, steps: &'a [StepRecord], name: &StepName) -> Option<&'a StepRecord> {
+        match self.position(steps, name) {
+            Some(i) => i.map(|i| &steps[i]),
+            None => steps.iter().find(|s| &s.name == name),
+        }
+    }
+
+    /// The steps that list step `i` as a parent; `None` when the index does not cover it.
+    pub fn children(&self, i: usize) -> Option<&[usize]> {
+        self.children.get(i).map(Vec::as_slice)
+    }
 }
 
 impl RunRecord {
+    /// Brings the step index up to the pipeline (after submission, loading or added steps).
+    pub fn reindex(&mut self) {
+        let Some(pipeline) = &self.pipeline else {
+            return;
+        };
+        if self.index.len() > pipeline.steps.len() {
+            self.index = StepIndex::default();
+        }
+        self.index.extend(&pipeline.steps);
+    }
+
+    /// Whether the index covers every step (then lookups need no scan).
+    pub fn indexed(&self) -> bool {
+        self.index.len() == self.steps.len()
+            && self
+                .pipeline
+                .as_ref()
+                .is_some_and(|p| p.steps.len() == self.steps.len())
+    }
+
     pub fn step_index(&self, name: &StepName) -> Option<usize> {
-        self.steps.iter().position(|s| &s.name == name)
+        match self.index.position(&self.steps, name) {
+            Some(i) => i,
+            None => self.steps.iter().position(|s| &s.name == name),
+        }
     }
 
     pub fn step(&self, name: &StepName) -> Option<&StepRecord> {
-        self.steps.iter().find(|s| &s.name == name)
+        self.index.find(&self.steps, name)
     }
 
     /// The validated definition of a step.
     pub fn step_spec(&self, name: &StepName) -> Option<&Step> {
-        self.pipeline
-            .as_ref()?
-            .steps
-            .iter()
-            .find(|s| &s.name == name)
+        let steps = &self.pipeline.as_ref()?.steps;
+        match self.indexed() {
+            true => self
+                .step_index(name)
+                .and_then(|i| steps.get(i))
+                .filter(|s| &s.name == name),
+            false => steps.iter().find(|s| &s.name == name),
+        }
+    }
+
+    /// The pipeline's driver step, if it has one.
+    pub fn driver(&self) -> Option<&Step> {
+        let pipeline = self.pipeline.as_ref()?;
+        match self.indexed() {
+            true => self.index.driver.and_then(|i| pipeline.steps.get(i)),
+            false => pipeline.driver(),
+        }
     }
 }
 

@@ -69,13 +69,13 @@ impl Owner {
                 a.schedules = schedules.into_iter().map(|s| (s.name.clone(), s)).collect();
                 a.triggers = triggers.into_iter().map(|t| (t.name.clone(), t)).collect();
                 if let Some(oldest) = a.triggers.values().map(|t| t.created_at).min() {
-                    a.ended = self
-                        .state
-                        .runs
-                        .values()
-                        .filter(|r| r.status.is_terminal() && r.ended_at >= Some(oldest))
-                        .map(|r| r.run_id.clone())
-                        .collect();
+                    // Ended runs live in the store only: their headers say enough.
+                    match self.store.runs_ended_since(oldest) {
+                        Ok(runs) => a.ended = runs.into_iter().map(|r| r.run_id).collect(),
+                        Err(e) => tracing::error!(
+                            "cannot read the ended runs triggers may not have seen: {e}"
+                        ),
+                    }
                 }
                 tracing::info!(
                     "{} schedule(s), {} trigger(s)",
@@ -264,8 +264,21 @@ impl Owner {
     /// Fires every trigger the runs ended since the last call ask for, once per upstream run.
     pub(super) async fn fire_triggers(&mut self) {
         for upstream in std::mem::take(&mut self.automation.ended) {
-            let Some(run) = self.state.runs.get(&upstream) else {
-                continue;
+            // An ended run is let go of once durable: its header in the store says enough.
+            let stored;
+            let run = match self.state.runs.get(&upstream) {
+                Some(run) => run,
+                None => match self.store.run_summary(&upstream) {
+                    Ok(Some(run)) => {
+                        stored = run;
+                        &stored
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!("cannot read run {upstream} for its triggers: {e}");
+                        continue;
+                    }
+                },
             };
             let (project, name, status) = (run.project.clone(), run.name.clone(), run.status);
             let ended_at = run.ended_at.unwrap_or(run.created_at);

@@ -13,7 +13,7 @@ use drover_api::{AddStep, StepAdded, StepReport, StepReported};
 use drover_protocol::message::{Message, now_ms};
 use drover_protocol::names::agent_routing_key;
 use drover_protocol::{Names, QueueName, RunId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -96,6 +96,9 @@ pub(crate) struct Owner {
     undelivered: Vec<Action>,
     idle_warned: HashMap<QueueName, Instant>,
     automation: automation::Automation,
+    /// Ended runs read back from the store for an event about them; let go again once the
+    /// event's change is durable.
+    recalled: Vec<RunId>,
 }
 
 impl Owner {
@@ -116,6 +119,7 @@ impl Owner {
             undelivered: Vec::new(),
             idle_warned: HashMap::new(),
             automation: automation::Automation::default(),
+            recalled: Vec::new(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Owner {
                     request,
                     reply,
                 } => {
+                    self.recall(&run);
                     match scheduler::add_step(&mut self.state, *request, &run, now_ms()) {
                         Ok((added, step_fx)) => {
                             fx.merge(step_fx);
@@ -216,6 +221,7 @@ impl Owner {
                     report,
                     reply,
                 } => {
+                    self.recall(&run);
                     match scheduler::report(&mut self.state, &run, &step, *report, now_ms()) {
                         Ok((answer, step_fx)) => {
                             fx.merge(step_fx);
@@ -233,6 +239,7 @@ impl Owner {
                     proceed,
                     reply,
                 } => {
+                    self.recall(&run);
                     match scheduler::answer_callback(
                         &mut self.state,
                         &run,
@@ -252,6 +259,7 @@ impl Owner {
                 }
             };
             if let Some(event) = event {
+                self.recall_for(&event);
                 // Kept as sent, so the run can be submitted again as it was.
                 if let Event::Submit(s) = &event
                     && submitted.is_ok()
@@ -322,8 +330,10 @@ impl Owner {
             return Ok(());
         }
         for id in &fx.runs {
-            if let Some(run) = self.state.runs.get(id) {
-                self.store.put_run(run)?;
+            match (self.state.runs.get(id), fx.steps.get(id)) {
+                (Some(run), Some(changed)) => self.store.put_run_steps(run, changed)?,
+                (Some(run), None) => self.store.put_run(run)?,
+                (None, _) => {}
             }
         }
         for id in &fx.agents {
@@ -339,7 +349,61 @@ impl Owner {
         self.store.flush().await?;
         self.note_ended(&fx.runs);
         self.publish_all(fx.actions).await;
+        self.let_go_of_ended(fx.runs);
         Ok(())
+    }
+
+    /// Drops the ended runs among `changed` and the recalled ones from memory: their records
+    /// are durable, nothing the scheduler decides depends on them, and an event that names one
+    /// later reads it back ([`Owner::recall`]). So the controller holds the runs in progress,
+    /// not every run it ever ran.
+    fn let_go_of_ended(&mut self, changed: BTreeSet<RunId>) {
+        for id in changed
+            .into_iter()
+            .chain(std::mem::take(&mut self.recalled))
+        {
+            if self
+                .state
+                .runs
+                .get(&id)
+                .is_some_and(|r| r.status.is_terminal())
+            {
+                self.state.runs.remove(&id);
+            }
+        }
+    }
+
+    /// Reads run `id` back from the store when the scheduler let go of it (it ended), so an
+    /// event about it meets it as it was: a redelivered submission is still recognised, a late
+    /// claim or report still answered as for an ended run.
+    fn recall(&mut self, id: &RunId) {
+        if self.state.runs.contains_key(id) {
+            return;
+        }
+        match self.store.run(id) {
+            Ok(Some(run)) => {
+                self.state.runs.insert(id.clone(), run);
+                self.recalled.push(id.clone());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("cannot read run {id} back from the state store: {e}"),
+        }
+    }
+
+    /// Recalls every run `event` names.
+    fn recall_for(&mut self, event: &Event) {
+        match event {
+            Event::Submit(s) => self.recall(&s.run_id),
+            Event::Abort(a) => self.recall(&a.run_id),
+            Event::Claimed(c) => self.recall(&c.run_id),
+            Event::Finished(f) => self.recall(&f.run_id),
+            Event::Heartbeat(h) => {
+                for r in &h.running {
+                    self.recall(&r.run_id);
+                }
+            }
+            Event::Tick => {}
+        }
     }
 
     /// Declares the queues the actions need, then publishes them all at once so their confirms

@@ -61,6 +61,11 @@ pub enum StoreError {
     Schema(#[from] SchemaError),
 }
 
+/// The most memory sled's page cache holds (its default is 1 GiB). What the scheduler decides
+/// on is in memory anyway; the cache serves the HTTP layer's reads, mostly of recent runs, and
+/// a read it misses costs a read of the data dir.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// The sled database and its trees; cheap to clone, safe to share.
 #[derive(Clone)]
 pub struct Store {
@@ -128,6 +133,7 @@ impl Store {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|error| StoreError::Open {
                 path: path.clone(),
@@ -177,6 +183,18 @@ impl Store {
 
     /// Every record, for the scheduler's state at start-up.
     pub fn load(&self) -> Result<Loaded, StoreError> {
+        let mut loaded = self.load_unfinished()?;
+        loaded.runs = {
+            let mut all = self.runs.all_newest_first()?;
+            all.reverse();
+            all
+        };
+        Ok(loaded)
+    }
+
+    /// What the scheduler holds at start-up: the runs not yet ended (ended ones are read from
+    /// the store when something asks about them), the cache index and the agents.
+    pub fn load_unfinished(&self) -> Result<Loaded, StoreError> {
         let mut cache = BTreeMap::new();
         for item in self.cache.iter() {
             let (k, v) = item?;
@@ -185,11 +203,7 @@ impl Store {
             cache.insert(key, outputs);
         }
         Ok(Loaded {
-            runs: {
-                let mut all = self.runs.all_newest_first()?;
-                all.reverse();
-                all
-            },
+            runs: self.runs.unfinished()?,
             cache,
             agents: decode_all("agent", &self.agents)?,
         })
@@ -197,6 +211,18 @@ impl Store {
 
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.runs.put(run)?;
+        let _ = self.run_changes.send(run.run_id.clone());
+        Ok(())
+    }
+
+    /// Writes a run of which only the steps at `changed` changed since it was last written
+    /// (see [`crate::scheduler::Effects::steps`]).
+    pub fn put_run_steps(
+        &self,
+        run: &RunRecord,
+        changed: &std::collections::BTreeSet<usize>,
+    ) -> Result<(), StoreError> {
+        self.runs.put_steps(run, changed)?;
         let _ = self.run_changes.send(run.run_id.clone());
         Ok(())
     }
@@ -254,6 +280,16 @@ impl Store {
 
     pub fn run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
         self.runs.get(id)
+    }
+
+    /// A run without its pipeline and steps (its header alone is read).
+    pub fn run_summary(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.runs.summary(id)
+    }
+
+    /// The runs that ended at or after `since`, without their pipelines and steps.
+    pub fn runs_ended_since(&self, since: u64) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs.ended_since(since)
     }
 
     /// Whether a run is known, without decoding it.

@@ -8,7 +8,7 @@ use crate::scheduler::{RunRecord, RunStatus, StepRecord};
 use drover_protocol::RunId;
 use drover_protocol::validate::Pipeline;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 /// A run without its pipeline and steps; fields older data may lack default.
@@ -60,7 +60,7 @@ impl Header {
     }
 
     fn into_record(self, pipeline: Option<Pipeline>, steps: Vec<StepRecord>) -> RunRecord {
-        RunRecord {
+        let mut run = RunRecord {
             run_id: self.run_id,
             name: self.name,
             project: self.project,
@@ -76,7 +76,10 @@ impl Header {
             ended_at: self.ended_at,
             steps,
             external: self.external,
-        }
+            index: Default::default(),
+        };
+        run.reindex();
+        run
     }
 }
 
@@ -210,6 +213,34 @@ impl RunTrees {
         Ok(())
     }
 
+    /// Writes the header and the steps at `changed`, the only steps that changed since the run
+    /// was last written; the whole run as [`RunTrees::put`] does when the run was not written
+    /// before (by this process) or its number of steps changed. Costs what changed, not the
+    /// size of the run.
+    pub fn put_steps(&self, run: &RunRecord, changed: &BTreeSet<usize>) -> Result<(), StoreError> {
+        let id = &run.run_id;
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(before) = written.get_mut(id).filter(|b| b.len() == run.steps.len()) else {
+            drop(written);
+            return self.put(run);
+        };
+        for &i in changed {
+            let Some(step) = run.steps.get(i) else {
+                continue;
+            };
+            if before[i] != *step {
+                self.steps.insert(step_key(id, i), encode("step", step)?)?;
+                before[i] = step.clone();
+            }
+        }
+        self.headers
+            .insert(id.as_str(), encode("run", &Header::of(run))?)?;
+        if run.status.is_terminal() {
+            written.remove(id);
+        }
+        Ok(())
+    }
+
     fn assemble(&self, key: &[u8], header: &[u8]) -> Result<RunRecord, StoreError> {
         let key = String::from_utf8_lossy(key);
         let header: Header = decode("run", &key, header)?;
@@ -298,6 +329,45 @@ impl RunTrees {
             .transpose()
     }
 
+    /// Every run not yet ended, oldest first: what the scheduler holds. Ended runs stay in
+    /// the store only, read on demand.
+    pub fn unfinished(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs = Vec::new();
+        for item in self.headers.iter() {
+            let (k, v) = item?;
+            let header: Header = decode("run", &String::from_utf8_lossy(&k), &v)?;
+            if !header.status.is_terminal() {
+                runs.push(self.assemble(&k, &v)?);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// A run's header as a record without its pipeline and steps.
+    pub fn summary(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.headers
+            .get(id.as_str())?
+            .map(|v| {
+                let header: Header = decode("run", id.as_str(), &v)?;
+                Ok(header.into_record(None, Vec::new()))
+            })
+            .transpose()
+    }
+
+    /// The ended runs that ended at or after `since` (ms since the epoch), without their
+    /// pipelines and steps, oldest first.
+    pub fn ended_since(&self, since: u64) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs = Vec::new();
+        for item in self.headers.iter() {
+            let (k, v) = item?;
+            let header: Header = decode("run", &String::from_utf8_lossy(&k), &v)?;
+            if header.status.is_terminal() && header.ended_at >= Some(since) {
+                runs.push(header.into_record(None, Vec::new()));
+            }
+        }
+        Ok(runs)
+    }
+
     /// Every run, newest first (run ids are time-ordered).
     pub fn all_newest_first(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.headers
@@ -375,6 +445,57 @@ mod tests {
         );
         let loaded = store.load().unwrap().runs;
         assert!(loaded == vec![expected.clone()], "loaded after reopening");
+    }
+
+    #[tokio::test]
+    async fn listed_steps_are_written_alone_and_the_run_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::new(SchedulerConfig {
+            controller_url: "http://x".into(),
+            lease_ms: 1000,
+            artifact_store: None,
+        });
+        let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
+        for i in 0..20 {
+            toml.push_str(&format!(
+                "[[step]]\nname = \"s{i}\"\ncommand = [\"true\"]\n"
+            ));
+        }
+        let run_id = RunId::generate();
+        let submit = Submit {
+            run_id: run_id.clone(),
+            spec: PipelineSpec::from_toml(&toml).unwrap(),
+            params: Default::default(),
+            submitted_by: None,
+            external: false,
+        };
+        handle(&mut state, Event::Submit(submit), 1);
+        let store = Store::open(dir.path()).unwrap();
+        let run = state.runs.get_mut(&run_id).unwrap();
+        store.put_run(run).unwrap();
+        let before = snapshot(&store);
+        run.steps[3].status = StepStatus::Running;
+        run.steps[9].status = StepStatus::Running;
+        let listed = std::collections::BTreeSet::from([3, 9, 12]);
+        store.put_run_steps(run, &listed).unwrap();
+        let after = snapshot(&store);
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        assert_eq!(
+            changed,
+            vec![3, 9],
+            "listed steps that changed, and no others"
+        );
+        assert!(store.run(&run_id).unwrap().as_ref() == Some(&*run));
+
+        // A run this store has not written yet is written whole, whatever the list says.
+        let fresh = tempfile::tempdir().unwrap();
+        let other = Store::open(fresh.path()).unwrap();
+        other
+            .put_run_steps(run, &std::collections::BTreeSet::from([3]))
+            .unwrap();
+        assert!(other.run(&run_id).unwrap().as_ref() == Some(&*run));
     }
 
     #[tokio::test]

@@ -2,8 +2,9 @@
 //! Helpers here; `flow` covers runs moving forward, `fencing` leases, stale events and aborts,
 //! `skips` the shared failure-and-skip cases the SDK's local runs follow too; `handback` lost and
 //! released attempts; `dynamic` steps added by a running driver; `external` runs executed by
-//! their submitter.
+//! their submitter; `changes` what each event reports it changed.
 
+mod changes;
 mod dynamic;
 mod external;
 mod fencing;

@@ -205,6 +205,7 @@ fn running_run() -> RunRecord {
         ended_at: None,
         steps,
         external: false,
+        index: Default::default(),
     }
 }
 
@@ -226,6 +227,7 @@ fn rejected_run() -> RunRecord {
         ended_at: Some(T0 + 60_000),
         steps: Vec::new(),
         external: false,
+        index: Default::default(),
     }
 }
 
@@ -297,6 +299,7 @@ fn dynamic_run() -> RunRecord {
         ended_at: None,
         steps: vec![driver, square],
         external: false,
+        index: Default::default(),
     }
 }
 
