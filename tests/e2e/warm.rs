@@ -359,7 +359,8 @@ def meet(dir):
         time.sleep(0.02)  # the step's workload: waiting for its sibling
 "#;
 
-/// `drover_warm.py` processes started from this cluster's directory.
+/// `drover_warm.py` processes started from this cluster's directory (when no step runs: a
+/// forked step shows its parent's command line).
 fn warm_parents(c: &Cluster) -> Vec<u32> {
     let mine = c.dir.path().display().to_string();
     std::fs::read_dir("/proc")
