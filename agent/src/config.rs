@@ -226,6 +226,7 @@ mod tests {
                 base_python: "python3".into(),
                 build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
                 compile_all: false,
+                installer: Default::default(),
             },
             id: None,
             token: token.map(str::to_string),

@@ -62,8 +62,8 @@ pub(crate) struct Shared {
     pub lease_terms: Mutex<Option<heartbeat::LeaseTerms>>,
     /// Attempts stopped because their lease ran out while the agent was cut off: not reported.
     pub fenced: Mutex<HashSet<AttemptRef>>,
-    /// Warm parents for Python function steps.
-    pub warm: warm::Pool,
+    /// Warm parents for Python function steps (the agent's own, or its process's).
+    pub warm: Arc<warm::Pool>,
     /// Held for the agent's life: no other agent uses its work dir.
     _lock: lock::WorkDirLock,
 }
@@ -155,6 +155,28 @@ impl Agent {
         shutdown: CancellationToken,
         abort: CancellationToken,
     ) -> anyhow::Result<Agent> {
+        Self::start_in(config, shutdown, abort, None).await
+    }
+
+    /// Like [`Agent::start_with_abort`], forking Python steps from the warm parents of `warm`:
+    /// agents of one process share one pool, so they share one parent per environment and one
+    /// memory budget. The caller keeps the pool ([`warm::Pool::keep`]) and stops it after the
+    /// agents.
+    pub async fn start_sharing(
+        config: AgentConfig,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        warm: Arc<warm::Pool>,
+    ) -> anyhow::Result<Agent> {
+        Self::start_in(config, shutdown, abort, Some(warm)).await
+    }
+
+    async fn start_in(
+        config: AgentConfig,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        shared_warm: Option<Arc<warm::Pool>>,
+    ) -> anyhow::Result<Agent> {
         config.check()?;
         let reaper = reaper::init(config.step_cleanup)?;
         std::fs::create_dir_all(&config.work_dir)
@@ -196,7 +218,13 @@ impl Agent {
             config.s3_endpoint.clone(),
             config.s3_settings.clone(),
         );
-        let warm = warm::Pool::new(config.prewarm.clone(), config.python.env_root.clone());
+        let own_warm = shared_warm.is_none();
+        let warm = shared_warm.unwrap_or_else(|| {
+            Arc::new(warm::Pool::new(
+                config.prewarm.clone(),
+                config.python.env_root.clone(),
+            ))
+        });
         let shared = Arc::new(Shared {
             config,
             id,
@@ -223,10 +251,21 @@ impl Agent {
             stopped.clone(),
         ));
         tracker.spawn(heartbeat::beat(shared.clone(), stopped.clone()));
-        tracker.spawn({
+        if own_warm {
             let (shared, stopped) = (shared.clone(), stopped.clone());
-            async move { shared.warm.keep(stopped).await }
-        });
+            tracker.spawn(async move { shared.warm.keep(stopped).await });
+        }
+        if shared.config.python.mode == pyenv::PythonEnvMode::Venv {
+            // Said at start, not at the first build: whether uv is here, installed now, or
+            // environments fall back to pip.
+            let (shared, stopped) = (shared.clone(), stopped.clone());
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = pyenv::installer(&shared.config.python) => {}
+                    _ = stopped.cancelled() => {}
+                }
+            });
+        }
         tracker.spawn(control::listen(shared.clone(), control, stopped));
         tracker.close();
         tracing::info!(

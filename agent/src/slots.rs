@@ -292,6 +292,7 @@ pub(crate) mod tests {
                 base_python: "python3".into(),
                 build_timeout: crate::pyenv::DEFAULT_BUILD_TIMEOUT,
                 compile_all: false,
+                installer: Default::default(),
             },
             id: None,
             token: None,

@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod footprint;
 pub mod hop;
 pub mod listing;
+pub mod pyfanout;
 pub mod report;
 pub mod scale;
 pub mod seed;

@@ -1,7 +1,9 @@
 //! Benchmark 4, the seed pipeline (`examples/pipeline_from_functions.py`) on `drover up` with a
 //! warm virtualenv, against its three functions run as three plain `python` processes and in
 //! one fresh `python` process (the in-process floor) in the same run, and the all-cached
-//! re-run; then the memory of the agent's warm parents. The Python side is `bench/seed.py`.
+//! re-run; then the memory of the agent's warm parents, and the first run on fresh agents (a
+//! new `drover up` each, nothing built, the package download cache warm from the first
+//! cluster's build). The Python side is `bench/seed.py`.
 //!
 //! The floor runs on the very virtualenv drover built for the steps, with bytecode caching on as
 //! in a step: the developer's `.venv` may differ (this machine sets `PYTHONDONTWRITEBYTECODE`,
@@ -19,6 +21,8 @@ pub struct SeedSamples {
     pub floor_ms: Vec<f64>,
     pub cached_ms: Vec<f64>,
     pub inprocess_ms: Vec<f64>,
+    /// The first run on a fresh agent: its environment built, then its steps run.
+    pub first_ms: Vec<f64>,
     /// Resident and private memory of each warm parent at the end, MiB.
     pub parents_rss_mib: Vec<f64>,
     pub parents_private_mib: Vec<f64>,
@@ -85,12 +89,28 @@ fn floor_run(c: &Cluster, env: &Env, mode: &str) -> Result<f64> {
     v["wall_ms"].as_f64().context("no wall_ms")
 }
 
-/// `reps` warm runs, `reps` floor runs (interleaved) and `reps` all-cached re-runs.
+/// `reps` warm runs, `reps` floor runs (interleaved) and `reps` all-cached re-runs, then `reps`
+/// first runs, each on a fresh cluster.
 pub async fn run(env: &Env, reps: usize) -> Result<SeedSamples> {
     let mut c = Cluster::new(env)?;
     let result = runs(&mut c, env, reps).await;
     c.shutdown().await;
-    result
+    let mut s = result?;
+    for _ in 0..reps {
+        let mut fresh = Cluster::new(env)?;
+        let first = first_run(&mut fresh).await;
+        fresh.shutdown().await;
+        s.first_ms.push(first?);
+    }
+    Ok(s)
+}
+
+/// The seed's first run on a new `drover up`: its environment is built (from the warm package
+/// download cache) within the timed run.
+async fn first_run(c: &mut Cluster) -> Result<f64> {
+    c.start_controller("up", &["up", "--agents", "1", "--python-env", "venv"])
+        .await?;
+    drover_run(c, false)
 }
 
 async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
@@ -130,13 +150,14 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
     Ok(s)
 }
 
-/// The agent's warm parents: processes running `drover_warm.py` from this cluster's directory.
-fn warm_parents(c: &Cluster) -> Vec<u32> {
+/// The agent's warm parents: processes running `drover_warm.py` from this cluster's directory,
+/// without the steps they forked (which show the same command line).
+pub(crate) fn warm_parents(c: &Cluster) -> Vec<u32> {
     let mine = c.path().display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    let warm: Vec<u32> = entries
         .flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -144,11 +165,26 @@ fn warm_parents(c: &Cluster) -> Vec<u32> {
             let cmdline = String::from_utf8_lossy(&cmdline);
             (cmdline.contains("drover_warm.py") && cmdline.contains(&mine)).then_some(pid)
         })
+        .collect();
+    warm.iter()
+        .copied()
+        .filter(|pid| ppid(*pid).is_none_or(|p| !warm.contains(&p)))
         .collect()
 }
 
+/// The parent of a process, from `/proc/PID/stat`.
+pub(crate) fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Memory only this process holds (`Private_Clean` + `Private_Dirty` of `smaps_rollup`), MiB.
-fn private_mib(pid: u32) -> Result<f64> {
+pub(crate) fn private_mib(pid: u32) -> Result<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .with_context(|| format!("process {pid} is gone"))?;
     let kib: f64 = text

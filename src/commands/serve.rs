@@ -16,6 +16,7 @@ use drover_storage::StoreLocation;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +75,16 @@ fn run_as(text: &str) -> Result<drover_agent::RunAs> {
     })
 }
 
+/// `--python-prewarm*`.
+fn prewarm_config(options: &AgentOptions) -> drover_agent::warm::WarmConfig {
+    drover_agent::warm::WarmConfig {
+        enabled: options.python_prewarm == OnOff::On,
+        memory: options.python_prewarm_memory,
+        idle: options.python_prewarm_idle,
+        exclude: options.python_prewarm_exclude.clone(),
+    }
+}
+
 /// The region the controller's environment names, passed on to agents with the bucket.
 fn aws_region() -> Option<String> {
     ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -127,6 +138,7 @@ fn agent_config(
             base_python: options.python.clone(),
             build_timeout: options.python_build_timeout,
             compile_all: options.run_as.is_some(),
+            installer: Default::default(),
         },
         id,
         token: g.token.clone(),
@@ -150,12 +162,7 @@ fn agent_config(
             .map(JobVerifier::from_file)
             .transpose()?,
         max_message_size: message_size(g)?,
-        prewarm: drover_agent::warm::WarmConfig {
-            enabled: options.python_prewarm == OnOff::On,
-            memory: options.python_prewarm_memory,
-            idle: options.python_prewarm_idle,
-            exclude: options.python_prewarm_exclude.clone(),
-        },
+        prewarm: prewarm_config(options),
     })
 }
 
@@ -242,25 +249,41 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let controller = Controller::start(cconf, shutdown.clone()).await?;
     let url = controller.url().to_string();
     let mut agents = Vec::new();
+    // The agents share one Python root: one choice of installer (and one uv install) for all,
+    // and one pool of warm parents (one per environment, one memory budget).
+    let installer = drover_agent::pyenv::InstallerCell::default();
+    let pyenv = data_dir.join("pyenv");
+    let warm = Arc::new(drover_agent::warm::Pool::new(
+        prewarm_config(&args.agent),
+        pyenv.clone(),
+    ));
+    let stop_warm = CancellationToken::new();
+    let keeping = tokio::spawn({
+        let (warm, stop) = (warm.clone(), stop_warm.clone());
+        async move { warm.keep(stop).await }
+    });
     for i in 0..args.agents.max(1) {
         let mut conf = agent_config(
             g,
             &args.agent,
             data_dir.join("work").join(format!("agent-{i}")),
-            data_dir.join("pyenv"),
+            pyenv.clone(),
             None,
             Some(url.clone()),
             None,
         )?;
         conf.max_log_size = args.controller.max_log_size;
+        conf.python.installer = installer.clone();
         if conf.job_verifier.is_none() {
             conf.job_verifier = verifier.clone();
         }
-        agents.push(Agent::start_with_abort(conf, shutdown.clone(), abort.clone()).await?);
+        agents
+            .push(Agent::start_sharing(conf, shutdown.clone(), abort.clone(), warm.clone()).await?);
     }
     let workers = agents.len();
-    let drivers = drivers_agent(g, &args.agent, &data_dir, &url)?;
-    agents.push(Agent::start_with_abort(drivers, shutdown.clone(), abort.clone()).await?);
+    let mut drivers = drivers_agent(g, &args.agent, &data_dir, &url)?;
+    drivers.python.installer = installer;
+    agents.push(Agent::start_sharing(drivers, shutdown.clone(), abort.clone(), warm).await?);
     eprintln!(
         "drover up: controller at {url} (namespace {}), {workers} agent(s) serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
         g.namespace,
@@ -271,6 +294,8 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     for agent in agents {
         agent.wait().await?;
     }
+    stop_warm.cancel();
+    let _ = keeping.await;
     controller.wait().await?;
     Ok(ExitCode::SUCCESS)
 }

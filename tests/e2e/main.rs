@@ -35,4 +35,5 @@ mod signing;
 mod slow_clients;
 mod tasks;
 mod tls;
+mod uv_install;
 mod warm;

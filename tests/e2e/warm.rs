@@ -347,3 +347,60 @@ fn steps_with_other_requirements_never_share_a_parent() {
     assert_ne!(ppid("six"), ppid("plain"));
     assert_ne!(ppid("six"), agent, "started cold");
 }
+
+/// Reports its parent, then waits until both steps of the run have arrived, so that on agents
+/// of one slot each the two run at once on different agents.
+const MEET: &str = r#"
+def meet(dir):
+    import json, os, time
+    print("PROBE " + json.dumps({"ppid": os.getppid()}), flush=True)
+    open(os.path.join(dir, "arrived-" + os.environ["DROVER_STEP"]), "w").close()
+    while len([n for n in os.listdir(dir) if n.startswith("arrived-")]) < 2:
+        time.sleep(0.02)  # the step's workload: waiting for its sibling
+"#;
+
+/// `drover_warm.py` processes started from this cluster's directory (when no step runs: a
+/// forked step shows its parent's command line).
+fn warm_parents(c: &Cluster) -> Vec<u32> {
+    let mine = c.dir.path().display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("drover_warm.py") && cmdline.contains(&mine)).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn the_agents_of_one_up_fork_their_steps_from_one_parent_per_environment() {
+    let c = Cluster::up(2, &["default:1"]);
+    let meeting = c.dir.path().join("meeting");
+    std::fs::create_dir_all(&meeting).unwrap();
+    let kwargs = format!("dir = '{:?}'", meeting.display().to_string());
+    let toml = format!(
+        "{HEADER}{}{}",
+        function_step("left", MEET, "meet", &kwargs, "timeout = \"60s\""),
+        function_step("right", MEET, "meet", &kwargs, "timeout = \"60s\""),
+    );
+    let run = run(&c, "meet.toml", &toml);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let id = run_id(&run);
+    let shown = c.json(&["status", id, "--json"]);
+    let agent_of = |s: &str| Cluster::step(&shown, s)["attempts"][0]["agent"].clone();
+    assert!(agent_of("left").is_string(), "{shown}");
+    assert_ne!(agent_of("left"), agent_of("right"), "{shown}");
+    let ppid = |s: &str| printed(&c, id, s)["ppid"].as_i64();
+    assert_ne!(ppid("left"), Some(i64::from(c.pid("up"))), "started cold");
+    assert_eq!(
+        ppid("left"),
+        ppid("right"),
+        "the agents forked from two parents"
+    );
+    let parents = warm_parents(&c);
+    assert_eq!(parents.len(), 1, "warm parents of the cluster: {parents:?}");
+}

@@ -7,7 +7,8 @@
 //! the environment's `bin/python` by path, which works from the renamed directory.
 //!
 //! Installers run with a cleared environment plus [`INSTALLER_ENV`] (what they need to reach an
-//! index), under a time limit, and get the requirements after `--`, so none is read as an option.
+//! index), in [`INSTALLER_CWD`], under a time limit, and get the requirements after `--`, so none
+//! is read as an option.
 
 use super::interpreter::Interpreter;
 use super::{LogSender, PyEnvError, note};
@@ -70,6 +71,11 @@ pub const INSTALLER_ENV: &[&str] = &[
     "CURL_CA_BUNDLE",
 ];
 
+/// Where installers run: uv reads a `uv.toml` or `pyproject.toml` of its working directory and
+/// its parents as its configuration, and the agent's own working directory (or one above its
+/// work dir) may hold any project's.
+pub const INSTALLER_CWD: &str = "/";
+
 /// The environment's key: interpreter and requirements, order-insensitive.
 pub fn key(base: &Interpreter, requirements: &[String]) -> String {
     let mut reqs: Vec<&str> = requirements.iter().map(|r| r.trim()).collect();
@@ -97,8 +103,11 @@ pub enum Installer {
 
 impl Installer {
     /// uv when it is on `PATH`, else pip.
+    #[cfg(test)]
     pub fn detect() -> Self {
-        on_path("uv").map_or(Installer::Pip, Installer::Uv)
+        std::env::var_os("PATH")
+            .and_then(|path| on_path_of(&path, "uv"))
+            .map_or(Installer::Pip, Installer::Uv)
     }
 }
 
@@ -276,6 +285,7 @@ async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError>
                 .iter()
                 .filter_map(|k| Some((*k, std::env::var_os(k)?))),
         )
+        .current_dir(INSTALLER_CWD)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -322,10 +332,9 @@ async fn forward<R: tokio::io::AsyncRead + Unpin>(
     tail
 }
 
-/// The first executable called `name` on `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// The first file called `name` in the directories of `path` (a `PATH` value).
+pub fn on_path_of(path: &std::ffi::OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
@@ -357,6 +366,7 @@ mod tests {
             "#!/bin/sh\n\
              printf '%s\\n' \"$@\" > {dir}/args-$1\n\
              env > {dir}/env-$1\n\
+             pwd > {dir}/cwd-$1\n\
              if [ \"$1\" = venv ]; then for a; do t=$a; done; mkdir -p \"$t/bin\"; fi\n\
              if [ \"$1\" = pip ]; then sleep {pause}; fi\n",
             dir = dir.display()
@@ -399,6 +409,9 @@ mod tests {
                     "{phase} saw {name}"
                 );
             }
+            // Not the agent's working directory, whose uv.toml or pyproject.toml uv would read.
+            let cwd = std::fs::read_to_string(root.path().join(format!("cwd-{phase}"))).unwrap();
+            assert_eq!(cwd.trim(), INSTALLER_CWD, "{phase}");
         }
     }
 

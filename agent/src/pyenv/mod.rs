@@ -3,11 +3,14 @@
 mod build;
 mod bundle;
 mod interpreter;
+mod uv;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::INSTALLER_ENV;
+pub use build::{INSTALLER_ENV, Installer};
+pub use uv::{Choice, VERSION as UV_VERSION, installed_path as uv_installed_path};
 
 /// How long building one environment may take by default.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -15,7 +18,8 @@ pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How function steps get their interpreter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PythonEnvMode {
-    /// One cached virtualenv per requirements key (uv when available, venv + pip otherwise).
+    /// One cached virtualenv per requirements key (uv when available or installable, venv +
+    /// pip otherwise).
     #[default]
     Venv,
     /// The agent's own interpreter, requirements not installed.
@@ -35,6 +39,34 @@ pub struct PyEnvConfig {
     /// Compile every installed module's bytecode when an environment is built (uv), for steps
     /// that cannot write it into the environment themselves (`--run-as`).
     pub compile_all: bool,
+    /// What builds environments, chosen once (see [`installer`]).
+    pub installer: InstallerCell,
+}
+
+/// The installer chosen for one agent's environments, shared by its clones of the config.
+#[derive(Debug, Clone, Default)]
+pub struct InstallerCell(Arc<tokio::sync::OnceCell<Choice>>);
+
+/// What builds this configuration's environments: chosen on the first call (the agent makes it
+/// at start, logging the choice), which may install `uv` under the environments' root.
+pub async fn installer(config: &PyEnvConfig) -> &Choice {
+    config
+        .installer
+        .0
+        .get_or_init(|| async {
+            let choice = uv::choose(
+                &config.env_root,
+                &config.base_python,
+                std::env::var_os("PATH"),
+            )
+            .await;
+            match choice.installer {
+                Installer::Uv(_) => tracing::info!("{}", choice.why),
+                Installer::Pip => tracing::warn!("{}", choice.why),
+            }
+            choice
+        })
+        .await
 }
 
 /// What a function step runs with.
@@ -105,12 +137,11 @@ pub async fn prepare(
         }
         PythonEnvMode::Venv => {
             let envs = config.env_root.join("envs");
-            let installer = build::Installer::detect();
             build::venv(
                 &envs,
                 &base,
                 requirements,
-                &installer,
+                &installer(config).await.installer,
                 config.compile_all,
                 config.build_timeout,
                 log.as_ref(),
@@ -138,6 +169,7 @@ mod tests {
             base_python: "python3".into(),
             build_timeout: DEFAULT_BUILD_TIMEOUT,
             compile_all: false,
+            installer: InstallerCell::default(),
         };
         let reqs = [
             "six".to_string(),
