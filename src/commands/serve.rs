@@ -99,7 +99,6 @@ fn agent_config(
         }
         queues.push(queue);
     }
-    anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
     Ok(AgentConfig {
         amqp_url: g.amqp_url.clone(),
         names: names(g)?,
@@ -110,7 +109,7 @@ fn agent_config(
         } else {
             QueueOrder::Priority
         },
-        concurrency: options.concurrency,
+        concurrency: options.concurrency.slots(),
         services_mode: options.services_mode,
         work_dir,
         keep_workdirs: options.keep_workdirs,
@@ -262,8 +261,9 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let drivers = drivers_agent(g, &args.agent, &data_dir, &url)?;
     agents.push(Agent::start_with_abort(drivers, shutdown.clone(), abort.clone()).await?);
     eprintln!(
-        "drover up: controller at {url} (namespace {}), {workers} agent(s) serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
+        "drover up: controller at {url} (namespace {}), {workers} agent(s) with {} each serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
         g.namespace,
+        args.agent.concurrency.describe(),
         args.agent.queues,
         drover_protocol::names::DRIVERS_QUEUE,
     );
@@ -348,7 +348,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         if args.options.services_mode {
             "no slot limit (services mode)".to_string()
         } else {
-            format!("{} slot(s)", args.options.concurrency)
+            args.options.concurrency.describe()
         }
     );
     agent.wait().await?;
