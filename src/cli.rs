@@ -202,9 +202,9 @@ pub struct AgentOptions {
         default_value = "default"
     )]
     pub queues: Vec<String>,
-    /// Steps run at once per agent.
-    #[arg(long, env = "DROVER_CONCURRENCY", default_value_t = 2)]
-    pub concurrency: u32,
+    /// Steps run at once per agent: a number, or `auto` for the CPU count.
+    #[arg(long, env = "DROVER_CONCURRENCY", default_value = "auto")]
+    pub concurrency: Concurrency,
     /// Take jobs from the queues in turn instead of always from the first queue with work
     /// (ClearML's --order-fairness).
     #[arg(long, env = "DROVER_ORDER_FAIRNESS")]
@@ -266,6 +266,63 @@ pub struct AgentOptions {
     /// `drover keygen`); unsigned or wrongly signed jobs are dead-lettered, never run.
     #[arg(long, env = "DROVER_JOB_VERIFY_KEY")]
     pub job_verify_key: Option<PathBuf>,
+}
+
+/// `--concurrency`: a number of slots, or `auto` (the CPU count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Auto,
+    Slots(u32),
+}
+
+impl Concurrency {
+    /// The slots this stands for.
+    pub fn slots(self) -> u32 {
+        match self {
+            Concurrency::Auto => cpu_count(),
+            Concurrency::Slots(n) => n,
+        }
+    }
+
+    /// "4 slot(s)", or "2 slot(s) (auto: the CPU count)".
+    pub fn describe(self) -> String {
+        match self {
+            Concurrency::Auto => format!("{} slot(s) (auto: the CPU count)", self.slots()),
+            Concurrency::Slots(n) => format!("{n} slot(s)"),
+        }
+    }
+}
+
+/// The CPUs this process may run on (affinity and cgroup quota included), at least 1.
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+impl std::str::FromStr for Concurrency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Concurrency::Auto);
+        }
+        match text.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(Concurrency::Slots(n)),
+            _ => Err(format!(
+                "{text:?} is not a number of slots: give a whole number of at least 1, or `auto` for the CPU count"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Auto => f.write_str("auto"),
+            Concurrency::Slots(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -206,41 +206,57 @@ impl Reaper {
 }
 
 /// Reaps what the agent adopted as child subreaper from the killed group `pgid` (but its
-/// leader, which its own parent waits for; they were sent SIGKILL with their group, so each
-/// wait ends at once) and the dead processes that had left the agent's session (`setsid`),
-/// which only an attempt can have started.
+/// leader, which its own parent has waited for already; they were sent SIGKILL with their
+/// group, so each wait ends at once) and the dead processes that had left the agent's session
+/// (`setsid`), which only an attempt can have started. Looks at the agent's own children only,
+/// never the whole process table: this runs after every attempt.
 fn reap_adopted(pgid: i32) {
+    use nix::sys::wait::waitpid;
+    use nix::unistd::Pid;
+    // Any child in the group, until none is left (ECHILD); the leader was reaped before.
+    while waitpid(Pid::from_raw(-pgid), None).is_ok() {}
     let me = std::process::id().to_string();
     let Some(my_session) = stat_fields(&me).and_then(|f| f.get(3).cloned()) else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in children(std::process::id() as i32).unwrap_or_default() {
         let Some(fields) = stat_fields(&pid.to_string()) else {
             continue;
         };
         // After the command name: state, ppid, pgrp, session.
-        let [state, ppid, pgrp, session, ..] = fields.as_slice() else {
+        let [state, _, _, session, ..] = fields.as_slice() else {
             continue;
         };
-        if *ppid != me {
-            continue;
-        }
-        let in_group = pid != pgid && *pgrp == pgid.to_string();
-        let escaped_and_dead = state == "Z" && *session != my_session;
-        if in_group || escaped_and_dead {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        if state == "Z" && *session != my_session {
+            let _ = waitpid(Pid::from_raw(pid), None);
         }
     }
+}
+
+/// The children of process `pid`, from each of its threads' `children` list (a child is listed
+/// under the thread that forked it or adopted it); `None` where the kernel has no such lists.
+/// A child forked or ended while the lists are read may be missed: callers look again later.
+fn children(pid: i32) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let list = match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => list,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match task.path().exists() {
+                // The thread ended meanwhile.
+                false => continue,
+                true => return None,
+            },
+            Err(_) => continue,
+        };
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(out)
 }
 
 /// The fields of `/proc/PID/stat` after the command name (in parentheses, which it may hold).

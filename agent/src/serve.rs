@@ -1,16 +1,21 @@
 //! Queue consumption within the slot limits: claim a job (publish `Claimed`, then ack), run it,
 //! and never hold more jobs than free slots so idle agents elsewhere can take the rest.
 //!
-//! A queue's consumer is open only while both the agent and that queue have a free slot;
-//! closing it hands back what the broker sent ahead. Among queues with a job ready, the first
-//! in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
+//! A free slot first asks the queues for their head (`basic.get`, [`Pull`]): nothing is sent
+//! ahead, so a busy agent holds no job and the next job is the queue's highest priority one at
+//! the moment a slot frees. The claims of pulled jobs run in tasks of their own, so several are
+//! in flight together; each job still runs only once its own claim is confirmed. Only when
+//! every queue with room is empty are consumers opened (prefetch: the free slots), to be woken
+//! by the next job; they stay open while the agent has a free slot and are closed when it
+//! fills up, which hands back what the broker sent ahead. Among queues with a job ready, the
+//! first in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
 //! ([`QueueOrder::RoundRobin`]).
 
 use crate::claim::claim;
 use crate::config::QueueOrder;
 use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, heartbeat, job};
-use drover_amqp::{Consumer, Incoming};
+use drover_amqp::{Consumer, Getter, Incoming};
 use drover_protocol::message::{AttemptRef, StepJob};
 use futures_util::future::select_all;
 use std::sync::Arc;
@@ -38,6 +43,11 @@ enum Next {
     Shutdown,
 }
 
+/// Takes queue heads one at a time (`basic.get`) on a channel kept for it.
+struct Pull {
+    getter: Option<Getter>,
+}
+
 /// Serves the queues until `shutdown`, then drains and cancels `stopped`.
 ///
 /// Steps still running when the drain timeout expires are stopped and handed back
@@ -53,6 +63,7 @@ pub async fn serve(
         open: shared.config.queues.iter().map(|_| None).collect(),
         next_turn: 0,
     };
+    let mut pull = Pull { getter: None };
     let mut backoff = Duration::from_millis(200);
     // Cancelled when the drain timeout expires: jobs stopped after that are handed back.
     let release = CancellationToken::new();
@@ -66,6 +77,34 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         loop {
+            // With no consumer open, ask the queues first: a ready job needs no consumer.
+            if !consumers.any_open() {
+                let preference = consumers.preference(&shared.config.order);
+                match pull.next(&shared, &slots, &preference).await {
+                    Ok(Some((incoming, i))) => {
+                        backoff = Duration::from_millis(200);
+                        let Some(guard) = slots.take(i, agent_slot) else {
+                            // Cannot happen: only queues with room are asked. Hand it back.
+                            let _ = incoming.requeue().await;
+                            break;
+                        };
+                        consumers.took_from(i);
+                        claim_and_start(&shared, &jobs, incoming, guard, release.clone());
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot take jobs from the job queues: {e}; retrying in {backoff:?}"
+                        );
+                        pull.close().await;
+                        if pause(&shutdown, &mut backoff).await {
+                            break 'serve;
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Err(e) = consumers.sync(&shared, &slots).await {
                 tracing::error!("cannot consume the job queues: {e}; retrying in {backoff:?}");
                 consumers.close_all().await;
@@ -85,9 +124,11 @@ pub async fn serve(
                         let _ = incoming.requeue().await;
                         break;
                     };
+                    // Claimed here, not in a task: the consumer's channel may close right
+                    // after (the agent filled up), and an unacked job would go back with it.
                     if let Some(job) = claim(&shared, &incoming).await {
                         consumers.took_from(i);
-                        start(&shared, &jobs, job, guard, release.clone());
+                        jobs.spawn(run_claimed(shared.clone(), job, guard, release.clone()));
                     }
                     break;
                 }
@@ -108,8 +149,43 @@ pub async fn serve(
         }
     }
     consumers.close_all().await;
+    pull.close().await;
     drain(&shared, jobs, &release).await;
     stopped.cancel();
+}
+
+impl Pull {
+    /// The head of the first queue in `preference` that has room and a job, unacked.
+    async fn next(
+        &mut self,
+        shared: &Shared,
+        slots: &Slots,
+        preference: &[usize],
+    ) -> Result<Option<(Incoming, usize)>, drover_amqp::AmqpError> {
+        if self.getter.as_ref().is_none_or(|g| !g.is_open()) {
+            self.getter = Some(shared.broker.getter().await?);
+        }
+        let Some(getter) = &self.getter else {
+            return Ok(None);
+        };
+        for &i in preference {
+            if !slots.queue_free(i) {
+                continue;
+            }
+            let queue = shared.config.names.user_queue(&shared.config.queues[i]);
+            if let Some(incoming) = getter.get(&queue).await? {
+                return Ok(Some((incoming, i)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closing the channel hands back what was taken and is not acked yet.
+    async fn close(&mut self) {
+        if let Some(getter) = self.getter.take() {
+            getter.close().await;
+        }
+    }
 }
 
 /// Waits out the backoff (doubling it); true when shutdown came first.
@@ -132,6 +208,10 @@ impl Consumers {
         }
     }
 
+    fn any_open(&self) -> bool {
+        self.open.iter().any(Option::is_some)
+    }
+
     fn took_from(&mut self, i: usize) {
         self.next_turn = (i + 1) % self.open.len();
     }
@@ -149,7 +229,12 @@ impl Consumers {
                 }
                 (None, true) => {
                     let queue = shared.config.names.user_queue(&shared.config.queues[i]);
-                    self.open[i] = Some(shared.broker.consume(&queue, slots.prefetch(i)).await?);
+                    self.open[i] = Some(
+                        shared
+                            .broker
+                            .consume(&queue, slots.consumer_prefetch(i))
+                            .await?,
+                    );
                 }
                 _ => {}
             }
@@ -213,9 +298,27 @@ impl Consumers {
     }
 }
 
-fn start(
+/// Claims a pulled job and runs it once the claim is confirmed, in a task of its own so the
+/// serve loop can take the next job meanwhile. The job was taken on the pull channel, which
+/// stays open, so its ack can follow later.
+fn claim_and_start(
     shared: &Arc<Shared>,
     jobs: &TaskTracker,
+    incoming: Incoming,
+    slots: SlotGuard,
+    release: CancellationToken,
+) {
+    let shared = shared.clone();
+    jobs.spawn(async move {
+        if let Some(job) = claim(&shared, &incoming).await {
+            run_claimed(shared, job, slots, release).await;
+        }
+    });
+}
+
+/// Runs a claimed job in the slots it holds, then gives them back.
+async fn run_claimed(
+    shared: Arc<Shared>,
     job: StepJob,
     slots: SlotGuard,
     release: CancellationToken,
@@ -235,16 +338,13 @@ fn start(
         .get(&attempt)
         .cloned()
         .unwrap_or_default();
-    let shared = shared.clone();
-    jobs.spawn(async move {
-        job::run(shared.clone(), job, cancel, release, slots.attempt_slot()).await;
-        shared
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&attempt);
-        drop(slots);
-    });
+    job::run(shared.clone(), job, cancel, release, slots.attempt_slot()).await;
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&attempt);
+    drop(slots);
 }
 
 /// Lets running jobs finish within the drain timeout. When it expires, the steps still running

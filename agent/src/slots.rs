@@ -19,7 +19,7 @@ pub(crate) struct Slots {
     /// `None` in services mode: no limit.
     agent: Option<Arc<Semaphore>>,
     queues: Vec<Option<Arc<Semaphore>>>,
-    /// Prefetch per queue consumer.
+    /// The largest prefetch of each queue's consumer: the agent's slots or the queue's cap.
     prefetch: Vec<u16>,
     freed: Arc<Notify>,
     /// Wakes the serve loop when a running attempt wants its agent slot back.
@@ -210,8 +210,19 @@ impl Slots {
             .is_none_or(|s| s.available_permits() > 0)
     }
 
-    pub fn prefetch(&self, i: usize) -> u16 {
-        self.prefetch[i]
+    /// Prefetch for a consumer of queue `i` opened now, while the serve loop holds one agent
+    /// slot: no more than the jobs the agent and the queue could start, so what the broker
+    /// sends ahead is what the agent will run, not what it hands back once it fills up.
+    pub fn consumer_prefetch(&self, i: usize) -> u16 {
+        let free = |s: &Option<Arc<Semaphore>>, held: usize| {
+            s.as_ref()
+                .map_or(usize::MAX, |s| s.available_permits() + held)
+        };
+        let room = free(&self.agent, 1).min(free(&self.queues[i], 0));
+        u16::try_from(room)
+            .unwrap_or(u16::MAX)
+            .min(self.prefetch[i])
+            .max(1)
     }
 
     /// Takes queue `i`'s slot for a job that holds `agent`; `None` when the queue is full.
@@ -311,8 +322,14 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_queue_limit_holds_below_the_agent_limit() {
         let slots = Slots::new(&config(4, false, &[("gpu", 1)]));
-        assert_eq!((slots.prefetch(0), slots.prefetch(1)), (1, 4));
+        assert_eq!((slots.prefetch[0], slots.prefetch[1]), (1, 4));
         let first = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        // Three agent slots left, one of them held by the serve loop; the gpu queue is full.
+        let _held = slots.agent_slot().await.unwrap();
+        assert_eq!(
+            (slots.consumer_prefetch(0), slots.consumer_prefetch(1)),
+            (1, 3)
+        );
         assert!(!slots.queue_free(0) && slots.queue_free(1) && !slots.agent_full());
         assert!(slots.take(0, None).is_none());
         drop(first);
@@ -337,7 +354,7 @@ pub(crate) mod tests {
             .map(|_| slots.take(0, None).unwrap())
             .collect::<Vec<_>>();
         assert!(!slots.agent_full() && held.len() == 50);
-        assert_eq!(slots.prefetch(0), SERVICES_PREFETCH);
+        assert_eq!(slots.prefetch[0], SERVICES_PREFETCH);
         let cpu: Vec<SlotGuard> = (0..3).map(|_| slots.take(1, None).unwrap()).collect();
         assert!(slots.take(1, None).is_none() && cpu.len() == 3);
         assert_eq!(

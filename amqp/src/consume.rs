@@ -1,4 +1,5 @@
-//! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand.
+//! Consuming: each delivery arrives decoded, with ack / requeue / reject at hand, pushed by a
+//! consumer with a prefetch ([`Consumer`]) or taken one at a time on request ([`Getter`]).
 
 use super::signing::SIGNATURE_HEADER;
 use super::{AmqpError, REASON_HEADER};
@@ -6,8 +7,10 @@ use drover_protocol::message::{DecodeError, EnvelopeMeta, Message};
 use futures_util::StreamExt;
 use lapin::Acker;
 use lapin::Channel;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -66,36 +69,7 @@ impl Consumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
-        let header = |name: &str| {
-            delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(name))
-                .and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(s.to_string()),
-                    _ => None,
-                })
-        };
-        let (reason, signature) = (header(REASON_HEADER), header(SIGNATURE_HEADER));
-        let size = delivery.data.len();
-        let message = if size > self.max_size {
-            Err(DecodeError::TooLarge {
-                size,
-                limit: self.max_size,
-            })
-        } else {
-            Message::decode(&delivery.data)
-        };
-        Some(Ok(Incoming {
-            message,
-            redelivered: delivery.redelivered,
-            reason,
-            signature,
-            payload: delivery.data,
-            queue: self.queue.clone(),
-            acker: delivery.acker,
-        }))
+        Some(Ok(Incoming::decode(delivery, &self.queue, self.max_size)))
     }
 
     /// Stops deliveries; unacked ones stay with the channel until acked, requeued or closed.
@@ -112,7 +86,74 @@ impl Consumer {
     }
 }
 
+/// Takes one message at a time off a queue (`basic.get`) on a channel of its own: nothing is
+/// sent ahead, so what comes next is the queue's head (its highest priority) at the moment of
+/// asking, and nothing waits in this process that another consumer could have run.
+pub struct Getter {
+    channel: Channel,
+    max_size: usize,
+}
+
+impl Getter {
+    pub(super) fn new(channel: Channel, max_size: usize) -> Self {
+        Self { channel, max_size }
+    }
+
+    /// The queue's next message, unacked; `None` when the queue is empty.
+    pub async fn get(&self, queue: &str) -> Result<Option<Incoming>, AmqpError> {
+        let got = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await?;
+        Ok(got.map(|m| Incoming::decode(m.delivery, queue, self.max_size)))
+    }
+
+    /// Whether the channel is still usable (a broken one is replaced by a new getter).
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Closes the channel: every unacked message taken through it goes back to its queue.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "getter closed".into()).await;
+    }
+}
+
 impl Incoming {
+    /// Decodes a delivery from `queue` (anything larger than `max_size` stays undecoded).
+    fn decode(delivery: Delivery, queue: &str, max_size: usize) -> Self {
+        let header = |name: &str| {
+            delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(name))
+                .and_then(|v| match v {
+                    AMQPValue::LongString(s) => Some(s.to_string()),
+                    _ => None,
+                })
+        };
+        let (reason, signature) = (header(REASON_HEADER), header(SIGNATURE_HEADER));
+        let size = delivery.data.len();
+        let message = if size > max_size {
+            Err(DecodeError::TooLarge {
+                size,
+                limit: max_size,
+            })
+        } else {
+            Message::decode(&delivery.data)
+        };
+        Incoming {
+            message,
+            redelivered: delivery.redelivered,
+            reason,
+            signature,
+            payload: delivery.data,
+            queue: queue.to_string(),
+            acker: delivery.acker,
+        }
+    }
+
     /// The raw bytes as received.
     pub fn payload(&self) -> &[u8] {
         &self.payload

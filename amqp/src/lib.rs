@@ -8,7 +8,7 @@ pub mod signing;
 mod topology;
 pub mod urls;
 
-pub use consume::{Consumer, Incoming};
+pub use consume::{Consumer, Getter, Incoming};
 pub use publish::{Publisher, Target};
 
 use drover_protocol::ids::{AgentId, QueueName};
@@ -214,6 +214,11 @@ impl Broker {
         let ch = self.channel().await?;
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         Consumer::start(ch, broker_queue, self.max_message_size).await
+    }
+
+    /// A channel that takes messages off queues one at a time (`basic.get`), without prefetch.
+    pub async fn getter(&self) -> Result<Getter, AmqpError> {
+        Ok(Getter::new(self.channel().await?, self.max_message_size))
     }
 
     /// An agent's own control queue (exclusive, auto-delete), bound for its id and for all agents.

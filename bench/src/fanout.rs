@@ -39,7 +39,8 @@ pub struct FanoutPlan {
     pub reps: usize,
     pub steps: usize,
     pub agents: u32,
-    pub concurrency: u32,
+    /// Slots per agent; `None` leaves `drover up`'s default (`auto`: the CPU count).
+    pub concurrency: Option<u32>,
     pub window: Duration,
 }
 
@@ -73,20 +74,13 @@ async fn progress(c: &Cluster, run: &str) -> Result<(u64, bool)> {
 }
 
 async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
-    let (agents, concurrency) = (plan.agents.to_string(), plan.concurrency.to_string());
-    c.start_controller(
-        "up",
-        &[
-            "up",
-            "--agents",
-            &agents,
-            "--concurrency",
-            &concurrency,
-            "--python-env",
-            "system",
-        ],
-    )
-    .await?;
+    let agents = plan.agents.to_string();
+    let concurrency = plan.concurrency.map(|n| n.to_string());
+    let mut args = vec!["up", "--agents", &agents, "--python-env", "system"];
+    if let Some(n) = &concurrency {
+        args.extend(["--concurrency", n]);
+    }
+    c.start_controller("up", &args).await?;
     let path = c.path().join("fanout.toml");
     std::fs::write(&path, fanout_toml(plan.steps))?;
     let warm = c.submit_toml("warm.toml", &fanout_toml(8))?;

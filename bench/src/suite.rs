@@ -372,12 +372,17 @@ async fn hop_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Res
 
 async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Result<()> {
     let n = count(plan.fanout_steps);
-    for (agents, label) in [(1, "1 agent × 4 slots"), (2, "2 agents × 4 slots")] {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let defaults = format!("1 agent, `drover up` defaults ({cpus} slots: auto, the CPU count)");
+    for (agents, concurrency, label) in [
+        (1, None, defaults.as_str()),
+        (2, Some(4), "2 agents × 4 slots"),
+    ] {
         let fplan = fanout::FanoutPlan {
             reps: plan.fanout_reps,
             steps: plan.fanout_steps,
             agents,
-            concurrency: 4,
+            concurrency,
             window: plan.fanout_window,
         };
         let measured = fanout::run(env, fplan).await?;

@@ -110,7 +110,6 @@ fn agent_config(
         }
         queues.push(queue);
     }
-    anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
     Ok(AgentConfig {
         amqp_url: g.amqp(),
         names: names(g)?,
@@ -121,7 +120,7 @@ fn agent_config(
         } else {
             QueueOrder::Priority
         },
-        concurrency: options.concurrency,
+        concurrency: options.concurrency.slots(),
         services_mode: options.services_mode,
         work_dir,
         keep_workdirs: options.keep_workdirs,
@@ -285,8 +284,9 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
     drivers.python.installer = installer;
     agents.push(Agent::start_sharing(drivers, shutdown.clone(), abort.clone(), warm).await?);
     eprintln!(
-        "drover up: controller at {url} (namespace {}), {workers} agent(s) serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
+        "drover up: controller at {url} (namespace {}), {workers} agent(s) with {} each serving {:?} and one serving {} with no slot limit (pipeline drivers); Ctrl-C to stop",
         g.namespace,
+        args.agent.concurrency.describe(),
         args.agent.queues,
         drover_protocol::names::DRIVERS_QUEUE,
     );
@@ -373,7 +373,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         if args.options.services_mode {
             "no slot limit (services mode)".to_string()
         } else {
-            format!("{} slot(s)", args.options.concurrency)
+            args.options.concurrency.describe()
         }
     );
     agent.wait().await?;

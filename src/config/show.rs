@@ -110,7 +110,7 @@ fn setting(
         _ => (Value::Null, "unset"),
     };
     Shown {
-        value: mask(&key, value),
+        value: resolved(&key, mask(&key, value)),
         key,
         source,
         env: arg.get_env().map(|e| e.to_string_lossy().into_owned()),
@@ -155,6 +155,16 @@ fn mask(key: &str, value: Value) -> Value {
         _ if SECRET_KEYS.contains(&key) => Value::from("***"),
         Value::String(s) if s.contains("://") => Value::from(drover_amqp::redact(&s)),
         Value::Array(items) => Value::Array(items.into_iter().map(|v| mask(key, v)).collect()),
+        other => other,
+    }
+}
+
+/// `auto` settings with the value they come to: `--concurrency auto` shows as `auto (N)`.
+fn resolved(key: &str, value: Value) -> Value {
+    match value {
+        Value::String(s) if key == "concurrency" && s.eq_ignore_ascii_case("auto") => {
+            Value::from(format!("auto ({})", crate::cli::cpu_count()))
+        }
         other => other,
     }
 }

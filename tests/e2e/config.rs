@@ -100,6 +100,35 @@ fn flags_beat_the_environment_which_beats_the_file_which_beats_defaults() {
 }
 
 #[test]
+fn concurrency_defaults_to_the_cpu_count_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let auto = Value::from(format!("auto ({cpus})"));
+    let doc = show(dir.path(), &[], &[]);
+    assert_eq!(setting(&doc, "agent", "concurrency"), (&auto, "default"));
+    std::fs::write(
+        dir.path().join("drover.toml"),
+        "[agent]\nconcurrency = \"auto\"\n",
+    )
+    .unwrap();
+    let doc = show(dir.path(), &[], &[]);
+    assert_eq!(setting(&doc, "agent", "concurrency"), (&auto, "file"));
+    let out = drover_in(dir.path(), &[], &["config", "show"]);
+    assert!(
+        text(&out).contains(&format!("auto ({cpus})")),
+        "{}",
+        text(&out)
+    );
+    let out = drover_in(dir.path(), &[("DROVER_CONCURRENCY", "0")], &["agent"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("`auto` for the CPU count"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn secrets_are_masked_wherever_they_come_from() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("drover.toml"), FILE).unwrap();

@@ -87,6 +87,71 @@ fn higher_priority_steps_run_first() {
     assert_eq!(lines(&log), ["p9a", "p9b", "p5a", "p5b", "p0a", "p0b"]);
 }
 
+/// A step that logs its name, then waits until `open` exists.
+fn gated_step(name: &str, log: &Path, open: &Path, extra: &str) -> String {
+    format!(
+        "[[step]]\nname = \"{name}\"\ncommand = [\"sh\", \"-c\", \"echo {name} >> {}; until [ -e {} ]; do sleep 0.02; done\"]\n{extra}\n",
+        log.display(),
+        open.display()
+    )
+}
+
+/// Submits a gate step (priority 5) and the `others` (priority 0), starts agent `a1` with one
+/// slot once all are queued, and waits until it runs the gate with the others still queued:
+/// a busy agent holds none of them.
+fn busy_agent(c: &mut Cluster, log: &Path, open: &Path, others: &[&str]) -> String {
+    let mut toml = "[pipeline]\nname = \"busy\"\n".to_string();
+    toml += &gated_step("gate", log, open, "priority = 5");
+    for name in others {
+        toml += &step(name, "default", log, "priority = 0");
+    }
+    let run = c.submit(&c.pipeline("busy.toml", &toml));
+    wait_for_depth(c, "default", 1 + others.len() as u64);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    wait_until("the gate step to start", Duration::from_secs(30), || {
+        lines(log).contains(&"gate".to_string()).then_some(())
+    });
+    wait_for_depth(c, "default", others.len() as u64);
+    run
+}
+
+#[test]
+fn a_job_with_a_higher_priority_overtakes_those_waiting_for_a_busy_agent() {
+    let (mut c, log) = controller_only();
+    let open = c.dir.path().join("open");
+    let busy = busy_agent(&mut c, &log, &open, &["p0a", "p0b", "p0c"]);
+    let toml = format!(
+        "[pipeline]\nname = \"late\"\n{}",
+        step("p9", "default", &log, "priority = 9")
+    );
+    let late = c.submit(&c.pipeline("late.toml", &toml));
+    wait_for_depth(&c, "default", 4);
+    std::fs::write(&open, "").unwrap();
+    succeeded(&c, &busy);
+    succeeded(&c, &late);
+    assert_eq!(lines(&log), ["gate", "p9", "p0a", "p0b", "p0c"]);
+}
+
+#[test]
+fn an_idle_agent_gets_the_jobs_a_full_one_cannot_start() {
+    let (mut c, log) = controller_only();
+    let open = c.dir.path().join("open");
+    let run = busy_agent(&mut c, &log, &open, &["w1", "w2"]);
+    c.start_agent_with("a2", &["default"], &["--concurrency", "1"]);
+    // The gate still holds a1's only slot, so these ran on a2.
+    wait_until(
+        "the queued steps to run on a2",
+        Duration::from_secs(30),
+        || {
+            let done = lines(&log);
+            (done.contains(&"w1".to_string()) && done.contains(&"w2".to_string())).then_some(())
+        },
+    );
+    assert_eq!(lines(&log)[0], "gate");
+    std::fs::write(&open, "").unwrap();
+    succeeded(&c, &run);
+}
+
 #[test]
 fn a_priority_out_of_range_is_rejected_at_submit() {
     let c = Cluster::new();

@@ -111,7 +111,30 @@ fn escaped(
     found
 }
 
+/// This process and its descendants, found through the `children` lists, which spares reading
+/// every process on the machine after every attempt; the whole table where there are no such
+/// lists. A process missed while it forks or ends is found by the next round or sweep.
 fn table() -> HashMap<i32, Proc> {
+    let me = std::process::id() as i32;
+    let mut table = HashMap::new();
+    let mut next = vec![me];
+    while let Some(pid) = next.pop() {
+        let Some(children) = super::children(pid) else {
+            if pid == me {
+                return whole_table();
+            }
+            continue;
+        };
+        if let Some(proc) = read(pid) {
+            table.insert(pid, proc);
+        }
+        next.extend(children.into_iter().filter(|c| !table.contains_key(c)));
+    }
+    table
+}
+
+/// Every process on the machine.
+fn whole_table() -> HashMap<i32, Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return HashMap::new();
     };
