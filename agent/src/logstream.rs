@@ -1,5 +1,6 @@
-//! A step's output as `LogChunk` events, in order and complete while the agent lives: batched
-//! (at most ~200 ms or 64 KiB behind the process), held in a [`backlog`] that keeps
+//! A step's output as `LogChunk` events, in order and complete while the agent lives: a piece
+//! of output after a quiet spell is published at once, a busy step's output is batched into at
+//! most one chunk per [`FLUSH_EVERY`] (or per 64 KiB), held in a [`backlog`] that keeps
 //! [`MEMORY_WINDOW`] in memory and spills the rest to a spool file while the broker does not
 //! confirm, and published one chunk at a time until each is confirmed. A log stops at its
 //! attempt's cap (`--max-log-size`) with a [`cut_marker`] line; what the step writes after that
@@ -20,8 +21,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long bytes may wait before they are published.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// The least time between two chunks of one attempt below [`MAX_CHUNK`]: output that arrives
+/// sooner after the last chunk waits for the rest of this interval, so a chatty step sends at
+/// most 1 / `FLUSH_EVERY` small messages a second while a quiet one's line leaves at once.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Buffer size that triggers a publish at once.
 pub const MAX_CHUNK: usize = 64 * 1024;
 /// Unconfirmed bytes kept in memory; past this they wait in the attempt's spool file.
@@ -241,9 +244,14 @@ impl Cap {
 /// Collects output into chunks of up to [`MAX_CHUNK`] and adds them to the backlog, up to
 /// `cap` bytes and the marker; returns the log's size and the bytes dropped once every sender
 /// is gone. Past the cap pieces are still received (the pipe readers never wait on a cut log).
+///
+/// A piece is pushed at once when the last chunk left at least [`FLUSH_EVERY`] ago (with
+/// whatever else the readers have queued by then), otherwise when that interval is over.
 async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared, cap: u64) -> (u64, u64) {
     let mut buffer: Vec<u8> = Vec::new();
     let mut deadline: Option<Instant> = None;
+    // When the last chunk was pushed; none yet, so the first piece goes at once.
+    let mut last_push: Option<Instant> = None;
     let mut cap = Cap {
         cap,
         taken: 0,
@@ -266,11 +274,19 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared, cap: u64) -> (u
                         continue;
                     }
                     if buffer.is_empty() {
-                        deadline = Some(Instant::now() + FLUSH_EVERY);
+                        let due = last_push.map(|at| at + FLUSH_EVERY);
+                        deadline = Some(due.unwrap_or_else(Instant::now));
                     }
                     buffer.extend_from_slice(&piece);
-                    if buffer.len() < MAX_CHUNK {
+                    if buffer.len() < MAX_CHUNK && deadline.is_some_and(|d| d > Instant::now()) {
                         continue;
+                    }
+                    // Going now: take what the readers have queued meanwhile along.
+                    while buffer.len() < MAX_CHUNK {
+                        match receiver.try_recv() {
+                            Ok(more) => buffer.extend_from_slice(&cap.take(more)),
+                            Err(_) => break,
+                        }
                     }
                 }
                 None => {
@@ -285,6 +301,9 @@ async fn batch(mut receiver: Receiver<Vec<u8>>, shared: &Shared, cap: u64) -> (u
                 }
             },
             _ = wait => {}
+        }
+        if !buffer.is_empty() {
+            last_push = Some(Instant::now());
         }
         while !buffer.is_empty() {
             let take = buffer.len().min(MAX_CHUNK);
@@ -500,6 +519,99 @@ mod tests {
         tokio::time::sleep(FLUSH_EVERY + Duration::from_millis(10)).await;
         assert_eq!(sink.log(), b"line\n");
         log.finish().await;
+    }
+
+    /// Chunks as published: (when, bytes).
+    type Timed = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+    /// Records when each chunk was published (on the test's paused clock) and its bytes.
+    #[derive(Clone, Default)]
+    struct Clocked {
+        seen: Timed,
+    }
+
+    impl ChunkSink for Clocked {
+        async fn publish(&self, _offset: u64, data: &[u8]) -> Result<(), String> {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((Instant::now(), data.to_vec()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_after_a_quiet_spell_leaves_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Clocked::default();
+        let log = LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(&dir),
+            DEFAULT_MAX_LOG_SIZE,
+            CancellationToken::new(),
+        );
+        let tx = log.sender();
+        for line in [&b"first\n"[..], b"after a pause\n"] {
+            let written = Instant::now();
+            tx.send(line.to_vec()).await.unwrap();
+            // The paused clock only moves when every task waits on a timer: a line held
+            // back for the interval would be published FLUSH_EVERY later.
+            tokio::time::sleep(FLUSH_EVERY * 3).await;
+            let seen = sink.seen.lock().unwrap();
+            let (at, data) = seen.last().unwrap();
+            assert_eq!(&data[..], line);
+            assert_eq!(*at, written, "published when written");
+        }
+        drop(tx);
+        log.finish().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chatty_step_sends_one_chunk_per_interval_and_no_line_waits_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Clocked::default();
+        let log = LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(&dir),
+            DEFAULT_MAX_LOG_SIZE,
+            CancellationToken::new(),
+        );
+        let tx = log.sender();
+        let started = Instant::now();
+        let mut written = Vec::new();
+        for i in 0..200 {
+            written.push(Instant::now());
+            tx.send(format!("line {i:03}\n").into_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let elapsed = started.elapsed();
+        drop(tx);
+        log.finish().await;
+        let seen = sink.seen.lock().unwrap();
+        let most = (elapsed.as_millis() / FLUSH_EVERY.as_millis() + 2) as usize;
+        assert!(
+            seen.len() <= most && seen.len() >= 2,
+            "{} chunks for {elapsed:?} of output",
+            seen.len()
+        );
+        // Every line went out with the first chunk published at or after its writing.
+        let mut line = 0;
+        for (at, data) in seen.iter() {
+            let lines = data.iter().filter(|b| **b == b'\n').count();
+            for w in &written[line..line + lines] {
+                assert!(
+                    *at >= *w && *at - *w <= FLUSH_EVERY,
+                    "a line waited {:?}",
+                    *at - *w
+                );
+            }
+            line += lines;
+        }
+        assert_eq!(line, 200);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,9 @@
 //! Benchmark 5, artifacts: a step writes a large output, the next step consumes it. The transfer
 //! is the consumer's first `date +%s%N` stamp minus the producer's last, so it covers hashing,
 //! the upload, the controller storing (and fsyncing) the blob, one hop, and the download; it is
-//! compared with `cp` of a file of the same size in the same run. Peak RSS (`VmHWM`) of the
+//! compared with `cp` of a file of the same size followed by `sha256sum` of the copy (one copy
+//! and one digest pass; drover makes two of each, with a network hop and an fsync), in the same
+//! run and on the same disk. Peak RSS (`VmHWM`) of the
 //! `drover up` process (controller and agent) shows whether the bytes are streamed.
 
 use crate::cluster::{Cluster, Env, memory_mib};
@@ -16,6 +18,8 @@ pub struct ArtifactSamples {
     pub drover_rate: Vec<f64>,
     /// MiB/s of `cp`.
     pub cp_rate: Vec<f64>,
+    /// MiB/s of `cp` followed by `sha256sum` of the copy.
+    pub cp_sum_rate: Vec<f64>,
     /// `VmHWM` of `drover up` before the first transfer and after the last (MiB).
     pub hwm_before_mib: f64,
     pub hwm_after_mib: f64,
@@ -46,8 +50,9 @@ fn stamp(text: &str, kind: &str) -> Result<i128> {
         .with_context(|| format!("no {kind:?} stamp in {text:?}"))
 }
 
-/// `cp` of a fresh random file of `size` bytes in `dir`: MiB/s.
-fn cp_rate(dir: &Path, size: u64) -> Result<f64> {
+/// `cp` of a fresh random file of `size` bytes in `dir`, then `sha256sum` of the copy: MiB/s of
+/// each alone and of the two together (the copy's time plus the digest's).
+fn cp_rate(dir: &Path, size: u64) -> Result<(f64, f64)> {
     let src = dir.join("cp-src.bin");
     let dst = dir.join("cp-dst.bin");
     let made = std::process::Command::new("sh")
@@ -66,9 +71,19 @@ fn cp_rate(dir: &Path, size: u64) -> Result<f64> {
     if !copied.success() {
         bail!("cp {} failed", src.display());
     }
+    let start = Instant::now();
+    let summed = std::process::Command::new("sha256sum")
+        .arg(&dst)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let sum_secs = start.elapsed().as_secs_f64();
+    if !summed.success() {
+        bail!("sha256sum {} failed", dst.display());
+    }
     std::fs::remove_file(&src)?;
     std::fs::remove_file(&dst)?;
-    Ok(size as f64 / 1048576.0 / secs)
+    let mib = size as f64 / 1048576.0;
+    Ok((mib / secs, mib / (secs + sum_secs)))
 }
 
 /// `reps` transfers of `size` bytes, each next to a `cp` of the same size.
@@ -94,7 +109,9 @@ async fn runs(c: &mut Cluster, reps: usize, size: u64) -> Result<ArtifactSamples
         ..Default::default()
     };
     for rep in 0..reps {
-        s.cp_rate.push(cp_rate(c.path(), size)?);
+        let (cp, cp_sum) = cp_rate(c.path(), size)?;
+        s.cp_rate.push(cp);
+        s.cp_sum_rate.push(cp_sum);
         let stamps = c.path().join(format!("stamps-{rep}.txt"));
         let run = c.submit_toml(&format!("artifact-{rep}.toml"), &pipeline(size, &stamps))?;
         c.wait(&run, poll, timeout).await?;

@@ -5,12 +5,14 @@
 
 pub mod amqp;
 pub mod artifact;
+pub mod celery;
 pub mod cluster;
 pub mod decorator;
 pub mod fanout;
 pub mod footprint;
 pub mod hop;
 pub mod listing;
+pub mod loglatency;
 pub mod pyfanout;
 pub mod report;
 pub mod scale;

@@ -6,6 +6,7 @@
 //! complete and correct. Where a store lives is a [`StoreLocation`] (`local` or
 //! `s3://bucket[/prefix]`); the key layout is in [`layout`].
 
+mod hashed;
 pub mod layout;
 mod local;
 mod location;
@@ -13,6 +14,7 @@ mod object;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use hashed::{BLOCK, HashedFile};
 pub use local::LocalBlobs;
 pub use location::{LocationError, S3Location, StoreLocation};
 pub use object::{ObjectBlobs, PART_SIZE, PARTS_IN_FLIGHT};

@@ -1,15 +1,14 @@
 //! The controller's own store: `blobs/<first 2 hex>/<sha256>` under its data dir.
 //!
-//! Uploads stream to a temp file in the same directory tree while hashing, and are renamed into
-//! place only when the digest matches, so a stored blob is always complete and correct.
+//! Uploads stream to a temp file in the same directory tree while hashing (one pass, see
+//! [`HashedFile`]), are fsynced, and are renamed into place only when the digest matches, so a
+//! stored blob is always complete and correct.
 
-use crate::{Blob, BlobError, BlobStore, Body, layout};
+use crate::{BLOCK, Blob, BlobError, BlobStore, Body, HashedFile, layout};
 use drover_protocol::Digest;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
-use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     move |error| BlobError::Io {
@@ -53,7 +52,7 @@ impl LocalBlobs {
             Ok(file) => {
                 let size = file.metadata().await.map_err(io_error(&path))?.len();
                 let shown = path.display().to_string();
-                let bytes = tokio_util::io::ReaderStream::new(file)
+                let bytes = tokio_util::io::ReaderStream::with_capacity(file, BLOCK)
                     .map_err(move |error| BlobError::Io {
                         path: shown.clone(),
                         error,
@@ -74,20 +73,19 @@ impl LocalBlobs {
             .tempfile_in(&tmp_dir)
             .map_err(io_error(&tmp_dir))?
             .into_temp_path();
-        let mut file = tokio::fs::File::create(&temp)
+        let mut file = HashedFile::create(&temp, true)
             .await
             .map_err(io_error(&temp))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(io_error(&temp))?;
+            file.write(chunk).await.map_err(io_error(&temp))?;
         }
-        file.sync_all().await.map_err(io_error(&temp))?;
-        drop(file);
-        let actual = Digest::from_sha256(hasher);
+        let received = std::time::Instant::now();
+        let (actual, size) = file.finish().await.map_err(io_error(&temp))?;
+        tracing::debug!(
+            "blob {expected}: {size} bytes stored, {:?} of them in the closing fsync",
+            received.elapsed()
+        );
         if &actual != expected {
             return Err(BlobError::DigestMismatch {
                 expected: expected.clone(),

@@ -10,15 +10,16 @@ pub use route::{Route, Routes};
 use bytes::Bytes;
 use drover_protocol::message::{ArtifactRef, JobInput};
 use drover_protocol::{Digest, FileName};
-use drover_storage::BlobError;
+use drover_storage::{BlobError, HashedFile};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bytes read from a file per chunk on the way out.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read from a file per chunk on the way out: large enough that the per-read cost (a
+/// blocking-pool hop for tokio's files, one HTTP body frame) is small against the copy.
+const READ_CHUNK: usize = drover_storage::BLOCK;
 
 /// An artifact transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,18 @@ pub async fn download_blob(
     what: &str,
     dest: &Path,
 ) -> Result<(), TransferError> {
+    let started = std::time::Instant::now();
+    let fetched = fetch(route, digest, what, dest).await;
+    tracing::debug!("downloaded {what} in {:?}", started.elapsed());
+    fetched
+}
+
+async fn fetch(
+    route: &Route,
+    digest: &Digest,
+    what: &str,
+    dest: &Path,
+) -> Result<(), TransferError> {
     match route {
         Route::Controller { http, base } => {
             let body = http::get(http, base, digest).await?;
@@ -136,19 +149,14 @@ where
             .await
             .map_err(|e| io_error(parent, e))?;
     }
-    let mut file = tokio::fs::File::create(dest)
+    // A workdir's input needs no fsync: it is fetched again if the agent dies.
+    let mut file = HashedFile::create(dest, false)
         .await
         .map_err(|e| io_error(dest, e))?;
-    let mut hasher = Sha256::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| io_error(dest, e))?;
+        file.write(chunk?).await.map_err(|e| io_error(dest, e))?;
     }
-    file.flush().await.map_err(|e| io_error(dest, e))?;
-    let got = Digest::from_sha256(hasher);
+    let (got, _) = file.finish().await.map_err(|e| io_error(dest, e))?;
     if got != *digest {
         return Err(TransferError::Corrupt {
             what: what.to_string(),
@@ -159,23 +167,29 @@ where
     Ok(())
 }
 
-/// sha256 and size of a file, read in chunks.
+/// sha256 and size of a file, read in blocks on one blocking thread.
 pub async fn hash_file(path: &Path) -> Result<(Digest, u64), TransferError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| io_error(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).await.map_err(|e| io_error(path, e))?;
-        if n == 0 {
-            break;
+    let owned = path.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, u64)> {
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((Digest::from_sha256(hasher), size))
+        Ok((Digest::from_sha256(hasher), size))
+    })
+    .await
+    .map_err(std::io::Error::other);
+    hashed.and_then(|r| r).map_err(|e| io_error(path, e))
 }
 
 /// The file as a stream of chunks.
@@ -192,7 +206,9 @@ async fn file_stream(
 
 /// Uploads a file unless the store has it already (checked first); returns its reference.
 pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferError> {
+    let started = std::time::Instant::now();
     let (digest, size) = hash_file(path).await?;
+    let hashed = started.elapsed();
     match route {
         Route::Controller { http, base } => {
             if !http::exists(http, base, &digest).await? {
@@ -205,6 +221,11 @@ pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferE
             }
         }
     }
+    tracing::debug!(
+        "uploaded {} ({size} bytes): hashed in {hashed:?}, stored in {:?}",
+        path.display(),
+        started.elapsed() - hashed
+    );
     let file_name = FileName::sanitized(
         &path
             .file_name()
