@@ -131,19 +131,9 @@ pub async fn venv(
     let io = |what: &str, e: std::io::Error| PyEnvError(format!("{what}: {e}"));
     std::fs::create_dir_all(envs)
         .map_err(|e| io(&format!("cannot create {}", envs.display()), e))?;
-    let lock_path = envs.join(format!("{key}.lock"));
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| PyEnvError(format!("lock task failed: {e}")))?
-    .map_err(|e| io("cannot lock the environment", e))?;
+    let lock = lock_exclusive(envs.join(format!("{key}.lock")))
+        .await
+        .map_err(|e| io("cannot lock the environment", e))?;
 
     if dir.join(READY).is_file() {
         note(
@@ -330,6 +320,22 @@ async fn forward<R: tokio::io::AsyncRead + Unpin>(
         }
     }
     tail
+}
+
+/// Opens `path` (created when missing) and waits, on the blocking pool, for an exclusive lock on
+/// it; the lock lasts as long as the returned file is open.
+pub async fn lock_exclusive(path: PathBuf) -> std::io::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(format!("lock task failed: {e}")))?
 }
 
 /// The first file called `name` in the directories of `path` (a `PATH` value).

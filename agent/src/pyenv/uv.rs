@@ -7,7 +7,7 @@
 //! `<root>/tools/uv-<VERSION>/bin/uv`, built in a temporary directory under a lock and renamed
 //! into place, so concurrent agents on one root install it once and a crash leaves nothing used.
 
-use super::build::{INSTALLER_CWD, INSTALLER_ENV, Installer, on_path_of};
+use super::build::{INSTALLER_CWD, INSTALLER_ENV, Installer, lock_exclusive, on_path_of};
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -106,19 +106,9 @@ async fn install(root: &Path, base_python: &str) -> Result<PathBuf, String> {
     let tools = root.join("tools");
     std::fs::create_dir_all(&tools)
         .map_err(|e| format!("cannot create {}: {e}", tools.display()))?;
-    let lock_path = tools.join(format!("uv-{VERSION}.lock"));
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| format!("lock task failed: {e}"))?
-    .map_err(|e| format!("cannot lock {}: {e}", tools.display()))?;
+    let lock = lock_exclusive(tools.join(format!("uv-{VERSION}.lock")))
+        .await
+        .map_err(|e| format!("cannot lock {}: {e}", tools.display()))?;
     let target = installed_path(root);
     if target.is_file() {
         return Ok(target);

@@ -398,16 +398,15 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_changed_step_is_written_alone_and_runs_reassemble_after_reopening() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A scheduler holding one just-submitted run of `steps` independent `true` steps.
+    fn submitted(steps: usize) -> (State, RunId) {
         let mut state = State::new(SchedulerConfig {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
         });
         let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
-        for i in 0..50 {
+        for i in 0..steps {
             toml.push_str(&format!(
                 "[[step]]\nname = \"s{i}\"\ncommand = [\"true\"]\n"
             ));
@@ -421,6 +420,13 @@ mod tests {
             external: false,
         };
         handle(&mut state, Event::Submit(submit), 1);
+        (state, run_id)
+    }
+
+    #[tokio::test]
+    async fn a_changed_step_is_written_alone_and_runs_reassemble_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, run_id) = submitted(50);
         {
             let store = Store::open(dir.path()).unwrap();
             let run = state.runs.get_mut(&run_id).unwrap();
@@ -450,26 +456,7 @@ mod tests {
     #[tokio::test]
     async fn listed_steps_are_written_alone_and_the_run_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = State::new(SchedulerConfig {
-            controller_url: "http://x".into(),
-            lease_ms: 1000,
-            artifact_store: None,
-        });
-        let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
-        for i in 0..20 {
-            toml.push_str(&format!(
-                "[[step]]\nname = \"s{i}\"\ncommand = [\"true\"]\n"
-            ));
-        }
-        let run_id = RunId::generate();
-        let submit = Submit {
-            run_id: run_id.clone(),
-            spec: PipelineSpec::from_toml(&toml).unwrap(),
-            params: Default::default(),
-            submitted_by: None,
-            external: false,
-        };
-        handle(&mut state, Event::Submit(submit), 1);
+        let (mut state, run_id) = submitted(20);
         let store = Store::open(dir.path()).unwrap();
         let run = state.runs.get_mut(&run_id).unwrap();
         store.put_run(run).unwrap();
