@@ -264,11 +264,11 @@ async fn install(
     Ok(())
 }
 
-/// Runs one build command, forwarding its output to the step's log.
-async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError> {
-    note(log, &format!("$ {}", argv.join(" "))).await;
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
+/// `argv` as an installer runs: only the variables of [`INSTALLER_ENV`], in [`INSTALLER_CWD`],
+/// no standard input, killed when dropped.
+pub fn installer_command(argv: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .env_clear()
         .envs(
             INSTALLER_ENV
@@ -277,9 +277,16 @@ async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError>
         )
         .current_dir(INSTALLER_CWD)
         .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs one build command, forwarding its output to the step's log.
+async fn run(argv: &[String], log: Option<&LogSender>) -> Result<(), PyEnvError> {
+    note(log, &format!("$ {}", argv.join(" "))).await;
+    let mut child = installer_command(argv)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| PyEnvError(format!("cannot run {}: {e}", argv[0])))?;
     let out = forward(child.stdout.take(), log.cloned());

@@ -7,7 +7,7 @@
 //! `<root>/tools/uv-<VERSION>/bin/uv`, built in a temporary directory under a lock and renamed
 //! into place, so concurrent agents on one root install it once and a crash leaves nothing used.
 
-use super::build::{INSTALLER_CWD, INSTALLER_ENV, Installer, lock_exclusive, on_path_of};
+use super::build::{Installer, installer_command, lock_exclusive, on_path_of};
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -226,17 +226,7 @@ async fn unpack(base_python: &str, wheel: &Path, to: &Path) -> Result<(), String
 /// Runs a command with the installers' environment; its standard output, or an error with its
 /// standard error.
 async fn output(argv: &[String]) -> Result<String, String> {
-    let out = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .env_clear()
-        .envs(
-            INSTALLER_ENV
-                .iter()
-                .filter_map(|k| Some((*k, std::env::var_os(k)?))),
-        )
-        .current_dir(INSTALLER_CWD)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
+    let out = installer_command(argv)
         .output()
         .await
         .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
