@@ -1,6 +1,7 @@
 //! Decorator pipelines through the SDK: a driver on the drivers queue adds component steps while
-//! it runs; lazy values, parallel components, values built by the driver, nesting, failures and
-//! a driver whose agent is killed (replay, and a replay that diverges).
+//! it runs; lazy values, parallel components, values built by the driver, nesting, failures,
+//! component callbacks (in the driver, and in the calling process under `run_locally()`) and a
+//! driver whose agent is killed (replay, and a replay that diverges).
 
 use crate::harness::{Cluster, text, wait_until};
 use serde_json::Value;
@@ -246,4 +247,102 @@ fn a_replay_that_makes_another_call_fails_the_run_naming_the_call() {
         "the error names both calls: {console}"
     );
     assert!(steps_named(&run, "cube").is_empty(), "{run}");
+}
+
+/// The lines of `console` that the case's callbacks printed must include each of `lines`.
+fn assert_lines(console: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(console.contains(line), "no {line:?} in:\n{console}");
+    }
+}
+
+#[test]
+fn component_callbacks_run_in_the_driver_and_a_declined_call_gives_none() {
+    let c = cluster(2);
+    let run = submit_and_wait(&c, &["watched"]);
+    let id = run_id(&run);
+    let console = log(&c, id, "driver");
+    assert_eq!(run["status"], "succeeded", "{run}\n{console}");
+    assert_lines(
+        &console,
+        &[
+            "pre watched_double {'kwargs/x': 1} watched",
+            "pre watched_double_1 {'kwargs/x': 3} watched",
+            "status watched_double_1 pending -> skipped",
+            &format!("post watched_double completed {id}/watched_double"),
+            // the declined call and the one depending on it give None, as in ClearML
+            "values 2 None None",
+        ],
+    );
+    assert!(!console.contains("post watched_double_1"), "{console}");
+    let declined = Cluster::step(&run, "watched_double_1");
+    assert_eq!(declined["status"], "skipped", "{declined}");
+    let why = declined["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("pre_execute_callback returned False"),
+        "{declined}"
+    );
+    assert_eq!(Cluster::step(&run, "square")["status"], "skipped", "{run}");
+    assert_eq!(
+        Cluster::step(&run, "watched_double")["status"],
+        "succeeded",
+        "{run}"
+    );
+}
+
+#[test]
+fn a_raising_component_callback_fails_the_driver_and_the_run() {
+    let c = cluster(1);
+    let run = submit_and_wait(&c, &["raising_callback"]);
+    let console = log(&c, run_id(&run), "driver");
+    assert_eq!(run["status"], "failed", "{run}\n{console}");
+    assert_eq!(Cluster::step(&run, "driver")["status"], "failed", "{run}");
+    assert!(
+        console.contains("RuntimeError: the callback of badly_watched broke"),
+        "{console}"
+    );
+    assert_ne!(
+        Cluster::step(&run, "badly_watched")["status"],
+        "succeeded",
+        "{run}"
+    );
+}
+
+#[test]
+fn component_callbacks_run_in_the_calling_process_under_run_locally() {
+    let c = cluster(1);
+    let out = c.python(&[SCRIPT, "watched_local"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = stdout
+        .split("recorded as run ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no recorded run in {stdout}"))
+        .trim()
+        .to_string();
+    assert_lines(
+        &stdout,
+        &[
+            "pre watched_double {'kwargs/x': 1} watched",
+            "pre watched_double_1 {'kwargs/x': 3} watched",
+            "status watched_double pending -> running",
+            "status watched_double running -> completed",
+            "status watched_double_1 pending -> skipped",
+            &format!("post watched_double completed {id}/watched_double"),
+            "values 2 None None",
+        ],
+    );
+    assert!(!stdout.contains("post watched_double_1"), "{stdout}");
+    let run = c.json(&["status", &id, "--json"]);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let declined = Cluster::step(&run, "watched_double_1");
+    assert_eq!(declined["status"], "skipped", "{declined}");
+    assert!(
+        declined["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pre_execute_callback returned False"),
+        "{declined}"
+    );
 }

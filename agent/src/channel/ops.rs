@@ -98,7 +98,7 @@ async fn run(context: &Context, request: Request) -> Result<String, ApiError> {
                 stored: stored.stored,
             }))
         }
-        Request::Run => {
+        Request::Run {} => {
             let view = relay::run(context).await?;
             Ok(wire::ok(Followed {
                 view: Box::new(view),

@@ -1,6 +1,7 @@
 //! The channel over a real socket against a fake controller on a loopback port and a local
 //! blob store: framing, each request, confinement, concurrent connections, the slot given back
-//! during `wait`, and the socket's removal.
+//! during `wait`, following the attempt's own run and answering its callbacks, and the
+//! socket's removal.
 
 use super::*;
 use crate::slots::{SlotGuard, Slots};
@@ -26,6 +27,36 @@ struct Fake {
     polls: std::sync::atomic::AtomicUsize,
     /// Add-step requests still to be answered 503, as by a controller that cannot publish.
     unavailable: std::sync::atomic::AtomicUsize,
+    /// The runs whose view was read.
+    runs_read: Mutex<Vec<String>>,
+    /// The callbacks answered: (run, step, proceed).
+    answered: Mutex<Vec<(String, String, bool)>>,
+}
+
+/// Every run has one step, `held`, waiting for its callback.
+async fn run_view(State(fake): State<Arc<Fake>>, UrlPath(run): UrlPath<String>) -> Json<Value> {
+    fake.runs_read.lock().unwrap().push(run.clone());
+    let held = json!({"name": "held", "status": "pending", "queue": "default", "kind": "function",
+                      "pending_reason": {"reason": "waiting_for_callback"}});
+    Json(json!({"run_id": run, "name": "p", "status": "running", "steps": [held]}))
+}
+
+async fn callback(
+    State(fake): State<Arc<Fake>>,
+    UrlPath((run, step)): UrlPath<(String, String)>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, (StatusCode, Json<ApiError>)> {
+    if step != "held" {
+        let e = ApiError::new(ErrorCode::NotFound, format!("run {run} has no step {step}"));
+        return Err((StatusCode::NOT_FOUND, Json(e)));
+    }
+    let proceed = body["proceed"].as_bool().unwrap();
+    fake.answered
+        .lock()
+        .unwrap()
+        .push((run.clone(), step.clone(), proceed));
+    let status = if proceed { "queued" } else { "skipped" };
+    Ok(Json(json!({"run_id": run, "step": step, "status": status})))
 }
 
 async fn add(
@@ -92,8 +123,12 @@ async fn setup() -> Setup {
         done: watch::channel(false).0,
         polls: Default::default(),
         unavailable: Default::default(),
+        runs_read: Default::default(),
+        answered: Default::default(),
     });
     let app = axum::Router::new()
+        .route("/api/v1/runs/{run}", get(run_view))
+        .route("/api/v1/runs/{run}/steps/{step}/callback", post(callback))
         .route("/api/v1/runs/{run}/steps", post(add))
         .route("/api/v1/runs/{run}/steps/{step}", get(step))
         .with_state(fake.clone());
@@ -498,4 +533,54 @@ async fn the_steps_own_process_group_is_answered() {
     let mut own = Conn::open(&s).await;
     let info = own.ask(json!({"op": "info"})).await;
     assert_eq!(info["ok"], true, "{info}");
+}
+
+#[tokio::test]
+async fn run_reads_the_view_of_the_attempts_own_run_only() {
+    let s = setup().await;
+    let mut conn = Conn::open(&s).await;
+    let own = s.attempt.run_id.to_string();
+    let followed = conn.ask(json!({"op": "run"})).await;
+    assert_eq!(followed["ok"], true, "{followed}");
+    assert_eq!(followed["view"]["run_id"], own.as_str());
+    assert_eq!(
+        followed["view"]["steps"][0]["pending_reason"]["reason"],
+        "waiting_for_callback"
+    );
+    // A step cannot ask for another run's view: the request names none, and naming one is refused.
+    let other = RunId::generate().to_string();
+    let forged = conn.ask(json!({"op": "run", "run_id": other})).await;
+    assert_eq!(code(&forged), "bad_request");
+    assert_eq!(*s.fake.runs_read.lock().unwrap(), vec![own]);
+}
+
+#[tokio::test]
+async fn callback_answers_a_step_of_the_attempts_own_run_only() {
+    let s = setup().await;
+    let mut conn = Conn::open(&s).await;
+    let own = s.attempt.run_id.to_string();
+    let skipped = conn
+        .ask(json!({"op": "callback", "step": "held", "proceed": false}))
+        .await;
+    assert_eq!(skipped["ok"], true, "{skipped}");
+    assert_eq!(skipped["status"], "skipped");
+    // A callback for a step of another run is refused before it reaches the controller, and
+    // a step the controller does not know in this run keeps the controller's code.
+    let other = RunId::generate().to_string();
+    let forged = json!({"op": "callback", "run_id": other, "step": "held", "proceed": true});
+    assert_eq!(code(&conn.ask(forged).await), "bad_request");
+    let unknown = json!({"op": "callback", "step": "elsewhere", "proceed": true});
+    let answer = conn.ask(unknown).await;
+    assert_eq!(code(&answer), "not_found");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no step elsewhere"),
+        "{answer}"
+    );
+    assert_eq!(
+        *s.fake.answered.lock().unwrap(),
+        vec![(own, "held".to_string(), false)]
+    );
 }

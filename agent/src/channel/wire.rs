@@ -42,7 +42,9 @@ pub enum Request {
         path: String,
     },
     /// The run's current view: how a driver running a pipeline's step callbacks follows it.
-    Run,
+    /// A struct variant, so that a request naming a run (`"run_id"`) is refused as an unknown
+    /// field rather than ignored: a step reads its own run only.
+    Run {},
     /// Answer the `pre_execute_callback` of a step of this run that waits for it: run it
     /// (`proceed`) or skip it and its descendants.
     Callback {

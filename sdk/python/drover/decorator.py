@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import bundle, dynamic, names, options, record, requirements
+from . import bundle, dynamic, names, node, options, record, requirements, watch
 from .lazy import LazyValue
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ class Component:
         self.__wrapped__ = function
         self._def_name: str | None = options.get("def_name")
         self.resolved: dict[str, Any] | None = None
+        # pre_execute_callback, post_execute_callback, status_change_callback (see drover.watch)
+        self.callbacks: dict[str, Callable[..., Any]] = dict(options.get("callbacks") or {})
 
     def __repr__(self) -> str:
         return f"<PipelineDecorator component {self.name}>"
@@ -323,12 +325,15 @@ class Pipeline:
 
         where = f"recorded as run {run_id}: {recorder.url}" if recorder else f"run {run_id}"
         print(f"drover: running pipeline '{self.name}' locally ({where})", flush=True)
-        agent = LocalAgent(run_id, report=report, recorder=recorder,
+        texts = {k: dynamic.canonical_json(v) if dynamic.is_literal(v) else repr(v) for k, v in params.items()}
+        watched = watch.for_pipeline(run_id, self.name, self.project, self.version, texts)
+        agent = LocalAgent(run_id, report=report, recorder=recorder, watch=watched,
                            env={"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED") or str(_hash_seed())})
         from .channel import Client
 
         session = dynamic.Session(Client(agent.path), os.path.join(agent.dir, "driver"),
                                   default_queue=self.default_queue)
+        session.watch = watched
         token = dynamic.current.set(session)
         with _State.lock:
             # Threads the pipeline function starts see no context variable: they use this one.
@@ -513,9 +518,7 @@ class PipelineDecorator:
             "docker": (docker, None), "docker_args": (docker_args, None),
             "docker_bash_setup_script": (docker_bash_setup_script, None), "repo": (repo, None),
             "repo_branch": (repo_branch, None), "repo_commit": (repo_commit, None),
-            "pre_execute_callback": (pre_execute_callback, None),
-            "post_execute_callback": (post_execute_callback, None),
-            "status_change_callback": (status_change_callback, None), "draft": (draft, False),
+            "draft": (draft, False),
             "working_dir": (working_dir, None), "task_type": (task_type, None),
             "auto_connect_frameworks": (auto_connect_frameworks, None),
             "auto_connect_arg_parser": (auto_connect_arg_parser, None),
@@ -535,6 +538,9 @@ class PipelineDecorator:
             _check_step_queue(f"{where}: execution_queue", execution_queue)
         if packages is not None and not isinstance(packages, (str, list, tuple)):
             packages = list(packages)
+        callbacks = node.check(where, {"pre_execute_callback": pre_execute_callback,
+                                       "post_execute_callback": post_execute_callback,
+                                       "status_change_callback": status_change_callback})
 
         def decorate(function: Callable[..., Any]) -> Component:
             if not callable(function):
@@ -548,7 +554,7 @@ class PipelineDecorator:
                 "continue_on_fail": options.continue_on_fail_from(step_name, continue_on_fail,
                                                                   continue_behaviour),
                 "helper_functions": list(helper_functions or []),
-                "prewarm": bool(prewarm),
+                "prewarm": bool(prewarm), "callbacks": callbacks,
             }
             component = Component(function, opts, origin)
             with _State.lock:

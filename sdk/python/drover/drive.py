@@ -15,13 +15,11 @@ over its channel). Both build their nodes from the same table (`table`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import api, record, refs, settings, stepartifacts
-from .local import job_kwargs
+from . import api, record, resolve, settings
 from .node import Node
 from .spec import Step
 
@@ -60,32 +58,9 @@ def parameters(entry: Entry, params: Mapping[str, str], view: api.RunView | None
     """What the step's pre_execute_callback gets as `parameters`, filled in as ClearML fills them
     before its callback: `${pipeline.NAME}` and, from the run's `view`, `${STEP.id}` and
     `${STEP.artifacts.NAME.url}` of steps that have ended (the controller fills the same in when
-    it dispatches the step). A function step's keyword arguments come as `kwargs/NAME` (their
-    values), a task step's parameters as `Section/name` (text, as the task's script gets them)."""
-    fill = _filler(params, view)
-    if entry.get("base_task_id"):
-        return {k: refs.render_partial(v, fill) for k, v in entry["parameters"].items()}
-    values = {f"kwargs/{k}": json.loads(v) for k, v in job_kwargs(entry["kwargs"], params).items()}
-    return {k: refs.render_partial(v, fill) if isinstance(v, str) else v for k, v in values.items()}
-
-
-def _filler(params: Mapping[str, str], view: api.RunView | None) -> Callable[[refs.Reference], str | None]:
-    """Resolves parameters, step ids and artifact URLs; None leaves a reference as written."""
-    run_id = str(view.get("run_id", "")) if view else ""
-    page = str(view.get("url", "")) if view else ""
-    base = page.rsplit("/runs/", 1)[0] if "/runs/" in page else ""
-    outputs = {s["name"]: s.get("outputs") or {} for s in (view or {}).get("steps", [])}
-
-    def fill(reference: refs.Reference) -> str | None:
-        if isinstance(reference, refs.Param):
-            return params.get(reference.name)
-        if isinstance(reference, refs.StepId) and run_id and reference.step in outputs:
-            return f"{run_id}/{reference.step}"
-        if isinstance(reference, refs.ArtifactUrl) and base and reference.artifact in outputs.get(reference.step, {}):
-            return stepartifacts.artifact_url(base, run_id, reference.step, reference.artifact)
-        return None
-
-    return fill
+    it dispatches the step; see `drover.resolve`)."""
+    return resolve.parameters(entry.get("base_task_id"), entry.get("kwargs") or {}, entry.get("parameters") or {},
+                              resolve.from_view(params, view))
 
 
 def nodes(entries: Mapping[str, Entry], callbacks: Callable[[str, str], Callable[..., Any]]) -> dict[str, Node]:

@@ -19,7 +19,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from . import dynamic
+from . import dynamic, watch
 from .channel import Client
 
 MODULE_NAME = "__drover_pipeline__"
@@ -73,6 +73,11 @@ def main(module_source: str, module_file: str, pipeline: str, params: Mapping[st
     session = dynamic.Session(client, os.getcwd(), default_queue=getattr(target, "default_queue", None),
                               replaying=attempt > 1)
     dynamic.mark_replays(session)
+    info = client.info()
+    session.run_id = str(info["run_id"])
+    session.watch = watch.for_pipeline(session.run_id, str(getattr(target, "name", pipeline)),
+                                       str(getattr(target, "project", "")), getattr(target, "version", None),
+                                       {name: str(value) for name, value in params.items()})
     from .decorator import use_session
 
     use_session(session)

@@ -20,10 +20,13 @@ import pickle
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .channel import Client
 from .lazy import LazyValue
+
+if TYPE_CHECKING:
+    from .watch import Watch
 
 TERMINAL = ("succeeded", "cached", "failed", "skipped", "aborted")
 SUCCEEDED = ("succeeded", "cached")
@@ -88,6 +91,11 @@ class Session:
         self._views: dict[str, dict[str, Any]] = {}
         self.requirements: dict[str, list[str]] = {}  # step -> its requirements
         self.steps: list[str] = []
+        self.producers: dict[str, list[str]] = {}  # step -> the steps whose values it takes
+        # The components' callbacks, in the process running the pipeline function (not in a
+        # component's nested calls); see `drover.watch`.
+        self.watch: Watch | None = None
+        self.run_id: str | None = None
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -130,11 +138,21 @@ class Session:
         texts, blobs, encoded, producers = self.encode(component.name, kwargs)
         requirements = component.requirements_for(kwargs, [self.requirements.get(p, []) for p in producers])
         spec = component.step_spec(texts, blobs, requirements, self.default_queue)
+        callbacks = dict(getattr(component, "callbacks", None) or {}) if self.watch is not None else {}
+        if "pre_execute_callback" in callbacks:
+            spec["await_callback"] = True  # held by the controller until the watch answers
         call = {"seq": seq, "component": component.name, "digest": call_digest(encoded)}
+        if callbacks and self.watch is not None:
+            self.watch.expect(seq, spec, callbacks)
         name, existing = self.client.add_step(call, spec)
         if not existing:
             self.replaying = False
         self.requirements[name] = requirements
+        self.producers[name] = producers
+        if callbacks and self.watch is not None:
+            self.watch.bind(seq, name)
+            if self.run_id is not None:
+                self.watch.follow(self.client, self.run_id)
         self.steps.append(name)
         values = [LazyValue(f"${{{name}.{r}}}", self._loader(name, r)) for r in component.return_values]
         if not values:
@@ -154,9 +172,21 @@ class Session:
     def _loader(self, step: str, output: str) -> Any:
         return lambda: self.load(step, output)
 
+    def declined(self, step: str) -> bool:
+        """Whether the step was skipped by its pre_execute_callback, or because a step whose
+        values it takes was: its values are then None, as in ClearML."""
+        if self.watch is None:
+            return False
+        if self.watch.declined(step):
+            return True
+        return (str(self.view(step).get("status")) == "skipped"
+                and any(self.declined(p) for p in self.producers.get(step, [])))
+
     def load(self, step: str, output: str) -> Any:
         view = self.view(step)
         status = str(view.get("status"))
+        if status not in SUCCEEDED and self.declined(step):
+            return None
         if status not in SUCCEEDED:
             raise ComponentFailed(step, status, view.get("message"))
         artifact = (view.get("outputs") or {}).get(output)
@@ -174,8 +204,10 @@ class Session:
         bad = []
         for step in list(self.steps):
             status = str(self.view(step).get("status"))
-            if status not in SUCCEEDED:
+            if status not in SUCCEEDED and not self.declined(step):
                 bad.append((step, status))
+        if self.watch is not None:
+            self.watch.finish()
         return bad
 
 

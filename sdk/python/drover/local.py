@@ -1,6 +1,9 @@
 """Running a whole pipeline in this process, without broker or controller, the way they would.
 
-Parameters are substituted as the controller substitutes them, and each step then runs through
+References are filled in as the controller fills them in (`drover.resolve`): parameters, and
+the ids and artifact URLs of ended steps (an artifact URL is the controller's download address
+when the run is recorded, else the `file://` URL of the local file; a missing artifact fails the
+consuming step, naming it). Each step then runs through
 `drover.runner`, the code the agent's harness runs, from its shipped source (not the live
 function object): a step that is not self-contained fails here as it would on an agent. Values
 cross steps through pickle files, as artifacts do. Which steps run follows the scheduler: a
@@ -16,30 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import record, refs, runner
+from . import record, resolve, runner, stepartifacts
 from .node import Node
 from .spec import Step
 from .validate import Checked
-
-
-def job_kwargs(kwargs: Mapping[str, str], params: Mapping[str, str]) -> dict[str, str]:
-    """The kwargs as the controller sends them: `${pipeline.x}` substituted in JSON strings,
-    the result still a template for the output references."""
-
-    def param(reference: refs.Reference) -> str | None:
-        return params.get(reference.name) if isinstance(reference, refs.Param) else None
-
-    rendered = {}
-    for name, text in kwargs.items():
-        value = json.loads(text)
-        rendered[name] = json.dumps(refs.render_partial(value, param)) if isinstance(value, str) else text
-    return rendered
 
 
 class LocalRun:
@@ -47,7 +37,7 @@ class LocalRun:
 
     def __init__(self, steps: Sequence[Step], checked: Checked, params: Mapping[str, str],
                  report: Callable[[str], None] = print, recorder: record.Recorder | None = None,
-                 pipeline: Any = None) -> None:
+                 pipeline: Any = None, run_id: str = "") -> None:
         by_name = {s.name: s for s in steps}
         self.steps = [by_name[name] for name in checked.order]
         self.checked = checked
@@ -59,16 +49,35 @@ class LocalRun:
         self.ok: bool | None = None
         self.dir = ""
         self.recorder = recorder
+        self.run_id = recorder.run_id if recorder is not None else run_id
         self.pipeline = pipeline  # what the steps' callbacks get as `pipeline`
         self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks) for s in self.steps}
 
+    def _filler(self, strict: bool) -> resolve.Filler:
+        """Fills references as the controller does when it dispatches a step (`drover.resolve`)."""
+        artifacts: dict[str, list[str]] = {}
+        for key in self.outputs:
+            step, name = key.split(".", 1)
+            artifacts.setdefault(step, []).append(name)
+        for name, status in self.status.items():
+            if status in record.TERMINAL:
+                artifacts.setdefault(name, [])
+
+        def url(step: str, name: str) -> str:
+            if self.recorder is not None:
+                return stepartifacts.artifact_url(self.recorder.base, self.run_id, step, name)
+            return pathlib.Path(self.outputs[f"{step}.{name}"]).resolve().as_uri()
+
+        return resolve.filler(self.params, self.run_id, artifacts, url, strict)
+
     def _job(self, step: Step) -> runner.Job:
-        """The job an agent would get for `step`."""
+        """The job an agent would get for `step`; MissingArtifact when it names an artifact a
+        step did not store."""
         inputs = {f"{s}.{o}": self.outputs[f"{s}.{o}"] for s, o in self.checked.inputs[step.name]}
         return {
             "source": step.source,
             "entry": step.entry,
-            "kwargs": job_kwargs(step.kwargs, self.params),
+            "kwargs": resolve.kwargs(step.kwargs, self._filler(strict=True)),
             "inputs": inputs,
             "returns": list(step.returns),
             "output_dir": os.path.join(self.dir, step.name, "_outputs"),
@@ -78,9 +87,13 @@ class LocalRun:
         """Runs one step with its retries; returns whether it succeeded."""
         if step.timeout:
             warnings.warn(f"step {step.name!r}: time_limit is not enforced when running locally", stacklevel=2)
-        job = self._job(step)
+        try:
+            job = self._job(step)
+        except resolve.MissingArtifact as e:
+            return self._cannot_run(step, str(e))
         node = self.nodes[step.name]
-        node.parameters = {f"kwargs/{k}": json.loads(v) for k, v in job["kwargs"].items()}
+        node.parameters = resolve.parameters(step.base_task_id, step.kwargs, step.parameters,
+                                             self._filler(strict=False))
         if not node.pre_execute(self.pipeline):
             why = "pre_execute_callback returned False"
             if self.recorder is not None:
@@ -98,6 +111,15 @@ class LocalRun:
             node.job_ended = time.time()
             node.executed = f"{self.recorder.run_id}/{step.name}" if self.recorder else step.name
             node.post_execute(self.pipeline)
+
+    def _cannot_run(self, step: Step, why: str) -> bool:
+        """Fails a step whose job cannot be made, as the controller fails it at dispatch."""
+        if self.recorder is not None:
+            started = self.recorder.start(step.name)
+            if started["status"] == "running":
+                self.recorder.finish(step.name, int(started["attempt"]), "failed", None, why)
+        self._set(step.name, "failed", why)
+        return False
 
     def _attempts(self, step: Step, job: runner.Job) -> bool:
         if self.recorder is not None:

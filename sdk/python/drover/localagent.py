@@ -27,11 +27,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import refs
 from .dynamic import SUCCEEDED, TERMINAL
 from .record import Recorder
+
+if TYPE_CHECKING:
+    from .watch import Watch
 
 _SDK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RUN = "import sys; from drover.runner import main; sys.exit(main(sys.argv))"
@@ -46,6 +49,8 @@ class _Step:
         self.outputs: dict[str, dict[str, Any]] = {}
         self.done = threading.Event()
         self.attempt = 0  # the attempt running here and taken at the controller, 0 when none
+        # Asks its pre_execute_callback before it starts (this process answers, not the controller).
+        self.awaits = bool(spec.pop("await_callback", False))
 
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "outputs": self.outputs, "message": self.message,
@@ -67,8 +72,9 @@ class LocalAgent:
     """Channel servers (the driver's at `self.path`) running component steps as local subprocesses."""
 
     def __init__(self, run_id: str, report: Callable[[str], None] = print, env: dict[str, str] | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, watch: Watch | None = None) -> None:
         self.run_id = run_id
+        self.watch = watch  # the components' callbacks, called as the steps go (see drover.watch)
         self.report = report
         self.env = dict(env or {})
         self.recorder = recorder
@@ -162,8 +168,13 @@ class LocalAgent:
 
     def add_step(self, spec: dict[str, Any], call: dict[str, Any], caller: _Caller) -> tuple[str, bool]:
         """Adds the step (to the recorded run, which names it, or here) and starts its thread."""
+        spec = dict(spec)
+        awaits = bool(spec.pop("await_callback", False))  # answered here, not by the controller
+        if awaits:
+            spec["await_callback"] = True  # kept by _Step, left out of what is recorded
         if self.recorder is not None:
-            name, existing = self.recorder.add_step(caller.step, caller.attempt, call, spec)
+            recorded = {k: v for k, v in spec.items() if k != "await_callback"}
+            name, existing = self.recorder.add_step(caller.step, caller.attempt, call, recorded)
             with self.lock:
                 if name in self.steps:
                     return name, existing
@@ -179,6 +190,8 @@ class LocalAgent:
                     name = f"{base}_{n}"
                 step = _Step(name, spec)
                 self.steps[name] = step
+        if self.watch is not None and caller.step == "driver" and "seq" in call:
+            self.watch.bind(int(call["seq"]), name)
         thread = threading.Thread(target=self._run, args=(step,), daemon=True)
         self.threads.append(thread)
         thread.start()
@@ -206,7 +219,38 @@ class LocalAgent:
                     self.report(f"  {step.name}: cannot report attempt {step.attempt}: {again}")
         finally:
             self.report(f"  {step.name}: {step.status}" + (f" ({step.message})" if step.message else ""))
-            step.done.set()
+            try:
+                self._ended(step)
+            finally:
+                step.done.set()
+
+    def _set_running(self, step: _Step) -> None:
+        step.status = "running"
+        if self.watch is not None:
+            self.watch.status(step.name, "running")
+            self.watch.started(step.name)
+
+    def _ended(self, step: _Step) -> None:
+        """The ended step's status_change_callback and post_execute_callback; one that raises
+        fails the step (its values are then not read)."""
+        if self.watch is None:
+            return
+        try:
+            self.watch.status(step.name, step.status)
+            if step.status != "skipped":
+                self.watch.post_execute(step.name, self.run_id)
+        except Exception as e:
+            step.status, step.message = "failed", f"a callback raised {type(e).__name__}: {e}"
+            self.report(f"  {step.name}: {step.status} ({step.message})")
+
+    def _declined(self, step: _Step) -> bool:
+        """Asks the step's pre_execute_callback; False skips it (recorded so at the controller)."""
+        if not step.awaits or self.watch is None or self.watch.pre_execute(step.name):
+            return False
+        step.status, step.message = "skipped", "skipped: its pre_execute_callback returned False"
+        if self.recorder is not None:
+            self.recorder.report(step.name, {"kind": "skipped", "reason": step.message})
+        return True
 
     def _run_step(self, step: _Step) -> None:
         for producer in self._producers(step.spec):
@@ -217,6 +261,8 @@ class LocalAgent:
             if parent.status not in SUCCEEDED:
                 step.status, step.message = "skipped", f"parent {producer} {parent.status}"
                 return
+        if self._declined(step):
+            return
         function = step.spec["function"]
         workdir = os.path.join(self.dir, "steps", step.name)
         os.makedirs(workdir, exist_ok=True)
@@ -241,7 +287,7 @@ class LocalAgent:
         caller = _Caller(step.name)
         channel = self.serve(caller)
         for attempt in range(1, retries + 2):
-            step.status = "running"
+            self._set_running(step)
             caller.attempt = attempt
             code = self._process(step, workdir, caller, channel)
             if code == 0:
@@ -262,7 +308,7 @@ class LocalAgent:
             if answer["status"] != "running":
                 self._adopt(step, answer, recorder)
                 return
-            step.status = "running"
+            self._set_running(step)
             caller.attempt = step.attempt = attempt = int(answer["attempt"])
             stopped: list[str] = []
             log = recorder.log(step.name, attempt)

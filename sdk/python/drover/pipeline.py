@@ -389,7 +389,7 @@ class PipelineController:
             print(f"drover: running pipeline '{self._name}' locally (recorded as run {run_id}: {recorder.url})",
                   flush=True)
         self._local = LocalRun(self._steps, checked, params, report=lambda line: print(line, flush=True),
-                               recorder=recorder, pipeline=self)
+                               recorder=recorder, pipeline=self, run_id=run_id)
         try:
             ok = self._local.run()
         finally:

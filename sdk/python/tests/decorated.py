@@ -1,5 +1,6 @@
 """Decorator pipelines the decorator tests run (locally and in debug mode)."""
 from drover import PipelineDecorator
+from drover.lazy import LazyValue
 
 
 def plus_one(function):
@@ -84,3 +85,32 @@ def failing():
 def names_pipeline():
     a, b, c = echo(1), echo(2), echo(3)
     return [int(a), int(b), int(c)], PipelineDecorator.get_current_pipeline().steps
+
+
+EVENTS = []  # what the component callbacks saw, in order
+
+
+def note_pre(pipeline, node, parameters):
+    EVENTS.append(("pre", node.name, dict(parameters), pipeline.name))
+    return parameters.get("kwargs/x") != 3  # the call with x=3 is skipped
+
+
+def note_post(pipeline, node):
+    EVENTS.append(("post", node.name, node.executed))
+
+
+def note_status(pipeline, node, previous_status):
+    EVENTS.append(("status", node.name, previous_status, node.status))
+
+
+@PipelineDecorator.component(return_values=["doubled"], pre_execute_callback=note_pre,
+                             post_execute_callback=note_post, status_change_callback=note_status)
+def watched_double(x):
+    return 2 * x
+
+
+@PipelineDecorator.pipeline(name="watched", project="tests", multi_instance_support=True)
+def watched():
+    kept, declined = watched_double(1), watched_double(3)
+    after = double(declined)  # depends on the declined step: skipped, its value None too
+    return [LazyValue.resolve(v) for v in (kept, declined, after)]

@@ -21,7 +21,7 @@ def mode():
     yield
     decorator_module._State.mode = "remote"
     decorator_module._State.pending = []
-    for p in (decorated.fan, decorated.mixed, decorated.failing, decorated.names_pipeline):
+    for p in (decorated.fan, decorated.mixed, decorated.failing, decorated.names_pipeline, decorated.watched):
         p.calls = 0
 
 
@@ -77,6 +77,41 @@ def test_a_failing_component_raises_where_its_value_is_used_naming_the_step(mode
     assert "ValueError: broken on 1" in capsys.readouterr().out
 
 
+def test_component_callbacks_run_here_under_run_locally(mode, capsys):
+    PipelineDecorator.run_locally()
+    decorated.EVENTS.clear()
+    # As in ClearML, a pre_execute_callback returning False skips the step and what depends on
+    # it, and their values are None; the run still succeeds.
+    assert decorated.watched() == [2, None, None]
+    events = decorated.EVENTS
+    assert ("pre", "watched_double", {"kwargs/x": 1}, "watched") in events
+    assert ("pre", "watched_double_1", {"kwargs/x": 3}, "watched") in events
+    run_posts = [e for e in events if e[0] == "post"]
+    assert len(run_posts) == 1 and run_posts[0][1] == "watched_double" and run_posts[0][2].endswith("/watched_double")
+    statuses = [e[1:] for e in events if e[0] == "status"]
+    kept = [s for s in statuses if s[0] == "watched_double"]
+    assert kept == [("watched_double", "pending", "running"), ("watched_double", "running", "completed")]
+    assert [s for s in statuses if s[0] == "watched_double_1"] == [("watched_double_1", "pending", "skipped")]
+    # the callbacks ran before the step started, and each post after the step ended
+    order = [(e[0], e[1]) for e in events]
+    assert order.index(("pre", "watched_double")) < order.index(("status", "watched_double"))
+    out = capsys.readouterr().out
+    assert "watched_double_1: skipped (skipped: its pre_execute_callback returned False)" in out
+    assert "double: skipped (parent watched_double_1 skipped)" in out
+
+
+def test_a_raising_component_callback_fails_its_step_under_run_locally(mode, monkeypatch):
+    PipelineDecorator.run_locally()
+
+    def boom(pipeline, node, parameters):
+        raise RuntimeError("callback broke")
+
+    node = decorated.watched_double
+    monkeypatch.setitem(node.callbacks, "pre_execute_callback", boom)
+    with pytest.raises(ComponentFailed, match="callback broke"):
+        decorated.watched()
+
+
 def test_calls_of_one_component_get_numbered_step_names(mode):
     PipelineDecorator.run_locally()
     values, steps = decorated.names_pipeline()
@@ -103,7 +138,7 @@ def test_parallel_multi_instance_pipelines_are_collected_in_call_order(mode):
 
 @pytest.mark.parametrize("kwargs, arg", [
     ({"docker": "python:3.11"}, "docker"), ({"repo": "https://x"}, "repo"),
-    ({"pre_execute_callback": print}, "pre_execute_callback"), ({"draft": True}, "draft"),
+    ({"draft": True}, "draft"),
 ])
 def test_components_refuse_what_drover_cannot_do(kwargs, arg):
     with pytest.raises(NotImplementedError, match=f"PipelineDecorator.component: {arg}= is not supported"):

@@ -5,8 +5,9 @@ this module on an agent serving `drivers`. Cases: lazy, parallel, values, fanout
 raising, multi (two runs of one pipeline, waited for), replay, diverge (these two take a
 directory where the driver's first attempt writes `driver-waiting` and then waits to be
 killed), growing (takes a file: the driver prints, waits for the file to exist, then adds one
-step a second apart, each after the previous one's result). Connection settings come from
-DROVER_*.
+step a second apart, each after the previous one's result), watched (component callbacks, which
+print; the call with x=3 is declined), watched_local (the same under run_locally()),
+raising_callback. Connection settings come from DROVER_*.
 """
 import sys
 
@@ -173,6 +174,46 @@ def multi(x):
     return {"x": x, "squared": int(square(x))}
 
 
+def note_pre(pipeline, node, parameters):
+    print("pre", node.name, parameters, pipeline.name, flush=True)
+    return parameters.get("kwargs/x") != 3
+
+
+def note_post(pipeline, node):
+    print("post", node.name, node.status, node.executed, flush=True)
+
+
+def note_status(pipeline, node, previous_status):
+    print("status", node.name, previous_status, "->", node.status, flush=True)
+
+
+def broken_pre(pipeline, node, parameters):
+    raise RuntimeError(f"the callback of {node.name} broke")
+
+
+@PipelineDecorator.component(return_values=["doubled"], pre_execute_callback=note_pre,
+                             post_execute_callback=note_post, status_change_callback=note_status)
+def watched_double(x):
+    return 2 * x
+
+
+@PipelineDecorator.component(return_values=["doubled"], pre_execute_callback=broken_pre)
+def badly_watched(x):
+    return 2 * x
+
+
+@PipelineDecorator.pipeline(name="watched", project="e2e", version="1")
+def watched():
+    kept, declined = watched_double(1), watched_double(3)
+    after = square(declined)  # depends on the declined step: skipped, its value None too
+    print(f"values {kept} {declined} {after}", flush=True)
+
+
+@PipelineDecorator.pipeline(name="raising_callback", project="e2e", version="1")
+def raising_callback():
+    print(f"value {badly_watched(2)}", flush=True)
+
+
 if __name__ == "__main__":
     case = sys.argv[1]
     if case == "multi":
@@ -183,7 +224,10 @@ if __name__ == "__main__":
         growing(sys.argv[2])
     elif case in ("replay", "diverge"):
         replay(sys.argv[2], diverge=case == "diverge")
-    elif case in ("lazy", "parallel", "values", "fanout", "nested", "raising"):
+    elif case == "watched_local":
+        PipelineDecorator.run_locally()
+        watched()
+    elif case in ("lazy", "parallel", "values", "fanout", "nested", "raising", "watched", "raising_callback"):
         globals()[case]()
     else:
         raise SystemExit(f"unknown case {case!r}")
