@@ -33,6 +33,12 @@ from typing import Any
 # The answer socket of each running child, by pid.
 _children: dict[int, socket.socket] = {}
 
+# The BLAS/OpenMP pools of the preloaded libraries (a threadpoolctl ThreadpoolController), found
+# after each preload: finding them costs a child about as much as its step's own work, setting
+# their sizes through them almost nothing.
+_pools: Any = None
+_limited: Any = None
+
 
 def _threads() -> int:
     """Threads of this process, as the kernel counts them (native ones too)."""
@@ -70,16 +76,44 @@ def _preload(modules: list[str]) -> dict[str, Any]:
     imported, missing = [], []
     for name in modules:
         try:
-            importlib.import_module(name)
+            _load(name)
         except BaseException:  # an import may fail any way; the step then imports it itself
             missing.append(name)
             continue
         imported.append(name)
         if _threads() > 1:
             return {"imported": imported, "missing": missing, "threads_from": name}
+    _find_pools()
     # Objects that exist now are never collected in children, so their pages stay shared.
     gc.freeze()
     return {"imported": imported, "missing": missing, "threads_from": None}
+
+
+def _load(name: str) -> None:
+    """Imports module `name`, or else loads it as an attribute of its package (`from a import
+    b` preloads `a.b`: a submodule, or a name the package may only load when first asked for)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        package, _, attribute = name.rpartition(".")
+        if package not in sys.modules:
+            raise
+        getattr(sys.modules[package], attribute)
+
+
+def _find_pools() -> None:
+    """Finds the BLAS/OpenMP pools of what is loaded now, for children to size."""
+    global _pools
+    _pools = None
+    if not any(m in sys.modules for m in ("numpy", "scipy", "sklearn", "threadpoolctl")):
+        return
+    try:
+        import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return
+    controller = getattr(threadpoolctl, "ThreadpoolController", None)
+    if controller is not None:  # threadpoolctl 3.0 and later; a child of older ones looks itself
+        _pools = controller()
 
 
 def _blas_threads(env: dict[str, str]) -> None:
@@ -89,13 +123,18 @@ def _blas_threads(env: dict[str, str]) -> None:
         m in sys.modules for m in ("numpy", "scipy", "sklearn")
     ):
         return
-    try:
-        import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        return
+    pools = _pools
+    if pools is None:
+        try:
+            import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        except ImportError:
+            return
+        infos = threadpoolctl.threadpool_info()
+    else:
+        infos = [lib.info() for lib in pools.lib_controllers]
     cpus = len(os.sched_getaffinity(0))
     wanted: dict[str, int] = {}
-    for info in threadpoolctl.threadpool_info():
+    for info in infos:
         api = info.get("user_api")
         names = {
             "blas": (f"{info.get('internal_api', '').upper()}_NUM_THREADS", "OMP_NUM_THREADS"),
@@ -106,8 +145,14 @@ def _blas_threads(env: dict[str, str]) -> None:
             wanted[info["prefix"]] = int(value.split(",")[0]) if value else cpus
         except ValueError:
             wanted[info["prefix"]] = cpus
-    if wanted:
+    if not wanted:
+        return
+    if pools is None:
         threadpoolctl.threadpool_limits(limits=wanted)
+    else:
+        # Kept, so that nothing restores the parent's sizes when the limiter is collected.
+        global _limited
+        _limited = pools.limit(limits=wanted)
 
 
 def _child(request: dict[str, Any], fds: list[int], ctl: socket.socket, wake: list[int]) -> None:

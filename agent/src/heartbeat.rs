@@ -55,6 +55,13 @@ fn info(shared: &Shared, busy: u32) -> AgentInfo {
         draining: shared.draining.load(Ordering::Relaxed),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
         memory_mib: memory_mib(),
+        installer: match shared.config.python.mode {
+            crate::pyenv::PythonEnvMode::Venv => shared.config.python.installer.summary(),
+            crate::pyenv::PythonEnvMode::System => {
+                Some("none: --python-env system installs no requirements".to_string())
+            }
+        },
+        warm_parents: shared.warm.counts(),
     }
 }
 

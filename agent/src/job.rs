@@ -4,6 +4,7 @@ use crate::Shared;
 use crate::artifacts::{self, Route};
 use crate::channel::{self, Channel};
 use crate::logstream::{self, LogStream};
+use crate::phases::Phases;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
@@ -69,7 +70,8 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let (mut report, start) = execute(&shared, &job, &log, cancel, slot).await;
+    let mut phases = Phases::default();
+    let (mut report, start) = execute(&shared, &job, &log, cancel, slot, &mut phases).await;
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.
@@ -97,6 +99,7 @@ pub async fn run(
     let ended_at = now_ms();
     // `Finished` follows the last confirmed chunk, so the controller has the whole log first.
     let log = log.finish().await;
+    phases.mark("log");
     let finished = Message::Finished(Finished {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -127,6 +130,7 @@ pub async fn run(
             }
         }
     }
+    phases.mark("finished");
     tracing::info!(
         "{}/{} attempt {} ended: {:?}; log {} bytes, {} dropped past its cap",
         job.run_id,
@@ -135,6 +139,13 @@ pub async fn run(
         report.outcome,
         log.size,
         log.dropped
+    );
+    tracing::debug!(
+        "{}/{} attempt {} phases: {}",
+        job.run_id,
+        job.step,
+        job.attempt,
+        phases.describe()
     );
 }
 
@@ -146,9 +157,10 @@ async fn execute(
     log: &LogStream,
     cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
+    phases: &mut Phases,
 ) -> (Report, Option<StartKind>) {
     let mut start = None;
-    match attempt(shared, job, log, cancel, slot, &mut start).await {
+    match attempt(shared, job, log, cancel, slot, &mut start, phases).await {
         Ok(report) | Err(report) => (report, start),
     }
 }
@@ -164,6 +176,7 @@ async fn attempt(
     cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
     start: &mut Option<StartKind>,
+    phases: &mut Phases,
 ) -> Result<Report, Report> {
     let config = &shared.config;
     let base = config.controller_base(&job.controller_url);
@@ -183,8 +196,10 @@ async fn attempt(
             config.work_dir.display()
         ))
     })?;
+    phases.mark("workdir");
     let inputs = download_inputs(job, &route, &workdir).await?;
     let blobs = download_blobs(job, &route, &workdir).await?;
+    phases.mark("inputs");
     // Python function steps get a channel to their agent for the attempt's life.
     let channel = match &job.job.kind {
         JobKind::Function { .. } => Some(open_channel(shared, job, &base, &route, &workdir, slot)?),
@@ -198,6 +213,7 @@ async fn attempt(
         owner: channel.as_ref().map(Channel::owner),
     };
     let spec = process_spec(shared, job, log, &workdir, &given).await?;
+    phases.mark("environment");
     if let Some(user) = &config.run_as {
         crate::run_as::hand_over(workdir.path(), user).map_err(|e| {
             Report::error(format!(
@@ -207,9 +223,15 @@ async fn attempt(
         })?;
     }
     let exit_code = run_process(shared, &spec, job, log, cancel, start).await?;
+    phases.mark(match start {
+        Some(StartKind::Warm) => "process (warm)",
+        Some(StartKind::Cold) => "process (cold)",
+        None => "process",
+    });
     let stored = channel.as_ref().map(Channel::artifacts).unwrap_or_default();
     drop(channel);
     let mut outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
+    phases.mark("outputs");
     // The channel refused artifact names that are declared outputs, so nothing is replaced.
     for (name, artifact) in stored {
         outputs.entry(name).or_insert(artifact);

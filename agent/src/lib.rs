@@ -15,6 +15,7 @@ mod heartbeat;
 mod job;
 mod lock;
 mod logstream;
+mod phases;
 mod process;
 pub mod pyenv;
 pub mod reaper;

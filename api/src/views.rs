@@ -228,6 +228,10 @@ pub struct AgentView {
     pub cpus: u32,
     #[serde(default)]
     pub memory_mib: u64,
+    /// What builds its Python environments and why (`uv on PATH: /usr/bin/uv`); absent until
+    /// the agent has chosen, and for older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<String>,
     #[serde(default)]
     pub last_seen: u64,
     /// Heard from within the last few heartbeats.

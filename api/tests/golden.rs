@@ -432,6 +432,7 @@ fn fleet() {
                 draining: false,
                 cpus: 4,
                 memory_mib: 15_984,
+                installer: Some("uv on PATH: /usr/local/bin/uv".into()),
                 last_seen: 1_764_590_403_000,
                 alive: true,
                 current_steps: vec![AgentStep {

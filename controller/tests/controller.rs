@@ -542,6 +542,8 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
             draining: false,
             cpus: 2,
             memory_mib: 4096,
+            installer: None,
+            warm_parents: Default::default(),
         },
         running: vec![],
     };

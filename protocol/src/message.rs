@@ -226,6 +226,30 @@ pub struct AgentInfo {
     /// Memory of the agent's machine in MiB (0 when unknown).
     #[serde(default)]
     pub memory_mib: u64,
+    /// What builds its Python environments and why (`uv on PATH: ...`, `uv 0.13.9 installed
+    /// ...: ...`, `pip: ...`); `None` until the agent has chosen, and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<String>,
+    /// Its warm parents' starts and stops (agents of one `drover up` share a pool and report
+    /// the same counts).
+    #[serde(default, skip_serializing_if = "WarmParents::is_empty")]
+    pub warm_parents: WarmParents,
+}
+
+/// Starts of an agent's warm parents, and their stops by reason (`died`, `thread`,
+/// `preload_failed`, `fork_failed`, `memory`, `idle`, `shutdown`), since the agent started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmParents {
+    #[serde(default)]
+    pub started: u64,
+    #[serde(default)]
+    pub stopped: BTreeMap<String, u64>,
+}
+
+impl WarmParents {
+    pub fn is_empty(&self) -> bool {
+        self.started == 0 && self.stopped.is_empty()
+    }
 }
 
 /// Agent -> controller, every few seconds: renews the leases of every running attempt.

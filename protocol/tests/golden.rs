@@ -156,6 +156,8 @@ fn samples() -> Vec<Message> {
                 draining: false,
                 cpus: 2,
                 memory_mib: 4096,
+                installer: None,
+                warm_parents: Default::default(),
             },
             running: vec![AttemptRef {
                 run_id: run(),

@@ -425,6 +425,7 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
                     slots => format!("{}/{slots}", a.busy),
                 },
                 resources(a),
+                installer(a),
                 state.to_string(),
                 ago((a.last_seen > 0).then_some(a.last_seen)),
             ]
@@ -437,12 +438,22 @@ pub async fn agents(g: &Global, args: ListArgs) -> Result<ExitCode> {
             "QUEUES",
             "BUSY",
             "MACHINE",
+            "INSTALLER",
             "STATE",
             "LAST SEEN",
         ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What builds the agent's Python environments, in a few words (`uv on PATH`, `pip`); why
+/// is in `--json`.
+fn installer(agent: &AgentView) -> String {
+    match &agent.installer {
+        Some(text) => text.split(':').next().unwrap_or(text).to_string(),
+        None => "-".to_string(),
+    }
 }
 
 /// `4 cpu, 15.6 GiB` from an agent's reported machine size.

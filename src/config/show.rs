@@ -63,6 +63,7 @@ pub fn show(
             ),
         }
     }
+    let (mut data_dir, mut python_env) = (None, None);
     for section in SHOWN {
         let view = match section {
             Section::Global => actual.clone(),
@@ -72,10 +73,21 @@ pub fn show(
             Section::Global => leaf(&view),
             _ => view.subcommand().map(|(_, m)| m).unwrap_or(&view),
         };
-        let shown: Vec<Shown> = sections::args(section)
+        let mut shown: Vec<Shown> = sections::args(section)
             .iter()
             .map(|arg| setting(arg, matches, file, section, handed))
             .collect();
+        match section {
+            Section::Controller => data_dir = value_of(&shown, "data-dir"),
+            Section::Agent => {
+                python_env = value_of(&shown, "python-env");
+                let row = installer(python_env.as_deref(), value_of(&shown, "work-dir"));
+                shown.push(row);
+            }
+            // `up` builds environments under its data dir, with the agent settings.
+            Section::Up => shown.push(installer(python_env.as_deref(), data_dir.clone())),
+            Section::Global => {}
+        }
         doc.insert(section.name().into(), to_json(&shown));
         if !json_out {
             print_section(section, &shown);
@@ -114,6 +126,30 @@ fn setting(
         key,
         source,
         env: arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+    }
+}
+
+fn value_of(shown: &[Shown], key: &str) -> Option<String> {
+    let s = shown.iter().find(|s| s.key == key)?;
+    s.value.as_str().map(str::to_string)
+}
+
+/// What an agent with `--python-env` and its directory would build its Python environments with, under
+/// `<dir>/pyenv` (found without installing anything).
+fn installer(python_env: Option<&str>, dir: Option<String>) -> Shown {
+    let value = match (python_env, dir) {
+        (Some("system"), _) => "none: --python-env system installs no requirements".to_string(),
+        (_, Some(dir)) => drover_agent::pyenv::foresee(
+            &std::path::Path::new(&dir).join("pyenv"),
+            std::env::var_os("PATH").as_deref(),
+        ),
+        (_, None) => "unknown: no directory to build environments in".to_string(),
+    };
+    Shown {
+        key: "python-installer".into(),
+        value: Value::from(value),
+        source: "detected",
+        env: None,
     }
 }
 

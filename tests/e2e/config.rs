@@ -298,3 +298,44 @@ fn an_agent_takes_its_settings_from_the_file() {
     assert_eq!(seen["slots"], 5, "{seen}");
     assert!(c.dir.path().join("agent-work").is_dir());
 }
+
+#[test]
+fn the_python_installer_is_shown_as_an_agent_would_choose_it_without_installing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("uv"), "#!/bin/sh\n").unwrap();
+    let on_path = Value::from(format!("uv on PATH: {}", bin.join("uv").display()));
+    let doc = show(dir.path(), &[("PATH", &bin.display().to_string())], &[]);
+    for section in ["agent", "up"] {
+        assert_eq!(
+            setting(&doc, section, "python-installer"),
+            (&on_path, "detected"),
+            "{doc}"
+        );
+    }
+    let work = dir.path().join("work");
+    let empty = dir.path().join("empty");
+    let env = [
+        ("PATH", empty.to_str().unwrap()),
+        ("DROVER_WORK_DIR", work.to_str().unwrap()),
+    ];
+    let doc = show(dir.path(), &env, &[]);
+    let (value, _) = setting(&doc, "agent", "python-installer");
+    let value = value.as_str().unwrap_or_default();
+    assert!(
+        value.starts_with("uv ") && value.contains(" to be installed: no uv on PATH"),
+        "{value}"
+    );
+    assert!(
+        value.contains(&work.join("pyenv/tools").display().to_string()),
+        "{value}"
+    );
+    assert!(!work.exists(), "config show installed something");
+    let doc = show(dir.path(), &[("DROVER_PYTHON_ENV", "system")], &[]);
+    let (value, _) = setting(&doc, "agent", "python-installer");
+    assert!(
+        value.as_str().unwrap_or_default().starts_with("none"),
+        "{value}"
+    );
+}

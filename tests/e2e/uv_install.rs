@@ -82,3 +82,34 @@ fn an_agent_without_uv_on_path_installs_it_once_and_builds_environments_with_it(
         c.process_log("up")
     );
 }
+
+#[test]
+fn the_agents_list_says_what_builds_each_agents_environments_and_why() {
+    let mut c = Cluster::new();
+    let bin = c.dir.path().join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let uv = bin.join("uv");
+    std::fs::write(&uv, "#!/bin/sh\nexit 1\n").unwrap();
+    let path = format!("{}:{}", bin.display(), path_without_uv());
+    c.env.push(("PATH".into(), path));
+    c.start_up(1, &["default"], &["--python-env", "venv"]);
+    let want = format!("uv on PATH: {}", uv.display());
+    let agents = wait_until(
+        "every agent to report its installer",
+        Duration::from_secs(60),
+        || {
+            let doc = c.json(&["agents", "--json"]);
+            let all = doc["agents"].as_array().cloned().unwrap_or_default();
+            let told = !all.is_empty() && all.iter().all(|a| a["installer"] == want.as_str());
+            if told { Ok(doc) } else { Err(doc.to_string()) }
+        },
+    );
+    assert_eq!(
+        agents["agents"].as_array().map(Vec::len),
+        Some(2),
+        "{agents}"
+    );
+    let table = text(&c.drover(&["agents"]));
+    assert!(table.contains("INSTALLER"), "{table}");
+    assert_eq!(table.matches(" uv on PATH ").count(), 2, "{table}");
+}

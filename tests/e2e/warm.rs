@@ -3,7 +3,7 @@
 //! timeout as a cold one is, and survives its parent's death; environments never share a
 //! parent.
 
-use crate::harness::{Cluster, text};
+use crate::harness::{Cluster, text, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -316,6 +316,36 @@ fn a_killed_warm_parent_is_replaced_and_its_running_step_still_succeeds() {
     let seen = printed(&c, run_id(&run), "nap");
     let replaced = seen["ppid"].as_i64().expect("a ppid");
     assert!(replaced != agent && replaced != parent, "{seen}");
+    // The replacement says why, in the log and in /metrics (after the next heartbeat).
+    let why = format!("warm parent {parent} of environment ");
+    let log = c.process_log("up");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&why))
+        .unwrap_or_else(|| panic!("no line says why parent {parent} stopped:\n{log}"));
+    assert!(line.contains("(died): it was killed by signal 9"), "{line}");
+    let metrics = wait_until(
+        "/metrics to count the dead parent",
+        Duration::from_secs(30),
+        || {
+            let text = c.http_get("/metrics");
+            text.lines()
+                .any(|l| {
+                    l.starts_with("drover_warm_parent_stops_total{")
+                        && l.contains("reason=\"died\"")
+                        && l.ends_with(" 1")
+                })
+                .then_some(text)
+        },
+    );
+    let starts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("drover_warm_parent_starts_total{"))
+        .collect();
+    assert!(
+        !starts.is_empty() && starts.iter().all(|l| l.ends_with(" 2")),
+        "{starts:?}"
+    );
 }
 
 /// Reports the process's parent.
@@ -403,4 +433,63 @@ fn the_agents_of_one_up_fork_their_steps_from_one_parent_per_environment() {
     );
     let parents = warm_parents(&c);
     assert_eq!(parents.len(), 1, "warm parents of the cluster: {parents:?}");
+}
+
+#[test]
+fn a_step_with_its_own_hash_seed_gets_a_parent_only_when_its_seed_comes_again() {
+    let c = Cluster::up(1, &["default"]);
+    let seeded = |seed: &str| {
+        format!(
+            "{HEADER}{}",
+            function_step(
+                "seeded",
+                PARENT,
+                "parent",
+                "",
+                &format!("env = {{ PYTHONHASHSEED = \"{seed}\" }}")
+            )
+        )
+    };
+    let start = |run: &Value| {
+        let status = c.json(&["status", run_id(run), "--json"]);
+        Cluster::step(&status, "seeded")["attempts"][0]["start"].clone()
+    };
+    // A driver's seed is new each run: its one step must not leave a parent behind.
+    let first = run(&c, "first.toml", &seeded("4242"));
+    assert_eq!(start(&first), "cold", "{first}");
+    assert!(warm_parents(&c).is_empty(), "{:?}", warm_parents(&c));
+    let other = run(&c, "other.toml", &seeded("4343"));
+    assert_eq!(start(&other), "cold", "{other}");
+    // The same seed again: its steps share a parent from now on.
+    for name in ["again", "thrice"] {
+        let again = run(&c, &format!("{name}.toml"), &seeded("4242"));
+        assert_eq!(start(&again), "warm", "{again}");
+    }
+    assert_eq!(warm_parents(&c).len(), 1, "{:?}", warm_parents(&c));
+}
+
+#[test]
+fn a_parent_in_use_outlives_the_keepers_rounds_until_it_is_idle() {
+    // The keeper looks every quarter of the idle time (5 s here): a parent used within the
+    // last 20 s must survive its rounds, and one unused for 20 s must stop, saying why.
+    let c = Cluster::up_with(1, &["default"], &["--python-prewarm-idle", "20s"]);
+    let step = format!("{HEADER}{}", function_step("p", PARENT, "parent", "", ""));
+    let ppid = |file: &str| {
+        let run = run(&c, file, &step);
+        printed(&c, run_id(&run), "p")["ppid"].as_i64()
+    };
+    let first = ppid("first.toml");
+    assert_ne!(first, Some(i64::from(c.pid("up"))), "started cold");
+    // Past two of the keeper's rounds, well within the idle time.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(
+        ppid("second.toml"),
+        first,
+        "the parent was replaced while in use"
+    );
+    let log = wait_until("the idle parent to stop", Duration::from_secs(60), || {
+        let log = c.process_log("up");
+        log.contains("forks (idle): no step for 20s").then_some(log)
+    });
+    assert!(!log.contains("(died)"), "{log}");
 }

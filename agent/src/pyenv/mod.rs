@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{INSTALLER_ENV, Installer};
-pub use uv::{Choice, VERSION as UV_VERSION, installed_path as uv_installed_path};
+pub use uv::{Choice, VERSION as UV_VERSION, foresee, installed_path as uv_installed_path};
 
 /// How long building one environment may take by default.
 pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -46,6 +46,13 @@ pub struct PyEnvConfig {
 /// The installer chosen for one agent's environments, shared by its clones of the config.
 #[derive(Debug, Clone, Default)]
 pub struct InstallerCell(Arc<tokio::sync::OnceCell<Choice>>);
+
+impl InstallerCell {
+    /// The choice in a few words and why, once made.
+    pub fn summary(&self) -> Option<String> {
+        self.0.get().map(|c| c.summary.clone())
+    }
+}
 
 /// What builds this configuration's environments: chosen on the first call (the agent makes it
 /// at start, logging the choice), which may install `uv` under the environments' root.

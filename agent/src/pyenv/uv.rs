@@ -45,6 +45,48 @@ const INSTALL_PATIENCE: Duration = Duration::from_secs(300);
 pub struct Choice {
     pub installer: Installer,
     pub why: String,
+    /// The choice in a few words, then why: `uv on PATH: /usr/bin/uv` (the agent's
+    /// registration and `drover agents` show it).
+    pub summary: String,
+}
+
+fn on_path(uv: PathBuf) -> Choice {
+    Choice {
+        why: format!("environments are built with {} (on PATH)", uv.display()),
+        summary: format!("uv on PATH: {}", uv.display()),
+        installer: Installer::Uv(uv),
+    }
+}
+
+/// The pinned `uv` at `uv`, installed `when` (`earlier`, `now`).
+fn pinned(uv: PathBuf, when: &str) -> Choice {
+    Choice {
+        why: format!(
+            "environments are built with uv {VERSION} installed at {} {when} from the package index (no uv on PATH)",
+            uv.display()
+        ),
+        summary: format!(
+            "uv {VERSION} installed: no uv on PATH, so {} was installed {when} from the package index",
+            uv.display()
+        ),
+        installer: Installer::Uv(uv),
+    }
+}
+
+/// What [`choose`] would choose under `root` with `search` as `PATH`, without installing
+/// anything (for `drover config show`).
+pub fn foresee(root: &Path, search: Option<&std::ffi::OsStr>) -> String {
+    if let Some(uv) = search.and_then(|p| on_path_of(p, "uv")) {
+        return on_path(uv).summary;
+    }
+    let target = installed_path(root);
+    if target.is_file() {
+        return pinned(target, "earlier").summary;
+    }
+    format!(
+        "uv {VERSION} to be installed: no uv on PATH, so the agent installs {} from the package index when it starts (venv and pip if that fails)",
+        target.display()
+    )
 }
 
 /// Where the pinned `uv` is installed under `root`.
@@ -59,29 +101,14 @@ pub fn installed_path(root: &Path) -> PathBuf {
 /// missing, with `base_python`'s pip), else pip.
 pub async fn choose(root: &Path, base_python: &str, search: Option<OsString>) -> Choice {
     if let Some(uv) = search.as_deref().and_then(|p| on_path_of(p, "uv")) {
-        return Choice {
-            why: format!("environments are built with {} (on PATH)", uv.display()),
-            installer: Installer::Uv(uv),
-        };
+        return on_path(uv);
     }
     let target = installed_path(root);
     if target.is_file() {
-        return Choice {
-            why: format!(
-                "environments are built with uv {VERSION} at {} (no uv on PATH; installed earlier)",
-                target.display()
-            ),
-            installer: Installer::Uv(target),
-        };
+        return pinned(target, "earlier");
     }
     match tokio::time::timeout(INSTALL_PATIENCE, install(root, base_python)).await {
-        Ok(Ok(uv)) => Choice {
-            why: format!(
-                "environments are built with uv {VERSION}, installed at {} from the package index (no uv on PATH)",
-                uv.display()
-            ),
-            installer: Installer::Uv(uv),
-        },
+        Ok(Ok(uv)) => pinned(uv, "now"),
         Ok(Err(e)) => pip(&e),
         Err(_) => pip(&format!(
             "it took longer than {}",
@@ -93,6 +120,9 @@ pub async fn choose(root: &Path, base_python: &str, search: Option<OsString>) ->
 fn pip(why: &str) -> Choice {
     Choice {
         installer: Installer::Pip,
+        summary: format!(
+            "pip: no uv on PATH and uv {VERSION} could not be installed from the package index ({why})"
+        ),
         why: format!(
             "environments are built with venv and pip, which is much slower than uv: there is no \
              uv on PATH and uv {VERSION} could not be installed ({why}); put uv on the agent's \
@@ -285,6 +315,11 @@ mod tests {
         let root = dir.path().join("root");
         let chosen = choose(&root, "python3", Some(bin.clone().into_os_string())).await;
         assert_eq!(chosen.installer, Installer::Uv(bin.join("uv")));
+        assert_eq!(
+            chosen.summary,
+            format!("uv on PATH: {}", bin.join("uv").display())
+        );
+        assert_eq!(foresee(&root, Some(bin.as_os_str())), chosen.summary);
         assert!(!root.exists(), "something was installed");
     }
 
@@ -298,6 +333,21 @@ mod tests {
             "{}",
             chosen.why
         );
+        assert!(
+            chosen.summary.starts_with("pip: no uv on PATH")
+                && chosen.summary.contains("cannot run /nonexistent/python3"),
+            "{}",
+            chosen.summary
+        );
         assert!(!installed_path(dir.path()).exists());
+        let foreseen = foresee(dir.path(), Some(std::ffi::OsStr::new("")));
+        assert!(
+            foreseen.starts_with("uv 0.13.9 to be installed"),
+            "{foreseen}"
+        );
+        std::fs::create_dir_all(installed_path(dir.path()).parent().unwrap()).unwrap();
+        std::fs::write(installed_path(dir.path()), b"").unwrap();
+        let foreseen = foresee(dir.path(), Some(std::ffi::OsStr::new("")));
+        assert!(foreseen.starts_with("uv 0.13.9 installed: "), "{foreseen}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A plain reading of `import` and `from ... import` lines (at any indentation, so imports
 //! inside functions count) is enough: a name that is not a module only fails to preload, and
-//! the step imports what is missing itself.
+//! the step imports what is missing itself. `from a import b` gives `a` and `a.b`: the parent
+//! loads `a.b` as a submodule, or else as an attribute of `a` (a package that loads its
+//! attributes lazily, such as `drover.StorageManager`, would otherwise load it in every step).
 
 use std::collections::BTreeSet;
 
@@ -34,14 +36,27 @@ pub fn modules(source: &str, exclude: &BTreeSet<String>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for line in source.lines() {
         let line = line.trim_start();
-        let names: Vec<&str> = if let Some(rest) = line.strip_prefix("import ") {
+        let names: Vec<String> = if let Some(rest) = line.strip_prefix("import ") {
             rest.split(',')
                 .filter_map(|part| part.split_whitespace().next())
+                .map(str::to_string)
                 .collect()
         } else if let Some(rest) = line.strip_prefix("from ") {
-            match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
-                [module, "import", ..] => vec![*module],
-                _ => Vec::new(),
+            match rest.split_once(" import ") {
+                Some((module, what)) => {
+                    let module = module.trim();
+                    let what = what.split('#').next().unwrap_or_default();
+                    std::iter::once(module.to_string())
+                        .chain(
+                            what.trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+                                .split(',')
+                                .filter_map(|part| part.split_whitespace().next())
+                                .filter(|name| is_identifier(name))
+                                .map(|name| format!("{module}.{name}")),
+                        )
+                        .collect()
+                }
+                None => Vec::new(),
             }
         } else {
             continue;
@@ -49,7 +64,7 @@ pub fn modules(source: &str, exclude: &BTreeSet<String>) -> BTreeSet<String> {
         for name in names {
             let top = name.split('.').next().unwrap_or_default();
             if name.split('.').all(is_identifier) && top != "__future__" && !exclude.contains(top) {
-                found.insert(name.to_string());
+                found.insert(name);
             }
         }
     }
@@ -84,6 +99,8 @@ from __future__ import annotations
 import os, sys as system
 import numpy.linalg as la
 from pandas.api import types
+from pandas.api import (x,  # a comment
+from drover import StorageManager as SM  # lazily loaded
 from . import sibling
 from .x import y
 
@@ -97,7 +114,16 @@ def f():
         let found: Vec<&str> = found.iter().map(String::as_str).collect();
         assert_eq!(
             found,
-            ["numpy.linalg", "os", "pandas.api", "sklearn.linear_model"]
+            [
+                "drover",
+                "drover.StorageManager",
+                "numpy.linalg",
+                "os",
+                "pandas.api",
+                "pandas.api.types",
+                "pandas.api.x",
+                "sklearn.linear_model",
+            ]
         );
     }
 

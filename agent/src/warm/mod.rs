@@ -16,14 +16,16 @@
 mod child;
 mod imports;
 mod parent;
+mod stops;
 
 use crate::process::{Ended, ProcessSpec};
 use parent::{Launch, Parent};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stops::{Stop, Tally};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,9 @@ pub const PER_ATTEMPT: [&str; 7] = [
     "DROVER_ATTEMPT",
     "DROVER_CHANNEL",
 ];
+
+/// Keys of steps with a `PYTHONHASHSEED` of their own seen so far, at most.
+const SEEDED_MEMORY: usize = 10_000;
 
 /// How long a parent may take to import what a step needs.
 const PRELOAD_PATIENCE: Duration = Duration::from_secs(300);
@@ -79,6 +84,9 @@ pub struct Pool {
     /// Configured exclusions and modules seen to start threads.
     exclude: Mutex<BTreeSet<String>>,
     places: Mutex<HashMap<String, Place>>,
+    tally: Tally,
+    /// Keys with their own `PYTHONHASHSEED` whose first step started cold.
+    seeded: Mutex<HashSet<String>>,
 }
 
 /// How a step's process was started.
@@ -108,6 +116,37 @@ impl Pool {
             env_root,
             exclude,
             places: Mutex::new(HashMap::new()),
+            tally: Tally::default(),
+            seeded: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether a step of `key` with its own `PYTHONHASHSEED` came before. A pipeline driver
+    /// sets a new seed for each run, so a parent started for its key would serve that one
+    /// process and then hold its memory until it idles out: such a key gets a parent from its
+    /// second step on.
+    fn seeded_before(&self, key: &str) -> bool {
+        let mut seeded = self.seeded.lock().unwrap_or_else(|e| e.into_inner());
+        if seeded.contains(key) {
+            return true;
+        }
+        if seeded.len() >= SEEDED_MEMORY {
+            seeded.clear();
+        }
+        seeded.insert(key.to_string());
+        false
+    }
+
+    /// Its parents' starts and stops by reason so far.
+    pub fn counts(&self) -> drover_protocol::message::WarmParents {
+        self.tally.counts()
+    }
+
+    /// Takes the parent out of `held` (stopping it) for `reason`, logged and counted.
+    fn retire(&self, key: &str, held: &mut Option<Parent>, reason: Stop, detail: &str) {
+        if let Some(parent) = held.take() {
+            self.tally
+                .stopped(key, parent.pid(), parent.forks, reason, detail);
         }
     }
 
@@ -142,9 +181,20 @@ impl Pool {
         };
         let place = self.place(&key);
         let mut held = place.lock().await;
-        if held.as_mut().is_some_and(|p| !p.alive()) {
-            tracing::warn!("the warm parent of environment {key} died; starting another");
-            *held = None;
+        if let Some(how) = held.as_mut().and_then(Parent::ended) {
+            self.retire(
+                &key,
+                &mut held,
+                Stop::Died,
+                &format!("{how}; starting another"),
+            );
+        }
+        if held.is_none() && shared_env.contains_key("PYTHONHASHSEED") && !self.seeded_before(&key)
+        {
+            tracing::debug!(
+                "a step with its own PYTHONHASHSEED starts cold: environment {key} gets a warm parent at its next step"
+            );
+            return None;
         }
         if held.is_none() {
             let home = parent::home(&self.env_root, &key);
@@ -160,6 +210,7 @@ impl Pool {
                         "warm parent {} started for environment {key} ({python})",
                         started.pid()
                     );
+                    self.tally.started();
                     *held = Some(started);
                 }
                 Err(e) => {
@@ -171,30 +222,31 @@ impl Pool {
         let warm = held.as_mut()?;
         let new: BTreeSet<String> = modules.difference(&warm.tried).cloned().collect();
         if !new.is_empty() {
+            let began = std::time::Instant::now();
             match warm.preload(&new, PRELOAD_PATIENCE).await {
                 Ok(preloaded) => {
                     if let Some(module) = preloaded.threads_from {
-                        tracing::warn!(
-                            "importing {module} started a thread in warm parent {}: it is retired and {module} is never preloaded again",
-                            warm.pid()
+                        let detail = format!(
+                            "importing {module} started a thread; {module} is never preloaded again"
                         );
                         self.exclude
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(module);
-                        *held = None;
+                        self.retire(&key, &mut held, Stop::Thread, &detail);
                         return None;
                     }
                     tracing::debug!(
-                        "warm parent {} imported {:?} (not found: {:?})",
+                        "warm parent {} imported {:?} in {} ms (not found: {:?})",
                         warm.pid(),
                         preloaded.imported,
+                        began.elapsed().as_millis(),
                         preloaded.missing
                     );
                 }
                 Err(e) => {
-                    tracing::warn!("warm parent {} cannot preload: {e}", warm.pid());
-                    *held = None;
+                    let detail = format!("it could not preload {new:?}: {e}");
+                    self.retire(&key, &mut held, Stop::Preload, &detail);
                     return None;
                 }
             }
@@ -203,15 +255,21 @@ impl Pool {
             Ok(pipe) => pipe,
             Err(e) => return Some(Err(e)),
         };
+        let began = std::time::Instant::now();
         let forking = match warm.fork(&spec.argv, &spec.env, &spec.cwd, writer).await {
             Ok(forking) => forking,
             Err(e) => {
-                tracing::warn!("warm parent {} cannot fork a step: {e}", warm.pid());
-                *held = None;
+                let detail = format!("it could not fork a step: {e}");
+                self.retire(&key, &mut held, Stop::Fork, &detail);
                 return None;
             }
         };
         drop(held);
+        tracing::debug!(
+            "warm parent of environment {key} forked process {} in {:.1} ms",
+            forking.pid,
+            began.elapsed().as_secs_f64() * 1000.0
+        );
         self.keep_within_budget(&key);
         let _ = output.send(b"drover: warm start\n".to_vec()).await;
         let reaper = crate::reaper::current();
@@ -247,14 +305,13 @@ impl Pool {
             if key.as_str() == keep {
                 continue;
             }
-            if let Some(stopped) = parent.take() {
-                total = total.saturating_sub(stopped.rss_bytes());
-                tracing::info!(
-                    "warm parent {} of environment {key} stopped: warm parents hold more than {} bytes",
-                    stopped.pid(),
-                    self.config.memory
-                );
-            }
+            let rss = parent.as_ref().map_or(0, Parent::rss_bytes);
+            let detail = format!(
+                "warm parents hold {total} bytes, more than --python-prewarm-memory {}",
+                self.config.memory
+            );
+            self.retire(key, parent, Stop::Memory, &detail);
+            total = total.saturating_sub(rss);
         }
     }
 
@@ -275,24 +332,27 @@ impl Pool {
                 let Ok(mut held) = place.try_lock() else {
                     continue;
                 };
-                let idle = held
-                    .as_mut()
-                    .is_some_and(|p| !p.alive() || p.last_used.elapsed() >= self.config.idle);
-                if let (true, Some(stopped)) = (idle, held.take()) {
-                    tracing::info!(
-                        "warm parent {} of environment {key} stopped after {} forks: idle or gone",
-                        stopped.pid(),
-                        stopped.forks
+                let Some(parent) = held.as_mut() else {
+                    continue;
+                };
+                if let Some(how) = parent.ended() {
+                    self.retire(&key, &mut held, Stop::Died, &how);
+                } else if parent.last_used.elapsed() >= self.config.idle {
+                    let detail = format!(
+                        "no step for {}",
+                        humantime::format_duration(self.config.idle)
                     );
+                    self.retire(&key, &mut held, Stop::Idle, &detail);
                 }
             }
         }
-        let places: Vec<Place> = {
+        let places: Vec<(String, Place)> = {
             let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
-            places.drain().map(|(_, p)| p).collect()
+            places.drain().collect()
         };
-        for place in places {
-            place.lock().await.take();
+        for (key, place) in places {
+            let mut held = place.lock().await;
+            self.retire(&key, &mut held, Stop::Shutdown, "the agent stops");
         }
     }
 }

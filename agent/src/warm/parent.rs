@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -115,9 +116,17 @@ impl Parent {
         self.pid
     }
 
-    /// Whether the process still runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.process.try_wait(), Ok(None))
+    /// `None` while the process runs, else how it ended.
+    pub fn ended(&mut self) -> Option<String> {
+        match self.process.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(match (status.code(), status.signal()) {
+                (Some(code), _) => format!("it exited with status {code}"),
+                (None, Some(sig)) => format!("it was killed by signal {sig}"),
+                (None, None) => format!("it ended ({status})"),
+            }),
+            Err(e) => Some(format!("its status cannot be read: {e}")),
+        }
     }
 
     /// Its resident memory, from `/proc`.

@@ -50,6 +50,34 @@ impl Histogram {
     }
 }
 
+/// The starts and stops (by reason) of the warm parents each agent reports.
+fn warm_parents(out: &mut String, agents: &[&AgentRecord]) {
+    let _ = writeln!(
+        out,
+        "# HELP drover_warm_parent_starts_total Warm parents an agent started (the agents of one `drover up` share a pool and report the same counts).\n# TYPE drover_warm_parent_starts_total counter"
+    );
+    for a in agents {
+        let _ = writeln!(
+            out,
+            "drover_warm_parent_starts_total{{agent=\"{}\"}} {}",
+            a.info.id, a.info.warm_parents.started
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP drover_warm_parent_stops_total Warm parents an agent stopped or replaced, by reason: died, thread (an import started one), preload_failed, fork_failed, memory, idle, shutdown.\n# TYPE drover_warm_parent_stops_total counter"
+    );
+    for a in agents {
+        for (reason, n) in &a.info.warm_parents.stopped {
+            let _ = writeln!(
+                out,
+                "drover_warm_parent_stops_total{{agent=\"{}\",reason=\"{reason}\"}} {n}",
+                a.info.id
+            );
+        }
+    }
+}
+
 fn seconds(from: u64, to: u64) -> f64 {
     to.saturating_sub(from) as f64 / 1000.0
 }
@@ -112,15 +140,15 @@ pub fn render(
         .iter()
         .filter(|a| now.saturating_sub(a.last_seen) < AGENT_ALIVE_MS)
         .collect();
-    let listed = agents
+    let listed: Vec<&AgentRecord> = agents
         .iter()
         .filter(|a| !super::views::forgotten(a, now))
-        .count();
+        .collect();
     let draining = alive.iter().filter(|a| a.info.draining).count() as u64;
     let states = [
         ("alive", alive.len() as u64 - draining),
         ("draining", draining),
-        ("gone", listed.saturating_sub(alive.len()) as u64),
+        ("gone", listed.len().saturating_sub(alive.len()) as u64),
     ];
     family(
         &mut out,
@@ -130,6 +158,7 @@ pub fn render(
         "state",
         states.into_iter(),
     );
+    warm_parents(&mut out, &listed);
     let slots: u64 = alive.iter().map(|a| u64::from(a.info.slots)).sum();
     let busy: u64 = alive.iter().map(|a| u64::from(a.info.busy)).sum();
     let _ = writeln!(
@@ -152,7 +181,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_protocol::message::AgentInfo;
+    use drover_protocol::message::{AgentInfo, WarmParents};
     use drover_protocol::{AgentId, QueueName};
 
     #[test]
@@ -193,6 +222,11 @@ mod tests {
                 draining: false,
                 cpus: 2,
                 memory_mib: 4096,
+                installer: None,
+                warm_parents: WarmParents {
+                    started: 3,
+                    stopped: [("died".to_string(), 2)].into_iter().collect(),
+                },
             },
             last_seen,
         };
@@ -220,5 +254,17 @@ mod tests {
             let line = format!("drover_python_starts_total{{start=\"{start}\"}} 0\n");
             assert!(text.contains(&line), "{text}");
         }
+        assert!(
+            text.contains("drover_warm_parent_starts_total{agent=\"a\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_warm_parent_stops_total{agent=\"b\",reason=\"died\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("agent=\"c\""),
+            "a forgotten agent is listed: {text}"
+        );
     }
 }

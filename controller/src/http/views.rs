@@ -197,6 +197,7 @@ pub fn agent_view(agent: &AgentRecord, now: u64, current_steps: Vec<AgentStep>) 
         draining: info.draining,
         cpus: info.cpus,
         memory_mib: info.memory_mib,
+        installer: info.installer.clone(),
         last_seen: agent.last_seen,
         alive: now.saturating_sub(agent.last_seen) < AGENT_ALIVE_MS,
         current_steps,

@@ -190,5 +190,7 @@ pub fn agent_info(busy: u32) -> AgentInfo {
         draining: false,
         cpus: 2,
         memory_mib: 4096,
+        installer: None,
+        warm_parents: Default::default(),
     }
 }

@@ -170,6 +170,8 @@ pub(super) fn heartbeat(state: &mut State, by: &str, running: &[&StepJob], now: 
         draining: false,
         cpus: 2,
         memory_mib: 4096,
+        installer: None,
+        warm_parents: Default::default(),
     };
     let running = running
         .iter()

@@ -319,6 +319,8 @@ fn agent() -> AgentRecord {
             draining: false,
             cpus: 8,
             memory_mib: 16_384,
+            installer: None,
+            warm_parents: Default::default(),
         },
         last_seen: T0 + 30_000,
     }

@@ -1,0 +1,63 @@
+"""Tests of the warm parent's preloading and of the pool sizes its children get."""
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def in_python(code, tmp_path, env=None):
+    """Runs `code` in a new interpreter with the warm parent's script importable; its stdout."""
+    full = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, str(tmp_path)]), **(env or {}))
+    done = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_from_imports_preload_a_submodule_or_a_lazily_loaded_attribute(tmp_path):
+    lazy = tmp_path / "lazypkg"
+    lazy.mkdir()
+    (lazy / "__init__.py").write_text(
+        "def __getattr__(name):\n"
+        "    if name == 'Heavy':\n"
+        "        from .heavy import Heavy\n"
+        "        return Heavy\n"
+        "    raise AttributeError(name)\n"
+    )
+    (lazy / "heavy.py").write_text("class Heavy:\n    pass\n")
+    out = in_python(
+        "import json, sys, drover_warm\n"
+        "r = drover_warm._preload(['json', 'json.decoder', 'lazypkg', 'lazypkg.Heavy', 'lazypkg.Nothing'])\n"
+        "print(json.dumps([r, 'lazypkg.heavy' in sys.modules]))\n",
+        tmp_path,
+    )
+    result, loaded = json.loads(out)
+    assert result["imported"] == ["json", "json.decoder", "lazypkg", "lazypkg.Heavy"]
+    assert result["missing"] == ["lazypkg.Nothing"]
+    assert loaded
+
+
+def test_a_child_sizes_the_pools_the_parent_found_and_the_parent_keeps_one_thread(tmp_path):
+    code = (
+        "import json, os, drover_warm, threadpoolctl\n"
+        "drover_warm._preload(['numpy'])\n"
+        "assert drover_warm._pools is not None\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    drover_warm._blas_threads({'OMP_NUM_THREADS': '3'})\n"
+        "    sizes = sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()})\n"
+        "    os.write(w, json.dumps(sizes).encode())\n"
+        "    os._exit(0)\n"
+        "os.close(w)\n"
+        "os.waitpid(pid, 0)\n"
+        "child = json.loads(os.read(r, 1000))\n"
+        "parent = sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()})\n"
+        "print(json.dumps([child, parent]))\n"
+    )
+    pinned = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    child, parent = json.loads(in_python(code, tmp_path, pinned))
+    assert child == [3]
+    assert parent == [1]
