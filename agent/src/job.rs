@@ -7,7 +7,7 @@ use crate::logstream::{self, LogStream};
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
-use crate::slots::AttemptSlot;
+use crate::slots::{AttemptSlot, SlotGuard};
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -49,12 +49,16 @@ impl Report {
 
 /// Runs a claimed job and reports how it ended. `cancel` stops it: reported `aborted`, or
 /// `released` (handed back to run elsewhere) when `release` was cancelled first.
+///
+/// The slots are given back as soon as the attempt's work is over (process reaped, outputs
+/// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
+/// next job's claim then overlaps this report instead of waiting for its confirm.
 pub async fn run(
     shared: Arc<Shared>,
     job: StepJob,
     cancel: CancellationToken,
     release: CancellationToken,
-    slot: Arc<AttemptSlot>,
+    slots: SlotGuard,
 ) {
     let started_at = now_ms();
     let attempt = AttemptRef {
@@ -69,7 +73,8 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let (mut report, start) = execute(&shared, &job, &log, cancel, slot).await;
+    let (mut report, start) = execute(&shared, &job, &log, cancel, slots.attempt_slot()).await;
+    drop(slots);
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.
