@@ -8,7 +8,7 @@ use crate::phases::Phases;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
-use crate::slots::AttemptSlot;
+use crate::slots::{AttemptSlot, SlotGuard};
 use crate::workdir::Workdir;
 use drover_amqp::Target;
 use drover_protocol::OutputName;
@@ -50,12 +50,16 @@ impl Report {
 
 /// Runs a claimed job and reports how it ended. `cancel` stops it: reported `aborted`, or
 /// `released` (handed back to run elsewhere) when `release` was cancelled first.
+///
+/// The slots are given back as soon as the attempt's work is over (process reaped, outputs
+/// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
+/// next job's claim then overlaps this report instead of waiting for its confirm.
 pub async fn run(
     shared: Arc<Shared>,
     job: StepJob,
     cancel: CancellationToken,
     release: CancellationToken,
-    slot: Arc<AttemptSlot>,
+    slots: SlotGuard,
 ) {
     let started_at = now_ms();
     let attempt = AttemptRef {
@@ -71,7 +75,16 @@ pub async fn run(
         shared.abort.clone(),
     );
     let mut phases = Phases::default();
-    let (mut report, start) = execute(&shared, &job, &log, cancel, slot, &mut phases).await;
+    let (mut report, start) = execute(
+        &shared,
+        &job,
+        &log,
+        cancel,
+        slots.attempt_slot(),
+        &mut phases,
+    )
+    .await;
+    drop(slots);
     if shared.take_fenced(&attempt) {
         // Its lease ran out while the agent was cut off: the controller has declared it lost
         // (and may run it again), so a report would pass the stop off as the step's own failure.

@@ -316,7 +316,7 @@ fn claim_and_start(
     });
 }
 
-/// Runs a claimed job in the slots it holds, then gives them back.
+/// Runs a claimed job in the slots it holds; the job gives them back when its work is over.
 async fn run_claimed(
     shared: Arc<Shared>,
     job: StepJob,
@@ -338,13 +338,12 @@ async fn run_claimed(
         .get(&attempt)
         .cloned()
         .unwrap_or_default();
-    job::run(shared.clone(), job, cancel, release, slots.attempt_slot()).await;
+    job::run(shared.clone(), job, cancel, release, slots).await;
     shared
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&attempt);
-    drop(slots);
 }
 
 /// Lets running jobs finish within the drain timeout. When it expires, the steps still running
