@@ -96,9 +96,12 @@ impl RabbitCluster {
             &format!("connection {name:?}"),
             Duration::from_secs(30),
             || {
-                self.lookup("list_connections", ["user_provided_name", "port"], name)?
-                    .parse::<u16>()
-                    .map_err(|e| e.to_string())
+                // RabbitMQ 3.10 lists the name a client gives only inside its client properties.
+                let rows = self.rows("list_connections", &["port", "client_properties"])?;
+                rows.iter()
+                    .find(|r| r.len() == 2 && r[1].contains(name))
+                    .and_then(|r| r[0].parse::<u16>().ok())
+                    .ok_or_else(|| format!("no connection {name:?} in {rows:?}"))
             },
         );
         self.nodes
