@@ -54,6 +54,20 @@ pub struct Global {
     /// is published, a larger delivery is dead-lettered unread.
     #[arg(long, env = "DROVER_MAX_MESSAGE_SIZE", default_value = "64MiB", value_parser = parse_size, global = true)]
     pub max_message_size: u64,
+    /// Kind of the namespace's durable queues: `classic` (one broker node; step priorities
+    /// work) or `quorum` (replicated across a RabbitMQ cluster; no step priorities, a delivery
+    /// limit). Every process of a namespace must use the same.
+    #[arg(
+        long,
+        env = "DROVER_QUEUE_TYPE",
+        default_value = "classic",
+        global = true
+    )]
+    pub queue_type: drover_amqp::QueueType,
+    /// Quorum queues only: deliveries of one message (requeues and channels closed with it
+    /// unacked count) before the broker dead-letters it.
+    #[arg(long, env = "DROVER_DELIVERY_LIMIT", default_value_t = drover_amqp::queues::DEFAULT_DELIVERY_LIMIT, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub delivery_limit: u32,
     /// Whether `--url` was given (flag, environment or file) rather than defaulted.
     #[arg(skip)]
     pub url_given: bool,
@@ -69,6 +83,14 @@ impl Global {
             .flat_map(|u| u.split_whitespace())
             .collect();
         urls.join(" ")
+    }
+
+    /// How the namespace's queues are declared (`--queue-type`, `--delivery-limit`).
+    pub fn queues(&self) -> drover_amqp::QueueSettings {
+        drover_amqp::QueueSettings {
+            kind: self.queue_type,
+            delivery_limit: self.delivery_limit,
+        }
     }
 }
 

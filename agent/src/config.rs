@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub job_verifier: Option<drover_amqp::signing::JobVerifier>,
     /// Largest message consumed (larger ones are dead-lettered) or published.
     pub max_message_size: usize,
+    /// How the namespace's queues are declared (`--queue-type`, `--delivery-limit`).
+    pub queue_settings: drover_amqp::QueueSettings,
     /// Warm starts of Python function steps (`--python-prewarm*`).
     pub prewarm: crate::warm::WarmConfig,
 }
@@ -238,6 +240,7 @@ mod tests {
             run_as: None,
             job_verifier: None,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            queue_settings: Default::default(),
             prewarm: Default::default(),
         }
     }

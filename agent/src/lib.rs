@@ -196,7 +196,8 @@ impl Agent {
             BROKER_PATIENCE,
         )
         .await?
-        .with_max_message_size(config.max_message_size);
+        .with_max_message_size(config.max_message_size)
+        .with_queues(config.queue_settings);
         // Under per-role broker users an agent may not declare: the controller does.
         broker.declare_topology_if_permitted().await?;
         for q in &config.queues {

@@ -315,6 +315,7 @@ pub(crate) mod tests {
             run_as: None,
             job_verifier: None,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            queue_settings: Default::default(),
             prewarm: Default::default(),
         }
     }

@@ -4,12 +4,14 @@
 mod consume;
 mod link;
 mod publish;
+pub mod queues;
 pub mod signing;
 mod topology;
 pub mod urls;
 
 pub use consume::{Consumer, Getter, Incoming};
 pub use publish::{Publisher, Target};
+pub use queues::{QueueSettings, QueueType};
 
 use drover_protocol::ids::{AgentId, QueueName};
 use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
@@ -43,6 +45,20 @@ pub enum AmqpError {
     Unroutable(String),
     #[error("the broker refused the message for {0:?} (negative confirm)")]
     Nacked(String),
+    #[error(
+        "queue {queue} already exists with other arguments than --queue-type {kind} declares \
+         ({error}); a queue's type cannot change in place. Either keep the namespace's earlier \
+         --queue-type (and --delivery-limit), or move it: stop its submitters, controller and \
+         agents once no run is left (`drover queues` shows nothing waiting), delete the \
+         namespace's queues (`rabbitmqctl delete_queue NAME` for the services, events, dead-letter \
+         and job queues), and start everything again with the new --queue-type; or use another \
+         --namespace"
+    )]
+    QueueMismatch {
+        queue: String,
+        kind: QueueType,
+        error: String,
+    },
     #[error("the broker connection was closed by this process")]
     Closed,
     #[error(transparent)]
@@ -102,6 +118,17 @@ impl Broker {
         self
     }
 
+    /// Sets how this namespace's queues are declared (classic by default); every process of a
+    /// namespace must use the same settings.
+    pub fn with_queues(self, queues: QueueSettings) -> Self {
+        self.link.set_queues(queues);
+        self
+    }
+
+    pub fn queues(&self) -> QueueSettings {
+        self.link.queues()
+    }
+
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
     }
@@ -153,7 +180,7 @@ impl Broker {
     /// Declares the namespace's shared objects: dead-letter, events, services, control exchange.
     pub async fn declare_topology(&self) -> Result<(), AmqpError> {
         let ch = self.channel().await?;
-        topology::declare_shared(&ch, self.names()).await?;
+        topology::declare_shared(&ch, self.names(), &self.link.queues()).await?;
         let _ = ch.close(200, "topology declared".into()).await;
         self.link.remember_topology();
         Ok(())
@@ -186,10 +213,11 @@ impl Broker {
         }
     }
 
-    /// Declares a user queue (`default`, `gpu`, ...) with its dead-letter route and priorities.
+    /// Declares a user queue (`default`, `gpu`, ...) with its dead-letter route, and priorities
+    /// when its kind has them.
     pub async fn declare_user_queue(&self, queue: &QueueName) -> Result<(), AmqpError> {
         let ch = self.channel().await?;
-        topology::declare_user_queue(&ch, self.names(), queue).await?;
+        topology::declare_user_queue(&ch, self.names(), queue, &self.link.queues()).await?;
         let _ = ch.close(200, "queue declared".into()).await;
         self.link.remember_user_queue(queue);
         Ok(())

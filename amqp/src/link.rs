@@ -2,6 +2,7 @@
 //! list when there are several), with everything that was declared on it declared again, so
 //! every drover process survives a broker restart or the loss of one node of a cluster.
 
+use super::queues::QueueSettings;
 use super::{AmqpError, redact, topology, urls};
 use drover_protocol::ids::QueueName;
 use drover_protocol::names::Names;
@@ -24,6 +25,8 @@ pub(super) struct Link {
     /// Index into `urls` of the broker connected to last: reconnects try it first.
     at: AtomicUsize,
     names: Names,
+    /// How the namespace's queues are declared; set before the first declaration.
+    queues: Mutex<QueueSettings>,
     client: String,
     current: Mutex<Option<Arc<Connection>>>,
     /// Held while a connection is being replaced, so only one caller reconnects.
@@ -48,6 +51,7 @@ impl Link {
             urls,
             at: AtomicUsize::new(at),
             names,
+            queues: Mutex::new(QueueSettings::default()),
             client: client.to_string(),
             current: Mutex::new(Some(Arc::new(conn))),
             reconnecting: tokio::sync::Mutex::new(()),
@@ -59,6 +63,16 @@ impl Link {
 
     pub fn names(&self) -> &Names {
         &self.names
+    }
+
+    pub fn queues(&self) -> QueueSettings {
+        self.queues.lock().map(|q| *q).unwrap_or_default()
+    }
+
+    pub fn set_queues(&self, queues: QueueSettings) {
+        if let Ok(mut q) = self.queues.lock() {
+            *q = queues;
+        }
     }
 
     /// The broker connected to last.
@@ -99,11 +113,12 @@ impl Link {
         self.at.store(at, Ordering::Relaxed);
         let declared = self.declared.lock().map(|d| d.clone()).unwrap_or_default();
         let ch = conn.create_channel().await?;
+        let queues = self.queues();
         if declared.topology {
-            topology::declare_shared(&ch, &self.names).await?;
+            topology::declare_shared(&ch, &self.names, &queues).await?;
         }
         for queue in &declared.user_queues {
-            topology::declare_user_queue(&ch, &self.names, queue).await?;
+            topology::declare_user_queue(&ch, &self.names, queue, &queues).await?;
         }
         let _ = ch.close(200, "declared".into()).await;
         if let Ok(mut slot) = self.current.lock() {

@@ -6,6 +6,7 @@
 //! the services queue, `<ns>.jobs` the job queues, `<ns>.events` the events queue and
 //! `<ns>.dead` the dead-letter queue; `<ns>.control` reaches agents' control queues.
 
+use super::queues::QueueSettings;
 use super::{AmqpError, MAX_PRIORITY};
 use drover_protocol::ids::QueueName;
 use drover_protocol::names::{Names, services_queue};
@@ -14,12 +15,18 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 /// The dead-letter and events queues, the services queue, and the exchanges in front of them.
-pub(super) async fn declare_shared(ch: &Channel, names: &Names) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions::durable();
-    ch.queue_declare(names.dead().into(), durable, FieldTable::default())
-        .await?;
-    ch.queue_declare(names.events().into(), durable, dead_letter_args(names))
-        .await?;
+pub(super) async fn declare_shared(
+    ch: &Channel,
+    names: &Names,
+    queues: &QueueSettings,
+) -> Result<(), AmqpError> {
+    let mut dead_args = FieldTable::default();
+    // Nothing dead-letters out of the dead-letter queue, and operators read it: no limit.
+    queues.add_args(&mut dead_args, false);
+    declare_queue(ch, &names.dead(), dead_args, queues).await?;
+    let mut events_args = dead_letter_args(names);
+    queues.add_args(&mut events_args, true);
+    declare_queue(ch, &names.events(), events_args, queues).await?;
     exchange(ch, &names.control_exchange(), ExchangeKind::Topic).await?;
     for name in [
         names.submit_exchange(),
@@ -31,34 +38,56 @@ pub(super) async fn declare_shared(ch: &Channel, names: &Names) -> Result<(), Am
     }
     bind(ch, &names.dead(), &names.dead_exchange()).await?;
     bind(ch, &names.events(), &names.events_exchange()).await?;
-    declare_user_queue(ch, names, &services_queue()).await
+    declare_user_queue(ch, names, &services_queue(), queues).await
 }
 
-/// A user queue (`default`, `gpu`, ...) with its dead-letter route and priorities, bound to the
-/// jobs exchange; the `services` queue is bound to the submit exchange instead.
+/// A user queue (`default`, `gpu`, ...) with its dead-letter route, and priorities on classic
+/// queues, bound to the jobs exchange; the `services` queue is bound to the submit exchange
+/// instead.
 pub(super) async fn declare_user_queue(
     ch: &Channel,
     names: &Names,
     queue: &QueueName,
+    queues: &QueueSettings,
 ) -> Result<(), AmqpError> {
     let mut args = dead_letter_args(names);
-    args.insert(
-        "x-max-priority".into(),
-        AMQPValue::ShortShortUInt(MAX_PRIORITY),
-    );
+    if queues.has_priorities() {
+        args.insert(
+            "x-max-priority".into(),
+            AMQPValue::ShortShortUInt(MAX_PRIORITY),
+        );
+    }
+    queues.add_args(&mut args, true);
     let broker_queue = names.user_queue(queue);
-    ch.queue_declare(
-        broker_queue.as_str().into(),
-        QueueDeclareOptions::durable(),
-        args,
-    )
-    .await?;
+    declare_queue(ch, &broker_queue, args, queues).await?;
     let via = if *queue == services_queue() {
         names.submit_exchange()
     } else {
         names.jobs_exchange()
     };
     bind(ch, &broker_queue, &via).await
+}
+
+/// Declares a durable queue; a queue that exists with other arguments (another `--queue-type`,
+/// typically) is [`AmqpError::QueueMismatch`], which says what to do.
+async fn declare_queue(
+    ch: &Channel,
+    queue: &str,
+    args: FieldTable,
+    queues: &QueueSettings,
+) -> Result<(), AmqpError> {
+    match ch
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => Err(AmqpError::QueueMismatch {
+            queue: queue.to_string(),
+            kind: queues.kind,
+            error: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<(), AmqpError> {

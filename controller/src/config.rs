@@ -75,6 +75,8 @@ pub struct ControllerConfig {
     pub max_steps: usize,
     /// Largest message consumed (larger ones are dead-lettered) or published.
     pub max_message_size: usize,
+    /// How the namespace's queues are declared (`--queue-type`, `--delivery-limit`).
+    pub queue_settings: drover_amqp::QueueSettings,
     /// The Ed25519 private key (PKCS#8 PEM) every step job is signed with; `None`: unsigned.
     pub job_signing_key: Option<PathBuf>,
 }
@@ -125,6 +127,7 @@ impl ControllerConfig {
             min_free_space: DEFAULT_MIN_FREE_SPACE,
             max_steps: DEFAULT_MAX_STEPS,
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
+            queue_settings: Default::default(),
             job_signing_key: None,
         }
     }

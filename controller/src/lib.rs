@@ -188,7 +188,8 @@ async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker
         BROKER_PATIENCE,
     )
     .await?
-    .with_max_message_size(config.max_message_size);
+    .with_max_message_size(config.max_message_size)
+    .with_queues(config.queue_settings);
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;
@@ -238,6 +239,7 @@ fn restore_state(
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;
     state.max_steps = config.max_steps;
+    state.step_priorities = config.queue_settings.has_priorities();
     tracing::info!("loaded {} unfinished run(s)", loaded.runs.len());
     state.runs = loaded
         .runs

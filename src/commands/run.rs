@@ -104,7 +104,8 @@ async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Res
     let broker =
         Broker::connect_with_retry(&g.amqp(), names.clone(), "cli", Duration::from_secs(5))
             .await?
-            .with_max_message_size(limit);
+            .with_max_message_size(limit)
+            .with_queues(g.queues());
     // A submitter under per-role broker users may not declare: the controller has.
     broker.declare_topology_if_permitted().await?;
     broker.declare_user_queue_if_permitted(queue).await?;

@@ -55,6 +55,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         min_free_space: args.min_free_space,
         max_steps: args.max_steps,
         max_message_size: message_size(g)?,
+        queue_settings: g.queues(),
         job_signing_key: args.job_signing_key.clone(),
     })
 }
@@ -161,6 +162,7 @@ fn agent_config(
             .map(JobVerifier::from_file)
             .transpose()?,
         max_message_size: message_size(g)?,
+        queue_settings: g.queues(),
         prewarm: prewarm_config(options),
     })
 }

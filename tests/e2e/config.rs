@@ -339,3 +339,45 @@ fn the_python_installer_is_shown_as_an_agent_would_choose_it_without_installing(
         "{value}"
     );
 }
+
+#[test]
+fn the_queue_type_comes_from_flag_environment_or_file_and_an_unknown_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = show(dir.path(), &[], &[]);
+    assert_eq!(
+        setting(&doc, "global", "queue-type"),
+        (&"classic".into(), "default")
+    );
+    std::fs::write(
+        dir.path().join("drover.toml"),
+        "queue-type = \"quorum\"\ndelivery-limit = 9\n",
+    )
+    .unwrap();
+    let doc = show(dir.path(), &[], &[]);
+    assert_eq!(
+        setting(&doc, "global", "queue-type"),
+        (&"quorum".into(), "file")
+    );
+    assert_eq!(
+        setting(&doc, "global", "delivery-limit"),
+        (&9.into(), "file")
+    );
+    let doc = show(dir.path(), &[("DROVER_QUEUE_TYPE", "classic")], &[]);
+    assert_eq!(
+        setting(&doc, "global", "queue-type"),
+        (&"classic".into(), "env")
+    );
+    let out = drover_in(
+        dir.path(),
+        &[],
+        &["config", "show", "--queue-type", "stream"],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("use classic"), "{}", text(&out));
+    let out = drover_in(
+        dir.path(),
+        &[],
+        &["config", "show", "--delivery-limit", "0"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+}

@@ -20,6 +20,7 @@ pub fn add_step(
     now: u64,
 ) -> Result<(StepAdded, Effects), String> {
     let max_steps = state.max_steps;
+    let step_priorities = state.step_priorities;
     let (mut ctx, runs, _) = split(state, now);
     let run = run_mut(runs, run_id)?;
     check_caller(run, &request)?;
@@ -52,6 +53,7 @@ pub fn add_step(
         .ok_or_else(|| format!("run {run_id} was rejected"))?;
     let step = validate_added(pipeline, &spec)
         .map_err(|e| format!("step {name} (call {} of {caller}): {e}", call.seq))?;
+    super::refuse_priority(&step, step_priorities)?;
     let mut record = StepRecord::new(&step);
     record.call = Some(StepCall {
         caller,

@@ -26,7 +26,7 @@ pub use state::{
 use drover_protocol::message::{
     Abort, Cancel, Claimed, Finished, Heartbeat, JobKind, Outcome, StepJob, Submit,
 };
-use drover_protocol::validate::validate;
+use drover_protocol::validate::{Step, validate};
 use drover_protocol::{AgentId, AttemptNo, QueueName, RunId, StepName};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -183,10 +183,13 @@ fn run_mut<'a>(runs: &'a mut Runs, run_id: &RunId) -> Result<&'a mut RunRecord, 
 
 /// Applies one event at time `now` (ms since the epoch).
 pub fn handle(state: &mut State, event: Event, now: u64) -> Effects {
-    let max_steps = state.max_steps;
+    let limits = Limits {
+        max_steps: state.max_steps,
+        step_priorities: state.step_priorities,
+    };
     let (mut ctx, runs, agents) = split(state, now);
     match event {
-        Event::Submit(s) => submit(runs, s, max_steps, &mut ctx),
+        Event::Submit(s) => submit(runs, s, limits, &mut ctx),
         Event::Abort(a) => abort(runs, a, &mut ctx),
         Event::Claimed(c) => claimed(runs, c, &mut ctx),
         Event::Heartbeat(h) => {
@@ -264,7 +267,28 @@ pub fn renew_leases(state: &mut State, now: u64) {
     }
 }
 
-fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ctx: &mut Ctx) {
+/// What a submission is checked against besides the spec itself.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_steps: usize,
+    step_priorities: bool,
+}
+
+/// A step's priority when the job queues keep none (quorum queues): an error saying what to do.
+pub(crate) fn refuse_priority(step: &Step, step_priorities: bool) -> Result<(), String> {
+    if step_priorities || step.priority == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "step {}: priority {} cannot be honoured: this controller's job queues are quorum queues \
+         (--queue-type quorum), which keep no priorities; remove `priority` from the step, or \
+         submit to a namespace served with --queue-type classic",
+        step.name, step.priority
+    ))
+}
+
+fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, limits: Limits, ctx: &mut Ctx) {
+    let max_steps = limits.max_steps;
     if runs.contains_key(&s.run_id) {
         return; // a redelivered submission
     }
@@ -293,7 +317,14 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, max_steps: usize, ct
             s.spec.steps.len()
         ))
     } else {
-        validate(&s.spec, &s.params).map_err(|errors| errors.to_string())
+        validate(&s.spec, &s.params)
+            .map_err(|errors| errors.to_string())
+            .and_then(|pipeline| {
+                for step in &pipeline.steps {
+                    refuse_priority(step, limits.step_priorities)?;
+                }
+                Ok(pipeline)
+            })
     };
     match checked {
         Err(error) => {

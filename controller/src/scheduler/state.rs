@@ -38,6 +38,9 @@ pub struct State {
     pub max_lost_attempts: u32,
     /// Most steps a pipeline may have; a larger submission is rejected whole.
     pub max_steps: usize,
+    /// Whether job queues keep step priorities (classic queues); when not, a step with a
+    /// priority is refused rather than run in another order than asked.
+    pub step_priorities: bool,
 }
 
 impl State {
@@ -50,6 +53,7 @@ impl State {
             queue_limits: BTreeMap::new(),
             max_lost_attempts: crate::config::DEFAULT_MAX_LOST_ATTEMPTS,
             max_steps: crate::config::DEFAULT_MAX_STEPS,
+            step_priorities: true,
         }
     }
 }

@@ -5,6 +5,7 @@ import os
 import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from . import names
 
@@ -70,6 +71,35 @@ def dead_queue(ns: str) -> str:
 def submit_exchange(ns: str) -> str:
     """The exchange submissions are published to; it reaches the services queue only."""
     return f"{ns}.submit"
+
+
+QUEUE_TYPES = ("classic", "quorum")
+DEFAULT_DELIVERY_LIMIT = 50
+
+
+def queue_arguments(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The arguments of a namespace's consumed queues beyond their dead-letter route, as the CLI
+    declares them for `DROVER_QUEUE_TYPE` (`classic` by default: priorities; `quorum`: a quorum
+    queue with `DROVER_DELIVERY_LIMIT` deliveries, 50 by default)."""
+    env = os.environ if environ is None else environ
+    kind = env.get("DROVER_QUEUE_TYPE") or "classic"
+    if kind not in QUEUE_TYPES:
+        raise ValueError(
+            f"DROVER_QUEUE_TYPE={kind!r}: use classic (one broker node) or quorum (a cluster), "
+            "the same as the controller's --queue-type"
+        )
+    if kind == "classic":
+        return {"x-max-priority": 9}
+    text = env.get("DROVER_DELIVERY_LIMIT") or str(DEFAULT_DELIVERY_LIMIT)
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"DROVER_DELIVERY_LIMIT={text!r}: expected a whole number of at least 1")
+    return {"x-queue-type": "quorum", "x-delivery-limit": int(text)}
+
+
+def dead_queue_arguments(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The dead-letter queue's arguments: its type alone (nothing is consumed off it by drover)."""
+    args = queue_arguments(environ)
+    return {"x-queue-type": args["x-queue-type"]} if "x-queue-type" in args else {}
 
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20

@@ -47,22 +47,23 @@ def _declare(connection: Any, ns: str) -> Any:
     deploy/README.md) may not declare: then the controller has, and the channel is reopened."""
     import pika.exceptions
 
+    dead = settings.dead_queue(ns)
+    queue = settings.services_queue(ns)
+    declared = [
+        (dead, settings.dead_queue_arguments()),
+        (queue, {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, **settings.queue_arguments()}),
+    ]
     channel = connection.channel()
     try:
-        channel.queue_declare(settings.dead_queue(ns), durable=True)
-        args = {
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": settings.dead_queue(ns),
-            "x-max-priority": 9,
-        }
-        queue = settings.services_queue(ns)
-        try:
-            channel.queue_declare(queue, durable=True, arguments=args)
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code != 406:
-                raise
-            # The queue exists with arguments the broker considers different: use it as it is.
-            channel = connection.channel()
+        for name, args in declared:
+            try:
+                channel.queue_declare(name, durable=True, arguments=args)
+            except pika.exceptions.ChannelClosedByBroker as e:
+                if e.reply_code != 406:
+                    raise
+                # The queue exists with arguments the broker considers different (another
+                # DROVER_QUEUE_TYPE): use it as it is, the controller declared it.
+                channel = connection.channel()
         exchange = settings.submit_exchange(ns)
         channel.exchange_declare(exchange, exchange_type="direct", durable=True)
         channel.queue_bind(queue, exchange, routing_key=queue)

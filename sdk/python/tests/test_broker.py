@@ -5,7 +5,7 @@ import pytest
 
 import seed_pipeline
 from conftest import AMQP_URL
-from drover import submit
+from drover import settings, submit
 
 
 def take_one(queue):
@@ -111,3 +111,42 @@ def test_the_message_size_limit_reads_as_the_cli_reads_it():
     for bad in ("lots", "12 parsecs", "MiB"):
         with pytest.raises(ValueError, match="DROVER_MAX_MESSAGE_SIZE"):
             settings.max_message_size({"DROVER_MAX_MESSAGE_SIZE": bad})
+
+
+def test_quorum_queues_are_declared_as_the_controller_declares_them(namespace, monkeypatch):
+    monkeypatch.setenv("DROVER_URL", "http://127.0.0.1:1/")
+    monkeypatch.setenv("DROVER_QUEUE_TYPE", "quorum")
+    monkeypatch.setenv("DROVER_DELIVERY_LIMIT", "7")
+    pipe = seed_pipeline.build("/tmp/iris.pkl")
+    assert pipe.start(wait=False) is True
+    take_one(f"{namespace}.services")
+    # Declaring again with other arguments closes the channel with 406; with the same, it passes.
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(f"{namespace}.dead", durable=True, arguments={"x-queue-type": "quorum"})
+        same = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{namespace}.dead",
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 7,
+        }
+        channel.queue_declare(f"{namespace}.services", durable=True, arguments=same)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            channel.queue_declare(f"{namespace}.services", durable=True, arguments={**same, "x-delivery-limit": 8})
+        assert e.value.reply_code == 406
+    finally:
+        connection.close()
+    # A submitter left with the classic default still publishes into the quorum namespace.
+    monkeypatch.delenv("DROVER_QUEUE_TYPE")
+    again = seed_pipeline.build("/tmp/iris.pkl")
+    assert again.start(wait=False) is True
+    take_one(f"{namespace}.services")
+
+
+def test_an_unknown_queue_type_says_which_exist():
+    with pytest.raises(ValueError, match=r"use classic .* or quorum"):
+        settings.queue_arguments({"DROVER_QUEUE_TYPE": "stream"})
+    with pytest.raises(ValueError, match="at least 1"):
+        settings.queue_arguments({"DROVER_QUEUE_TYPE": "quorum", "DROVER_DELIVERY_LIMIT": "0"})
+    assert settings.queue_arguments({}) == {"x-max-priority": 9}

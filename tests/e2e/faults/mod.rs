@@ -6,6 +6,7 @@ mod abort;
 mod agent_kill;
 mod broker_list;
 mod broker_restart;
+pub(crate) mod cluster;
 mod controller_kill;
 mod drain;
 mod forward;

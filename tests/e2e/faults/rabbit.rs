@@ -1,5 +1,7 @@
 //! A private RabbitMQ node for tests that stop and start the broker without disturbing the
-//! shared one on 5672 (other tests run against it in parallel).
+//! shared one on 5672 (other tests run against it in parallel). Nodes started here run as the
+//! `rabbitmq` user (Debian's wrapper switches to it), so they share its Erlang cookie and may
+//! join each other in a cluster (see `cluster`).
 
 use crate::harness::wait_until;
 use drover_test_support::ready::{free_port, listening, not_listening};
@@ -22,6 +24,13 @@ impl PrivateBroker {
     /// [`PrivateBroker::start`] with extra `rabbitmq.conf` lines and an optional
     /// `advanced.config` (Erlang terms).
     pub fn start_with(conf: &str, advanced: Option<&str>) -> Self {
+        let broker = Self::launch(conf, advanced);
+        broker.wait_listening();
+        broker
+    }
+
+    /// Starts a node (`rabbitmq-server -detached`) without waiting for it to listen.
+    pub fn launch(conf: &str, advanced: Option<&str>) -> Self {
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let dir = std::env::temp_dir().join(format!("drover-rabbit-{tag}"));
         for sub in ["mnesia", "log"] {
@@ -53,7 +62,6 @@ impl PrivateBroker {
             .status()
             .expect("run rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached: {status}");
-        broker.wait_listening();
         broker
     }
 
@@ -77,17 +85,49 @@ impl PrivateBroker {
         cmd
     }
 
-    fn ctl(&self, args: &[&str]) {
+    /// `rabbitmqctl -n NODE args...`, which must succeed; its standard output.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self.try_ctl(args);
+        out.unwrap_or_else(|e| panic!("rabbitmqctl -n {} {args:?}: {e}", self.node))
+    }
+
+    /// `rabbitmqctl -n NODE args...`: its standard output, or its error output on failure.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("rabbitmqctl")
             .args(["-n", &self.node])
             .args(args)
             .output()
-            .expect("run rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            .map_err(|e| format!("cannot run rabbitmqctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Waits until the node answers `await_startup` (retried: right after `-detached` the node
+    /// may not be registered yet, and the command fails at once).
+    pub fn await_startup(&self) {
+        wait_until(
+            "the private broker to start",
+            Duration::from_secs(120),
+            || {
+                self.try_ctl(&["await_startup", "--timeout", "10"])
+                    .map(|_| ())
+            },
         );
+    }
+
+    /// The operating system pid of the node's Erlang VM.
+    pub fn os_pid(&self) -> i32 {
+        let out = self.ctl(&["eval", "list_to_integer(os:getpid())."]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: not a pid: {out:?}", self.node))
     }
 
     fn wait_listening(&self) {

@@ -2,6 +2,7 @@
 //! agents, a host cut off mid-run, agents joining and draining mid-run.
 
 mod net;
+mod quorum;
 
 use crate::faults::{attempts, ended, now_ms, step_status};
 use crate::harness::Cluster;

@@ -462,3 +462,25 @@ fn a_missing_artifact_fails_the_consuming_step_naming_it() {
         "{why}"
     );
 }
+
+#[test]
+fn a_step_priority_is_refused_when_the_job_queues_keep_none() {
+    let mut st = new_state();
+    st.step_priorities = false;
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n\
+                 [[step]]\nname = \"b\"\ncommand = [\"true\"]\npriority = 5\n";
+    let (run, fx) = submit_toml(&mut st, steps, 5);
+    assert!(fx.actions.is_empty());
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains("step b: priority 5") && error.contains("--queue-type classic"),
+        "{error}"
+    );
+    // Without priorities the same queues take the pipeline.
+    let plain = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, plain, 6);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    assert_eq!(jobs(&fx).len(), 1);
+}
