@@ -63,8 +63,10 @@ pub enum StoreError {
 
 /// The most memory sled's page cache holds (its default is 1 GiB). What the scheduler decides
 /// on is in memory anyway; the cache serves the HTTP layer's reads, mostly of recent runs, and
-/// a read it misses costs a read of the data dir.
-const CACHE_BYTES: u64 = 16 << 20;
+/// a read it misses costs a read of the data dir (from the kernel's page cache when warm).
+/// sled counts its pages' encoded size, so the memory it really holds is a multiple of this:
+/// see ARCHITECTURE.md, "Memory".
+const CACHE_BYTES: u64 = 4 << 20;
 
 /// The sled database and its trees; cheap to clone, safe to share.
 #[derive(Clone)]
