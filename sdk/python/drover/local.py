@@ -52,7 +52,8 @@ class LocalRun:
         self.recorder = recorder
         self.run_id = recorder.run_id if recorder is not None else run_id
         self.pipeline = pipeline  # what the steps' callbacks get as `pipeline`
-        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks) for s in self.steps}
+        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks,
+                                   base_task_id=s.base_task_id) for s in self.steps}
 
     def _filler(self, strict: bool) -> resolve.Filler:
         """Fills references as the controller does when it dispatches a step (`drover.resolve`)."""

@@ -70,9 +70,11 @@ def test_task_steps_run_their_scripts_with_overrides_and_pass_artifacts(tasks, c
     pipe = PipelineController(name="tasks", project="t")
     pipe.add_parameter(name="scale", default=0.5)
     pipe.add_step(name="make", base_task_id="make", parameter_override={"General/rows": 4})
+    seen = []
     pipe.add_step(
         name="use",
         base_task_id="use",
+        pre_execute_callback=lambda pipeline, node, parameters: seen.append(node.base_task_id) or True,
         parameter_override={
             "General/dataset_task_id": "${make.id}",
             "General/notes_url": "${make.artifacts.notes.url}",
@@ -95,6 +97,7 @@ def test_task_steps_run_their_scripts_with_overrides_and_pass_artifacts(tasks, c
         False,
         "__main__",
     )
+    assert seen == ["use"]  # the callback's node names the registered task
     assert Task.current_task() is None  # the scripts' tasks stayed in their processes
     assert pipe.is_successful()
 
