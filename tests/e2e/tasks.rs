@@ -50,6 +50,11 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
 
     let out = c.python(&[&format!("{DIR}/pipeline.py")]);
     assert!(out.status.success(), "{}", text(&out));
+    assert_pipeline_outputs(&c);
+}
+
+/// The latest run is `pipeline.py`'s, ended, with the outputs its overrides and references give.
+fn assert_pipeline_outputs(c: &Cluster) {
     let out = c.drover(&["wait", "latest", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -66,6 +71,25 @@ fn a_registered_task_runs_as_a_step_with_its_overrides() {
     ] {
         assert!(scaled.contains(&expected), "{expected} not in {scaled}");
     }
+}
+
+/// Under `start_locally(run_pipeline_steps_locally=True)` each task's script runs as a subprocess
+/// of the calling process with its step's context: the same overrides, references and
+/// artifacts as on an agent, recorded with the controller (no agent runs here).
+#[test]
+fn registered_tasks_run_as_local_steps_with_their_overrides() {
+    let c = Cluster::up(0, &["default"]);
+    for script in ["make_data.py", "process.py"] {
+        let out = c.python(&[&format!("{DIR}/{script}")]);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+    }
+    let out = c.python(&[&format!("{DIR}/pipeline.py"), "--locally"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("uploaded 4 rows"), "{stdout}");
+    assert!(stdout.contains("successful: True"), "{stdout}");
+    assert!(!stdout.contains("registered task id="), "{stdout}");
+    assert_pipeline_outputs(&c);
 }
 
 /// `execute_remotely(queue_name=...)` registers the script, submits a one-step run of it on that

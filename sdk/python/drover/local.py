@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import record, resolve, runner, stepartifacts
+from . import localtask, record, resolve, runner, stepartifacts
 from .node import Node
 from .spec import Step
 from .validate import Checked
@@ -51,7 +52,8 @@ class LocalRun:
         self.recorder = recorder
         self.run_id = recorder.run_id if recorder is not None else run_id
         self.pipeline = pipeline  # what the steps' callbacks get as `pipeline`
-        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks) for s in self.steps}
+        self.nodes = {s.name: Node(s.name, checked.parents[s.name], s.queue, {}, s.callbacks,
+                                   base_task_id=s.base_task_id) for s in self.steps}
 
     def _filler(self, strict: bool) -> resolve.Filler:
         """Fills references as the controller does when it dispatches a step (`drover.resolve`)."""
@@ -126,9 +128,9 @@ class LocalRun:
             return self._run_recorded(step, job, self.recorder)
         for attempt in range(1, step.retries + 2):
             self._set(step.name, "running")
-            if runner.run_reporting(job):
-                for name in step.returns:
-                    self.outputs[f"{step.name}.{name}"] = os.path.join(job["output_dir"], f"{name}.pkl")
+            ok, outputs = self._execute(step, job, attempt)
+            if ok:
+                self.outputs.update({f"{step.name}.{name}": path for name, path in outputs.items()})
                 self._set(step.name, "succeeded")
                 return True
             if attempt <= step.retries:
@@ -144,20 +146,35 @@ class LocalRun:
                 return self._adopt(step, started, job, recorder)
             self._set(step.name, "running")
             with record.RecordedAttempt(recorder, step.name, started) as attempt:
-                ok = runner.run_reporting(job)
-                outputs = {}
-                if ok:
-                    for name in step.returns:
-                        path = os.path.join(job["output_dir"], f"{name}.pkl")
-                        outputs[name] = recorder.put_blob(path)
+                ok, paths = self._execute(step, job, attempt.attempt)
+                outputs = {name: recorder.put_blob(path) for name, path in paths.items()}
                 ended = attempt.finish("succeeded" if ok else "failed", 0 if ok else 1, None, outputs)
             if ended["status"] in record.TERMINAL:
                 if ok:
-                    for name in step.returns:
-                        self.outputs[f"{step.name}.{name}"] = os.path.join(job["output_dir"], f"{name}.pkl")
+                    self.outputs.update({f"{step.name}.{name}": path for name, path in paths.items()})
                 self._set(step.name, str(ended["status"]))
                 return bool(ok)
             self.report(f"  {step.name}: retrying (the controller queued attempt {int(started['attempt']) + 1})")
+
+    def _execute(self, step: Step, job: runner.Job, attempt: int) -> tuple[bool, dict[str, str]]:
+        """Runs one attempt: a function step here, a registered task's script as a subprocess
+        (`drover.localtask`). Whether it succeeded, and its outputs (name -> file)."""
+        if step.base_task_id is None:
+            ok = runner.run_reporting(job)
+            return ok, {name: os.path.join(job["output_dir"], f"{name}.pkl") for name in step.returns} if ok else {}
+        base = self.recorder.base if self.recorder is not None else None
+        code, artifacts = localtask.run(job, self.run_id, step.name, attempt, os.path.join(self.dir, step.name),
+                                        self._outputs_of, base)
+        if code != 0:
+            print(f"drover: step {step.name!r}: its script exited with code {code}", file=sys.stderr, flush=True)
+        return code == 0, artifacts
+
+    def _outputs_of(self, step: str) -> dict[str, str] | None:
+        """An ended step's outputs (name -> file), or None while it has not ended."""
+        if self.status.get(step) not in record.TERMINAL:
+            return None
+        prefix = f"{step}."
+        return {key[len(prefix):]: path for key, path in self.outputs.items() if key.startswith(prefix)}
 
     def _adopt(self, step: Step, answer: Mapping[str, Any], job: runner.Job, recorder: record.Recorder) -> bool:
         """The step ended at the controller without running here: a cache hit (its outputs are
@@ -204,5 +221,6 @@ class LocalRun:
         values: dict[str, dict[str, Any]] = {}
         for key, path in self.outputs.items():
             step, name = key.split(".", 1)
-            values.setdefault(step, {})[name] = runner.load_input(path)
+            if path.endswith(".pkl"):  # a task's artifact stored as a file (not pickled) has no value
+                values.setdefault(step, {})[name] = runner.load_input(path)
         return values

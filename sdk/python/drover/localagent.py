@@ -17,7 +17,6 @@ limits are not applied (every step runs at once, here).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,15 +28,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import refs
+from . import localchannel, refs
 from .dynamic import SUCCEEDED, TERMINAL
 from .record import Recorder
 
 if TYPE_CHECKING:
     from .watch import Watch
 
-_SDK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_RUN = "import sys; from drover.runner import main; sys.exit(main(sys.argv))"
 
 
 class _Step:
@@ -55,10 +52,6 @@ class _Step:
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "outputs": self.outputs, "message": self.message,
                 "kind": "function"}
-
-
-def _bad(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
 
 
 class _Caller:
@@ -87,24 +80,9 @@ class LocalAgent:
 
     def serve(self, caller: _Caller) -> str:
         """A channel socket for `caller`'s requests; its path."""
-        agent = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                for line in self.rfile:
-                    try:
-                        answer = agent.answer(json.loads(line), caller)
-                    except Exception as e:  # a bad request must not kill the server
-                        answer = _bad("internal", f"{type(e).__name__}: {e}")
-                    self.wfile.write(json.dumps(answer).encode("utf-8") + b"\n")
-                    self.wfile.flush()
-
         with self.lock:
             path = os.path.join(self.dir, f"channel-{len(self.servers)}.sock")
-            server = socketserver.ThreadingUnixStreamServer(path, Handler)
-            server.daemon_threads = True
-            self.servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(localchannel.serve(path, lambda request: self.answer(request, caller)))
         return path
 
     def close(self) -> None:
@@ -126,13 +104,13 @@ class LocalAgent:
         if op == "wait":
             step = self.steps.get(str(request.get("step")))
             if step is None:
-                return _bad("not_found", f"no step {request.get('step')!r} in this run")
+                return localchannel.bad("not_found", f"no step {request.get('step')!r} in this run")
             step.done.wait()
             return {"ok": True, "view": step.view()}
         if op == "put":
             path = str(request["path"])
             if not os.path.isfile(path):
-                return _bad("bad_request", f"no such file: {path}")
+                return localchannel.bad("bad_request", f"no such file: {path}")
             artifact = self.store(path)
             if self.recorder is not None:  # an added step's blob arguments must be stored there
                 self.recorder.put_blob(self.blob_path(artifact["digest"]))
@@ -140,7 +118,7 @@ class LocalAgent:
         if op == "get":
             source = self.blob_path(request["artifact"]["digest"])
             if not os.path.isfile(source):
-                return _bad("not_found", f"no blob {request['artifact']['digest']}")
+                return localchannel.bad("not_found", f"no blob {request['artifact']['digest']}")
             dest = str(request["dest"])
             os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
             shutil.copyfile(source, dest)
@@ -148,23 +126,20 @@ class LocalAgent:
         if op == "scalars":
             # A local run keeps no metrics: the step's Logger has printed them already.
             return {"ok": True, "stored": len(request.get("points") or [])}
-        return _bad("bad_request", f"unknown op {op!r}")
+        return localchannel.bad("bad_request", f"unknown op {op!r}")
 
     def blob_path(self, digest: str) -> str:
         return os.path.join(self.dir, "blobs", digest)
 
     def store(self, path: str) -> dict[str, Any]:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+        ref = localchannel.file_ref(path)
+        digest = ref["digest"]
         os.makedirs(os.path.join(self.dir, "blobs"), exist_ok=True)
         if not os.path.exists(self.blob_path(digest)):
             tmp = self.blob_path(digest) + f".{threading.get_ident()}.tmp"
             shutil.copyfile(path, tmp)
             os.replace(tmp, self.blob_path(digest))
-        return {"digest": digest, "size": os.path.getsize(path), "file_name": os.path.basename(path)}
+        return ref
 
     def add_step(self, spec: dict[str, Any], call: dict[str, Any], caller: _Caller) -> tuple[str, bool]:
         """Adds the step (to the recorded run, which names it, or here) and starts its thread."""
@@ -355,14 +330,9 @@ class LocalAgent:
                  recorder: Recorder | None = None, stopped: list[str] | None = None) -> int:
         """Runs one attempt; its output goes to `report` (and `log`). With a recorder the
         attempt's lease is kept, and a stop the controller asks for kills it (noted in `stopped`)."""
-        env = dict(os.environ)
-        env.update(self.env)
-        env.update({"DROVER_CHANNEL": channel, "DROVER_RUN_ID": self.run_id, "DROVER_STEP": step.name,
-                    "DROVER_ATTEMPT": str(caller.attempt)})
-        env.update(step.spec.get("env") or {})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SDK_ROOT, env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        process = subprocess.Popen([sys.executable, "-c", _RUN, "job.json"], cwd=workdir, env=env,
+        env = localchannel.step_env(channel, self.run_id, step.name, caller.attempt,
+                                    {**self.env, **(step.spec.get("env") or {})})
+        process = subprocess.Popen([sys.executable, "-c", localchannel.RUN, "job.json"], cwd=workdir, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if recorder is not None:
             def stop(why: str) -> None:

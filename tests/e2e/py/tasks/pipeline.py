@@ -1,4 +1,7 @@
-"""Runs the two registered task scripts as a pipeline, with overrides and references."""
+"""Runs the two registered task scripts as a pipeline, with overrides and references: submitted,
+or with `--locally` here (start_locally(run_pipeline_steps_locally=True))."""
+import sys
+
 from drover import PipelineController
 
 pipe = PipelineController(name="from tasks", project="e2e", version="1")
@@ -9,5 +12,9 @@ pipe.add_step(name="make", base_task_project="e2e", base_task_name="make data",
 pipe.add_step(name="process", base_task_project="e2e", base_task_name="process",
               parameter_override={"General/dataset_task_id": "${make.id}", "General/scale": "0.5",
                                   "General/label": "${pipeline.label}, ${make.parameters.General/rows} rows"})
-pipe.start(wait=False)
-print("pipeline submitted")
+if sys.argv[1:] == ["--locally"]:
+    pipe.start_locally(run_pipeline_steps_locally=True)
+    print("successful:", pipe.is_successful())
+else:
+    pipe.start(wait=False)
+    print("pipeline submitted")
