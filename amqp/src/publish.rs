@@ -66,6 +66,22 @@ impl Publisher {
         Ok(ch)
     }
 
+    /// Drops `ch` as the publishing channel, so the next publish opens a new one. After a quorum
+    /// queue's leader is lost, RabbitMQ 3.10 was seen to refuse every later publish on a channel
+    /// that had published to it while a new channel's publishes were confirmed.
+    async fn forget(&self, ch: &Channel) {
+        let mut slot = self.channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == ch.id()) {
+            *slot = None;
+            let old = ch.clone();
+            tokio::spawn(async move {
+                let _ = old
+                    .close(200, "reopened after a negative confirm".into())
+                    .await;
+            });
+        }
+    }
+
     /// Publishes a message persistently and waits until the broker has confirmed it.
     pub async fn publish(&self, target: &Target, msg: &Message) -> Result<(), AmqpError> {
         self.publish_with_priority(target, msg, 0).await
@@ -133,8 +149,13 @@ impl Publisher {
         loop {
             let result = match self.open().await {
                 Ok(ch) => {
-                    self.publish_on(&ch, target, payload, headers.clone(), priority)
-                        .await
+                    let result = self
+                        .publish_on(&ch, target, payload, headers.clone(), priority)
+                        .await;
+                    if matches!(result, Err(AmqpError::Nacked(_))) {
+                        self.forget(&ch).await;
+                    }
+                    result
                 }
                 Err(e) => Err(e),
             };
@@ -198,6 +219,8 @@ impl Publisher {
 fn retryable(e: &AmqpError) -> bool {
     match e {
         AmqpError::Connect { .. } => true,
+        // Tried again on a new channel (see `Publisher::forget`).
+        AmqpError::Nacked(_) => true,
         AmqpError::Broker(e) => !e.is_amqp_soft_error(),
         _ => false,
     }
