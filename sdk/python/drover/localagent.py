@@ -68,12 +68,16 @@ class LocalAgent:
                  recorder: Recorder | None = None, watch: Watch | None = None) -> None:
         self.run_id = run_id
         self.watch = watch  # the components' callbacks, called as the steps go (see drover.watch)
-        self.report = report
+        self._report = report
         self.env = dict(env or {})
         self.recorder = recorder
         self.dir = tempfile.mkdtemp(prefix="drover-local-")
         self.steps: dict[str, _Step] = {}
         self.lock = threading.Lock()
+        # Callbacks run one at a time, as they do in a driver's single following thread: steps
+        # run in threads of their own here, and a user's callbacks need not be thread-safe. The
+        # runner's own lines wait for them too, so a callback's printed line stays whole.
+        self.callbacks = threading.RLock()
         self.threads: list[threading.Thread] = []
         self.servers: list[socketserver.ThreadingUnixStreamServer] = []
         self.path = self.serve(_Caller("driver"))
@@ -199,11 +203,17 @@ class LocalAgent:
             finally:
                 step.done.set()
 
+    def report(self, line: str) -> None:
+        """Prints one of the runner's lines, never in the middle of a callback's."""
+        with self.callbacks:
+            self._report(line)
+
     def _set_running(self, step: _Step) -> None:
         step.status = "running"
         if self.watch is not None:
-            self.watch.status(step.name, "running")
-            self.watch.started(step.name)
+            with self.callbacks:
+                self.watch.status(step.name, "running")
+                self.watch.started(step.name)
 
     def _ended(self, step: _Step) -> None:
         """The ended step's status_change_callback and post_execute_callback; one that raises
@@ -211,17 +221,21 @@ class LocalAgent:
         if self.watch is None:
             return
         try:
-            self.watch.status(step.name, step.status)
-            if step.status != "skipped":
-                self.watch.post_execute(step.name, self.run_id)
+            with self.callbacks:
+                self.watch.status(step.name, step.status)
+                if step.status != "skipped":
+                    self.watch.post_execute(step.name, self.run_id)
         except Exception as e:
             step.status, step.message = "failed", f"a callback raised {type(e).__name__}: {e}"
             self.report(f"  {step.name}: {step.status} ({step.message})")
 
     def _declined(self, step: _Step) -> bool:
         """Asks the step's pre_execute_callback; False skips it (recorded so at the controller)."""
-        if not step.awaits or self.watch is None or self.watch.pre_execute(step.name):
+        if not step.awaits or self.watch is None:
             return False
+        with self.callbacks:
+            if self.watch.pre_execute(step.name):
+                return False
         step.status, step.message = "skipped", "skipped: its pre_execute_callback returned False"
         if self.recorder is not None:
             self.recorder.report(step.name, {"kind": "skipped", "reason": step.message})
