@@ -3,9 +3,8 @@
 //! with its reason.
 
 use crate::Shared;
-use drover_amqp::{AmqpError, Incoming, Target};
+use drover_amqp::{Incoming, Target};
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Dead-letters what is not a job, and with a verify key what is not signed by the
@@ -59,7 +58,8 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
         attempt: job.attempt,
         agent: shared.id.clone(),
     });
-    if let Err(e) = publish_claim(shared, &claimed).await {
+    let target = Target::Events;
+    if let Err(e) = shared.publisher.publish(&target, &claimed).await {
         tracing::warn!(
             "cannot claim {}/{}: {e}; handing it back",
             job.run_id,
@@ -82,38 +82,6 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
         );
     }
     Some(job)
-}
-
-/// How long a refused claim is tried again, the job held unacked, before it is handed back.
-const CLAIM_RETRY: [Duration; 7] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-    Duration::from_secs(8),
-    Duration::from_secs(16),
-];
-
-/// Publishes `Claimed`, trying again with growing pauses while the broker refuses it. A job
-/// handed back counts as a delivery against a quorum queue's delivery limit, so handing it back
-/// at once on every refusal (a queue electing a new leader refuses for a while) would
-/// dead-letter a healthy job within a second; held here, it comes back at most once a minute.
-async fn publish_claim(shared: &Shared, claimed: &Message) -> Result<(), AmqpError> {
-    let mut pauses = CLAIM_RETRY.iter();
-    loop {
-        let Err(e) = shared.publisher.publish(&Target::Events, claimed).await else {
-            return Ok(());
-        };
-        let Some(pause) = pauses.next().filter(|_| !shared.abort.is_cancelled()) else {
-            return Err(e);
-        };
-        tracing::debug!("claim refused ({e}); trying again in {pause:?}");
-        tokio::select! {
-            () = tokio::time::sleep(*pause) => {}
-            () = shared.abort.cancelled() => return Err(e),
-        }
-    }
 }
 
 /// Moves a delivery to the dead-letter queue with `reason` (a short code) in its header.
