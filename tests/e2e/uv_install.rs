@@ -94,20 +94,17 @@ fn the_agents_list_says_what_builds_each_agents_environments_and_why() {
     c.env.push(("PATH".into(), path));
     c.start_up(1, &["default"], &["--python-env", "venv"]);
     let want = format!("uv on PATH: {}", uv.display());
-    let agents = wait_until(
-        "every agent to report its installer",
+    // `up --agents 1` starts the step agent and the drivers' agent on `services`; the two
+    // register one after the other, so wait for both before reading the installers.
+    wait_until(
+        "both agents of up to report their installer",
         Duration::from_secs(60),
         || {
             let doc = c.json(&["agents", "--json"]);
             let all = doc["agents"].as_array().cloned().unwrap_or_default();
-            let told = !all.is_empty() && all.iter().all(|a| a["installer"] == want.as_str());
-            if told { Ok(doc) } else { Err(doc.to_string()) }
+            let told = all.len() == 2 && all.iter().all(|a| a["installer"] == want.as_str());
+            if told { Ok(()) } else { Err(doc.to_string()) }
         },
-    );
-    assert_eq!(
-        agents["agents"].as_array().map(Vec::len),
-        Some(2),
-        "{agents}"
     );
     let table = text(&c.drover(&["agents"]));
     assert!(table.contains("INSTALLER"), "{table}");
