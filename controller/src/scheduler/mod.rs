@@ -483,16 +483,24 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
     let Some(i) = run.step_index(&f.step) else {
         return;
     };
-    let Some(spec) = run.pipeline.as_ref().and_then(|p| p.steps.get(i)).cloned() else {
+    let RunRecord {
+        pipeline,
+        steps,
+        status,
+        ..
+    } = &mut *run;
+    let (Some(spec), Some(step)) = (
+        pipeline.as_ref().and_then(|p| p.steps.get(i)),
+        steps.get_mut(i),
+    ) else {
         return;
     };
-    let step = &mut run.steps[i];
     // Only the agent whose claim of this very attempt was taken may report it: a result for a
     // step still queued (never claimed) is refused too, so nobody but the claimant's report
     // reaches the step's outputs or the cache. An agent publishes `Claimed` before it starts a
     // job, on the same channel as its result, so an honest result never overtakes its claim.
     let owner = step.status == StepStatus::Running && step.agent.as_ref() == Some(&f.agent);
-    if run.status.is_terminal() || step.attempt != f.attempt || !owner {
+    if status.is_terminal() || step.attempt != f.attempt || !owner {
         tracing::debug!(
             "refusing the result of attempt {} of step {} of run {} from agent {}: the step is {} (attempt {}, agent {})",
             f.attempt,
@@ -547,7 +555,7 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         }
         Outcome::Succeeded => {
             let why = format!("declared output(s) not reported: {}", missing.join(", "));
-            fail_attempt(step, &spec, why, now);
+            fail_attempt(step, spec, why, now);
         }
         Outcome::Aborted => {
             let why = f.message.unwrap_or_else(|| "aborted".to_string());
@@ -566,7 +574,7 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
             hand_back(step, &why);
         }
         Outcome::Failed | Outcome::TimedOut | Outcome::Error => {
-            fail_attempt(step, &spec, failure_text(&f), now);
+            fail_attempt(step, spec, failure_text(&f), now);
         }
     }
     // Step `i` itself changed above, whatever the advance changed besides.

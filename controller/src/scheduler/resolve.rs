@@ -3,6 +3,8 @@
 //! (a parent, by validation) stored, which is only known once that step has ended. A missing
 //! artifact fails the consuming step, naming it.
 
+use std::borrow::Cow;
+
 use drover_protocol::message::JobKind;
 use drover_protocol::refs::{self, Reference};
 use drover_protocol::validate::Step;
@@ -20,21 +22,41 @@ enum Fill<'a> {
 }
 
 /// `spec` with ids and artifact URLs filled in for its job, or why it cannot run.
-pub(super) fn for_job(
+pub(super) fn for_job<'a>(
     run_id: &RunId,
-    spec: &Step,
+    spec: &'a Step,
     steps: &[StepRecord],
     base: &str,
-) -> Result<Step, String> {
+) -> Result<Cow<'a, Step>, String> {
     resolved(spec, steps, &Fill::Job { run_id, base })
 }
 
 /// `spec` as its cache key sees it (see [`Fill::Key`]).
-pub(super) fn for_key(spec: &Step, steps: &[StepRecord]) -> Result<Step, String> {
+pub(super) fn for_key<'a>(spec: &'a Step, steps: &[StepRecord]) -> Result<Cow<'a, Step>, String> {
     resolved(spec, steps, &Fill::Key)
 }
 
-fn resolved(spec: &Step, steps: &[StepRecord], fill: &Fill<'_>) -> Result<Step, String> {
+/// Whether any text of the step holds a reference filled here; most steps hold none, and
+/// they are used as they are, without a copy.
+fn refers(spec: &Step) -> bool {
+    let any = |text: &str| refs::references(text).any(|r| filled_here(&r));
+    let in_kind = match &spec.kind {
+        JobKind::Command { argv } => argv.iter().any(|a| any(a)),
+        JobKind::Function { kwargs, .. } => kwargs.values().any(|json| {
+            matches!(serde_json::from_str(json), Ok(serde_json::Value::String(s)) if any(&s))
+        }),
+    };
+    in_kind || spec.env.values().any(|v| any(v))
+}
+
+fn resolved<'a>(
+    spec: &'a Step,
+    steps: &[StepRecord],
+    fill: &Fill<'_>,
+) -> Result<Cow<'a, Step>, String> {
+    if !refers(spec) {
+        return Ok(Cow::Borrowed(spec));
+    }
     let mut missing = None;
     let mut value = |r: &Reference| -> Option<String> {
         match r {
@@ -100,7 +122,7 @@ fn resolved(spec: &Step, steps: &[StepRecord], fill: &Fill<'_>) -> Result<Step, 
     }
     match missing {
         Some(why) => Err(why),
-        None => Ok(step),
+        None => Ok(Cow::Owned(step)),
     }
 }
 
