@@ -84,6 +84,9 @@ fn run_through_a_node_kill(rabbit: &mut RabbitCluster, c: &Cluster, victim: usiz
     assert_eq!(succeeded(&doc), STEPS);
     let wrong = not_once(&doc);
     assert!(wrong.is_empty(), "not succeeded exactly once: {wrong:?}");
+    // Busy agents take jobs without a consumer: the queue is served all along.
+    let log = c.process_log("controller");
+    assert!(!log.contains("no agent consumes"), "{log}");
     let names = Names::new(&c.ns).expect("namespace");
     assert_eq!(
         rabbit.depth(&names.dead()),
