@@ -225,6 +225,8 @@ pub async fn queues(
             }
         }
     }
+    let agents = app.store.agents()?;
+    let now = now_ms();
     let mut queues = Vec::new();
     for (queue, (waiting_steps, running_steps)) in steps {
         let broker_queue = app.names.user_queue(&queue);
@@ -234,7 +236,8 @@ pub async fn queues(
             ))
         })?;
         let (messages, consumers) = stats.map_or((0, 0), |s| (s.messages, s.consumers));
-        let warning = (waiting_steps > 0 && consumers == 0).then(|| {
+        let served = agents.iter().any(|a| a.serves(&queue, now));
+        let warning = (waiting_steps > 0 && consumers == 0 && !served).then(|| {
             format!(
                 "{waiting_steps} step(s) wait on queue \"{queue}\" but no agent consumes it; start one with `{}`",
                 crate::service::agent_command(&queue)

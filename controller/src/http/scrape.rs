@@ -2,7 +2,6 @@
 //! dispatch latency (histograms over every stored attempt, so they survive restarts), warm and
 //! cold starts of Python steps, agents and their slots, and the depth of the dead-letter queue.
 
-use super::views::AGENT_ALIVE_MS;
 use crate::metrics::family;
 use crate::scheduler::{AgentRecord, RunRecord};
 use drover_protocol::message::StartKind;
@@ -136,10 +135,7 @@ pub fn render(
         "start",
         [("warm", warm), ("cold", cold)].into_iter(),
     );
-    let alive: Vec<&AgentRecord> = agents
-        .iter()
-        .filter(|a| now.saturating_sub(a.last_seen) < AGENT_ALIVE_MS)
-        .collect();
+    let alive: Vec<&AgentRecord> = agents.iter().filter(|a| a.alive(now)).collect();
     let listed: Vec<&AgentRecord> = agents
         .iter()
         .filter(|a| !super::views::forgotten(a, now))

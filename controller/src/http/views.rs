@@ -11,8 +11,6 @@ use drover_protocol::message::JobKind;
 use drover_protocol::validate::Step;
 use std::collections::BTreeMap;
 
-/// A heartbeat older than this means the agent is gone (a few missed heartbeats).
-pub const AGENT_ALIVE_MS: u64 = 15_000;
 /// A heartbeat older than this drops the agent from the agents list and `/metrics`: agents
 /// get a new id each start, so the gone ones of past restarts would pile up there forever.
 pub const AGENT_FORGOTTEN_MS: u64 = 60 * 60 * 1000;
@@ -199,7 +197,7 @@ pub fn agent_view(agent: &AgentRecord, now: u64, current_steps: Vec<AgentStep>) 
         memory_mib: info.memory_mib,
         installer: info.installer.clone(),
         last_seen: agent.last_seen,
-        alive: now.saturating_sub(agent.last_seen) < AGENT_ALIVE_MS,
+        alive: agent.alive(now),
         current_steps,
     }
 }

@@ -396,6 +396,24 @@ pub struct AgentRecord {
     pub last_seen: u64,
 }
 
+/// A heartbeat older than this means the agent is gone (a few missed heartbeats).
+pub const AGENT_ALIVE_MS: u64 = 15_000;
+
+impl AgentRecord {
+    /// Whether the agent is alive at `now` (ms since the epoch).
+    pub fn alive(&self, now: u64) -> bool {
+        now.saturating_sub(self.last_seen) < AGENT_ALIVE_MS
+    }
+
+    /// Whether the agent, alive and not draining, takes jobs from `queue`. Such an agent holds
+    /// no consumer on the queue while its slots are busy (it takes jobs with `basic.get` and
+    /// opens consumers only on a queue that was empty), so a queue without consumers may well
+    /// be served.
+    pub fn serves(&self, queue: &QueueName, now: u64) -> bool {
+        self.alive(now) && !self.info.draining && self.info.queues.contains(queue)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +449,34 @@ mod tests {
         );
         let bytes = rmp_serde::to_vec_named(&held).unwrap();
         assert_eq!(rmp_serde::from_slice::<StepRecord>(&bytes).unwrap(), held);
+    }
+
+    /// A busy agent holds no consumer on its queue; the idle-queue warning asks this instead.
+    #[test]
+    fn an_agent_serves_its_queues_while_alive_and_not_draining() {
+        let default = QueueName::new("default").unwrap();
+        let agent = AgentRecord {
+            info: AgentInfo {
+                id: AgentId::new("a1").unwrap(),
+                host: "host".into(),
+                pid: 1,
+                version: "0".into(),
+                queues: vec![default.clone()],
+                slots: 4,
+                busy: 4,
+                draining: false,
+                cpus: 2,
+                memory_mib: 4096,
+                installer: None,
+                warm_parents: Default::default(),
+            },
+            last_seen: 1_000_000,
+        };
+        assert!(agent.serves(&default, 1_000_000 + AGENT_ALIVE_MS - 1));
+        assert!(!agent.serves(&default, 1_000_000 + AGENT_ALIVE_MS));
+        assert!(!agent.serves(&QueueName::new("gpu").unwrap(), 1_000_000));
+        let mut draining = agent.clone();
+        draining.info.draining = true;
+        assert!(!draining.serves(&default, 1_000_000));
     }
 }

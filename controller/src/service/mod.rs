@@ -508,8 +508,10 @@ impl Owner {
         }
     }
 
-    /// Warns (at most once a minute per queue) about steps queued where no agent consumes.
+    /// Warns (at most once a minute per queue) about steps queued where no agent consumes and
+    /// no live agent serves the queue (a busy one takes its jobs without a consumer).
     async fn warn_about_idle_queues(&mut self) {
+        let now = now_ms();
         let mut waiting: BTreeMap<QueueName, usize> = BTreeMap::new();
         for run in self.state.runs.values().filter(|r| !r.status.is_terminal()) {
             for step in run.steps.iter().filter(|s| s.status == StepStatus::Queued) {
@@ -517,10 +519,12 @@ impl Owner {
             }
         }
         for (queue, steps) in waiting {
-            if self
-                .idle_warned
-                .get(&queue)
-                .is_some_and(|t| t.elapsed() < IDLE_WARN_EVERY)
+            let served = self.state.agents.values().any(|a| a.serves(&queue, now));
+            if served
+                || self
+                    .idle_warned
+                    .get(&queue)
+                    .is_some_and(|t| t.elapsed() < IDLE_WARN_EVERY)
             {
                 continue;
             }

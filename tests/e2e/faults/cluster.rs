@@ -10,6 +10,8 @@ pub struct RabbitCluster {
     pub nodes: Vec<PrivateBroker>,
     /// Nodes killed by the test, by index; they are not asked anything afterwards.
     killed: Vec<usize>,
+    /// Each node's Erlang VM's operating system pid.
+    pids: Vec<i32>,
 }
 
 impl RabbitCluster {
@@ -26,9 +28,11 @@ impl RabbitCluster {
             node.ctl(&["join_cluster", first]);
             node.ctl(&["start_app"]);
         }
+        let pids = nodes.iter().map(PrivateBroker::os_pid).collect();
         let cluster = Self {
             nodes,
             killed: Vec::new(),
+            pids,
         };
         for node in &cluster.nodes {
             node.await_startup();
@@ -117,9 +121,11 @@ impl RabbitCluster {
             .unwrap_or_else(|| panic!("{node} is not a node of this cluster"))
     }
 
-    /// `kill -9` of node `i`'s Erlang VM: no goodbye to clients or to the other nodes.
+    /// `kill -9` of node `i`'s Erlang VM: no goodbye to clients or to the other nodes. Its pid
+    /// was read at the start: asking the node through `rabbitmqctl` takes a second or more under
+    /// load, long enough for a short run to end before the kill.
     pub fn kill(&mut self, i: usize) {
-        let pid = self.nodes[i].os_pid();
+        let pid = self.pids[i];
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
