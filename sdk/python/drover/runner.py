@@ -99,7 +99,10 @@ def split_returns(result: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 def save_outputs(outputs: Mapping[str, Any], output_dir: str) -> None:
-    """Pickles each value to `<output_dir>/<name>.pkl`, renamed into place once written."""
+    """Pickles each value to `<output_dir>/<name>.pkl`, renamed into place once written. A step
+    that returns nothing creates no directory: a file system entry is not free for a short step."""
+    if not outputs:
+        return
     os.makedirs(output_dir, exist_ok=True)
     for name, value in outputs.items():
         path = os.path.join(output_dir, f"{name}.pkl")
