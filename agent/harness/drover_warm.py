@@ -19,7 +19,6 @@ closes every descriptor of the parent's (the control socket, other steps' answer
 before anything else.
 """
 
-import gc
 import importlib
 import json
 import os
@@ -84,9 +83,14 @@ def _preload(modules: list[str]) -> dict[str, Any]:
         if _threads() > 1:
             return {"imported": imported, "missing": missing, "threads_from": name}
     _find_pools()
-    # Objects that exist now are never collected in children, so their pages stay shared.
-    gc.freeze()
+    _freeze()
     return {"imported": imported, "missing": missing, "threads_from": None}
+
+
+def _freeze() -> None:
+    """Objects that exist now are never collected nor listed in children, so their pages stay
+    shared (`drover.runner.freeze`)."""
+    importlib.import_module("drover.runner").freeze()
 
 
 def _load(name: str) -> None:
@@ -299,8 +303,11 @@ def main() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    # What every step runs: the harness's own modules.
-    importlib.import_module("drover.runner")
+    # What every step runs: the harness's own modules, and what a child imports before it runs
+    # the harness (runpy and its pkgutil, random to reseed, traceback to report a failure).
+    for name in ("drover.runner", "runpy", "pkgutil", "random", "traceback"):
+        importlib.import_module(name)
+    _freeze()
     _serve(ctl)
 
 

@@ -61,3 +61,23 @@ def test_a_child_sizes_the_pools_the_parent_found_and_the_parent_keeps_one_threa
     child, parent = json.loads(in_python(code, tmp_path, pinned))
     assert child == [3]
     assert parent == [1]
+
+
+def test_a_child_flushes_a_file_the_parent_opened_before_it_froze_its_objects(tmp_path):
+    # A frozen object is no longer listed by gc.get_objects(), which is how a step's process
+    # finds the open files to flush when it ends.
+    path = tmp_path / "opened-before.txt"
+    code = (
+        "import os, drover_warm\n"
+        f"f = open({str(path)!r}, 'w')\n"
+        "f.write('written by the step')\n"
+        "drover_warm._freeze()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    from drover.runner import end_process\n"
+        "    end_process(0)\n"
+        "os.waitpid(pid, 0)\n"
+        f"print(open({str(path)!r}).read())\n"
+        "os._exit(0)\n"
+    )
+    assert in_python(code, tmp_path) == "written by the step\n"

@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/bundle.rs"));
@@ -11,15 +12,19 @@ mod files {
 pub const HARNESS: &str = "drover_harness.py";
 
 /// A short digest of everything bundled: bundles of different builds never overwrite each other.
-fn digest() -> String {
-    let mut hash = Sha256::new();
-    for (name, text) in files::FILES {
-        hash.update(name.as_bytes());
-        hash.update([0]);
-        hash.update(text.as_bytes());
-        hash.update([0]);
-    }
-    hex::encode(hash.finalize())[..16].to_string()
+/// Computed once per process (the files are part of the binary), not for every Python step.
+fn digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let mut hash = Sha256::new();
+        for (name, text) in files::FILES {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(text.as_bytes());
+            hash.update([0]);
+        }
+        hex::encode(hash.finalize())[..16].to_string()
+    })
 }
 
 /// Writes the bundle under `<root>/bundle/<digest>` unless it is there, and returns that directory.

@@ -256,15 +256,29 @@ impl Pool {
             Err(e) => return Some(Err(e)),
         };
         let began = std::time::Instant::now();
-        let forking = match warm.fork(&spec.argv, &spec.env, &spec.cwd, writer).await {
-            Ok(forking) => forking,
+        let parent_pid = warm.pid();
+        let asked = match warm.ask_fork(&spec.argv, &spec.env, &spec.cwd, writer) {
+            Ok(asked) => asked,
             Err(e) => {
                 let detail = format!("it could not fork a step: {e}");
                 self.retire(&key, &mut held, Stop::Fork, &detail);
                 return None;
             }
         };
+        // Other steps of this key may ask while this one waits for its answer.
         drop(held);
+        let forking = match asked.forked().await {
+            Ok(forking) => forking,
+            Err(e) => {
+                let detail = format!("it could not fork a step: {e}");
+                let mut held = place.lock().await;
+                // Unless another step has replaced it meanwhile.
+                if held.as_ref().is_some_and(|p| p.pid() == parent_pid) {
+                    self.retire(&key, &mut held, Stop::Fork, &detail);
+                }
+                return None;
+            }
+        };
         tracing::debug!(
             "warm parent of environment {key} forked process {} in {:.1} ms",
             forking.pid,

@@ -67,6 +67,27 @@ struct Forked {
     pid: i32,
 }
 
+/// A fork request sent, its answer not read yet.
+pub struct Asked {
+    answer: BufReader<tokio::net::UnixStream>,
+    gate: std::io::PipeWriter,
+}
+
+impl Asked {
+    /// The forked process, once the parent has answered with its pid.
+    pub async fn forked(mut self) -> std::io::Result<Forking> {
+        let line = read_line(&mut self.answer, FORK_PATIENCE).await?;
+        let forked: Forked = serde_json::from_str(&line).map_err(|e| {
+            std::io::Error::other(format!("the warm parent answered {line:?}: {e}"))
+        })?;
+        Ok(Forking {
+            pid: forked.pid,
+            answer: self.answer,
+            gate: self.gate,
+        })
+    }
+}
+
 /// A forked step's process, waiting at its gate.
 pub struct Forking {
     pub pid: i32,
@@ -149,34 +170,28 @@ impl Parent {
     }
 
     /// Asks for a step's process: `argv` (the harness and its job), `env` and `cwd` as the step
-    /// gets them, output to `log`.
-    pub async fn fork(
+    /// gets them, output to `log`. The request is only sent: the parent answers requests in the
+    /// order they came, so the place can be let go while [`Asked::forked`] waits, and the
+    /// parent serves the requests of several steps in one wake-up instead of one at a time.
+    pub fn ask_fork(
         &mut self,
         argv: &[String],
         env: &BTreeMap<String, String>,
         cwd: &Path,
         log: std::io::PipeWriter,
-    ) -> std::io::Result<Forking> {
+    ) -> std::io::Result<Asked> {
         let (gate_reader, gate) = std::io::pipe()?;
         let parent_only: Vec<&str> = PINNED.iter().chain(&["HOME", "TMPDIR"]).copied().collect();
         let request = serde_json::json!({
             "op": "fork", "argv": argv, "env": env, "cwd": cwd, "parent_only": parent_only,
         });
-        let mut answer = self.send(
+        let answer = self.send(
             &request,
             vec![OwnedFd::from(log), OwnedFd::from(gate_reader)],
         )?;
-        let line = read_line(&mut answer, FORK_PATIENCE).await?;
-        let forked: Forked = serde_json::from_str(&line).map_err(|e| {
-            std::io::Error::other(format!("the warm parent answered {line:?}: {e}"))
-        })?;
         self.forks += 1;
         self.last_used = Instant::now();
-        Ok(Forking {
-            pid: forked.pid,
-            answer,
-            gate,
-        })
+        Ok(Asked { answer, gate })
     }
 
     /// Sends one request with an answer socket and `fds` (closed here once sent).

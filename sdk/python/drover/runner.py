@@ -19,6 +19,7 @@ import os
 import pickle
 import sys
 import traceback
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypedDict
 
@@ -98,7 +99,10 @@ def split_returns(result: Any, names: Sequence[str]) -> dict[str, Any]:
 
 
 def save_outputs(outputs: Mapping[str, Any], output_dir: str) -> None:
-    """Pickles each value to `<output_dir>/<name>.pkl`, renamed into place once written."""
+    """Pickles each value to `<output_dir>/<name>.pkl`, renamed into place once written. A step
+    that returns nothing creates no directory: a file system entry is not free for a short step."""
+    if not outputs:
+        return
     os.makedirs(output_dir, exist_ok=True)
     for name, value in outputs.items():
         path = os.path.join(output_dir, f"{name}.pkl")
@@ -178,9 +182,31 @@ def end_process(code: int) -> NoReturn:
     os._exit(code)
 
 
+# The file objects among those `freeze` moved out of the collector's reach, which
+# `gc.get_objects()` no longer lists: weak references, so the freezing process still closes a
+# file nothing refers to any more.
+_frozen_files: list[Callable[[], io.IOBase | None]] = []
+
+
+def freeze() -> None:
+    """Moves every object alive now out of the collector's reach (`gc.freeze()`), for a process
+    that forks: its children then neither write to those objects' pages when they collect nor
+    list them when they end, yet `end_process` still flushes the open files among them."""
+    _frozen_files.extend(_referred(f) for f in gc.get_objects() if issubclass(type(f), io.IOBase))
+    gc.freeze()
+
+
+def _referred(f: io.IOBase) -> Callable[[], io.IOBase | None]:
+    try:
+        return weakref.ref(f)
+    except TypeError:  # a type without weak references: kept alive, still flushed
+        return lambda: f
+
+
 def _flush_open_files() -> None:
     """Flushes every open file object: text layers first, so their bytes reach the buffers."""
     files = [f for f in gc.get_objects() if issubclass(type(f), io.IOBase)]
+    files.extend(f for f in (ref() for ref in _frozen_files) if f is not None)
     files.sort(key=lambda f: not isinstance(f, io.TextIOBase))
     for f in [*files, sys.stdout, sys.stderr]:
         try:

@@ -50,3 +50,10 @@ def test_a_kwarg_given_twice_is_refused(tmp_path):
     }
     with pytest.raises(ValueError, match="'scale' is given both as JSON and as a blob"):
         runner.run(_job(tmp_path, blobs, {"scale": "10"}))
+
+
+def test_a_step_that_returns_nothing_creates_no_output_directory(tmp_path):
+    job = runner.Job(source="def f():\n    return 1\n", entry="f", kwargs={}, returns=[],
+                     output_dir=str(tmp_path / "_outputs"))
+    runner.run(job)
+    assert not (tmp_path / "_outputs").exists()
