@@ -164,14 +164,19 @@ fn other_processes_of_the_same_user_cannot_open_a_drover_processs_environ() {
         as_nobody(&mut cat);
         cat.status().unwrap().success()
     };
-    // Wait until drover has restarted and is waiting on the silent controller.
+    // Wait until drover has restarted and is waiting on the silent controller, and its restarted
+    // process has marked itself non-dumpable: the kernel then gives its `/proc/PID` files to
+    // root. Just after the restart's exec, before `main` runs, it is still dumpable.
     crate::harness::wait_until("drover waiting", std::time::Duration::from_secs(10), || {
+        use std::os::unix::fs::MetadataExt;
+        let environ = format!("/proc/{}/environ", drover.id());
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", drover.id())).unwrap_or_default();
-        let restarted = std::fs::read(format!("/proc/{}/environ", drover.id()))
+        let restarted = std::fs::read(&environ)
             .unwrap_or_default()
             .windows(23)
             .any(|w| w == b"DROVER_SECRETS_ON_STDIN");
-        if restarted && cmdline.windows(4).any(|w| w == b"wait") {
+        let sealed = std::fs::metadata(&environ).is_ok_and(|m| m.uid() == 0);
+        if restarted && sealed && cmdline.windows(4).any(|w| w == b"wait") {
             Ok(())
         } else {
             Err(String::from_utf8_lossy(&cmdline).into_owned())
