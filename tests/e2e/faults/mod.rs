@@ -18,6 +18,7 @@ mod orphans;
 mod poison;
 pub(crate) mod rabbit;
 mod timeout;
+mod unconfirmed;
 
 use crate::harness::Cluster;
 use serde_json::Value;
