@@ -17,6 +17,7 @@ mod lost;
 mod orphans;
 mod poison;
 pub(crate) mod rabbit;
+mod silent_broker;
 mod timeout;
 mod unconfirmed;
 
