@@ -10,7 +10,7 @@ mod topology;
 pub mod urls;
 
 pub use consume::{Consumer, Getter, Incoming};
-pub use publish::{Publisher, Target};
+pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
 
 use drover_protocol::ids::{AgentId, QueueName};
@@ -45,6 +45,8 @@ pub enum AmqpError {
     Unroutable(String),
     #[error("the broker refused the message for {0:?} (negative confirm)")]
     Nacked(String),
+    #[error("the broker did not confirm the message for {0:?} within {CONFIRM_PATIENCE:?}")]
+    Unconfirmed(String),
     #[error(
         "queue {queue} already exists with other arguments than --queue-type {kind} declares \
          ({error}); a queue's type cannot change in place. Either keep the namespace's earlier \

@@ -1,5 +1,6 @@
 //! Publishing with publisher confirms and `mandatory`: an unroutable message is an error, and a
-//! publish whose confirm is lost with the connection is sent again on a new one.
+//! publish whose confirm is lost with the connection, refused, or never comes is sent again on a
+//! new channel.
 
 use super::signing::{JobSigner, SIGNATURE_HEADER};
 use super::{AmqpError, Broker, REASON_HEADER, SOURCE_HEADER};
@@ -13,6 +14,15 @@ use tokio::time::Instant;
 
 /// How long a publish keeps trying while the broker is unreachable before it reports an error.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long one publish waits for its confirm on an open channel before it gives that channel
+/// up and sends the message again on a new one. RabbitMQ 3.10 can leave a channel's publishes to
+/// a quorum queue unconfirmed for good after the queue's leader is lost: the channel's queue
+/// client does not send again a publish a member refused as not the leader when the refusal names
+/// no leader or the one it knew already, and once one publish of the channel is missing, the
+/// queue answers each later one `not_enqueued` (out of sequence), which the channel neither
+/// confirms nor refuses. A new channel starts a new sequence.
+pub const CONFIRM_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Where a message goes: each role's messages through that role's exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +78,8 @@ impl Publisher {
 
     /// Drops `ch` as the publishing channel, so the next publish opens a new one. After a quorum
     /// queue's leader is lost, RabbitMQ 3.10 was seen to refuse every later publish on a channel
-    /// that had published to it while a new channel's publishes were confirmed.
+    /// that had published to it while a new channel's publishes were confirmed, and it can leave
+    /// a publish unconfirmed for good (see [`CONFIRM_PATIENCE`]).
     async fn forget(&self, ch: &Channel) {
         let mut slot = self.channel.lock().await;
         if slot.as_ref().is_some_and(|c| c.id() == ch.id()) {
@@ -130,7 +141,8 @@ impl Publisher {
     }
 
     /// Publishes, retrying on a new channel (and connection) for up to [`PUBLISH_PATIENCE`]
-    /// when the broker is unreachable; an unroutable or refused message is not retried.
+    /// when the broker is unreachable, refuses the message or does not confirm it in time; an
+    /// unroutable message or a soft error (a missing exchange) is not retried.
     async fn publish_bytes(
         &self,
         target: &Target,
@@ -152,7 +164,10 @@ impl Publisher {
                     let result = self
                         .publish_on(&ch, target, payload, headers.clone(), priority)
                         .await;
-                    if matches!(result, Err(AmqpError::Nacked(_))) {
+                    if matches!(
+                        result,
+                        Err(AmqpError::Nacked(_) | AmqpError::Unconfirmed(_))
+                    ) {
                         self.forget(&ch).await;
                     }
                     result
@@ -192,19 +207,25 @@ impl Publisher {
             .with_content_type("application/msgpack".into())
             .with_priority(priority)
             .with_headers(headers);
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                payload,
-                props,
-            )
-            .await?
-            .await?;
+        let confirmed = async {
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    payload,
+                    props,
+                )
+                .await?
+                .await
+        };
+        let confirm = match tokio::time::timeout(CONFIRM_PATIENCE, confirmed).await {
+            Ok(confirm) => confirm?,
+            Err(_) => return Err(AmqpError::Unconfirmed(routing_key)),
+        };
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(routing_key)),
@@ -220,7 +241,7 @@ fn retryable(e: &AmqpError) -> bool {
     match e {
         AmqpError::Connect { .. } => true,
         // Tried again on a new channel (see `Publisher::forget`).
-        AmqpError::Nacked(_) => true,
+        AmqpError::Nacked(_) | AmqpError::Unconfirmed(_) => true,
         AmqpError::Broker(e) => !e.is_amqp_soft_error(),
         _ => false,
     }

@@ -2,9 +2,10 @@
 //! legal in passwords), each given a short AMQP heartbeat, a connect timeout and a small frame
 //! size unless it names its own.
 
-/// Seconds between AMQP heartbeats unless a URL says `heartbeat=N`. A connection that hears
-/// nothing for two heartbeats is closed and replaced, so a silently dead broker or network is
-/// noticed within 20 s, under the controller's default 30 s lease.
+/// Seconds between AMQP heartbeats unless a URL says `heartbeat=N`. lapin closes a connection
+/// that has heard nothing for more than two heartbeat intervals, checking at least every half
+/// interval, so a silently dead broker or network is noticed 20 to 25 s after the last frame,
+/// under the controller's default 30 s lease; the connection is replaced on its next use.
 pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
 /// The URLs of a broker setting, in order; empty when the setting holds none.

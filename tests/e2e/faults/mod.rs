@@ -17,7 +17,9 @@ mod lost;
 mod orphans;
 mod poison;
 pub(crate) mod rabbit;
+mod silent_broker;
 mod timeout;
+mod unconfirmed;
 
 use crate::harness::Cluster;
 use serde_json::Value;
