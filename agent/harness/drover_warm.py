@@ -183,20 +183,12 @@ def _child(request: dict[str, Any], fds: list[int], ctl: socket.socket, wake: li
         if not go:
             os._exit(code)
         os.chdir(request["cwd"])
-        env: dict[str, str] = request["env"]
-        # What the interpreter (C locale coercion) and the preloaded imports added to the
-        # parent's environment, a new interpreter importing the same would have added too.
-        parent_only = set(request.get("parent_only", [])) | set(env)
-        env = {**{k: v for k, v in os.environ.items() if k not in parent_only}, **env}
-        os.environ.clear()
-        os.environ.update(env)
+        env = _step_environ(request["env"], request.get("parent_only", []))
         _blas_threads(env)
         _fresh_state()
         sys.argv = list(request["argv"][1:])
-        import runpy
-
         code = 0
-        runpy.run_path(sys.argv[0], run_name="__main__")
+        _run_main(sys.argv[0])
     except SystemExit as e:
         code = _exit_code(e)
     except BaseException:
@@ -205,6 +197,56 @@ def _child(request: dict[str, Any], fds: list[int], ctl: socket.socket, wake: li
         traceback.print_exc()
         code = 1
     os._exit(code)
+
+
+def _step_environ(env: dict[str, str], parent_only: list[str]) -> dict[str, str]:
+    """Makes `os.environ` the step's `env` plus what the interpreter (C locale coercion) and the
+    preloaded imports added to the parent's, as a new interpreter importing the same would
+    have; only the variables that differ are set or removed, since each costs a call."""
+    drop = set(parent_only) | set(env)
+    wanted = {**{k: v for k, v in os.environ.items() if k not in drop}, **env}
+    for key in [k for k in os.environ if k not in wanted]:
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    return wanted
+
+
+# The harness beside this script, compiled once here rather than read and compiled again by
+# every child: (its path, its code).
+_harness: tuple[str, Any] | None = None
+
+
+def _compile_harness() -> None:
+    global _harness
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drover_harness.py")
+    try:
+        with open(path, "rb") as f:
+            _harness = (path, compile(f.read(), path, "exec"))
+    except OSError:
+        _harness = None  # every child then runs its script with runpy
+
+
+def _run_main(path: str) -> None:
+    """Runs the script at `path` as `__main__`, as `runpy.run_path(path, run_name="__main__")`
+    does; the harness from the code compiled before the fork."""
+    if _harness is None or _harness[0] != path:
+        import runpy
+
+        runpy.run_path(path, run_name="__main__")
+        return
+    module = type(sys)("__main__")
+    module.__dict__.update(
+        __file__=path,
+        __cached__=None,
+        __doc__=None,
+        __loader__=None,
+        __package__="",
+        __spec__=None,
+    )
+    sys.modules["__main__"] = module
+    exec(_harness[1], module.__dict__)
 
 
 def _fresh_state() -> None:
@@ -303,10 +345,12 @@ def main() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    # What every step runs: the harness's own modules, and what a child imports before it runs
-    # the harness (runpy and its pkgutil, random to reseed, traceback to report a failure).
-    for name in ("drover.runner", "runpy", "pkgutil", "random", "traceback"):
+    # What every step runs: the harness's own modules, what a child imports before it runs
+    # the harness (runpy and its pkgutil, random to reseed, traceback to report a failure) and
+    # as it ends (atexit).
+    for name in ("drover.runner", "runpy", "pkgutil", "random", "traceback", "atexit"):
         importlib.import_module(name)
+    _compile_harness()
     _freeze()
     _serve(ctl)
 

@@ -81,3 +81,49 @@ def test_a_child_flushes_a_file_the_parent_opened_before_it_froze_its_objects(tm
         "os._exit(0)\n"
     )
     assert in_python(code, tmp_path) == "written by the step\n"
+
+
+def test_the_harness_compiled_before_the_fork_runs_as_runpy_would_run_it(tmp_path):
+    # What a script can see of how it was run; both ways run in a forked child, as a step does.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, sys\n"
+        "main = sys.modules['__main__']\n"
+        "seen = {k: repr(v) for k, v in globals().items() if k != '__builtins__'}\n"
+        "seen['main_is_globals'] = main.__dict__ is globals()\n"
+        "seen['argv'] = sys.argv\n"
+        "print(json.dumps(seen, sort_keys=True), flush=True)\n"
+    )
+    code = (
+        "import os, runpy, sys, drover_warm\n"
+        f"path = {str(script)!r}\n"
+        "sys.argv = [path, 'job.json']\n"
+        "with open(path, 'rb') as f:\n"
+        "    drover_warm._harness = (path, compile(f.read(), path, 'exec'))\n"
+        "for run in (lambda: runpy.run_path(path, run_name='__main__'),\n"
+        "            lambda: drover_warm._run_main(path)):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        run()\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+    )
+    by_runpy, compiled = in_python(code, tmp_path).splitlines()
+    assert json.loads(compiled) == json.loads(by_runpy)
+    assert json.loads(compiled)["main_is_globals"] is True
+
+
+def test_a_child_gets_the_step_environment_and_keeps_what_the_parent_added(tmp_path):
+    code = (
+        "import json, os, drover_warm\n"
+        "os.environ.update(PARENT_ONLY='1', ADDED_BY_AN_IMPORT='2', SHARED='parent')\n"
+        "step = {'SHARED': 'step', 'NEW': '3'}\n"
+        "got = drover_warm._step_environ(step, ['PARENT_ONLY'])\n"
+        "print(json.dumps([got == dict(os.environ), dict(os.environ)]))\n"
+    )
+    same, env = json.loads(in_python(code, tmp_path, {"PARENT_ONLY": "0"}))
+    assert same
+    assert "PARENT_ONLY" not in env
+    assert env["ADDED_BY_AN_IMPORT"] == "2"
+    assert env["SHARED"] == "step"
+    assert env["NEW"] == "3"

@@ -465,6 +465,34 @@ fn a_step_with_its_own_hash_seed_gets_a_parent_only_when_its_seed_comes_again() 
     assert_eq!(warm_parents(&c).len(), 1, "{:?}", warm_parents(&c));
 }
 
+/// Returns without printing anything.
+const QUIET: &str = "def quiet(i):\n    return i * 2\n";
+
+#[test]
+fn a_warm_step_that_prints_nothing_has_no_log() {
+    let c = Cluster::up(1, &["default"]);
+    // The first builds the environment (its log says so); the second finds it ready.
+    let toml = format!(
+        "{HEADER}{}{}",
+        function_step("first", QUIET, "quiet", "i = '1'", ""),
+        function_step("second", QUIET, "quiet", "i = '2'", "parents = [\"first\"]"),
+    );
+    let run = run(&c, "quiet.toml", &toml);
+    let id = run_id(&run);
+    let status = c.json(&["status", id, "--json"]);
+    assert_eq!(
+        Cluster::step(&status, "second")["attempts"][0]["start"],
+        "warm",
+        "{status}"
+    );
+    let out = c.drover(&["logs", id, "second"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    // No chunk reached the controller, so it stored no log for the attempt.
+    let stored = c.data_dir().join("logs").join(id).join("second");
+    assert!(!stored.exists(), "{} exists", stored.display());
+}
+
 #[test]
 fn a_parent_in_use_outlives_the_keepers_rounds_until_it_is_idle() {
     // The keeper looks every quarter of the idle time (5 s here): a parent used within the

@@ -124,8 +124,9 @@ pub async fn venv(
     let key = key(base, requirements);
     let dir = envs.join(&key);
     let python = dir.join("bin").join("python");
+    // A ready environment says nothing in the step's log: a step that prints nothing then
+    // costs no log chunk, and the attempt's record says how it started.
     if dir.join(READY).is_file() {
-        note(log, &format!("python env {key} reused")).await;
         return Ok(python);
     }
     let io = |what: &str, e: std::io::Error| PyEnvError(format!("{what}: {e}"));
@@ -527,12 +528,23 @@ mod tests {
             venv(&envs, &base, &[], &installer, false, DAY, Some(&tx)),
             venv(&envs, &base, &[], &installer, false, DAY, Some(&tx))
         );
-        assert_eq!(a.unwrap(), b.unwrap());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a, b);
         drop(tx);
         let log = reader.await.unwrap();
         let log = String::from_utf8_lossy(&log);
         assert_eq!(log.matches("building python env").count(), 1, "{log}");
-        assert!(log.contains("reused"), "{log}");
+        assert!(log.contains("reused (built by another job)"), "{log}");
+        // A ready environment adds nothing to the log of the step that uses it.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(crate::logstream::CHANNEL_DEPTH);
+        let again = venv(&envs, &base, &[], &installer, false, DAY, Some(&tx)).await;
+        assert_eq!(again.unwrap(), a);
+        drop(tx);
+        assert_eq!(
+            rx.recv().await,
+            None,
+            "a reused environment wrote to the log"
+        );
         assert!(!envs.join(format!(".tmp-{k}-crashed")).exists());
         let out = std::process::Command::new(envs.join(&k).join("bin/python"))
             .args(["-c", "import sys; print(sys.prefix != sys.base_prefix)"])

@@ -285,7 +285,6 @@ impl Pool {
             began.elapsed().as_secs_f64() * 1000.0
         );
         self.keep_within_budget(&key);
-        let _ = output.send(b"drover: warm start\n".to_vec()).await;
         let reaper = crate::reaper::current();
         Some(child::run(reaper, spec, forking, reader, output, cancel).await)
     }
