@@ -685,6 +685,45 @@ mod tests {
         started.kill_all().await;
     }
 
+    #[tokio::test]
+    async fn an_adopted_setsid_child_is_reaped_after_its_attempt() {
+        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
+            Ok(reaper) => reaper,
+            Err(e) if !is_root() => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // As under warm starts: what a step orphans is adopted by the agent, killed with the
+        // attempt's cgroup and left for the agent to reap.
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            "setsid sh -c 'echo $$ > pid; exec sleep 30' & until [ -s pid ]; do sleep 0.01; done",
+        );
+        s.cwd = dir.path().to_path_buf();
+        let mut next = spec("true");
+        next.cwd = dir.path().to_path_buf();
+        // A process still exiting when its attempt's reaping looks is reaped after a later one.
+        for step in [&s, &next] {
+            let (tx, mut rx) = mpsc::channel(4);
+            let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let ended = run_with(reaper, step, tx, CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(ended, Ended::Exited(0));
+            reader.await.unwrap();
+        }
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let proc = format!("/proc/{}", pid.trim());
+        assert!(
+            !Path::new(&proc).exists(),
+            "{proc}: {:?}",
+            std::fs::read_to_string(format!("{proc}/stat"))
+        );
+    }
+
     /// Whether the tests run as root (the owner of their own `/proc/self`).
     fn is_root() -> bool {
         use std::os::unix::fs::MetadataExt;
