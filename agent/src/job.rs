@@ -74,8 +74,19 @@ pub async fn run(
     claim: Claim,
 ) {
     let mut phases = Phases::default();
+    let mut claim = claim;
+    // Polled once first, so that `Claimed` is on its way while the job is made ready.
+    let early = tokio::select! {
+        biased;
+        confirmed = &mut claim => Some(confirmed),
+        () = std::future::ready(()) => None,
+    };
     let held = hold(&shared, &job, slots.attempt_slot(), &mut phases).await;
-    if !claim.await {
+    let confirmed = match early {
+        Some(confirmed) => confirmed,
+        None => claim.await,
+    };
+    if !confirmed {
         if let Some(Ok(mut prepared)) = held
             && let Some(started) = prepared.started.take()
         {
