@@ -1,15 +1,25 @@
 //! Claiming a delivered job: publish `Claimed` (confirmed), then ack; anything that is not a
 //! job, or not signed by the controller when the agent checks signatures, is dead-lettered
-//! with its reason.
+//! with its reason. In two halves ([`take`], [`confirm`]) so that a job can be made ready
+//! while its claim is in flight.
 
 use crate::Shared;
 use drover_amqp::{Incoming, Target};
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
+use std::collections::hash_map::Entry;
 use tokio_util::sync::CancellationToken;
 
 /// Dead-letters what is not a job, and with a verify key what is not signed by the
 /// controller; claims a job: registers it, publishes `Claimed`, acks.
 pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
+    let job = take(shared, incoming).await?;
+    confirm(shared, incoming, &job).await.then_some(job)
+}
+
+/// The first half of [`claim`]: dead-letters what is not a job (or not signed), drops a
+/// duplicate of an attempt already held, and registers the job as running here. The job is
+/// not claimed yet: its program must not run before [`confirm`] says so.
+pub(crate) async fn take(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
     if let Some(verifier) = &shared.config.job_verifier
         && let Err(e) = verifier.verify(incoming.payload(), incoming.signature())
     {
@@ -28,17 +38,15 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
             return None;
         }
     };
-    let attempt = AttemptRef {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-    };
-    let duplicate = {
-        let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(&attempt) {
-            true
-        } else {
-            running.insert(attempt.clone(), CancellationToken::new());
+    let duplicate = match shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(attempt_of(&job))
+    {
+        Entry::Occupied(_) => true,
+        Entry::Vacant(entry) => {
+            entry.insert(CancellationToken::new());
             false
         }
     };
@@ -52,6 +60,13 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
         let _ = incoming.ack().await;
         return None;
     }
+    Some(job)
+}
+
+/// The second half of [`claim`]: publishes `Claimed` for a job [`take`] registered and acks
+/// it once the broker confirmed; true when it did. Otherwise the job is handed back and no
+/// longer registered.
+pub(crate) async fn confirm(shared: &Shared, incoming: &Incoming, job: &StepJob) -> bool {
     let claimed = Message::Claimed(Claimed {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -69,9 +84,9 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&attempt);
+            .remove(&attempt_of(job));
         let _ = incoming.requeue().await;
-        return None;
+        return false;
     }
     if let Err(e) = incoming.ack().await {
         // The job may be delivered again; the controller fences the duplicate claim.
@@ -81,7 +96,15 @@ pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJo
             job.step
         );
     }
-    Some(job)
+    true
+}
+
+fn attempt_of(job: &StepJob) -> AttemptRef {
+    AttemptRef {
+        run_id: job.run_id.clone(),
+        step: job.step.clone(),
+        attempt: job.attempt,
+    }
 }
 
 /// Moves a delivery to the dead-letter queue with `reason` (a short code) in its header.

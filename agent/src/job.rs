@@ -3,7 +3,7 @@
 use crate::Shared;
 use crate::artifacts::{self, Route};
 use crate::channel::{self, Channel};
-use crate::logstream::{self, LogStream};
+use crate::logstream::{self, LogSender, LogStream};
 use crate::phases::Phases;
 use crate::process::{self, Ended, ProcessSpec};
 use crate::pyenv::{self, PreparedPython};
@@ -17,7 +17,9 @@ use drover_protocol::message::{
 };
 use drover_protocol::refs::{self, Reference};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +50,17 @@ impl Report {
     }
 }
 
-/// Runs a claimed job and reports how it ended. `cancel` stops it: reported `aborted`, or
+/// Whether the job's claim was confirmed: until it resolves to true, nothing of the job runs.
+pub(crate) type Claim = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Runs a job once `claim` is confirmed and reports how it ended; an unconfirmed claim ends it
+/// unreported (the job went back to its queue). `cancel` stops it: reported `aborted`, or
 /// `released` (handed back to run elsewhere) when `release` was cancelled first.
+///
+/// While the claim is in flight, a command step that needs no inputs is made ready: its workdir
+/// and environment, and its process spawned and held at its gate in its cgroup
+/// ([`process::hold`]); the gate opens only once the claim is confirmed, and the held process
+/// is killed if it is not.
 ///
 /// The slots are given back as soon as the attempt's work is over (process reaped, outputs
 /// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
@@ -60,7 +71,30 @@ pub async fn run(
     cancel: CancellationToken,
     release: CancellationToken,
     slots: SlotGuard,
+    claim: Claim,
 ) {
+    let mut phases = Phases::default();
+    let mut claim = claim;
+    // Polled once first, so that `Claimed` is on its way while the job is made ready.
+    let early = tokio::select! {
+        biased;
+        confirmed = &mut claim => Some(confirmed),
+        () = std::future::ready(()) => None,
+    };
+    let held = hold(&shared, &job, slots.attempt_slot(), &mut phases).await;
+    let confirmed = match early {
+        Some(confirmed) => confirmed,
+        None => claim.await,
+    };
+    if !confirmed {
+        if let Some(Ok(mut prepared)) = held
+            && let Some(started) = prepared.started.take()
+        {
+            started.abandon().await;
+        }
+        return;
+    }
+    phases.mark("claim");
     let started_at = now_ms();
     let attempt = AttemptRef {
         run_id: job.run_id.clone(),
@@ -74,13 +108,13 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let mut phases = Phases::default();
     let (mut report, start) = execute(
         &shared,
         &job,
         &log,
         cancel,
         slots.attempt_slot(),
+        held,
         &mut phases,
     )
     .await;
@@ -170,10 +204,11 @@ async fn execute(
     log: &LogStream,
     cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
+    held: Option<Result<Prepared, Report>>,
     phases: &mut Phases,
 ) -> (Report, Option<StartKind>) {
     let mut start = None;
-    match attempt(shared, job, log, cancel, slot, &mut start, phases).await {
+    match attempt(shared, job, log, cancel, slot, held, &mut start, phases).await {
         Ok(report) | Err(report) => (report, start),
     }
 }
@@ -181,16 +216,53 @@ async fn execute(
 /// Where each downloaded input is: `(step, output)` -> absolute path in the workdir.
 type InputPaths = HashMap<(String, String), PathBuf>;
 
-/// The phases of one attempt in order; an `Err` is the report of the phase that ended it early.
-async fn attempt(
+/// What an attempt made ready for its process.
+struct Prepared {
+    route: Route,
+    /// Removed when dropped: after the process and its outputs are done with.
+    workdir: Workdir,
+    /// Python function steps' channel to their agent, for the attempt's life.
+    channel: Option<Channel>,
+    spec: ProcessSpec,
+    /// The process, held at its gate, when it was spawned before the claim was confirmed.
+    started: Option<process::Started<'static>>,
+}
+
+/// While the claim is in flight: prepares a command step that needs no inputs (nothing but
+/// local work) and holds its process at its gate; `None` for any other step, which is
+/// prepared only once claimed. An `Err` is reported once the claim is confirmed.
+async fn hold(
     shared: &Shared,
     job: &StepJob,
-    log: &LogStream,
-    cancel: CancellationToken,
     slot: Arc<AttemptSlot>,
-    start: &mut Option<StartKind>,
     phases: &mut Phases,
-) -> Result<Report, Report> {
+) -> Option<Result<Prepared, Report>> {
+    if !matches!(job.job.kind, JobKind::Command { .. }) || !job.job.inputs.is_empty() {
+        return None;
+    }
+    let mut prepared = match prepare(shared, job, None, slot, phases).await {
+        Ok(prepared) => prepared,
+        Err(report) => return Some(Err(report)),
+    };
+    match process::hold(&prepared.spec) {
+        Some(Ok(started)) => prepared.started = Some(started),
+        Some(Err(e)) => return Some(Err(Report::error(e.to_string()))),
+        // Not gated here: the process starts once the claim is confirmed.
+        None => {}
+    }
+    phases.mark("spawn");
+    Some(Ok(prepared))
+}
+
+/// The attempt's workdir, inputs, channel and process spec; `log` reports a Python
+/// environment's preparation (a command step has none).
+async fn prepare(
+    shared: &Shared,
+    job: &StepJob,
+    log: Option<LogSender>,
+    slot: Arc<AttemptSlot>,
+    phases: &mut Phases,
+) -> Result<Prepared, Report> {
     let config = &shared.config;
     let base = config.controller_base(&job.controller_url);
     let route = shared
@@ -235,15 +307,46 @@ async fn attempt(
             ))
         })?;
     }
-    let exit_code = run_process(shared, &spec, job, log, cancel, start).await?;
+    Ok(Prepared {
+        route,
+        workdir,
+        channel,
+        spec,
+        started: None,
+    })
+}
+
+/// The phases of one attempt in order, from what [`hold`] prepared when it did; an `Err` is the
+/// report of the phase that ended it early.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    shared: &Shared,
+    job: &StepJob,
+    log: &LogStream,
+    cancel: CancellationToken,
+    slot: Arc<AttemptSlot>,
+    held: Option<Result<Prepared, Report>>,
+    start: &mut Option<StartKind>,
+    phases: &mut Phases,
+) -> Result<Report, Report> {
+    let mut ready = match held {
+        Some(held) => held?,
+        None => prepare(shared, job, Some(log.sender()), slot, phases).await?,
+    };
+    let started = ready.started.take();
+    let exit_code = run_process(shared, &ready.spec, started, job, log, cancel, start).await?;
     phases.mark(match start {
         Some(StartKind::Warm) => "process (warm)",
         Some(StartKind::Cold) => "process (cold)",
         None => "process",
     });
-    let stored = channel.as_ref().map(Channel::artifacts).unwrap_or_default();
-    drop(channel);
-    let mut outputs = upload_outputs(job, &route, &workdir, exit_code).await?;
+    let stored = ready
+        .channel
+        .as_ref()
+        .map(Channel::artifacts)
+        .unwrap_or_default();
+    drop(ready.channel.take());
+    let mut outputs = upload_outputs(job, &ready.route, &ready.workdir, exit_code).await?;
     phases.mark("outputs");
     // The channel refused artifact names that are declared outputs, so nothing is replaced.
     for (name, artifact) in stored {
@@ -358,7 +461,7 @@ struct Given<'a> {
 async fn process_spec(
     shared: &Shared,
     job: &StepJob,
-    log: &LogStream,
+    log: Option<LogSender>,
     workdir: &Workdir,
     given: &Given<'_>,
 ) -> Result<ProcessSpec, Report> {
@@ -394,14 +497,12 @@ async fn process_spec(
                 .iter()
                 .map(|(name, path)| (name, path.display().to_string()))
                 .collect();
-            let prepared = pyenv::prepare(
-                &shared.config.python,
-                requirements,
-                python.as_deref(),
-                Some(log.sender()),
-            )
-            .await
-            .map_err(|e| Report::error(format!("cannot prepare the Python environment: {e}")))?;
+            let prepared =
+                pyenv::prepare(&shared.config.python, requirements, python.as_deref(), log)
+                    .await
+                    .map_err(|e| {
+                        Report::error(format!("cannot prepare the Python environment: {e}"))
+                    })?;
             let job_json = serde_json::json!({
                 "source": source,
                 "entry": entry,
@@ -456,6 +557,7 @@ fn harness_argv(prepared: &PreparedPython, env: &mut BTreeMap<String, String>) -
 async fn run_process(
     shared: &Shared,
     spec: &ProcessSpec,
+    started: Option<process::Started<'_>>,
     job: &StepJob,
     log: &LogStream,
     cancel: CancellationToken,
@@ -487,7 +589,10 @@ async fn run_process(
             if matches!(job.job.kind, JobKind::Function { .. }) {
                 *start = Some(StartKind::Cold);
             }
-            process::run(spec, log.sender(), cancel).await
+            match started {
+                Some(started) => started.run(spec, log.sender(), cancel).await,
+                None => process::run(spec, log.sender(), cancel).await,
+            }
         }
     }
     .map_err(|e| Report::error(e.to_string()))?;

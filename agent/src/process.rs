@@ -2,8 +2,8 @@
 //! kills the whole group when it ends, then whatever left the group ([`crate::reaper`]: the
 //! attempt's cgroup, or the subreaper sweep), so no child outlives its step.
 
-use crate::reaper::{self, Reaper};
-use crate::running::Registration;
+use crate::reaper::{self, Contained, Reaper};
+use crate::running::{Recorded, Registration};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -47,6 +47,21 @@ pub enum Ended {
     Cancelled,
 }
 
+/// A step's process, spawned: held at its gate (in its cgroup) until [`Started::run`] opens
+/// it, or, where steps are not gated, already running its program.
+pub struct Started<'r> {
+    reaper: &'r Reaper,
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+    contained: Option<Contained>,
+    /// The gate's writing end: a line on it lets the program run.
+    gate: Option<std::io::PipeWriter>,
+    /// Both output streams, read once the program may run.
+    reader: Option<std::io::PipeReader>,
+    /// Held until the whole group is killed.
+    recorded: Option<Recorded>,
+}
+
 /// Runs the process; stdout and stderr go, as raw bytes in arrival order, to `output`.
 pub async fn run(
     spec: &ProcessSpec,
@@ -63,21 +78,42 @@ pub async fn run_with(
     output: Sender<Vec<u8>>,
     cancel: CancellationToken,
 ) -> std::io::Result<Ended> {
+    start(reaper, spec, false)?
+        .ok_or_else(|| std::io::Error::other("the step's process was not started"))?
+        .run(spec, output, cancel)
+        .await
+}
+
+/// Spawns the process and holds it at its gate, in its cgroup, without letting its program
+/// run; `None` where it cannot be held that way (no cgroup per attempt, or a program that is
+/// not a file), so nothing of the step runs before [`Started::run`].
+pub fn hold(spec: &ProcessSpec) -> Option<std::io::Result<Started<'static>>> {
+    start(reaper::current(), spec, true).transpose()
+}
+
+/// Spawns the process, gated where the reaper needs it; with `only_gated`, spawns nothing
+/// (`Ok(None)`) unless it can be gated.
+fn start<'r>(
+    reaper: &'r Reaper,
+    spec: &ProcessSpec,
+    only_gated: bool,
+) -> std::io::Result<Option<Started<'r>>> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "empty command",
         ));
     };
-    // One pipe for both streams keeps their interleaving exactly as the process wrote it.
-    let (reader, writer) = std::io::pipe()?;
     let program_path = resolve_program(program, &spec.env, &spec.cwd);
     // With a cgroup per attempt, the step waits at a gate until it is in its cgroup, so nothing
     // it forks can be outside (a program that does not exist fails to start as usual).
     let gate = match reaper.gates_spawn() && spec.cwd.join(&program_path).is_file() {
         true => Some(std::io::pipe()?),
+        false if only_gated => return Ok(None),
         false => None,
     };
+    // One pipe for both streams keeps their interleaving exactly as the process wrote it.
+    let (reader, writer) = std::io::pipe()?;
     let mut command = match &gate {
         Some((gate_reader, _)) => {
             let mut command = Command::new(GATE_SHELL);
@@ -111,21 +147,14 @@ pub async fn run_with(
     let spawned = command.spawn();
     // The parent's copies of the write end must close, or the reader never sees EOF.
     drop(command);
-    let mut child = spawned
+    let child = spawned
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     if let (Some(cell), Some(pgid)) = (&spec.started, pgid) {
         let _ = cell.set(pgid.as_raw());
     }
     let contained = pgid.map(|pgid| reaper.enter(pgid.as_raw(), spawning));
-    if let Some((gate_reader, mut gate_writer)) = gate {
-        drop(gate_reader);
-        // Open the gate (in its cgroup or not: entering failed is handled by the sweep). A
-        // step killed meanwhile cannot read it; that is fine.
-        let _ = std::io::Write::write_all(&mut gate_writer, b"\n");
-    }
-    // Held until the whole group is killed below.
-    let _recorded = match (&spec.record, pgid) {
+    let recorded = match (&spec.record, pgid) {
         (Some(registration), Some(pgid)) => match registration.record(pgid.as_raw()) {
             Ok(recorded) => Some(recorded),
             Err(e) => {
@@ -138,44 +167,91 @@ pub async fn run_with(
         },
         _ => None,
     };
-    let reader = tokio::task::spawn_blocking(move || forward(reader, output));
+    Ok(Some(Started {
+        reaper,
+        child,
+        pgid,
+        contained,
+        gate: gate.map(|(_, writer)| writer),
+        reader: Some(reader),
+        recorded,
+    }))
+}
 
-    let timeout = async {
-        match spec.timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
+impl Started<'_> {
+    /// Lets the program run (opens its gate) and runs it to its end; stdout and stderr go, as
+    /// raw bytes in arrival order, to `output`.
+    pub async fn run(
+        mut self,
+        spec: &ProcessSpec,
+        output: Sender<Vec<u8>>,
+        cancel: CancellationToken,
+    ) -> std::io::Result<Ended> {
+        if let Some(mut gate) = self.gate.take() {
+            // Open the gate (in its cgroup or not: entering failed is handled by the sweep). A
+            // step killed meanwhile cannot read it; that is fine.
+            let _ = std::io::Write::write_all(&mut gate, b"\n");
         }
-    };
-    let ended = tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            use std::os::unix::process::ExitStatusExt;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => Ended::Exited(code),
-                (None, Some(sig)) => Ended::Signaled(sig),
-                (None, None) => Ended::Exited(-1),
+        let reader = self
+            .reader
+            .take()
+            .map(|reader| tokio::task::spawn_blocking(move || forward(reader, output)));
+        let timeout = async {
+            match spec.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
             }
+        };
+        let child = &mut self.child;
+        let ended = tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => Ended::Exited(code),
+                    (None, Some(sig)) => Ended::Signaled(sig),
+                    (None, None) => Ended::Exited(-1),
+                }
+            }
+            _ = timeout => {
+                terminate(child, self.pgid, spec.kill_grace).await;
+                Ended::TimedOut
+            }
+            _ = cancel.cancelled() => {
+                terminate(child, self.pgid, spec.kill_grace).await;
+                Ended::Cancelled
+            }
+        };
+        self.kill_all().await;
+        // Should something still hold the pipe open, don't wait on it forever.
+        if let Some(reader) = reader {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
         }
-        _ = timeout => {
-            terminate(&mut child, pgid, spec.kill_grace).await;
-            Ended::TimedOut
-        }
-        _ = cancel.cancelled() => {
-            terminate(&mut child, pgid, spec.kill_grace).await;
-            Ended::Cancelled
-        }
-    };
-    // Children left behind (`cmd &`) would keep the pipes open and outlive the step.
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGKILL);
+        Ok(ended)
     }
-    // Then what left the group (setsid): the attempt's cgroup, or the sweep.
-    if let (Some(contained), Some(pgid)) = (contained, pgid) {
-        reaper.finish_group(contained, pgid.as_raw()).await;
+
+    /// Kills the held process without letting its program run (its gate stays closed).
+    pub async fn abandon(mut self) {
+        drop(self.gate.take());
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = self.child.wait().await;
+        self.kill_all().await;
     }
-    // Should something still hold the pipe open, don't wait on it forever.
-    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-    Ok(ended)
+
+    /// Kills the whole group, then what left it; the record goes last.
+    async fn kill_all(&mut self) {
+        // Children left behind (`cmd &`) would keep the pipes open and outlive the step.
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        // Then what left the group (setsid): the attempt's cgroup, or the sweep.
+        if let (Some(contained), Some(pgid)) = (self.contained.take(), self.pgid) {
+            self.reaper.finish_group(contained, pgid.as_raw()).await;
+        }
+        self.recorded.take();
+    }
 }
 
 /// The shell that runs the gate ([`gate_script`]).
@@ -186,7 +262,8 @@ const SHELL_ADDS: [&str; 3] = ["PWD", "OLDPWD", "SHLVL"];
 
 /// The gate: waits for the agent's go (a line on stdin) once the process is in its cgroup, then
 /// becomes the step's program (`$0`, already resolved) with its arguments, no stdin, and the
-/// step's environment only.
+/// step's environment only. Without the go (the agent died, which closes the pipe) it exits:
+/// a held step runs only once its claim is confirmed.
 fn gate_script(env: &BTreeMap<String, String>) -> String {
     let added: Vec<&str> = SHELL_ADDS
         .into_iter()
@@ -196,7 +273,7 @@ fn gate_script(env: &BTreeMap<String, String>) -> String {
         true => String::new(),
         false => format!("unset {}; ", added.join(" ")),
     };
-    format!("read -r _; {unset}exec \"$0\" \"$@\" </dev/null")
+    format!("read -r _ || exit 1; {unset}exec \"$0\" \"$@\" </dev/null")
 }
 
 /// The program to execute: as given when it names a path, else the first executable file of
@@ -527,6 +604,124 @@ mod tests {
         };
         assert!(matches!(reaper, Reaper::Cgroup(_)), "{}", reaper.describe());
         setsid_daemon_is_gone(reaper, "2").await;
+    }
+
+    /// A step that leaves `ran` in its working directory, held at its gate in a cgroup; `None`
+    /// where this process cannot create cgroups.
+    fn held_step(dir: &Path) -> Option<(Started<'static>, ProcessSpec)> {
+        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
+            Ok(reaper) => reaper,
+            Err(e) if !is_root() => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut s = spec("touch ran");
+        s.cwd = dir.to_path_buf();
+        s.argv[0] = "/bin/sh".into();
+        let started = start(reaper, &s, true)
+            .unwrap()
+            .expect("not held at a gate");
+        Some((started, s))
+    }
+
+    /// The cgroup v2 path of a live process.
+    fn cgroup_of(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_held_step_runs_in_its_cgroup_only_once_its_gate_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((started, s)) = held_step(dir.path()) else {
+            return;
+        };
+        let pid = started.pgid.unwrap().as_raw();
+        assert!(
+            cgroup_of(pid).contains("/drover-step-"),
+            "{}",
+            cgroup_of(pid)
+        );
+        assert!(!dir.path().join("ran").exists());
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let ended = started.run(&s, tx, CancellationToken::new()).await.unwrap();
+        assert_eq!(ended, Ended::Exited(0));
+        assert!(dir.path().join("ran").exists());
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_step_never_runs_its_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((started, _)) = held_step(dir.path()) else {
+            return;
+        };
+        let pid = started.pgid.unwrap().as_raw();
+        started.abandon().await;
+        assert!(
+            crate::running::start_time(pid).is_none(),
+            "the gate is alive"
+        );
+        assert!(!dir.path().join("ran").exists(), "the program ran");
+    }
+
+    #[tokio::test]
+    async fn a_gate_whose_agent_is_gone_exits_without_running_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((mut started, _)) = held_step(dir.path()) else {
+            return;
+        };
+        // What an agent's death does: the gate's pipe closes without a go.
+        drop(started.gate.take());
+        let status = started.child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(1));
+        assert!(!dir.path().join("ran").exists(), "the program ran");
+        started.kill_all().await;
+    }
+
+    #[tokio::test]
+    async fn an_adopted_setsid_child_is_reaped_after_its_attempt() {
+        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
+            Ok(reaper) => reaper,
+            Err(e) if !is_root() => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // As under warm starts: what a step orphans is adopted by the agent, killed with the
+        // attempt's cgroup and left for the agent to reap.
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            "setsid sh -c 'echo $$ > pid; exec sleep 30' & until [ -s pid ]; do sleep 0.01; done",
+        );
+        s.cwd = dir.path().to_path_buf();
+        let mut next = spec("true");
+        next.cwd = dir.path().to_path_buf();
+        // A process still exiting when its attempt's reaping looks is reaped after a later one.
+        for step in [&s, &next] {
+            let (tx, mut rx) = mpsc::channel(4);
+            let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let ended = run_with(reaper, step, tx, CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(ended, Ended::Exited(0));
+            reader.await.unwrap();
+        }
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let proc = format!("/proc/{}", pid.trim());
+        assert!(
+            !Path::new(&proc).exists(),
+            "{proc}: {:?}",
+            std::fs::read_to_string(format!("{proc}/stat"))
+        );
     }
 
     /// Whether the tests run as root (the owner of their own `/proc/self`).

@@ -215,6 +215,11 @@ fn reap_adopted(pgid: i32) {
     use nix::unistd::Pid;
     // Any child in the group, until none is left (ECHILD); the leader was reaped before.
     while waitpid(Pid::from_raw(-pgid), None).is_ok() {}
+    // Reading every thread's list of children costs a few syscalls per agent thread after each
+    // attempt; with no dead child at all there is nothing to reap.
+    if !any_dead_child() {
+        return;
+    }
     let me = std::process::id().to_string();
     let Some(my_session) = stat_fields(&me).and_then(|f| f.get(3).cloned()) else {
         return;
@@ -231,6 +236,18 @@ fn reap_adopted(pgid: i32) {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
     }
+}
+
+/// Whether some child of the agent is dead and not reaped yet; looking reaps nothing, so the
+/// children that others wait for (steps' leaders, warm parents) are left to them.
+fn any_dead_child() -> bool {
+    use nix::errno::Errno;
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(
+        waitid(Id::All, flags),
+        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD)
+    )
 }
 
 /// The children of process `pid`, from each of its threads' `children` list (a child is listed

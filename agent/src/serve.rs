@@ -11,10 +11,9 @@
 //! first in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
 //! ([`QueueOrder::RoundRobin`]).
 
-use crate::claim::claim;
 use crate::config::QueueOrder;
 use crate::slots::{SlotGuard, Slots};
-use crate::{Shared, heartbeat, job};
+use crate::{Shared, claim, heartbeat, job};
 use drover_amqp::{Consumer, Getter, Incoming};
 use drover_protocol::message::{AttemptRef, StepJob};
 use futures_util::future::select_all;
@@ -126,9 +125,16 @@ pub async fn serve(
                     };
                     // Claimed here, not in a task: the consumer's channel may close right
                     // after (the agent filled up), and an unacked job would go back with it.
-                    if let Some(job) = claim(&shared, &incoming).await {
+                    if let Some(job) = claim::claim(&shared, &incoming).await {
                         consumers.took_from(i);
-                        jobs.spawn(run_claimed(shared.clone(), job, guard, release.clone()));
+                        let claimed: job::Claim = Box::pin(std::future::ready(true));
+                        jobs.spawn(run_claimed(
+                            shared.clone(),
+                            job,
+                            guard,
+                            release.clone(),
+                            claimed,
+                        ));
                     }
                     break;
                 }
@@ -298,9 +304,10 @@ impl Consumers {
     }
 }
 
-/// Claims a pulled job and runs it once the claim is confirmed, in a task of its own so the
-/// serve loop can take the next job meanwhile. The job was taken on the pull channel, which
-/// stays open, so its ack can follow later.
+/// Claims a pulled job in a task of its own, so the serve loop can take the next job
+/// meanwhile, and runs it once the claim is confirmed: while `Claimed` is in flight the job's
+/// process is made ready and held at its gate ([`job::run`]). The job was taken on the pull
+/// channel, which stays open, so its ack can follow later.
 fn claim_and_start(
     shared: &Arc<Shared>,
     jobs: &TaskTracker,
@@ -310,27 +317,31 @@ fn claim_and_start(
 ) {
     let shared = shared.clone();
     jobs.spawn(async move {
-        if let Some(job) = claim(&shared, &incoming).await {
-            run_claimed(shared, job, slots, release).await;
-        }
+        let Some(job) = claim::take(&shared, &incoming).await else {
+            return;
+        };
+        let confirmed: job::Claim = Box::pin({
+            let (shared, job) = (shared.clone(), job.clone());
+            async move { claim::confirm(&shared, &incoming, &job).await }
+        });
+        run_claimed(shared, job, slots, release, confirmed).await;
     });
 }
 
-/// Runs a claimed job in the slots it holds; the job gives them back when its work is over.
+/// Runs a job in the slots it holds once `claim` is confirmed; the job gives them back when its
+/// work is over.
 async fn run_claimed(
     shared: Arc<Shared>,
     job: StepJob,
     slots: SlotGuard,
     release: CancellationToken,
+    claim: job::Claim,
 ) {
     let attempt = AttemptRef {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
         attempt: job.attempt,
     };
-    *shared.lease_terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(
-        heartbeat::LeaseTerms::of(&job, shared.config.controller_url.as_deref()),
-    );
     let cancel = shared
         .running
         .lock()
@@ -338,7 +349,18 @@ async fn run_claimed(
         .get(&attempt)
         .cloned()
         .unwrap_or_default();
-    job::run(shared.clone(), job, cancel, release, slots).await;
+    let lease_terms = heartbeat::LeaseTerms::of(&job, shared.config.controller_url.as_deref());
+    let claimed = {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let confirmed = claim.await;
+            if confirmed {
+                *shared.lease_terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease_terms);
+            }
+            confirmed
+        })
+    };
+    job::run(shared.clone(), job, cancel, release, slots, claimed).await;
     shared
         .running
         .lock()
