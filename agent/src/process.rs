@@ -593,30 +593,30 @@ mod tests {
 
     #[tokio::test]
     async fn the_attempts_cgroup_kills_a_setsid_daemon() {
-        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
-            Ok(reaper) => reaper,
-            // Creating cgroups needs root or a delegated cgroup; as root it must work.
-            Err(e) if !is_root() => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(reaper) = cgroup_reaper() else {
+            return;
         };
         assert!(matches!(reaper, Reaper::Cgroup(_)), "{}", reaper.describe());
         setsid_daemon_is_gone(reaper, "2").await;
     }
 
+    /// The cgroup reaper; `None` (the test skipped) where this process cannot create cgroups.
+    /// Creating cgroups needs root or a delegated cgroup; as root it must work.
+    fn cgroup_reaper() -> Option<&'static Reaper> {
+        match reaper::init(reaper::CleanupMode::Cgroup) {
+            Ok(reaper) => Some(reaper),
+            Err(e) if !is_root() => {
+                eprintln!("skipped: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// A step that leaves `ran` in its working directory, held at its gate in a cgroup; `None`
     /// where this process cannot create cgroups.
     fn held_step(dir: &Path) -> Option<(Started<'static>, ProcessSpec)> {
-        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
-            Ok(reaper) => reaper,
-            Err(e) if !is_root() => {
-                eprintln!("skipped: {e}");
-                return None;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let reaper = cgroup_reaper()?;
         let mut s = spec("touch ran");
         s.cwd = dir.to_path_buf();
         s.argv[0] = "/bin/sh".into();
@@ -687,13 +687,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_adopted_setsid_child_is_reaped_after_its_attempt() {
-        let reaper = match reaper::init(reaper::CleanupMode::Cgroup) {
-            Ok(reaper) => reaper,
-            Err(e) if !is_root() => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(reaper) = cgroup_reaper() else {
+            return;
         };
         // As under warm starts: what a step orphans is adopted by the agent, killed with the
         // attempt's cgroup and left for the agent to reap.
