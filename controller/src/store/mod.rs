@@ -131,6 +131,25 @@ fn decode_all<T: DeserializeOwned>(
 impl Store {
     /// Opens (or creates) the store in `dir`, bringing its layout to [`SCHEMA_VERSION`]: an
     /// empty store is stamped, an older one migrated, a newer one refused.
+    /// [`Store::open`] for tests that open a store just dropped: sled's background flusher
+    /// holds the database's file lock for a moment after the last handle goes, so this waits
+    /// up to 10 s for the lock; any other error is returned at once.
+    #[cfg(test)]
+    pub(crate) fn open_after_drop(dir: &Path) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open(dir) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.display().to_string();
         let db = sled::Config::new()
@@ -390,7 +409,7 @@ mod tests {
             store.put_cache("k1", &outputs).unwrap();
             store.flush().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_after_drop(dir.path()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.runs, vec![state.runs[&run_id].clone()]);
         assert_eq!(loaded.cache.get("k1"), Some(&outputs));

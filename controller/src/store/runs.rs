@@ -442,7 +442,7 @@ mod tests {
             assert_eq!(after[7].0, super::step_key(&run_id, 7));
             store.flush().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_after_drop(dir.path()).unwrap();
         let expected = &state.runs[&run_id];
         let got = store.run(&run_id).unwrap();
         assert!(

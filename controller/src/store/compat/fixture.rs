@@ -79,23 +79,6 @@ fn open_when_released(dir: &Path) -> sled::Db {
     }
 }
 
-/// `Store::open`, waiting like [`open_when_released`] for the lock of a database just dropped.
-fn store_when_released(dir: &Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("cannot open the store in {}: {e}", dir.display()),
-        }
-    }
-}
-
 fn unstamp(db: &sled::Db) {
     assert!(db.drop_tree("meta").unwrap(), "the fixture is stamped");
 }
@@ -104,7 +87,7 @@ fn unstamp(db: &sled::Db) {
 fn the_committed_fixture_loads_exactly() {
     let dir = copy_of_fixture(|_| {});
     assert_eq!(stamp_of(dir.path()).0, Some(SCHEMA_VERSION));
-    let store = store_when_released(dir.path());
+    let store = Store::open_after_drop(dir.path()).unwrap();
     assert_fixture(&store.load().unwrap());
     // The creation-time index, derived from the headers, is built when the store lacks it.
     let page = store
@@ -124,7 +107,7 @@ fn an_unversioned_store_of_the_last_release_is_checked_and_stamped() {
     let dir = copy_of_fixture(unstamp);
     assert_eq!(stamp_of(dir.path()), (None, None));
     {
-        let store = store_when_released(dir.path());
+        let store = Store::open_after_drop(dir.path()).unwrap();
         assert_fixture(&store.load().unwrap());
     }
     let ours = env!("CARGO_PKG_VERSION").to_string();
@@ -134,7 +117,7 @@ fn an_unversioned_store_of_the_last_release_is_checked_and_stamped() {
 #[test]
 fn an_empty_store_is_stamped_with_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
-    drop(store_when_released(dir.path()));
+    drop(Store::open_after_drop(dir.path()).unwrap());
     assert_eq!(stamp_of(dir.path()).0, Some(SCHEMA_VERSION));
 }
 
@@ -147,7 +130,10 @@ fn a_store_of_a_newer_layout_is_refused_with_the_release_to_run() {
             .unwrap();
         meta.insert("written_by", "7.0.0").unwrap();
     });
-    let err = Store::open(dir.path()).err().unwrap().to_string();
+    let err = Store::open_after_drop(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
     let path = dir.path().display().to_string();
     assert!(err.contains(&format!("layout version {newer}")), "{err}");
     assert!(
@@ -175,7 +161,10 @@ fn an_unversioned_store_with_a_record_that_does_not_decode_is_refused_by_name() 
             .insert(key, rmp_serde::to_vec_named(&step).unwrap())
             .unwrap();
     });
-    let err = Store::open(dir.path()).err().unwrap().to_string();
+    let err = Store::open_after_drop(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
     let path = dir.path().display().to_string();
     assert!(
         err.contains(&format!("step record \"{run}/4\" does not decode")),
@@ -211,7 +200,7 @@ async fn runs_of_the_layout_before_version_1_are_split_into_header_pipeline_and_
         db.flush().unwrap();
     }
     {
-        let store = store_when_released(dir.path());
+        let store = Store::open_after_drop(dir.path()).unwrap();
         assert_loaded(&store.load().unwrap(), samples());
         assert!(
             !store.db.tree_names().iter().any(|n| n.as_ref() == b"runs"),
