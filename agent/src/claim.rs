@@ -1,9 +1,10 @@
 //! Claiming a delivered job: publish `Claimed` (confirmed), then ack; anything that is not a
 //! job, or not signed by the controller when the agent checks signatures, is dead-lettered
 //! with its reason. In two halves ([`take`], [`confirm`]) so that a job can be made ready
-//! while its claim is in flight.
+//! while its claim is in flight; a duplicate delivered meanwhile waits for it ([`inflight`]).
 
 use crate::Shared;
+use crate::inflight::{self, Duplicate, Settle};
 use drover_amqp::{Incoming, Target};
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
 use std::collections::hash_map::Entry;
@@ -11,62 +12,103 @@ use tokio_util::sync::CancellationToken;
 
 /// Dead-letters what is not a job, and with a verify key what is not signed by the
 /// controller; claims a job: registers it, publishes `Claimed`, acks.
-pub(crate) async fn claim(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
-    let job = take(shared, incoming).await?;
-    confirm(shared, incoming, &job).await.then_some(job)
+pub(crate) async fn claim(shared: &Shared, incoming: Incoming) -> Option<StepJob> {
+    let taken = take(shared, incoming).await?;
+    let job = taken.job.clone();
+    confirm(shared, taken).await.then_some(job)
+}
+
+/// A job [`take`] registered, its claim not yet published.
+pub(crate) struct Taken {
+    pub job: StepJob,
+    incoming: Incoming,
+    settle: Settle,
 }
 
 /// The first half of [`claim`]: dead-letters what is not a job (or not signed), drops a
-/// duplicate of an attempt already held, and registers the job as running here. The job is
-/// not claimed yet: its program must not run before [`confirm`] says so.
-pub(crate) async fn take(shared: &Shared, incoming: &Incoming) -> Option<StepJob> {
+/// duplicate of an attempt already held (once that attempt's claim is confirmed), and
+/// registers the job as running here. The job is not claimed yet: its program must not run
+/// before [`confirm`] says so.
+pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
     if let Some(verifier) = &shared.config.job_verifier
         && let Err(e) = verifier.verify(incoming.payload(), incoming.signature())
     {
-        dead_letter(shared, incoming, e.code(), &e.to_string()).await;
+        dead_letter(shared, &incoming, e.code(), &e.to_string()).await;
         return None;
     }
     let job = match &incoming.message {
         Ok((_, Message::StepJob(job))) => job.clone(),
         Ok((_, other)) => {
             let why = format!("a {} message does not belong on a job queue", other.kind());
-            dead_letter(shared, incoming, "wrong_queue", &why).await;
+            dead_letter(shared, &incoming, "wrong_queue", &why).await;
             return None;
         }
         Err(e) => {
-            dead_letter(shared, incoming, e.code(), &e.to_string()).await;
+            dead_letter(shared, &incoming, e.code(), &e.to_string()).await;
             return None;
         }
     };
-    let duplicate = match shared
+    let attempt = attempt_of(&job);
+    // The claim in flight is looked up under the lock of `running`, which [`confirm`] holds
+    // to forget a failed attempt before it ends the claim: a duplicate either waits for the
+    // claim or finds the attempt claimed.
+    let taken = match shared
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .entry(attempt_of(&job))
+        .entry(attempt.clone())
     {
-        Entry::Occupied(_) => true,
+        Entry::Occupied(_) => Err(shared.inflight.pending(&attempt)),
         Entry::Vacant(entry) => {
             entry.insert(CancellationToken::new());
-            false
+            Ok(shared.inflight.begin(attempt))
         }
     };
-    if duplicate {
-        tracing::info!(
-            "{}/{} attempt {} is already running here; dropping the duplicate",
-            job.run_id,
-            job.step,
-            job.attempt
-        );
-        let _ = incoming.ack().await;
-        return None;
+    match taken {
+        Ok(settle) => Some(Taken {
+            job,
+            incoming,
+            settle,
+        }),
+        Err(pending) => {
+            drop_duplicate(&job, incoming, pending);
+            None
+        }
     }
-    Some(job)
+}
+
+/// Acks a duplicate of an attempt held here, in a task of its own once the attempt's claim in
+/// flight (if any) is confirmed; hands it back to the queue if that claim fails.
+fn drop_duplicate(job: &StepJob, incoming: Incoming, pending: Option<inflight::Pending>) {
+    let what = format!("{}/{} attempt {}", job.run_id, job.step, job.attempt);
+    tokio::spawn(async move {
+        let fate = match pending {
+            Some(pending) => pending.outcome().await,
+            None => Duplicate::Ack,
+        };
+        match fate {
+            Duplicate::Ack => {
+                tracing::info!("{what} is already running here; dropping the duplicate");
+                let _ = incoming.ack().await;
+            }
+            Duplicate::Requeue => {
+                tracing::info!("{what} was not claimed here; handing its duplicate back");
+                let _ = incoming.requeue().await;
+            }
+        }
+    });
 }
 
 /// The second half of [`claim`]: publishes `Claimed` for a job [`take`] registered and acks
 /// it once the broker confirmed; true when it did. Otherwise the job is handed back and no
 /// longer registered.
-pub(crate) async fn confirm(shared: &Shared, incoming: &Incoming, job: &StepJob) -> bool {
+pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> bool {
+    let Taken {
+        job,
+        incoming,
+        settle,
+    } = taken;
+    let job = &job;
     let claimed = Message::Claimed(Claimed {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -80,14 +122,15 @@ pub(crate) async fn confirm(shared: &Shared, incoming: &Incoming, job: &StepJob)
             job.run_id,
             job.step
         );
-        shared
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&attempt_of(job));
+        {
+            let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.remove(&attempt_of(job));
+            settle.done(false);
+        }
         let _ = incoming.requeue().await;
         return false;
     }
+    settle.done(true);
     if let Err(e) = incoming.ack().await {
         // The job may be delivered again; the controller fences the duplicate claim.
         tracing::warn!(

@@ -12,6 +12,7 @@ mod claim;
 mod config;
 mod control;
 mod heartbeat;
+mod inflight;
 mod job;
 mod lock;
 mod logstream;
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub routes: artifacts::Routes,
     /// Attempts this agent holds (claimed, not yet reported), with their cancel switches.
     pub running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Attempts among `running` whose `Claimed` is not yet confirmed.
+    pub inflight: Arc<inflight::InFlight>,
     pub draining: AtomicBool,
     /// Cancelled to abort running steps at once instead of draining them.
     pub abort: CancellationToken,
@@ -236,6 +239,7 @@ impl Agent {
             http,
             routes,
             running: Mutex::new(HashMap::new()),
+            inflight: Arc::default(),
             draining: AtomicBool::new(false),
             abort,
             lease_terms: Mutex::new(None),

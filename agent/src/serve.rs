@@ -125,7 +125,7 @@ pub async fn serve(
                     };
                     // Claimed here, not in a task: the consumer's channel may close right
                     // after (the agent filled up), and an unacked job would go back with it.
-                    if let Some(job) = claim::claim(&shared, &incoming).await {
+                    if let Some(job) = claim::claim(&shared, *incoming).await {
                         consumers.took_from(i);
                         let claimed: job::Claim = Box::pin(std::future::ready(true));
                         jobs.spawn(run_claimed(
@@ -317,12 +317,13 @@ fn claim_and_start(
 ) {
     let shared = shared.clone();
     jobs.spawn(async move {
-        let Some(job) = claim::take(&shared, &incoming).await else {
+        let Some(taken) = claim::take(&shared, incoming).await else {
             return;
         };
+        let job = taken.job.clone();
         let confirmed: job::Claim = Box::pin({
-            let (shared, job) = (shared.clone(), job.clone());
-            async move { claim::confirm(&shared, &incoming, &job).await }
+            let shared = shared.clone();
+            async move { claim::confirm(&shared, taken).await }
         });
         run_claimed(shared, job, slots, release, confirmed).await;
     });
