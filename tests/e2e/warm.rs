@@ -518,3 +518,29 @@ fn a_parent_in_use_outlives_the_keepers_rounds_until_it_is_idle() {
     });
     assert!(!log.contains("(died)"), "{log}");
 }
+
+/// Imports a module of the bundled SDK, so that its parent preloads it.
+const RUNNER: &str = "def uses_runner():\n    import drover.runner\n    return 1\n";
+
+#[test]
+fn the_bytecode_compiler_beside_a_preload_leaves_no_process_behind() {
+    let c = Cluster::up(1, &["default"]);
+    let toml = format!(
+        "{HEADER}{}",
+        function_step("uses", RUNNER, "uses_runner", "", "")
+    );
+    let run = run(&c, "runner.toml", &toml);
+    let status = c.json(&["status", run_id(&run), "--json"]);
+    assert_eq!(
+        Cluster::step(&status, "uses")["attempts"][0]["start"],
+        "warm",
+        "{status}"
+    );
+    let ours = format!("{}.*drover_compile.py", c.dir.path().display());
+    wait_until("the compiler to end", Duration::from_secs(30), || {
+        (count(&ours) == 0).then_some(())
+    });
+    wait_until("the compiler to be reaped", Duration::from_secs(30), || {
+        zombies_of(c.pid("up")).is_empty().then_some(())
+    });
+}

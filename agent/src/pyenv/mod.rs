@@ -1,8 +1,8 @@
 //! Python environments for function steps: one virtualenv per (interpreter, requirements).
 
 mod build;
-mod bundle;
-mod interpreter;
+pub(crate) mod bundle;
+pub(crate) mod interpreter;
 mod uv;
 
 use std::path::PathBuf;

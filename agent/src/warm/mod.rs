@@ -13,6 +13,7 @@
 //! a parent that died, does not answer or cannot preload), the step starts cold; once forked it
 //! runs to its end like a cold one, its status kept even if the parent dies.
 
+mod ahead;
 mod child;
 mod imports;
 mod parent;
@@ -223,7 +224,11 @@ impl Pool {
         let new: BTreeSet<String> = modules.difference(&warm.tried).cloned().collect();
         if !new.is_empty() {
             let began = std::time::Instant::now();
-            match warm.preload(&new, PRELOAD_PATIENCE).await {
+            let home = parent::home(&self.env_root, &key);
+            let ahead = ahead::Ahead::start(Path::new(python), bundle, &shared_env, &home, &new);
+            let preloaded = warm.preload(&new, PRELOAD_PATIENCE).await;
+            drop(ahead);
+            match preloaded {
                 Ok(preloaded) => {
                     if let Some(module) = preloaded.threads_from {
                         let detail = format!(
