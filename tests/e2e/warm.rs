@@ -518,3 +518,62 @@ fn a_parent_in_use_outlives_the_keepers_rounds_until_it_is_idle() {
     });
     assert!(!log.contains("(died)"), "{log}");
 }
+
+/// Reports how long after it started every other thread of the step's process (the BLAS
+/// workers its pools were sized with before it ran) was asleep, polling for 50 ms.
+const WORKERS: &str = r#"
+def workers():
+    import json, os, time
+    import numpy, threadpoolctl
+    started = time.monotonic()
+    me = str(os.getpid())
+    def states():
+        found = []
+        for tid in os.listdir("/proc/self/task"):
+            if tid != me:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    found.append(f.read().rsplit(")", 1)[1].split()[0])
+        return found
+    seen = states()
+    asleep_ms = None
+    while time.monotonic() - started < 0.05:
+        if all(s in "SD" for s in states()):
+            asleep_ms = (time.monotonic() - started) * 1000
+            break
+        time.sleep(0.002)
+    print("PROBE " + json.dumps({"workers": len(seen), "asleep_ms": asleep_ms,
+                                 "cpus": len(os.sched_getaffinity(0)),
+                                 "timeout_env": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}),
+          flush=True)
+"#;
+
+#[test]
+fn a_warm_steps_blas_workers_sleep_instead_of_spinning_beside_it() {
+    // A child sizes its BLAS pools just before its step: with OpenBLAS's default the new
+    // workers would spin for about 0.1 s, through a short step, on the CPUs it runs on.
+    let c = Cluster::up(1, &["default"]);
+    let toml = format!("{HEADER}{}", function_step("w", WORKERS, "workers", "", ""));
+    let run = run(&c, "workers.toml", &toml);
+    let id = run_id(&run);
+    let status = c.json(&["status", id, "--json"]);
+    assert_eq!(
+        Cluster::step(&status, "w")["attempts"][0]["start"],
+        "warm",
+        "{status}"
+    );
+    let seen = printed(&c, id, "w");
+    if seen["cpus"].as_i64() < Some(2) {
+        eprintln!("skipped: one CPU, so the BLAS pools have no workers: {seen}");
+        return;
+    }
+    assert!(
+        seen["workers"].as_i64() > Some(0),
+        "no BLAS workers: {seen}"
+    );
+    assert!(
+        seen["asleep_ms"].is_number(),
+        "the workers still ran 50 ms into the step: {seen}"
+    );
+    // The parent's setting is not in the step's environment, as for a cold step.
+    assert_eq!(seen["timeout_env"], Value::Null, "{seen}");
+}
