@@ -465,6 +465,16 @@ fn a_step_with_its_own_hash_seed_gets_a_parent_only_when_its_seed_comes_again() 
     assert_eq!(warm_parents(&c).len(), 1, "{:?}", warm_parents(&c));
 }
 
+/// Asserts that the first attempt of `step` was forked by a warm parent.
+fn assert_started_warm(c: &Cluster, run_id: &str, step: &str) {
+    let status = c.json(&["status", run_id, "--json"]);
+    assert_eq!(
+        Cluster::step(&status, step)["attempts"][0]["start"],
+        "warm",
+        "{status}"
+    );
+}
+
 /// Returns without printing anything.
 const QUIET: &str = "def quiet(i):\n    return i * 2\n";
 
@@ -479,12 +489,7 @@ fn a_warm_step_that_prints_nothing_has_no_log() {
     );
     let run = run(&c, "quiet.toml", &toml);
     let id = run_id(&run);
-    let status = c.json(&["status", id, "--json"]);
-    assert_eq!(
-        Cluster::step(&status, "second")["attempts"][0]["start"],
-        "warm",
-        "{status}"
-    );
+    assert_started_warm(&c, id, "second");
     let out = c.drover(&["logs", id, "second"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(out.stdout.is_empty(), "{}", text(&out));
@@ -555,12 +560,7 @@ fn a_warm_steps_blas_workers_sleep_instead_of_spinning_beside_it() {
     let toml = format!("{HEADER}{}", function_step("w", WORKERS, "workers", "", ""));
     let run = run(&c, "workers.toml", &toml);
     let id = run_id(&run);
-    let status = c.json(&["status", id, "--json"]);
-    assert_eq!(
-        Cluster::step(&status, "w")["attempts"][0]["start"],
-        "warm",
-        "{status}"
-    );
+    assert_started_warm(&c, id, "w");
     let seen = printed(&c, id, "w");
     if seen["cpus"].as_i64() < Some(2) {
         eprintln!("skipped: one CPU, so the BLAS pools have no workers: {seen}");
