@@ -145,9 +145,20 @@ impl Cluster {
     /// Runs `python <repo>/<script> <args>` in the cluster's namespace and directory; the JSON
     /// object it printed on its last line (an error with its output when it fails).
     pub fn python_json(&self, script: &str, args: &[&str]) -> Result<Value> {
+        self.python_json_with(script, args, |_| {})
+    }
+
+    /// As [`Self::python_json`], with `adjust` applied to the command before it runs.
+    pub fn python_json_with(
+        &self,
+        script: &str,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Value> {
         let path = self.env.repo.join(script);
         let mut cmd = Command::new(&self.env.python);
         drover_env(&mut cmd, &self.ns, &self.env.amqp_url, &self.url);
+        adjust(&mut cmd);
         let out = cmd
             .arg(&path)
             .args(args)

@@ -501,7 +501,7 @@ async fn seed_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
     .limit("in-process floor", inprocess.median, "ms");
     let met = drover.ratio.is_some_and(|r| r <= 0.25);
     rows.push(drover.goal("≤ 0.25× in-process floor", met).note(
-        "examples/pipeline_from_functions.py's functions and pipeline via bench/seed.py, cache off so every step runs; `drover up --python-env venv`, env built and warm parent started before timing; from just before start() to the run's ended_at",
+        "examples/pipeline_from_functions.py's functions and pipeline via bench/seed.py, cache off so every step runs; `drover up --python-env venv`, env built and warm parent started before timing; from just before start() to the run's ended_at; the submitting script caches bytecode, as the floor does",
     ));
     let first = Row::new(
         "4 seed",

@@ -465,6 +465,16 @@ fn a_step_with_its_own_hash_seed_gets_a_parent_only_when_its_seed_comes_again() 
     assert_eq!(warm_parents(&c).len(), 1, "{:?}", warm_parents(&c));
 }
 
+/// Asserts that the first attempt of `step` was forked by a warm parent.
+fn assert_started_warm(c: &Cluster, run_id: &str, step: &str) {
+    let status = c.json(&["status", run_id, "--json"]);
+    assert_eq!(
+        Cluster::step(&status, step)["attempts"][0]["start"],
+        "warm",
+        "{status}"
+    );
+}
+
 /// Returns without printing anything.
 const QUIET: &str = "def quiet(i):\n    return i * 2\n";
 
@@ -479,12 +489,7 @@ fn a_warm_step_that_prints_nothing_has_no_log() {
     );
     let run = run(&c, "quiet.toml", &toml);
     let id = run_id(&run);
-    let status = c.json(&["status", id, "--json"]);
-    assert_eq!(
-        Cluster::step(&status, "second")["attempts"][0]["start"],
-        "warm",
-        "{status}"
-    );
+    assert_started_warm(&c, id, "second");
     let out = c.drover(&["logs", id, "second"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(out.stdout.is_empty(), "{}", text(&out));
@@ -530,12 +535,7 @@ fn the_bytecode_compiler_beside_a_preload_leaves_no_process_behind() {
         function_step("uses", RUNNER, "uses_runner", "", "")
     );
     let run = run(&c, "runner.toml", &toml);
-    let status = c.json(&["status", run_id(&run), "--json"]);
-    assert_eq!(
-        Cluster::step(&status, "uses")["attempts"][0]["start"],
-        "warm",
-        "{status}"
-    );
+    assert_started_warm(&c, run_id(&run), "uses");
     let ours = format!("{}.*drover_compile.py", c.dir.path().display());
     wait_until("the compiler to end", Duration::from_secs(30), || {
         (count(&ours) == 0).then_some(())
@@ -543,4 +543,58 @@ fn the_bytecode_compiler_beside_a_preload_leaves_no_process_behind() {
     wait_until("the compiler to be reaped", Duration::from_secs(30), || {
         zombies_of(c.pid("up")).is_empty().then_some(())
     });
+}
+
+/// Reports how long after it started every other thread of the step's process (the BLAS
+/// workers its pools were sized with before it ran) was asleep, polling for 50 ms.
+const WORKERS: &str = r#"
+def workers():
+    import json, os, time
+    import numpy, threadpoolctl
+    started = time.monotonic()
+    me = str(os.getpid())
+    def states():
+        found = []
+        for tid in os.listdir("/proc/self/task"):
+            if tid != me:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    found.append(f.read().rsplit(")", 1)[1].split()[0])
+        return found
+    seen = states()
+    asleep_ms = None
+    while time.monotonic() - started < 0.05:
+        if all(s in "SD" for s in states()):
+            asleep_ms = (time.monotonic() - started) * 1000
+            break
+        time.sleep(0.002)
+    print("PROBE " + json.dumps({"workers": len(seen), "asleep_ms": asleep_ms,
+                                 "cpus": len(os.sched_getaffinity(0)),
+                                 "timeout_env": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}),
+          flush=True)
+"#;
+
+#[test]
+fn a_warm_steps_blas_workers_sleep_instead_of_spinning_beside_it() {
+    // A child sizes its BLAS pools just before its step: with OpenBLAS's default the new
+    // workers would spin for about 0.1 s, through a short step, on the CPUs it runs on.
+    let c = Cluster::up(1, &["default"]);
+    let toml = format!("{HEADER}{}", function_step("w", WORKERS, "workers", "", ""));
+    let run = run(&c, "workers.toml", &toml);
+    let id = run_id(&run);
+    assert_started_warm(&c, id, "w");
+    let seen = printed(&c, id, "w");
+    if seen["cpus"].as_i64() < Some(2) {
+        eprintln!("skipped: one CPU, so the BLAS pools have no workers: {seen}");
+        return;
+    }
+    assert!(
+        seen["workers"].as_i64() > Some(0),
+        "no BLAS workers: {seen}"
+    );
+    assert!(
+        seen["asleep_ms"].is_number(),
+        "the workers still ran 50 ms into the step: {seen}"
+    );
+    // The parent's setting is not in the step's environment, as for a cold step.
+    assert_eq!(seen["timeout_env"], Value::Null, "{seen}");
 }

@@ -30,6 +30,14 @@ const PINNED: [&str; 6] = [
     "BLIS_NUM_THREADS",
 ];
 
+/// OpenBLAS reads how long an idle worker spins (`sched_yield` in a loop) before it sleeps as
+/// the library loads, so the parent's value holds in every child. Its default, 2^28 clock
+/// cycles (about 0.1 s), is paid by a fresh process while it is still importing; a child
+/// creates its workers when it sizes its pools, just before the step, so they would spin
+/// through the step beside it. 2^20 cycles (under a millisecond) still keeps them awake
+/// between back-to-back calls. A step environment that sets it keeps its own value.
+const BLAS_SPIN: (&str, &str) = ("OPENBLAS_THREAD_TIMEOUT", "20");
+
 /// What a parent is started with.
 pub struct Launch<'a> {
     pub python: &'a Path,
@@ -105,6 +113,8 @@ impl Parent {
         for key in PINNED {
             env.insert(key.to_string(), "1".to_string());
         }
+        env.entry(BLAS_SPIN.0.to_string())
+            .or_insert_with(|| BLAS_SPIN.1.to_string());
         let home = launch.home.display().to_string();
         env.insert("HOME".into(), home.clone());
         env.insert("TMPDIR".into(), home);
@@ -181,7 +191,11 @@ impl Parent {
         log: std::io::PipeWriter,
     ) -> std::io::Result<Asked> {
         let (gate_reader, gate) = std::io::pipe()?;
-        let parent_only: Vec<&str> = PINNED.iter().chain(&["HOME", "TMPDIR"]).copied().collect();
+        let parent_only: Vec<&str> = PINNED
+            .iter()
+            .chain(&[BLAS_SPIN.0, "HOME", "TMPDIR"])
+            .copied()
+            .collect();
         let request = serde_json::json!({
             "op": "fork", "argv": argv, "env": env, "cwd": cwd, "parent_only": parent_only,
         });
