@@ -160,6 +160,7 @@ pub async fn run(
         ended_at,
         log_delays: log.delays,
         start,
+        log_size: Some(log.size),
     });
     let target = Target::Events;
     let mut delay = Duration::from_millis(200);
