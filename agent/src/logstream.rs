@@ -599,17 +599,22 @@ mod tests {
         dir.path().join("spool").join("a.log")
     }
 
+    /// A log to `sink` with the default window and cap that the agent never aborts.
+    fn started<S: ChunkSink + Clone>(sink: &S, dir: &tempfile::TempDir) -> LogStream {
+        LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(dir),
+            DEFAULT_MAX_LOG_SIZE,
+            CancellationToken::new(),
+        )
+    }
+
     #[tokio::test]
     async fn chunks_are_contiguous_raw_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Recorder::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         tx.send(b"10%\r".to_vec()).await.unwrap();
         tx.send(b"\xff\xfe".to_vec()).await.unwrap();
@@ -653,13 +658,7 @@ mod tests {
     async fn closing_gives_the_size_before_the_last_confirm_and_delivery_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Gated::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         log.sender().send(b"first\n".to_vec()).await.unwrap();
         tokio::time::sleep(FLUSH_EVERY / 5).await;
         // Queued behind the unconfirmed first chunk.
@@ -698,13 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = Recorder::default();
         sink.down.store(true, Ordering::SeqCst);
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         log.sender().send(b"kept\n".to_vec()).await.unwrap();
         let mut closed = tokio::time::timeout(Duration::from_secs(1), log.close())
             .await
@@ -723,13 +716,7 @@ mod tests {
     async fn a_quiet_line_is_flushed_within_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Recorder::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         log.sender().send(b"line\n".to_vec()).await.unwrap();
         tokio::time::sleep(FLUSH_EVERY + Duration::from_millis(10)).await;
         assert_eq!(sink.log(), b"line\n");
@@ -760,13 +747,7 @@ mod tests {
     async fn a_line_after_a_quiet_spell_leaves_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Clocked::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         for line in [&b"first\n"[..], b"after a pause\n"] {
             let written = Instant::now();
@@ -787,13 +768,7 @@ mod tests {
     async fn a_chatty_step_sends_one_chunk_per_interval_and_no_line_waits_longer() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Clocked::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         let started = Instant::now();
         let mut written = Vec::new();

@@ -2,7 +2,7 @@
 //! bytes the agent reported are stored, or after the tail patience with the bytes still missing;
 //! a `Finished` without a log size ends the stream at once, as before.
 
-use crate::server::{Server, agent_info};
+use crate::server::{Events, Server, agent_info};
 use crate::support::{next_job, patience};
 use drover_protocol::message::{
     AttemptRef, Claimed, Finished, Heartbeat, LogChunk, Message, Outcome, StepJob, now_ms,
@@ -73,6 +73,16 @@ async fn claimed_first_step(s: &Server) -> (RunId, StepJob) {
     (run_id, job)
 }
 
+/// The step's log stream, once it has passed on the step's first chunk, `first`.
+async fn following(s: &Server, run_id: &RunId, make: &StepJob, first: &[u8]) -> Events {
+    let mut log = s
+        .stream(&format!("/api/v1/runs/{run_id}/steps/make/log/stream"))
+        .await;
+    s.event(chunk(make, 0, first)).await;
+    assert_eq!(log.until("log", |_| true).await["offset"], 0);
+    log
+}
+
 /// Waits until the controller has taken the step's end.
 async fn step_failed(s: &Server, run_id: &RunId) {
     eventually_async(patience("the step to fail"), || async {
@@ -103,11 +113,7 @@ async fn stored_log(s: &Server, run_id: &RunId) -> (Vec<u8>, Option<u64>) {
 async fn a_finished_that_overtakes_its_last_chunk_ends_the_log_stream_only_once_it_is_stored() {
     let s = Server::start().await;
     let (run_id, make) = claimed_first_step(&s).await;
-    let mut log = s
-        .stream(&format!("/api/v1/runs/{run_id}/steps/make/log/stream"))
-        .await;
-    s.event(chunk(&make, 0, b"first\n")).await;
-    assert_eq!(log.until("log", |_| true).await["offset"], 0);
+    let mut log = following(&s, &run_id, &make, b"first\n").await;
     // The agent's Finished says 11 bytes; the last 5 are still on their way.
     s.event(failed(&make, Some(11))).await;
     step_failed(&s, &run_id).await;
@@ -142,11 +148,7 @@ async fn a_finished_that_overtakes_its_last_chunk_ends_the_log_stream_only_once_
 async fn a_finished_without_a_log_size_ends_the_log_stream_at_once() {
     let s = Server::start().await;
     let (run_id, make) = claimed_first_step(&s).await;
-    let mut log = s
-        .stream(&format!("/api/v1/runs/{run_id}/steps/make/log/stream"))
-        .await;
-    s.event(chunk(&make, 0, b"whole\n")).await;
-    assert_eq!(log.until("log", |_| true).await["offset"], 0);
+    let mut log = following(&s, &run_id, &make, b"whole\n").await;
     s.event(failed(&make, None)).await;
     let (event, end) = log.next().await;
     assert_eq!(event, "end", "{end}");
