@@ -65,6 +65,10 @@ pub(crate) type Claim = Pin<Box<dyn Future<Output = bool> + Send>>;
 /// The slots are given back as soon as the attempt's work is over (process reaped, outputs
 /// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
 /// next job's claim then overlaps this report instead of waiting for its confirm.
+///
+/// `Finished` does not wait for the confirm of the log's last chunk either: it carries the log's
+/// size and is published after that chunk on the same channel, and the job ends only once every
+/// log byte is confirmed (the agent's drain waits for it; the spool is outside the workdir).
 pub async fn run(
     shared: Arc<Shared>,
     job: StepJob,
@@ -144,9 +148,14 @@ pub async fn run(
         log.note(m).await;
     }
     let ended_at = now_ms();
-    // `Finished` follows the last confirmed chunk, so the controller has the whole log first.
-    let log = log.finish().await;
+    let mut log = log.close().await;
+    if log.held_back() {
+        // The broker does not take the log now, nor would it take `Finished`: waiting for the
+        // log first lets `Finished` tell the console how late it was.
+        log.delivered().await;
+    }
     phases.mark("log");
+    let told_delays = log.delays();
     let finished = Message::Finished(Finished {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -158,8 +167,9 @@ pub async fn run(
         message: report.message,
         started_at,
         ended_at,
-        log_delays: log.delays,
+        log_delays: told_delays.clone(),
         start,
+        log_size: Some(log.size),
     });
     let target = Target::Events;
     let mut delay = Duration::from_millis(200);
@@ -178,6 +188,19 @@ pub async fn run(
         }
     }
     phases.mark("finished");
+    // Usually confirmed meanwhile: the chunk went out before `Finished`.
+    let log = log.delivered().await;
+    phases.mark("log confirmed");
+    for delay in log.delays.iter().filter(|d| !told_delays.contains(d)) {
+        tracing::warn!(
+            "{}/{} attempt {}: log bytes from offset {} reached the broker {} ms late, after its Finished; the console does not show this delay",
+            job.run_id,
+            job.step,
+            job.attempt,
+            delay.offset,
+            delay.delayed_ms
+        );
+    }
     tracing::info!(
         "{}/{} attempt {} ended: {:?}; log {} bytes, {} dropped past its cap",
         job.run_id,

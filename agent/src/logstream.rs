@@ -5,6 +5,11 @@
 //! confirm, and published one chunk at a time until each is confirmed. A log stops at its
 //! attempt's cap (`--max-log-size`) with a [`cut_marker`] line; what the step writes after that
 //! is still read from its pipe, so it never blocks, and dropped.
+//!
+//! Closing a log ([`LogStream::close`]) gives its final size as soon as its last chunk is handed
+//! to the broker's channel, before that chunk is confirmed: the attempt's `Finished` carries the
+//! size and follows the chunk on the same channel, while [`ClosedLog::delivered`] goes on
+//! publishing until every byte is confirmed.
 
 mod backlog;
 
@@ -43,7 +48,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 pub type LogSender = mpsc::Sender<Vec<u8>>;
 
 /// What became of a step's log once every byte was confirmed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LogSummary {
     /// The log's size in bytes.
     pub size: u64,
@@ -60,10 +65,19 @@ pub fn cut_marker(cap: u64) -> String {
     )
 }
 
+/// What a sink calls once a chunk is handed to the broker's channel, before its confirm.
+pub type Sent<'a> = &'a (dyn Fn() + Send + Sync);
+
 /// Where chunks are published: the broker, or a recorder in tests.
 pub trait ChunkSink: Send + Sync + 'static {
-    /// Publishes `data` at `offset` and waits for the confirm.
-    fn publish(&self, offset: u64, data: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+    /// Publishes `data` at `offset` and waits for the confirm, calling `sent` once the chunk is
+    /// on its way.
+    fn publish(
+        &self,
+        offset: u64,
+        data: &[u8],
+        sent: Sent<'_>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Publishes to the events queue as `Log` messages of one attempt.
@@ -74,7 +88,7 @@ struct BrokerSink {
 }
 
 impl ChunkSink for BrokerSink {
-    async fn publish(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+    async fn publish(&self, offset: u64, data: &[u8], sent: Sent<'_>) -> Result<(), String> {
         let msg = Message::Log(LogChunk {
             run_id: self.attempt.run_id.clone(),
             step: self.attempt.step.clone(),
@@ -83,7 +97,7 @@ impl ChunkSink for BrokerSink {
             data: data.to_vec(),
         });
         self.publisher
-            .publish(&self.target, &msg)
+            .publish_noting_sent(&self.target, &msg, 0, sent)
             .await
             .map_err(|e| e.to_string())
     }
@@ -100,19 +114,36 @@ pub fn spool_path(jobs_dir: &Path, attempt: &AttemptRef) -> PathBuf {
     ))
 }
 
-/// The writing end of a step's log; [`LogStream::finish`] waits until every byte is confirmed.
+/// The writing end of a step's log; [`LogStream::close`] gives its size once its last chunk is
+/// on its way, [`LogStream::finish`] waits until every byte is confirmed.
 pub struct LogStream {
     sender: LogSender,
-    task: JoinHandle<LogSummary>,
+    batching: JoinHandle<(u64, u64)>,
+    publishing: JoinHandle<()>,
+    shared: Arc<Shared>,
+    cap: u64,
 }
 
-/// What the batcher and the publishing task share.
+/// A log that takes no more bytes, whose chunks may still await their confirms.
+pub struct ClosedLog {
+    /// The log's final size in bytes.
+    pub size: u64,
+    /// Output dropped past the cap.
+    pub dropped: u64,
+    shared: Arc<Shared>,
+    /// The publishing task until it was awaited.
+    publishing: Option<JoinHandle<()>>,
+}
+
+/// What the batcher, the publishing task and the closer share.
 struct Shared {
     state: Mutex<State>,
     /// The batcher added bytes or closed the log.
     pushed: Notify,
     /// The publisher had a chunk confirmed.
     sent: Notify,
+    /// A chunk was handed to the channel, publishing failed or ended: wakes [`LogStream::close`].
+    progress: Notify,
 }
 
 struct State {
@@ -121,6 +152,14 @@ struct State {
     closed: bool,
     /// The agent is aborting: what is left is dropped.
     abandoned: bool,
+    /// The offset after the last byte handed to the broker's channel at least once.
+    handed: u64,
+    /// The broker does not take the log at the moment (a publish failed and is tried again).
+    held_back: bool,
+    /// Where the log reached the broker late, so far.
+    delays: Vec<LogDelay>,
+    /// The publishing task returned: everything is confirmed, or given up on.
+    done: bool,
 }
 
 impl Shared {
@@ -161,24 +200,27 @@ impl LogStream {
                 backlog: Backlog::new(window, MAX_CHUNK, spool),
                 closed: false,
                 abandoned: false,
+                handed: 0,
+                held_back: false,
+                delays: Vec::new(),
+                done: false,
             }),
             pushed: Notify::new(),
             sent: Notify::new(),
+            progress: Notify::new(),
         });
-        let task = tokio::spawn(async move {
-            let publishing = tokio::spawn(publish_all(shared.clone(), sink, abort));
-            let (size, dropped) = batch(receiver, &shared, cap).await;
-            let delays = publishing.await.unwrap_or_default();
-            if dropped > 0 {
-                tracing::info!("log cut at {cap} bytes; {dropped} bytes of output dropped");
-            }
-            LogSummary {
-                size,
-                delays,
-                dropped,
-            }
+        let publishing = tokio::spawn(publish_all(shared.clone(), sink, abort));
+        let batching = tokio::spawn({
+            let shared = shared.clone();
+            async move { batch(receiver, &shared, cap).await }
         });
-        Self { sender, task }
+        Self {
+            sender,
+            batching,
+            publishing,
+            shared,
+            cap,
+        }
     }
 
     /// A sender for raw output bytes.
@@ -194,10 +236,66 @@ impl LogStream {
             .await;
     }
 
+    /// Takes no more bytes and returns the log's final size once its last chunk has been
+    /// handed to the broker's channel, without waiting for that chunk's confirm; also returns
+    /// when the broker does not take the log at the moment ([`ClosedLog::held_back`]) or the
+    /// agent aborts. The chunks are still published until each is confirmed.
+    pub async fn close(self) -> ClosedLog {
+        drop(self.sender);
+        let (size, dropped) = self.batching.await.unwrap_or_default();
+        if dropped > 0 {
+            let cap = self.cap;
+            tracing::info!("log cut at {cap} bytes; {dropped} bytes of output dropped");
+        }
+        let shared = self.shared;
+        loop {
+            let progress = shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let state = shared.lock();
+                if state.handed >= size || state.held_back || state.abandoned || state.done {
+                    break;
+                }
+            }
+            progress.await;
+        }
+        ClosedLog {
+            size,
+            dropped,
+            shared,
+            publishing: Some(self.publishing),
+        }
+    }
+
     /// Waits until every byte of the log is confirmed by the broker (or the agent aborts).
     pub async fn finish(self) -> LogSummary {
-        drop(self.sender);
-        self.task.await.unwrap_or_default()
+        let mut closed = self.close().await;
+        closed.delivered().await
+    }
+}
+
+impl ClosedLog {
+    /// Whether a chunk of the log failed to publish and is waiting to be sent again.
+    pub fn held_back(&self) -> bool {
+        self.shared.lock().held_back
+    }
+
+    /// Where the log reached the broker late so far.
+    pub fn delays(&self) -> Vec<LogDelay> {
+        self.shared.lock().delays.clone()
+    }
+
+    /// Waits until every byte of the log is confirmed by the broker (or the agent aborts).
+    pub async fn delivered(&mut self) -> LogSummary {
+        if let Some(publishing) = self.publishing.take() {
+            let _ = publishing.await;
+        }
+        LogSummary {
+            size: self.size,
+            delays: self.delays(),
+            dropped: self.dropped,
+        }
     }
 }
 
@@ -343,14 +441,16 @@ async fn push(shared: &Shared, chunk: Vec<u8>) {
     }
 }
 
-/// Publishes the backlog in order, each chunk until the broker confirms it; returns where the
-/// log was delayed once the batcher closed it and everything is confirmed.
-async fn publish_all<S: ChunkSink>(
-    shared: Arc<Shared>,
-    sink: S,
-    abort: CancellationToken,
-) -> Vec<LogDelay> {
-    let mut delays = Vec::new();
+/// Publishes the backlog in order, each chunk until the broker confirms it, until the batcher
+/// closed the log and everything is confirmed (or the agent aborts).
+async fn publish_all<S: ChunkSink>(shared: Arc<Shared>, sink: S, abort: CancellationToken) {
+    deliver(&shared, &sink, &abort).await;
+    shared.lock().done = true;
+    shared.progress.notify_waiters();
+}
+
+/// [`publish_all`]'s loop.
+async fn deliver<S: ChunkSink>(shared: &Shared, sink: &S, abort: &CancellationToken) {
     loop {
         let (next, closed) = {
             let mut state = shared.lock();
@@ -363,7 +463,7 @@ async fn publish_all<S: ChunkSink>(
                 if peak > 0 {
                     tracing::info!("log sent; its spool held up to {peak} bytes");
                 }
-                return delays;
+                return;
             }
             // Aborting kills the step, which closes the log soon: only a chunk the broker does
             // not take is given up on.
@@ -373,43 +473,62 @@ async fn publish_all<S: ChunkSink>(
             }
             Err(e) => {
                 tracing::warn!("cannot read the log spool: {e}; trying again");
+                hold_back(shared, true);
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY_EVERY) => continue,
-                    _ = abort.cancelled() => return abandon(&shared, delays),
+                    _ = abort.cancelled() => return abandon(shared),
                 }
             }
         };
-        let Some(delay) = publish_one(&sink, &chunk, &abort).await else {
-            return abandon(&shared, delays);
+        let Some(delay) = publish_one(shared, sink, &chunk, abort).await else {
+            return abandon(shared);
         };
+        let mut state = shared.lock();
         if let Some(delay) = delay {
             tracing::info!(
                 "log bytes from offset {} reached the broker {} ms late",
                 delay.offset,
                 delay.delayed_ms
             );
-            delays.push(delay);
+            state.delays.push(delay);
         }
-        shared.lock().backlog.confirmed(&chunk);
+        state.held_back = false;
+        state.backlog.confirmed(&chunk);
+        drop(state);
         shared.sent.notify_one();
     }
+}
+
+/// Marks the log as held back by the broker (or not), and tells a waiting closer.
+fn hold_back(shared: &Shared, held: bool) {
+    shared.lock().held_back = held;
+    shared.progress.notify_waiters();
 }
 
 /// Publishes one chunk until it is confirmed: `Some(delay)` when it was late, `None` when the
 /// agent aborted first.
 async fn publish_one<S: ChunkSink>(
+    shared: &Shared,
     sink: &S,
     chunk: &Chunk,
     abort: &CancellationToken,
 ) -> Option<Option<LogDelay>> {
     let started = Instant::now();
     let mut failed = false;
-    while let Err(e) = sink.publish(chunk.offset, &chunk.data).await {
+    let end = chunk.offset + chunk.data.len() as u64;
+    let sent = || {
+        let mut state = shared.lock();
+        state.handed = state.handed.max(end);
+        drop(state);
+        shared.progress.notify_waiters();
+    };
+    while let Err(e) = sink.publish(chunk.offset, &chunk.data, &sent).await {
         if !failed {
             tracing::warn!(
                 "cannot publish the log from offset {}: {e}; keeping it until the broker confirms",
                 chunk.offset
             );
+            hold_back(shared, true);
         }
         failed = true;
         tokio::select! {
@@ -425,7 +544,7 @@ async fn publish_one<S: ChunkSink>(
 }
 
 /// The agent is going away at once: drops what is unsent, with the spool file.
-fn abandon(shared: &Shared, delays: Vec<LogDelay>) -> Vec<LogDelay> {
+fn abandon(shared: &Shared) {
     let mut state = shared.lock();
     state.abandoned = true;
     let unsent = state.backlog.unsent();
@@ -435,7 +554,6 @@ fn abandon(shared: &Shared, delays: Vec<LogDelay>) -> Vec<LogDelay> {
     state.backlog.remove_spool();
     drop(state);
     shared.sent.notify_one();
-    delays
 }
 
 #[cfg(test)]
@@ -454,10 +572,11 @@ mod tests {
     }
 
     impl ChunkSink for Recorder {
-        async fn publish(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+        async fn publish(&self, offset: u64, data: &[u8], sent: Sent<'_>) -> Result<(), String> {
             if self.down.load(Ordering::SeqCst) {
                 return Err("broker unreachable".into());
             }
+            sent();
             self.seen.lock().unwrap().push((offset, data.to_vec()));
             Ok(())
         }
@@ -480,17 +599,22 @@ mod tests {
         dir.path().join("spool").join("a.log")
     }
 
+    /// A log to `sink` with the default window and cap that the agent never aborts.
+    fn started<S: ChunkSink + Clone>(sink: &S, dir: &tempfile::TempDir) -> LogStream {
+        LogStream::start_with(
+            sink.clone(),
+            MEMORY_WINDOW,
+            spool_in(dir),
+            DEFAULT_MAX_LOG_SIZE,
+            CancellationToken::new(),
+        )
+    }
+
     #[tokio::test]
     async fn chunks_are_contiguous_raw_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Recorder::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         tx.send(b"10%\r".to_vec()).await.unwrap();
         tx.send(b"\xff\xfe".to_vec()).await.unwrap();
@@ -504,17 +628,95 @@ mod tests {
         assert!(summary.delays.is_empty());
     }
 
+    /// Hands each chunk to the channel at once and confirms it only when the test says so.
+    #[derive(Clone)]
+    struct Gated {
+        seen: Published,
+        confirms: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl ChunkSink for Gated {
+        async fn publish(&self, offset: u64, data: &[u8], sent: Sent<'_>) -> Result<(), String> {
+            self.seen.lock().unwrap().push((offset, data.to_vec()));
+            sent();
+            let permit = self.confirms.acquire().await.map_err(|e| e.to_string())?;
+            permit.forget();
+            Ok(())
+        }
+    }
+
+    impl Default for Gated {
+        fn default() -> Self {
+            Self {
+                seen: Published::default(),
+                confirms: Arc::new(tokio::sync::Semaphore::new(0)),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_gives_the_size_before_the_last_confirm_and_delivery_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Gated::default();
+        let log = started(&sink, &dir);
+        log.sender().send(b"first\n".to_vec()).await.unwrap();
+        tokio::time::sleep(FLUSH_EVERY / 5).await;
+        // Queued behind the unconfirmed first chunk.
+        log.sender().send(b"last\n".to_vec()).await.unwrap();
+        let closing = tokio::spawn(log.close());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            !closing.is_finished(),
+            "the last chunk is not on its way while the first awaits its confirm"
+        );
+        sink.confirms.add_permits(1);
+        let mut closed = tokio::time::timeout(Duration::from_secs(1), closing)
+            .await
+            .expect("closed once the last chunk was handed to the channel")
+            .unwrap();
+        assert_eq!(closed.size, 11);
+        assert!(!closed.held_back());
+        let delivery = tokio::spawn(async move { closed.delivered().await });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            !delivery.is_finished(),
+            "the last chunk is not confirmed yet"
+        );
+        sink.confirms.add_permits(1);
+        let summary = delivery.await.unwrap();
+        assert_eq!(summary.size, 11);
+        let seen = sink.seen.lock().unwrap();
+        assert_eq!(
+            *seen,
+            vec![(0, b"first\n".to_vec()), (6, b"last\n".to_vec())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_the_broker_does_not_take_closes_held_back_and_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let log = started(&sink, &dir);
+        log.sender().send(b"kept\n".to_vec()).await.unwrap();
+        let mut closed = tokio::time::timeout(Duration::from_secs(1), log.close())
+            .await
+            .expect("a held-back log still closes");
+        assert!(closed.held_back());
+        assert_eq!(closed.size, 5);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sink.down.store(false, Ordering::SeqCst);
+        let summary = closed.delivered().await;
+        assert_eq!(sink.log(), b"kept\n");
+        assert_eq!(summary.delays.len(), 1, "{:?}", summary.delays);
+        assert!(!closed.held_back());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_quiet_line_is_flushed_within_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Recorder::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         log.sender().send(b"line\n".to_vec()).await.unwrap();
         tokio::time::sleep(FLUSH_EVERY + Duration::from_millis(10)).await;
         assert_eq!(sink.log(), b"line\n");
@@ -531,7 +733,8 @@ mod tests {
     }
 
     impl ChunkSink for Clocked {
-        async fn publish(&self, _offset: u64, data: &[u8]) -> Result<(), String> {
+        async fn publish(&self, _offset: u64, data: &[u8], sent: Sent<'_>) -> Result<(), String> {
+            sent();
             self.seen
                 .lock()
                 .unwrap()
@@ -544,13 +747,7 @@ mod tests {
     async fn a_line_after_a_quiet_spell_leaves_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Clocked::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         for line in [&b"first\n"[..], b"after a pause\n"] {
             let written = Instant::now();
@@ -571,13 +768,7 @@ mod tests {
     async fn a_chatty_step_sends_one_chunk_per_interval_and_no_line_waits_longer() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Clocked::default();
-        let log = LogStream::start_with(
-            sink.clone(),
-            MEMORY_WINDOW,
-            spool_in(&dir),
-            DEFAULT_MAX_LOG_SIZE,
-            CancellationToken::new(),
-        );
+        let log = started(&sink, &dir);
         let tx = log.sender();
         let started = Instant::now();
         let mut written = Vec::new();

@@ -105,6 +105,20 @@ impl Publisher {
         msg: &Message,
         priority: u8,
     ) -> Result<(), AmqpError> {
+        self.publish_noting_sent(target, msg, priority, &|| {})
+            .await
+    }
+
+    /// [`Publisher::publish_with_priority`], calling `sent` each time the message has been
+    /// handed to a channel, before its confirm: a message published on this publisher after
+    /// that reaches the broker after it unless the first one has to be sent again.
+    pub async fn publish_noting_sent(
+        &self,
+        target: &Target,
+        msg: &Message,
+        priority: u8,
+        sent: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), AmqpError> {
         let body = msg.encode()?;
         let limit = self.broker.max_message_size();
         if body.len() > limit {
@@ -114,13 +128,13 @@ impl Publisher {
                 limit,
             });
         }
-        self.publish_bytes(target, &body, FieldTable::default(), priority)
+        self.publish_bytes(target, &body, FieldTable::default(), priority, sent)
             .await
     }
 
     /// Publishes arbitrary bytes; tests use it to send garbage.
     pub async fn publish_raw(&self, target: &Target, payload: &[u8]) -> Result<(), AmqpError> {
-        self.publish_bytes(target, payload, FieldTable::default(), 0)
+        self.publish_bytes(target, payload, FieldTable::default(), 0, &|| {})
             .await
     }
 
@@ -137,7 +151,8 @@ impl Publisher {
             SOURCE_HEADER.into(),
             AMQPValue::LongString(source_queue.into()),
         );
-        self.publish_bytes(&Target::Dead, payload, headers, 0).await
+        self.publish_bytes(&Target::Dead, payload, headers, 0, &|| {})
+            .await
     }
 
     /// Publishes, retrying on a new channel (and connection) for up to [`PUBLISH_PATIENCE`]
@@ -149,6 +164,7 @@ impl Publisher {
         payload: &[u8],
         mut headers: FieldTable,
         priority: u8,
+        sent: &(dyn Fn() + Send + Sync),
     ) -> Result<(), AmqpError> {
         if let (Target::Job(_), Some(signer)) = (target, &self.signer) {
             headers.insert(
@@ -162,7 +178,7 @@ impl Publisher {
             let result = match self.open().await {
                 Ok(ch) => {
                     let result = self
-                        .publish_on(&ch, target, payload, headers.clone(), priority)
+                        .publish_on(&ch, target, payload, headers.clone(), priority, sent)
                         .await;
                     if matches!(
                         result,
@@ -192,6 +208,7 @@ impl Publisher {
         payload: &[u8],
         headers: FieldTable,
         priority: u8,
+        sent: &(dyn Fn() + Send + Sync),
     ) -> Result<(), AmqpError> {
         let names = self.broker.names();
         let (exchange, routing_key) = match target {
@@ -208,7 +225,7 @@ impl Publisher {
             .with_priority(priority)
             .with_headers(headers);
         let confirmed = async {
-            channel
+            let confirm = channel
                 .basic_publish(
                     exchange.into(),
                     routing_key.as_str().into(),
@@ -219,8 +236,9 @@ impl Publisher {
                     payload,
                     props,
                 )
-                .await?
-                .await
+                .await?;
+            sent();
+            confirm.await
         };
         let confirm = match tokio::time::timeout(CONFIRM_PATIENCE, confirmed).await {
             Ok(confirm) => confirm?,

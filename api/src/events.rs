@@ -90,7 +90,8 @@ impl SseEvent for AttemptStarted {
     const NAME: &'static str = "attempt";
 }
 
-/// The step (or the followed attempt) is over and every byte was sent.
+/// The step (or the followed attempt) is over and every byte was sent: every byte its agent
+/// reported, or as many as arrived within the controller's patience for a log's last chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEnded {
     /// The step's status; `None` when the run no longer has the step.
@@ -98,6 +99,15 @@ pub struct LogEnded {
     pub attempt: AttemptNo,
     /// The log's size: the offset after the last byte sent.
     pub size: u64,
+    /// Bytes the agent reported that had not reached the controller when the stream stopped
+    /// waiting for them (the agent died or cannot reach the broker); absent when none. They
+    /// are stored if they arrive later: read the log again then.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SseEvent for LogEnded {

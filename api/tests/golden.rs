@@ -535,6 +535,16 @@ fn events() {
             status: Some(StepStatus::Failed),
             attempt: AttemptNo(2),
             size: 6,
+            missing: 0,
+        },
+    );
+    named(
+        "log_ended_incomplete",
+        &LogEnded {
+            status: Some(StepStatus::Succeeded),
+            attempt: AttemptNo(1),
+            size: 6,
+            missing: 4090,
         },
     );
     assert_eq!(StreamError::NAME, "error");

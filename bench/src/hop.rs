@@ -7,7 +7,9 @@
 //! a hop is the next step's first stamp minus this step's last. That includes the shell's exit,
 //! the next shell's start and one fork/exec of `date` (about a millisecond, measured by the gap
 //! between a step's own two stamps, reported below), so it slightly overstates drover's share.
-//! A second chain of plain `true` steps gives the controller-side view from the API.
+//! A second chain of plain `true` steps gives the controller-side view from the API, and a third
+//! stamped chain whose steps also print a line after their last stamp measures a hop with a log:
+//! its last chunk is still in flight when the step ends.
 
 use crate::cluster::{Cluster, Env};
 use crate::stats;
@@ -26,6 +28,8 @@ pub struct HopSample {
     pub api_p50_ms: f64,
     /// `true` chain: run time divided by its steps.
     pub cycle_ms: f64,
+    /// Stamped chain whose steps print a line at their end: hop p50.
+    pub printing_p50_ms: f64,
 }
 
 fn chain_toml(name: &str, steps: usize, command: &dyn Fn(usize) -> String) -> String {
@@ -46,6 +50,16 @@ fn stamped_chain(steps: usize, stamps: &Path) -> String {
     let f = stamps.display().to_string();
     chain_toml("hop-stamped", steps, &|_| {
         format!("[\"sh\", \"-c\", \"echo s $(date +%s%N) >> {f}; echo e $(date +%s%N) >> {f}\"]")
+    })
+}
+
+/// [`stamped_chain`] whose steps print a line to their log after their last stamp.
+fn printing_chain(steps: usize, stamps: &Path) -> String {
+    let f = stamps.display().to_string();
+    chain_toml("hop-printing", steps, &|i| {
+        format!(
+            "[\"sh\", \"-c\", \"echo s $(date +%s%N) >> {f}; echo e $(date +%s%N) >> {f}; echo step {i} done\"]"
+        )
     })
 }
 
@@ -117,6 +131,13 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
         if hops.len() + 1 != steps {
             bail!("{} stamp pairs for {steps} steps", hops.len() + 1);
         }
+        let stamps = c.path().join(format!("printing-{rep}.txt"));
+        let run = c.submit_toml(
+            &format!("print-{rep}.toml"),
+            &printing_chain(steps, &stamps),
+        )?;
+        c.wait(&run, poll, timeout).await?;
+        let (printing, _) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
         let plain = chain_toml("hop-true", steps, &|_| "[\"true\"]".to_string());
         let run = c.submit_toml(&format!("true-{rep}.toml"), &plain)?;
         let view = c.wait(&run, poll, timeout).await?;
@@ -127,6 +148,7 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
             stamp_cost_ms: stats::median(&costs),
             api_p50_ms,
             cycle_ms,
+            printing_p50_ms: stats::percentile(&printing, 50.0),
         });
     }
     Ok(samples)

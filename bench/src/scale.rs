@@ -118,6 +118,7 @@ pub fn worker(n: usize) -> Result<()> {
             ended_at: now,
             log_delays: Vec::new(),
             start: None,
+            log_size: None,
         };
         let fx = handle(&mut state, Event::Finished(finished), now);
         queue.extend(jobs(fx.actions));

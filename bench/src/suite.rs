@@ -387,6 +387,10 @@ async fn hop_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Res
         ),
     );
     rows.push(
+        Row::new("2 hop", "hop p50, steps printing a line at their end", "ms", pick(|s| s.printing_p50_ms))
+            .note("the stamped chain, each step echoing one line to its log after its last stamp: the hop includes the end of a log"),
+    );
+    rows.push(
         Row::new("2 hop", "hop p50, chain of `true`, controller view", "ms", pick(|s| s.api_p50_ms))
             .note("next step's claim minus this step's Finished, as the controller recorded them (whole ms; excludes the agent's process start)"),
     );

@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     /// Bytes of an attempt's log stored (plus room for the agent's marker line); what arrives
     /// past that is dropped after a marker of the controller's own.
     pub max_log_size: u64,
+    /// How long after an attempt ended its log stream waits for log bytes its agent reported
+    /// but the controller has not stored (see [`DEFAULT_LOG_TAIL_PATIENCE`]).
+    pub log_tail_patience: Duration,
     /// Largest artifact an upload may carry.
     pub max_artifact_size: u64,
     /// Free space an upload to the local store must leave on the data dir's file system.
@@ -91,6 +94,12 @@ pub struct HttpLimits {
     /// (`(RLIMIT_NOFILE - 128) / 2`).
     pub max_connections: Option<usize>,
 }
+
+/// How long a log stream waits for the last bytes of an ended attempt's log unless configured
+/// otherwise: an agent sends them before its `Finished`, so only a lost connection or a dead
+/// agent keeps them away this long (an agent's publish gives up on a message after 30 s, and
+/// publishes a log chunk again a second later).
+pub const DEFAULT_LOG_TAIL_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long a client may take to send its request headers unless configured otherwise.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +132,7 @@ impl ControllerConfig {
             allow_unauthenticated: false,
             http_limits: HttpLimits::default(),
             max_log_size: DEFAULT_MAX_LOG_SIZE,
+            log_tail_patience: DEFAULT_LOG_TAIL_PATIENCE,
             max_artifact_size: DEFAULT_MAX_ARTIFACT_SIZE,
             min_free_space: DEFAULT_MIN_FREE_SPACE,
             max_steps: DEFAULT_MAX_STEPS,

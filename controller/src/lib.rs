@@ -61,6 +61,7 @@ impl Controller {
         let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
+            .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load_unfinished()?;
         let (listener, url) = bind_http(&config).await?;

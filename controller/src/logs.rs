@@ -11,6 +11,7 @@
 use drover_protocol::message::{LogChunk, LogDelay};
 use drover_protocol::{AttemptNo, RunId, StepName};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
@@ -42,6 +43,8 @@ pub struct LogStore {
     limit: u64,
     /// Every append that wrote bytes, for live followers; nobody listening is fine.
     appends: broadcast::Sender<LogAppended>,
+    /// How long after its attempt ended a log's missing last bytes are waited for.
+    tail_patience: Duration,
 }
 
 /// Bytes were added to an attempt's log.
@@ -75,7 +78,19 @@ impl LogStore {
             root: root.to_path_buf(),
             limit: max_log_size.saturating_add(MARKER_ROOM),
             appends: broadcast::channel(1024).0,
+            tail_patience: crate::config::DEFAULT_LOG_TAIL_PATIENCE,
         })
+    }
+
+    /// The store whose followers wait `patience` for an ended attempt's missing log bytes.
+    pub fn with_tail_patience(mut self, patience: Duration) -> Self {
+        self.tail_patience = patience;
+        self
+    }
+
+    /// How long after its attempt ended a log's missing last bytes are waited for.
+    pub fn tail_patience(&self) -> Duration {
+        self.tail_patience
     }
 
     pub fn path_of(&self, run: &RunId, step: &StepName, attempt: AttemptNo) -> PathBuf {
@@ -134,6 +149,12 @@ impl LogStore {
             written: new.len() as u64,
             gap,
         })
+    }
+
+    /// How many bytes of a log whose agent reported `size` make it complete: all of them, or
+    /// as many as the controller stores before it cuts the log (a cut log is complete).
+    pub fn complete_at(&self, size: u64) -> u64 {
+        size.min(self.limit)
     }
 
     /// Tells of every append from now on (a lagging receiver should re-read its log).

@@ -321,6 +321,12 @@ pub struct Finished {
     /// attempt that ended before its process started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartKind>,
+    /// The attempt's log size in bytes. `Finished` does not wait for the confirm of the log's
+    /// last chunks, so it may reach the controller before them: the log is complete once this
+    /// many bytes are stored. Absent from agents that sent `Finished` only after their whole
+    /// log was confirmed (their log is complete when `Finished` arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
 }
 
 /// How a Python function step's process started.

@@ -195,6 +195,7 @@ fn samples() -> Vec<Message> {
                 delayed_ms: 47_000,
             }],
             start: Some(StartKind::Warm),
+            log_size: Some(4096),
         }),
         Message::Cancel(Cancel {
             run_id: run(),
@@ -274,6 +275,7 @@ fn a_released_attempt_is_pinned() {
         ended_at: 1_732_500_001_500,
         log_delays: Vec::new(),
         start: None,
+        log_size: None,
     });
     check_golden("finished_released", &released);
 }
@@ -321,4 +323,18 @@ fn a_step_job_without_artifact_store_means_through_the_controller() {
     };
     assert_eq!(job.artifact_store, None);
     assert_eq!(job.controller_url, "http://127.0.0.1:8470");
+}
+
+/// A `Finished` from an agent that waited for its whole log before reporting carries no log
+/// size: it still decodes, and the controller then takes the log as complete.
+#[test]
+fn a_finished_without_log_size_still_decodes() {
+    let old = std::fs::read(golden_dir().join("compat/finished_without_log_size.msgpack")).unwrap();
+    let (_, decoded) = Message::decode(&old).unwrap();
+    let Message::Finished(finished) = decoded else {
+        panic!("not a finished: {decoded:?}");
+    };
+    assert_eq!(finished.log_size, None);
+    assert_eq!(finished.outcome, Outcome::Succeeded);
+    assert_eq!(finished.log_delays.len(), 1);
 }

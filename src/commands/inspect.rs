@@ -273,7 +273,17 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
                         eprintln!("drover: {}", note.text);
                     }
                 }
-                LogEnded::NAME => return Ok(ExitCode::SUCCESS),
+                LogEnded::NAME => {
+                    let ended = serde_json::from_str::<LogEnded>(&event.data)
+                        .with_context(|| format!("bad end event {:?}", event.data))?;
+                    if ended.missing > 0 {
+                        eprintln!(
+                            "drover: {} bytes of the log of attempt {} did not reach the controller (its agent may have stopped); they are stored if they arrive later: run `drover logs` again then",
+                            ended.missing, ended.attempt
+                        );
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
                 StreamError::NAME => {
                     let why = serde_json::from_str::<StreamError>(&event.data)
                         .map_or(event.data, |e| e.error);

@@ -51,6 +51,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         // Handed over at start, no longer in the environment (see `secrets`).
         s3_settings: crate::secrets::aws_settings(),
         max_log_size: args.max_log_size,
+        log_tail_patience: drover_controller::config::DEFAULT_LOG_TAIL_PATIENCE,
         max_artifact_size: args.max_artifact_size,
         min_free_space: args.min_free_space,
         max_steps: args.max_steps,

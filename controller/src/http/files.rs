@@ -243,8 +243,15 @@ pub async fn get_log(
     let record = app.run(&run)?;
     let missing = || ApiError::not_found(format!("run {run} has no step {step:?}"));
     let step_name = StepName::new(step.as_str()).map_err(|_| missing())?;
-    let current = record.step(&step_name).ok_or_else(missing)?.attempt;
-    let attempt = q.attempt.map(AttemptNo).unwrap_or(current);
+    let step_record = record.step(&step_name).ok_or_else(missing)?;
+    let attempt = q.attempt.map(AttemptNo).unwrap_or(step_record.attempt);
+    // The size the attempt's agent reported: the log is whole once it is stored.
+    let expected = step_record
+        .attempts
+        .iter()
+        .find(|a| a.attempt == attempt)
+        .and_then(|a| a.log_size)
+        .map(|size| app.logs.complete_at(size));
     let (size, reader) = app
         .logs
         .open_from(&record.run_id, &step_name, attempt, q.offset.unwrap_or(0))
@@ -267,6 +274,9 @@ pub async fn get_log(
     );
     headers.insert("x-drover-log-size", HeaderValue::from(size));
     headers.insert("x-drover-log-attempt", HeaderValue::from(attempt.0));
+    if let Some(expected) = expected {
+        headers.insert("x-drover-log-expected", HeaderValue::from(expected));
+    }
     Ok(response)
 }
 

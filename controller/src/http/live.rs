@@ -3,6 +3,11 @@
 //!
 //! Each stream is a task that reads durable state and waits on the store's and the log store's
 //! change notifications, with a slow timer as a safety net; it ends when the client goes away.
+//!
+//! An attempt's `Finished` may arrive before its log's last chunks: a log stream ends (or moves
+//! on to the next attempt) only once the bytes its agent reported are stored, or when the log
+//! tail patience (`LogStore::tail_patience`, 30 s) has passed since the attempt ended; `end`
+//! then says how many are `missing`.
 
 use super::{ApiError, App};
 use crate::logs::{LogAppended, delay_text};
@@ -15,6 +20,7 @@ use drover_api::SseEvent;
 use drover_api::events::{
     AttemptStarted, Hello, LogData, LogEnded, LogNote, RunChanged, RunEnded, StreamError,
 };
+use drover_protocol::message::now_ms;
 use drover_protocol::{AttemptNo, RunId, StepName};
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -25,6 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Re-read state this often even without a notification.
 const SAFETY_NET: Duration = Duration::from_secs(2);
+
 /// The most log bytes one event carries.
 const MAX_LOG_EVENT: u64 = 32 * 1024;
 /// Log events waiting for a client. With [`MAX_LOG_EVENT`] this bounds what a slow reader
@@ -134,7 +141,8 @@ pub struct LogStreamQuery {
 /// `log` events `{"attempt", "offset", "data": base64}` (raw bytes, id `attempt:end`),
 /// `note` when the attempt's log reached the controller late (metadata, never log bytes),
 /// `attempt` `{"attempt", "previous"}` when the step moves to a new attempt (only without
-/// `?attempt=`; `previous` is 0 before the first), `end` with the step's status once it is over.
+/// `?attempt=`; `previous` is 0 before the first), `end` with the step's status once it is over
+/// and its log complete (or its tail patience passed: `missing` bytes).
 /// A reconnecting `EventSource` resumes from its `Last-Event-ID`.
 pub async fn log(
     State(app): State<App>,
@@ -224,15 +232,29 @@ impl LogFollower {
                     }
                     continue;
                 }
-                Move::End(status) => {
-                    // The last chunks are stored before the step's end is, but maybe after our read.
+                Move::End(status, expected) => {
+                    // The last chunks are usually stored before the step's end is, but maybe
+                    // after our read.
                     if !self.send_new_bytes(&tx).await {
                         return;
+                    }
+                    let missing = expected.map_or(0, |size| {
+                        self.app.logs.complete_at(size).saturating_sub(self.offset)
+                    });
+                    if missing > 0 {
+                        tracing::warn!(
+                            "the log of attempt {} of step {} of run {} lacks {missing} bytes {} s after the attempt ended; its stream ends without them",
+                            self.attempt,
+                            self.step,
+                            self.run,
+                            self.app.logs.tail_patience().as_secs()
+                        );
                     }
                     let data = LogEnded {
                         status,
                         attempt: self.attempt,
                         size: self.offset,
+                        missing,
                     };
                     let _ = tx.send(event(&data)).await;
                     return;
@@ -334,24 +356,34 @@ impl LogFollower {
 
     fn next_move(&self, run: &RunRecord) -> Move {
         let Some(step) = run.step(&self.step) else {
-            return Move::End(None);
+            return Move::End(None, None);
         };
-        if self.latest && step.attempt > self.attempt {
-            return Move::Switch(step.attempt);
+        let followed = step.attempts.iter().find(|a| a.attempt == self.attempt);
+        let switching = self.latest && step.attempt > self.attempt;
+        let attempt_over = followed.is_some_and(|a| a.outcome.is_some());
+        let ending = step.status.is_terminal() || attempt_over && !self.latest;
+        if !switching && !ending {
+            return Move::Wait;
         }
-        let attempt_over = step
-            .attempts
-            .iter()
-            .any(|a| a.attempt == self.attempt && a.outcome.is_some());
-        if step.status.is_terminal() || attempt_over && !self.latest {
-            return Move::End(Some(step.status));
+        let expected = followed.and_then(|a| a.log_size);
+        if let (Some(a), Some(size)) = (followed, expected) {
+            let waited = now_ms().saturating_sub(a.ended_at.unwrap_or(0));
+            let incomplete = self.offset < self.app.logs.complete_at(size);
+            if incomplete && u128::from(waited) < self.app.logs.tail_patience().as_millis() {
+                return Move::Wait;
+            }
         }
-        Move::Wait
+        if switching {
+            Move::Switch(step.attempt)
+        } else {
+            Move::End(Some(step.status), expected)
+        }
     }
 }
 
 enum Move {
     Wait,
     Switch(AttemptNo),
-    End(Option<StepStatus>),
+    /// The step's status and the size the followed attempt's agent reported for its log.
+    End(Option<StepStatus>, Option<u64>),
 }

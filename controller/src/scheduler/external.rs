@@ -108,6 +108,7 @@ pub fn report(
                 ended_at: now,
                 log_delays: Vec::new(),
                 start: None,
+                log_size: None,
             };
             finished(runs, result, &mut ctx);
         }

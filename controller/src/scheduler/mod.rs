@@ -526,6 +526,7 @@ fn finished(runs: &mut BTreeMap<RunId, RunRecord>, f: Finished, ctx: &mut Ctx) {
         a.message = f.message.clone();
         a.log_delays = f.log_delays.clone();
         a.start = f.start;
+        a.log_size = f.log_size;
     }
     let missing: Vec<String> = spec
         .outputs

@@ -409,6 +409,7 @@ fn dispatch(
         message: None,
         log_delays: Vec::new(),
         start: None,
+        log_size: None,
     });
     if external {
         return;

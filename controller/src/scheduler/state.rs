@@ -84,6 +84,11 @@ pub struct AttemptRecord {
     /// How a Python function step's process started (from its `Finished`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartKind>,
+    /// The log's final size (from its `Finished`): its log is complete once that many bytes are
+    /// stored, which may be after the attempt ended. `None` from agents that reported only
+    /// once their whole log was confirmed, and for attempts not over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
 }
 
 /// Why a step whose parents are done is still pending. The scheduler decides on this field,

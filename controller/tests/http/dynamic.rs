@@ -54,6 +54,7 @@ async fn end(s: &Server, job: &StepJob, agent: &AgentId, outcome: Outcome, messa
         ended_at: now_ms(),
         log_delays: Vec::new(),
         start: None,
+        log_size: None,
     }))
     .await;
 }

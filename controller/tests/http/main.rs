@@ -8,6 +8,7 @@ mod auth;
 mod dynamic;
 mod flow;
 mod hardening;
+mod logtail;
 mod rerun;
 mod scalars;
 mod server;

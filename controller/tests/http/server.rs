@@ -167,6 +167,11 @@ impl Events {
         .expect("an event within 15 s")
     }
 
+    /// The next named event if one comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(wait, self.next()).await.ok()
+    }
+
     /// Skips events until one named `name` satisfies `cond`.
     pub async fn until(&mut self, name: &str, cond: impl Fn(&Value) -> bool) -> Value {
         loop {

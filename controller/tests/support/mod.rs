@@ -152,6 +152,7 @@ pub fn finished_late(
         ended_at: now_ms(),
         log_delays,
         start: None,
+        log_size: None,
     })
 }
 

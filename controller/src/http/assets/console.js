@@ -169,7 +169,8 @@ export function followLog(run, step, pre, status, tailBytes = TAIL_BYTES) {
       closed = true;
       if (!bytes) term.feed(end.attempt ? '(no output)' : '(this step ran no job: no output)');
       render();
-      say([`step ${end.status || 'gone'} · ${drover.bytes(bytes)} · `, rawLink()]);
+      const missing = end.missing ? ` · ${drover.bytes(end.missing)} did not arrive (reload later)` : '';
+      say([`step ${end.status || 'gone'} · ${drover.bytes(bytes)}${missing} · `, rawLink()]);
     });
     source.addEventListener('error', () => {
       if (!closed) say('connection lost; retrying…');

@@ -126,6 +126,7 @@ pub(super) fn finished_msg(
         ended_at: 0,
         log_delays: Vec::new(),
         start: None,
+        log_size: None,
     }
 }
 

@@ -104,6 +104,7 @@ fn attempt(no: u32, queued_at: u64) -> AttemptRecord {
         message: None,
         log_delays: Vec::new(),
         start: None,
+        log_size: None,
     }
 }
 
