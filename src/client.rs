@@ -6,6 +6,22 @@ use drover_api::{ApiError, CsrfToken, RunList, RunView};
 use drover_protocol::RunId;
 use serde::de::DeserializeOwned;
 
+/// Part of a step's log as the controller has it.
+pub struct LogPart {
+    pub bytes: Vec<u8>,
+    /// The bytes stored.
+    pub size: u64,
+    /// The bytes stored once the log is whole, when the attempt has ended and said so.
+    pub expected: Option<u64>,
+}
+
+impl LogPart {
+    /// How many bytes the attempt reported that are not stored yet.
+    pub fn missing(&self) -> u64 {
+        self.expected.map_or(0, |e| e.saturating_sub(self.size))
+    }
+}
+
 /// Talks to one controller.
 pub struct Client {
     base: String,
@@ -136,14 +152,14 @@ impl Client {
         self.get_json(&format!("/api/v1/runs/{run}")).await
     }
 
-    /// Raw log bytes of a step from `offset`, and the log's total size.
+    /// Raw log bytes of a step from `offset`, with the log's stored and expected sizes.
     pub async fn log(
         &self,
         run: &str,
         step: &str,
         attempt: Option<u32>,
         offset: u64,
-    ) -> Result<Option<(Vec<u8>, u64)>> {
+    ) -> Result<Option<LogPart>> {
         let mut path = format!("/api/v1/runs/{run}/steps/{step}/log?offset={offset}");
         if let Some(a) = attempt {
             path.push_str(&format!("&attempt={a}"));
@@ -153,14 +169,20 @@ impl Client {
             return Ok(None);
         }
         let resp = check(resp, &path).await?;
-        let size = resp
-            .headers()
-            .get("x-drover-log-size")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let header = |name: &str| -> Option<u64> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        let (size, expected) = (header("x-drover-log-size"), header("x-drover-log-expected"));
         let bytes = resp.bytes().await?.to_vec();
         let size = size.unwrap_or(offset + bytes.len() as u64);
-        Ok(Some((bytes, size)))
+        Ok(Some(LogPart {
+            bytes,
+            size,
+            expected,
+        }))
     }
 
     /// An event stream (`text/event-stream`), resumed after `last_event`; `None` on 404.
@@ -194,4 +216,25 @@ async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response>
     let text = resp.text().await.unwrap_or_default();
     let detail = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.message);
     bail!("controller answered {status} for {path}: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogPart;
+
+    fn part(size: u64, expected: Option<u64>) -> LogPart {
+        LogPart {
+            bytes: Vec::new(),
+            size,
+            expected,
+        }
+    }
+
+    #[test]
+    fn only_reported_bytes_not_stored_are_missing() {
+        assert_eq!(part(10, None).missing(), 0, "a running attempt");
+        assert_eq!(part(10, Some(10)).missing(), 0, "a whole log");
+        assert_eq!(part(4, Some(10)).missing(), 6);
+        assert_eq!(part(12, Some(10)).missing(), 0, "more than reported");
+    }
 }

@@ -193,7 +193,7 @@ pub async fn logs(g: &Global, mut args: LogsArgs) -> Result<ExitCode> {
     if args.follow {
         return follow_log(&client, &args).await;
     }
-    let Some((bytes, _size)) = client.log(&args.run, &args.step, args.attempt, 0).await? else {
+    let Some(log) = client.log(&args.run, &args.step, args.attempt, 0).await? else {
         bail!(
             "no step {} in run {} at {}",
             args.step,
@@ -202,8 +202,15 @@ pub async fn logs(g: &Global, mut args: LogsArgs) -> Result<ExitCode> {
         );
     };
     let mut stdout = std::io::stdout();
-    stdout.write_all(&bytes)?;
+    stdout.write_all(&log.bytes)?;
     stdout.flush()?;
+    if log.missing() > 0 {
+        // Said on stderr: stdout stays the log's raw bytes.
+        eprintln!(
+            "drover: the last {} bytes of this log have not reached the controller yet; `drover logs -f` waits for them",
+            log.missing()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

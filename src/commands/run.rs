@@ -175,11 +175,11 @@ async fn report_end(client: &Client, view: &RunView) {
             (None, None) => "no exit code".to_string(),
         };
         println!("step {} failed: {why}", s.name);
-        if let Ok(Some((bytes, _))) = client
+        if let Ok(Some(log)) = client
             .log(view.run_id.as_str(), s.name.as_str(), None, 0)
             .await
         {
-            let text = String::from_utf8_lossy(&bytes);
+            let text = String::from_utf8_lossy(&log.bytes);
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(20)..];
             println!("--- last {} line(s) of {}'s log ---", tail.len(), s.name);
