@@ -3,6 +3,7 @@
 
 mod consume;
 mod link;
+mod lock;
 mod publish;
 pub mod queues;
 pub mod signing;
@@ -10,6 +11,7 @@ mod topology;
 pub mod urls;
 
 pub use consume::{Consumer, Getter, Incoming};
+pub use lock::LOCK_REGAIN_PATIENCE;
 pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
 
@@ -63,6 +65,14 @@ pub enum AmqpError {
     },
     #[error("the broker connection was closed by this process")]
     Closed,
+    #[error("another broker connection holds the exclusive queue {queue} (RESOURCE_LOCKED)")]
+    LockHeld { queue: String },
+    #[error(
+        "the exclusive queue {queue} was lost with the broker connection and another connection \
+         has held it for more than {LOCK_REGAIN_PATIENCE:?} since; this process stops using the \
+         broker"
+    )]
+    LockLost { queue: String },
     #[error(transparent)]
     Encode(#[from] drover_protocol::message::EncodeError),
     #[error(
@@ -343,6 +353,21 @@ impl Broker {
             let _ = ch.close(200, "deleted".into()).await;
         }
         Ok(())
+    }
+
+    /// Holds the exclusive queue `queue` as a lock for as long as this process is connected:
+    /// declared now, and first on every new connection, before anything else is declared or
+    /// sent on it. [`AmqpError::LockHeld`] when another connection holds it; nothing was
+    /// consumed or published through this broker by then if this is the first call on it.
+    pub async fn hold_lock(&self, queue: &str) -> Result<(), AmqpError> {
+        self.link.hold_lock(queue).await
+    }
+
+    /// Resolves once the lock of [`Self::hold_lock`] was lost for good: after a lost connection
+    /// another one held it for longer than [`LOCK_REGAIN_PATIENCE`]. Every later use of this
+    /// broker fails with [`AmqpError::Closed`].
+    pub async fn lock_lost(&self) {
+        self.link.lock_lost().await
     }
 
     /// Closes the connection politely; it is not reopened afterwards.

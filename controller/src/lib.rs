@@ -8,6 +8,7 @@ pub mod automation;
 pub mod cache;
 pub mod config;
 mod http;
+mod leader;
 pub mod logs;
 pub mod metrics;
 pub mod scheduler;
@@ -46,6 +47,8 @@ pub struct Controller {
     shutdown: CancellationToken,
     store: Store,
     broker: Arc<Broker>,
+    /// Why the controller stopped by itself, when it lost its namespace's lock.
+    lock_lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Controller {
@@ -65,7 +68,7 @@ impl Controller {
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let loaded = store.load_unfinished()?;
         let (listener, url) = bind_http(&config).await?;
-        let (broker, publisher) = connect_broker(&config).await?;
+        let (broker, publisher) = connect_broker(&config, &url).await?;
         let state = restore_state(&config, &url, artifact_store, loaded);
 
         let metrics = Arc::new(Metrics::default());
@@ -79,6 +82,7 @@ impl Controller {
             metrics.clone(),
         );
         tracker.spawn(owner.run(receiver, shutdown.clone()));
+        let lock_lost = leader::watch(&tracker, broker.clone(), shutdown.clone());
         let routing = Routing {
             commands: commands.clone(),
             publisher,
@@ -128,6 +132,7 @@ impl Controller {
             shutdown,
             store,
             broker,
+            lock_lost,
         })
     }
 
@@ -145,7 +150,10 @@ impl Controller {
             .await
             .context("flushing the state store")?;
         self.broker.close().await;
-        Ok(())
+        match self.lock_lost.lock().ok().and_then(|mut why| why.take()) {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -171,10 +179,13 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
     Ok((listener, url))
 }
 
-/// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
-/// topology and opens the publisher.
-/// Jobs are signed when a signing key is configured.
-async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker>, Publisher)> {
+/// Connects to the broker (retrying for [`BROKER_PATIENCE`]), takes the namespace's controller
+/// lock ([`leader`]) before anything else, declares the namespace's topology and opens the
+/// publisher. Jobs are signed when a signing key is configured.
+async fn connect_broker(
+    config: &ControllerConfig,
+    url: &str,
+) -> anyhow::Result<(Arc<Broker>, Publisher)> {
     let signer = match &config.job_signing_key {
         Some(path) => {
             warn_if_readable_by_others(path);
@@ -185,12 +196,13 @@ async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker
     let broker = Broker::connect_with_retry(
         &config.amqp_url,
         config.names.clone(),
-        "controller",
+        &leader::connection_name(url),
         BROKER_PATIENCE,
     )
     .await?
     .with_max_message_size(config.max_message_size)
     .with_queues(config.queue_settings);
+    leader::take(&broker).await?;
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;

@@ -97,6 +97,11 @@ impl Names {
         self.dead()
     }
 
+    /// The controller lock: an exclusive queue only the active controller's connection holds.
+    pub fn controller_lock(&self) -> String {
+        format!("{}.controller", self.ns)
+    }
+
     /// An agent's own auto-delete control queue.
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
@@ -147,6 +152,7 @@ mod tests {
         assert_eq!(names.user_queue(&q("default")), "t1.default");
         assert_eq!(names.services(), "t1.services");
         assert_eq!(names.control_exchange(), "t1.control");
+        assert_eq!(names.controller_lock(), "t1.controller");
         assert_eq!(names.user_queue_of("t1.gpu"), Some(q("gpu")));
         assert_eq!(names.user_queue_of("t2.gpu"), None);
     }
