@@ -102,7 +102,7 @@ impl Names {
         format!("{}.controller", self.ns)
     }
 
-    /// An agent's own auto-delete control queue.
+    /// An agent's own control queue (it outlives a lost connection, see `drover_amqp`).
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
     }
