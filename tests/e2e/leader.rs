@@ -1,10 +1,13 @@
 //! One active controller per namespace: a second controller is refused before it touches the
-//! namespace, saying why and how to find the first, and one starts once the first is killed.
+//! namespace, saying why and how to find the first, and one starts once the first is killed;
+//! the lock under it (`Broker::hold_lock`) is taken again first when its holder reconnects.
 
 use crate::faults::{attempts, chain, ended};
 use crate::harness::{Cluster, wait_until};
+use drover_amqp::{AmqpError, Broker};
+use drover_protocol::Names;
 use drover_test_support::process::ChildProcess;
-use drover_test_support::ready;
+use drover_test_support::{AMQP_URL, close_connections, fresh_namespace, ready};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -81,4 +84,70 @@ fn a_second_controller_is_refused_until_the_first_is_gone() {
          its broker connection at once)",
         took_over.as_secs_f64()
     );
+}
+
+/// Retries `hold_lock` until it succeeds: the broker deletes the queue just after the close.
+async fn take_within(broker: &Broker, queue: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Err(e) = broker.hold_lock(queue).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lock {queue} was not free within {within:?}: {e}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How often a condition is checked again.
+const POLL: Duration = Duration::from_millis(50);
+
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, AmqpError>, what: &str) {
+    assert!(
+        matches!(result, Err(AmqpError::LockHeld { .. })),
+        "{what}: {result:?}"
+    );
+}
+
+#[test]
+fn the_lock_is_held_by_one_connection_and_taken_again_first_after_a_reconnect() {
+    let names = Names::new(&fresh_namespace("t")).unwrap();
+    let lock = names.controller_lock();
+    let holder_name = format!("lock holder ({names})");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let holder = Broker::connect(AMQP_URL, names.clone(), "lock holder")
+            .await
+            .unwrap();
+        holder.hold_lock(&lock).await.unwrap();
+        let other = Broker::connect(AMQP_URL, names.clone(), "lock other")
+            .await
+            .unwrap();
+        assert_refused(other.hold_lock(&lock).await, "a second connection");
+
+        // The holder's connection is gone: the other takes the lock, and the holder's next
+        // use, which opens a new connection, is refused while the other holds it.
+        assert_eq!(close_connections(&holder_name), 1);
+        take_within(&other, &lock, Duration::from_secs(10)).await;
+        assert_refused(
+            holder.queue_stats(&names.services()).await,
+            "the holder's reconnect",
+        );
+
+        // Once the other lets go, the holder's next use takes the lock back first.
+        other.close().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Err(e) = holder.queue_stats(&names.services()).await {
+            assert!(tokio::time::Instant::now() < deadline, "no reconnect: {e}");
+            tokio::time::sleep(POLL).await;
+        }
+        let third = Broker::connect(AMQP_URL, names.clone(), "lock third")
+            .await
+            .unwrap();
+        assert_refused(
+            third.hold_lock(&lock).await,
+            "a connection after the reconnect",
+        );
+        third.close().await;
+        holder.close().await;
+    });
 }

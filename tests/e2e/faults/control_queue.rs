@@ -7,38 +7,9 @@ use drover_protocol::ids::{AttemptNo, StepName};
 use drover_protocol::message::{Cancel, Message};
 use drover_protocol::{Names, RunId};
 use drover_test_support::process::ChildProcess;
-use drover_test_support::ready;
+use drover_test_support::{close_connections, ready};
 use nix::sys::signal::Signal;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-/// Closes, from the broker's side, every connection whose client properties contain `name`;
-/// returns how many it closed.
-fn close_connections(name: &str) -> usize {
-    let out = Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&out.stdout);
-    let pids: Vec<&str> = listed
-        .lines()
-        .filter(|line| line.contains(name))
-        .filter_map(|line| line.split('\t').next())
-        .collect();
-    for pid in &pids {
-        let status = Command::new("rabbitmqctl")
-            .args([
-                "-q",
-                "close_connection",
-                pid,
-                "test: agent connection closed",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "close_connection {pid}: {status}");
-    }
-    pids.len()
-}
 
 #[test]
 fn a_cancel_sent_while_the_agent_reconnects_stops_its_step() {
