@@ -111,7 +111,7 @@ fn a_second_agent_with_the_same_id_is_refused() {
     let log = twin.output();
     assert!(!status.success(), "{log}");
     assert!(
-        log.contains("is another agent with this id running"),
+        log.contains("is another agent with this id running") && log.contains("ACCESS_REFUSED"),
         "{log}"
     );
 }
