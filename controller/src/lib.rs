@@ -58,7 +58,7 @@ impl Controller {
         config
             .prepare_data_dir()
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        let store = Store::open(&config.state_dir())?;
+        let store = open_store(&config).await?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
@@ -147,6 +147,35 @@ impl Controller {
         self.broker.close().await;
         Ok(())
     }
+}
+
+/// Opens sled and, with `--state-journal stream`, brings it up to the end of the journal
+/// before anything reads it, so a controller on a new data dir takes over the journal's state.
+async fn open_store(config: &ControllerConfig) -> anyhow::Result<Store> {
+    let store = Store::open(&config.state_dir())?;
+    if config.state_journal == config::StateJournal::Off {
+        return Ok(store);
+    }
+    let broker = Broker::connect_with_retry(
+        &config.amqp_url,
+        config.names.clone(),
+        "controller journal",
+        BROKER_PATIENCE,
+    )
+    .await?
+    .with_queues(config.queue_settings);
+    let replayed = store::journal::attach(&store, &broker).await?;
+    tracing::info!(
+        "state journal {}: applied {} batch(es), now at batch {}{}",
+        config.names.journal(),
+        replayed.batches,
+        replayed.seq,
+        match replayed.seeded {
+            0 => String::new(),
+            n => format!(", seeded with {n} record(s) of the existing store"),
+        }
+    );
+    Ok(store)
 }
 
 /// Checks the address may be served as configured and listens on it; returns the listener and
