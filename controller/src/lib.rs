@@ -156,14 +156,7 @@ async fn open_store(config: &ControllerConfig) -> anyhow::Result<Store> {
     if config.state_journal == config::StateJournal::Off {
         return Ok(store);
     }
-    let broker = Broker::connect_with_retry(
-        &config.amqp_url,
-        config.names.clone(),
-        "controller journal",
-        BROKER_PATIENCE,
-    )
-    .await?
-    .with_queues(config.queue_settings);
+    let broker = connect(config, "controller journal").await?;
     let replayed = store::journal::attach(&store, &broker).await?;
     tracing::info!(
         "state journal {}: applied {} batch(es), now at batch {}{}",
@@ -200,6 +193,19 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
     Ok((listener, url))
 }
 
+/// A connection to the configured broker (retrying for [`BROKER_PATIENCE`]) as `client`.
+async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Broker> {
+    Ok(Broker::connect_with_retry(
+        &config.amqp_url,
+        config.names.clone(),
+        client,
+        BROKER_PATIENCE,
+    )
+    .await?
+    .with_max_message_size(config.max_message_size)
+    .with_queues(config.queue_settings))
+}
+
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
 /// topology and opens the publisher.
 /// Jobs are signed when a signing key is configured.
@@ -211,15 +217,7 @@ async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker
         }
         None => None,
     };
-    let broker = Broker::connect_with_retry(
-        &config.amqp_url,
-        config.names.clone(),
-        "controller",
-        BROKER_PATIENCE,
-    )
-    .await?
-    .with_max_message_size(config.max_message_size)
-    .with_queues(config.queue_settings);
+    let broker = connect(config, "controller").await?;
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;
