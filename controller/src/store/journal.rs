@@ -365,6 +365,43 @@ mod tests {
         );
     }
 
+    /// A store made before the journal was turned on fills an empty journal, which a new data
+    /// dir then gets; another such store is refused on that journal, since it has batches.
+    #[tokio::test]
+    async fn an_existing_store_seeds_an_empty_journal_and_only_an_empty_one() {
+        let ns = fresh_namespace("tjseed");
+        let broker = broker(&ns).await;
+        let (old, new, other) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let kept = {
+            let store = Store::open(old.path()).unwrap();
+            for run in &crate::store::compat::samples().runs {
+                store.put_run(run).unwrap();
+            }
+            store.flush().await.unwrap();
+            let replayed = attach(&store, &broker).await.unwrap();
+            assert_eq!((replayed.batches, replayed.seq), (0, 0));
+            assert!(replayed.seeded > 0, "{replayed:?}");
+            dump(&store.db)
+        };
+        let store = Store::open(new.path()).unwrap();
+        attach(&store, &broker).await.unwrap();
+        assert_eq!(dump(&store.db), kept);
+
+        let store = Store::open(other.path()).unwrap();
+        store.put_cache("k", &CachedOutputs::new()).unwrap();
+        let refused = attach(&store, &broker).await.unwrap_err();
+        assert!(
+            matches!(refused, StoreError::JournalConflict { .. }),
+            "{refused}"
+        );
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+
     /// Every tree's records, but `meta`, for comparing two stores.
     fn dump(db: &sled::Db) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
         let mut names = data_trees(db);
