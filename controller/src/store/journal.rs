@@ -29,8 +29,10 @@ const OFFSET_KEY: &str = "journal_offset";
 /// confirmed before it began reading, so only a broker in trouble keeps it waiting.
 const READ_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Bytes of values a batch that seeds the journal from an existing store carries at most.
-const SEED_BATCH_BYTES: usize = 8 << 20;
+/// Bytes of keys and values a batch carries at most (unless one value is larger): the writes of
+/// one flush beyond it go in further batches, far below RabbitMQ's largest message (128 MiB by
+/// default). A store seeding the journal flushes after as many.
+const BATCH_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
@@ -76,29 +78,48 @@ impl Sink {
     /// failure they stay pending for the next flush.
     pub async fn append(&self, recorder: &Recorder) -> Result<(), StoreError> {
         let mut seq = self.seq.lock().await;
-        let ops = recorder.take();
+        let mut ops = recorder.take();
         if ops.is_empty() {
             return Ok(());
         }
-        let mut record = Record::new(BATCH);
-        record.seq = *seq + 1;
-        record.ops = ops;
-        let sent = match encode("journal batch", &record) {
-            Ok(bytes) => self
-                .publisher
-                .publish_raw(&Target::Journal, &bytes)
-                .await
-                .map_err(StoreError::Journal),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            recorder.restore(record.ops);
-            return Err(e);
+        while !ops.is_empty() {
+            let rest = ops.split_off(batch_len(&ops));
+            let mut record = Record::new(BATCH);
+            record.seq = *seq + 1;
+            record.ops = ops;
+            let sent = match encode("journal batch", &record) {
+                Ok(bytes) => self
+                    .publisher
+                    .publish_raw(&Target::Journal, &bytes)
+                    .await
+                    .map_err(StoreError::Journal),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                let mut unsent = record.ops;
+                unsent.extend(rest);
+                recorder.restore(unsent);
+                return Err(e);
+            }
+            *seq = record.seq;
+            ops = rest;
         }
-        *seq = record.seq;
         recorder.published(&[(SEQ_KEY, seq.to_be_bytes().to_vec())])?;
         Ok(())
     }
+}
+
+/// How many of `ops`, from the first, go into one batch: as many as fit in [`BATCH_BYTES`] of
+/// keys and values, and at least one.
+fn batch_len(ops: &[Op]) -> usize {
+    let mut bytes = 0;
+    for (i, op) in ops.iter().enumerate() {
+        bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+        if bytes > BATCH_BYTES && i > 0 {
+            return i;
+        }
+    }
+    ops.len()
 }
 
 /// What [`attach`] found.
@@ -267,7 +288,7 @@ async fn seed_from(store: &Store) -> Result<u64, StoreError> {
             bytes += key.len() + value.len();
             tree.insert(key, value)?;
             records += 1;
-            if bytes >= SEED_BATCH_BYTES {
+            if bytes >= BATCH_BYTES {
                 store.flush().await?;
                 bytes = 0;
             }
@@ -398,6 +419,45 @@ mod tests {
             matches!(refused, StoreError::JournalConflict { .. }),
             "{refused}"
         );
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+
+    /// A flush's writes are split into batches of at most [`BATCH_BYTES`], a larger write alone.
+    #[test]
+    fn batches_are_bounded_in_size() {
+        let op = |n: usize| Op {
+            tree: "t".into(),
+            key: vec![b'k'],
+            value: Some(vec![0; n]),
+        };
+        let half = BATCH_BYTES / 2;
+        assert_eq!(batch_len(&[op(1), op(1), op(1)]), 3);
+        assert_eq!(batch_len(&[op(half), op(half), op(1)]), 1);
+        assert_eq!(batch_len(&[op(half - 2), op(half - 2), op(1)]), 3);
+        assert_eq!(batch_len(&[op(3 * half), op(1)]), 1);
+    }
+
+    /// One flush of more than [`BATCH_BYTES`] goes as several batches, all replayed.
+    #[tokio::test]
+    async fn a_large_flush_goes_in_several_batches() {
+        let ns = fresh_namespace("tjlarge");
+        let broker = broker(&ns).await;
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let written = {
+            let store = Store::open(first.path()).unwrap();
+            attach(&store, &broker).await.unwrap();
+            // Three of these and their keys fit in a batch, four do not.
+            for key in ["a", "b", "c", "d", "e"] {
+                store.cache.insert(key, vec![7; BATCH_BYTES / 4]).unwrap();
+            }
+            store.flush().await.unwrap();
+            dump(&store.db)
+        };
+        let store = Store::open(second.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!((replayed.batches, replayed.seq), (2, 2));
+        assert_eq!(dump(&store.db), written);
         broker.delete_journal().await.unwrap();
         broker.close().await;
     }
