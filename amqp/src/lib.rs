@@ -316,8 +316,8 @@ impl Broker {
     }
 
     /// Deletes a namespace's queues and exchanges (tests and tenant removal); the given user
-    /// queues are deleted too, the journal, and the reserved `drivers` queue (`drover up` serves it whatever
-    /// queues it is given). Missing objects are fine.
+    /// queues are deleted too, the state journal, and the reserved `drivers` queue (`drover up`
+    /// serves it whatever queues it is given). Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
             self.names().services(),

@@ -224,7 +224,7 @@ async fn replay(
             .await
             .map_err(|_| StoreError::JournalStalled(READ_PATIENCE))?;
         let Some(next) = next else {
-            return Err(StoreError::JournalStalled(READ_PATIENCE));
+            return Err(StoreError::JournalEnded);
         };
         let item = next.map_err(StoreError::Journal)?;
         let record: Record =

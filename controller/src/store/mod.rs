@@ -2,7 +2,8 @@
 //! named-field msgpack, under a layout version checked at open ([`version`], [`schema`]).
 //!
 //! The owning task writes every changed record and flushes before it publishes anything that
-//! follows; the HTTP layer reads from here, so it only ever shows durable state.
+//! follows; the HTTP layer reads from here, so it only ever shows durable state. With the
+//! journal on ([`journal`]), every write also goes to a RabbitMQ stream before the flush returns.
 
 mod automation;
 pub mod journal;
@@ -87,6 +88,8 @@ pub enum StoreError {
         schema: u32,
         written_by: String,
     },
+    #[error("the broker closed the channel reading the state journal before its end; start again")]
+    JournalEnded,
     #[error("the state journal is already attached to this store")]
     JournalAttached,
 }
