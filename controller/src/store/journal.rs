@@ -339,10 +339,11 @@ mod tests {
     use drover_protocol::Names;
     use drover_test_support::namespace::{AMQP_URL, fresh_namespace};
 
-    async fn broker(ns: &str) -> Broker {
+    /// A broker connection in a namespace of its own, named from `prefix`.
+    async fn broker(prefix: &str) -> Broker {
         Broker::connect_with_retry(
             AMQP_URL,
-            Names::new(ns).unwrap(),
+            Names::new(&fresh_namespace(prefix)).unwrap(),
             "journal test",
             Duration::from_secs(10),
         )
@@ -390,8 +391,7 @@ mod tests {
     /// dir then gets; another such store is refused on that journal, since it has batches.
     #[tokio::test]
     async fn an_existing_store_seeds_an_empty_journal_and_only_an_empty_one() {
-        let ns = fresh_namespace("tjseed");
-        let broker = broker(&ns).await;
+        let broker = broker("tjseed").await;
         let (old, new, other) = (
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),
@@ -441,8 +441,7 @@ mod tests {
     /// One flush of more than [`BATCH_BYTES`] goes as several batches, all replayed.
     #[tokio::test]
     async fn a_large_flush_goes_in_several_batches() {
-        let ns = fresh_namespace("tjlarge");
-        let broker = broker(&ns).await;
+        let broker = broker("tjlarge").await;
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let written = {
             let store = Store::open(first.path()).unwrap();
@@ -486,8 +485,7 @@ mod tests {
     /// and that a store reopened on its directory reads on without applying them again.
     #[tokio::test]
     async fn an_empty_state_dir_is_rebuilt_from_the_journal() {
-        let ns = fresh_namespace("tjournal");
-        let broker = broker(&ns).await;
+        let broker = broker("tjournal").await;
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let written = {
             let store = Store::open(first.path()).unwrap();
