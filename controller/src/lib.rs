@@ -58,7 +58,7 @@ impl Controller {
         config
             .prepare_data_dir()
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        let store = Store::open(&config.state_dir())?;
+        let store = open_store(&config).await?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
@@ -149,6 +149,28 @@ impl Controller {
     }
 }
 
+/// Opens sled and, with `--state-journal stream`, brings it up to the end of the journal
+/// before anything reads it, so a controller on a new data dir takes over the journal's state.
+async fn open_store(config: &ControllerConfig) -> anyhow::Result<Store> {
+    let store = Store::open(&config.state_dir())?;
+    if config.state_journal == config::StateJournal::Off {
+        return Ok(store);
+    }
+    let broker = connect(config, "controller journal").await?;
+    let replayed = store::journal::attach(&store, &broker).await?;
+    tracing::info!(
+        "state journal {}: applied {} batch(es), now at batch {}{}",
+        config.names.journal(),
+        replayed.batches,
+        replayed.seq,
+        match replayed.seeded {
+            0 => String::new(),
+            n => format!(", seeded with {n} record(s) of the existing store"),
+        }
+    );
+    Ok(store)
+}
+
 /// Checks the address may be served as configured and listens on it; returns the listener and
 /// the public base URL.
 async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, String)> {
@@ -171,6 +193,19 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
     Ok((listener, url))
 }
 
+/// A connection to the configured broker (retrying for [`BROKER_PATIENCE`]) as `client`.
+async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Broker> {
+    Ok(Broker::connect_with_retry(
+        &config.amqp_url,
+        config.names.clone(),
+        client,
+        BROKER_PATIENCE,
+    )
+    .await?
+    .with_max_message_size(config.max_message_size)
+    .with_queues(config.queue_settings))
+}
+
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
 /// topology and opens the publisher.
 /// Jobs are signed when a signing key is configured.
@@ -182,15 +217,7 @@ async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker
         }
         None => None,
     };
-    let broker = Broker::connect_with_retry(
-        &config.amqp_url,
-        config.names.clone(),
-        "controller",
-        BROKER_PATIENCE,
-    )
-    .await?
-    .with_max_message_size(config.max_message_size)
-    .with_queues(config.queue_settings);
+    let broker = connect(config, "controller").await?;
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;

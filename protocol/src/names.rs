@@ -97,6 +97,12 @@ impl Names {
         self.dead()
     }
 
+    /// The controller's state journal: a stream, and the direct exchange (of the same name)
+    /// the controller appends to it through.
+    pub fn journal(&self) -> String {
+        format!("{}.journal", self.ns)
+    }
+
     /// An agent's own auto-delete control queue.
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
