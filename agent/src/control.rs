@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Listens on the agent's control queue until `stopped`. The queue is exclusive to this
-/// connection, so after a broker connection loss it is declared and bound again.
+/// Listens on the agent's control queue until `stopped`. The queue outlives a lost broker
+/// connection and keeps what is sent meanwhile; it is consumed again (declared and bound again
+/// too, in case it expired or went with its node) on the next connection.
 pub async fn listen(shared: Arc<Shared>, first: Consumer, stopped: CancellationToken) {
     let mut consumer = Some(first);
     let mut delay = Duration::from_millis(100);

@@ -216,7 +216,13 @@ impl Agent {
             ),
         }
         let publisher = broker.publisher().await?;
-        let control = broker.consume_agent_control(&id).await?;
+        let control = broker.consume_agent_control(&id).await.with_context(|| {
+            format!(
+                "cannot consume the control queue {} of agent {id}: is another agent with this id \
+                 running (give this one another --id), or may this broker user not read it?",
+                broker.names().agent_control_queue(&id)
+            )
+        })?;
         let http = config::http_client(config.token.as_deref())?;
         let routes = artifacts::Routes::new(
             config.artifact_transfer,
@@ -291,6 +297,14 @@ impl Agent {
     /// Returns once shutdown was requested and running jobs are finished (drain) or killed.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.tracker.wait().await;
+        // Stopping for good: nothing is left to cancel, so the control queue need not wait for
+        // its expiry (a killed agent's does). Without a connection, none is opened for it.
+        let broker = &self.shared.broker;
+        if broker.is_connected()
+            && let Err(e) = broker.delete_agent_control(&self.shared.id).await
+        {
+            tracing::debug!("cannot delete the control queue: {e}");
+        }
         self.shared.broker.close().await;
         Ok(())
     }

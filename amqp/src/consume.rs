@@ -42,13 +42,30 @@ impl Consumer {
         queue: &str,
         max_size: usize,
     ) -> Result<Self, AmqpError> {
+        Self::start_with(channel, queue, max_size, BasicConsumeOptions::default()).await
+    }
+
+    /// A consumer the broker lets no other consumer of the queue beside (ACCESS_REFUSED).
+    pub(super) async fn start_exclusive(
+        channel: Channel,
+        queue: &str,
+        max_size: usize,
+    ) -> Result<Self, AmqpError> {
+        let exclusive = BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        Self::start_with(channel, queue, max_size, exclusive).await
+    }
+
+    async fn start_with(
+        channel: Channel,
+        queue: &str,
+        max_size: usize,
+        options: BasicConsumeOptions,
+    ) -> Result<Self, AmqpError> {
         let inner = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume(queue.into(), "".into(), options, FieldTable::default())
             .await?;
         Ok(Self {
             channel,

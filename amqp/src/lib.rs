@@ -3,6 +3,7 @@
 
 mod consume;
 mod link;
+mod lock;
 mod publish;
 pub mod queues;
 pub mod signing;
@@ -11,6 +12,7 @@ mod topology;
 pub mod urls;
 
 pub use consume::{Consumer, Getter, Incoming};
+pub use lock::LOCK_REGAIN_PATIENCE;
 pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
 pub use stream::{JournalReader, JournalRecord, JournalStart};
@@ -22,7 +24,7 @@ use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,14 @@ use std::time::Duration;
 /// Priority levels user queues support (`x-max-priority`); fixed because RabbitMQ refuses to
 /// redeclare a queue with other arguments.
 pub const MAX_PRIORITY: u8 = drover_protocol::validate::MAX_PRIORITY;
+
+/// How long an agent's control queue outlives its last consumer (`x-expires`). An agent that
+/// lost its connection consumes it again within a second when the broker answers (after a node
+/// kill, see ARCHITECTURE.md "Queue types"), or once lapin has noticed a silent connection (20
+/// to 25 s) and it reconnects; by 30 s (the default lease) its steps are fenced anyway. Five
+/// minutes is far above both, and bounds how long a dead agent's queue (holding at most the
+/// cancels sent to it) stays behind.
+pub const CONTROL_QUEUE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// Header naming why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-drover-reason";
@@ -70,6 +80,14 @@ pub enum AmqpError {
     NotAStream(String),
     #[error("the broker connection was closed by this process")]
     Closed,
+    #[error("another broker connection holds the exclusive queue {queue} (RESOURCE_LOCKED)")]
+    LockHeld { queue: String },
+    #[error(
+        "the exclusive queue {queue} was lost with the broker connection and another connection \
+         has held it for more than {LOCK_REGAIN_PATIENCE:?} since; this process stops using the \
+         broker"
+    )]
+    LockLost { queue: String },
     #[error(transparent)]
     Encode(#[from] drover_protocol::message::EncodeError),
     #[error(
@@ -258,20 +276,23 @@ impl Broker {
         Ok(Getter::new(self.channel().await?, self.max_message_size))
     }
 
-    /// An agent's own control queue (exclusive, auto-delete), bound for its id and for all agents.
+    /// An agent's own control queue, bound for its id and for all agents, consumed by this
+    /// connection alone (an exclusive consumer: a second agent with the same id is refused,
+    /// ACCESS_REFUSED). The queue is not exclusive, so it outlives a lost connection and keeps
+    /// what is published meanwhile until the agent consumes it again; it expires once nobody
+    /// has used it for [`CONTROL_QUEUE_EXPIRY`]. It is a classic, transient queue in every
+    /// namespace: when its node is lost the queue goes with it and the agent declares it anew
+    /// on the node it reconnects to.
     pub async fn consume_agent_control(&self, agent: &AgentId) -> Result<Consumer, AmqpError> {
         let ch = self.channel().await?;
         let queue = self.names().agent_control_queue(agent);
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongUInt(CONTROL_QUEUE_EXPIRY.as_millis() as u32),
+        );
+        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+            .await?;
         for key in [agent_routing_key(agent), ALL_AGENTS_ROUTING_KEY.to_string()] {
             ch.queue_bind(
                 queue.as_str().into(),
@@ -283,7 +304,18 @@ impl Broker {
             .await?;
         }
         ch.basic_qos(64, BasicQosOptions::default()).await?;
-        Consumer::start(ch, &queue, self.max_message_size).await
+        Consumer::start_exclusive(ch, &queue, self.max_message_size).await
+    }
+
+    /// Deletes an agent's control queue (an agent that stops for good), so it does not wait for
+    /// its expiry; messages still in it are dropped.
+    pub async fn delete_agent_control(&self, agent: &AgentId) -> Result<(), AmqpError> {
+        let ch = self.channel().await?;
+        let queue = self.names().agent_control_queue(agent);
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        let _ = ch.close(200, "control queue deleted".into()).await;
+        Ok(())
     }
 
     /// Depth and consumer count of a broker queue; `None` when it does not exist.
@@ -350,6 +382,21 @@ impl Broker {
             let _ = ch.close(200, "deleted".into()).await;
         }
         self.delete_journal().await
+    }
+
+    /// Holds the exclusive queue `queue` as a lock for as long as this process is connected:
+    /// declared now, and first on every new connection, before anything else is declared or
+    /// sent on it. [`AmqpError::LockHeld`] when another connection holds it; nothing was
+    /// consumed or published through this broker by then if this is the first call on it.
+    pub async fn hold_lock(&self, queue: &str) -> Result<(), AmqpError> {
+        self.link.hold_lock(queue).await
+    }
+
+    /// Resolves once the lock of [`Self::hold_lock`] was lost for good: after a lost connection
+    /// another one held it for longer than [`LOCK_REGAIN_PATIENCE`]. Every later use of this
+    /// broker fails with [`AmqpError::Closed`].
+    pub async fn lock_lost(&self) {
+        self.link.lock_lost().await
     }
 
     /// Closes the connection politely; it is not reopened afterwards.

@@ -3,7 +3,7 @@
 //! every drover process survives a broker restart or the loss of one node of a cluster.
 
 use super::queues::QueueSettings;
-use super::{AmqpError, redact, topology, urls};
+use super::{AmqpError, lock, redact, topology, urls};
 use drover_protocol::ids::QueueName;
 use drover_protocol::names::Names;
 use lapin::{Connection, ConnectionProperties};
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 struct Declared {
     topology: bool,
     user_queues: BTreeSet<QueueName>,
+    /// The exclusive queue held as a lock ([`lock`]), taken again first on a new connection.
+    lock: Option<String>,
 }
 
 /// One logical connection to the broker: the current lapin connection and how to replace it.
@@ -34,6 +36,10 @@ pub(super) struct Link {
     declared: Mutex<Declared>,
     reconnects: AtomicU64,
     closed: AtomicBool,
+    /// Since when a new connection has been refused the lock this link held.
+    lock_refused_since: Mutex<Option<tokio::time::Instant>>,
+    /// Set once the lock is given up for good (the link is closed then).
+    lock_lost: tokio::sync::watch::Sender<bool>,
 }
 
 impl Link {
@@ -58,6 +64,8 @@ impl Link {
             declared: Mutex::new(Declared::default()),
             reconnects: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            lock_refused_since: Mutex::new(None),
+            lock_lost: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -113,6 +121,13 @@ impl Link {
         self.at.store(at, Ordering::Relaxed);
         let declared = self.declared.lock().map(|d| d.clone()).unwrap_or_default();
         let ch = conn.create_channel().await?;
+        if let Some(queue) = &declared.lock {
+            // Nothing may use the new connection before it holds the lock again.
+            if let Err(e) = self.take_lock_again(&ch, queue).await {
+                let _ = conn.close(200, "lock held elsewhere".into()).await;
+                return Err(e);
+            }
+        }
         let queues = self.queues();
         if declared.topology {
             topology::declare_shared(&ch, &self.names, &queues).await?;
@@ -147,6 +162,58 @@ impl Link {
     pub fn remember_user_queue(&self, queue: &QueueName) {
         if let Ok(mut d) = self.declared.lock() {
             d.user_queues.insert(queue.clone());
+        }
+    }
+
+    /// Takes the exclusive queue `queue` on the live connection and takes it again first on
+    /// every new one; [`AmqpError::LockHeld`] when another connection holds it.
+    pub async fn hold_lock(&self, queue: &str) -> Result<(), AmqpError> {
+        let ch = self.connection().await?.create_channel().await?;
+        let taken = lock::take(&ch, queue).await;
+        let _ = ch.close(200, "lock taken".into()).await;
+        taken?;
+        if let Ok(mut d) = self.declared.lock() {
+            d.lock = Some(queue.to_string());
+        }
+        Ok(())
+    }
+
+    /// Resolves once the lock this link held could not be taken again on a new connection
+    /// within [`lock::LOCK_REGAIN_PATIENCE`]; the link is closed by then.
+    pub async fn lock_lost(&self) {
+        let mut lost = self.lock_lost.subscribe();
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+
+    /// The lock on a new connection; refused, the caller tries again with its backoff until the
+    /// patience runs out, and then the link closes for good.
+    async fn take_lock_again(&self, ch: &lapin::Channel, queue: &str) -> Result<(), AmqpError> {
+        let now = tokio::time::Instant::now();
+        match lock::take(ch, queue).await {
+            Ok(()) => {
+                if let Ok(mut since) = self.lock_refused_since.lock() {
+                    *since = None;
+                }
+                Ok(())
+            }
+            Err(AmqpError::LockHeld { queue }) => {
+                let since = self
+                    .lock_refused_since
+                    .lock()
+                    .map(|mut s| *s.get_or_insert(now))
+                    .unwrap_or(now);
+                if now.duration_since(since) < lock::LOCK_REGAIN_PATIENCE {
+                    tracing::warn!(
+                        "the lock queue {queue} is still held by another connection (this \
+                         process's lost one, until the broker drops it); asking again"
+                    );
+                    return Err(AmqpError::LockHeld { queue });
+                }
+                self.closed.store(true, Ordering::Relaxed);
+                self.lock_lost.send_replace(true);
+                Err(AmqpError::LockLost { queue })
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -260,7 +260,8 @@ impl Publisher {
 /// error such as a missing exchange).
 fn retryable(e: &AmqpError) -> bool {
     match e {
-        AmqpError::Connect { .. } => true,
+        // The broker is reachable but this process's lost connection still holds its lock.
+        AmqpError::Connect { .. } | AmqpError::LockHeld { .. } => true,
         // Tried again on a new channel (see `Publisher::forget`).
         AmqpError::Nacked(_) | AmqpError::Unconfirmed(_) => true,
         AmqpError::Broker(e) => !e.is_amqp_soft_error(),

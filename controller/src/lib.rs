@@ -8,6 +8,7 @@ pub mod automation;
 pub mod cache;
 pub mod config;
 mod http;
+mod leader;
 pub mod logs;
 pub mod metrics;
 pub mod scheduler;
@@ -46,6 +47,8 @@ pub struct Controller {
     shutdown: CancellationToken,
     store: Store,
     broker: Arc<Broker>,
+    /// Why the controller stopped by itself, when it lost its namespace's lock.
+    lock_lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Controller {
@@ -58,14 +61,16 @@ impl Controller {
         config
             .prepare_data_dir()
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        let store = open_store(&config).await?;
+        let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
-        let loaded = store.load_unfinished()?;
         let (listener, url) = bind_http(&config).await?;
-        let (broker, publisher) = connect_broker(&config).await?;
+        // The lock comes before the journal, which appends to the namespace's stream.
+        let (broker, publisher) = connect_broker(&config, &url).await?;
+        attach_journal(&config, &store).await?;
+        let loaded = store.load_unfinished()?;
         let state = restore_state(&config, &url, artifact_store, loaded);
 
         let metrics = Arc::new(Metrics::default());
@@ -79,6 +84,7 @@ impl Controller {
             metrics.clone(),
         );
         tracker.spawn(owner.run(receiver, shutdown.clone()));
+        let lock_lost = leader::watch(&tracker, broker.clone(), shutdown.clone());
         let routing = Routing {
             commands: commands.clone(),
             publisher,
@@ -128,6 +134,7 @@ impl Controller {
             shutdown,
             store,
             broker,
+            lock_lost,
         })
     }
 
@@ -145,19 +152,21 @@ impl Controller {
             .await
             .context("flushing the state store")?;
         self.broker.close().await;
-        Ok(())
+        match self.lock_lost.lock().ok().and_then(|mut why| why.take()) {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
     }
 }
 
-/// Opens sled and, with `--state-journal stream`, brings it up to the end of the journal
-/// before anything reads it, so a controller on a new data dir takes over the journal's state.
-async fn open_store(config: &ControllerConfig) -> anyhow::Result<Store> {
-    let store = Store::open(&config.state_dir())?;
+/// With `--state-journal stream`, brings sled up to the end of the journal before anything
+/// reads it, so a controller on a new data dir takes over the journal's state.
+async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<()> {
     if config.state_journal == config::StateJournal::Off {
-        return Ok(store);
+        return Ok(());
     }
     let broker = connect(config, "controller journal").await?;
-    let replayed = store::journal::attach(&store, &broker).await?;
+    let replayed = store::journal::attach(store, &broker).await?;
     tracing::info!(
         "state journal {}: applied {} batch(es), now at batch {}{}",
         config.names.journal(),
@@ -168,7 +177,7 @@ async fn open_store(config: &ControllerConfig) -> anyhow::Result<Store> {
             n => format!(", seeded with {n} record(s) of the existing store"),
         }
     );
-    Ok(store)
+    Ok(())
 }
 
 /// Checks the address may be served as configured and listens on it; returns the listener and
@@ -206,10 +215,13 @@ async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Brok
     .with_queues(config.queue_settings))
 }
 
-/// Connects to the broker (retrying for [`BROKER_PATIENCE`]), declares the namespace's
-/// topology and opens the publisher.
-/// Jobs are signed when a signing key is configured.
-async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker>, Publisher)> {
+/// Connects to the broker (retrying for [`BROKER_PATIENCE`]), takes the namespace's controller
+/// lock ([`leader`]) before anything else, declares the namespace's topology and opens the
+/// publisher. Jobs are signed when a signing key is configured.
+async fn connect_broker(
+    config: &ControllerConfig,
+    url: &str,
+) -> anyhow::Result<(Arc<Broker>, Publisher)> {
     let signer = match &config.job_signing_key {
         Some(path) => {
             warn_if_readable_by_others(path);
@@ -217,7 +229,8 @@ async fn connect_broker(config: &ControllerConfig) -> anyhow::Result<(Arc<Broker
         }
         None => None,
     };
-    let broker = connect(config, "controller").await?;
+    let broker = connect(config, &leader::connection_name(url)).await?;
+    leader::take(&broker).await?;
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;

@@ -468,6 +468,9 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
     jobs.close().await;
     control_a.close().await;
     control_b.close().await;
+    for agent in [&a, &b] {
+        h.broker.delete_agent_control(agent).await.unwrap();
+    }
     h.cleanup().await;
 }
 
@@ -629,5 +632,6 @@ async fn an_ended_run_is_still_known_to_late_events_and_redelivered_submissions(
 
     jobs.close().await;
     control.close().await;
+    h.broker.delete_agent_control(&agent).await.unwrap();
     h.cleanup().await;
 }

@@ -103,7 +103,12 @@ impl Names {
         format!("{}.journal", self.ns)
     }
 
-    /// An agent's own auto-delete control queue.
+    /// The controller lock: an exclusive queue only the active controller's connection holds.
+    pub fn controller_lock(&self) -> String {
+        format!("{}.controller", self.ns)
+    }
+
+    /// An agent's own control queue (it outlives a lost connection, see `drover_amqp`).
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
     }
@@ -153,6 +158,7 @@ mod tests {
         assert_eq!(names.user_queue(&q("default")), "t1.default");
         assert_eq!(names.services(), "t1.services");
         assert_eq!(names.control_exchange(), "t1.control");
+        assert_eq!(names.controller_lock(), "t1.controller");
         assert_eq!(names.user_queue_of("t1.gpu"), Some(q("gpu")));
         assert_eq!(names.user_queue_of("t2.gpu"), None);
     }

@@ -8,6 +8,8 @@ pub mod process;
 pub mod ready;
 pub mod wait;
 
-pub use namespace::{AMQP_URL, delete_namespace, delete_namespace_blocking, fresh_namespace};
+pub use namespace::{
+    AMQP_URL, close_connections, delete_namespace, delete_namespace_blocking, fresh_namespace,
+};
 pub use process::{ChildProcess, Processes};
 pub use wait::{Check, Deadline, Observation, WaitError, eventually, eventually_async};

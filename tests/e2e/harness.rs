@@ -220,6 +220,10 @@ impl Cluster {
             let name = q.split(':').next().unwrap_or(q);
             self.queues.push(name.to_string());
         }
+        // A killed agent's control queue outlives it until it expires; deleted with the
+        // namespace instead (`<ns>.agent.<id>` is what a user queue `agent.<id>` is called in a
+        // test's namespace).
+        self.queues.push(format!("agent.{id}"));
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut cmd = self.command();
         cmd.args(&args);

@@ -20,6 +20,7 @@ mod faults;
 mod functions;
 mod hosts;
 mod invalid;
+mod leader;
 mod limits;
 mod live;
 mod local_runs;

@@ -7,6 +7,7 @@ mod agent_kill;
 mod broker_list;
 mod broker_restart;
 pub(crate) mod cluster;
+mod control_queue;
 mod controller_kill;
 mod drain;
 mod forward;
