@@ -210,6 +210,11 @@ pub struct ControllerArgs {
     /// agents check the signatures too.
     #[arg(long, env = "DROVER_JOB_SIGNING_KEY")]
     pub job_signing_key: Option<PathBuf>,
+    /// Also keep every state change in the RabbitMQ stream `<ns>.journal` (`stream`), confirmed
+    /// before anything that follows from it is published, and rebuild an empty data dir's
+    /// state from it at start; `off`: the data dir only.
+    #[arg(long, env = "DROVER_STATE_JOURNAL", default_value = "off")]
+    pub state_journal: drover_controller::config::StateJournal,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,6 +7,7 @@ mod lock;
 mod publish;
 pub mod queues;
 pub mod signing;
+mod stream;
 mod topology;
 pub mod urls;
 
@@ -14,6 +15,7 @@ pub use consume::{Consumer, Getter, Incoming};
 pub use lock::LOCK_REGAIN_PATIENCE;
 pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
+pub use stream::{JournalReader, JournalRecord, JournalStart};
 
 use drover_protocol::ids::{AgentId, QueueName};
 use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
@@ -71,6 +73,11 @@ pub enum AmqpError {
         kind: QueueType,
         error: String,
     },
+    #[error(
+        "a delivery from {0} carries no x-stream-offset header: {0} is not a stream; delete it \
+         (`rabbitmqctl delete_queue {0}`) so that it is declared again as one"
+    )]
+    NotAStream(String),
     #[error("the broker connection was closed by this process")]
     Closed,
     #[error("another broker connection holds the exclusive queue {queue} (RESOURCE_LOCKED)")]
@@ -340,8 +347,8 @@ impl Broker {
     }
 
     /// Deletes a namespace's queues and exchanges (tests and tenant removal); the given user
-    /// queues are deleted too, and the reserved `drivers` queue (`drover up` serves it whatever
-    /// queues it is given). Missing objects are fine.
+    /// queues are deleted too, the state journal, and the reserved `drivers` queue (`drover up`
+    /// serves it whatever queues it is given). Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
             self.names().services(),
@@ -373,7 +380,7 @@ impl Broker {
                 .await;
             let _ = ch.close(200, "deleted".into()).await;
         }
-        Ok(())
+        self.delete_journal().await
     }
 
     /// Holds the exclusive queue `queue` as a lock for as long as this process is connected:

@@ -37,6 +37,8 @@ pub enum Target {
     Dead,
     /// The namespace's control exchange with a routing key (the controller).
     Control(String),
+    /// The controller's state journal (a stream), through the journal exchange.
+    Journal,
     /// A broker queue by its full name, through the default exchange: what older clients did;
     /// drover itself no longer publishes this way (tests use it to act as such a client).
     Queue(String),
@@ -132,7 +134,7 @@ impl Publisher {
             .await
     }
 
-    /// Publishes arbitrary bytes; tests use it to send garbage.
+    /// Publishes bytes that are not a drover message: journal records, and tests' garbage.
     pub async fn publish_raw(&self, target: &Target, payload: &[u8]) -> Result<(), AmqpError> {
         self.publish_bytes(target, payload, FieldTable::default(), 0, &|| {})
             .await
@@ -217,6 +219,7 @@ impl Publisher {
             Target::Events => (names.events_exchange(), names.events()),
             Target::Dead => (names.dead_exchange(), names.dead()),
             Target::Control(key) => (names.control_exchange(), key.clone()),
+            Target::Journal => (names.journal(), names.journal()),
             Target::Queue(q) => (String::new(), q.clone()),
         };
         let props = BasicProperties::default()

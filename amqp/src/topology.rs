@@ -4,7 +4,8 @@
 //! Every drover message is published through an exchange of its role, never the default
 //! exchange, so broker permissions per user can say who may send what: `<ns>.submit` reaches
 //! the services queue, `<ns>.jobs` the job queues, `<ns>.events` the events queue and
-//! `<ns>.dead` the dead-letter queue; `<ns>.control` reaches agents' control queues.
+//! `<ns>.dead` the dead-letter queue; `<ns>.control` reaches agents' control queues;
+//! `<ns>.journal` the controller's state journal (`stream`).
 
 use super::queues::QueueSettings;
 use super::{AmqpError, MAX_PRIORITY};
@@ -90,7 +91,22 @@ async fn declare_queue(
     }
 }
 
-async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<(), AmqpError> {
+/// Declares a durable stream queue (`args` hold its `x-queue-type`).
+pub(super) async fn declare_stream(
+    ch: &Channel,
+    queue: &str,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), AmqpError> {
     ch.exchange_declare(
         name.into(),
         kind,
@@ -105,7 +121,7 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<(), Am
 }
 
 /// Binds `queue` to the direct exchange `exchange` under the queue's own name.
-async fn bind(ch: &Channel, queue: &str, exchange: &str) -> Result<(), AmqpError> {
+pub(super) async fn bind(ch: &Channel, queue: &str, exchange: &str) -> Result<(), AmqpError> {
     ch.queue_bind(
         queue.into(),
         exchange.into(),

@@ -82,6 +82,42 @@ pub struct ControllerConfig {
     pub queue_settings: drover_amqp::QueueSettings,
     /// The Ed25519 private key (PKCS#8 PEM) every step job is signed with; `None`: unsigned.
     pub job_signing_key: Option<PathBuf>,
+    /// Whether every write of the state store also goes to the journal stream `<ns>.journal`.
+    pub state_journal: StateJournal,
+}
+
+/// Where the state store's writes are also kept (`--state-journal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateJournal {
+    /// In sled under `<data-dir>/state` only. The default.
+    #[default]
+    Off,
+    /// Also in the RabbitMQ stream `<ns>.journal`, confirmed before each flush returns, and
+    /// replayed into sled at start (ARCHITECTURE.md, "Controller data dir").
+    Stream,
+}
+
+impl std::fmt::Display for StateJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateJournal::Off => "off",
+            StateJournal::Stream => "stream",
+        })
+    }
+}
+
+impl std::str::FromStr for StateJournal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(StateJournal::Off),
+            "stream" => Ok(StateJournal::Stream),
+            other => Err(format!(
+                "unknown state journal {other:?}: use off (sled only) or stream (a RabbitMQ stream too)"
+            )),
+        }
+    }
 }
 
 /// How much of the controller HTTP clients may hold.
@@ -139,6 +175,7 @@ impl ControllerConfig {
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
             queue_settings: Default::default(),
             job_signing_key: None,
+            state_journal: StateJournal::Off,
         }
     }
 

@@ -66,9 +66,11 @@ impl Controller {
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
-        let loaded = store.load_unfinished()?;
         let (listener, url) = bind_http(&config).await?;
+        // The lock comes before the journal, which appends to the namespace's stream.
         let (broker, publisher) = connect_broker(&config, &url).await?;
+        attach_journal(&config, &store).await?;
+        let loaded = store.load_unfinished()?;
         let state = restore_state(&config, &url, artifact_store, loaded);
 
         let metrics = Arc::new(Metrics::default());
@@ -157,6 +159,27 @@ impl Controller {
     }
 }
 
+/// With `--state-journal stream`, brings sled up to the end of the journal before anything
+/// reads it, so a controller on a new data dir takes over the journal's state.
+async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<()> {
+    if config.state_journal == config::StateJournal::Off {
+        return Ok(());
+    }
+    let broker = connect(config, "controller journal").await?;
+    let replayed = store::journal::attach(store, &broker).await?;
+    tracing::info!(
+        "state journal {}: applied {} batch(es), now at batch {}{}",
+        config.names.journal(),
+        replayed.batches,
+        replayed.seq,
+        match replayed.seeded {
+            0 => String::new(),
+            n => format!(", seeded with {n} record(s) of the existing store"),
+        }
+    );
+    Ok(())
+}
+
 /// Checks the address may be served as configured and listens on it; returns the listener and
 /// the public base URL.
 async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, String)> {
@@ -179,6 +202,19 @@ async fn bind_http(config: &ControllerConfig) -> anyhow::Result<(TcpListener, St
     Ok((listener, url))
 }
 
+/// A connection to the configured broker (retrying for [`BROKER_PATIENCE`]) as `client`.
+async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Broker> {
+    Ok(Broker::connect_with_retry(
+        &config.amqp_url,
+        config.names.clone(),
+        client,
+        BROKER_PATIENCE,
+    )
+    .await?
+    .with_max_message_size(config.max_message_size)
+    .with_queues(config.queue_settings))
+}
+
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), takes the namespace's controller
 /// lock ([`leader`]) before anything else, declares the namespace's topology and opens the
 /// publisher. Jobs are signed when a signing key is configured.
@@ -193,15 +229,7 @@ async fn connect_broker(
         }
         None => None,
     };
-    let broker = Broker::connect_with_retry(
-        &config.amqp_url,
-        config.names.clone(),
-        &leader::connection_name(url),
-        BROKER_PATIENCE,
-    )
-    .await?
-    .with_max_message_size(config.max_message_size)
-    .with_queues(config.queue_settings);
+    let broker = connect(config, &leader::connection_name(url)).await?;
     leader::take(&broker).await?;
     broker.declare_topology().await?;
     let broker = Arc::new(broker);

@@ -97,6 +97,12 @@ impl Names {
         self.dead()
     }
 
+    /// The controller's state journal: a stream, and the direct exchange (of the same name)
+    /// the controller appends to it through.
+    pub fn journal(&self) -> String {
+        format!("{}.journal", self.ns)
+    }
+
     /// The controller lock: an exclusive queue only the active controller's connection holds.
     pub fn controller_lock(&self) -> String {
         format!("{}.controller", self.ns)

@@ -58,6 +58,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         max_message_size: message_size(g)?,
         queue_settings: g.queues(),
         job_signing_key: args.job_signing_key.clone(),
+        state_journal: args.state_journal,
     })
 }
 

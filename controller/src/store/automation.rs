@@ -68,8 +68,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let swapped = self.trigger_fired.compare_and_swap(
             fired_key(trigger, upstream),
-            None as Option<&[u8]>,
-            Some(run.as_str().as_bytes()),
+            None,
+            run.as_str().as_bytes().to_vec(),
         )?;
         Ok(swapped.is_ok())
     }

@@ -2,9 +2,12 @@
 //! named-field msgpack, under a layout version checked at open ([`version`], [`schema`]).
 //!
 //! The owning task writes every changed record and flushes before it publishes anything that
-//! follows; the HTTP layer reads from here, so it only ever shows durable state.
+//! follows; the HTTP layer reads from here, so it only ever shows durable state. With the
+//! journal on ([`journal`]), every write also goes to a RabbitMQ stream before the flush returns.
 
 mod automation;
+pub mod journal;
+mod journaled;
 mod runs;
 mod scalars;
 pub mod schema;
@@ -23,12 +26,14 @@ pub use version::SCHEMA_VERSION;
 
 use crate::scheduler::{AgentRecord, CachedOutputs, RunRecord};
 use drover_protocol::RunId;
+use journaled::{Recorder, Tree};
 use runs::RunTrees;
 use schema::{Opened, SchemaError, open_versioned};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,34 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    #[error("cannot use the state journal: {0}")]
+    Journal(#[source] drover_amqp::AmqpError),
+    #[error(
+        "the state store holds state made before the journal was turned on, and the journal \
+         {journal} holds other state: move the data dir's state/ aside to take the journal's, \
+         or delete the stream (`rabbitmqctl delete_queue {journal}`) to fill it from state/"
+    )]
+    JournalConflict { journal: String },
+    #[error(
+        "the state journal sent nothing for {0:?} while it was read to its end; is the broker \
+         overloaded or the stream's leader down?"
+    )]
+    JournalStalled(std::time::Duration),
+    #[error(
+        "the journal record at offset {offset} was written by drover {written_by} (record \
+         version {v}, layout {schema}), newer than this one ({ours}); run that release or newer",
+        ours = env!("CARGO_PKG_VERSION")
+    )]
+    JournalTooNew {
+        offset: u64,
+        v: u32,
+        schema: u32,
+        written_by: String,
+    },
+    #[error("the broker closed the channel reading the state journal before its end; start again")]
+    JournalEnded,
+    #[error("the state journal is already attached to this store")]
+    JournalAttached,
 }
 
 /// The most memory sled's page cache holds (its default is 1 GiB). What the scheduler decides
@@ -72,19 +105,23 @@ const CACHE_BYTES: u64 = 4 << 20;
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    runs: std::sync::Arc<RunTrees>,
-    cache: sled::Tree,
-    agents: sled::Tree,
+    runs: Arc<RunTrees>,
+    cache: Tree,
+    agents: Tree,
     /// Run id -> [`Submitted`], written once per run.
-    submits: sled::Tree,
+    submits: Tree,
     /// Name -> schedule, name -> trigger, and `trigger/upstream run` -> the run it fired.
-    schedules: sled::Tree,
-    triggers: sled::Tree,
-    trigger_fired: sled::Tree,
+    schedules: Tree,
+    triggers: Tree,
+    trigger_fired: Tree,
     /// Each step's reported scalars, a record per series.
     scalars: scalars::ScalarTree,
     /// Task id -> [`TaskRecord`].
-    tasks: sled::Tree,
+    tasks: Tree,
+    /// Every write since the last flush, for the journal.
+    recorder: Arc<Recorder>,
+    /// Where flushes append, once [`journal::attach`] replayed the journal.
+    journal: Arc<OnceLock<journal::Sink>>,
     /// The id of every run written, for live views; nobody listening is fine.
     run_changes: tokio::sync::broadcast::Sender<RunId>,
 }
@@ -160,16 +197,20 @@ impl Store {
                 path: path.clone(),
                 error,
             })?;
+        let recorder = Arc::new(Recorder::new(db.open_tree(version::META_TREE)?));
+        let tree = |name: &str| Tree::open(&db, name, &recorder);
         let store = Self {
-            runs: std::sync::Arc::new(RunTrees::open(&db)?),
-            cache: db.open_tree("cache")?,
-            agents: db.open_tree("agents")?,
-            submits: db.open_tree(submits::SUBMITS_TREE)?,
-            schedules: db.open_tree(automation::SCHEDULES_TREE)?,
-            triggers: db.open_tree(automation::TRIGGERS_TREE)?,
-            trigger_fired: db.open_tree(automation::TRIGGER_FIRED_TREE)?,
-            scalars: scalars::ScalarTree::open(&db)?,
-            tasks: db.open_tree(tasks::TASKS_TREE)?,
+            runs: Arc::new(RunTrees::open(&db, &recorder)?),
+            cache: tree("cache")?,
+            agents: tree("agents")?,
+            submits: tree(submits::SUBMITS_TREE)?,
+            schedules: tree(automation::SCHEDULES_TREE)?,
+            triggers: tree(automation::TRIGGERS_TREE)?,
+            trigger_fired: tree(automation::TRIGGER_FIRED_TREE)?,
+            scalars: scalars::ScalarTree::open(&db, &recorder)?,
+            tasks: tree(tasks::TASKS_TREE)?,
+            recorder: recorder.clone(),
+            journal: Arc::new(OnceLock::new()),
             db,
             run_changes: tokio::sync::broadcast::channel(1024).0,
         };
@@ -257,9 +298,7 @@ impl Store {
     pub fn put_submitted(&self, run: &RunId, submitted: &Submitted) -> Result<(), StoreError> {
         let bytes = encode("submission", submitted)?;
         // Err(current value) only means the run's submission is already stored.
-        let _ = self
-            .submits
-            .compare_and_swap(run.as_str(), None as Option<&[u8]>, Some(bytes))?;
+        let _ = self.submits.compare_and_swap(run.as_str(), None, bytes)?;
         Ok(())
     }
 
@@ -293,8 +332,12 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable: in the journal first when it is on (one batch,
+    /// confirmed by the broker), then in sled.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if let Some(journal) = self.journal.get() {
+            journal.append(&self.recorder).await?;
+        }
         self.db.flush_async().await?;
         Ok(())
     }

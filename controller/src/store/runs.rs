@@ -3,13 +3,14 @@
 //! one step writes that step, not the whole run; an index by creation time for listing a page
 //! of runs without reading the others.
 
+use super::journaled::{Recorder, Tree};
 use super::{StoreError, decode, encode};
 use crate::scheduler::{RunRecord, RunStatus, StepRecord};
 use drover_protocol::RunId;
 use drover_protocol::validate::Pipeline;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A run without its pipeline and steps; fields older data may lack default.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -148,23 +149,23 @@ fn step_prefix(run: &RunId) -> Vec<u8> {
 
 /// The trees of runs, and what was last written for each unfinished run.
 pub(super) struct RunTrees {
-    pub headers: sled::Tree,
-    pub pipelines: sled::Tree,
-    pub steps: sled::Tree,
+    pub headers: Tree,
+    pub pipelines: Tree,
+    pub steps: Tree,
     /// `<created_at, 20 digits>/<run id>` -> nothing: runs in creation order, whatever their ids.
     /// Derived from the headers, so it is rebuilt at open when the two disagree.
-    pub index: sled::Tree,
+    pub index: Tree,
     /// Steps as last written, per unfinished run; finished runs are forgotten.
     written: Mutex<HashMap<RunId, Vec<StepRecord>>>,
 }
 
 impl RunTrees {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(db: &sled::Db, recorder: &Arc<Recorder>) -> Result<Self, StoreError> {
         Ok(Self {
-            headers: db.open_tree("run_headers")?,
-            pipelines: db.open_tree("run_pipelines")?,
-            steps: db.open_tree("run_steps")?,
-            index: db.open_tree(INDEX_TREE)?,
+            headers: Tree::open(db, "run_headers", recorder)?,
+            pipelines: Tree::open(db, "run_pipelines", recorder)?,
+            steps: Tree::open(db, "run_steps", recorder)?,
+            index: Tree::open(db, INDEX_TREE, recorder)?,
             written: Mutex::new(HashMap::new()),
         })
     }

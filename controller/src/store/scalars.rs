@@ -8,11 +8,13 @@
 //! reporting attempt is the step's current, running one) and they reach disk with sled's
 //! periodic flush, not before anything is published.
 
+use super::journaled::{Recorder, Tree};
 use super::{StoreError, decode, encode};
 use drover_api::scalars::{MAX_POINTS_PER_SERIES, MAX_SERIES_PER_STEP};
 use drover_api::{ScalarPoint, SeriesView};
 use drover_protocol::{RunId, StepName};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub(super) const SCALARS_TREE: &str = "step_scalars";
 
@@ -106,7 +108,7 @@ fn split_key(key: &[u8]) -> Option<(StepName, String, String)> {
 /// The scalars tree.
 #[derive(Clone)]
 pub struct ScalarTree {
-    tree: sled::Tree,
+    tree: Tree,
     /// Held while a batch is read, extended and written, so two batches of a step (from two
     /// connections of its channel) do not lose each other's points.
     appending: std::sync::Arc<std::sync::Mutex<()>>,
@@ -115,9 +117,9 @@ pub struct ScalarTree {
 }
 
 impl ScalarTree {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(db: &sled::Db, recorder: &Arc<Recorder>) -> Result<Self, StoreError> {
         Ok(Self {
-            tree: db.open_tree(SCALARS_TREE)?,
+            tree: Tree::open(db, SCALARS_TREE, recorder)?,
             appending: Default::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
         })
@@ -168,11 +170,11 @@ impl ScalarTree {
                 .1
                 .push(point.iteration, point.value, MAX_POINTS_PER_SERIES);
         }
-        let mut writes = sled::Batch::default();
-        for (key, series) in &batch {
-            writes.insert(key.as_slice(), encode("scalar series", series)?);
+        let mut writes = Vec::with_capacity(batch.len());
+        for (key, series) in batch {
+            writes.push((key, encode("scalar series", &series)?));
         }
-        self.tree.apply_batch(writes).map_err(StoreError::from)?;
+        self.tree.insert_all(writes).map_err(StoreError::from)?;
         let _ = self.changes.send((run.clone(), step.clone()));
         Ok(())
     }
@@ -275,7 +277,8 @@ mod tests {
             .path(dir.path())
             .open()
             .unwrap();
-        let tree = ScalarTree::open(&db).unwrap();
+        let recorder = Arc::new(Recorder::new(db.open_tree("meta").unwrap()));
+        let tree = ScalarTree::open(&db, &recorder).unwrap();
         let run = RunId::generate();
         let a = StepName::new("a").unwrap();
         let ab = StepName::new("ab").unwrap();

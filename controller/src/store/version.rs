@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 /// to [`StateLayout::migrate`], and updates the golden files and the fixture.
 pub const SCHEMA_VERSION: u32 = 1;
 
-const META_TREE: &str = "meta";
+pub(super) const META_TREE: &str = "meta";
 const VERSION_KEY: &str = "schema_version";
 const WRITTEN_BY_KEY: &str = "written_by";
 /// Where the layout before version 1 kept whole runs.

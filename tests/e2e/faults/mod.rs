@@ -12,6 +12,7 @@ mod controller_kill;
 mod drain;
 mod forward;
 mod invalid_many;
+mod journal;
 mod log_spool;
 mod long_step;
 mod lost;

@@ -328,7 +328,7 @@ fn agent() -> AgentRecord {
 }
 
 /// What the samples load as: runs oldest first, as [`Store::load`] returns them.
-fn samples() -> Loaded {
+pub(in crate::store) fn samples() -> Loaded {
     Loaded {
         runs: vec![running_run(), rejected_run(), dynamic_run()],
         cache: BTreeMap::from([(

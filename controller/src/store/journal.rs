@@ -1,0 +1,639 @@
+//! The state journal (`--state-journal stream`): every write of the store also goes, batched
+//! per flush, to the RabbitMQ stream `<ns>.journal`, and [`Store::flush`] returns only once the
+//! broker confirmed the batch, so state is durable off this machine before anything that
+//! follows from it is published. At start the journal is replayed into sled (see [`attach`]),
+//! which is then a cache of the journal.
+//!
+//! A record is named-field msgpack: `{v, kind, seq, schema, ops, nonce, written_by}`. `kind` is
+//! `batch` (the writes `ops` of one flush, numbered by `seq`, 1, 2, ... across controllers,
+//! values in the layout `schema`) or `start` (a controller's mark, with its random `nonce`,
+//! appended when it starts reading, so it knows where the journal ended). Readers ignore unknown
+//! fields and kinds.
+
+use super::journaled::{DIRTY_KEY, Op, Recorder};
+use super::{SCHEMA_VERSION, Store, StoreError, encode};
+use drover_amqp::{Broker, JournalReader, JournalStart, Publisher, Target};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The record layout this binary writes; a reader refuses records of a later one.
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// `meta` keys: the `seq` of the last batch sled holds (u64, big-endian), and the stream offset
+/// of this store's last start mark, where the next replay begins.
+const SEQ_KEY: &str = "journal_seq";
+const OFFSET_KEY: &str = "journal_offset";
+
+/// How long a replay waits for the next record before it gives up: its own start mark was
+/// confirmed before it began reading, so only a broker in trouble keeps it waiting.
+const READ_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Bytes of keys and values a batch carries at most (unless one value is larger): the writes of
+/// one flush beyond it go in further batches, far below RabbitMQ's largest message (128 MiB by
+/// default). A store seeding the journal flushes after as many.
+const BATCH_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    v: u32,
+    kind: String,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    schema: u32,
+    #[serde(default)]
+    ops: Vec<Op>,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    written_by: String,
+}
+
+const BATCH: &str = "batch";
+const START: &str = "start";
+
+impl Record {
+    fn new(kind: &str) -> Self {
+        Self {
+            v: JOURNAL_VERSION,
+            kind: kind.to_string(),
+            schema: SCHEMA_VERSION,
+            written_by: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Appends the store's batches; one per store, set once the replay is done.
+pub(super) struct Sink {
+    publisher: Publisher,
+    /// The `seq` of the last batch appended; held while a batch is published, so batches reach
+    /// the stream in the order of their numbers.
+    seq: tokio::sync::Mutex<u64>,
+}
+
+impl Sink {
+    /// Publishes the writes pending in `recorder` as one batch and waits for its confirm; on a
+    /// failure they stay pending for the next flush.
+    pub async fn append(&self, recorder: &Recorder) -> Result<(), StoreError> {
+        let mut seq = self.seq.lock().await;
+        let mut ops = recorder.take();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        while !ops.is_empty() {
+            let rest = ops.split_off(batch_len(&ops));
+            let mut record = Record::new(BATCH);
+            record.seq = *seq + 1;
+            record.ops = ops;
+            let sent = match encode("journal batch", &record) {
+                Ok(bytes) => self
+                    .publisher
+                    .publish_raw(&Target::Journal, &bytes)
+                    .await
+                    .map_err(StoreError::Journal),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                let mut unsent = record.ops;
+                unsent.extend(rest);
+                recorder.restore(unsent);
+                return Err(e);
+            }
+            *seq = record.seq;
+            ops = rest;
+        }
+        recorder.published(&[(SEQ_KEY, seq.to_be_bytes().to_vec())])?;
+        Ok(())
+    }
+}
+
+/// How many of `ops`, from the first, go into one batch: as many as fit in [`BATCH_BYTES`] of
+/// keys and values, and at least one.
+fn batch_len(ops: &[Op]) -> usize {
+    let mut bytes = 0;
+    for (i, op) in ops.iter().enumerate() {
+        bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+        if bytes > BATCH_BYTES && i > 0 {
+            return i;
+        }
+    }
+    ops.len()
+}
+
+/// What [`attach`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Batches applied to sled.
+    pub batches: u64,
+    /// The `seq` of the last batch in the journal (0: none).
+    pub seq: u64,
+    /// Records of an existing store that predates the journal, appended to an empty journal.
+    pub seeded: u64,
+}
+
+/// Declares the journal, brings sled up to its end and makes every later flush append to it:
+///
+/// - a store that holds nothing, or whose `meta` has the dirty mark (it may hold writes that
+///   never reached the journal: the controller died between a write and its flush), is emptied
+///   and rebuilt from the journal's first record;
+/// - a store that went through this before (`journal_seq` in `meta`, no dirty mark) reads on
+///   from its last start mark, skipping the batches it holds (`seq` at most its own);
+/// - a store with data but no journal state (made before the journal was turned on) seeds an
+///   empty journal with all its records, and is refused when the journal holds batches already.
+pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreError> {
+    broker
+        .declare_journal()
+        .await
+        .map_err(StoreError::Journal)?;
+    let meta = store.db.open_tree(super::version::META_TREE)?;
+    let dirty = meta.contains_key(DIRTY_KEY)?;
+    let mut seq = read_u64(&meta, SEQ_KEY)?;
+    let has_data = has_data(&store.db)?;
+    if dirty {
+        tracing::warn!(
+            "the state store may hold writes that never reached the journal {}: rebuilding it from the journal",
+            broker.names().journal()
+        );
+        clear_data(&store.db)?;
+        for key in [SEQ_KEY, OFFSET_KEY, DIRTY_KEY] {
+            meta.remove(key)?;
+        }
+        seq = None;
+    }
+    let seed = !dirty && has_data && seq.is_none();
+    let start = match read_u64(&meta, OFFSET_KEY)? {
+        Some(offset) if !dirty => JournalStart::Offset(offset),
+        _ => JournalStart::First,
+    };
+    let publisher = broker.publisher().await.map_err(StoreError::Journal)?;
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let mut mark = Record::new(START);
+    mark.nonce = nonce.clone();
+    publisher
+        .publish_raw(&Target::Journal, &encode("journal start", &mark)?)
+        .await
+        .map_err(StoreError::Journal)?;
+    let mut reader = broker
+        .read_journal(start)
+        .await
+        .map_err(StoreError::Journal)?;
+    let read = replay(store, &mut reader, &nonce, seq.unwrap_or(0), seed).await;
+    reader.close().await;
+    let (batches, last, mark_offset) = read?;
+    if seed && last > 0 {
+        return Err(StoreError::JournalConflict {
+            journal: broker.names().journal(),
+        });
+    }
+    meta.insert(SEQ_KEY, &last.to_be_bytes())?;
+    meta.insert(OFFSET_KEY, &mark_offset.to_be_bytes())?;
+    store.runs.reindex()?;
+    store.db.flush_async().await?;
+    let sink = Sink {
+        publisher,
+        seq: tokio::sync::Mutex::new(last),
+    };
+    if store.journal.set(sink).is_err() {
+        return Err(StoreError::JournalAttached);
+    }
+    store.recorder.start();
+    let seeded = if seed { seed_from(store).await? } else { 0 };
+    Ok(Replayed {
+        batches,
+        seq: last,
+        seeded,
+    })
+}
+
+/// Applies the batches after `applied` up to this controller's start mark; returns the batches
+/// applied, the last `seq` seen, and the mark's offset. With `dry`, applies nothing.
+async fn replay(
+    store: &Store,
+    reader: &mut JournalReader,
+    nonce: &str,
+    mut applied: u64,
+    dry: bool,
+) -> Result<(u64, u64, u64), StoreError> {
+    let meta = store.db.open_tree(super::version::META_TREE)?;
+    let mut trees: HashMap<String, sled::Tree> = HashMap::new();
+    let mut batches = 0;
+    loop {
+        let next = tokio::time::timeout(READ_PATIENCE, reader.next())
+            .await
+            .map_err(|_| StoreError::JournalStalled(READ_PATIENCE))?;
+        let Some(next) = next else {
+            return Err(StoreError::JournalEnded);
+        };
+        let item = next.map_err(StoreError::Journal)?;
+        let record: Record =
+            rmp_serde::from_slice(&item.payload).map_err(|e| StoreError::Decode {
+                what: "journal",
+                key: format!("offset {}", item.offset),
+                error: e.to_string(),
+            })?;
+        if record.v > JOURNAL_VERSION || record.schema > SCHEMA_VERSION {
+            return Err(StoreError::JournalTooNew {
+                offset: item.offset,
+                v: record.v,
+                schema: record.schema,
+                written_by: record.written_by,
+            });
+        }
+        match record.kind.as_str() {
+            START if record.nonce == nonce => return Ok((batches, applied, item.offset)),
+            BATCH if record.seq > applied => {
+                if !dry {
+                    apply(&store.db, &mut trees, &record.ops)?;
+                    meta.insert(SEQ_KEY, &record.seq.to_be_bytes())?;
+                }
+                applied = record.seq;
+                batches += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn apply(
+    db: &sled::Db,
+    trees: &mut HashMap<String, sled::Tree>,
+    ops: &[Op],
+) -> Result<(), StoreError> {
+    for op in ops {
+        let tree = match trees.get(&op.tree) {
+            Some(tree) => tree,
+            None => {
+                let opened = db.open_tree(&op.tree)?;
+                trees.entry(op.tree.clone()).or_insert(opened)
+            }
+        };
+        match &op.value {
+            Some(value) => tree.insert(&op.key, value.as_slice())?,
+            None => tree.remove(&op.key)?,
+        };
+    }
+    Ok(())
+}
+
+/// Appends every record of a store made before the journal was turned on, in batches.
+async fn seed_from(store: &Store) -> Result<u64, StoreError> {
+    let mut records = 0;
+    for name in data_trees(&store.db) {
+        let tree = super::journaled::Tree::open(&store.db, &name, &store.recorder)?;
+        let mut bytes = 0;
+        for item in tree.iter() {
+            let (key, value) = item?;
+            bytes += key.len() + value.len();
+            tree.insert(key, value)?;
+            records += 1;
+            if bytes >= BATCH_BYTES {
+                store.flush().await?;
+                bytes = 0;
+            }
+        }
+    }
+    store.flush().await?;
+    tracing::info!("seeded the journal with the {records} record(s) of the existing state store");
+    Ok(records)
+}
+
+fn read_u64(meta: &sled::Tree, key: &str) -> Result<Option<u64>, StoreError> {
+    Ok(meta
+        .get(key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// The names of the trees that hold state (all but `meta` and sled's default tree).
+fn data_trees(db: &sled::Db) -> Vec<String> {
+    let default = db.name();
+    db.tree_names()
+        .into_iter()
+        .filter(|n| *n != default && n.as_ref() != super::version::META_TREE.as_bytes())
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect()
+}
+
+fn has_data(db: &sled::Db) -> Result<bool, StoreError> {
+    for name in data_trees(db) {
+        if !db.open_tree(name)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn clear_data(db: &sled::Db) -> Result<(), StoreError> {
+    for name in data_trees(db) {
+        db.open_tree(name)?.clear()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::CachedOutputs;
+    use drover_protocol::Names;
+    use drover_test_support::namespace::{AMQP_URL, fresh_namespace};
+
+    /// A broker connection in a namespace of its own, named from `prefix`.
+    async fn broker(prefix: &str) -> Broker {
+        Broker::connect_with_retry(
+            AMQP_URL,
+            Names::new(&fresh_namespace(prefix)).unwrap(),
+            "journal test",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)")
+    }
+
+    /// The encoding is pinned (named fields, bytes as msgpack bin), and a reader takes a record
+    /// with fields and kinds it does not know.
+    #[test]
+    fn records_are_named_field_msgpack_and_unknown_fields_are_ignored() {
+        let mut record = Record::new(BATCH);
+        record.seq = 7;
+        record.written_by = "x".into();
+        record.ops = vec![Op {
+            tree: "cache".into(),
+            key: b"k".to_vec(),
+            value: None,
+        }];
+        let bytes = encode("journal batch", &record).unwrap();
+        assert!(
+            bytes.windows(3).any(|w| w == [0xc4, 1, b'k']),
+            "the key is msgpack bin 8"
+        );
+        let value: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            value.to_string(),
+            r#"{"v": 1, "kind": "batch", "seq": 7, "schema": 1, "ops": [{"tree": "cache", "key": [107], "value": nil}], "nonce": "", "written_by": "x"}"#
+        );
+        let later = rmpv::Value::Map(vec![
+            ("v".into(), 1.into()),
+            ("kind".into(), "leader".into()),
+            ("epoch".into(), 3.into()),
+        ]);
+        let mut buf = Vec::new();
+        rmpv::encode::write_value(&mut buf, &later).unwrap();
+        let read: Record = rmp_serde::from_slice(&buf).unwrap();
+        assert_eq!(
+            (read.kind.as_str(), read.seq, read.ops.len()),
+            ("leader", 0, 0)
+        );
+    }
+
+    /// A store made before the journal was turned on fills an empty journal, which a new data
+    /// dir then gets; another such store is refused on that journal, since it has batches.
+    #[tokio::test]
+    async fn an_existing_store_seeds_an_empty_journal_and_only_an_empty_one() {
+        let broker = broker("tjseed").await;
+        let (old, new, other) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let kept = {
+            let store = Store::open(old.path()).unwrap();
+            for run in &crate::store::compat::samples().runs {
+                store.put_run(run).unwrap();
+            }
+            store.flush().await.unwrap();
+            let replayed = attach(&store, &broker).await.unwrap();
+            assert_eq!((replayed.batches, replayed.seq), (0, 0));
+            assert!(replayed.seeded > 0, "{replayed:?}");
+            dump(&store.db)
+        };
+        let store = Store::open(new.path()).unwrap();
+        attach(&store, &broker).await.unwrap();
+        assert_eq!(dump(&store.db), kept);
+
+        let store = Store::open(other.path()).unwrap();
+        store.put_cache("k", &CachedOutputs::new()).unwrap();
+        let refused = attach(&store, &broker).await.unwrap_err();
+        assert!(
+            matches!(refused, StoreError::JournalConflict { .. }),
+            "{refused}"
+        );
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+
+    /// A flush's writes are split into batches of at most [`BATCH_BYTES`], a larger write alone.
+    #[test]
+    fn batches_are_bounded_in_size() {
+        let op = |n: usize| Op {
+            tree: "t".into(),
+            key: vec![b'k'],
+            value: Some(vec![0; n]),
+        };
+        let half = BATCH_BYTES / 2;
+        assert_eq!(batch_len(&[op(1), op(1), op(1)]), 3);
+        assert_eq!(batch_len(&[op(half), op(half), op(1)]), 1);
+        assert_eq!(batch_len(&[op(half - 2), op(half - 2), op(1)]), 3);
+        assert_eq!(batch_len(&[op(3 * half), op(1)]), 1);
+    }
+
+    /// One flush of more than [`BATCH_BYTES`] goes as several batches, all replayed.
+    #[tokio::test]
+    async fn a_large_flush_goes_in_several_batches() {
+        let broker = broker("tjlarge").await;
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let written = {
+            let store = Store::open(first.path()).unwrap();
+            attach(&store, &broker).await.unwrap();
+            // Three of these and their keys fit in a batch, four do not.
+            for key in ["a", "b", "c", "d", "e"] {
+                store.cache.insert(key, vec![7; BATCH_BYTES / 4]).unwrap();
+            }
+            store.flush().await.unwrap();
+            dump(&store.db)
+        };
+        let store = Store::open(second.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!((replayed.batches, replayed.seq), (2, 2));
+        assert_eq!(dump(&store.db), written);
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+
+    /// Every tree's records, but `meta`, for comparing two stores.
+    fn dump(db: &sled::Db) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let mut names = data_trees(db);
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let tree = db.open_tree(&name).unwrap();
+                let records = tree
+                    .iter()
+                    .map(|i| i.unwrap())
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect::<Vec<_>>();
+                (name, records)
+            })
+            .filter(|(_, records)| !records.is_empty())
+            .collect()
+    }
+
+    /// Writes to several trees, flushed in two batches with a removal between, then checks
+    /// that a store on a new, empty directory gets exactly the same records from the journal,
+    /// and that a store reopened on its directory reads on without applying them again.
+    #[tokio::test]
+    async fn an_empty_state_dir_is_rebuilt_from_the_journal() {
+        let broker = broker("tjournal").await;
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let written = {
+            let store = Store::open(first.path()).unwrap();
+            let replayed = attach(&store, &broker).await.unwrap();
+            assert_eq!(replayed.seq, 0);
+            let samples = crate::store::compat::samples();
+            for run in &samples.runs {
+                store.put_run(run).unwrap();
+            }
+            for agent in &samples.agents {
+                store.put_agent(agent).unwrap();
+            }
+            store.put_cache("k1", &CachedOutputs::new()).unwrap();
+            store.flush().await.unwrap();
+            store.cache.remove("k1").unwrap();
+            store.put_cache("k2", &CachedOutputs::new()).unwrap();
+            store.flush().await.unwrap();
+            dump(&store.db)
+        };
+        let trees: Vec<&str> = written.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            trees,
+            [
+                "agents",
+                "cache",
+                "run_headers",
+                "run_index",
+                "run_pipelines",
+                "run_steps"
+            ]
+        );
+
+        let store = Store::open(second.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!((replayed.batches, replayed.seq), (2, 2));
+        assert_eq!(dump(&store.db), written);
+        assert!(store.cache.get("k1").unwrap().is_none());
+        store.put_cache("k3", &CachedOutputs::new()).unwrap();
+        store.flush().await.unwrap();
+        let expected = dump(&store.db);
+        drop(store);
+
+        let store = Store::open_after_drop(second.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!((replayed.batches, replayed.seq), (0, 3));
+        assert_eq!(dump(&store.db), expected);
+        drop(store);
+
+        let store = Store::open_after_drop(first.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!(
+            (replayed.batches, replayed.seq),
+            (1, 3),
+            "k3 reaches the first dir"
+        );
+        assert_eq!(dump(&store.db), expected);
+        // A write never flushed (the controller died before it published anything that
+        // follows from it) leaves the dirty mark: the next start rebuilds from the journal.
+        store.put_cache("k4", &CachedOutputs::new()).unwrap();
+        drop(store);
+        let store = Store::open_after_drop(first.path()).unwrap();
+        let replayed = attach(&store, &broker).await.unwrap();
+        assert_eq!((replayed.batches, replayed.seq), (3, 3));
+        assert_eq!(dump(&store.db), expected);
+
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+}
+
+/// The cost of the journal: `flush()` with and without it, after the writes of one submitted
+/// run (header, pipeline, steps, index) or of one cache record. A measurement, not a check:
+/// `cargo nextest run -p drover-controller --run-ignored only --no-capture flush_cost`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::scheduler::CachedOutputs;
+    use drover_protocol::{Names, RunId};
+    use drover_test_support::namespace::{AMQP_URL, fresh_namespace};
+    use std::time::Instant;
+
+    const FLUSHES: usize = 300;
+
+    fn summary(what: &str, mut took: Vec<Duration>) {
+        took.sort();
+        let mean = took.iter().sum::<Duration>() / took.len() as u32;
+        let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{what}: mean {mean:.2?}, p50 {:.2?}, p99 {:.2?} over {} flushes",
+            at(0.5),
+            at(0.99),
+            took.len()
+        );
+    }
+
+    async fn measure(store: &Store, label: &str) {
+        let run = crate::store::compat::samples().runs.remove(0);
+        let (mut runs, mut caches) = (Vec::new(), Vec::new());
+        for i in 0..FLUSHES {
+            let mut fresh = run.clone();
+            fresh.run_id = RunId::generate();
+            store.put_run(&fresh).unwrap();
+            let t = Instant::now();
+            store.flush().await.unwrap();
+            runs.push(t.elapsed());
+            store
+                .put_cache(&format!("k{i}"), &CachedOutputs::new())
+                .unwrap();
+            let t = Instant::now();
+            store.flush().await.unwrap();
+            caches.push(t.elapsed());
+        }
+        summary(&format!("{label}, one run written"), runs);
+        summary(&format!("{label}, one cache record written"), caches);
+    }
+
+    #[tokio::test]
+    #[ignore = "a measurement; run it by name"]
+    async fn flush_cost() {
+        let run = crate::store::compat::samples().runs.remove(0);
+        let mut ops = 0;
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            store.recorder.start();
+            store.put_run(&run).unwrap();
+            let batch = store.recorder.take();
+            ops += batch.len();
+            let mut record = Record::new(BATCH);
+            record.ops = batch;
+            eprintln!(
+                "one run's batch: {ops} records, {} bytes",
+                encode("journal batch", &record).unwrap().len()
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        measure(&store, "sled only").await;
+
+        let ns = fresh_namespace("tjcost");
+        let broker = Broker::connect(AMQP_URL, Names::new(&ns).unwrap(), "journal cost")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        attach(&store, &broker).await.unwrap();
+        measure(&store, "with the journal").await;
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+}
