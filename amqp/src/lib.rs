@@ -84,10 +84,9 @@ pub enum AmqpError {
     LockHeld { queue: String },
     #[error(
         "the exclusive queue {queue} was lost with the broker connection and another connection \
-         has held it for more than {LOCK_REGAIN_PATIENCE:?} since; this process stops using the \
-         broker"
+         has held it for more than {patience:?} since; this process stops using the broker"
     )]
-    LockLost { queue: String },
+    LockLost { queue: String, patience: Duration },
     #[error(transparent)]
     Encode(#[from] drover_protocol::message::EncodeError),
     #[error(
@@ -393,10 +392,17 @@ impl Broker {
     }
 
     /// Resolves once the lock of [`Self::hold_lock`] was lost for good: after a lost connection
-    /// another one held it for longer than [`LOCK_REGAIN_PATIENCE`]. Every later use of this
-    /// broker fails with [`AmqpError::Closed`].
+    /// another one held it for longer than [`LOCK_REGAIN_PATIENCE`] (or the patience set with
+    /// [`Self::with_lock_patience`]). Every later use of this broker fails then.
     pub async fn lock_lost(&self) {
         self.link.lock_lost().await
+    }
+
+    /// Sets how long a lost lock is asked for again on new connections before it is given up
+    /// ([`LOCK_REGAIN_PATIENCE`] by default; tests shorten it).
+    pub fn with_lock_patience(self, patience: Duration) -> Self {
+        self.link.set_lock_patience(patience);
+        self
     }
 
     /// Closes the connection politely; it is not reopened afterwards.

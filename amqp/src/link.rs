@@ -10,6 +10,7 @@ use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What was declared through this link; declared again after a reconnect.
 #[derive(Debug, Default, Clone)]
@@ -40,6 +41,8 @@ pub(super) struct Link {
     lock_refused_since: Mutex<Option<tokio::time::Instant>>,
     /// Set once the lock is given up for good (the link is closed then).
     lock_lost: tokio::sync::watch::Sender<bool>,
+    /// How long refusals of the lock on new connections are borne before it is given up.
+    lock_patience: Mutex<Duration>,
 }
 
 impl Link {
@@ -66,6 +69,7 @@ impl Link {
             closed: AtomicBool::new(false),
             lock_refused_since: Mutex::new(None),
             lock_lost: tokio::sync::watch::Sender::new(false),
+            lock_patience: Mutex::new(lock::LOCK_REGAIN_PATIENCE),
         })
     }
 
@@ -178,8 +182,16 @@ impl Link {
         Ok(())
     }
 
+    /// Sets how long refusals of the lock on new connections are borne before it is given up.
+    pub fn set_lock_patience(&self, patience: Duration) {
+        if let Ok(mut p) = self.lock_patience.lock() {
+            *p = patience;
+        }
+    }
+
     /// Resolves once the lock this link held could not be taken again on a new connection
-    /// within [`lock::LOCK_REGAIN_PATIENCE`]; the link is closed by then.
+    /// within its patience ([`lock::LOCK_REGAIN_PATIENCE`] by default); the link is closed by
+    /// then.
     pub async fn lock_lost(&self) {
         let mut lost = self.lock_lost.subscribe();
         let _ = lost.wait_for(|lost| *lost).await;
@@ -202,7 +214,12 @@ impl Link {
                     .lock()
                     .map(|mut s| *s.get_or_insert(now))
                     .unwrap_or(now);
-                if now.duration_since(since) < lock::LOCK_REGAIN_PATIENCE {
+                let patience = self
+                    .lock_patience
+                    .lock()
+                    .map(|p| *p)
+                    .unwrap_or(lock::LOCK_REGAIN_PATIENCE);
+                if now.duration_since(since) < patience {
                     tracing::warn!(
                         "the lock queue {queue} is still held by another connection (this \
                          process's lost one, until the broker drops it); asking again"
@@ -211,7 +228,7 @@ impl Link {
                 }
                 self.closed.store(true, Ordering::Relaxed);
                 self.lock_lost.send_replace(true);
-                Err(AmqpError::LockLost { queue })
+                Err(AmqpError::LockLost { queue, patience })
             }
             Err(e) => Err(e),
         }

@@ -36,14 +36,14 @@ pub(crate) async fn take(broker: &Broker) -> anyhow::Result<()> {
 fn refusal(names: &Names) -> String {
     format!(
         "another controller is active on namespace {names}: it holds the lock queue {lock}, \
-         which the broker keeps for that controller's connection only. This controller keeps \
-         its state in its own data dir, so two of them would both act on the namespace's runs; \
-         it does not start. Find the other one (its host, pid and URL are in its connection's \
-         name) with `{find}`, or on the management UI's Connections page; stop it first, or \
-         give this one another \
-         --namespace. A controller that died without closing its connection holds the lock \
-         until the broker drops that connection: at once when its process is killed, within \
-         about two 10 s AMQP heartbeats when its machine or network is gone.",
+         which the broker keeps for that controller's connection only. Each controller acts \
+         from the state in its own data dir and there is no standby mode, so two of them would \
+         both act on the namespace's runs; this one does not start. Find the other one (its \
+         host, pid and URL are in its connection's name) with `{find}`, or on the management \
+         UI's Connections page; stop it first, or give this one another --namespace. A \
+         controller that died without closing its connection holds the lock until the broker \
+         drops that connection: at once when its process is killed, within about two 10 s AMQP \
+         heartbeats when its machine or network is gone.",
         lock = names.controller_lock(),
         find = find_holder(names),
     )

@@ -115,9 +115,11 @@ fn the_lock_is_held_by_one_connection_and_taken_again_first_after_a_reconnect() 
     let holder_name = format!("lock holder ({names})");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // Refusals are borne for 3 s (60 s in production) before the lock is given up.
         let holder = Broker::connect(AMQP_URL, names.clone(), "lock holder")
             .await
-            .unwrap();
+            .unwrap()
+            .with_lock_patience(Duration::from_secs(3));
         holder.hold_lock(&lock).await.unwrap();
         let other = Broker::connect(AMQP_URL, names.clone(), "lock other")
             .await
@@ -147,7 +149,26 @@ fn the_lock_is_held_by_one_connection_and_taken_again_first_after_a_reconnect() 
             third.hold_lock(&lock).await,
             "a connection after the reconnect",
         );
+
+        // Refused for longer than its patience, the holder gives the lock up for good.
+        assert_eq!(close_connections(&holder_name), 1);
+        take_within(&third, &lock, Duration::from_secs(10)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match holder.queue_stats(&names.services()).await {
+                Err(AmqpError::LockLost { .. }) => break,
+                other => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the holder still asks: {other:?}"
+                ),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        tokio::time::timeout(Duration::from_secs(1), holder.lock_lost())
+            .await
+            .expect("lock_lost resolves");
+        let closed = holder.queue_stats(&names.services()).await;
+        assert!(matches!(closed, Err(AmqpError::Closed)), "{closed:?}");
         third.close().await;
-        holder.close().await;
     });
 }

@@ -91,3 +91,27 @@ fn a_cancel_sent_while_the_agent_reconnects_stops_its_step() {
         (age > Duration::from_secs(2)).then_some(())
     });
 }
+
+#[test]
+fn a_second_agent_with_the_same_id_is_refused() {
+    let mut c = Cluster::new();
+    c.start_controller_with(&["controller".to_string()]);
+    c.start_agent("a1", &["default"]);
+    wait_until("agent a1 to serve", Duration::from_secs(30), || {
+        c.process_log("a1")
+            .contains("agent a1 serving")
+            .then_some(())
+    });
+    let mut cmd = c.command();
+    cmd.args(["agent", "--id", "a1", "--queue", "default", "--work-dir"])
+        .arg(c.dir.path().join("twin"))
+        .args(["--python-env", "system"]);
+    let mut twin = ChildProcess::spawn("twin", cmd, &c.dir.path().join("twin.log")).unwrap();
+    let status = twin.wait_exit(Duration::from_secs(30)).unwrap();
+    let log = twin.output();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("is another agent with this id running") && log.contains("ACCESS_REFUSED"),
+        "{log}"
+    );
+}
