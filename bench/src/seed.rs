@@ -104,9 +104,13 @@ fn floor_run(c: &Cluster, env: &Env, mode: &str) -> Result<f64> {
 /// first runs with an empty bytecode cache and `reps` with the first cluster's (alternated),
 /// each on a fresh cluster.
 pub async fn run(env: &Env, reps: usize) -> Result<SeedSamples> {
+    // Outside the first cluster's directory, which its shutdown removes.
+    let bytecode = tempfile::Builder::new()
+        .prefix("drover-bench-bytecode-")
+        .tempdir()?;
+    let shared = bytecode.path();
     let mut c = Cluster::new(env)?;
-    let shared = c.path().join("bytecode");
-    let result = runs(&mut c, env, reps, &shared).await;
+    let result = runs(&mut c, env, reps, shared).await;
     c.shutdown().await;
     let mut s = result?;
     for _ in 0..reps {
@@ -116,7 +120,7 @@ pub async fn run(env: &Env, reps: usize) -> Result<SeedSamples> {
         fresh.shutdown().await;
         s.first_cold_ms.push(first?);
         let mut fresh = Cluster::new(env)?;
-        let first = first_run(&mut fresh, &shared).await;
+        let first = first_run(&mut fresh, shared).await;
         fresh.shutdown().await;
         s.first_warm_ms.push(first?);
     }
