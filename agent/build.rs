@@ -1,5 +1,5 @@
 //! Bundles the Python SDK (`sdk/python/drover/**/*.py`), the step harness, the warm parent and
-//! its bytecode compiler into the agent binary.
+//! its bytecode compiler and cache into the agent binary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,12 @@ fn main() {
     let harness = manifest.join("harness/drover_harness.py");
     let warm = manifest.join("harness/drover_warm.py");
     let compile = manifest.join("harness/drover_compile.py");
+    let bytecache = manifest.join("harness/drover_bytecache.py");
     println!("cargo:rerun-if-changed={}", sdk.display());
     println!("cargo:rerun-if-changed={}", harness.display());
     println!("cargo:rerun-if-changed={}", warm.display());
     println!("cargo:rerun-if-changed={}", compile.display());
+    println!("cargo:rerun-if-changed={}", bytecache.display());
 
     let mut files = Vec::new();
     python_files(&sdk, "drover", &mut files);
@@ -28,6 +30,7 @@ fn main() {
     entry(&mut code, "drover_harness.py", &harness);
     entry(&mut code, "drover_warm.py", &warm);
     entry(&mut code, "drover_compile.py", &compile);
+    entry(&mut code, "drover_bytecache.py", &bytecache);
     code.push_str("];\n");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));

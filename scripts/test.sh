@@ -29,5 +29,5 @@ else
 fi
 # The Python SDK and the harness: lints and types first, then the tests.
 .venv/bin/ruff check --config sdk/python/pyproject.toml sdk/python agent/harness
-.venv/bin/mypy --config-file sdk/python/pyproject.toml sdk/python/drover agent/harness/drover_harness.py agent/harness/drover_warm.py agent/harness/drover_compile.py
+.venv/bin/mypy --config-file sdk/python/pyproject.toml sdk/python/drover agent/harness/drover_harness.py agent/harness/drover_warm.py agent/harness/drover_compile.py agent/harness/drover_bytecache.py
 .venv/bin/python -m pytest -q sdk/python/tests agent/harness deploy/tests

@@ -97,7 +97,7 @@ impl Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Controller plus agents in one process: the one-machine setup.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// The controller service.
     Controller(ControllerArgs),
     /// An agent daemon serving one or more queues.
@@ -268,6 +268,15 @@ pub struct AgentOptions {
     /// to start threads or initialise devices when imported (torch, tensorflow, jax, ...).
     #[arg(long, env = "DROVER_PYTHON_PREWARM_EXCLUDE", value_delimiter = ',')]
     pub python_prewarm_exclude: Vec<String>,
+    /// Bytecode shared by every Python environment and agent of this user on the machine,
+    /// keyed by each source file's content, so a new environment starts with the bytecode of
+    /// what earlier ones imported: `auto` (`$XDG_CACHE_HOME/drover/bytecode`, else
+    /// `~/.cache/drover/bytecode`, beside uv's download cache), a directory, or `off`.
+    #[arg(long, env = "DROVER_PYTHON_BYTECODE_CACHE", default_value = "auto")]
+    pub python_bytecode_cache: String,
+    /// Past this size the bytecode cache's least recently used entries are removed.
+    #[arg(long, env = "DROVER_PYTHON_BYTECODE_CACHE_SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub python_bytecode_cache_size: u64,
     /// How long a draining agent waits for running steps before killing them.
     #[arg(long, env = "DROVER_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,

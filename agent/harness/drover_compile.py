@@ -13,6 +13,13 @@ settings: timestamp validation, `sys.pycache_prefix`, the optimisation level), a
 all when `sys.dont_write_bytecode` is set. Each file's bytecode is written to a temporary
 file and renamed into place, and a SIGTERM stops the work between two files, so the parent
 never reads a half-written one and none is left behind.
+
+With `DROVER_BYTECODE_CACHE` set (the machine's shared bytecode cache, `drover_bytecache`), it
+first copies the cached bytecode of each file into place as the scan finds it, at the parent's
+priority, so a new environment whose packages an earlier one compiled starts with their
+bytecode; what is left it compiles as above. `drover_compile.py --harvest MODULE...`, started
+after a preload, stores the bytecode the environment now has for the files those modules reach
+into that cache, at `os.nice(19)`, within `DROVER_BYTECODE_CACHE_SIZE` bytes.
 """
 
 import os
@@ -20,9 +27,12 @@ import re
 import signal
 import sys
 import sysconfig
+from collections.abc import Iterator
 from importlib.util import cache_from_source
 from py_compile import PycInvalidationMode
 from py_compile import compile as compile_file
+
+import drover_bytecache
 
 # A line `import a.b, c` or `from .a import (b, c)` (names across lines inside parentheses), at
 # any indentation; searched in bytes from a newline, several times faster than a `re.M` search
@@ -106,10 +116,9 @@ def _imports(path: str, package: str) -> list[str]:
     return names
 
 
-def _reached(modules: list[str], roots: dict[str, set[str]]) -> list[str]:
+def _walk(modules: list[str], roots: dict[str, set[str]]) -> Iterator[str]:
     """Source files the modules and, transitively, their imports reach, in the order found."""
     seen: set[str] = set()
-    files: list[str] = []
     todo = list(reversed(modules))
     while todo:
         name = todo.pop()
@@ -128,10 +137,13 @@ def _reached(modules: list[str], roots: dict[str, set[str]]) -> list[str]:
             path, is_package = _file_of(name, roots)
             if path is None:
                 continue
-            files.append(path)
+            yield path
             package = name if is_package else name.rpartition(".")[0]
             todo.extend(reversed(_imports(path, package)))
-    return files
+
+
+def _reached(modules: list[str], roots: dict[str, set[str]]) -> list[str]:
+    return list(_walk(modules, roots))
 
 
 def _needs_bytecode(path: str) -> bool:
@@ -141,15 +153,49 @@ def _needs_bytecode(path: str) -> bool:
         return True
 
 
+def _cache() -> tuple[str | None, int]:
+    """The shared bytecode cache the agent named (`drover_bytecache`) and its size limit."""
+    cache = os.environ.get("DROVER_BYTECODE_CACHE") or None
+    try:
+        limit = int(os.environ.get("DROVER_BYTECODE_CACHE_SIZE", ""))
+    except ValueError:
+        limit = 1 << 30
+    return cache, limit
+
+
+def _placed(files: Iterator[str], cache: str) -> list[str]:
+    """Each file as the scan finds it, its cached bytecode placed first: the parent imports
+    them in about this order, each slower than a copy, so it finds most of them compiled."""
+    found: list[str] = []
+    for path in files:
+        if _stop:
+            break
+        drover_bytecache.place([path], cache)
+        found.append(path)
+    return found
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_term)
+    if sys.dont_write_bytecode:
+        return
+    cache, limit = _cache()
+    if sys.argv[1:2] == ["--harvest"]:
+        # After a preload, on what nothing else wants.
+        os.nice(19)
+        if cache:
+            drover_bytecache.harvest(_reached(sys.argv[2:], _roots()), cache, limit)
+        return
     cpus = len(os.sched_getaffinity(0))
+    walk = _walk(sys.argv[1:], _roots())
+    # Placing is much cheaper than compiling: it runs at the parent's priority, on one CPU too.
+    reached = _placed(walk, cache) if cache else None
     # With one CPU there is none the parent leaves idle.
-    if sys.dont_write_bytecode or cpus < 2:
+    if cpus < 2:
         return
     # Only the time the parent and the steps leave.
     os.nice(10)
-    files = [f for f in _reached(sys.argv[1:], _roots()) if _needs_bytecode(f)]
+    files = [f for f in (walk if reached is None else reached) if _needs_bytecode(f)]
     # One worker per CPU the parent leaves, each taking every n-th file from the end.
     workers = cpus - 1
     stripe = 0

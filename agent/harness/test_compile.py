@@ -74,6 +74,6 @@ def test_nothing_is_written_where_bytecode_is_not_wanted(tmp_path):
     run([SCRIPT, "pkg"], tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert not (pkg / "__pycache__").exists()
     run(["-c", "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-         f"import runpy, sys; sys.argv = [{SCRIPT!r}, 'pkg']; "
+         f"import runpy, sys; sys.path.insert(0, {HERE!r}); sys.argv = [{SCRIPT!r}, 'pkg']; "
          f"runpy.run_path({SCRIPT!r}, run_name='__main__')"], tmp_path)
     assert not (pkg / "__pycache__").exists()

@@ -3,7 +3,8 @@
 //! one fresh `python` process (the in-process floor) in the same run, and the all-cached
 //! re-run; then the memory of the agent's warm parents, and the first run on fresh agents (a
 //! new `drover up` each, nothing built, the package download cache warm from the first
-//! cluster's build). The Python side is `bench/seed.py`.
+//! cluster's build), alternately with an empty bytecode cache and with the one the first
+//! cluster filled. The Python side is `bench/seed.py`.
 //!
 //! The floor runs on the very virtualenv drover built for the steps, with bytecode caching on as
 //! in a step: the developer's `.venv` may differ (this machine sets `PYTHONDONTWRITEBYTECODE`,
@@ -12,7 +13,7 @@
 use crate::cluster::{Cluster, Env};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Wall times in ms.
 #[derive(Debug, Clone, Default)]
@@ -21,8 +22,12 @@ pub struct SeedSamples {
     pub floor_ms: Vec<f64>,
     pub cached_ms: Vec<f64>,
     pub inprocess_ms: Vec<f64>,
-    /// The first run on a fresh agent: its environment built, then its steps run.
-    pub first_ms: Vec<f64>,
+    /// The first run on a fresh agent: its environment built, then its steps run; with an
+    /// empty bytecode cache.
+    pub first_cold_ms: Vec<f64>,
+    /// The same with the bytecode cache an earlier agent of the machine filled (the first
+    /// cluster's, which ran the seed).
+    pub first_warm_ms: Vec<f64>,
     /// Resident and private memory of each warm parent at the end, MiB.
     pub parents_rss_mib: Vec<f64>,
     pub parents_private_mib: Vec<f64>,
@@ -96,30 +101,58 @@ fn floor_run(c: &Cluster, env: &Env, mode: &str) -> Result<f64> {
 }
 
 /// `reps` warm runs, `reps` floor runs (interleaved) and `reps` all-cached re-runs, then `reps`
-/// first runs, each on a fresh cluster.
+/// first runs with an empty bytecode cache and `reps` with the first cluster's (alternated),
+/// each on a fresh cluster.
 pub async fn run(env: &Env, reps: usize) -> Result<SeedSamples> {
+    // Outside the first cluster's directory, which its shutdown removes.
+    let bytecode = tempfile::Builder::new()
+        .prefix("drover-bench-bytecode-")
+        .tempdir()?;
+    let shared = bytecode.path();
     let mut c = Cluster::new(env)?;
-    let result = runs(&mut c, env, reps).await;
+    let result = runs(&mut c, env, reps, shared).await;
     c.shutdown().await;
     let mut s = result?;
     for _ in 0..reps {
         let mut fresh = Cluster::new(env)?;
-        let first = first_run(&mut fresh).await;
+        let empty = fresh.path().join("bytecode");
+        let first = first_run(&mut fresh, &empty).await;
         fresh.shutdown().await;
-        s.first_ms.push(first?);
+        s.first_cold_ms.push(first?);
+        let mut fresh = Cluster::new(env)?;
+        let first = first_run(&mut fresh, shared).await;
+        fresh.shutdown().await;
+        s.first_warm_ms.push(first?);
     }
     Ok(s)
 }
 
+/// `drover up` with one agent building virtualenvs and keeping its bytecode cache in `bytecode`.
+async fn start_up(c: &mut Cluster, bytecode: &Path) -> Result<()> {
+    let bytecode = bytecode.display().to_string();
+    c.start_controller(
+        "up",
+        &[
+            "up",
+            "--agents",
+            "1",
+            "--python-env",
+            "venv",
+            "--python-bytecode-cache",
+            &bytecode,
+        ],
+    )
+    .await
+}
+
 /// The seed's first run on a new `drover up`: its environment is built (from the warm package
 /// download cache) within the timed run.
-async fn first_run(c: &mut Cluster) -> Result<f64> {
-    c.start_controller("up", &["up", "--agents", "1", "--python-env", "venv"])
-        .await?;
+async fn first_run(c: &mut Cluster, bytecode: &Path) -> Result<f64> {
+    start_up(c, bytecode).await?;
     drover_run(c, false)
 }
 
-async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
+async fn runs(c: &mut Cluster, env: &Env, reps: usize, bytecode: &Path) -> Result<SeedSamples> {
     let data = env.repo.join("examples/data/iris.pkl");
     if !data.exists() {
         let status = std::process::Command::new(&env.python)
@@ -129,8 +162,7 @@ async fn runs(c: &mut Cluster, env: &Env, reps: usize) -> Result<SeedSamples> {
             bail!("examples/make_iris_pickle.py failed");
         }
     }
-    c.start_controller("up", &["up", "--agents", "1", "--python-env", "venv"])
-        .await?;
+    start_up(c, bytecode).await?;
     // Warm-up: builds the step environment (timed separately by nobody) and the page cache.
     drover_run(c, false)?;
     floor_run(c, env, "floor")?;

@@ -23,7 +23,7 @@ pub async fn dispatch(loaded: Loaded) -> Result<ExitCode> {
     } = loaded;
     let g = cli.global;
     match cli.command {
-        Command::Up(args) => serve::up(&g, args).await,
+        Command::Up(args) => serve::up(&g, *args).await,
         Command::Controller(args) => serve::controller(&g, args).await,
         Command::Agent(args) => serve::agent(&g, args).await,
         Command::Run(args) => run::run(&g, args).await,

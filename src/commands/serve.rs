@@ -78,13 +78,17 @@ fn run_as(text: &str) -> Result<drover_agent::RunAs> {
     })
 }
 
-/// `--python-prewarm*`.
+/// `--python-prewarm*` and `--python-bytecode-cache*`.
 fn prewarm_config(options: &AgentOptions) -> drover_agent::warm::WarmConfig {
     drover_agent::warm::WarmConfig {
         enabled: options.python_prewarm == OnOff::On,
         memory: options.python_prewarm_memory,
         idle: options.python_prewarm_idle,
         exclude: options.python_prewarm_exclude.clone(),
+        bytecode_cache: drover_agent::warm::BytecodeCache::from_setting(
+            &options.python_bytecode_cache,
+            options.python_bytecode_cache_size,
+        ),
     }
 }
 

@@ -30,6 +30,7 @@ use stops::{Stop, Tally};
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
+pub use ahead::BytecodeCache;
 pub use imports::DEFAULT_EXCLUDE;
 pub use parent::SCRIPT;
 
@@ -62,6 +63,8 @@ pub struct WarmConfig {
     pub idle: Duration,
     /// Top-level modules never preloaded, on top of [`DEFAULT_EXCLUDE`].
     pub exclude: Vec<String>,
+    /// The machine's bytecode cache, filled after preloads and used before them; `None`: off.
+    pub bytecode_cache: Option<BytecodeCache>,
 }
 
 impl Default for WarmConfig {
@@ -71,6 +74,7 @@ impl Default for WarmConfig {
             memory: 2 << 30,
             idle: Duration::from_secs(600),
             exclude: Vec::new(),
+            bytecode_cache: None,
         }
     }
 }
@@ -225,9 +229,19 @@ impl Pool {
         if !new.is_empty() {
             let began = std::time::Instant::now();
             let home = parent::home(&self.env_root, &key);
-            let ahead = ahead::Ahead::start(Path::new(python), bundle, &shared_env, &home, &new);
+            let launch = Launch {
+                python: Path::new(python),
+                bundle,
+                env: &shared_env,
+                home: &home,
+            };
+            let cache = self.config.bytecode_cache.as_ref();
+            let ahead = ahead::Ahead::start(&launch, &new, cache);
             let preloaded = warm.preload(&new, PRELOAD_PATIENCE).await;
             drop(ahead);
+            if let (Ok(_), Some(cache)) = (&preloaded, cache) {
+                ahead::harvest(&launch, &new, cache);
+            }
             match preloaded {
                 Ok(preloaded) => {
                     if let Some(module) = preloaded.threads_from {
