@@ -78,6 +78,32 @@ pub fn delete_namespace_blocking(
     runtime.block_on(delete_namespace(amqp_url, ns, user_queues))
 }
 
+/// Closes, from the shared broker's side (`rabbitmqctl close_connection`), every connection
+/// whose client properties contain `name` (drover names a connection `drover <client> (<ns>)`,
+/// so a test's namespace picks its own); returns how many it closed.
+pub fn close_connections(name: &str) -> usize {
+    let listed = Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let pids: Vec<&str> = listed
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split('\t').next())
+        .collect();
+    for pid in &pids {
+        let closed = Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "closed by a test"])
+            .status();
+        assert!(
+            closed.as_ref().is_ok_and(|s| s.success()),
+            "rabbitmqctl close_connection {pid}: {closed:?}"
+        );
+    }
+    pids.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,30 +175,4 @@ mod tests {
         assert_eq!(err.ns, "tsup");
         assert!(!err.to_string().contains("secret"), "{err}");
     }
-}
-
-/// Closes, from the shared broker's side (`rabbitmqctl close_connection`), every connection
-/// whose client properties contain `name` (drover names a connection `drover <client> (<ns>)`,
-/// so a test's namespace picks its own); returns how many it closed.
-pub fn close_connections(name: &str) -> usize {
-    let listed = Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default();
-    let pids: Vec<&str> = listed
-        .lines()
-        .filter(|line| line.contains(name))
-        .filter_map(|line| line.split('\t').next())
-        .collect();
-    for pid in &pids {
-        let closed = Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", pid, "closed by a test"])
-            .status();
-        assert!(
-            closed.as_ref().is_ok_and(|s| s.success()),
-            "rabbitmqctl close_connection {pid}: {closed:?}"
-        );
-    }
-    pids.len()
 }

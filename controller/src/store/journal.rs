@@ -461,8 +461,11 @@ mod tests {
         broker.close().await;
     }
 
+    /// A tree's name and its records, in key order.
+    type TreeDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
     /// Every tree's records, but `meta`, for comparing two stores.
-    fn dump(db: &sled::Db) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn dump(db: &sled::Db) -> Vec<TreeDump> {
         let mut names = data_trees(db);
         names.sort();
         names
