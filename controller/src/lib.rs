@@ -16,6 +16,7 @@ mod service;
 pub mod store;
 
 pub use config::{ControllerConfig, HttpLimits};
+pub use leader::StoppedStandingBy;
 
 use anyhow::Context;
 use drover_amqp::signing::JobSigner;
@@ -52,8 +53,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens sled, binds HTTP, connects to the broker (retrying ~30 s), declares topology,
-    /// spawns tasks, writes `<data_dir>/controller.url`.
+    /// Opens sled, binds HTTP (answering 503 until active), connects to the broker (retrying
+    /// ~30 s), takes the namespace's lock (with the journal, standing by until it gets it),
+    /// replays the journal, declares topology, spawns tasks, writes `<data_dir>/controller.url`.
     pub async fn start(
         config: ControllerConfig,
         shutdown: CancellationToken,
@@ -67,15 +69,28 @@ impl Controller {
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let (listener, url) = bind_http(&config).await?;
+        // Until it is active, the listener answers 503 saying what the controller waits for.
+        let gate = http::gate::Gate::new(format!(
+            "the controller of namespace {} is starting",
+            config.names
+        ));
+        let tracker = TaskTracker::new();
+        let serving = shutdown.child_token();
+        let stop_serving_unless_started = serving.clone().drop_guard();
+        tracker.spawn(http::serve::serve(
+            listener,
+            gate.router(),
+            config.http_limits,
+            serving,
+        ));
         // The lock comes before the journal, which appends to the namespace's stream.
-        let (broker, publisher) = connect_broker(&config, &url).await?;
+        let (broker, publisher) = connect_broker(&config, &url, &gate, &shutdown).await?;
         attach_journal(&config, &store).await?;
         let loaded = store.load_unfinished()?;
         let state = restore_state(&config, &url, artifact_store, loaded);
 
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
-        let tracker = TaskTracker::new();
         let owner = Owner::new(
             state,
             store.clone(),
@@ -114,12 +129,8 @@ impl Controller {
                 disk: (config.artifact_store == StoreLocation::Local).then(|| config.blobs_dir()),
             },
         });
-        tracker.spawn(http::serve::serve(
-            listener,
-            http::router(app),
-            config.http_limits,
-            shutdown.clone(),
-        ));
+        gate.open(http::router(app));
+        stop_serving_unless_started.disarm();
         tracker.close();
 
         write_url_file(&config, &url)?;
@@ -216,11 +227,14 @@ async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Brok
 }
 
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), takes the namespace's controller
-/// lock ([`leader`]) before anything else, declares the namespace's topology and opens the
-/// publisher. Jobs are signed when a signing key is configured.
+/// lock ([`leader`]) before anything else (with the journal, standing by while another
+/// controller holds it, which `gate` then tells HTTP clients), declares the namespace's topology
+/// and opens the publisher. Jobs are signed when a signing key is configured.
 async fn connect_broker(
     config: &ControllerConfig,
     url: &str,
+    gate: &http::gate::Gate,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<Broker>, Publisher)> {
     let signer = match &config.job_signing_key {
         Some(path) => {
@@ -230,7 +244,17 @@ async fn connect_broker(
         None => None,
     };
     let broker = connect(config, &leader::connection_name(url)).await?;
-    leader::take(&broker).await?;
+    match config.state_journal {
+        config::StateJournal::Off => leader::take(&broker).await?,
+        config::StateJournal::Stream => {
+            leader::take_or_stand_by(&broker, shutdown, |why| gate.waiting_for(why)).await?;
+            gate.waiting_for(format!(
+                "the controller of namespace {} is starting: it holds the lock and is \
+                 replaying the state journal",
+                config.names
+            ));
+        }
+    }
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;
