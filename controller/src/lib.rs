@@ -179,10 +179,11 @@ async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Res
     let broker = connect(config, "controller journal").await?;
     let replayed = store::journal::attach(store, &broker).await?;
     tracing::info!(
-        "state journal {}: applied {} batch(es), now at batch {}{}",
+        "state journal {}: applied {} batch(es), now at batch {}, leading as epoch {}{}",
         config.names.journal(),
         replayed.batches,
         replayed.seq,
+        replayed.epoch,
         match replayed.seeded {
             0 => String::new(),
             n => format!(", seeded with {n} record(s) of the existing store"),
