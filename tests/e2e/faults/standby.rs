@@ -6,6 +6,8 @@ use super::{attempts, chain, ended, step_status};
 use crate::harness::{Cluster, Store, wait_until};
 use drover_test_support::process::ChildProcess;
 use drover_test_support::ready;
+use nix::sys::signal::Signal;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const JOURNAL: [&str; 3] = ["controller", "--state-journal", "stream"];
@@ -20,6 +22,23 @@ fn get(url: &str) -> (u16, String) {
     })
 }
 
+/// Starts a controller with the journal on `data` and `port`, and waits until it stands by.
+fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProcess {
+    let mut cmd = c.command();
+    cmd.args(JOURNAL).arg("--data-dir").arg(data).args([
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--lease",
+        "3s",
+    ]);
+    let log = c.dir.path().join(format!("{label}.log"));
+    let mut standby = ChildProcess::spawn(label, cmd, &log).unwrap();
+    wait_until("the standby to stand by", Duration::from_secs(30), || {
+        standby.alive_and(standby.output().contains("standing by: another controller"))
+    });
+    standby
+}
+
 #[test]
 fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
     // Artifacts in a bucket: the local store would go with the data dir.
@@ -28,18 +47,7 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
 
     let data = c.dir.path().join("standby");
     let port = ready::free_port().unwrap();
-    let mut cmd = c.command();
-    cmd.args(JOURNAL).arg("--data-dir").arg(&data).args([
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "--lease",
-        "3s",
-    ]);
-    let log = c.dir.path().join("standby.log");
-    let mut standby = ChildProcess::spawn("standby", cmd, &log).unwrap();
-    wait_until("the standby to stand by", Duration::from_secs(30), || {
-        standby.alive_and(standby.output().contains("standing by: another controller"))
-    });
+    let mut standby = spawn_standby(&c, &data, port, "standby");
     let (status, body) = get(&format!("http://127.0.0.1:{port}/healthz"));
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -92,4 +100,15 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
         String::from_utf8_lossy(&out.stdout),
         "start\ns1\ns2\ns3\ns4\n"
     );
+
+    // The new active controller holds the lock: a third one stands by, and SIGTERM stops it
+    // cleanly without its having acted.
+    let third = c.dir.path().join("third");
+    let mut next = spawn_standby(&c, &third, ready::free_port().unwrap(), "third");
+    next.signal(Signal::SIGTERM).unwrap();
+    let status = next.wait_exit(Duration::from_secs(10)).unwrap();
+    let out = next.output();
+    assert!(status.success(), "{status}\n{out}");
+    assert!(out.contains("stopped while standing by"), "{out}");
+    assert!(!third.join(ready::CONTROLLER_URL_FILE).exists());
 }
