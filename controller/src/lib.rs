@@ -85,9 +85,9 @@ impl Controller {
         ));
         // The lock comes before the journal, which appends to the namespace's stream.
         let (broker, publisher) = connect_broker(&config, &url, &gate, &shutdown).await?;
-        attach_journal(&config, &store).await?;
+        let epoch = attach_journal(&config, &store).await?;
         let loaded = store.load_unfinished()?;
-        let state = restore_state(&config, &url, artifact_store, loaded);
+        let state = restore_state(&config, &url, artifact_store, epoch, loaded);
 
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
@@ -106,6 +106,7 @@ impl Controller {
             logs: logs.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            epoch,
         };
         spawn_consumers(&tracker, &config, &broker, routing, &shutdown);
         let app = Arc::new(http::AppState {
@@ -171,10 +172,11 @@ impl Controller {
 }
 
 /// With `--state-journal stream`, brings sled up to the end of the journal before anything
-/// reads it, so a controller on a new data dir takes over the journal's state.
-async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<()> {
+/// reads it, so a controller on a new data dir takes over the journal's state; returns this
+/// controller's epoch (0 without the journal).
+async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<u64> {
     if config.state_journal == config::StateJournal::Off {
-        return Ok(());
+        return Ok(0);
     }
     let broker = connect(config, "controller journal").await?;
     let replayed = store::journal::attach(store, &broker).await?;
@@ -189,7 +191,7 @@ async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Res
             n => format!(", seeded with {n} record(s) of the existing store"),
         }
     );
-    Ok(())
+    Ok(replayed.epoch)
 }
 
 /// Checks the address may be served as configured and listens on it; returns the listener and
@@ -295,12 +297,14 @@ fn restore_state(
     config: &ControllerConfig,
     url: &str,
     artifact_store: Option<ArtifactStoreRef>,
+    epoch: u64,
     loaded: Loaded,
 ) -> State {
     let mut state = State::new(SchedulerConfig {
         controller_url: url.to_string(),
         lease_ms: config.lease.as_millis() as u64,
         artifact_store,
+        epoch,
     });
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;

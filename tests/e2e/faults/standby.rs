@@ -1,9 +1,14 @@
 //! Two controllers with the journal on one namespace: the second stands by (answering 503 over
 //! HTTP); `kill -9` the active one mid-run and delete its data dir, and the standby takes over
-//! from the journal and finishes the run.
+//! from the journal, leading with a higher epoch, and finishes the run; the agent then refuses a
+//! cancel of the old epoch.
 
 use super::{attempts, chain, ended, step_status};
-use crate::harness::{Cluster, Store, wait_until};
+use crate::harness::{AMQP_URL, Cluster, Store, wait_until};
+use drover_amqp::{Broker, Target};
+use drover_protocol::ids::{AttemptNo, StepName};
+use drover_protocol::message::{Cancel, Message};
+use drover_protocol::{Names, RunId};
 use drover_test_support::process::ChildProcess;
 use drover_test_support::ready;
 use nix::sys::signal::Signal;
@@ -37,6 +42,28 @@ fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProce
         standby.alive_and(standby.output().contains("standing by: another controller"))
     });
     standby
+}
+
+/// Publishes to agent a1 a cancel of `run`'s s4 with epoch 1.
+fn stale_cancel(c: &Cluster, run: &str) {
+    let names = Names::new(&c.ns).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::connect(AMQP_URL, names, "test").await.unwrap();
+        let cancel = Message::Cancel(Cancel {
+            run_id: RunId::new(run).unwrap(),
+            step: StepName::new("s4").unwrap(),
+            attempt: AttemptNo::FIRST,
+            reason: "from a deposed controller".to_string(),
+            epoch: 1,
+        });
+        let publisher = broker.publisher().await.unwrap();
+        publisher
+            .publish(&Target::Control("agent.a1".into()), &cancel)
+            .await
+            .unwrap();
+        broker.close().await;
+    });
 }
 
 #[test]
@@ -93,12 +120,26 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
         out.contains("state journal") && !out.contains("applied 0 batch"),
         "the standby took its state from the journal:\n{out}"
     );
+    assert!(out.contains("leading as epoch 2"), "{out}");
     let (status, _) = get(&format!("{}/healthz", c.url));
     assert_eq!(status, 200);
     let out = c.drover(&["artifacts", "get", &run, "s4", "out", "-o", "-"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "start\ns1\ns2\ns3\ns4\n"
+    );
+
+    // The agent has seen epoch 2 in the new controller's jobs: a cancel of epoch 1 (what the
+    // deposed controller would send) is refused, and counted in the controller's /metrics.
+    stale_cancel(&c, &run);
+    wait_until("the refusal in /metrics", Duration::from_secs(30), || {
+        c.http_get("/metrics")
+            .contains("drover_agent_stale_refused_total{agent=\"a1\"} 1\n")
+    });
+    assert!(
+        c.process_log("a1").contains("sent by a deposed controller"),
+        "{}",
+        c.process_log("a1")
     );
 
     // The new active controller holds the lock: a third one stands by, and SIGTERM stops it
