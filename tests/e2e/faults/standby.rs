@@ -1,13 +1,13 @@
 //! Two controllers with the journal on one namespace: the second stands by (answering 503 over
 //! HTTP); `kill -9` the active one mid-run and delete its data dir, and the standby takes over
 //! from the journal, leading with a higher epoch, and finishes the run; the agent then refuses a
-//! cancel of the old epoch.
+//! job and a cancel of the old epoch.
 
 use super::{attempts, chain, ended, step_status};
 use crate::harness::{AMQP_URL, Cluster, Store, wait_until};
 use drover_amqp::{Broker, Target};
-use drover_protocol::ids::{AttemptNo, StepName};
-use drover_protocol::message::{Cancel, Message};
+use drover_protocol::ids::{AttemptNo, QueueName, StepName};
+use drover_protocol::message::{Cancel, JobKind, JobSpec, Message, StepJob};
 use drover_protocol::{Names, RunId};
 use drover_test_support::process::ChildProcess;
 use drover_test_support::ready;
@@ -44,9 +44,11 @@ fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProce
     standby
 }
 
-/// Publishes to agent a1 a cancel of `run`'s s4 with epoch 1.
-fn stale_cancel(c: &Cluster, run: &str) {
+/// Publishes what a deposed controller of epoch 1 would: to agent a1 a cancel of `run`'s s4,
+/// and on the `default` queue a job that would create `marker`.
+fn stale_messages(c: &Cluster, run: &str, marker: &Path) {
     let names = Names::new(&c.ns).unwrap();
+    let job_queue = names.user_queue(&QueueName::new("default").unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::connect(AMQP_URL, names, "test").await.unwrap();
@@ -57,9 +59,32 @@ fn stale_cancel(c: &Cluster, run: &str) {
             reason: "from a deposed controller".to_string(),
             epoch: 1,
         });
+        let job = Message::StepJob(StepJob {
+            run_id: RunId::generate(),
+            step: StepName::new("stale").unwrap(),
+            attempt: AttemptNo::FIRST,
+            job: JobSpec {
+                kind: JobKind::Command {
+                    argv: vec!["touch".into(), marker.display().to_string()],
+                },
+                env: Default::default(),
+                inputs: vec![],
+                outputs: Default::default(),
+                timeout_ms: None,
+                priority: 0,
+            },
+            controller_url: c.url.clone(),
+            lease_ms: 3000,
+            artifact_store: None,
+            epoch: 1,
+        });
         let publisher = broker.publisher().await.unwrap();
         publisher
             .publish(&Target::Control("agent.a1".into()), &cancel)
+            .await
+            .unwrap();
+        publisher
+            .publish(&Target::Job(job_queue), &job)
             .await
             .unwrap();
         broker.close().await;
@@ -129,18 +154,20 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
         "start\ns1\ns2\ns3\ns4\n"
     );
 
-    // The agent has seen epoch 2 in the new controller's jobs: a cancel of epoch 1 (what the
-    // deposed controller would send) is refused, and counted in the controller's /metrics.
-    stale_cancel(&c, &run);
-    wait_until("the refusal in /metrics", Duration::from_secs(30), || {
+    // The agent has seen epoch 2 in the new controller's jobs: a cancel and a job of epoch 1
+    // (what the deposed controller would send) are refused, and counted in /metrics.
+    let marker = c.dir.path().join("stale-job-ran");
+    stale_messages(&c, &run, &marker);
+    wait_until("the refusals in /metrics", Duration::from_secs(30), || {
         c.http_get("/metrics")
-            .contains("drover_agent_stale_refused_total{agent=\"a1\"} 1\n")
+            .contains("drover_agent_stale_refused_total{agent=\"a1\"} 2\n")
     });
+    let agent_log = c.process_log("a1");
     assert!(
-        c.process_log("a1").contains("sent by a deposed controller"),
-        "{}",
-        c.process_log("a1")
+        agent_log.contains("ignoring a cancel") && agent_log.contains("refusing"),
+        "{agent_log}"
     );
+    assert!(!marker.exists(), "the stale job ran");
 
     // The new active controller holds the lock: a third one stands by, and SIGTERM stops it
     // cleanly without its having acted.
