@@ -48,6 +48,18 @@ pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
             return None;
         }
     };
+    if let Err(highest) = shared.epochs.admit(job.epoch) {
+        tracing::warn!(
+            "refusing {}/{} attempt {}: it carries epoch {}, below {highest}, so a deposed \
+             controller sent it (the active one republishes its queued jobs); dropped",
+            job.run_id,
+            job.step,
+            job.attempt,
+            job.epoch
+        );
+        let _ = incoming.ack().await;
+        return None;
+    }
     let attempt = attempt_of(&job);
     // The claim in flight is looked up under the lock of `running`, which [`confirm`] holds
     // to forget a failed attempt before it ends the claim: a duplicate either waits for the

@@ -58,6 +58,16 @@ async fn serve(shared: &Shared, consumer: &mut Consumer, stopped: &CancellationT
             None => return false,
         };
         match &incoming.message {
+            Ok((_, Message::Cancel(cancel))) if shared.epochs.admit(cancel.epoch).is_err() => {
+                tracing::warn!(
+                    "ignoring a cancel of {}/{} attempt {} of epoch {}, sent by a deposed \
+                     controller",
+                    cancel.run_id,
+                    cancel.step,
+                    cancel.attempt,
+                    cancel.epoch
+                );
+            }
             Ok((_, Message::Cancel(cancel))) => {
                 let attempt = AttemptRef {
                     run_id: cancel.run_id.clone(),

@@ -11,6 +11,7 @@ mod channel;
 mod claim;
 mod config;
 mod control;
+mod epoch;
 mod heartbeat;
 mod inflight;
 mod job;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub fenced: Mutex<HashSet<AttemptRef>>,
     /// Warm parents for Python function steps (the agent's own, or its process's).
     pub warm: Arc<warm::Pool>,
+    /// The highest controller epoch seen; jobs and cancels of a lower one are refused.
+    pub epochs: epoch::Epochs,
     /// Held for the agent's life: no other agent uses its work dir.
     _lock: lock::WorkDirLock,
 }
@@ -251,6 +254,7 @@ impl Agent {
             lease_terms: Mutex::new(None),
             fenced: Mutex::new(HashSet::new()),
             warm,
+            epochs: Default::default(),
             _lock: lock,
         });
         let tracker = TaskTracker::new();

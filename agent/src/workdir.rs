@@ -81,6 +81,7 @@ pub(crate) mod tests {
             controller_url: String::new(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         }
     }
 

@@ -59,6 +59,7 @@ pub fn worker(n: usize) -> Result<()> {
         controller_url: "http://127.0.0.1:1".into(),
         lease_ms: 30_000,
         artifact_store: None,
+        epoch: 0,
     });
     let run_id = RunId::generate();
     let agent = AgentId::new("bench")?;

@@ -1,14 +1,28 @@
 //! One active controller per namespace: before it consumes or publishes anything, a controller
 //! takes the namespace's lock, the exclusive queue `<ns>.controller` (`Broker::hold_lock`),
-//! which the broker lets only one connection hold and frees when that connection ends. Its
-//! state is local (sled in its data dir), so a second controller refuses to start, saying where
-//! to find the first; one that loses the lock for good while running stops.
+//! which the broker lets only one connection hold and frees when that connection ends. With the
+//! state journal a second controller stands by, asking for the lock every [`STANDBY_RETRY`], and
+//! takes over once it gets it (its state comes from the journal); with its state local (sled in
+//! its data dir) it refuses to start, saying where to find the first. One that loses the lock
+//! for good while running stops.
 
 use drover_amqp::{AmqpError, Broker};
 use drover_protocol::names::Names;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often a standby controller asks for the lock. The broker frees it as soon as it drops
+/// the holder's connection, so this bounds what a takeover adds to that.
+pub(crate) const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// A standby controller was told to stop before it got the lock; it never acted.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while standing by on namespace {namespace}: another controller was active")]
+pub struct StoppedStandingBy {
+    pub namespace: String,
+}
 
 /// The broker connection's name for this controller: its host, pid and public URL, which is
 /// how an operator (and the refusal below) finds the controller holding a namespace.
@@ -32,18 +46,79 @@ pub(crate) async fn take(broker: &Broker) -> anyhow::Result<()> {
     }
 }
 
+/// Takes the namespace's lock on `broker`, which has been used for nothing yet; while another
+/// controller holds it, stands by (`standing_by` is told why, once) and asks again every
+/// [`STANDBY_RETRY`] until it gets the lock or `shutdown` is cancelled.
+pub(crate) async fn take_or_stand_by(
+    broker: &Broker,
+    shutdown: &CancellationToken,
+    standing_by: impl FnOnce(&str),
+) -> anyhow::Result<()> {
+    let names = broker.names();
+    let lock = names.controller_lock();
+    let mut standing_by = Some(standing_by);
+    let mut since: Option<Instant> = None;
+    loop {
+        match broker.hold_lock(&lock).await {
+            Ok(()) => {
+                if let Some(since) = since {
+                    tracing::info!(
+                        "took the lock {lock} of namespace {names} after standing by for {:.2}s:                          the active controller is gone, this one takes over",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Err(AmqpError::LockHeld { .. }) => {
+                if let Some(tell) = standing_by.take() {
+                    let why = standby(names);
+                    tracing::warn!("{why}");
+                    tell(&why);
+                    since = Some(Instant::now());
+                }
+            }
+            Err(e) if since.is_some() => {
+                tracing::warn!("standing by: cannot ask for the lock {lock}: {e}; asking again");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot take the controller lock {lock} of namespace {names}"
+                )));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Err(StoppedStandingBy { namespace: names.to_string() }.into());
+            }
+            _ = tokio::time::sleep(STANDBY_RETRY) => {}
+        }
+    }
+}
+
+/// What a standby controller says while it waits.
+fn standby(names: &Names) -> String {
+    format!(
+        "standing by: another controller is active on namespace {names} (it holds the lock          queue {lock}; find it with `{find}`). This controller keeps its state in the journal          {journal}, so it asks for the lock every {retry:?} and takes over, replaying the          journal, once that controller is gone.",
+        lock = names.controller_lock(),
+        find = find_holder(names),
+        journal = names.journal(),
+        retry = STANDBY_RETRY,
+    )
+}
+
 /// Why a second controller does not start, and what to do.
 fn refusal(names: &Names) -> String {
     format!(
         "another controller is active on namespace {names}: it holds the lock queue {lock}, \
-         which the broker keeps for that controller's connection only. Each controller acts \
-         from the state in its own data dir and there is no standby mode, so two of them would \
-         both act on the namespace's runs; this one does not start. Find the other one (its \
-         host, pid and URL are in its connection's name) with `{find}`, or on the management \
-         UI's Connections page; stop it first, or give this one another --namespace. A \
-         controller that died without closing its connection holds the lock until the broker \
-         drops that connection: at once when its process is killed, within about two 10 s AMQP \
-         heartbeats when its machine or network is gone.",
+         which the broker keeps for that controller's connection only. This controller keeps \
+         its state in its own data dir, so two of them would both act on the namespace's runs; \
+         it does not start (with --state-journal stream it would stand by instead and take \
+         over when that one is gone). Find the other one (its host, pid and URL are in its \
+         connection's name) with `{find}`, or on the management UI's Connections page; stop it \
+         first, or give this one another --namespace. A controller that died without closing \
+         its connection holds the lock until the broker drops that connection: at once when its \
+         process is killed, within about two 10 s AMQP heartbeats when its machine or network \
+         is gone.",
         lock = names.controller_lock(),
         find = find_holder(names),
     )
@@ -99,6 +174,15 @@ mod tests {
             "team1.controller",
             "grep 'drover controller.*(team1)'",
             "--namespace",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        let text = standby(&names);
+        for part in [
+            "standing by",
+            "namespace team1",
+            "team1.controller",
+            "team1.journal",
         ] {
             assert!(text.contains(part), "{part:?} missing from {text}");
         }

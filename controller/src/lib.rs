@@ -16,6 +16,7 @@ mod service;
 pub mod store;
 
 pub use config::{ControllerConfig, HttpLimits};
+pub use leader::StoppedStandingBy;
 
 use anyhow::Context;
 use drover_amqp::signing::JobSigner;
@@ -52,8 +53,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens sled, binds HTTP, connects to the broker (retrying ~30 s), declares topology,
-    /// spawns tasks, writes `<data_dir>/controller.url`.
+    /// Opens sled, binds HTTP (answering 503 until active), connects to the broker (retrying
+    /// ~30 s), takes the namespace's lock (with the journal, standing by until it gets it),
+    /// replays the journal, declares topology, spawns tasks, writes `<data_dir>/controller.url`.
     pub async fn start(
         config: ControllerConfig,
         shutdown: CancellationToken,
@@ -67,15 +69,28 @@ impl Controller {
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
         let (listener, url) = bind_http(&config).await?;
+        // Until it is active, the listener answers 503 saying what the controller waits for.
+        let gate = http::gate::Gate::new(format!(
+            "the controller of namespace {} is starting",
+            config.names
+        ));
+        let tracker = TaskTracker::new();
+        let serving = shutdown.child_token();
+        let stop_serving_unless_started = serving.clone().drop_guard();
+        tracker.spawn(http::serve::serve(
+            listener,
+            gate.router(),
+            config.http_limits,
+            serving,
+        ));
         // The lock comes before the journal, which appends to the namespace's stream.
-        let (broker, publisher) = connect_broker(&config, &url).await?;
-        attach_journal(&config, &store).await?;
+        let (broker, publisher) = connect_broker(&config, &url, &gate, &shutdown).await?;
+        let epoch = attach_journal(&config, &store).await?;
         let loaded = store.load_unfinished()?;
-        let state = restore_state(&config, &url, artifact_store, loaded);
+        let state = restore_state(&config, &url, artifact_store, epoch, loaded);
 
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
-        let tracker = TaskTracker::new();
         let owner = Owner::new(
             state,
             store.clone(),
@@ -91,6 +106,7 @@ impl Controller {
             logs: logs.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            epoch,
         };
         spawn_consumers(&tracker, &config, &broker, routing, &shutdown);
         let app = Arc::new(http::AppState {
@@ -114,12 +130,8 @@ impl Controller {
                 disk: (config.artifact_store == StoreLocation::Local).then(|| config.blobs_dir()),
             },
         });
-        tracker.spawn(http::serve::serve(
-            listener,
-            http::router(app),
-            config.http_limits,
-            shutdown.clone(),
-        ));
+        gate.open(http::router(app));
+        stop_serving_unless_started.disarm();
         tracker.close();
 
         write_url_file(&config, &url)?;
@@ -160,24 +172,26 @@ impl Controller {
 }
 
 /// With `--state-journal stream`, brings sled up to the end of the journal before anything
-/// reads it, so a controller on a new data dir takes over the journal's state.
-async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<()> {
+/// reads it, so a controller on a new data dir takes over the journal's state; returns this
+/// controller's epoch (0 without the journal).
+async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<u64> {
     if config.state_journal == config::StateJournal::Off {
-        return Ok(());
+        return Ok(0);
     }
     let broker = connect(config, "controller journal").await?;
     let replayed = store::journal::attach(store, &broker).await?;
     tracing::info!(
-        "state journal {}: applied {} batch(es), now at batch {}{}",
+        "state journal {}: applied {} batch(es), now at batch {}, leading as epoch {}{}",
         config.names.journal(),
         replayed.batches,
         replayed.seq,
+        replayed.epoch,
         match replayed.seeded {
             0 => String::new(),
             n => format!(", seeded with {n} record(s) of the existing store"),
         }
     );
-    Ok(())
+    Ok(replayed.epoch)
 }
 
 /// Checks the address may be served as configured and listens on it; returns the listener and
@@ -216,11 +230,14 @@ async fn connect(config: &ControllerConfig, client: &str) -> anyhow::Result<Brok
 }
 
 /// Connects to the broker (retrying for [`BROKER_PATIENCE`]), takes the namespace's controller
-/// lock ([`leader`]) before anything else, declares the namespace's topology and opens the
-/// publisher. Jobs are signed when a signing key is configured.
+/// lock ([`leader`]) before anything else (with the journal, standing by while another
+/// controller holds it, which `gate` then tells HTTP clients), declares the namespace's topology
+/// and opens the publisher. Jobs are signed when a signing key is configured.
 async fn connect_broker(
     config: &ControllerConfig,
     url: &str,
+    gate: &http::gate::Gate,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<Broker>, Publisher)> {
     let signer = match &config.job_signing_key {
         Some(path) => {
@@ -230,7 +247,17 @@ async fn connect_broker(
         None => None,
     };
     let broker = connect(config, &leader::connection_name(url)).await?;
-    leader::take(&broker).await?;
+    match config.state_journal {
+        config::StateJournal::Off => leader::take(&broker).await?,
+        config::StateJournal::Stream => {
+            leader::take_or_stand_by(&broker, shutdown, |why| gate.waiting_for(why)).await?;
+            gate.waiting_for(format!(
+                "the controller of namespace {} is starting: it holds the lock and is \
+                 replaying the state journal",
+                config.names
+            ));
+        }
+    }
     broker.declare_topology().await?;
     let broker = Arc::new(broker);
     let mut publisher = broker.publisher().await?;
@@ -270,12 +297,14 @@ fn restore_state(
     config: &ControllerConfig,
     url: &str,
     artifact_store: Option<ArtifactStoreRef>,
+    epoch: u64,
     loaded: Loaded,
 ) -> State {
     let mut state = State::new(SchedulerConfig {
         controller_url: url.to_string(),
         lease_ms: config.lease.as_millis() as u64,
         artifact_store,
+        epoch,
     });
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;

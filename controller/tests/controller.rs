@@ -547,6 +547,7 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
             memory_mib: 4096,
             installer: None,
             warm_parents: Default::default(),
+            refused_stale: 0,
         },
         running: vec![],
     };

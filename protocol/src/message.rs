@@ -114,6 +114,9 @@ pub struct StepJob {
     /// instead of through `controller_url`; `None`: through the controller (its local store).
     #[serde(default)]
     pub artifact_store: Option<ArtifactStoreRef>,
+    /// The epoch of the controller that published it (see [`Cancel::epoch`]).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub epoch: u64,
 }
 
 /// An S3-compatible store every party reads and writes directly. Never holds credentials: each
@@ -148,6 +151,10 @@ pub struct JobSpec {
     /// The step's priority (0..=9); the controller publishes the job with it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: u8,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -234,6 +241,10 @@ pub struct AgentInfo {
     /// the same counts).
     #[serde(default, skip_serializing_if = "WarmParents::is_empty")]
     pub warm_parents: WarmParents,
+    /// Jobs and cancels it refused, since it started, for an epoch below one it had seen (sent
+    /// by a deposed controller).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub refused_stale: u64,
 }
 
 /// Starts of an agent's warm parents, and their stops by reason (`died`, `thread`,
@@ -363,6 +374,12 @@ pub struct Cancel {
     pub step: StepName,
     pub attempt: AttemptNo,
     pub reason: String,
+    /// The epoch of the controller that published it: with the state journal each controller
+    /// that takes over leads with a higher one, and an agent refuses a job or cancel of an epoch
+    /// below the highest it has seen. 0: a controller without the journal (or an older one),
+    /// which agents neither refuse nor count as seen.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub epoch: u64,
 }
 
 macro_rules! messages {

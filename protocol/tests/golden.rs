@@ -137,6 +137,7 @@ fn samples() -> Vec<Message> {
                 endpoint: Some("http://127.0.0.1:9000".into()),
                 region: Some("us-east-1".into()),
             }),
+            epoch: 0,
         }),
         Message::Claimed(Claimed {
             run_id: run(),
@@ -158,6 +159,7 @@ fn samples() -> Vec<Message> {
                 memory_mib: 4096,
                 installer: None,
                 warm_parents: Default::default(),
+                refused_stale: 0,
             },
             running: vec![AttemptRef {
                 run_id: run(),
@@ -202,6 +204,7 @@ fn samples() -> Vec<Message> {
             step: step("shout"),
             attempt: AttemptNo(1),
             reason: "run aborted".into(),
+            epoch: 0,
         }),
     ]
 }
@@ -308,8 +311,41 @@ fn a_function_job_that_starts_cold_is_pinned() {
         controller_url: "http://127.0.0.1:8470".into(),
         lease_ms: 30_000,
         artifact_store: None,
+        epoch: 0,
     });
     check_golden("step_job_cold", &job);
+}
+
+/// A job or cancel without an epoch (from a controller without the journal, or one that
+/// predates epochs: the pinned files above) reads as epoch 0, and a zero epoch is left out, so
+/// those files did not change; another epoch travels as the named field `epoch`.
+#[test]
+fn the_epoch_is_left_out_at_zero_and_named_otherwise() {
+    for name in ["step_job", "cancel"] {
+        let pinned = std::fs::read(golden_dir().join(format!("{name}.msgpack"))).unwrap();
+        let (meta, decoded) = Message::decode(&pinned).unwrap();
+        let with_epoch = match decoded {
+            Message::StepJob(mut job) => {
+                assert_eq!(job.epoch, 0);
+                job.epoch = 3;
+                Message::StepJob(job)
+            }
+            Message::Cancel(mut cancel) => {
+                assert_eq!(cancel.epoch, 0);
+                cancel.epoch = 3;
+                Message::Cancel(cancel)
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        let bytes = with_epoch.encode_with(meta).unwrap();
+        assert!(
+            bytes
+                .windows(6)
+                .any(|w| w == [0xa5, b'e', b'p', b'o', b'c', b'h']),
+            "{name}: the epoch is a named field"
+        );
+        assert_eq!(Message::decode(&bytes).unwrap().1, with_epoch);
+    }
 }
 
 /// A `StepJob` from a controller that predates `artifact_store` still decodes: agents then move

@@ -339,7 +339,14 @@ pub async fn controller(g: &Global, args: ControllerArgs) -> Result<ExitCode> {
     on_signals(shutdown.clone(), CancellationToken::new());
     let mut conf = controller_config(g, &args)?;
     conf.data_dir = absolute(&args.data_dir)?;
-    let controller = Controller::start(conf, shutdown).await?;
+    let controller = match Controller::start(conf, shutdown).await {
+        Ok(controller) => controller,
+        Err(e) if e.is::<drover_controller::StoppedStandingBy>() => {
+            eprintln!("drover controller: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e),
+    };
     eprintln!("drover controller: listening at {}", controller.url());
     eprintln!("{}", web_ui_hint(controller.url(), g.token.is_some()));
     controller.wait().await?;

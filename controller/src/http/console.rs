@@ -172,6 +172,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[parameters]\nwho = { default = \"me\" }\n\
@@ -212,6 +213,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"pipe\"\ndriver = true\n\

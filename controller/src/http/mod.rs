@@ -12,6 +12,7 @@ mod console;
 pub(crate) mod csrf;
 mod external;
 pub(crate) mod files;
+pub(crate) mod gate;
 mod guard;
 mod live;
 mod pages;

@@ -77,6 +77,21 @@ fn warm_parents(out: &mut String, agents: &[&AgentRecord]) {
     }
 }
 
+/// The jobs and cancels of a deposed controller (a lower epoch) each agent refused.
+fn stale_refused(out: &mut String, agents: &[&AgentRecord]) {
+    let _ = writeln!(
+        out,
+        "# HELP drover_agent_stale_refused_total Jobs and cancels an agent refused because they carried an epoch below one it had seen (sent by a deposed controller).\n# TYPE drover_agent_stale_refused_total counter"
+    );
+    for a in agents {
+        let _ = writeln!(
+            out,
+            "drover_agent_stale_refused_total{{agent=\"{}\"}} {}",
+            a.info.id, a.info.refused_stale
+        );
+    }
+}
+
 fn seconds(from: u64, to: u64) -> f64 {
     to.saturating_sub(from) as f64 / 1000.0
 }
@@ -155,6 +170,7 @@ pub fn render(
         states.into_iter(),
     );
     warm_parents(&mut out, &listed);
+    stale_refused(&mut out, &listed);
     let slots: u64 = alive.iter().map(|a| u64::from(a.info.slots)).sum();
     let busy: u64 = alive.iter().map(|a| u64::from(a.info.busy)).sum();
     let _ = writeln!(
@@ -223,6 +239,7 @@ mod tests {
                     started: 3,
                     stopped: [("died".to_string(), 2)].into_iter().collect(),
                 },
+                refused_stale: busy.into(),
             },
             last_seen,
         };
@@ -252,6 +269,10 @@ mod tests {
         }
         assert!(
             text.contains("drover_warm_parent_starts_total{agent=\"a\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_agent_stale_refused_total{agent=\"b\"} 2\n"),
             "{text}"
         );
         assert!(

@@ -153,6 +153,7 @@ impl Ctx<'_> {
                 step: step.clone(),
                 attempt,
                 reason,
+                epoch: self.config.epoch,
             },
         });
     }

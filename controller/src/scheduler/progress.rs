@@ -467,6 +467,7 @@ pub(super) fn step_job(
         controller_url: config.controller_url.clone(),
         lease_ms: config.lease_ms,
         artifact_store: config.artifact_store.clone(),
+        epoch: config.epoch,
     })
 }
 

@@ -22,6 +22,9 @@ pub struct SchedulerConfig {
     /// The bucket agents move artifacts to and from directly, put into every `StepJob`;
     /// `None`: through the HTTP API.
     pub artifact_store: Option<ArtifactStoreRef>,
+    /// This controller's epoch in the state journal (0 without it), put into every `StepJob`
+    /// and `Cancel`.
+    pub epoch: u64,
 }
 
 /// Everything the scheduler decides over.
@@ -474,6 +477,7 @@ mod tests {
                 memory_mib: 4096,
                 installer: None,
                 warm_parents: Default::default(),
+                refused_stale: 0,
             },
             last_seen: 1_000_000,
         };

@@ -32,6 +32,8 @@ pub(crate) struct Routing {
     pub logs: LogStore,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// This controller's epoch in the state journal (0 without it), put into every `Cancel`.
+    pub epoch: u64,
 }
 
 /// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
@@ -146,6 +148,7 @@ impl Routing {
             step: c.step.clone(),
             attempt: c.attempt,
             reason: "this controller does not know the run".to_string(),
+            epoch: self.epoch,
         });
         let target = Target::Control(agent_routing_key(&c.agent));
         if let Err(e) = self.publisher.publish(&target, &cancel).await {

@@ -4,11 +4,15 @@
 //! follows from it is published. At start the journal is replayed into sled (see [`attach`]),
 //! which is then a cache of the journal.
 //!
-//! A record is named-field msgpack: `{v, kind, seq, schema, ops, nonce, written_by}`. `kind` is
-//! `batch` (the writes `ops` of one flush, numbered by `seq`, 1, 2, ... across controllers,
-//! values in the layout `schema`) or `start` (a controller's mark, with its random `nonce`,
-//! appended when it starts reading, so it knows where the journal ended). Readers ignore unknown
-//! fields and kinds.
+//! A record is named-field msgpack: `{v, kind, seq, schema, ops, nonce, written_by, epoch}`.
+//! `kind` is `batch` (the writes `ops` of one flush, numbered by `seq`, 1, 2, ... across
+//! controllers, values in the layout `schema`, written by a leader of `epoch`), `start` (a
+//! controller's mark, with its random `nonce`, appended when it starts reading, so it knows
+//! where the journal ended) or `leader` (appended once it has read to its start mark, with an
+//! `epoch` one above the highest before it, and a `nonce` of its own). A replay ignores a batch
+//! whose epoch is below the highest `leader` record before it: a deposed controller whose
+//! journal connection outlived its lock cannot interleave its writes with its successor's.
+//! Readers ignore unknown fields and kinds.
 
 use super::journaled::{DIRTY_KEY, Op, Recorder};
 use super::{SCHEMA_VERSION, Store, StoreError, encode};
@@ -20,10 +24,11 @@ use std::time::Duration;
 /// The record layout this binary writes; a reader refuses records of a later one.
 pub const JOURNAL_VERSION: u32 = 1;
 
-/// `meta` keys: the `seq` of the last batch sled holds (u64, big-endian), and the stream offset
-/// of this store's last start mark, where the next replay begins.
+/// `meta` keys: the `seq` of the last batch sled holds (u64, big-endian), the stream offset of
+/// this store's last `leader` record, where the next replay begins, and that record's epoch.
 const SEQ_KEY: &str = "journal_seq";
 const OFFSET_KEY: &str = "journal_offset";
+const EPOCH_KEY: &str = "journal_epoch";
 
 /// How long a replay waits for the next record before it gives up: its own start mark was
 /// confirmed before it began reading, so only a broker in trouble keeps it waiting.
@@ -48,10 +53,13 @@ struct Record {
     nonce: String,
     #[serde(default)]
     written_by: String,
+    #[serde(default)]
+    epoch: u64,
 }
 
 const BATCH: &str = "batch";
 const START: &str = "start";
+const LEADER: &str = "leader";
 
 impl Record {
     fn new(kind: &str) -> Self {
@@ -68,6 +76,8 @@ impl Record {
 /// Appends the store's batches; one per store, set once the replay is done.
 pub(super) struct Sink {
     publisher: Publisher,
+    /// This controller's epoch, which every batch it appends carries.
+    epoch: u64,
     /// The `seq` of the last batch appended; held while a batch is published, so batches reach
     /// the stream in the order of their numbers.
     seq: tokio::sync::Mutex<u64>,
@@ -86,6 +96,7 @@ impl Sink {
             let rest = ops.split_off(batch_len(&ops));
             let mut record = Record::new(BATCH);
             record.seq = *seq + 1;
+            record.epoch = self.epoch;
             record.ops = ops;
             let sent = match encode("journal batch", &record) {
                 Ok(bytes) => self
@@ -131,6 +142,8 @@ pub struct Replayed {
     pub seq: u64,
     /// Records of an existing store that predates the journal, appended to an empty journal.
     pub seeded: u64,
+    /// This controller's epoch, one above every earlier one in the journal.
+    pub epoch: u64,
 }
 
 /// Declares the journal, brings sled up to its end and makes every later flush append to it:
@@ -142,6 +155,10 @@ pub struct Replayed {
 ///   from its last start mark, skipping the batches it holds (`seq` at most its own);
 /// - a store with data but no journal state (made before the journal was turned on) seeds an
 ///   empty journal with all its records, and is refused when the journal holds batches already.
+///
+/// Having read to its start mark, it appends a `leader` record with an epoch one above the
+/// highest seen and reads on to it (applying what was appended meanwhile, as every later replay
+/// will); its batches then carry that epoch.
 pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreError> {
     broker
         .declare_journal()
@@ -157,15 +174,18 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
             broker.names().journal()
         );
         clear_data(&store.db)?;
-        for key in [SEQ_KEY, OFFSET_KEY, DIRTY_KEY] {
+        for key in [SEQ_KEY, OFFSET_KEY, EPOCH_KEY, DIRTY_KEY] {
             meta.remove(key)?;
         }
         seq = None;
     }
     let seed = !dirty && has_data && seq.is_none();
-    let start = match read_u64(&meta, OFFSET_KEY)? {
-        Some(offset) if !dirty => JournalStart::Offset(offset),
-        _ => JournalStart::First,
+    let (start, epoch) = match read_u64(&meta, OFFSET_KEY)? {
+        Some(offset) if !dirty => (
+            JournalStart::Offset(offset),
+            read_u64(&meta, EPOCH_KEY)?.unwrap_or(0),
+        ),
+        _ => (JournalStart::First, 0),
     };
     let publisher = broker.publisher().await.map_err(StoreError::Journal)?;
     let nonce = uuid::Uuid::new_v4().to_string();
@@ -179,20 +199,28 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
         .read_journal(start)
         .await
         .map_err(StoreError::Journal)?;
-    let read = replay(store, &mut reader, &nonce, seq.unwrap_or(0), seed).await;
+    let mut at = Position {
+        applied: seq.unwrap_or(0),
+        epoch,
+        batches: 0,
+    };
+    let read = lead(store, &publisher, &mut reader, &nonce, &mut at, seed).await;
     reader.close().await;
-    let (batches, last, mark_offset) = read?;
+    let leader_offset = read?;
+    let (batches, last) = (at.batches, at.applied);
     if seed && last > 0 {
         return Err(StoreError::JournalConflict {
             journal: broker.names().journal(),
         });
     }
     meta.insert(SEQ_KEY, &last.to_be_bytes())?;
-    meta.insert(OFFSET_KEY, &mark_offset.to_be_bytes())?;
+    meta.insert(OFFSET_KEY, &leader_offset.to_be_bytes())?;
+    meta.insert(EPOCH_KEY, &at.epoch.to_be_bytes())?;
     store.runs.reindex()?;
     store.db.flush_async().await?;
     let sink = Sink {
         publisher,
+        epoch: at.epoch,
         seq: tokio::sync::Mutex::new(last),
     };
     if store.journal.set(sink).is_err() {
@@ -204,21 +232,49 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
         batches,
         seq: last,
         seeded,
+        epoch: at.epoch,
     })
 }
 
-/// Applies the batches after `applied` up to this controller's start mark; returns the batches
-/// applied, the last `seq` seen, and the mark's offset. With `dry`, applies nothing.
+/// Where a replay stands: the last batch applied, the highest epoch seen, batches applied.
+struct Position {
+    applied: u64,
+    epoch: u64,
+    batches: u64,
+}
+
+/// Reads to the start mark `nonce`, appends a `leader` record one epoch above the highest seen
+/// and reads on to it; returns its offset.
+async fn lead(
+    store: &Store,
+    publisher: &Publisher,
+    reader: &mut JournalReader,
+    nonce: &str,
+    at: &mut Position,
+    dry: bool,
+) -> Result<u64, StoreError> {
+    replay(store, reader, nonce, at, dry).await?;
+    let mut leader = Record::new(LEADER);
+    leader.epoch = at.epoch + 1;
+    leader.nonce = uuid::Uuid::new_v4().to_string();
+    publisher
+        .publish_raw(&Target::Journal, &encode("journal leader", &leader)?)
+        .await
+        .map_err(StoreError::Journal)?;
+    replay(store, reader, &leader.nonce, at, dry).await
+}
+
+/// Applies the batches after `at.applied` of an epoch at least the highest before them, up to
+/// the record that carries `nonce`; returns that record's offset. With `dry`, applies nothing.
 async fn replay(
     store: &Store,
     reader: &mut JournalReader,
     nonce: &str,
-    mut applied: u64,
+    at: &mut Position,
     dry: bool,
-) -> Result<(u64, u64, u64), StoreError> {
+) -> Result<u64, StoreError> {
     let meta = store.db.open_tree(super::version::META_TREE)?;
     let mut trees: HashMap<String, sled::Tree> = HashMap::new();
-    let mut batches = 0;
     loop {
         let next = tokio::time::timeout(READ_PATIENCE, reader.next())
             .await
@@ -242,16 +298,27 @@ async fn replay(
             });
         }
         match record.kind.as_str() {
-            START if record.nonce == nonce => return Ok((batches, applied, item.offset)),
-            BATCH if record.seq > applied => {
+            LEADER => at.epoch = at.epoch.max(record.epoch),
+            BATCH if record.epoch < at.epoch => tracing::warn!(
+                "journal offset {}: ignored batch {} of epoch {}, written by a controller \
+                 deposed by epoch {}",
+                item.offset,
+                record.seq,
+                record.epoch,
+                at.epoch
+            ),
+            BATCH if record.seq > at.applied => {
                 if !dry {
                     apply(&store.db, &mut trees, &record.ops)?;
                     meta.insert(SEQ_KEY, &record.seq.to_be_bytes())?;
                 }
-                applied = record.seq;
-                batches += 1;
+                at.applied = record.seq;
+                at.batches += 1;
             }
             _ => {}
+        }
+        if !record.nonce.is_empty() && record.nonce == nonce {
+            return Ok(item.offset);
         }
     }
 }
@@ -357,6 +424,7 @@ mod tests {
     fn records_are_named_field_msgpack_and_unknown_fields_are_ignored() {
         let mut record = Record::new(BATCH);
         record.seq = 7;
+        record.epoch = 2;
         record.written_by = "x".into();
         record.ops = vec![Op {
             tree: "cache".into(),
@@ -371,19 +439,19 @@ mod tests {
         let value: rmpv::Value = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(
             value.to_string(),
-            r#"{"v": 1, "kind": "batch", "seq": 7, "schema": 1, "ops": [{"tree": "cache", "key": [107], "value": nil}], "nonce": "", "written_by": "x"}"#
+            r#"{"v": 1, "kind": "batch", "seq": 7, "schema": 1, "ops": [{"tree": "cache", "key": [107], "value": nil}], "nonce": "", "written_by": "x", "epoch": 2}"#
         );
         let later = rmpv::Value::Map(vec![
             ("v".into(), 1.into()),
-            ("kind".into(), "leader".into()),
-            ("epoch".into(), 3.into()),
+            ("kind".into(), "later".into()),
+            ("term".into(), 3.into()),
         ]);
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, &later).unwrap();
         let read: Record = rmp_serde::from_slice(&buf).unwrap();
         assert_eq!(
             (read.kind.as_str(), read.seq, read.ops.len()),
-            ("leader", 0, 0)
+            ("later", 0, 0)
         );
     }
 
@@ -419,6 +487,40 @@ mod tests {
             matches!(refused, StoreError::JournalConflict { .. }),
             "{refused}"
         );
+        broker.delete_journal().await.unwrap();
+        broker.close().await;
+    }
+
+    /// Each attach leads one epoch above the last, and a controller deposed by a later one
+    /// (its journal connection outlived its lock) cannot interleave: every replay ignores the
+    /// batches it appends after its successor's `leader` record, though their `seq` is taken.
+    #[tokio::test]
+    async fn batches_of_a_deposed_controller_are_ignored() {
+        let broker = broker("tjepoch").await;
+        let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+        let first = Store::open(dirs[0].path()).unwrap();
+        assert_eq!(attach(&first, &broker).await.unwrap().epoch, 1);
+        first.put_cache("before", &CachedOutputs::new()).unwrap();
+        first.flush().await.unwrap();
+
+        let second = Store::open(dirs[1].path()).unwrap();
+        let replayed = attach(&second, &broker).await.unwrap();
+        assert_eq!((replayed.epoch, replayed.batches), (2, 1));
+        first.put_cache("deposed", &CachedOutputs::new()).unwrap();
+        first.flush().await.unwrap();
+        second.put_cache("after", &CachedOutputs::new()).unwrap();
+        second.flush().await.unwrap();
+
+        let third = Store::open(dirs[2].path()).unwrap();
+        let replayed = attach(&third, &broker).await.unwrap();
+        assert_eq!(
+            (replayed.epoch, replayed.batches, replayed.seq),
+            (3, 2, 2),
+            "the deposed batch is neither applied nor counted"
+        );
+        let keys: Vec<Vec<u8>> = third.cache.iter().map(|i| i.unwrap().0.to_vec()).collect();
+        assert_eq!(keys, [b"after".to_vec(), b"before".to_vec()]);
+        assert_eq!(dump(&third.db), dump(&second.db));
         broker.delete_journal().await.unwrap();
         broker.close().await;
     }

@@ -431,6 +431,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\ncache = true\n",
@@ -468,6 +469,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let mut ids = Vec::new();
         for _ in 0..3 {

@@ -405,6 +405,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
         for i in 0..steps {
@@ -493,6 +494,7 @@ mod tests {
             controller_url: "http://x".into(),
             lease_ms: 1000,
             artifact_store: None,
+            epoch: 0,
         });
         let toml = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"d\"\ndriver = true\n\
                     function = { source = \"def d():\\n    pass\\n\", entry = \"d\" }\n";

@@ -197,5 +197,6 @@ pub fn agent_info(busy: u32) -> AgentInfo {
         memory_mib: 4096,
         installer: None,
         warm_parents: Default::default(),
+        refused_stale: 0,
     }
 }

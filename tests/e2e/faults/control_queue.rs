@@ -62,6 +62,7 @@ fn a_cancel_sent_while_the_agent_reconnects_stops_its_step() {
             step: StepName::new("loop").unwrap(),
             attempt: AttemptNo::FIRST,
             reason: reason.to_string(),
+            epoch: 0,
         });
         // Published with `mandatory`: an error here would mean no queue took it.
         publisher

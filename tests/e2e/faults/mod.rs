@@ -20,6 +20,7 @@ mod orphans;
 mod poison;
 pub(crate) mod rabbit;
 mod silent_broker;
+mod standby;
 mod timeout;
 mod unconfirmed;
 

@@ -24,6 +24,7 @@ pub(super) fn new_state() -> State {
         controller_url: "http://controller.test".into(),
         lease_ms: LEASE,
         artifact_store: None,
+        epoch: 0,
     })
 }
 
@@ -173,6 +174,7 @@ pub(super) fn heartbeat(state: &mut State, by: &str, running: &[&StepJob], now: 
         memory_mib: 4096,
         installer: None,
         warm_parents: Default::default(),
+        refused_stale: 0,
     };
     let running = running
         .iter()

@@ -322,6 +322,7 @@ fn agent() -> AgentRecord {
             memory_mib: 16_384,
             installer: None,
             warm_parents: Default::default(),
+            refused_stale: 0,
         },
         last_seen: T0 + 30_000,
     }
