@@ -286,9 +286,15 @@ impl Cluster {
         }
     }
 
-    /// Stops every process (SIGTERM, then SIGKILL after 10 s) and deletes the namespace's queues.
-    pub async fn shutdown(mut self) {
+    /// Stops every process (SIGTERM, then SIGKILL after 10 s); the namespace stays.
+    pub fn stop(&mut self) {
         tokio::task::block_in_place(|| self.procs.stop_all(GRACE));
+    }
+
+    /// Stops every process (as [`Self::stop`]) and deletes the namespace's queues, its state
+    /// journal included.
+    pub async fn shutdown(mut self) {
+        self.stop();
         if let Err(e) = delete_namespace(&self.env.amqp_url, &self.ns, &self.queues).await {
             eprintln!("bench: {e}");
         }

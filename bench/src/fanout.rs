@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// Time after the submission before the window opens.
 const WARMUP: Duration = Duration::from_secs(5);
 
-fn fanout_toml(steps: usize) -> String {
+/// A pipeline of `steps` independent `true` steps.
+pub(crate) fn fanout_toml(steps: usize) -> String {
     let mut out = format!("[pipeline]\nname = \"fanout-{steps}\"\nproject = \"bench\"\n");
     for i in 0..steps {
         out.push_str(&format!(
@@ -58,7 +59,7 @@ pub async fn run(env: &Env, plan: FanoutPlan) -> Result<Vec<(f64, Measured)>> {
 }
 
 /// Ended steps of a run from `GET /api/v1/runs`, and whether the run ended.
-async fn progress(c: &Cluster, run: &str) -> Result<(u64, bool)> {
+pub(crate) async fn progress(c: &Cluster, run: &str) -> Result<(u64, bool)> {
     let list = c.runs().await?;
     let summary = list["runs"]
         .as_array()

@@ -11,6 +11,7 @@ pub mod decorator;
 pub mod fanout;
 pub mod footprint;
 pub mod hop;
+pub mod journal;
 pub mod listing;
 pub mod loglatency;
 pub mod pyfanout;

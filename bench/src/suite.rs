@@ -4,8 +4,8 @@
 use crate::cluster::Env;
 use crate::report::{Machine, Report, Row};
 use crate::{
-    amqp, artifact, celery, decorator, fanout, footprint, hop, listing, loglatency, pyfanout,
-    scale, seed, stats,
+    amqp, artifact, celery, decorator, fanout, footprint, hop, journal, listing, loglatency,
+    pyfanout, scale, seed, stats,
 };
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub struct Options {
     /// Where latest.md and latest.json go.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// Only these benchmarks (numbers 1-10, comma-separated).
+    /// Only these benchmarks (numbers 1-12, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Overrides the fan-out size (steps per run) of the mode.
@@ -76,6 +76,8 @@ struct Plan {
     log_reps: usize,
     log_chatty: loglatency::Pace,
     log_quiet: loglatency::Pace,
+    journal_reps: usize,
+    journal_steps: usize,
 }
 
 impl Plan {
@@ -120,6 +122,8 @@ impl Plan {
                     lines: 5,
                     every: Duration::from_millis(250),
                 },
+                journal_reps: 1,
+                journal_steps: 100,
             };
         }
         Self {
@@ -161,6 +165,8 @@ impl Plan {
                 lines: 40,
                 every: Duration::from_millis(250),
             },
+            journal_reps: 5,
+            journal_steps: 1_000,
         }
     }
 }
@@ -300,6 +306,13 @@ pub async fn run(o: Options) -> Result<()> {
         eprintln!("bench: 11 log latency");
         if let Err(e) = log_rows(&env, &plan, &mut rows).await {
             fail("11 log latency", e, &mut rows);
+        }
+    }
+
+    if wanted(12) {
+        eprintln!("bench: 12 journal cost");
+        if let Err(e) = journal_rows(&env, &plan, &mut rows).await {
+            fail("12 journal", e, &mut rows);
         }
     }
 
@@ -863,5 +876,88 @@ async fn log_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+async fn journal_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+    let s = journal::run(env, plan.journal_reps, plan.journal_steps).await?;
+    let bench = "12 journal";
+    let steps = plan.journal_steps;
+    let n = count(steps);
+    let pick = |samples: &[journal::Sample], f: fn(&journal::Sample) -> f64| {
+        samples.iter().map(f).collect::<Vec<f64>>()
+    };
+    // One figure with the journal off and on, the latter against the former.
+    let pair = |what: &str, off: &str, on: &str, unit: &str, f: fn(&journal::Sample) -> f64| {
+        let off = Row::new(bench, &format!("{what}, {off}"), unit, pick(&s.off, f));
+        let on = Row::new(bench, &format!("{what}, {on}"), unit, pick(&s.on, f)).limit(
+            "sled alone, same run",
+            off.median,
+            unit,
+        );
+        (off, on)
+    };
+    let ms_per_step = |s: &journal::Sample| 1000.0 / s.steps_per_s;
+    let (off, on) = pair(
+        &format!("{n} independent `true` steps"),
+        "sled alone (`--state-journal off`)",
+        "`--state-journal stream`",
+        "steps/s",
+        |s| s.steps_per_s,
+    );
+    let off = off.note(format!(
+        "`drover up --agents 1 --python-env system` (slots: the CPU count); the run of {n} steps follows an 8-step warm-up run, steps over its first dispatch to its last end (controller timestamps); pairs of runs: {}, the mode that goes first alternating, each run on a new `drover up` in a namespace of its own, removed after",
+        plan.journal_reps
+    ));
+    let on = on.note("every flush also appended to the stream `<ns>.journal` and confirmed by the broker (one local RabbitMQ node) before sled is flushed");
+    let (time_off, time_on) = pair(
+        "time per step",
+        "sled alone",
+        "with the journal",
+        "ms",
+        ms_per_step,
+    );
+    let time_on = time_on.note(
+        "1000 / steps per second; the ratio is the per-step cost of the journal against sled alone",
+    );
+    let added: Vec<f64> =
+        s.on.iter()
+            .zip(&s.off)
+            .map(|(on, off)| ms_per_step(on) - ms_per_step(off))
+            .collect();
+    let added = Row::new(
+        bench,
+        "time the journal adds per step (on − off, each pair)",
+        "ms",
+        added,
+    );
+    let (cpu_off, cpu_on) = pair(
+        "CPU of `drover up` per step",
+        "sled alone",
+        "with the journal",
+        "ms",
+        |s| s.cpu_ms_per_step,
+    );
+    let cpu_off = cpu_off.note("user + system time of the `drover up` process (controller and agent in one; the steps' own processes excluded) from just before the submission to the run's end, over the steps");
+    let sizes: Vec<journal::Size> = s.on.iter().filter_map(|s| s.journal).collect();
+    let bytes = Row::new(
+        bench,
+        "journal bytes per step",
+        "B",
+        sizes
+            .iter()
+            .map(|j| j.bytes as f64 / steps as f64)
+            .collect(),
+    )
+    .note(format!(
+        "the payloads of the records appended from the warm-up run's end to the controller's exit (read back from the stream), over the steps; {:.2} records (batches) per step, median",
+        stats::median(
+            &sizes
+                .iter()
+                .map(|j| j.records as f64 / steps as f64)
+                .collect::<Vec<f64>>()
+        )
+    ));
+    rows.extend([off, on, time_off, time_on, added, cpu_off, cpu_on, bytes]);
     Ok(())
 }
