@@ -63,7 +63,8 @@ pub(crate) async fn take_or_stand_by(
             Ok(()) => {
                 if let Some(since) = since {
                     tracing::info!(
-                        "took the lock {lock} of namespace {names} after standing by for {:.2}s:                          the active controller is gone, this one takes over",
+                        "took the lock {lock} of namespace {names} after standing by for {:.2}s: \
+                         the active controller is gone, this one takes over",
                         since.elapsed().as_secs_f64()
                     );
                 }
@@ -98,7 +99,10 @@ pub(crate) async fn take_or_stand_by(
 /// What a standby controller says while it waits.
 fn standby(names: &Names) -> String {
     format!(
-        "standing by: another controller is active on namespace {names} (it holds the lock          queue {lock}; find it with `{find}`). This controller keeps its state in the journal          {journal}, so it asks for the lock every {retry:?} and takes over, replaying the          journal, once that controller is gone.",
+        "standing by: another controller is active on namespace {names} (it holds the lock \
+         queue {lock}; find it with `{find}`). This controller keeps its state in the journal \
+         {journal}, so it asks for the lock every {retry:?} and takes over, replaying the \
+         journal, once that controller is gone.",
         lock = names.controller_lock(),
         find = find_holder(names),
         journal = names.journal(),
