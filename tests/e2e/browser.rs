@@ -409,7 +409,7 @@ fn the_new_run_form_starts_a_run_with_a_changed_parameter_in_chromium() {
         has_chromium(),
         "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let c = crate::harness::Cluster::up(1, &["default"]);
+    let c = crate::harness::Cluster::patient_up(1, &["default"]);
     let hello = std::fs::read_to_string(format!("{EXAMPLES}/hello.toml")).unwrap();
     let file = c.pipeline("hello.toml", &hello);
     let (out, first) = c.run_wait(&file, &[]);
@@ -464,7 +464,7 @@ fn the_schedules_page_lists_and_pauses_schedules_in_chromium() {
         has_chromium(),
         "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let c = crate::harness::Cluster::up(1, &["default"]);
+    let c = crate::harness::Cluster::patient_up(1, &["default"]);
     let hello = std::fs::read_to_string(format!("{EXAMPLES}/hello.toml")).unwrap();
     let file = c.pipeline("hello.toml", &hello);
     let report = c.pipeline(
@@ -614,7 +614,7 @@ fn the_tasks_page_lists_a_registered_task_in_chromium() {
         has_chromium(),
         "the browser test needs Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let c = crate::harness::Cluster::up(0, &["default"]);
+    let c = crate::harness::Cluster::patient_up(0, &["default"]);
     let make = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/e2e/py/tasks/make_data.py"

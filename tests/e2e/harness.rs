@@ -49,7 +49,17 @@ pub struct Cluster {
     procs: Processes,
     /// The S3-compatible server of a cluster on [`Store::S3`]; outlives the processes.
     pub moto: Option<Moto>,
+    /// The lease controllers of this cluster give an attempt: [`FAULT_LEASE`] unless a test
+    /// that loses nothing on purpose asks for [`PATIENT_LEASE`].
+    pub lease: &'static str,
 }
+
+/// Short, so that fault tests see a lost agent's step run again within seconds.
+pub const FAULT_LEASE: &str = "3s";
+
+/// For tests that lose nothing on purpose and run beside heavy ones (Chromium, private broker
+/// nodes): a stall of a few seconds on a loaded machine must not fence their steps.
+pub const PATIENT_LEASE: &str = "20s";
 
 /// Where a cluster keeps artifacts: the same cases run on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +87,7 @@ impl Cluster {
             http: "127.0.0.1:0".to_string(),
             env: Vec::new(),
             moto: None,
+            lease: FAULT_LEASE,
         }
     }
 
@@ -142,6 +153,15 @@ impl Cluster {
         self
     }
 
+    /// `drover up` with [`PATIENT_LEASE`], for tests that lose nothing on purpose and run beside
+    /// heavy ones.
+    pub fn patient_up(agents: u32, queues: &[&str]) -> Self {
+        let mut c = Self::new();
+        c.lease = PATIENT_LEASE;
+        c.start_up(agents, queues, &[]);
+        c
+    }
+
     /// `drover up` with `agents` in-process agents serving `queues`, Python steps on the
     /// agent's own interpreter.
     pub fn up(agents: u32, queues: &[&str]) -> Self {
@@ -184,7 +204,7 @@ impl Cluster {
             "--http".into(),
             self.http.clone(),
             "--lease".into(),
-            "3s".into(),
+            self.lease.into(),
         ]);
         if args[0] == "up" && !args.iter().any(|a| a == "--python-env") {
             full.extend(["--python-env".into(), "system".into()]);

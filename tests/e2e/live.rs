@@ -2,7 +2,7 @@
 //! controller's log event stream) prints them, and the test measures how long each line took
 //! from the step's print to the follower's stdout.
 
-use crate::harness::{Cluster, py_wait_for, text};
+use crate::harness::{Cluster, PATIENT_LEASE, py_wait_for, text};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
@@ -35,9 +35,11 @@ print("ready")
     )
 }
 
-/// A cluster whose controller requires [`TOKEN`]; every command it starts sends it.
+/// A cluster whose controller requires [`TOKEN`]; every command it starts sends it. Its tests
+/// lose nothing on purpose, so its lease is the patient one.
 pub fn with_token(agents: u32) -> Cluster {
     let mut c = Cluster::new();
+    c.lease = PATIENT_LEASE;
     c.env.push(("DROVER_TOKEN".into(), TOKEN.into()));
     c.start_controller_with(&["up".into(), "--agents".into(), agents.to_string()]);
     c
