@@ -215,10 +215,37 @@ impl Processes {
         std::fs::read_to_string(self.log_path(label)).unwrap_or_default()
     }
 
-    /// Stops every process (see [`stop_all`]) and forgets them.
+    /// Stops every process (see [`stop_all`]) and forgets them; then kills what they left
+    /// behind in this directory (see [`kill_strays`]).
     pub fn stop_all(&mut self, grace: Duration) {
         stop_all(&mut self.children, grace);
         self.children.clear();
+        kill_strays(&self.dir);
+    }
+}
+
+/// Kills every process working under `dir` (its current directory there): what a process
+/// killed on purpose left behind, such as the steps of an agent a test killed with SIGKILL,
+/// which live on in process groups of their own until an agent on the same work dir reaps them.
+pub fn kill_strays(dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let working_here =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
+        if pid != me && working_here {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 }
 
@@ -320,6 +347,27 @@ mod tests {
         })
         .unwrap();
         assert!(!alive(leader));
+    }
+
+    #[test]
+    fn stop_all_kills_what_a_killed_process_left_working_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let mut procs = Processes::new(dir.path());
+        // A process group of its own, like a step's: killing its parent's group misses it.
+        let mut cmd = sh("setsid sh -c 'echo stray $$; exec sleep 60' & wait");
+        cmd.current_dir(&work);
+        let parent = procs.spawn("parent", cmd).unwrap();
+        let stray: u32 = parent
+            .wait_for_line(within(10, "the stray's pid"), |l| {
+                l.strip_prefix("stray ")?.parse().ok()
+            })
+            .unwrap();
+        procs.get_mut("parent").unwrap().kill();
+        assert!(alive(stray), "the stray outlives its parent's group");
+        procs.stop_all(Duration::from_secs(1));
+        eventually(within(10, "the stray to die"), || !alive(stray)).unwrap();
     }
 
     #[test]
