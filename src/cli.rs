@@ -28,9 +28,12 @@ pub struct Global {
     /// when a connection is lost.
     #[arg(long = "amqp", env = "DROVER_AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true, hide_env_values = true, action = clap::ArgAction::Append)]
     pub amqp_url: Vec<String>,
-    /// Base URL of the controller's HTTP API.
-    #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true)]
-    pub url: String,
+    /// Base URL of the controller's HTTP API. Repeat it (or separate URLs by whitespace in
+    /// DROVER_URL) to name every controller of a namespace: clients use the first that answers
+    /// as the active controller, skipping standbys, and send the token, and follow redirects,
+    /// to these URLs only.
+    #[arg(long, env = "DROVER_URL", default_value = DEFAULT_URL, global = true, action = clap::ArgAction::Append)]
+    pub url: Vec<String>,
     /// Token for the controller's HTTP API: the controller requires it, agents and the CLI send it.
     /// Prefer --token-file: a token on a command line is seen by `ps` until drover restarts
     /// itself without it.
@@ -83,6 +86,16 @@ impl Global {
             .flat_map(|u| u.split_whitespace())
             .collect();
         urls.join(" ")
+    }
+
+    /// The controller URLs of every `--url` (and of whitespace-separated lists), in order,
+    /// without trailing slashes.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .iter()
+            .flat_map(|u| u.split_whitespace())
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
     }
 
     /// How the namespace's queues are declared (`--queue-type`, `--delivery-limit`).

@@ -1,10 +1,13 @@
 //! HTTP client for the controller's JSON API (`/api/v1`).
 
 use crate::cli::Global;
+use crate::controllers::{Controllers, NoActiveController, Skipped};
 use anyhow::{Context, Result, bail};
-use drover_api::{ApiError, CsrfToken, RunList, RunView};
+use drover_api::{ApiError, CsrfToken, INACTIVE_HEADER, RunList, RunView};
 use drover_protocol::RunId;
+use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use std::sync::Mutex;
 
 /// Part of a step's log as the controller has it.
 pub struct LogPart {
@@ -22,13 +25,47 @@ impl LogPart {
     }
 }
 
-/// Talks to one controller.
+/// Talks to the active controller among the listed ones (`--url`): the first that answers as
+/// active, kept for later requests until it fails to answer or answers as inactive, when the
+/// list is tried again. The token goes to listed URLs only, and redirects are followed only to
+/// listed URLs, by this client itself (reqwest drops the token on a redirect to another host).
 pub struct Client {
-    base: String,
+    controllers: Controllers,
     http: reqwest::Client,
     /// Whether a token is sent; without one, writes carry a CSRF token instead.
     has_token: bool,
+    /// The index of the controller that answered last.
+    active: Mutex<Option<usize>>,
 }
+
+/// One request, kept whole so it can be sent again to another controller.
+struct Req {
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Req {
+    fn get(path: &str) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
+/// What sending a request to one controller came to.
+enum Outcome {
+    Answered(reqwest::Response),
+    /// Not the active controller (cannot connect, or it answered as inactive): try another.
+    Skip(Skipped),
+}
+
+/// Redirects followed for one request at most.
+const MAX_REDIRECTS: usize = 10;
 
 /// What stands for the newest run wherever a run id is taken.
 pub const LATEST: &str = "latest";
@@ -45,12 +82,14 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
-            base: g.url.trim_end_matches('/').to_string(),
+            controllers: Controllers::new(g.urls())?,
             http,
             has_token: g.token.is_some(),
+            active: Mutex::new(None),
         })
     }
 
@@ -68,51 +107,88 @@ impl Client {
             .into_iter()
             .next()
             .map(|r| r.run_id)
-            .with_context(|| format!("`latest`: there are no runs at {}", self.base))
+            .with_context(|| format!("`latest`: there are no runs at {}", self.base()))
     }
 
     /// POST a JSON body and read a JSON answer; `None` on 404. Without a token, first gets a
-    /// CSRF token, which the controller requires of every POST then.
+    /// CSRF token, which the controller requires of every POST then, and posts to the
+    /// controller that gave it.
     pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<Option<T>> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(&url).json(body);
-        if !self.has_token {
-            let csrf = self
-                .get_json::<CsrfToken>("/api/v1/csrf")
-                .await?
-                .context("the controller gives no CSRF token (GET /api/v1/csrf); is it older than this drover?")?;
-            request = request
-                .header(drover_api::CsrfToken::HEADER, csrf.token)
-                .header(reqwest::header::COOKIE, csrf.cookie);
+        let body = serde_json::to_vec(body).context("cannot encode the request body")?;
+        let mut skipped = Vec::new();
+        for _ in 0..=self.controllers.len() {
+            let mut req = Req {
+                method: Method::POST,
+                path: path.to_string(),
+                headers: vec![("content-type", "application/json".to_string())],
+                body: Some(body.clone()),
+            };
+            let resp = if self.has_token {
+                self.request(&req).await?
+            } else {
+                let (at, csrf) = self.csrf().await?;
+                req.headers.push((CsrfToken::HEADER, csrf.token));
+                req.headers.push(("cookie", csrf.cookie));
+                match self.send_at(at, &req).await? {
+                    Outcome::Answered(resp) => resp,
+                    Outcome::Skip(s) => {
+                        self.set_active(None);
+                        skipped.push(s);
+                        continue;
+                    }
+                }
+            };
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let resp = check(resp, path).await?;
+            return Ok(Some(
+                resp.json()
+                    .await
+                    .with_context(|| format!("bad JSON from {path}"))?,
+            ));
         }
-        let resp = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the controller at {}: is it running? (set --url or DROVER_URL)",
-                self.base
-            )
-        })?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let resp = check(resp, path).await?;
-        Ok(Some(
-            resp.json()
-                .await
-                .with_context(|| format!("bad JSON from {path}"))?,
-        ))
+        Err(NoActiveController { skipped }.into())
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// A CSRF token and the controller that gave it.
+    async fn csrf(&self) -> Result<(usize, CsrfToken)> {
+        let path = "/api/v1/csrf";
+        let (at, resp) = self.request_at(&Req::get(path)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            bail!("the controller gives no CSRF token (GET {path}); is it older than this drover?");
+        }
+        let csrf = check(resp, path)
+            .await?
+            .json()
+            .await
+            .with_context(|| format!("bad JSON from {path}"))?;
+        Ok((at, csrf))
+    }
+
+    /// The URL of the controller that answered last, else the first listed.
+    pub fn base(&self) -> String {
+        let at = self.active().unwrap_or(0);
+        self.controllers.base(at).to_string()
     }
 
     /// The run page users open in a browser.
     pub fn run_page(&self, run: &str) -> String {
-        format!("{}/runs/{run}", self.base)
+        format!("{}/runs/{run}", self.base())
+    }
+
+    fn active(&self) -> Option<usize> {
+        self.active.lock().map(|a| *a).unwrap_or(None)
+    }
+
+    fn set_active(&self, at: Option<usize>) {
+        if let Ok(mut active) = self.active.lock() {
+            *active = at;
+        }
     }
 
     async fn send(&self, path: &str) -> Result<reqwest::Response> {
@@ -121,17 +197,115 @@ impl Client {
 
     /// GET with an optional `Last-Event-ID` (to resume an event stream).
     async fn send_with(&self, path: &str, last_event: Option<&str>) -> Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.get(&url);
+        let mut req = Req::get(path);
         if let Some(id) = last_event {
-            request = request.header("last-event-id", id);
+            req.headers.push(("last-event-id", id.to_string()));
         }
-        request.send().await.with_context(|| {
-            format!(
-                "cannot reach the controller at {}: is it running? (set --url or DROVER_URL)",
-                self.base
-            )
-        })
+        self.request(&req).await
+    }
+
+    /// Sends `req` to the active controller: the one that answered last, else (or when it
+    /// does not answer as active) the first listed that does.
+    async fn request(&self, req: &Req) -> Result<reqwest::Response> {
+        Ok(self.request_at(req).await?.1)
+    }
+
+    async fn request_at(&self, req: &Req) -> Result<(usize, reqwest::Response)> {
+        let mut skipped = Vec::new();
+        for at in self.controllers.order(self.active()) {
+            match self.send_at(at, req).await? {
+                Outcome::Answered(resp) => {
+                    self.set_active(Some(at));
+                    return Ok((at, resp));
+                }
+                Outcome::Skip(s) => {
+                    tracing::debug!("controller {}: {}; trying the next", s.url, s.answer);
+                    skipped.push(s);
+                }
+            }
+        }
+        self.set_active(None);
+        Err(NoActiveController { skipped }.into())
+    }
+
+    /// Sends `req` to the controller at index `at`, following redirects to listed URLs only.
+    async fn send_at(&self, at: usize, req: &Req) -> Result<Outcome> {
+        let base = self.controllers.base(at);
+        let mut url = Url::parse(&format!("{base}{}", req.path))
+            .with_context(|| format!("{base}{} is not a URL", req.path))?;
+        let mut method = req.method.clone();
+        let mut body = req.body.clone();
+        let skip = |answer: String, inactive| {
+            Ok(Outcome::Skip(Skipped {
+                url: base.to_string(),
+                answer,
+                inactive,
+            }))
+        };
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.http.request(method.clone(), url.clone());
+            for (name, value) in &req.headers {
+                request = request.header(*name, value);
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let resp = match request.send().await {
+                Ok(resp) => resp,
+                // Nothing was sent: safe to send to another controller, whatever the method.
+                Err(e) if e.is_connect() => return skip(format!("cannot connect ({e})"), false),
+                Err(e) if method == Method::GET => return skip(format!("{e}"), false),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "no answer from the controller at {base} to {} {}",
+                        method, req.path
+                    )));
+                }
+            };
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                && let Some(state) = resp.headers().get(INACTIVE_HEADER)
+            {
+                let state = state.to_str().unwrap_or("inactive").to_string();
+                let text = resp.text().await.unwrap_or_default();
+                let detail = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.message);
+                return skip(format!("503 ({state}): {detail}"), true);
+            }
+            if !resp.status().is_redirection() {
+                return Ok(Outcome::Answered(resp));
+            }
+            let Some(location) = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Ok(Outcome::Answered(resp));
+            };
+            let target = url
+                .join(location)
+                .with_context(|| format!("{url} redirected to a bad location {location:?}"))?;
+            if !self.controllers.lists(&target) {
+                bail!(
+                    "the controller at {base} redirected {} {} to {target}, which is not one of \
+                     the controller URLs (--url, DROVER_URL); not following it, so the token \
+                     is not sent there",
+                    method,
+                    req.path
+                );
+            }
+            let keeps_method = matches!(
+                resp.status(),
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            );
+            if !keeps_method && method != Method::GET {
+                method = Method::GET;
+                body = None;
+            }
+            url = target;
+        }
+        bail!(
+            "the controller at {base} redirected {} more than {MAX_REDIRECTS} times",
+            req.path
+        )
     }
 
     /// GET a JSON document; `None` on 404.

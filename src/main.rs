@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod controllers;
 mod output;
 mod secrets;
 mod signals;

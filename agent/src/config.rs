@@ -25,9 +25,11 @@ pub struct AgentConfig {
     /// Parent of per-job workdirs.
     pub work_dir: PathBuf,
     pub keep_workdirs: bool,
-    /// The controller's HTTP API for artifact transfers, instead of the URL jobs carry;
-    /// required with a token, which is sent to this address only.
-    pub controller_url: Option<String>,
+    /// The controllers' HTTP APIs (`--url`, every controller of the namespace) for artifact
+    /// transfers and lease checks: a job's own URL when it is one of them (the active
+    /// controller that sent it), else the first; required with a token, which is sent to these
+    /// addresses only. Empty: the URL each job carries.
+    pub controller_urls: Vec<String>,
     pub heartbeat: Duration,
     /// SIGTERM -> SIGKILL grace when a step is stopped.
     pub kill_grace: Duration,
@@ -104,7 +106,7 @@ impl AgentConfig {
 
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.token.is_none() || self.controller_url.is_some(),
+            self.token.is_none() || !self.controller_urls.is_empty(),
             "an agent with a token needs the controller's address: set --url (DROVER_URL); the token is sent there only, never to the address a job names"
         );
         anyhow::ensure!(
@@ -145,14 +147,22 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// Where artifact transfers of a job that names `job_url` go: the configured controller.
-    /// The job's URL only without a token, so the token never goes where a message says; empty
-    /// (every transfer fails) if a token came without a URL, which [`AgentConfig::check`] refuses.
+    /// Where artifact transfers of a job that names `job_url` go: the job's URL when it is one
+    /// of the configured controllers (the active one, which sent the job), else the first of
+    /// them. Without configured URLs, the job's URL only without a token, so the token never
+    /// goes where a message says; empty (every transfer fails) if a token came without a URL,
+    /// which [`AgentConfig::check`] refuses.
     pub fn controller_base(&self, job_url: &str) -> String {
-        let base = match (&self.controller_url, &self.token) {
-            (Some(url), _) => url.as_str(),
-            (None, None) => job_url,
-            (None, Some(_)) => "",
+        let job_url = job_url.trim_end_matches('/');
+        let listed = |u: &&String| u.trim_end_matches('/') == job_url;
+        let base = match (self.controller_urls.as_slice(), &self.token) {
+            ([], None) => job_url,
+            ([], Some(_)) => "",
+            (urls, _) => urls
+                .iter()
+                .find(listed)
+                .or(urls.first())
+                .map_or("", String::as_str),
         };
         base.trim_end_matches('/').to_string()
     }
@@ -207,7 +217,7 @@ mod tests {
     use super::*;
     use crate::pyenv::PythonEnvMode;
 
-    fn config(controller_url: Option<&str>, token: Option<&str>) -> AgentConfig {
+    fn config(controller_urls: &[&str], token: Option<&str>) -> AgentConfig {
         AgentConfig {
             amqp_url: String::new(),
             names: Names::new("drover").unwrap(),
@@ -218,7 +228,7 @@ mod tests {
             services_mode: false,
             work_dir: "w".into(),
             keep_workdirs: false,
-            controller_url: controller_url.map(str::to_string),
+            controller_urls: controller_urls.iter().map(|u| u.to_string()).collect(),
             heartbeat: Duration::from_secs(1),
             kill_grace: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
@@ -248,16 +258,21 @@ mod tests {
     #[test]
     fn the_token_goes_to_the_configured_controller_only() {
         let job_url = "http://elsewhere.example:8470/";
-        let with_both = config(Some("http://ctl:8470/"), Some("t0ken"));
+        let with_both = config(&["http://ctl:8470/"], Some("t0ken"));
         assert!(with_both.check().is_ok());
         assert_eq!(with_both.controller_base(job_url), "http://ctl:8470");
 
-        let token_only = config(None, Some("t0ken"));
+        // Several controllers: the one that sent the job when it is listed, else the first.
+        let two = config(&["http://a:8470", "http://b:8470/"], Some("t0ken"));
+        assert_eq!(two.controller_base("http://b:8470"), "http://b:8470");
+        assert_eq!(two.controller_base(job_url), "http://a:8470");
+
+        let token_only = config(&[], Some("t0ken"));
         let refused = token_only.check().unwrap_err().to_string();
         assert!(refused.contains("--url"), "{refused}");
         assert_eq!(token_only.controller_base(job_url), "");
 
-        let open = config(None, None);
+        let open = config(&[], None);
         assert!(open.check().is_ok());
         assert_eq!(
             open.controller_base(job_url),

@@ -30,8 +30,9 @@ pub(crate) struct LeaseTerms {
 }
 
 impl LeaseTerms {
-    pub fn of(job: &StepJob, controller_url: Option<&str>) -> Self {
-        let url = controller_url.unwrap_or(&job.controller_url);
+    /// The terms of `job`, whose lease the controller at `controller_url` counts.
+    pub fn of(job: &StepJob, controller_url: &str) -> Self {
+        let url = controller_url;
         Self {
             lease: Duration::from_millis(job.lease_ms),
             controller_url: url.trim_end_matches('/').to_string(),

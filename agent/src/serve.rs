@@ -350,7 +350,8 @@ async fn run_claimed(
         .get(&attempt)
         .cloned()
         .unwrap_or_default();
-    let lease_terms = heartbeat::LeaseTerms::of(&job, shared.config.controller_url.as_deref());
+    let lease_terms =
+        heartbeat::LeaseTerms::of(&job, &shared.config.controller_base(&job.controller_url));
     let claimed = {
         let shared = shared.clone();
         Box::pin(async move {

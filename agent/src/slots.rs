@@ -293,7 +293,7 @@ pub(crate) mod tests {
             services_mode: services,
             work_dir: "w".into(),
             keep_workdirs: false,
-            controller_url: None,
+            controller_urls: Vec::new(),
             heartbeat: Duration::from_secs(1),
             kill_grace: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),

@@ -55,6 +55,12 @@ impl ErrorCode {
     }
 }
 
+/// The header of a 503 from a controller that is not active (yet): `starting` while it takes the
+/// namespace's lock and replays its state, `standby` while another controller is active. A
+/// client with several controller URLs moves on to the next; any other 503 (the broker is down,
+/// too little free space) is the active controller's own answer.
+pub const INACTIVE_HEADER: &str = "x-drover-inactive";
+
 /// `{"code": "not_found", "message": "run ... has no step \"x\""}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

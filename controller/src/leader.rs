@@ -99,10 +99,11 @@ pub(crate) async fn take_or_stand_by(
 /// What a standby controller says while it waits.
 fn standby(names: &Names) -> String {
     format!(
-        "standing by: another controller is active on namespace {names} (it holds the lock \
-         queue {lock}; find it with `{find}`). This controller keeps its state in the journal \
-         {journal}, so it asks for the lock every {retry:?} and takes over, replaying the \
-         journal, once that controller is gone.",
+        "standing by: this controller is a standby behind the active controller of namespace \
+         {names}, which holds the lock queue {lock} (find it with `{find}`); send requests to \
+         that one (clients given several --url skip this one). This controller keeps its state \
+         in the journal {journal}, so it asks for the lock every {retry:?} and takes over, \
+         replaying the journal, once that controller is gone.",
         lock = names.controller_lock(),
         find = find_holder(names),
         journal = names.journal(),
@@ -184,7 +185,7 @@ mod tests {
         let text = standby(&names);
         for part in [
             "standing by",
-            "namespace team1",
+            "a standby behind the active controller of namespace team1",
             "team1.controller",
             "team1.journal",
         ] {

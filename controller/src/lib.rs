@@ -250,12 +250,18 @@ async fn connect_broker(
     match config.state_journal {
         config::StateJournal::Off => leader::take(&broker).await?,
         config::StateJournal::Stream => {
-            leader::take_or_stand_by(&broker, shutdown, |why| gate.waiting_for(why)).await?;
-            gate.waiting_for(format!(
-                "the controller of namespace {} is starting: it holds the lock and is \
+            leader::take_or_stand_by(&broker, shutdown, |why| {
+                gate.waiting_for(http::gate::Inactive::Standby, why);
+            })
+            .await?;
+            gate.waiting_for(
+                http::gate::Inactive::Starting,
+                format!(
+                    "the controller of namespace {} is starting: it holds the lock and is \
                  replaying the state journal",
-                config.names
-            ));
+                    config.names
+                ),
+            );
         }
     }
     broker.declare_topology().await?;

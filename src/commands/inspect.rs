@@ -227,8 +227,12 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let mut last_id: Option<String> = None;
     let mut failures = 0;
+    let mut unanswered = None;
     loop {
         let opened = client.events(&path, last_id.as_deref()).await;
+        if opened.is_ok() {
+            unanswered = None;
+        }
         let response = match opened {
             Ok(Some(r)) => r,
             Ok(None) => bail!(
@@ -237,6 +241,11 @@ async fn follow_log(client: &Client, args: &LogsArgs) -> Result<ExitCode> {
                 args.run,
                 client.base()
             ),
+            Err(e) if crate::controllers::failing_over(&e, &mut unanswered) => {
+                tracing::debug!("log stream: {e:#}; waiting for an active controller");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             Err(e) if failures < FOLLOW_RETRIES && last_id.is_some() => {
                 failures += 1;
                 tracing::debug!("log stream: {e:#}; reconnecting");

@@ -128,8 +128,22 @@ async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView>
     let start = Instant::now();
     let mut seen: HashMap<StepName, StepStatus> = HashMap::new();
     let mut warned = false;
+    let mut unanswered: Option<Instant> = None;
     loop {
-        match client.run(run).await? {
+        let view = match client.run(run).await {
+            Ok(view) => {
+                unanswered = None;
+                view
+            }
+            // A takeover: the active controller is gone and a standby is taking its place.
+            Err(e) if crate::controllers::failing_over(&e, &mut unanswered) => {
+                tracing::debug!("waiting for an active controller: {e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match view {
             Some(view) => {
                 if progress {
                     for s in &view.steps {

@@ -105,7 +105,7 @@ fn agent_config(
     work_dir: PathBuf,
     env_root: PathBuf,
     id: Option<AgentId>,
-    controller_url: Option<String>,
+    controller_urls: Vec<String>,
     s3_endpoint: Option<String>,
 ) -> Result<AgentConfig> {
     let mut queues = Vec::new();
@@ -131,7 +131,7 @@ fn agent_config(
         services_mode: options.services_mode,
         work_dir,
         keep_workdirs: options.keep_workdirs,
-        controller_url,
+        controller_urls,
         heartbeat: Duration::from_secs(2),
         kill_grace: Duration::from_secs(5),
         drain_timeout: options.drain_timeout,
@@ -276,7 +276,7 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
             data_dir.join("work").join(format!("agent-{i}")),
             pyenv.clone(),
             None,
-            Some(url.clone()),
+            vec![url.clone()],
             None,
         )?;
         conf.max_log_size = args.controller.max_log_size;
@@ -329,7 +329,7 @@ fn drivers_agent(
         data_dir.join("work").join("drivers"),
         data_dir.join("pyenv"),
         Some(id),
-        Some(url.to_string()),
+        vec![url.to_string()],
         None,
     )
 }
@@ -376,7 +376,7 @@ pub async fn agent(g: &Global, args: AgentArgs) -> Result<ExitCode> {
         work_dir.join("jobs"),
         work_dir.join("pyenv"),
         id,
-        g.url_given.then(|| g.url.clone()),
+        if g.url_given { g.urls() } else { Vec::new() },
         args.s3_endpoint.clone(),
     )?;
     conf.max_log_size = args.max_log_size;

@@ -361,6 +361,37 @@ mod tests {
     }
 
     #[test]
+    fn several_controllers_come_from_repeated_flags_a_list_in_the_file_or_one_variable() {
+        let (a, b) = ("http://a:8470", "https://b.example/drover");
+        let loaded = load_args(
+            &["drover", "--url", a, "--url", &format!("{b}/"), "runs"],
+            &[],
+        );
+        let loaded = loaded.unwrap();
+        assert_eq!(loaded.cli.global.urls(), [a, b]);
+        assert!(loaded.cli.global.url_given);
+        let handed = [("DROVER_URL", "http://a:8470/ \n\thttps://b.example/drover")];
+        let loaded = load_args(&["drover", "runs"], &handed).unwrap();
+        assert_eq!(loaded.cli.global.urls(), [a, b]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("drover.toml");
+        std::fs::write(&file, format!("url = [{a:?}, {b:?}]\n")).unwrap();
+        let path = file.to_str().unwrap();
+        let loaded = load_args(&["drover", "--config", path, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.urls(), [a, b]);
+        assert!(loaded.cli.global.url_given);
+        // One string stays valid, and a flag still overrides the file.
+        std::fs::write(&file, format!("url = {a:?}\n")).unwrap();
+        let loaded = load_args(&["drover", "--config", path, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.urls(), [a]);
+        let loaded = load_args(&["drover", "--config", path, "--url", b, "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.urls(), [b]);
+        let loaded = load_args(&["drover", "runs"], &[]).unwrap();
+        assert_eq!(loaded.cli.global.urls(), [crate::cli::DEFAULT_URL]);
+        assert!(!loaded.cli.global.url_given);
+    }
+
+    #[test]
     fn handed_variables_count_as_environment_below_flags() {
         let handed = [
             ("DROVER_TOKEN", "env-token"),

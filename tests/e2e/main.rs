@@ -13,6 +13,7 @@ mod browser;
 mod callbacks;
 mod channel;
 mod config;
+mod controller_urls;
 mod dead_letters;
 mod decorators;
 mod drivers;

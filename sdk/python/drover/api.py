@@ -5,10 +5,10 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import settings
+from . import controllers
 
 # A run as the controller's API describes it (`RunView`): status, steps, error, url, ...
 RunView = dict[str, Any]
@@ -20,20 +20,20 @@ class RunNotFound(LookupError):
     """The controller does not know the run (yet)."""
 
 
-def run_page(base_url: str, run_id: str) -> str:
-    """The run's web page."""
-    return f"{base_url}/runs/{run_id}"
+def run_page(base_url: str | Sequence[str], run_id: str) -> str:
+    """The run's web page, at the controller in use of `base_url`."""
+    return f"{controllers.of(base_url).current()}/runs/{run_id}"
 
 
-def get_run(base_url: str, run_id: str, timeout: float = 10.0) -> RunView:
-    """The RunView of `run_id`; raises RunNotFound on 404 and OSError when unreachable."""
-    url = f"{base_url}/api/v1/runs/{run_id}"
-    headers = {"accept": "application/json"}
-    if settings.token():
-        headers["authorization"] = f"Bearer {settings.token()}"
+def get_run(base_url: str | Sequence[str], run_id: str, timeout: float = 10.0) -> RunView:
+    """The RunView of `run_id` from the active controller of `base_url` (one URL, or several as
+    `DROVER_URL` takes them); raises RunNotFound on 404 and OSError when unreachable."""
+    listed = controllers.of(base_url)
+    url = f"{listed.active()}/api/v1/runs/{run_id}"
+    headers = {"accept": "application/json", **listed.auth_headers(url)}
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with listed.urlopen(request, timeout=timeout) as response:
             view: RunView = json.load(response)
             return view
     except urllib.error.HTTPError as e:
@@ -73,7 +73,7 @@ class _Deadline:
         self.since = None
 
 
-def wait_for_run(base_url: str, run_id: str, timeout: float | None = None,
+def wait_for_run(base_url: str | Sequence[str], run_id: str, timeout: float | None = None,
                  report: Callable[[str], None] = print, poll: float = 0.2, ns: str = "drover",
                  unknown_grace: float = 60.0, unreachable_grace: float = 30.0) -> RunView:
     """Polls until the run ends and returns its last RunView, reporting step status changes.

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import bundle, dynamic, names, node, options, record, requirements, watch
+from . import bundle, controllers, dynamic, names, node, options, record, requirements, watch
 from .lazy import LazyValue
 
 if TYPE_CHECKING:
@@ -745,7 +745,7 @@ def _run_result(run_id: str, return_value: str | None) -> Any:
 
     url = f"{settings.controller_url()}/api/v1/runs/{run_id}/steps/driver/artifacts/{return_value}"
     request = urllib.request.Request(url, headers=settings.auth_headers(url))
-    with urllib.request.urlopen(request, timeout=60) as response:
+    with controllers.urlopen(request, timeout=60) as response:
         return pickle.loads(response.read())
 
 

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import api, messages, settings
+from . import api, controllers, messages, settings
 
 TERMINAL = ("succeeded", "cached", "failed", "skipped", "aborted")
 # How long a new run may stay unknown to the controller (it takes it from the broker).
@@ -76,9 +76,10 @@ class Recorder:
     def connect(cls, run_id: str, what: str) -> Recorder | None:
         """A recorder for `run_id` when the configured controller answers `/healthz`; else None
         (warned once per process: `what` runs unrecorded)."""
-        base = settings.controller_url()
+        base = " ".join(controllers.parse())
         try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+            base = settings.controller_url()
+            with controllers.urlopen(f"{base}/healthz", timeout=2) as response:
                 health = json.load(response)
         except (OSError, ValueError) as e:
             _warn_once(f"no drover controller at {base} ({e}): {what} runs here without being recorded; "
@@ -119,7 +120,7 @@ class Recorder:
                 headers["cookie"] = self._csrf["cookie"]
             request = urllib.request.Request(url, data=body, method=method, headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
+                with controllers.urlopen(request, timeout=60) as response:
                     data = response.read()
                     return json.loads(data) if data else None
             except urllib.error.HTTPError as e:
@@ -237,7 +238,7 @@ class Recorder:
     def get_blob(self, digest: str, dest: str) -> None:
         url = f"{self.base}/api/v1/blobs/{digest}"
         request = urllib.request.Request(url, headers=settings.auth_headers(url))
-        with urllib.request.urlopen(request, timeout=60) as response, open(dest, "wb") as out:
+        with controllers.urlopen(request, timeout=60) as response, open(dest, "wb") as out:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
 

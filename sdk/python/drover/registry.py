@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from . import refs, settings
+from . import controllers, refs, settings
 
 # A task as the controller describes it (`TaskView`).
 TaskView = dict[str, Any]
@@ -64,7 +64,7 @@ def _request(method: str, path: str, body: Mapping[str, Any] | None = None, time
             headers["x-drover-csrf"], headers["cookie"] = csrf["token"], csrf["cookie"]
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with controllers.urlopen(request, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as e:
         detail = e.read().decode("utf-8", "replace").strip()

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import settings
+from . import controllers, settings
 from .api import error_message
 
 WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
@@ -67,7 +67,7 @@ def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers["cookie"] = csrf["cookie"]
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with controllers.urlopen(request, timeout=30) as response:
             doc: dict[str, Any] = json.load(response)
             return doc
     except urllib.error.HTTPError as e:
@@ -80,7 +80,7 @@ def _get(path: str) -> dict[str, Any]:
     request = urllib.request.Request(base + path, headers={"accept": "application/json",
                                                            **settings.auth_headers(base + path)})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with controllers.urlopen(request, timeout=30) as response:
             doc: dict[str, Any] = json.load(response)
             return doc
     except urllib.error.HTTPError as e:

@@ -7,11 +7,11 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import names
+from . import controllers, names
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 DEFAULT_NAMESPACE = "drover"
-DEFAULT_URL = "http://127.0.0.1:8470"
+DEFAULT_URL = controllers.DEFAULT_URL
 SERVICES_QUEUE = "services"
 PARAM_PREFIX = "DROVER_PARAM_"
 
@@ -37,8 +37,10 @@ def namespace() -> str:
 
 
 def controller_url() -> str:
-    """The controller's HTTP base URL (`DROVER_URL`), without a trailing slash."""
-    return (os.environ.get("DROVER_URL") or DEFAULT_URL).rstrip("/")
+    """The active controller's HTTP base URL, without a trailing slash: `DROVER_URL` holds one
+    URL, or several separated by whitespace (every controller of the namespace), of which the
+    first that answers as the active controller is used (see `controllers`)."""
+    return controllers.of().active()
 
 
 def token() -> str | None:
@@ -47,15 +49,9 @@ def token() -> str | None:
 
 
 def auth_headers(url: str) -> dict[str, str]:
-    """`Authorization` for a request to `url` when it goes to the controller and a token is set;
-    the token is never sent to any other host."""
-    secret = token()
-    if not secret:
-        return {}
-    target, controller = urllib.parse.urlsplit(url), urllib.parse.urlsplit(controller_url())
-    if (target.scheme, target.netloc) != (controller.scheme, controller.netloc):
-        return {}
-    return {"authorization": f"Bearer {secret}"}
+    """`Authorization` for a request to `url` when it goes to a listed controller (`DROVER_URL`)
+    and a token is set; the token is never sent to any other address."""
+    return controllers.of().auth_headers(url)
 
 
 def services_queue(ns: str) -> str:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from . import artifacts, settings, storage
+from . import artifacts, controllers, settings, storage
 from .channel import ChannelError, Client
 
 _URL_PATH = re.compile(r"^/api/v1/runs/([^/]+)/steps/([^/]+)/artifacts/([^/]+)$")
@@ -106,7 +106,7 @@ class Outside:
         url = f"{self.base}/api/v1/runs/{quote(run)}/steps/{quote(step)}"
         request = urllib.request.Request(url, headers={"accept": "application/json", **settings.auth_headers(url)})
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with controllers.urlopen(request, timeout=30) as response:
                 view: dict[str, Any] = json.load(response)
                 return view
         except urllib.error.HTTPError as e:

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import settings
+from . import controllers, settings
 
 
 def cache_root() -> str:
@@ -40,7 +40,7 @@ def download(url: str, target: str) -> None:
     fd, partial = tempfile.mkstemp(dir=directory, prefix=".partial-")
     try:
         request = urllib.request.Request(url, headers=settings.auth_headers(url))
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
+        with os.fdopen(fd, "wb") as out, controllers.urlopen(request, timeout=60) as response:
             shutil.copyfileobj(response, out, 1 << 20)
         os.replace(partial, target)
     except BaseException:

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from . import artifacts, options, registry, requirements, settings, stepartifacts, task_types
+from . import artifacts, controllers, options, registry, requirements, settings, stepartifacts, task_types
 from .logger import Logger
 from .task_types import TaskTypes
 
@@ -48,7 +48,7 @@ def offline_root() -> str:
 def _controller_reachable(timeout: float = 1.0) -> bool:
     url = f"{settings.controller_url()}/healthz"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=settings.auth_headers(url)),
+        with controllers.urlopen(urllib.request.Request(url, headers=settings.auth_headers(url)),
                                     timeout=timeout):
             return True
     except (OSError, ValueError):

@@ -1,10 +1,12 @@
 //! Two controllers with the journal on one namespace: the second stands by (answering 503 over
 //! HTTP); `kill -9` the active one mid-run and delete its data dir, and the standby takes over
 //! from the journal, leading with a higher epoch, and finishes the run; the agent then refuses a
-//! job and a cancel of the old epoch.
+//! job and a cancel of the old epoch. The CLI given both controllers' URLs, the standby's
+//! first, reaches the active one before and after the takeover, and `drover wait` rides
+//! through it.
 
 use super::{attempts, chain, ended, step_status};
-use crate::harness::{AMQP_URL, Cluster, Store, wait_until};
+use crate::harness::{AMQP_URL, Cluster, Store, text, wait_until};
 use drover_amqp::{Broker, Target};
 use drover_protocol::ids::{AttemptNo, QueueName, StepName};
 use drover_protocol::message::{Cancel, JobKind, JobSpec, Message, StepJob};
@@ -28,7 +30,7 @@ fn get(url: &str) -> (u16, String) {
 }
 
 /// Starts a controller with the journal on `data` and `port`, and waits until it stands by.
-fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProcess {
+pub(super) fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProcess {
     let mut cmd = c.command();
     cmd.args(JOURNAL).arg("--data-dir").arg(data).args([
         "--http",
@@ -39,7 +41,11 @@ fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProce
     let log = c.dir.path().join(format!("{label}.log"));
     let mut standby = ChildProcess::spawn(label, cmd, &log).unwrap();
     wait_until("the standby to stand by", Duration::from_secs(30), || {
-        standby.alive_and(standby.output().contains("standing by: another controller"))
+        standby.alive_and(
+            standby
+                .output()
+                .contains("standing by: this controller is a standby"),
+        )
     });
     standby
 }
@@ -179,4 +185,71 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
     assert!(status.success(), "{status}\n{out}");
     assert!(out.contains("stopped while standing by"), "{out}");
     assert!(!third.join(ready::CONTROLLER_URL_FILE).exists());
+}
+
+/// `drover <urls> status <run> --json`.
+fn status(c: &Cluster, run: &str, urls: &[&str]) -> std::process::Output {
+    let mut args = urls.to_vec();
+    args.extend(["status", run, "--json"]);
+    c.drover(&args)
+}
+
+/// The CLI with `--url standby --url active` skips the standby (503 `x-drover-inactive`) and
+/// reaches the active controller; with the standby's URL alone it fails naming it and its
+/// answer. After `kill -9` of the active controller the same command reaches the standby, now
+/// active, and a `drover wait` started before the kill ends with the run's success.
+#[test]
+fn the_cli_given_every_controller_reaches_the_active_one_across_a_takeover() {
+    let mut c = Cluster::new();
+    c.start_controller_with(&JOURNAL.map(String::from));
+    let active = c.url.clone();
+    let data = c.dir.path().join("standby");
+    let port = ready::free_port().unwrap();
+    let mut standby = spawn_standby(&c, &data, port, "standby");
+    let standby_url = format!("http://127.0.0.1:{port}");
+    let both = ["--url", &standby_url, "--url", &active];
+    c.start_agent_with("a1", &["default"], &both);
+
+    let file = c.pipeline(
+        "two.toml",
+        "[pipeline]\nname = \"two\"\n\
+         [[step]]\nname = \"s1\"\ncommand = [\"sleep\", \"3\"]\n\
+         [[step]]\nname = \"s2\"\nparents = [\"s1\"]\ncommand = [\"true\"]\n",
+    );
+    let run = c.submit(&file);
+    let out = status(&c, &run, &both);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["run_id"], run.as_str());
+
+    let alone = status(&c, &run, &["--url", &standby_url]);
+    let said = text(&alone);
+    assert!(!alone.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{standby_url}: 503 (standby)"))
+            && said.contains("a standby behind the active controller"),
+        "{said}"
+    );
+
+    let mut wait_cmd = c.command();
+    wait_cmd.args(both).args(["wait", &run]);
+    let log = c.dir.path().join("wait.log");
+    let mut waiting = ChildProcess::spawn("wait", wait_cmd, &log).unwrap();
+    c.wait_for(&run, "s1 to run", Duration::from_secs(30), |d| {
+        step_status(d, "s1") == "running"
+    });
+
+    c.kill("controller");
+    wait_until("the standby to take over", Duration::from_secs(30), || {
+        standby.alive_and(ready::controller_url(&data))
+    });
+    let out = status(&c, &run, &both);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["run_id"], run.as_str());
+
+    let ended = waiting.wait_exit(Duration::from_secs(60)).unwrap();
+    let said = waiting.output();
+    assert!(ended.success(), "drover wait: {ended}\n{said}");
+    assert!(said.contains("succeeded"), "{said}");
 }
