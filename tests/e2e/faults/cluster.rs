@@ -2,9 +2,12 @@
 //! its own name, ports and directories), for tests that kill one node of a cluster. The shared
 //! broker on 5672 is never touched.
 
-use super::rabbit::PrivateBroker;
+use super::rabbit::{PrivateBroker, StartFailure};
 use crate::harness::wait_until;
 use std::time::Duration;
+
+/// How often a node that exits while starting is started again, on new ports.
+const RESTARTS: usize = 2;
 
 pub struct RabbitCluster {
     pub nodes: Vec<PrivateBroker>,
@@ -14,14 +17,32 @@ pub struct RabbitCluster {
     pids: Vec<i32>,
 }
 
+/// `node` once it answers `await_startup`. A node whose server exited while starting is started
+/// again on new ports (its ports were free when picked, but another process may bind one before
+/// the node does), up to [`RESTARTS`] times, each exit printed with the node's output and log.
+fn started(mut node: PrivateBroker) -> PrivateBroker {
+    for _ in 0..RESTARTS {
+        match node.try_await_startup() {
+            Ok(()) => return node,
+            Err(StartFailure::Exited(e)) => {
+                eprintln!("{e}; starting a new node\n{}", node.diagnostics());
+                node = PrivateBroker::launch("", None);
+            }
+            Err(e @ StartFailure::Slow(_)) => panic!("{e}\n{}", node.diagnostics()),
+        }
+    }
+    node.await_startup();
+    node
+}
+
 impl RabbitCluster {
-    /// Starts `n` nodes, then joins the second and later ones to the first
+    /// Starts `n` nodes at once, then joins the second and later ones to the first
     /// (`stop_app`, `join_cluster`, `start_app`) and waits until every node listens.
     pub fn start(n: usize) -> Self {
-        let nodes: Vec<PrivateBroker> = (0..n).map(|_| PrivateBroker::launch("", None)).collect();
-        for node in &nodes {
-            node.await_startup();
-        }
+        let began = std::time::Instant::now();
+        let launched: Vec<PrivateBroker> =
+            (0..n).map(|_| PrivateBroker::launch("", None)).collect();
+        let nodes: Vec<PrivateBroker> = launched.into_iter().map(started).collect();
         let first = &nodes[0].node;
         for node in &nodes[1..] {
             node.ctl(&["stop_app"]);
@@ -41,6 +62,10 @@ impl RabbitCluster {
         for node in &cluster.nodes {
             assert!(status.contains(&node.node), "{} not in {status}", node.node);
         }
+        eprintln!(
+            "a cluster of {n} nodes started in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
         cluster
     }
 
@@ -93,9 +118,11 @@ impl RabbitCluster {
         self.index_of(&leader)
     }
 
-    /// The index of the node that holds the connection named `name` (the connection name a
-    /// drover process gives itself, e.g. `drover controller (ns)`).
-    pub fn node_of_connection(&self, name: &str) -> usize {
+    /// The index of the node that holds the connection whose name has every one of `parts`
+    /// (a drover process names its connection by its role, host, pid and namespace, e.g.
+    /// `drover controller on HOST pid N at URL (ns)`).
+    pub fn node_of_connection(&self, parts: &[&str]) -> usize {
+        let name = parts.join(" … ");
         let port = wait_until(
             &format!("connection {name:?}"),
             Duration::from_secs(30),
@@ -103,7 +130,7 @@ impl RabbitCluster {
                 // RabbitMQ 3.10 lists the name a client gives only inside its client properties.
                 let rows = self.rows("list_connections", &["port", "client_properties"])?;
                 rows.iter()
-                    .find(|r| r.len() == 2 && r[1].contains(name))
+                    .find(|r| r.len() == 2 && parts.iter().all(|p| r[1].contains(p)))
                     .and_then(|r| r[0].parse::<u16>().ok())
                     .ok_or_else(|| format!("no connection {name:?} in {rows:?}"))
             },

@@ -1,18 +1,30 @@
 //! A private RabbitMQ node for tests that stop and start the broker without disturbing the
 //! shared one on 5672 (other tests run against it in parallel). Nodes started here run as the
 //! `rabbitmq` user (Debian's wrapper switches to it), so they share its Erlang cookie and may
-//! join each other in a cluster (see `cluster`).
+//! join each other in a cluster (see `cluster`). A node runs in the foreground as a child of
+//! the test, its output in `<dir>/server.out`: what it prints before its log file is set up (a
+//! distribution port taken, say) is kept, and a node that exits while starting is seen at once.
 
 use crate::harness::wait_until;
+use drover_test_support::Check;
 use drover_test_support::ready::{free_port, listening, not_listening};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start or to listen: a bound for a node that hangs, far above
+/// what a node takes on a loaded machine (see `cluster`).
+const START_PATIENCE: Duration = Duration::from_secs(180);
 
 pub struct PrivateBroker {
     pub node: String,
     pub port: u16,
+    /// The Erlang distribution port (`RABBITMQ_DIST_PORT`).
+    dist_port: u16,
     dir: PathBuf,
+    /// `rabbitmq-server` in the foreground (through Debian's wrapper and `su`).
+    server: Mutex<Child>,
 }
 
 impl PrivateBroker {
@@ -29,7 +41,7 @@ impl PrivateBroker {
         broker
     }
 
-    /// Starts a node (`rabbitmq-server -detached`) without waiting for it to listen.
+    /// Starts a node (`rabbitmq-server`, in the background) without waiting for it to listen.
     pub fn launch(conf: &str, advanced: Option<&str>) -> Self {
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let dir = std::env::temp_dir().join(format!("drover-rabbit-{tag}"));
@@ -51,29 +63,30 @@ impl PrivateBroker {
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(&dir)
             .status();
-        let broker = Self {
-            node: format!("drover{tag}@localhost"),
-            port,
-            dir,
-        };
-        let status = broker
-            .command("rabbitmq-server")
-            .arg("-detached")
-            .status()
+        let node = format!("drover{tag}@localhost");
+        let dist_port = free_port().expect("a free port");
+        let out = std::fs::File::create(dir.join("server.out")).expect("server.out");
+        let err = out.try_clone().expect("server.out");
+        let server = Self::command(&dir, &node, port, dist_port)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
             .expect("run rabbitmq-server");
-        assert!(status.success(), "rabbitmq-server -detached: {status}");
-        broker
+        Self {
+            node,
+            port,
+            dist_port,
+            dir,
+            server: Mutex::new(server),
+        }
     }
 
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        let d = &self.dir;
-        cmd.env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env(
-                "RABBITMQ_DIST_PORT",
-                free_port().expect("a free port").to_string(),
-            )
+    fn command(d: &Path, node: &str, port: u16, dist_port: u16) -> Command {
+        let mut cmd = Command::new("rabbitmq-server");
+        cmd.env("RABBITMQ_NODENAME", node)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
             .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
@@ -81,6 +94,9 @@ impl PrivateBroker {
             .env("RABBITMQ_PID_FILE", d.join("pid"))
             .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
             .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
+            // Else a node that dies while starting dumps into the wrapper's working directory,
+            // /var/lib/rabbitmq, shared by every node.
+            .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"))
             .current_dir(d);
         cmd
     }
@@ -109,33 +125,88 @@ impl PrivateBroker {
         }
     }
 
-    /// Waits until the node answers `await_startup` (retried: right after `-detached` the node
-    /// may not be registered yet, and the command fails at once).
+    /// Waits until the node answers `await_startup` (retried: right after its start the node
+    /// may not be registered yet, and the command fails at once); panics with the node's output
+    /// and log when it exits or does not answer in time.
     pub fn await_startup(&self) {
-        wait_until(
-            "the private broker to start",
-            Duration::from_secs(120),
-            || {
-                self.try_ctl(&["await_startup", "--timeout", "10"])
-                    .map(|_| ())
-            },
-        );
+        self.try_await_startup()
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnostics()));
     }
 
-    /// The operating system pid of the node's Erlang VM.
+    /// [`PrivateBroker::await_startup`], with the failure returned: whether the node exited
+    /// (`Exited`) or did not answer in time.
+    pub fn try_await_startup(&self) -> Result<(), StartFailure> {
+        let started = Instant::now();
+        let mut last = String::from("not asked yet");
+        while started.elapsed() < START_PATIENCE {
+            if let Some(status) = self.exited() {
+                return Err(StartFailure::Exited(format!(
+                    "node {} (AMQP port {}, distribution port {}) exited while starting ({status}) after {:.1} s",
+                    self.node,
+                    self.port,
+                    self.dist_port,
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            match self.try_ctl(&["await_startup", "--timeout", "10"]) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(StartFailure::Slow(format!(
+            "node {} did not start within {START_PATIENCE:?}; rabbitmqctl await_startup said: {last}",
+            self.node
+        )))
+    }
+
+    /// `Some(status)` once the `rabbitmq-server` process has exited.
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        server.try_wait().ok().flatten()
+    }
+
+    /// The tails of the node's output and log, for a failure message.
+    pub fn diagnostics(&self) -> String {
+        let tail = |path: PathBuf| {
+            let text =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| format!("(cannot read: {e})"));
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(30);
+            format!("--- {}:\n{}", path.display(), lines[from..].join("\n"))
+        };
+        format!(
+            "{}\n{}",
+            tail(self.dir.join("server.out")),
+            tail(self.dir.join("log").join(format!("{}.log", self.node)))
+        )
+    }
+
+    /// The operating system pid of the node's Erlang VM, from the pid file the node writes
+    /// while it starts (asking through `rabbitmqctl` takes seconds under load).
     pub fn os_pid(&self) -> i32 {
-        let out = self.ctl(&["eval", "list_to_integer(os:getpid())."]);
-        out.trim()
+        let path = self.dir.join("pid");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: cannot read {}: {e}", self.node, path.display()));
+        text.trim()
             .parse()
-            .unwrap_or_else(|_| panic!("{}: not a pid: {out:?}", self.node))
+            .unwrap_or_else(|_| panic!("{}: not a pid in {}: {text:?}", self.node, path.display()))
     }
 
     fn wait_listening(&self) {
-        wait_until(
-            "the private broker to listen",
-            Duration::from_secs(90),
-            || listening(("127.0.0.1", self.port)),
+        let waited = drover_test_support::eventually(
+            drover_test_support::Deadline::new("the private broker to listen", START_PATIENCE),
+            || match (self.exited(), listening(("127.0.0.1", self.port))) {
+                (_, Ok(())) => Check::Ready(()),
+                (Some(status), Err(_)) => {
+                    Check::Failed(format!("rabbitmq-server exited: {status}"))
+                }
+                (None, Err(e)) => Check::NotYet(e),
+            },
         );
+        if let Err(e) = waited {
+            panic!("node {}: {e}\n{}", self.node, self.diagnostics());
+        }
     }
 
     pub fn url(&self) -> String {
@@ -158,11 +229,38 @@ impl PrivateBroker {
     }
 }
 
+/// Why a node did not start.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// Its `rabbitmq-server` exited (a port taken since it was picked, say).
+    Exited(String),
+    /// It did not answer within [`START_PATIENCE`].
+    Slow(String),
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited(e) | Self::Slow(e) => f.write_str(e),
+        }
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")
             .args(["-n", &self.node, "stop"])
             .output();
+        let server = self.server.get_mut().unwrap_or_else(|e| e.into_inner());
+        let stopped = Instant::now();
+        while server.try_wait().ok().flatten().is_none() {
+            if stopped.elapsed() > Duration::from_secs(30) {
+                let _ = server.kill();
+                let _ = server.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
