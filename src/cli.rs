@@ -228,6 +228,12 @@ pub struct ControllerArgs {
     /// state from it at start; `off`: the data dir only.
     #[arg(long, env = "DROVER_STATE_JOURNAL", default_value = "off")]
     pub state_journal: drover_controller::config::StateJournal,
+    /// With the journal: write a snapshot of the whole state to the stream `<ns>.snapshot`
+    /// after this many bytes of journal, so a takeover or a new data dir replays only the
+    /// journal after the latest one; 0: never. At most a quarter of the journal's size bound
+    /// (4GiB).
+    #[arg(long, env = "DROVER_STATE_SNAPSHOT_EVERY", default_value = "64MiB", value_parser = parse_size)]
+    pub state_snapshot_every: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -15,7 +15,10 @@ pub use consume::{Consumer, Getter, Incoming};
 pub use lock::LOCK_REGAIN_PATIENCE;
 pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
-pub use stream::{JournalReader, JournalRecord, JournalStart};
+pub use stream::{
+    Declared, JOURNAL_MAX_BYTES, JournalReader, JournalRecord, JournalStart, SEGMENT_BYTES,
+    SNAPSHOT_MAX_BYTES, StreamBounds,
+};
 
 use drover_protocol::ids::{AgentId, QueueName};
 use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
@@ -124,6 +127,7 @@ pub struct QueueStats {
 pub struct Broker {
     link: Arc<Link>,
     max_message_size: usize,
+    stream_bounds: StreamBounds,
 }
 
 impl Broker {
@@ -133,6 +137,7 @@ impl Broker {
         Ok(Self {
             link: Arc::new(Link::open(url, names, client).await?),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            stream_bounds: StreamBounds::default(),
         })
     }
 
@@ -146,6 +151,13 @@ impl Broker {
 
     /// Sets how this namespace's queues are declared (classic by default); every process of a
     /// namespace must use the same settings.
+    /// Sets the size bounds the journal and snapshot streams are declared with (tests; every
+    /// controller of a namespace uses the defaults).
+    pub fn with_stream_bounds(mut self, bounds: StreamBounds) -> Self {
+        self.stream_bounds = bounds;
+        self
+    }
+
     pub fn with_queues(self, queues: QueueSettings) -> Self {
         self.link.set_queues(queues);
         self

@@ -39,6 +39,8 @@ pub enum Target {
     Control(String),
     /// The controller's state journal (a stream), through the journal exchange.
     Journal,
+    /// Snapshots of the controller's journaled state (a stream), through its exchange.
+    Snapshot,
     /// A broker queue by its full name, through the default exchange: what older clients did;
     /// drover itself no longer publishes this way (tests use it to act as such a client).
     Queue(String),
@@ -220,6 +222,7 @@ impl Publisher {
             Target::Dead => (names.dead_exchange(), names.dead()),
             Target::Control(key) => (names.control_exchange(), key.clone()),
             Target::Journal => (names.journal(), names.journal()),
+            Target::Snapshot => (names.snapshot(), names.snapshot()),
             Target::Queue(q) => (String::new(), q.clone()),
         };
         let props = BasicProperties::default()

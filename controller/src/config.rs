@@ -84,7 +84,13 @@ pub struct ControllerConfig {
     pub job_signing_key: Option<PathBuf>,
     /// Whether every write of the state store also goes to the journal stream `<ns>.journal`.
     pub state_journal: StateJournal,
+    /// With the journal: bytes of journal batches after which a snapshot of the store goes to
+    /// `<ns>.snapshot` (`--state-snapshot-every`); 0: none.
+    pub state_snapshot_every: u64,
 }
+
+/// Journal bytes between two snapshots of the store, by default.
+pub const DEFAULT_STATE_SNAPSHOT_EVERY: u64 = 64 << 20;
 
 /// Where the state store's writes are also kept (`--state-journal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,6 +182,7 @@ impl ControllerConfig {
             queue_settings: Default::default(),
             job_signing_key: None,
             state_journal: StateJournal::Off,
+            state_snapshot_every: DEFAULT_STATE_SNAPSHOT_EVERY,
         }
     }
 

@@ -85,7 +85,7 @@ impl Controller {
         ));
         // The lock comes before the journal, which appends to the namespace's stream.
         let (broker, publisher) = connect_broker(&config, &url, &gate, &shutdown).await?;
-        let epoch = attach_journal(&config, &store).await?;
+        let epoch = attach_journal(&config, &store, &tracker, &shutdown).await?;
         let loaded = store.load_unfinished()?;
         let state = restore_state(&config, &url, artifact_store, epoch, loaded);
 
@@ -172,17 +172,42 @@ impl Controller {
 }
 
 /// With `--state-journal stream`, brings sled up to the end of the journal before anything
-/// reads it, so a controller on a new data dir takes over the journal's state; returns this
-/// controller's epoch (0 without the journal).
-async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Result<u64> {
+/// reads it, so a controller on a new data dir takes over the journal's state, and starts
+/// taking snapshots (`--state-snapshot-every`); returns this controller's epoch (0 without the
+/// journal).
+async fn attach_journal(
+    config: &ControllerConfig,
+    store: &Store,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
     if config.state_journal == config::StateJournal::Off {
         return Ok(0);
     }
+    let most = drover_amqp::JOURNAL_MAX_BYTES / 4;
+    if config.state_snapshot_every > most {
+        anyhow::bail!(
+            "--state-snapshot-every {} is more than a quarter of what the journal {} keeps \
+             ({} bytes): its oldest records could go before a snapshot covers them; set at \
+             most {most}",
+            config.state_snapshot_every,
+            config.names.journal(),
+            drover_amqp::JOURNAL_MAX_BYTES
+        );
+    }
     let broker = connect(config, "controller journal").await?;
-    let replayed = store::journal::attach(store, &broker).await?;
+    let began = std::time::Instant::now();
+    let replayed = store::journal::attach(store, &broker, config.state_snapshot_every).await?;
     tracing::info!(
-        "state journal {}: applied {} batch(es), now at batch {}, leading as epoch {}{}",
+        "state journal {}: {}replayed {} journal record(s) in {:.2?}, applied {} batch(es), now \
+         at batch {}, leading as epoch {}{}",
         config.names.journal(),
+        match replayed.snapshot {
+            Some(seq) => format!("loaded the snapshot of batch {seq}, "),
+            None => String::new(),
+        },
+        replayed.records,
+        began.elapsed(),
         replayed.batches,
         replayed.seq,
         replayed.epoch,
@@ -191,6 +216,11 @@ async fn attach_journal(config: &ControllerConfig, store: &Store) -> anyhow::Res
             n => format!(", seeded with {n} record(s) of the existing store"),
         }
     );
+    tracker.spawn(store::snapshot::run(
+        store.clone(),
+        broker,
+        shutdown.clone(),
+    ));
     Ok(replayed.epoch)
 }
 

@@ -103,6 +103,12 @@ impl Names {
         format!("{}.journal", self.ns)
     }
 
+    /// Snapshots of the controller's journaled state: a stream, and the direct exchange (of
+    /// the same name) the controller appends to it through.
+    pub fn snapshot(&self) -> String {
+        format!("{}.snapshot", self.ns)
+    }
+
     /// The controller lock: an exclusive queue only the active controller's connection holds.
     pub fn controller_lock(&self) -> String {
         format!("{}.controller", self.ns)

@@ -59,6 +59,7 @@ fn controller_config(g: &Global, args: &ControllerArgs) -> Result<ControllerConf
         queue_settings: g.queues(),
         job_signing_key: args.job_signing_key.clone(),
         state_journal: args.state_journal,
+        state_snapshot_every: args.state_snapshot_every,
     })
 }
 

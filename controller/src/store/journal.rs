@@ -12,13 +12,16 @@
 //! `epoch` one above the highest before it, and a `nonce` of its own). A replay ignores a batch
 //! whose epoch is below the highest `leader` record before it: a deposed controller whose
 //! journal connection outlived its lock cannot interleave its writes with its successor's.
-//! Readers ignore unknown fields and kinds.
+//! Readers ignore unknown fields and kinds. A `snapshot` record (with the snapshot's id as
+//! `nonce`) marks where a snapshot of the store begins ([`super::snapshot`]): a replay from that
+//! snapshot reads the journal from it on.
 
 use super::journaled::{DIRTY_KEY, Op, Recorder};
 use super::{SCHEMA_VERSION, Store, StoreError, encode};
-use drover_amqp::{Broker, JournalReader, JournalStart, Publisher, Target};
+use drover_amqp::{Broker, Declared, JournalReader, JournalStart, Publisher, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The record layout this binary writes; a reader refuses records of a later one.
@@ -32,12 +35,12 @@ const EPOCH_KEY: &str = "journal_epoch";
 
 /// How long a replay waits for the next record before it gives up: its own start mark was
 /// confirmed before it began reading, so only a broker in trouble keeps it waiting.
-const READ_PATIENCE: Duration = Duration::from_secs(60);
+pub(super) const READ_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Bytes of keys and values a batch carries at most (unless one value is larger): the writes of
 /// one flush beyond it go in further batches, far below RabbitMQ's largest message (128 MiB by
 /// default). A store seeding the journal flushes after as many.
-const BATCH_BYTES: usize = 8 << 20;
+pub(super) const BATCH_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
@@ -60,6 +63,18 @@ struct Record {
 const BATCH: &str = "batch";
 const START: &str = "start";
 const LEADER: &str = "leader";
+const SNAPSHOT: &str = "snapshot";
+
+/// The fields of a record a snapshot's check reads (the rest, `ops` above all, is skipped).
+#[derive(Debug, Default, Deserialize)]
+struct Head {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    epoch: u64,
+}
 
 impl Record {
     fn new(kind: &str) -> Self {
@@ -81,6 +96,17 @@ pub(super) struct Sink {
     /// The `seq` of the last batch appended; held while a batch is published, so batches reach
     /// the stream in the order of their numbers.
     seq: tokio::sync::Mutex<u64>,
+    /// Journal bytes appended since the last snapshot began, and after how many to take one
+    /// (0: never).
+    written: AtomicU64,
+    snapshot_every: u64,
+    /// Woken once `snapshot_every` bytes were appended since the last snapshot began.
+    pub snapshot_wanted: tokio::sync::Notify,
+    /// While a snapshot is taken: every write appended since it began, in order.
+    capture: std::sync::Mutex<Option<Vec<Op>>>,
+    /// The journal offset up to which this controller has read every record since its own
+    /// `leader` record (see [`Sink::check_marks`]).
+    checked: tokio::sync::Mutex<u64>,
 }
 
 impl Sink {
@@ -88,6 +114,10 @@ impl Sink {
     /// failure they stay pending for the next flush.
     pub async fn append(&self, recorder: &Recorder) -> Result<(), StoreError> {
         let mut seq = self.seq.lock().await;
+        self.append_locked(&mut seq, recorder).await
+    }
+
+    async fn append_locked(&self, seq: &mut u64, recorder: &Recorder) -> Result<(), StoreError> {
         let mut ops = recorder.take();
         if ops.is_empty() {
             return Ok(());
@@ -103,26 +133,171 @@ impl Sink {
                     .publisher
                     .publish_raw(&Target::Journal, &bytes)
                     .await
+                    .map(|()| bytes.len())
                     .map_err(StoreError::Journal),
                 Err(e) => Err(e),
             };
-            if let Err(e) = sent {
-                let mut unsent = record.ops;
-                unsent.extend(rest);
-                recorder.restore(unsent);
-                return Err(e);
-            }
+            let bytes = match sent {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let mut unsent = record.ops;
+                    unsent.extend(rest);
+                    recorder.restore(unsent);
+                    return Err(e);
+                }
+            };
             *seq = record.seq;
+            self.appended(bytes, &record.ops);
             ops = rest;
         }
         recorder.published(&[(SEQ_KEY, seq.to_be_bytes().to_vec())])?;
         Ok(())
     }
+
+    /// Counts a confirmed batch towards the next snapshot, and keeps its writes for the one
+    /// being taken.
+    fn appended(&self, bytes: usize, ops: &[Op]) {
+        if let Some(captured) = self.lock_capture().as_mut() {
+            captured.extend_from_slice(ops);
+        }
+        let written = self.written.fetch_add(bytes as u64, Ordering::SeqCst) + bytes as u64;
+        if self.snapshot_every > 0 && written >= self.snapshot_every {
+            self.snapshot_wanted.notify_one();
+        }
+    }
+
+    fn lock_capture(&self) -> std::sync::MutexGuard<'_, Option<Vec<Op>>> {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Begins a snapshot at a flush boundary: appends its `snapshot` mark (between two
+    /// batches, as the batch lock is held) and keeps every write appended from now on; returns
+    /// the `seq` of the last batch before the mark.
+    pub(super) async fn begin_snapshot(&self, id: &str) -> Result<u64, StoreError> {
+        let seq = self.seq.lock().await;
+        let mut mark = Record::new(SNAPSHOT);
+        mark.nonce = id.to_string();
+        mark.seq = *seq;
+        mark.epoch = self.epoch;
+        self.publisher
+            .publish_raw(&Target::Journal, &encode("journal snapshot mark", &mark)?)
+            .await
+            .map_err(StoreError::Journal)?;
+        *self.lock_capture() = Some(Vec::new());
+        self.written.store(0, Ordering::SeqCst);
+        Ok(*seq)
+    }
+
+    /// Ends the capture begun by [`Sink::begin_snapshot`]: appends what is pending (so every
+    /// write made so far is in a confirmed batch), then a `start` record carrying `end`; returns
+    /// the `seq` of the last batch and the writes appended since the snapshot began.
+    pub(super) async fn end_snapshot(
+        &self,
+        recorder: &Recorder,
+        end: &str,
+    ) -> Result<(u64, Vec<Op>), StoreError> {
+        let mut seq = self.seq.lock().await;
+        self.append_locked(&mut seq, recorder).await?;
+        let mut mark = Record::new(START);
+        mark.nonce = end.to_string();
+        self.publisher
+            .publish_raw(&Target::Journal, &encode("journal start", &mark)?)
+            .await
+            .map_err(StoreError::Journal)?;
+        let captured = self.lock_capture().take().unwrap_or_default();
+        Ok((*seq, captured))
+    }
+
+    /// Stops keeping writes for a snapshot given up.
+    pub(super) fn abandon_snapshot(&self) {
+        *self.lock_capture() = None;
+    }
+
+    pub(super) fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(super) fn snapshot_every(&self) -> u64 {
+        self.snapshot_every
+    }
+
+    /// Reads the journal from where the last check ended (at first, this controller's `leader`
+    /// record; or its first record, if retention dropped that) to the record carrying `end`,
+    /// and returns the offset of the one carrying `start`. Refuses if a `leader` record of a
+    /// later epoch is among them: this controller was deposed, and its state is no longer the
+    /// journal's.
+    pub(super) async fn check_marks(
+        &self,
+        broker: &Broker,
+        start: &str,
+        end: &str,
+    ) -> Result<u64, StoreError> {
+        let mut from = self.checked.lock().await;
+        let mut reader = broker
+            .read_journal(JournalStart::Offset(*from))
+            .await
+            .map_err(StoreError::Journal)?;
+        let read = async {
+            let mut start_at = None;
+            let mut first = true;
+            loop {
+                let item = next_record(&mut reader).await?;
+                if std::mem::take(&mut first) && item.offset != *from {
+                    // Only a journal past its size bound since this controller's last check
+                    // (4 GiB with snapshots every 64 MiB by default: they kept failing) gets
+                    // here; the records dropped cannot be checked.
+                    tracing::warn!(
+                        "the journal dropped its records from offset {} to {} before this \
+                         controller read them to check its snapshot; checking from {}",
+                        *from,
+                        item.offset,
+                        item.offset
+                    );
+                }
+                let head: Head = rmp_serde::from_slice(&item.payload).unwrap_or_default();
+                if head.kind == LEADER && head.epoch > self.epoch {
+                    return Err(StoreError::Deposed {
+                        ours: self.epoch,
+                        later: head.epoch,
+                        offset: item.offset,
+                    });
+                }
+                if head.nonce == start {
+                    start_at = Some(item.offset);
+                }
+                if head.nonce == end {
+                    return Ok((start_at, item.offset));
+                }
+            }
+        }
+        .await;
+        reader.close().await;
+        let (start_at, end_at) = read?;
+        *from = end_at;
+        start_at.ok_or(StoreError::JournalEnded)
+    }
+}
+
+/// The next record of `reader`, waiting at most [`READ_PATIENCE`].
+pub(super) async fn next_record(
+    reader: &mut JournalReader,
+) -> Result<drover_amqp::JournalRecord, StoreError> {
+    let next = tokio::time::timeout(READ_PATIENCE, reader.next())
+        .await
+        .map_err(|_| StoreError::JournalStalled(READ_PATIENCE))?;
+    let Some(next) = next else {
+        return Err(StoreError::JournalEnded);
+    };
+    next.map_err(StoreError::Journal)
 }
 
 /// How many of `ops`, from the first, go into one batch: as many as fit in [`BATCH_BYTES`] of
 /// keys and values, and at least one.
-fn batch_len(ops: &[Op]) -> usize {
+pub(super) fn batch_len(ops: &[Op]) -> usize {
     let mut bytes = 0;
     for (i, op) in ops.iter().enumerate() {
         bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len);
@@ -138,6 +313,10 @@ fn batch_len(ops: &[Op]) -> usize {
 pub struct Replayed {
     /// Batches applied to sled.
     pub batches: u64,
+    /// Journal records read (batches, applied or not, and marks).
+    pub records: u64,
+    /// The snapshot the replay started from: the `seq` of the last batch it holds.
+    pub snapshot: Option<u64>,
     /// The `seq` of the last batch in the journal (0: none).
     pub seq: u64,
     /// Records of an existing store that predates the journal, appended to an empty journal.
@@ -146,46 +325,59 @@ pub struct Replayed {
     pub epoch: u64,
 }
 
-/// Declares the journal, brings sled up to its end and makes every later flush append to it:
+/// Declares the journal, brings sled up to its end and makes every later flush append to it
+/// (and, every `snapshot_every` bytes of batches, wake [`super::snapshot::run`]):
 ///
 /// - a store that holds nothing, or whose `meta` has the dirty mark (it may hold writes that
 ///   never reached the journal: the controller died between a write and its flush), is emptied
-///   and rebuilt from the journal's first record;
+///   and rebuilt from the latest complete snapshot and the journal from that snapshot's mark
+///   on, or from the journal's first record without a snapshot;
 /// - a store that went through this before (`journal_seq` in `meta`, no dirty mark) reads on
-///   from its last start mark, skipping the batches it holds (`seq` at most its own);
+///   from its last start mark, skipping the batches it holds (`seq` at most its own); if
+///   retention dropped that mark, it is rebuilt as above;
 /// - a store with data but no journal state (made before the journal was turned on) seeds an
 ///   empty journal with all its records, and is refused when the journal holds batches already.
 ///
 /// Having read to its start mark, it appends a `leader` record with an epoch one above the
 /// highest seen and reads on to it (applying what was appended meanwhile, as every later replay
-/// will); its batches then carry that epoch.
-pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreError> {
-    broker
+/// will); its batches then carry that epoch. A replay whose first record is not the one it
+/// starts from (retention dropped records it needs) is refused.
+pub async fn attach(
+    store: &Store,
+    broker: &Broker,
+    snapshot_every: u64,
+) -> Result<Replayed, StoreError> {
+    let declared = broker
         .declare_journal()
         .await
         .map_err(StoreError::Journal)?;
+    for kept in declared {
+        if let Declared::KeptExisting { stream, error } = kept {
+            tracing::warn!(
+                "the stream {stream} exists without this release's size bound ({error}): it is \
+                 used as it is and grows without bound; bound it with a policy, e.g. \
+                 `rabbitmqctl set_policy {stream}-bound '^{}$' '{{\"max-length-bytes\":{}}}' \
+                 --apply-to queues` (see ARCHITECTURE.md, \"The state journal\")",
+                regex_escape(&stream),
+                drover_amqp::JOURNAL_MAX_BYTES
+            );
+        }
+    }
     let meta = store.db.open_tree(super::version::META_TREE)?;
     let dirty = meta.contains_key(DIRTY_KEY)?;
-    let mut seq = read_u64(&meta, SEQ_KEY)?;
+    let seq = read_u64(&meta, SEQ_KEY)?;
     let has_data = has_data(&store.db)?;
     if dirty {
         tracing::warn!(
             "the state store may hold writes that never reached the journal {}: rebuilding it from the journal",
             broker.names().journal()
         );
-        clear_data(&store.db)?;
-        for key in [SEQ_KEY, OFFSET_KEY, EPOCH_KEY, DIRTY_KEY] {
-            meta.remove(key)?;
-        }
-        seq = None;
+        forget(store)?;
     }
     let seed = !dirty && has_data && seq.is_none();
-    let (start, epoch) = match read_u64(&meta, OFFSET_KEY)? {
-        Some(offset) if !dirty => (
-            JournalStart::Offset(offset),
-            read_u64(&meta, EPOCH_KEY)?.unwrap_or(0),
-        ),
-        _ => (JournalStart::First, 0),
+    let resume = match read_u64(&meta, OFFSET_KEY)? {
+        Some(offset) if !dirty => Some(offset),
+        _ => None,
     };
     let publisher = broker.publisher().await.map_err(StoreError::Journal)?;
     let nonce = uuid::Uuid::new_v4().to_string();
@@ -195,18 +387,42 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
         .publish_raw(&Target::Journal, &encode("journal start", &mark)?)
         .await
         .map_err(StoreError::Journal)?;
-    let mut reader = broker
-        .read_journal(start)
-        .await
-        .map_err(StoreError::Journal)?;
-    let mut at = Position {
-        applied: seq.unwrap_or(0),
-        epoch,
-        batches: 0,
+    let (mut start, mut at, mut snapshot) = match resume {
+        Some(offset) => (
+            JournalStart::Offset(offset),
+            Position {
+                applied: seq.unwrap_or(0),
+                epoch: read_u64(&meta, EPOCH_KEY)?.unwrap_or(0),
+                expect: Some(offset),
+                ..Position::default()
+            },
+            None,
+        ),
+        None if seed => (JournalStart::First, Position::default(), None),
+        None => rebuild(store, broker, &publisher).await?,
     };
-    let read = lead(store, &publisher, &mut reader, &nonce, &mut at, seed).await;
-    reader.close().await;
-    let leader_offset = read?;
+    let leader_offset = loop {
+        let mut reader = broker
+            .read_journal(start)
+            .await
+            .map_err(StoreError::Journal)?;
+        let read = lead(store, &publisher, &mut reader, &nonce, &mut at, seed).await;
+        reader.close().await;
+        match read {
+            Err(StoreError::JournalGap {
+                expected, found, ..
+            }) if resume.is_some() && at.records == 0 => {
+                tracing::warn!(
+                    "the journal {} begins at offset {found}, after this store's offset \
+                     {expected}: rebuilding the store from the latest snapshot",
+                    broker.names().journal()
+                );
+                forget(store)?;
+                (start, at, snapshot) = rebuild(store, broker, &publisher).await?;
+            }
+            read => break read?,
+        }
+    };
     let (batches, last) = (at.batches, at.applied);
     if seed && last > 0 {
         return Err(StoreError::JournalConflict {
@@ -222,6 +438,11 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
         publisher,
         epoch: at.epoch,
         seq: tokio::sync::Mutex::new(last),
+        written: AtomicU64::new(0),
+        snapshot_every,
+        snapshot_wanted: tokio::sync::Notify::new(),
+        capture: std::sync::Mutex::new(None),
+        checked: tokio::sync::Mutex::new(leader_offset),
     };
     if store.journal.set(sink).is_err() {
         return Err(StoreError::JournalAttached);
@@ -230,17 +451,76 @@ pub async fn attach(store: &Store, broker: &Broker) -> Result<Replayed, StoreErr
     let seeded = if seed { seed_from(store).await? } else { 0 };
     Ok(Replayed {
         batches,
+        records: at.records,
+        snapshot,
         seq: last,
         seeded,
         epoch: at.epoch,
     })
 }
 
-/// Where a replay stands: the last batch applied, the highest epoch seen, batches applied.
+/// `name` as a regular expression matching itself.
+fn regex_escape(name: &str) -> String {
+    name.replace('.', "\\.")
+}
+
+/// Empties every tree and drops the journal state from `meta`, before a rebuild.
+fn forget(store: &Store) -> Result<(), StoreError> {
+    let meta = store.db.open_tree(super::version::META_TREE)?;
+    clear_data(&store.db)?;
+    for key in [SEQ_KEY, OFFSET_KEY, EPOCH_KEY, DIRTY_KEY] {
+        meta.remove(key)?;
+    }
+    Ok(())
+}
+
+/// Loads the latest complete snapshot into the (empty) store and says where the journal is
+/// read from after it: the snapshot's mark, or the journal's first record without one.
+async fn rebuild(
+    store: &Store,
+    broker: &Broker,
+    publisher: &Publisher,
+) -> Result<(JournalStart, Position, Option<u64>), StoreError> {
+    let Some(snapshot) = super::snapshot::latest(broker, publisher).await? else {
+        let at = Position {
+            expect: Some(0),
+            ..Position::default()
+        };
+        return Ok((JournalStart::First, at, None));
+    };
+    let mut trees = HashMap::new();
+    apply(&store.db, &mut trees, &snapshot.ops)?;
+    let meta = store.db.open_tree(super::version::META_TREE)?;
+    meta.insert(SEQ_KEY, &snapshot.seq.to_be_bytes())?;
+    tracing::info!(
+        "loaded the state snapshot {} ({} record(s), up to batch {}, journal offset {})",
+        snapshot.id,
+        snapshot.ops.len(),
+        snapshot.seq,
+        snapshot.offset
+    );
+    let at = Position {
+        applied: snapshot.seq,
+        epoch: snapshot.epoch,
+        expect: Some(snapshot.offset),
+        ..Position::default()
+    };
+    Ok((
+        JournalStart::Offset(snapshot.offset),
+        at,
+        Some(snapshot.seq),
+    ))
+}
+
+/// Where a replay stands: the last batch applied, the highest epoch seen, batches applied,
+/// records read, and the offset its first record must have (`None`: any).
+#[derive(Debug, Default)]
 struct Position {
     applied: u64,
     epoch: u64,
     batches: u64,
+    records: u64,
+    expect: Option<u64>,
 }
 
 /// Reads to the start mark `nonce`, appends a `leader` record one epoch above the highest seen
@@ -276,13 +556,21 @@ async fn replay(
     let meta = store.db.open_tree(super::version::META_TREE)?;
     let mut trees: HashMap<String, sled::Tree> = HashMap::new();
     loop {
-        let next = tokio::time::timeout(READ_PATIENCE, reader.next())
-            .await
-            .map_err(|_| StoreError::JournalStalled(READ_PATIENCE))?;
-        let Some(next) = next else {
-            return Err(StoreError::JournalEnded);
-        };
-        let item = next.map_err(StoreError::Journal)?;
+        let item = next_record(reader).await?;
+        if let Some(expected) = at.expect.take()
+            && item.offset != expected
+        {
+            return Err(StoreError::JournalGap {
+                expected,
+                found: item.offset,
+                after: if expected == 0 {
+                    "no snapshot, so from the first record".into()
+                } else {
+                    format!("batch {}", at.applied)
+                },
+            });
+        }
+        at.records += 1;
         let record: Record =
             rmp_serde::from_slice(&item.payload).map_err(|e| StoreError::Decode {
                 what: "journal",
@@ -374,7 +662,7 @@ fn read_u64(meta: &sled::Tree, key: &str) -> Result<Option<u64>, StoreError> {
 }
 
 /// The names of the trees that hold state (all but `meta` and sled's default tree).
-fn data_trees(db: &sled::Db) -> Vec<String> {
+pub(super) fn data_trees(db: &sled::Db) -> Vec<String> {
     let default = db.name();
     db.tree_names()
         .into_iter()
@@ -471,18 +759,18 @@ mod tests {
                 store.put_run(run).unwrap();
             }
             store.flush().await.unwrap();
-            let replayed = attach(&store, &broker).await.unwrap();
+            let replayed = attach(&store, &broker, 0).await.unwrap();
             assert_eq!((replayed.batches, replayed.seq), (0, 0));
             assert!(replayed.seeded > 0, "{replayed:?}");
             dump(&store.db)
         };
         let store = Store::open(new.path()).unwrap();
-        attach(&store, &broker).await.unwrap();
+        attach(&store, &broker, 0).await.unwrap();
         assert_eq!(dump(&store.db), kept);
 
         let store = Store::open(other.path()).unwrap();
         store.put_cache("k", &CachedOutputs::new()).unwrap();
-        let refused = attach(&store, &broker).await.unwrap_err();
+        let refused = attach(&store, &broker, 0).await.unwrap_err();
         assert!(
             matches!(refused, StoreError::JournalConflict { .. }),
             "{refused}"
@@ -499,12 +787,12 @@ mod tests {
         let broker = broker("tjepoch").await;
         let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
         let first = Store::open(dirs[0].path()).unwrap();
-        assert_eq!(attach(&first, &broker).await.unwrap().epoch, 1);
+        assert_eq!(attach(&first, &broker, 0).await.unwrap().epoch, 1);
         first.put_cache("before", &CachedOutputs::new()).unwrap();
         first.flush().await.unwrap();
 
         let second = Store::open(dirs[1].path()).unwrap();
-        let replayed = attach(&second, &broker).await.unwrap();
+        let replayed = attach(&second, &broker, 0).await.unwrap();
         assert_eq!((replayed.epoch, replayed.batches), (2, 1));
         first.put_cache("deposed", &CachedOutputs::new()).unwrap();
         first.flush().await.unwrap();
@@ -512,7 +800,7 @@ mod tests {
         second.flush().await.unwrap();
 
         let third = Store::open(dirs[2].path()).unwrap();
-        let replayed = attach(&third, &broker).await.unwrap();
+        let replayed = attach(&third, &broker, 0).await.unwrap();
         assert_eq!(
             (replayed.epoch, replayed.batches, replayed.seq),
             (3, 2, 2),
@@ -547,7 +835,7 @@ mod tests {
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let written = {
             let store = Store::open(first.path()).unwrap();
-            attach(&store, &broker).await.unwrap();
+            attach(&store, &broker, 0).await.unwrap();
             // Three of these and their keys fit in a batch, four do not.
             for key in ["a", "b", "c", "d", "e"] {
                 store.cache.insert(key, vec![7; BATCH_BYTES / 4]).unwrap();
@@ -556,7 +844,7 @@ mod tests {
             dump(&store.db)
         };
         let store = Store::open(second.path()).unwrap();
-        let replayed = attach(&store, &broker).await.unwrap();
+        let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!((replayed.batches, replayed.seq), (2, 2));
         assert_eq!(dump(&store.db), written);
         broker.delete_journal().await.unwrap();
@@ -594,7 +882,7 @@ mod tests {
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let written = {
             let store = Store::open(first.path()).unwrap();
-            let replayed = attach(&store, &broker).await.unwrap();
+            let replayed = attach(&store, &broker, 0).await.unwrap();
             assert_eq!(replayed.seq, 0);
             let samples = crate::store::compat::samples();
             for run in &samples.runs {
@@ -624,7 +912,7 @@ mod tests {
         );
 
         let store = Store::open(second.path()).unwrap();
-        let replayed = attach(&store, &broker).await.unwrap();
+        let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!((replayed.batches, replayed.seq), (2, 2));
         assert_eq!(dump(&store.db), written);
         assert!(store.cache.get("k1").unwrap().is_none());
@@ -634,13 +922,13 @@ mod tests {
         drop(store);
 
         let store = Store::open_after_drop(second.path()).unwrap();
-        let replayed = attach(&store, &broker).await.unwrap();
+        let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!((replayed.batches, replayed.seq), (0, 3));
         assert_eq!(dump(&store.db), expected);
         drop(store);
 
         let store = Store::open_after_drop(first.path()).unwrap();
-        let replayed = attach(&store, &broker).await.unwrap();
+        let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!(
             (replayed.batches, replayed.seq),
             (1, 3),
@@ -652,7 +940,7 @@ mod tests {
         store.put_cache("k4", &CachedOutputs::new()).unwrap();
         drop(store);
         let store = Store::open_after_drop(first.path()).unwrap();
-        let replayed = attach(&store, &broker).await.unwrap();
+        let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!((replayed.batches, replayed.seq), (3, 3));
         assert_eq!(dump(&store.db), expected);
 
@@ -736,7 +1024,7 @@ mod cost {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        attach(&store, &broker).await.unwrap();
+        attach(&store, &broker, 0).await.unwrap();
         measure(&store, "with the journal").await;
         broker.delete_journal().await.unwrap();
         broker.close().await;

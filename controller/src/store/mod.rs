@@ -11,6 +11,7 @@ mod journaled;
 mod runs;
 mod scalars;
 pub mod schema;
+pub mod snapshot;
 mod submits;
 mod tasks;
 mod version;
@@ -92,6 +93,24 @@ pub enum StoreError {
     JournalEnded,
     #[error("the state journal is already attached to this store")]
     JournalAttached,
+    #[error(
+        "the state journal's first record is at offset {found}, but this replay must start at \
+         offset {expected} (after {after}): the stream's retention dropped the records between, \
+         and no snapshot covers them, so the state cannot be rebuilt from the journal. Start a \
+         controller on a data dir that holds the state (with journal_seq in its meta), or, to \
+         start over, delete the streams <ns>.journal and <ns>.snapshot, losing every run's \
+         record"
+    )]
+    JournalGap {
+        expected: u64,
+        found: u64,
+        after: String,
+    },
+    #[error(
+        "a snapshot was not taken: the journal holds a leader record of epoch {later} (offset \
+         {offset}), above this controller's {ours}, so another controller has taken over"
+    )]
+    Deposed { ours: u64, later: u64, offset: u64 },
 }
 
 /// The most memory sled's page cache holds (its default is 1 GiB). What the scheduler decides

@@ -1,5 +1,6 @@
 //! `kill -9` a controller that keeps its state in the journal stream, delete its data dir (the
-//! lost disk), and start a controller on an empty one: the run goes on from the journal.
+//! lost disk), and start a controller on an empty one: the run goes on from the latest
+//! snapshot (taken every 1 KiB of journal here) and the journal after it.
 
 use super::{attempts, chain, ended, step_status};
 use crate::harness::{Cluster, Store};
@@ -9,7 +10,14 @@ use std::time::Duration;
 fn a_run_survives_its_controller_and_its_data_dir() {
     // Artifacts in a bucket: the local store would go with the data dir.
     let mut c = Cluster::on(Store::S3).with_fixed_http();
-    let controller = ["controller", "--state-journal", "stream"].map(String::from);
+    let controller = [
+        "controller",
+        "--state-journal",
+        "stream",
+        "--state-snapshot-every",
+        "1KiB",
+    ]
+    .map(String::from);
     c.start_controller_with(&controller);
     c.start_agent("a1", &["default"]);
     let file = c.pipeline("chain.toml", &chain(3, 1.5));
@@ -31,8 +39,8 @@ fn a_run_survives_its_controller_and_its_data_dir() {
         assert_eq!(tries[0].1, "succeeded", "{step}: {tries:?}");
     }
     assert!(
-        log.contains("state journal") && !log.contains("applied 0 batch"),
-        "the new controller took its state from the journal:\n{log}"
+        log.contains("state journal") && log.contains("loaded the snapshot of batch"),
+        "the new controller took its state from a snapshot and the journal:\n{log}"
     );
     let out = c.drover(&["artifacts", "get", &run, "s3", "out", "-o", "-"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "start\ns1\ns2\ns3\n");
