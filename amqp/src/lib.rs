@@ -12,7 +12,7 @@ mod topology;
 pub mod urls;
 
 pub use consume::{Consumer, Getter, Incoming};
-pub use lock::LOCK_REGAIN_PATIENCE;
+pub use lock::{LOCK_REGAIN_PATIENCE, regain_patience};
 pub use publish::{CONFIRM_PATIENCE, Publisher, Target};
 pub use queues::{QueueSettings, QueueType};
 pub use stream::{
@@ -25,7 +25,7 @@ use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, Names, agent_routing_key};
 use lapin::Channel;
 use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
@@ -358,6 +358,17 @@ impl Broker {
         }
     }
 
+    /// Removes the messages waiting in a broker queue (already declared); those delivered and
+    /// not yet acked stay. Returns how many were removed.
+    pub async fn purge_queue(&self, broker_queue: &str) -> Result<u32, AmqpError> {
+        let ch = self.channel().await?;
+        let purged = ch
+            .queue_purge(broker_queue.into(), QueuePurgeOptions::default())
+            .await?;
+        let _ = ch.close(200, "purged".into()).await;
+        Ok(purged)
+    }
+
     /// Deletes a namespace's queues and exchanges (tests and tenant removal); the given user
     /// queues are deleted too, the state journal, and the reserved `drivers` queue (`drover up`
     /// serves it whatever queues it is given). Missing objects are fine.
@@ -404,14 +415,15 @@ impl Broker {
     }
 
     /// Resolves once the lock of [`Self::hold_lock`] was lost for good: after a lost connection
-    /// another one held it for longer than [`LOCK_REGAIN_PATIENCE`] (or the patience set with
+    /// another one held it for longer than [`regain_patience`] of the connection's heartbeat
+    /// (60 s at the default 10 s; or the patience set with
     /// [`Self::with_lock_patience`]). Every later use of this broker fails then.
     pub async fn lock_lost(&self) {
         self.link.lock_lost().await
     }
 
     /// Sets how long a lost lock is asked for again on new connections before it is given up
-    /// ([`LOCK_REGAIN_PATIENCE`] by default; tests shorten it).
+    /// ([`regain_patience`] of the first connection's heartbeat by default; tests shorten it).
     pub fn with_lock_patience(self, patience: Duration) -> Self {
         self.link.set_lock_patience(patience);
         self

@@ -41,7 +41,8 @@ pub(super) struct Link {
     lock_refused_since: Mutex<Option<tokio::time::Instant>>,
     /// Set once the lock is given up for good (the link is closed then).
     lock_lost: tokio::sync::watch::Sender<bool>,
-    /// How long refusals of the lock on new connections are borne before it is given up.
+    /// How long refusals of the lock on new connections are borne before it is given up
+    /// ([`lock::regain_patience`] of the first connection's heartbeat unless set).
     lock_patience: Mutex<Duration>,
 }
 
@@ -56,6 +57,7 @@ impl Link {
             });
         }
         let (at, conn) = connect_any(&urls, 0, &names, client).await?;
+        let patience = lock::regain_patience(conn.configuration().heartbeat());
         Ok(Self {
             urls,
             at: AtomicUsize::new(at),
@@ -69,7 +71,7 @@ impl Link {
             closed: AtomicBool::new(false),
             lock_refused_since: Mutex::new(None),
             lock_lost: tokio::sync::watch::Sender::new(false),
-            lock_patience: Mutex::new(lock::LOCK_REGAIN_PATIENCE),
+            lock_patience: Mutex::new(patience),
         })
     }
 
@@ -190,7 +192,7 @@ impl Link {
     }
 
     /// Resolves once the lock this link held could not be taken again on a new connection
-    /// within its patience ([`lock::LOCK_REGAIN_PATIENCE`] by default); the link is closed by
+    /// within its patience ([`lock::regain_patience`] by default); the link is closed by
     /// then.
     pub async fn lock_lost(&self) {
         let mut lost = self.lock_lost.subscribe();

@@ -9,12 +9,28 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use std::time::Duration;
 
-/// How long a reconnecting holder keeps asking for its lock back before it gives up. The broker
-/// keeps a connection it has stopped hearing from until its heartbeat check drops it (two
-/// 10 s heartbeat intervals, `urls::DEFAULT_HEARTBEAT_SECS`), and until then that old
-/// connection of this very process still holds the queue; past this patience another process
-/// has it.
+/// How long a reconnecting holder keeps asking for its lock back before it gives up, at the
+/// default 10 s heartbeat (`urls::DEFAULT_HEARTBEAT_SECS`); see [`regain_patience`].
 pub const LOCK_REGAIN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How many heartbeat intervals of its connection a reconnecting holder asks for its lock back.
+/// The broker keeps a connection it has stopped hearing from until its heartbeat check drops it
+/// (about two intervals), and until then that old connection of this very process still holds
+/// the queue; a new connection is opened only once this process has noticed the old one dead
+/// (lapin: two intervals of silence), so six leave ample margin. Past them another process has
+/// the lock, and this one gives it up.
+const REGAIN_HEARTBEATS: u64 = 6;
+
+/// How long a holder whose connection negotiated `heartbeat_secs` keeps asking for its lock back:
+/// [`REGAIN_HEARTBEATS`] intervals, so a short heartbeat (quick failover) also makes a deposed
+/// holder stop sooner. Without heartbeats (0) nothing bounds how long the broker keeps a dead
+/// connection; the default patience applies then.
+pub fn regain_patience(heartbeat_secs: u16) -> Duration {
+    match heartbeat_secs {
+        0 => LOCK_REGAIN_PATIENCE,
+        secs => Duration::from_secs(REGAIN_HEARTBEATS * u64::from(secs)),
+    }
+}
 
 /// Declares `queue` exclusive to this channel's connection; [`AmqpError::LockHeld`] when
 /// another connection holds it.
@@ -35,5 +51,20 @@ pub(super) async fn take(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
             queue: queue.to_string(),
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patience_is_six_heartbeats_and_the_default_without_them() {
+        assert_eq!(
+            regain_patience(crate::urls::DEFAULT_HEARTBEAT_SECS),
+            LOCK_REGAIN_PATIENCE
+        );
+        assert_eq!(regain_patience(2), Duration::from_secs(12));
+        assert_eq!(regain_patience(0), LOCK_REGAIN_PATIENCE);
     }
 }

@@ -72,6 +72,21 @@ async fn publish_consume_and_stats() {
 }
 
 #[tokio::test]
+async fn a_purge_removes_the_waiting_messages_and_says_how_many() {
+    let broker = broker().await;
+    let names = broker.names().clone();
+    let publisher = broker.publisher().await.unwrap();
+    for _ in 0..3 {
+        publisher.publish(&Target::Submit, &abort()).await.unwrap();
+    }
+    assert_eq!(broker.purge_queue(&names.services()).await.unwrap(), 3);
+    let stats = broker.queue_stats(&names.services()).await.unwrap();
+    assert_eq!(stats.map(|s| s.messages), Some(0));
+    assert_eq!(broker.purge_queue(&names.services()).await.unwrap(), 0);
+    broker.delete_namespace(&[]).await.unwrap();
+}
+
+#[tokio::test]
 async fn unroutable_publish_is_an_error() {
     let broker = broker().await;
     let publisher = broker.publisher().await.unwrap();

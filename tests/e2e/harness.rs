@@ -347,25 +347,38 @@ impl Cluster {
     /// `drover agent` in a test host's network namespace, reaching the broker and the
     /// controller through `gateway` (where the test network forwards their ports).
     pub fn start_agent_in(&mut self, netns: &str, gateway: &str, id: &str, extra: &[&str]) {
+        let mut cmd = self.command_in(netns, gateway);
+        cmd.args([
+            "agent",
+            "--id",
+            id,
+            "--queue",
+            "default",
+            "--python-env",
+            "system",
+        ])
+        .arg("--work-dir")
+        .arg(self.dir.path().join(id))
+        .args(extra);
+        self.procs.spawn(id, cmd).expect("spawn drover");
+    }
+
+    /// A `drover` command in a test host's network namespace, reaching the broker, the
+    /// controller and the S3 server (if any) through `gateway`, where the test network forwards
+    /// their ports.
+    pub fn command_in(&self, netns: &str, gateway: &str) -> Command {
         let via = |url: &str| url.replacen("127.0.0.1", gateway, 1);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, drover_bin()]);
         let mut cmd = self.command_of(cmd);
-        cmd.env("DROVER_AMQP_URL", via(&self.amqp))
-            .env("DROVER_URL", via(&self.url))
-            .args([
-                "agent",
-                "--id",
-                id,
-                "--queue",
-                "default",
-                "--python-env",
-                "system",
-            ])
-            .arg("--work-dir")
-            .arg(self.dir.path().join(id))
-            .args(extra);
-        self.procs.spawn(id, cmd).expect("spawn drover");
+        cmd.env("DROVER_AMQP_URL", via(&self.amqp));
+        if !self.url.is_empty() {
+            cmd.env("DROVER_URL", via(&self.url));
+        }
+        if let Some(moto) = &self.moto {
+            cmd.env("DROVER_S3_ENDPOINT", via(&moto.endpoint()));
+        }
+        cmd
     }
 
     fn command_of(&self, mut cmd: Command) -> Command {

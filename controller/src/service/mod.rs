@@ -130,6 +130,7 @@ impl Owner {
     /// Resumes unfinished runs, then serves commands and ticks until shutdown.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         self.load_automation();
+        self.purge_predecessors_jobs().await;
         let fx = scheduler::resume(&mut self.state, now_ms());
         if let Err(e) = self.apply(fx).await {
             tracing::error!("cannot persist the resumed runs: {e}");
@@ -170,6 +171,47 @@ impl Owner {
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!("cannot flush the state store on shutdown: {e}");
+        }
+    }
+
+    /// With the state journal, empties the job queues of the unfinished runs before their
+    /// queued steps are published again ([`scheduler::resume`]): what waits there was published
+    /// by the controller before this one (a deposed leader, whose lock this one now holds, so it
+    /// can publish nothing more). Agents refuse its epoch only once they have seen this
+    /// controller's, which its own jobs bring, and those come after the old ones in each queue:
+    /// left there, an old job would run and its copy published again would run a second time.
+    /// Jobs an agent has taken and not yet acked are not removed; their claims count.
+    async fn purge_predecessors_jobs(&mut self) {
+        let epoch = self.state.config.epoch;
+        if epoch == 0 {
+            return;
+        }
+        let queues: BTreeSet<QueueName> = self
+            .state
+            .runs
+            .values()
+            .filter(|r| !r.status.is_terminal())
+            .flat_map(|r| r.steps.iter().map(|s| s.queue.clone()))
+            .collect();
+        for queue in queues {
+            let broker_queue = self.names().user_queue(&queue);
+            let purged = match self.broker.declare_user_queue(&queue).await {
+                Ok(()) => self.broker.purge_queue(&broker_queue).await,
+                Err(e) => Err(e),
+            };
+            match purged {
+                Ok(n) => {
+                    self.declared.insert(queue);
+                    if n > 0 {
+                        tracing::info!(
+                            "removed {n} job(s) left in {broker_queue} by the controller before                              this one; its queued steps are published again with epoch {epoch}"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "cannot remove the jobs left in {broker_queue} by the controller before this                      one: {e}; an agent that takes one before it has seen epoch {epoch} runs it,                      and the copy published again as well"
+                ),
+            }
         }
     }
 

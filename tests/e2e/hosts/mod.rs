@@ -1,8 +1,10 @@
 //! Agents on several hosts (network namespaces on this machine): a fan-out spread over six
-//! agents, a host cut off mid-run, agents joining and draining mid-run.
+//! agents, a host cut off mid-run, agents joining and draining mid-run; the active controller
+//! cut off while a standby waits (`standby`).
 
 mod net;
 mod quorum;
+mod standby;
 
 use crate::faults::{attempts, ended, now_ms, step_status};
 use crate::harness::Cluster;

@@ -13,6 +13,8 @@ pub struct Host {
     link: String,
     /// The root namespace's address on this host's link: where its forwarders listen.
     pub gateway: Ipv4Addr,
+    /// The host's own address, on its side of the link.
+    pub address: Ipv4Addr,
 }
 
 /// Several hosts; removed (namespaces, links, forwarders) on drop.
@@ -73,6 +75,7 @@ impl TestNet {
                 netns,
                 link,
                 gateway,
+                address,
             });
         }
         Self { hosts, runtime }
