@@ -140,7 +140,7 @@ mod tests {
         }
         // Every flag of controller, agent and up, and the global ones (a flag of the controller,
         // such as --read-token, counts twice: `up` has it too).
-        assert_eq!(checked, 85);
+        assert_eq!(checked, 87);
     }
 
     #[test]

@@ -117,7 +117,11 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
     let mut standby = ChildProcess::spawn("standby", cmd, &c.dir.path().join("standby.log"))
         .expect("spawn the standby");
     wait_until("the standby to stand by", Duration::from_secs(30), || {
-        standby.alive_and(standby.output().contains("standing by: another controller"))
+        standby.alive_and(
+            standby
+                .output()
+                .contains("standing by: this controller is a standby"),
+        )
     });
 
     let ran = c.dir.path().join("ran");
