@@ -2,12 +2,10 @@
 //! another address (its `--public-url`, here a listener of the test recording what reaches it)
 //! never gets the token sent there, and an agent with a token but no `--url` refuses to start.
 
-use crate::harness::Cluster;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use crate::harness::{Cluster, recording_server};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "e2e-agent-token-9d2e";
@@ -25,36 +23,11 @@ name = "use"
 command = ["cat", "${make.out}"]
 "#;
 
-/// A loopback HTTP listener answering 503 to everything, recording each request's head.
-fn recording_listener() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            seen.lock().unwrap().push(head);
-            let _ = stream.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-        }
-    });
-    (url, heads)
-}
-
 #[test]
 fn the_token_never_goes_to_the_address_a_job_names() {
-    let (elsewhere, heads) = recording_listener();
+    let (elsewhere, heads) = recording_server(|_| {
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+    });
     let mut c = Cluster::new().with_fixed_http();
     c.env.push(("DROVER_TOKEN".into(), TOKEN.into()));
     // Jobs carry the public URL: here the recording listener, not the controller.

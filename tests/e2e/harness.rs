@@ -7,8 +7,10 @@ use drover_test_support::{
     namespace::drover_env, ready,
 };
 use serde_json::Value;
+use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use drover_test_support::AMQP_URL;
@@ -483,6 +485,35 @@ pub fn py_wait_for(go: &Path) -> String {
          time.sleep(0.02)\n",
         go = go.display().to_string()
     )
+}
+
+/// A server on a free loopback port answering every request with `answer(path)` (a whole HTTP
+/// response), and keeping each request's head (request line and headers); returns its URL.
+pub fn recording_server(
+    answer: impl Fn(&str) -> String + Send + 'static,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            seen.lock().unwrap().push(head);
+            let _ = stream.write_all(answer(&path).as_bytes());
+        }
+    });
+    (url, heads)
 }
 
 /// stdout and stderr of a finished command, for assertion messages.

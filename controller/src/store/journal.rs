@@ -688,14 +688,14 @@ fn clear_data(db: &sled::Db) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::scheduler::CachedOutputs;
     use drover_protocol::Names;
     use drover_test_support::namespace::{AMQP_URL, fresh_namespace};
 
     /// A broker connection in a namespace of its own, named from `prefix`.
-    async fn broker(prefix: &str) -> Broker {
+    pub(in crate::store) async fn broker(prefix: &str) -> Broker {
         Broker::connect_with_retry(
             AMQP_URL,
             Names::new(&fresh_namespace(prefix)).unwrap(),
@@ -852,10 +852,10 @@ mod tests {
     }
 
     /// A tree's name and its records, in key order.
-    type TreeDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
+    pub(in crate::store) type TreeDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
     /// Every tree's records, but `meta`, for comparing two stores.
-    fn dump(db: &sled::Db) -> Vec<TreeDump> {
+    pub(in crate::store) fn dump(db: &sled::Db) -> Vec<TreeDump> {
         let mut names = data_trees(db);
         names.sort();
         names

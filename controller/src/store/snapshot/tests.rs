@@ -4,44 +4,9 @@
 
 use super::*;
 use crate::scheduler::CachedOutputs;
-use crate::store::journal::{attach, data_trees};
+use crate::store::journal::attach;
+use crate::store::journal::tests::{broker, dump};
 use drover_amqp::StreamBounds;
-use drover_protocol::Names;
-use drover_test_support::namespace::{AMQP_URL, fresh_namespace};
-use std::time::Duration;
-
-/// A broker connection in a namespace of its own, named from `prefix`.
-async fn broker(prefix: &str) -> Broker {
-    Broker::connect_with_retry(
-        AMQP_URL,
-        Names::new(&fresh_namespace(prefix)).unwrap(),
-        "snapshot test",
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh)")
-}
-
-type TreeDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
-
-/// Every tree's records, but `meta`, for comparing two stores.
-fn dump(db: &sled::Db) -> Vec<TreeDump> {
-    let mut names = data_trees(db);
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let tree = db.open_tree(&name).unwrap();
-            let records = tree
-                .iter()
-                .map(|i| i.unwrap())
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect::<Vec<_>>();
-            (name, records)
-        })
-        .filter(|(_, records)| !records.is_empty())
-        .collect()
-}
 
 /// Runs, agents and cache records, flushed in two batches with a removal between.
 async fn fill(store: &Store) {
