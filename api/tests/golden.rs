@@ -748,3 +748,12 @@ fn scalars() {
         },
     );
 }
+
+/// The header that marks a 503 of a controller that is not active: the SDK reads its name here.
+#[test]
+fn inactive_header() {
+    check(
+        "inactive_header",
+        &serde_json::json!({ "header": INACTIVE_HEADER }),
+    );
+}

@@ -4,7 +4,7 @@ not from a copy kept by hand."""
 import json
 import os
 
-from drover import api
+from drover import api, controllers
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "api", "tests", "golden")
 
@@ -41,3 +41,7 @@ def test_api_errors_carry_a_code_and_a_message():
     assert error["code"] in golden("statuses")["error_code"]
     assert api.error_message(json.dumps(error)) == error["message"]
     assert api.error_message("plain text") == "plain text"
+
+
+def test_the_inactive_header_is_the_contracts():
+    assert controllers.INACTIVE_HEADER == golden("inactive_header")["header"]
