@@ -204,12 +204,15 @@ impl Owner {
                     self.declared.insert(queue);
                     if n > 0 {
                         tracing::info!(
-                            "removed {n} job(s) left in {broker_queue} by the controller before                              this one; its queued steps are published again with epoch {epoch}"
+                            "removed {n} job(s) left in {broker_queue} by the controller before this \
+                             one; its queued steps are published again with epoch {epoch}"
                         );
                     }
                 }
                 Err(e) => tracing::warn!(
-                    "cannot remove the jobs left in {broker_queue} by the controller before this                      one: {e}; an agent that takes one before it has seen epoch {epoch} runs it,                      and the copy published again as well"
+                    "cannot remove the jobs left in {broker_queue} by the controller before this \
+                     one: {e}; an agent that takes one before it has seen epoch {epoch} runs it, \
+                     and the copy published again as well"
                 ),
             }
         }
