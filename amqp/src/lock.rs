@@ -1,12 +1,15 @@
 //! A lock held by one broker connection: an exclusive queue, which RabbitMQ lets only the
 //! connection that declared it use and deletes when that connection ends (closed, its process
 //! killed, its heartbeats missed, or its node lost). The controller takes `<ns>.controller` so
-//! that one controller at a time acts on a namespace.
+//! that one controller at a time acts on a namespace. On a cluster the queue is placed on the
+//! node of the connection that declares it ([`CLIENT_LOCAL`]), so the holder's connection and
+//! its lock are lost together: the lock's node cannot die while the holder, connected to
+//! another node, goes on believing it holds the lock.
 
 use super::AmqpError;
 use lapin::Channel;
 use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 
 /// How long a reconnecting holder keeps asking for its lock back before it gives up, at the
@@ -32,9 +35,20 @@ pub fn regain_patience(heartbeat_secs: u16) -> Duration {
     }
 }
 
-/// Declares `queue` exclusive to this channel's connection; [`AmqpError::LockHeld`] when
-/// another connection holds it.
+/// The argument that places a classic queue on the node of its declaring connection. It is
+/// RabbitMQ 3.x's default (`queue_master_locator`), but a policy may change the default and the
+/// argument wins over a policy. RabbitMQ 3.10 refuses the newer `x-queue-leader-locator` on a
+/// classic queue (406 "invalid arg"), so this one is given.
+const CLIENT_LOCAL: (&str, &str) = ("x-queue-master-locator", "client-local");
+
+/// Declares `queue` exclusive to this channel's connection, on that connection's node;
+/// [`AmqpError::LockHeld`] when another connection holds it.
 pub(super) async fn take(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
+    let mut args = FieldTable::default();
+    args.insert(
+        CLIENT_LOCAL.0.into(),
+        AMQPValue::LongString(CLIENT_LOCAL.1.into()),
+    );
     let declared = ch
         .queue_declare(
             queue.into(),
@@ -42,7 +56,7 @@ pub(super) async fn take(ch: &Channel, queue: &str) -> Result<(), AmqpError> {
                 exclusive: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            args,
         )
         .await;
     match declared {

@@ -118,6 +118,23 @@ impl RabbitCluster {
         self.index_of(&leader)
     }
 
+    /// The index of the node a classic queue lives on: the node in its process id, which
+    /// `rabbitmqctl` prints as `<NODE.A.B.C>`.
+    pub fn node_of_queue(&self, queue: &str) -> usize {
+        let pid = wait_until(
+            &format!("the process of queue {queue}"),
+            Duration::from_secs(30),
+            || self.lookup("list_queues", ["name", "pid"], queue),
+        );
+        let node = pid
+            .trim_matches(|c| c == '<' || c == '>')
+            .rsplitn(4, '.')
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        self.index_of(&node)
+    }
+
     /// The index of the node that holds the connection whose name has every one of `parts`
     /// (a drover process names its connection by its role, host, pid and namespace, e.g.
     /// `drover controller on HOST pid N at URL (ns)`).

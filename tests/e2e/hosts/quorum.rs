@@ -136,7 +136,18 @@ fn killing_the_node_the_controller_is_connected_to_loses_no_step() {
     let ns = format!("({})", c.ns);
     let node = rabbit.node_of_connection(&["drover controller ", &ns]);
     assert_eq!(node, 0, "the controller is on the first node of its list");
+    // The controller's lock lives on the node of its connection, so the two are lost together.
+    let lock = Names::new(&c.ns).expect("namespace").controller_lock();
+    assert_eq!(rabbit.node_of_queue(&lock), node, "the lock's node");
     run_through_a_node_kill(&mut rabbit, &c, node);
     let log = c.process_log("controller");
     assert!(log.contains("reconnected to the broker"), "{log}");
+    // Reconnected elsewhere, it took its lock again there.
+    let now = rabbit.node_of_connection(&["drover controller ", &ns]);
+    assert_ne!(now, node, "the controller moved off the killed node");
+    assert_eq!(
+        rabbit.node_of_queue(&lock),
+        now,
+        "the lock's node after the kill"
+    );
 }
