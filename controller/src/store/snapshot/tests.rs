@@ -132,6 +132,35 @@ const TINY: StreamBounds = StreamBounds {
     segment: 1000,
 };
 
+/// A controller another one took over from takes no snapshot: its check of the journal finds
+/// the later leader record and refuses (`Deposed`), before any chunk is published, so a new
+/// store replays the journal alone and gets the successor's state.
+#[tokio::test]
+async fn a_deposed_controller_takes_no_snapshot() {
+    let broker = broker("tsnapdep").await;
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let first = Store::open(dirs[0].path()).unwrap();
+    attach(&first, &broker, 0).await.unwrap();
+    fill(&first).await;
+    let second = Store::open(dirs[1].path()).unwrap();
+    assert_eq!(attach(&second, &broker, 0).await.unwrap().epoch, 2);
+    second.put_cache("k3", &CachedOutputs::new()).unwrap();
+    second.flush().await.unwrap();
+
+    match take(&first, first.journal.get().unwrap(), &broker).await {
+        Err(StoreError::Deposed {
+            ours: 1, later: 2, ..
+        }) => {}
+        other => panic!("expected Deposed {{ ours: 1, later: 2 }}, got {other:?}"),
+    }
+    let third = Store::open(dirs[2].path()).unwrap();
+    let replayed = attach(&third, &broker, 0).await.unwrap();
+    assert_eq!(replayed.snapshot, None);
+    assert_eq!(dump(&third.db), dump(&second.db));
+    broker.delete_journal().await.unwrap();
+    broker.close().await;
+}
+
 /// Writes `n` batches of about 1 kB each.
 async fn grow(store: &Store, n: usize) {
     for i in 0..n {
