@@ -152,3 +152,62 @@ async fn a_stored_log_that_does_not_match_its_digest_is_not_restored() {
     let missing = s.restore(&archived).await.unwrap_err();
     assert!(matches!(missing, ArchiveError::Missing(_)), "{missing}");
 }
+
+/// The cost of archiving, off the owner task: `cargo nextest run -p drover-controller
+/// --run-ignored only --no-capture archive_cost` (moto_server on `PATH`). Times `archive` of
+/// 200 complete 4 KiB logs, one after the other, into a bucket and into the directory store.
+#[tokio::test]
+#[ignore = "a measurement; run on purpose"]
+async fn archive_cost() {
+    use drover_storage::testing::{CREDENTIALS, Moto};
+    use drover_storage::{ObjectBlobs, S3Location};
+    let moto = Moto::start();
+    moto.create_bucket("logs");
+    let location = "s3://logs/ctl"
+        .parse::<S3Location>()
+        .unwrap()
+        .with_endpoint(Some(moto.endpoint()))
+        .unwrap();
+    let bucket: Arc<dyn BlobStore> =
+        Arc::new(ObjectBlobs::connect_with(&location, &CREDENTIALS).unwrap());
+    for (name, store) in [("s3 (moto)", Some(bucket)), ("local", None)] {
+        let s = setup(Duration::from_secs(600), None);
+        let archive = match store {
+            Some(store) => LogArchive::new(s.logs.clone(), store),
+            None => s.archive.clone(),
+        };
+        let mut took = Vec::new();
+        for i in 0..200u32 {
+            let ended = EndedLog {
+                attempt: AttemptNo(i + 1),
+                ..s.ended.clone()
+            };
+            let text: Vec<u8> =
+                format!("{i:>8} log line of 64 bytes, padded to its length ...........\n")
+                    .repeat(64)
+                    .into_bytes();
+            s.logs
+                .append(&LogChunk {
+                    run_id: ended.run_id.clone(),
+                    step: ended.step.clone(),
+                    attempt: ended.attempt,
+                    offset: 0,
+                    data: text,
+                })
+                .await
+                .unwrap();
+            let start = std::time::Instant::now();
+            let archived = archive.archive(&ended).await.unwrap().unwrap();
+            took.push(start.elapsed());
+            assert_eq!(archived.size, 4096);
+        }
+        took.sort();
+        let total: Duration = took.iter().sum();
+        eprintln!(
+            "archive of a 4 KiB log into {name}: p50 {:?}, p99 {:?}, mean {:?}",
+            took[took.len() / 2],
+            took[took.len() * 99 / 100],
+            total / took.len() as u32
+        );
+    }
+}
