@@ -6,7 +6,7 @@
 //! through it. The log of a step that ended before the kill, archived in the bucket, is read
 //! whole from the new controller.
 
-use super::{attempts, chain, chain_log, chain_logging, ended, step_status};
+use super::{attempts, chain_log, chain_logging, ended, step_status};
 use crate::harness::{AMQP_URL, Cluster, Store, text, wait_until};
 use drover_amqp::{Broker, Target};
 use drover_protocol::ids::{AttemptNo, QueueName, StepName};
