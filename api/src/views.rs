@@ -136,6 +136,18 @@ pub struct AttemptView {
     /// steps and attempts that ended before their process started.
     #[serde(default)]
     pub start: Option<StartKind>,
+    /// The attempt's complete log as kept in the artifact store, when the controller keeps it
+    /// there (with the state journal and a shared store); `None` while the log is only in the
+    /// controller's data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_archive: Option<ArchivedLog>,
+}
+
+/// An attempt's complete log, stored in the artifact store as the blob `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedLog {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// A step within a [`RunView`], and `GET /api/v1/runs/{run}/steps/{step}`.

@@ -84,6 +84,10 @@ fn run_view() -> RunView {
             outcome: Some(AttemptOutcome::Succeeded),
             message: None,
             start: None,
+            log_archive: Some(ArchivedLog {
+                digest: Digest::of_bytes(b"hello\n"),
+                size: 6,
+            }),
         }],
         cache_key: Some("5f1e".repeat(16)),
         cache_hit: false,
@@ -124,6 +128,7 @@ fn run_view() -> RunView {
                 outcome: Some(AttemptOutcome::Lost),
                 message: Some("no heartbeat within the lease".into()),
                 start: None,
+                log_archive: None,
             },
             AttemptView {
                 attempt: AttemptNo(2),
@@ -135,6 +140,7 @@ fn run_view() -> RunView {
                 outcome: Some(AttemptOutcome::Failed),
                 message: Some("ValueError: bad input".into()),
                 start: Some(StartKind::Warm),
+                log_archive: None,
             },
         ],
         cache_key: None,

@@ -24,6 +24,7 @@ use drover_amqp::{Broker, Publisher};
 use drover_protocol::message::ArtifactStoreRef;
 use drover_storage::{BlobStore, LocalBlobs, ObjectBlobs, StoreLocation};
 use logs::LogStore;
+use logs::archive::LogArchive;
 use metrics::Metrics;
 use scheduler::{SchedulerConfig, State};
 use service::consume::{Routing, Source, consume};
@@ -98,6 +99,18 @@ impl Controller {
             publisher.clone(),
             metrics.clone(),
         );
+        let log_archive = LogArchive::new(logs.clone(), blobs.clone());
+        let owner = if archives_logs(&config) {
+            let archiver = service::archive::spawn(
+                log_archive.clone(),
+                commands.clone(),
+                &tracker,
+                shutdown.clone(),
+            );
+            owner.with_archiver(archiver)
+        } else {
+            owner
+        };
         tracker.spawn(owner.run(receiver, shutdown.clone()));
         let lock_lost = leader::watch(&tracker, broker.clone(), shutdown.clone());
         let routing = Routing {
@@ -113,6 +126,7 @@ impl Controller {
             store: store.clone(),
             blobs,
             logs,
+            log_archive,
             broker: broker.clone(),
             names: config.names.clone(),
             metrics,
@@ -382,6 +396,14 @@ fn spawn_consumers(
             shutdown.clone(),
         ));
     }
+}
+
+/// Whether complete step logs are archived in the artifact store: only when both the run state
+/// (the journal) and the store (a bucket) outlive the data dir. Otherwise the archive would be
+/// lost with the logs, or nothing durable would say where it is.
+fn archives_logs(config: &ControllerConfig) -> bool {
+    config.state_journal == config::StateJournal::Stream
+        && config.artifact_store != StoreLocation::Local
 }
 
 /// The configured blob store, and what jobs tell agents about it (`None`: through the HTTP API).

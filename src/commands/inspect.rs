@@ -537,6 +537,7 @@ mod tests {
             outcome: Some(outcome),
             message: None,
             start: None,
+            log_archive: None,
         }
     }
 

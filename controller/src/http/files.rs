@@ -252,6 +252,9 @@ pub async fn get_log(
         .find(|a| a.attempt == attempt)
         .and_then(|a| a.log_size)
         .map(|size| app.logs.complete_at(size));
+    app.restore_log(&record, &step_name, attempt)
+        .await
+        .map_err(ApiError::internal)?;
     let (size, reader) = app
         .logs
         .open_from(&record.run_id, &step_name, attempt, q.offset.unwrap_or(0))

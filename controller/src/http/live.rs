@@ -213,6 +213,16 @@ impl LogFollower {
             if !self.send_notes(&record, &tx).await {
                 return;
             }
+            // An ended attempt whose file went with an earlier data dir is read from its
+            // archive (the moves below send what is new first).
+            if let Err(e) = self
+                .app
+                .restore_log(&record, &self.step, self.attempt)
+                .await
+            {
+                let _ = tx.send(event(&StreamError { error: e })).await;
+                return;
+            }
             match self.next_move(&record) {
                 Move::Wait => {}
                 Move::Switch(attempt) => {

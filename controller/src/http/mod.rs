@@ -25,6 +25,7 @@ mod tasks;
 mod views;
 
 use crate::logs::LogStore;
+use crate::logs::archive::LogArchive;
 use crate::metrics::Metrics;
 use crate::scheduler::RunRecord;
 use crate::service::Command;
@@ -36,7 +37,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use drover_amqp::Broker;
 use drover_api::ErrorCode;
-use drover_protocol::{Names, RunId};
+use drover_protocol::{AttemptNo, Names, RunId, StepName};
 use drover_storage::BlobStore;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -47,6 +48,8 @@ pub(crate) struct AppState {
     /// The configured artifact store; the byte routes stream from and to it.
     pub blobs: Arc<dyn BlobStore>,
     pub logs: LogStore,
+    /// Reads archived logs back when their files are gone.
+    pub log_archive: LogArchive,
     pub broker: Arc<Broker>,
     pub names: Names,
     pub metrics: Arc<Metrics>,
@@ -68,6 +71,43 @@ pub(crate) type App = Arc<AppState>;
 impl AppState {
     pub fn run_url(&self, run: &RunId) -> String {
         format!("{}/runs/{run}", self.public_url)
+    }
+
+    /// Writes the archived log of `attempt` of `step` back to its file when the file is gone
+    /// or short (the data dir was lost in a takeover), so every reader finds it there.
+    pub async fn restore_log(
+        &self,
+        run: &RunRecord,
+        step: &StepName,
+        attempt: AttemptNo,
+    ) -> Result<(), String> {
+        let Some(archived) = run
+            .step(step)
+            .and_then(|s| s.attempts.iter().find(|a| a.attempt == attempt))
+            .and_then(|a| a.log_archive.as_ref())
+        else {
+            return Ok(());
+        };
+        let restored = self
+            .log_archive
+            .restore(&run.run_id, step, attempt, archived)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the archived log of attempt {attempt} of step {step} of run {} \
+                     (blob {}): {e}",
+                    run.run_id, archived.digest
+                )
+            })?;
+        if restored {
+            tracing::info!(
+                "read the log of attempt {attempt} of step {step} of run {} back from the \
+                 artifact store (blob {})",
+                run.run_id,
+                archived.digest
+            );
+        }
+        Ok(())
     }
 
     /// The run, or a 404 naming it.

@@ -158,6 +158,7 @@ fn attempt_view(a: &AttemptRecord) -> AttemptView {
         outcome: a.outcome,
         message: a.message.clone(),
         start: a.start,
+        log_archive: a.log_archive.clone(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! which actions follow. No I/O, no clock: the owning task persists the changed records and then
 //! carries out the actions.
 
+mod archive;
 mod callbacks;
 mod dynamic;
 mod external;
@@ -11,6 +12,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub use archive::log_archived;
 pub use callbacks::answer_callback;
 pub use dynamic::add_step;
 pub use external::report;
@@ -19,8 +21,8 @@ use progress::{
     lose_external, step_job,
 };
 pub use state::{
-    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason, RunRecord, RunStatus,
-    SchedulerConfig, State, StepCall, StepIndex, StepRecord, StepStatus,
+    AgentRecord, ArchivedLog, AttemptOutcome, AttemptRecord, CachedOutputs, PendingReason,
+    RunRecord, RunStatus, SchedulerConfig, State, StepCall, StepIndex, StepRecord, StepStatus,
 };
 
 use drover_protocol::message::{

@@ -410,6 +410,7 @@ fn dispatch(
         log_delays: Vec::new(),
         start: None,
         log_size: None,
+        log_archive: None,
     });
     if external {
         return;

@@ -5,7 +5,7 @@
 //! empty value, is `#[serde(default)]`; unknown fields are ignored on read. Any other change to
 //! a stored record's layout bumps `store::SCHEMA_VERSION` (see ARCHITECTURE.md).
 
-pub use drover_api::{AttemptOutcome, RunStatus, StepStatus};
+pub use drover_api::{ArchivedLog, AttemptOutcome, RunStatus, StepStatus};
 use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay, StartKind};
 use drover_protocol::validate::{Pipeline, Step};
 use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
@@ -92,6 +92,10 @@ pub struct AttemptRecord {
     /// once their whole log was confirmed, and for attempts not over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_size: Option<u64>,
+    /// The complete log as kept in the artifact store (`logs::archive`), recorded once it is
+    /// stored there; the log survives the loss of the data dir only through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_archive: Option<ArchivedLog>,
 }
 
 /// Why a step whose parents are done is still pending. The scheduler decides on this field,

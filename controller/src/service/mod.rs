@@ -2,9 +2,11 @@
 //! changed, then publishes the actions that follow and acks the delivery that caused them.
 //! Consumers ([`consume`]) feed it; a timer ticks it.
 
+pub(crate) mod archive;
 pub(crate) mod automation;
 pub(crate) mod consume;
 
+use crate::logs::archive::EndedLog;
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError, Submitted};
@@ -73,6 +75,13 @@ pub(crate) enum Command {
         proceed: bool,
         reply: oneshot::Sender<Result<drover_api::StepStatus, Refused>>,
     },
+    /// An attempt's complete log is stored in the artifact store ([`archive`]).
+    LogArchived {
+        run: RunId,
+        step: drover_protocol::StepName,
+        attempt: drover_protocol::AttemptNo,
+        archived: scheduler::ArchivedLog,
+    },
 }
 
 /// Why an add-step request or a step report was refused.
@@ -99,6 +108,8 @@ pub(crate) struct Owner {
     /// Ended runs read back from the store for an event about them; let go again once the
     /// event's change is durable.
     recalled: Vec<RunId>,
+    /// Where ended attempts go to have their logs archived, when logs are archived.
+    archiver: Option<archive::Archiver>,
 }
 
 impl Owner {
@@ -120,7 +131,14 @@ impl Owner {
             idle_warned: HashMap::new(),
             automation: automation::Automation::default(),
             recalled: Vec::new(),
+            archiver: None,
         }
+    }
+
+    /// Has the logs of attempts that end archived by `archiver`.
+    pub fn with_archiver(mut self, archiver: archive::Archiver) -> Self {
+        self.archiver = Some(archiver);
+        self
     }
 
     fn names(&self) -> &Names {
@@ -131,10 +149,30 @@ impl Owner {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         self.load_automation();
         self.purge_predecessors_jobs().await;
+        // Attempts that ended before a restart may not have had their logs archived yet.
+        let unarchived: Vec<EndedLog> = self
+            .state
+            .runs
+            .values()
+            .flat_map(|run| {
+                run.steps.iter().flat_map(move |step| {
+                    step.attempts
+                        .iter()
+                        .filter(|a| a.outcome.is_some() && a.log_archive.is_none())
+                        .map(move |a| EndedLog {
+                            run_id: run.run_id.clone(),
+                            step: step.name.clone(),
+                            attempt: a.attempt,
+                            size: a.log_size,
+                        })
+                })
+            })
+            .collect();
         let fx = scheduler::resume(&mut self.state, now_ms());
         if let Err(e) = self.apply(fx).await {
             tracing::error!("cannot persist the resumed runs: {e}");
         }
+        self.archive_logs(unarchived);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut idle_check = tokio::time::interval(IDLE_CHECK);
@@ -230,6 +268,7 @@ impl Owner {
         let mut answered = Vec::new();
         let mut next = Some(first);
         let mut submitted = Ok(());
+        let mut ended_logs = Vec::new();
         while let Some(command) = next.take() {
             let (event, rerun_of) = match command {
                 Command::Delivery { event, incoming } => {
@@ -278,6 +317,18 @@ impl Owner {
                     }
                     (None, None)
                 }
+                Command::LogArchived {
+                    run,
+                    step,
+                    attempt,
+                    archived,
+                } => {
+                    self.recall(&run);
+                    let step_fx =
+                        scheduler::log_archived(&mut self.state, &run, &step, attempt, archived);
+                    fx.merge(step_fx);
+                    (None, None)
+                }
                 Command::Callback {
                     run,
                     step,
@@ -305,6 +356,12 @@ impl Owner {
             };
             if let Some(event) = event {
                 self.recall_for(&event);
+                let finished = match &event {
+                    Event::Finished(f) => {
+                        Some((f.run_id.clone(), f.step.clone(), f.attempt, f.log_size))
+                    }
+                    _ => None,
+                };
                 // Kept as sent, so the run can be submitted again as it was.
                 if let Event::Submit(s) = &event
                     && submitted.is_ok()
@@ -314,6 +371,17 @@ impl Owner {
                         .put_submitted(&s.run_id, &Submitted::of(s, rerun_of));
                 }
                 fx.merge(scheduler::handle(&mut self.state, event, now_ms()));
+                if let Some((run_id, step, attempt, size)) = finished
+                    && self.archiver.is_some()
+                    && self.ended_unarchived(&run_id, &step, attempt)
+                {
+                    ended_logs.push(EndedLog {
+                        run_id,
+                        step,
+                        attempt,
+                        size,
+                    });
+                }
             }
             if deliveries.len() + replies.len() + changes.len() + reported.len() + answered.len()
                 < MAX_BATCH
@@ -327,6 +395,7 @@ impl Owner {
         };
         match applied {
             Ok(()) => {
+                self.archive_logs(ended_logs);
                 for (reply, added) in replies {
                     let _ = reply.send(Ok(added));
                 }
@@ -366,6 +435,32 @@ impl Owner {
         }
         for (change, reply) in changes {
             self.change(change, reply).await;
+        }
+    }
+
+    /// Whether attempt `attempt` of `step` has ended without its log archived yet.
+    fn ended_unarchived(
+        &self,
+        run: &RunId,
+        step: &drover_protocol::StepName,
+        attempt: drover_protocol::AttemptNo,
+    ) -> bool {
+        self.state
+            .runs
+            .get(run)
+            .and_then(|r| r.step(step))
+            .and_then(|s| s.attempts.iter().find(|a| a.attempt == attempt))
+            .is_some_and(|a| a.outcome.is_some() && a.log_archive.is_none())
+    }
+
+    /// Hands ended attempts, whose end is durable, to the archiver (when logs are archived).
+    fn archive_logs(&self, ended: Vec<EndedLog>) {
+        let Some(archiver) = &self.archiver else {
+            return;
+        };
+        for log in ended {
+            // The archiver is gone only when shutting down; the log stays in the data dir.
+            let _ = archiver.send(log);
         }
     }
 

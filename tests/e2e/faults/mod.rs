@@ -60,6 +60,11 @@ pub fn attempts(doc: &Value, step: &str) -> Vec<(String, String)> {
 /// A chain of `n` command steps `s1 -> s2 -> ...`, each sleeping `secs` (the workload: a fault
 /// lands while a step runs) and passing a file on.
 pub fn chain(n: usize, secs: f64) -> String {
+    chain_logging(n, secs, 0)
+}
+
+/// [`chain`] whose steps first print `lines` lines to their logs ([`chain_log`]).
+pub fn chain_logging(n: usize, secs: f64, lines: usize) -> String {
     let mut toml = "[pipeline]\nname = \"chain\"\n".to_string();
     for i in 1..=n {
         let input = if i == 1 {
@@ -67,11 +72,21 @@ pub fn chain(n: usize, secs: f64) -> String {
         } else {
             format!("cat ${{s{}.out}}", i - 1)
         };
+        let print = if lines == 0 {
+            String::new()
+        } else {
+            format!("seq -f 's{i} line %g' 1 {lines}; ")
+        };
         toml.push_str(&format!(
-            "[[step]]\nname = \"s{i}\"\ncommand = [\"sh\", \"-c\", \"sleep {secs}; ({input}; echo s{i}) > out.txt\"]\noutputs = {{ out = \"out.txt\" }}\n"
+            "[[step]]\nname = \"s{i}\"\ncommand = [\"sh\", \"-c\", \"{print}sleep {secs}; ({input}; echo s{i}) > out.txt\"]\noutputs = {{ out = \"out.txt\" }}\n"
         ));
     }
     toml
+}
+
+/// What step `step` of a [`chain_logging`] chain prints.
+pub fn chain_log(step: &str, lines: usize) -> String {
+    (1..=lines).map(|i| format!("{step} line {i}\n")).collect()
 }
 
 /// Milliseconds since the epoch, as the controller stamps attempts.

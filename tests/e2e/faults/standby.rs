@@ -3,9 +3,10 @@
 //! from the journal, leading with a higher epoch, and finishes the run; the agent then refuses a
 //! job and a cancel of the old epoch. The CLI given both controllers' URLs, the standby's
 //! first, reaches the active one before and after the takeover, and `drover wait` rides
-//! through it.
+//! through it. The log of a step that ended before the kill, archived in the bucket, is read
+//! whole from the new controller.
 
-use super::{attempts, chain, ended, step_status};
+use super::{attempts, chain_log, chain_logging, ended, step_status};
 use crate::harness::{AMQP_URL, Cluster, Store, text, wait_until};
 use drover_amqp::{Broker, Target};
 use drover_protocol::ids::{AttemptNo, QueueName, StepName};
@@ -115,11 +116,22 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
     assert!(!data.join(ready::CONTROLLER_URL_FILE).exists());
 
     c.start_agent("a1", &["default"]);
-    let file = c.pipeline("chain.toml", &chain(4, 1.5));
+    // Over one 64 KiB log chunk, so s1's log is complete only once its last chunk is stored.
+    const LINES: usize = 8000;
+    let file = c.pipeline("chain.toml", &chain_logging(4, 1.5, LINES));
     let run = c.submit(&file);
-    c.wait_for(&run, "s2 to run", Duration::from_secs(30), |d| {
-        step_status(d, "s2") == "running"
-    });
+    let doc = c.wait_for(
+        &run,
+        "s2 to run, s1's log archived",
+        Duration::from_secs(30),
+        |d| {
+            step_status(d, "s2") == "running"
+                && !Cluster::step(d, "s1")["attempts"][0]["log_archive"].is_null()
+        },
+    );
+    let s1_log = chain_log("s1", LINES);
+    let archive = &Cluster::step(&doc, "s1")["attempts"][0]["log_archive"];
+    assert_eq!(archive["size"], s1_log.len(), "{archive}");
 
     let killed = Instant::now();
     c.kill("controller");
@@ -159,6 +171,33 @@ fn a_standby_controller_takes_over_a_run_from_a_killed_one() {
         String::from_utf8_lossy(&out.stdout),
         "start\ns1\ns2\ns3\ns4\n"
     );
+
+    // s1's log went with the old data dir; the new controller reads it back from the bucket,
+    // for `drover logs` and for `drover logs -f`.
+    let out = c.drover(&["logs", &run, "s1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == s1_log,
+        "{}",
+        text(&out)
+    );
+    let out = standby.output();
+    assert!(
+        out.contains("read the log of attempt 1 of step s1") && out.contains("artifact store"),
+        "{out}"
+    );
+    let out = c.drover(&["logs", "-f", &run, "s1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == s1_log,
+        "{}",
+        text(&out)
+    );
+    // s4 ran under the new controller: its log was archived too.
+    let doc = c.wait_for(&run, "s4's log archived", Duration::from_secs(30), |d| {
+        !Cluster::step(d, "s4")["attempts"][0]["log_archive"].is_null()
+    });
+    let archive = &Cluster::step(&doc, "s4")["attempts"][0]["log_archive"];
+    assert_eq!(archive["size"], chain_log("s4", LINES).len(), "{archive}");
 
     // The agent has seen epoch 2 in the new controller's jobs: a cancel and a job of epoch 1
     // (what the deposed controller would send) are refused, and counted in /metrics.

@@ -9,8 +9,8 @@ mod fixture;
 mod golden;
 
 use crate::scheduler::{
-    AgentRecord, AttemptOutcome, AttemptRecord, CachedOutputs, RunRecord, RunStatus, StepCall,
-    StepRecord, StepStatus,
+    AgentRecord, ArchivedLog, AttemptOutcome, AttemptRecord, CachedOutputs, RunRecord, RunStatus,
+    StepCall, StepRecord, StepStatus,
 };
 use crate::store::{Loaded, Store};
 use drover_protocol::message::{AgentInfo, ArtifactRef};
@@ -105,6 +105,7 @@ fn attempt(no: u32, queued_at: u64) -> AttemptRecord {
         log_delays: Vec::new(),
         start: None,
         log_size: None,
+        log_archive: None,
     }
 }
 
@@ -148,6 +149,11 @@ fn running_run() -> RunRecord {
         ended(attempt(2, T0 + 2_000), 0, AttemptOutcome::Succeeded),
     ];
     train.attempts[0].message = Some("no heartbeat within the lease".into());
+    train.attempts[1].log_size = Some(5);
+    train.attempts[1].log_archive = Some(ArchivedLog {
+        digest: Digest::of_bytes(b"done\n"),
+        size: 5,
+    });
     train.outputs = outputs("model", artifact(b"model", "model.bin"));
     train.started_at = Some(T0 + 120);
     train.ended_at = Some(T0 + 2_900);

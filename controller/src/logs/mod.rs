@@ -7,6 +7,11 @@
 //! An attempt's log is stored up to its cap (`--max-log-size` plus [`MARKER_ROOM`] for the
 //! agent's own marker line); a chunk reaching past it is cut there and followed by
 //! [`cut_marker`], and later chunks are dropped. Agents cut their logs at their own cap first.
+//!
+//! A complete log can also be kept in the artifact store ([`archive`]), from where it is read
+//! back when its file is gone.
+
+pub mod archive;
 
 use drover_protocol::message::{LogChunk, LogDelay};
 use drover_protocol::{AttemptNo, RunId, StepName};
@@ -155,6 +160,20 @@ impl LogStore {
     /// as many as the controller stores before it cuts the log (a cut log is complete).
     pub fn complete_at(&self, size: u64) -> u64 {
         size.min(self.limit)
+    }
+
+    /// The size of the attempt's log file; 0 when there is none.
+    pub async fn size_of(
+        &self,
+        run: &RunId,
+        step: &StepName,
+        attempt: AttemptNo,
+    ) -> std::io::Result<u64> {
+        match tokio::fs::metadata(self.path_of(run, step, attempt)).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Tells of every append from now on (a lagging receiver should re-read its log).
