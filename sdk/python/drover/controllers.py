@@ -1,8 +1,8 @@
 """The controller URLs (`DROVER_URL`: one, or several separated by whitespace, every controller
 of a namespace), as the CLI's `--url` takes them: the first that answers as the active
 controller is used, skipping one that cannot be reached or answers 503 as starting, standing
-by or cut off from its broker, until it fails, when the list is tried again. The token is sent to listed URLs only, and a
-request to a listed URL follows redirects to listed URLs only."""
+by or cut off from its broker, until it fails, when the list is tried again. The token is sent
+to listed URLs only, and a request to a listed URL follows redirects to listed URLs only."""
 from __future__ import annotations
 
 import os

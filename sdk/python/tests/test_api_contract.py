@@ -56,7 +56,7 @@ def test_every_inactive_value_sends_a_request_to_the_next_controller(monkeypatch
     for value in golden("inactive_header")["values"]:
         state = {"first": "active"}
 
-        def first(path, value=value):
+        def first(path, value=value, state=state):
             if state["first"] == "active":
                 return run_view(path)
             return 503, b'{"code": "unavailable", "message": "not acting"}', {controllers.INACTIVE_HEADER: value}
