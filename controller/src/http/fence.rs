@@ -1,6 +1,6 @@
 //! A controller that cannot reach its broker stops acting: while the connection that holds the
 //! namespace's lock is lost, and until a new one holds the lock again, every write (any method
-//! but GET, HEAD and OPTIONS) answers 503 `unavailable` with [`INACTIVE_HEADER`] `disconnected`,
+//! but GET, HEAD and OPTIONS; blob uploads excepted, see [`is_write`]) answers 503 `unavailable` with [`INACTIVE_HEADER`] `disconnected`,
 //! saying since when and what happens next, so a client with several controller URLs sends it
 //! to the next one: what such a write changes would reach neither the broker nor an agent before
 //! the lock is back, and would be lost (journaled under a deposed epoch) if another controller
@@ -31,7 +31,7 @@ pub(crate) async fn refuse_writes_while_cut_off(
         return next.run(request).await;
     }
     let now = Instant::now();
-    if is_write(request.method()) {
+    if is_write(request.method(), request.uri().path()) {
         let mut response = ApiError::unavailable(refusal(&app.names, state, now)).into_response();
         response
             .headers_mut()
@@ -45,8 +45,12 @@ pub(crate) async fn refuse_writes_while_cut_off(
     response
 }
 
-fn is_write(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+/// Whether a request changes what this controller acts on. A blob upload does not: it stores
+/// content-addressed bytes in the artifact store, which only a step's result, sent through the
+/// broker, makes part of a run; refusing it would fail an agent's upload over a broker blip.
+fn is_write(method: &Method, path: &str) -> bool {
+    let upload = *method == Method::PUT && path.starts_with("/api/v1/blobs/");
+    !upload && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The [`STALE_HEADER`] value: how long the connection has been lost.
@@ -100,11 +104,13 @@ mod tests {
     #[test]
     fn only_reads_pass_and_the_header_value_is_one_of_the_contracts() {
         for read in [Method::GET, Method::HEAD, Method::OPTIONS] {
-            assert!(!is_write(&read), "{read}");
+            assert!(!is_write(&read, "/api/v1/runs"), "{read}");
         }
         for write in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-            assert!(is_write(&write), "{write}");
+            assert!(is_write(&write, "/api/v1/runs/r/rerun"), "{write}");
         }
+        assert!(!is_write(&Method::PUT, "/api/v1/blobs/sha256:00"));
+        assert!(is_write(&Method::POST, "/api/v1/blobs/sha256:00"));
         assert!(drover_api::INACTIVE_STATES.contains(&DISCONNECTED));
     }
 
