@@ -3,11 +3,12 @@
 use crate::cli::Global;
 use crate::controllers::{Controllers, NoActiveController, Skipped};
 use anyhow::{Context, Result, bail};
-use drover_api::{ApiError, CsrfToken, INACTIVE_HEADER, RunList, RunView};
+use drover_api::{ApiError, CsrfToken, INACTIVE_HEADER, RunList, RunView, STALE_HEADER};
 use drover_protocol::RunId;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Part of a step's log as the controller has it.
 pub struct LogPart {
@@ -36,6 +37,8 @@ pub struct Client {
     has_token: bool,
     /// The index of the controller that answered last.
     active: Mutex<Option<usize>>,
+    /// Whether the user was told that a controller answered from stale state.
+    told_stale: AtomicBool,
 }
 
 /// One request, kept whole so it can be sent again to another controller.
@@ -90,6 +93,7 @@ impl Client {
             http,
             has_token: g.token.is_some(),
             active: Mutex::new(None),
+            told_stale: AtomicBool::new(false),
         })
     }
 
@@ -269,6 +273,15 @@ impl Client {
                 let text = resp.text().await.unwrap_or_default();
                 let detail = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.message);
                 return skip(format!("503 ({state}): {detail}"), true);
+            }
+            if let Some(stale) = resp.headers().get(STALE_HEADER)
+                && !self.told_stale.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "the controller at {base} has lost its broker connection ({}): what it \
+                     shows may be stale, and it accepts no changes until it is back",
+                    stale.to_str().unwrap_or("disconnected")
+                );
             }
             if !resp.status().is_redirection() {
                 return Ok(Outcome::Answered(resp));

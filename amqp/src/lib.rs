@@ -29,6 +29,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
+pub use link::LinkState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,6 +205,14 @@ impl Broker {
 
     pub fn is_connected(&self) -> bool {
         self.link.is_connected()
+    }
+
+    /// Whether the connection is up now, and if not since when it was found lost and whether
+    /// new ones are refused the lock of [`Self::hold_lock`]. Cheap: no I/O. The time is when
+    /// this process first found the connection lost (a use of it failed, or lapin missed two
+    /// heartbeats), not when the network went.
+    pub fn state(&self) -> LinkState {
+        self.link.state()
     }
 
     /// How many times the connection was replaced after it was lost.

@@ -12,6 +12,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Whether a link is connected, as its users find it (see [`crate::Broker::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connected; a link holding a lock holds it on this connection (a new connection takes it
+    /// before it is used).
+    Up,
+    /// The connection was lost (first found so at `since`) and no new one has replaced it yet;
+    /// `lock_refused_since` is set while new connections are refused the lock the link held.
+    Down {
+        since: tokio::time::Instant,
+        lock_refused_since: Option<tokio::time::Instant>,
+    },
+    /// Closed for good: by its owner, or after its lock was given up.
+    Closed,
+}
+
 /// What was declared through this link; declared again after a reconnect.
 #[derive(Debug, Default, Clone)]
 struct Declared {
@@ -39,6 +55,9 @@ pub(super) struct Link {
     closed: AtomicBool,
     /// Since when a new connection has been refused the lock this link held.
     lock_refused_since: Mutex<Option<tokio::time::Instant>>,
+    /// When the current connection was first found lost (by any use of the link), until a new
+    /// one replaces it.
+    down_since: Mutex<Option<tokio::time::Instant>>,
     /// Set once the lock is given up for good (the link is closed then).
     lock_lost: tokio::sync::watch::Sender<bool>,
     /// How long refusals of the lock on new connections are borne before it is given up
@@ -70,6 +89,7 @@ impl Link {
             reconnects: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             lock_refused_since: Mutex::new(None),
+            down_since: Mutex::new(None),
             lock_lost: tokio::sync::watch::Sender::new(false),
             lock_patience: Mutex::new(patience),
         })
@@ -94,13 +114,42 @@ impl Link {
         &self.urls[self.at.load(Ordering::Relaxed) % self.urls.len()]
     }
 
+    /// The current connection while it is connected; else notes when it was found lost.
     fn live(&self) -> Option<Arc<Connection>> {
-        let slot = self.current.lock().ok()?;
-        slot.as_ref().filter(|c| c.status().connected()).cloned()
+        let live = {
+            let slot = self.current.lock().ok()?;
+            slot.as_ref().filter(|c| c.status().connected()).cloned()
+        };
+        if let Ok(mut down) = self.down_since.lock() {
+            match live {
+                Some(_) => *down = None,
+                None => {
+                    down.get_or_insert_with(tokio::time::Instant::now);
+                }
+            }
+        }
+        live
     }
 
     pub fn is_connected(&self) -> bool {
         self.live().is_some()
+    }
+
+    /// Whether the link is connected now, and if not since when and why.
+    pub fn state(&self) -> LinkState {
+        if self.closed.load(Ordering::Relaxed) {
+            return LinkState::Closed;
+        }
+        if self.live().is_some() {
+            return LinkState::Up;
+        }
+        let now = tokio::time::Instant::now();
+        let since = self.down_since.lock().ok().and_then(|d| *d).unwrap_or(now);
+        let lock_refused_since = self.lock_refused_since.lock().ok().and_then(|s| *s);
+        LinkState::Down {
+            since,
+            lock_refused_since,
+        }
     }
 
     /// How many times the connection was replaced after a loss.
@@ -144,6 +193,9 @@ impl Link {
         let _ = ch.close(200, "declared".into()).await;
         if let Ok(mut slot) = self.current.lock() {
             *slot = Some(conn.clone());
+        }
+        if let Ok(mut down) = self.down_since.lock() {
+            *down = None;
         }
         let n = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(

@@ -55,11 +55,21 @@ impl ErrorCode {
     }
 }
 
-/// The header of a 503 from a controller that is not active (yet): `starting` while it takes the
-/// namespace's lock and replays its state, `standby` while another controller is active. A
-/// client with several controller URLs moves on to the next; any other 503 (the broker is down,
-/// too little free space) is the active controller's own answer.
+/// The header of a 503 from a controller that is not acting on its namespace (one of
+/// [`INACTIVE_STATES`]): `starting` while it takes the namespace's lock and replays its state,
+/// `standby` while another controller is active, `disconnected` on a write while it has lost
+/// the broker connection that holds the lock (another controller may take over meanwhile). A
+/// client with several controller URLs moves on to the next; any other 503 (too little free
+/// space) is the active controller's own answer.
 pub const INACTIVE_HEADER: &str = "x-drover-inactive";
+
+/// The values of [`INACTIVE_HEADER`]; a client treats every one alike (tries the next URL).
+pub const INACTIVE_STATES: [&str; 3] = ["starting", "standby", "disconnected"];
+
+/// The header of an answer to a read from a controller that has lost its broker connection:
+/// it answers from what it last knew, which may be stale. Its value says for how long, e.g.
+/// `disconnected for 2.4s`.
+pub const STALE_HEADER: &str = "x-drover-stale";
 
 /// `{"code": "not_found", "message": "run ... has no step \"x\""}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ pub use automation::{
     ScheduleView, Skipped, TriggerList, TriggerOn, TriggerView,
 };
 pub use dynamic::{AddStep, CallKey, StepAdded};
-pub use error::{ApiError, ErrorCode, INACTIVE_HEADER};
+pub use error::{ApiError, ErrorCode, INACTIVE_HEADER, INACTIVE_STATES, STALE_HEADER};
 pub use events::SseEvent;
 pub use external::{
     CallbackAnswer, CallbackAnswered, LogAppended, Report, StepReport, StepReported,

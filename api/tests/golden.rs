@@ -755,11 +755,16 @@ fn scalars() {
     );
 }
 
-/// The header that marks a 503 of a controller that is not active: the SDK reads its name here.
+/// The header that marks a 503 of a controller that is not active, its values, and the header
+/// of a read that may be stale: the SDK reads them here.
 #[test]
 fn inactive_header() {
     check(
         "inactive_header",
-        &serde_json::json!({ "header": INACTIVE_HEADER }),
+        &serde_json::json!({
+            "header": INACTIVE_HEADER,
+            "values": INACTIVE_STATES,
+            "stale_header": STALE_HEADER,
+        }),
     );
 }

@@ -11,6 +11,7 @@ mod automation;
 mod console;
 pub(crate) mod csrf;
 mod external;
+mod fence;
 pub(crate) mod files;
 pub(crate) mod gate;
 mod guard;
@@ -219,6 +220,11 @@ pub(crate) fn router(app: App) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such route; see ARCHITECTURE.md \"HTTP API\"")
         })
+        // Innermost: a request the token or CSRF checks refuse is refused for that first.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            fence::refuse_writes_while_cut_off,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             csrf::require,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
 mod auth;
+mod cut_off;
 mod dynamic;
 mod flow;
 mod hardening;

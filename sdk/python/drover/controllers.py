@@ -1,8 +1,8 @@
 """The controller URLs (`DROVER_URL`: one, or several separated by whitespace, every controller
 of a namespace), as the CLI's `--url` takes them: the first that answers as the active
-controller is used, skipping one that cannot be reached or answers 503 as starting or standing
-by, until it fails, when the list is tried again. The token is sent to listed URLs only, and a
-request to a listed URL follows redirects to listed URLs only."""
+controller is used, skipping one that cannot be reached or answers 503 as starting, standing
+by or cut off from its broker, until it fails, when the list is tried again. The token is sent
+to listed URLs only, and a request to a listed URL follows redirects to listed URLs only."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,9 @@ from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 
-# The header of a 503 from a controller that is not active: `starting` or `standby`.
+# The header of a 503 from a controller that is not acting on its namespace: `starting`,
+# `standby`, or `disconnected` (a write to one that has lost its broker connection). Every value
+# is treated alike: the request goes to the next listed controller.
 INACTIVE_HEADER = "x-drover-inactive"
 
 

@@ -3,6 +3,7 @@ api/tests/golden: the documents it parses and the status names it branches on co
 not from a copy kept by hand."""
 import json
 import os
+import urllib.request
 
 from drover import api, controllers
 
@@ -45,3 +46,28 @@ def test_api_errors_carry_a_code_and_a_message():
 
 def test_the_inactive_header_is_the_contracts():
     assert controllers.INACTIVE_HEADER == golden("inactive_header")["header"]
+
+
+def test_every_inactive_value_sends_a_request_to_the_next_controller(monkeypatch):
+    """A write refused by a controller that is not acting, whatever the header's value, goes to
+    the next listed controller."""
+    from test_controllers import run_view, serve
+
+    for value in golden("inactive_header")["values"]:
+        state = {"first": "active"}
+
+        def first(path, value=value, state=state):
+            if state["first"] == "active":
+                return run_view(path)
+            return 503, b'{"code": "unavailable", "message": "not acting"}', {controllers.INACTIVE_HEADER: value}
+
+        with serve(first) as (_, one), serve(run_view) as (two_server, two):
+            monkeypatch.setenv("DROVER_URL", f"{one} {two}")
+            urls = controllers.Controllers()
+            assert urls.active() == one
+            state["first"] = value
+            request = urllib.request.Request(f"{one}/api/v1/runs/r1/rerun", data=b"{}", method="POST")
+            with urls.urlopen(request, timeout=5) as response:
+                assert json.load(response)["run_id"] == "r1"
+            assert urls.current() == two, value
+            assert "/api/v1/runs/r1/rerun" in two_server.requests

@@ -1,9 +1,9 @@
 //! The active controller cut off from the broker (its host's link down) while a standby waits
 //! on this machine's own network: the broker drops the silent connection after its heartbeats,
-//! the standby takes over and finishes the run. The cut-off controller is asked meanwhile, from
-//! its own host, to run the run again: it accepts, and once the link returns it tries to publish
-//! that run's jobs, but every reconnect is refused the lock, so none reaches the broker, and it
-//! stops. The jobs it had queued before the cut are removed by the new controller, which
+//! the standby takes over and finishes the run. The cut-off controller, asked meanwhile from its
+//! own host, answers reads saying they may be stale and refuses to run the run again (503,
+//! `x-drover-inactive: disconnected`); once the link returns every reconnect is refused the
+//! lock, and it stops. The jobs it had queued before the cut are removed by the new controller, which
 //! publishes those steps again with its epoch; every step's command ran exactly once.
 
 use super::net::TestNet;
@@ -139,22 +139,41 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
 
     let cut = Instant::now();
     net.set_link(0, false);
-    // From its own host, the cut-off controller is asked to run the run again: it accepts,
-    // and the new run's jobs wait in it for the broker.
-    let out = c
-        .command_in(&host.netns, &host.gateway.to_string())
-        .env("DROVER_URL", &active_url)
+    // From its own host, the cut-off controller answers reads, saying they may be stale, once
+    // it has noticed its broker connection gone (two missed heartbeats) ...
+    let on_its_host = || {
+        let mut cmd = c.command_in(&host.netns, &host.gateway.to_string());
+        cmd.env("DROVER_URL", &active_url);
+        cmd
+    };
+    wait_until(
+        "the cut-off controller to notice",
+        Duration::from_secs(30),
+        || {
+            let out = on_its_host()
+                .args(["status", &run, "--json"])
+                .output()
+                .expect("drover status");
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            said.contains("has lost its broker connection")
+                .then_some(())
+        },
+    );
+    let noticed = cut.elapsed();
+    // ... and refuses to run the run again, with the header that sends clients to the next
+    // controller: nothing is accepted that it could not act on.
+    let out = on_its_host()
         .args(["rerun", &run, "--json"])
         .output()
         .expect("drover rerun");
-    let accepted: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let rerun = accepted["run_id"].as_str().expect("run_id").to_string();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("503 (disconnected)")
+            && said.contains("lost its broker connection")
+            && said.contains("nothing was done"),
+        "{said}"
+    );
 
     wait_until("the standby to take over", Duration::from_secs(30), || {
         standby.alive_and(standby.output().contains("this one takes over"))
@@ -198,14 +217,14 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
         log.contains("still held by another connection") && log.contains("lost the lock"),
         "{log}"
     );
-    // Nothing of the run it accepted while cut off reached the broker or an agent.
-    let out = c.drover(&["status", &rerun, "--json"]);
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(log.contains("cannot publish attempt"), "{log}");
+    // No run but the first one exists anywhere.
+    let out = c.drover(&["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).expect("runs --json");
+    let ids: Vec<&str> = runs["runs"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["run_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, [run.as_str()], "{runs}");
     // What it had queued before the cut was taken off the queue by the new controller, which
     // published those steps again: each ran once.
     let out = standby.output();
@@ -213,8 +232,9 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
     let metrics = c.http_get("/metrics");
     let counts = runs_per_step(&ran);
     eprintln!(
-        "link cut: standby took the lock after {:.2}s, served after {:.2}s (heartbeat {HEARTBEAT_SECS}s); \
+        "link cut: the cut-off controller noticed after {:.2}s, standby took the lock after {:.2}s, served after {:.2}s (heartbeat {HEARTBEAT_SECS}s); \
          deposed controller stopped {:.2}s after its link returned; commands run: {counts:?}; {}",
+        noticed.as_secs_f64(),
         took_over.as_secs_f64(),
         serving.as_secs_f64(),
         stopped.as_secs_f64(),
