@@ -51,13 +51,8 @@ impl Controllers {
         last.into_iter().chain(rest).collect()
     }
 
-    /// Whether `target` lies under a listed URL: same scheme, host and port, and a path at or
-    /// below the listed one's.
-    pub fn lists(&self, target: &Url) -> bool {
-        self.listed_at(target).is_some()
-    }
-
-    /// The listed URL `target` lies under (the one with the longest path when several do).
+    /// The listed URL `target` lies under (same scheme, host and port, and a path at or below
+    /// the listed one's), the one with the longest path when several do.
     pub fn listed_at(&self, target: &Url) -> Option<usize> {
         self.parsed
             .iter()
@@ -159,7 +154,7 @@ mod tests {
             "https://b:443/drover/api/v1/runs?x=1",
             "https://b/drover",
         ] {
-            assert!(c.lists(&Url::parse(ok).unwrap()), "{ok}");
+            assert!(c.listed_at(&Url::parse(ok).unwrap()).is_some(), "{ok}");
         }
         for no in [
             "http://a:8471/api",
@@ -170,7 +165,7 @@ mod tests {
             "https://b/other",
             "http://b/drover/api",
         ] {
-            assert!(!c.lists(&Url::parse(no).unwrap()), "{no}");
+            assert!(c.listed_at(&Url::parse(no).unwrap()).is_none(), "{no}");
         }
     }
 

@@ -178,6 +178,12 @@ async fn decode<T: DeserializeOwned>(
         transient: true,
     })?;
     let status = response.status().as_u16();
+    // A controller that is not active (standing by, starting) may become so, or be skipped:
+    // its 503, or its redirect to a controller this agent does not list.
+    let inactive = response
+        .headers()
+        .get(drover_api::INACTIVE_HEADER)
+        .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned());
     let body = response.bytes().await.map_err(|e| Failed {
         error: ApiError::new(
             ErrorCode::Unavailable,
@@ -194,7 +200,17 @@ async fn decode<T: DeserializeOwned>(
             transient: false,
         });
     }
-    let transient = matches!(status, 502..=504);
+    let transient = matches!(status, 502..=504) || inactive.is_some();
+    if let (Some(state), 300..=399) = (&inactive, status) {
+        let error = ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{url} answered {status} ({state}): it redirects to a controller that is not \
+                 one of --url"
+            ),
+        );
+        return Err(Failed { error, transient });
+    }
     let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| {
         let code = match status {
             400 => ErrorCode::BadRequest,
