@@ -3,6 +3,8 @@
 //! and metrics stay its own 503s); once the active one stops, the standby takes over and its
 //! own URL, with a higher epoch, replaces the first one's in the queue.
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
+
 mod support;
 
 use drover_controller::Controller;
