@@ -224,3 +224,45 @@ async fn decode<T: DeserializeOwned>(
     });
     Err(Failed { error, transient })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Response;
+
+    fn answer(status: u16, inactive: Option<&str>) -> reqwest::Result<reqwest::Response> {
+        let mut response = Response::builder()
+            .status(status)
+            .header("location", "http://elsewhere.example/api/v1/runs/r1");
+        if let Some(state) = inactive {
+            response = response.header(drover_api::INACTIVE_HEADER, state);
+        }
+        Ok(reqwest::Response::from(response.body("").unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_standbys_redirect_left_unfollowed_is_retried_like_its_503() {
+        let url = "http://standby:1/api/v1/runs/r1";
+        let failed = decode::<RunView>(url, answer(307, Some("standby")))
+            .await
+            .err()
+            .unwrap();
+        assert!(failed.transient);
+        assert_eq!(failed.error.code, ErrorCode::Unavailable);
+        assert!(
+            failed.error.message.contains("answered 307 (standby)"),
+            "{}",
+            failed.error.message
+        );
+        let plain = decode::<RunView>(url, answer(307, None))
+            .await
+            .err()
+            .unwrap();
+        assert!(!plain.transient, "{}", plain.error.message);
+        let standby = decode::<RunView>(url, answer(503, Some("standby")))
+            .await
+            .err()
+            .unwrap();
+        assert!(standby.transient);
+    }
+}
