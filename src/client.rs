@@ -62,7 +62,9 @@ impl Req {
 
 /// What sending a request to one controller came to.
 enum Outcome {
-    Answered(reqwest::Response),
+    /// The answer, and the index of the listed controller that gave it (another than the one
+    /// asked when that one redirected there).
+    Answered(usize, reqwest::Response),
     /// Not the active controller (cannot connect, or it answered as inactive): try another.
     Skip(Skipped),
 }
@@ -138,7 +140,7 @@ impl Client {
                 req.headers.push((CsrfToken::HEADER, csrf.token));
                 req.headers.push(("cookie", csrf.cookie));
                 match self.send_at(at, &req).await? {
-                    Outcome::Answered(resp) => resp,
+                    Outcome::Answered(_, resp) => resp,
                     Outcome::Skip(s) => {
                         self.set_active(None);
                         skipped.push(s);
@@ -218,9 +220,9 @@ impl Client {
         let mut skipped = Vec::new();
         for at in self.controllers.order(self.active()) {
             match self.send_at(at, req).await? {
-                Outcome::Answered(resp) => {
-                    self.set_active(Some(at));
-                    return Ok((at, resp));
+                Outcome::Answered(answered, resp) => {
+                    self.set_active(Some(answered));
+                    return Ok((answered, resp));
                 }
                 Outcome::Skip(s) => {
                     tracing::debug!("controller {}: {}; trying the next", s.url, s.answer);
@@ -232,18 +234,26 @@ impl Client {
         Err(NoActiveController { skipped }.into())
     }
 
-    /// Sends `req` to the controller at index `at`, following redirects to listed URLs only.
+    /// Sends `req` to the controller at index `at`, following redirects to listed URLs only. A
+    /// redirect from a controller that is not active (a standby pointing at the active one,
+    /// `x-drover-inactive`) that cannot be followed skips `at`, as its 503 would.
     async fn send_at(&self, at: usize, req: &Req) -> Result<Outcome> {
         let base = self.controllers.base(at);
         let mut url = Url::parse(&format!("{base}{}", req.path))
             .with_context(|| format!("{base}{} is not a URL", req.path))?;
+        let mut answering = at;
         let mut method = req.method.clone();
         let mut body = req.body.clone();
-        let skip = |answer: String, inactive| {
+        // How an inactive controller redirected the request, when one did.
+        let mut inactive: Option<String> = None;
+        let skip = |answer: String, skipped_inactive: bool, via: &Option<String>| {
             Ok(Outcome::Skip(Skipped {
                 url: base.to_string(),
-                answer,
-                inactive,
+                answer: match via {
+                    Some(via) => format!("{via}; there: {answer}"),
+                    None => answer,
+                },
+                inactive: skipped_inactive || via.is_some(),
             }))
         };
         for _ in 0..=MAX_REDIRECTS {
@@ -257,8 +267,10 @@ impl Client {
             let resp = match request.send().await {
                 Ok(resp) => resp,
                 // Nothing was sent: safe to send to another controller, whatever the method.
-                Err(e) if e.is_connect() => return skip(format!("cannot connect ({e})"), false),
-                Err(e) if method == Method::GET => return skip(format!("{e}"), false),
+                Err(e) if e.is_connect() => {
+                    return skip(format!("cannot connect ({e})"), false, &inactive);
+                }
+                Err(e) if method == Method::GET => return skip(format!("{e}"), false, &inactive),
                 Err(e) => {
                     return Err(anyhow::Error::new(e).context(format!(
                         "no answer from the controller at {base} to {} {}",
@@ -266,13 +278,16 @@ impl Client {
                     )));
                 }
             };
+            let state = resp
+                .headers()
+                .get(INACTIVE_HEADER)
+                .map(|s| s.to_str().unwrap_or("inactive").to_string());
             if resp.status() == StatusCode::SERVICE_UNAVAILABLE
-                && let Some(state) = resp.headers().get(INACTIVE_HEADER)
+                && let Some(state) = &state
             {
-                let state = state.to_str().unwrap_or("inactive").to_string();
                 let text = resp.text().await.unwrap_or_default();
                 let detail = serde_json::from_str::<ApiError>(&text).map_or(text, |e| e.message);
-                return skip(format!("503 ({state}): {detail}"), true);
+                return skip(format!("503 ({state}): {detail}"), true, &inactive);
             }
             if let Some(stale) = resp.headers().get(STALE_HEADER)
                 && !self.told_stale.swap(true, Ordering::Relaxed)
@@ -284,19 +299,30 @@ impl Client {
                 );
             }
             if !resp.status().is_redirection() {
-                return Ok(Outcome::Answered(resp));
+                return Ok(Outcome::Answered(answering, resp));
             }
             let Some(location) = resp
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
             else {
-                return Ok(Outcome::Answered(resp));
+                return Ok(Outcome::Answered(answering, resp));
             };
             let target = url
                 .join(location)
                 .with_context(|| format!("{url} redirected to a bad location {location:?}"))?;
-            if !self.controllers.lists(&target) {
+            let Some(listed) = self.controllers.listed_at(&target) else {
+                if let Some(state) = state {
+                    return skip(
+                        format!(
+                            "{} ({state}): redirects to {target}, which is not one of the \
+                             controller URLs (list it with --url to be sent there)",
+                            resp.status().as_u16()
+                        ),
+                        true,
+                        &inactive,
+                    );
+                }
                 bail!(
                     "the controller at {base} redirected {} {} to {target}, which is not one of \
                      the controller URLs (--url, DROVER_URL); not following it, so the token \
@@ -304,6 +330,12 @@ impl Client {
                     method,
                     req.path
                 );
+            };
+            if let Some(state) = state {
+                inactive.get_or_insert(format!(
+                    "{} ({state}): redirected to {target}",
+                    resp.status().as_u16()
+                ));
             }
             let keeps_method = matches!(
                 resp.status(),
@@ -314,6 +346,14 @@ impl Client {
                 body = None;
             }
             url = target;
+            answering = listed;
+        }
+        if inactive.is_some() {
+            return skip(
+                format!("redirected more than {MAX_REDIRECTS} times"),
+                true,
+                &inactive,
+            );
         }
         bail!(
             "the controller at {base} redirected {} more than {MAX_REDIRECTS} times",

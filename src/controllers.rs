@@ -51,19 +51,24 @@ impl Controllers {
         last.into_iter().chain(rest).collect()
     }
 
-    /// Whether `target` lies under a listed URL: same scheme, host and port, and a path at or
-    /// below the listed one's.
-    pub fn lists(&self, target: &Url) -> bool {
-        self.parsed.iter().any(|base| {
-            let prefix = base.path().trim_end_matches('/');
-            base.scheme() == target.scheme()
-                && base.host_str() == target.host_str()
-                && base.port_or_known_default() == target.port_or_known_default()
-                && target
-                    .path()
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+    /// The listed URL `target` lies under (same scheme, host and port, and a path at or below
+    /// the listed one's), the one with the longest path when several do.
+    pub fn listed_at(&self, target: &Url) -> Option<usize> {
+        self.parsed
+            .iter()
+            .enumerate()
+            .filter(|(_, base)| {
+                let prefix = base.path().trim_end_matches('/');
+                base.scheme() == target.scheme()
+                    && base.host_str() == target.host_str()
+                    && base.port_or_known_default() == target.port_or_known_default()
+                    && target
+                        .path()
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|(_, base)| base.path().trim_end_matches('/').len())
+            .map(|(i, _)| i)
     }
 }
 
@@ -149,7 +154,7 @@ mod tests {
             "https://b:443/drover/api/v1/runs?x=1",
             "https://b/drover",
         ] {
-            assert!(c.lists(&Url::parse(ok).unwrap()), "{ok}");
+            assert!(c.listed_at(&Url::parse(ok).unwrap()).is_some(), "{ok}");
         }
         for no in [
             "http://a:8471/api",
@@ -160,8 +165,18 @@ mod tests {
             "https://b/other",
             "http://b/drover/api",
         ] {
-            assert!(!c.lists(&Url::parse(no).unwrap()), "{no}");
+            assert!(c.listed_at(&Url::parse(no).unwrap()).is_none(), "{no}");
         }
+    }
+
+    #[test]
+    fn a_target_belongs_to_the_listed_url_with_the_longest_path() {
+        let c = controllers(&["https://b", "http://a:1", "https://b/drover"]);
+        let at = |u: &str| c.listed_at(&Url::parse(u).unwrap());
+        assert_eq!(at("http://a:1/api/v1/runs"), Some(1));
+        assert_eq!(at("https://b/drover/api"), Some(2));
+        assert_eq!(at("https://b/other"), Some(0));
+        assert_eq!(at("http://b/other"), None);
     }
 
     #[test]

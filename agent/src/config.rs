@@ -168,8 +168,14 @@ impl AgentConfig {
     }
 }
 
-/// An HTTP client for the controller that sends the token, if any, with every request.
-pub fn http_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+/// Redirects one request follows at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// An HTTP client for the controller that sends the token, if any, with every request, and
+/// follows a redirect only to the origin asked first or under a `listed` controller URL (a
+/// standby redirects reads to the active controller); another redirect comes back as the
+/// answer, which for a standby's carries `x-drover-inactive` and is retried as its 503 would be.
+pub fn http_client(token: Option<&str>, listed: &[String]) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -177,11 +183,42 @@ pub fn http_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
+    let listed: Vec<reqwest::Url> = listed.iter().filter_map(|u| u.parse().ok()).collect();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let first = attempt.previous().first().cloned();
+        let hops = attempt.previous().len();
+        match first {
+            Some(first) if hops <= MAX_REDIRECTS && follows(&listed, &first, attempt.url()) => {
+                attempt.follow()
+            }
+            _ => attempt.stop(),
+        }
+    });
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .default_headers(headers)
+        .redirect(policy)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))
+}
+
+/// Whether a request first sent to `first` follows a redirect to `target`: the same origin, or
+/// at or below a listed controller URL.
+fn follows(listed: &[reqwest::Url], first: &reqwest::Url, target: &reqwest::Url) -> bool {
+    let same_origin = |a: &reqwest::Url, b: &reqwest::Url| {
+        a.scheme() == b.scheme()
+            && a.host_str() == b.host_str()
+            && a.port_or_known_default() == b.port_or_known_default()
+    };
+    same_origin(first, target)
+        || listed.iter().any(|base| {
+            let prefix = base.path().trim_end_matches('/');
+            same_origin(base, target)
+                && target
+                    .path()
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// This machine's host name, or `localhost`.
@@ -252,6 +289,28 @@ mod tests {
             max_message_size: drover_amqp::DEFAULT_MAX_MESSAGE_SIZE,
             queue_settings: Default::default(),
             prewarm: Default::default(),
+        }
+    }
+
+    #[test]
+    fn redirects_are_followed_within_the_origin_or_to_listed_controllers_only() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let listed = [url("http://a:1"), url("https://b/drover")];
+        let first = url("http://standby:2/api/v1/blobs/x");
+        for ok in [
+            "http://standby:2/other",
+            "http://a:1/api/v1/blobs/x",
+            "https://b:443/drover/api",
+        ] {
+            assert!(follows(&listed, &first, &url(ok)), "{ok}");
+        }
+        for no in [
+            "http://elsewhere:1/api",
+            "https://standby:2/other",
+            "http://a:3/api",
+            "https://b/droverx/api",
+        ] {
+            assert!(!follows(&listed, &first, &url(no)), "{no}");
         }
     }
 

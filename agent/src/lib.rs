@@ -226,7 +226,7 @@ impl Agent {
                 broker.names().agent_control_queue(&id)
             )
         })?;
-        let http = config::http_client(config.token.as_deref())?;
+        let http = config::http_client(config.token.as_deref(), &config.controller_urls)?;
         let routes = artifacts::Routes::new(
             config.artifact_transfer,
             config.s3_endpoint.clone(),

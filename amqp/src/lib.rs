@@ -2,6 +2,7 @@
 //! consume with prefetch. Every other drover crate uses these types and never depends on lapin.
 
 mod consume;
+mod leader;
 mod link;
 mod lock;
 mod publish;
@@ -379,14 +380,15 @@ impl Broker {
     }
 
     /// Deletes a namespace's queues and exchanges (tests and tenant removal); the given user
-    /// queues are deleted too, the state journal, and the reserved `drivers` queue (`drover up`
-    /// serves it whatever queues it is given). Missing objects are fine.
+    /// queues are deleted too, the state journal, the leader queue, and the reserved `drivers` queue
+    /// (`drover up` serves it whatever queues it is given). Missing objects are fine.
     pub async fn delete_namespace(&self, user_queues: &[QueueName]) -> Result<(), AmqpError> {
         let mut queues = vec![
             self.names().services(),
             self.names().events(),
             self.names().dead(),
             self.names().user_queue(&QueueName::drivers()),
+            self.names().leader(),
         ];
         queues.extend(user_queues.iter().map(|q| self.names().user_queue(q)));
         for queue in queues {
@@ -405,6 +407,7 @@ impl Broker {
             names.jobs_exchange(),
             names.events_exchange(),
             names.dead_exchange(),
+            names.leader(),
         ] {
             let ch = self.channel().await?;
             let _ = ch

@@ -41,6 +41,8 @@ pub enum Target {
     Journal,
     /// Snapshots of the controller's journaled state (a stream), through its exchange.
     Snapshot,
+    /// The leader queue (the active controller's URL for standbys), through its exchange.
+    Leader,
     /// A broker queue by its full name, through the default exchange: what older clients did;
     /// drover itself no longer publishes this way (tests use it to act as such a client).
     Queue(String),
@@ -223,6 +225,7 @@ impl Publisher {
             Target::Control(key) => (names.control_exchange(), key.clone()),
             Target::Journal => (names.journal(), names.journal()),
             Target::Snapshot => (names.snapshot(), names.snapshot()),
+            Target::Leader => (names.leader(), names.leader()),
             Target::Queue(q) => (String::new(), q.clone()),
         };
         let props = BasicProperties::default()

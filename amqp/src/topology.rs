@@ -5,7 +5,8 @@
 //! exchange, so broker permissions per user can say who may send what: `<ns>.submit` reaches
 //! the services queue, `<ns>.jobs` the job queues, `<ns>.events` the events queue and
 //! `<ns>.dead` the dead-letter queue; `<ns>.control` reaches agents' control queues;
-//! `<ns>.journal` the controller's state journal (`stream`).
+//! `<ns>.journal` the controller's state journal (`stream`); `<ns>.leader` the active
+//! controller's URL (`leader`).
 
 use super::queues::QueueSettings;
 use super::{AmqpError, MAX_PRIORITY};
@@ -71,7 +72,7 @@ pub(super) async fn declare_user_queue(
 
 /// Declares a durable queue; a queue that exists with other arguments (another `--queue-type`,
 /// typically) is [`AmqpError::QueueMismatch`], which says what to do.
-async fn declare_queue(
+pub(super) async fn declare_queue(
     ch: &Channel,
     queue: &str,
     args: FieldTable,

@@ -5,8 +5,12 @@
 //! takes over once it gets it (its state comes from the journal); with its state local (sled in
 //! its data dir) it refuses to start, saying where to find the first. One that loses the lock
 //! for good while running stops.
+//!
+//! With the journal the active controller also publishes its public URL and epoch
+//! ([`LeaderRecord`]) to the leader queue (`Broker::declare_leader`), and a standby reads it
+//! each time it asks for the lock, so that it can redirect reads to the active controller.
 
-use drover_amqp::{AmqpError, Broker};
+use drover_amqp::{AmqpError, Broker, Publisher, Target};
 use drover_protocol::names::Names;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +20,19 @@ use tokio_util::task::TaskTracker;
 /// How often a standby controller asks for the lock. The broker frees it as soon as it drops
 /// the holder's connection, so this bounds what a takeover adds to that.
 pub(crate) const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the active controller publishes its [`LeaderRecord`] again after the first time:
+/// the record is back within this after its queue was deleted or lost with its node, or
+/// dropped by a broker that caps the deliveries of a quorum queue's messages.
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
+
+/// What the active controller publishes to the leader queue: where its HTTP API is, and the
+/// epoch it leads as (standbys keep the record of the highest epoch they have seen).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LeaderRecord {
+    pub url: String,
+    pub epoch: u64,
+}
 
 /// A standby controller was told to stop before it got the lock; it never acted.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +65,20 @@ pub(crate) async fn take(broker: &Broker) -> anyhow::Result<()> {
 
 /// Takes the namespace's lock on `broker`, which has been used for nothing yet; while another
 /// controller holds it, stands by (`standing_by` is told why, once) and asks again every
-/// [`STANDBY_RETRY`] until it gets the lock or `shutdown` is cancelled.
+/// [`STANDBY_RETRY`] until it gets the lock or `shutdown` is cancelled. Each time it is
+/// refused it reads the leader queue, and `leader_seen` is told the active controller's record
+/// whenever it is a newer one than told before (before `standing_by`, when there is one then).
 pub(crate) async fn take_or_stand_by(
     broker: &Broker,
     shutdown: &CancellationToken,
     standing_by: impl FnOnce(&str),
+    mut leader_seen: impl FnMut(&LeaderRecord),
 ) -> anyhow::Result<()> {
     let names = broker.names();
     let lock = names.controller_lock();
     let mut standing_by = Some(standing_by);
     let mut since: Option<Instant> = None;
+    let mut known: Option<LeaderRecord> = None;
     loop {
         match broker.hold_lock(&lock).await {
             Ok(()) => {
@@ -71,6 +92,20 @@ pub(crate) async fn take_or_stand_by(
                 return Ok(());
             }
             Err(AmqpError::LockHeld { .. }) => {
+                if let Some(record) = read_leader(broker).await
+                    && known
+                        .as_ref()
+                        .is_none_or(|k| *k != record && record.epoch >= k.epoch)
+                {
+                    tracing::info!(
+                        "standing by: the active controller of namespace {names} is at {} \
+                         (epoch {}); reads sent here are redirected there",
+                        record.url,
+                        record.epoch
+                    );
+                    leader_seen(&record);
+                    known = Some(record);
+                }
                 if let Some(tell) = standing_by.take() {
                     let why = standby(names);
                     tracing::warn!("{why}");
@@ -94,6 +129,74 @@ pub(crate) async fn take_or_stand_by(
             _ = tokio::time::sleep(STANDBY_RETRY) => {}
         }
     }
+}
+
+/// The record in the leader queue, if there is a readable one; a failure to read it only
+/// leaves the standby with what it knew.
+async fn read_leader(broker: &Broker) -> Option<LeaderRecord> {
+    let bytes = match broker.peek_leader().await {
+        Ok(bytes) => bytes?,
+        Err(e) => {
+            tracing::debug!("standing by: cannot read {}: {e}", broker.names().leader());
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(
+                "standing by: the leader queue {} holds something that is not a leader record \
+                 ({e}); ignoring it",
+                broker.names().leader()
+            );
+            None
+        }
+    }
+}
+
+/// Publishes `record` to the leader queue now and every [`ANNOUNCE_EVERY`] until `shutdown`;
+/// a failed publish is logged and tried again at the next turn.
+pub(crate) fn announce(
+    tracker: &TaskTracker,
+    broker: Arc<Broker>,
+    publisher: Publisher,
+    record: LeaderRecord,
+    shutdown: CancellationToken,
+) {
+    tracker.spawn(async move {
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let mut announced = false;
+        loop {
+            let sent = async {
+                broker.declare_leader().await?;
+                publisher.publish_raw(&Target::Leader, &bytes).await
+            };
+            match sent.await {
+                Ok(()) if !announced => {
+                    announced = true;
+                    tracing::info!(
+                        "published this controller's URL {} (epoch {}) to {} for standbys",
+                        record.url,
+                        record.epoch,
+                        broker.names().leader()
+                    );
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(
+                    "cannot publish this controller's URL to {}: {e}; standbys answer 503 \
+                     instead of redirecting until it is published (trying again in {:?})",
+                    broker.names().leader(),
+                    ANNOUNCE_EVERY
+                ),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+            }
+        }
+    });
 }
 
 /// What a standby controller says while it waits.

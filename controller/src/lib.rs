@@ -113,6 +113,18 @@ impl Controller {
         };
         tracker.spawn(owner.run(receiver, shutdown.clone()));
         let lock_lost = leader::watch(&tracker, broker.clone(), shutdown.clone());
+        if config.state_journal == config::StateJournal::Stream {
+            leader::announce(
+                &tracker,
+                broker.clone(),
+                publisher.clone(),
+                leader::LeaderRecord {
+                    url: url.clone(),
+                    epoch,
+                },
+                shutdown.clone(),
+            );
+        }
         let routing = Routing {
             commands: commands.clone(),
             publisher,
@@ -294,9 +306,17 @@ async fn connect_broker(
     match config.state_journal {
         config::StateJournal::Off => leader::take(&broker).await?,
         config::StateJournal::Stream => {
-            leader::take_or_stand_by(&broker, shutdown, |why| {
-                gate.waiting_for(http::gate::Inactive::Standby, why);
-            })
+            leader::take_or_stand_by(
+                &broker,
+                shutdown,
+                |why| gate.waiting_for(http::gate::Inactive::Standby, why),
+                |leader| {
+                    // Its own URL in the record (a restart on the same address): no redirect.
+                    if leader.url.trim_end_matches('/') != url {
+                        gate.redirect_reads_to(&leader.url);
+                    }
+                },
+            )
             .await?;
             gate.waiting_for(
                 http::gate::Inactive::Starting,

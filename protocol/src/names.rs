@@ -114,6 +114,13 @@ impl Names {
         format!("{}.controller", self.ns)
     }
 
+    /// Where the active controller makes its public URL known to standbys: a durable queue
+    /// holding the newest record only, and the direct exchange (of the same name) it is
+    /// published through.
+    pub fn leader(&self) -> String {
+        format!("{}.leader", self.ns)
+    }
+
     /// An agent's own control queue (it outlives a lost connection, see `drover_amqp`).
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
         format!("{}.agent.{}", self.ns, agent)
@@ -165,6 +172,7 @@ mod tests {
         assert_eq!(names.services(), "t1.services");
         assert_eq!(names.control_exchange(), "t1.control");
         assert_eq!(names.controller_lock(), "t1.controller");
+        assert_eq!(names.leader(), "t1.leader");
         assert_eq!(names.user_queue_of("t1.gpu"), Some(q("gpu")));
         assert_eq!(names.user_queue_of("t2.gpu"), None);
     }

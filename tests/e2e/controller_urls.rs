@@ -124,3 +124,24 @@ fn a_write_refused_as_disconnected_goes_to_the_next_controller_and_stale_reads_w
         text(&out)
     );
 }
+
+/// A standby's redirect (307 with `x-drover-inactive`) to an unlisted address is not followed
+/// and not an error: the CLI skips that controller for the next listed one, as for its 503.
+#[test]
+fn a_standbys_redirect_to_an_unlisted_url_skips_it_for_the_next_listed_one() {
+    let c = Cluster::new();
+    let (elsewhere, elsewhere_heads) = recording_server(no_runs);
+    let (standby, _) = recording_server(move |path| {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}{path}\r\nx-drover-inactive: standby\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+    });
+    let (active, active_heads) = recording_server(no_runs);
+    let mut cmd = c.command();
+    cmd.env("DROVER_TOKEN", "s3cret-7f1")
+        .args(["--url", &standby, "--url", &active, "runs", "--json"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(active_heads.lock().unwrap().len(), 1);
+    assert_eq!(*elsewhere_heads.lock().unwrap(), Vec::<String>::new());
+}

@@ -24,6 +24,13 @@ async fn check_status(
         return Ok(resp);
     }
     let status = resp.status().as_u16();
+    if let Some(state) = resp.headers().get(drover_api::INACTIVE_HEADER) {
+        return Err(TransferError::Inactive {
+            url: url.to_string(),
+            status,
+            state: String::from_utf8_lossy(state.as_bytes()).into_owned(),
+        });
+    }
     let text = resp.text().await.unwrap_or_default();
     // The controller's refusals carry their reason as an `ApiError`.
     let body = serde_json::from_str::<drover_api::ApiError>(&text)

@@ -32,6 +32,14 @@ pub enum TransferError {
         status: u16,
         body: String,
     },
+    /// A controller that is not active: its 503, or its redirect (to the active controller) when
+    /// that is not a listed controller URL.
+    #[error("{url} answered {status} as a controller that is not active ({state})")]
+    Inactive {
+        url: String,
+        status: u16,
+        state: String,
+    },
     #[error("downloaded {what} hashes to {got}, expected {expected}")]
     Corrupt {
         /// `step.output`, or what else was downloaded.
@@ -52,7 +60,7 @@ impl TransferError {
     /// Object store requests are retried by their client already.
     fn is_transient(&self) -> bool {
         match self {
-            TransferError::Http { .. } => true,
+            TransferError::Http { .. } | TransferError::Inactive { .. } => true,
             TransferError::Status { status, .. } => *status >= 500,
             _ => false,
         }

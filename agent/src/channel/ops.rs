@@ -152,7 +152,7 @@ fn transfer_error(what: &str, e: TransferError) -> ApiError {
             }
             ErrorCode::Internal
         }
-        TransferError::Http { .. } => ErrorCode::Unavailable,
+        TransferError::Http { .. } | TransferError::Inactive { .. } => ErrorCode::Unavailable,
         TransferError::Missing { .. } => ErrorCode::NotFound,
         TransferError::Io { .. } => ErrorCode::BadRequest,
         TransferError::Corrupt { .. } | TransferError::Store(_) => ErrorCode::Internal,

@@ -178,6 +178,12 @@ async fn decode<T: DeserializeOwned>(
         transient: true,
     })?;
     let status = response.status().as_u16();
+    // A controller that is not active (standing by, starting) may become so, or be skipped:
+    // its 503, or its redirect to a controller this agent does not list.
+    let inactive = response
+        .headers()
+        .get(drover_api::INACTIVE_HEADER)
+        .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned());
     let body = response.bytes().await.map_err(|e| Failed {
         error: ApiError::new(
             ErrorCode::Unavailable,
@@ -194,7 +200,17 @@ async fn decode<T: DeserializeOwned>(
             transient: false,
         });
     }
-    let transient = matches!(status, 502..=504);
+    let transient = matches!(status, 502..=504) || inactive.is_some();
+    if let (Some(state), 300..=399) = (&inactive, status) {
+        let error = ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{url} answered {status} ({state}): it redirects to a controller that is not \
+                 one of --url"
+            ),
+        );
+        return Err(Failed { error, transient });
+    }
     let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| {
         let code = match status {
             400 => ErrorCode::BadRequest,
@@ -207,4 +223,46 @@ async fn decode<T: DeserializeOwned>(
         ApiError::new(code, format!("{url} answered {status}: {}", text.trim()))
     });
     Err(Failed { error, transient })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Response;
+
+    fn answer(status: u16, inactive: Option<&str>) -> reqwest::Result<reqwest::Response> {
+        let mut response = Response::builder()
+            .status(status)
+            .header("location", "http://elsewhere.example/api/v1/runs/r1");
+        if let Some(state) = inactive {
+            response = response.header(drover_api::INACTIVE_HEADER, state);
+        }
+        Ok(reqwest::Response::from(response.body("").unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_standbys_redirect_left_unfollowed_is_retried_like_its_503() {
+        let url = "http://standby:1/api/v1/runs/r1";
+        let failed = decode::<RunView>(url, answer(307, Some("standby")))
+            .await
+            .err()
+            .unwrap();
+        assert!(failed.transient);
+        assert_eq!(failed.error.code, ErrorCode::Unavailable);
+        assert!(
+            failed.error.message.contains("answered 307 (standby)"),
+            "{}",
+            failed.error.message
+        );
+        let plain = decode::<RunView>(url, answer(307, None))
+            .await
+            .err()
+            .unwrap();
+        assert!(!plain.transient, "{}", plain.error.message);
+        let standby = decode::<RunView>(url, answer(503, Some("standby")))
+            .await
+            .err()
+            .unwrap();
+        assert!(standby.transient);
+    }
 }

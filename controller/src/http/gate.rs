@@ -5,11 +5,18 @@
 //! header [`INACTIVE_HEADER`] saying which, so a client with several controller URLs tells it
 //! from the active controller's own 503s and moves on; once it is active, the full
 //! [`super::router`] answers.
+//!
+//! A standby that knows the active controller's URL ([`Gate::redirect_reads_to`]) answers a
+//! read (GET, HEAD) with 307 to that URL, path and query kept, still with the header, except
+//! `/healthz` and `/metrics`, which stay this process's own for monitoring. Writes keep the 503:
+//! a client follows a 307 with the same method and body, and one given several controller URLs
+//! follows redirects only to those; refusing the write lets each client send it to the
+//! controller it chooses, with the token it gives only to the URLs it lists.
 
 use super::ApiError;
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use drover_api::INACTIVE_HEADER;
 use hyper::service::Service as _;
@@ -38,6 +45,8 @@ impl Inactive {
 pub(crate) struct Gate {
     active: OnceLock<Router>,
     waiting: Mutex<(Inactive, String)>,
+    /// The active controller's public URL, which a standby redirects reads to.
+    leader: Mutex<Option<String>>,
 }
 
 impl Gate {
@@ -46,6 +55,7 @@ impl Gate {
         Arc::new(Gate {
             active: OnceLock::new(),
             waiting: Mutex::new((Inactive::Starting, waiting.into())),
+            leader: Mutex::new(None),
         })
     }
 
@@ -53,6 +63,21 @@ impl Gate {
     pub fn waiting_for(&self, state: Inactive, waiting: impl Into<String>) {
         if let Ok(mut now) = self.waiting.lock() {
             *now = (state, waiting.into());
+        }
+    }
+
+    /// From now on, while standing by, reads are redirected to the active controller at `url`
+    /// (its public URL, without a trailing slash); a URL that is not an absolute http(s) URL
+    /// without query is ignored, and reads keep the 503.
+    pub fn redirect_reads_to(&self, url: &str) {
+        let url = url.trim_end_matches('/');
+        let usable = url.parse::<Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some()
+                && uri.query().is_none()
+        });
+        if let Ok(mut leader) = self.leader.lock() {
+            *leader = usable.then(|| url.to_string());
         }
     }
 
@@ -82,13 +107,39 @@ impl Gate {
                     .lock()
                     .map(|t| t.clone())
                     .unwrap_or((Inactive::Starting, String::new()));
-                let mut response = ApiError::unavailable(text).into_response();
+                let leader = self.leader.lock().ok().and_then(|l| l.clone());
+                let mut response = match leader {
+                    Some(leader) if state == Inactive::Standby && redirects(&request) => {
+                        redirect(&leader, request.uri())
+                    }
+                    _ => ApiError::unavailable(text).into_response(),
+                };
                 response
                     .headers_mut()
                     .insert(INACTIVE_HEADER, state.header());
                 response
             }
         }
+    }
+}
+
+/// Whether a standby that knows the active controller redirects `request`: reads only, and not
+/// the process's own health and metrics.
+fn redirects(request: &Request) -> bool {
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && !matches!(request.uri().path(), "/healthz" | "/metrics")
+}
+
+/// 307 to `leader` with the path and query of `uri`.
+fn redirect(leader: &str, uri: &Uri) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match HeaderValue::from_str(&format!("{leader}{path}")) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => ApiError::unavailable("the active controller's URL is not a URL").into_response(),
     }
 }
 
@@ -149,5 +200,102 @@ mod tests {
             (StatusCode::OK, None, "ok".to_string())
         );
         assert_eq!(get_status(&served, "/other").await.0, StatusCode::NOT_FOUND);
+    }
+
+    /// The status, the [`INACTIVE_HEADER`] and the `location` of a `method` request of `path`.
+    async fn send(
+        router: &Router,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, Option<String>, Option<String>) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let response = TowerToHyperService::new(router.clone())
+            .call(request)
+            .await
+            .unwrap();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.to_str().unwrap().to_string())
+        };
+        (
+            response.status(),
+            header(INACTIVE_HEADER),
+            header(header::LOCATION.as_str()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_standby_redirects_reads_to_the_active_controller_but_not_writes_health_or_metrics() {
+        let gate = Gate::new("starting");
+        let served = gate.router();
+        gate.redirect_reads_to("http://10.0.0.7:8470/");
+        let starting = send(&served, Method::GET, "/runs/r1").await;
+        assert_eq!(
+            starting,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("starting".into()),
+                None
+            ),
+            "only a standby redirects"
+        );
+
+        gate.waiting_for(Inactive::Standby, "standing by");
+        let read = "/api/v1/runs/r1/steps/s1/log?offset=10&attempt=2";
+        assert_eq!(
+            send(&served, Method::GET, read).await,
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                Some("standby".into()),
+                Some(format!("http://10.0.0.7:8470{read}"))
+            )
+        );
+        assert_eq!(
+            send(&served, Method::HEAD, "/runs/r1").await.2.as_deref(),
+            Some("http://10.0.0.7:8470/runs/r1")
+        );
+        for (method, path) in [
+            (Method::POST, "/api/v1/runs/r1/abort"),
+            (Method::PUT, "/api/v1/blobs/ab"),
+            (Method::DELETE, "/api/v1/schedules/nightly"),
+            (Method::GET, "/healthz"),
+            (Method::GET, "/metrics"),
+            (Method::HEAD, "/healthz"),
+        ] {
+            assert_eq!(
+                send(&served, method.clone(), path).await,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("standby".into()),
+                    None
+                ),
+                "{method} {path}"
+            );
+        }
+
+        gate.redirect_reads_to("10.0.0.7:8470?x=1");
+        assert_eq!(
+            send(&served, Method::GET, "/runs/r1").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not a usable URL"
+        );
+        gate.redirect_reads_to("https://ctl.example/drover");
+        assert_eq!(
+            send(&served, Method::GET, "/").await.2.as_deref(),
+            Some("https://ctl.example/drover/")
+        );
+
+        gate.open(Router::new().route("/runs/r1", get(|| async { "run" })));
+        assert_eq!(
+            send(&served, Method::GET, "/runs/r1").await,
+            (StatusCode::OK, None, None),
+            "an open gate serves whatever it knew"
+        );
     }
 }

@@ -105,8 +105,8 @@ class Controllers:
             with self._opener.open(request, timeout=5):
                 return None
         except urllib.error.HTTPError as e:
-            if e.code == 503 and e.headers.get(INACTIVE_HEADER):
-                return f"503 ({e.headers.get(INACTIVE_HEADER)}): {_message(e)}"
+            if e.headers.get(INACTIVE_HEADER):
+                return f"{e.code} ({e.headers.get(INACTIVE_HEADER)}): {_message(e)}"
             return None  # the active controller's own answer (its broker is down, a bad token)
         except RedirectRefused:
             raise
@@ -124,7 +124,8 @@ class Controllers:
         except RedirectRefused:
             raise
         except urllib.error.HTTPError as e:
-            if not (e.code == 503 and e.headers.get(INACTIVE_HEADER)):
+            # A 503, or a redirect to an unlisted URL, from a controller that is not active.
+            if not e.headers.get(INACTIVE_HEADER):
                 raise
             moved = self._moved(req)
             if moved is None:
@@ -150,7 +151,9 @@ class Controllers:
 
 
 class _ListedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect of a request to a listed URL only to another listed URL."""
+    """Follows a redirect of a request to a listed URL only to another listed URL. A standby's
+    redirect (to the active controller) elsewhere is not followed and comes back as an
+    `HTTPError` with `x-drover-inactive`, which moves the request on as its 503 would."""
 
     def __init__(self, controllers: Controllers) -> None:
         self.controllers = controllers
@@ -158,6 +161,8 @@ class _ListedRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
                          headers: Any, newurl: str) -> urllib.request.Request | None:
         if self.controllers.lists(req.full_url) and not self.controllers.lists(newurl):
+            if headers.get(INACTIVE_HEADER):
+                return None
             raise RedirectRefused(
                 f"the controller at {req.full_url} redirected to {newurl}, which is not one of the "
                 "controller URLs (DROVER_URL); not following it, so the token is not sent there")

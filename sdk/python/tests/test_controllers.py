@@ -91,6 +91,31 @@ def test_a_request_moves_to_the_next_active_controller_when_the_one_in_use_stand
         assert "/api/v1/runs/r1" in two_server.requests
 
 
+def test_a_standbys_redirect_to_an_unlisted_url_moves_the_request_on_as_its_503_would(monkeypatch):
+    state = {"first": "active"}
+    with serve(run_view) as (elsewhere, e_url):
+        def first(path):
+            if state["first"] == "active":
+                return run_view(path)
+            if path == "/healthz":
+                return STANDBY
+            return 307, b"", {"location": f"{e_url}{path}", "x-drover-inactive": "standby"}
+
+        with serve(first) as (_, one), serve(run_view) as (two_server, two):
+            monkeypatch.setenv("DROVER_URL", f"{one} {two}")
+            monkeypatch.setenv("DROVER_TOKEN", "s3cret")
+            assert settings.controller_url() == one
+            state["first"] = "standby"  # a takeover: the one in use now redirects reads elsewhere
+            with controllers.urlopen(f"{one}/api/v1/runs/r1", timeout=5) as response:
+                assert json.load(response)["run_id"] == "r1"
+            assert settings.controller_url() == two
+            assert "/api/v1/runs/r1" in two_server.requests
+            # Listed, the URL it points at is found active and asked directly.
+            monkeypatch.setenv("DROVER_URL", f"{one} {e_url}")
+            assert api.get_run(f"{one} {e_url}", "r1")["status"] == "running"
+    assert elsewhere.requests == ["/healthz", "/api/v1/runs/r1"]
+
+
 def test_the_token_is_never_sent_to_an_unlisted_redirect_target(monkeypatch):
     with serve(run_view) as (elsewhere, e_url):
         def redirect(path):

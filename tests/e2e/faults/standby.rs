@@ -30,6 +30,29 @@ fn get(url: &str) -> (u16, String) {
     })
 }
 
+/// A GET on `url` whose redirect is not followed: its status, `location` and
+/// `x-drover-inactive`.
+fn get_unfollowed(url: &str) -> (u16, Option<String>, Option<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = http.get(url).send().await.expect("GET");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        (
+            resp.status().as_u16(),
+            header("location"),
+            header(drover_api::INACTIVE_HEADER),
+        )
+    })
+}
+
 /// Starts a controller with the journal on `data` and `port`, and waits until it stands by.
 pub(super) fn spawn_standby(c: &Cluster, data: &Path, port: u16, label: &str) -> ChildProcess {
     let mut cmd = c.command();
@@ -233,8 +256,10 @@ fn status(c: &Cluster, run: &str, urls: &[&str]) -> std::process::Output {
     c.drover(&args)
 }
 
-/// The CLI with `--url standby --url active` skips the standby (503 `x-drover-inactive`) and
-/// reaches the active controller; with the standby's URL alone it fails naming it and its
+/// The standby redirects a plain GET of a run's page or API to the active controller (307,
+/// path and query kept, `x-drover-inactive: standby`). The CLI with `--url standby --url
+/// active` reaches the active controller through that redirect; with the standby's URL alone
+/// it does not follow it to the unlisted active one and fails naming the standby and its
 /// answer. After `kill -9` of the active controller the same command reaches the standby, now
 /// active, and a `drover wait` started before the kill ends with the run's success.
 #[test]
@@ -256,6 +281,38 @@ fn the_cli_given_every_controller_reaches_the_active_one_across_a_takeover() {
          [[step]]\nname = \"s2\"\nparents = [\"s1\"]\ncommand = [\"true\"]\n",
     );
     let run = c.submit(&file);
+    for path in [
+        format!("/runs/{run}"),
+        format!("/api/v1/runs/{run}"),
+        format!("/api/v1/runs/{run}/steps/s1/log?offset=0&attempt=1"),
+    ] {
+        let answer = wait_until(
+            "the standby to redirect reads",
+            Duration::from_secs(10),
+            || {
+                let answer = get_unfollowed(&format!("{standby_url}{path}"));
+                (answer.0 == 307).then_some(answer)
+            },
+        );
+        assert_eq!(
+            answer,
+            (
+                307,
+                Some(format!("{active}{path}")),
+                Some("standby".to_string())
+            ),
+            "{path}"
+        );
+    }
+    let (status_code, body) = get(&format!("{standby_url}/api/v1/runs/{run}"));
+    assert_eq!(
+        status_code, 200,
+        "followed to the active controller: {body}"
+    );
+    assert!(body.contains(run.as_str()), "{body}");
+    let (status_code, body) = get(&format!("{standby_url}/healthz"));
+    assert_eq!(status_code, 503, "health stays the standby's own: {body}");
+
     let out = status(&c, &run, &both);
     assert!(out.status.success(), "{}", text(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -265,8 +322,9 @@ fn the_cli_given_every_controller_reaches_the_active_one_across_a_takeover() {
     let said = text(&alone);
     assert!(!alone.status.success(), "{said}");
     assert!(
-        said.contains(&format!("{standby_url}: 503 (standby)"))
-            && said.contains("a standby behind the active controller"),
+        said.contains(&format!(
+            "{standby_url}: 307 (standby): redirects to {active}/api/v1/runs/"
+        )) && said.contains("not one of the controller URLs"),
         "{said}"
     );
 
