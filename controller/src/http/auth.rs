@@ -271,7 +271,7 @@ fn local_target(path: &str) -> &str {
 }
 
 /// The `token` parameter (percent-decoded) and the rest of the query string as it was.
-fn split_token(query: &str) -> (Option<String>, String) {
+pub(super) fn split_token(query: &str) -> (Option<String>, String) {
     let mut token = None;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {

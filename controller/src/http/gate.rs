@@ -7,8 +7,9 @@
 //! [`super::router`] answers.
 //!
 //! A standby that knows the active controller's URL ([`Gate::redirect_reads_to`]) answers a
-//! read (GET, HEAD) with 307 to that URL, path and query kept, still with the header, except
-//! `/healthz` and `/metrics`, which stay this process's own for monitoring. Writes keep the 503:
+//! read (GET, HEAD) with 307 to that URL, path and query kept (less a `token`, which goes only
+//! where its user sent it), still with the header, except `/healthz` and `/metrics`, which stay
+//! this process's own for monitoring. Writes keep the 503:
 //! a client follows a 307 with the same method and body, and one given several controller URLs
 //! follows redirects only to those; refusing the write lets each client send it to the
 //! controller it chooses, with the token it gives only to the URLs it lists.
@@ -130,10 +131,15 @@ fn redirects(request: &Request) -> bool {
         && !matches!(request.uri().path(), "/healthz" | "/metrics")
 }
 
-/// 307 to `leader` with the path and query of `uri`.
+/// 307 to `leader` with the path and query of `uri`, less a `token` parameter: the target came
+/// from the broker, and a login token in a URL goes only where the user sent it.
 fn redirect(leader: &str, uri: &Uri) -> Response {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    match HeaderValue::from_str(&format!("{leader}{path}")) {
+    let (_, query) = super::auth::split_token(uri.query().unwrap_or(""));
+    let target = match query.as_str() {
+        "" => format!("{leader}{}", uri.path()),
+        query => format!("{leader}{}?{query}", uri.path()),
+    };
+    match HeaderValue::from_str(&target) {
         Ok(location) => (
             StatusCode::TEMPORARY_REDIRECT,
             [(header::LOCATION, location)],
@@ -260,6 +266,16 @@ mod tests {
             send(&served, Method::HEAD, "/runs/r1").await.2.as_deref(),
             Some("http://10.0.0.7:8470/runs/r1")
         );
+        for (sent, kept) in [
+            ("/runs/r1?token=s3cret", "/runs/r1"),
+            ("/runs/r1?a=1&token=s3cret&b=2", "/runs/r1?a=1&b=2"),
+        ] {
+            assert_eq!(
+                send(&served, Method::GET, sent).await.2,
+                Some(format!("http://10.0.0.7:8470{kept}")),
+                "a login token is not passed on to a URL read from the broker"
+            );
+        }
         for (method, path) in [
             (Method::POST, "/api/v1/runs/r1/abort"),
             (Method::PUT, "/api/v1/blobs/ab"),
