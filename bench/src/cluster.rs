@@ -33,6 +33,9 @@ pub struct Cluster {
     pub url: String,
     env: Env,
     queues: Vec<String>,
+    /// Variables set in every process's environment besides the namespace's (e.g. an S3
+    /// artifact store).
+    vars: Vec<(String, String)>,
     /// The started processes, by label; each one's output in `<dir>/<label>.log`.
     procs: Processes,
     http: reqwest::Client,
@@ -61,6 +64,7 @@ impl Cluster {
             url: String::new(),
             env: env.clone(),
             queues: vec!["default".to_string()],
+            vars: Vec::new(),
             http: reqwest::Client::new(),
         })
     }
@@ -73,14 +77,20 @@ impl Cluster {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.env.drover);
         drover_env(&mut cmd, &self.ns, &self.env.amqp_url, &self.url)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         cmd
     }
 
-    /// Starts `drover up` or `drover controller` with `args` and waits until it has written its
-    /// URL and its `/healthz` reports the broker connected (failing at once if it exits).
-    pub async fn start_controller(&mut self, label: &str, args: &[&str]) -> Result<()> {
+    /// Sets `key` to `value` in the environment of every process started from now on.
+    pub fn set_var(&mut self, key: &str, value: &str) {
+        self.vars.push((key.to_string(), value.to_string()));
+    }
+
+    /// Starts `drover up` or `drover controller` with `args` on the data dir `<dir>/<label>`
+    /// and an HTTP port of its own, without waiting for it; returns the data dir.
+    pub fn spawn_controller(&mut self, label: &str, args: &[&str]) -> Result<PathBuf> {
         let data = self.dir.path().join(label);
         let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         full.extend([
@@ -91,7 +101,18 @@ impl Cluster {
         ]);
         let mut cmd = self.command();
         cmd.args(&full);
-        let child = self.procs.spawn(label, cmd)?;
+        self.procs.spawn(label, cmd)?;
+        Ok(data)
+    }
+
+    /// Starts `drover up` or `drover controller` with `args` and waits until it has written its
+    /// URL and its `/healthz` reports the broker connected (failing at once if it exits).
+    pub async fn start_controller(&mut self, label: &str, args: &[&str]) -> Result<()> {
+        let data = self.spawn_controller(label, args)?;
+        let child = self
+            .procs
+            .get_mut(label)
+            .with_context(|| format!("no process {label}"))?;
         let what = format!("drover {} to write its URL", args.join(" "));
         let listening =
             Deadline::new(what, Duration::from_secs(60)).every(Duration::from_millis(20));
@@ -132,6 +153,32 @@ impl Cluster {
     /// What a started process printed so far.
     pub fn process_log(&self, label: &str) -> String {
         self.procs.output(label)
+    }
+
+    /// Where the output of the process `label` goes.
+    pub fn log_path(&self, label: &str) -> PathBuf {
+        self.procs.log_path(label)
+    }
+
+    /// Whether the process `label` still runs; an error with its output once it has exited.
+    pub fn alive(&mut self, label: &str) -> Result<()> {
+        let child = self
+            .procs
+            .get_mut(label)
+            .with_context(|| format!("no process {label}"))?;
+        match child.alive_and(Check::Ready(())) {
+            Check::Failed(why) => bail!(why),
+            _ => Ok(()),
+        }
+    }
+
+    /// `kill -9` of the process `label` (its whole process group), reaped before this returns.
+    pub fn kill(&mut self, label: &str) -> Result<()> {
+        self.procs
+            .get_mut(label)
+            .with_context(|| format!("no process {label}"))?
+            .kill();
+        Ok(())
     }
 
     /// The pid of a started process.

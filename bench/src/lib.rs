@@ -20,3 +20,4 @@ pub mod scale;
 pub mod seed;
 pub mod stats;
 pub mod suite;
+pub mod takeover;

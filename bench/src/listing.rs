@@ -17,7 +17,8 @@ pub const STEPS: usize = 3;
 /// Submissions published before their confirms are awaited together.
 const WINDOW: usize = 500;
 
-fn pipeline() -> String {
+/// The pipeline each stored run has: a few `true` steps, cached.
+pub fn pipeline() -> String {
     let mut out = "[pipeline]\nname = \"listing\"\nproject = \"bench\"\n".to_string();
     for i in 0..STEPS {
         out.push_str(&format!(
@@ -86,7 +87,7 @@ async fn measure(c: &mut Cluster, runs: usize, reps: usize) -> Result<ListingSam
 }
 
 /// Publishes `n` submissions of `toml` to the services queue; returns their run ids in order.
-async fn publish(c: &Cluster, toml: &str, n: usize) -> Result<Vec<String>> {
+pub async fn publish(c: &Cluster, toml: &str, n: usize) -> Result<Vec<String>> {
     let names = Names::new(&c.ns)?;
     let broker = Broker::connect_with_retry(
         &c.amqp_url(),

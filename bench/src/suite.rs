@@ -5,7 +5,7 @@ use crate::cluster::Env;
 use crate::report::{Machine, Report, Row};
 use crate::{
     amqp, artifact, celery, decorator, fanout, footprint, hop, journal, listing, loglatency,
-    pyfanout, scale, seed, stats,
+    pyfanout, scale, seed, stats, takeover,
 };
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub struct Options {
     /// Where latest.md and latest.json go.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// Only these benchmarks (numbers 1-12, comma-separated).
+    /// Only these benchmarks (numbers 1-13, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Overrides the fan-out size (steps per run) of the mode.
@@ -78,6 +78,10 @@ struct Plan {
     log_quiet: loglatency::Pace,
     journal_reps: usize,
     journal_steps: usize,
+    takeover_reps: usize,
+    /// The grown variants: finished runs in the journal, and the snapshot interval in bytes.
+    takeover_runs: usize,
+    takeover_snapshot_every: u64,
 }
 
 impl Plan {
@@ -124,6 +128,9 @@ impl Plan {
                 },
                 journal_reps: 1,
                 journal_steps: 100,
+                takeover_reps: 1,
+                takeover_runs: 100,
+                takeover_snapshot_every: 64 << 10,
             };
         }
         Self {
@@ -167,6 +174,9 @@ impl Plan {
             },
             journal_reps: 5,
             journal_steps: 1_000,
+            takeover_reps: 5,
+            takeover_runs: 1_000,
+            takeover_snapshot_every: 1 << 20,
         }
     }
 }
@@ -313,6 +323,13 @@ pub async fn run(o: Options) -> Result<()> {
         eprintln!("bench: 12 journal cost");
         if let Err(e) = journal_rows(&env, &plan, &mut rows).await {
             fail("12 journal", e, &mut rows);
+        }
+    }
+
+    if wanted(13) {
+        eprintln!("bench: 13 controller takeover");
+        if let Err(e) = takeover_rows(&env, &plan, limits, &mut rows).await {
+            fail("13 takeover", e, &mut rows);
         }
     }
 
@@ -959,5 +976,29 @@ async fn journal_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()>
         )
     ));
     rows.extend([off, on, time_off, time_on, added, cpu_off, cpu_on, bytes]);
+    Ok(())
+}
+
+async fn takeover_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Result<()> {
+    use takeover::Variant;
+    let reps = plan.takeover_reps;
+    let plain = takeover::run(
+        env,
+        reps,
+        Variant {
+            runs: 0,
+            snapshot_every: 0,
+        },
+    )
+    .await?;
+    let mut grown = Vec::new();
+    for snapshot_every in [0, plan.takeover_snapshot_every] {
+        let v = Variant {
+            runs: plan.takeover_runs,
+            snapshot_every,
+        };
+        grown.push((v, takeover::run(env, reps, v).await?));
+    }
+    rows.extend(takeover::rows(&plain, &grown, l.rt_p50_ms));
     Ok(())
 }
