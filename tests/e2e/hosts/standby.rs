@@ -20,8 +20,20 @@ use std::time::{Duration, Instant};
 
 /// The AMQP heartbeat every process of the test asks for (10 s unless a URL says otherwise):
 /// the broker drops a connection it has not heard from within about two of them, which bounds
-/// how soon the standby can take the lock.
-const HEARTBEAT_SECS: u16 = 2;
+/// how soon the standby can take the lock. 2 s keeps the test short; `DROVER_TEST_HEARTBEAT=10`
+/// measures the takeover at drover's default, the waits below growing with it.
+fn heartbeat_secs() -> u16 {
+    std::env::var("DROVER_TEST_HEARTBEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&secs| secs > 0)
+        .unwrap_or(2)
+}
+
+/// How long to wait for what takes `beats` heartbeats, and at least 30 s.
+fn beats(beats: u64) -> Duration {
+    Duration::from_secs((beats * u64::from(heartbeat_secs())).max(30))
+}
 const BROKER_PORT: u16 = 5672;
 const JOURNAL: [&str; 3] = ["controller", "--state-journal", "stream"];
 
@@ -78,7 +90,7 @@ fn runs_per_step(ran: &Path) -> BTreeMap<String, usize> {
 #[test]
 fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing() {
     let mut c = Cluster::on(Store::S3);
-    c.amqp = format!("{AMQP_URL}?heartbeat={HEARTBEAT_SECS}");
+    c.amqp = format!("{AMQP_URL}?heartbeat={}", heartbeat_secs());
     let moto_port: u16 = c
         .moto
         .as_ref()
@@ -146,19 +158,15 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
         cmd.env("DROVER_URL", &active_url);
         cmd
     };
-    wait_until(
-        "the cut-off controller to notice",
-        Duration::from_secs(30),
-        || {
-            let out = on_its_host()
-                .args(["status", &run, "--json"])
-                .output()
-                .expect("drover status");
-            let said = String::from_utf8_lossy(&out.stderr).into_owned();
-            said.contains("has lost its broker connection")
-                .then_some(())
-        },
-    );
+    wait_until("the cut-off controller to notice", beats(6), || {
+        let out = on_its_host()
+            .args(["status", &run, "--json"])
+            .output()
+            .expect("drover status");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        said.contains("has lost its broker connection")
+            .then_some(())
+    });
     let noticed = cut.elapsed();
     // ... and refuses to run the run again, with the header that sends clients to the next
     // controller: nothing is accepted that it could not act on.
@@ -175,7 +183,7 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
         "{said}"
     );
 
-    wait_until("the standby to take over", Duration::from_secs(30), || {
+    wait_until("the standby to take over", beats(6), || {
         standby.alive_and(standby.output().contains("this one takes over"))
     });
     let took_over = cut.elapsed();
@@ -208,7 +216,7 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
 
     // Refused the lock on every reconnect, the deposed controller stops on its own.
     let status = active
-        .wait_exit(Duration::from_secs(40))
+        .wait_exit(beats(12))
         .unwrap_or_else(|e| panic!("{e}\n{}", active.output()));
     let stopped = back.elapsed();
     let log = active.output();
@@ -232,11 +240,12 @@ fn a_cut_off_controller_is_replaced_by_the_standby_and_stops_without_publishing(
     let metrics = c.http_get("/metrics");
     let counts = runs_per_step(&ran);
     eprintln!(
-        "link cut: the cut-off controller noticed after {:.2}s, standby took the lock after {:.2}s, served after {:.2}s (heartbeat {HEARTBEAT_SECS}s); \
+        "link cut: the cut-off controller noticed after {:.2}s, standby took the lock after {:.2}s, served after {:.2}s (heartbeat {}s); \
          deposed controller stopped {:.2}s after its link returned; commands run: {counts:?}; {}",
         noticed.as_secs_f64(),
         took_over.as_secs_f64(),
         serving.as_secs_f64(),
+        heartbeat_secs(),
         stopped.as_secs_f64(),
         metrics
             .lines()

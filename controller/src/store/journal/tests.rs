@@ -1,7 +1,7 @@
 //! The journal's tests, most against the shared broker: the record format, seeding an empty
 //! journal from an existing store, a deposed controller's batches ignored, batches bounded in
-//! size, an empty state dir rebuilt from the journal; and the fixture (`broker`, `dump`) the
-//! snapshot tests share.
+//! size, an empty state dir rebuilt from the journal; and the fixture (`broker`, `fill`,
+//! `dump`) the snapshot tests share.
 
 use super::*;
 use crate::scheduler::CachedOutputs;
@@ -168,6 +168,22 @@ async fn a_large_flush_goes_in_several_batches() {
 /// A tree's name and its records, in key order.
 pub(in crate::store) type TreeDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// Runs, agents and cache records, flushed in two batches with a removal between.
+pub(in crate::store) async fn fill(store: &Store) {
+    let samples = crate::store::compat::samples();
+    for run in &samples.runs {
+        store.put_run(run).unwrap();
+    }
+    for agent in &samples.agents {
+        store.put_agent(agent).unwrap();
+    }
+    store.put_cache("k1", &CachedOutputs::new()).unwrap();
+    store.flush().await.unwrap();
+    store.cache.remove("k1").unwrap();
+    store.put_cache("k2", &CachedOutputs::new()).unwrap();
+    store.flush().await.unwrap();
+}
+
 /// Every tree's records, but `meta`, for comparing two stores.
 pub(in crate::store) fn dump(db: &sled::Db) -> Vec<TreeDump> {
     let mut names = data_trees(db);
@@ -198,18 +214,7 @@ async fn an_empty_state_dir_is_rebuilt_from_the_journal() {
         let store = Store::open(first.path()).unwrap();
         let replayed = attach(&store, &broker, 0).await.unwrap();
         assert_eq!(replayed.seq, 0);
-        let samples = crate::store::compat::samples();
-        for run in &samples.runs {
-            store.put_run(run).unwrap();
-        }
-        for agent in &samples.agents {
-            store.put_agent(agent).unwrap();
-        }
-        store.put_cache("k1", &CachedOutputs::new()).unwrap();
-        store.flush().await.unwrap();
-        store.cache.remove("k1").unwrap();
-        store.put_cache("k2", &CachedOutputs::new()).unwrap();
-        store.flush().await.unwrap();
+        fill(&store).await;
         dump(&store.db)
     };
     let trees: Vec<&str> = written.iter().map(|(name, _)| name.as_str()).collect();

@@ -5,24 +5,8 @@
 use super::*;
 use crate::scheduler::CachedOutputs;
 use crate::store::journal::attach;
-use crate::store::journal::tests::{broker, dump};
+use crate::store::journal::tests::{broker, dump, fill};
 use drover_amqp::StreamBounds;
-
-/// Runs, agents and cache records, flushed in two batches with a removal between.
-async fn fill(store: &Store) {
-    let samples = crate::store::compat::samples();
-    for run in &samples.runs {
-        store.put_run(run).unwrap();
-    }
-    for agent in &samples.agents {
-        store.put_agent(agent).unwrap();
-    }
-    store.put_cache("k1", &CachedOutputs::new()).unwrap();
-    store.flush().await.unwrap();
-    store.cache.remove("k1").unwrap();
-    store.put_cache("k2", &CachedOutputs::new()).unwrap();
-    store.flush().await.unwrap();
-}
 
 async fn snapshot(store: &Store, broker: &Broker) -> Taken {
     take(store, store.journal.get().unwrap(), broker)
