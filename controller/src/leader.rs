@@ -50,12 +50,27 @@ pub(crate) fn connection_name(url: &str) -> String {
     format!("controller on {host} pid {} at {url}", std::process::id())
 }
 
-/// Takes the namespace's lock on `broker`, which has been used for nothing yet.
-pub(crate) async fn take(broker: &Broker) -> anyhow::Result<()> {
+/// What keeps a controller from standing by, so that it must be its namespace's only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alone {
+    /// Its state is in its data dir (no journal).
+    LocalState,
+    /// Its state is journaled, but the artifacts it stores are in its data dir: a controller
+    /// taking over from it could not read them, nor could it read those of the one it would
+    /// replace.
+    LocalArtifacts,
+}
+
+/// Takes the namespace's lock on `broker`, which has been used for nothing yet, for a
+/// controller that cannot stand by (`alone` says why); refused when another one holds it.
+pub(crate) async fn take(broker: &Broker, alone: Alone) -> anyhow::Result<()> {
     let names = broker.names();
     match broker.hold_lock(&names.controller_lock()).await {
         Ok(()) => Ok(()),
-        Err(AmqpError::LockHeld { .. }) => Err(anyhow::anyhow!(refusal(names))),
+        Err(AmqpError::LockHeld { .. }) => Err(anyhow::anyhow!(match alone {
+            Alone::LocalState => refusal(names),
+            Alone::LocalArtifacts => refusal_with_local_artifacts(names),
+        })),
         Err(e) => Err(anyhow::Error::new(e).context(format!(
             "cannot take the controller lock {} of namespace {names}",
             names.controller_lock()
@@ -232,6 +247,21 @@ fn refusal(names: &Names) -> String {
     )
 }
 
+/// Why a second controller with the journal but the local artifact store does not stand by.
+fn refusal_with_local_artifacts(names: &Names) -> String {
+    format!(
+        "another controller is active on namespace {names}: it holds the lock queue {lock}. \
+         This controller journals its state, so it could stand by, but its artifact store is \
+         local (the blobs/ of its own data dir): after a takeover it could not read the \
+         artifacts the active controller stored, and steps needing them would fail. It does \
+         not start. Give every controller of the namespace the same bucket \
+         (--artifact-store s3://BUCKET[/PREFIX]), or stop the other one (find it with \
+         `{find}`), or give this one another --namespace.",
+        lock = names.controller_lock(),
+        find = find_holder(names),
+    )
+}
+
 /// The command that lists the broker connections of a namespace's controllers.
 fn find_holder(names: &Names) -> String {
     format!("rabbitmqctl list_connections client_properties | grep 'drover controller.*({names})'")
@@ -282,6 +312,16 @@ mod tests {
             "team1.controller",
             "grep 'drover controller.*(team1)'",
             "--namespace",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        let text = refusal_with_local_artifacts(&names);
+        for part in [
+            "namespace team1",
+            "team1.controller",
+            "artifact store is local",
+            "--artifact-store s3://",
+            "grep 'drover controller.*(team1)'",
         ] {
             assert!(text.contains(part), "{part:?} missing from {text}");
         }

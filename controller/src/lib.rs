@@ -304,7 +304,10 @@ async fn connect_broker(
     };
     let broker = connect(config, &leader::connection_name(url)).await?;
     match config.state_journal {
-        config::StateJournal::Off => leader::take(&broker).await?,
+        config::StateJournal::Off => leader::take(&broker, leader::Alone::LocalState).await?,
+        config::StateJournal::Stream if config.artifact_store == StoreLocation::Local => {
+            leader::take(&broker, leader::Alone::LocalArtifacts).await?
+        }
         config::StateJournal::Stream => {
             leader::take_or_stand_by(
                 &broker,

@@ -8,23 +8,15 @@ mod support;
 
 use drover_controller::{Controller, ControllerConfig};
 use drover_protocol::{Digest, Names};
-use drover_storage::testing::{CREDENTIALS, Moto};
-use drover_storage::{PART_SIZE, S3Location, StoreLocation};
+use drover_storage::PART_SIZE;
+use drover_storage::testing::Moto;
 use drover_test_support::{AMQP_URL, delete_namespace, fresh_namespace};
 use support::Running;
 use tokio_util::sync::CancellationToken;
 
 fn config(dir: &std::path::Path, moto: &Moto, bucket: &str) -> ControllerConfig {
     let names = Names::new(&fresh_namespace("ts")).unwrap();
-    let mut config = support::config(&names, dir);
-    let location: S3Location = format!("s3://{bucket}/ctl").parse().unwrap();
-    config.artifact_store =
-        StoreLocation::S3(location.with_endpoint(Some(moto.endpoint())).unwrap());
-    config.s3_settings = CREDENTIALS
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    config
+    support::with_bucket(support::config(&names, dir), moto, bucket)
 }
 
 #[tokio::test]

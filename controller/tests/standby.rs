@@ -1,7 +1,8 @@
 //! Two controllers with the journal on one namespace of the shared broker: the standby learns
 //! the active controller's URL from the leader queue and redirects reads there (writes, health
 //! and metrics stay its own 503s); once the active one stops, the standby takes over and its
-//! own URL, with a higher epoch, replaces the first one's in the queue.
+//! own URL, with a higher epoch, replaces the first one's in the queue. A controller with the
+//! journal but the local artifact store does not stand by: it is refused like one without it.
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely; helpers here are test code too
 
@@ -9,10 +10,11 @@ mod support;
 
 use drover_controller::Controller;
 use drover_controller::config::StateJournal;
+use drover_storage::testing::Moto;
 use drover_test_support::{eventually_async, ready};
 use serde_json::Value;
 use std::time::Duration;
-use support::{Running, connect, patience};
+use support::{Running, connect, patience, with_bucket};
 use tokio_util::sync::CancellationToken;
 
 /// The status, `x-drover-inactive` and `location` of a `method` request to `url`, not followed.
@@ -39,15 +41,20 @@ async fn a_standby_redirects_reads_to_the_url_the_active_controller_published() 
     let broker = connect("standby").await;
     let names = broker.names().clone();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut first = support::config(&names, dirs.0.path());
-    first.state_journal = StateJournal::Stream;
+    let moto = Moto::start();
+    moto.create_bucket("standby");
+    let journaled = |dir| {
+        let mut config = with_bucket(support::config(&names, dir), &moto, "standby");
+        config.state_journal = StateJournal::Stream;
+        config
+    };
+    let first = journaled(dirs.0.path());
     let active = Running::start(first).await;
     let active_url = active.url();
 
     let port = ready::free_port().unwrap();
     let standby_url = format!("http://127.0.0.1:{port}");
-    let mut second = support::config(&names, dirs.1.path());
-    second.state_journal = StateJournal::Stream;
+    let mut second = journaled(dirs.1.path());
     second.http_addr = format!("127.0.0.1:{port}").parse().unwrap();
     let shutdown = CancellationToken::new();
     let starting = tokio::spawn(Controller::start(second, shutdown.clone()));
@@ -128,5 +135,40 @@ async fn a_standby_redirects_reads_to_the_url_the_active_controller_published() 
     assert!(broker.peek_leader().await.unwrap().is_some());
     shutdown.cancel();
     standby.wait().await.unwrap();
+    broker.delete_namespace(&[]).await.unwrap();
+}
+
+/// A second controller with the journal and the local artifact store is refused at once, saying
+/// that the artifacts in its data dir are why, rather than standing by to take over runs whose
+/// artifacts it could not read.
+#[tokio::test]
+async fn a_controller_with_local_artifacts_does_not_stand_by() {
+    let broker = connect("standbylocal").await;
+    let names = broker.names().clone();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut first = support::config(&names, dirs.0.path());
+    first.state_journal = StateJournal::Stream;
+    let active = Running::start(first).await;
+
+    let mut second = support::config(&names, dirs.1.path());
+    second.state_journal = StateJournal::Stream;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        Controller::start(second, CancellationToken::new()),
+    )
+    .await
+    .expect("refused at once, not standing by");
+    let error = format!(
+        "{:#}",
+        refused.err().expect("the second controller is refused")
+    );
+    for part in [
+        "another controller is active on namespace",
+        "artifact store is local",
+        "--artifact-store s3://",
+    ] {
+        assert!(error.contains(part), "{part:?} missing from {error}");
+    }
+    active.stop().await;
     broker.delete_namespace(&[]).await.unwrap();
 }

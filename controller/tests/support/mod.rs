@@ -42,6 +42,22 @@ pub fn config(names: &Names, dir: &Path) -> ControllerConfig {
     config
 }
 
+/// `config` with its artifacts in `bucket` of `moto` (under the prefix `ctl`).
+pub fn with_bucket(
+    mut config: ControllerConfig,
+    moto: &drover_storage::testing::Moto,
+    bucket: &str,
+) -> ControllerConfig {
+    let location: drover_storage::S3Location = format!("s3://{bucket}/ctl").parse().unwrap();
+    config.artifact_store =
+        drover_storage::StoreLocation::S3(location.with_endpoint(Some(moto.endpoint())).unwrap());
+    config.s3_settings = drover_storage::testing::CREDENTIALS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    config
+}
+
 /// A controller running in this process until [`Running::stop`].
 pub struct Running {
     pub controller: Controller,
