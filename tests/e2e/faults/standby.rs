@@ -264,7 +264,7 @@ fn status(c: &Cluster, run: &str, urls: &[&str]) -> std::process::Output {
 /// active, and a `drover wait` started before the kill ends with the run's success.
 #[test]
 fn the_cli_given_every_controller_reaches_the_active_one_across_a_takeover() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::on(Store::S3);
     c.start_controller_with(&JOURNAL.map(String::from));
     let active = c.url.clone();
     let data = c.dir.path().join("standby");
