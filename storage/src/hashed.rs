@@ -5,12 +5,13 @@
 //!
 //! This is the one pass over the bytes that both ends of a transfer make: the controller's
 //! directory store writing an upload, and an agent writing a download into a workdir.
+//! [`hash_file`] is the reading side: the digest of a file already written.
 
 use bytes::{Bytes, BytesMut};
 use drover_protocol::Digest;
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use tokio::task::JoinHandle;
 
@@ -19,6 +20,31 @@ pub const BLOCK: usize = 1 << 20;
 
 /// Bytes written between two background `fdatasync`s of a durable file.
 const SYNC_EVERY: u64 = 32 << 20;
+
+/// The sha256 and size of the file at `path`, or of its first `limit` bytes, read in blocks on
+/// the blocking pool (a file may be hundreds of MiB).
+pub async fn hash_file(path: &Path, limit: u64) -> std::io::Result<(Digest, u64)> {
+    let path = path.to_path_buf();
+    joined(
+        tokio::task::spawn_blocking(move || {
+            let mut reader = File::open(&path)?.take(limit);
+            let mut hasher = Sha256::new();
+            let mut block = vec![0; BLOCK];
+            let mut size = 0u64;
+            loop {
+                let n = match reader.read(&mut block) {
+                    Ok(0) => return Ok((Digest::from_sha256(hasher), size)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&block[..n]);
+                size += n as u64;
+            }
+        })
+        .await,
+    )
+}
 
 /// The file and the hash so far, owned by whichever block is being written.
 struct Writer {

@@ -14,7 +14,7 @@ mod object;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use hashed::{BLOCK, HashedFile};
+pub use hashed::{BLOCK, HashedFile, hash_file};
 pub use local::LocalBlobs;
 pub use location::{LocationError, S3Location, StoreLocation};
 pub use object::{ObjectBlobs, PART_SIZE, PARTS_IN_FLIGHT};

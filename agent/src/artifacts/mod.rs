@@ -12,8 +12,6 @@ use drover_protocol::message::{ArtifactRef, JobInput};
 use drover_protocol::{Digest, FileName};
 use drover_storage::{BlobError, HashedFile};
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest as _, Sha256};
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -175,29 +173,11 @@ where
     Ok(())
 }
 
-/// sha256 and size of a file, read in blocks on one blocking thread.
+/// sha256 and size of a file, read in blocks on the blocking pool.
 pub async fn hash_file(path: &Path) -> Result<(Digest, u64), TransferError> {
-    let owned = path.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, u64)> {
-        let mut file = std::fs::File::open(&owned)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
-        Ok((Digest::from_sha256(hasher), size))
-    })
-    .await
-    .map_err(std::io::Error::other);
-    hashed.and_then(|r| r).map_err(|e| io_error(path, e))
+    drover_storage::hash_file(path, u64::MAX)
+        .await
+        .map_err(|e| io_error(path, e))
 }
 
 /// The file as a stream of chunks.

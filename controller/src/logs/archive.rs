@@ -9,13 +9,11 @@
 use super::LogStore;
 use crate::scheduler::ArchivedLog;
 use drover_protocol::{AttemptNo, Digest, RunId, StepName};
-use drover_storage::{BLOCK, BlobError, BlobStore};
+use drover_storage::{BLOCK, BlobError, BlobStore, HashedFile};
 use futures_util::{StreamExt, TryStreamExt};
-use sha2::Digest as _;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// An attempt whose end was recorded: its log is archived once complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +91,9 @@ impl LogArchive {
             return Ok(None);
         }
         let path = self.logs.path_of(&ended.run_id, &ended.step, ended.attempt);
-        let digest = hash_prefix(path.clone(), size).await?;
+        let (digest, _) = drover_storage::hash_file(&path, size)
+            .await
+            .map_err(local(&path))?;
         let file = tokio::fs::File::open(&path).await.map_err(local(&path))?;
         let body = tokio_util::io::ReaderStream::with_capacity(file.take(size), BLOCK).boxed();
         let stored = self.blobs.put(&digest, body).await?;
@@ -180,18 +180,14 @@ impl LogArchive {
             .tempfile_in(&dir)
             .map_err(local(&dir))?
             .into_temp_path();
-        let mut file = tokio::fs::File::create(&temp).await.map_err(local(&temp))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let mut file = HashedFile::create(&temp, false)
+            .await
+            .map_err(local(&temp))?;
         let mut bytes = blob.bytes;
         while let Some(chunk) = bytes.try_next().await? {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(local(&temp))?;
+            file.write(chunk).await.map_err(local(&temp))?;
         }
-        file.flush().await.map_err(local(&temp))?;
-        drop(file);
-        let actual = Digest::from_sha256(hasher);
+        let (actual, size) = file.finish().await.map_err(local(&temp))?;
         if actual != archived.digest || size != archived.size {
             return Err(ArchiveError::Corrupt {
                 expected: archived.digest.clone(),
@@ -205,28 +201,6 @@ impl LogArchive {
         })?;
         Ok(true)
     }
-}
-
-/// The sha256 of the first `size` bytes of the file at `path`, on the blocking pool (a log may
-/// be hundreds of MiB).
-async fn hash_prefix(path: PathBuf, size: u64) -> Result<Digest, ArchiveError> {
-    let shown = path.display().to_string();
-    let hashing = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
-        let mut reader = std::fs::File::open(&path)?.take(size);
-        let mut hasher = sha2::Sha256::new();
-        let mut block = vec![0; BLOCK];
-        loop {
-            let n = reader.read(&mut block)?;
-            if n == 0 {
-                return Ok(Digest::from_sha256(hasher));
-            }
-            hasher.update(&block[..n]);
-        }
-    });
-    let hashed = hashing
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    hashed.map_err(|error| ArchiveError::Local { path: shown, error })
 }
 
 #[cfg(test)]

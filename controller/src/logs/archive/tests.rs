@@ -5,6 +5,7 @@
 use super::*;
 use drover_protocol::message::LogChunk;
 use drover_storage::LocalBlobs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 struct Setup {
