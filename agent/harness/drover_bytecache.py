@@ -15,7 +15,14 @@ entry can only ever be used for the source it was made from.
   (a timestamp pyc matching the source's mtime and size, with its header rewritten to the
   checked-hash one; a checked-hash pyc matching the source as it is), then removes the least
   recently used entries (by mtime; `place` touches what it uses) while the cache holds more
-  than `limit` bytes. One harvest at a time per cache (a lock; a second one returns at once).
+  than `limit` bytes. One harvest at a time per cache (a lock; a second one waits for it).
+- Sets. A harvest also records, per set of installed distributions (the `*.dist-info` names of
+  the environment's site directories, so every environment of a machine built from the same
+  requirements shares one), which entry serves which file of the environment, as paths below
+  `sys.prefix`, and which modules' imports it followed. `place_set` links those entries into a
+  new environment of the same set without reading a source: a path, a size and a link per file.
+  Python still checks each against its source at import, so a wrong guess costs a compile,
+  never stale code.
 
 The directory is made private to its user (mode 700): whoever can write into it chooses the
 code that imports of matching sources run.
@@ -55,13 +62,17 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Writes `path` whole or not at all: a reader sees the old file or the new one."""
+def _write_atomic(path: str, data: bytes, durable: bool = False) -> None:
+    """Writes `path` whole or not at all: a reader sees the old file or the new one; `durable`
+    also after a crash (the data reaches the disk before the name does)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(temp, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temp, path)
     except OSError:
         try:
@@ -143,37 +154,192 @@ def place(files: Iterable[str], cache: str) -> int:
     return placed
 
 
-def harvest(files: Iterable[str], cache: str, limit: int) -> int:
-    """Stores the current bytecode of `files` that the cache lacks, then keeps it within
-    `limit` bytes; returns how many entries were added (0 when another harvest holds the lock)."""
+def harvest(files: Iterable[str], cache: str, limit: int, modules: Iterable[str] = ()) -> int:
+    """Stores the current bytecode of `files` that the cache lacks, records the environment's
+    set (`record`) when `modules` are the imports `files` were found from, then keeps the cache
+    within `limit` bytes; returns how many entries were added."""
     os.makedirs(cache, mode=0o700, exist_ok=True)
     with open(os.path.join(cache, "harvest.lock"), "wb") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0
+        # A second preload's harvest waits: returning would leave its modules out of the
+        # environment's set until some later agent imports them again.
+        fcntl.flock(lock, fcntl.LOCK_EX)
         added = 0
+        served: list[tuple[str, str]] = []
+        lost: list[str] = []
+        known = _recorded(cache)
         for path in files:
             source = _read(path)
             if source is None:
                 continue
             entry = entry_of(cache, source)
             if os.path.exists(entry):
-                continue
+                # A set names only whole entries: one it does not name yet is checked first
+                # (entries written before sets were may not have reached the disk whole).
+                if os.path.basename(entry) in known or valid(_read(entry) or b"", source):
+                    served.append((path, entry))
+                    continue
             pyc = _read(cache_from_source(path))
             if pyc is None or not _current(pyc, path, source):
                 continue
             data = MAGIC_NUMBER + CHECKED_HASH.to_bytes(4, "little") + source_hash(source)
             data += pyc[HEADER:]
-            if not valid(data, source):
-                continue
             try:
-                _write_atomic(entry, data)
+                if not valid(data, source):
+                    raise OSError("not a whole pyc")
+                _write_atomic(entry, data, durable=True)
             except OSError:
+                lost.append(path)
                 continue
+            served.append((path, entry))
             added += 1
+        modules = list(modules)
+        if modules:
+            record(cache, served, modules, lost)
         evict(cache, limit)
         return added
+
+
+def _recorded(cache: str) -> set[str]:
+    """The file names of the entries the environment's set names."""
+    path = set_path(cache)
+    files = _read_set(path)[0] if path else {}
+    return {f"{digest[2:]}.pyc" for digest, _ in files.values()}
+
+
+def covers(cache: str, modules: Iterable[str]) -> bool:
+    """Whether the environment's set already covers the imports of every one of `modules`."""
+    path = set_path(cache)
+    return path is not None and set(modules) <= _read_set(path)[1]
+
+
+def _site() -> tuple[str, list[str]] | None:
+    """The environment's prefix and its site directories (those below the prefix), or `None`
+    when it has none."""
+    import site
+
+    prefix = os.path.realpath(sys.prefix)
+    dirs = [os.path.realpath(d) for d in site.getsitepackages()]
+    dirs = [d for d in dirs if d.startswith(prefix + os.sep) and os.path.isdir(d)]
+    return (prefix, dirs) if dirs else None
+
+
+def prefix() -> str | None:
+    """The environment's prefix, as the sets' paths are relative to, with a trailing `/`."""
+    found = _site()
+    return found[0] + os.sep if found else None
+
+
+def set_path(cache: str) -> str | None:
+    """Where the set of this environment's installed distributions is recorded, `None` when it
+    has no site directory."""
+    found = _site()
+    if found is None:
+        return None
+    names = sorted(n for d in found[1] for n in os.listdir(d) if n.endswith(".dist-info"))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    return os.path.join(cache, tag(), "sets", digest[:32])
+
+
+def _read_set(path: str) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """A set's files (path below the prefix -> entry digest and size) and the modules whose
+    imports it covers."""
+    files: dict[str, tuple[str, int]] = {}
+    modules: set[str] = set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return files, modules
+    for line in lines:
+        if line.startswith("# modules "):
+            modules.update(line.split()[2:])
+            continue
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            files[parts[2]] = (parts[0], int(parts[1]))
+    return files, modules
+
+
+def record(
+    cache: str, served: list[tuple[str, str]], modules: list[str], lost: list[str]
+) -> None:
+    """Adds to the environment's set each file below its prefix and the entry that serves it
+    (in the order given: about the order an import reaches them). The modules count as covered
+    when no file below the prefix with bytecode (`lost`: none could be stored) was left out:
+    what has no bytecode the import of `modules` did not reach."""
+    path = set_path(cache)
+    found = _site()
+    if path is None or found is None:
+        return
+    prefix = found[0] + os.sep
+    files, covered = _read_set(path)
+    before = (dict(files), set(covered))
+    whole = not any(os.path.realpath(p).startswith(prefix) for p in lost)
+    for source, entry in served:
+        real = os.path.realpath(source)
+        # Files elsewhere (the bundled SDK, a step's own modules) are no part of the set; their
+        # bytecode, written once beside them, stays there.
+        if not real.startswith(prefix) or "\n" in real:
+            continue
+        try:
+            size = os.stat(entry).st_size
+        except OSError:
+            whole = False
+            continue
+        digest = os.path.basename(os.path.dirname(entry)) + os.path.basename(entry)[:-4]
+        files[real[len(prefix):]] = (digest, size)
+    if whole and files:
+        covered.update(modules)
+    if (files, covered) == before:
+        return
+    lines = [f"# modules {' '.join(sorted(covered))}"] if covered else []
+    lines += [f"{d} {size} {rel}" for rel, (d, size) in files.items()]
+    _write_atomic(path, ("\n".join(lines) + "\n").encode(), durable=True)
+
+
+def place_set(cache: str, modules: Iterable[str]) -> tuple[int, bool]:
+    """Links the entries the environment's set names into the `__pycache__` of each file that
+    has no bytecode yet (copies them where a link cannot be made); returns how many were placed
+    and whether the set covers every one of `modules` with nothing missing, in which case the
+    import of `modules` needs nothing else from the cache."""
+    path = set_path(cache)
+    found = _site()
+    if path is None or found is None:
+        return 0, False
+    files, covered = _read_set(path)
+    whole = bool(files) and set(modules) <= covered
+    placed = 0
+    made: set[str] = set()
+    base = os.path.join(cache, tag())
+    for rel, (digest, size) in files.items():
+        target = cache_from_source(os.path.join(found[0], rel))
+        entry = os.path.join(base, digest[:2], digest[2:] + ".pyc")
+        try:
+            if os.stat(entry).st_size != size:
+                whole = False
+                continue
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            try:
+                os.link(entry, target)
+            except FileExistsError:
+                continue
+            except OSError:
+                data = _read(entry)
+                if data is None:
+                    whole = False
+                    continue
+                _write_atomic(target, data)
+            # In use: the least recently used go first; and newer than its source, as
+            # current bytecode is.
+            os.utime(entry)
+        except OSError:
+            whole = False
+            continue
+        placed += 1
+    return placed, whole
 
 
 def evict(cache: str, limit: int) -> None:

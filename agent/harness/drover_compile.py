@@ -17,9 +17,12 @@ never reads a half-written one and none is left behind.
 With `DROVER_BYTECODE_CACHE` set (the machine's shared bytecode cache, `drover_bytecache`), it
 first copies the cached bytecode of each file into place as the scan finds it, at the parent's
 priority, so a new environment whose packages an earlier one compiled starts with their
-bytecode; what is left it compiles as above. `drover_compile.py --harvest MODULE...`, started
-after a preload, stores the bytecode the environment now has for the files those modules reach
-into that cache, at `os.nice(19)`, within `DROVER_BYTECODE_CACHE_SIZE` bytes.
+bytecode; what is left it compiles as above. Before that it links in what the cache's record
+of the environment's set of distributions names (`drover_bytecache.place_set`), and stops there
+when that record covers the modules. `drover_compile.py --harvest MODULE...`, started after a
+preload, stores the bytecode the environment now has for the files those modules reach into
+that cache and records them in the set, at `os.nice(19)`, within `DROVER_BYTECODE_CACHE_SIZE`
+bytes; it does nothing when the set covers the modules already.
 """
 
 import os
@@ -116,8 +119,9 @@ def _imports(path: str, package: str) -> list[str]:
     return names
 
 
-def _walk(modules: list[str], roots: dict[str, set[str]]) -> Iterator[str]:
-    """Source files the modules and, transitively, their imports reach, in the order found."""
+def _walk(modules: list[str], roots: dict[str, set[str]], skip: str | None = None) -> Iterator[str]:
+    """Source files the modules and, transitively, their imports reach, in the order found;
+    none below the directory `skip` (whose files' imports are not followed either)."""
     seen: set[str] = set()
     todo = list(reversed(modules))
     while todo:
@@ -135,7 +139,7 @@ def _walk(modules: list[str], roots: dict[str, set[str]]) -> Iterator[str]:
                 break
         else:
             path, is_package = _file_of(name, roots)
-            if path is None:
+            if path is None or (skip and path.startswith(skip)):
                 continue
             yield path
             package = name if is_package else name.rpartition(".")[0]
@@ -183,8 +187,15 @@ def main() -> None:
     if sys.argv[1:2] == ["--harvest"]:
         # After a preload, on what nothing else wants.
         os.nice(19)
-        if cache:
-            drover_bytecache.harvest(_reached(sys.argv[2:], _roots()), cache, limit)
+        modules = sys.argv[2:]
+        if cache and not drover_bytecache.covers(cache, modules):
+            drover_bytecache.harvest(_reached(modules, _roots()), cache, limit, modules)
+        return
+    # An environment whose set an earlier one recorded gets its bytecode without a scan of the
+    # environment; the files outside it that the modules reach (the bundled SDK) are placed
+    # as below.
+    if cache and drover_bytecache.place_set(cache, sys.argv[1:])[1]:
+        _placed(_walk(sys.argv[1:], _roots(), drover_bytecache.prefix()), cache)
         return
     cpus = len(os.sched_getaffinity(0))
     walk = _walk(sys.argv[1:], _roots())

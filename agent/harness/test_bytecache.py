@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from importlib.util import cache_from_source
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "drover_compile.py")
@@ -157,3 +158,85 @@ def test_the_least_recently_used_entries_go_past_the_limit(tmp_path):
     drover_bytecache.evict(str(cache), 4 * size + 10)
     kept = [i for i in range(6) if os.path.exists(entry(i))]
     assert kept == [3, 4, 5]
+
+
+def make_venv(root, value=1, version="1.0"):
+    """A virtualenv at `root` whose site directory holds package `pkg` (`pkg.mod.VALUE ==
+    value`) as distribution `pkg` `version`; returns its python and the package's directory."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True,
+                   timeout=60)
+    python = root / "bin" / "python"
+    site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / f"pkg-{version}.dist-info").mkdir()
+    return python, make_env(Path(site), value)
+
+
+def run_in(python, args, cache=None):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "DROVER_BYTECODE_CACHE", "PYTHONPATH")}
+    if cache is not None:
+        env["DROVER_BYTECODE_CACHE"] = str(cache)
+    return subprocess.run([python, *args], env=env, capture_output=True, text=True, check=True,
+                          timeout=60)
+
+
+def set_files(cache):
+    return [os.path.join(d, n) for d, _, names in os.walk(cache)
+            if os.path.basename(d) == "sets" for n in names]
+
+
+def test_an_environment_of_the_same_set_gets_links_without_a_scan(tmp_path):
+    cache = tmp_path / "cache"
+    a, _ = make_venv(tmp_path / "a")
+    run_in(a, ["-c", "import pkg"])
+    run_in(a, [SCRIPT, "--harvest", "pkg"], cache)
+    [recorded] = set_files(cache)
+    with open(recorded) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "# modules pkg"
+    assert sorted(line.rsplit("/", 1)[1] for line in lines[1:]) == ["__init__.py", "mod.py"]
+
+    b, pkg_b = make_venv(tmp_path / "b")
+    # One CPU: anything in `__pycache__` afterwards was placed, not compiled.
+    run_in(b, one_cpu(["pkg"]), cache)
+    mod = cache_from_source(str(pkg_b / "mod.py"))
+    entry = drover_bytecache.entry_of(str(cache), (pkg_b / "mod.py").read_bytes())
+    assert os.path.samefile(mod, entry)
+    assert flags(pkg_b / "__init__.py") == drover_bytecache.CHECKED_HASH
+    before = os.stat(mod).st_mtime_ns
+    assert run_in(b, ["-c", "import pkg; print(pkg.mod.VALUE)"]).stdout.strip() == "1"
+    assert os.stat(mod).st_mtime_ns == before
+    # The set covers `pkg` now: a second harvest changes nothing.
+    with open(recorded) as f:
+        text = f.read()
+    run_in(b, [SCRIPT, "--harvest", "pkg"], cache)
+    with open(recorded) as f:
+        assert f.read() == text
+
+
+def test_a_set_entry_for_a_changed_source_or_cut_short_is_not_run(tmp_path):
+    cache = tmp_path / "cache"
+    a, pkg_a = make_venv(tmp_path / "a")
+    run_in(a, ["-c", "import pkg"])
+    run_in(a, [SCRIPT, "--harvest", "pkg"], cache)
+    # Same distributions, but a source edited in place: its entry is linked, and Python, checking
+    # it against the source, compiles the new one.
+    b, _ = make_venv(tmp_path / "b", value=2)
+    run_in(b, one_cpu(["pkg"]), cache)
+    assert run_in(b, ["-c", "import pkg; print(pkg.mod.VALUE)"]).stdout.strip() == "2"
+    # An entry of another size than recorded is not linked.
+    entry = drover_bytecache.entry_of(str(cache), (pkg_a / "mod.py").read_bytes())
+    with open(entry, "rb") as f:
+        whole = f.read()
+    with open(entry, "wb") as f:
+        f.write(whole[:-3])
+    c, pkg_c = make_venv(tmp_path / "c")
+    run_in(c, one_cpu(["pkg"]), cache)
+    assert not os.path.exists(cache_from_source(str(pkg_c / "mod.py")))
+    assert run_in(c, ["-c", "import pkg; print(pkg.mod.VALUE)"]).stdout.strip() == "1"
+    # Another set of distributions has a record of its own.
+    d, _ = make_venv(tmp_path / "d", version="2.0")
+    run_in(d, ["-c", "import pkg"])
+    run_in(d, [SCRIPT, "--harvest", "pkg"], cache)
+    assert len(set_files(cache)) == 2
