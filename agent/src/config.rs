@@ -127,6 +127,7 @@ impl AgentConfig {
         let mut seen = std::collections::BTreeSet::new();
         for queue in &self.queues {
             anyhow::ensure!(seen.insert(queue), "queue {queue} is listed twice");
+            refuse_own_queue(&self.names, queue)?;
         }
         if let Some(user) = &self.run_as {
             crate::run_as::check(user, &[&self.work_dir, &self.python.env_root])?;
@@ -143,6 +144,19 @@ impl AgentConfig {
             self.concurrency
         );
         Ok(())
+    }
+}
+
+/// A queue an agent must not serve: one whose broker name the namespace uses itself (its
+/// events queue, journal, an agent's control queue...), where it would take what is not a job.
+pub fn refuse_own_queue(names: &Names, queue: &QueueName) -> anyhow::Result<()> {
+    match names.collision(queue) {
+        None => Ok(()),
+        Some(collision) => anyhow::bail!(
+            "--queue {queue}: in namespace {names} {collision}, and an agent serving it would \
+             take messages that are not jobs; serve a queue of another name (and name that \
+             queue in the steps)"
+        ),
     }
 }
 
@@ -337,5 +351,23 @@ mod tests {
             open.controller_base(job_url),
             "http://elsewhere.example:8470"
         );
+    }
+
+    #[test]
+    fn a_queue_the_namespace_uses_itself_is_refused() {
+        let mut own = config(&[], None);
+        own.names = Names::new("t1").unwrap();
+        own.queues.push(QueueName::new("events").unwrap());
+        let refused = own.check().unwrap_err().to_string();
+        assert!(
+            refused.contains("--queue events") && refused.contains("t1.events"),
+            "{refused}"
+        );
+        // The same name is a plain user queue in the default namespace.
+        own.names = Names::new("drover").unwrap();
+        assert!(own.check().is_ok());
+        own.queues.push(QueueName::new("drover.agent.box").unwrap());
+        let refused = own.check().unwrap_err().to_string();
+        assert!(refused.contains("drover.agent.*"), "{refused}");
     }
 }

@@ -28,7 +28,9 @@ mod slots;
 pub mod warm;
 mod workdir;
 
-pub use config::{AgentConfig, ArtifactTransfer, QueueOrder, RunAs, default_id, hostname};
+pub use config::{
+    AgentConfig, ArtifactTransfer, QueueOrder, RunAs, default_id, hostname, refuse_own_queue,
+};
 pub use logstream::DEFAULT_MAX_LOG_SIZE;
 pub use reaper::CleanupMode;
 

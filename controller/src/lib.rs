@@ -383,6 +383,7 @@ fn restore_state(
     state.max_lost_attempts = config.max_lost_attempts;
     state.max_steps = config.max_steps;
     state.step_priorities = config.queue_settings.has_priorities();
+    state.names = config.names.clone();
     tracing::info!("loaded {} unfinished run(s)", loaded.runs.len());
     state.runs = loaded
         .runs

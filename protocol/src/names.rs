@@ -123,7 +123,72 @@ impl Names {
 
     /// An agent's own control queue (it outlives a lost connection, see `drover_amqp`).
     pub fn agent_control_queue(&self, agent: &AgentId) -> String {
-        format!("{}.agent.{}", self.ns, agent)
+        format!("{}{agent}", self.agent_control_prefix())
+    }
+
+    /// What every agent's control queue name starts with.
+    fn agent_control_prefix(&self) -> String {
+        format!("{}.agent.", self.ns)
+    }
+
+    /// The names this namespace uses for its own queues, streams and exchanges, each with what
+    /// it is. The `services` and `drivers` queues are user queues (see [`QueueName::is_reserved`]).
+    fn own_names(&self) -> [(String, &'static str); 9] {
+        [
+            (self.events(), "the queue agents report step events to"),
+            (
+                self.control_exchange(),
+                "the exchange control messages go through",
+            ),
+            (self.dead(), "the dead-letter queue"),
+            (
+                self.submit_exchange(),
+                "the exchange submissions go through",
+            ),
+            (self.jobs_exchange(), "the exchange step jobs go through"),
+            (self.journal(), "the controller's state journal"),
+            (self.snapshot(), "the controller's state snapshots"),
+            (self.controller_lock(), "the controller's lock"),
+            (self.leader(), "the active controller's address"),
+        ]
+    }
+
+    /// Whether user queue `queue` would land on a name this namespace uses itself (its events
+    /// queue, journal, an agent's control queue...), and on which: its jobs would go there, or
+    /// an agent serving it would take what is not a job. `None` for every other queue.
+    pub fn collision(&self, queue: &QueueName) -> Option<Collision> {
+        let broker_queue = self.user_queue(queue);
+        if let Some((name, what)) = self
+            .own_names()
+            .into_iter()
+            .find(|(name, _)| *name == broker_queue)
+        {
+            return Some(Collision { name, what });
+        }
+        let prefix = self.agent_control_prefix();
+        broker_queue.starts_with(&prefix).then(|| Collision {
+            name: format!("{prefix}*"),
+            what: "the agents' control queues",
+        })
+    }
+}
+
+/// A user queue whose broker name is one the namespace uses itself: see [`Names::collision`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// The namespace's own name (`<ns>.agent.*` for the agents' control queues).
+    pub name: String,
+    /// What drover uses it for.
+    pub what: &'static str,
+}
+
+impl fmt::Display for Collision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "it is {} ({}), which drover uses itself",
+            self.name, self.what
+        )
     }
 }
 
@@ -175,6 +240,95 @@ mod tests {
         assert_eq!(names.leader(), "t1.leader");
         assert_eq!(names.user_queue_of("t1.gpu"), Some(q("gpu")));
         assert_eq!(names.user_queue_of("t2.gpu"), None);
+    }
+
+    /// The system names a user queue collides with, for each name in `queues`.
+    fn collisions(names: &Names, queues: &[&str]) -> Vec<Option<String>> {
+        queues
+            .iter()
+            .map(|name| names.collision(&q(name)).map(|c| c.name))
+            .collect()
+    }
+
+    #[test]
+    fn user_queues_on_the_default_namespace_own_names_collide() {
+        let names = Names::new(DEFAULT_NAMESPACE).unwrap();
+        let own = [
+            "drover.events",
+            "drover.control",
+            "drover.dead",
+            "drover.submit",
+            "drover.jobs",
+            "drover.journal",
+            "drover.snapshot",
+            "drover.controller",
+            "drover.leader",
+        ];
+        for name in own {
+            assert_eq!(collisions(&names, &[name]), [Some(name.to_string())]);
+        }
+        assert_eq!(
+            collisions(&names, &["drover.agent.x", "drover.agent.host-1.2"]),
+            [Some("drover.agent.*".into()), Some("drover.agent.*".into())]
+        );
+        let agent = AgentId::new("gpu-box").unwrap();
+        let control = names.agent_control_queue(&agent);
+        assert!(names.collision(&q(&control)).is_some(), "{control}");
+        // Unprefixed in the default namespace, these are plain user queues.
+        let allowed = [
+            "default",
+            "gpu",
+            "services",
+            "drivers",
+            "events",
+            "journal",
+            "agent.x",
+            "events2",
+            "agentx",
+            "drover.agentx",
+            "drover.events2",
+            "drover",
+        ];
+        assert_eq!(collisions(&names, &allowed), vec![None; allowed.len()]);
+    }
+
+    #[test]
+    fn user_queues_named_like_another_namespace_own_objects_collide() {
+        let names = Names::new("t1").unwrap();
+        let collided = collisions(
+            &names,
+            &["events", "control", "dead", "submit", "jobs", "journal"],
+        );
+        let expected = ["events", "control", "dead", "submit", "jobs", "journal"]
+            .map(|n| Some(format!("t1.{n}")));
+        assert_eq!(collided, expected);
+        assert_eq!(
+            collisions(&names, &["snapshot", "controller", "leader", "agent.a"]),
+            [
+                Some("t1.snapshot".into()),
+                Some("t1.controller".into()),
+                Some("t1.leader".into()),
+                Some("t1.agent.*".into()),
+            ]
+        );
+        let why = names.collision(&q("journal")).unwrap().to_string();
+        assert!(
+            why.contains("t1.journal") && why.contains("journal"),
+            "{why}"
+        );
+        let allowed = [
+            "default",
+            "gpu",
+            "services",
+            "drivers",
+            "events2",
+            "agentx",
+            "t1.events",
+            "drover.events",
+            "agent",
+            "leaders",
+        ];
+        assert_eq!(collisions(&names, &allowed), vec![None; allowed.len()]);
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub async fn up(g: &Global, args: UpArgs) -> Result<ExitCode> {
         "--run-as needs a separate `drover agent --work-dir DIR`: the work dirs of `drover up` \
          are inside its private data dir, which no other user may enter"
     );
+    // Its agents would refuse these only after the controller started.
+    let own = names(g)?;
+    for text in &args.agent.queues {
+        drover_agent::refuse_own_queue(&own, &parse_queue(text)?.0)?;
+    }
     let data_dir = absolute(&args.controller.data_dir)?;
     let mut cconf = controller_config(g, &args.controller)?;
     cconf.data_dir = data_dir.clone();

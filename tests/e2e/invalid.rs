@@ -1,6 +1,9 @@
-//! Invalid pipelines are rejected before anything is queued, naming the culprit.
+//! Invalid pipelines are rejected before anything is queued, naming the culprit; so are steps
+//! and agents on a queue the namespace uses itself.
 
 use crate::harness::{Cluster, text};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 const HEADER: &str = "[pipeline]\nname = \"bad\"\n";
 
@@ -97,4 +100,62 @@ fn invalid_pipelines_are_rejected_with_the_culprit_and_nothing_is_queued() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(services["messages"], 0, "{queues}");
+}
+
+#[test]
+fn a_queue_the_namespace_uses_itself_is_refused_at_submit_and_at_start() {
+    let mut c = Cluster::up(1, &["default"]);
+    let events = format!("{}.events", c.ns);
+
+    let toml =
+        format!("{HEADER}[[step]]\nname = \"a\"\ncommand = [\"true\"]\nqueue = \"events\"\n");
+    let file = c.pipeline("own.toml", &toml);
+    let (out, run) = c.run_wait(&file, &[]);
+    assert_eq!(run["status"], "rejected", "{}", text(&out));
+    let status = c.json(&["status", run["run_id"].as_str().unwrap(), "--json"]);
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("step a: queue \"events\"") && error.contains(&events),
+        "{status}"
+    );
+
+    // An agent serving it stops at start, saying why.
+    c.start_agent("own", &["events"]);
+    let exit = c.wait_exit("own", Duration::from_secs(30));
+    let log = c.process_log("own");
+    assert!(!exit.success(), "{log}");
+    assert!(
+        log.contains("--queue events") && log.contains(&events),
+        "{log}"
+    );
+
+    // So does `drover up`, before its controller starts.
+    let data = c.dir.path().join("own-up");
+    let mut up = c
+        .command()
+        .args(["up", "--queue", "events", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn drover up");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.try_wait().expect("wait for drover up").is_none() {
+        if Instant::now() > deadline {
+            let _ = up.kill();
+            panic!("drover up --queue events still runs after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = up.wait_with_output().expect("drover up output");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("--queue events") && said.contains(&events),
+        "{said}"
+    );
+    assert!(
+        !data.exists(),
+        "drover up made its data dir before refusing: {said}"
+    );
 }

@@ -276,11 +276,17 @@ fn resolve(
         }
         checked.insert(param.to_string(), RunId::generate().to_string());
     }
-    if let Err(errors) = validate(&spec, &checked) {
-        return Err(ApiError::bad_request(format!(
+    let key = || pipeline_key(&spec.pipeline.project, &spec.pipeline.name);
+    let pipeline = validate(&spec, &checked).map_err(|errors| {
+        ApiError::bad_request(format!(
             "pipeline {} cannot be submitted with these parameters: {errors}",
-            pipeline_key(&spec.pipeline.project, &spec.pipeline.name)
-        )));
+            key()
+        ))
+    })?;
+    for step in &pipeline.steps {
+        crate::scheduler::refuse_own_queue(step, &app.names).map_err(|why| {
+            ApiError::bad_request(format!("pipeline {} cannot be submitted: {why}", key()))
+        })?;
     }
     Ok((spec, params, from_run))
 }

@@ -2,6 +2,7 @@
 //! a run's artifacts.
 
 use super::{ApiError, App};
+use crate::scheduler::refuse_own_queue;
 use crate::service::Command;
 use axum::Json;
 use axum::body::Bytes;
@@ -38,10 +39,15 @@ pub async fn rerun(
     };
     let mut params = submitted.params.clone();
     params.extend(request.params);
-    if let Err(errors) = validate(&submitted.spec, &params) {
-        return Err(ApiError::bad_request(format!(
+    let pipeline = validate(&submitted.spec, &params).map_err(|errors| {
+        ApiError::bad_request(format!(
             "run {run} cannot be run again with these parameters: {errors}"
-        )));
+        ))
+    })?;
+    for step in &pipeline.steps {
+        refuse_own_queue(step, &app.names).map_err(|why| {
+            ApiError::bad_request(format!("run {run} cannot be run again: {why}"))
+        })?;
     }
     let run_id = RunId::generate();
     let submit = Submit {

@@ -54,6 +54,7 @@ pub fn add_step(
     let step = validate_added(pipeline, &spec)
         .map_err(|e| format!("step {name} (call {} of {caller}): {e}", call.seq))?;
     super::refuse_priority(&step, step_priorities)?;
+    super::refuse_own_queue(&step, ctx.names)?;
     let mut record = StepRecord::new(&step);
     record.call = Some(StepCall {
         caller,

@@ -29,7 +29,7 @@ use drover_protocol::message::{
     Abort, Cancel, Claimed, Finished, Heartbeat, JobKind, Outcome, StepJob, Submit,
 };
 use drover_protocol::validate::{Step, validate};
-use drover_protocol::{AgentId, AttemptNo, QueueName, RunId, StepName};
+use drover_protocol::{AgentId, AttemptNo, Names, QueueName, RunId, StepName};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything that can happen to the scheduler's state.
@@ -106,6 +106,8 @@ impl Effects {
 /// What every handler needs besides the run it works on.
 struct Ctx<'a> {
     config: &'a SchedulerConfig,
+    /// The namespace's names, to refuse steps on its own queues.
+    names: &'a Names,
     cache: &'a mut BTreeMap<String, CachedOutputs>,
     now: u64,
     fx: Effects,
@@ -169,6 +171,7 @@ type Runs = BTreeMap<RunId, RunRecord>;
 fn split(state: &mut State, now: u64) -> (Ctx<'_>, &mut Runs, &mut BTreeMap<AgentId, AgentRecord>) {
     let ctx = Ctx {
         config: &state.config,
+        names: &state.names,
         cache: &mut state.cache,
         now,
         fx: Effects::default(),
@@ -290,6 +293,20 @@ pub(crate) fn refuse_priority(step: &Step, step_priorities: bool) -> Result<(), 
     ))
 }
 
+/// A step whose queue is a name the namespace uses itself (its journal, its events queue, an
+/// agent's control queue...): an error naming the step, the queue and what the name is for.
+pub fn refuse_own_queue(step: &Step, names: &Names) -> Result<(), String> {
+    match names.collision(&step.queue) {
+        None => Ok(()),
+        Some(collision) => Err(format!(
+            "step {}: queue {:?} cannot hold jobs in namespace {names}: {collision}; pick another \
+             queue name",
+            step.name,
+            step.queue.as_str()
+        )),
+    }
+}
+
 fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, limits: Limits, ctx: &mut Ctx) {
     let max_steps = limits.max_steps;
     if runs.contains_key(&s.run_id) {
@@ -325,6 +342,7 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, limits: Limits, ctx:
             .and_then(|pipeline| {
                 for step in &pipeline.steps {
                     refuse_priority(step, limits.step_priorities)?;
+                    refuse_own_queue(step, ctx.names)?;
                 }
                 Ok(pipeline)
             })

@@ -8,7 +8,7 @@
 pub use drover_api::{ArchivedLog, AttemptOutcome, RunStatus, StepStatus};
 use drover_protocol::message::{AgentInfo, ArtifactRef, ArtifactStoreRef, LogDelay, StartKind};
 use drover_protocol::validate::{Pipeline, Step};
-use drover_protocol::{AgentId, AttemptNo, OutputName, QueueName, RunId, StepName};
+use drover_protocol::{AgentId, AttemptNo, Names, OutputName, QueueName, RunId, StepName};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,6 +44,9 @@ pub struct State {
     /// Whether job queues keep step priorities (classic queues); when not, a step with a
     /// priority is refused rather than run in another order than asked.
     pub step_priorities: bool,
+    /// The namespace's names: a step whose queue would land on one of its own objects (its
+    /// journal, events queue...) is refused.
+    pub names: Names,
 }
 
 impl State {
@@ -57,6 +60,8 @@ impl State {
             max_lost_attempts: crate::config::DEFAULT_MAX_LOST_ATTEMPTS,
             max_steps: crate::config::DEFAULT_MAX_STEPS,
             step_priorities: true,
+            names: Names::new(drover_protocol::names::DEFAULT_NAMESPACE)
+                .expect("the default namespace is a valid name"),
         }
     }
 }

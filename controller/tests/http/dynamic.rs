@@ -247,6 +247,14 @@ async fn add_step_refuses_bad_requests_with_what_to_do() {
         refused["message"].as_str().unwrap().contains("reserved"),
         "{refused}"
     );
+    let own = json!({"name": "g", "command": ["true"], "queue": "events"});
+    let (code, refused) = s.post_json(&steps, &add(1, "b", own)).await;
+    assert_eq!(code, 400);
+    let events = s.broker.names().events();
+    assert!(
+        refused["message"].as_str().unwrap().contains(&events),
+        "{refused}"
+    );
     let (code, bad) = s.post_json(&steps, &json!({"caller": "pipe"})).await;
     assert_eq!(code, 400);
     assert!(

@@ -10,6 +10,7 @@ mod dynamic;
 mod flow;
 mod hardening;
 mod logtail;
+mod own_queues;
 mod rerun;
 mod scalars;
 mod server;

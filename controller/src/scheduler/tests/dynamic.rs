@@ -304,6 +304,10 @@ fn an_added_step_is_validated_like_a_submitted_one() {
     let why = add(&mut st, &run, request(1, 0, "a", reserved), 20).unwrap_err();
     assert!(why.starts_with("step c (call 0 of pipe): "), "{why}");
     assert!(why.contains("reserved"), "{why}");
+    let mut own = component("c", &["true"], false);
+    own.queue = Some("drover.agent.x".into());
+    let why = add(&mut st, &run, request(1, 0, "a", own), 20).unwrap_err();
+    assert!(why.contains("drover.agent.*"), "{why}");
     let dangling = component("c", &["cat", "${nothing.out}"], false);
     let why = add(&mut st, &run, request(1, 0, "a", dangling), 20).unwrap_err();
     assert!(why.contains("nothing"), "{why}");

@@ -266,6 +266,28 @@ fn invalid_pipeline_is_rejected_and_dispatches_nothing() {
 }
 
 #[test]
+fn a_step_on_a_queue_the_namespace_uses_itself_is_rejected() {
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n\
+                 [[step]]\nname = \"b\"\ncommand = [\"true\"]\nqueue = \"journal\"\n";
+    let mut st = new_state();
+    st.names = drover_protocol::Names::new("t1").unwrap();
+    let (run, fx) = submit_toml(&mut st, steps, 5);
+    assert!(fx.actions.is_empty());
+    let r = &st.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains("step b: queue \"journal\"") && error.contains("t1.journal"),
+        "{error}"
+    );
+    // In the default namespace a user queue `journal` is not the journal (drover.journal).
+    let mut st = new_state();
+    let (run, fx) = submit_toml(&mut st, steps, 5);
+    assert_eq!(st.runs[&run].status, RunStatus::Running);
+    assert_eq!(jobs(&fx).len(), 2);
+}
+
+#[test]
 fn missing_declared_output_fails_the_attempt() {
     let mut st = new_state();
     let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\noutputs = { o = \"o.txt\" }\n";
