@@ -1,10 +1,12 @@
 //! Builds one virtualenv per requirements key, once, safely under concurrent jobs and crashes.
 //!
 //! An environment lives in `<envs>/<key>`, where the key hashes the interpreter and the sorted
-//! requirements. Builders take an exclusive lock on `<envs>/<key>.lock`, build in a temporary
-//! directory and rename it into place when complete, so a half-built environment is never used
-//! and a crashed build leaves only a temporary directory that the next builder removes. Steps run
-//! the environment's `bin/python` by path, which works from the renamed directory.
+//! requirements. Builders take an exclusive lock on `<envs>/<key>.lock` and build in place,
+//! writing the [`READY`] mark last: a job uses an environment only once it holds the mark, so a
+//! half-built one is never used, and the next builder removes what a crashed build left. In
+//! place, not in a temporary directory renamed afterwards: installers write the environment's
+//! path into what they install (the `#!` line of each console script, `activate`), which a
+//! rename would leave pointing at a directory that no longer exists.
 //!
 //! Installers run with a cleared environment plus [`INSTALLER_ENV`] (what they need to reach an
 //! index), in [`INSTALLER_CWD`], under a time limit, and get the requirements after `--`, so none
@@ -159,29 +161,26 @@ pub async fn venv(
         ),
     )
     .await;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".tmp-{key}-"))
-        .tempdir_in(envs)
-        .map_err(|e| io("cannot create a temporary directory", e))?;
-    tokio::time::timeout(
+    let built = tokio::time::timeout(
         timeout,
-        install(tmp.path(), base, requirements, installer, compile_all, log),
+        install(&dir, base, requirements, installer, compile_all, log),
     )
     .await
-    .map_err(|_| {
-        PyEnvError(format!(
+    .unwrap_or_else(|_| {
+        Err(PyEnvError(format!(
             "building the Python environment took longer than {} (--python-build-timeout); \
              check that the package index is reachable, or raise the limit",
             humantime::format_duration(timeout)
-        ))
-    })??;
-    std::fs::write(tmp.path().join(READY), requirements.join("\n"))
-        .map_err(|e| io("cannot mark the environment ready", e))?;
-    let built = tmp.keep();
-    std::fs::rename(&built, &dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&built);
-        io("cannot move the environment into place", e)
-    })?;
+        )))
+    })
+    .and_then(|()| {
+        std::fs::write(dir.join(READY), requirements.join("\n"))
+            .map_err(|e| io("cannot mark the environment ready", e))
+    });
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     drop(lock);
     note(
         log,
@@ -194,7 +193,8 @@ pub async fn venv(
     Ok(python)
 }
 
-/// Removes what crashed builders of `key` left behind; only called with the key's lock held.
+/// Removes what crashed builders of `key` left behind (the unmarked environment; temporary
+/// directories of earlier versions, which built elsewhere); only called with the key's lock held.
 fn remove_leftovers(envs: &Path, key: &str, dir: &Path) {
     if dir.exists() {
         let _ = std::fs::remove_dir_all(dir);
@@ -515,6 +515,8 @@ mod tests {
         // A crashed builder's leftovers are cleaned up.
         let k = key(&base, &[]);
         std::fs::create_dir_all(envs.join(format!(".tmp-{k}-crashed"))).unwrap();
+        std::fs::create_dir_all(envs.join(&k).join("bin")).unwrap();
+        std::fs::write(envs.join(&k).join("half-built"), "").unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(crate::logstream::CHANNEL_DEPTH);
         // Read while building: the log channel is bounded.
         let reader = tokio::spawn(async move {
@@ -546,6 +548,13 @@ mod tests {
             "a reused environment wrote to the log"
         );
         assert!(!envs.join(format!(".tmp-{k}-crashed")).exists());
+        assert!(!envs.join(&k).join("half-built").exists());
+        // What the installer wrote with the environment's path names where it is.
+        let activate = std::fs::read_to_string(envs.join(&k).join("bin/activate")).unwrap();
+        assert!(
+            activate.contains(&envs.join(&k).display().to_string()),
+            "{activate}"
+        );
         let out = std::process::Command::new(envs.join(&k).join("bin/python"))
             .args(["-c", "import sys; print(sys.prefix != sys.base_prefix)"])
             .output()
