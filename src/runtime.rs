@@ -8,8 +8,9 @@ use tokio::runtime::{Builder, Runtime};
 /// glibc gives every thread that allocates a heap (arena) of its own, and memory freed in one
 /// stays with that heap, so each worker keeps the peak of what it allocated. The controller's
 /// decisions are made by one task (the scheduler's owner), its other tasks wait on the broker,
-/// the disk and HTTP clients, so a second worker bought it no measurable speed and cost a
-/// second heap of the same size (see ARCHITECTURE.md, "Memory").
+/// the disk and HTTP clients. A second worker showed no fan-out speed-up beyond the noise of a
+/// shared 2-core machine and cost a second heap of about the same size
+/// (`bench/results/2026-12-03-footprint.md`).
 pub const CONTROLLER_WORKERS: usize = 1;
 
 /// The variable tokio reads for its default number of worker threads.
