@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod controllers;
 mod output;
+mod runtime;
 mod secrets;
 mod signals;
 mod sse;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(loaded.cli.global.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime::build(&loaded.cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
