@@ -271,11 +271,7 @@ fn a_step_on_a_queue_the_namespace_uses_itself_is_rejected() {
                  [[step]]\nname = \"b\"\ncommand = [\"true\"]\nqueue = \"journal\"\n";
     let mut st = new_state();
     st.names = drover_protocol::Names::new("t1").unwrap();
-    let (run, fx) = submit_toml(&mut st, steps, 5);
-    assert!(fx.actions.is_empty());
-    let r = &st.runs[&run];
-    assert_eq!(r.status, RunStatus::Rejected);
-    let error = r.error.as_deref().unwrap();
+    let error = rejection(&mut st, steps, 5);
     assert!(
         error.contains("step b: queue \"journal\"") && error.contains("t1.journal"),
         "{error}"
@@ -385,11 +381,7 @@ fn a_pipeline_past_the_step_limit_is_rejected_whole_with_the_limit_named() {
     let mut st = new_state();
     st.max_steps = 2;
     let three = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n[[step]]\nname = \"c\"\ncommand = [\"true\"]\n";
-    let (run, fx) = submit_toml(&mut st, three, 5);
-    assert!(fx.actions.is_empty());
-    let r = &st.runs[&run];
-    assert_eq!(r.status, RunStatus::Rejected);
-    let error = r.error.as_deref().unwrap();
+    let error = rejection(&mut st, three, 5);
     assert!(
         error.contains("3 steps") && error.contains("at most 2") && error.contains("--max-steps"),
         "{error}"
@@ -491,11 +483,7 @@ fn a_step_priority_is_refused_when_the_job_queues_keep_none() {
     st.step_priorities = false;
     let steps = "[[step]]\nname = \"a\"\ncommand = [\"true\"]\n\
                  [[step]]\nname = \"b\"\ncommand = [\"true\"]\npriority = 5\n";
-    let (run, fx) = submit_toml(&mut st, steps, 5);
-    assert!(fx.actions.is_empty());
-    let r = &st.runs[&run];
-    assert_eq!(r.status, RunStatus::Rejected);
-    let error = r.error.as_deref().unwrap();
+    let error = rejection(&mut st, steps, 5);
     assert!(
         error.contains("step b: priority 5") && error.contains("--queue-type classic"),
         "{error}"

@@ -36,6 +36,15 @@ pub(super) fn step(name: &str) -> StepName {
     StepName::new(name).unwrap()
 }
 
+/// Submits `steps`, checks the run was rejected with nothing dispatched, and returns why.
+pub(super) fn rejection(state: &mut State, steps: &str, now: u64) -> String {
+    let (run, fx) = submit_toml(state, steps, now);
+    assert!(fx.actions.is_empty());
+    let r = &state.runs[&run];
+    assert_eq!(r.status, RunStatus::Rejected);
+    r.error.clone().unwrap()
+}
+
 pub(super) fn submit_toml(state: &mut State, steps: &str, now: u64) -> (RunId, Effects) {
     let text = format!("[pipeline]\nname = \"p\"\nproject = \"tests\"\n{steps}");
     let spec = PipelineSpec::from_toml(&text).unwrap();
