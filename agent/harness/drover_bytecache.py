@@ -166,7 +166,9 @@ def harvest(files: Iterable[str], cache: str, limit: int, modules: Iterable[str]
         added = 0
         served: list[tuple[str, str]] = []
         lost: list[str] = []
-        known = _recorded(cache)
+        where = _location(cache)
+        recorded = _read_set(where[1]) if where else ({}, set())
+        known = {f"{digest[2:]}.pyc" for digest, _ in recorded[0].values()}
         for path in files:
             source = _read(path)
             if source is None:
@@ -193,23 +195,16 @@ def harvest(files: Iterable[str], cache: str, limit: int, modules: Iterable[str]
             served.append((path, entry))
             added += 1
         modules = list(modules)
-        if modules:
-            record(cache, served, modules, lost)
+        if modules and where:
+            record(where, recorded, served, modules, lost)
         evict(cache, limit)
         return added
 
 
-def _recorded(cache: str) -> set[str]:
-    """The file names of the entries the environment's set names."""
-    path = set_path(cache)
-    files = _read_set(path)[0] if path else {}
-    return {f"{digest[2:]}.pyc" for digest, _ in files.values()}
-
-
 def covers(cache: str, modules: Iterable[str]) -> bool:
     """Whether the environment's set already covers the imports of every one of `modules`."""
-    path = set_path(cache)
-    return path is not None and set(modules) <= _read_set(path)[1]
+    where = _location(cache)
+    return where is not None and set(modules) <= _read_set(where[1])[1]
 
 
 def _site() -> tuple[str, list[str]] | None:
@@ -229,15 +224,16 @@ def prefix() -> str | None:
     return found[0] + os.sep if found else None
 
 
-def set_path(cache: str) -> str | None:
-    """Where the set of this environment's installed distributions is recorded, `None` when it
-    has no site directory."""
+def _location(cache: str) -> tuple[str, str] | None:
+    """The environment's prefix (with a trailing `/`: its set's paths are relative to it) and
+    where the set of its installed distributions is recorded; `None` when it has no site
+    directory."""
     found = _site()
     if found is None:
         return None
     names = sorted(n for d in found[1] for n in os.listdir(d) if n.endswith(".dist-info"))
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
-    return os.path.join(cache, tag(), "sets", digest[:32])
+    return found[0] + os.sep, os.path.join(cache, tag(), "sets", digest[:32])
 
 
 def _read_set(path: str) -> tuple[dict[str, tuple[str, int]], set[str]]:
@@ -261,19 +257,19 @@ def _read_set(path: str) -> tuple[dict[str, tuple[str, int]], set[str]]:
 
 
 def record(
-    cache: str, served: list[tuple[str, str]], modules: list[str], lost: list[str]
+    where: tuple[str, str],
+    recorded: tuple[dict[str, tuple[str, int]], set[str]],
+    served: list[tuple[str, str]],
+    modules: list[str],
+    lost: list[str],
 ) -> None:
     """Adds to the environment's set each file below its prefix and the entry that serves it
     (in the order given: about the order an import reaches them). The modules count as covered
     when no file below the prefix with bytecode (`lost`: none could be stored) was left out:
-    what has no bytecode the import of `modules` did not reach."""
-    path = set_path(cache)
-    found = _site()
-    if path is None or found is None:
-        return
-    prefix = found[0] + os.sep
-    files, covered = _read_set(path)
-    before = (dict(files), set(covered))
+    what has no bytecode the import of `modules` did not reach. `where` is the environment's
+    `_location`, `recorded` its set as read before."""
+    prefix, path = where
+    files, covered = dict(recorded[0]), set(recorded[1])
     whole = not any(os.path.realpath(p).startswith(prefix) for p in lost)
     for source, entry in served:
         real = os.path.realpath(source)
@@ -290,7 +286,7 @@ def record(
         files[real[len(prefix):]] = (digest, size)
     if whole and files:
         covered.update(modules)
-    if (files, covered) == before:
+    if (files, covered) == recorded:
         return
     lines = [f"# modules {' '.join(sorted(covered))}"] if covered else []
     lines += [f"{d} {size} {rel}" for rel, (d, size) in files.items()]
@@ -302,17 +298,17 @@ def place_set(cache: str, modules: Iterable[str]) -> tuple[int, bool]:
     has no bytecode yet (copies them where a link cannot be made); returns how many were placed
     and whether the set covers every one of `modules` with nothing missing, in which case the
     import of `modules` needs nothing else from the cache."""
-    path = set_path(cache)
-    found = _site()
-    if path is None or found is None:
+    where = _location(cache)
+    if where is None:
         return 0, False
+    prefix, path = where
     files, covered = _read_set(path)
     whole = bool(files) and set(modules) <= covered
     placed = 0
     made: set[str] = set()
     base = os.path.join(cache, tag())
     for rel, (digest, size) in files.items():
-        target = cache_from_source(os.path.join(found[0], rel))
+        target = cache_from_source(prefix + rel)
         entry = os.path.join(base, digest[:2], digest[2:] + ".pyc")
         try:
             if os.stat(entry).st_size != size:
