@@ -283,10 +283,8 @@ fn resolve(
             key()
         ))
     })?;
-    for step in &pipeline.steps {
-        crate::scheduler::refuse_own_queue(step, &app.names).map_err(|why| {
-            ApiError::bad_request(format!("pipeline {} cannot be submitted: {why}", key()))
-        })?;
-    }
+    crate::scheduler::refuse_own_queues(&pipeline.steps, &app.names).map_err(|why| {
+        ApiError::bad_request(format!("pipeline {} cannot be submitted: {why}", key()))
+    })?;
     Ok((spec, params, from_run))
 }

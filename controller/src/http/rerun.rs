@@ -2,7 +2,7 @@
 //! a run's artifacts.
 
 use super::{ApiError, App};
-use crate::scheduler::refuse_own_queue;
+use crate::scheduler::refuse_own_queues;
 use crate::service::Command;
 use axum::Json;
 use axum::body::Bytes;
@@ -44,11 +44,8 @@ pub async fn rerun(
             "run {run} cannot be run again with these parameters: {errors}"
         ))
     })?;
-    for step in &pipeline.steps {
-        refuse_own_queue(step, &app.names).map_err(|why| {
-            ApiError::bad_request(format!("run {run} cannot be run again: {why}"))
-        })?;
-    }
+    refuse_own_queues(&pipeline.steps, &app.names)
+        .map_err(|why| ApiError::bad_request(format!("run {run} cannot be run again: {why}")))?;
     let run_id = RunId::generate();
     let submit = Submit {
         run_id: run_id.clone(),

@@ -293,6 +293,16 @@ pub(crate) fn refuse_priority(step: &Step, step_priorities: bool) -> Result<(), 
     ))
 }
 
+/// [`refuse_own_queue`] for each of `steps`, up to the first refused.
+pub fn refuse_own_queues<'a>(
+    steps: impl IntoIterator<Item = &'a Step>,
+    names: &Names,
+) -> Result<(), String> {
+    steps
+        .into_iter()
+        .try_for_each(|step| refuse_own_queue(step, names))
+}
+
 /// A step whose queue is a name the namespace uses itself (its journal, its events queue, an
 /// agent's control queue...): an error naming the step, the queue and what the name is for.
 pub fn refuse_own_queue(step: &Step, names: &Names) -> Result<(), String> {
