@@ -1,8 +1,10 @@
 """Tests of the machine's shared bytecode cache (`drover_bytecache`), as `drover_compile.py`
 fills it after a preload and uses it before one."""
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from importlib.util import cache_from_source
 from pathlib import Path
 
@@ -172,13 +174,17 @@ def make_venv(root, value=1, version="1.0"):
     return python, make_env(Path(site), value)
 
 
-def run_in(python, args, cache=None):
+def venv_env(cache=None):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONDONTWRITEBYTECODE", "DROVER_BYTECODE_CACHE", "PYTHONPATH")}
     if cache is not None:
         env["DROVER_BYTECODE_CACHE"] = str(cache)
-    return subprocess.run([python, *args], env=env, capture_output=True, text=True, check=True,
-                          timeout=60)
+    return env
+
+
+def run_in(python, args, cache=None):
+    return subprocess.run([python, *args], env=venv_env(cache), capture_output=True, text=True,
+                          check=True, timeout=60)
 
 
 def set_files(cache):
@@ -240,3 +246,19 @@ def test_a_set_entry_for_a_changed_source_or_cut_short_is_not_run(tmp_path):
     run_in(d, ["-c", "import pkg"])
     run_in(d, [SCRIPT, "--harvest", "pkg"], cache)
     assert len(set_files(cache)) == 2
+
+
+def test_a_harvest_waits_for_the_one_before_it(tmp_path):
+    cache = tmp_path / "cache"
+    a, _ = make_venv(tmp_path / "a")
+    run_in(a, ["-c", "import pkg"])
+    cache.mkdir()
+    with open(cache / "harvest.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        second = subprocess.Popen([a, SCRIPT, "--harvest", "pkg"], env=venv_env(cache))
+        time.sleep(1)
+        assert second.poll() is None
+        assert set_files(cache) == []
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert second.wait(timeout=60) == 0
+    assert len(set_files(cache)) == 1
