@@ -586,6 +586,19 @@ async fn run_process(
     cancel: CancellationToken,
     start: &mut Option<StartKind>,
 ) -> Result<Option<i32>, Report> {
+    // Stopped before its program ran (a job claimed ahead waits for a slot, and a drain or an
+    // abort may come meanwhile): the program never starts.
+    if cancel.is_cancelled() {
+        if let Some(started) = started {
+            started.abandon().await;
+        }
+        return Err(Report {
+            outcome: Outcome::Aborted,
+            exit_code: None,
+            outputs: BTreeMap::new(),
+            message: Some("aborted before it started".to_string()),
+        });
+    }
     let warm = match &job.job.kind {
         JobKind::Function {
             prewarm: Some(false),

@@ -6,6 +6,7 @@
 //! slot limit), [`heartbeat`] (leases, and fencing when cut off) and [`control`]
 //! (cancellation); each job runs in [`job`], a Python function step with its [`channel`].
 
+mod ahead;
 mod artifacts;
 mod channel;
 mod claim;

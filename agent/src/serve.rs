@@ -10,7 +10,11 @@
 //! fills up, which hands back what the broker sent ahead. Among queues with a job ready, the
 //! first in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
 //! ([`QueueOrder::RoundRobin`]).
+//!
+//! The one exception to holding no job beyond the free slots: on deep queues, while short steps
+//! fill every slot, a job per slot is claimed ahead and waits for the next free one ([`ahead`]).
 
+use crate::ahead::{self, Ahead};
 use crate::config::QueueOrder;
 use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, claim, heartbeat, job};
@@ -63,6 +67,7 @@ pub async fn serve(
         next_turn: 0,
     };
     let mut pull = Pull { getter: None };
+    let mut ahead = Ahead::new(&shared.config);
     let mut backoff = Duration::from_millis(200);
     // Cancelled when the drain timeout expires: jobs stopped after that are handed back.
     let release = CancellationToken::new();
@@ -70,6 +75,43 @@ pub async fn serve(
         // Full: give back what the broker sent ahead so other agents can run it.
         if slots.agent_full() {
             consumers.close_all().await;
+            let deep = ahead.queues(&consumers.preference(&shared.config.order), &slots);
+            if !deep.is_empty() {
+                match pull.next(&shared, &slots, &mut ahead, &deep).await {
+                    Ok(Some((incoming, i))) => {
+                        // No agent slot yet (the job takes the next one freed), and no queue
+                        // slot: queues with a limit of their own are never claimed ahead from.
+                        if let Some(guard) = slots.take(i, None) {
+                            let queue = shared.config.queues[i].as_str();
+                            ahead.took(i, queue, incoming.remaining);
+                            consumers.took_from(i);
+                            let ticket = Some(ahead.ticket());
+                            claim_and_start(
+                                &shared,
+                                &jobs,
+                                incoming,
+                                guard,
+                                release.clone(),
+                                ticket,
+                            );
+                            continue;
+                        }
+                        let _ = incoming.requeue().await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("cannot take a job ahead from the job queues: {e}");
+                        pull.close().await;
+                    }
+                }
+            }
+        }
+        // Jobs claimed ahead take the slots freed first.
+        if ahead.waiting() > 0 {
+            tokio::select! {
+                _ = ahead.changed() => continue,
+                _ = shutdown.cancelled() => break,
+            }
         }
         let agent_slot = tokio::select! {
             p = slots.agent_slot() => match p { Some(p) => p, None => break },
@@ -79,7 +121,7 @@ pub async fn serve(
             // With no consumer open, ask the queues first: a ready job needs no consumer.
             if !consumers.any_open() {
                 let preference = consumers.preference(&shared.config.order);
-                match pull.next(&shared, &slots, &preference).await {
+                match pull.next(&shared, &slots, &mut ahead, &preference).await {
                     Ok(Some((incoming, i))) => {
                         backoff = Duration::from_millis(200);
                         let Some(guard) = slots.take(i, agent_slot) else {
@@ -88,7 +130,7 @@ pub async fn serve(
                             break;
                         };
                         consumers.took_from(i);
-                        claim_and_start(&shared, &jobs, incoming, guard, release.clone());
+                        claim_and_start(&shared, &jobs, incoming, guard, release.clone(), None);
                         break;
                     }
                     Ok(None) => {}
@@ -161,11 +203,13 @@ pub async fn serve(
 }
 
 impl Pull {
-    /// The head of the first queue in `preference` that has room and a job, unacked.
+    /// The head of the first queue in `preference` that has room and a job, unacked; `ahead`
+    /// learns how deep each queue asked is.
     async fn next(
         &mut self,
         shared: &Shared,
         slots: &Slots,
+        ahead: &mut Ahead,
         preference: &[usize],
     ) -> Result<Option<(Incoming, usize)>, drover_amqp::AmqpError> {
         if self.getter.as_ref().is_none_or(|g| !g.is_open()) {
@@ -179,7 +223,9 @@ impl Pull {
                 continue;
             }
             let queue = shared.config.names.user_queue(&shared.config.queues[i]);
-            if let Some(incoming) = getter.get(&queue).await? {
+            let got = getter.get(&queue).await?;
+            ahead.saw(i, got.as_ref().and_then(|incoming| incoming.remaining));
+            if let Some(incoming) = got {
                 return Ok(Some((incoming, i)));
             }
         }
@@ -308,12 +354,16 @@ impl Consumers {
 /// meanwhile, and runs it once the claim is confirmed: while `Claimed` is in flight the job's
 /// process is made ready and held at its gate ([`job::run`]). The job was taken on the pull
 /// channel, which stays open, so its ack can follow later.
+///
+/// A job claimed `ahead` holds no agent slot yet: once claimed it waits for the next one freed
+/// ([`ahead`]), still held at its gate.
 fn claim_and_start(
     shared: &Arc<Shared>,
     jobs: &TaskTracker,
     incoming: Incoming,
     slots: SlotGuard,
     release: CancellationToken,
+    ahead: Option<ahead::Ticket>,
 ) {
     let shared = shared.clone();
     jobs.spawn(async move {
@@ -321,9 +371,19 @@ fn claim_and_start(
             return;
         };
         let job = taken.job.clone();
+        let slot = slots.attempt_slot();
         let confirmed: job::Claim = Box::pin({
             let shared = shared.clone();
-            async move { claim::confirm(&shared, taken).await }
+            async move {
+                let confirmed = claim::confirm(&shared, taken).await;
+                if let Some(ticket) = ahead {
+                    if confirmed {
+                        slot.take_first().await;
+                    }
+                    drop(ticket);
+                }
+                confirmed
+            }
         });
         run_claimed(shared, job, slots, release, confirmed).await;
     });

@@ -7,8 +7,14 @@
 //! back goes before new jobs: the serve loop gives up a slot it holds while idle.
 
 use crate::config::AgentConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// A job that gave its slots back sooner than this after taking them was short
+/// ([`Slots::last_short`]).
+pub(crate) const SHORT: Duration = Duration::from_millis(100);
 
 /// Prefetch of a queue consumer in services mode: jobs are claimed (and acked) at once, so
 /// this bounds only the deliveries waiting to be claimed, not how many steps run.
@@ -24,6 +30,8 @@ pub(crate) struct Slots {
     freed: Arc<Notify>,
     /// Wakes the serve loop when a running attempt wants its agent slot back.
     reclaim: Arc<Notify>,
+    /// Whether the job that last gave its slots back held them for less than [`SHORT`].
+    last_short: Arc<AtomicBool>,
 }
 
 /// The slots one job holds; dropping it gives them back and wakes the serve loop.
@@ -31,6 +39,8 @@ pub(crate) struct SlotGuard {
     agent: Arc<AttemptSlot>,
     queue: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
+    since: Instant,
+    last_short: Arc<AtomicBool>,
 }
 
 impl SlotGuard {
@@ -45,6 +55,8 @@ impl Drop for SlotGuard {
         // Release before notifying, so the woken loop sees the free slot.
         drop(self.agent.end());
         self.queue.take();
+        self.last_short
+            .store(self.since.elapsed() < SHORT, Ordering::Relaxed);
         self.freed.notify_one();
     }
 }
@@ -139,6 +151,31 @@ impl AttemptSlot {
         }
     }
 
+    /// Takes the agent slot of a job claimed ahead, which was given none ([`Slots::take`] without
+    /// one); returns once it holds it. New jobs wait meanwhile (the serve loop takes none while a
+    /// job claimed ahead waits), so the first slot freed is its.
+    pub async fn take_first(&self) {
+        let Some(semaphore) = &self.semaphore else {
+            return;
+        };
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            return;
+        };
+        let spare = {
+            let mut held = self.lock();
+            if held.waits == 0 && held.permit.is_none() && !held.ended {
+                held.permit = Some(permit);
+                None
+            } else {
+                Some(permit)
+            }
+        };
+        if spare.is_some() {
+            drop(spare);
+            self.freed.notify_one();
+        }
+    }
+
     /// Whether the attempt holds an agent slot now (always false in services mode).
     #[cfg(test)]
     pub fn holds(&self) -> bool {
@@ -185,7 +222,14 @@ impl Slots {
             prefetch,
             freed: Arc::new(Notify::new()),
             reclaim: Arc::new(Notify::new()),
+            last_short: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the job that last gave its slots back held them for less than [`SHORT`] (false
+    /// before any did).
+    pub fn last_short(&self) -> bool {
+        self.last_short.load(Ordering::Relaxed)
     }
 
     /// Waits for a free agent slot (at once in services mode); `None` if the semaphore closed.
@@ -240,6 +284,8 @@ impl Slots {
             )),
             queue,
             freed: self.freed.clone(),
+            since: Instant::now(),
+            last_short: self.last_short.clone(),
         })
     }
 

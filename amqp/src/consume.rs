@@ -26,6 +26,9 @@ pub struct Consumer {
 pub struct Incoming {
     pub message: Result<(EnvelopeMeta, Message), DecodeError>,
     pub redelivered: bool,
+    /// How many messages the queue still held after this one, when it was taken with
+    /// `basic.get` ([`Getter::get`]); `None` for a consumer's delivery.
+    pub remaining: Option<u32>,
     /// The `x-drover-reason` header, set on dead letters.
     reason: Option<String>,
     /// The `x-drover-signature` header, set on signed jobs.
@@ -122,7 +125,11 @@ impl Getter {
             .channel
             .basic_get(queue.into(), BasicGetOptions::default())
             .await?;
-        Ok(got.map(|m| Incoming::decode(m.delivery, queue, self.max_size)))
+        Ok(got.map(|m| {
+            let mut incoming = Incoming::decode(m.delivery, queue, self.max_size);
+            incoming.remaining = Some(m.message_count);
+            incoming
+        }))
     }
 
     /// Whether the channel is still usable (a broken one is replaced by a new getter).
@@ -163,6 +170,7 @@ impl Incoming {
         Incoming {
             message,
             redelivered: delivery.redelivered,
+            remaining: None,
             reason,
             signature,
             payload: delivery.data,

@@ -86,6 +86,32 @@ async fn a_purge_removes_the_waiting_messages_and_says_how_many() {
     broker.delete_namespace(&[]).await.unwrap();
 }
 
+/// What an agent decides claiming ahead on: a message taken with `basic.get` says how many
+/// are left behind it; a consumer's delivery says nothing.
+#[tokio::test]
+async fn a_message_taken_from_its_queue_says_how_many_are_left() {
+    let broker = broker().await;
+    let names = broker.names().clone();
+    let publisher = broker.publisher().await.unwrap();
+    for _ in 0..3 {
+        publisher.publish(&Target::Submit, &abort()).await.unwrap();
+    }
+    let getter = broker.getter().await.unwrap();
+    let mut left = Vec::new();
+    while let Some(incoming) = getter.get(&names.services()).await.unwrap() {
+        left.push(incoming.remaining);
+        incoming.ack().await.unwrap();
+    }
+    assert_eq!(left, [Some(2), Some(1), Some(0)]);
+    publisher.publish(&Target::Submit, &abort()).await.unwrap();
+    let mut consumer = broker.consume(&names.services(), 1).await.unwrap();
+    let delivered = consumer.next().await.unwrap().unwrap();
+    assert_eq!(delivered.remaining, None);
+    delivered.ack().await.unwrap();
+    getter.close().await;
+    broker.delete_namespace(&[]).await.unwrap();
+}
+
 #[tokio::test]
 async fn unroutable_publish_is_an_error() {
     let broker = broker().await;

@@ -152,6 +152,26 @@ fn an_idle_agent_gets_the_jobs_a_full_one_cannot_start() {
     succeeded(&c, &run);
 }
 
+/// A deep queue of short steps: once a step has ended quickly, the full agent claims the next
+/// job ahead of a free slot; every step still runs exactly once, in the queue's order.
+#[test]
+fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
+    let (mut c, log) = controller_only();
+    let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
+    let names: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+    for name in &names {
+        toml += &step(name, "default", &log, "");
+    }
+    let run = c.submit(&c.pipeline("deep.toml", &toml));
+    wait_for_depth(&c, "default", 30);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    succeeded(&c, &run);
+    // One slot: the steps ran one after another, first published first.
+    assert_eq!(lines(&log), names);
+    let agent = c.process_log("a1");
+    assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
+}
+
 #[test]
 fn a_priority_out_of_range_is_rejected_at_submit() {
     let c = Cluster::new();
