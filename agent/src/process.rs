@@ -7,12 +7,12 @@ use crate::running::{Recorded, Registration};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
@@ -195,7 +195,7 @@ impl Started<'_> {
         let reader = self
             .reader
             .take()
-            .map(|reader| tokio::task::spawn_blocking(move || forward(reader, output)));
+            .map(|reader| tokio::spawn(forward(reader, output)));
         let timeout = async {
             match spec.timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -313,15 +313,24 @@ async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: 
     }
 }
 
-/// Copies the pipe to `output` in chunks until EOF (runs on a blocking thread). A full `output`
-/// holds the reader back, and with it the process once the pipe's buffer is full.
-pub(crate) fn forward(mut reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
+/// Copies the pipe to `output` in chunks until EOF, on the runtime's reactor (no thread per
+/// step). A full `output` holds the reader back, and with it the process once the pipe's buffer
+/// is full.
+pub(crate) async fn forward(reader: std::io::PipeReader, output: Sender<Vec<u8>>) {
+    let fd = std::os::fd::OwnedFd::from(reader);
+    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(reader) => reader,
+        Err(e) => {
+            tracing::warn!("cannot read the step's output: {e}");
+            return;
+        }
+    };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        match reader.read(&mut buf) {
+        match reader.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
-                if output.blocking_send(buf[..n].to_vec()).is_err() {
+                if output.send(buf[..n].to_vec()).await.is_err() {
                     break;
                 }
             }

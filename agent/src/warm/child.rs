@@ -62,7 +62,7 @@ pub async fn run(
         },
         None => None,
     };
-    let reader = tokio::task::spawn_blocking(move || forward(reader, output));
+    let reader = tokio::spawn(forward(reader, output));
     let _ = gate.write_all(b"g");
     drop(gate);
 
