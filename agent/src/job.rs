@@ -298,12 +298,13 @@ async fn prepare(
         job.step,
         route.describe()
     );
-    let workdir = Workdir::create(&config.work_dir, job, config.keep_workdirs).map_err(|e| {
-        Report::error(format!(
-            "cannot create a workdir under {}: {e}",
-            config.work_dir.display()
-        ))
-    })?;
+    let workdir = Workdir::create(&config.work_dir, job, config.keep_workdirs, &shared.spares)
+        .map_err(|e| {
+            Report::error(format!(
+                "cannot create a workdir under {}: {e}",
+                config.work_dir.display()
+            ))
+        })?;
     phases.mark("workdir");
     let inputs = download_inputs(job, &route, &workdir).await?;
     let blobs = download_blobs(job, &route, &workdir).await?;

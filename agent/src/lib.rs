@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub warm: Arc<warm::Pool>,
     /// The highest controller epoch seen; jobs and cancels of a lower one are refused.
     pub epochs: epoch::Epochs,
+    /// Emptied workdirs, renamed for the next jobs.
+    pub spares: Arc<workdir::Spares>,
     /// Held for the agent's life: no other agent uses its work dir.
     _lock: lock::WorkDirLock,
 }
@@ -242,6 +244,7 @@ impl Agent {
                 config.python.env_root.clone(),
             ))
         });
+        let work_dir = config.work_dir.clone();
         let shared = Arc::new(Shared {
             config,
             id,
@@ -258,6 +261,7 @@ impl Agent {
             fenced: Mutex::new(HashSet::new()),
             warm,
             epochs: Default::default(),
+            spares: Arc::new(workdir::Spares::new(&work_dir)),
             _lock: lock,
         });
         let tracker = TaskTracker::new();
