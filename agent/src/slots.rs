@@ -132,32 +132,21 @@ impl AttemptSlot {
             return;
         };
         self.reclaim.notify_one();
-        let Ok(permit) = semaphore.clone().acquire_owned().await else {
-            return;
-        };
-        let spare = {
-            let mut held = self.lock();
-            if held.waits == 0 && held.permit.is_none() && !held.ended {
-                held.permit = Some(permit);
-                None
-            } else {
-                // A new wait began meanwhile, or the job ended: the slot stays free.
-                Some(permit)
-            }
-        };
-        if spare.is_some() {
-            drop(spare);
-            self.freed.notify_one();
-        }
+        self.acquire(semaphore).await;
     }
 
     /// Takes the agent slot of a job claimed ahead, which was given none ([`Slots::take`] without
     /// one); returns once it holds it. New jobs wait meanwhile (the serve loop takes none while a
     /// job claimed ahead waits), so the first slot freed is its.
     pub async fn take_first(&self) {
-        let Some(semaphore) = &self.semaphore else {
-            return;
-        };
+        if let Some(semaphore) = &self.semaphore {
+            self.acquire(semaphore).await;
+        }
+    }
+
+    /// Waits for an agent slot and holds it, unless a wait began meanwhile or the job ended:
+    /// then the slot stays free.
+    async fn acquire(&self, semaphore: &Arc<Semaphore>) {
         let Ok(permit) = semaphore.clone().acquire_owned().await else {
             return;
         };
