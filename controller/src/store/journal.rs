@@ -433,7 +433,7 @@ pub async fn attach(
     meta.insert(OFFSET_KEY, &leader_offset.to_be_bytes())?;
     meta.insert(EPOCH_KEY, &at.epoch.to_be_bytes())?;
     store.runs.reindex()?;
-    super::flush_db(&store.db).await?;
+    store.db.flush_async().await?;
     let sink = Sink {
         publisher,
         epoch: at.epoch,

@@ -357,7 +357,8 @@ impl Store {
         if let Some(journal) = self.journal.get() {
             journal.append(&self.recorder).await?;
         }
-        flush_db(&self.db).await
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     pub fn run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -433,19 +434,6 @@ impl Store {
         all.reverse();
         Ok(all)
     }
-}
-
-/// `db.flush()` on tokio's blocking pool. sled's own `flush_async` hands the flush to sled's
-/// thread pool, whose every task wakes all seven of its idle threads (a `notify_all`): two such
-/// wake-ups per flush (the flush, then its buffer's write), where this leaves one.
-pub(crate) async fn flush_db(db: &sled::Db) -> Result<(), StoreError> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .map_err(|e| {
-            sled::Error::ReportableBug(format!("the state store's flush did not end: {e}"))
-        })??;
-    Ok(())
 }
 
 #[cfg(test)]
