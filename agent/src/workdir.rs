@@ -33,6 +33,8 @@ impl Spares {
     pub fn new(work_dir: &Path) -> Self {
         let dir = work_dir.join("_spare");
         let _ = std::fs::remove_dir_all(&dir);
+        // Made once here; should it be missing, a spare cannot be kept and is removed instead.
+        let _ = std::fs::create_dir_all(&dir);
         Spares {
             dir,
             free: Mutex::new(Vec::new()),
@@ -55,9 +57,7 @@ impl Spares {
         let Some(uid) = self.uid else {
             return false;
         };
-        let kept = empty(path, uid)
-            .and_then(|()| std::fs::create_dir_all(&self.dir))
-            .and_then(|()| std::fs::rename(path, &spare));
+        let kept = empty(path, uid).and_then(|()| std::fs::rename(path, &spare));
         match kept {
             Ok(()) => {
                 self.free
