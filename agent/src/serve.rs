@@ -372,13 +372,19 @@ fn claim_and_start(
         };
         let job = taken.job.clone();
         let slot = slots.attempt_slot();
+        let cancel = cancel_of(&shared, &job);
         let confirmed: job::Claim = Box::pin({
             let shared = shared.clone();
             async move {
                 let confirmed = claim::confirm(&shared, taken).await;
                 if let Some(ticket) = ahead {
                     if confirmed {
-                        slot.take_first().await;
+                        tokio::select! {
+                            () = slot.take_first() => {}
+                            // Stopped while it waits: its program never starts, so it needs no
+                            // slot, and its report goes now, not once a running step ends.
+                            () = cancel.cancelled() => {}
+                        }
                     }
                     drop(ticket);
                 }
@@ -387,6 +393,22 @@ fn claim_and_start(
         });
         run_claimed(shared, job, slots, release, confirmed).await;
     });
+}
+
+/// The token that stops `job`'s attempt, registered when it was taken ([`claim::take`]).
+fn cancel_of(shared: &Shared, job: &StepJob) -> CancellationToken {
+    let attempt = AttemptRef {
+        run_id: job.run_id.clone(),
+        step: job.step.clone(),
+        attempt: job.attempt,
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&attempt)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Runs a job in the slots it holds once `claim` is confirmed; the job gives them back when its
@@ -403,13 +425,7 @@ async fn run_claimed(
         step: job.step.clone(),
         attempt: job.attempt,
     };
-    let cancel = shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&attempt)
-        .cloned()
-        .unwrap_or_default();
+    let cancel = cancel_of(&shared, &job);
     let lease_terms =
         heartbeat::LeaseTerms::of(&job, &shared.config.controller_base(&job.controller_url));
     let claimed = {

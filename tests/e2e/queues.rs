@@ -172,6 +172,51 @@ fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
     assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
 }
 
+/// A job claimed ahead holds no slot yet; aborted while it waits for one, its program never
+/// starts, and it ends at once, not when the step holding the slot does.
+#[test]
+fn a_job_claimed_ahead_and_aborted_while_waiting_for_a_slot_never_starts() {
+    let (mut c, log) = controller_only();
+    let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
+    for i in 0..30 {
+        let name = format!("d{i:02}");
+        toml += &match i {
+            // Holds the only slot while the job after it waits.
+            10 => format!(
+                "[[step]]\nname = \"{name}\"\ncommand = [\"sh\", \"-c\", \"echo {name} >> {}; sleep 60\"]\n",
+                log.display()
+            ),
+            _ => step(&name, "default", &log, ""),
+        };
+    }
+    let run = c.submit(&c.pipeline("deep.toml", &toml));
+    wait_for_depth(&c, "default", 30);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    c.wait_for(&run, "d11 claimed ahead", Duration::from_secs(30), |d| {
+        Cluster::step(d, "d11")["status"] == "running"
+    });
+    let out = c.drover(&["abort", &run, "d11"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc = c.wait_for(&run, "d11 to end", Duration::from_secs(20), |d| {
+        Cluster::step(d, "d11")["status"] != "running"
+    });
+    let d11 = Cluster::step(&doc, "d11");
+    assert_eq!(d11["status"], "aborted", "{d11}");
+    assert_eq!(
+        d11["attempts"][0]["message"], "aborted before it started",
+        "{d11}"
+    );
+    assert_eq!(Cluster::step(&doc, "d10")["status"], "running", "{doc}");
+    let ran = lines(&log);
+    assert_eq!(ran.last().map(String::as_str), Some("d10"), "{ran:?}");
+    let out = c.drover(&["abort", &run]);
+    assert!(out.status.success(), "{out:?}");
+    c.wait_for(&run, "the run to end", Duration::from_secs(30), |d| {
+        d["status"] == "aborted"
+    });
+    assert!(!lines(&log).iter().any(|n| n == "d11"), "{:?}", lines(&log));
+}
+
 #[test]
 fn a_priority_out_of_range_is_rejected_at_submit() {
     let c = Cluster::new();
