@@ -154,7 +154,7 @@ pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> bool {
     true
 }
 
-fn attempt_of(job: &StepJob) -> AttemptRef {
+pub(crate) fn attempt_of(job: &StepJob) -> AttemptRef {
     AttemptRef {
         run_id: job.run_id.clone(),
         step: job.step.clone(),

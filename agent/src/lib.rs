@@ -88,6 +88,13 @@ impl Shared {
         list
     }
 
+    /// The token that stops `attempt`, registered when its job was taken ([`claim::take`]); a
+    /// fresh one when it is not running here.
+    pub fn cancel_token(&self, attempt: &AttemptRef) -> CancellationToken {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(attempt).cloned().unwrap_or_default()
+    }
+
     pub fn cancel(&self, attempt: &AttemptRef) -> bool {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         match running.get(attempt) {

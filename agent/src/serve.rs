@@ -19,7 +19,7 @@ use crate::config::QueueOrder;
 use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, claim, heartbeat, job};
 use drover_amqp::{Consumer, Getter, Incoming};
-use drover_protocol::message::{AttemptRef, StepJob};
+use drover_protocol::message::StepJob;
 use futures_util::future::select_all;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -372,7 +372,7 @@ fn claim_and_start(
         };
         let job = taken.job.clone();
         let slot = slots.attempt_slot();
-        let cancel = cancel_of(&shared, &job);
+        let cancel = shared.cancel_token(&claim::attempt_of(&job));
         let confirmed: job::Claim = Box::pin({
             let shared = shared.clone();
             async move {
@@ -395,22 +395,6 @@ fn claim_and_start(
     });
 }
 
-/// The token that stops `job`'s attempt, registered when it was taken ([`claim::take`]).
-fn cancel_of(shared: &Shared, job: &StepJob) -> CancellationToken {
-    let attempt = AttemptRef {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-    };
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&attempt)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Runs a job in the slots it holds once `claim` is confirmed; the job gives them back when its
 /// work is over.
 async fn run_claimed(
@@ -420,12 +404,8 @@ async fn run_claimed(
     release: CancellationToken,
     claim: job::Claim,
 ) {
-    let attempt = AttemptRef {
-        run_id: job.run_id.clone(),
-        step: job.step.clone(),
-        attempt: job.attempt,
-    };
-    let cancel = cancel_of(&shared, &job);
+    let attempt = claim::attempt_of(&job);
+    let cancel = shared.cancel_token(&attempt);
     let lease_terms =
         heartbeat::LeaseTerms::of(&job, &shared.config.controller_base(&job.controller_url));
     let claimed = {
