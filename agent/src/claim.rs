@@ -26,8 +26,8 @@ pub(crate) struct Taken {
 }
 
 /// The first half of [`claim`]: dead-letters what is not a job (or not signed), drops a
-/// duplicate of an attempt already held (once that attempt's claim is confirmed), and
-/// registers the job as running here. The job is not claimed yet: its program must not run
+/// duplicate of an attempt already held (once that attempt's claim is confirmed), acks a job
+/// the controller revoked, and registers the job as running here. The job is not claimed yet: its program must not run
 /// before [`confirm`] says so.
 pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
     if let Some(verifier) = &shared.config.job_verifier
@@ -63,30 +63,52 @@ pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
     let attempt = attempt_of(&job);
     // The claim in flight is looked up under the lock of `running`, which [`confirm`] holds
     // to forget a failed attempt before it ends the claim: a duplicate either waits for the
-    // claim or finds the attempt claimed.
-    let taken = match shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(attempt.clone())
-    {
-        Entry::Occupied(_) => Err(shared.inflight.pending(&attempt)),
-        Entry::Vacant(entry) => {
-            entry.insert(CancellationToken::new());
-            Ok(shared.inflight.begin(attempt))
+    // claim or finds the attempt claimed. The revoked jobs too ([`Shared::revoke`]).
+    let taken = {
+        let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+        match shared.revoked.reason(&attempt) {
+            Some(why) => Take::Revoked(why),
+            None => match running.entry(attempt.clone()) {
+                Entry::Occupied(_) => Take::Duplicate(shared.inflight.pending(&attempt)),
+                Entry::Vacant(entry) => {
+                    entry.insert(CancellationToken::new());
+                    Take::New(shared.inflight.begin(attempt))
+                }
+            },
         }
     };
     match taken {
-        Ok(settle) => Some(Taken {
+        Take::New(settle) => Some(Taken {
             job,
             incoming,
             settle,
         }),
-        Err(pending) => {
+        Take::Duplicate(pending) => {
             drop_duplicate(&job, incoming, pending);
             None
         }
+        Take::Revoked(why) => {
+            // The controller ended the step already: nothing is claimed or reported.
+            tracing::info!(
+                "dropping {}/{} attempt {}: the controller revoked it ({why})",
+                job.run_id,
+                job.step,
+                job.attempt
+            );
+            let _ = incoming.ack().await;
+            None
+        }
     }
+}
+
+/// What [`take`] makes of a job.
+enum Take {
+    /// Registered here; its claim is to be published.
+    New(Settle),
+    /// Held here already (its claim may still be in flight).
+    Duplicate(Option<inflight::Pending>),
+    /// Revoked by the controller, for this reason.
+    Revoked(String),
 }
 
 /// Acks a duplicate of an attempt held here, in a task of its own once the attempt's claim in

@@ -1,4 +1,5 @@
-//! Control messages from the controller: `Cancel` stops an attempt this agent runs.
+//! Control messages from the controller: `Cancel` stops an attempt this agent runs; `Revoke`,
+//! sent to every agent, names jobs that must not run (an aborted run's jobs still queued).
 
 use crate::Shared;
 use drover_amqp::Consumer;
@@ -81,6 +82,24 @@ async fn serve(shared: &Shared, consumer: &mut Consumer, stopped: &CancellationT
                         cancel.step,
                         cancel.attempt,
                         cancel.reason
+                    );
+                }
+            }
+            Ok((_, Message::Revoke(revoke))) if shared.epochs.admit(revoke.epoch).is_err() => {
+                tracing::warn!(
+                    "ignoring a revoke of run {} of epoch {}, sent by a deposed controller",
+                    revoke.run_id,
+                    revoke.epoch
+                );
+            }
+            Ok((_, Message::Revoke(revoke))) => {
+                for attempt in shared.revoke(revoke) {
+                    tracing::info!(
+                        "cancelling {}/{} attempt {}: revoked ({})",
+                        attempt.run_id,
+                        attempt.step,
+                        attempt.attempt,
+                        revoke.reason
                     );
                 }
             }

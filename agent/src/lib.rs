@@ -22,6 +22,7 @@ mod phases;
 mod process;
 pub mod pyenv;
 pub mod reaper;
+mod revoked;
 mod run_as;
 mod running;
 mod serve;
@@ -38,7 +39,7 @@ pub use reaper::CleanupMode;
 use anyhow::Context;
 use drover_amqp::{Broker, Publisher};
 use drover_protocol::AgentId;
-use drover_protocol::message::AttemptRef;
+use drover_protocol::message::{AttemptRef, Revoke};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub routes: artifacts::Routes,
     /// Attempts this agent holds (claimed, not yet reported), with their cancel switches.
     pub running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Jobs the controller revoked: dropped when taken ([`claim::take`]).
+    pub revoked: revoked::Revoked,
     /// Attempts among `running` whose `Claimed` is not yet confirmed.
     pub inflight: Arc<inflight::InFlight>,
     pub draining: AtomicBool,
@@ -104,6 +107,22 @@ impl Shared {
             }
             None => false,
         }
+    }
+
+    /// Remembers `revoke` and stops the attempts it names that are held here; returns those.
+    /// A job taken meanwhile either sees the notice or is among them: [`claim::take`] looks
+    /// for it under the lock of `running`.
+    pub fn revoke(&self, revoke: &Revoke) -> Vec<AttemptRef> {
+        self.revoked.add(revoke, std::time::Instant::now());
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stopped = Vec::new();
+        for (attempt, token) in running.iter() {
+            if revoked::names(revoke, attempt) {
+                token.cancel();
+                stopped.push(attempt.clone());
+            }
+        }
+        stopped
     }
 
     /// Marks a running attempt as fenced and stops it; false when it is not running here or
@@ -261,6 +280,7 @@ impl Agent {
             http,
             routes,
             running: Mutex::new(HashMap::new()),
+            revoked: Default::default(),
             inflight: Arc::default(),
             draining: AtomicBool::new(false),
             abort,

@@ -441,6 +441,15 @@ async fn duplicate_claims_are_cancelled_runs_resume_after_restart_and_abort_reac
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
+    // Every agent first learns that the run's queued jobs (y's) must not run, ahead of the
+    // cancel of x.
+    for control in [&mut control_a, &mut control_b] {
+        let revoke = match next_message(control, "a revoke").await {
+            Message::Revoke(revoke) => revoke,
+            other => panic!("expected a revoke, got {other:?}"),
+        };
+        assert_eq!((&revoke.run_id, &revoke.step), (&run_id, &None));
+    }
     let cancel = next_cancel(&mut control_a).await;
     assert_eq!(
         (cancel.run_id.as_str(), cancel.step.as_str()),

@@ -382,6 +382,28 @@ pub struct Cancel {
     pub epoch: u64,
 }
 
+/// Controller -> every agent (control exchange, all agents): jobs of these attempts may still
+/// wait on their queues, but their steps have ended (aborted), so none of them may run. An
+/// agent remembers it for a while, drops such a job when it takes one and stops one it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoke {
+    pub run_id: RunId,
+    /// One attempt of one step; `None`: every job of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<RevokedStep>,
+    pub reason: String,
+    /// As [`Cancel::epoch`].
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub epoch: u64,
+}
+
+/// The attempt a [`Revoke`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedStep {
+    pub step: StepName,
+    pub attempt: AttemptNo,
+}
+
 macro_rules! messages {
     ($($variant:ident($body:ty) = $kind:literal,)*) => {
         /// Every message kind, one variant per body type.
@@ -429,6 +451,7 @@ messages! {
     Log(LogChunk) = "log",
     Finished(Finished) = "finished",
     Cancel(Cancel) = "cancel",
+    Revoke(Revoke) = "revoke",
 }
 
 /// The envelope fields other than `kind` and `body`.

@@ -206,6 +206,12 @@ fn samples() -> Vec<Message> {
             reason: "run aborted".into(),
             epoch: 0,
         }),
+        Message::Revoke(Revoke {
+            run_id: run(),
+            step: None,
+            reason: "aborted on request".into(),
+            epoch: 0,
+        }),
     ]
 }
 
@@ -232,6 +238,7 @@ fn as_json(msg: &Message) -> serde_json::Value {
         Message::Log(b) => serde_json::to_value(b),
         Message::Finished(b) => serde_json::to_value(b),
         Message::Cancel(b) => serde_json::to_value(b),
+        Message::Revoke(b) => serde_json::to_value(b),
     }
     .expect("messages are JSON-representable");
     let m = meta();
@@ -260,6 +267,21 @@ fn golden_files_pin_every_kind() {
     for msg in samples() {
         check_golden(msg.kind(), &msg);
     }
+}
+
+/// A step aborted while its job waited on a queue revokes that one attempt.
+#[test]
+fn a_revoked_step_is_pinned() {
+    let revoke = Message::Revoke(Revoke {
+        run_id: run(),
+        step: Some(RevokedStep {
+            step: step("shout"),
+            attempt: AttemptNo(2),
+        }),
+        reason: "aborted on request".into(),
+        epoch: 3,
+    });
+    check_golden("revoke_step", &revoke);
 }
 
 /// A drained agent hands a step back with `released`: no exit code, no outputs, a message.

@@ -1,5 +1,6 @@
 //! Queues and agents: step priority, per-queue limits on an agent, the order in which an agent
-//! serves its queues (first with work, or in turn), and services mode.
+//! serves its queues (first with work, or in turn), services mode, and the jobs of aborted
+//! steps that are still queued.
 //!
 //! Steps append their name (and times) to one file in the test's directory, so the file holds
 //! the order the agent ran them in.
@@ -215,6 +216,89 @@ fn a_job_claimed_ahead_and_aborted_while_waiting_for_a_slot_never_starts() {
         d["status"] == "aborted"
     });
     assert!(!lines(&log).iter().any(|n| n == "d11"), "{:?}", lines(&log));
+}
+
+/// `n` steps `d00`, `d01`, ... on queue `default`, each appending its name to `log`, then
+/// sleeping `pause` seconds; step `hold` instead waits until file `go` exists.
+fn held_fan_out(n: usize, hold: usize, pause: &str, log: &Path, go: &Path) -> String {
+    let mut toml = "[pipeline]\nname = \"held\"\n".to_string();
+    for i in 0..n {
+        let name = format!("d{i:02}");
+        let then = if i == hold {
+            format!("while [ ! -e {} ]; do sleep 0.05; done", go.display())
+        } else {
+            format!("sleep {pause}")
+        };
+        toml += &format!(
+            "[[step]]\nname = \"{name}\"\ncommand = [\"sh\", \"-c\", \"echo {name} >> {}; {then}\"]\n",
+            log.display()
+        );
+    }
+    toml
+}
+
+/// A whole run aborted while jobs of it wait on their queue: every agent is told (`Revoke`),
+/// so the agent that takes those jobs later drops them and none of their programs runs.
+#[test]
+fn the_queued_jobs_of_an_aborted_run_never_start() {
+    let (mut c, log) = controller_only();
+    let go = c.dir.path().join("go");
+    let run = c.submit(&c.pipeline("held.toml", &held_fan_out(30, 5, "0", &log, &go)));
+    wait_for_depth(&c, "default", 30);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    wait_until("d05 to run", Duration::from_secs(30), || {
+        lines(&log).iter().any(|l| l == "d05").then_some(())
+    });
+    let out = c.drover(&["abort", &run]);
+    assert!(out.status.success(), "{out:?}");
+    let doc = c.wait_for(&run, "the run to end", Duration::from_secs(30), |d| {
+        d["status"] != "running"
+    });
+    assert_eq!(doc["status"], "aborted", "{doc}");
+    // The agent takes what is left on the queue, one job at a time.
+    wait_for_depth(&c, "default", 0);
+    let ran: Vec<String> = (0..=5).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(lines(&log), ran, "{}", c.process_log("a1"));
+    assert!(c.process_log("a1").contains("the controller revoked it"));
+}
+
+/// One queued step aborted: its job is dropped when an agent takes it, and the rest of the run
+/// goes on. Its steps take longer than a claim's round trip, so no job is claimed ahead (a job
+/// claimed ahead waits at its gate long enough for the controller's refusal anyway).
+#[test]
+fn the_queued_job_of_an_aborted_step_never_starts() {
+    let (mut c, log) = controller_only();
+    let go = c.dir.path().join("go");
+    let run = c.submit(&c.pipeline("held.toml", &held_fan_out(12, 3, "0.2", &log, &go)));
+    wait_for_depth(&c, "default", 12);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    wait_until("d03 to run", Duration::from_secs(30), || {
+        lines(&log).iter().any(|l| l == "d03").then_some(())
+    });
+    let out = c.drover(&["abort", &run, "d08"]);
+    assert!(out.status.success(), "{out:?}");
+    c.wait_for(&run, "d08 to end", Duration::from_secs(10), |d| {
+        Cluster::step(d, "d08")["status"] == "aborted"
+    });
+    std::fs::write(&go, "").unwrap();
+    let doc = c.wait_for(&run, "the run to end", Duration::from_secs(60), |d| {
+        d["status"] != "running"
+    });
+    let ran: Vec<String> = (0..12)
+        .filter(|i| *i != 8)
+        .map(|i| format!("d{i:02}"))
+        .collect();
+    let agent = c.process_log("a1");
+    assert_eq!(lines(&log), ran, "{doc}\n{agent}");
+    // Dropped when taken, not started and then stopped by the refusal of its claim (which
+    // may kill its program before it writes a line).
+    assert!(
+        agent.contains("/d08 attempt 1: the controller revoked it"),
+        "{agent}"
+    );
+    for name in &ran {
+        assert_eq!(Cluster::step(&doc, name)["status"], "succeeded", "{doc}");
+    }
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub use state::{
 };
 
 use drover_protocol::message::{
-    Abort, Cancel, Claimed, Finished, Heartbeat, JobKind, Outcome, StepJob, Submit,
+    Abort, Cancel, Claimed, Finished, Heartbeat, JobKind, Outcome, Revoke, RevokedStep, StepJob,
+    Submit,
 };
 use drover_protocol::validate::{Step, validate};
 use drover_protocol::{AgentId, AttemptNo, Names, QueueName, RunId, StepName};
@@ -51,6 +52,8 @@ pub enum Action {
     Dispatch { queue: QueueName, job: Box<StepJob> },
     /// Tell one agent to stop an attempt.
     Cancel { agent: AgentId, cancel: Cancel },
+    /// Tell every agent that jobs still queued must not run.
+    Revoke(Revoke),
     /// Persist a cache entry (already in `State::cache`).
     CacheInsert { key: String, outputs: CachedOutputs },
 }
@@ -142,6 +145,20 @@ fn room_left(
 }
 
 impl Ctx<'_> {
+    /// Revokes the jobs of run `run_id` still on their queues: all of them, or `step`'s. The
+    /// notice goes at position `at` of the actions, ahead of the cancels the same abort added
+    /// after it: an agent whose running step a cancel stops has the notice before it takes the
+    /// next job (its control queue keeps their order).
+    fn revoke(&mut self, at: usize, run_id: &RunId, step: Option<RevokedStep>, reason: &str) {
+        let revoke = Action::Revoke(Revoke {
+            run_id: run_id.clone(),
+            step,
+            reason: reason.to_string(),
+            epoch: self.config.epoch,
+        });
+        self.fx.actions.insert(at, revoke);
+    }
+
     fn cancel(
         &mut self,
         agent: &AgentId,
@@ -388,15 +405,26 @@ fn abort(runs: &mut BTreeMap<RunId, RunRecord>, a: Abort, ctx: &mut Ctx) {
         None => {
             run.abort_requested = true;
             run.error = Some(format!("aborted: {reason}"));
+            let (at, mut queued) = (ctx.fx.actions.len(), false);
             for i in 0..run.steps.len() {
-                abort_step(&run.run_id, &mut run.steps[i], &reason, ctx);
+                queued |= abort_step(&run.run_id, &mut run.steps[i], &reason, ctx);
+            }
+            if queued && !run.external {
+                ctx.revoke(at, &run.run_id, None, &reason);
             }
         }
         Some(name) => {
             let Some(i) = run.step_index(name) else {
                 return;
             };
-            abort_step(&run.run_id, &mut run.steps[i], &reason, ctx);
+            let (at, attempt) = (ctx.fx.actions.len(), run.steps[i].attempt);
+            if abort_step(&run.run_id, &mut run.steps[i], &reason, ctx) && !run.external {
+                let step = RevokedStep {
+                    step: name.clone(),
+                    attempt,
+                };
+                ctx.revoke(at, &run.run_id, Some(step), &reason);
+            }
         }
     }
     advance(run, ctx);
@@ -404,22 +432,27 @@ fn abort(runs: &mut BTreeMap<RunId, RunRecord>, a: Abort, ctx: &mut Ctx) {
 }
 
 /// Waiting steps end as aborted at once; a running one is told to stop and ends when it reports.
-fn abort_step(run_id: &RunId, step: &mut StepRecord, reason: &str, ctx: &mut Ctx) {
+/// Returns whether the step was queued: its job may still wait on its queue, and the caller
+/// revokes it ([`Ctx::revoke`]), once for a whole run.
+fn abort_step(run_id: &RunId, step: &mut StepRecord, reason: &str, ctx: &mut Ctx) -> bool {
     match step.status {
         StepStatus::Pending | StepStatus::Queued => {
+            let queued = step.status == StepStatus::Queued;
             if let Some(a) = step.current_mut().filter(|a| a.outcome.is_none()) {
                 a.outcome = Some(AttemptOutcome::Aborted);
                 a.ended_at = Some(ctx.now);
             }
             end_step(step, StepStatus::Aborted, Some(reason.to_string()), ctx.now);
+            queued
         }
         StepStatus::Running => {
             step.abort_requested = true;
             if let Some(agent) = step.agent.clone() {
                 ctx.cancel(&agent, run_id, &step.name, step.attempt, reason.to_string());
             }
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 

@@ -274,8 +274,8 @@ pub(super) fn driver_failure(run: &RunRecord) -> Option<String> {
 }
 
 /// Once the driver has failed, nothing else in the run has a caller left to use its result:
-/// every other unfinished step is aborted (running attempts are told to stop) and the run's
-/// error names the driver. A run being aborted on request is left to that. Returns whether
+/// every other unfinished step is aborted (running attempts are told to stop, queued jobs are
+/// revoked) and the run's error names the driver. A run being aborted on request is left to that. Returns whether
 /// anything changed.
 fn end_after_driver(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
     if run.status.is_terminal() || run.abort_requested {
@@ -289,12 +289,16 @@ fn end_after_driver(run: &mut RunRecord, ctx: &mut Ctx) -> bool {
         run.error = Some(why.clone());
         changed = true;
     }
+    let (at, mut queued) = (ctx.fx.actions.len(), false);
     for step in run.steps.iter_mut() {
         if step.status.is_terminal() || step.abort_requested {
             continue;
         }
-        super::abort_step(&run.run_id, step, &why, ctx);
+        queued |= super::abort_step(&run.run_id, step, &why, ctx);
         changed = true;
+    }
+    if queued && !run.external {
+        ctx.revoke(at, &run.run_id, None, &why);
     }
     changed
 }

@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError, Submitted};
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
 use drover_api::{AddStep, StepAdded, StepReport, StepReported};
 use drover_protocol::message::{Message, now_ms};
-use drover_protocol::names::agent_routing_key;
+use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, agent_routing_key};
 use drover_protocol::{Names, QueueName, RunId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -613,6 +613,19 @@ impl Owner {
                 );
                 self.undelivered.push(action);
             }
+            // No agent is bound to the control exchange: none can take the revoked jobs.
+            Action::Revoke(revoke) if matches!(error, AmqpError::Unroutable(_)) => {
+                tracing::debug!("no agent to tell that run {} is revoked", revoke.run_id);
+            }
+            Action::Revoke(revoke) => {
+                self.metrics.publish_failed("revoke");
+                tracing::warn!(
+                    "cannot tell the agents that run {}'s queued jobs are revoked: {error}; will \
+                     retry",
+                    revoke.run_id
+                );
+                self.undelivered.push(action);
+            }
             Action::CacheInsert { .. } => {}
         }
     }
@@ -636,6 +649,7 @@ impl Owner {
                     .get(&cancel.run_id)
                     .and_then(|r| r.step(&cancel.step))
                     .is_some_and(|s| s.attempt == cancel.attempt && !s.status.is_terminal()),
+                Action::Revoke(_) => true,
                 Action::CacheInsert { .. } => false,
             };
             if !relevant {
@@ -708,6 +722,12 @@ async fn send(publisher: &Publisher, names: &Names, action: &Action) -> Result<(
             let target = Target::Control(agent_routing_key(agent));
             publisher
                 .publish(&target, &Message::Cancel(cancel.clone()))
+                .await
+        }
+        Action::Revoke(revoke) => {
+            let target = Target::Control(ALL_AGENTS_ROUTING_KEY.to_string());
+            publisher
+                .publish(&target, &Message::Revoke(revoke.clone()))
                 .await
         }
         Action::CacheInsert { .. } => Ok(()),

@@ -102,6 +102,13 @@ fn abort_stops_waiting_steps_and_cancels_running_ones() {
     let c = cancels(&fx);
     assert_eq!(c.len(), 1);
     assert_eq!((c[0].0.as_str(), c[0].1.step.as_str()), ("w", "a"));
+    // b's job is still on its queue: every agent is told, once for the whole run.
+    let told = revokes(&fx);
+    assert_eq!(told.len(), 1, "{fx:?}");
+    assert_eq!((&told[0].run_id, &told[0].step), (&run, &None));
+    assert_eq!(told[0].reason, "user");
+    // Ahead of the cancel: the agent it frees a slot on knows of the run's end first.
+    assert!(matches!(fx.actions[0], Action::Revoke(_)), "{fx:?}");
     assert_eq!(status(&st, &run, "b"), StepStatus::Aborted);
     assert_eq!(status(&st, &run, "c"), StepStatus::Aborted);
     assert_eq!(status(&st, &run, "a"), StepStatus::Running);
@@ -118,6 +125,40 @@ fn abort_stops_waiting_steps_and_cancels_running_ones() {
     let r = &st.runs[&run];
     assert_eq!(r.status, RunStatus::Aborted);
     assert!(r.error.as_deref().unwrap().contains("user"));
+}
+
+#[test]
+fn aborting_a_queued_step_revokes_its_attempt_and_a_running_one_revokes_nothing() {
+    let mut st = new_state();
+    let steps = "[[step]]\nname = \"a\"\ncommand = [\"sleep\", \"9\"]\n[[step]]\nname = \"b\"\ncommand = [\"true\"]\n";
+    let (run, fx) = submit_toml(&mut st, steps, 0);
+    claim(&mut st, &jobs(&fx)[0], "w", 10);
+    let abort = |name: &str| {
+        Event::Abort(Abort {
+            run_id: run.clone(),
+            step: Some(step(name)),
+            reason: None,
+        })
+    };
+    let fx = handle(&mut st, abort("b"), 20);
+    let told = revokes(&fx);
+    assert_eq!(told.len(), 1, "{fx:?}");
+    let revoked = told[0].step.as_ref().expect("one step's attempt");
+    assert_eq!(
+        (revoked.step.as_str(), revoked.attempt),
+        ("b", AttemptNo(1))
+    );
+    assert!(cancels(&fx).is_empty());
+    // a runs: its agent is told directly, and nothing of the run waits on a queue.
+    let fx = handle(&mut st, abort("a"), 30);
+    assert_eq!(cancels(&fx).len(), 1);
+    assert!(revokes(&fx).is_empty(), "{fx:?}");
+    let whole = Abort {
+        run_id: run.clone(),
+        step: None,
+        reason: None,
+    };
+    assert!(revokes(&handle(&mut st, Event::Abort(whole), 40)).is_empty());
 }
 
 #[test]

@@ -89,6 +89,16 @@ pub(super) fn cancels(fx: &Effects) -> Vec<(AgentId, Cancel)> {
         .collect()
 }
 
+pub(super) fn revokes(fx: &Effects) -> Vec<Revoke> {
+    fx.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Revoke(revoke) => Some(revoke.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(super) fn claim(state: &mut State, job: &StepJob, by: &str, now: u64) -> Effects {
     handle(
         state,
