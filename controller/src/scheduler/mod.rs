@@ -310,13 +310,16 @@ pub(crate) fn refuse_priority(step: &Step, step_priorities: bool) -> Result<(), 
     ))
 }
 
-/// [`refuse_own_queue`] for each of `steps`, up to the first refused.
+/// [`refuse_own_queue`] for each of `steps`, up to the first refused; each queue is looked at
+/// once, for the first step on it.
 pub fn refuse_own_queues<'a>(
     steps: impl IntoIterator<Item = &'a Step>,
     names: &Names,
 ) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
     steps
         .into_iter()
+        .filter(|step| seen.insert(&step.queue))
         .try_for_each(|step| refuse_own_queue(step, names))
 }
 
@@ -367,9 +370,13 @@ fn submit(runs: &mut BTreeMap<RunId, RunRecord>, s: Submit, limits: Limits, ctx:
         validate(&s.spec, &s.params)
             .map_err(|errors| errors.to_string())
             .and_then(|pipeline| {
+                // A queue's name is checked once, not once per step: most steps share a few.
+                let mut queues = BTreeSet::new();
                 for step in &pipeline.steps {
                     refuse_priority(step, limits.step_priorities)?;
-                    refuse_own_queue(step, ctx.names)?;
+                    if queues.insert(&step.queue) {
+                        refuse_own_queue(step, ctx.names)?;
+                    }
                 }
                 Ok(pipeline)
             })
