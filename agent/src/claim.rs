@@ -26,9 +26,9 @@ pub(crate) struct Taken {
 }
 
 /// The first half of [`claim`]: dead-letters what is not a job (or not signed), drops a
-/// duplicate of an attempt already held (once that attempt's claim is confirmed), acks a job
-/// the controller revoked, and registers the job as running here. The job is not claimed yet: its program must not run
-/// before [`confirm`] says so.
+/// duplicate of an attempt already held (once that attempt's claim is confirmed), acks and
+/// drops a job the controller revoked, and registers the job as running here. The job is not
+/// claimed yet: its program must not run before [`confirm`] says so.
 pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
     if let Some(verifier) = &shared.config.job_verifier
         && let Err(e) = verifier.verify(incoming.payload(), incoming.signature())
