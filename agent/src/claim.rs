@@ -95,6 +95,7 @@ pub(crate) async fn take(shared: &Shared, incoming: Incoming) -> Option<Taken> {
                 job.step,
                 job.attempt
             );
+            shared.revoked.dropped_one();
             let _ = incoming.ack().await;
             None
         }

@@ -64,6 +64,7 @@ fn info(shared: &Shared, busy: u32) -> AgentInfo {
         },
         warm_parents: shared.warm.counts(),
         refused_stale: shared.epochs.refused(),
+        revoked_dropped: shared.revoked.dropped(),
     }
 }
 

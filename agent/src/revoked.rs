@@ -5,6 +5,7 @@ use drover_protocol::message::{AttemptRef, Revoke};
 use drover_protocol::{AttemptNo, RunId, StepName};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a notice is kept. A job of a revoked run taken later than that runs until the
@@ -30,10 +31,11 @@ impl Key {
     }
 }
 
-/// The notices kept, with their reasons, oldest first in `order`.
+/// The notices kept, with their reasons, oldest first in `order`, and the jobs dropped.
 #[derive(Default)]
 pub struct Revoked {
     inner: Mutex<Kept>,
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -82,6 +84,18 @@ impl Revoked {
             .get(&run)
             .or_else(|| kept.reasons.get(&one))
             .cloned()
+    }
+}
+
+impl Revoked {
+    /// Counts a job dropped because a notice named it.
+    pub fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Jobs dropped since the agent started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -557,6 +557,7 @@ async fn idle_queues_are_reported_and_agents_come_from_heartbeats() {
             installer: None,
             warm_parents: Default::default(),
             refused_stale: 0,
+            revoked_dropped: 0,
         },
         running: vec![],
     };

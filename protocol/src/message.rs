@@ -245,6 +245,10 @@ pub struct AgentInfo {
     /// by a deposed controller).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub refused_stale: u64,
+    /// Jobs it dropped when it took them, since it started, because the controller had revoked
+    /// them (their steps were aborted while they waited on their queues).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub revoked_dropped: u64,
 }
 
 /// Starts of an agent's warm parents, and their stops by reason (`died`, `thread`,

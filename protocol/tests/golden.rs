@@ -160,6 +160,7 @@ fn samples() -> Vec<Message> {
                 installer: None,
                 warm_parents: Default::default(),
                 refused_stale: 0,
+                revoked_dropped: 0,
             },
             running: vec![AttemptRef {
                 run_id: run(),

@@ -260,6 +260,16 @@ fn the_queued_jobs_of_an_aborted_run_never_start() {
     let ran: Vec<String> = (0..=5).map(|i| format!("d{i:02}")).collect();
     assert_eq!(lines(&log), ran, "{}", c.process_log("a1"));
     assert!(c.process_log("a1").contains("the controller revoked it"));
+    // Counted, and carried by the agent's heartbeat to the controller's `/metrics`: every job
+    // left but the one that may have been claimed ahead (stopped before it started instead).
+    let at_least = 30 - ran.len() - 1;
+    wait_until("the drops in /metrics", Duration::from_secs(15), || {
+        let metrics = c.http_get("/metrics");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("drover_agent_revoked_dropped_total{agent=\"a1\"}"))?;
+        (line.rsplit(' ').next()?.parse::<usize>().ok()? >= at_least).then_some(())
+    });
 }
 
 /// One queued step aborted: its job is dropped when an agent takes it, and the rest of the run

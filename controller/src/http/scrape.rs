@@ -92,6 +92,21 @@ fn stale_refused(out: &mut String, agents: &[&AgentRecord]) {
     }
 }
 
+/// The jobs each agent dropped because the controller had revoked them.
+fn revoked_dropped(out: &mut String, agents: &[&AgentRecord]) {
+    let _ = writeln!(
+        out,
+        "# HELP drover_agent_revoked_dropped_total Jobs an agent dropped when it took them because the controller had revoked them (their steps were aborted while they waited on their queues).\n# TYPE drover_agent_revoked_dropped_total counter"
+    );
+    for a in agents {
+        let _ = writeln!(
+            out,
+            "drover_agent_revoked_dropped_total{{agent=\"{}\"}} {}",
+            a.info.id, a.info.revoked_dropped
+        );
+    }
+}
+
 fn seconds(from: u64, to: u64) -> f64 {
     to.saturating_sub(from) as f64 / 1000.0
 }
@@ -171,6 +186,7 @@ pub fn render(
     );
     warm_parents(&mut out, &listed);
     stale_refused(&mut out, &listed);
+    revoked_dropped(&mut out, &listed);
     let slots: u64 = alive.iter().map(|a| u64::from(a.info.slots)).sum();
     let busy: u64 = alive.iter().map(|a| u64::from(a.info.busy)).sum();
     let _ = writeln!(
@@ -240,6 +256,7 @@ mod tests {
                     stopped: [("died".to_string(), 2)].into_iter().collect(),
                 },
                 refused_stale: busy.into(),
+                revoked_dropped: 7,
             },
             last_seen,
         };
@@ -273,6 +290,10 @@ mod tests {
         );
         assert!(
             text.contains("drover_agent_stale_refused_total{agent=\"b\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_agent_revoked_dropped_total{agent=\"b\"} 7\n"),
             "{text}"
         );
         assert!(

@@ -487,6 +487,7 @@ mod tests {
                 installer: None,
                 warm_parents: Default::default(),
                 refused_stale: 0,
+                revoked_dropped: 0,
             },
             last_seen: 1_000_000,
         };

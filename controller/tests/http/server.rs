@@ -198,5 +198,6 @@ pub fn agent_info(busy: u32) -> AgentInfo {
         installer: None,
         warm_parents: Default::default(),
         refused_stale: 0,
+        revoked_dropped: 0,
     }
 }

@@ -194,6 +194,7 @@ pub(super) fn heartbeat(state: &mut State, by: &str, running: &[&StepJob], now: 
         installer: None,
         warm_parents: Default::default(),
         refused_stale: 0,
+        revoked_dropped: 0,
     };
     let running = running
         .iter()

@@ -329,6 +329,7 @@ fn agent() -> AgentRecord {
             installer: None,
             warm_parents: Default::default(),
             refused_stale: 0,
+            revoked_dropped: 0,
         },
         last_seen: T0 + 30_000,
     }
