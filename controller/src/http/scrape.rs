@@ -49,19 +49,29 @@ impl Histogram {
     }
 }
 
+/// A counter with one series per agent, `count` of its record.
+fn per_agent(
+    out: &mut String,
+    agents: &[&AgentRecord],
+    name: &str,
+    help: &str,
+    count: impl Fn(&AgentRecord) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for a in agents {
+        let _ = writeln!(out, "{name}{{agent=\"{}\"}} {}", a.info.id, count(a));
+    }
+}
+
 /// The starts and stops (by reason) of the warm parents each agent reports.
 fn warm_parents(out: &mut String, agents: &[&AgentRecord]) {
-    let _ = writeln!(
+    per_agent(
         out,
-        "# HELP drover_warm_parent_starts_total Warm parents an agent started (the agents of one `drover up` share a pool and report the same counts).\n# TYPE drover_warm_parent_starts_total counter"
+        agents,
+        "drover_warm_parent_starts_total",
+        "Warm parents an agent started (the agents of one `drover up` share a pool and report the same counts).",
+        |a| a.info.warm_parents.started,
     );
-    for a in agents {
-        let _ = writeln!(
-            out,
-            "drover_warm_parent_starts_total{{agent=\"{}\"}} {}",
-            a.info.id, a.info.warm_parents.started
-        );
-    }
     let _ = writeln!(
         out,
         "# HELP drover_warm_parent_stops_total Warm parents an agent stopped or replaced, by reason: died, thread (an import started one), preload_failed, fork_failed, memory, idle, shutdown.\n# TYPE drover_warm_parent_stops_total counter"
@@ -77,34 +87,23 @@ fn warm_parents(out: &mut String, agents: &[&AgentRecord]) {
     }
 }
 
-/// The jobs and cancels of a deposed controller (a lower epoch) each agent refused.
-fn stale_refused(out: &mut String, agents: &[&AgentRecord]) {
-    let _ = writeln!(
+/// What each agent refused or dropped: jobs and cancels of a deposed controller (a lower
+/// epoch), and jobs the controller had revoked.
+fn refused(out: &mut String, agents: &[&AgentRecord]) {
+    per_agent(
         out,
-        "# HELP drover_agent_stale_refused_total Jobs and cancels an agent refused because they carried an epoch below one it had seen (sent by a deposed controller).\n# TYPE drover_agent_stale_refused_total counter"
+        agents,
+        "drover_agent_stale_refused_total",
+        "Jobs and cancels an agent refused because they carried an epoch below one it had seen (sent by a deposed controller).",
+        |a| a.info.refused_stale,
     );
-    for a in agents {
-        let _ = writeln!(
-            out,
-            "drover_agent_stale_refused_total{{agent=\"{}\"}} {}",
-            a.info.id, a.info.refused_stale
-        );
-    }
-}
-
-/// The jobs each agent dropped because the controller had revoked them.
-fn revoked_dropped(out: &mut String, agents: &[&AgentRecord]) {
-    let _ = writeln!(
+    per_agent(
         out,
-        "# HELP drover_agent_revoked_dropped_total Jobs an agent dropped when it took them because the controller had revoked them (their steps were aborted while they waited on their queues).\n# TYPE drover_agent_revoked_dropped_total counter"
+        agents,
+        "drover_agent_revoked_dropped_total",
+        "Jobs an agent dropped when it took them because the controller had revoked them (their steps were aborted while they waited on their queues).",
+        |a| a.info.revoked_dropped,
     );
-    for a in agents {
-        let _ = writeln!(
-            out,
-            "drover_agent_revoked_dropped_total{{agent=\"{}\"}} {}",
-            a.info.id, a.info.revoked_dropped
-        );
-    }
 }
 
 fn seconds(from: u64, to: u64) -> f64 {
@@ -185,8 +184,7 @@ pub fn render(
         states.into_iter(),
     );
     warm_parents(&mut out, &listed);
-    stale_refused(&mut out, &listed);
-    revoked_dropped(&mut out, &listed);
+    refused(&mut out, &listed);
     let slots: u64 = alive.iter().map(|a| u64::from(a.info.slots)).sum();
     let busy: u64 = alive.iter().map(|a| u64::from(a.info.busy)).sum();
     let _ = writeln!(
