@@ -218,9 +218,20 @@ fn a_job_claimed_ahead_and_aborted_while_waiting_for_a_slot_never_starts() {
     assert!(!lines(&log).iter().any(|n| n == "d11"), "{:?}", lines(&log));
 }
 
-/// `n` steps `d00`, `d01`, ... on queue `default`, each appending its name to `log`, then
-/// sleeping `pause` seconds; step `hold` instead waits until file `go` exists.
-fn held_fan_out(n: usize, hold: usize, pause: &str, log: &Path, go: &Path) -> String {
+/// A run whose step waits for the file `go`, and the log its steps write their names to.
+struct Held {
+    c: Cluster,
+    log: PathBuf,
+    go: PathBuf,
+    run: String,
+}
+
+/// Submits `n` steps `d00`, `d01`, ... on `default`, each appending its name to the log, then
+/// sleeping `pause` seconds; step `hold` instead waits for `go`. Returns once they are all
+/// queued and an agent (`a1`, one slot) started and runs `hold`.
+fn held_run(n: usize, hold: usize, pause: &str) -> Held {
+    let (mut c, log) = controller_only();
+    let go = c.dir.path().join("go");
     let mut toml = "[pipeline]\nname = \"held\"\n".to_string();
     for i in 0..n {
         let name = format!("d{i:02}");
@@ -234,21 +245,21 @@ fn held_fan_out(n: usize, hold: usize, pause: &str, log: &Path, go: &Path) -> St
             log.display()
         );
     }
-    toml
+    let run = c.submit(&c.pipeline("held.toml", &toml));
+    wait_for_depth(&c, "default", n as u64);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
+    let held = format!("d{hold:02}");
+    wait_until(&format!("{held} to run"), Duration::from_secs(30), || {
+        lines(&log).contains(&held).then_some(())
+    });
+    Held { c, log, go, run }
 }
 
 /// A whole run aborted while jobs of it wait on their queue: every agent is told (`Revoke`),
 /// so the agent that takes those jobs later drops them and none of their programs runs.
 #[test]
 fn the_queued_jobs_of_an_aborted_run_never_start() {
-    let (mut c, log) = controller_only();
-    let go = c.dir.path().join("go");
-    let run = c.submit(&c.pipeline("held.toml", &held_fan_out(30, 5, "0", &log, &go)));
-    wait_for_depth(&c, "default", 30);
-    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
-    wait_until("d05 to run", Duration::from_secs(30), || {
-        lines(&log).iter().any(|l| l == "d05").then_some(())
-    });
+    let Held { c, log, run, .. } = held_run(30, 5, "0");
     let out = c.drover(&["abort", &run]);
     assert!(out.status.success(), "{out:?}");
     let doc = c.wait_for(&run, "the run to end", Duration::from_secs(30), |d| {
@@ -277,14 +288,7 @@ fn the_queued_jobs_of_an_aborted_run_never_start() {
 /// claimed ahead waits at its gate long enough for the controller's refusal anyway).
 #[test]
 fn the_queued_job_of_an_aborted_step_never_starts() {
-    let (mut c, log) = controller_only();
-    let go = c.dir.path().join("go");
-    let run = c.submit(&c.pipeline("held.toml", &held_fan_out(12, 3, "0.2", &log, &go)));
-    wait_for_depth(&c, "default", 12);
-    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
-    wait_until("d03 to run", Duration::from_secs(30), || {
-        lines(&log).iter().any(|l| l == "d03").then_some(())
-    });
+    let Held { c, log, go, run } = held_run(12, 3, "0.2");
     let out = c.drover(&["abort", &run, "d08"]);
     assert!(out.status.success(), "{out:?}");
     c.wait_for(&run, "d08 to end", Duration::from_secs(10), |d| {
