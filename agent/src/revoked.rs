@@ -1,8 +1,8 @@
 //! Revoked jobs: what the controller's `Revoke` notices said must not run, remembered for a
 //! while so a job of an aborted run that is taken off its queue later is dropped, not run.
 
+use drover_protocol::RunId;
 use drover_protocol::message::{AttemptRef, Revoke};
-use drover_protocol::{AttemptNo, RunId, StepName};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,14 +19,18 @@ pub const MAX_KEPT: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Run(RunId),
-    Attempt(RunId, StepName, AttemptNo),
+    Attempt(AttemptRef),
 }
 
 impl Key {
     fn of(revoke: &Revoke) -> Key {
         match &revoke.step {
             None => Key::Run(revoke.run_id.clone()),
-            Some(s) => Key::Attempt(revoke.run_id.clone(), s.step.clone(), s.attempt),
+            Some(s) => Key::Attempt(AttemptRef {
+                run_id: revoke.run_id.clone(),
+                step: s.step.clone(),
+                attempt: s.attempt,
+            }),
         }
     }
 }
@@ -75,19 +79,12 @@ impl Revoked {
             return None;
         }
         let run = Key::Run(attempt.run_id.clone());
-        let one = Key::Attempt(
-            attempt.run_id.clone(),
-            attempt.step.clone(),
-            attempt.attempt,
-        );
         kept.reasons
             .get(&run)
-            .or_else(|| kept.reasons.get(&one))
+            .or_else(|| kept.reasons.get(&Key::Attempt(attempt.clone())))
             .cloned()
     }
-}
 
-impl Revoked {
     /// Counts a job dropped because a notice named it.
     pub fn dropped_one(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -112,6 +109,7 @@ pub fn names(revoke: &Revoke, attempt: &AttemptRef) -> bool {
 mod tests {
     use super::*;
     use drover_protocol::message::RevokedStep;
+    use drover_protocol::{AttemptNo, StepName};
 
     fn run(n: u32) -> RunId {
         RunId::new(format!("{n:032x}")).unwrap()
