@@ -295,16 +295,23 @@ pub async fn run(
         .note("from `drover run FILE --json` (parse, validate, publish) until the controller serves the run over HTTP (validated, first layer dispatched, flushed); polled every 5 ms"),
     );
 
+    // Round by round, every size once per round: each size's cost is compared with the
+    // smallest size's, so both are taken under the same conditions (a machine that slows down
+    // or speeds up during the benchmark would otherwise move only the sizes run at that time).
+    let mut runs: Vec<Vec<Progress>> = vec![Vec::new(); sizes.len()];
+    let rounds = reps.max(1);
+    for round in 1..=rounds {
+        for (of_size, &n) in runs.iter_mut().zip(sizes) {
+            eprintln!(
+                "bench: scale: round {round} of {rounds}: scheduling a {n}-step DAG (budget {budget:?})"
+            );
+            of_size.push(schedule(n, budget)?);
+        }
+    }
     // The per-step cost at the smallest size, events alone and the whole run.
     let mut base_per_step = (None, None);
-    for &n in sizes {
-        eprintln!(
-            "bench: scale: scheduling a {n}-step DAG {reps} time(s) (budget {budget:?} each)"
-        );
-        let runs = (0..reps.max(1))
-            .map(|_| schedule(n, budget))
-            .collect::<Result<Vec<_>>>()?;
-        rows.extend(size_rows(n, &runs, budget, sizes[0], &mut base_per_step));
+    for (of_size, &n) in runs.iter().zip(sizes) {
+        rows.extend(size_rows(n, of_size, budget, sizes[0], &mut base_per_step));
     }
     Ok(rows)
 }
@@ -375,7 +382,7 @@ fn size_rows(
     };
     let done = runs.iter().map(|p| p.done).min().unwrap_or(0);
     let mut tail = format!(
-        "; {done} of {n} steps in each of {} run(s), wall time per run (median) {}",
+        "; {done} of {n} steps in each of {} run(s), taken in rounds with every size, wall time per run (median) {}",
         runs.len(),
         wall(runs.iter().map(|p| p.elapsed_ms).collect())
     );

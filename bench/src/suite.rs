@@ -151,7 +151,9 @@ impl Plan {
             footprint_reps: 3,
             footprint_runs: 100,
             footprint_steps: 1_000,
-            scale_reps: 3,
+            // Seven rounds: a 10k-step run takes tens of milliseconds of CPU, and three of
+            // them left the ratio to the 1k run swinging by a third between whole runs.
+            scale_reps: 7,
             scale_submit_steps: 10_000,
             scale_sizes: vec![1_000, 10_000, 100_000],
             scale_budget: Duration::from_secs(120),
