@@ -227,18 +227,7 @@ fn settle(
     if steps[i].status != StepStatus::Pending || steps[i].retry_at.is_some() {
         return false;
     }
-    let parents = || {
-        // By position where the index covers the run, by name otherwise.
-        let known = index.parents(steps, i);
-        let named = known.is_none().then(|| spec.parents.iter());
-        let known = known.into_iter().flatten().map(|p| &steps[p]);
-        known.chain(
-            named
-                .into_iter()
-                .flatten()
-                .filter_map(|p| index.find(steps, p)),
-        )
-    };
+    let parents = || index.parent_records(spec, steps, i);
     let blocked = parents()
         .find(|p| p.status.is_terminal() && !p.status.is_done())
         .map(|p| format!("parent {} {}", p.name, p.status.as_str()));

@@ -359,13 +359,28 @@ impl StepIndex {
 
     /// The positions of step `i`'s parents among `steps` (those that exist); `None` when the
     /// index does not cover `steps`.
-    pub fn parents(&self, steps: &[StepRecord], i: usize) -> Option<impl Iterator<Item = usize>> {
+    fn parents(&self, steps: &[StepRecord], i: usize) -> Option<impl Iterator<Item = usize>> {
         if self.children.len() != steps.len() {
             return None;
         }
         let from = *self.parents_from.get(i)? as usize;
         let to = *self.parents_from.get(i + 1)? as usize;
         Some(self.parents[from..to].iter().map(|&p| p as usize))
+    }
+
+    /// The records of step `i`'s parents (`spec` is its definition): by position where the
+    /// index covers `steps`, by name otherwise.
+    pub fn parent_records<'a>(
+        &self,
+        spec: &'a Step,
+        steps: &'a [StepRecord],
+        i: usize,
+    ) -> impl Iterator<Item = &'a StepRecord> {
+        let known = self.parents(steps, i);
+        let named = known.is_none().then(|| spec.parents.iter());
+        let known = known.into_iter().flatten().map(|p| &steps[p]);
+        let named = named.into_iter().flatten();
+        known.chain(named.filter_map(|p| self.find(steps, p)))
     }
 
     /// The steps that list step `i` as a parent; `None` when the index does not cover it.
