@@ -34,10 +34,13 @@ impl PrivateBroker {
     }
 
     /// [`PrivateBroker::start`] with extra `rabbitmq.conf` lines and an optional
-    /// `advanced.config` (Erlang terms).
+    /// `advanced.config` (Erlang terms). Returns once the node listens and `rabbitmqctl` counts
+    /// its app as running: a node listens on its AMQP port a moment before the latter, and
+    /// commands such as `list_vhosts` fail in between.
     pub fn start_with(conf: &str, advanced: Option<&str>) -> Self {
         let broker = Self::launch(conf, advanced);
         broker.wait_listening();
+        broker.await_startup();
         broker
     }
 
