@@ -320,6 +320,11 @@ impl StepIndex {
         if self.parents_from.is_empty() {
             self.parents_from.push(0);
         }
+        // Sized once for a whole submission instead of growing (and rehashing) step by step.
+        let new = steps.len().saturating_sub(self.children.len());
+        self.by_name.reserve(new);
+        self.children.reserve(new);
+        self.parents_from.reserve(new);
         for (j, step) in steps.iter().enumerate().skip(self.children.len()) {
             self.by_name.insert(step.name.clone(), j);
             self.children.push(Vec::new());

@@ -51,6 +51,40 @@ fn diamond_is_ordered_parents_first() {
 }
 
 #[test]
+fn steps_listed_after_their_parents_keep_their_order() {
+    let steps = r#"
+[[step]]
+name = "a"
+command = ["true"]
+[[step]]
+name = "b"
+command = ["true"]
+[[step]]
+name = "c"
+command = ["true"]
+parents = ["a"]
+[[step]]
+name = "d"
+command = ["true"]
+parents = ["c", "b"]
+"#;
+    let p = validate(&spec(steps), &with_needed()).unwrap();
+    let order: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn a_step_that_is_its_own_parent_is_a_cycle() {
+    let found = errors("[[step]]\nname = \"a\"\ncommand = [\"true\"]\nparents = [\"a\"]\n");
+    assert_eq!(
+        found,
+        [SpecError::Cycle {
+            path: vec!["a".into(), "a".into()]
+        }]
+    );
+}
+
+#[test]
 fn overrides_replace_defaults() {
     let mut params = with_needed();
     params.insert("who".into(), "me".into());

@@ -47,13 +47,6 @@ command = ["sort", "-n", "${fetch.rows}"]
 outputs = { model = "model.bin" }
 retries = 2
 [[step]]
-name = "lint"
-command = ["true"]
-[[step]]
-name = "check"
-command = ["sh", "-c", "exit 2"]
-continue_on_fail = true
-[[step]]
 name = "score"
 command = ["wc", "-l", "${train.model}"]
 queue = "gpu"
@@ -62,6 +55,13 @@ priority = 5
 name = "publish"
 command = ["cat", "${train.model}"]
 parents = ["score"]
+[[step]]
+name = "lint"
+command = ["true"]
+[[step]]
+name = "check"
+command = ["sh", "-c", "exit 2"]
+continue_on_fail = true
 "#;
 
 fn run_id() -> RunId {
