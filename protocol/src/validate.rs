@@ -743,43 +743,49 @@ fn check_priority(spec: &StepSpec, errors: &mut Vec<SpecError>) -> u8 {
 /// their parents keep the order they were given in, without being moved (nearly every pipeline:
 /// a 100k-step run's steps are tens of megabytes); others are ordered by Kahn's algorithm.
 fn topological_order(steps: Vec<Step>) -> Result<Vec<Step>, SpecError> {
-    let order = {
-        let index: HashMap<&str, usize> =
-            HashMap::from_iter(steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)));
-        let position = |p: &StepName| index[p.as_str()];
-        let sorted = steps
-            .iter()
-            .enumerate()
-            .all(|(i, s)| s.parents.iter().all(|p| position(p) < i));
-        if sorted {
-            return Ok(steps);
-        }
-        let mut pending: Vec<usize> = steps.iter().map(|s| s.parents.len()).collect();
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
-        for (i, s) in steps.iter().enumerate() {
-            for p in &s.parents {
-                children[position(p)].push(i);
-            }
-        }
-        let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| pending[i] == 0).collect();
-        ready.reverse();
-        let mut order = Vec::with_capacity(steps.len());
-        while let Some(i) = ready.pop() {
-            order.push(i);
-            for &c in children[i].iter().rev() {
-                pending[c] -= 1;
-                if pending[c] == 0 {
-                    ready.push(c);
-                }
-            }
-        }
-        if order.len() < steps.len() {
-            return Err(find_cycle(&steps, &index, &pending));
-        }
-        order
+    let Some(order) = parents_first(&steps)? else {
+        return Ok(steps);
     };
     let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// The positions of `steps` in an order that puts every step after its parents (Kahn's
+/// algorithm); `None` when they already are in such an order.
+fn parents_first(steps: &[Step]) -> Result<Option<Vec<usize>>, SpecError> {
+    let index: HashMap<&str, usize> =
+        HashMap::from_iter(steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)));
+    let position = |p: &StepName| index[p.as_str()];
+    let sorted = steps
+        .iter()
+        .enumerate()
+        .all(|(i, s)| s.parents.iter().all(|p| position(p) < i));
+    if sorted {
+        return Ok(None);
+    }
+    let mut pending: Vec<usize> = steps.iter().map(|s| s.parents.len()).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        for p in &s.parents {
+            children[position(p)].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| pending[i] == 0).collect();
+    ready.reverse();
+    let mut order = Vec::with_capacity(steps.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &c in children[i].iter().rev() {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if order.len() < steps.len() {
+        return Err(find_cycle(steps, &index, &pending));
+    }
+    Ok(Some(order))
 }
 
 /// Walks parent links among the steps left over by Kahn's algorithm until one repeats.
