@@ -10,6 +10,12 @@
 //! A second chain of plain `true` steps gives the controller-side view from the API, and a third
 //! stamped chain whose steps also print a line after their last stamp measures a hop with a log:
 //! its last chunk is still in flight when the step ends.
+//!
+//! The hop goal proper is that of a chain handing an artifact from step to step: each step of
+//! [`artifact_chain`] reads the number its parent wrote to its output, declared as an input,
+//! and writes the next, so a hop also holds the upload of one small output and the download of
+//! the next step's input. It runs at the chain's length and at five times it, whose per-hop p50
+//! should stay within 1.2× of the shorter chain's.
 
 use crate::cluster::{Cluster, Env};
 use crate::stats;
@@ -30,7 +36,14 @@ pub struct HopSample {
     pub cycle_ms: f64,
     /// Stamped chain whose steps print a line at their end: hop p50.
     pub printing_p50_ms: f64,
+    /// Stamped chain handing a small artifact from step to step: hop p50.
+    pub artifact_p50_ms: f64,
+    /// The same at five times the chain's length: hop p50.
+    pub long_artifact_p50_ms: f64,
 }
+
+/// How many times longer the long artifact chain is.
+pub const LONG_CHAIN: usize = 5;
 
 fn chain_toml(name: &str, steps: usize, command: &dyn Fn(usize) -> String) -> String {
     let mut out = format!("[pipeline]\nname = \"{name}\"\nproject = \"bench\"\n");
@@ -59,6 +72,21 @@ fn printing_chain(steps: usize, stamps: &Path) -> String {
     chain_toml("hop-printing", steps, &|i| {
         format!(
             "[\"sh\", \"-c\", \"echo s $(date +%s%N) >> {f}; echo e $(date +%s%N) >> {f}; echo step {i} done\"]"
+        )
+    })
+}
+
+/// [`stamped_chain`] whose steps each read the number their parent wrote to its output `n` and
+/// write the next to theirs, between the two stamps.
+fn artifact_chain(steps: usize, stamps: &Path) -> String {
+    let f = stamps.display().to_string();
+    chain_toml("hop-artifact", steps, &|i| {
+        let read = match i {
+            0 => "x=0".to_string(),
+            _ => format!("read x < ${{h{:04}.n}}", i - 1),
+        };
+        format!(
+            "[\"sh\", \"-c\", \"echo s $(date +%s%N) >> {f}; {read}; echo $((x + 1)) > n.txt; echo e $(date +%s%N) >> {f}\"]\noutputs = {{ n = \"n.txt\" }}"
         )
     })
 }
@@ -138,6 +166,9 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
         )?;
         c.wait(&run, poll, timeout).await?;
         let (printing, _) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
+        let artifact = artifact_hops(c, &format!("artifact-{rep}"), steps).await?;
+        let long_artifact =
+            artifact_hops(c, &format!("long-artifact-{rep}"), steps * LONG_CHAIN).await?;
         let plain = chain_toml("hop-true", steps, &|_| "[\"true\"]".to_string());
         let run = c.submit_toml(&format!("true-{rep}.toml"), &plain)?;
         let view = c.wait(&run, poll, timeout).await?;
@@ -149,9 +180,24 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
             api_p50_ms,
             cycle_ms,
             printing_p50_ms: stats::percentile(&printing, 50.0),
+            artifact_p50_ms: stats::percentile(&artifact, 50.0),
+            long_artifact_p50_ms: stats::percentile(&long_artifact, 50.0),
         });
     }
     Ok(samples)
+}
+
+/// Runs an [`artifact_chain`] of `steps` named `name` and returns its hops (ms).
+async fn artifact_hops(c: &mut Cluster, name: &str, steps: usize) -> Result<Vec<f64>> {
+    let stamps = c.path().join(format!("{name}.txt"));
+    let run = c.submit_toml(&format!("{name}.toml"), &artifact_chain(steps, &stamps))?;
+    let timeout = Duration::from_secs(30 + steps as u64);
+    c.wait(&run, Duration::from_millis(100), timeout).await?;
+    let (hops, _) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
+    if hops.len() + 1 != steps {
+        bail!("{} stamp pairs for {steps} steps of {name}", hops.len() + 1);
+    }
+    Ok(hops)
 }
 
 #[cfg(test)]
@@ -165,5 +211,18 @@ mod tests {
         assert_eq!(hops, vec![3.0, 4.0]);
         assert_eq!(costs, vec![1.0, 0.5, 0.1]);
         assert!(hops_from_stamps("e 1\n").is_err());
+    }
+
+    #[test]
+    fn each_artifact_step_reads_its_parents_output() {
+        let chain = artifact_chain(3, Path::new("/s"));
+        let steps: Vec<&str> = chain.split("[[step]]").skip(1).collect();
+        assert_eq!(steps.len(), 3, "{chain}");
+        assert!(steps[0].contains("x=0;"), "{}", steps[0]);
+        assert!(steps[2].contains("read x < ${h0001.n};"), "{}", steps[2]);
+        assert!(steps[2].contains("parents = [\"h0001\"]"), "{}", steps[2]);
+        for step in steps {
+            assert!(step.contains("\noutputs = { n = \"n.txt\" }\n"), "{step}");
+        }
     }
 }

@@ -422,6 +422,33 @@ async fn hop_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> Res
         Row::new("2 hop", "hop p50, steps printing a line at their end", "ms", pick(|s| s.printing_p50_ms))
             .note("the stamped chain, each step echoing one line to its log after its last stamp: the hop includes the end of a log"),
     );
+    let artifact = Row::new(
+        "2 hop",
+        &format!(
+            "hop p50, {}-step chain handing a small artifact from step to step",
+            plan.hop_steps
+        ),
+        "ms",
+        pick(|s| s.artifact_p50_ms),
+    );
+    let met = artifact.median <= 3.0;
+    rows.push(artifact.goal("p50 ≤ 3 ms", met).note(
+        "each step reads its parent's output (a few bytes) as an input and writes its own between its two stamps: the hop adds an upload and a download",
+    ));
+    let long_steps = plan.hop_steps * hop::LONG_CHAIN;
+    let long = Row::new(
+        "2 hop",
+        &format!("hop p50, {long_steps}-step chain handing a small artifact from step to step"),
+        "ms",
+        pick(|s| s.long_artifact_p50_ms),
+    )
+    .limit(
+        &format!("the {}-step chain's hop p50", plan.hop_steps),
+        stats::median(&pick(|s| s.artifact_p50_ms)),
+        "ms",
+    );
+    let met = long.ratio.is_some_and(|r| r <= 1.2);
+    rows.push(long.goal("≤ 1.2× the shorter chain's", met));
     rows.push(
         Row::new("2 hop", "hop p50, chain of `true`, controller view", "ms", pick(|s| s.api_p50_ms))
             .note("next step's claim minus this step's Finished, as the controller recorded them (whole ms; excludes the agent's process start)"),
