@@ -10,14 +10,6 @@ use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
 use std::collections::hash_map::Entry;
 use tokio_util::sync::CancellationToken;
 
-/// Dead-letters what is not a job, and with a verify key what is not signed by the
-/// controller; claims a job: registers it, publishes `Claimed`, acks.
-pub(crate) async fn claim(shared: &Shared, incoming: Incoming) -> Option<StepJob> {
-    let taken = take(shared, incoming).await?;
-    let job = taken.job.clone();
-    confirm(shared, taken).await.then_some(job)
-}
-
 /// A job [`take`] registered, its claim not yet published.
 pub(crate) struct Taken {
     pub job: StepJob,
@@ -25,7 +17,7 @@ pub(crate) struct Taken {
     settle: Settle,
 }
 
-/// The first half of [`claim`]: dead-letters what is not a job (or not signed), drops a
+/// The first half of a claim: dead-letters what is not a job (or not signed), drops a
 /// duplicate of an attempt already held (once that attempt's claim is confirmed), acks and
 /// drops a job the controller revoked, and registers the job as running here. The job is not
 /// claimed yet: its program must not run before [`confirm`] says so.
@@ -134,7 +126,7 @@ fn drop_duplicate(job: &StepJob, incoming: Incoming, pending: Option<inflight::P
     });
 }
 
-/// The second half of [`claim`]: publishes `Claimed` for a job [`take`] registered and acks
+/// The second half of a claim: publishes `Claimed` for a job [`take`] registered and acks
 /// it once the broker confirmed; true when it did. Otherwise the job is handed back and no
 /// longer registered.
 pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> bool {

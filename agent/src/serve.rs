@@ -7,7 +7,8 @@
 //! in flight together; each job still runs only once its own claim is confirmed. Only when
 //! every queue with room is empty are consumers opened (prefetch: the free slots), to be woken
 //! by the next job; they stay open while the agent has a free slot and are closed when it
-//! fills up, which hands back what the broker sent ahead. Among queues with a job ready, the
+//! fills up, which hands back what the broker sent ahead. A job such a consumer delivers is
+//! claimed in the serve loop itself, before a consumer may close, while its task makes it ready. Among queues with a job ready, the
 //! first in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
 //! ([`QueueOrder::RoundRobin`]).
 //!
@@ -167,17 +168,25 @@ pub async fn serve(
                     };
                     // Claimed here, not in a task: the consumer's channel may close right
                     // after (the agent filled up), and an unacked job would go back with it.
-                    if let Some(job) = claim::claim(&shared, *incoming).await {
+                    // The job's task makes it ready meanwhile and runs it once told the claim
+                    // was confirmed.
+                    let Some(taken) = claim::take(&shared, *incoming).await else {
+                        break;
+                    };
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    let claimed: job::Claim = Box::pin(async move { told.await == Ok(true) });
+                    jobs.spawn(run_claimed(
+                        shared.clone(),
+                        taken.job.clone(),
+                        guard,
+                        release.clone(),
+                        claimed,
+                    ));
+                    let confirmed = claim::confirm(&shared, taken).await;
+                    if confirmed {
                         consumers.took_from(i);
-                        let claimed: job::Claim = Box::pin(std::future::ready(true));
-                        jobs.spawn(run_claimed(
-                            shared.clone(),
-                            job,
-                            guard,
-                            release.clone(),
-                            claimed,
-                        ));
                     }
+                    let _ = tell.send(confirmed);
                     break;
                 }
                 Next::Freed => continue,
