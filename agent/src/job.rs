@@ -57,10 +57,10 @@ pub(crate) type Claim = Pin<Box<dyn Future<Output = bool> + Send>>;
 /// unreported (the job went back to its queue). `cancel` stops it: reported `aborted`, or
 /// `released` (handed back to run elsewhere) when `release` was cancelled first.
 ///
-/// While the claim is in flight, a command step that needs no inputs is made ready: its workdir
-/// and environment, and its process spawned and held at its gate in its cgroup
-/// ([`process::hold`]); the gate opens only once the claim is confirmed, and the held process
-/// is killed if it is not.
+/// While the claim is in flight, a command step whose inputs are small (or none) is made ready:
+/// its workdir, inputs and environment, and its process spawned and held at its gate in its
+/// cgroup ([`process::hold`]); the gate opens only once the claim is confirmed, and the held
+/// process is killed if it is not.
 ///
 /// The slots are given back as soon as the attempt's work is over (process reaped, outputs
 /// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
@@ -251,8 +251,21 @@ struct Prepared {
     started: Option<process::Started<'static>>,
 }
 
-/// While the claim is in flight: prepares a command step that needs no inputs (nothing but
-/// local work) and holds its process at its gate; `None` for any other step, which is
+/// Inputs of at most this many bytes in all are fetched while the claim is in flight: about as
+/// long as the claim's round trip on a local network, and little to waste when the claim
+/// fails and the job goes back to its queue.
+const INPUTS_FETCHED_AHEAD: u64 = 1 << 20;
+
+/// Whether [`hold`] prepares `job` while its claim is in flight: a command step whose inputs
+/// total at most [`INPUTS_FETCHED_AHEAD`]. A Python function step is prepared once claimed (its
+/// environment may take long and logs what it does).
+fn prepared_during_claim(job: &StepJob) -> bool {
+    let inputs: u64 = job.job.inputs.iter().map(|input| input.size).sum();
+    matches!(job.job.kind, JobKind::Command { .. }) && inputs <= INPUTS_FETCHED_AHEAD
+}
+
+/// While the claim is in flight: prepares a command step with small inputs (local work and
+/// their download) and holds its process at its gate; `None` for any other step, which is
 /// prepared only once claimed. An `Err` is reported once the claim is confirmed.
 async fn hold(
     shared: &Shared,
@@ -260,7 +273,7 @@ async fn hold(
     slot: Arc<AttemptSlot>,
     phases: &mut Phases,
 ) -> Option<Result<Prepared, Report>> {
-    if !matches!(job.job.kind, JobKind::Command { .. }) || !job.job.inputs.is_empty() {
+    if !prepared_during_claim(job) {
         return None;
     }
     let mut prepared = match prepare(shared, job, None, slot, phases).await {
@@ -702,4 +715,53 @@ fn base_env(job: &StepJob, base: &str, workdir: &std::path::Path) -> BTreeMap<St
 fn humanize(ms: Option<u64>) -> String {
     ms.map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_protocol::message::JobInput;
+    use drover_protocol::{Digest, FileName, StepName};
+
+    fn with_inputs(sizes: &[u64]) -> StepJob {
+        let mut job = crate::workdir::tests::job();
+        job.job.inputs = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| JobInput {
+                step: StepName::new(format!("p{i}")).unwrap(),
+                output: OutputName::new("out").unwrap(),
+                digest: Digest::of_bytes(b""),
+                size,
+                file_name: FileName::sanitized("out.txt"),
+            })
+            .collect();
+        job
+    }
+
+    #[test]
+    fn command_steps_with_small_inputs_are_prepared_during_their_claim() {
+        assert!(prepared_during_claim(&with_inputs(&[])));
+        assert!(prepared_during_claim(&with_inputs(&[3, 4096])));
+        let half = INPUTS_FETCHED_AHEAD / 2;
+        assert!(prepared_during_claim(&with_inputs(&[half, half])));
+        assert!(!prepared_during_claim(&with_inputs(&[half, half + 1])));
+        assert!(!prepared_during_claim(&with_inputs(&[1 << 30])));
+    }
+
+    #[test]
+    fn function_steps_are_prepared_once_claimed() {
+        let mut job = crate::workdir::tests::job();
+        job.job.kind = JobKind::Function {
+            source: String::new(),
+            entry: "f".into(),
+            kwargs: BTreeMap::new(),
+            returns: vec![],
+            requirements: vec![],
+            python: None,
+            blobs: BTreeMap::new(),
+            prewarm: None,
+        };
+        assert!(!prepared_during_claim(&job));
+    }
 }
