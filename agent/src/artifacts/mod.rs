@@ -192,19 +192,31 @@ async fn file_stream(
     ))
 }
 
-/// Uploads a file unless the store has it already (checked first); returns its reference.
+/// Uploads of at most this many bytes are sent without asking whether the store holds the blob:
+/// sending it again costs about what the question does (one round trip), and storing a blob
+/// that is there already replaces it with the same bytes.
+const SENT_WITHOUT_ASKING: u64 = 64 * 1024;
+
+/// Whether an upload of `size` bytes first asks whether the store holds the blob.
+fn asked_first(size: u64) -> bool {
+    size > SENT_WITHOUT_ASKING
+}
+
+/// Uploads a file unless the store has it already (asked first when the file is larger than
+/// [`SENT_WITHOUT_ASKING`]); returns its reference.
 pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferError> {
     let started = std::time::Instant::now();
     let (digest, size) = hash_file(path).await?;
     let hashed = started.elapsed();
+    let checked = asked_first(size);
     match route {
         Route::Controller { http, base } => {
-            if !http::exists(http, base, &digest).await? {
+            if !(checked && http::exists(http, base, &digest).await?) {
                 http::put(http, base, &digest, size, file_stream(path).await?).await?;
             }
         }
         Route::Store(store) => {
-            if store.stat(&digest).await?.is_none() {
+            if !(checked && store.stat(&digest).await?.is_some()) {
                 store.put(&digest, file_stream(path).await?.boxed()).await?;
             }
         }

@@ -1,5 +1,5 @@
 //! Direct transfers: route choice, a multi-part round trip through a real S3 API (moto), the
-//! digest check on the way down, a missing blob.
+//! digest check on the way down, a missing blob, a small file sent twice.
 
 use super::*;
 use crate::config::ArtifactTransfer;
@@ -141,4 +141,28 @@ async fn a_download_that_does_not_match_its_digest_fails() {
         .unwrap_err();
     assert!(matches!(err, TransferError::Missing { .. }), "{err}");
     assert!(err.to_string().contains(missing.as_str()), "{err}");
+}
+
+#[test]
+fn only_uploads_bigger_than_a_round_trip_ask_first() {
+    assert!(!asked_first(0));
+    assert!(!asked_first(SENT_WITHOUT_ASKING));
+    assert!(asked_first(SENT_WITHOUT_ASKING + 1));
+    assert!(asked_first(2 * PART_SIZE as u64));
+}
+
+#[tokio::test]
+async fn a_small_file_sent_twice_is_stored_once() {
+    let memory = Arc::new(object_store::memory::InMemory::new());
+    let location: S3Location = "s3://mem".parse().unwrap();
+    let route = Route::Store(Arc::new(ObjectBlobs::with_store(memory, location)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.txt");
+    std::fs::write(&path, b"42\n").unwrap();
+    let first = upload(&route, &path).await.unwrap();
+    let again = upload(&route, &path).await.unwrap();
+    assert_eq!(first, again);
+    let dest = dir.path().join("in/n.txt");
+    download(&route, &input(first.digest), &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"42\n");
 }
