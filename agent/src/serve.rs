@@ -8,9 +8,9 @@
 //! every queue with room is empty are consumers opened (prefetch: the free slots), to be woken
 //! by the next job; they stay open while the agent has a free slot and are closed when it
 //! fills up, which hands back what the broker sent ahead. A job such a consumer delivers is
-//! claimed in the serve loop itself, before a consumer may close, while its task makes it ready. Among queues with a job ready, the
-//! first in the agent's order wins ([`QueueOrder::Priority`]), or the queues take turns
-//! ([`QueueOrder::RoundRobin`]).
+//! claimed in the serve loop itself, before a consumer may close, while its task makes it
+//! ready. Among queues with a job ready, the first in the agent's order wins
+//! ([`QueueOrder::Priority`]), or the queues take turns ([`QueueOrder::RoundRobin`]).
 //!
 //! The one exception to holding no job beyond the free slots: on deep queues, while short steps
 //! fill every slot, a job per slot is claimed ahead and waits for the next free one ([`ahead`]).
