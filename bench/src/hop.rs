@@ -146,29 +146,17 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
     let poll = Duration::from_millis(100);
     let timeout = Duration::from_secs(30 + steps as u64);
     // Warm-up: connections, queues, the page cache of `sh` and `date`.
-    let warm = c.path().join("warm.txt");
-    let run = c.submit_toml("warm.toml", &stamped_chain(5, &warm))?;
-    c.wait(&run, poll, timeout).await?;
+    stamped_hops(c, "warm", stamped_chain, 5).await?;
 
     let mut samples = Vec::new();
     for rep in 0..reps {
-        let stamps = c.path().join(format!("stamps-{rep}.txt"));
-        let run = c.submit_toml(&format!("hop-{rep}.toml"), &stamped_chain(steps, &stamps))?;
-        c.wait(&run, poll, timeout).await?;
-        let (hops, costs) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
-        if hops.len() + 1 != steps {
-            bail!("{} stamp pairs for {steps} steps", hops.len() + 1);
-        }
-        let stamps = c.path().join(format!("printing-{rep}.txt"));
-        let run = c.submit_toml(
-            &format!("print-{rep}.toml"),
-            &printing_chain(steps, &stamps),
-        )?;
-        c.wait(&run, poll, timeout).await?;
-        let (printing, _) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
-        let artifact = artifact_hops(c, &format!("artifact-{rep}"), steps).await?;
-        let long_artifact =
-            artifact_hops(c, &format!("long-artifact-{rep}"), steps * LONG_CHAIN).await?;
+        let (hops, costs) = stamped_hops(c, &format!("hop-{rep}"), stamped_chain, steps).await?;
+        let (printing, _) = stamped_hops(c, &format!("print-{rep}"), printing_chain, steps).await?;
+        let (artifact, _) =
+            stamped_hops(c, &format!("artifact-{rep}"), artifact_chain, steps).await?;
+        let long = steps * LONG_CHAIN;
+        let (long_artifact, _) =
+            stamped_hops(c, &format!("long-artifact-{rep}"), artifact_chain, long).await?;
         let plain = chain_toml("hop-true", steps, &|_| "[\"true\"]".to_string());
         let run = c.submit_toml(&format!("true-{rep}.toml"), &plain)?;
         let view = c.wait(&run, poll, timeout).await?;
@@ -187,17 +175,23 @@ async fn chains(c: &mut Cluster, reps: usize, steps: usize) -> Result<Vec<HopSam
     Ok(samples)
 }
 
-/// Runs an [`artifact_chain`] of `steps` named `name` and returns its hops (ms).
-async fn artifact_hops(c: &mut Cluster, name: &str, steps: usize) -> Result<Vec<f64>> {
+/// Runs `chain` (a stamped chain: [`stamped_chain`], [`printing_chain`], [`artifact_chain`]) of
+/// `steps` named `name`; returns its hops and its steps' own stamp gaps (ms).
+async fn stamped_hops(
+    c: &mut Cluster,
+    name: &str,
+    chain: fn(usize, &Path) -> String,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let stamps = c.path().join(format!("{name}.txt"));
-    let run = c.submit_toml(&format!("{name}.toml"), &artifact_chain(steps, &stamps))?;
+    let run = c.submit_toml(&format!("{name}.toml"), &chain(steps, &stamps))?;
     let timeout = Duration::from_secs(30 + steps as u64);
     c.wait(&run, Duration::from_millis(100), timeout).await?;
-    let (hops, _) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
+    let (hops, costs) = hops_from_stamps(&std::fs::read_to_string(&stamps)?)?;
     if hops.len() + 1 != steps {
         bail!("{} stamp pairs for {steps} steps of {name}", hops.len() + 1);
     }
-    Ok(hops)
+    Ok((hops, costs))
 }
 
 #[cfg(test)]
