@@ -2,7 +2,8 @@
 //!
 //! Uploads stream to a temp file in the same directory tree while hashing (one pass, see
 //! [`HashedFile`]), are fsynced, and are renamed into place only when the digest matches, so a
-//! stored blob is always complete and correct.
+//! stored blob is always complete and correct; the directory is synced after the rename, so a
+//! blob that was stored is still there after a crash.
 
 use crate::{BLOCK, Blob, BlobError, BlobStore, Body, HashedFile, layout};
 use drover_protocol::Digest;
@@ -93,15 +94,35 @@ impl LocalBlobs {
             });
         }
         let target = self.path_of(expected);
-        if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir)
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        let created = !tokio::fs::try_exists(&dir).await.unwrap_or(false);
+        if created {
+            tokio::fs::create_dir_all(&dir)
                 .await
-                .map_err(io_error(dir))?;
+                .map_err(io_error(&dir))?;
         }
         temp.persist(&target).map_err(|e| BlobError::Io {
             path: target.display().to_string(),
             error: e.error,
         })?;
+        // The rename, and a new directory's entry in the root, last only once their directories
+        // are synced.
+        let synced = match created {
+            true => vec![dir, self.root.clone()],
+            false => vec![dir],
+        };
+        tokio::task::spawn_blocking(move || {
+            synced.iter().try_for_each(|d| {
+                std::fs::File::open(d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_error(d))
+            })
+        })
+        .await
+        .map_err(|e| BlobError::Io {
+            path: self.root.display().to_string(),
+            error: std::io::Error::other(e),
+        })??;
         Ok(size)
     }
 }
