@@ -16,6 +16,7 @@ use drover_protocol::message::{
     ArtifactRef, AttemptRef, Finished, JobKind, Message, Outcome, StartKind, StepJob, now_ms,
 };
 use drover_protocol::refs::{self, Reference};
+use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ struct Report {
     outcome: Outcome,
     exit_code: Option<i32>,
     outputs: BTreeMap<OutputName, ArtifactRef>,
+    /// The bytes of the outputs that go inside `Finished` instead of an upload.
+    inline: BTreeMap<OutputName, ByteBuf>,
     message: Option<String>,
 }
 
@@ -38,6 +41,7 @@ impl Report {
             outcome: Outcome::Error,
             exit_code: None,
             outputs: BTreeMap::new(),
+            inline: BTreeMap::new(),
             message: Some(message),
         }
     }
@@ -170,6 +174,7 @@ pub async fn run(
         log_delays: told_delays.clone(),
         start,
         log_size: Some(log.size),
+        inline: report.inline,
     });
     let target = Target::Events;
     let mut delay = Duration::from_millis(200);
@@ -383,18 +388,17 @@ async fn attempt(
         .map(Channel::artifacts)
         .unwrap_or_default();
     drop(ready.channel.take());
-    let mut outputs = upload_outputs(job, &ready.route, &ready.workdir, exit_code).await?;
+    let inline_most = job
+        .inline_outputs
+        .min(shared.config.max_message_size as u64 / 4);
+    let mut report =
+        send_outputs(job, &ready.route, &ready.workdir, exit_code, inline_most).await?;
     phases.mark("outputs");
     // The channel refused artifact names that are declared outputs, so nothing is replaced.
     for (name, artifact) in stored {
-        outputs.entry(name).or_insert(artifact);
+        report.outputs.entry(name).or_insert(artifact);
     }
-    Ok(Report {
-        outcome: Outcome::Succeeded,
-        exit_code,
-        outputs,
-        message: None,
-    })
+    Ok(report)
 }
 
 /// Downloads every input into `_inputs/<step>/<output>/` of the workdir.
@@ -413,7 +417,11 @@ async fn download_inputs(
             .join(input.file_name.as_str());
         let what = format!("downloading {}.{}", input.step, input.output);
         let download = || artifacts::download(route, input, &dest);
-        if let Err(e) = artifacts::retrying(&what, download).await {
+        let fetched = match &input.content {
+            Some(bytes) => artifacts::write_given(input, bytes, &dest).await,
+            None => artifacts::retrying(&what, download).await,
+        };
+        if let Err(e) = fetched {
             return Err(Report::error(format!(
                 "cannot download input {}.{}: {e}",
                 input.step, input.output
@@ -610,6 +618,7 @@ async fn run_process(
             outcome: Outcome::Aborted,
             exit_code: None,
             outputs: BTreeMap::new(),
+            inline: BTreeMap::new(),
             message: Some("aborted before it started".to_string()),
         });
     }
@@ -665,32 +674,53 @@ async fn run_process(
         outcome,
         exit_code,
         outputs: BTreeMap::new(),
+        inline: BTreeMap::new(),
         message,
     })
 }
 
-/// Uploads every declared output of a successful process; a missing one fails the attempt.
-async fn upload_outputs(
+/// Sends every declared output of a successful process: up to `inline_most` bytes of them, in
+/// the order declared, go inside `Finished`, the rest are uploaded; a missing one fails the
+/// attempt.
+async fn send_outputs(
     job: &StepJob,
     route: &Route,
     workdir: &Workdir,
     exit_code: Option<i32>,
-) -> Result<BTreeMap<OutputName, ArtifactRef>, Report> {
-    let mut outputs = BTreeMap::new();
+    inline_most: u64,
+) -> Result<Report, Report> {
+    let mut report = Report {
+        outcome: Outcome::Succeeded,
+        exit_code,
+        outputs: BTreeMap::new(),
+        inline: BTreeMap::new(),
+        message: None,
+    };
+    let mut room = inline_most;
     for (name, relative) in &job.job.outputs {
         let path = workdir.output_path(relative).map_err(|why| Report {
             outcome: Outcome::Failed,
             exit_code,
             outputs: BTreeMap::new(),
+            inline: BTreeMap::new(),
             message: Some(format!("output '{name}' {why}")),
         })?;
+        let read = artifacts::read_small(&path, room)
+            .await
+            .map_err(|e| Report::error(format!("cannot read output '{name}': {e}")))?;
+        if let Some((artifact, bytes)) = read {
+            room -= artifact.size;
+            report.inline.insert(name.clone(), ByteBuf::from(bytes));
+            report.outputs.insert(name.clone(), artifact);
+            continue;
+        }
         let what = format!("uploading output '{name}'");
         let uploaded = artifacts::retrying(&what, || artifacts::upload(route, &path))
             .await
             .map_err(|e| Report::error(format!("cannot upload output '{name}': {e}")))?;
-        outputs.insert(name.clone(), uploaded);
+        report.outputs.insert(name.clone(), uploaded);
     }
-    Ok(outputs)
+    Ok(report)
 }
 
 /// The only environment a step sees besides what it declares.
@@ -734,6 +764,7 @@ mod tests {
                 digest: Digest::of_bytes(b""),
                 size,
                 file_name: FileName::sanitized("out.txt"),
+                content: None,
             })
             .collect();
         job
@@ -763,5 +794,49 @@ mod tests {
             prewarm: None,
         };
         assert!(!prepared_during_claim(&job));
+    }
+
+    /// Outputs go inside `Finished`, in the order declared, while they fit in the room the job
+    /// gives; the others are uploaded.
+    #[tokio::test]
+    async fn small_outputs_go_inside_the_result_while_they_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = drover_storage::LocalBlobs::open(&dir.path().join("blobs")).unwrap();
+        let route = Route::Store(Arc::new(store.clone()));
+        let spares = Arc::new(crate::workdir::Spares::new(dir.path()));
+        let mut job = crate::workdir::tests::job();
+        let workdir = Workdir::create(&dir.path().join("work"), &job, false, &spares).unwrap();
+        let files = [
+            ("a", vec![b'a'; 40 << 10]),
+            ("b", vec![b'b'; 40 << 10]),
+            ("c", vec![b'c'; 3]),
+        ];
+        for (name, bytes) in &files {
+            std::fs::write(workdir.path().join(name), bytes).unwrap();
+            job.job
+                .outputs
+                .insert(OutputName::new(*name).unwrap(), (*name).to_string());
+        }
+        let name = |n: &str| OutputName::new(n).unwrap();
+        let stored = |bytes: &[u8]| store.path_of(&Digest::of_bytes(bytes)).exists();
+
+        let report = send_outputs(&job, &route, &workdir, Some(0), 64 << 10)
+            .await
+            .unwrap_or_else(|r| panic!("{:?}", r.message));
+        let inline: Vec<&OutputName> = report.inline.keys().collect();
+        assert_eq!(inline, [&name("a"), &name("c")]);
+        assert_eq!(report.inline[&name("c")].as_ref(), b"ccc");
+        assert_eq!(report.outputs.len(), 3);
+        for (n, bytes) in &files {
+            assert_eq!(report.outputs[&name(n)].digest, Digest::of_bytes(bytes));
+            assert_eq!(report.outputs[&name(n)].size, bytes.len() as u64);
+        }
+        assert!(!stored(&files[0].1) && stored(&files[1].1) && !stored(&files[2].1));
+
+        let report = send_outputs(&job, &route, &workdir, Some(0), 0)
+            .await
+            .unwrap_or_else(|r| panic!("{:?}", r.message));
+        assert!(report.inline.is_empty());
+        assert!(files.iter().all(|(_, bytes)| stored(bytes)));
     }
 }

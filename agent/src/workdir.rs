@@ -193,6 +193,7 @@ pub(crate) mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         }
     }
 

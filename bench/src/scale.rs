@@ -60,6 +60,7 @@ pub fn worker(n: usize) -> Result<()> {
         lease_ms: 30_000,
         artifact_store: None,
         epoch: 0,
+        inline_outputs: 0,
     });
     let run_id = RunId::generate();
     let agent = AgentId::new("bench")?;
@@ -120,6 +121,7 @@ pub fn worker(n: usize) -> Result<()> {
             log_delays: Vec::new(),
             start: None,
             log_size: None,
+            inline: Default::default(),
         };
         let fx = handle(&mut state, Event::Finished(finished), now);
         queue.extend(jobs(fx.actions));

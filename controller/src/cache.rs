@@ -75,6 +75,7 @@ mod tests {
             digest: Digest::of_bytes(content),
             size: content.len() as u64,
             file_name: drover_protocol::FileName::new("f").unwrap(),
+            content: None,
         }
     }
 

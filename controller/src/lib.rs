@@ -132,6 +132,7 @@ impl Controller {
             store: store.clone(),
             metrics: metrics.clone(),
             epoch,
+            blobs: blobs.clone(),
         };
         spawn_consumers(&tracker, &config, &broker, routing, &shutdown);
         let app = Arc::new(http::AppState {
@@ -373,11 +374,13 @@ fn restore_state(
     epoch: u64,
     loaded: Loaded,
 ) -> State {
+    let inline_outputs = inline_outputs(config, artifact_store.is_some());
     let mut state = State::new(SchedulerConfig {
         controller_url: url.to_string(),
         lease_ms: config.lease.as_millis() as u64,
         artifact_store,
         epoch,
+        inline_outputs,
     });
     state.queue_limits = config.queue_limits.clone();
     state.max_lost_attempts = config.max_lost_attempts;
@@ -397,6 +400,21 @@ fn restore_state(
         .map(|a| (a.info.id.clone(), a))
         .collect();
     state
+}
+
+/// Most bytes of a step's outputs that travel inside its `Finished` rather than in an upload:
+/// below this size the upload's round trip, its temp file and its `fsync` cost more than the
+/// copy through the broker (see ARCHITECTURE.md, "Costs and batching").
+const INLINE_OUTPUTS: u64 = 64 * 1024;
+
+/// How many bytes of a step's outputs its `Finished` may carry: [`INLINE_OUTPUTS`], or less
+/// where the message size limit is small; none when agents move artifacts to a bucket
+/// themselves (the controller would only pass the bytes on).
+fn inline_outputs(config: &ControllerConfig, bucket: bool) -> u64 {
+    match bucket {
+        true => 0,
+        false => INLINE_OUTPUTS.min(config.max_message_size as u64 / 4),
+    }
 }
 
 /// One consumer each for the services queue (submissions, aborts) and the events queue.

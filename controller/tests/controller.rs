@@ -7,8 +7,9 @@ mod support;
 
 use drover_amqp::{Broker, Consumer, Target};
 use drover_protocol::message::{ArtifactRef, Claimed, LogChunk, Message, Outcome, StepJob};
-use drover_protocol::{AgentId, Digest, QueueName, RunId};
+use drover_protocol::{AgentId, Digest, FileName, OutputName, QueueName, RunId};
 use drover_test_support::eventually_async;
+use serde_bytes::ByteBuf;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -644,5 +645,69 @@ async fn an_ended_run_is_still_known_to_late_events_and_redelivered_submissions(
     jobs.close().await;
     control.close().await;
     h.broker.delete_agent_control(&agent).await.unwrap();
+    h.cleanup().await;
+}
+
+/// A small output comes inside its `Finished`: the controller stores it before it publishes the
+/// job that reads it, and that job brings the bytes along. Bytes that are not what their reference says are dead-lettered, and the
+/// step stays as it was.
+#[tokio::test]
+async fn an_output_inside_its_result_is_stored_before_the_step_reading_it_is_sent() {
+    let h = Harness::start().await;
+    let mut jobs = h.consume_default().await;
+    let agent = AgentId::new("test-agent").unwrap();
+    let run_id = h.submit(PIPELINE, &[]).await;
+    let make = next_job(&mut jobs).await;
+    assert_eq!(make.inline_outputs, 64 * 1024, "{make:?}");
+    h.claim(&make, &agent).await;
+    let out = OutputName::new("out").unwrap();
+    let artifact = ArtifactRef {
+        digest: Digest::of_bytes(b"inline\n"),
+        size: 7,
+        file_name: FileName::new("out.txt").unwrap(),
+    };
+    let with_bytes = |bytes: &[u8]| {
+        let mut msg = finished(
+            &make,
+            &agent,
+            BTreeMap::from([(out.clone(), artifact.clone())]),
+        );
+        if let Message::Finished(f) = &mut msg {
+            f.inline = BTreeMap::from([(out.clone(), ByteBuf::from(bytes))]);
+        }
+        msg
+    };
+
+    h.event(with_bytes(b"inlinE\n")).await;
+    h.json_until("/api/v1/queues", "a dead letter", |q| {
+        (q["dead_letters"] == 1).then_some(())
+    })
+    .await;
+    let metrics = h.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("drover_dead_letters_total{reason=\"invalid_inline_output\"} 1"),
+        "{metrics}"
+    );
+    let (_, run) = h.json(&format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(run["steps"][0]["status"], "running", "{run}");
+
+    h.event(with_bytes(b"inline\n")).await;
+    let usejob = next_job(&mut jobs).await;
+    assert_eq!(usejob.job.inputs[0].digest, artifact.digest);
+    let brought = usejob.job.inputs[0].content.as_ref().map(|b| b.to_vec());
+    assert_eq!(
+        brought.as_deref(),
+        Some(&b"inline\n"[..]),
+        "the job brings the bytes"
+    );
+    let blob = h.get(&format!("/api/v1/blobs/{}", artifact.digest)).await;
+    assert_eq!(blob.status().as_u16(), 200);
+    assert_eq!(blob.bytes().await.unwrap().as_ref(), b"inline\n");
+    let (_, run) = h.json(&format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(
+        run["steps"][0]["outputs"]["out"]["digest"],
+        artifact.digest.as_str()
+    );
+    jobs.close().await;
     h.cleanup().await;
 }

@@ -117,6 +117,11 @@ pub struct StepJob {
     /// The epoch of the controller that published it (see [`Cancel::epoch`]).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub epoch: u64,
+    /// At most this many bytes of the step's outputs, in all, may travel inside its `Finished`
+    /// ([`Finished::inline`]) instead of being uploaded; 0 (also from a controller that does
+    /// not know the field): every output is uploaded.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub inline_outputs: u64,
 }
 
 /// An S3-compatible store every party reads and writes directly. Never holds credentials: each
@@ -195,6 +200,11 @@ pub struct JobInput {
     pub size: u64,
     /// File name to give the download (the producer's file name).
     pub file_name: FileName,
+    /// The artifact's bytes, when the controller sends them with the job (a small output that
+    /// came inside the `Finished` it acts on); the agent writes them, after checking them
+    /// against `digest`, instead of downloading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_bytes::ByteBuf>,
 }
 
 /// Agent -> controller: the agent took this attempt (published before the delivery is acked).
@@ -311,7 +321,8 @@ pub struct ArtifactRef {
     pub file_name: FileName,
 }
 
-/// Agent -> controller: an attempt ended; outputs are already uploaded.
+/// Agent -> controller: an attempt ended; its outputs are uploaded, or carried in
+/// [`Finished::inline`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finished {
     pub run_id: RunId,
@@ -342,6 +353,37 @@ pub struct Finished {
     /// log was confirmed (their log is complete when `Finished` arrives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_size: Option<u64>,
+    /// The bytes of the outputs sent inside this message rather than uploaded, by output name;
+    /// each is in `outputs` too, with its digest and size. Only as many bytes as the job allowed
+    /// ([`StepJob::inline_outputs`]); the controller stores them before it acts on the result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inline: BTreeMap<OutputName, serde_bytes::ByteBuf>,
+}
+
+impl Finished {
+    /// Why [`Finished::inline`] does not match `outputs` (an output it does not name, or bytes
+    /// of another size or digest), if it does not.
+    pub fn inline_mismatch(&self) -> Option<String> {
+        self.inline.iter().find_map(|(name, bytes)| {
+            let Some(named) = self.outputs.get(name) else {
+                return Some(format!("inline output '{name}' is not among the outputs"));
+            };
+            if named.size != bytes.len() as u64 {
+                return Some(format!(
+                    "inline output '{name}' has {} bytes, its reference says {}",
+                    bytes.len(),
+                    named.size
+                ));
+            }
+            let digest = Digest::of_bytes(bytes);
+            (digest != named.digest).then(|| {
+                format!(
+                    "inline output '{name}' hashes to {digest}, its reference says {}",
+                    named.digest
+                )
+            })
+        })
+    }
 }
 
 /// How a Python function step's process started.

@@ -125,6 +125,7 @@ fn samples() -> Vec<Message> {
                     digest: digest(),
                     size: 5,
                     file_name: drover_protocol::FileName::new("greeting.txt").unwrap(),
+                    content: None,
                 }],
                 outputs: BTreeMap::from([(OutputName::new("loud").unwrap(), "loud.txt".into())]),
                 timeout_ms: Some(600_000),
@@ -138,6 +139,7 @@ fn samples() -> Vec<Message> {
                 region: Some("us-east-1".into()),
             }),
             epoch: 0,
+            inline_outputs: 0,
         }),
         Message::Claimed(Claimed {
             run_id: run(),
@@ -199,6 +201,7 @@ fn samples() -> Vec<Message> {
             }],
             start: Some(StartKind::Warm),
             log_size: Some(4096),
+            inline: Default::default(),
         }),
         Message::Cancel(Cancel {
             run_id: run(),
@@ -302,6 +305,7 @@ fn a_released_attempt_is_pinned() {
         log_delays: Vec::new(),
         start: None,
         log_size: None,
+        inline: Default::default(),
     });
     check_golden("finished_released", &released);
 }
@@ -335,6 +339,7 @@ fn a_function_job_that_starts_cold_is_pinned() {
         lease_ms: 30_000,
         artifact_store: None,
         epoch: 0,
+        inline_outputs: 0,
     });
     check_golden("step_job_cold", &job);
 }
@@ -396,4 +401,75 @@ fn a_finished_without_log_size_still_decodes() {
     assert_eq!(finished.log_size, None);
     assert_eq!(finished.outcome, Outcome::Succeeded);
     assert_eq!(finished.log_delays.len(), 1);
+}
+
+/// A job that lets small outputs come back inside `Finished` says how many bytes, and may bring
+/// the bytes of a small input; the result carries its outputs' bytes next to their references,
+/// as msgpack binaries. Jobs and results without them (the files above) did not change.
+#[test]
+fn outputs_sent_inside_a_result_are_pinned() {
+    let pinned = std::fs::read(golden_dir().join("step_job.msgpack")).unwrap();
+    let (_, decoded) = Message::decode(&pinned).unwrap();
+    let Message::StepJob(mut job) = decoded else {
+        panic!("not a step job: {decoded:?}");
+    };
+    assert_eq!(
+        job.inline_outputs, 0,
+        "a job without the field uploads every output"
+    );
+    assert_eq!(job.job.inputs[0].content, None, "nor brings its inputs");
+    job.inline_outputs = 65_536;
+    job.job.inputs[0].content = Some(serde_bytes::ByteBuf::from(b"hello".to_vec()));
+    job.artifact_store = None;
+    check_golden("step_job_inline", &Message::StepJob(job));
+
+    check_golden("finished_inline", &Message::Finished(finished_inline()));
+}
+
+/// A `Finished` of step `greet` whose output `greeting` ("hello") travels inside it.
+fn finished_inline() -> Finished {
+    let greeting = OutputName::new("greeting").unwrap();
+    Finished {
+        run_id: run(),
+        step: step("greet"),
+        attempt: AttemptNo(1),
+        agent: agent(),
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        outputs: BTreeMap::from([(
+            greeting.clone(),
+            ArtifactRef {
+                digest: digest(),
+                size: 5,
+                file_name: drover_protocol::FileName::new("greeting.txt").unwrap(),
+            },
+        )]),
+        message: None,
+        started_at: 1_732_500_000_000,
+        ended_at: 1_732_500_001_500,
+        log_delays: Vec::new(),
+        start: None,
+        log_size: Some(0),
+        inline: BTreeMap::from([(greeting, serde_bytes::ByteBuf::from(b"hello".to_vec()))]),
+    }
+}
+
+/// Inline bytes must be what their reference says: named, of its size, of its digest.
+#[test]
+fn inline_outputs_must_match_their_references() {
+    let mut f = finished_inline();
+    assert_eq!(f.inline_mismatch(), None);
+    let greeting = OutputName::new("greeting").unwrap();
+    let mut with = |bytes: &[u8], under: &OutputName| {
+        f.inline = BTreeMap::from([(under.clone(), serde_bytes::ByteBuf::from(bytes))]);
+        f.inline_mismatch()
+    };
+    assert!(with(b"hellO", &greeting).unwrap().contains("hashes to"));
+    assert!(with(b"hell", &greeting).unwrap().contains("has 4 bytes"));
+    let other = OutputName::new("other").unwrap();
+    assert!(
+        with(b"hello", &other)
+            .unwrap()
+            .contains("not among the outputs")
+    );
 }

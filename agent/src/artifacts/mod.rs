@@ -102,6 +102,26 @@ pub async fn download(route: &Route, input: &JobInput, dest: &Path) -> Result<()
     download_blob(route, &input.digest, &what, dest).await
 }
 
+/// Writes the bytes the job brought for `input` to `dest`, once they hash to its digest.
+pub async fn write_given(input: &JobInput, bytes: &[u8], dest: &Path) -> Result<(), TransferError> {
+    let got = Digest::of_bytes(bytes);
+    if got != input.digest {
+        return Err(TransferError::Corrupt {
+            what: format!("{}.{} (sent with the job)", input.step, input.output),
+            expected: input.digest.to_string(),
+            got: got.to_string(),
+        });
+    }
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| io_error(parent, e))?;
+    }
+    tokio::fs::write(dest, bytes)
+        .await
+        .map_err(|e| io_error(dest, e))
+}
+
 /// Downloads the blob `digest` (described as `what` in errors) to `dest`, verifying its
 /// digest while writing.
 pub async fn download_blob(
@@ -226,17 +246,46 @@ pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferE
         path.display(),
         started.elapsed() - hashed
     );
-    let file_name = FileName::sanitized(
+    Ok(ArtifactRef {
+        digest,
+        size,
+        file_name: file_name_of(path),
+    })
+}
+
+/// The file's bytes and its reference when it holds at most `most` bytes; `None` when it is
+/// larger (also when it grew past `most` while being read).
+pub async fn read_small(
+    path: &Path,
+    most: u64,
+) -> Result<Option<(ArtifactRef, Vec<u8>)>, TransferError> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| io_error(path, e))?
+        .len();
+    if size > most {
+        return Ok(None);
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > most {
+        return Ok(None);
+    }
+    let artifact = ArtifactRef {
+        digest: Digest::of_bytes(&bytes),
+        size: bytes.len() as u64,
+        file_name: file_name_of(path),
+    };
+    Ok(Some((artifact, bytes)))
+}
+
+/// The name an artifact keeps: the file's own, made safe.
+fn file_name_of(path: &Path) -> FileName {
+    FileName::sanitized(
         &path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-    );
-    Ok(ArtifactRef {
-        digest,
-        size,
-        file_name,
-    })
+    )
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ fn input(digest: Digest) -> JobInput {
         digest,
         size: 0,
         file_name: drover_protocol::FileName::new("out.bin").unwrap(),
+        content: None,
     }
 }
 
@@ -39,6 +40,19 @@ fn credentials() -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// An input the job brought is written once its bytes hash to the input's digest.
+#[tokio::test]
+async fn an_input_the_job_brings_is_checked_then_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("in/out.bin");
+    let given = input(Digest::of_bytes(b"hello"));
+    let wrong = write_given(&given, b"hellO", &dest).await.unwrap_err();
+    assert!(matches!(wrong, TransferError::Corrupt { .. }), "{wrong}");
+    assert!(!dest.exists());
+    write_given(&given, b"hello", &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
 }
 
 #[test]

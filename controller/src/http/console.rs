@@ -173,6 +173,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[parameters]\nwho = { default = \"me\" }\n\
@@ -214,6 +215,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"pipe\"\ndriver = true\n\

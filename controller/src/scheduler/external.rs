@@ -109,6 +109,7 @@ pub fn report(
                 log_delays: Vec::new(),
                 start: None,
                 log_size: None,
+                inline: Default::default(),
             };
             finished(runs, result, &mut ctx);
         }

@@ -445,6 +445,7 @@ pub(super) fn job_inputs(
                 digest: artifact.digest.clone(),
                 size: artifact.size,
                 file_name: artifact.file_name.clone(),
+                content: None,
             })
         })
         .collect()
@@ -473,6 +474,7 @@ pub(super) fn step_job(
         lease_ms: config.lease_ms,
         artifact_store: config.artifact_store.clone(),
         epoch: config.epoch,
+        inline_outputs: config.inline_outputs,
     })
 }
 

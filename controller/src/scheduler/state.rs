@@ -25,6 +25,9 @@ pub struct SchedulerConfig {
     /// This controller's epoch in the state journal (0 without it), put into every `StepJob`
     /// and `Cancel`.
     pub epoch: u64,
+    /// How many bytes of a step's outputs may come inside its `Finished`, put into every
+    /// `StepJob` (0: every output is uploaded).
+    pub inline_outputs: u64,
 }
 
 /// Everything the scheduler decides over.

@@ -1,15 +1,20 @@
 //! The consumers of the services and events queues: decode, route to the owner task, and
 //! dead-letter whatever cannot be handled. `Log` chunks go straight to the log store.
 
-use super::Command;
+use super::{Command, Inline};
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::scheduler::Event;
 use crate::store::Store;
+use bytes::Bytes;
 use drover_amqp::{Broker, Incoming, Publisher, Target};
-use drover_protocol::RunId;
-use drover_protocol::message::{Cancel, Claimed, LogChunk, Message};
+use drover_protocol::message::{Cancel, Claimed, Finished, LogChunk, Message};
 use drover_protocol::names::agent_routing_key;
+use drover_protocol::{Digest, OutputName, RunId};
+use drover_storage::BlobStore;
+use futures_util::StreamExt;
+use serde_bytes::ByteBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -34,6 +39,8 @@ pub(crate) struct Routing {
     pub metrics: Arc<Metrics>,
     /// This controller's epoch in the state journal (0 without it), put into every `Cancel`.
     pub epoch: u64,
+    /// Where the outputs a `Finished` carries inside it are stored.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 /// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
@@ -126,12 +133,27 @@ impl Routing {
                 format!("a {kind} message for run {run_id}, which this controller does not know");
             return self.dead_letter(incoming, "unknown_run", &why).await;
         }
+        let (event, inline) = match event {
+            Event::Finished(mut f) if !f.inline.is_empty() => {
+                if let Some(why) = f.inline_mismatch() {
+                    let why = format!("a finished message of run {}: {why}", f.run_id);
+                    return self
+                        .dead_letter(incoming, "invalid_inline_output", &why)
+                        .await;
+                }
+                let inline = std::mem::take(&mut f.inline);
+                let inline = self.store_inline(&f, inline);
+                (Event::Finished(f), Some(inline))
+            }
+            event => (event, None),
+        };
         self.metrics.handled(kind);
         if self
             .commands
             .send(Command::Delivery {
                 event,
                 incoming: Box::new(incoming),
+                inline,
             })
             .await
             .is_err()
@@ -139,6 +161,33 @@ impl Routing {
             // The owner task is gone (shutting down): the unacked delivery returns to its queue.
             tracing::debug!("the owner task has stopped; a {kind} message stays queued");
         }
+    }
+
+    /// Starts storing the outputs `f` carried inside it (checked against its references); the
+    /// owner acts on `f` only once they are stored.
+    fn store_inline(&self, f: &Finished, inline: BTreeMap<OutputName, ByteBuf>) -> Inline {
+        let blobs = self.blobs.clone();
+        let named: Vec<(Digest, Bytes)> = inline
+            .into_iter()
+            .filter_map(|(name, bytes)| {
+                let digest = f.outputs.get(&name)?.digest.clone();
+                Some((digest, Bytes::from(bytes.into_vec())))
+            })
+            .collect();
+        let bytes = named.clone();
+        let storing = tokio::spawn(async move {
+            for (digest, bytes) in named {
+                let body =
+                    futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) })
+                        .boxed();
+                blobs
+                    .put(&digest, body)
+                    .await
+                    .map_err(|e| format!("blob {digest}: {e}"))?;
+            }
+            Ok(())
+        });
+        Inline { storing, bytes }
     }
 
     /// Tells the agent that claimed a job of an unknown run to stop it.

@@ -10,11 +10,13 @@ use crate::logs::archive::EndedLog;
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Action, Effects, Event, State, StepStatus};
 use crate::store::{Store, StoreError, Submitted};
+use bytes::Bytes;
 use drover_amqp::{AmqpError, Broker, Incoming, Publisher, Target};
 use drover_api::{AddStep, StepAdded, StepReport, StepReported};
-use drover_protocol::message::{Message, now_ms};
+use drover_protocol::message::{JobInput, Message, now_ms};
 use drover_protocol::names::{ALL_AGENTS_ROUTING_KEY, agent_routing_key};
-use drover_protocol::{Names, QueueName, RunId};
+use drover_protocol::{Digest, Names, QueueName, RunId};
+use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,8 @@ pub(crate) enum Command {
     Delivery {
         event: Event,
         incoming: Box<Incoming>,
+        /// The outputs a `Finished` carried, being stored ([`consume`]).
+        inline: Option<Inline>,
     },
     /// An event from inside the controller (an abort through the HTTP API).
     Local(Event),
@@ -82,6 +86,56 @@ pub(crate) enum Command {
         attempt: drover_protocol::AttemptNo,
         archived: scheduler::ArchivedLog,
     },
+}
+
+/// The storing of the outputs a `Finished` carried inside it: the result is applied meanwhile,
+/// but nothing follows from it (no flush completes, no job is published, no ack is sent) until
+/// they are stored, so the state never names a blob the store does not hold.
+pub(crate) type Storing = tokio::task::JoinHandle<Result<(), String>>;
+
+/// The outputs a `Finished` carried inside it: their storing, and their bytes by digest, which
+/// jobs published in the same batch take along to the steps that read them.
+pub(crate) struct Inline {
+    pub storing: Storing,
+    pub bytes: Vec<(Digest, Bytes)>,
+}
+
+/// Waits until every output in `storing` is stored.
+async fn stored(storing: Vec<Storing>) -> Result<(), StoreError> {
+    for handle in storing {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(StoreError::InlineOutput(why)),
+            Err(e) => return Err(StoreError::InlineOutput(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Puts the bytes of `fresh` outputs into the jobs that read them, so their agents need not
+/// download them.
+fn attach_inputs(actions: &mut [Action], fresh: &HashMap<Digest, Bytes>, most: u64) {
+    if fresh.is_empty() {
+        return;
+    }
+    for action in actions {
+        if let Action::Dispatch { job, .. } = action {
+            bring(&mut job.job.inputs, fresh, most);
+        }
+    }
+}
+
+/// Gives each of `inputs` found in `fresh` its bytes, in order, while they fit in `most` bytes.
+fn bring(inputs: &mut [JobInput], fresh: &HashMap<Digest, Bytes>, most: u64) {
+    let mut room = most;
+    for input in inputs {
+        if let Some(bytes) = fresh.get(&input.digest)
+            && input.size <= room
+        {
+            room -= input.size;
+            input.content = Some(ByteBuf::from(bytes.to_vec()));
+        }
+    }
 }
 
 /// Why an add-step request or a step report was refused.
@@ -269,10 +323,20 @@ impl Owner {
         let mut next = Some(first);
         let mut submitted = Ok(());
         let mut ended_logs = Vec::new();
+        let mut storing = Vec::new();
+        let mut fresh = HashMap::new();
         while let Some(command) = next.take() {
             let (event, rerun_of) = match command {
-                Command::Delivery { event, incoming } => {
+                Command::Delivery {
+                    event,
+                    incoming,
+                    inline,
+                } => {
                     deliveries.push(incoming);
+                    if let Some(inline) = inline {
+                        storing.push(inline.storing);
+                        fresh.extend(inline.bytes);
+                    }
                     (Some(event), None)
                 }
                 Command::Local(event) => (Some(event), None),
@@ -390,7 +454,10 @@ impl Owner {
             }
         }
         let applied = match submitted {
-            Ok(()) => self.apply(fx).await,
+            Ok(()) => {
+                attach_inputs(&mut fx.actions, &fresh, self.state.config.inline_outputs);
+                self.apply_storing(fx, storing).await
+            }
             Err(e) => Err(e),
         };
         match applied {
@@ -466,8 +533,18 @@ impl Owner {
 
     /// Persists and flushes the changed records, then publishes the actions.
     async fn apply(&mut self, fx: Effects) -> Result<(), StoreError> {
+        self.apply_storing(fx, Vec::new()).await
+    }
+
+    /// [`Owner::apply`] once the outputs in `storing` are stored too; the flush and their
+    /// storing overlap (each waits for its own `fsync`).
+    async fn apply_storing(
+        &mut self,
+        fx: Effects,
+        storing: Vec<Storing>,
+    ) -> Result<(), StoreError> {
         if fx.is_empty() {
-            return Ok(());
+            return stored(storing).await;
         }
         for id in &fx.runs {
             match (self.state.runs.get(id), fx.steps.get(id)) {
@@ -486,7 +563,9 @@ impl Owner {
                 self.store.put_cache(key, outputs)?;
             }
         }
-        self.store.flush().await?;
+        let (flushed, outputs) = tokio::join!(self.store.flush(), stored(storing));
+        flushed?;
+        outputs?;
         self.note_ended(&fx.runs);
         self.publish_all(fx.actions).await;
         self.let_go_of_ended(fx.runs);
@@ -747,5 +826,30 @@ mod tests {
         );
         let gpu = QueueName::new("gpu").unwrap();
         assert_eq!(agent_command(&gpu), "drover agent --queue gpu");
+    }
+
+    /// A job brings the fresh outputs it reads, in the order of its inputs, while they fit.
+    #[test]
+    fn jobs_bring_the_fresh_outputs_they_read_while_they_fit() {
+        use drover_protocol::{FileName, OutputName, StepName};
+        let input = |content: &[u8]| JobInput {
+            step: StepName::new("p").unwrap(),
+            output: OutputName::new("out").unwrap(),
+            digest: Digest::of_bytes(content),
+            size: content.len() as u64,
+            file_name: FileName::new("out.txt").unwrap(),
+            content: None,
+        };
+        let mut inputs = [input(b"aaaa"), input(b"old"), input(b"bbbb"), input(b"c")];
+        let fresh: HashMap<Digest, Bytes> = [&b"aaaa"[..], b"bbbb", b"c"]
+            .into_iter()
+            .map(|b| (Digest::of_bytes(b), Bytes::from_static(b)))
+            .collect();
+        bring(&mut inputs, &fresh, 6);
+        let brought: Vec<Option<&[u8]>> = inputs
+            .iter()
+            .map(|i| i.content.as_deref().map(|b| &b[..]))
+            .collect();
+        assert_eq!(brought, [Some(&b"aaaa"[..]), None, None, Some(b"c")]);
     }
 }

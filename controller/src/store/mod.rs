@@ -65,6 +65,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    #[error("cannot store an output that came inside a result: {0}")]
+    InlineOutput(String),
     #[error("cannot use the state journal: {0}")]
     Journal(#[source] drover_amqp::AmqpError),
     #[error(
@@ -451,6 +453,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let spec = PipelineSpec::from_toml(
             "[pipeline]\nname = \"p\"\n[[step]]\nname = \"a\"\ncommand = [\"true\"]\ncache = true\n",
@@ -489,6 +492,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let mut ids = Vec::new();
         for _ in 0..3 {

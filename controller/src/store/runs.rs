@@ -406,6 +406,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let mut toml = "[pipeline]\nname = \"p\"\n".to_string();
         for i in 0..steps {
@@ -495,6 +496,7 @@ mod tests {
             lease_ms: 1000,
             artifact_store: None,
             epoch: 0,
+            inline_outputs: 0,
         });
         let toml = "[pipeline]\nname = \"p\"\n[[step]]\nname = \"d\"\ndriver = true\n\
                     function = { source = \"def d():\\n    pass\\n\", entry = \"d\" }\n";

@@ -55,6 +55,7 @@ async fn end(s: &Server, job: &StepJob, agent: &AgentId, outcome: Outcome, messa
         log_delays: Vec::new(),
         start: None,
         log_size: None,
+        inline: Default::default(),
     }))
     .await;
 }

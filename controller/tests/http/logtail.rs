@@ -46,6 +46,7 @@ fn failed(job: &StepJob, log_size: Option<u64>) -> Message {
         log_delays: Vec::new(),
         start: None,
         log_size,
+        inline: Default::default(),
     })
 }
 

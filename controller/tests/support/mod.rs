@@ -169,6 +169,7 @@ pub fn finished_late(
         log_delays,
         start: None,
         log_size: None,
+        inline: Default::default(),
     })
 }
 

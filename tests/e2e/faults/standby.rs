@@ -107,6 +107,7 @@ fn stale_messages(c: &Cluster, run: &str, marker: &Path) {
             lease_ms: 3000,
             artifact_store: None,
             epoch: 1,
+            inline_outputs: 0,
         });
         let publisher = broker.publisher().await.unwrap();
         publisher

@@ -25,6 +25,7 @@ pub(super) fn new_state() -> State {
         lease_ms: LEASE,
         artifact_store: None,
         epoch: 0,
+        inline_outputs: 0,
     })
 }
 
@@ -147,6 +148,7 @@ pub(super) fn finished_msg(
         log_delays: Vec::new(),
         start: None,
         log_size: None,
+        inline: Default::default(),
     }
 }
 
