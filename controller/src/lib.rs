@@ -88,6 +88,7 @@ impl Controller {
         let (broker, publisher) = connect_broker(&config, &url, &gate, &shutdown).await?;
         let epoch = attach_journal(&config, &store, &tracker, &shutdown).await?;
         let loaded = store.load_unfinished()?;
+        let inline_most = inline_outputs(&config, artifact_store.is_some());
         let state = restore_state(&config, &url, artifact_store, epoch, loaded);
 
         let metrics = Arc::new(Metrics::default());
@@ -133,6 +134,8 @@ impl Controller {
             metrics: metrics.clone(),
             epoch,
             blobs: blobs.clone(),
+            inline_most,
+            uploads: upload_limits(&config),
         };
         spawn_consumers(&tracker, &config, &broker, routing, &shutdown);
         let app = Arc::new(http::AppState {
@@ -151,11 +154,7 @@ impl Controller {
                 .as_deref()
                 .map(|token| http::auth::Auth::new(token, config.read_token.as_deref())),
             shutdown: shutdown.clone(),
-            uploads: http::files::UploadLimits {
-                max_size: config.max_artifact_size,
-                min_free_space: config.min_free_space,
-                disk: (config.artifact_store == StoreLocation::Local).then(|| config.blobs_dir()),
-            },
+            uploads: upload_limits(&config),
         });
         gate.open(http::router(app));
         stop_serving_unless_started.disarm();
@@ -408,12 +407,23 @@ fn restore_state(
 const INLINE_OUTPUTS: u64 = 64 * 1024;
 
 /// How many bytes of a step's outputs its `Finished` may carry: [`INLINE_OUTPUTS`], or less
-/// where the message size limit is small; none when agents move artifacts to a bucket
-/// themselves (the controller would only pass the bytes on).
+/// where the message size limit or `--max-artifact-size` is smaller; none when agents move
+/// artifacts to a bucket themselves (the controller would only pass the bytes on).
 fn inline_outputs(config: &ControllerConfig, bucket: bool) -> u64 {
     match bucket {
         true => 0,
-        false => INLINE_OUTPUTS.min(config.max_message_size as u64 / 4),
+        false => INLINE_OUTPUTS
+            .min(config.max_message_size as u64 / 4)
+            .min(config.max_artifact_size),
+    }
+}
+
+/// What blobs stored by this controller must keep to.
+fn upload_limits(config: &ControllerConfig) -> http::files::UploadLimits {
+    http::files::UploadLimits {
+        max_size: config.max_artifact_size,
+        min_free_space: config.min_free_space,
+        disk: (config.artifact_store == StoreLocation::Local).then(|| config.blobs_dir()),
     }
 }
 

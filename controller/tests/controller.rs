@@ -6,6 +6,7 @@
 mod support;
 
 use drover_amqp::{Broker, Consumer, Target};
+use drover_controller::ControllerConfig;
 use drover_protocol::message::{ArtifactRef, Claimed, LogChunk, Message, Outcome, StepJob};
 use drover_protocol::{AgentId, Digest, FileName, OutputName, QueueName, RunId};
 use drover_test_support::eventually_async;
@@ -21,16 +22,23 @@ struct Harness {
     url: String,
     broker: Broker,
     http: reqwest::Client,
+    /// Changes to the controller's configuration.
+    tune: fn(&mut ControllerConfig),
 }
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tune: fn(&mut ControllerConfig)) -> Self {
         let mut h = Self {
             dir: tempfile::tempdir().unwrap(),
             controller: None,
             url: String::new(),
             broker: support::connect("tc").await,
             http: reqwest::Client::new(),
+            tune,
         };
         h.start_controller().await;
         h
@@ -39,6 +47,7 @@ impl Harness {
     async fn start_controller(&mut self) {
         let mut config = support::config(self.broker.names(), self.dir.path());
         config.lease = Duration::from_secs(3);
+        (self.tune)(&mut config);
         let controller = Running::start(config).await;
         self.url = controller.url();
         let written = std::fs::read_to_string(self.dir.path().join("controller.url")).unwrap();
@@ -648,9 +657,25 @@ async fn an_ended_run_is_still_known_to_late_events_and_redelivered_submissions(
     h.cleanup().await;
 }
 
+/// `agent`'s report that `job` made output `out`, the file `out.txt` holding "inline\n", with
+/// `bytes` inside the report as that output's content.
+fn finished_inline(job: &StepJob, agent: &AgentId, bytes: &[u8]) -> Message {
+    let out = OutputName::new("out").unwrap();
+    let artifact = ArtifactRef {
+        digest: Digest::of_bytes(b"inline\n"),
+        size: 7,
+        file_name: FileName::new("out.txt").unwrap(),
+    };
+    let mut msg = finished(job, agent, BTreeMap::from([(out.clone(), artifact)]));
+    if let Message::Finished(f) = &mut msg {
+        f.inline = BTreeMap::from([(out, ByteBuf::from(bytes))]);
+    }
+    msg
+}
+
 /// A small output comes inside its `Finished`: the controller stores it before it publishes the
-/// job that reads it, and that job brings the bytes along. Bytes that are not what their reference says are dead-lettered, and the
-/// step stays as it was.
+/// job that reads it, and that job brings the bytes along. Bytes that are not what their
+/// reference says are dead-lettered, and the step stays as it was.
 #[tokio::test]
 async fn an_output_inside_its_result_is_stored_before_the_step_reading_it_is_sent() {
     let h = Harness::start().await;
@@ -660,25 +685,9 @@ async fn an_output_inside_its_result_is_stored_before_the_step_reading_it_is_sen
     let make = next_job(&mut jobs).await;
     assert_eq!(make.inline_outputs, 64 * 1024, "{make:?}");
     h.claim(&make, &agent).await;
-    let out = OutputName::new("out").unwrap();
-    let artifact = ArtifactRef {
-        digest: Digest::of_bytes(b"inline\n"),
-        size: 7,
-        file_name: FileName::new("out.txt").unwrap(),
-    };
-    let with_bytes = |bytes: &[u8]| {
-        let mut msg = finished(
-            &make,
-            &agent,
-            BTreeMap::from([(out.clone(), artifact.clone())]),
-        );
-        if let Message::Finished(f) = &mut msg {
-            f.inline = BTreeMap::from([(out.clone(), ByteBuf::from(bytes))]);
-        }
-        msg
-    };
+    let digest = Digest::of_bytes(b"inline\n");
 
-    h.event(with_bytes(b"inlinE\n")).await;
+    h.event(finished_inline(&make, &agent, b"inlinE\n")).await;
     h.json_until("/api/v1/queues", "a dead letter", |q| {
         (q["dead_letters"] == 1).then_some(())
     })
@@ -691,22 +700,50 @@ async fn an_output_inside_its_result_is_stored_before_the_step_reading_it_is_sen
     let (_, run) = h.json(&format!("/api/v1/runs/{run_id}")).await;
     assert_eq!(run["steps"][0]["status"], "running", "{run}");
 
-    h.event(with_bytes(b"inline\n")).await;
+    h.event(finished_inline(&make, &agent, b"inline\n")).await;
     let usejob = next_job(&mut jobs).await;
-    assert_eq!(usejob.job.inputs[0].digest, artifact.digest);
+    assert_eq!(usejob.job.inputs[0].digest, digest);
     let brought = usejob.job.inputs[0].content.as_ref().map(|b| b.to_vec());
     assert_eq!(
         brought.as_deref(),
         Some(&b"inline\n"[..]),
         "the job brings the bytes"
     );
-    let blob = h.get(&format!("/api/v1/blobs/{}", artifact.digest)).await;
+    let blob = h.get(&format!("/api/v1/blobs/{}", digest)).await;
     assert_eq!(blob.status().as_u16(), 200);
     assert_eq!(blob.bytes().await.unwrap().as_ref(), b"inline\n");
     let (_, run) = h.json(&format!("/api/v1/runs/{run_id}")).await;
-    assert_eq!(
-        run["steps"][0]["outputs"]["out"]["digest"],
-        artifact.digest.as_str()
+    assert_eq!(run["steps"][0]["outputs"]["out"]["digest"], digest.as_str());
+    jobs.close().await;
+    h.cleanup().await;
+}
+
+/// Outputs inside a `Finished` that would leave less than `--min-free-space` are not stored: the
+/// attempt ends as an error saying why, as it would when their upload is refused.
+#[tokio::test]
+async fn outputs_inside_a_result_the_disk_has_no_room_for_end_the_attempt_with_the_reason() {
+    let h = Harness::start_with(|c| c.min_free_space = u64::MAX / 4).await;
+    let mut jobs = h.consume_default().await;
+    let agent = AgentId::new("test-agent").unwrap();
+    let run_id = h.submit(PIPELINE, &[]).await;
+    let make = next_job(&mut jobs).await;
+    h.claim(&make, &agent).await;
+    h.event(finished_inline(&make, &agent, b"inline\n")).await;
+    let run = h
+        .wait_run(&run_id, "the run to fail", |d| d["status"] == "failed")
+        .await;
+    let attempt = &run["steps"][0]["attempts"][0];
+    assert_eq!(attempt["outcome"], "error", "{run}");
+    let message = attempt["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot store output 'out'") && message.contains("--min-free-space"),
+        "{run}"
+    );
+    assert!(
+        run["steps"][0]["outputs"]
+            .as_object()
+            .is_none_or(|o| o.is_empty()),
+        "{run}"
     );
     jobs.close().await;
     h.cleanup().await;

@@ -52,6 +52,12 @@ impl UploadLimits {
         ))
     }
 
+    /// Why `incoming` more bytes cannot be stored now, if they would leave less than the margin
+    /// (for blobs that do not come through [`put_blob`]).
+    pub(crate) fn space_for(&self, incoming: u64) -> Result<(), String> {
+        self.check_space(incoming).map_err(|e| e.0.message)
+    }
+
     /// Refuses an upload of `incoming` more bytes when it would leave less than the margin.
     fn check_space(&self, incoming: u64) -> Result<(), ApiError> {
         let Some(dir) = &self.disk else {

@@ -2,13 +2,14 @@
 //! dead-letter whatever cannot be handled. `Log` chunks go straight to the log store.
 
 use super::{Command, Inline};
+use crate::http::files::UploadLimits;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
 use crate::scheduler::Event;
 use crate::store::Store;
 use bytes::Bytes;
 use drover_amqp::{Broker, Incoming, Publisher, Target};
-use drover_protocol::message::{Cancel, Claimed, Finished, LogChunk, Message};
+use drover_protocol::message::{Cancel, Claimed, Finished, LogChunk, Message, Outcome};
 use drover_protocol::names::agent_routing_key;
 use drover_protocol::{Digest, OutputName, RunId};
 use drover_storage::BlobStore;
@@ -41,6 +42,10 @@ pub(crate) struct Routing {
     pub epoch: u64,
     /// Where the outputs a `Finished` carries inside it are stored.
     pub blobs: Arc<dyn BlobStore>,
+    /// Most bytes of outputs a `Finished` may carry (what jobs say in `inline_outputs`).
+    pub inline_most: u64,
+    /// The free space that storing them must leave, as for uploads.
+    pub uploads: UploadLimits,
 }
 
 /// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
@@ -135,15 +140,30 @@ impl Routing {
         }
         let (event, inline) = match event {
             Event::Finished(mut f) if !f.inline.is_empty() => {
-                if let Some(why) = f.inline_mismatch() {
+                let carried: u64 = f.inline.values().map(|b| b.len() as u64).sum();
+                let wrong = match f.inline_mismatch() {
+                    Some(why) => Some(why),
+                    None => (carried > self.inline_most).then(|| {
+                        format!(
+                            "it carries {carried} bytes of outputs, more than the {} its job allows",
+                            self.inline_most
+                        )
+                    }),
+                };
+                if let Some(why) = wrong {
                     let why = format!("a finished message of run {}: {why}", f.run_id);
                     return self
                         .dead_letter(incoming, "invalid_inline_output", &why)
                         .await;
                 }
                 let inline = std::mem::take(&mut f.inline);
-                let inline = self.store_inline(&f, inline);
-                (Event::Finished(f), Some(inline))
+                match self.uploads.space_for(carried) {
+                    Ok(()) => {
+                        let inline = self.store_inline(&f, inline);
+                        (Event::Finished(f), Some(inline))
+                    }
+                    Err(why) => (Event::Finished(not_stored(f, &why)), None),
+                }
             }
             event => (event, None),
         };
@@ -255,6 +275,23 @@ impl Routing {
             tracing::warn!("cannot settle a dead letter from {queue}: {e}");
         }
     }
+}
+
+/// `f` as an attempt whose outputs could not be stored, as when their upload is refused: an
+/// error, with the reason, and no outputs.
+fn not_stored(mut f: Finished, why: &str) -> Finished {
+    let names: Vec<String> = f.outputs.keys().map(|n| format!("'{n}'")).collect();
+    tracing::warn!(
+        "cannot store the outputs of attempt {} of step {} of run {}: {why}",
+        f.attempt,
+        f.step,
+        f.run_id
+    );
+    f.message = Some(format!("cannot store output {}: {why}", names.join(", ")));
+    f.outcome = Outcome::Error;
+    f.exit_code = None;
+    f.outputs.clear();
+    f
 }
 
 /// The run a claim or result refers to, when the store has never heard of it (a job left in a

@@ -88,9 +88,10 @@ pub(crate) enum Command {
     },
 }
 
-/// The storing of the outputs a `Finished` carried inside it: the result is applied meanwhile,
-/// but nothing follows from it (no flush completes, no job is published, no ack is sent) until
-/// they are stored, so the state never names a blob the store does not hold.
+/// The storing of the outputs a `Finished` carried inside it: the result is applied to the
+/// state in memory meanwhile, but nothing follows from it (no record is written, no job
+/// published, no ack sent) until they are stored, so no record names a blob the store does not
+/// hold.
 pub(crate) type Storing = tokio::task::JoinHandle<Result<(), String>>;
 
 /// The outputs a `Finished` carried inside it: their storing, and their bytes by digest, which
@@ -536,15 +537,16 @@ impl Owner {
         self.apply_storing(fx, Vec::new()).await
     }
 
-    /// [`Owner::apply`] once the outputs in `storing` are stored too; the flush and their
-    /// storing overlap (each waits for its own `fsync`).
+    /// [`Owner::apply`] once the outputs in `storing` are stored: before any record naming
+    /// them is written, since readers (the HTTP API) see a record as soon as it is written.
     async fn apply_storing(
         &mut self,
         fx: Effects,
         storing: Vec<Storing>,
     ) -> Result<(), StoreError> {
+        stored(storing).await?;
         if fx.is_empty() {
-            return stored(storing).await;
+            return Ok(());
         }
         for id in &fx.runs {
             match (self.state.runs.get(id), fx.steps.get(id)) {
@@ -563,9 +565,7 @@ impl Owner {
                 self.store.put_cache(key, outputs)?;
             }
         }
-        let (flushed, outputs) = tokio::join!(self.store.flush(), stored(storing));
-        flushed?;
-        outputs?;
+        self.store.flush().await?;
         self.note_ended(&fx.runs);
         self.publish_all(fx.actions).await;
         self.let_go_of_ended(fx.runs);
