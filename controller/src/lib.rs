@@ -89,7 +89,7 @@ impl Controller {
         let epoch = attach_journal(&config, &store, &tracker, &shutdown).await?;
         let loaded = store.load_unfinished()?;
         let inline_most = inline_outputs(&config, artifact_store.is_some());
-        let state = restore_state(&config, &url, artifact_store, epoch, loaded);
+        let state = restore_state(&config, &url, artifact_store, inline_most, epoch, loaded);
 
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = tokio::sync::mpsc::channel::<Command>(256);
@@ -370,10 +370,10 @@ fn restore_state(
     config: &ControllerConfig,
     url: &str,
     artifact_store: Option<ArtifactStoreRef>,
+    inline_outputs: u64,
     epoch: u64,
     loaded: Loaded,
 ) -> State {
-    let inline_outputs = inline_outputs(config, artifact_store.is_some());
     let mut state = State::new(SchedulerConfig {
         controller_url: url.to_string(),
         lease_ms: config.lease.as_millis() as u64,

@@ -361,9 +361,16 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Why [`Finished::inline`] does not match `outputs` (an output it does not name, or bytes
-    /// of another size or digest), if it does not.
-    pub fn inline_mismatch(&self) -> Option<String> {
+    /// Why [`Finished::inline`] is not what a job allowing `most` bytes of it may carry (more
+    /// bytes than that, an output `outputs` does not name, or bytes of another size or digest
+    /// than its reference), if it is not.
+    pub fn inline_mismatch(&self, most: u64) -> Option<String> {
+        let carried: u64 = self.inline.values().map(|b| b.len() as u64).sum();
+        if carried > most {
+            return Some(format!(
+                "it carries {carried} bytes of outputs, more than the {most} its job allows"
+            ));
+        }
         self.inline.iter().find_map(|(name, bytes)| {
             let Some(named) = self.outputs.get(name) else {
                 return Some(format!("inline output '{name}' is not among the outputs"));

@@ -454,15 +454,17 @@ fn finished_inline() -> Finished {
     }
 }
 
-/// Inline bytes must be what their reference says: named, of its size, of its digest.
+/// Inline bytes must be what their reference says: named, of its size, of its digest; and no
+/// more of them than the job allows.
 #[test]
 fn inline_outputs_must_match_their_references() {
     let mut f = finished_inline();
-    assert_eq!(f.inline_mismatch(), None);
+    assert_eq!(f.inline_mismatch(5), None);
+    assert!(f.inline_mismatch(4).unwrap().contains("more than the 4"));
     let greeting = OutputName::new("greeting").unwrap();
     let mut with = |bytes: &[u8], under: &OutputName| {
         f.inline = BTreeMap::from([(under.clone(), serde_bytes::ByteBuf::from(bytes))]);
-        f.inline_mismatch()
+        f.inline_mismatch(5)
     };
     assert!(with(b"hellO", &greeting).unwrap().contains("hashes to"));
     assert!(with(b"hell", &greeting).unwrap().contains("has 4 bytes"));

@@ -140,23 +140,14 @@ impl Routing {
         }
         let (event, inline) = match event {
             Event::Finished(mut f) if !f.inline.is_empty() => {
-                let carried: u64 = f.inline.values().map(|b| b.len() as u64).sum();
-                let wrong = match f.inline_mismatch() {
-                    Some(why) => Some(why),
-                    None => (carried > self.inline_most).then(|| {
-                        format!(
-                            "it carries {carried} bytes of outputs, more than the {} its job allows",
-                            self.inline_most
-                        )
-                    }),
-                };
-                if let Some(why) = wrong {
+                if let Some(why) = f.inline_mismatch(self.inline_most) {
                     let why = format!("a finished message of run {}: {why}", f.run_id);
                     return self
                         .dead_letter(incoming, "invalid_inline_output", &why)
                         .await;
                 }
                 let inline = std::mem::take(&mut f.inline);
+                let carried = inline.values().map(|b| b.len() as u64).sum();
                 match self.uploads.space_for(carried) {
                     Ok(()) => {
                         let inline = self.store_inline(&f, inline);
