@@ -116,7 +116,7 @@ pub async fn run(
         shared.config.max_log_size,
         shared.abort.clone(),
     );
-    let (mut report, start) = execute(
+    let (mut report, start, workdir) = execute(
         &shared,
         &job,
         &log,
@@ -193,6 +193,8 @@ pub async fn run(
         }
     }
     phases.mark("finished");
+    // Emptied once the controller has the result: a spare for a later attempt, or removed.
+    drop(workdir);
     // Usually confirmed meanwhile: the chunk went out before `Finished`.
     let log = log.delivered().await;
     phases.mark("log confirmed");
@@ -224,8 +226,10 @@ pub async fn run(
     );
 }
 
-/// Runs the attempt's phases; the report says how it ended, and the start how a Python
-/// function step's process started (`None` when none did).
+/// Runs the attempt's phases; the report says how it ended, the start how a Python function
+/// step's process started (`None` when none did), and the workdir is that of an attempt whose
+/// process ran to its end, for the caller to let go of once the result is sent: emptying it
+/// (inputs, outputs, what the step left) is not on the way to the next step.
 async fn execute(
     shared: &Shared,
     job: &StepJob,
@@ -234,10 +238,22 @@ async fn execute(
     slot: Arc<AttemptSlot>,
     held: Option<Result<Prepared, Report>>,
     phases: &mut Phases,
-) -> (Report, Option<StartKind>) {
+) -> (Report, Option<StartKind>, Option<Workdir>) {
     let mut start = None;
-    match attempt(shared, job, log, cancel, slot, held, &mut start, phases).await {
-        Ok(report) | Err(report) => (report, start),
+    let mut workdir = None;
+    let attempt = attempt(
+        shared,
+        job,
+        log,
+        cancel,
+        slot,
+        held,
+        &mut start,
+        &mut workdir,
+        phases,
+    );
+    match attempt.await {
+        Ok(report) | Err(report) => (report, start, workdir),
     }
 }
 
@@ -369,6 +385,7 @@ async fn attempt(
     slot: Arc<AttemptSlot>,
     held: Option<Result<Prepared, Report>>,
     start: &mut Option<StartKind>,
+    done_with: &mut Option<Workdir>,
     phases: &mut Phases,
 ) -> Result<Report, Report> {
     let mut ready = match held {
@@ -391,8 +408,9 @@ async fn attempt(
     let inline_most = job
         .inline_outputs
         .min(shared.config.max_message_size as u64 / 4);
-    let mut report =
-        send_outputs(job, &ready.route, &ready.workdir, exit_code, inline_most).await?;
+    let sent = send_outputs(job, &ready.route, &ready.workdir, exit_code, inline_most).await;
+    *done_with = Some(ready.workdir);
+    let mut report = sent?;
     phases.mark("outputs");
     // The channel refused artifact names that are declared outputs, so nothing is replaced.
     for (name, artifact) in stored {
@@ -418,7 +436,7 @@ async fn download_inputs(
         let what = format!("downloading {}.{}", input.step, input.output);
         let download = || artifacts::download(route, input, &dest);
         let fetched = match &input.content {
-            Some(bytes) => artifacts::write_given(input, bytes, &dest).await,
+            Some(bytes) => artifacts::write_given(input, bytes, &dest),
             None => artifacts::retrying(&what, download).await,
         };
         if let Err(e) = fetched {
@@ -710,7 +728,6 @@ async fn send_outputs(
         let read = match inline_most {
             0 => None,
             _ => artifacts::read_small(&path, room)
-                .await
                 .map_err(|e| Report::error(format!("cannot read output '{name}': {e}")))?,
         };
         if let Some((artifact, bytes)) = read {

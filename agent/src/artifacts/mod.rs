@@ -103,7 +103,10 @@ pub async fn download(route: &Route, input: &JobInput, dest: &Path) -> Result<()
 }
 
 /// Writes the bytes the job brought for `input` to `dest`, once they hash to its digest.
-pub async fn write_given(input: &JobInput, bytes: &[u8], dest: &Path) -> Result<(), TransferError> {
+///
+/// Written in place, not on the blocking pool: the bytes are few (at most a job's inline
+/// allowance), and two hand-offs to the pool's threads cost more than the write on a step's path.
+pub fn write_given(input: &JobInput, bytes: &[u8], dest: &Path) -> Result<(), TransferError> {
     let got = Digest::of_bytes(bytes);
     if got != input.digest {
         return Err(TransferError::Corrupt {
@@ -113,13 +116,9 @@ pub async fn write_given(input: &JobInput, bytes: &[u8], dest: &Path) -> Result<
         });
     }
     if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| io_error(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
-    tokio::fs::write(dest, bytes)
-        .await
-        .map_err(|e| io_error(dest, e))
+    std::fs::write(dest, bytes).map_err(|e| io_error(dest, e))
 }
 
 /// Downloads the blob `digest` (described as `what` in errors) to `dest`, verifying its
@@ -253,20 +252,29 @@ pub async fn upload(route: &Route, path: &Path) -> Result<ArtifactRef, TransferE
     })
 }
 
-/// The file's bytes and its reference when it holds at most `most` bytes; `None` when it is
-/// larger (also when it grew past `most` while being read).
-pub async fn read_small(
-    path: &Path,
-    most: u64,
-) -> Result<Option<(ArtifactRef, Vec<u8>)>, TransferError> {
-    let size = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| io_error(path, e))?
-        .len();
-    if size > most {
+/// The file's bytes and its reference when it is a regular file of at most `most` bytes;
+/// `None` when it is larger (also when it grew past `most` while being read).
+///
+/// Read in place, not on the blocking pool, as [`write_given`] writes: at most `most` bytes of
+/// an output whose step has ended, and only from a regular file (the open file is what is
+/// checked: a pipe put at the path is neither waited for nor read).
+pub fn read_small(path: &Path, most: u64) -> Result<Option<(ArtifactRef, Vec<u8>)>, TransferError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without O_NONBLOCK, opening a pipe would wait for a writer.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if !meta.is_file() || meta.len() > most {
         return Ok(None);
     }
-    let bytes = tokio::fs::read(path).await.map_err(|e| io_error(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
     if bytes.len() as u64 > most {
         return Ok(None);
     }

@@ -48,11 +48,28 @@ async fn an_input_the_job_brings_is_checked_then_written() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("in/out.bin");
     let given = input(Digest::of_bytes(b"hello"));
-    let wrong = write_given(&given, b"hellO", &dest).await.unwrap_err();
+    let wrong = write_given(&given, b"hellO", &dest).unwrap_err();
     assert!(matches!(wrong, TransferError::Corrupt { .. }), "{wrong}");
     assert!(!dest.exists());
-    write_given(&given, b"hello", &dest).await.unwrap();
+    write_given(&given, b"hello", &dest).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+}
+
+/// A small output is read whole with its reference; a larger one, or a pipe, is not read.
+#[test]
+fn only_a_regular_file_within_the_allowance_is_read_as_a_small_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.txt");
+    std::fs::write(&file, b"42\n").unwrap();
+    let (artifact, bytes) = read_small(&file, 3).unwrap().expect("3 bytes fit in 3");
+    assert_eq!(bytes, b"42\n");
+    assert_eq!(artifact.digest, Digest::of_bytes(b"42\n"));
+    assert_eq!((artifact.size, artifact.file_name.as_str()), (3, "n.txt"));
+    assert!(read_small(&file, 2).unwrap().is_none(), "3 bytes in 2");
+    // No writer will ever open it: reading it would wait forever.
+    let pipe = dir.path().join("pipe");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    assert!(read_small(&pipe, 1 << 16).unwrap().is_none(), "a pipe");
 }
 
 #[test]
