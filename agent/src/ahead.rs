@@ -1,7 +1,8 @@
 //! Claiming ahead on deep queues: while every slot of the agent runs short steps and a queue
 //! still holds many jobs behind the one just taken, the agent takes and claims one more job per
-//! slot. Such a job is made ready (its process held at its gate) and waits for the next free
-//! slot, so a slot's next step costs no `basic.get`, `Claimed` confirm or spawn on its path.
+//! slot. Such a job is made ready (workdir, inputs, environment) and waits for the next free
+//! slot, so a slot's next step costs no `basic.get`, `Claimed` confirm or preparation on its
+//! path.
 //!
 //! It holds a job the agent cannot start yet, which a busy agent otherwise never does; the
 //! conditions keep what that costs small. Only one job per slot waits, and only while the

@@ -62,13 +62,14 @@ pub(crate) type Claim = Pin<Box<dyn Future<Output = bool> + Send>>;
 /// `released` (handed back to run elsewhere) when `release` was cancelled first.
 ///
 /// While the claim is in flight, a command step whose inputs are small (or none) is made ready:
-/// its workdir, inputs and environment, and its process spawned and held at its gate in its
-/// cgroup ([`process::hold`]); the gate opens only once the claim is confirmed, and the held
-/// process is killed if it is not.
+/// its workdir, inputs and environment, and, for a step run as another user, its process
+/// spawned and held at its gate in its cgroup ([`process::hold`]). The process is spawned (or
+/// its gate opened) only once the claim is confirmed; a held one is killed if it is not.
 ///
 /// The slots are given back as soon as the attempt's work is over (process reaped, outputs
-/// stored, workdir removed), before its log's last chunk and its `Finished` are confirmed: the
-/// next job's claim then overlaps this report instead of waiting for its confirm.
+/// stored), before its log's last chunk and its `Finished` are confirmed: the next job's claim
+/// then overlaps this report instead of waiting for its confirm. The workdir is emptied once
+/// `Finished` is sent.
 ///
 /// `Finished` does not wait for the confirm of the log's last chunk either: it carries the log's
 /// size and is published after that chunk on the same channel, and the job ends only once every
@@ -286,8 +287,8 @@ fn prepared_during_claim(job: &StepJob) -> bool {
 }
 
 /// While the claim is in flight: prepares a command step with small inputs (local work and
-/// their download) and holds its process at its gate; `None` for any other step, which is
-/// prepared only once claimed. An `Err` is reported once the claim is confirmed.
+/// their download), holding a `--run-as` step's process at its gate; `None` for any other
+/// step, which is prepared only once claimed. An `Err` is reported once the claim is confirmed.
 async fn hold(
     shared: &Shared,
     job: &StepJob,

@@ -27,6 +27,7 @@ mod run_as;
 mod running;
 mod serve;
 mod slots;
+mod spawn;
 pub mod warm;
 mod workdir;
 
@@ -157,11 +158,17 @@ async fn clean_up(config: &AgentConfig, reaper: &'static reaper::Reaper) -> anyh
         let cleaned = running::clean_up(&work_dir, grace, keep);
         // What left the groups (setsid) is still in the attempts' cgroups.
         for c in &cleaned {
-            reaper.kill_left(c.entry.pgid, c.entry.start_time);
+            reaper.kill_left(c.entry.pgid, c.entry.start_time, c.entry.cgroup.as_deref());
         }
-        cleaned
+        (cleaned, reaper.kill_orphaned())
     })
     .await?;
+    let (cleaned, orphaned) = cleaned;
+    if orphaned > 0 {
+        tracing::warn!(
+            "killed what {orphaned} attempt cgroup(s) of agent processes that are gone held"
+        );
+    }
     if let Some(text) = running::describe(&cleaned) {
         tracing::warn!("{text}");
     } else if !cleaned.is_empty() {

@@ -4,9 +4,11 @@
 
 use crate::reaper::{self, Contained, Reaper};
 use crate::running::{Recorded, Registration};
+use crate::spawn;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,7 +53,7 @@ pub enum Ended {
 /// it, or, where steps are not gated, already running its program.
 pub struct Started<'r> {
     reaper: &'r Reaper,
-    child: tokio::process::Child,
+    child: Child,
     pgid: Option<Pid>,
     contained: Option<Contained>,
     /// The gate's writing end: a line on it lets the program run.
@@ -60,6 +62,21 @@ pub struct Started<'r> {
     reader: Option<std::io::PipeReader>,
     /// Held until the whole group is killed.
     recorded: Option<Recorded>,
+}
+
+/// The step's process: spawned through std (tokio's wrapper), or straight into its cgroup.
+enum Child {
+    Std(tokio::process::Child),
+    InCgroup(spawn::Child),
+}
+
+impl Child {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Child::Std(child) => child.wait().await,
+            Child::InCgroup(child) => child.wait().await,
+        }
+    }
 }
 
 /// Runs the process; stdout and stderr go, as raw bytes in arrival order, to `output`.
@@ -85,8 +102,9 @@ pub async fn run_with(
 }
 
 /// Spawns the process and holds it at its gate, in its cgroup, without letting its program
-/// run; `None` where it cannot be held that way (no cgroup per attempt, or a program that is
-/// not a file), so nothing of the step runs before [`Started::run`].
+/// run; `None` where it is not held that way (no cgroup per attempt, a program that is not a
+/// file, or a step that starts straight inside its cgroup), so nothing of the step runs before
+/// [`Started::run`].
 pub fn hold(spec: &ProcessSpec) -> Option<std::io::Result<Started<'static>>> {
     start(reaper::current(), spec, true).transpose()
 }
@@ -105,8 +123,16 @@ fn start<'r>(
         ));
     };
     let program_path = resolve_program(program, &spec.env, &spec.cwd);
-    // With a cgroup per attempt, the step waits at a gate until it is in its cgroup, so nothing
-    // it forks can be outside (a program that does not exist fails to start as usual).
+    // With a cgroup per attempt a step starts inside it, so nothing it forks can be outside;
+    // it is not spawned ahead of its claim then, since nothing would hold it.
+    if reaper.gates_spawn() && spec.user.is_none() {
+        return match only_gated {
+            true => Ok(None),
+            false => start_in_cgroup(reaper, spec, &program_path, args).map(Some),
+        };
+    }
+    // A step run as another user (`--run-as`), whose user std changes, waits at a gate until
+    // it is in its cgroup (a program that does not exist fails to start as usual).
     let gate = match reaper.gates_spawn() && spec.cwd.join(&program_path).is_file() {
         true => Some(std::io::pipe()?),
         false if only_gated => return Ok(None),
@@ -154,28 +180,84 @@ fn start<'r>(
         let _ = cell.set(pgid.as_raw());
     }
     let contained = pgid.map(|pgid| reaper.enter(pgid.as_raw(), spawning));
-    let recorded = match (&spec.record, pgid) {
-        (Some(registration), Some(pgid)) => match registration.record(pgid.as_raw()) {
-            Ok(recorded) => Some(recorded),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot record process group {pgid} in {}: {e}",
-                    registration.dir.display()
-                );
-                None
-            }
-        },
-        _ => None,
-    };
+    let recorded = pgid.and_then(|pgid| record(spec, pgid, None));
     Ok(Some(Started {
         reaper,
-        child,
+        child: Child::Std(child),
         pgid,
         contained,
         gate: gate.map(|(_, writer)| writer),
         reader: Some(reader),
         recorded,
     }))
+}
+
+/// Spawns the program straight into a new cgroup of its attempt ([`spawn`]), running.
+fn start_in_cgroup<'r>(
+    reaper: &'r Reaper,
+    spec: &ProcessSpec,
+    program_path: &Path,
+    args: &[String],
+) -> std::io::Result<Started<'r>> {
+    let cannot = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot start {:?}: {e}", spec.argv[0]))
+    };
+    let path_text = program_path.to_string_lossy();
+    let argv: Vec<&str> = std::iter::once(path_text.as_ref())
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    let program = spawn::Program::new(program_path, &argv, &spec.env, &spec.cwd).map_err(cannot)?;
+    // One pipe for both streams keeps their interleaving exactly as the process wrote it.
+    let (reader, writer) = std::io::pipe()?;
+    let stdin = std::fs::File::open("/dev/null")?;
+    let spawning = reaper.spawning();
+    let Some(made) = reaper.new_cgroup() else {
+        return Err(std::io::Error::other("no cgroup per attempt"));
+    };
+    let (dir, procs) = made.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot create the attempt's cgroup: {e}"))
+    })?;
+    let spawned = spawn::spawn(&program, stdin.as_fd(), writer.as_fd(), procs.as_fd());
+    // The parent's copy of the write end must close, or the reader never sees EOF.
+    drop(writer);
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            reaper.discard(&dir);
+            return Err(cannot(e));
+        }
+    };
+    let pgid = Pid::from_raw(child.id());
+    if let Some(cell) = &spec.started {
+        let _ = cell.set(pgid.as_raw());
+    }
+    drop(spawning);
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    Ok(Started {
+        reaper,
+        child: Child::InCgroup(child),
+        pgid: Some(pgid),
+        recorded: record(spec, pgid, name.as_deref()),
+        contained: Some(Contained::Cgroup(dir)),
+        gate: None,
+        reader: Some(reader),
+    })
+}
+
+/// Records the process group (and the attempt's cgroup, when made before the spawn) where the
+/// spec asks, so that an agent restarted after a crash can kill what this one left.
+fn record(spec: &ProcessSpec, pgid: Pid, cgroup: Option<&str>) -> Option<Recorded> {
+    let registration = spec.record.as_ref()?;
+    match registration.record(pgid.as_raw(), cgroup) {
+        Ok(recorded) => Some(recorded),
+        Err(e) => {
+            tracing::warn!(
+                "cannot record process group {pgid} in {}: {e}",
+                registration.dir.display()
+            );
+            None
+        }
+    }
 }
 
 impl Started<'_> {
@@ -304,7 +386,7 @@ fn resolve_program(program: &str, env: &BTreeMap<String, String>, cwd: &Path) ->
 }
 
 /// SIGTERM to the group, SIGKILL after the grace period.
-async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
+async fn terminate(child: &mut Child, pgid: Option<Pid>, grace: Duration) {
     let Some(pgid) = pgid else { return };
     let _ = killpg(pgid, Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
@@ -622,13 +704,18 @@ mod tests {
         }
     }
 
-    /// A step that leaves `ran` in its working directory, held at its gate in a cgroup; `None`
-    /// where this process cannot create cgroups.
+    /// A step that leaves `ran` in its working directory, held at its gate in a cgroup (run as
+    /// a user of its own: this process's); `None` where this process cannot create cgroups.
     fn held_step(dir: &Path) -> Option<(Started<'static>, ProcessSpec)> {
         let reaper = cgroup_reaper()?;
         let mut s = spec("touch ran");
         s.cwd = dir.to_path_buf();
         s.argv[0] = "/bin/sh".into();
+        let me = std::fs::metadata("/proc/self").unwrap();
+        s.user = Some((
+            std::os::unix::fs::MetadataExt::uid(&me),
+            std::os::unix::fs::MetadataExt::gid(&me),
+        ));
         let started = start(reaper, &s, true)
             .unwrap()
             .expect("not held at a gate");
@@ -663,6 +750,54 @@ mod tests {
         assert_eq!(ended, Ended::Exited(0));
         assert!(dir.path().join("ran").exists());
         reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_step_starts_inside_its_cgroup() {
+        let Some(reaper) = cgroup_reaper() else {
+            return;
+        };
+        // The shell's own builtins read where it is: from its first instruction on, anything
+        // it forks would be inside too.
+        let s = spec(
+            "while read -r line; do case $line in 0::*) echo \"$line $$\";; esac; done < /proc/self/cgroup",
+        );
+        assert!(start(reaper, &s, true).unwrap().is_none(), "held at a gate");
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                out.extend(chunk);
+            }
+            String::from_utf8(out).unwrap()
+        });
+        let ended = run_with(reaper, &s, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(ended, Ended::Exited(0));
+        let out = reader.await.unwrap();
+        let cgroup = out.trim().rsplit_once(' ').unwrap().0;
+        let made_by = format!("/drover-step-by{}-", std::process::id());
+        assert!(cgroup.contains(&made_by), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_program_that_cannot_be_executed_is_an_error_saying_so() {
+        let Some(reaper) = cgroup_reaper() else {
+            return;
+        };
+        let mut s = spec("");
+        s.argv = vec!["/nonexistent/program".into()];
+        let (tx, _rx) = mpsc::channel(4);
+        let Err(e) = run_with(reaper, &s, tx, CancellationToken::new()).await else {
+            panic!("it ran");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot start \"/nonexistent/program\": cannot execute it"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

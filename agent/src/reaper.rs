@@ -128,9 +128,33 @@ impl Reaper {
 
     /// Whether a step must wait after it is spawned until [`Reaper::enter`] has put it in its
     /// cgroup: a process can only be moved from outside once it runs, and one forked before
-    /// the move would stay outside.
+    /// the move would stay outside. Steps spawned by [`crate::spawn`] start inside it instead
+    /// ([`Reaper::new_cgroup`]).
     pub fn gates_spawn(&self) -> bool {
         matches!(self, Reaper::Cgroup(_))
+    }
+
+    /// With a cgroup per attempt, a new cgroup for an attempt about to be spawned into it, and
+    /// its `cgroup.procs` open for writing; `None` with the subreaper sweep.
+    pub fn new_cgroup(&self) -> Option<std::io::Result<(PathBuf, std::fs::File)>> {
+        match self {
+            Reaper::Cgroup(parent) => Some(parent.create()),
+            Reaper::Subreaper => None,
+        }
+    }
+
+    /// Kills what is left in the attempt cgroups of agent processes that are gone, once the
+    /// steps their `running/` entries name are dealt with; returns how many cgroups it emptied.
+    pub fn kill_orphaned(&self) -> usize {
+        match self {
+            Reaper::Cgroup(parent) => parent.kill_orphaned(),
+            Reaper::Subreaper => 0,
+        }
+    }
+
+    /// Removes a cgroup from [`Reaper::new_cgroup`] that nothing was spawned into.
+    pub fn discard(&self, dir: &std::path::Path) {
+        let _ = std::fs::remove_dir(dir);
     }
 
     /// To hold while a step is spawned and until [`Reaper::enter`] has it.
@@ -156,17 +180,27 @@ impl Reaper {
     }
 
     /// Kills what is left in the cgroups of an attempt a killed predecessor ran with its
-    /// leader `pgid` (started at `start_time`), and removes them; nothing when that pid now
+    /// leader `pgid` (started at `start_time`), and removes them: the cgroup its entry names
+    /// (`cgroup`, made before the spawn), else those named for that leader, unless that pid now
     /// belongs to another process. Returns how many cgroups it emptied.
-    pub fn kill_left(&self, pgid: i32, start_time: u64) -> usize {
+    pub fn kill_left(&self, pgid: i32, start_time: u64, cgroup: Option<&str>) -> usize {
         let Reaper::Cgroup(parent) = self else {
             return 0;
         };
-        if crate::running::start_time(pgid).is_some_and(|t| t != start_time) {
-            return 0;
-        }
+        let dirs = match cgroup {
+            // A name of its own (a file name, no path), so it names no other attempt's.
+            Some(name) if !name.contains('/') && name.starts_with(cgroup::STEP_PREFIX) => {
+                let dir = parent.dir().join(name);
+                dir.exists().then_some(dir).into_iter().collect()
+            }
+            Some(_) => Vec::new(),
+            None if crate::running::start_time(pgid).is_some_and(|t| t != start_time) => {
+                return 0;
+            }
+            None => parent.attempt_dirs(pgid),
+        };
         let mut emptied = 0;
-        for dir in parent.attempt_dirs(pgid) {
+        for dir in dirs {
             match cgroup::kill_and_remove(&dir) {
                 Ok(()) => emptied += 1,
                 Err(e) => tracing::warn!(
@@ -281,4 +315,64 @@ fn stat_fields(pid: &str) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// An attempt cgroup made by an agent process that is gone is killed and removed; one made
+    /// by a live agent process is left as it is.
+    #[test]
+    fn the_cgroups_of_an_agent_process_that_is_gone_are_killed() {
+        let parent = match init(CleanupMode::Cgroup) {
+            Ok(Reaper::Cgroup(parent)) => parent,
+            Ok(Reaper::Subreaper) => unreachable!("asked for cgroups"),
+            Err(e)
+                if std::os::unix::fs::MetadataExt::uid(
+                    &std::fs::metadata("/proc/self").unwrap(),
+                ) != 0 =>
+            {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let gone = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        let mut made = Vec::new();
+        for owner in [gone, std::process::id()] {
+            let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            let name = format!(
+                "{}{}{owner}-{suffix}",
+                cgroup::STEP_PREFIX,
+                cgroup::OWNED_BY
+            );
+            let dir = parent.dir().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let sleeper = std::process::Command::new("sleep")
+                .arg("300")
+                .spawn()
+                .unwrap();
+            std::fs::write(dir.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+            made.push((dir, sleeper));
+        }
+        assert!(parent.kill_orphaned() >= 1);
+        let (dir, mut sleeper) = made.remove(0);
+        assert!(!dir.exists(), "{} is left", dir.display());
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(9));
+        let (dir, mut sleeper) = made.remove(0);
+        assert!(dir.exists(), "a live agent's cgroup was removed");
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "a live agent's step was killed"
+        );
+        cgroup::kill_and_remove(&dir).unwrap();
+        let _ = sleeper.wait();
+    }
 }

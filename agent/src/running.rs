@@ -23,6 +23,10 @@ pub struct Entry {
     pub start_time: u64,
     /// The attempt's workdir, removed with the group.
     pub workdir: PathBuf,
+    /// The name of the attempt's cgroup when it was made before the spawn (it is not named for
+    /// the leader then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// Where one attempt's entry goes, known before its process starts.
@@ -61,9 +65,10 @@ impl Registration {
         }
     }
 
-    /// Records the group led by `pid` (written to a temporary name, then renamed, so a reader
-    /// never sees half an entry).
-    pub fn record(&self, pid: i32) -> std::io::Result<Recorded> {
+    /// Records the group led by `pid`, in the cgroup named `cgroup` when that was made before
+    /// the spawn (written to a temporary name, then renamed, so a reader never sees half an
+    /// entry).
+    pub fn record(&self, pid: i32, cgroup: Option<&str>) -> std::io::Result<Recorded> {
         let start_time = start_time(pid).ok_or_else(|| {
             std::io::Error::other(format!("cannot read the start time of pid {pid}"))
         })?;
@@ -72,6 +77,7 @@ impl Registration {
             pgid: pid,
             start_time,
             workdir: self.workdir.clone(),
+            cgroup: cgroup.map(str::to_string),
         };
         std::fs::create_dir_all(&self.dir)?;
         let a = &self.attempt;
@@ -267,7 +273,7 @@ mod tests {
             .unwrap();
         let pid = leader.id() as i32;
         let recorded = Registration::new(work.path(), attempt(), &workdir)
-            .record(pid)
+            .record(pid, None)
             .unwrap();
         std::mem::forget(recorded); // as if the agent had been killed
         let entry: Entry = {
@@ -313,6 +319,7 @@ mod tests {
             pgid: pid,
             start_time: start_time(pid).unwrap() - 1,
             workdir: work.path().join("job"),
+            cgroup: None,
         };
         std::fs::create_dir_all(dir(work.path())).unwrap();
         std::fs::write(

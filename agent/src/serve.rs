@@ -360,12 +360,12 @@ impl Consumers {
 }
 
 /// Claims a pulled job in a task of its own, so the serve loop can take the next job
-/// meanwhile, and runs it once the claim is confirmed: while `Claimed` is in flight the job's
-/// process is made ready and held at its gate ([`job::run`]). The job was taken on the pull
-/// channel, which stays open, so its ack can follow later.
+/// meanwhile, and runs it once the claim is confirmed: while `Claimed` is in flight the job is
+/// made ready ([`job::run`]). The job was taken on the pull channel, which stays open, so its
+/// ack can follow later.
 ///
-/// A job claimed `ahead` holds no agent slot yet: once claimed it waits for the next one freed
-/// ([`ahead`]), still held at its gate.
+/// A job claimed `ahead` holds no agent slot yet: once claimed it waits, ready, for the next
+/// one freed ([`ahead`]).
 fn claim_and_start(
     shared: &Arc<Shared>,
     jobs: &TaskTracker,

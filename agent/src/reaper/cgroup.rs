@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The name of an attempt's cgroup starts with this, then the leader's pid.
-const STEP_PREFIX: &str = "drover-step-";
+pub const STEP_PREFIX: &str = "drover-step-";
+
+/// The name of an attempt's cgroup made before its spawn goes on with this, then the pid of
+/// the agent process that made it.
+pub const OWNED_BY: &str = "by";
 
 /// An empty attempt cgroup older than this was left by an agent that was killed.
 const LEFT_AFTER: Duration = Duration::from_secs(60);
@@ -72,6 +76,36 @@ impl Parent {
         }
     }
 
+    /// Kills and removes the attempt cgroups made by agent processes that are gone (their
+    /// steps can no longer report; one spawned just before its agent died has no `running/`
+    /// entry that would name it); returns how many. A pid the kernel gave to another process
+    /// since keeps its cgroups alive: they are left, not wrongly killed.
+    pub fn kill_orphaned(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut killed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .strip_prefix(STEP_PREFIX)
+                .and_then(|rest| rest.strip_prefix(OWNED_BY))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            let Some(owner) = owner else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{owner}")).exists() {
+                continue;
+            }
+            match kill_and_remove(&entry.path()) {
+                Ok(()) => killed += 1,
+                Err(e) => tracing::warn!("cannot kill what a gone agent left: {e}"),
+            }
+        }
+        killed
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -121,6 +155,28 @@ impl Parent {
             .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .map(|e| e.path())
             .collect()
+    }
+
+    /// A new cgroup for an attempt whose process is not spawned yet, and its `cgroup.procs`
+    /// open for writing (the process moves itself in: [`crate::spawn`]). Cgroup v2 cannot
+    /// rename a cgroup, so it is named for this agent's process, not the step's leader: its
+    /// name goes into the attempt's `running/` entry instead, and an agent starting later kills
+    /// what is left in those of an agent process that is gone ([`Parent::kill_orphaned`]).
+    pub fn create(&self) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let name = format!("{STEP_PREFIX}{OWNED_BY}{}-{suffix}", std::process::id());
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir)?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+        {
+            Ok(procs) => Ok((dir, procs)),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// A new cgroup for the attempt led by `pid`, with that process moved into it.

@@ -50,7 +50,7 @@ pub async fn run(
     // The process made itself a group leader before it waits at the gate.
     let contained = reaper.enter(pid, reaper.spawning());
     let _recorded = match &spec.record {
-        Some(registration) => match registration.record(pid) {
+        Some(registration) => match registration.record(pid, None) {
             Ok(recorded) => Some(recorded),
             Err(e) => {
                 tracing::warn!(
