@@ -125,14 +125,15 @@ fn start<'r>(
     let program_path = resolve_program(program, &spec.env, &spec.cwd);
     // With a cgroup per attempt a step starts inside it, so nothing it forks can be outside;
     // it is not spawned ahead of its claim then, since nothing would hold it.
-    if reaper.gates_spawn() && spec.user.is_none() {
+    if reaper.gates_spawn() && spec.user.is_none() && spawn::supported() {
         return match only_gated {
             true => Ok(None),
             false => start_in_cgroup(reaper, spec, &program_path, args).map(Some),
         };
     }
-    // A step run as another user (`--run-as`), whose user std changes, waits at a gate until
-    // it is in its cgroup (a program that does not exist fails to start as usual).
+    // A step run as another user (`--run-as`), whose user std changes, or one on a kernel
+    // without `pidfd_open`, waits at a gate until it is in its cgroup (a program that does not
+    // exist fails to start as usual).
     let gate = match reaper.gates_spawn() && spec.cwd.join(&program_path).is_file() {
         true => Some(std::io::pipe()?),
         false if only_gated => return Ok(None),

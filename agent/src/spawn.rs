@@ -213,6 +213,26 @@ pub fn spawn(
     }
 }
 
+/// Whether this kernel has what [`spawn`] needs beyond `clone`: `pidfd_open` (Linux 5.3), asked
+/// once per process. Where it is missing, steps go through the gate instead.
+pub fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: a plain system call on this process's own pid; the descriptor is closed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) } as RawFd;
+        if fd < 0 {
+            tracing::info!(
+                "steps are spawned through a gate: {}",
+                std::io::Error::last_os_error()
+            );
+            return false;
+        }
+        // SAFETY: the descriptor was just opened and nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        true
+    })
+}
+
 /// A pidfd of the child `pid`, registered with the runtime: readable once the child has ended.
 fn wait_handle(pid: i32) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: a plain system call; the pid is our unreaped child, so it names no other process.
