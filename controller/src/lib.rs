@@ -5,6 +5,7 @@
 //! that owns the scheduler state ([`service`]) and the queue consumers.
 
 pub mod automation;
+mod blobs;
 pub mod cache;
 pub mod config;
 mod http;
@@ -66,6 +67,8 @@ impl Controller {
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Store::open(&config.state_dir())?;
         let (blobs, artifact_store) = open_artifact_store(&config).await?;
+        let blobs: Arc<dyn BlobStore> =
+            Arc::new(blobs::WithSmallOutputs::new(store.clone(), blobs));
         let logs = LogStore::open_capped(&config.logs_dir(), config.max_log_size)
             .map(|logs| logs.with_tail_patience(config.log_tail_patience))
             .with_context(|| format!("cannot create {}", config.logs_dir().display()))?;
@@ -133,7 +136,6 @@ impl Controller {
             store: store.clone(),
             metrics: metrics.clone(),
             epoch,
-            blobs: blobs.clone(),
             inline_most,
             uploads: upload_limits(&config),
         };

@@ -11,9 +11,7 @@ use bytes::Bytes;
 use drover_amqp::{Broker, Incoming, Publisher, Target};
 use drover_protocol::message::{Cancel, Claimed, Finished, LogChunk, Message, Outcome};
 use drover_protocol::names::agent_routing_key;
-use drover_protocol::{Digest, OutputName, RunId};
-use drover_storage::BlobStore;
-use futures_util::StreamExt;
+use drover_protocol::{OutputName, RunId};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,8 +38,6 @@ pub(crate) struct Routing {
     pub metrics: Arc<Metrics>,
     /// This controller's epoch in the state journal (0 without it), put into every `Cancel`.
     pub epoch: u64,
-    /// Where the outputs a `Finished` carries inside it are stored.
-    pub blobs: Arc<dyn BlobStore>,
     /// Most bytes of outputs a `Finished` may carry (what jobs say in `inline_outputs`).
     pub inline_most: u64,
     /// The free space that storing them must leave, as for uploads.
@@ -150,7 +146,7 @@ impl Routing {
                 let carried = inline.values().map(|b| b.len() as u64).sum();
                 match self.uploads.space_for(carried) {
                     Ok(()) => {
-                        let inline = self.store_inline(&f, inline);
+                        let inline = self.inline_outputs(&f, inline);
                         (Event::Finished(f), Some(inline))
                     }
                     Err(why) => (Event::Finished(not_stored(f, &why)), None),
@@ -174,31 +170,17 @@ impl Routing {
         }
     }
 
-    /// Starts storing the outputs `f` carried inside it (checked against its references); the
-    /// owner acts on `f` only once they are stored.
-    fn store_inline(&self, f: &Finished, inline: BTreeMap<OutputName, ByteBuf>) -> Inline {
-        let blobs = self.blobs.clone();
-        let named: Vec<(Digest, Bytes)> = inline
+    /// The outputs `f` carried inside it, by the digests its references give them; the owner
+    /// keeps them in the state store with the record that names them.
+    fn inline_outputs(&self, f: &Finished, inline: BTreeMap<OutputName, ByteBuf>) -> Inline {
+        let bytes = inline
             .into_iter()
             .filter_map(|(name, bytes)| {
                 let digest = f.outputs.get(&name)?.digest.clone();
                 Some((digest, Bytes::from(bytes.into_vec())))
             })
             .collect();
-        let bytes = named.clone();
-        let storing = tokio::spawn(async move {
-            for (digest, bytes) in named {
-                let body =
-                    futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) })
-                        .boxed();
-                blobs
-                    .put(&digest, body)
-                    .await
-                    .map_err(|e| format!("blob {digest}: {e}"))?;
-            }
-            Ok(())
-        });
-        Inline { storing, bytes }
+        Inline { bytes }
     }
 
     /// Tells the agent that claimed a job of an unknown run to stop it.

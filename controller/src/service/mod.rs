@@ -88,29 +88,12 @@ pub(crate) enum Command {
     },
 }
 
-/// The storing of the outputs a `Finished` carried inside it: the result is applied to the
-/// state in memory meanwhile, but nothing follows from it (no record is written, no job
-/// published, no ack sent) until they are stored, so no record names a blob the store does not
-/// hold.
-pub(crate) type Storing = tokio::task::JoinHandle<Result<(), String>>;
-
-/// The outputs a `Finished` carried inside it: their storing, and their bytes by digest, which
-/// jobs published in the same batch take along to the steps that read them.
+/// The outputs a `Finished` carried inside it, by digest: kept in the state store before any
+/// record naming them is written (readers, the HTTP API, see a record as soon as it is), made
+/// durable by the same flush, and taken along by jobs published in the same batch to the steps
+/// that read them.
 pub(crate) struct Inline {
-    pub storing: Storing,
     pub bytes: Vec<(Digest, Bytes)>,
-}
-
-/// Waits until every output in `storing` is stored.
-async fn stored(storing: Vec<Storing>) -> Result<(), StoreError> {
-    for handle in storing {
-        match handle.await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(StoreError::InlineOutput(why)),
-            Err(e) => return Err(StoreError::InlineOutput(e.to_string())),
-        }
-    }
-    Ok(())
 }
 
 /// Puts the bytes of `fresh` outputs into the jobs that read them, so their agents need not
@@ -324,7 +307,6 @@ impl Owner {
         let mut next = Some(first);
         let mut submitted = Ok(());
         let mut ended_logs = Vec::new();
-        let mut storing = Vec::new();
         let mut fresh = HashMap::new();
         while let Some(command) = next.take() {
             let (event, rerun_of) = match command {
@@ -335,7 +317,6 @@ impl Owner {
                 } => {
                     deliveries.push(incoming);
                     if let Some(inline) = inline {
-                        storing.push(inline.storing);
                         fresh.extend(inline.bytes);
                     }
                     (Some(event), None)
@@ -457,7 +438,7 @@ impl Owner {
         let applied = match submitted {
             Ok(()) => {
                 attach_inputs(&mut fx.actions, &fresh, self.state.config.inline_outputs);
-                self.apply_storing(fx, storing).await
+                self.apply_keeping(fx, &fresh).await
             }
             Err(e) => Err(e),
         };
@@ -534,17 +515,18 @@ impl Owner {
 
     /// Persists and flushes the changed records, then publishes the actions.
     async fn apply(&mut self, fx: Effects) -> Result<(), StoreError> {
-        self.apply_storing(fx, Vec::new()).await
+        self.apply_keeping(fx, &HashMap::new()).await
     }
 
-    /// [`Owner::apply`] once the outputs in `storing` are stored: before any record naming
-    /// them is written, since readers (the HTTP API) see a record as soon as it is written.
-    async fn apply_storing(
+    /// [`Owner::apply`] that first keeps the outputs in `fresh` ([`Inline`]).
+    async fn apply_keeping(
         &mut self,
         fx: Effects,
-        storing: Vec<Storing>,
+        fresh: &HashMap<Digest, Bytes>,
     ) -> Result<(), StoreError> {
-        stored(storing).await?;
+        for (digest, bytes) in fresh {
+            self.store.put_small_output(digest, bytes)?;
+        }
         if fx.is_empty() {
             return Ok(());
         }

@@ -8,6 +8,7 @@
 mod automation;
 pub mod journal;
 mod journaled;
+mod outputs;
 mod runs;
 mod scalars;
 pub mod schema;
@@ -65,8 +66,6 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    #[error("cannot store an output that came inside a result: {0}")]
-    InlineOutput(String),
     #[error("cannot use the state journal: {0}")]
     Journal(#[source] drover_amqp::AmqpError),
     #[error(
@@ -139,6 +138,8 @@ pub struct Store {
     scalars: scalars::ScalarTree,
     /// Task id -> [`TaskRecord`].
     tasks: Tree,
+    /// Digest -> the bytes of an output that came inside a result ([`outputs`]).
+    small_outputs: Tree,
     /// Every write since the last flush, for the journal.
     recorder: Arc<Recorder>,
     /// Where flushes append, once [`journal::attach`] replayed the journal.
@@ -230,6 +231,7 @@ impl Store {
             trigger_fired: tree(automation::TRIGGER_FIRED_TREE)?,
             scalars: scalars::ScalarTree::open(&db, &recorder)?,
             tasks: tree(tasks::TASKS_TREE)?,
+            small_outputs: tree(outputs::SMALL_OUTPUTS_TREE)?,
             recorder: recorder.clone(),
             journal: Arc::new(OnceLock::new()),
             db,

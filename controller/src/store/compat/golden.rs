@@ -20,6 +20,8 @@ const NOT_RECORDS: [&str; 2] = ["meta", "__sled__default"];
 const KEYS_ONLY: [&str; 1] = ["run_index"];
 /// Trees whose values are plain text (a run id).
 const TEXT_VALUES: [&str; 1] = ["trigger_fired"];
+/// Trees whose values are a file's bytes as they are (an output that came inside a result).
+const BYTE_VALUES: [&str; 1] = ["small_outputs"];
 
 /// File name (relative to the golden dir) -> content, for everything `store` holds.
 fn render(store: &Store) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -51,8 +53,12 @@ fn render(store: &Store) -> BTreeMap<PathBuf, Vec<u8>> {
                 continue;
             }
             let base = format!("{name}/{}", key.replace('/', "."));
-            if TEXT_VALUES.contains(&name.as_str()) {
-                files.insert(PathBuf::from(format!("{base}.txt")), v.to_vec());
+            if TEXT_VALUES.contains(&name.as_str()) || BYTE_VALUES.contains(&name.as_str()) {
+                let extension = match TEXT_VALUES.contains(&name.as_str()) {
+                    true => "txt",
+                    false => "bin",
+                };
+                files.insert(PathBuf::from(format!("{base}.{extension}")), v.to_vec());
                 keys.push(serde_json::Value::String(key));
                 continue;
             }

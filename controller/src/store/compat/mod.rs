@@ -384,6 +384,10 @@ async fn write_samples(store: &Store) {
         )
         .unwrap();
     store.put_task(&sample_task()).await.unwrap();
+    // `train`'s output, as it came inside its result.
+    store
+        .put_small_output(&Digest::of_bytes(b"model"), b"model")
+        .unwrap();
     store.flush().await.unwrap();
 }
 
