@@ -126,16 +126,16 @@ fn drop_duplicate(job: &StepJob, incoming: Incoming, pending: Option<inflight::P
     });
 }
 
-/// The second half of a claim: publishes `Claimed` for a job [`take`] registered and acks
-/// it once the broker confirmed; true when it did. Otherwise the job is handed back and no
+/// The second half of a claim: publishes `Claimed` for a job [`take`] registered; `Some` once
+/// the broker confirmed it, to be acked ([`Confirmed::ack`]) after the job is told it may run
+/// (the ack needs no answer, so nothing waits for it). Otherwise the job is handed back and no
 /// longer registered.
-pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> bool {
+pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> Option<Confirmed> {
     let Taken {
         job,
         incoming,
         settle,
     } = taken;
-    let job = &job;
     let claimed = Message::Claimed(Claimed {
         run_id: job.run_id.clone(),
         step: job.step.clone(),
@@ -151,22 +151,34 @@ pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> bool {
         );
         {
             let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-            running.remove(&attempt_of(job));
+            running.remove(&attempt_of(&job));
             settle.done(false);
         }
         let _ = incoming.requeue().await;
-        return false;
+        return None;
     }
     settle.done(true);
-    if let Err(e) = incoming.ack().await {
-        // The job may be delivered again; the controller fences the duplicate claim.
-        tracing::warn!(
-            "cannot ack the claimed job {}/{}: {e}",
-            job.run_id,
-            job.step
-        );
+    Some(Confirmed { job, incoming })
+}
+
+/// A job whose claim the broker confirmed, its delivery not yet acked.
+pub(crate) struct Confirmed {
+    job: StepJob,
+    incoming: Incoming,
+}
+
+impl Confirmed {
+    /// Acks the claimed job's delivery.
+    pub(crate) async fn ack(self) {
+        if let Err(e) = self.incoming.ack().await {
+            // The job may be delivered again; the controller fences the duplicate claim.
+            tracing::warn!(
+                "cannot ack the claimed job {}/{}: {e}",
+                self.job.run_id,
+                self.job.step
+            );
+        }
     }
-    true
 }
 
 pub(crate) fn attempt_of(job: &StepJob) -> AttemptRef {

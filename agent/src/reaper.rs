@@ -213,29 +213,42 @@ impl Reaper {
     }
 
     /// Kills whatever is left of the attempt whose group `pgid` led (the group is killed
-    /// already), waits until it is gone, and reaps what of it the agent adopted.
+    /// already), waits until it is gone, and reaps what of it the agent adopted: one trip to
+    /// the blocking pool for all of it.
     pub async fn finish_group(&self, contained: Contained, pgid: i32) {
-        self.finish(contained).await;
-        let _ = tokio::task::spawn_blocking(move || reap_adopted(pgid)).await;
+        report_cleanup(
+            tokio::task::spawn_blocking(move || {
+                let cleaned = clean_up(contained);
+                reap_adopted(pgid);
+                cleaned
+            })
+            .await,
+        );
     }
 
     /// Kills whatever is left of the attempt (its process group is killed already) and waits
     /// until it is gone.
     pub async fn finish(&self, contained: Contained) {
-        let result = tokio::task::spawn_blocking(move || match contained {
-            Contained::Cgroup(dir) => cgroup::kill_and_remove(&dir),
-            Contained::Group(pgid) => {
-                sweep::live_remove(pgid);
-                sweep::sweep();
-                Ok(())
-            }
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot kill what is left of a step: {e}"),
-            Err(e) => tracing::warn!("the cleanup of a step failed: {e}"),
+        report_cleanup(tokio::task::spawn_blocking(move || clean_up(contained)).await);
+    }
+}
+
+fn clean_up(contained: Contained) -> Result<(), String> {
+    match contained {
+        Contained::Cgroup(dir) => cgroup::kill_and_remove(&dir),
+        Contained::Group(pgid) => {
+            sweep::live_remove(pgid);
+            sweep::sweep();
+            Ok(())
         }
+    }
+}
+
+fn report_cleanup(result: Result<Result<(), String>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("cannot kill what is left of a step: {e}"),
+        Err(e) => tracing::warn!("the cleanup of a step failed: {e}"),
     }
 }
 

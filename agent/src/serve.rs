@@ -183,10 +183,11 @@ pub async fn serve(
                         claimed,
                     ));
                     let confirmed = claim::confirm(&shared, taken).await;
-                    if confirmed {
+                    let _ = tell.send(confirmed.is_some());
+                    if let Some(confirmed) = confirmed {
                         consumers.took_from(i);
+                        confirmed.ack().await;
                     }
-                    let _ = tell.send(confirmed);
                     break;
                 }
                 Next::Freed => continue,
@@ -385,7 +386,13 @@ fn claim_and_start(
         let confirmed: job::Claim = Box::pin({
             let shared = shared.clone();
             async move {
-                let confirmed = claim::confirm(&shared, taken).await;
+                let confirmed = match claim::confirm(&shared, taken).await {
+                    Some(confirmed) => {
+                        confirmed.ack().await;
+                        true
+                    }
+                    None => false,
+                };
                 if let Some(ticket) = ahead {
                     if confirmed {
                         tokio::select! {
