@@ -205,10 +205,15 @@ pub fn validate(
         .map_err(|e| errors.push(e.into()))
         .ok();
 
-    // First pass: names and declared outputs, so references can be checked in any order.
-    let mut declared: HashMap<&str, Vec<String>> = HashMap::new();
-    for step in &spec.steps {
-        if declared.insert(&step.name, output_names(step)).is_some() {
+    // First pass: names, positions and declared outputs, so references can be checked in any
+    // order.
+    let mut declared: Declared = HashMap::with_capacity(spec.steps.len());
+    for (position, step) in spec.steps.iter().enumerate() {
+        let known = Known {
+            position,
+            outputs: output_names(step),
+        };
+        if declared.insert(&step.name, known).is_some() {
             errors.push(SpecError::DuplicateStep {
                 step: step.name.clone(),
             });
@@ -226,19 +231,25 @@ pub fn validate(
     }
 
     let mut steps = Vec::with_capacity(spec.steps.len());
-    for step in &spec.steps {
-        if let Some(s) = check_step(
+    let mut in_order = true;
+    for (position, step) in spec.steps.iter().enumerate() {
+        let (checked, parents_before) = check_step(
             step,
+            position,
             &params,
             &declared,
             default_queue.as_ref(),
             &mut errors,
-        ) {
-            steps.push(s);
-        }
+        );
+        in_order &= parents_before;
+        steps.extend(checked);
     }
     if errors.is_empty() {
-        match topological_order(steps) {
+        let ordered = match in_order {
+            true => Ok(steps),
+            false => topological_order(steps),
+        };
+        match ordered {
             Ok(steps) => {
                 return Ok(Pipeline {
                     meta: spec.pipeline.clone(),
@@ -258,19 +269,21 @@ pub fn validate(
 /// cannot be added.
 pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, SpecErrors> {
     let mut errors = Vec::new();
-    let existing: Vec<(&str, Vec<String>)> = pipeline
+    let mut declared: Declared = pipeline
         .steps
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(position, s)| {
             let outputs = s.outputs.keys().map(|o| o.to_string()).collect();
-            (s.name.as_str(), outputs)
+            (s.name.as_str(), Known { position, outputs })
         })
         .collect();
-    let mut declared: HashMap<&str, Vec<String>> = existing.into_iter().collect();
-    if declared
-        .insert(spec.name.as_str(), output_names(spec))
-        .is_some()
-    {
+    let position = pipeline.steps.len();
+    let added = Known {
+        position,
+        outputs: output_names(spec),
+    };
+    if declared.insert(spec.name.as_str(), added).is_some() {
         errors.push(SpecError::DuplicateStep {
             step: spec.name.clone(),
         });
@@ -284,8 +297,9 @@ pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, Spec
     let default_queue = QueueName::new(&pipeline.meta.default_queue)
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let step = check_step(
+    let (step, _) = check_step(
         spec,
+        position,
         &pipeline.params,
         &declared,
         default_queue.as_ref(),
@@ -296,6 +310,15 @@ pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, Spec
         _ => Err(SpecErrors(errors)),
     }
 }
+
+/// What the checks of references know of a step: where the pipeline declares it and its outputs.
+struct Known {
+    position: usize,
+    outputs: Vec<String>,
+}
+
+/// Every step of a pipeline by name.
+type Declared<'a> = HashMap<&'a str, Known>;
 
 fn output_names(step: &StepSpec) -> Vec<String> {
     match &step.function {
@@ -333,7 +356,11 @@ fn resolve_params(
 struct RefChecker<'a> {
     step: &'a str,
     params: &'a BTreeMap<String, String>,
-    declared: &'a HashMap<&'a str, Vec<String>>,
+    declared: &'a Declared<'a>,
+    /// The checked step's position among the pipeline's steps.
+    position: usize,
+    /// Whether every parent found so far comes before the checked step.
+    parents_before: bool,
     parents: BTreeSet<StepName>,
     inputs: BTreeSet<(StepName, OutputName)>,
     errors: Vec<SpecError>,
@@ -343,12 +370,15 @@ impl<'a> RefChecker<'a> {
     fn new(
         step: &'a str,
         params: &'a BTreeMap<String, String>,
-        declared: &'a HashMap<&'a str, Vec<String>>,
+        declared: &'a Declared<'a>,
+        position: usize,
     ) -> Self {
         Self {
             step,
             params,
             declared,
+            position,
+            parents_before: true,
             parents: BTreeSet::new(),
             inputs: BTreeSet::new(),
             errors: Vec::new(),
@@ -358,7 +388,7 @@ impl<'a> RefChecker<'a> {
     /// Records the explicit parents; each must be a step of the pipeline.
     fn check_parents(&mut self, parents: &[String]) {
         for parent in parents {
-            if !self.declared.contains_key(parent.as_str()) {
+            if self.find(parent).is_none() {
                 self.errors.push(SpecError::UnknownParent {
                     step: self.step.to_string(),
                     parent: parent.clone(),
@@ -367,6 +397,14 @@ impl<'a> RefChecker<'a> {
                 self.parents.insert(p);
             }
         }
+    }
+
+    /// The step named `other`, which the checked one depends on, noting whether it comes
+    /// before it in the pipeline.
+    fn find(&mut self, other: &str) -> Option<&'a Known> {
+        let known = self.declared.get(other)?;
+        self.parents_before &= known.position < self.position;
+        Some(known)
     }
 
     fn check(&mut self, template: &str) {
@@ -394,15 +432,15 @@ impl<'a> RefChecker<'a> {
                         .push(SpecError::SelfReference { step, reference });
                     return;
                 }
-                let Some(outputs) = self.declared.get(other.as_str()) else {
+                let Some(known) = self.find(other) else {
                     self.errors.push(SpecError::UnknownStep { step, reference });
                     return;
                 };
-                if !outputs.contains(output) {
+                if !known.outputs.contains(output) {
                     self.errors.push(SpecError::UnknownOutput {
                         step,
                         reference,
-                        available: outputs.clone(),
+                        available: known.outputs.clone(),
                     });
                     return;
                 }
@@ -420,7 +458,7 @@ impl<'a> RefChecker<'a> {
                         .push(SpecError::SelfReference { step, reference });
                     return;
                 }
-                if !self.declared.contains_key(other.as_str()) {
+                if self.find(other).is_none() {
                     self.errors.push(SpecError::UnknownStep { step, reference });
                     return;
                 }
@@ -486,15 +524,17 @@ fn check_output_path(step: &str, output: &str, path: &str) -> Result<(), SpecErr
     Ok(())
 }
 
-/// Checks one step and builds it; every problem found goes to `errors`, and `None` means the
-/// step is not valid.
+/// Checks one step, the one at `position` in its pipeline, and builds it; every problem found
+/// goes to `errors`, and `None` means the step is not valid. Also says whether every parent it
+/// names comes before it (then nothing needs reordering).
 fn check_step(
     spec: &StepSpec,
+    position: usize,
     params: &BTreeMap<String, String>,
-    declared: &HashMap<&str, Vec<String>>,
+    declared: &Declared<'_>,
     default_queue: Option<&QueueName>,
     errors: &mut Vec<SpecError>,
-) -> Option<Step> {
+) -> (Option<Step>, bool) {
     let step_name = spec.name.as_str();
     let name = StepName::new(step_name)
         .map_err(|e| errors.push(e.into()))
@@ -518,7 +558,7 @@ fn check_step(
             ok
         })
     };
-    let mut checker = RefChecker::new(step_name, params, declared);
+    let mut checker = RefChecker::new(step_name, params, declared, position);
     checker.check_parents(&spec.parents);
     let kind = check_kind(spec, &mut checker);
     let env = check_env(spec, &mut checker);
@@ -536,29 +576,35 @@ fn check_step(
         parents,
         inputs,
         errors: step_errors,
+        parents_before,
         ..
     } = checker;
     let ok = step_errors.is_empty();
     errors.extend(step_errors);
-    let (kind, outputs) = kind?;
-    Some(Step {
-        name: name?,
-        kind,
-        queue: queue?,
-        parents,
-        inputs,
-        outputs,
-        env,
-        timeout_ms,
-        retries: spec.retries,
-        retry_backoff_ms,
-        cache: spec.cache,
-        continue_on_fail: spec.continue_on_fail,
-        priority,
-        driver: spec.driver,
-        await_callback: spec.await_callback,
-    })
-    .filter(|_| ok && priority <= MAX_PRIORITY)
+    let step = match (kind, name, queue) {
+        (Some((kind, outputs)), Some(name), Some(queue)) => Some(Step {
+            name,
+            kind,
+            queue,
+            parents,
+            inputs,
+            outputs,
+            env,
+            timeout_ms,
+            retries: spec.retries,
+            retry_backoff_ms,
+            cache: spec.cache,
+            continue_on_fail: spec.continue_on_fail,
+            priority,
+            driver: spec.driver,
+            await_callback: spec.await_callback,
+        }),
+        _ => None,
+    };
+    (
+        step.filter(|_| ok && priority <= MAX_PRIORITY),
+        parents_before,
+    )
 }
 
 /// A driver is a function step without parents whose queue, when given, is `drivers`.
