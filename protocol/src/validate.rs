@@ -5,10 +5,12 @@ use crate::ids::{IdError, OutputName, QueueName, StepName};
 use crate::message::JobKind;
 use crate::refs::{self, Reference};
 use crate::spec::{FunctionSpec, PipelineMeta, PipelineSpec, StepSpec};
+use declared::{Declaration, Declared};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+mod declared;
 mod requirement;
 pub use requirement::{MAX_REQUIREMENT_LEN, check_requirement};
 
@@ -207,13 +209,9 @@ pub fn validate(
 
     // First pass: names, positions and declared outputs, so references can be checked in any
     // order.
-    let mut declared: Declared = HashMap::with_capacity(spec.steps.len());
-    for (position, step) in spec.steps.iter().enumerate() {
-        let known = Known {
-            position,
-            outputs: output_names(step),
-        };
-        if declared.insert(&step.name, known).is_some() {
+    let mut declared = Declared::with_capacity(spec.steps.len());
+    for step in &spec.steps {
+        if !declared.push(Declaration::Spec(step)) {
             errors.push(SpecError::DuplicateStep {
                 step: step.name.clone(),
             });
@@ -269,21 +267,12 @@ pub fn validate(
 /// cannot be added.
 pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, SpecErrors> {
     let mut errors = Vec::new();
-    let mut declared: Declared = pipeline
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(position, s)| {
-            let outputs = s.outputs.keys().map(|o| o.to_string()).collect();
-            (s.name.as_str(), Known { position, outputs })
-        })
-        .collect();
+    let mut declared = Declared::with_capacity(pipeline.steps.len() + 1);
+    for step in &pipeline.steps {
+        declared.push(Declaration::Step(step));
+    }
     let position = pipeline.steps.len();
-    let added = Known {
-        position,
-        outputs: output_names(spec),
-    };
-    if declared.insert(spec.name.as_str(), added).is_some() {
+    if !declared.push(Declaration::Spec(spec)) {
         errors.push(SpecError::DuplicateStep {
             step: spec.name.clone(),
         });
@@ -308,22 +297,6 @@ pub fn validate_added(pipeline: &Pipeline, spec: &StepSpec) -> Result<Step, Spec
     match step {
         Some(step) if errors.is_empty() => Ok(step),
         _ => Err(SpecErrors(errors)),
-    }
-}
-
-/// What the checks of references know of a step: where the pipeline declares it and its outputs.
-struct Known {
-    position: usize,
-    outputs: Vec<String>,
-}
-
-/// Every step of a pipeline by name.
-type Declared<'a> = HashMap<&'a str, Known>;
-
-fn output_names(step: &StepSpec) -> Vec<String> {
-    match &step.function {
-        Some(f) => f.returns.clone(),
-        None => step.outputs.keys().cloned().collect(),
     }
 }
 
@@ -401,10 +374,10 @@ impl<'a> RefChecker<'a> {
 
     /// The step named `other`, which the checked one depends on, noting whether it comes
     /// before it in the pipeline.
-    fn find(&mut self, other: &str) -> Option<&'a Known> {
-        let known = self.declared.get(other)?;
-        self.parents_before &= known.position < self.position;
-        Some(known)
+    fn find(&mut self, other: &str) -> Option<Declaration<'a>> {
+        let (position, declared) = self.declared.get(other)?;
+        self.parents_before &= position < self.position;
+        Some(declared)
     }
 
     fn check(&mut self, template: &str) {
@@ -436,11 +409,11 @@ impl<'a> RefChecker<'a> {
                     self.errors.push(SpecError::UnknownStep { step, reference });
                     return;
                 };
-                if !known.outputs.contains(output) {
+                if !known.has_output(output) {
                     self.errors.push(SpecError::UnknownOutput {
                         step,
                         reference,
-                        available: known.outputs.clone(),
+                        available: known.output_names(),
                     });
                     return;
                 }

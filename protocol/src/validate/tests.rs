@@ -274,3 +274,23 @@ fn priority_is_kept_and_bounded() {
         errs[0]
     );
 }
+
+#[test]
+fn an_added_step_is_checked_against_the_steps_the_pipeline_has() {
+    let pipeline = validate(&spec(DIAMOND), &with_needed()).unwrap();
+    let added = |text: &str| {
+        let step: StepSpec = toml::from_str(text).unwrap();
+        validate_added(&pipeline, &step)
+    };
+    let ok = added("name = \"e\"\ncommand = [\"cat\", \"${c.out}\"]").unwrap();
+    assert_eq!(ok.parents, BTreeSet::from([StepName::new("c").unwrap()]));
+    let errs = added("name = \"b\"\ncommand = [\"true\"]").unwrap_err().0;
+    assert_eq!(errs, vec![SpecError::DuplicateStep { step: "b".into() }]);
+    let errs = added("name = \"e\"\ncommand = [\"cat\", \"${c.nope}\"]")
+        .unwrap_err()
+        .0;
+    assert!(
+        matches!(&errs[..], [SpecError::UnknownOutput { available, .. }] if available == &["out"]),
+        "{errs:?}"
+    );
+}
