@@ -26,6 +26,9 @@ pub struct Spares {
     free: Mutex<Vec<PathBuf>>,
     /// The agent's user: only its own directories are reused.
     uid: Option<u32>,
+    /// The directory workdirs are made in, as given and resolved: resolved once, not for every
+    /// job (a `readlink` a path component).
+    parent: Mutex<Option<(PathBuf, PathBuf)>>,
 }
 
 impl Spares {
@@ -39,7 +42,22 @@ impl Spares {
             dir,
             free: Mutex::new(Vec::new()),
             uid: std::fs::metadata("/proc/self").ok().map(|m| m.uid()),
+            parent: Mutex::new(None),
         }
+    }
+
+    /// `parent` with its symbolic links resolved, made first when missing.
+    fn resolve(&self, parent: &Path) -> std::io::Result<PathBuf> {
+        let mut known = self.parent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((given, resolved)) = &*known
+            && given == parent
+        {
+            return Ok(resolved.clone());
+        }
+        std::fs::create_dir_all(parent)?;
+        let resolved = parent.canonicalize()?;
+        *known = Some((parent.to_path_buf(), resolved.clone()));
+        Ok(resolved)
     }
 
     fn take(&self) -> Option<PathBuf> {
@@ -110,9 +128,8 @@ impl Workdir {
         keep: bool,
         spares: &Arc<Spares>,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(parent)?;
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let path = parent.join(format!(
+        let path = spares.resolve(parent)?.join(format!(
             "{}-{}-{}-{suffix}",
             job.run_id, job.step, job.attempt
         ));
@@ -120,10 +137,15 @@ impl Workdir {
             .take()
             .is_some_and(|spare| std::fs::rename(&spare, &path).is_ok());
         if !reused {
-            std::fs::create_dir(&path)?;
+            match std::fs::create_dir(&path) {
+                // The work dir was removed after it was resolved.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&path)?
+                }
+                made => made?,
+            }
             std::fs::create_dir(path.join("_tmp"))?;
         }
-        let path = path.canonicalize()?;
         Ok(Self {
             path,
             keep,
@@ -213,6 +235,28 @@ pub(crate) mod tests {
         let p = w.path().to_path_buf();
         drop(w);
         assert!(p.exists());
+    }
+
+    /// A workdir's path has no symbolic links (outputs are checked against it), and a work dir
+    /// removed while the agent runs is made again.
+    #[test]
+    fn a_workdir_is_made_at_its_resolved_path() {
+        let top = tempfile::tempdir().unwrap();
+        let real = top.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let parent = link.join("work");
+        let spares = spares(top.path());
+        let w = Workdir::create(&parent, &job(), false, &spares).unwrap();
+        let resolved = real.canonicalize().unwrap().join("work");
+        assert_eq!(w.path().parent(), Some(resolved.as_path()));
+        assert!(w.path().join("_tmp").is_dir());
+        drop(w);
+        std::fs::remove_dir_all(&real).unwrap();
+        let w = Workdir::create(&parent, &job(), false, &spares).unwrap();
+        assert_eq!(w.path().parent(), Some(resolved.as_path()));
+        assert!(w.path().join("_tmp").is_dir());
     }
 
     #[test]
