@@ -657,6 +657,41 @@ async fn an_ended_run_is_still_known_to_late_events_and_redelivered_submissions(
     h.cleanup().await;
 }
 
+/// A claim publishes nothing, so its change waits for a later flush before its delivery is
+/// acked; a controller stopped meanwhile flushes it first, and the one started next on the same
+/// data dir knows the step as running on its agent, then sees it end.
+#[tokio::test]
+async fn a_claim_waiting_for_its_flush_is_kept_through_a_stop() {
+    let mut h = Harness::start().await;
+    let mut jobs = h.consume_default().await;
+    let agent = AgentId::new("agent-held").unwrap();
+    let run_id = h.submit(ONE_STEP, &[]).await;
+    let job = next_job(&mut jobs).await;
+    h.claim(&job, &agent).await;
+    let running = |d: &Value| d["steps"][0]["status"] == "running";
+    h.wait_run(&run_id, "the step to run", running).await;
+    h.stop_controller().await;
+    h.start_controller().await;
+    let run = h.wait_run(&run_id, "the step still running", running).await;
+    assert_eq!(
+        run["steps"][0]["attempts"][0]["agent"], "agent-held",
+        "{run}"
+    );
+    h.event(finished(&job, &agent, BTreeMap::new())).await;
+    let run = h
+        .wait_run(&run_id, "the run to succeed", |d| {
+            d["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        run["steps"][0]["attempts"].as_array().unwrap().len(),
+        1,
+        "{run}"
+    );
+    jobs.close().await;
+    h.cleanup().await;
+}
+
 /// `agent`'s report that `job` made output `out`, the file `out.txt` holding "inline\n", with
 /// `bytes` inside the report as that output's content.
 fn finished_inline(job: &StepJob, agent: &AgentId, bytes: &[u8]) -> Message {

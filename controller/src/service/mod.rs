@@ -5,6 +5,7 @@
 pub(crate) mod archive;
 pub(crate) mod automation;
 pub(crate) mod consume;
+mod pending;
 
 use crate::logs::archive::EndedLog;
 use crate::metrics::Metrics;
@@ -22,7 +23,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
+
 use tokio_util::sync::CancellationToken;
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Most publishes awaiting their confirms at once.
 const PUBLISH_WINDOW: usize = 512;
@@ -148,6 +158,8 @@ pub(crate) struct Owner {
     recalled: Vec<RunId>,
     /// Where ended attempts go to have their logs archived, when logs are archived.
     archiver: Option<archive::Archiver>,
+    /// Changes written and waiting for the next flush, with the deliveries that made them.
+    pending: pending::Pending,
 }
 
 impl Owner {
@@ -170,6 +182,7 @@ impl Owner {
             automation: automation::Automation::default(),
             recalled: Vec::new(),
             archiver: None,
+            pending: pending::Pending::default(),
         }
     }
 
@@ -224,6 +237,9 @@ impl Owner {
                     Some(command) => self.commands(command, &mut commands).await,
                     None => break,
                 },
+                _ = sleep_until(self.pending.deadline()), if !self.pending.is_empty() => {
+                    self.flush_pending().await;
+                }
                 _ = tick.tick() => {
                     // Without the broker no heartbeat can arrive: leases must not run out.
                     if !self.broker.is_connected() {
@@ -245,6 +261,7 @@ impl Owner {
                 _ = idle_check.tick() => self.warn_about_idle_queues().await,
             }
         }
+        self.flush_pending().await;
         if let Err(e) = self.store.flush().await {
             tracing::error!("cannot flush the state store on shutdown: {e}");
         }
@@ -435,7 +452,24 @@ impl Owner {
                 next = commands.try_recv().ok();
             }
         }
+        // Nothing to publish and nobody waiting for an answer: the change is written now and
+        // flushed with a later batch (within `pending::MOST_DELAY`), its deliveries acked then.
+        let quiet = fx.actions.is_empty()
+            && replies.is_empty()
+            && reported.is_empty()
+            && answered.is_empty()
+            && changes.is_empty();
         let applied = match submitted {
+            Ok(()) if quiet => match self.write(&fx, &fresh) {
+                Ok(()) => {
+                    self.pending.add(deliveries, fx.runs, ended_logs);
+                    if self.pending.due() {
+                        self.flush_pending().await;
+                    }
+                    return;
+                }
+                Err(e) => Err(e),
+            },
             Ok(()) => {
                 attach_inputs(&mut fx.actions, &fresh, self.state.config.inline_outputs);
                 self.apply_keeping(fx, &fresh).await
@@ -518,17 +552,53 @@ impl Owner {
         self.apply_keeping(fx, &HashMap::new()).await
     }
 
-    /// [`Owner::apply`] that first keeps the outputs in `fresh` ([`Inline`]).
+    /// Flushes the changes waiting for a flush and settles their deliveries.
+    async fn flush_pending(&mut self) {
+        if let Err(e) = self.apply(Effects::default()).await {
+            tracing::error!("cannot persist the state: {e}");
+        }
+    }
+
+    /// [`Owner::apply`] that first keeps the outputs in `fresh` ([`Inline`]). Changes waiting
+    /// for a flush ([`pending`]) are made durable by the same flush and their deliveries acked
+    /// after it (requeued if it fails).
     async fn apply_keeping(
         &mut self,
-        fx: Effects,
+        mut fx: Effects,
         fresh: &HashMap<Digest, Bytes>,
     ) -> Result<(), StoreError> {
+        self.write(&fx, fresh)?;
+        if fx.is_empty() && self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(
+                "cannot persist the state change of {} held message(s): {e}; they go back to their queues",
+                pending.deliveries.len()
+            );
+            for incoming in pending.deliveries {
+                let _ = incoming.requeue().await;
+            }
+            return Err(e);
+        }
+        fx.runs.extend(pending.runs);
+        self.note_ended(&fx.runs);
+        self.publish_all(fx.actions).await;
+        self.let_go_of_ended(fx.runs);
+        self.archive_logs(pending.ended_logs);
+        for incoming in pending.deliveries {
+            if let Err(e) = incoming.ack().await {
+                tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what `fx` changed (and the outputs in `fresh`) to the store, without flushing.
+    fn write(&mut self, fx: &Effects, fresh: &HashMap<Digest, Bytes>) -> Result<(), StoreError> {
         for (digest, bytes) in fresh {
             self.store.put_small_output(digest, bytes)?;
-        }
-        if fx.is_empty() {
-            return Ok(());
         }
         for id in &fx.runs {
             match (self.state.runs.get(id), fx.steps.get(id)) {
@@ -547,10 +617,6 @@ impl Owner {
                 self.store.put_cache(key, outputs)?;
             }
         }
-        self.store.flush().await?;
-        self.note_ended(&fx.runs);
-        self.publish_all(fx.actions).await;
-        self.let_go_of_ended(fx.runs);
         Ok(())
     }
 
