@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-
 use tokio_util::sync::CancellationToken;
 
 /// Sleeps until `at`; forever without one.
