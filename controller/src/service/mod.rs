@@ -324,7 +324,11 @@ impl Owner {
         let mut submitted = Ok(());
         let mut ended_logs = Vec::new();
         let mut fresh = HashMap::new();
+        // Whether every command came in a delivery, which the broker gives again to a
+        // controller that dies before acking it (see `quiet` below).
+        let mut redeliverable = true;
         while let Some(command) = next.take() {
+            redeliverable &= matches!(command, Command::Delivery { .. });
             let (event, rerun_of) = match command {
                 Command::Delivery {
                     event,
@@ -451,13 +455,12 @@ impl Owner {
                 next = commands.try_recv().ok();
             }
         }
-        // Nothing to publish and nobody waiting for an answer: the change is written now and
-        // flushed with a later batch (within `pending::MOST_DELAY`), its deliveries acked then.
-        let quiet = fx.actions.is_empty()
-            && replies.is_empty()
-            && reported.is_empty()
-            && answered.is_empty()
-            && changes.is_empty();
+        // Nothing to publish, and every event in a delivery that comes again if this
+        // controller dies first (nobody waits for an answer to one): the change is written now
+        // and flushed with a later batch (within `pending::MOST_DELAY`), its deliveries acked
+        // then. A change of the controller's own (an archived log, an abort through HTTP) has
+        // no such copy and is flushed at once.
+        let quiet = redeliverable && fx.actions.is_empty();
         let applied = match submitted {
             Ok(()) if quiet => match self.write(&fx, &fresh) {
                 Ok(()) => {
