@@ -375,14 +375,9 @@ impl StepIndex {
         children.reserve(new);
         parents_from.reserve(new);
         for (j, step) in steps.iter().enumerate().skip(children.len()) {
-            let hash = hasher.hash_one(step.name.as_str());
-            // A name given twice (never valid) finds its later step, as a map would.
-            match by_name.find_mut(hash, |&p| steps[p as usize].name == step.name) {
-                Some(earlier) => *earlier = j as u32,
-                None => {
-                    by_name.insert_unique(hash, j as u32, rehash);
-                }
-            }
+            // Names are unique: validation refuses a name given twice, at submission and when
+            // a step is added.
+            by_name.insert_unique(hasher.hash_one(step.name.as_str()), j as u32, rehash);
             children.push(Vec::new());
             for parent in &step.parents {
                 if let Some(p) = lookup(by_name, hasher, &steps[..j], parent) {
