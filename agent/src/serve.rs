@@ -23,7 +23,7 @@ use drover_amqp::{Consumer, Getter, Incoming};
 use drover_protocol::message::StepJob;
 use futures_util::future::select_all;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -424,22 +424,29 @@ async fn run_claimed(
     let cancel = shared.cancel_token(&attempt);
     let lease_terms =
         heartbeat::LeaseTerms::of(&job, &shared.config.controller_base(&job.controller_url));
+    let held = Arc::new(AtomicBool::new(false));
     let claimed = {
-        let shared = shared.clone();
+        let (shared, held) = (shared.clone(), held.clone());
         Box::pin(async move {
             let confirmed = claim.await;
             if confirmed {
+                held.store(true, Ordering::Relaxed);
                 *shared.lease_terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease_terms);
             }
             confirmed
         })
     };
     job::run(shared.clone(), job, cancel, release, slots, claimed).await;
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&attempt);
+    // A claim that failed was forgotten by `claim::confirm`, under the lock a redelivery of the
+    // same job registers under; forgetting the attempt again here would remove that
+    // redelivery's registration (its heartbeats and its stop would be lost).
+    if held.load(Ordering::Relaxed) {
+        shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&attempt);
+    }
 }
 
 /// Lets running jobs finish within the drain timeout. When it expires, the steps still running

@@ -7,6 +7,7 @@
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The name of an attempt's cgroup starts with this, then the leader's pid.
@@ -114,11 +115,15 @@ impl Parent {
         self.has_kill
     }
 
-    /// Creates a child, moves a `sleep` into it and kills it there.
+    /// Creates a child, moves a `sleep` into it and kills it there. The child is named for
+    /// this process and the probe's number in it, so probes made at once (agents in one
+    /// process, as under `drover up --agents N` or in tests) never share one.
     fn probe(mut self) -> Result<Parent, String> {
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, Ordering::Relaxed);
         let probe = self
             .dir
-            .join(format!("drover-probe-{}", std::process::id()));
+            .join(format!("drover-probe-{}-{n}", std::process::id()));
         std::fs::create_dir(&probe).map_err(|e| {
             format!(
                 "cannot create a cgroup in the agent's own {} ({e})",
