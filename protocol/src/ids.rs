@@ -1,5 +1,6 @@
 //! Typed identifiers: parsed once at the edge, so the rest of the code never re-checks a bare string.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -47,12 +48,14 @@ fn check_name(kind: &'static str, value: &str, max: usize) -> Result<(), IdError
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// A value of up to 24 bytes (most step, output, queue and agent names) is held inline:
+        /// making, copying or dropping it allocates nothing.
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(CompactString);
 
         impl $name {
-            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+            pub fn new(value: impl Into<CompactString>) -> Result<Self, IdError> {
                 let value = value.into();
                 let check: fn(&str) -> Result<(), IdError> = $check;
                 check(&value)?;
@@ -80,7 +83,7 @@ macro_rules! string_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.into_string()
             }
         }
 
@@ -93,6 +96,21 @@ macro_rules! string_id {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Written as a plain string, without making a `String` of it first.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        /// Read as a plain string and checked as [`Self::new`] checks it.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = CompactString::deserialize(deserializer)?;
+                Self::new(value).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -114,7 +132,7 @@ string_id!(
 impl RunId {
     /// A fresh, time-ordered run id.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().simple().to_string())
+        Self(uuid::Uuid::now_v7().simple().to_string().into())
     }
 }
 
@@ -152,12 +170,12 @@ impl QueueName {
     /// The queue the controller takes submissions and aborts from
     /// ([`crate::names::SERVICES_QUEUE`]).
     pub fn services() -> Self {
-        Self(crate::names::SERVICES_QUEUE.to_string())
+        Self(CompactString::const_new(crate::names::SERVICES_QUEUE))
     }
 
     /// The queue drivers run from ([`crate::names::DRIVERS_QUEUE`]).
     pub fn drivers() -> Self {
-        Self(crate::names::DRIVERS_QUEUE.to_string())
+        Self(CompactString::const_new(crate::names::DRIVERS_QUEUE))
     }
 
     /// Whether this is `services` or `drivers`, which no ordinary step may run on.
@@ -190,7 +208,7 @@ impl Digest {
     /// The digest of a finished sha256 hasher.
     pub fn from_sha256(hasher: sha2::Sha256) -> Self {
         use sha2::Digest as _;
-        Self(hex::encode(hasher.finalize()))
+        Self(hex::encode(hasher.finalize()).into())
     }
 
     /// The digest of a byte slice.
