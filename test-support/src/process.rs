@@ -215,6 +215,28 @@ impl Processes {
         std::fs::read_to_string(self.log_path(label)).unwrap_or_default()
     }
 
+    /// The last `lines` lines each process wrote, under its label: what a test that timed out
+    /// shows, so a failure seen once can be read after its directory is gone.
+    pub fn tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for child in &self.children {
+            let text = self.output(&child.label);
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!(
+                "--- {} (last {} of {} lines)\n",
+                child.label,
+                all.len() - from,
+                all.len()
+            ));
+            for line in &all[from..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Stops every process (see [`stop_all`]) and forgets them; then kills what they left
     /// behind in this directory (see [`kill_strays`]).
     pub fn stop_all(&mut self, grace: Duration) {
@@ -418,5 +440,21 @@ mod tests {
         assert_eq!(status.code(), None, "ended by a signal");
         assert_eq!(procs.output("short"), "done\n");
         assert!(procs.get("long").is_none());
+    }
+
+    #[test]
+    fn tails_show_the_end_of_each_log_under_its_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut procs = Processes::new(dir.path());
+        procs.spawn("counter", sh("seq 1 100")).unwrap();
+        procs.spawn("quiet", sh("true")).unwrap();
+        for label in ["counter", "quiet"] {
+            let child = procs.get_mut(label).unwrap();
+            child.wait_exit(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(
+            procs.tails(3),
+            "--- counter (last 3 of 100 lines)\n98\n99\n100\n--- quiet (last 0 of 0 lines)\n"
+        );
     }
 }

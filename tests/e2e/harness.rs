@@ -13,6 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Lines of each process's log a timed-out [`Cluster::wait_for`] shows.
+const PROCESS_LOG_TAIL: usize = 40;
+
 pub use drover_test_support::AMQP_URL;
 
 /// The `drover` binary under test: the one nextest names at run time (a copy unpacked with the
@@ -297,7 +300,8 @@ impl Cluster {
         run["run_id"].as_str().expect("run_id").to_string()
     }
 
-    /// Polls a run's status until `cond` holds; a timeout shows the last status seen.
+    /// Polls a run's status until `cond` holds; a timeout shows the last status seen and the
+    /// end of every process's log.
     pub fn wait_for(
         &self,
         run: &str,
@@ -305,14 +309,15 @@ impl Cluster {
         timeout: Duration,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_until(what, timeout, || {
+        let observed = eventually(Deadline::new(what, timeout), || {
             let out = self.drover(&["status", run, "--json"]);
             match serde_json::from_slice::<Value>(&out.stdout) {
                 Ok(doc) if cond(&doc) => Ok(doc),
                 Ok(doc) => Err(doc.to_string()),
                 Err(_) => Err(text(&out)),
             }
-        })
+        });
+        observed.unwrap_or_else(|e| panic!("{e}\n{}", self.procs.tails(PROCESS_LOG_TAIL)))
     }
 
     /// GETs a path of the controller's HTTP API as text (with the cluster's token, if any).
