@@ -123,6 +123,17 @@ async fn publish_to_services(g: &Global, queue: &QueueName, msg: Message) -> Res
     Ok(())
 }
 
+/// The shortest wait between two polls of a run.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// How long to wait before the next poll of a run whose last answer took `took`: at least
+/// [`POLL_EVERY`], and 20 times as long as the answer took, so that a waiting CLI costs the
+/// controller at most about 5 % of a core however large the run (a 100k-step run's view takes
+/// the controller far longer to make than a small one's).
+fn poll_pause(took: Duration) -> Duration {
+    POLL_EVERY.max(took * 20)
+}
+
 /// Polls the run until it ends, printing each step's status changes when `progress` is set.
 async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView> {
     let start = Instant::now();
@@ -130,7 +141,10 @@ async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView>
     let mut warned = false;
     let mut unanswered: Option<Instant> = None;
     loop {
-        let view = match client.run(run).await {
+        let asked = Instant::now();
+        let answer = client.run(run).await;
+        let pause = poll_pause(asked.elapsed());
+        let view = match answer {
             Ok(view) => {
                 unanswered = None;
                 view
@@ -172,7 +186,7 @@ async fn wait_for(client: &Client, run: &str, progress: bool) -> Result<RunView>
             }
             None => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -275,4 +289,19 @@ pub async fn abort(g: &Global, args: AbortArgs) -> Result<ExitCode> {
         None => println!("abort of run {run_id} requested"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_wait_twenty_times_as_long_as_the_last_answer_took() {
+        assert_eq!(poll_pause(Duration::from_millis(2)), POLL_EVERY);
+        assert_eq!(poll_pause(Duration::from_millis(10)), POLL_EVERY);
+        assert_eq!(
+            poll_pause(Duration::from_millis(150)),
+            Duration::from_secs(3)
+        );
+    }
 }
