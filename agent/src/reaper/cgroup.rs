@@ -116,8 +116,8 @@ impl Parent {
     }
 
     /// Creates a child, moves a `sleep` into it and kills it there. The child is named for
-    /// this process and the probe's number in it, so probes made at once (agents in one
-    /// process, as under `drover up --agents N` or in tests) never share one.
+    /// this process and the probe's number in it: a process probes once ([`super::current`]),
+    /// but tests probe from several threads at once, and those must not share one.
     fn probe(mut self) -> Result<Parent, String> {
         static PROBES: AtomicU64 = AtomicU64::new(0);
         let n = PROBES.fetch_add(1, Ordering::Relaxed);
