@@ -5,7 +5,7 @@
 
 use crate::Shared;
 use crate::inflight::{self, Duplicate, Settle};
-use drover_amqp::{Incoming, Target};
+use drover_amqp::Incoming;
 use drover_protocol::message::{AttemptRef, Claimed, Message, StepJob};
 use std::collections::hash_map::Entry;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,8 @@ fn drop_duplicate(job: &StepJob, incoming: Incoming, pending: Option<inflight::P
     });
 }
 
-/// The second half of a claim: publishes `Claimed` for a job [`take`] registered; `Some` once
+/// The second half of a claim: publishes `Claimed` for a job [`take`] registered (with other
+/// events where the job allows, [`crate::reports`]); `Some` once
 /// the broker confirmed it, to be acked ([`Confirmed::ack`]) after the job is told it may run
 /// (the ack needs no answer, so nothing waits for it). Otherwise the job is handed back and no
 /// longer registered.
@@ -142,8 +143,7 @@ pub(crate) async fn confirm(shared: &Shared, taken: Taken) -> Option<Confirmed> 
         attempt: job.attempt,
         agent: shared.id.clone(),
     });
-    let target = Target::Events;
-    if let Err(e) = shared.publisher.publish(&target, &claimed).await {
+    if let Err(e) = shared.reports.send(claimed, job.event_batches).await {
         tracing::warn!(
             "cannot claim {}/{}: {e}; handing it back",
             job.run_id,

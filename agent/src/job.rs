@@ -10,7 +10,6 @@ use crate::pyenv::{self, PreparedPython};
 use crate::running::Registration;
 use crate::slots::{AttemptSlot, SlotGuard};
 use crate::workdir::Workdir;
-use drover_amqp::Target;
 use drover_protocol::OutputName;
 use drover_protocol::message::{
     ArtifactRef, AttemptRef, Finished, JobKind, Message, Outcome, StartKind, StepJob, now_ms,
@@ -177,10 +176,13 @@ pub async fn run(
         log_size: Some(log.size),
         inline: report.inline,
     });
-    let target = Target::Events;
     let mut delay = Duration::from_millis(200);
     for attempt_no in 1..=8 {
-        match shared.publisher.publish(&target, &finished).await {
+        match shared
+            .reports
+            .send(finished.clone(), job.event_batches)
+            .await
+        {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(

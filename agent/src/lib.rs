@@ -22,6 +22,7 @@ mod phases;
 mod process;
 pub mod pyenv;
 pub mod reaper;
+mod reports;
 mod revoked;
 mod run_as;
 mod running;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub host: String,
     pub broker: Broker,
     pub publisher: Publisher,
+    /// Claims and results on their way to the events queue ([`reports`]).
+    pub reports: reports::Reports,
     pub http: reqwest::Client,
     /// Which way each job's artifacts go.
     pub routes: artifacts::Routes,
@@ -283,6 +286,7 @@ impl Agent {
             id,
             host,
             broker,
+            reports: reports::Reports::start(publisher.clone()),
             publisher,
             http,
             routes,

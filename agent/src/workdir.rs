@@ -216,6 +216,7 @@ pub(crate) mod tests {
             artifact_store: None,
             epoch: 0,
             inline_outputs: 0,
+            event_batches: false,
         }
     }
 

@@ -7,7 +7,7 @@ mod support;
 
 use drover_amqp::{Broker, Consumer, Target};
 use drover_controller::ControllerConfig;
-use drover_protocol::message::{ArtifactRef, Claimed, LogChunk, Message, Outcome, StepJob};
+use drover_protocol::message::{ArtifactRef, Claimed, Events, LogChunk, Message, Outcome, StepJob};
 use drover_protocol::{AgentId, Digest, FileName, OutputName, QueueName, RunId};
 use drover_test_support::eventually_async;
 use serde_bytes::ByteBuf;
@@ -780,6 +780,72 @@ async fn outputs_inside_a_result_the_disk_has_no_room_for_end_the_attempt_with_t
             .is_none_or(|o| o.is_empty()),
         "{run}"
     );
+    jobs.close().await;
+    h.cleanup().await;
+}
+
+/// Several events in one `Events` message are applied in their order, and one that cannot be
+/// read is dead-lettered alone: the claim and the result around it still move the run on, and
+/// the message is acked (nothing of it is left for the next controller).
+#[tokio::test]
+async fn events_sent_together_are_applied_in_order_and_a_bad_one_is_dead_lettered_alone() {
+    let mut h = Harness::start().await;
+    let mut jobs = h.consume_default().await;
+    let agent = AgentId::new("agent-batch").unwrap();
+    let run_id = h.submit(PIPELINE, &[]).await;
+    let make = next_job(&mut jobs).await;
+    assert!(make.event_batches, "{make:?}");
+    let claimed = Message::Claimed(Claimed {
+        run_id: make.run_id.clone(),
+        step: make.step.clone(),
+        attempt: make.attempt,
+        agent: agent.clone(),
+    });
+    let parts = [
+        claimed.encode().unwrap(),
+        b"not an envelope".to_vec(),
+        finished_inline(&make, &agent, b"inline\n")
+            .encode()
+            .unwrap(),
+    ];
+    let events = Events {
+        events: parts.into_iter().map(ByteBuf::from).collect(),
+    };
+    h.event(Message::Events(events)).await;
+
+    let usejob = next_job(&mut jobs).await;
+    assert_eq!(usejob.step.as_str(), "use");
+    let run = h
+        .wait_run(&run_id, "make to have succeeded", |d| {
+            d["steps"][0]["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        run["steps"][0]["attempts"][0]["agent"], "agent-batch",
+        "{run}"
+    );
+    h.json_until("/api/v1/queues", "a dead letter", |q| {
+        (q["dead_letters"] == 1).then_some(())
+    })
+    .await;
+    let metrics = h.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("drover_dead_letters_total{reason=\"malformed\"} 1"),
+        "{metrics}"
+    );
+    let dead = h.broker.names().dead();
+    let mut letters = h.broker.consume(&dead, 10).await.unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(10), letters.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.payload(), b"not an envelope", "only the bad event");
+    letters.close().await;
+    h.stop_controller().await;
+    let events_queue = h.broker.names().events();
+    let left = h.broker.queue_stats(&events_queue).await.unwrap().unwrap();
+    assert_eq!(left.messages, 0, "the events message was acked");
     jobs.close().await;
     h.cleanup().await;
 }

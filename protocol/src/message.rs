@@ -122,6 +122,11 @@ pub struct StepJob {
     /// not know the field): every output is uploaded.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub inline_outputs: u64,
+    /// The controller reads [`Events`] messages: the agent may send this job's `Claimed` and
+    /// `Finished` inside one, beside other events. False (also from a controller that does not
+    /// know the field): each is a message of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub event_batches: bool,
 }
 
 /// An S3-compatible store every party reads and writes directly. Never holds credentials: each
@@ -214,6 +219,16 @@ pub struct Claimed {
     pub step: StepName,
     pub attempt: AttemptNo,
     pub agent: AgentId,
+}
+
+/// Agent -> controller: several events in one message, so that the broker stores, delivers
+/// and settles one message for them. Each is a whole encoded envelope of its own (a `Claimed`
+/// or a `Finished`), so the controller can dead-letter one that is bad and act on the others;
+/// it acks the batch once every event in it is durable. Sent only for jobs that allow it
+/// ([`StepJob::event_batches`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<serde_bytes::ByteBuf>,
 }
 
 /// Identifies one attempt of one step of one run.
@@ -505,6 +520,7 @@ messages! {
     Finished(Finished) = "finished",
     Cancel(Cancel) = "cancel",
     Revoke(Revoke) = "revoke",
+    Events(Events) = "events",
 }
 
 /// The envelope fields other than `kind` and `body`.

@@ -140,6 +140,7 @@ fn samples() -> Vec<Message> {
             }),
             epoch: 0,
             inline_outputs: 0,
+            event_batches: false,
         }),
         Message::Claimed(Claimed {
             run_id: run(),
@@ -243,6 +244,7 @@ fn as_json(msg: &Message) -> serde_json::Value {
         Message::Finished(b) => serde_json::to_value(b),
         Message::Cancel(b) => serde_json::to_value(b),
         Message::Revoke(b) => serde_json::to_value(b),
+        Message::Events(b) => serde_json::to_value(b),
     }
     .expect("messages are JSON-representable");
     let m = meta();
@@ -340,6 +342,7 @@ fn a_function_job_that_starts_cold_is_pinned() {
         artifact_store: None,
         epoch: 0,
         inline_outputs: 0,
+        event_batches: false,
     });
     check_golden("step_job_cold", &job);
 }
@@ -424,6 +427,51 @@ fn outputs_sent_inside_a_result_are_pinned() {
     check_golden("step_job_inline", &Message::StepJob(job));
 
     check_golden("finished_inline", &Message::Finished(finished_inline()));
+}
+
+/// A job may let its `Claimed` and `Finished` travel with other events in one message; such a
+/// message holds whole envelopes, each decoded on its own. The job without the field (the
+/// file above) did not change.
+#[test]
+fn events_sent_together_are_pinned() {
+    let pinned = std::fs::read(golden_dir().join("step_job.msgpack")).unwrap();
+    let (_, decoded) = Message::decode(&pinned).unwrap();
+    let Message::StepJob(mut job) = decoded else {
+        panic!("not a step job: {decoded:?}");
+    };
+    assert!(
+        !job.event_batches,
+        "a job without the field sends events one by one"
+    );
+    job.event_batches = true;
+    job.artifact_store = None;
+    check_golden("step_job_event_batches", &Message::StepJob(job));
+
+    let claimed = Message::Claimed(Claimed {
+        run_id: run(),
+        step: step("shout"),
+        attempt: AttemptNo(1),
+        agent: agent(),
+    });
+    let finished = Message::Finished(finished_inline());
+    let inner = [&finished, &claimed].map(|m| m.encode_with(meta()).unwrap());
+    let events = Message::Events(Events {
+        events: inner
+            .iter()
+            .cloned()
+            .map(serde_bytes::ByteBuf::from)
+            .collect(),
+    });
+    check_golden("events", &events);
+    let Message::Events(batch) = &events else {
+        unreachable!()
+    };
+    let each: Vec<Message> = batch
+        .events
+        .iter()
+        .map(|bytes| Message::decode(bytes).unwrap().1)
+        .collect();
+    assert_eq!(each, vec![finished, claimed]);
 }
 
 /// A `Finished` of step `greet` whose output `greeting` ("hello") travels inside it.

@@ -475,6 +475,8 @@ pub(super) fn step_job(
         artifact_store: config.artifact_store.clone(),
         epoch: config.epoch,
         inline_outputs: config.inline_outputs,
+        // This controller reads `Events` messages ([`crate::service`]'s consumer).
+        event_batches: true,
     })
 }
 

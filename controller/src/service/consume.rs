@@ -9,7 +9,7 @@ use crate::scheduler::Event;
 use crate::store::Store;
 use bytes::Bytes;
 use drover_amqp::{Broker, Incoming, Publisher, Target};
-use drover_protocol::message::{Cancel, Claimed, Finished, LogChunk, Message, Outcome};
+use drover_protocol::message::{Cancel, Claimed, Events, Finished, LogChunk, Message, Outcome};
 use drover_protocol::names::agent_routing_key;
 use drover_protocol::{OutputName, RunId};
 use serde_bytes::ByteBuf;
@@ -121,26 +121,105 @@ impl Routing {
                 }
                 return;
             }
+            (Source::Events, Message::Events(batch)) => {
+                self.metrics.handled(kind);
+                return self.route_batch(batch, incoming).await;
+            }
             (_, _) => {
                 let why = format!("a {kind} message does not belong on {}", incoming.queue());
                 return self.dead_letter(incoming, "wrong_queue", &why).await;
             }
         };
+        match self.admit(event, kind).await {
+            Ok(admitted) => self.deliver(admitted, Some(incoming)).await,
+            Err(refused) => self.dead_letter(incoming, refused.code, &refused.why).await,
+        }
+    }
+
+    /// Routes each event of an `Events` message on its own: one that cannot be read or acted
+    /// on is dead-lettered alone (its own envelope's bytes), the others go to the owner task in
+    /// their order. The message is acked with the last of them, once every one is durable
+    /// (the owner applies them in order and a flush covers every write before it); a
+    /// controller that dies before gets the whole message again, whose events it has seen
+    /// are then duplicates, as any redelivered event may be.
+    async fn route_batch(&self, batch: Events, incoming: Incoming) {
+        let mut admitted = Vec::with_capacity(batch.events.len());
+        for bytes in &batch.events {
+            let event = match Message::decode(bytes) {
+                Ok((_, Message::Claimed(c))) => Ok((Event::Claimed(c), "claimed")),
+                Ok((_, Message::Finished(f))) => Ok((Event::Finished(f), "finished")),
+                Ok((_, other)) => Err(Refused {
+                    code: "wrong_queue",
+                    why: format!(
+                        "a {} message does not belong in an events message",
+                        other.kind()
+                    ),
+                }),
+                Err(e) => Err(Refused {
+                    code: e.code(),
+                    why: e.to_string(),
+                }),
+            };
+            let event = match event {
+                Ok((event, kind)) => self.admit(event, kind).await,
+                Err(refused) => Err(refused),
+            };
+            match event {
+                Ok(event) => admitted.push(event),
+                Err(refused) => {
+                    let queue = incoming.queue().to_string();
+                    if let Err(e) = self.publish_dead_letter(bytes, &queue, &refused).await {
+                        // Nothing of the message is acted on yet: it comes back whole.
+                        tracing::warn!(
+                            "cannot publish the dead letter of one event from {queue} ({e}); \
+                             handing back the message that holds it"
+                        );
+                        let _ = incoming.requeue().await;
+                        return;
+                    }
+                }
+            }
+        }
+        let mut incoming = Some(incoming);
+        let last = admitted.len().checked_sub(1);
+        for (i, event) in admitted.into_iter().enumerate() {
+            let delivery = match Some(i) == last {
+                true => incoming.take(),
+                false => None,
+            };
+            self.deliver(event, delivery).await;
+        }
+        // Every event was dead-lettered.
+        if let Some(incoming) = incoming
+            && let Err(e) = incoming.ack().await
+        {
+            tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
+        }
+    }
+
+    /// Checks an event against the store before the owner task acts on it: an event of a run
+    /// this controller does not know is refused (a claim's agent is told to stop the job), as
+    /// are outputs carried inside a result that do not match their references; outputs that
+    /// cannot be stored for lack of space make the result an error.
+    async fn admit(&self, event: Event, kind: &'static str) -> Result<Admitted, Refused> {
         if let Some(run_id) = unknown_run_of(&event, &self.store) {
             if let Event::Claimed(c) = &event {
                 self.cancel_unknown(c).await;
             }
-            let why =
-                format!("a {kind} message for run {run_id}, which this controller does not know");
-            return self.dead_letter(incoming, "unknown_run", &why).await;
+            return Err(Refused {
+                code: "unknown_run",
+                why: format!(
+                    "a {kind} message for run {run_id}, which this controller does not know"
+                ),
+            });
         }
         let (event, inline) = match event {
             Event::Finished(mut f) if !f.inline.is_empty() => {
                 if let Some(why) = f.inline_mismatch(self.inline_most) {
-                    let why = format!("a finished message of run {}: {why}", f.run_id);
-                    return self
-                        .dead_letter(incoming, "invalid_inline_output", &why)
-                        .await;
+                    return Err(Refused {
+                        code: "invalid_inline_output",
+                        why: format!("a finished message of run {}: {why}", f.run_id),
+                    });
                 }
                 let inline = std::mem::take(&mut f.inline);
                 let carried = inline.values().map(|b| b.len() as u64).sum();
@@ -154,12 +233,27 @@ impl Routing {
             }
             event => (event, None),
         };
+        Ok(Admitted {
+            event,
+            inline,
+            kind,
+        })
+    }
+
+    /// Hands an admitted event to the owner task, with the delivery to ack once it is durable
+    /// (`None` for all but the last event of an `Events` message).
+    async fn deliver(&self, admitted: Admitted, incoming: Option<Incoming>) {
+        let Admitted {
+            event,
+            inline,
+            kind,
+        } = admitted;
         self.metrics.handled(kind);
         if self
             .commands
             .send(Command::Delivery {
                 event,
-                incoming: Box::new(incoming),
+                incoming: incoming.map(Box::new),
                 inline,
             })
             .await
@@ -227,13 +321,14 @@ impl Routing {
 
     /// Puts the message on the dead-letter queue with the reason, then acks it; when that
     /// publish fails, rejects it so the broker dead-letters it.
-    async fn dead_letter(&self, incoming: Incoming, reason: &str, why: &str) {
+    async fn dead_letter(&self, incoming: Incoming, reason: &'static str, why: &str) {
         let queue = incoming.queue().to_string();
-        tracing::warn!("dead-lettering a message from {queue}: {why}");
-        self.metrics.dead_lettered(reason);
+        let refused = Refused {
+            code: reason,
+            why: why.to_string(),
+        };
         let settled = match self
-            .publisher
-            .dead_letter(incoming.payload(), &queue, reason)
+            .publish_dead_letter(incoming.payload(), &queue, &refused)
             .await
         {
             Ok(()) => incoming.ack().await,
@@ -248,6 +343,35 @@ impl Routing {
             tracing::warn!("cannot settle a dead letter from {queue}: {e}");
         }
     }
+
+    /// Publishes `payload`, refused, to the dead-letter queue with its reason and counts it.
+    async fn publish_dead_letter(
+        &self,
+        payload: &[u8],
+        queue: &str,
+        refused: &Refused,
+    ) -> Result<(), drover_amqp::AmqpError> {
+        tracing::warn!("dead-lettering a message from {queue}: {}", refused.why);
+        self.metrics.dead_lettered(refused.code);
+        self.publisher
+            .dead_letter(payload, queue, refused.code)
+            .await
+    }
+}
+
+/// An event ready for the owner task.
+struct Admitted {
+    event: Event,
+    /// The outputs a `Finished` carried.
+    inline: Option<Inline>,
+    kind: &'static str,
+}
+
+/// Why a message or one event of an `Events` message is dead-lettered: the reason's short
+/// code (the dead letter's header) and what to tell the operator.
+struct Refused {
+    code: &'static str,
+    why: String,
 }
 
 /// `f` as an attempt whose outputs could not be stored, as when their upload is refused: an

@@ -46,10 +46,11 @@ const IDLE_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// What the owner task is asked to do.
 pub(crate) enum Command {
-    /// An event from a delivery, acked once its state change is durable.
+    /// An event from a delivery, acked once its state change is durable; `None` for the events
+    /// of an `Events` message but the last, which carries it.
     Delivery {
         event: Event,
-        incoming: Box<Incoming>,
+        incoming: Option<Box<Incoming>>,
         /// The outputs a `Finished` carried, being stored ([`consume`]).
         inline: Option<Inline>,
     },
@@ -335,7 +336,7 @@ impl Owner {
                     incoming,
                     inline,
                 } => {
-                    deliveries.push(incoming);
+                    deliveries.extend(incoming);
                     if let Some(inline) = inline {
                         fresh.extend(inline.bytes);
                     }

@@ -108,6 +108,7 @@ fn stale_messages(c: &Cluster, run: &str, marker: &Path) {
             artifact_store: None,
             epoch: 1,
             inline_outputs: 0,
+            event_batches: false,
         });
         let publisher = broker.publisher().await.unwrap();
         publisher
