@@ -1,23 +1,32 @@
 //! Claiming ahead on deep queues: while every slot of the agent runs short steps and a queue
-//! still holds many jobs behind the one just taken, the agent takes and claims one more job per
-//! slot. Such a job is made ready (workdir, inputs, environment) and waits for the next free
-//! slot, so a slot's next step costs no `basic.get`, `Claimed` confirm or preparation on its
-//! path.
+//! still holds many jobs behind the one just taken, the agent takes and claims up to
+//! [`PER_SLOT`] more jobs per slot. Such a job is made ready (workdir, inputs, environment) and
+//! waits for the next free slot, so a slot's next step costs no `basic.get`, `Claimed` confirm
+//! or preparation on its path.
 //!
 //! It holds a job the agent cannot start yet, which a busy agent otherwise never does; the
-//! conditions keep what that costs small. Only one job per slot waits, and only while the
-//! queue holds at least [`DEEP_PER_SLOT`] more jobs per slot (an idle agent still finds plenty),
-//! while the step that last freed a slot held it for less than [`SHORT`] (a job waits about
-//! as long as a step runs, so a later higher-priority job is held back by no more than that),
-//! and only from queues without a limit of their own.
+//! conditions keep what that costs small. At most [`PER_SLOT`] jobs per slot wait, and only
+//! while the queue holds at least [`DEEP_PER_SLOT`] more jobs per slot (an idle agent still
+//! finds plenty), while the step that last freed a slot held it for less than [`SHORT`] (a job
+//! waits about as long as [`PER_SLOT`] steps run, so a later higher-priority job is held back
+//! by no more than that), and only from queues without a limit of their own. Jobs claimed
+//! ahead take the freed slots in the order they were taken from their queue ([`Ticket::turn`]).
+//!
+//! Two per slot, not one: a job's `basic.get` and `Claimed` confirm take about as long as a
+//! short step runs (a few milliseconds on a busy host), so with one waiting the slot was often
+//! freed before the next job was claimed.
 
 use crate::config::AgentConfig;
 #[cfg(doc)]
 use crate::slots::SHORT;
 use crate::slots::Slots;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// Most jobs claimed ahead per agent slot.
+pub(crate) const PER_SLOT: usize = 2;
 
 /// A queue counts as deep while its last `basic.get` left at least this many jobs per agent
 /// slot behind the one it gave.
@@ -25,7 +34,7 @@ pub(crate) const DEEP_PER_SLOT: u32 = 2;
 
 /// What the serve loop knows about claiming ahead.
 pub(crate) struct Ahead {
-    /// Most jobs waiting for a slot at once: the agent's slots (none in services mode).
+    /// Most jobs waiting for a slot at once: [`PER_SLOT`] per slot (none in services mode).
     limit: usize,
     /// Jobs left behind a `basic.get`'s job for the queue to count as deep.
     deep_at: u32,
@@ -43,16 +52,54 @@ pub(crate) struct Ahead {
 struct Waiting {
     count: AtomicUsize,
     changed: Notify,
+    turns: Mutex<Turns>,
+    /// Woken whenever a ticket is dropped.
+    turn_passed: Notify,
+}
+
+/// The turns of the tickets not yet dropped, and the next one to give.
+#[derive(Default)]
+struct Turns {
+    held: BTreeSet<u64>,
+    next: u64,
+}
+
+impl Waiting {
+    fn turns(&self) -> std::sync::MutexGuard<'_, Turns> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Held by a job claimed ahead until it holds its slot or gave up; dropping it wakes the serve
-/// loop.
-pub(crate) struct Ticket(Arc<Waiting>);
+/// loop and lets the next job claimed ahead take its turn.
+pub(crate) struct Ticket {
+    waiting: Arc<Waiting>,
+    turn: u64,
+}
+
+impl Ticket {
+    /// Returns once every job claimed ahead before this one holds its slot or gave up, so that
+    /// jobs claimed ahead start in the order they were taken from their queue (the queue's
+    /// priority order) however their claims' confirms and tasks are scheduled.
+    pub async fn turn(&self) {
+        loop {
+            let passed = self.waiting.turn_passed.notified();
+            let mut passed = std::pin::pin!(passed);
+            passed.as_mut().enable();
+            if self.waiting.turns().held.first() == Some(&self.turn) {
+                return;
+            }
+            passed.await;
+        }
+    }
+}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Relaxed);
-        self.0.changed.notify_one();
+        self.waiting.turns().held.remove(&self.turn);
+        self.waiting.turn_passed.notify_waiters();
+        self.waiting.count.fetch_sub(1, Ordering::Relaxed);
+        self.waiting.changed.notify_one();
     }
 }
 
@@ -60,7 +107,7 @@ impl Ahead {
     pub fn new(config: &AgentConfig) -> Self {
         let limit = match config.services_mode {
             true => 0,
-            false => config.concurrency as usize,
+            false => PER_SLOT * config.concurrency as usize,
         };
         Ahead {
             limit,
@@ -106,10 +153,21 @@ impl Ahead {
             .collect()
     }
 
-    /// Counts a job claimed ahead until its ticket is dropped.
+    /// Counts a job claimed ahead until its ticket is dropped; its turn comes after those of
+    /// the tickets given before it.
     pub fn ticket(&self) -> Ticket {
+        let turn = {
+            let mut turns = self.waiting.turns();
+            let turn = turns.next;
+            turns.next += 1;
+            turns.held.insert(turn);
+            turn
+        };
         self.waiting.count.fetch_add(1, Ordering::Relaxed);
-        Ticket(self.waiting.clone())
+        Ticket {
+            waiting: self.waiting.clone(),
+            turn,
+        }
     }
 
     /// Jobs claimed ahead that hold no slot yet.
@@ -156,15 +214,37 @@ mod tests {
         ahead.saw(1, Some(3));
         assert!(ahead.queues(&[0, 1], &slots).is_empty());
         ahead.saw(1, Some(4));
-        let tickets = [ahead.ticket(), ahead.ticket()];
-        assert_eq!(ahead.waiting(), 2);
-        assert!(ahead.queues(&[0, 1], &slots).is_empty(), "one per slot");
+        let mut tickets: Vec<Ticket> = (0..3).map(|_| ahead.ticket()).collect();
+        assert_eq!(ahead.queues(&[0, 1], &slots), [1], "two per slot");
+        tickets.push(ahead.ticket());
+        assert_eq!(ahead.waiting(), 4);
+        assert!(ahead.queues(&[0, 1], &slots).is_empty(), "two per slot");
         drop(tickets);
         ahead.changed().await;
         assert_eq!((ahead.waiting(), ahead.queues(&[1], &slots)), (0, vec![1]));
         ahead.saw(1, None);
         assert!(ahead.queues(&[1], &slots).is_empty());
         drop(held);
+    }
+
+    /// Jobs claimed ahead take their turns in the order their tickets were given, whichever
+    /// gives up first.
+    #[test]
+    fn tickets_take_their_turns_in_order() {
+        use futures_util::FutureExt;
+        let config = config(1, false, &[]);
+        let ahead = Ahead::new(&config);
+        let [first, second, third] = [(); 3].map(|()| ahead.ticket());
+        assert!(first.turn().now_or_never().is_some());
+        assert!(second.turn().now_or_never().is_none());
+        drop(second);
+        assert!(
+            third.turn().now_or_never().is_none(),
+            "the first still waits"
+        );
+        drop(first);
+        assert!(third.turn().now_or_never().is_some());
+        assert_eq!(ahead.waiting(), 1);
     }
 
     #[tokio::test]

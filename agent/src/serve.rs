@@ -13,7 +13,8 @@
 //! ([`QueueOrder::Priority`]), or the queues take turns ([`QueueOrder::RoundRobin`]).
 //!
 //! The one exception to holding no job beyond the free slots: on deep queues, while short steps
-//! fill every slot, a job per slot is claimed ahead and waits for the next free one ([`ahead`]).
+//! fill every slot, up to two jobs per slot are claimed ahead and wait for the next free ones
+//! ([`ahead`]).
 
 use crate::ahead::{self, Ahead};
 use crate::config::QueueOrder;
@@ -396,7 +397,10 @@ fn claim_and_start(
                 if let Some(ticket) = ahead {
                     if confirmed {
                         tokio::select! {
-                            () = slot.take_first() => {}
+                            () = async {
+                                ticket.turn().await;
+                                slot.take_first().await;
+                            } => {}
                             // Stopped while it waits: its program never starts, so it needs no
                             // slot, and its report goes now, not once a running step ends.
                             () = cancel.cancelled() => {}
