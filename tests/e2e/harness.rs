@@ -260,6 +260,11 @@ impl Cluster {
         self.procs.output(label)
     }
 
+    /// The last lines each started process wrote, under its label (for assertion messages).
+    pub fn tails(&self) -> String {
+        self.procs.tails(PROCESS_LOG_TAIL)
+    }
+
     /// The pid of a started process.
     pub fn pid(&self, label: &str) -> u32 {
         self.procs
@@ -317,7 +322,7 @@ impl Cluster {
                 Err(_) => Err(text(&out)),
             }
         });
-        observed.unwrap_or_else(|e| panic!("{e}\n{}", self.procs.tails(PROCESS_LOG_TAIL)))
+        observed.unwrap_or_else(|e| panic!("{e}\n{}", self.tails()))
     }
 
     /// GETs a path of the controller's HTTP API as text (with the cluster's token, if any).

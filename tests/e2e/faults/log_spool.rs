@@ -128,6 +128,8 @@ fn no_line_is_lost_through_a_long_broker_outage() {
 
     rabbit.stop_app();
     let stopped = Instant::now();
+    // To read the processes' logs by, should the outage not hold the log back.
+    let stopped_at = humantime::format_rfc3339_millis(std::time::SystemTime::now());
     std::fs::write(&flag, "").expect("write the flag file");
     // The outage lasts a fixed time on purpose; meanwhile the agent is watched.
     while stopped.elapsed() < OUTAGE {
@@ -177,7 +179,9 @@ fn no_line_is_lost_through_a_long_broker_outage() {
     );
     assert!(
         during < LINES * LINE_BYTES / 2,
-        "{during} bytes arrived while the broker was away: the outage did not hold the log back"
+        "{during} bytes arrived while the broker was away: the outage did not hold the log back \
+         (the broker's app stopped at {stopped_at})\n{}",
+        c.tails()
     );
     let console = c.http_get(&format!("/api/v1/runs/{run}/console"));
     let delay = console
