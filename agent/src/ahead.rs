@@ -21,7 +21,6 @@ use crate::config::AgentConfig;
 use crate::slots::SHORT;
 use crate::slots::Slots;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -50,14 +49,14 @@ pub(crate) struct Ahead {
 /// Jobs claimed ahead that hold no slot yet.
 #[derive(Default)]
 struct Waiting {
-    count: AtomicUsize,
     changed: Notify,
     turns: Mutex<Turns>,
     /// Woken whenever a ticket is dropped.
     turn_passed: Notify,
 }
 
-/// The turns of the tickets not yet dropped, and the next one to give.
+/// The turns of the tickets not yet dropped (one per job claimed ahead that holds no slot yet),
+/// and the next one to give.
 #[derive(Default)]
 struct Turns {
     held: BTreeSet<u64>,
@@ -98,7 +97,6 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.waiting.turns().held.remove(&self.turn);
         self.waiting.turn_passed.notify_waiters();
-        self.waiting.count.fetch_sub(1, Ordering::Relaxed);
         self.waiting.changed.notify_one();
     }
 }
@@ -163,7 +161,6 @@ impl Ahead {
             turns.held.insert(turn);
             turn
         };
-        self.waiting.count.fetch_add(1, Ordering::Relaxed);
         Ticket {
             waiting: self.waiting.clone(),
             turn,
@@ -172,7 +169,7 @@ impl Ahead {
 
     /// Jobs claimed ahead that hold no slot yet.
     pub fn waiting(&self) -> usize {
-        self.waiting.count.load(Ordering::Relaxed)
+        self.waiting.turns().held.len()
     }
 
     /// Resolves once a job claimed ahead took its slot or gave up (at once if one did since

@@ -54,16 +54,11 @@ impl Reports {
             together,
             sent,
         };
+        let stopping = || Arc::new(AmqpError::Unconfirmed("the agent is stopping".to_string()));
         if self.queued.send(queued).is_err() {
-            return Err(Arc::new(AmqpError::Unconfirmed(
-                "the agent is stopping".to_string(),
-            )));
+            return Err(stopping());
         }
-        confirmed.await.unwrap_or_else(|_| {
-            Err(Arc::new(AmqpError::Unconfirmed(
-                "the agent is stopping".to_string(),
-            )))
-        })
+        confirmed.await.unwrap_or_else(|_| Err(stopping()))
     }
 }
 
@@ -102,8 +97,6 @@ struct Batch {
     /// About how many bytes they take encoded: outputs carried inside results, and
     /// [`EVENT_BYTES`] for the rest of each.
     bytes: usize,
-    /// Whether more may join: the events so far may all go together.
-    together: bool,
 }
 
 /// About how many bytes an event takes encoded, apart from the outputs a result carries.
@@ -111,13 +104,16 @@ const EVENT_BYTES: usize = 512;
 
 impl Batch {
     fn add(&mut self, queued: Queued) {
-        self.together = queued.together && (self.events.is_empty() || self.together);
         self.bytes += size_of_event(&queued.message);
         self.events.push(queued);
     }
 
+    /// Whether more may join: the first event may go with others (only such events join it)
+    /// and there is room.
     fn open(&self) -> bool {
-        self.together && self.events.len() < MOST_EVENTS && self.bytes < MOST_BYTES
+        self.events.first().is_some_and(|first| first.together)
+            && self.events.len() < MOST_EVENTS
+            && self.bytes < MOST_BYTES
     }
 
     fn fits(&self, queued: &Queued) -> bool {

@@ -61,9 +61,14 @@ fn step_of(message: &Message) -> String {
     }
 }
 
-/// The test's events, queued at once: the test's runtime has one thread, so the publishing
-/// task runs only once all are queued, as when they were made while a publish was in flight.
-async fn send_all(reports: &Reports, events: &[(&str, bool)]) {
+/// Queues `events` (step, may go together) at once on a fresh namespace's `Reports` and
+/// returns the steps of the first `messages` messages on its events queue. The test's runtime
+/// has one thread, so the publishing task runs only once all are queued, as when they were
+/// made while a publish was in flight.
+async fn published(events: &[(&str, bool)], messages: usize) -> Vec<Vec<String>> {
+    let ns = fresh_namespace("rep");
+    let broker = broker(&ns).await;
+    let reports = Reports::start(broker.publisher().await.unwrap());
     let sent = join_all(
         events
             .iter()
@@ -71,27 +76,31 @@ async fn send_all(reports: &Reports, events: &[(&str, bool)]) {
     )
     .await;
     assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let got = received(&broker, messages).await;
+    delete_namespace(AMQP_URL, &ns, &[] as &[&str])
+        .await
+        .unwrap();
+    got
+}
+
+/// Steps `s0`, `s1`, ... (`n` of them).
+fn steps(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("s{i}")).collect()
+}
+
+/// Each of `steps`, allowed to go with others.
+fn together(steps: &[String]) -> Vec<(&str, bool)> {
+    steps.iter().map(|s| (s.as_str(), true)).collect()
 }
 
 #[tokio::test]
 async fn events_waiting_together_go_out_in_one_message_in_order() {
-    let ns = fresh_namespace("rep");
-    let broker = broker(&ns).await;
-    let reports = Reports::start(broker.publisher().await.unwrap());
-    let events: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
-    let queued: Vec<(&str, bool)> = events.iter().map(|s| (s.as_str(), true)).collect();
-    send_all(&reports, &queued).await;
-    assert_eq!(received(&broker, 1).await, vec![events]);
-    delete_namespace(AMQP_URL, &ns, &[] as &[&str])
-        .await
-        .unwrap();
+    let events = steps(10);
+    assert_eq!(published(&together(&events), 1).await, vec![events]);
 }
 
 #[tokio::test]
 async fn an_event_of_a_job_without_batches_goes_alone_and_keeps_its_place() {
-    let ns = fresh_namespace("rep");
-    let broker = broker(&ns).await;
-    let reports = Reports::start(broker.publisher().await.unwrap());
     let queued = [
         ("a", true),
         ("b", true),
@@ -100,26 +109,17 @@ async fn an_event_of_a_job_without_batches_goes_alone_and_keeps_its_place() {
         ("e", true),
         ("f", true),
     ];
-    send_all(&reports, &queued).await;
-    let got = received(&broker, 3).await;
     let want: Vec<Vec<&str>> = vec![vec!["a", "b", "c"], vec!["d"], vec!["e", "f"]];
-    assert_eq!(got, want);
-    delete_namespace(AMQP_URL, &ns, &[] as &[&str])
-        .await
-        .unwrap();
+    assert_eq!(published(&queued, 3).await, want);
 }
 
 #[tokio::test]
 async fn a_batch_holds_at_most_its_share_of_events() {
-    let ns = fresh_namespace("rep");
-    let broker = broker(&ns).await;
-    let reports = Reports::start(broker.publisher().await.unwrap());
-    let events: Vec<String> = (0..MOST_EVENTS + 2).map(|i| format!("s{i}")).collect();
-    let queued: Vec<(&str, bool)> = events.iter().map(|s| (s.as_str(), true)).collect();
-    send_all(&reports, &queued).await;
-    let sizes: Vec<usize> = received(&broker, 2).await.iter().map(Vec::len).collect();
-    assert_eq!(sizes, vec![MOST_EVENTS, 2]);
-    delete_namespace(AMQP_URL, &ns, &[] as &[&str])
+    let events = steps(MOST_EVENTS + 2);
+    let sizes: Vec<usize> = published(&together(&events), 2)
         .await
-        .unwrap();
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, vec![MOST_EVENTS, 2]);
 }

@@ -145,22 +145,7 @@ impl Routing {
     async fn route_batch(&self, batch: Events, incoming: Incoming) {
         let mut admitted = Vec::with_capacity(batch.events.len());
         for bytes in &batch.events {
-            let event = match Message::decode(bytes) {
-                Ok((_, Message::Claimed(c))) => Ok((Event::Claimed(c), "claimed")),
-                Ok((_, Message::Finished(f))) => Ok((Event::Finished(f), "finished")),
-                Ok((_, other)) => Err(Refused {
-                    code: "wrong_queue",
-                    why: format!(
-                        "a {} message does not belong in an events message",
-                        other.kind()
-                    ),
-                }),
-                Err(e) => Err(Refused {
-                    code: e.code(),
-                    why: e.to_string(),
-                }),
-            };
-            let event = match event {
+            let event = match event_in_batch(bytes) {
                 Ok((event, kind)) => self.admit(event, kind).await,
                 Err(refused) => Err(refused),
             };
@@ -180,21 +165,17 @@ impl Routing {
                 }
             }
         }
-        let mut incoming = Some(incoming);
-        let last = admitted.len().checked_sub(1);
-        for (i, event) in admitted.into_iter().enumerate() {
-            let delivery = match Some(i) == last {
-                true => incoming.take(),
-                false => None,
-            };
-            self.deliver(event, delivery).await;
+        let Some(last) = admitted.pop() else {
+            // Every event was dead-lettered.
+            if let Err(e) = incoming.ack().await {
+                tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
+            }
+            return;
+        };
+        for event in admitted {
+            self.deliver(event, None).await;
         }
-        // Every event was dead-lettered.
-        if let Some(incoming) = incoming
-            && let Err(e) = incoming.ack().await
-        {
-            tracing::warn!("cannot ack a message from {}: {e}", incoming.queue());
-        }
+        self.deliver(last, Some(incoming)).await;
     }
 
     /// Checks an event against the store before the owner task acts on it: an event of a run
@@ -372,6 +353,28 @@ struct Admitted {
 struct Refused {
     code: &'static str,
     why: String,
+}
+
+/// One event of an `Events` message, decoded: a `Claimed` or a `Finished`, with its kind.
+fn event_in_batch(bytes: &[u8]) -> Result<(Event, &'static str), Refused> {
+    let message = match Message::decode(bytes) {
+        Ok((_, message)) => message,
+        Err(e) => {
+            return Err(Refused {
+                code: e.code(),
+                why: e.to_string(),
+            });
+        }
+    };
+    let kind = message.kind();
+    match message {
+        Message::Claimed(c) => Ok((Event::Claimed(c), kind)),
+        Message::Finished(f) => Ok((Event::Finished(f), kind)),
+        _ => Err(Refused {
+            code: "wrong_queue",
+            why: format!("a {kind} message does not belong in an events message"),
+        }),
+    }
 }
 
 /// `f` as an attempt whose outputs could not be stored, as when their upload is refused: an
