@@ -591,7 +591,7 @@ async fn process_spec(
         timeout: job.job.timeout_ms.map(Duration::from_millis),
         kill_grace: shared.config.kill_grace,
         record: Some(Registration::new(
-            &shared.config.work_dir,
+            &shared.entries,
             AttemptRef {
                 run_id: job.run_id.clone(),
                 step: job.step.clone(),

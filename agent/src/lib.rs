@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub epochs: epoch::Epochs,
     /// Emptied workdirs, renamed for the next jobs.
     pub spares: Arc<workdir::Spares>,
+    /// The files that record the running attempts' process groups.
+    pub entries: Arc<running::Entries>,
     /// Held for the agent's life: no other agent uses its work dir.
     _lock: lock::WorkDirLock,
 }
@@ -300,6 +302,7 @@ impl Agent {
             warm,
             epochs: Default::default(),
             spares: Arc::new(workdir::Spares::new(&work_dir)),
+            entries: running::Entries::new(&work_dir),
             _lock: lock,
         });
         let tracker = TaskTracker::new();

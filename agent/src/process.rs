@@ -254,7 +254,7 @@ fn record(spec: &ProcessSpec, pgid: Pid, cgroup: Option<&str>) -> Option<Recorde
         Err(e) => {
             tracing::warn!(
                 "cannot record process group {pgid} in {}: {e}",
-                registration.dir.display()
+                registration.dir().display()
             );
             None
         }
@@ -545,7 +545,8 @@ mod tests {
             attempt: drover_protocol::AttemptNo(2),
         };
         let mut s = spec("echo $$; sleep 0.5");
-        s.record = Some(Registration::new(work.path(), attempt.clone(), work.path()));
+        let recorded = crate::running::Entries::new(work.path());
+        s.record = Some(Registration::new(&recorded, attempt.clone(), work.path()));
         let entries = crate::running::dir(work.path());
         let seen = tokio::spawn({
             let entries = entries.clone();
@@ -555,7 +556,7 @@ mod tests {
                         .ok()
                         .and_then(|mut d| d.next())
                         .and_then(|f| std::fs::read(f.ok()?.path()).ok());
-                    if let Some(bytes) = found {
+                    if let Some(bytes) = found.filter(|b| !b.trim_ascii().is_empty()) {
                         return serde_json::from_slice::<crate::running::Entry>(&bytes).unwrap();
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -570,7 +571,14 @@ mod tests {
             .unwrap();
         let pid: i32 = String::from_utf8(out).unwrap().trim().parse().unwrap();
         assert_eq!((entry.pgid, &entry.attempt), (pid, &attempt));
-        assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 0);
+        let left: Vec<Vec<u8>> = std::fs::read_dir(&entries)
+            .unwrap()
+            .map(|f| std::fs::read(f.unwrap().path()).unwrap())
+            .collect();
+        assert!(
+            left.iter().all(|b| b.trim_ascii().is_empty()),
+            "the entry is blanked once the group is gone"
+        );
     }
 
     #[tokio::test]

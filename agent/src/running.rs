@@ -1,8 +1,8 @@
-//! The process groups of running attempts, recorded in the work dir
-//! (`running/<run>-<step>-<attempt>.json`) so that an agent started after a `kill -9` of the
-//! previous one on the same work dir finds the steps it left and kills them before taking jobs.
+//! The process groups of running attempts, recorded in the work dir (`running/<n>.json`) so
+//! that an agent started after a `kill -9` of the previous one on the same work dir finds the
+//! steps it left and kills them before taking jobs.
 //!
-//! An entry is written right after the step's process is spawned and removed once its whole
+//! An entry is written right after the step's process is spawned and blanked once its whole
 //! group has been killed. It holds the leader's start time (`/proc/PID/stat` field 22) so a
 //! pid the kernel has since given to another process is never signalled.
 
@@ -10,7 +10,11 @@ use drover_protocol::message::AttemptRef;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What is recorded of one running attempt.
@@ -29,24 +33,96 @@ pub struct Entry {
     pub cgroup: Option<String>,
 }
 
+/// The entry files of one work dir. A file is kept open and used again: an attempt's entry is
+/// written over a blank one and blanked (overwritten with spaces) when its group is gone, so
+/// an attempt costs two writes to an open file. Creating, renaming and removing a file per
+/// attempt cost a fan-out of short steps a sixth of the agent's CPU: ext4 searches long for a
+/// free inode when many were freed just before (`bench/results/2026-12-05-entries.md`).
+///
+/// Each write is one `pwrite` at offset 0 of less than a page, so a killed agent leaves a
+/// whole entry or a blank, never half of one.
+#[derive(Debug)]
+pub struct Entries {
+    dir: PathBuf,
+    blank: Mutex<Vec<EntryFile>>,
+    made: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct EntryFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes written at the start of the file (the rest of an older, longer entry is blanked
+    /// with it).
+    len: usize,
+}
+
+impl Entries {
+    pub fn new(work_dir: &Path) -> Arc<Self> {
+        Arc::new(Self {
+            dir: dir(work_dir),
+            blank: Mutex::new(Vec::new()),
+            made: AtomicUsize::new(0),
+        })
+    }
+
+    /// A blank entry file: one given back, or a new one.
+    fn take(&self) -> std::io::Result<EntryFile> {
+        if let Some(file) = self.blank.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(file);
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{n}.json"));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok(EntryFile { file, path, len: 0 })
+    }
+
+    /// Blanks `file` and keeps it for the next attempt; one that cannot be written is removed.
+    fn give_back(&self, mut file: EntryFile) {
+        let spaces = vec![b' '; file.len];
+        match file.file.write_all_at(&spaces, 0) {
+            Ok(()) => {
+                file.len = 0;
+                self.blank
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(file);
+            }
+            Err(e) => {
+                tracing::warn!("cannot blank {}: {e}", file.path.display());
+                if let Err(e) = std::fs::remove_file(&file.path) {
+                    tracing::warn!("cannot remove {}: {e}", file.path.display());
+                }
+            }
+        }
+    }
+}
+
 /// Where one attempt's entry goes, known before its process starts.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub dir: PathBuf,
+    pub entries: Arc<Entries>,
     pub attempt: AttemptRef,
     pub workdir: PathBuf,
 }
 
-/// The written entry; dropping it removes the file.
+/// The written entry; dropping it blanks the file.
 #[derive(Debug)]
 pub struct Recorded {
-    path: PathBuf,
+    file: Option<EntryFile>,
+    entries: Arc<Entries>,
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!("cannot remove {}: {e}", self.path.display());
+        if let Some(file) = self.file.take() {
+            self.entries.give_back(file);
         }
     }
 }
@@ -57,17 +133,21 @@ pub fn dir(work_dir: &Path) -> PathBuf {
 }
 
 impl Registration {
-    pub fn new(work_dir: &Path, attempt: AttemptRef, workdir: &Path) -> Self {
+    pub fn new(entries: &Arc<Entries>, attempt: AttemptRef, workdir: &Path) -> Self {
         Self {
-            dir: dir(work_dir),
+            entries: entries.clone(),
             attempt,
             workdir: workdir.to_path_buf(),
         }
     }
 
+    /// The directory the entry goes to.
+    pub fn dir(&self) -> &Path {
+        &self.entries.dir
+    }
+
     /// Records the group led by `pid`, in the cgroup named `cgroup` when that was made before
-    /// the spawn (written to a temporary name, then renamed, so a reader never sees half an
-    /// entry).
+    /// the spawn.
     pub fn record(&self, pid: i32, cgroup: Option<&str>) -> std::io::Result<Recorded> {
         let start_time = start_time(pid).ok_or_else(|| {
             std::io::Error::other(format!("cannot read the start time of pid {pid}"))
@@ -79,15 +159,17 @@ impl Registration {
             workdir: self.workdir.clone(),
             cgroup: cgroup.map(str::to_string),
         };
-        std::fs::create_dir_all(&self.dir)?;
-        let a = &self.attempt;
-        let path = self
-            .dir
-            .join(format!("{}-{}-{}.json", a.run_id, a.step, a.attempt));
-        let tmp = self.dir.join(format!(".{pid}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(&entry)?)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(Recorded { path })
+        let mut bytes = serde_json::to_vec(&entry)?;
+        let mut file = self.entries.take()?;
+        // Spaces after the entry cover what is left of a longer one (JSON allows them).
+        bytes.resize(bytes.len().max(file.len), b' ');
+        let written = file.file.write_all_at(&bytes, 0);
+        file.len = file.len.max(bytes.len());
+        let recorded = Recorded {
+            file: Some(file),
+            entries: self.entries.clone(),
+        };
+        written.map(|()| recorded)
     }
 }
 
@@ -110,9 +192,8 @@ pub fn clean_up(work_dir: &Path, grace: Duration, keep_workdirs: bool) -> Vec<Cl
     let mut cleaned = Vec::new();
     for file in listing.flatten() {
         let path = file.path();
-        let text = std::fs::read(&path);
-        match text.map(|t| serde_json::from_slice::<Entry>(&t)) {
-            Ok(Ok(entry)) => {
+        match std::fs::read(&path).map(|text| parse(&text)) {
+            Ok(Ok(Some(entry))) => {
                 let killed = kill_group(&entry, grace);
                 // Only a directory of this work dir: an entry is data, not an order.
                 let ours = work_dir
@@ -127,7 +208,9 @@ pub fn clean_up(work_dir: &Path, grace: Duration, keep_workdirs: bool) -> Vec<Cl
                 }
                 cleaned.push(Cleaned { entry, killed });
             }
-            // A temporary file of an unfinished write, or an unreadable entry: nothing to go by.
+            // A blank entry file: its attempt's group was gone before the agent was.
+            Ok(Ok(None)) => {}
+            // A temporary file an older agent left, or an unreadable entry: nothing to go by.
             _ => tracing::warn!("removing {}: not a running-attempt entry", path.display()),
         }
         if let Err(e) = std::fs::remove_file(&path) {
@@ -135,6 +218,14 @@ pub fn clean_up(work_dir: &Path, grace: Duration, keep_workdirs: bool) -> Vec<Cl
         }
     }
     cleaned
+}
+
+/// An entry file's entry, `None` when it is blank.
+fn parse(text: &[u8]) -> serde_json::Result<Option<Entry>> {
+    if text.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(text).map(Some)
 }
 
 /// "cleaned up 2 processes left by a previous agent: run R step S attempt 1 (pgid 1234)".
@@ -272,7 +363,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = leader.id() as i32;
-        let recorded = Registration::new(work.path(), attempt(), &workdir)
+        let recorded = Registration::new(&Entries::new(work.path()), attempt(), &workdir)
             .record(pid, None)
             .unwrap();
         std::mem::forget(recorded); // as if the agent had been killed
@@ -303,6 +394,62 @@ mod tests {
                 && text.ends_with(&format!("step s attempt 1 (pgid {pid})")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_entry_file_is_blanked_when_its_group_is_gone_and_used_again() {
+        let work = tempfile::tempdir().unwrap();
+        let entries = Entries::new(work.path());
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let read_all = || -> Vec<Vec<u8>> {
+            std::fs::read_dir(dir(work.path()))
+                .unwrap()
+                .map(|f| std::fs::read(f.unwrap().path()).unwrap())
+                .collect()
+        };
+        let long = work.path().join("a-workdir-with-a-long-name-".repeat(4));
+        let first = Registration::new(&entries, attempt(), &long)
+            .record(pid, Some("drover-step-1"))
+            .unwrap();
+        let [text] = &read_all()[..] else {
+            panic!("one entry file")
+        };
+        assert_eq!(parse(text).unwrap().unwrap().workdir, long);
+        drop(first);
+        let [text] = &read_all()[..] else {
+            panic!("one entry file")
+        };
+        assert!(
+            parse(text).unwrap().is_none(),
+            "blank after its group is gone"
+        );
+
+        // The same file again, now holding a shorter entry; a second at once gets its own.
+        let short = work.path().join("w");
+        let again = Registration::new(&entries, attempt(), &short)
+            .record(pid, None)
+            .unwrap();
+        let beside = Registration::new(&entries, attempt(), &short)
+            .record(pid, None)
+            .unwrap();
+        let texts = read_all();
+        assert_eq!(texts.len(), 2);
+        for text in &texts {
+            let entry = parse(text).unwrap().unwrap();
+            assert_eq!((entry.workdir, entry.cgroup), (short.clone(), None));
+        }
+        std::mem::forget(again); // as if the agent had been killed
+        drop(beside);
+        let cleaned = clean_up(work.path(), Duration::from_secs(1), true);
+        assert_eq!(cleaned.len(), 1, "the blank file is no entry");
+        assert_eq!(cleaned[0].killed, 1);
+        let _ = child.wait();
+        assert_eq!(std::fs::read_dir(dir(work.path())).unwrap().count(), 0);
     }
 
     #[test]

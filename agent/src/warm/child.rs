@@ -55,7 +55,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(
                     "cannot record process group {pid} in {}: {e}",
-                    registration.dir.display()
+                    registration.dir().display()
                 );
                 None
             }
