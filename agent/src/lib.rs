@@ -349,6 +349,7 @@ impl Agent {
     /// Returns once shutdown was requested and running jobs are finished (drain) or killed.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.tracker.wait().await;
+        reaper::current().remove_spares();
         // Stopping for good: nothing is left to cancel, so the control queue need not wait for
         // its expiry (a killed agent's does). Without a connection, none is opened for it.
         let broker = &self.shared.broker;

@@ -152,6 +152,13 @@ impl Reaper {
         }
     }
 
+    /// Removes the emptied attempt cgroups kept for later attempts (an agent is stopping).
+    pub fn remove_spares(&self) {
+        if let Reaper::Cgroup(_) = self {
+            cgroup::remove_spares();
+        }
+    }
+
     /// Removes a cgroup from [`Reaper::new_cgroup`] that nothing was spawned into.
     pub fn discard(&self, dir: &std::path::Path) {
         let _ = std::fs::remove_dir(dir);
@@ -235,7 +242,7 @@ impl Reaper {
 
 fn clean_up(contained: Contained) -> Result<(), String> {
     match contained {
-        Contained::Cgroup(dir) => cgroup::kill_and_remove(&dir),
+        Contained::Cgroup(dir) => cgroup::finish(&dir),
         Contained::Group(pgid) => {
             sweep::live_remove(pgid);
             sweep::sweep();
@@ -337,6 +344,34 @@ mod tests {
 
     /// An attempt cgroup made by an agent process that is gone is killed and removed; one made
     /// by a live agent process is left as it is.
+    #[test]
+    fn an_emptied_cgroup_is_kept_for_a_later_attempt_until_the_agent_stops() {
+        let parent = match init(CleanupMode::Cgroup) {
+            Ok(Reaper::Cgroup(parent)) => parent,
+            Ok(Reaper::Subreaper) => unreachable!("asked for cgroups"),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let (dir, mut procs) = parent.create().unwrap();
+        // Something the attempt left running is killed; the cgroup stays.
+        let mut left = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut procs, left.id().to_string().as_bytes()).unwrap();
+        drop(procs);
+        cgroup::finish(&dir).unwrap();
+        assert_eq!(left.wait().unwrap().signal(), Some(9));
+        assert!(dir.exists(), "the emptied cgroup was removed");
+        let (again, _) = parent.create().unwrap();
+        assert_eq!(again, dir, "the spare was not used");
+        cgroup::finish(&again).unwrap();
+        current().remove_spares();
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+
     #[test]
     fn the_cgroups_of_an_agent_process_that_is_gone_are_killed() {
         let parent = match init(CleanupMode::Cgroup) {

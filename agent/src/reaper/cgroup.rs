@@ -2,11 +2,12 @@
 //! and `/proc/self/cgroup` (no assumed path; hybrid layouts mount v2 beside the v1
 //! controllers), checked at start by moving a probe process in and killing it, and killed
 //! whole at the attempt's end through `cgroup.kill` (Linux 5.14) or by freezing it and killing
-//! each process.
+//! each process. An emptied cgroup this process made is kept for a later attempt.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,15 @@ const LEFT_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a killed cgroup may take to empty.
 const EMPTY_WITHIN: Duration = Duration::from_secs(5);
+
+/// Emptied attempt cgroups this process made ([`Parent::create`]), kept for later attempts:
+/// making and removing a cgroup cost a fan-out of short steps a tenth of the agent's CPU
+/// (`bench/results/2026-12-05-entries.md`). An empty cgroup holds nothing of an attempt, and
+/// its name is the agent process's, not the attempt's.
+static SPARES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// At most this many spares are kept; more than the attempts that run at once is no use.
+const SPARES_KEPT: usize = 64;
 
 /// The agent's cgroup, where the attempts' cgroups are created.
 #[derive(Debug)]
@@ -70,8 +80,11 @@ impl Parent {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > LEFT_AFTER));
-            let ours = entry.file_name().to_string_lossy().starts_with(STEP_PREFIX);
-            if ours && old && procs(&entry.path()).is_ok_and(|p| p.is_empty()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with(STEP_PREFIX);
+            // An empty cgroup of a live agent process is its spare.
+            let spare = owner(&name).is_some_and(alive);
+            if ours && old && !spare && procs(&entry.path()).is_ok_and(|p| p.is_empty()) {
                 let _ = std::fs::remove_dir(entry.path());
             }
         }
@@ -88,15 +101,10 @@ impl Parent {
         let mut killed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let owner = name
-                .strip_prefix(STEP_PREFIX)
-                .and_then(|rest| rest.strip_prefix(OWNED_BY))
-                .and_then(|rest| rest.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<u32>().ok());
-            let Some(owner) = owner else {
+            let Some(owner) = owner(&name) else {
                 continue;
             };
-            if Path::new(&format!("/proc/{owner}")).exists() {
+            if alive(owner) {
                 continue;
             }
             match kill_and_remove(&entry.path()) {
@@ -168,14 +176,20 @@ impl Parent {
     /// name goes into the attempt's `running/` entry instead, and an agent starting later kills
     /// what is left in those of an agent process that is gone ([`Parent::kill_orphaned`]).
     pub fn create(&self) -> std::io::Result<(PathBuf, std::fs::File)> {
+        while let Some(dir) = take_spare(&self.dir) {
+            match open_procs(&dir) {
+                Ok(procs) => return Ok((dir, procs)),
+                Err(e) => {
+                    tracing::debug!("a spare cgroup {} is gone: {e}", dir.display());
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+        }
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let name = format!("{STEP_PREFIX}{OWNED_BY}{}-{suffix}", std::process::id());
         let dir = self.dir.join(name);
         std::fs::create_dir(&dir)?;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-        {
+        match open_procs(&dir) {
             Ok(procs) => Ok((dir, procs)),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -194,6 +208,42 @@ impl Parent {
             return Err(e);
         }
         Ok(dir)
+    }
+}
+
+/// The agent process an attempt cgroup's name says made it (`drover-step-by<pid>-...`).
+fn owner(name: &str) -> Option<u32> {
+    name.strip_prefix(STEP_PREFIX)?
+        .strip_prefix(OWNED_BY)?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn open_procs(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+}
+
+fn take_spare(parent: &Path) -> Option<PathBuf> {
+    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    let at = spares.iter().rposition(|d| d.parent() == Some(parent))?;
+    Some(spares.swap_remove(at))
+}
+
+/// Removes the spare cgroups (the agent is stopping).
+pub fn remove_spares() {
+    let spares = std::mem::take(&mut *SPARES.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in spares {
+        if let Err(e) = remove(&dir) {
+            tracing::debug!("cannot remove the spare cgroup {}: {e}", dir.display());
+        }
     }
 }
 
@@ -315,6 +365,34 @@ fn remove(dir: &Path) -> std::io::Result<()> {
             other => return other,
         }
     }
+}
+
+/// Kills what is left in an attempt's cgroup, then keeps it as a spare when this process made
+/// it for an attempt not spawned yet ([`Parent::create`]) and fewer than [`SPARES_KEPT`] are
+/// kept; removes it otherwise.
+pub fn finish(dir: &Path) -> Result<(), String> {
+    let made_here = dir
+        .file_name()
+        .and_then(|n| owner(&n.to_string_lossy()))
+        .is_some_and(|pid| pid == std::process::id());
+    if !made_here {
+        return kill_and_remove(dir);
+    }
+    // Empty once the step's process is reaped, unless it left something running.
+    if !procs(dir).is_ok_and(|p| p.is_empty()) {
+        let has_kill = dir.join("cgroup.kill").exists();
+        if let Err(e) = kill_and_wait(dir, has_kill) {
+            let _ = remove(dir);
+            return Err(e);
+        }
+    }
+    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+    if spares.len() < SPARES_KEPT {
+        spares.push(dir.to_path_buf());
+        return Ok(());
+    }
+    drop(spares);
+    remove(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
 }
 
 /// Kills what is left in an attempt's cgroup and removes it.
