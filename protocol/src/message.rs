@@ -494,9 +494,9 @@ macro_rules! messages {
                 }
             }
 
-            fn decode_body(kind: &str, body: &[u8]) -> Result<Message, DecodeError> {
+            fn decode_body(kind: &str, bytes: &[u8]) -> Result<Message, DecodeError> {
                 match kind {
-                    $($kind => decode_as::<$body>(kind, body).map(Message::$variant),)*
+                    $($kind => decode_as::<$body>(kind, bytes).map(Message::$variant),)*
                     other => Err(DecodeError::UnknownKind(other.to_string())),
                 }
             }
@@ -556,11 +556,15 @@ fn encode_envelope<B: Serialize>(
     })
 }
 
-fn decode_as<B: DeserializeOwned>(kind: &str, body: &[u8]) -> Result<B, DecodeError> {
-    rmp_serde::from_slice(body).map_err(|e| DecodeError::InvalidBody {
-        kind: kind.to_string(),
-        error: e.to_string(),
-    })
+/// The body of the whole envelope `bytes`, read as `B` (the envelope's other fields were
+/// read before, so an error here is the body's).
+fn decode_as<B: DeserializeOwned>(kind: &str, bytes: &[u8]) -> Result<B, DecodeError> {
+    rmp_serde::from_slice::<Envelope<B>>(bytes)
+        .map(|envelope| envelope.body)
+        .map_err(|e| DecodeError::InvalidBody {
+            kind: kind.to_string(),
+            error: e.to_string(),
+        })
 }
 
 impl Message {
@@ -579,15 +583,14 @@ impl Message {
 
     /// Decodes and checks version and kind; the body is validated by its typed fields.
     pub fn decode(bytes: &[u8]) -> Result<(EnvelopeMeta, Message), DecodeError> {
-        let raw: Envelope<rmpv::Value> =
+        // Read twice, the body skipped the first time, rather than through a tree of values
+        // written out again: a message is small, and the tree's allocations cost more.
+        let raw: Envelope<serde::de::IgnoredAny> =
             rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if raw.v != PROTOCOL_VERSION {
             return Err(DecodeError::UnsupportedVersion(raw.v));
         }
-        let mut body = Vec::new();
-        rmpv::encode::write_value(&mut body, &raw.body)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        let message = Message::decode_body(&raw.kind, &body)?;
+        let message = Message::decode_body(&raw.kind, bytes)?;
         Ok((
             EnvelopeMeta {
                 v: raw.v,
