@@ -44,6 +44,9 @@ pub(crate) struct Routing {
     pub uploads: UploadLimits,
 }
 
+/// How long closing a failed consumer's channel is waited for before it is let go.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
 /// again (the broker reconnects on demand) with a backoff of 100 ms doubling to 2 s.
 pub(crate) async fn consume(
@@ -55,13 +58,19 @@ pub(crate) async fn consume(
     shutdown: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut again = false;
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
             c = broker.consume(&queue, prefetch) => c,
         };
         let mut consumer = match opened {
-            Ok(c) => c,
+            Ok(c) => {
+                if again {
+                    tracing::info!("consuming {queue} again");
+                }
+                c
+            }
             Err(e) => {
                 tracing::warn!("cannot consume {queue}: {e}; retrying in {delay:?}");
                 tokio::select! {
@@ -93,7 +102,14 @@ pub(crate) async fn consume(
                 }
             }
         }
-        consumer.close().await;
+        again = true;
+        // The channel belongs to a connection that failed: its close may never be answered.
+        if tokio::time::timeout(CLOSE_PATIENCE, consumer.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the failed consumer of {queue} took over {CLOSE_PATIENCE:?}");
+        }
     }
 }
 
