@@ -102,7 +102,7 @@ impl Consumer {
 
     /// Closes the channel: every unacked delivery goes back to its queue.
     pub async fn close(self) {
-        let _ = self.channel.close(200, "consumer closed".into()).await;
+        close(&self.channel, "consumer closed").await;
     }
 }
 
@@ -139,7 +139,24 @@ impl Getter {
 
     /// Closes the channel: every unacked message taken through it goes back to its queue.
     pub async fn close(self) {
-        let _ = self.channel.close(200, "getter closed".into()).await;
+        close(&self.channel, "getter closed").await;
+    }
+}
+
+/// How long a channel's close is waited for before it is let go.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes `channel`, waiting at most [`CLOSE_PATIENCE`]: a close sent on a connection that has
+/// just failed may never be answered, and whoever closes is on its way to opening another.
+async fn close(channel: &Channel, why: &str) {
+    if tokio::time::timeout(CLOSE_PATIENCE, channel.close(200, why.into()))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "closing channel {} ({why}) took over {CLOSE_PATIENCE:?}; let go",
+            channel.id()
+        );
     }
 }
 

@@ -44,9 +44,6 @@ pub(crate) struct Routing {
     pub uploads: UploadLimits,
 }
 
-/// How long closing a failed consumer's channel is waited for before it is let go.
-const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
-
 /// Consumes `queue` until shutdown; when the broker connection is lost, opens the consumer
 /// again (the broker reconnects on demand) with a backoff of 100 ms doubling to 2 s.
 pub(crate) async fn consume(
@@ -103,13 +100,7 @@ pub(crate) async fn consume(
             }
         }
         again = true;
-        // The channel belongs to a connection that failed: its close may never be answered.
-        if tokio::time::timeout(CLOSE_PATIENCE, consumer.close())
-            .await
-            .is_err()
-        {
-            tracing::warn!("closing the failed consumer of {queue} took over {CLOSE_PATIENCE:?}");
-        }
+        consumer.close().await;
     }
 }
 
