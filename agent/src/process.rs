@@ -545,8 +545,8 @@ mod tests {
             attempt: drover_protocol::AttemptNo(2),
         };
         let mut s = spec("echo $$; sleep 0.5");
-        let recorded = crate::running::Entries::new(work.path());
-        s.record = Some(Registration::new(&recorded, attempt.clone(), work.path()));
+        let files = crate::running::Entries::new(work.path());
+        s.record = Some(Registration::new(&files, attempt.clone(), work.path()));
         let entries = crate::running::dir(work.path());
         let seen = tokio::spawn({
             let entries = entries.clone();

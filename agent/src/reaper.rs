@@ -342,8 +342,6 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 
-    /// An attempt cgroup made by an agent process that is gone is killed and removed; one made
-    /// by a live agent process is left as it is.
     #[test]
     fn an_emptied_cgroup_is_kept_for_a_later_attempt_until_the_agent_stops() {
         let parent = match init(CleanupMode::Cgroup) {
@@ -372,6 +370,8 @@ mod tests {
         assert!(!dir.exists(), "{} is left", dir.display());
     }
 
+    /// An attempt cgroup made by an agent process that is gone is killed and removed; one made
+    /// by a live agent process is left as it is.
     #[test]
     fn the_cgroups_of_an_agent_process_that_is_gone_are_killed() {
         let parent = match init(CleanupMode::Cgroup) {

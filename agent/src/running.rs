@@ -38,12 +38,13 @@ pub struct Entry {
 
 /// The entry files of one work dir. A file is kept open and used again: an attempt's entry is
 /// written over a blank one and blanked (overwritten with spaces) when its group is gone, so
-/// an attempt costs two writes to an open file. Creating, renaming and removing a file per
-/// attempt cost a fan-out of short steps a sixth of the agent's CPU: ext4 searches long for a
-/// free inode when many were freed just before (`bench/results/2026-12-05-entries.md`).
+/// an attempt costs two writes to an open file. A file created, renamed and removed per attempt
+/// cost more: its creation alone was 7 % of the samples of a fan-out's agent and steps, as ext4
+/// searches long for a free inode when many were freed just before
+/// (`bench/results/2026-12-05-entries.md`).
 ///
-/// Each write is one `pwrite` at offset 0 of less than a page, so a killed agent leaves a
-/// whole entry or a blank, never half of one.
+/// Each write is one `pwrite` at offset 0 of an entry of a few hundred bytes, within one page,
+/// so a killed agent leaves a whole entry or a blank, never half of one.
 #[derive(Debug)]
 pub struct Entries {
     dir: PathBuf,
@@ -170,7 +171,7 @@ impl Registration {
         // Spaces after the entry cover what is left of a longer one (JSON allows them).
         bytes.resize(bytes.len().max(file.len), b' ');
         let written = file.file.write_all_at(&bytes, 0);
-        file.len = file.len.max(bytes.len());
+        file.len = bytes.len();
         let recorded = Recorded {
             file: Some(file),
             entries: self.entries.clone(),

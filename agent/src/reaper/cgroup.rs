@@ -25,8 +25,8 @@ const LEFT_AFTER: Duration = Duration::from_secs(60);
 const EMPTY_WITHIN: Duration = Duration::from_secs(5);
 
 /// Emptied attempt cgroups this process made ([`Parent::create`]), kept for later attempts:
-/// making and removing a cgroup cost a fan-out of short steps a tenth of the agent's CPU
-/// (`bench/results/2026-12-05-entries.md`). An empty cgroup holds nothing of an attempt, and
+/// making and removing a cgroup per attempt was 8 % of a fan-out's samples (the agent and its
+/// steps; `bench/results/2026-12-05-entries.md`). An empty cgroup holds nothing of an attempt, and
 /// its name is the agent process's, not the attempt's.
 static SPARES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
