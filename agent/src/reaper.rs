@@ -352,22 +352,50 @@ mod tests {
                 return;
             }
         };
-        let (dir, mut procs) = parent.create().unwrap();
-        // Something the attempt left running is killed; the cgroup stays.
-        let mut left = std::process::Command::new("sleep")
-            .arg("300")
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut procs, left.id().to_string().as_bytes()).unwrap();
-        drop(procs);
+        let sleeper = || {
+            std::process::Command::new("sleep")
+                .arg("300")
+                .spawn()
+                .unwrap()
+        };
+        // An attempt whose process ended: its cgroup is kept and used again.
+        let (dir, _) = parent.create().unwrap();
         cgroup::finish(&dir).unwrap();
-        assert_eq!(left.wait().unwrap().signal(), Some(9));
-        assert!(dir.exists(), "the emptied cgroup was removed");
+        assert!(dir.exists(), "the empty cgroup was removed");
         let (again, _) = parent.create().unwrap();
         assert_eq!(again, dir, "the spare was not used");
-        cgroup::finish(&again).unwrap();
+        // One that left a process, in a cgroup it made below its own (where `cgroup.procs` of
+        // the attempt's own lists nothing): the process is killed and the cgroup not kept.
+        let below = dir.join("made-by-the-step");
+        std::fs::create_dir(&below).unwrap();
+        let mut left = sleeper();
+        std::fs::write(below.join("cgroup.procs"), left.id().to_string()).unwrap();
+        // Not removed either while the step's own cgroup is in it (an error, as before).
+        let _ = cgroup::finish(&dir);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let ended = loop {
+            if let Some(status) = left.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the process left below was not killed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(ended.signal(), Some(9));
+        let _ = std::fs::remove_dir(&below);
+        let _ = std::fs::remove_dir(&dir);
+        let (next, _) = parent.create().unwrap();
+        assert_ne!(next, dir, "a cgroup a process was left in was used again");
+        // A frozen one is not kept either.
+        std::fs::write(next.join("cgroup.freeze"), "1").unwrap();
+        cgroup::finish(&next).unwrap();
+        assert!(!next.exists(), "the frozen cgroup was kept");
+        let (last, _) = parent.create().unwrap();
+        cgroup::finish(&last).unwrap();
         current().remove_spares();
-        assert!(!dir.exists(), "{} is left", dir.display());
+        assert!(!last.exists(), "{} is left", last.display());
     }
 
     /// An attempt cgroup made by an agent process that is gone is killed and removed; one made

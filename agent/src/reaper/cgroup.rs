@@ -367,24 +367,16 @@ fn remove(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Kills what is left in an attempt's cgroup, then keeps it as a spare when this process made
-/// it for an attempt not spawned yet ([`Parent::create`]) and fewer than [`SPARES_KEPT`] are
-/// kept; removes it otherwise.
+/// Ends an attempt's cgroup: keeps it as a spare when this process made it for an attempt not
+/// spawned yet ([`Parent::create`]), nothing is left in it or below it, it is not frozen and
+/// fewer than [`SPARES_KEPT`] are kept; otherwise kills what is left and removes it.
 pub fn finish(dir: &Path) -> Result<(), String> {
     let made_here = dir
         .file_name()
         .and_then(|n| owner(&n.to_string_lossy()))
         .is_some_and(|pid| pid == std::process::id());
-    if !made_here {
+    if !made_here || !untouched(dir) {
         return kill_and_remove(dir);
-    }
-    // Empty once the step's process is reaped, unless it left something running.
-    if !procs(dir).is_ok_and(|p| p.is_empty()) {
-        let has_kill = dir.join("cgroup.kill").exists();
-        if let Err(e) = kill_and_wait(dir, has_kill) {
-            let _ = remove(dir);
-            return Err(e);
-        }
     }
     let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
     if spares.len() < SPARES_KEPT {
@@ -393,6 +385,14 @@ pub fn finish(dir: &Path) -> Result<(), String> {
     }
     drop(spares);
     remove(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+}
+
+/// Whether a cgroup is as a new one is, by its `cgroup.events`: no process in it or in a cgroup
+/// a step made below it (`populated 0`), and not frozen by a step.
+fn untouched(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|events| {
+        events.lines().any(|l| l == "populated 0") && !events.lines().any(|l| l == "frozen 1")
+    })
 }
 
 /// Kills what is left in an attempt's cgroup and removes it.
