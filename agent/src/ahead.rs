@@ -1,20 +1,23 @@
 //! Claiming ahead on deep queues: while every slot of the agent runs short steps and a queue
-//! still holds many jobs behind the one just taken, the agent takes and claims up to
-//! [`PER_SLOT`] more jobs per slot. Such a job is made ready (workdir, inputs, environment) and
-//! waits for the next free slot, so a slot's next step costs no `basic.get`, `Claimed` confirm
-//! or preparation on its path.
+//! still holds many jobs behind the one just taken, the agent takes and claims more jobs, up to
+//! [`per_slot`] per slot. Such a job is made ready (workdir, inputs, environment) and waits for
+//! the next free slot, so a slot's next step costs no `basic.get`, `Claimed` confirm or
+//! preparation on its path.
 //!
 //! It holds a job the agent cannot start yet, which a busy agent otherwise never does; the
-//! conditions keep what that costs small. At most [`PER_SLOT`] jobs per slot wait, and only
-//! while the queue holds at least [`DEEP_PER_SLOT`] more jobs per slot (an idle agent still
-//! finds plenty), while the step that last freed a slot held it for less than [`SHORT`] (a job
-//! waits about as long as [`PER_SLOT`] steps run, so a later higher-priority job is held back
-//! by no more than that), and only from queues without a limit of their own. Jobs claimed
-//! ahead take the freed slots in the order they were taken from their queue ([`Ticket::turn`]).
+//! conditions keep what that costs small. Per slot, as many jobs wait as the last step's time
+//! fits into [`WORK_PER_SLOT`], at least [`MIN_PER_SLOT`] and at most [`MAX_PER_SLOT`], and only
+//! while the queue holds at least as many more behind the job just taken (an idle agent still
+//! finds as many as this one holds), while the step that last freed a slot held it for less than
+//! [`SHORT`] (so a later higher-priority job is held back by about [`WORK_PER_SLOT`] of steps, or
+//! [`MIN_PER_SLOT`] steps of less than [`SHORT`] each), and only from queues without a limit of
+//! their own. Jobs claimed ahead take the freed slots in the order they were taken from their
+//! queue ([`Ticket::turn`]).
 //!
-//! Two per slot, not one: a job's `basic.get` and `Claimed` confirm take about as long as a
-//! short step runs (a few milliseconds on a busy host), so with one waiting the slot was often
-//! freed before the next job was claimed.
+//! Why so many for the shortest steps: a job's `basic.get` and `Claimed` confirm take several
+//! times as long as a `true` step runs on a busy host, and one `basic.get` is in flight at a
+//! time; with two waiting per slot the slots of a `true` fan-out stood empty a third of the
+//! time, with eight the host's CPUs are what limits it.
 
 use crate::config::AgentConfig;
 #[cfg(doc)]
@@ -22,26 +25,37 @@ use crate::slots::SHORT;
 use crate::slots::Slots;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Most jobs claimed ahead per agent slot.
-pub(crate) const PER_SLOT: usize = 2;
+/// Fewest jobs claimed ahead per agent slot (when any are).
+pub(crate) const MIN_PER_SLOT: usize = 2;
 
-/// A queue counts as deep while its last `basic.get` left at least this many jobs per agent
-/// slot behind the one it gave.
-pub(crate) const DEEP_PER_SLOT: u32 = 2;
+/// Most jobs claimed ahead per agent slot.
+pub(crate) const MAX_PER_SLOT: usize = 8;
+
+/// About how much of the last step's running time is claimed ahead per slot.
+pub(crate) const WORK_PER_SLOT: Duration = Duration::from_millis(20);
+
+/// Jobs claimed ahead per agent slot after a step that held its slot for `held`: as many as fit
+/// into [`WORK_PER_SLOT`], within [`MIN_PER_SLOT`] and [`MAX_PER_SLOT`].
+pub(crate) fn per_slot(held: Duration) -> usize {
+    let fit = WORK_PER_SLOT.as_micros() / held.as_micros().max(1);
+    usize::try_from(fit)
+        .unwrap_or(MAX_PER_SLOT)
+        .clamp(MIN_PER_SLOT, MAX_PER_SLOT)
+}
 
 /// What the serve loop knows about claiming ahead.
 pub(crate) struct Ahead {
-    /// Most jobs waiting for a slot at once: [`PER_SLOT`] per slot (none in services mode).
-    limit: usize,
-    /// Jobs left behind a `basic.get`'s job for the queue to count as deep.
-    deep_at: u32,
-    /// Per queue (in the agent's order): whether its last `basic.get` left it deep; always
-    /// false for a queue with a limit of its own.
-    deep: Vec<bool>,
+    /// The agent's slots (0 in services mode: nothing is claimed ahead).
+    slots: usize,
+    /// Per queue (in the agent's order): the jobs its last `basic.get` left behind the one it
+    /// gave (`None` when it gave none); always `None` for a queue with a limit of its own.
+    behind: Vec<Option<u32>>,
     limited: Vec<bool>,
-    /// Per queue: whether claiming ahead from it was logged since it last stopped being deep.
+    /// Per queue: whether claiming ahead from it was logged since it last held fewer than
+    /// [`MIN_PER_SLOT`] jobs per slot behind a `basic.get`'s.
     told: Vec<bool>,
     waiting: Arc<Waiting>,
 }
@@ -103,14 +117,13 @@ impl Drop for Ticket {
 
 impl Ahead {
     pub fn new(config: &AgentConfig) -> Self {
-        let limit = match config.services_mode {
+        let slots = match config.services_mode {
             true => 0,
-            false => PER_SLOT * config.concurrency as usize,
+            false => config.concurrency as usize,
         };
         Ahead {
-            limit,
-            deep_at: DEEP_PER_SLOT.saturating_mul(config.concurrency),
-            deep: vec![false; config.queues.len()],
+            slots,
+            behind: vec![None; config.queues.len()],
             told: vec![false; config.queues.len()],
             limited: config
                 .queues
@@ -124,8 +137,9 @@ impl Ahead {
     /// Queue `i`'s `basic.get` gave a job with `remaining` more behind it (`Some(0)`: the last),
     /// or nothing (`None`).
     pub fn saw(&mut self, i: usize, remaining: Option<u32>) {
-        self.deep[i] = !self.limited[i] && remaining.is_some_and(|n| n >= self.deep_at);
-        self.told[i] &= self.deep[i];
+        self.behind[i] = remaining.filter(|_| !self.limited[i]);
+        let deep = u32::try_from(MIN_PER_SLOT * self.slots).unwrap_or(u32::MAX);
+        self.told[i] &= self.behind[i].is_some_and(|n| n >= deep);
     }
 
     /// A job of `queue` (the `i`th) was claimed ahead; said once per spell of deep queue.
@@ -139,15 +153,21 @@ impl Ahead {
     }
 
     /// The queues to claim ahead from now, most preferred first; none unless every slot is
-    /// taken by a short step and fewer jobs than slots wait.
+    /// taken, the last step to end was short and fewer jobs wait than its time allows.
     pub fn queues(&self, preference: &[usize], slots: &Slots) -> Vec<usize> {
-        if !slots.agent_full() || !slots.last_short() || self.waiting() >= self.limit {
+        let limit = match slots.last_hold() {
+            Some(held) if slots.agent_full() && slots.last_short() => per_slot(held) * self.slots,
+            _ => 0,
+        };
+        if self.waiting() >= limit {
             return Vec::new();
         }
+        // The queue keeps at least as many as this agent may hold ahead, for other agents.
+        let deep = u32::try_from(limit).unwrap_or(u32::MAX);
         preference
             .iter()
             .copied()
-            .filter(|&i| self.deep[i])
+            .filter(|&i| self.behind[i].is_some_and(|n| n >= deep))
             .collect()
     }
 
@@ -201,27 +221,64 @@ mod tests {
         let config = config(2, false, &[("gpu", 1)]);
         let slots = Slots::new(&config);
         let mut ahead = Ahead::new(&config);
-        ahead.saw(1, Some(4));
+        ahead.saw(1, Some(16));
         ahead.saw(0, Some(100));
         // Not full yet.
         assert!(ahead.queues(&[0, 1], &slots).is_empty());
         let held = full_of_short_steps(&slots).await;
-        // gpu has a limit of its own; cpu left 4 = 2 per slot behind its job.
+        // gpu has a limit of its own; cpu left 16 behind its job, as many as the agent may
+        // claim ahead after a step far shorter than WORK_PER_SLOT (eight per slot).
         assert_eq!(ahead.queues(&[0, 1], &slots), [1]);
-        ahead.saw(1, Some(3));
+        ahead.saw(1, Some(15));
         assert!(ahead.queues(&[0, 1], &slots).is_empty());
-        ahead.saw(1, Some(4));
-        let mut tickets: Vec<Ticket> = (0..3).map(|_| ahead.ticket()).collect();
-        assert_eq!(ahead.queues(&[0, 1], &slots), [1], "two per slot");
+        ahead.saw(1, Some(16));
+        let mut tickets: Vec<Ticket> = (0..15).map(|_| ahead.ticket()).collect();
+        assert_eq!(ahead.queues(&[0, 1], &slots), [1], "eight per slot");
         tickets.push(ahead.ticket());
-        assert_eq!(ahead.waiting(), 4);
-        assert!(ahead.queues(&[0, 1], &slots).is_empty(), "two per slot");
+        assert_eq!(ahead.waiting(), 16);
+        assert!(ahead.queues(&[0, 1], &slots).is_empty(), "eight per slot");
         drop(tickets);
         ahead.changed().await;
         assert_eq!((ahead.waiting(), ahead.queues(&[1], &slots)), (0, vec![1]));
         ahead.saw(1, None);
         assert!(ahead.queues(&[1], &slots).is_empty());
         drop(held);
+    }
+
+    #[test]
+    fn the_shorter_the_last_step_the_more_jobs_are_claimed_ahead_of_a_slot() {
+        let ms = Duration::from_millis;
+        assert_eq!(per_slot(Duration::from_micros(300)), MAX_PER_SLOT);
+        assert_eq!(per_slot(ms(2)), MAX_PER_SLOT);
+        assert_eq!(per_slot(ms(4)), 5);
+        assert_eq!(per_slot(ms(7)), MIN_PER_SLOT);
+        assert_eq!(per_slot(ms(99)), MIN_PER_SLOT);
+        assert_eq!(per_slot(Duration::ZERO), MAX_PER_SLOT);
+    }
+
+    /// A step of a few milliseconds: two jobs per slot, as many as the queue must keep behind.
+    #[tokio::test]
+    async fn after_a_step_of_several_milliseconds_two_jobs_per_slot_are_claimed_ahead() {
+        let config = config(2, false, &[]);
+        let slots = Slots::new(&config);
+        let mut ahead = Ahead::new(&config);
+        let first = slots.take(1, slots.agent_slot().await.unwrap()).unwrap();
+        let second = slots.take(1, slots.agent_slot().await.unwrap()).unwrap();
+        tokio::time::sleep(Duration::from_millis(12)).await;
+        drop(first);
+        slots.freed().await;
+        let _third = slots.take(1, slots.agent_slot().await.unwrap()).unwrap();
+        ahead.saw(1, Some(4));
+        assert_eq!(ahead.queues(&[1], &slots), [1]);
+        let tickets: Vec<Ticket> = (0..4).map(|_| ahead.ticket()).collect();
+        assert!(ahead.queues(&[1], &slots).is_empty(), "two per slot");
+        drop(tickets);
+        ahead.saw(1, Some(3));
+        assert!(
+            ahead.queues(&[1], &slots).is_empty(),
+            "the queue keeps four"
+        );
+        drop(second);
     }
 
     /// Jobs claimed ahead take their turns in the order their tickets were given, whichever

@@ -13,8 +13,8 @@
 //! ([`QueueOrder::Priority`]), or the queues take turns ([`QueueOrder::RoundRobin`]).
 //!
 //! The one exception to holding no job beyond the free slots: on deep queues, while short steps
-//! fill every slot, up to two jobs per slot are claimed ahead and wait for the next free ones
-//! ([`ahead`]).
+//! fill every slot, a few jobs per slot (as many as about 20 ms of those steps, two to eight) are
+//! claimed ahead and wait for the next free ones ([`ahead`]).
 
 use crate::ahead::{self, Ahead};
 use crate::config::QueueOrder;

@@ -7,12 +7,12 @@
 //! back goes before new jobs: the serve loop gives up a slot it holds while idle.
 
 use crate::config::AgentConfig;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// A job that gave its slots back sooner than this after taking them was short
+/// A job that gave its slots back sooner than this after it first held its agent slot was short
 /// ([`Slots::last_short`]).
 pub(crate) const SHORT: Duration = Duration::from_millis(100);
 
@@ -30,17 +30,20 @@ pub(crate) struct Slots {
     freed: Arc<Notify>,
     /// Wakes the serve loop when a running attempt wants its agent slot back.
     reclaim: Arc<Notify>,
-    /// Whether the job that last gave its slots back held them for less than [`SHORT`].
-    last_short: Arc<AtomicBool>,
+    /// How long the job that last gave its slots back held its agent slot, in µs
+    /// ([`NO_HOLD`] before any did).
+    last_hold: Arc<AtomicU64>,
 }
+
+/// [`Slots::last_hold`] before any job gave back an agent slot it held.
+const NO_HOLD: u64 = u64::MAX;
 
 /// The slots one job holds; dropping it gives them back and wakes the serve loop.
 pub(crate) struct SlotGuard {
     agent: Arc<AttemptSlot>,
     queue: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
-    since: Instant,
-    last_short: Arc<AtomicBool>,
+    last_hold: Arc<AtomicU64>,
 }
 
 impl SlotGuard {
@@ -55,8 +58,12 @@ impl Drop for SlotGuard {
         // Release before notifying, so the woken loop sees the free slot.
         drop(self.agent.end());
         self.queue.take();
-        self.last_short
-            .store(self.since.elapsed() < SHORT, Ordering::Relaxed);
+        // A job that never held its agent slot (claimed ahead, stopped while it waited) says
+        // nothing about how long steps take.
+        if let Some(since) = self.agent.first_held() {
+            let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(NO_HOLD - 1);
+            self.last_hold.store(micros, Ordering::Relaxed);
+        }
         self.freed.notify_one();
     }
 }
@@ -76,6 +83,8 @@ struct Held {
     waits: usize,
     /// The job is over: a permit taken back now is returned at once.
     ended: bool,
+    /// When the attempt first held an agent slot.
+    first_held: Option<Instant>,
 }
 
 impl AttemptSlot {
@@ -88,6 +97,7 @@ impl AttemptSlot {
         Self {
             semaphore,
             held: Mutex::new(Held {
+                first_held: permit.as_ref().map(|_| Instant::now()),
                 permit,
                 waits: 0,
                 ended: false,
@@ -154,6 +164,7 @@ impl AttemptSlot {
             let mut held = self.lock();
             if held.waits == 0 && held.permit.is_none() && !held.ended {
                 held.permit = Some(permit);
+                held.first_held.get_or_insert_with(Instant::now);
                 None
             } else {
                 Some(permit)
@@ -169,6 +180,11 @@ impl AttemptSlot {
     #[cfg(test)]
     pub fn holds(&self) -> bool {
         self.lock().permit.is_some()
+    }
+
+    /// When the attempt first held an agent slot (`None` if it never did).
+    fn first_held(&self) -> Option<Instant> {
+        self.lock().first_held
     }
 
     /// The job is over: its permit, to be dropped.
@@ -211,14 +227,23 @@ impl Slots {
             prefetch,
             freed: Arc::new(Notify::new()),
             reclaim: Arc::new(Notify::new()),
-            last_short: Arc::new(AtomicBool::new(false)),
+            last_hold: Arc::new(AtomicU64::new(NO_HOLD)),
         }
     }
 
-    /// Whether the job that last gave its slots back held them for less than [`SHORT`] (false
-    /// before any did).
+    /// How long the job that last gave its slots back held its agent slot (`None` before any
+    /// did).
+    pub fn last_hold(&self) -> Option<Duration> {
+        match self.last_hold.load(Ordering::Relaxed) {
+            NO_HOLD => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// Whether the job that last gave its slots back held its agent slot for less than
+    /// [`SHORT`] (false before any did).
     pub fn last_short(&self) -> bool {
-        self.last_short.load(Ordering::Relaxed)
+        self.last_hold().is_some_and(|held| held < SHORT)
     }
 
     /// Waits for a free agent slot (at once in services mode); `None` if the semaphore closed.
@@ -273,8 +298,7 @@ impl Slots {
             )),
             queue,
             freed: self.freed.clone(),
-            since: Instant::now(),
-            last_short: self.last_short.clone(),
+            last_hold: self.last_hold.clone(),
         })
     }
 
@@ -438,6 +462,28 @@ pub(crate) mod tests {
             .await
             .expect("the ended job kept its slot")
             .unwrap();
+    }
+
+    /// A job claimed ahead is short by how long it ran, not by how long it waited for a slot;
+    /// one that never got a slot says nothing.
+    #[tokio::test]
+    async fn a_hold_counts_from_when_the_job_first_held_its_agent_slot() {
+        let slots = Slots::new(&config(1, false, &[]));
+        assert_eq!(slots.last_hold(), None);
+        let running = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        let waiting = slots.take(0, None).unwrap();
+        let stopped = slots.take(0, None).unwrap();
+        tokio::time::sleep(SHORT + Duration::from_millis(20)).await;
+        drop(running);
+        assert!(!slots.last_short(), "{:?}", slots.last_hold());
+        drop(stopped);
+        assert!(
+            slots.last_hold().unwrap() > SHORT,
+            "a job that never held a slot"
+        );
+        waiting.attempt_slot().take_first().await;
+        drop(waiting);
+        assert!(slots.last_short(), "{:?}", slots.last_hold());
     }
 
     #[tokio::test]

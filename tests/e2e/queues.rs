@@ -272,9 +272,9 @@ fn the_queued_jobs_of_an_aborted_run_never_start() {
     assert_eq!(lines(&log), ran, "{}", c.process_log("a1"));
     assert!(c.process_log("a1").contains("the controller revoked it"));
     // Counted, and carried by the agent's heartbeat to the controller's `/metrics`: every job
-    // left but the two that may have been claimed ahead of the one slot (stopped before they
-    // started instead).
-    let at_least = 30 - ran.len() - 2;
+    // left but those that may have been claimed ahead of the one slot, at most eight (stopped
+    // before they started instead).
+    let at_least = 30 - ran.len() - 8;
     wait_until("the drops in /metrics", Duration::from_secs(15), || {
         let metrics = c.http_get("/metrics");
         let line = metrics
