@@ -15,9 +15,9 @@
 //! queue ([`Ticket::turn`]).
 //!
 //! Why so many for the shortest steps: a job's `basic.get` and `Claimed` confirm take several
-//! times as long as a `true` step runs on a busy host, and one `basic.get` is in flight at a
-//! time; with two waiting per slot the slots of a `true` fan-out stood empty a third of the
-//! time, with eight the host's CPUs are what limits it.
+//! times as long as a `true` step runs on a busy host; with two waiting per slot the CPUs stood
+//! a third idle through a `true` fan-out. For the same reason up to [`GETS_AT_ONCE`]
+//! `basic.get`s are sent at once while claiming ahead.
 
 use crate::config::AgentConfig;
 #[cfg(doc)]
@@ -33,6 +33,10 @@ pub(crate) const MIN_PER_SLOT: usize = 2;
 
 /// Most jobs claimed ahead per agent slot.
 pub(crate) const MAX_PER_SLOT: usize = 8;
+
+/// Most `basic.get`s in flight at once while claiming ahead, each on a channel of its own (one
+/// when the agent has one slot, so its jobs still start in the queue's order).
+pub(crate) const GETS_AT_ONCE: usize = 2;
 
 /// About how much of the last step's running time is claimed ahead per slot.
 pub(crate) const WORK_PER_SLOT: Duration = Duration::from_millis(20);
@@ -152,13 +156,26 @@ impl Ahead {
         }
     }
 
+    /// How many jobs may be claimed ahead now: none unless every slot is taken and the last
+    /// step to end was short.
+    fn limit(&self, slots: &Slots) -> usize {
+        match slots.last_hold() {
+            Some(held) if slots.agent_full() && slots.last_short() => per_slot(held) * self.slots,
+            _ => 0,
+        }
+    }
+
+    /// How many `basic.get`s to send at once now: at most [`GETS_AT_ONCE`], the agent's slots
+    /// and the jobs that may still be claimed ahead.
+    pub fn gets_at_once(&self, slots: &Slots) -> usize {
+        let room = self.limit(slots).saturating_sub(self.waiting());
+        GETS_AT_ONCE.min(self.slots).min(room).max(1)
+    }
+
     /// The queues to claim ahead from now, most preferred first; none unless every slot is
     /// taken, the last step to end was short and fewer jobs wait than its time allows.
     pub fn queues(&self, preference: &[usize], slots: &Slots) -> Vec<usize> {
-        let limit = match slots.last_hold() {
-            Some(held) if slots.agent_full() && slots.last_short() => per_slot(held) * self.slots,
-            _ => 0,
-        };
+        let limit = self.limit(slots);
         if self.waiting() >= limit {
             return Vec::new();
         }
@@ -229,11 +246,13 @@ mod tests {
         // gpu has a limit of its own; cpu left 16 behind its job, as many as the agent may
         // claim ahead after a step far shorter than WORK_PER_SLOT (eight per slot).
         assert_eq!(ahead.queues(&[0, 1], &slots), [1]);
+        assert_eq!(ahead.gets_at_once(&slots), 2, "one per slot");
         ahead.saw(1, Some(15));
         assert!(ahead.queues(&[0, 1], &slots).is_empty());
         ahead.saw(1, Some(16));
         let mut tickets: Vec<Ticket> = (0..15).map(|_| ahead.ticket()).collect();
         assert_eq!(ahead.queues(&[0, 1], &slots), [1], "eight per slot");
+        assert_eq!(ahead.gets_at_once(&slots), 1, "room for one more");
         tickets.push(ahead.ticket());
         assert_eq!(ahead.waiting(), 16);
         assert!(ahead.queues(&[0, 1], &slots).is_empty(), "eight per slot");
@@ -316,5 +335,19 @@ mod tests {
         let mut ahead = Ahead::new(&services);
         ahead.saw(0, Some(50));
         assert!(ahead.queues(&[0], &Slots::new(&services)).is_empty());
+    }
+
+    /// One slot: one `basic.get` at a time, so its jobs run in the queue's order.
+    #[tokio::test]
+    async fn an_agent_with_one_slot_takes_one_job_ahead_at_a_time() {
+        let config = config(1, false, &[]);
+        let slots = Slots::new(&config);
+        let mut ahead = Ahead::new(&config);
+        drop(slots.take(0, slots.agent_slot().await.unwrap()).unwrap());
+        slots.freed().await;
+        let _running = slots.take(0, slots.agent_slot().await.unwrap()).unwrap();
+        ahead.saw(0, Some(50));
+        assert_eq!(ahead.queues(&[0], &slots), [0]);
+        assert_eq!(ahead.gets_at_once(&slots), 1);
     }
 }

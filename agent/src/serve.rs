@@ -22,7 +22,9 @@ use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, claim, heartbeat, job};
 use drover_amqp::{Consumer, Getter, Incoming};
 use drover_protocol::message::StepJob;
+use futures_util::StreamExt;
 use futures_util::future::select_all;
+use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,9 +50,10 @@ enum Next {
     Shutdown,
 }
 
-/// Takes queue heads one at a time (`basic.get`) on a channel kept for it.
+/// Takes queue heads (`basic.get`) on channels kept for it: one at a time on the first, and
+/// when claiming ahead, on up to [`ahead::GETS_AT_ONCE`] at once.
 struct Pull {
-    getter: Option<Getter>,
+    getters: Vec<Getter>,
 }
 
 /// Serves the queues until `shutdown`, then drains and cancels `stopped`.
@@ -68,7 +71,9 @@ pub async fn serve(
         open: shared.config.queues.iter().map(|_| None).collect(),
         next_turn: 0,
     };
-    let mut pull = Pull { getter: None };
+    let mut pull = Pull {
+        getters: Vec::new(),
+    };
     let mut ahead = Ahead::new(&shared.config);
     let mut backoff = Duration::from_millis(200);
     // Cancelled when the drain timeout expires: jobs stopped after that are handed back.
@@ -79,32 +84,27 @@ pub async fn serve(
             consumers.close_all().await;
             let deep = ahead.queues(&consumers.preference(&shared.config.order), &slots);
             if !deep.is_empty() {
-                match pull.next(&shared, &slots, &mut ahead, &deep).await {
-                    Ok(Some((incoming, i))) => {
-                        // No agent slot yet (the job takes the next one freed), and no queue
-                        // slot: queues with a limit of their own are never claimed ahead from.
-                        if let Some(guard) = slots.take(i, None) {
-                            let queue = shared.config.queues[i].as_str();
-                            ahead.took(i, queue, incoming.remaining);
-                            consumers.took_from(i);
-                            let ticket = Some(ahead.ticket());
-                            claim_and_start(
-                                &shared,
-                                &jobs,
-                                incoming,
-                                guard,
-                                release.clone(),
-                                ticket,
-                            );
-                            continue;
-                        }
+                let at_once = ahead.gets_at_once(&slots);
+                let mut took = false;
+                for (incoming, i) in pull
+                    .ahead(&shared, &slots, &mut ahead, &deep, at_once)
+                    .await
+                {
+                    // No agent slot yet (the job takes the next one freed), and no queue
+                    // slot: queues with a limit of their own are never claimed ahead from.
+                    let Some(guard) = slots.take(i, None) else {
                         let _ = incoming.requeue().await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("cannot take a job ahead from the job queues: {e}");
-                        pull.close().await;
-                    }
+                        continue;
+                    };
+                    let queue = shared.config.queues[i].as_str();
+                    ahead.took(i, queue, incoming.remaining);
+                    consumers.took_from(i);
+                    let ticket = Some(ahead.ticket());
+                    claim_and_start(&shared, &jobs, incoming, guard, release.clone(), ticket);
+                    took = true;
+                }
+                if took {
+                    continue;
                 }
             }
         }
@@ -223,32 +223,103 @@ impl Pull {
         ahead: &mut Ahead,
         preference: &[usize],
     ) -> Result<Option<(Incoming, usize)>, drover_amqp::AmqpError> {
-        if self.getter.as_ref().is_none_or(|g| !g.is_open()) {
-            self.getter = Some(shared.broker.getter().await?);
+        self.open(shared, 1).await?;
+        let (got, seen) = head(shared, slots, &self.getters[0], preference).await;
+        for (i, remaining) in seen {
+            ahead.saw(i, remaining);
         }
-        let Some(getter) = &self.getter else {
-            return Ok(None);
-        };
-        for &i in preference {
-            if !slots.queue_free(i) {
-                continue;
-            }
-            let queue = shared.config.names.user_queue(&shared.config.queues[i]);
-            let got = getter.get(&queue).await?;
-            ahead.saw(i, got.as_ref().and_then(|incoming| incoming.remaining));
-            if let Some(incoming) = got {
-                return Ok(Some((incoming, i)));
-            }
-        }
-        Ok(None)
+        got
     }
 
-    /// Closing the channel hands back what was taken and is not acked yet.
+    /// Up to `at_once` queue heads taken at the same time, each on a channel of its own, in the
+    /// order they arrived (the order the broker gave them, but for jobs given at the same
+    /// moment); `ahead` learns how deep each queue asked is. A channel whose `basic.get` failed
+    /// is closed, handing back only what was taken through it.
+    async fn ahead(
+        &mut self,
+        shared: &Shared,
+        slots: &Slots,
+        ahead: &mut Ahead,
+        preference: &[usize],
+        at_once: usize,
+    ) -> Vec<(Incoming, usize)> {
+        if let Err(e) = self.open(shared, at_once).await {
+            tracing::warn!("cannot take a job ahead from the job queues: {e}");
+            return Vec::new();
+        }
+        let mut heads: FuturesUnordered<_> = self.getters[..at_once]
+            .iter()
+            .enumerate()
+            .map(|(k, getter)| async move { (k, head(shared, slots, getter, preference).await) })
+            .collect();
+        let mut jobs = Vec::new();
+        let mut failed = Vec::new();
+        while let Some((k, (got, seen))) = heads.next().await {
+            for (i, remaining) in seen {
+                ahead.saw(i, remaining);
+            }
+            match got {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("cannot take a job ahead from the job queues: {e}");
+                    failed.push(k);
+                }
+            }
+        }
+        drop(heads);
+        failed.sort_unstable();
+        for k in failed.into_iter().rev() {
+            self.getters.remove(k).close().await;
+        }
+        jobs
+    }
+
+    /// Opens getters until the first `n` are open ones.
+    async fn open(&mut self, shared: &Shared, n: usize) -> Result<(), drover_amqp::AmqpError> {
+        self.getters.retain(Getter::is_open);
+        while self.getters.len() < n {
+            self.getters.push(shared.broker.getter().await?);
+        }
+        Ok(())
+    }
+
+    /// Closing the channels hands back what was taken and is not acked yet.
     async fn close(&mut self) {
-        if let Some(getter) = self.getter.take() {
+        for getter in self.getters.drain(..) {
             getter.close().await;
         }
     }
+}
+
+/// The head of the first queue in `preference` that has room and a job, taken on `getter`;
+/// with how deep each queue asked was.
+async fn head(
+    shared: &Shared,
+    slots: &Slots,
+    getter: &Getter,
+    preference: &[usize],
+) -> (
+    Result<Option<(Incoming, usize)>, drover_amqp::AmqpError>,
+    Vec<(usize, Option<u32>)>,
+) {
+    let mut seen = Vec::new();
+    for &i in preference {
+        if !slots.queue_free(i) {
+            continue;
+        }
+        let queue = shared.config.names.user_queue(&shared.config.queues[i]);
+        match getter.get(&queue).await {
+            Ok(got) => {
+                seen.push((i, got.as_ref().and_then(|incoming| incoming.remaining)));
+                if let Some(incoming) = got {
+                    return (Ok(Some((incoming, i))), seen);
+                }
+            }
+            Err(e) => return (Err(e), seen),
+        }
+    }
+    (Ok(None), seen)
 }
 
 /// Waits out the backoff (doubling it); true when shutdown came first.

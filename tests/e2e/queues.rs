@@ -173,6 +173,32 @@ fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
     assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
 }
 
+/// Two slots on a deep queue of short steps: jobs are claimed ahead two `basic.get`s at a time,
+/// each on a channel of its own; every step still runs exactly once, and every attempt is the
+/// first.
+#[test]
+fn short_steps_claimed_ahead_by_two_slots_each_run_once() {
+    let (mut c, log) = controller_only();
+    let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
+    let names: Vec<String> = (0..120).map(|i| format!("d{i:03}")).collect();
+    for name in &names {
+        toml += &step(name, "default", &log, "");
+    }
+    let run = c.submit(&c.pipeline("deep.toml", &toml));
+    wait_for_depth(&c, "default", 120);
+    c.start_agent_with("a1", &["default"], &["--concurrency", "2"]);
+    let doc = succeeded(&c, &run);
+    let mut ran = lines(&log);
+    ran.sort();
+    assert_eq!(ran, names);
+    for name in &names {
+        let attempts = Cluster::step(&doc, name)["attempts"].as_array().unwrap().len();
+        assert_eq!(attempts, 1, "{name}: {doc}");
+    }
+    let agent = c.process_log("a1");
+    assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
+}
+
 /// A job claimed ahead holds no slot yet; aborted while it waits for one, its program never
 /// starts, and it ends at once, not when the step holding the slot does.
 #[test]
