@@ -153,24 +153,32 @@ fn an_idle_agent_gets_the_jobs_a_full_one_cannot_start() {
     succeeded(&c, &run);
 }
 
-/// A deep queue of short steps: once a step has ended quickly, the full agent claims the next
-/// job ahead of a free slot; every step still runs exactly once, in the queue's order.
-#[test]
-fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
+/// Runs `n` short steps (`d000`, `d001`, ...) queued before agent `a1` with `slots` slots
+/// starts, to success; returns the log of their names in the order they ran, the run's view,
+/// and the names.
+fn deep_queue_run(n: usize, slots: &str) -> (Vec<String>, Value, Vec<String>) {
     let (mut c, log) = controller_only();
     let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
-    let names: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("d{i:03}")).collect();
     for name in &names {
         toml += &step(name, "default", &log, "");
     }
     let run = c.submit(&c.pipeline("deep.toml", &toml));
-    wait_for_depth(&c, "default", 30);
-    c.start_agent_with("a1", &["default"], &["--concurrency", "1"]);
-    succeeded(&c, &run);
-    // One slot: the steps ran one after another, first published first.
-    assert_eq!(lines(&log), names);
+    wait_for_depth(&c, "default", n as u64);
+    c.start_agent_with("a1", &["default"], &["--concurrency", slots]);
+    let doc = succeeded(&c, &run);
     let agent = c.process_log("a1");
     assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
+    (lines(&log), doc, names)
+}
+
+/// A deep queue of short steps: once a step has ended quickly, the full agent claims the next
+/// job ahead of a free slot; every step still runs exactly once, in the queue's order.
+#[test]
+fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
+    let (ran, _, names) = deep_queue_run(30, "1");
+    // One slot: the steps ran one after another, first published first.
+    assert_eq!(ran, names);
 }
 
 /// Two slots on a deep queue of short steps: jobs are claimed ahead two `basic.get`s at a time,
@@ -178,25 +186,16 @@ fn short_steps_on_a_deep_queue_are_claimed_ahead_and_each_runs_once() {
 /// first.
 #[test]
 fn short_steps_claimed_ahead_by_two_slots_each_run_once() {
-    let (mut c, log) = controller_only();
-    let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
-    let names: Vec<String> = (0..120).map(|i| format!("d{i:03}")).collect();
-    for name in &names {
-        toml += &step(name, "default", &log, "");
-    }
-    let run = c.submit(&c.pipeline("deep.toml", &toml));
-    wait_for_depth(&c, "default", 120);
-    c.start_agent_with("a1", &["default"], &["--concurrency", "2"]);
-    let doc = succeeded(&c, &run);
-    let mut ran = lines(&log);
+    let (mut ran, doc, names) = deep_queue_run(120, "2");
     ran.sort();
     assert_eq!(ran, names);
     for name in &names {
-        let attempts = Cluster::step(&doc, name)["attempts"].as_array().unwrap().len();
+        let attempts = Cluster::step(&doc, name)["attempts"]
+            .as_array()
+            .unwrap()
+            .len();
         assert_eq!(attempts, 1, "{name}: {doc}");
     }
-    let agent = c.process_log("a1");
-    assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
 }
 
 /// A job claimed ahead holds no slot yet; aborted while it waits for one, its program never
