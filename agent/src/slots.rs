@@ -56,11 +56,12 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         // Release before notifying, so the woken loop sees the free slot.
-        drop(self.agent.end());
+        let (permit, first_held) = self.agent.end();
+        drop(permit);
         self.queue.take();
         // A job that never held its agent slot (claimed ahead, stopped while it waited) says
         // nothing about how long steps take.
-        if let Some(since) = self.agent.first_held() {
+        if let Some(since) = first_held {
             let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(NO_HOLD - 1);
             self.last_hold.store(micros, Ordering::Relaxed);
         }
@@ -182,16 +183,12 @@ impl AttemptSlot {
         self.lock().permit.is_some()
     }
 
-    /// When the attempt first held an agent slot (`None` if it never did).
-    fn first_held(&self) -> Option<Instant> {
-        self.lock().first_held
-    }
-
-    /// The job is over: its permit, to be dropped.
-    fn end(&self) -> Option<OwnedSemaphorePermit> {
+    /// The job is over: its permit, to be dropped, and when it first held an agent slot
+    /// (`None` if it never did).
+    fn end(&self) -> (Option<OwnedSemaphorePermit>, Option<Instant>) {
         let mut held = self.lock();
         held.ended = true;
-        held.permit.take()
+        (held.permit.take(), held.first_held)
     }
 }
 
