@@ -6,7 +6,10 @@
 //! so the controller holds `runs` complete run records without executing `runs × steps` jobs.
 
 use crate::cluster::{Cluster, Env, memory_mib};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// What the repetitions measured (MiB).
@@ -71,4 +74,79 @@ async fn measure(
     s.controller_loaded
         .push(memory_mib(c.pid("controller")?, "VmRSS")?);
     Ok(())
+}
+
+/// How much of `link/text-order.txt` the binary under test holds, for the idle rows' note: the
+/// idle processes' resident code depends on it (ARCHITECTURE.md, "Memory"), and its names carry
+/// hashes that follow `Cargo.lock`, the toolchain and the package set built.
+pub fn text_order(env: &Env) -> String {
+    match text_order_found(&env.drover, &env.repo.join("link/text-order.txt")) {
+        Ok((found, listed)) => format!(
+            "{found} of the {listed} functions link/text-order.txt places first are in the binary{}",
+            if found * 10 < listed * 9 {
+                " (stale: scripts/text-order.sh rewrites it)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => format!("text order not checked: {e:#}"),
+    }
+}
+
+/// (names of `order` defined in `binary`, names in `order`).
+fn text_order_found(binary: &Path, order: &Path) -> Result<(usize, usize)> {
+    let listed = std::fs::read_to_string(order).with_context(|| order.display().to_string())?;
+    let out = Command::new("nm")
+        .arg("--defined-only")
+        .arg(binary)
+        .output()
+        .context("nm")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nm {}: {}",
+        binary.display(),
+        out.status
+    );
+    let defined: HashSet<&[u8]> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.rsplit(|b| *b == b' ').next())
+        .collect();
+    let names: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+    let found = names
+        .iter()
+        .filter(|n| defined.contains(n.as_bytes()))
+        .count();
+    Ok((found, names.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_listed_names_a_binary_defines() {
+        let dir = tempfile::tempdir().unwrap();
+        let order = dir.path().join("order.txt");
+        let exe = std::env::current_exe().unwrap();
+        // A function of this test binary that nm lists, and one no binary has.
+        let out = Command::new("nm").arg("--defined-only").arg(&exe).output();
+        let Ok(out) = out else {
+            eprintln!("skipped: no nm");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let name = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(2))
+            .find(|n| n.starts_with("_ZN"))
+            .unwrap()
+            .to_string();
+        std::fs::write(
+            &order,
+            format!("{name}\n_ZN7missing4name17h0000000000000000E\n"),
+        )
+        .unwrap();
+        assert_eq!(text_order_found(&exe, &order).unwrap(), (1, 2));
+    }
 }

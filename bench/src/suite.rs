@@ -717,7 +717,7 @@ async fn footprint_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<(
     ));
     let a = Row::new("6 footprint", "idle agent RSS", "MiB", s.agent_idle);
     let met = a.median < 15.0;
-    rows.push(a.goal("< 15 MiB", met));
+    rows.push(a.goal("< 15 MiB", met).note(footprint::text_order(env)));
     let loaded = Row::new(
         "6 footprint",
         &format!(
