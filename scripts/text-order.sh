@@ -3,15 +3,30 @@
 # controller serving runs execute, in the order first seen, so the linker places them together
 # and each process faults in a few MiB of code instead of pages spread over the whole binary.
 #
-#   scripts/text-order.sh      build `drover` (release, `-p drover`), profile it, rewrite the file
+#   scripts/text-order.sh          build `drover` (release, `-p drover`), profile it, rewrite the file
+#   scripts/text-order.sh --check  build it and fail when it holds under 90 % of the file's names
 #
 # Symbol names carry a hash of each crate's build settings, so the file matches binaries built
 # with the same toolchain, Cargo.lock and package set (`cargo build --release -p drover`, the
-# README's build); run this again after changing any of them. Names it does not find the linker
-# skips, so a stale file costs memory, never a failed build. Needs valgrind and a broker on
-# 127.0.0.1:5672 (started if missing).
+# README's build); a crate's hash also moves when its dependencies do, so run this again after
+# changing any of them (CI runs the check). Names it does not find the linker skips, so a stale
+# file costs memory (an idle agent 16 MiB instead of 10), never a failed build. Rewriting needs
+# valgrind and a broker on 127.0.0.1:5672 (started if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--check" ]; then
+  cargo build --release -p drover >&2
+  listed="$(grep -c . link/text-order.txt)"
+  found="$(nm --defined-only target/release/drover | awk '{print $NF}' | sort -u \
+    | comm -12 - <(sort -u link/text-order.txt) | wc -l)"
+  echo "text-order: $found of the $listed functions in link/text-order.txt are in target/release/drover" >&2
+  if [ $((found * 10)) -lt $((listed * 9)) ]; then
+    echo "text-order: the file is stale (dependencies or toolchain changed): run scripts/text-order.sh and commit link/text-order.txt" >&2
+    exit 1
+  fi
+  exit 0
+fi
 
 command -v valgrind >/dev/null || { echo "text-order: needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
 scripts/ensure-rabbitmq.sh >&2
