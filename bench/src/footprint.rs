@@ -78,8 +78,13 @@ async fn measure(
 
 /// How much of `link/text-order.txt` the binary under test holds, for the idle rows' note: the
 /// idle processes' resident code depends on it (ARCHITECTURE.md, "Memory"), and its names carry
-/// hashes that follow `Cargo.lock`, the toolchain and the package set built.
-pub fn text_order(env: &Env) -> String {
+/// hashes that follow `Cargo.lock`, the toolchain and the package set built. Only release
+/// builds are ordered (`scripts/text-order.sh` profiles one), so a `profile` build of another
+/// name is only said to be one.
+pub fn text_order(env: &Env, profile: &str) -> String {
+    if profile != "release" {
+        return format!("a {profile} build: link/text-order.txt names a release build's functions");
+    }
     match text_order_found(&env.drover, &env.repo.join("link/text-order.txt")) {
         Ok((found, listed)) => format!(
             "{found} of the {listed} functions link/text-order.txt places first are in the binary{}",

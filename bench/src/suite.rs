@@ -272,7 +272,7 @@ pub async fn run(o: Options) -> Result<()> {
     }
     if wanted(6) {
         eprintln!("bench: 6 footprint");
-        if let Err(e) = footprint_rows(&env, &plan, &mut rows).await {
+        if let Err(e) = footprint_rows(&env, &plan, &o.profile, &mut rows).await {
             fail("6 footprint", e, &mut rows);
         }
     }
@@ -697,7 +697,7 @@ async fn artifact_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()
     Ok(())
 }
 
-async fn footprint_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {
+async fn footprint_rows(env: &Env, plan: &Plan, profile: &str, rows: &mut Vec<Row>) -> Result<()> {
     let s = footprint::run(
         env,
         plan.footprint_reps,
@@ -717,7 +717,10 @@ async fn footprint_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<(
     ));
     let a = Row::new("6 footprint", "idle agent RSS", "MiB", s.agent_idle);
     let met = a.median < 15.0;
-    rows.push(a.goal("< 15 MiB", met).note(footprint::text_order(env)));
+    rows.push(
+        a.goal("< 15 MiB", met)
+            .note(footprint::text_order(env, profile)),
+    );
     let loaded = Row::new(
         "6 footprint",
         &format!(
