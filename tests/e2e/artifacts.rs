@@ -31,9 +31,8 @@ fn function_diamond_on_s3() {
     assert!(!c.bucket_keys().is_empty());
 }
 
-/// A size field of a started process's `/proc/<pid>/status`, in bytes.
-fn status_bytes(c: &Cluster, label: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid(label))).unwrap();
+/// A size field of a process's `/proc/<pid>/status` text, in bytes.
+fn status_bytes(status: &str, field: &str) -> u64 {
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -46,9 +45,10 @@ fn status_bytes(c: &Cluster, label: &str, field: &str) -> u64 {
 /// files now (`RssFile`): the code a transfer runs for the first time counts in the peak too,
 /// and how much of the binary one touch maps depends on the page cache, not on the transfer.
 fn peak_and_file(c: &Cluster, label: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid(label))).unwrap();
     (
-        status_bytes(c, label, "VmHWM"),
-        status_bytes(c, label, "RssFile"),
+        status_bytes(&status, "VmHWM"),
+        status_bytes(&status, "RssFile"),
     )
 }
 
