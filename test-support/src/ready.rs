@@ -53,6 +53,15 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `n` different loopback ports nothing listened on a moment ago. Each is held until all are
+/// picked: two calls of [`free_port`] in a row may return the same port.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// Whether the controller at `base` answers `/healthz` with the broker connected.
 pub async fn healthz(http: &reqwest::Client, base: &str) -> Result<(), String> {
     let url = format!("{base}/healthz");
@@ -121,6 +130,17 @@ mod tests {
         )
         .unwrap();
         assert!(listening(addr).unwrap_err().starts_with("nothing listens"));
+    }
+
+    #[test]
+    fn free_ports_are_different_and_can_be_bound() {
+        let ports = free_ports(8).unwrap();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 8, "{ports:?}");
+        let _held: Vec<TcpListener> = ports
+            .iter()
+            .map(|p| TcpListener::bind(("127.0.0.1", *p)).unwrap())
+            .collect();
     }
 
     #[test]

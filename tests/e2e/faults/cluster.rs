@@ -2,12 +2,9 @@
 //! its own name, ports and directories), for tests that kill one node of a cluster. The shared
 //! broker on 5672 is never touched.
 
-use super::rabbit::{PrivateBroker, StartFailure};
+use super::rabbit::PrivateBroker;
 use crate::harness::wait_until;
 use std::time::Duration;
-
-/// How often a node that exits while starting is started again, on new ports.
-const RESTARTS: usize = 2;
 
 pub struct RabbitCluster {
     pub nodes: Vec<PrivateBroker>,
@@ -17,24 +14,6 @@ pub struct RabbitCluster {
     pids: Vec<i32>,
 }
 
-/// `node` once it answers `await_startup`. A node whose server exited while starting is started
-/// again on new ports (its ports were free when picked, but another process may bind one before
-/// the node does), up to [`RESTARTS`] times, each exit printed with the node's output and log.
-fn started(mut node: PrivateBroker) -> PrivateBroker {
-    for _ in 0..RESTARTS {
-        match node.try_await_startup() {
-            Ok(()) => return node,
-            Err(StartFailure::Exited(e)) => {
-                eprintln!("{e}; starting a new node\n{}", node.diagnostics());
-                node = PrivateBroker::launch("", None);
-            }
-            Err(e @ StartFailure::Slow(_)) => panic!("{e}\n{}", node.diagnostics()),
-        }
-    }
-    node.await_startup();
-    node
-}
-
 impl RabbitCluster {
     /// Starts `n` nodes at once, then joins the second and later ones to the first
     /// (`stop_app`, `join_cluster`, `start_app`) and waits until every node listens.
@@ -42,7 +21,7 @@ impl RabbitCluster {
         let began = std::time::Instant::now();
         let launched: Vec<PrivateBroker> =
             (0..n).map(|_| PrivateBroker::launch("", None)).collect();
-        let nodes: Vec<PrivateBroker> = launched.into_iter().map(started).collect();
+        let nodes: Vec<PrivateBroker> = launched.into_iter().map(PrivateBroker::started).collect();
         let first = &nodes[0].node;
         for node in &nodes[1..] {
             node.ctl(&["stop_app"]);

@@ -7,7 +7,7 @@
 
 use crate::harness::wait_until;
 use drover_test_support::Check;
-use drover_test_support::ready::{free_port, listening, not_listening};
+use drover_test_support::ready::{free_ports, listening, not_listening};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -17,12 +17,18 @@ use std::time::{Duration, Instant};
 /// what a node takes on a loaded machine (see `cluster`).
 const START_PATIENCE: Duration = Duration::from_secs(180);
 
+/// How often a node that exits while starting is started again, on new ports.
+const RESTARTS: usize = 2;
+
 pub struct PrivateBroker {
     pub node: String,
     pub port: u16,
     /// The Erlang distribution port (`RABBITMQ_DIST_PORT`).
     dist_port: u16,
     dir: PathBuf,
+    /// The extra `rabbitmq.conf` lines and `advanced.config` it was launched with.
+    conf: String,
+    advanced: Option<String>,
     /// `rabbitmq-server` in the foreground (through Debian's wrapper and `su`).
     server: Mutex<Child>,
 }
@@ -38,10 +44,29 @@ impl PrivateBroker {
     /// its app as running: a node listens on its AMQP port a moment before the latter, and
     /// commands such as `list_vhosts` fail in between.
     pub fn start_with(conf: &str, advanced: Option<&str>) -> Self {
-        let broker = Self::launch(conf, advanced);
+        let broker = Self::launch(conf, advanced).started();
         broker.wait_listening();
-        broker.await_startup();
         broker
+    }
+
+    /// This node once it answers `await_startup`. A node whose server exited while starting
+    /// is launched again on new ports (they were free when picked, but another process may
+    /// bind one before the node does), up to [`RESTARTS`] times, each exit printed with the
+    /// node's output and log.
+    pub fn started(self) -> Self {
+        let mut node = self;
+        for _ in 0..RESTARTS {
+            match node.try_await_startup() {
+                Ok(()) => return node,
+                Err(StartFailure::Exited(e)) => {
+                    eprintln!("{e}; starting a new node\n{}", node.diagnostics());
+                    node = Self::launch(&node.conf, node.advanced.as_deref());
+                }
+                Err(e @ StartFailure::Slow(_)) => panic!("{e}\n{}", node.diagnostics()),
+            }
+        }
+        node.await_startup();
+        node
     }
 
     /// Starts a node (`rabbitmq-server`, in the background) without waiting for it to listen.
@@ -51,7 +76,9 @@ impl PrivateBroker {
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).expect("broker dirs");
         }
-        let port = free_port().expect("a free port");
+        let [port, dist_port] = free_ports(2).expect("free ports")[..] else {
+            unreachable!("two ports asked for")
+        };
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n{conf}"),
@@ -67,7 +94,6 @@ impl PrivateBroker {
             .arg(&dir)
             .status();
         let node = format!("drover{tag}@localhost");
-        let dist_port = free_port().expect("a free port");
         let out = std::fs::File::create(dir.join("server.out")).expect("server.out");
         let err = out.try_clone().expect("server.out");
         let server = Self::command(&dir, &node, port, dist_port)
@@ -81,6 +107,8 @@ impl PrivateBroker {
             port,
             dist_port,
             dir,
+            conf: conf.to_string(),
+            advanced: advanced.map(str::to_string),
             server: Mutex::new(server),
         }
     }
