@@ -8,6 +8,7 @@
 //! grows with the run's size, not with its progress, so the window's rate stands for the run's.
 
 use crate::cluster::{Cluster, Env};
+use crate::cpu;
 use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,53 @@ pub enum Measured {
     Window { ended: u64, secs: f64 },
 }
 
+/// CPU time a step cost over the measured span, ms: `drover up` itself (controller and agents),
+/// the step processes it reaped, and the broker (`None` when its process was not found).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCpu {
+    pub drover_ms: f64,
+    pub steps_ms: f64,
+    pub broker_ms: Option<f64>,
+}
+
+/// CPU times of `drover up` and of the broker at one moment.
+struct Snapshot {
+    drover: cpu::Times,
+    broker: Option<f64>,
+}
+
+impl Snapshot {
+    fn take(drover: u32, broker: Option<u32>) -> Result<Self> {
+        Ok(Self {
+            drover: cpu::times(drover)?,
+            broker: broker
+                .and_then(|pid| cpu::times(pid).ok())
+                .map(|t| t.own_ms),
+        })
+    }
+
+    /// What each spent since `earlier`, per step of `steps`.
+    fn per_step_since(&self, earlier: &Self, steps: u64) -> StepCpu {
+        let per = |ms: f64| ms / steps.max(1) as f64;
+        StepCpu {
+            drover_ms: per(self.drover.own_ms - earlier.drover.own_ms),
+            steps_ms: per(self.drover.children_ms - earlier.drover.children_ms),
+            broker_ms: self
+                .broker
+                .zip(earlier.broker)
+                .map(|(now, then)| per(now - then)),
+        }
+    }
+}
+
+/// One repetition: steps per second, how they were measured, and what a step cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Repetition {
+    pub rate: f64,
+    pub measured: Measured,
+    pub cpu: StepCpu,
+}
+
 /// The shape of one fan-out measurement.
 #[derive(Debug, Clone, Copy)]
 pub struct FanoutPlan {
@@ -45,9 +93,9 @@ pub struct FanoutPlan {
     pub window: Duration,
 }
 
-/// Steps per second for each of `reps` runs, and how each was measured.
+/// Each of `reps` runs' rate, how it was measured and its CPU a step.
 /// A fresh cluster for every repetition: a run cut off at the window leaves jobs behind.
-pub async fn run(env: &Env, plan: FanoutPlan) -> Result<Vec<(f64, Measured)>> {
+pub async fn run(env: &Env, plan: FanoutPlan) -> Result<Vec<Repetition>> {
     let mut rates = Vec::new();
     for _ in 0..plan.reps {
         let mut c = Cluster::new(env)?;
@@ -74,7 +122,7 @@ pub(crate) async fn progress(c: &Cluster, run: &str) -> Result<(u64, bool)> {
     Ok((ended, summary["status"] != "running"))
 }
 
-async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
+async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<Repetition> {
     let agents = plan.agents.to_string();
     let concurrency = plan.concurrency.map(|n| n.to_string());
     let mut args = vec!["up", "--agents", &agents, "--python-env", "system"];
@@ -87,12 +135,15 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
     let warm = c.submit_toml("warm.toml", &fanout_toml(8))?;
     c.wait(&warm, Duration::from_millis(100), Duration::from_secs(60))
         .await?;
+    let (drover, broker) = (c.pid("up")?, cpu::broker_pid());
+    let before = Snapshot::take(drover, broker)?;
     let run = c.submit(&path)?;
     let submitted = Instant::now();
     // Part of the measurement: the window opens WARMUP after the submission.
     tokio::time::sleep(WARMUP).await;
     let (first, ended) = progress(c, &run).await?;
     let opened = Instant::now();
+    let at_open = Snapshot::take(drover, broker)?;
     if !ended {
         let left = plan.window.saturating_sub(opened.elapsed());
         let deadline = opened + left;
@@ -108,7 +159,12 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
             if ended == 0 {
                 bail!("no step of run {run} ended within {secs:.0} s");
             }
-            return Ok((ended as f64 / secs, Measured::Window { ended, secs }));
+            let cpu = Snapshot::take(drover, broker)?.per_step_since(&at_open, ended);
+            return Ok(Repetition {
+                rate: ended as f64 / secs,
+                measured: Measured::Window { ended, secs },
+                cpu,
+            });
         }
     }
     let timeout = Duration::from_secs(120 + plan.steps as u64);
@@ -119,7 +175,12 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<(f64, Measured)> {
             timeout.saturating_sub(submitted.elapsed()),
         )
         .await?;
+    let cpu = Snapshot::take(drover, broker)?.per_step_since(&before, plan.steps as u64);
     let ms = view["ended_at"].as_f64().context("no ended_at")?
         - view["started_at"].as_f64().context("no started_at")?;
-    Ok((plan.steps as f64 / (ms / 1000.0), Measured::WholeRun))
+    Ok(Repetition {
+        rate: plan.steps as f64 / (ms / 1000.0),
+        measured: Measured::WholeRun,
+        cpu,
+    })
 }

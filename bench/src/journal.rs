@@ -8,6 +8,7 @@
 //! the stream from the warm-up run's end to the controller's exit.
 
 use crate::cluster::{Cluster, Env};
+use crate::cpu;
 use crate::fanout::{fanout_toml, progress};
 use anyhow::{Context, Result, bail};
 use drover_amqp::{Broker, JournalStart, Target};
@@ -88,7 +89,7 @@ async fn one(c: &mut Cluster, steps: usize, journal: bool) -> Result<Sample> {
         false => None,
     };
     let pid = c.pid("up")?;
-    let cpu_before = cpu_ms(pid)?;
+    let cpu_before = cpu::times(pid)?.own_ms;
     let run = c.submit_toml("fanout.toml", &fanout_toml(steps))?;
     let deadline = Instant::now() + Duration::from_secs(120 + steps as u64);
     // Polls the cheap run list rather than the run's view, whose every step costs the
@@ -100,7 +101,7 @@ async fn one(c: &mut Cluster, steps: usize, journal: bool) -> Result<Sample> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let cpu = cpu_ms(pid)? - cpu_before;
+    let cpu = cpu::times(pid)?.own_ms - cpu_before;
     let view = c
         .wait(&run, Duration::from_millis(100), Duration::from_secs(10))
         .await?;
@@ -161,59 +162,4 @@ pub async fn journal_size(amqp_url: &str, ns: &str) -> Result<Size> {
     size.with_context(|| {
         format!("reading the journal of {ns} to the bench's mark took over {READ_PATIENCE:?}")
     })?
-}
-
-/// CPU time (user + system, every thread, ended ones included) of process `pid`, ms, from
-/// `/proc/PID/stat` (in clock ticks).
-pub fn cpu_ms(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    // `pid (comm) state ppid ...`: utime and stime are fields 14 and 15, 12 and 13 after comm.
-    let after_comm = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .with_context(|| format!("/proc/{pid}/stat reads {stat:?}"))?;
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .map(|t| t as f64)
-            .with_context(|| format!("no field {} in /proc/{pid}/stat", i + 3))
-    };
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
-        .filter(|n| *n > 0)
-        .context("the system reports no clock tick rate (sysconf CLK_TCK)")?;
-    Ok((ticks(11)? + ticks(12)?) * 1000.0 / per_second as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn thread_cpu_ms() -> f64 {
-        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-            .expect("thread CPU clock");
-        t.tv_sec() as f64 * 1000.0 + t.tv_nsec() as f64 / 1e6
-    }
-
-    #[test]
-    fn cpu_ms_counts_the_time_a_process_spent_on_a_core() {
-        let pid = std::process::id();
-        let before = cpu_ms(pid).expect("own /proc/PID/stat");
-        let start = thread_cpu_ms();
-        let mut x = 0u64;
-        while thread_cpu_ms() - start < 200.0 {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        let spent = cpu_ms(pid).expect("own /proc/PID/stat") - before;
-        // Clock ticks are 10 ms on Linux: allow two of them.
-        assert!(spent >= 180.0, "200 ms of CPU spent, {spent} ms read");
-    }
-
-    #[test]
-    fn cpu_ms_of_a_missing_process_is_an_error() {
-        let err = cpu_ms(u32::MAX).expect_err("no such process");
-        assert!(err.to_string().contains("is gone"), "{err}");
-    }
 }

@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod artifact;
 pub mod celery;
 pub mod cluster;
+pub mod cpu;
 pub mod decorator;
 pub mod fanout;
 pub mod footprint;

@@ -494,14 +494,14 @@ async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> 
         let measured = fanout::run(env, fplan).await?;
         let how: Vec<String> = measured
             .iter()
-            .map(|(_, m)| match m {
+            .map(|r| match r.measured {
                 fanout::Measured::WholeRun => "whole run".to_string(),
                 fanout::Measured::Window { ended, secs } => {
                     format!("{ended} steps ended in a {secs:.0} s window")
                 }
             })
             .collect();
-        let rates = measured.iter().map(|(r, _)| *r).collect();
+        let rates = measured.iter().map(|r| r.rate).collect();
         let row = Row::new(
             "3 fan-out",
             &format!("{n} independent `true` steps, {label}"),
@@ -518,6 +518,9 @@ async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> 
                     l.publish_rate
                 )),
         );
+        if agents == 1 {
+            rows.extend(step_cpu_rows(&measured, cpus, celery_rate));
+        }
     }
     rows.push(celery_row);
     rows.push(
@@ -537,6 +540,56 @@ async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> 
         peer.hop_p99_ms,
     ));
     Ok(())
+}
+
+/// Where a step of the one-agent fan-out spent CPU, and whether twice the Celery peer's rate
+/// leaves room for drover at all: the step processes and the broker against the CPU time a step
+/// may take on this machine's CPUs at that rate.
+fn step_cpu_rows(measured: &[fanout::Repetition], cpus: usize, celery_rate: f64) -> Vec<Row> {
+    let figure = |what: &str| format!("CPU a step, 1 agent: {what}");
+    let of = |f: fn(&fanout::StepCpu) -> Option<f64>| -> Vec<f64> {
+        measured.iter().filter_map(|r| f(&r.cpu)).collect()
+    };
+    let mut rows = vec![
+        Row::new(
+            "3 fan-out",
+            &figure("`drover up` (controller and agent)"),
+            "ms",
+            of(|c| Some(c.drover_ms)),
+        )
+        .note("/proc/PID/stat of `drover up`, user + system, over the measured span, per step"),
+        Row::new(
+            "3 fan-out",
+            &figure("the step processes"),
+            "ms",
+            of(|c| Some(c.steps_ms)),
+        )
+        .note("the children `drover up` reaped (cutime + cstime): the `true` processes"),
+    ];
+    let broker = of(|c| c.broker_ms);
+    if broker.len() != measured.len() {
+        rows.push(
+            Row::new("3 fan-out", &figure("the broker"), "ms", Vec::new())
+                .note("not measured: not exactly one beam.smp process on this machine"),
+        );
+        return rows;
+    }
+    rows.push(
+        Row::new("3 fan-out", &figure("the broker"), "ms", broker)
+            .note("/proc/PID/stat of the one beam.smp process"),
+    );
+    let floor = of(|c| Some(c.steps_ms + c.broker_ms?));
+    let budget = cpus as f64 * 1000.0 / (2.0 * celery_rate);
+    rows.push(
+        Row::new("3 fan-out", &figure("the step processes and the broker"), "ms", floor)
+            .limit(
+                &format!("CPU a step at 2× the Celery peer's rate on {cpus} CPUs"),
+                budget,
+                "ms",
+            )
+            .note("at or above 1×, twice the peer's rate is out of reach however little drover itself costs"),
+    );
+    rows
 }
 
 async fn seed_rows(env: &Env, plan: &Plan, rows: &mut Vec<Row>) -> Result<()> {

@@ -251,24 +251,29 @@ impl Processes {
 /// which live on in process groups of their own until an agent on the same work dir reaps them.
 pub fn kill_strays(dir: &Path) {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
     let me = std::process::id();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, proc_dir) in all_processes() {
         let working_here =
-            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
+            std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
         if pid != me && working_here {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
+}
+
+/// Every process on the machine now: its pid and its `/proc/PID` directory (none when `/proc`
+/// cannot be read).
+pub fn all_processes() -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+        .collect()
 }
 
 impl Drop for Processes {
