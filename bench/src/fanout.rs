@@ -35,8 +35,9 @@ pub enum Measured {
     Window { ended: u64, secs: f64 },
 }
 
-/// CPU time a step cost over the measured span, ms: `drover up` itself (controller and agents),
-/// the step processes it reaped, and the broker (`None` when its process was not found).
+/// CPU time a step cost, ms: `drover up` itself (controller and agents), the step processes it
+/// reaped, and the broker (`None` when its process was not found). Over the window when one is
+/// measured, else from the submission until the run was seen ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepCpu {
     pub drover_ms: f64,
@@ -143,8 +144,8 @@ async fn one(c: &mut Cluster, plan: FanoutPlan) -> Result<Repetition> {
     tokio::time::sleep(WARMUP).await;
     let (first, ended) = progress(c, &run).await?;
     let opened = Instant::now();
-    let at_open = Snapshot::take(drover, broker)?;
     if !ended {
+        let at_open = Snapshot::take(drover, broker)?;
         let left = plan.window.saturating_sub(opened.elapsed());
         let deadline = opened + left;
         let mut last = (first, false);

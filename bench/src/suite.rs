@@ -557,7 +557,7 @@ fn step_cpu_rows(measured: &[fanout::Repetition], cpus: usize, celery_rate: f64)
             "ms",
             of(|c| Some(c.drover_ms)),
         )
-        .note("/proc/PID/stat of `drover up`, user + system, over the measured span, per step"),
+        .note("/proc/PID/stat of `drover up`, user + system, per step: over the window, or from the submission until the run was seen ended"),
         Row::new(
             "3 fan-out",
             &figure("the step processes"),

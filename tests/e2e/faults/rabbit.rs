@@ -76,9 +76,8 @@ impl PrivateBroker {
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).expect("broker dirs");
         }
-        let [port, dist_port] = free_ports(2).expect("free ports")[..] else {
-            unreachable!("two ports asked for")
-        };
+        let ports = free_ports(2).expect("free ports");
+        let (port, dist_port) = (ports[0], ports[1]);
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n{conf}"),
@@ -166,7 +165,7 @@ impl PrivateBroker {
 
     /// [`PrivateBroker::await_startup`], with the failure returned: whether the node exited
     /// (`Exited`) or did not answer in time.
-    pub fn try_await_startup(&self) -> Result<(), StartFailure> {
+    fn try_await_startup(&self) -> Result<(), StartFailure> {
         let started = Instant::now();
         let mut last = String::from("not asked yet");
         while started.elapsed() < START_PATIENCE {
@@ -262,7 +261,7 @@ impl PrivateBroker {
 
 /// Why a node did not start.
 #[derive(Debug)]
-pub enum StartFailure {
+enum StartFailure {
     /// Its `rabbitmq-server` exited (a port taken since it was picked, say).
     Exited(String),
     /// It did not answer within [`START_PATIENCE`].
