@@ -9,8 +9,11 @@
 //! by the next job; they stay open while the agent has a free slot and are closed when it
 //! fills up, which hands back what the broker sent ahead. A job such a consumer delivers is
 //! claimed in the serve loop itself, before a consumer may close, while its task makes it
-//! ready. Among queues with a job ready, the first in the agent's order wins
-//! ([`QueueOrder::Priority`]), or the queues take turns ([`QueueOrder::RoundRobin`]).
+//! ready; the next free slot then asks the queues again, and if a consumer holds another job by
+//! then (the queue has a backlog) the consumers are closed, handing back what they hold, so
+//! the backlog goes through `basic.get`, whose claims are in flight together, instead of one
+//! consumer delivery at a time. Among queues with a job ready, the first in the agent's order
+//! wins ([`QueueOrder::Priority`]), or the queues take turns ([`QueueOrder::RoundRobin`]).
 //!
 //! The one exception to holding no job beyond the free slots: on deep queues, while short steps
 //! fill every slot, a few jobs per slot (as many as about 20 ms of those steps, two to eight) are
@@ -22,9 +25,9 @@ use crate::slots::{SlotGuard, Slots};
 use crate::{Shared, claim, heartbeat, job};
 use drover_amqp::{Consumer, Getter, Incoming};
 use drover_protocol::message::StepJob;
-use futures_util::StreamExt;
 use futures_util::future::select_all;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -76,6 +79,9 @@ pub async fn serve(
     };
     let mut ahead = Ahead::new(&shared.config);
     let mut backoff = Duration::from_millis(200);
+    // Set when a consumer gave a job: its queue may hold more, which `basic.get` takes faster
+    // than the consumer's one-at-a-time claims. Cleared when the queues are found empty.
+    let mut pull_first = false;
     // Cancelled when the drain timeout expires: jobs stopped after that are handed back.
     let release = CancellationToken::new();
     'serve: loop {
@@ -120,8 +126,17 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         loop {
-            // With no consumer open, ask the queues first: a ready job needs no consumer.
-            if !consumers.any_open() {
+            let held = match pull_first {
+                true => {
+                    consumers
+                        .backlog(&shared.config.order, &slots, &shutdown)
+                        .await
+                }
+                false => None,
+            };
+            // With no consumer open, or after a consumer gave a job, ask the queues first: a
+            // ready job needs no consumer.
+            if held.is_none() && (pull_first || !consumers.any_open()) {
                 let preference = consumers.preference(&shared.config.order);
                 match pull.next(&shared, &slots, &mut ahead, &preference).await {
                     Ok(Some((incoming, i))) => {
@@ -135,7 +150,7 @@ pub async fn serve(
                         claim_and_start(&shared, &jobs, incoming, guard, release.clone(), None);
                         break;
                     }
-                    Ok(None) => {}
+                    Ok(None) => pull_first = false,
                     Err(e) => {
                         tracing::error!(
                             "cannot take jobs from the job queues: {e}; retrying in {backoff:?}"
@@ -148,18 +163,25 @@ pub async fn serve(
                     }
                 }
             }
-            if let Err(e) = consumers.sync(&shared, &slots).await {
-                tracing::error!("cannot consume the job queues: {e}; retrying in {backoff:?}");
-                consumers.close_all().await;
-                if pause(&shutdown, &mut backoff).await {
-                    break 'serve;
+            let next = match held {
+                Some(next) => next,
+                None => {
+                    if let Err(e) = consumers.sync(&shared, &slots).await {
+                        tracing::error!(
+                            "cannot consume the job queues: {e}; retrying in {backoff:?}"
+                        );
+                        consumers.close_all().await;
+                        if pause(&shutdown, &mut backoff).await {
+                            break 'serve;
+                        }
+                        continue;
+                    }
+                    consumers
+                        .next(&shared.config.order, &slots, &shutdown)
+                        .await
                 }
-                continue;
-            }
-            match consumers
-                .next(&shared.config.order, &slots, &shutdown)
-                .await
-            {
+            };
+            match next {
                 Next::Job(incoming, i) => {
                     backoff = Duration::from_millis(200);
                     let Some(guard) = slots.take(i, agent_slot) else {
@@ -189,6 +211,7 @@ pub async fn serve(
                         consumers.took_from(i);
                         confirmed.ack().await;
                     }
+                    pull_first = true;
                     break;
                 }
                 Next::Freed => continue,
@@ -374,6 +397,26 @@ impl Consumers {
             }
         }
         Ok(())
+    }
+
+    /// After a consumer gave a job: what the consumers have ready without waiting. A consumer
+    /// that holds another job already shows a queue with a backlog, which `basic.get` takes
+    /// faster, its claims running side by side: what the consumers hold is handed back (it goes
+    /// back to its place in the queue), they are closed, and `None` says to ask the queues.
+    async fn backlog(
+        &mut self,
+        order: &QueueOrder,
+        slots: &Slots,
+        shutdown: &CancellationToken,
+    ) -> Option<Next> {
+        match self.next(order, slots, shutdown).now_or_never()? {
+            Next::Job(incoming, _) => {
+                let _ = incoming.requeue().await;
+                self.close_all().await;
+                None
+            }
+            other => Some(other),
+        }
     }
 
     /// Closing a consumer's channel returns its unacked deliveries to the queue.

@@ -198,6 +198,36 @@ fn short_steps_claimed_ahead_by_two_slots_each_run_once() {
     }
 }
 
+/// An agent idle on an empty queue waits on a consumer. When a deep run arrives, the consumer's
+/// first job sends the agent back to `basic.get`, whose claims run side by side: the agent
+/// fills its slots and claims ahead, as if the queue had been deep before it started, instead
+/// of claiming one consumer delivery at a time without ever filling up. Every step runs once.
+#[test]
+fn an_idle_agent_takes_a_deep_queue_that_arrives_as_if_it_had_been_there() {
+    let (mut c, log) = controller_only();
+    c.start_agent_with("a1", &["default"], &["--concurrency", "8"]);
+    wait_until("the agent's consumer", Duration::from_secs(20), || {
+        let doc: Value = serde_json::from_str(&c.http_get("/api/v1/queues?queue=default")).ok()?;
+        let q = doc["queues"]
+            .as_array()?
+            .iter()
+            .find(|q| q["name"] == "default")?;
+        (q["consumers"].as_u64() == Some(1)).then_some(())
+    });
+    let mut toml = "[pipeline]\nname = \"arriving\"\n".to_string();
+    let names: Vec<String> = (0..400).map(|i| format!("d{i:03}")).collect();
+    for name in &names {
+        toml += &step(name, "default", &log, "");
+    }
+    let run = c.submit(&c.pipeline("arriving.toml", &toml));
+    succeeded(&c, &run);
+    let agent = c.process_log("a1");
+    assert!(agent.contains("claiming jobs of default ahead"), "{agent}");
+    let mut ran = lines(&log);
+    ran.sort();
+    assert_eq!(ran, names);
+}
+
 /// A job claimed ahead holds no slot yet; aborted while it waits for one, its program never
 /// starts, and it ends at once, not when the step holding the slot does.
 #[test]
