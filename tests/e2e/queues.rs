@@ -35,20 +35,36 @@ fn lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `queue`'s entry in the controller's queue list, asked for by name so that it is listed
+/// before any step uses it.
+fn queue_view(c: &Cluster, queue: &str) -> Option<Value> {
+    let doc: Value =
+        serde_json::from_str(&c.http_get(&format!("/api/v1/queues?queue={queue}"))).ok()?;
+    doc["queues"]
+        .as_array()?
+        .iter()
+        .find(|q| q["name"] == queue)
+        .cloned()
+}
+
 /// Waits until `queue` holds `n` ready jobs (published, no agent yet).
 fn wait_for_depth(c: &Cluster, queue: &str, n: u64) {
     wait_until(
         &format!("{n} jobs on {queue}"),
         Duration::from_secs(20),
-        || {
-            let doc = c.json(&["queues", "--json"]);
-            let q = doc["queues"]
-                .as_array()?
-                .iter()
-                .find(|q| q["name"] == queue)?;
-            (q["messages"].as_u64() == Some(n)).then_some(())
-        },
+        || (queue_view(c, queue)?["messages"].as_u64() == Some(n)).then_some(()),
     );
+}
+
+/// A pipeline `name` of `n` short steps on `default` (`d000`, `d001`, ...), each logging its
+/// name to `log`; with the names.
+fn short_steps(name: &str, n: usize, log: &Path) -> (String, Vec<String>) {
+    let mut toml = format!("[pipeline]\nname = \"{name}\"\n");
+    let names: Vec<String> = (0..n).map(|i| format!("d{i:03}")).collect();
+    for step_name in &names {
+        toml += &step(step_name, "default", log, "");
+    }
+    (toml, names)
 }
 
 fn controller_only() -> (Cluster, PathBuf) {
@@ -158,11 +174,7 @@ fn an_idle_agent_gets_the_jobs_a_full_one_cannot_start() {
 /// and the names.
 fn deep_queue_run(n: usize, slots: &str) -> (Vec<String>, Value, Vec<String>) {
     let (mut c, log) = controller_only();
-    let mut toml = "[pipeline]\nname = \"deep\"\n".to_string();
-    let names: Vec<String> = (0..n).map(|i| format!("d{i:03}")).collect();
-    for name in &names {
-        toml += &step(name, "default", &log, "");
-    }
+    let (toml, names) = short_steps("deep", n, &log);
     let run = c.submit(&c.pipeline("deep.toml", &toml));
     wait_for_depth(&c, "default", n as u64);
     c.start_agent_with("a1", &["default"], &["--concurrency", slots]);
@@ -207,18 +219,9 @@ fn an_idle_agent_takes_a_deep_queue_that_arrives_as_if_it_had_been_there() {
     let (mut c, log) = controller_only();
     c.start_agent_with("a1", &["default"], &["--concurrency", "8"]);
     wait_until("the agent's consumer", Duration::from_secs(20), || {
-        let doc: Value = serde_json::from_str(&c.http_get("/api/v1/queues?queue=default")).ok()?;
-        let q = doc["queues"]
-            .as_array()?
-            .iter()
-            .find(|q| q["name"] == "default")?;
-        (q["consumers"].as_u64() == Some(1)).then_some(())
+        (queue_view(&c, "default")?["consumers"].as_u64() == Some(1)).then_some(())
     });
-    let mut toml = "[pipeline]\nname = \"arriving\"\n".to_string();
-    let names: Vec<String> = (0..400).map(|i| format!("d{i:03}")).collect();
-    for name in &names {
-        toml += &step(name, "default", &log, "");
-    }
+    let (toml, names) = short_steps("arriving", 400, &log);
     let run = c.submit(&c.pipeline("arriving.toml", &toml));
     succeeded(&c, &run);
     let agent = c.process_log("a1");
