@@ -147,4 +147,5 @@ async fn a_cut_off_controller_refuses_writes_answers_reads_and_accepts_writes_on
         noticed.as_secs_f64(),
         back.as_secs_f64()
     );
+    s.stop().await;
 }
