@@ -4,6 +4,7 @@
 //! against what a widely used task queue does on the same machine in the same run.
 
 use crate::cluster::{Cluster, Env};
+use crate::cpu;
 use anyhow::{Context, Result, bail};
 
 const SCRIPT: &str = "bench/celery_peer.py";
@@ -15,6 +16,9 @@ pub struct CelerySamples {
     pub fanout_rate: Vec<f64>,
     /// Seconds the submissions alone took, per repetition.
     pub submit_secs: Vec<f64>,
+    /// The broker's CPU a fan-out task (ms): `beam.smp`'s over the whole peer run, per task;
+    /// empty when the broker's process was not found.
+    pub broker_ms: Vec<f64>,
     /// One chain's median and p99 time between consecutive tasks' starts (ms).
     pub hop_p50_ms: Vec<f64>,
     pub hop_p99_ms: Vec<f64>,
@@ -37,7 +41,10 @@ pub async fn run(env: &Env, reps: usize, tasks: usize, chain: usize) -> Result<C
     for _ in 0..reps {
         for (mode, n) in [("fanout", tasks), ("chain", chain)] {
             let c = Cluster::new(env)?;
+            let broker = cpu::broker_pid();
+            let before = broker.and_then(|pid| cpu::times(pid).ok());
             let measured = c.python_json(SCRIPT, &[mode, &n.to_string()]);
+            let after = broker.and_then(|pid| cpu::times(pid).ok());
             c.shutdown().await;
             let v = measured?;
             if v["tasks"].as_u64() != Some(n as u64) {
@@ -48,6 +55,9 @@ pub async fn run(env: &Env, reps: usize, tasks: usize, chain: usize) -> Result<C
             if mode == "fanout" {
                 s.fanout_rate.push(number(&v, "rate")?);
                 s.submit_secs.push(number(&v, "submit_secs")?);
+                if let Some((then, now)) = before.zip(after) {
+                    s.broker_ms.push((now.own_ms - then.own_ms) / n as f64);
+                }
             } else {
                 s.hop_p50_ms.push(number(&v, "hop_p50_ms")?);
                 s.hop_p99_ms.push(number(&v, "hop_p99_ms")?);

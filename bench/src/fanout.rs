@@ -10,6 +10,7 @@
 use crate::cluster::{Cluster, Env};
 use crate::cpu;
 use anyhow::{Context, Result, bail};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Time after the submission before the window opens.
@@ -24,6 +25,25 @@ pub(crate) fn fanout_toml(steps: usize) -> String {
         ));
     }
     out
+}
+
+/// CPU time (ms) a `true` process took when the bench started `starts` of them itself, one after
+/// another (std's `Command`, no drover): the least a step's process costs on this machine.
+/// Counted from the children this process reaped meanwhile, so no cluster may run alongside.
+pub fn bare_start_ms(starts: usize) -> Result<f64> {
+    let me = std::process::id();
+    let before = cpu::times(me)?.children_ms;
+    for _ in 0..starts {
+        let status = Command::new("true")
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot start `true`")?;
+        if !status.success() {
+            bail!("`true` exited with {status}");
+        }
+    }
+    let after = cpu::times(me)?.children_ms;
+    Ok((after - before) / starts.max(1) as f64)
 }
 
 /// How one run was measured.

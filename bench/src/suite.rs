@@ -478,6 +478,11 @@ async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> 
         stats::median(&peer.submit_secs)
     ));
     let celery_rate = celery_row.median;
+    let starts = plan.fanout_steps.min(BARE_STARTS);
+    let mut bare = Vec::new();
+    for _ in 0..plan.fanout_reps {
+        bare.push(tokio::task::spawn_blocking(move || fanout::bare_start_ms(starts)).await??);
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let defaults = format!("1 agent, `drover up` defaults ({cpus} slots: auto, the CPU count)");
     for (agents, concurrency, label) in [
@@ -520,6 +525,13 @@ async fn fanout_rows(env: &Env, plan: &Plan, l: Limits, rows: &mut Vec<Row>) -> 
         );
         if agents == 1 {
             rows.extend(step_cpu_rows(&measured, cpus, celery_rate));
+            rows.extend(floor_rows(
+                &bare,
+                starts,
+                &peer.broker_ms,
+                cpus,
+                celery_rate,
+            ));
         }
     }
     rows.push(celery_row);
@@ -588,6 +600,65 @@ fn step_cpu_rows(measured: &[fanout::Repetition], cpus: usize, celery_rate: f64)
                 "ms",
             )
             .note("at or above 1×, twice the peer's rate is out of reach however little drover itself costs"),
+    );
+    rows
+}
+
+/// `true` processes the bench starts itself, per repetition, to measure what one costs.
+const BARE_STARTS: usize = 3_000;
+
+/// The least a step can cost here with a process per step and one broker message per step, by
+/// figures that involve no drover at all: a `true` the bench starts itself and the broker's CPU
+/// a Celery task; against the CPU time a step may take at twice the Celery peer's rate.
+fn floor_rows(
+    bare: &[f64],
+    starts: usize,
+    broker: &[f64],
+    cpus: usize,
+    celery_rate: f64,
+) -> Vec<Row> {
+    let mut rows = vec![
+        Row::new(
+            "3 fan-out",
+            "a `true` started outside drover, one after another: CPU a start",
+            "ms",
+            bare.to_vec(),
+        )
+        .note(format!(
+            "{starts} starts per repetition by the bench itself (std::process::Command), no cluster running; the children's CPU it reaped (cutime + cstime)"
+        )),
+    ];
+    if broker.len() != bare.len() {
+        rows.push(
+            Row::new(
+                "3 fan-out",
+                "Celery 5 peer: the broker's CPU a task",
+                "ms",
+                Vec::new(),
+            )
+            .note("not measured: not exactly one beam.smp process on this machine"),
+        );
+        return rows;
+    }
+    rows.push(
+        Row::new("3 fan-out", "Celery 5 peer: the broker's CPU a task", "ms", broker.to_vec())
+            .note("/proc/PID/stat of the one beam.smp process over each whole peer fan-out (worker start and stop included), per task"),
+    );
+    let floor = bare.iter().zip(broker).map(|(b, k)| b + k).collect();
+    let budget = cpus as f64 * 1000.0 / (2.0 * celery_rate);
+    rows.push(
+        Row::new(
+            "3 fan-out",
+            "floor without drover: a `true` started outside drover and the broker's CPU a Celery task",
+            "ms",
+            floor,
+        )
+        .limit(
+            &format!("CPU a step at 2× the Celery peer's rate on {cpus} CPUs"),
+            budget,
+            "ms",
+        )
+        .note("at or above 1×, no engine that starts a process per step and passes each through this broker reaches twice the peer's rate on this machine"),
     );
     rows
 }
