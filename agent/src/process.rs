@@ -122,15 +122,19 @@ fn start<'r>(
             "empty command",
         ));
     };
-    let program_path = resolve_program(program, &spec.env, &spec.cwd);
     // With a cgroup per attempt a step starts inside it, so nothing it forks can be outside;
-    // it is not spawned ahead of its claim then, since nothing would hold it.
+    // it is not spawned ahead of its claim then, since nothing would hold it (nor is its
+    // program looked up on `PATH`, which is one `statx` per directory).
     if reaper.gates_spawn() && spec.user.is_none() && spawn::supported() {
         return match only_gated {
             true => Ok(None),
-            false => start_in_cgroup(reaper, spec, &program_path, args).map(Some),
+            false => {
+                let program_path = resolve_program(program, &spec.env, &spec.cwd);
+                start_in_cgroup(reaper, spec, &program_path, args).map(Some)
+            }
         };
     }
+    let program_path = resolve_program(program, &spec.env, &spec.cwd);
     // A step run as another user (`--run-as`), whose user std changes, or one on a kernel
     // without `pidfd_open`, waits at a gate until it is in its cgroup (a program that does not
     // exist fails to start as usual).
