@@ -41,7 +41,8 @@ pub async fn run(env: &Env, reps: usize, tasks: usize, chain: usize) -> Result<C
     for _ in 0..reps {
         for (mode, n) in [("fanout", tasks), ("chain", chain)] {
             let c = Cluster::new(env)?;
-            let broker = cpu::broker_pid();
+            // Only the fan-out's broker CPU is reported.
+            let broker = (mode == "fanout").then(cpu::broker_pid).flatten();
             let before = broker.and_then(|pid| cpu::times(pid).ok());
             let measured = c.python_json(SCRIPT, &[mode, &n.to_string()]);
             let after = broker.and_then(|pid| cpu::times(pid).ok());
